@@ -1,0 +1,132 @@
+//! The HTTP API: one axum router, served by the enqueue Lambda and by `tasker serve`.
+
+pub mod auth;
+pub mod error;
+pub mod requests;
+
+use std::sync::Arc;
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
+use axum::extract::{DefaultBodyLimit, Path, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Json, Response};
+use axum::routing::{delete, get, post};
+use serde_json::json;
+
+use self::error::ApiError;
+use crate::config::AuthMode;
+use crate::store::{TaskCanceller, TaskReader, TaskWriter};
+use crate::task::{MAX_PAYLOAD_BYTES, TaskId};
+use crate::tasker::Tasker;
+
+/// The unauthenticated liveness route.
+pub const HEALTH_PATH: &str = "/healthz";
+/// Largest request body read; a JSON payload may need escaping room beyond its own limit.
+pub const MAX_BODY_BYTES: usize = 4 * MAX_PAYLOAD_BYTES;
+
+/// What the API needs from a store.
+pub trait ApiStore: TaskReader + TaskWriter + TaskCanceller + Clone + 'static {}
+impl<S: TaskReader + TaskWriter + TaskCanceller + Clone + 'static> ApiStore for S {}
+
+type AppState<S> = Arc<Tasker<S>>;
+
+/// The router with every route, authentication and JSON errors for unknown routes and methods.
+pub fn router<S: ApiStore>(tasker: Arc<Tasker<S>>, auth: AuthMode) -> Router {
+    Router::new()
+        .route("/tasks", post(create::<S>).fallback(method_not_allowed))
+        .route("/tasks/cancel", post(cancel_by_reference::<S>).fallback(method_not_allowed))
+        .route(
+            "/tasks/{id}",
+            get(get_task::<S>)
+                .merge(delete(cancel::<S>))
+                .fallback(method_not_allowed),
+        )
+        .route(HEALTH_PATH, get(health).fallback(method_not_allowed))
+        .fallback(not_found)
+        .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .with_state(tasker)
+        .layer(axum::middleware::from_fn_with_state(
+            Arc::new(auth),
+            auth::require_auth,
+        ))
+}
+
+/// Reads the body, turning a too-large or unreadable body into a JSON error.
+fn body_bytes(body: Result<Bytes, BytesRejection>) -> Result<Bytes, ApiError> {
+    body.map_err(|rejection| {
+        if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
+            ApiError::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "payload_too_large",
+                format!("the request body is larger than {MAX_BODY_BYTES} bytes"),
+            )
+        } else {
+            ApiError::bad_request("invalid_body", rejection.body_text())
+        }
+    })
+}
+
+fn task_id(raw: &str) -> Result<TaskId, ApiError> {
+    raw.parse()
+        .map_err(|_| ApiError::not_found(&raw.chars().take(64).collect::<String>()))
+}
+
+async fn create<S: ApiStore>(
+    State(tasker): State<AppState<S>>,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, ApiError> {
+    let body = body_bytes(body)?;
+    let new = requests::parse_create(&body, tasker.now())?;
+    let task = tasker.create(new).await?;
+    tracing::info!(task_id = %task.id, task_type = %task.task_type, scheduled_at = %task.scheduled_at, "task created");
+    Ok((StatusCode::CREATED, Json(task)).into_response())
+}
+
+async fn get_task<S: ApiStore>(
+    State(tasker): State<AppState<S>>,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    let task = tasker.get(task_id(&id)?).await?;
+    Ok(Json(task).into_response())
+}
+
+async fn cancel<S: ApiStore>(
+    State(tasker): State<AppState<S>>,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    let task = tasker.cancel(task_id(&id)?).await?;
+    tracing::info!(task_id = %task.id, "task cancelled");
+    Ok(Json(task).into_response())
+}
+
+async fn cancel_by_reference<S: ApiStore>(
+    State(tasker): State<AppState<S>>,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, ApiError> {
+    let body = body_bytes(body)?;
+    let request = requests::parse_cancel_by_reference(&body)?;
+    let ids = tasker
+        .cancel_by_reference(&request.reference_uid, request.task_type.as_deref())
+        .await?;
+    tracing::info!(reference_uid = %request.reference_uid, cancelled = ids.len(), "tasks cancelled by reference");
+    let ids: Vec<String> = ids.iter().map(ToString::to_string).collect();
+    Ok(Json(json!({ "cancelled": ids.len(), "ids": ids })).into_response())
+}
+
+async fn health() -> Response {
+    Json(json!({ "status": "ok" })).into_response()
+}
+
+async fn not_found() -> ApiError {
+    ApiError::new(StatusCode::NOT_FOUND, "route_not_found", "no such route")
+}
+
+async fn method_not_allowed() -> ApiError {
+    ApiError::new(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "method_not_allowed",
+        "this route does not accept that method",
+    )
+}

@@ -1,0 +1,215 @@
+//! Parsing request bodies by hand, so every rejection names its field and carries a code.
+
+use std::time::Duration;
+
+use serde_json::{Map, Value};
+
+use super::error::ApiError;
+use crate::clock::Timestamp;
+use crate::task::{DEFAULT_MAX_ATTEMPTS, MAX_ATTEMPTS_LIMIT, NewTask, ValidationError};
+
+/// Longest accepted `delaySeconds`: one year.
+pub const MAX_DELAY_SECONDS: u64 = 366 * 24 * 3600;
+
+const CREATE_FIELDS: &[&str] = &[
+    "type",
+    "payload",
+    "scheduledAt",
+    "delaySeconds",
+    "maxAttempts",
+    "referenceUid",
+];
+const CANCEL_FIELDS: &[&str] = &["referenceUid", "type"];
+
+/// A body of `POST /tasks/cancel`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CancelByReference {
+    /// The reference whose pending tasks are cancelled.
+    pub reference_uid: String,
+    /// Only tasks of this type, when given.
+    pub task_type: Option<String>,
+}
+
+/// Parses a JSON object body with only `allowed` fields.
+fn object(body: &[u8], allowed: &[&str]) -> Result<Map<String, Value>, ApiError> {
+    let value: Value = serde_json::from_slice(body).map_err(|err| {
+        ApiError::bad_request("invalid_json", format!("the body is not valid JSON: {err}"))
+    })?;
+    let Value::Object(map) = value else {
+        return Err(ApiError::bad_request(
+            "invalid_body",
+            "the body must be a JSON object",
+        ));
+    };
+    if let Some(unknown) = map.keys().find(|key| !allowed.contains(&key.as_str())) {
+        return Err(ApiError::bad_request(
+            "unknown_field",
+            format!(
+                "unknown field `{}`; expected one of {}",
+                truncate(unknown),
+                allowed.join(", ")
+            ),
+        ));
+    }
+    Ok(map)
+}
+
+fn truncate(text: &str) -> String {
+    text.chars().take(64).collect()
+}
+
+fn invalid(field: &'static str, reason: impl Into<String>) -> ApiError {
+    ValidationError::Invalid {
+        field,
+        reason: reason.into(),
+    }
+    .into()
+}
+
+fn required_string(map: &Map<String, Value>, field: &'static str) -> Result<String, ApiError> {
+    match map.get(field) {
+        None | Some(Value::Null) => Err(ValidationError::Missing(field).into()),
+        Some(Value::String(text)) => Ok(text.clone()),
+        Some(_) => Err(invalid(field, "must be a string")),
+    }
+}
+
+fn optional_string(
+    map: &Map<String, Value>,
+    field: &'static str,
+) -> Result<Option<String>, ApiError> {
+    match map.get(field) {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::String(text)) => Ok(Some(text.clone())),
+        Some(_) => Err(invalid(field, "must be a string")),
+    }
+}
+
+fn optional_integer(
+    map: &Map<String, Value>,
+    field: &'static str,
+    max: u64,
+) -> Result<Option<u64>, ApiError> {
+    match map.get(field) {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::Number(number)) => match number.as_u64() {
+            Some(n) if n <= max => Ok(Some(n)),
+            _ => Err(invalid(field, format!("must be a whole number from 0 to {max}"))),
+        },
+        Some(_) => Err(invalid(field, "must be a number")),
+    }
+}
+
+/// Parses `POST /tasks`. The payload is kept verbatim when it is a JSON string, and stored as
+/// its compact JSON text otherwise (like `JSON.stringify`).
+pub fn parse_create(body: &[u8], now: Timestamp) -> Result<NewTask, ApiError> {
+    let map = object(body, CREATE_FIELDS)?;
+    let task_type = required_string(&map, "type")?;
+    let payload = match map.get("payload") {
+        None | Some(Value::Null) => return Err(ValidationError::Missing("payload").into()),
+        Some(Value::String(text)) => text.clone(),
+        Some(other) => other.to_string(),
+    };
+    let scheduled_at = optional_string(&map, "scheduledAt")?
+        .map(|text| {
+            text.parse::<Timestamp>().map_err(|_| {
+                invalid(
+                    "scheduledAt",
+                    "must be an RFC 3339 timestamp such as 2026-01-31T09:30:00Z",
+                )
+            })
+        })
+        .transpose()?;
+    let delay = optional_integer(&map, "delaySeconds", MAX_DELAY_SECONDS)?;
+    let scheduled_at = match (scheduled_at, delay) {
+        (Some(_), Some(_)) => {
+            return Err(invalid(
+                "delaySeconds",
+                "cannot be combined with `scheduledAt`; give one of them",
+            ));
+        }
+        (Some(at), None) => Some(at),
+        (None, Some(seconds)) => Some(now.plus(Duration::from_secs(seconds))),
+        (None, None) => None,
+    };
+    let max_attempts = optional_integer(&map, "maxAttempts", u64::from(MAX_ATTEMPTS_LIMIT))?
+        .map_or(Ok(DEFAULT_MAX_ATTEMPTS), |n| {
+            u32::try_from(n).map_err(|_| invalid("maxAttempts", "is too large"))
+        })?;
+    let new = NewTask {
+        task_type,
+        payload,
+        scheduled_at,
+        max_attempts,
+        reference_uid: optional_string(&map, "referenceUid")?,
+    };
+    new.validate()?;
+    Ok(new)
+}
+
+/// Parses `POST /tasks/cancel`.
+pub fn parse_cancel_by_reference(body: &[u8]) -> Result<CancelByReference, ApiError> {
+    let map = object(body, CANCEL_FIELDS)?;
+    let reference_uid = required_string(&map, "referenceUid")?;
+    crate::task::validate_reference_uid(&reference_uid)?;
+    let task_type = optional_string(&map, "type")?;
+    if let Some(task_type) = &task_type {
+        crate::task::validate_type(task_type)?;
+    }
+    Ok(CancelByReference {
+        reference_uid,
+        task_type,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn now() -> Timestamp {
+        "2026-11-27T12:00:00Z".parse().unwrap()
+    }
+
+    #[test]
+    fn json_payloads_are_stored_as_compact_text() {
+        let new = parse_create(
+            br#"{"type":"t","payload":{"a": [1, 2]},"delaySeconds":60,"maxAttempts":5}"#,
+            now(),
+        )
+        .unwrap();
+        assert_eq!(new.payload, r#"{"a":[1,2]}"#);
+        assert_eq!(new.max_attempts, 5);
+        assert_eq!(new.scheduled_at.unwrap().to_text(), "2026-11-27T12:01:00.000Z");
+        let text = parse_create(br#"{"type":"t","payload":"raw text"}"#, now()).unwrap();
+        assert_eq!(text.payload, "raw text");
+    }
+
+    #[test]
+    fn every_rejection_has_a_code_and_names_the_field() {
+        let cases: &[(&[u8], &str, &str)] = &[
+            (b"{", "invalid_json", "JSON"),
+            (b"[1]", "invalid_body", "object"),
+            (br#"{"payload":1}"#, "missing_field", "`type`"),
+            (br#"{"type":"t"}"#, "missing_field", "`payload`"),
+            (br#"{"type":12,"payload":1}"#, "invalid_field", "`type`"),
+            (br#"{"type":"t","payload":1,"scheduledAt":"tomorrow"}"#, "invalid_field", "`scheduledAt`"),
+            (br#"{"type":"t","payload":1,"delaySeconds":-1}"#, "invalid_field", "`delaySeconds`"),
+            (br#"{"type":"t","payload":1,"delaySeconds":1,"scheduledAt":"2026-01-01T00:00:00Z"}"#, "invalid_field", "`delaySeconds`"),
+            (br#"{"type":"t","payload":1,"maxAttempts":0}"#, "invalid_field", "`maxAttempts`"),
+            (br#"{"type":"t","payload":1,"maxAttempts":1e300}"#, "invalid_field", "`maxAttempts`"),
+            (br#"{"type":"t","payload":1,"extra":1}"#, "unknown_field", "`extra`"),
+        ];
+        for (body, code, field) in cases {
+            let err = parse_create(body, now()).unwrap_err();
+            assert_eq!(err.code, *code, "{}", String::from_utf8_lossy(body));
+            assert!(err.message.contains(field), "{}", err.message);
+        }
+    }
+
+    #[test]
+    fn oversize_payload_is_413() {
+        let body = format!(r#"{{"type":"t","payload":"{}"}}"#, "x".repeat(256 * 1024 + 1));
+        let err = parse_create(body.as_bytes(), now()).unwrap_err();
+        assert_eq!(err.status, axum::http::StatusCode::PAYLOAD_TOO_LARGE);
+    }
+}

@@ -1,0 +1,174 @@
+//! Time: a millisecond-precision UTC timestamp with one fixed-width text form, and an injectable clock.
+
+use std::fmt;
+use std::str::FromStr;
+use std::sync::Mutex;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use time::format_description::well_known::Rfc3339;
+use time::macros::format_description;
+use time::{OffsetDateTime, UtcOffset};
+
+/// A UTC instant truncated to milliseconds.
+///
+/// Its text form (`2026-11-27T20:10:38.123Z`) has a fixed width, so text order is time order:
+/// both stores compare timestamps as strings in their indexes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Timestamp(pub OffsetDateTime);
+
+const STORED_FORMAT: &[time::format_description::BorrowedFormatItem<'static>] = format_description!(
+    "[year]-[month]-[day]T[hour]:[minute]:[second].[subsecond digits:3]Z"
+);
+
+impl Timestamp {
+    /// Truncates `instant` to milliseconds and converts it to UTC.
+    pub fn new(instant: OffsetDateTime) -> Self {
+        let utc = instant.to_offset(UtcOffset::UTC);
+        let millis = utc.millisecond();
+        Self(utc.replace_millisecond(millis).unwrap_or(utc))
+    }
+
+    /// The current time from the system clock.
+    pub fn now_utc() -> Self {
+        Self::new(OffsetDateTime::now_utc())
+    }
+
+    /// This instant plus `duration`, saturating at the largest representable time.
+    pub fn plus(self, duration: Duration) -> Self {
+        Self::new(self.0.checked_add(to_time(duration)).unwrap_or(self.0))
+    }
+
+    /// This instant minus `duration`, saturating at the smallest representable time.
+    pub fn minus(self, duration: Duration) -> Self {
+        Self::new(self.0.checked_sub(to_time(duration)).unwrap_or(self.0))
+    }
+
+    /// Seconds since the Unix epoch, as DynamoDB TTL wants them.
+    pub fn unix_seconds(self) -> i64 {
+        self.0.unix_timestamp()
+    }
+
+    /// The fixed-width text form.
+    pub fn to_text(self) -> String {
+        // Years 0..=9999 always format; the fallback keeps this total for the rest.
+        self.0
+            .format(STORED_FORMAT)
+            .unwrap_or_else(|_| self.0.to_string())
+    }
+}
+
+fn to_time(duration: Duration) -> time::Duration {
+    time::Duration::try_from(duration).unwrap_or(time::Duration::MAX)
+}
+
+/// The text is not an RFC 3339 timestamp.
+#[derive(Debug, thiserror::Error)]
+#[error("not an RFC 3339 timestamp: {0:?}")]
+pub struct InvalidTimestamp(pub String);
+
+impl FromStr for Timestamp {
+    type Err = InvalidTimestamp;
+
+    /// Accepts any RFC 3339 timestamp (any offset, any precision) within years 1970–9999.
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let parsed = OffsetDateTime::parse(s, &Rfc3339)
+            .map_err(|_| InvalidTimestamp(s.chars().take(64).collect()))?;
+        let utc = parsed.to_offset(UtcOffset::UTC);
+        if !(1970..=9999).contains(&utc.year()) {
+            return Err(InvalidTimestamp(s.chars().take(64).collect()));
+        }
+        Ok(Self::new(utc))
+    }
+}
+
+impl fmt::Display for Timestamp {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.to_text())
+    }
+}
+
+impl Serialize for Timestamp {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(&self.to_text())
+    }
+}
+
+impl<'de> Deserialize<'de> for Timestamp {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(deserializer)?;
+        text.parse().map_err(serde::de::Error::custom)
+    }
+}
+
+/// A source of the current time, injected so schedule and retry logic is testable without sleeping.
+pub trait Clock: Send + Sync + 'static {
+    /// The current instant.
+    fn now(&self) -> Timestamp;
+}
+
+/// The system clock.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct SystemClock;
+
+impl Clock for SystemClock {
+    fn now(&self) -> Timestamp {
+        Timestamp::now_utc()
+    }
+}
+
+/// A clock that only moves when told to.
+#[derive(Debug)]
+pub struct ManualClock(Mutex<Timestamp>);
+
+impl ManualClock {
+    /// A clock stopped at `start`.
+    pub fn new(start: Timestamp) -> Self {
+        Self(Mutex::new(start))
+    }
+
+    /// Moves the clock forward by `by`.
+    pub fn advance(&self, by: Duration) {
+        let mut now = self.0.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        *now = now.plus(by);
+    }
+}
+
+impl Clock for ManualClock {
+    fn now(&self) -> Timestamp {
+        *self.0.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn text_form_is_fixed_width_and_ordered() {
+        let a: Timestamp = "2026-11-27T20:10:38Z".parse().unwrap();
+        let b: Timestamp = "2026-11-27T20:10:38.5+00:00".parse().unwrap();
+        let c: Timestamp = "2026-11-27T21:10:38.001+01:00".parse().unwrap();
+        assert_eq!(a.to_text(), "2026-11-27T20:10:38.000Z");
+        assert_eq!(b.to_text(), "2026-11-27T20:10:38.500Z");
+        assert_eq!(c.to_text(), "2026-11-27T20:10:38.001Z");
+        assert!(a.to_text() < c.to_text() && c.to_text() < b.to_text());
+        assert_eq!(b.to_text().parse::<Timestamp>().unwrap(), b);
+    }
+
+    #[test]
+    fn rejects_non_rfc3339() {
+        for bad in ["yesterday", "2026-11-27", "2026-13-01T00:00:00Z", "0001-01-01T00:00:00Z"] {
+            assert!(bad.parse::<Timestamp>().is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn manual_clock_moves_only_when_told() {
+        let clock = ManualClock::new("2026-01-01T00:00:00Z".parse().unwrap());
+        let before = clock.now();
+        clock.advance(Duration::from_secs(90));
+        assert_eq!(clock.now().to_text(), "2026-01-01T00:01:30.000Z");
+        assert!(before < clock.now());
+    }
+}

@@ -1,0 +1,248 @@
+//! Every environment variable Tasker reads, parsed once at start-up with documented defaults.
+
+use std::path::PathBuf;
+use std::str::FromStr;
+use std::time::Duration;
+
+use crate::store::{DynamoStore, SqliteStore, Store, StoreError};
+use crate::tasker::ProcessorSettings;
+use crate::tasks::webhook::WebhookSettings;
+
+/// Which backend holds the tasks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StoreKind {
+    /// Embedded SQLite file (`TASKER_DB_PATH`).
+    Sqlite,
+    /// DynamoDB table (`TASKER_TABLE`).
+    DynamoDb,
+}
+
+impl FromStr for StoreKind {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "sqlite" => Ok(Self::Sqlite),
+            "dynamodb" => Ok(Self::DynamoDb),
+            other => Err(format!("expected sqlite or dynamodb, got {other:?}")),
+        }
+    }
+}
+
+/// How the HTTP API authenticates callers.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AuthMode {
+    /// `Authorization: Bearer <TASKER_API_TOKEN>` on every route but `/healthz`.
+    Token(String),
+    /// API Gateway IAM authorization in front; the function trusts what reaches it.
+    Iam,
+    /// No authentication (only `tasker serve` on loopback without a token).
+    Open,
+    /// Misconfigured: every route but `/healthz` answers 401; the reason is logged.
+    Deny(String),
+}
+
+/// A variable has a value Tasker cannot use.
+#[derive(Debug, thiserror::Error)]
+#[error("{name}: {reason}")]
+pub struct ConfigError {
+    /// The environment variable.
+    pub name: &'static str,
+    /// What is wrong with its value.
+    pub reason: String,
+}
+
+/// The whole configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// `TASKER_STORE`: `sqlite` (default) or `dynamodb`.
+    pub store: StoreKind,
+    /// `TASKER_DB_PATH`: SQLite file, default `./tasker.db`.
+    pub db_path: PathBuf,
+    /// `TASKER_TABLE`: DynamoDB table, required with `dynamodb`.
+    pub table: Option<String>,
+    /// `TASKER_BATCH_SIZE` (1–1000, default 100), `TASKER_CONCURRENCY` (1–256, default 16),
+    /// `TASKER_HANDLER_TIMEOUT` (default 30s), `TASKER_MAX_RUN` (default 5m),
+    /// `TASKER_TIME_MARGIN` (default 10s).
+    pub processor: ProcessorSettings,
+    /// `TASKER_RETENTION`: finished tasks older than this are deleted by cleanup (default `0s`).
+    pub retention: Duration,
+    /// `TASKER_API_TOKEN`: bearer token for the HTTP API.
+    pub api_token: Option<String>,
+    /// `TASKER_AUTH`: `token` (default) or `iam`.
+    pub iam_auth: bool,
+    /// `TASKER_WEBHOOK_SECRET`, `TASKER_WEBHOOK_TIMEOUT` (default 10s),
+    /// `TASKER_WEBHOOK_ALLOW_PRIVATE` (default false).
+    pub webhook: WebhookSettings,
+}
+
+impl Config {
+    /// Reads the process environment.
+    pub fn from_env() -> Result<Self, ConfigError> {
+        Self::from_lookup(|name| std::env::var(name).ok())
+    }
+
+    /// Reads variables through `lookup` (tests pass a map).
+    pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
+        let get = |name: &str| lookup(name).filter(|value| !value.trim().is_empty());
+        let defaults = ProcessorSettings::default();
+        let config = Self {
+            store: parse(&get, "TASKER_STORE", StoreKind::Sqlite, str::parse)?,
+            db_path: get("TASKER_DB_PATH").map_or_else(|| PathBuf::from("tasker.db"), PathBuf::from),
+            table: get("TASKER_TABLE"),
+            processor: ProcessorSettings {
+                batch_size: parse(&get, "TASKER_BATCH_SIZE", defaults.batch_size, |v| {
+                    bounded(v, 1, 1000)
+                })?,
+                concurrency: parse(&get, "TASKER_CONCURRENCY", defaults.concurrency, |v| {
+                    bounded(v, 1, 256)
+                })?,
+                handler_timeout: parse(
+                    &get,
+                    "TASKER_HANDLER_TIMEOUT",
+                    defaults.handler_timeout,
+                    duration,
+                )?,
+                max_run: parse(&get, "TASKER_MAX_RUN", defaults.max_run, duration)?,
+                time_margin: parse(&get, "TASKER_TIME_MARGIN", defaults.time_margin, duration)?,
+            },
+            retention: parse(&get, "TASKER_RETENTION", Duration::ZERO, duration)?,
+            api_token: get("TASKER_API_TOKEN"),
+            iam_auth: parse(&get, "TASKER_AUTH", false, |v| match v {
+                "iam" => Ok(true),
+                "token" => Ok(false),
+                other => Err(format!("expected token or iam, got {other:?}")),
+            })?,
+            webhook: WebhookSettings {
+                secret: get("TASKER_WEBHOOK_SECRET"),
+                timeout: parse(&get, "TASKER_WEBHOOK_TIMEOUT", Duration::from_secs(10), duration)?,
+                allow_private: parse(&get, "TASKER_WEBHOOK_ALLOW_PRIVATE", false, boolean)?,
+            },
+        };
+        if config.store == StoreKind::DynamoDb && config.table.is_none() {
+            return Err(ConfigError {
+                name: "TASKER_TABLE",
+                reason: "is required when TASKER_STORE=dynamodb".into(),
+            });
+        }
+        Ok(config)
+    }
+
+    /// The auth mode of the API in Lambda: fails closed when neither a token nor IAM is set.
+    pub fn lambda_auth(&self) -> AuthMode {
+        match (&self.api_token, self.iam_auth) {
+            (_, true) => AuthMode::Iam,
+            (Some(token), false) => AuthMode::Token(token.clone()),
+            (None, false) => AuthMode::Deny(
+                "neither TASKER_API_TOKEN nor TASKER_AUTH=iam is configured; refusing every request"
+                    .into(),
+            ),
+        }
+    }
+
+    /// The auth mode of `tasker serve`: open without a token.
+    pub fn local_auth(&self) -> AuthMode {
+        match &self.api_token {
+            Some(token) => AuthMode::Token(token.clone()),
+            None => AuthMode::Open,
+        }
+    }
+
+    /// Opens the configured store (DynamoDB from the standard AWS environment).
+    pub async fn open_store(&self) -> Result<Store, StoreError> {
+        match self.store {
+            StoreKind::Sqlite => Ok(Store::Sqlite(SqliteStore::open(&self.db_path)?)),
+            StoreKind::DynamoDb => {
+                let table = self.table.clone().ok_or_else(|| {
+                    StoreError::Backend("TASKER_TABLE is required for DynamoDB".into())
+                })?;
+                let client = DynamoStore::client_from_env().await;
+                Ok(Store::DynamoDb(DynamoStore::new(client, table, self.retention)))
+            }
+        }
+    }
+}
+
+fn parse<T>(
+    get: &impl Fn(&str) -> Option<String>,
+    name: &'static str,
+    default: T,
+    convert: impl Fn(&str) -> Result<T, String>,
+) -> Result<T, ConfigError> {
+    match get(name) {
+        None => Ok(default),
+        Some(value) => convert(value.trim()).map_err(|reason| ConfigError { name, reason }),
+    }
+}
+
+fn bounded(value: &str, min: usize, max: usize) -> Result<usize, String> {
+    match value.parse::<usize>() {
+        Ok(n) if (min..=max).contains(&n) => Ok(n),
+        _ => Err(format!("expected a whole number from {min} to {max}, got {value:?}")),
+    }
+}
+
+fn duration(value: &str) -> Result<Duration, String> {
+    humantime::parse_duration(value)
+        .map_err(|err| format!("expected a duration such as 30s or 1h, got {value:?}: {err}"))
+}
+
+fn boolean(value: &str) -> Result<bool, String> {
+    match value.to_ascii_lowercase().as_str() {
+        "true" | "1" | "yes" => Ok(true),
+        "false" | "0" | "no" => Ok(false),
+        _ => Err(format!("expected true or false, got {value:?}")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashMap;
+
+    use super::*;
+
+    fn config(vars: &[(&str, &str)]) -> Result<Config, ConfigError> {
+        let map: HashMap<String, String> = vars
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect();
+        Config::from_lookup(|name| map.get(name).cloned())
+    }
+
+    #[test]
+    fn defaults_match_the_readme() {
+        let config = config(&[]).unwrap();
+        assert_eq!(config.store, StoreKind::Sqlite);
+        assert_eq!(config.processor.batch_size, 100);
+        assert_eq!(config.processor.concurrency, 16);
+        assert_eq!(config.retention, Duration::ZERO);
+        assert_eq!(config.webhook.timeout, Duration::from_secs(10));
+        assert_eq!(config.local_auth(), AuthMode::Open);
+        assert!(matches!(config.lambda_auth(), AuthMode::Deny(_)));
+    }
+
+    #[test]
+    fn a_bad_value_names_its_variable() {
+        for (name, value) in [
+            ("TASKER_BATCH_SIZE", "0"),
+            ("TASKER_CONCURRENCY", "lots"),
+            ("TASKER_RETENTION", "forever"),
+            ("TASKER_STORE", "postgres"),
+            ("TASKER_AUTH", "none"),
+            ("TASKER_WEBHOOK_ALLOW_PRIVATE", "maybe"),
+        ] {
+            let err = config(&[(name, value)]).unwrap_err();
+            assert_eq!(err.name, name);
+        }
+        let err = config(&[("TASKER_STORE", "dynamodb")]).unwrap_err();
+        assert_eq!(err.name, "TASKER_TABLE");
+    }
+
+    #[test]
+    fn lambda_auth_prefers_iam_then_token() {
+        let iam = config(&[("TASKER_AUTH", "iam")]).unwrap();
+        assert_eq!(iam.lambda_auth(), AuthMode::Iam);
+        let token = config(&[("TASKER_API_TOKEN", "s3cret")]).unwrap();
+        assert_eq!(token.lambda_auth(), AuthMode::Token("s3cret".into()));
+    }
+}

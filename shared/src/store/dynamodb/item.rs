@@ -1,0 +1,173 @@
+//! The DynamoDB item of a task, and the conversion both ways (via serde_dynamo).
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use aws_sdk_dynamodb::types::AttributeValue;
+use serde::{Deserialize, Serialize};
+
+use super::schema::{DONE_PREFIX, DUE_PREFIX, GUARD_PREFIX, QUEUE_SHARDS};
+use crate::clock::Timestamp;
+use crate::store::StoreError;
+use crate::task::{Task, TaskId, TaskStatus};
+
+/// A DynamoDB item.
+pub type Item = HashMap<String, AttributeValue>;
+
+/// The stored form of a task. Absent optional fields are left out of the item rather than
+/// written as NULL: `referenceUid`, `queue` and `queueAt` are index keys, which must be strings.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct TaskItem {
+    id: TaskId,
+    #[serde(rename = "type")]
+    task_type: String,
+    payload: String,
+    status: TaskStatus,
+    scheduled_at: Timestamp,
+    created_at: Timestamp,
+    updated_at: Timestamp,
+    attempts: u32,
+    max_attempts: u32,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    last_error: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    last_failed_attempt_at: Option<Timestamp>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    succeeded_at: Option<Timestamp>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    finished_at: Option<Timestamp>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    reference_uid: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    lease_expires_at: Option<Timestamp>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    queue: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    queue_at: Option<Timestamp>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    expires_at: Option<i64>,
+}
+
+/// The queue shard of a task: fixed by its id so every write of the task lands in the same one.
+pub fn shard_of(id: TaskId) -> u32 {
+    (id.as_u128() % u128::from(QUEUE_SHARDS)) as u32
+}
+
+/// `due#N` for task `id`.
+pub fn due_queue(id: TaskId) -> String {
+    format!("{DUE_PREFIX}{}", shard_of(id))
+}
+
+/// `done#N` for task `id`.
+pub fn done_queue(id: TaskId) -> String {
+    format!("{DONE_PREFIX}{}", shard_of(id))
+}
+
+/// The key of the guard item that holds `(reference_uid, task_type)` for one active task.
+/// Task types never contain `#`, so the key is unambiguous.
+pub fn guard_key(task_type: &str, reference_uid: &str) -> String {
+    format!("{GUARD_PREFIX}{task_type}#{reference_uid}")
+}
+
+/// The item that stores `task`; finished tasks expire `ttl_after` their finish.
+pub fn to_item(task: &Task, ttl_after: Duration) -> Result<Item, StoreError> {
+    let (queue, queue_at) = match (task.due_at(), task.finished_at) {
+        (Some(due), _) => (Some(due_queue(task.id)), Some(due)),
+        (None, Some(finished)) => (Some(done_queue(task.id)), Some(finished)),
+        (None, None) => (None, None),
+    };
+    let item = TaskItem {
+        id: task.id,
+        task_type: task.task_type.clone(),
+        payload: task.payload.clone(),
+        status: task.status,
+        scheduled_at: task.scheduled_at,
+        created_at: task.created_at,
+        updated_at: task.updated_at,
+        attempts: task.attempts,
+        max_attempts: task.max_attempts,
+        last_error: task.last_error.clone(),
+        last_failed_attempt_at: task.last_failed_attempt_at,
+        succeeded_at: task.succeeded_at,
+        finished_at: task.finished_at,
+        reference_uid: task.reference_uid.clone(),
+        lease_expires_at: task.lease_expires_at,
+        queue,
+        queue_at,
+        expires_at: task
+            .finished_at
+            .map(|finished| finished.plus(ttl_after).unix_seconds()),
+    };
+    serde_dynamo::to_item(item)
+        .map_err(|err| StoreError::Backend(format!("cannot encode task {}: {err}", task.id)))
+}
+
+/// The task stored in `item`.
+pub fn from_item(item: Item) -> Result<Task, StoreError> {
+    let item: TaskItem = serde_dynamo::from_item(item)
+        .map_err(|err| StoreError::Backend(format!("cannot decode task item: {err}")))?;
+    Ok(Task {
+        id: item.id,
+        task_type: item.task_type,
+        payload: item.payload,
+        status: item.status,
+        scheduled_at: item.scheduled_at,
+        created_at: item.created_at,
+        updated_at: item.updated_at,
+        attempts: item.attempts,
+        max_attempts: item.max_attempts,
+        last_error: item.last_error,
+        last_failed_attempt_at: item.last_failed_attempt_at,
+        succeeded_at: item.succeeded_at,
+        finished_at: item.finished_at,
+        reference_uid: item.reference_uid,
+        lease_expires_at: item.lease_expires_at,
+    })
+}
+
+/// A string attribute value.
+pub fn s(value: impl Into<String>) -> AttributeValue {
+    AttributeValue::S(value.into())
+}
+
+/// A number attribute value.
+pub fn n(value: impl ToString) -> AttributeValue {
+    AttributeValue::N(value.to_string())
+}
+
+/// The string attribute `name` of `item`, if present.
+pub fn get_s<'a>(item: &'a Item, name: &str) -> Option<&'a str> {
+    item.get(name).and_then(|v| v.as_s().ok()).map(String::as_str)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::task::NewTask;
+
+    #[test]
+    fn round_trip_keeps_every_field_and_omits_absent_keys() {
+        let now: Timestamp = "2026-11-27T20:00:00Z".parse().unwrap();
+        let task = Task::from_new(NewTask::new("sendWebhook", "{\"a\":1}"), now);
+        let item = to_item(&task, Duration::ZERO).unwrap();
+        assert!(!item.contains_key("referenceUid"));
+        assert!(!item.contains_key("lastError"));
+        assert_eq!(get_s(&item, "queueAt"), Some("2026-11-27T20:00:00.000Z"));
+        assert_eq!(from_item(item).unwrap(), task);
+    }
+
+    #[test]
+    fn finished_tasks_move_to_the_done_shard_with_a_ttl() {
+        let now: Timestamp = "2026-11-27T20:00:00Z".parse().unwrap();
+        let mut task = Task::from_new(NewTask::new("t", "p"), now);
+        task.status = TaskStatus::Succeeded;
+        task.finished_at = Some(now);
+        let item = to_item(&task, Duration::from_secs(60)).unwrap();
+        assert!(get_s(&item, "queue").unwrap().starts_with(DONE_PREFIX));
+        assert_eq!(
+            item.get("expiresAt").and_then(|v| v.as_n().ok()).unwrap(),
+            &(now.unix_seconds() + 60).to_string()
+        );
+    }
+}

@@ -1,0 +1,552 @@
+//! The DynamoDB backend: one table keyed by task id, a sparse sharded queue index, a reference
+//! index, and a conditional write for every state change.
+
+pub mod item;
+pub mod schema;
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use aws_sdk_dynamodb::Client;
+use aws_sdk_dynamodb::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
+use aws_sdk_dynamodb::types::{AttributeValue, ReturnValue, ReturnValuesOnConditionCheckFailure};
+use futures::{StreamExt, TryStreamExt};
+
+use self::item::{Item, done_queue, from_item, get_s, guard_key, n, s, to_item};
+use self::schema::names;
+use super::{
+    Settlement, StoreError, TaskCanceller, TaskPurger, TaskQueue, TaskReader, TaskWriter,
+    apply_settlement,
+};
+use crate::clock::Timestamp;
+use crate::store::sqlite::LEASE_EXPIRED_ERROR;
+use crate::task::{Task, TaskId, TaskStatus};
+
+/// Concurrent single-item writes one store call issues (claims, cancels, deletes).
+const WRITE_CONCURRENCY: usize = 16;
+/// How long a reference guard whose task is not written yet counts as a create in flight.
+const GUARD_GRACE: Duration = Duration::from_secs(30);
+/// How often a create retries taking a reference guard that others keep changing.
+const GUARD_ATTEMPTS: usize = 5;
+
+/// Tasks in one DynamoDB table.
+#[derive(Debug, Clone)]
+pub struct DynamoStore {
+    client: Client,
+    table: String,
+    ttl_after: Duration,
+}
+
+impl DynamoStore {
+    /// A store over `table`; finished items get a TTL `ttl_after` their finish.
+    pub fn new(client: Client, table: impl Into<String>, ttl_after: Duration) -> Self {
+        Self {
+            client,
+            table: table.into(),
+            ttl_after,
+        }
+    }
+
+    /// A client from the standard AWS environment (region, credentials,
+    /// `AWS_ENDPOINT_URL_DYNAMODB` for DynamoDB Local).
+    pub async fn client_from_env() -> Client {
+        let config = aws_config::load_from_env().await;
+        Client::new(&config)
+    }
+
+    /// The table name.
+    pub fn table(&self) -> &str {
+        &self.table
+    }
+
+    /// The SDK client.
+    pub fn client(&self) -> &Client {
+        &self.client
+    }
+
+    async fn load(&self, key: &str) -> Result<Option<Item>, StoreError> {
+        let output = self
+            .client
+            .get_item()
+            .table_name(&self.table)
+            .key(schema::ID, s(key))
+            .consistent_read(true)
+            .send()
+            .await
+            .map_err(sdk_error)?;
+        Ok(output.item)
+    }
+
+    /// Claims one candidate; `None` when another processor got there first or it is exhausted.
+    async fn claim_one(
+        &self,
+        id: String,
+        now: Timestamp,
+        lease_until: Timestamp,
+    ) -> Result<Option<Task>, StoreError> {
+        let result = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .key(schema::ID, s(&id))
+            .update_expression(schema::UPDATE_CLAIM)
+            .condition_expression(schema::COND_CLAIMABLE)
+            .expression_attribute_names(names::STATUS, schema::STATUS)
+            .expression_attribute_names(names::QUEUE, schema::QUEUE)
+            .expression_attribute_values(":running", s(TaskStatus::Running.as_str()))
+            .expression_attribute_values(":one", n(1))
+            .expression_attribute_values(":lease", s(lease_until.to_text()))
+            .expression_attribute_values(":now", s(now.to_text()))
+            .expression_attribute_values(":due", s(schema::DUE_PREFIX))
+            .return_values(ReturnValue::AllNew)
+            .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld)
+            .send()
+            .await;
+        match result {
+            Ok(output) => {
+                let item = output.attributes.ok_or_else(|| {
+                    StoreError::Backend(format!("claim of {id} returned no attributes"))
+                })?;
+                from_item(item).map(Some)
+            }
+            Err(err) => match conditional_failure(&err) {
+                Some(old) => {
+                    self.fail_exhausted(old, now).await?;
+                    Ok(None)
+                }
+                None => Err(sdk_error(err)),
+            },
+        }
+    }
+
+    /// A running task whose final attempt's lease expired is failed, not run again.
+    async fn fail_exhausted(&self, old: Option<Item>, now: Timestamp) -> Result<(), StoreError> {
+        let Some(old) = old else { return Ok(()) };
+        let task = from_item(old)?;
+        let expired = task.lease_expires_at.is_some_and(|lease| lease <= now);
+        if task.status != TaskStatus::Running || task.attempts < task.max_attempts || !expired {
+            return Ok(());
+        }
+        let outcome = Settlement::Failed {
+            error: LEASE_EXPIRED_ERROR.to_owned(),
+        };
+        match self.settle(&task, outcome, now).await {
+            Ok(_) | Err(StoreError::LeaseLost(_)) => Ok(()),
+            Err(err) => Err(err),
+        }
+    }
+
+    /// Ids and queue instants from one queue-index shard, oldest first, up to `until`.
+    async fn query_queue(
+        &self,
+        queue: String,
+        until: Timestamp,
+        limit: Option<usize>,
+    ) -> Result<Vec<(String, String)>, StoreError> {
+        let mut found = Vec::new();
+        let mut start: Option<HashMap<String, AttributeValue>> = None;
+        loop {
+            let page_limit = limit.map(|l| i32::try_from(l - found.len()).unwrap_or(i32::MAX));
+            let output = self
+                .client
+                .query()
+                .table_name(&self.table)
+                .index_name(schema::QUEUE_INDEX)
+                .key_condition_expression(schema::KEY_QUEUE_UP_TO)
+                .expression_attribute_names(names::QUEUE, schema::QUEUE)
+                .expression_attribute_values(":queue", s(&queue))
+                .expression_attribute_values(":until", s(until.to_text()))
+                .set_limit(page_limit)
+                .set_exclusive_start_key(start.take())
+                .send()
+                .await
+                .map_err(sdk_error)?;
+            for item in output.items.unwrap_or_default() {
+                if let (Some(id), Some(at)) =
+                    (get_s(&item, schema::ID), get_s(&item, schema::QUEUE_AT))
+                {
+                    found.push((id.to_owned(), at.to_owned()));
+                }
+            }
+            start = output.last_evaluated_key;
+            let full = limit.is_some_and(|l| found.len() >= l);
+            if start.is_none() || full {
+                return Ok(found);
+            }
+        }
+    }
+
+    /// Takes the guard item for `(referenceUid, type)` of `task`, or reports the active task
+    /// that holds it.
+    async fn take_reference_guard(&self, task: &Task, reference: &str) -> Result<(), StoreError> {
+        let key = guard_key(&task.task_type, reference);
+        let mut expected_holder: Option<String> = None;
+        for _ in 0..GUARD_ATTEMPTS {
+            let mut put = self
+                .client
+                .put_item()
+                .table_name(&self.table)
+                .item(schema::ID, s(&key))
+                .item(schema::GUARD_TASK_ID, s(task.id.to_string()))
+                .item(schema::GUARD_CREATED_AT, s(task.created_at.to_text()))
+                .return_values_on_condition_check_failure(
+                    ReturnValuesOnConditionCheckFailure::AllOld,
+                );
+            put = match &expected_holder {
+                None => put.condition_expression(schema::COND_NEW_ITEM),
+                Some(holder) => put
+                    .condition_expression(schema::COND_GUARD_HELD_BY)
+                    .expression_attribute_values(":task", s(holder)),
+            };
+            let err = match put.send().await {
+                Ok(_) => return Ok(()),
+                Err(err) => err,
+            };
+            let Some(old) = conditional_failure(&err) else {
+                return Err(sdk_error(err));
+            };
+            // The guard changed (or exists): find out whether its holder is still active.
+            let Some(old) = old else {
+                expected_holder = None;
+                continue;
+            };
+            let holder = get_s(&old, schema::GUARD_TASK_ID).unwrap_or_default().to_owned();
+            let guard_written: Option<Timestamp> = get_s(&old, schema::GUARD_CREATED_AT)
+                .and_then(|at| at.parse().ok());
+            let holder_id: Option<TaskId> = holder.parse().ok();
+            let holder_task = match holder_id {
+                Some(id) => self.get(id).await?,
+                None => None,
+            };
+            match (holder_id, holder_task) {
+                (Some(id), Some(active)) if !active.status.is_finished() => {
+                    return Err(StoreError::Duplicate { existing: id });
+                }
+                (Some(id), None)
+                    if guard_written.is_some_and(|at| at.plus(GUARD_GRACE) > task.created_at) =>
+                {
+                    // Another create took the guard and has not written its task yet.
+                    return Err(StoreError::Duplicate { existing: id });
+                }
+                _ => expected_holder = Some(holder),
+            }
+        }
+        Err(StoreError::Unavailable(format!(
+            "referenceUid {reference:?} is contended; try again"
+        )))
+    }
+
+    /// Deletes the reference guard of `task_id` if it still names that task.
+    async fn release_reference_guard(
+        &self,
+        task_type: &str,
+        reference: &str,
+        task_id: &str,
+    ) -> Result<(), StoreError> {
+        let result = self
+            .client
+            .delete_item()
+            .table_name(&self.table)
+            .key(schema::ID, s(guard_key(task_type, reference)))
+            .condition_expression(schema::COND_GUARD_HELD_BY)
+            .expression_attribute_values(":task", s(task_id))
+            .send()
+            .await;
+        match result {
+            Ok(_) => Ok(()),
+            Err(err) if conditional_failure(&err).is_some() => Ok(()),
+            Err(err) => Err(sdk_error(err)),
+        }
+    }
+
+    /// Deletes one finished task found by cleanup; false when it changed meanwhile.
+    async fn purge_one(&self, id: String, cutoff: Timestamp) -> Result<bool, StoreError> {
+        let result = self
+            .client
+            .delete_item()
+            .table_name(&self.table)
+            .key(schema::ID, s(&id))
+            .condition_expression(schema::COND_PURGEABLE)
+            .expression_attribute_names(names::QUEUE, schema::QUEUE)
+            .expression_attribute_values(":done", s(schema::DONE_PREFIX))
+            .expression_attribute_values(":cutoff", s(cutoff.to_text()))
+            .return_values(ReturnValue::AllOld)
+            .send()
+            .await;
+        let old = match result {
+            Ok(output) => output.attributes.unwrap_or_default(),
+            Err(err) if conditional_failure(&err).is_some() => return Ok(false),
+            Err(err) => return Err(sdk_error(err)),
+        };
+        if let (Some(reference), Some(task_type)) = (
+            get_s(&old, schema::REFERENCE_UID),
+            get_s(&old, schema::TYPE),
+        ) {
+            self.release_reference_guard(task_type, reference, &id)
+                .await?;
+        }
+        Ok(true)
+    }
+}
+
+/// `Some(old item)` when `err` is a failed condition check (the item may be absent).
+fn conditional_failure<E, R>(err: &SdkError<E, R>) -> Option<Option<Item>>
+where
+    E: ProvideErrorMetadata + 'static,
+{
+    let service = err.as_service_error()?;
+    if service.code() != Some("ConditionalCheckFailedException") {
+        return None;
+    }
+    Some(old_item_of(err))
+}
+
+/// The item a `ConditionalCheckFailedException` carries, whichever operation raised it.
+fn old_item_of<E: 'static, R>(err: &SdkError<E, R>) -> Option<Item> {
+    use aws_sdk_dynamodb::operation::{
+        delete_item::DeleteItemError, put_item::PutItemError, update_item::UpdateItemError,
+    };
+    let service = err.as_service_error()?;
+    let any = service as &dyn std::any::Any;
+    let item = if let Some(PutItemError::ConditionalCheckFailedException(e)) =
+        any.downcast_ref::<PutItemError>()
+    {
+        e.item()
+    } else if let Some(UpdateItemError::ConditionalCheckFailedException(e)) =
+        any.downcast_ref::<UpdateItemError>()
+    {
+        e.item()
+    } else if let Some(DeleteItemError::ConditionalCheckFailedException(e)) =
+        any.downcast_ref::<DeleteItemError>()
+    {
+        e.item()
+    } else {
+        None
+    };
+    item.filter(|item| !item.is_empty()).cloned()
+}
+
+/// Error codes that mean "slow down or try again", as the AWS SDKs classify them.
+const RETRYABLE_CODES: &[&str] = &[
+    "ProvisionedThroughputExceededException",
+    "ThrottlingException",
+    "RequestLimitExceeded",
+    "InternalServerError",
+    "ServiceUnavailable",
+    "TransactionConflictException",
+    "LimitExceededException",
+];
+
+/// Converts an SDK error, keeping its full context in the message.
+pub(crate) fn sdk_error<E, R>(err: SdkError<E, R>) -> StoreError
+where
+    E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
+    R: std::fmt::Debug + Send + Sync + 'static,
+{
+    let retryable = match &err {
+        SdkError::TimeoutError(_) | SdkError::DispatchFailure(_) | SdkError::ResponseError(_) => {
+            true
+        }
+        SdkError::ServiceError(service) => service
+            .err()
+            .code()
+            .is_some_and(|code| RETRYABLE_CODES.contains(&code)),
+        _ => false,
+    };
+    let message = format!("DynamoDB: {}", DisplayErrorContext(&err));
+    if retryable {
+        StoreError::Unavailable(message)
+    } else {
+        StoreError::Backend(message)
+    }
+}
+
+impl TaskReader for DynamoStore {
+    async fn get(&self, id: TaskId) -> Result<Option<Task>, StoreError> {
+        self.load(&id.to_string())
+            .await?
+            .map(from_item)
+            .transpose()
+    }
+}
+
+impl TaskWriter for DynamoStore {
+    async fn create(&self, task: Task) -> Result<Task, StoreError> {
+        if let Some(reference) = &task.reference_uid {
+            self.take_reference_guard(&task, reference).await?;
+        }
+        self.client
+            .put_item()
+            .table_name(&self.table)
+            .set_item(Some(to_item(&task, self.ttl_after)?))
+            .condition_expression(schema::COND_NEW_ITEM)
+            .send()
+            .await
+            .map_err(sdk_error)?;
+        Ok(task)
+    }
+}
+
+impl TaskQueue for DynamoStore {
+    async fn claim_due(
+        &self,
+        now: Timestamp,
+        limit: usize,
+        lease_until: Timestamp,
+    ) -> Result<Vec<Task>, StoreError> {
+        if limit == 0 {
+            return Ok(Vec::new());
+        }
+        // Read up to `limit` candidates from every shard, then claim the oldest first.
+        let shards = (0..schema::QUEUE_SHARDS)
+            .map(|shard| self.query_queue(format!("{}{shard}", schema::DUE_PREFIX), now, Some(limit)));
+        let mut candidates: Vec<(String, String)> = futures::future::try_join_all(shards)
+            .await?
+            .into_iter()
+            .flatten()
+            .collect();
+        candidates.sort_by(|a, b| (&a.1, &a.0).cmp(&(&b.1, &b.0)));
+
+        let mut claimed = Vec::with_capacity(limit);
+        let mut remaining = candidates.into_iter().map(|(id, _)| id).peekable();
+        while claimed.len() < limit && remaining.peek().is_some() {
+            let round: Vec<String> = remaining.by_ref().take(limit - claimed.len()).collect();
+            let won: Vec<Option<Task>> = futures::stream::iter(round)
+                .map(|id| self.claim_one(id, now, lease_until))
+                .buffered(WRITE_CONCURRENCY)
+                .try_collect()
+                .await?;
+            claimed.extend(won.into_iter().flatten());
+        }
+        Ok(claimed)
+    }
+
+    async fn settle(
+        &self,
+        claimed: &Task,
+        outcome: Settlement,
+        now: Timestamp,
+    ) -> Result<Task, StoreError> {
+        let lease = claimed
+            .lease_expires_at
+            .ok_or(StoreError::LeaseLost(claimed.id))?;
+        let settled = apply_settlement(claimed.clone(), &outcome, now);
+        let result = self
+            .client
+            .put_item()
+            .table_name(&self.table)
+            .set_item(Some(to_item(&settled, self.ttl_after)?))
+            .condition_expression(schema::COND_HOLDS_LEASE)
+            .expression_attribute_names(names::STATUS, schema::STATUS)
+            .expression_attribute_values(":running", s(TaskStatus::Running.as_str()))
+            .expression_attribute_values(":attempt", n(claimed.attempts))
+            .expression_attribute_values(":lease", s(lease.to_text()))
+            .send()
+            .await;
+        match result {
+            Ok(_) => Ok(settled),
+            Err(err) if conditional_failure(&err).is_some() => Err(StoreError::LeaseLost(claimed.id)),
+            Err(err) => Err(sdk_error(err)),
+        }
+    }
+}
+
+impl TaskCanceller for DynamoStore {
+    async fn cancel(&self, id: TaskId, now: Timestamp) -> Result<Task, StoreError> {
+        let result = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .key(schema::ID, s(id.to_string()))
+            .update_expression(schema::UPDATE_CANCEL)
+            .condition_expression(schema::COND_PENDING)
+            .expression_attribute_names(names::STATUS, schema::STATUS)
+            .expression_attribute_names(names::QUEUE, schema::QUEUE)
+            .expression_attribute_values(":pending", s(TaskStatus::Pending.as_str()))
+            .expression_attribute_values(":cancelled", s(TaskStatus::Cancelled.as_str()))
+            .expression_attribute_values(":now", s(now.to_text()))
+            .expression_attribute_values(":done", s(done_queue(id)))
+            .expression_attribute_values(":expires", n(now.plus(self.ttl_after).unix_seconds()))
+            .return_values(ReturnValue::AllNew)
+            .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld)
+            .send()
+            .await;
+        match result {
+            Ok(output) => from_item(output.attributes.unwrap_or_default()),
+            Err(err) => match conditional_failure(&err) {
+                Some(Some(old)) => Err(StoreError::Conflict {
+                    id,
+                    status: from_item(old)?.status,
+                }),
+                Some(None) => Err(StoreError::NotFound(id)),
+                None => Err(sdk_error(err)),
+            },
+        }
+    }
+
+    async fn cancel_by_reference(
+        &self,
+        reference_uid: &str,
+        task_type: Option<&str>,
+        now: Timestamp,
+    ) -> Result<Vec<TaskId>, StoreError> {
+        let mut ids = Vec::new();
+        let mut start: Option<HashMap<String, AttributeValue>> = None;
+        loop {
+            let mut query = self
+                .client
+                .query()
+                .table_name(&self.table)
+                .index_name(schema::REFERENCE_INDEX)
+                .expression_attribute_values(":reference", s(reference_uid))
+                .set_exclusive_start_key(start.take());
+            query = match task_type {
+                Some(task_type) => query
+                    .key_condition_expression(schema::KEY_REFERENCE_AND_TYPE)
+                    .expression_attribute_names(names::TYPE, schema::TYPE)
+                    .expression_attribute_values(":type", s(task_type)),
+                None => query.key_condition_expression(schema::KEY_REFERENCE),
+            };
+            let output = query.send().await.map_err(sdk_error)?;
+            for item in output.items.unwrap_or_default() {
+                if let Some(id) = get_s(&item, schema::ID).and_then(|id| id.parse().ok()) {
+                    ids.push(id);
+                }
+            }
+            start = output.last_evaluated_key;
+            if start.is_none() {
+                break;
+            }
+        }
+        // The index holds keys only, so the status check is the cancel's own condition.
+        let outcomes: Vec<Option<TaskId>> = futures::stream::iter(ids)
+            .map(|id| async move {
+                match self.cancel(id, now).await {
+                    Ok(task) => Ok(Some(task.id)),
+                    Err(StoreError::Conflict { .. } | StoreError::NotFound(_)) => Ok(None),
+                    Err(err) => Err(err),
+                }
+            })
+            .buffered(WRITE_CONCURRENCY)
+            .try_collect()
+            .await?;
+        Ok(outcomes.into_iter().flatten().collect())
+    }
+}
+
+impl TaskPurger for DynamoStore {
+    async fn purge_finished_before(&self, cutoff: Timestamp) -> Result<u64, StoreError> {
+        let mut deleted = 0;
+        for shard in 0..schema::QUEUE_SHARDS {
+            let queue = format!("{}{shard}", schema::DONE_PREFIX);
+            let found = self.query_queue(queue, cutoff, None).await?;
+            let results: Vec<bool> = futures::stream::iter(found)
+                .map(|(id, _)| self.purge_one(id, cutoff))
+                .buffer_unordered(WRITE_CONCURRENCY)
+                .try_collect()
+                .await?;
+            deleted += results.into_iter().filter(|gone| *gone).count() as u64;
+        }
+        Ok(deleted)
+    }
+}

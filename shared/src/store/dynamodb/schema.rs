@@ -1,0 +1,241 @@
+//! Every DynamoDB name Tasker uses (attributes, indexes, expressions) and the table definition.
+//!
+//! `template.yaml` defines the same table; a test compares [`TableSchema::tasks`] with it.
+
+use aws_sdk_dynamodb::Client;
+use aws_sdk_dynamodb::types::{
+    AttributeDefinition, BillingMode, GlobalSecondaryIndex, KeySchemaElement, KeyType, Projection,
+    ProjectionType, ScalarAttributeType, TimeToLiveSpecification,
+};
+use serde::Serialize;
+
+use crate::store::StoreError;
+
+/// Partition key of the table: the task id (or a reference guard's key).
+pub const ID: &str = "id";
+/// Which queue shard an item is in: `due#N` while pending or running, `done#N` once finished.
+pub const QUEUE: &str = "queue";
+/// Sort key in the queue index: the claimable instant while due, the finish instant once done.
+pub const QUEUE_AT: &str = "queueAt";
+/// The caller's reference; partition key of the reference index.
+pub const REFERENCE_UID: &str = "referenceUid";
+/// The task type; sort key of the reference index.
+pub const TYPE: &str = "type";
+/// Task status attribute.
+pub const STATUS: &str = "status";
+/// Attempts started.
+pub const ATTEMPTS: &str = "attempts";
+/// Attempts allowed.
+pub const MAX_ATTEMPTS: &str = "maxAttempts";
+/// Lease expiry of a running task.
+pub const LEASE_EXPIRES_AT: &str = "leaseExpiresAt";
+/// Last change.
+pub const UPDATED_AT: &str = "updatedAt";
+/// Finish instant.
+pub const FINISHED_AT: &str = "finishedAt";
+/// Unix seconds after which DynamoDB TTL may delete a finished item (a backstop for cleanup).
+pub const EXPIRES_AT: &str = "expiresAt";
+/// On a reference guard item: the task that holds the `(referenceUid, type)` pair.
+pub const GUARD_TASK_ID: &str = "taskId";
+/// On a reference guard item: when the guard was written.
+pub const GUARD_CREATED_AT: &str = "createdAt";
+
+/// Sparse index over pending, running and finished tasks, ordered by [`QUEUE_AT`] per shard.
+pub const QUEUE_INDEX: &str = "queue-index";
+/// Sparse index over tasks that have a `referenceUid`.
+pub const REFERENCE_INDEX: &str = "reference-index";
+
+/// Number of queue shards; spreads a large backlog over index partitions.
+pub const QUEUE_SHARDS: u32 = 4;
+/// Prefix of [`QUEUE`] for tasks a processor may claim (once their instant has come).
+pub const DUE_PREFIX: &str = "due#";
+/// Prefix of [`QUEUE`] for finished tasks waiting for cleanup.
+pub const DONE_PREFIX: &str = "done#";
+/// Prefix of a reference guard item's [`ID`].
+pub const GUARD_PREFIX: &str = "ref#";
+
+/// Expression attribute names used in every expression (`type` and `status` are reserved words).
+pub mod names {
+    /// `#status`
+    pub const STATUS: &str = "#status";
+    /// `#queue`
+    pub const QUEUE: &str = "#queue";
+    /// `#type`
+    pub const TYPE: &str = "#type";
+}
+
+/// Condition for creating an item that must not exist yet.
+pub const COND_NEW_ITEM: &str = "attribute_not_exists(id)";
+/// Condition for claiming: still in a due shard, its instant has come, attempts remain.
+pub const COND_CLAIMABLE: &str =
+    "begins_with(#queue, :due) AND queueAt <= :now AND attempts < maxAttempts";
+/// Update expression of a claim.
+pub const UPDATE_CLAIM: &str = "SET #status = :running, attempts = attempts + :one, \
+     leaseExpiresAt = :lease, queueAt = :lease, updatedAt = :now";
+/// Condition for settling: still running the attempt this processor claimed, with its lease.
+pub const COND_HOLDS_LEASE: &str =
+    "#status = :running AND attempts = :attempt AND leaseExpiresAt = :lease";
+/// Condition for cancelling: still pending.
+pub const COND_PENDING: &str = "#status = :pending";
+/// Update expression of a cancel.
+pub const UPDATE_CANCEL: &str = "SET #status = :cancelled, updatedAt = :now, finishedAt = :now, \
+     #queue = :done, queueAt = :now, expiresAt = :expires";
+/// Condition for purging: finished at or before the cutoff.
+pub const COND_PURGEABLE: &str = "begins_with(#queue, :done) AND queueAt <= :cutoff";
+/// Condition for replacing or deleting a reference guard: it still names the task we read.
+pub const COND_GUARD_HELD_BY: &str = "taskId = :task";
+/// Key condition of a queue-index query.
+pub const KEY_QUEUE_UP_TO: &str = "#queue = :queue AND queueAt <= :until";
+/// Key condition of a reference-index query, with and without the type.
+pub const KEY_REFERENCE: &str = "referenceUid = :reference";
+/// Key condition of a reference-index query narrowed to one type.
+pub const KEY_REFERENCE_AND_TYPE: &str = "referenceUid = :reference AND #type = :type";
+
+/// The table definition in a neutral form: built into `CreateTable` calls and compared with
+/// the CloudFormation `AWS::DynamoDB::Table` properties in `template.yaml`.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct TableSchema {
+    /// Every key attribute with its scalar type.
+    pub attribute_definitions: Vec<AttributeDef>,
+    /// The table's key.
+    pub key_schema: Vec<KeyDef>,
+    /// The global secondary indexes.
+    pub global_secondary_indexes: Vec<IndexDef>,
+    /// The TTL attribute.
+    pub time_to_live_attribute: String,
+}
+
+/// An attribute definition.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct AttributeDef {
+    /// Attribute name.
+    pub attribute_name: String,
+    /// `S`, `N` or `B`.
+    pub attribute_type: String,
+}
+
+/// A key element.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct KeyDef {
+    /// Attribute name.
+    pub attribute_name: String,
+    /// `HASH` or `RANGE`.
+    pub key_type: String,
+}
+
+/// A global secondary index.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct IndexDef {
+    /// Index name.
+    pub index_name: String,
+    /// Index key.
+    pub key_schema: Vec<KeyDef>,
+    /// `KEYS_ONLY`, `INCLUDE` or `ALL`.
+    pub projection_type: String,
+}
+
+fn key(name: &str, key_type: &str) -> KeyDef {
+    KeyDef {
+        attribute_name: name.to_owned(),
+        key_type: key_type.to_owned(),
+    }
+}
+
+impl TableSchema {
+    /// The Tasker table.
+    pub fn tasks() -> Self {
+        let string_attr = |name: &str| AttributeDef {
+            attribute_name: name.to_owned(),
+            attribute_type: "S".to_owned(),
+        };
+        Self {
+            attribute_definitions: [ID, QUEUE, QUEUE_AT, REFERENCE_UID, TYPE]
+                .into_iter()
+                .map(string_attr)
+                .collect(),
+            key_schema: vec![key(ID, "HASH")],
+            // KEYS_ONLY keeps index writes at one unit: a claim's UpdateItem returns the item.
+            global_secondary_indexes: vec![
+                IndexDef {
+                    index_name: QUEUE_INDEX.to_owned(),
+                    key_schema: vec![key(QUEUE, "HASH"), key(QUEUE_AT, "RANGE")],
+                    projection_type: "KEYS_ONLY".to_owned(),
+                },
+                IndexDef {
+                    index_name: REFERENCE_INDEX.to_owned(),
+                    key_schema: vec![key(REFERENCE_UID, "HASH"), key(TYPE, "RANGE")],
+                    projection_type: "KEYS_ONLY".to_owned(),
+                },
+            ],
+            time_to_live_attribute: EXPIRES_AT.to_owned(),
+        }
+    }
+}
+
+fn build_error(err: aws_sdk_dynamodb::error::BuildError) -> StoreError {
+    StoreError::Backend(format!("invalid table definition: {err}"))
+}
+
+fn key_elements(keys: &[KeyDef]) -> Result<Vec<KeySchemaElement>, StoreError> {
+    keys.iter()
+        .map(|k| {
+            KeySchemaElement::builder()
+                .attribute_name(&k.attribute_name)
+                .key_type(KeyType::from(k.key_type.as_str()))
+                .build()
+                .map_err(build_error)
+        })
+        .collect()
+}
+
+/// Creates the table (on-demand billing) with its indexes and TTL, as `template.yaml` does.
+pub async fn create_table(client: &Client, table: &str) -> Result<(), StoreError> {
+    let schema = TableSchema::tasks();
+    let mut request = client
+        .create_table()
+        .table_name(table)
+        .billing_mode(BillingMode::PayPerRequest)
+        .set_key_schema(Some(key_elements(&schema.key_schema)?));
+    for attr in &schema.attribute_definitions {
+        request = request.attribute_definitions(
+            AttributeDefinition::builder()
+                .attribute_name(&attr.attribute_name)
+                .attribute_type(ScalarAttributeType::from(attr.attribute_type.as_str()))
+                .build()
+                .map_err(build_error)?,
+        );
+    }
+    for index in &schema.global_secondary_indexes {
+        request = request.global_secondary_indexes(
+            GlobalSecondaryIndex::builder()
+                .index_name(&index.index_name)
+                .set_key_schema(Some(key_elements(&index.key_schema)?))
+                .projection(
+                    Projection::builder()
+                        .projection_type(ProjectionType::from(index.projection_type.as_str()))
+                        .build(),
+                )
+                .build()
+                .map_err(build_error)?,
+        );
+    }
+    request.send().await.map_err(super::sdk_error)?;
+    client
+        .update_time_to_live()
+        .table_name(table)
+        .time_to_live_specification(
+            TimeToLiveSpecification::builder()
+                .attribute_name(&schema.time_to_live_attribute)
+                .enabled(true)
+                .build()
+                .map_err(build_error)?,
+        )
+        .send()
+        .await
+        .map_err(super::sdk_error)?;
+    Ok(())
+}

@@ -1,0 +1,276 @@
+//! Task storage: small capability traits, their errors, and the runtime choice of backend.
+//!
+//! Every state change is a conditional write in the backend, so two processors never claim the
+//! same attempt and a processor that lost its lease cannot overwrite a newer outcome.
+
+use std::future::Future;
+
+use crate::clock::Timestamp;
+use crate::task::{Task, TaskId, TaskStatus};
+
+#[cfg(feature = "testing")]
+pub mod conformance;
+pub mod dynamodb;
+pub mod sqlite;
+
+pub use dynamodb::DynamoStore;
+pub use sqlite::SqliteStore;
+
+/// What went wrong in a store call.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// No task has that id.
+    #[error("task {0} not found")]
+    NotFound(TaskId),
+    /// The task's status does not allow the change.
+    #[error("task {id} is {status}")]
+    Conflict {
+        /// The task.
+        id: TaskId,
+        /// Its current status.
+        status: TaskStatus,
+    },
+    /// A pending or running task with the same `(referenceUid, type)` exists.
+    #[error("task {existing} with the same referenceUid and type is still pending or running")]
+    Duplicate {
+        /// The task that is still pending or running.
+        existing: TaskId,
+    },
+    /// The processor's claim on the task expired and another attempt took over.
+    #[error("lease on task {0} was lost to a newer attempt")]
+    LeaseLost(TaskId),
+    /// A passing failure (throttling, timeout, network): the same call may succeed later.
+    #[error("store unavailable: {0}")]
+    Unavailable(String),
+    /// A failure that repeating will not fix (bad configuration, missing table, corrupt item).
+    #[error("store error: {0}")]
+    Backend(String),
+}
+
+impl StoreError {
+    /// True when repeating the same call later may succeed.
+    pub fn is_retryable(&self) -> bool {
+        matches!(self, Self::Unavailable(_))
+    }
+}
+
+/// The outcome a processor writes for an attempt it claimed.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Settlement {
+    /// The handler succeeded.
+    Succeeded,
+    /// The attempt failed and the task is due again at `retry_at`.
+    Retry {
+        /// The handler's error message.
+        error: String,
+        /// When the next attempt may start.
+        retry_at: Timestamp,
+    },
+    /// The attempt failed and the task will not run again.
+    Failed {
+        /// The handler's error message.
+        error: String,
+    },
+    /// The attempt never started (the invocation ran out of time): give it back uncounted.
+    Released,
+}
+
+/// Reads tasks by id.
+pub trait TaskReader: Send + Sync {
+    /// The task with `id`, if any.
+    fn get(&self, id: TaskId) -> impl Future<Output = Result<Option<Task>, StoreError>> + Send;
+}
+
+/// Stores new tasks.
+pub trait TaskWriter: Send + Sync {
+    /// Stores `task` (status `pending`). Fails with [`StoreError::Duplicate`] when a pending or
+    /// running task has the same `(referenceUid, type)`.
+    fn create(&self, task: Task) -> impl Future<Output = Result<Task, StoreError>> + Send;
+}
+
+/// Hands due tasks to processors and records their outcomes.
+pub trait TaskQueue: Send + Sync {
+    /// Claims up to `limit` tasks due at `now` (pending and scheduled, or running with an expired
+    /// lease), earliest first: each becomes `running`, its attempts grow by one and its lease
+    /// runs until `lease_until`. A task is claimed by at most one caller.
+    fn claim_due(
+        &self,
+        now: Timestamp,
+        limit: usize,
+        lease_until: Timestamp,
+    ) -> impl Future<Output = Result<Vec<Task>, StoreError>> + Send;
+
+    /// Records the outcome of the attempt `claimed` (as [`TaskQueue::claim_due`] returned it).
+    /// Fails with [`StoreError::LeaseLost`] when the task is no longer running that attempt.
+    fn settle(
+        &self,
+        claimed: &Task,
+        outcome: Settlement,
+        now: Timestamp,
+    ) -> impl Future<Output = Result<Task, StoreError>> + Send;
+}
+
+/// Cancels pending tasks.
+pub trait TaskCanceller: Send + Sync {
+    /// Cancels the pending task `id`: [`StoreError::NotFound`] if missing,
+    /// [`StoreError::Conflict`] if it is running or finished.
+    fn cancel(
+        &self,
+        id: TaskId,
+        now: Timestamp,
+    ) -> impl Future<Output = Result<Task, StoreError>> + Send;
+
+    /// Cancels every pending task with `reference_uid` (and `task_type`, when given); returns
+    /// the ids cancelled.
+    fn cancel_by_reference(
+        &self,
+        reference_uid: &str,
+        task_type: Option<&str>,
+        now: Timestamp,
+    ) -> impl Future<Output = Result<Vec<TaskId>, StoreError>> + Send;
+}
+
+/// Deletes finished tasks.
+pub trait TaskPurger: Send + Sync {
+    /// Deletes `succeeded`, `failed` and `cancelled` tasks that finished at or before `cutoff`;
+    /// returns how many were deleted. Never touches pending or running tasks.
+    fn purge_finished_before(
+        &self,
+        cutoff: Timestamp,
+    ) -> impl Future<Output = Result<u64, StoreError>> + Send;
+}
+
+/// The backend chosen at runtime from configuration.
+#[derive(Debug, Clone)]
+pub enum Store {
+    /// Embedded SQLite, for one machine.
+    Sqlite(SqliteStore),
+    /// DynamoDB, for Lambda.
+    DynamoDb(DynamoStore),
+}
+
+impl TaskReader for Store {
+    async fn get(&self, id: TaskId) -> Result<Option<Task>, StoreError> {
+        match self {
+            Self::Sqlite(store) => store.get(id).await,
+            Self::DynamoDb(store) => store.get(id).await,
+        }
+    }
+}
+
+impl TaskWriter for Store {
+    async fn create(&self, task: Task) -> Result<Task, StoreError> {
+        match self {
+            Self::Sqlite(store) => store.create(task).await,
+            Self::DynamoDb(store) => store.create(task).await,
+        }
+    }
+}
+
+impl TaskQueue for Store {
+    async fn claim_due(
+        &self,
+        now: Timestamp,
+        limit: usize,
+        lease_until: Timestamp,
+    ) -> Result<Vec<Task>, StoreError> {
+        match self {
+            Self::Sqlite(store) => store.claim_due(now, limit, lease_until).await,
+            Self::DynamoDb(store) => store.claim_due(now, limit, lease_until).await,
+        }
+    }
+
+    async fn settle(
+        &self,
+        claimed: &Task,
+        outcome: Settlement,
+        now: Timestamp,
+    ) -> Result<Task, StoreError> {
+        match self {
+            Self::Sqlite(store) => store.settle(claimed, outcome, now).await,
+            Self::DynamoDb(store) => store.settle(claimed, outcome, now).await,
+        }
+    }
+}
+
+impl TaskCanceller for Store {
+    async fn cancel(&self, id: TaskId, now: Timestamp) -> Result<Task, StoreError> {
+        match self {
+            Self::Sqlite(store) => store.cancel(id, now).await,
+            Self::DynamoDb(store) => store.cancel(id, now).await,
+        }
+    }
+
+    async fn cancel_by_reference(
+        &self,
+        reference_uid: &str,
+        task_type: Option<&str>,
+        now: Timestamp,
+    ) -> Result<Vec<TaskId>, StoreError> {
+        match self {
+            Self::Sqlite(store) => store.cancel_by_reference(reference_uid, task_type, now).await,
+            Self::DynamoDb(store) => {
+                store
+                    .cancel_by_reference(reference_uid, task_type, now)
+                    .await
+            }
+        }
+    }
+}
+
+impl TaskPurger for Store {
+    async fn purge_finished_before(&self, cutoff: Timestamp) -> Result<u64, StoreError> {
+        match self {
+            Self::Sqlite(store) => store.purge_finished_before(cutoff).await,
+            Self::DynamoDb(store) => store.purge_finished_before(cutoff).await,
+        }
+    }
+}
+
+/// The task after `outcome` is applied to the running attempt `task`; both backends use it so
+/// they agree on every field.
+pub(crate) fn apply_settlement(mut task: Task, outcome: &Settlement, now: Timestamp) -> Task {
+    task.updated_at = now;
+    task.lease_expires_at = None;
+    match outcome {
+        Settlement::Succeeded => {
+            task.status = TaskStatus::Succeeded;
+            task.succeeded_at = Some(now);
+            task.finished_at = Some(now);
+        }
+        Settlement::Retry { error, retry_at } => {
+            task.status = TaskStatus::Pending;
+            task.scheduled_at = *retry_at;
+            task.last_error = Some(error.clone());
+            task.last_failed_attempt_at = Some(now);
+        }
+        Settlement::Failed { error } => {
+            task.status = TaskStatus::Failed;
+            task.last_error = Some(error.clone());
+            task.last_failed_attempt_at = Some(now);
+            task.finished_at = Some(now);
+        }
+        Settlement::Released => {
+            task.status = TaskStatus::Pending;
+            task.attempts = task.attempts.saturating_sub(1);
+        }
+    }
+    task
+}
+
+/// The task after a cancel of the pending `task`.
+pub(crate) fn apply_cancel(mut task: Task, now: Timestamp) -> Task {
+    task.status = TaskStatus::Cancelled;
+    task.updated_at = now;
+    task.finished_at = Some(now);
+    task
+}
+
+/// The task after a claim of the due `task`.
+pub(crate) fn apply_claim(mut task: Task, now: Timestamp, lease_until: Timestamp) -> Task {
+    task.status = TaskStatus::Running;
+    task.attempts += 1;
+    task.updated_at = now;
+    task.lease_expires_at = Some(lease_until);
+    task
+}

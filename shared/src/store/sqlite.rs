@@ -1,0 +1,407 @@
+//! The embedded SQLite backend: one file, WAL journal, every change in an immediate transaction.
+
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
+
+use super::{
+    Settlement, StoreError, TaskCanceller, TaskPurger, TaskQueue, TaskReader, TaskWriter,
+    apply_cancel, apply_claim, apply_settlement,
+};
+use crate::clock::Timestamp;
+use crate::task::{Task, TaskId, TaskStatus};
+
+/// How long a writer waits for another process's write transaction before giving up.
+const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// `due_at` is the claimable instant (see [`Task::due_at`]), kept as a column so that one partial
+/// index answers "what is due" without reading finished tasks.
+const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS tasks (
+    id TEXT PRIMARY KEY NOT NULL,
+    type TEXT NOT NULL,
+    payload TEXT NOT NULL,
+    status TEXT NOT NULL,
+    scheduled_at TEXT NOT NULL,
+    created_at TEXT NOT NULL,
+    updated_at TEXT NOT NULL,
+    attempts INTEGER NOT NULL,
+    max_attempts INTEGER NOT NULL,
+    last_error TEXT,
+    last_failed_attempt_at TEXT,
+    succeeded_at TEXT,
+    finished_at TEXT,
+    reference_uid TEXT,
+    lease_expires_at TEXT,
+    due_at TEXT
+) STRICT;
+CREATE INDEX IF NOT EXISTS tasks_due ON tasks (due_at) WHERE due_at IS NOT NULL;
+CREATE INDEX IF NOT EXISTS tasks_finished ON tasks (finished_at) WHERE finished_at IS NOT NULL;
+CREATE INDEX IF NOT EXISTS tasks_reference ON tasks (reference_uid, type) WHERE reference_uid IS NOT NULL;
+CREATE UNIQUE INDEX IF NOT EXISTS tasks_active_reference ON tasks (reference_uid, type)
+    WHERE reference_uid IS NOT NULL AND status IN ('pending', 'running');
+";
+
+const COLUMNS: &str = "id, type, payload, status, scheduled_at, created_at, updated_at, attempts, \
+    max_attempts, last_error, last_failed_attempt_at, succeeded_at, finished_at, reference_uid, \
+    lease_expires_at, due_at";
+
+/// Tasks in one SQLite database file.
+#[derive(Debug, Clone)]
+pub struct SqliteStore {
+    conn: Arc<Mutex<Connection>>,
+}
+
+impl SqliteStore {
+    /// Opens (creating if needed) the database at `path` and its schema.
+    pub fn open(path: impl AsRef<Path>) -> Result<Self, StoreError> {
+        let conn = Connection::open(path.as_ref()).map_err(|err| {
+            StoreError::Backend(format!(
+                "cannot open SQLite database {}: {err}",
+                path.as_ref().display()
+            ))
+        })?;
+        Self::init(conn)
+    }
+
+    /// A private in-memory database, gone when the store is dropped.
+    pub fn in_memory() -> Result<Self, StoreError> {
+        Self::init(Connection::open_in_memory().map_err(backend)?)
+    }
+
+    fn init(conn: Connection) -> Result<Self, StoreError> {
+        conn.busy_timeout(BUSY_TIMEOUT).map_err(backend)?;
+        // WAL lets readers in other processes work while a processor writes.
+        conn.pragma_update(None, "journal_mode", "WAL")
+            .map_err(backend)?;
+        conn.pragma_update(None, "synchronous", "NORMAL")
+            .map_err(backend)?;
+        conn.execute_batch(SCHEMA).map_err(backend)?;
+        Ok(Self {
+            conn: Arc::new(Mutex::new(conn)),
+        })
+    }
+
+    /// Runs `work` on the connection off the async runtime.
+    async fn with_conn<T, F>(&self, work: F) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&mut Connection) -> Result<T, StoreError> + Send + 'static,
+    {
+        let conn = Arc::clone(&self.conn);
+        tokio::task::spawn_blocking(move || {
+            let mut guard = conn.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+            work(&mut guard)
+        })
+        .await
+        .map_err(|err| StoreError::Backend(format!("SQLite worker failed: {err}")))?
+    }
+
+    /// Runs `work` inside an immediate (write-locking) transaction, committing on success.
+    async fn write<T, F>(&self, work: F) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&rusqlite::Transaction<'_>) -> Result<T, StoreError> + Send + 'static,
+    {
+        self.with_conn(move |conn| {
+            let tx = conn
+                .transaction_with_behavior(TransactionBehavior::Immediate)
+                .map_err(sqlite_error)?;
+            let value = work(&tx)?;
+            tx.commit().map_err(sqlite_error)?;
+            Ok(value)
+        })
+        .await
+    }
+}
+
+fn backend(err: rusqlite::Error) -> StoreError {
+    StoreError::Backend(format!("SQLite: {err}"))
+}
+
+/// Lock contention is passing; everything else is not.
+fn sqlite_error(err: rusqlite::Error) -> StoreError {
+    match err.sqlite_error_code() {
+        Some(rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked) => {
+            StoreError::Unavailable(format!("SQLite: {err}"))
+        }
+        _ => backend(err),
+    }
+}
+
+fn text(value: Option<Timestamp>) -> Option<String> {
+    value.map(Timestamp::to_text)
+}
+
+fn parse_column<T: std::str::FromStr>(index: usize, value: &str) -> rusqlite::Result<T>
+where
+    T::Err: std::error::Error + Send + Sync + 'static,
+{
+    value.parse().map_err(|err| {
+        rusqlite::Error::FromSqlConversionFailure(index, rusqlite::types::Type::Text, Box::new(err))
+    })
+}
+
+fn parse_optional<T: std::str::FromStr>(index: usize, value: Option<String>) -> rusqlite::Result<Option<T>>
+where
+    T::Err: std::error::Error + Send + Sync + 'static,
+{
+    value.map(|v| parse_column(index, &v)).transpose()
+}
+
+fn row_to_task(row: &rusqlite::Row<'_>) -> rusqlite::Result<Task> {
+    Ok(Task {
+        id: parse_column(0, &row.get::<_, String>(0)?)?,
+        task_type: row.get(1)?,
+        payload: row.get(2)?,
+        status: parse_column(3, &row.get::<_, String>(3)?)?,
+        scheduled_at: parse_column(4, &row.get::<_, String>(4)?)?,
+        created_at: parse_column(5, &row.get::<_, String>(5)?)?,
+        updated_at: parse_column(6, &row.get::<_, String>(6)?)?,
+        attempts: row.get(7)?,
+        max_attempts: row.get(8)?,
+        last_error: row.get(9)?,
+        last_failed_attempt_at: parse_optional(10, row.get(10)?)?,
+        succeeded_at: parse_optional(11, row.get(11)?)?,
+        finished_at: parse_optional(12, row.get(12)?)?,
+        reference_uid: row.get(13)?,
+        lease_expires_at: parse_optional(14, row.get(14)?)?,
+    })
+}
+
+fn load(conn: &Connection, id: TaskId) -> Result<Option<Task>, StoreError> {
+    conn.query_row(
+        &format!("SELECT {COLUMNS} FROM tasks WHERE id = ?1"),
+        params![id.to_string()],
+        row_to_task,
+    )
+    .optional()
+    .map_err(sqlite_error)
+}
+
+fn insert(conn: &Connection, task: &Task) -> rusqlite::Result<usize> {
+    conn.execute(
+        &format!(
+            "INSERT INTO tasks ({COLUMNS}) VALUES \
+             (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16)"
+        ),
+        params![
+            task.id.to_string(),
+            task.task_type,
+            task.payload,
+            task.status.as_str(),
+            task.scheduled_at.to_text(),
+            task.created_at.to_text(),
+            task.updated_at.to_text(),
+            task.attempts,
+            task.max_attempts,
+            task.last_error,
+            text(task.last_failed_attempt_at),
+            text(task.succeeded_at),
+            text(task.finished_at),
+            task.reference_uid,
+            text(task.lease_expires_at),
+            text(task.due_at()),
+        ],
+    )
+}
+
+/// Rewrites every mutable column of `task`.
+fn update(conn: &Connection, task: &Task) -> Result<(), StoreError> {
+    conn.execute(
+        "UPDATE tasks SET status = ?2, scheduled_at = ?3, updated_at = ?4, attempts = ?5, \
+         last_error = ?6, last_failed_attempt_at = ?7, succeeded_at = ?8, finished_at = ?9, \
+         lease_expires_at = ?10, due_at = ?11 WHERE id = ?1",
+        params![
+            task.id.to_string(),
+            task.status.as_str(),
+            task.scheduled_at.to_text(),
+            task.updated_at.to_text(),
+            task.attempts,
+            task.last_error,
+            text(task.last_failed_attempt_at),
+            text(task.succeeded_at),
+            text(task.finished_at),
+            text(task.lease_expires_at),
+            text(task.due_at()),
+        ],
+    )
+    .map_err(sqlite_error)?;
+    Ok(())
+}
+
+impl TaskReader for SqliteStore {
+    async fn get(&self, id: TaskId) -> Result<Option<Task>, StoreError> {
+        self.with_conn(move |conn| load(conn, id)).await
+    }
+}
+
+impl TaskWriter for SqliteStore {
+    async fn create(&self, task: Task) -> Result<Task, StoreError> {
+        self.write(move |tx| match insert(tx, &task) {
+            Ok(_) => Ok(task),
+            Err(err) if err.sqlite_error_code() == Some(rusqlite::ErrorCode::ConstraintViolation) => {
+                let existing: Option<String> = tx
+                    .query_row(
+                        "SELECT id FROM tasks WHERE reference_uid = ?1 AND type = ?2 \
+                         AND status IN ('pending', 'running')",
+                        params![task.reference_uid, task.task_type],
+                        |row| row.get(0),
+                    )
+                    .optional()
+                    .map_err(sqlite_error)?;
+                match existing {
+                    Some(id) => Err(StoreError::Duplicate {
+                        existing: id.parse().map_err(|e| StoreError::Backend(format!("{e}")))?,
+                    }),
+                    None => Err(backend(err)),
+                }
+            }
+            Err(err) => Err(sqlite_error(err)),
+        })
+        .await
+    }
+}
+
+/// Why a task whose last attempt never reported back is failed instead of run again.
+pub(crate) const LEASE_EXPIRED_ERROR: &str =
+    "lease expired during the final attempt (the processor stopped or timed out)";
+
+impl TaskQueue for SqliteStore {
+    async fn claim_due(
+        &self,
+        now: Timestamp,
+        limit: usize,
+        lease_until: Timestamp,
+    ) -> Result<Vec<Task>, StoreError> {
+        self.write(move |tx| {
+            let mut claimed = Vec::new();
+            // Exhausted tasks with an expired lease are settled here, so they never block the
+            // head of the queue; keep reading until `limit` runnable tasks are found.
+            loop {
+                let due: Vec<Task> = {
+                    let mut stmt = tx
+                        .prepare_cached(&format!(
+                            "SELECT {COLUMNS} FROM tasks WHERE due_at <= ?1 \
+                             ORDER BY due_at, id LIMIT ?2"
+                        ))
+                        .map_err(sqlite_error)?;
+                    let want = i64::try_from(limit - claimed.len()).unwrap_or(i64::MAX);
+                    stmt.query_map(params![now.to_text(), want], row_to_task)
+                        .map_err(sqlite_error)?
+                        .collect::<rusqlite::Result<_>>()
+                        .map_err(sqlite_error)?
+                };
+                if due.is_empty() {
+                    break;
+                }
+                for task in due {
+                    if task.status == TaskStatus::Running && task.attempts >= task.max_attempts {
+                        let error = Settlement::Failed {
+                            error: LEASE_EXPIRED_ERROR.to_owned(),
+                        };
+                        update(tx, &apply_settlement(task, &error, now))?;
+                    } else {
+                        let task = apply_claim(task, now, lease_until);
+                        update(tx, &task)?;
+                        claimed.push(task);
+                    }
+                }
+                if claimed.len() >= limit {
+                    break;
+                }
+            }
+            Ok(claimed)
+        })
+        .await
+    }
+
+    async fn settle(
+        &self,
+        claimed: &Task,
+        outcome: Settlement,
+        now: Timestamp,
+    ) -> Result<Task, StoreError> {
+        let (id, attempt, lease) = (claimed.id, claimed.attempts, claimed.lease_expires_at);
+        self.write(move |tx| {
+            let task = load(tx, id)?.ok_or(StoreError::LeaseLost(id))?;
+            let holds_lease = task.status == TaskStatus::Running
+                && task.attempts == attempt
+                && task.lease_expires_at == lease;
+            if !holds_lease {
+                return Err(StoreError::LeaseLost(id));
+            }
+            let task = apply_settlement(task, &outcome, now);
+            update(tx, &task)?;
+            Ok(task)
+        })
+        .await
+    }
+}
+
+impl TaskCanceller for SqliteStore {
+    async fn cancel(&self, id: TaskId, now: Timestamp) -> Result<Task, StoreError> {
+        self.write(move |tx| {
+            let task = load(tx, id)?.ok_or(StoreError::NotFound(id))?;
+            if task.status != TaskStatus::Pending {
+                return Err(StoreError::Conflict {
+                    id,
+                    status: task.status,
+                });
+            }
+            let task = apply_cancel(task, now);
+            update(tx, &task)?;
+            Ok(task)
+        })
+        .await
+    }
+
+    async fn cancel_by_reference(
+        &self,
+        reference_uid: &str,
+        task_type: Option<&str>,
+        now: Timestamp,
+    ) -> Result<Vec<TaskId>, StoreError> {
+        let reference_uid = reference_uid.to_owned();
+        let task_type = task_type.map(str::to_owned);
+        self.write(move |tx| {
+            let pending: Vec<Task> = {
+                let mut stmt = tx
+                    .prepare_cached(&format!(
+                        "SELECT {COLUMNS} FROM tasks WHERE reference_uid = ?1 \
+                         AND (?2 IS NULL OR type = ?2) AND status = 'pending' ORDER BY id"
+                    ))
+                    .map_err(sqlite_error)?;
+                stmt.query_map(params![reference_uid, task_type], row_to_task)
+                    .map_err(sqlite_error)?
+                    .collect::<rusqlite::Result<_>>()
+                    .map_err(sqlite_error)?
+            };
+            let mut ids = Vec::with_capacity(pending.len());
+            for task in pending {
+                ids.push(task.id);
+                update(tx, &apply_cancel(task, now))?;
+            }
+            Ok(ids)
+        })
+        .await
+    }
+}
+
+impl TaskPurger for SqliteStore {
+    async fn purge_finished_before(&self, cutoff: Timestamp) -> Result<u64, StoreError> {
+        self.write(move |tx| {
+            let deleted = tx
+                .execute(
+                    "DELETE FROM tasks WHERE finished_at IS NOT NULL AND finished_at <= ?1 \
+                     AND status IN ('succeeded', 'failed', 'cancelled')",
+                    params![cutoff.to_text()],
+                )
+                .map_err(sqlite_error)?;
+            Ok(deleted as u64)
+        })
+        .await
+    }
+}

@@ -1,0 +1,326 @@
+//! The task domain: identifiers, status, the stored task and the validated create request.
+
+use std::fmt;
+use std::str::FromStr;
+
+use serde::{Deserialize, Serialize};
+use time::OffsetDateTime;
+
+use crate::clock::Timestamp;
+
+/// Largest payload accepted, in bytes of its stored text.
+pub const MAX_PAYLOAD_BYTES: usize = 256 * 1024;
+/// Longest accepted `referenceUid`, in characters.
+pub const MAX_REFERENCE_UID_CHARS: usize = 256;
+/// Longest accepted task type, in characters.
+pub const MAX_TYPE_CHARS: usize = 128;
+/// `maxAttempts` used when a create does not say.
+pub const DEFAULT_MAX_ATTEMPTS: u32 = 3;
+/// Upper bound on `maxAttempts`.
+pub const MAX_ATTEMPTS_LIMIT: u32 = 50;
+
+/// Unique task identifier: a ULID, so ids sort by creation time.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct TaskId(ulid::Ulid);
+
+impl TaskId {
+    /// A fresh id for a task created at `now`.
+    pub fn new(now: OffsetDateTime) -> Self {
+        let millis = (now.unix_timestamp_nanos() / 1_000_000).max(0) as u64;
+        let time = std::time::UNIX_EPOCH + std::time::Duration::from_millis(millis);
+        Self(ulid::Ulid::from_datetime(time))
+    }
+
+    /// The id's 128 bits, for spreading tasks over shards.
+    pub fn as_u128(self) -> u128 {
+        self.0.0
+    }
+}
+
+impl fmt::Display for TaskId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+/// The text was not a task id (a 26-character ULID).
+#[derive(Debug, thiserror::Error)]
+#[error("not a task id: {0:?}")]
+pub struct InvalidTaskId(pub String);
+
+impl FromStr for TaskId {
+    type Err = InvalidTaskId;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        ulid::Ulid::from_string(s)
+            .map(Self)
+            .map_err(|_| InvalidTaskId(s.chars().take(64).collect()))
+    }
+}
+
+impl Serialize for TaskId {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_str(self)
+    }
+}
+
+impl<'de> Deserialize<'de> for TaskId {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(deserializer)?;
+        text.parse().map_err(serde::de::Error::custom)
+    }
+}
+
+/// Where a task is in its life.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum TaskStatus {
+    /// Waiting for `scheduledAt`, or for its next attempt.
+    Pending,
+    /// Claimed by a processor; the lease says until when.
+    Running,
+    /// The handler returned success.
+    Succeeded,
+    /// Out of attempts, or failed permanently; kept for inspection until cleanup.
+    Failed,
+    /// Cancelled before it ran; kept until cleanup.
+    Cancelled,
+}
+
+impl TaskStatus {
+    /// The status as stored and shown in JSON.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Pending => "pending",
+            Self::Running => "running",
+            Self::Succeeded => "succeeded",
+            Self::Failed => "failed",
+            Self::Cancelled => "cancelled",
+        }
+    }
+
+    /// True once the task will never run again.
+    pub fn is_finished(self) -> bool {
+        matches!(self, Self::Succeeded | Self::Failed | Self::Cancelled)
+    }
+}
+
+impl fmt::Display for TaskStatus {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// The status text was not one of the five statuses.
+#[derive(Debug, thiserror::Error)]
+#[error("unknown task status {0:?}")]
+pub struct InvalidStatus(pub String);
+
+impl FromStr for TaskStatus {
+    type Err = InvalidStatus;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "pending" => Ok(Self::Pending),
+            "running" => Ok(Self::Running),
+            "succeeded" => Ok(Self::Succeeded),
+            "failed" => Ok(Self::Failed),
+            "cancelled" => Ok(Self::Cancelled),
+            other => Err(InvalidStatus(other.to_owned())),
+        }
+    }
+}
+
+/// A stored task, as the API shows it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Task {
+    /// Unique id, sortable by creation.
+    pub id: TaskId,
+    /// The registered task type that runs it.
+    #[serde(rename = "type")]
+    pub task_type: String,
+    /// Opaque payload text handed to the handler.
+    pub payload: String,
+    /// Where the task is in its life.
+    pub status: TaskStatus,
+    /// Not run before this instant.
+    pub scheduled_at: Timestamp,
+    /// When the task was created.
+    pub created_at: Timestamp,
+    /// When the task last changed.
+    pub updated_at: Timestamp,
+    /// Attempts started so far (counted when claimed).
+    pub attempts: u32,
+    /// Attempts allowed before the task is `failed`.
+    pub max_attempts: u32,
+    /// The error of the most recent failed attempt.
+    pub last_error: Option<String>,
+    /// When the most recent attempt failed.
+    pub last_failed_attempt_at: Option<Timestamp>,
+    /// When the task succeeded.
+    pub succeeded_at: Option<Timestamp>,
+    /// When the task reached `succeeded`, `failed` or `cancelled`.
+    pub finished_at: Option<Timestamp>,
+    /// The caller's reference, for de-duplication and cancel by reference.
+    pub reference_uid: Option<String>,
+    /// While `running`: the claim expires at this instant and the task is due again.
+    pub lease_expires_at: Option<Timestamp>,
+}
+
+impl Task {
+    /// The task a validated create request stores.
+    pub fn from_new(new: NewTask, now: Timestamp) -> Self {
+        Self {
+            id: TaskId::new(now.0),
+            task_type: new.task_type,
+            payload: new.payload,
+            status: TaskStatus::Pending,
+            scheduled_at: new.scheduled_at.unwrap_or(now),
+            created_at: now,
+            updated_at: now,
+            attempts: 0,
+            max_attempts: new.max_attempts,
+            last_error: None,
+            last_failed_attempt_at: None,
+            succeeded_at: None,
+            finished_at: None,
+            reference_uid: new.reference_uid,
+            lease_expires_at: None,
+        }
+    }
+
+    /// The instant from which a processor may claim the task, if it can be claimed at all.
+    pub fn due_at(&self) -> Option<Timestamp> {
+        match self.status {
+            TaskStatus::Pending => Some(self.scheduled_at),
+            TaskStatus::Running => self.lease_expires_at,
+            _ => None,
+        }
+    }
+}
+
+/// A validated request to create a task.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NewTask {
+    /// Registered task type.
+    pub task_type: String,
+    /// Payload text, at most [`MAX_PAYLOAD_BYTES`].
+    pub payload: String,
+    /// Run no earlier than this; `None` means now.
+    pub scheduled_at: Option<Timestamp>,
+    /// Attempts allowed, 1 to [`MAX_ATTEMPTS_LIMIT`].
+    pub max_attempts: u32,
+    /// Optional caller reference.
+    pub reference_uid: Option<String>,
+}
+
+/// Why a create request is invalid; each names the field at fault.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ValidationError {
+    /// A required field is absent.
+    #[error("`{0}` is required")]
+    Missing(&'static str),
+    /// A field has a value outside its rules.
+    #[error("`{field}` {reason}")]
+    Invalid {
+        /// The JSON field name.
+        field: &'static str,
+        /// What is wrong, in words.
+        reason: String,
+    },
+    /// The payload is larger than [`MAX_PAYLOAD_BYTES`].
+    #[error("`payload` is {0} bytes; the limit is {MAX_PAYLOAD_BYTES} bytes")]
+    PayloadTooLarge(usize),
+}
+
+impl NewTask {
+    /// A request for `task_type` with `payload`, run now, default attempts, no reference.
+    pub fn new(task_type: impl Into<String>, payload: impl Into<String>) -> Self {
+        Self {
+            task_type: task_type.into(),
+            payload: payload.into(),
+            scheduled_at: None,
+            max_attempts: DEFAULT_MAX_ATTEMPTS,
+            reference_uid: None,
+        }
+    }
+
+    /// Checks every field rule that does not need the registry or the store.
+    pub fn validate(&self) -> Result<(), ValidationError> {
+        validate_type(&self.task_type)?;
+        if self.payload.len() > MAX_PAYLOAD_BYTES {
+            return Err(ValidationError::PayloadTooLarge(self.payload.len()));
+        }
+        if !(1..=MAX_ATTEMPTS_LIMIT).contains(&self.max_attempts) {
+            return Err(ValidationError::Invalid {
+                field: "maxAttempts",
+                reason: format!("must be between 1 and {MAX_ATTEMPTS_LIMIT}"),
+            });
+        }
+        if let Some(reference) = &self.reference_uid {
+            validate_reference_uid(reference)?;
+        }
+        Ok(())
+    }
+}
+
+/// Checks a task type: 1–128 characters of `[A-Za-z0-9_.:-]`.
+pub fn validate_type(task_type: &str) -> Result<(), ValidationError> {
+    let valid_chars = task_type
+        .chars()
+        .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | ':' | '-'));
+    if task_type.is_empty() || task_type.len() > MAX_TYPE_CHARS || !valid_chars {
+        return Err(ValidationError::Invalid {
+            field: "type",
+            reason: format!("must be 1 to {MAX_TYPE_CHARS} characters of A-Z a-z 0-9 _ . : -"),
+        });
+    }
+    Ok(())
+}
+
+/// Checks a reference: 1–256 characters.
+pub fn validate_reference_uid(reference: &str) -> Result<(), ValidationError> {
+    let chars = reference.chars().count();
+    if chars == 0 || chars > MAX_REFERENCE_UID_CHARS {
+        return Err(ValidationError::Invalid {
+            field: "referenceUid",
+            reason: format!("must be 1 to {MAX_REFERENCE_UID_CHARS} characters"),
+        });
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ids_sort_by_creation_time() {
+        let early = TaskId::new(time::macros::datetime!(2026-01-01 00:00 UTC));
+        let late = TaskId::new(time::macros::datetime!(2026-01-01 00:00:01 UTC));
+        assert!(early < late);
+        assert_eq!(early.to_string().parse::<TaskId>().unwrap(), early);
+    }
+
+    #[test]
+    fn type_rules_name_the_field() {
+        assert!(validate_type("sendWebhook").is_ok());
+        assert!(validate_type("a.b:c-d_e").is_ok());
+        for bad in ["", "has space", "ünicode", &"x".repeat(129)] {
+            let err = validate_type(bad).unwrap_err();
+            assert!(err.to_string().contains("`type`"), "{err}");
+        }
+    }
+
+    #[test]
+    fn max_attempts_bounds() {
+        let mut new = NewTask::new("t", "{}");
+        new.max_attempts = 0;
+        assert!(new.validate().is_err());
+        new.max_attempts = 51;
+        assert!(new.validate().is_err());
+        new.max_attempts = 50;
+        assert!(new.validate().is_ok());
+    }
+}

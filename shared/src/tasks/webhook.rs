@@ -1,0 +1,328 @@
+//! `sendWebhook`: POST a JSON body to a URL, signed with HMAC-SHA256 when a secret is set.
+
+use std::collections::BTreeMap;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::time::Duration;
+
+use hmac::{Hmac, KeyInit, Mac};
+use reqwest::dns::{Addrs, Name, Resolve, Resolving};
+use reqwest::header::{CONTENT_TYPE, HeaderMap, HeaderName, HeaderValue};
+use serde::Deserialize;
+use sha2::Sha256;
+
+use super::{TaskContext, TaskError};
+
+/// The task type this handler is registered under.
+pub const TASK_TYPE: &str = "sendWebhook";
+/// Header carrying the task id.
+pub const TASK_ID_HEADER: &str = "x-tasker-task-id";
+/// Header carrying `sha256=<hex HMAC-SHA256 of the raw body>`.
+pub const SIGNATURE_HEADER: &str = "x-tasker-signature";
+
+/// The payload of a `sendWebhook` task.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct WebhookPayload {
+    url: String,
+    body: serde_json::Value,
+    #[serde(default)]
+    headers: BTreeMap<String, String>,
+}
+
+/// Settings of the webhook sender.
+#[derive(Debug, Clone)]
+pub struct WebhookSettings {
+    /// Signs each body when set.
+    pub secret: Option<String>,
+    /// Whole-request timeout.
+    pub timeout: Duration,
+    /// Allows loopback, private and link-local targets (for local development and tests).
+    pub allow_private: bool,
+}
+
+impl Default for WebhookSettings {
+    fn default() -> Self {
+        Self {
+            secret: None,
+            timeout: Duration::from_secs(10),
+            allow_private: false,
+        }
+    }
+}
+
+/// Could not build the HTTP client.
+#[derive(Debug, thiserror::Error)]
+#[error("cannot build the webhook HTTP client: {0}")]
+pub struct WebhookClientError(#[from] reqwest::Error);
+
+/// Sends webhooks; built once and shared by every attempt.
+#[derive(Debug, Clone)]
+pub struct WebhookSender {
+    client: reqwest::Client,
+    settings: WebhookSettings,
+}
+
+impl WebhookSender {
+    /// A sender with its own connection pool.
+    pub fn new(settings: WebhookSettings) -> Result<Self, WebhookClientError> {
+        let client = reqwest::Client::builder()
+            .timeout(settings.timeout)
+            // A redirect could point at an address the resolver would refuse; treat 3xx as failure.
+            .redirect(reqwest::redirect::Policy::none())
+            .dns_resolver(PublicResolver {
+                allow_private: settings.allow_private,
+            })
+            .user_agent(concat!("tasker/", env!("CARGO_PKG_VERSION")))
+            .build()?;
+        Ok(Self { client, settings })
+    }
+
+    /// Delivers the webhook of one attempt.
+    pub async fn send(&self, ctx: &TaskContext) -> Result<(), TaskError> {
+        let payload: WebhookPayload = serde_json::from_str(&ctx.payload).map_err(|err| {
+            TaskError::Permanent(format!(
+                "payload is not {{\"url\": string, \"body\": any, \"headers\"?: object}}: {err}"
+            ))
+        })?;
+        let url = url::Url::parse(&payload.url)
+            .map_err(|err| TaskError::Permanent(format!("invalid url {:?}: {err}", payload.url)))?;
+        if !matches!(url.scheme(), "http" | "https") {
+            return Err(TaskError::Permanent(format!(
+                "url scheme {:?} is not http or https",
+                url.scheme()
+            )));
+        }
+        // IP literals never reach the resolver, so check them here.
+        let literal = match url.host() {
+            Some(url::Host::Ipv4(ip)) => Some(IpAddr::V4(ip)),
+            Some(url::Host::Ipv6(ip)) => Some(IpAddr::V6(ip)),
+            _ => None,
+        };
+        if let Some(ip) = literal.filter(|ip| !self.settings.allow_private && !is_public(*ip)) {
+            return Err(TaskError::Permanent(refused(&ip.to_string())));
+        }
+
+        let body = serde_json::to_vec(&payload.body)
+            .map_err(|err| TaskError::Permanent(format!("cannot encode body: {err}")))?;
+        let headers = self.headers(ctx, &payload.headers, &body)?;
+        let response = self
+            .client
+            .post(url)
+            .headers(headers)
+            .body(body)
+            .send()
+            .await
+            .map_err(|err| self.transport_error(&err))?;
+        let status = response.status();
+        if status.is_success() {
+            Ok(())
+        } else {
+            Err(TaskError::Retryable(format!("webhook answered HTTP {status}")))
+        }
+    }
+
+    fn headers(
+        &self,
+        ctx: &TaskContext,
+        extra: &BTreeMap<String, String>,
+        body: &[u8],
+    ) -> Result<HeaderMap, TaskError> {
+        let mut headers = HeaderMap::new();
+        for (name, value) in extra {
+            let name = HeaderName::try_from(name.as_str())
+                .map_err(|_| TaskError::Permanent(format!("invalid header name {name:?}")))?;
+            let value = HeaderValue::try_from(value.as_str())
+                .map_err(|_| TaskError::Permanent(format!("invalid value for header {name}")))?;
+            headers.insert(name, value);
+        }
+        headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+        let id = HeaderValue::try_from(ctx.id.to_string())
+            .map_err(|_| TaskError::Permanent("task id is not a header value".into()))?;
+        headers.insert(HeaderName::from_static(TASK_ID_HEADER), id);
+        if let Some(secret) = &self.settings.secret {
+            let signature = HeaderValue::try_from(format!("sha256={}", sign(secret, body)))
+                .map_err(|_| TaskError::Permanent("signature is not a header value".into()))?;
+            headers.insert(HeaderName::from_static(SIGNATURE_HEADER), signature);
+        }
+        Ok(headers)
+    }
+
+    fn transport_error(&self, err: &reqwest::Error) -> TaskError {
+        let mut source: Option<&dyn std::error::Error> = Some(err);
+        while let Some(current) = source {
+            if let Some(private) = current.downcast_ref::<PrivateTarget>() {
+                return TaskError::Permanent(private.to_string());
+            }
+            source = current.source();
+        }
+        if err.is_timeout() {
+            return TaskError::Retryable(format!(
+                "webhook timed out after {}",
+                humantime::format_duration(self.settings.timeout)
+            ));
+        }
+        TaskError::Retryable(format!(
+            "webhook request failed: {}",
+            error_chain(err)
+        ))
+    }
+}
+
+fn error_chain(err: &dyn std::error::Error) -> String {
+    let mut text = err.to_string();
+    let mut source = err.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
+}
+
+/// Hex HMAC-SHA256 of `body` under `secret`.
+pub fn sign(secret: &str, body: &[u8]) -> String {
+    // HMAC takes keys of any length, so this cannot fail.
+    let mut mac = <Hmac<Sha256> as KeyInit>::new_from_slice(secret.as_bytes())
+        .unwrap_or_else(|_| unreachable!("HMAC accepts keys of any length"));
+    mac.update(body);
+    hex::encode(mac.finalize().into_bytes())
+}
+
+fn refused(host: &str) -> String {
+    format!(
+        "refused to send to {host}: it resolves to a loopback, private or link-local address \
+         (set TASKER_WEBHOOK_ALLOW_PRIVATE=true to allow)"
+    )
+}
+
+/// The target resolved only to addresses that are not public.
+#[derive(Debug, thiserror::Error)]
+#[error("{}", refused(.0))]
+struct PrivateTarget(String);
+
+/// Resolves names, then drops every address that is not public (unless allowed), so a webhook
+/// cannot be pointed at the machine's own network.
+struct PublicResolver {
+    allow_private: bool,
+}
+
+impl Resolve for PublicResolver {
+    fn resolve(&self, name: Name) -> Resolving {
+        let allow_private = self.allow_private;
+        let host = name.as_str().to_owned();
+        Box::pin(async move {
+            let resolved: Vec<SocketAddr> = tokio::net::lookup_host((host.as_str(), 0))
+                .await?
+                .collect();
+            let allowed: Vec<SocketAddr> = resolved
+                .into_iter()
+                .filter(|addr| allow_private || is_public(addr.ip()))
+                .collect();
+            if allowed.is_empty() {
+                return Err(Box::new(PrivateTarget(host)) as Box<dyn std::error::Error + Send + Sync>);
+            }
+            let addrs: Addrs = Box::new(allowed.into_iter());
+            Ok(addrs)
+        })
+    }
+}
+
+/// True for addresses on the public internet.
+pub fn is_public(ip: IpAddr) -> bool {
+    match ip {
+        IpAddr::V4(v4) => is_public_v4(v4),
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => is_public_v4(v4),
+            None => is_public_v6(v6),
+        },
+    }
+}
+
+fn is_public_v4(ip: Ipv4Addr) -> bool {
+    let [a, b, ..] = ip.octets();
+    let shared_cgnat = a == 100 && (64..128).contains(&b);
+    let benchmarking = a == 198 && (b == 18 || b == 19);
+    !(ip.is_loopback()
+        || ip.is_private()
+        || ip.is_link_local()
+        || ip.is_unspecified()
+        || ip.is_broadcast()
+        || ip.is_multicast()
+        || ip.is_documentation()
+        || shared_cgnat
+        || benchmarking
+        || a == 0
+        || a >= 240)
+}
+
+fn is_public_v6(ip: Ipv6Addr) -> bool {
+    let first = ip.segments()[0];
+    let unique_local = (first & 0xfe00) == 0xfc00;
+    let link_local = (first & 0xffc0) == 0xfe80;
+    !(ip.is_loopback() || ip.is_unspecified() || ip.is_multicast() || unique_local || link_local)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_public_addresses_pass() {
+        for private in [
+            "127.0.0.1",
+            "10.1.2.3",
+            "172.16.0.1",
+            "192.168.1.1",
+            "169.254.169.254",
+            "0.0.0.0",
+            "100.64.0.1",
+            "::1",
+            "fe80::1",
+            "fd00::1",
+            "::ffff:127.0.0.1",
+        ] {
+            assert!(!is_public(private.parse().unwrap()), "{private}");
+        }
+        for public in ["1.1.1.1", "8.8.8.8", "2606:4700::1111"] {
+            assert!(is_public(public.parse().unwrap()), "{public}");
+        }
+    }
+
+    #[test]
+    fn signature_is_hex_hmac_sha256() {
+        // RFC 4231 test case 2.
+        assert_eq!(
+            sign("Jefe", b"what do ya want for nothing?"),
+            "5bdcc146bf60754e6a042426089575c75a003f089d2739839dec58b964ec3843"
+        );
+    }
+
+    fn ctx(payload: &str) -> TaskContext {
+        TaskContext {
+            id: crate::task::TaskId::new(time::OffsetDateTime::UNIX_EPOCH),
+            task_type: TASK_TYPE.into(),
+            attempt: 1,
+            payload: payload.into(),
+        }
+    }
+
+    #[tokio::test]
+    async fn private_targets_are_refused_permanently() {
+        let sender = WebhookSender::new(WebhookSettings::default()).unwrap();
+        for url in ["http://127.0.0.1:9/x", "http://[::1]:9/x", "http://localhost:9/x"] {
+            let payload = serde_json::json!({"url": url, "body": {}}).to_string();
+            let err = sender.send(&ctx(&payload)).await.unwrap_err();
+            assert!(err.is_permanent(), "{url}: {err}");
+            assert!(err.to_string().contains("refused"), "{url}: {err}");
+        }
+    }
+
+    #[tokio::test]
+    async fn malformed_payloads_fail_permanently() {
+        let sender = WebhookSender::new(WebhookSettings::default()).unwrap();
+        for payload in ["not json", "{}", r#"{"url":"ftp://x","body":1}"#, r#"{"url":5,"body":1}"#] {
+            let err = sender.send(&ctx(payload)).await.unwrap_err();
+            assert!(err.is_permanent(), "{payload}: {err}");
+        }
+    }
+}
