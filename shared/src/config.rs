@@ -5,8 +5,9 @@ use std::str::FromStr;
 use std::time::Duration;
 
 use crate::store::{DynamoStore, SqliteStore, Store, StoreError};
-use crate::tasker::ProcessorSettings;
-use crate::tasks::webhook::WebhookSettings;
+use crate::tasker::{ProcessorSettings, Tasker};
+use crate::tasks::builtin_registry;
+use crate::tasks::webhook::{WebhookClientError, WebhookSender, WebhookSettings};
 
 /// Which backend holds the tasks.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -160,6 +161,31 @@ impl Config {
                 Ok(Store::DynamoDb(DynamoStore::new(client, table, self.retention)))
             }
         }
+    }
+}
+
+/// Start-up failed: the store or the webhook client could not be built.
+#[derive(Debug, thiserror::Error)]
+pub enum StartupError {
+    /// Opening the store failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// Building the webhook HTTP client failed.
+    #[error(transparent)]
+    Webhook(#[from] WebhookClientError),
+}
+
+impl Config {
+    /// Tasker over the configured store with the built-in task handlers.
+    pub async fn build_tasker(&self) -> Result<Tasker<Store>, StartupError> {
+        let store = self.open_store().await?;
+        self.tasker_over(store)
+    }
+
+    /// Tasker over an already opened `store` with the built-in task handlers.
+    pub fn tasker_over<S>(&self, store: S) -> Result<Tasker<S>, StartupError> {
+        let registry = builtin_registry(WebhookSender::new(self.webhook.clone())?);
+        Ok(Tasker::new(store, registry, self.processor))
     }
 }
 

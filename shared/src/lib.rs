@@ -15,3 +15,4 @@ pub use store::{DynamoStore, SqliteStore, Store, StoreError};
 pub use task::{NewTask, Task, TaskId, TaskStatus, ValidationError};
 pub use tasker::{CleanupSummary, ProcessorSettings, RunSummary, Tasker, TaskerError};
 pub use tasks::{Registry, RegistryError, TaskContext, TaskError};
+pub use config::StartupError;

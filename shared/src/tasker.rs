@@ -227,6 +227,10 @@ impl<S: TaskQueue> Tasker<S> {
             }
         }
         summary.duration_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
+        if summary.claimed == 0 {
+            tracing::debug!(duration_ms = summary.duration_ms, "processor run found nothing due");
+            return Ok(summary);
+        }
         tracing::info!(
             claimed = summary.claimed,
             succeeded = summary.succeeded,

@@ -1,1 +1,13 @@
-fn main(){}
+use lambda_runtime::{Error, LambdaEvent, run, service_fn, tracing};
+use tasker::Config;
+
+#[tokio::main]
+async fn main() -> Result<(), Error> {
+    tracing::init_default_subscriber();
+    let config = Config::from_env()?;
+    let tasker = config.build_tasker().await?;
+    run(service_fn(|event: LambdaEvent<serde_json::Value>| {
+        cleanup::handle(&tasker, config.retention, event)
+    }))
+    .await
+}

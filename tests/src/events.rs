@@ -1,0 +1,39 @@
+//! The sample Lambda events in `events/`, as the real runtimes would deliver them.
+
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use lambda_runtime::{Context, LambdaEvent};
+
+/// The placeholder task id in the API Gateway sample events.
+pub const PLACEHOLDER_ID: &str = "01JD0000000000000000000000";
+
+/// The text of `events/<name>`.
+pub fn text(name: &str) -> String {
+    let path = crate::workspace_root().join("events").join(name);
+    std::fs::read_to_string(&path).unwrap_or_else(|err| panic!("read {}: {err}", path.display()))
+}
+
+/// An API Gateway event as the request `lambda_http` hands to the router, with the placeholder
+/// id replaced by `id` when given.
+pub fn http_request(name: &str, id: Option<&str>) -> lambda_http::Request {
+    let mut json = text(name);
+    if let Some(id) = id {
+        json = json.replace(PLACEHOLDER_ID, id);
+    }
+    lambda_http::request::from_str(&json)
+        .unwrap_or_else(|err| panic!("events/{name} is not an API Gateway event: {err}"))
+}
+
+/// A scheduled event with a context whose deadline is `remaining` from now.
+pub fn scheduled(name: &str, remaining: Duration) -> LambdaEvent<serde_json::Value> {
+    let payload: serde_json::Value = serde_json::from_str(&text(name))
+        .unwrap_or_else(|err| panic!("events/{name} is not JSON: {err}"));
+    let mut context = Context::default();
+    let deadline = SystemTime::now() + remaining;
+    context.deadline = deadline
+        .duration_since(UNIX_EPOCH)
+        .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+        .unwrap_or_default();
+    context.request_id = format!("test-{name}");
+    LambdaEvent::new(payload, context)
+}

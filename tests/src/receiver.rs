@@ -1,0 +1,88 @@
+//! A webhook receiver on 127.0.0.1 that records every request and answers the status code
+//! named in its path: `/status/500/...` answers 500, anything else 200.
+
+use std::sync::{Arc, Mutex};
+use std::time::SystemTime;
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode, Uri};
+
+/// One request the receiver saw.
+#[derive(Debug, Clone)]
+pub struct Received {
+    /// Request path.
+    pub path: String,
+    /// Request headers.
+    pub headers: HeaderMap,
+    /// Raw body.
+    pub body: Bytes,
+    /// When it arrived.
+    pub at: SystemTime,
+}
+
+/// The running receiver; stops when dropped.
+pub struct Receiver {
+    /// `http://127.0.0.1:<port>`
+    pub base: String,
+    seen: Arc<Mutex<Vec<Received>>>,
+    server: tokio::task::JoinHandle<()>,
+}
+
+impl Receiver {
+    /// Starts a receiver on a free loopback port.
+    pub async fn start() -> Self {
+        let seen: Arc<Mutex<Vec<Received>>> = Arc::default();
+        let app = Router::new()
+            .fallback(record)
+            .with_state(Arc::clone(&seen));
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind the receiver");
+        let base = format!("http://{}", listener.local_addr().expect("receiver address"));
+        let server = tokio::spawn(async move {
+            let _ = axum::serve(listener, app).await;
+        });
+        Self { base, seen, server }
+    }
+
+    /// Every request to `path` so far.
+    pub fn requests_to(&self, path: &str) -> Vec<Received> {
+        self.seen
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+            .filter(|r| r.path == path)
+            .cloned()
+            .collect()
+    }
+}
+
+impl Drop for Receiver {
+    fn drop(&mut self) {
+        self.server.abort();
+    }
+}
+
+async fn record(
+    State(seen): State<Arc<Mutex<Vec<Received>>>>,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> StatusCode {
+    let path = uri.path().to_owned();
+    let status = path
+        .strip_prefix("/status/")
+        .and_then(|rest| rest.split('/').next())
+        .and_then(|code| code.parse::<u16>().ok())
+        .and_then(|code| StatusCode::from_u16(code).ok())
+        .unwrap_or(StatusCode::OK);
+    seen.lock().unwrap_or_else(|p| p.into_inner()).push(Received {
+        path,
+        headers,
+        body,
+        at: SystemTime::now(),
+    });
+    status
+}
