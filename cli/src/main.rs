@@ -15,7 +15,11 @@ use tokio::sync::watch;
 const CLEANUP_EVERY: Duration = Duration::from_secs(24 * 3600);
 
 #[derive(Parser)]
-#[command(name = "tasker", version, about = "Background tasks: schedule, run, retry, cancel, clean up")]
+#[command(
+    name = "tasker",
+    version,
+    about = "Background tasks: schedule, run, retry, cancel, clean up"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -150,7 +154,9 @@ async fn serve(args: ServeArgs) -> Result<(), CliError> {
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await
         .map_err(|err| CliError::Listen(args.listen, err))?;
-    let local = listener.local_addr().map_err(|err| CliError::Listen(args.listen, err))?;
+    let local = listener
+        .local_addr()
+        .map_err(|err| CliError::Listen(args.listen, err))?;
     let store = match tasker.store() {
         Store::Sqlite(_) => format!("sqlite {}", config.db_path.display()),
         Store::DynamoDb(store) => format!("dynamodb table {}", store.table()),

@@ -89,7 +89,8 @@ impl Config {
         let defaults = ProcessorSettings::default();
         let config = Self {
             store: parse(&get, "TASKER_STORE", StoreKind::Sqlite, str::parse)?,
-            db_path: get("TASKER_DB_PATH").map_or_else(|| PathBuf::from("tasker.db"), PathBuf::from),
+            db_path: get("TASKER_DB_PATH")
+                .map_or_else(|| PathBuf::from("tasker.db"), PathBuf::from),
             table: get("TASKER_TABLE"),
             processor: ProcessorSettings {
                 batch_size: parse(&get, "TASKER_BATCH_SIZE", defaults.batch_size, |v| {
@@ -116,7 +117,12 @@ impl Config {
             })?,
             webhook: WebhookSettings {
                 secret: get("TASKER_WEBHOOK_SECRET"),
-                timeout: parse(&get, "TASKER_WEBHOOK_TIMEOUT", Duration::from_secs(10), duration)?,
+                timeout: parse(
+                    &get,
+                    "TASKER_WEBHOOK_TIMEOUT",
+                    Duration::from_secs(10),
+                    duration,
+                )?,
                 allow_private: parse(&get, "TASKER_WEBHOOK_ALLOW_PRIVATE", false, boolean)?,
             },
         };
@@ -158,7 +164,11 @@ impl Config {
                     StoreError::Backend("TASKER_TABLE is required for DynamoDB".into())
                 })?;
                 let client = DynamoStore::client_from_env().await;
-                Ok(Store::DynamoDb(DynamoStore::new(client, table, self.retention)))
+                Ok(Store::DynamoDb(DynamoStore::new(
+                    client,
+                    table,
+                    self.retention,
+                )))
             }
         }
     }
@@ -204,7 +214,9 @@ fn parse<T>(
 fn bounded(value: &str, min: usize, max: usize) -> Result<usize, String> {
     match value.parse::<usize>() {
         Ok(n) if (min..=max).contains(&n) => Ok(n),
-        _ => Err(format!("expected a whole number from {min} to {max}, got {value:?}")),
+        _ => Err(format!(
+            "expected a whole number from {min} to {max}, got {value:?}"
+        )),
     }
 }
 

@@ -10,9 +10,9 @@ pub mod tasker;
 pub mod tasks;
 
 pub use clock::{Clock, ManualClock, SystemClock, Timestamp};
+pub use config::StartupError;
 pub use config::{AuthMode, Config, ConfigError, StoreKind};
 pub use store::{DynamoStore, SqliteStore, Store, StoreError};
 pub use task::{NewTask, Task, TaskId, TaskStatus, ValidationError};
 pub use tasker::{CleanupSummary, ProcessorSettings, RunSummary, Tasker, TaskerError};
 pub use tasks::{Registry, RegistryError, TaskContext, TaskError};
-pub use config::StartupError;

@@ -195,7 +195,10 @@ impl<S: TaskPurger> Tasker<S> {
 impl<S: TaskQueue> Tasker<S> {
     /// Claims one batch of due tasks and runs them, at most `concurrency` at a time, until done
     /// or until `deadline` (capped at `max_run` from now) leaves less than the time margin.
-    pub async fn process_queue(&self, deadline: Option<Instant>) -> Result<RunSummary, TaskerError> {
+    pub async fn process_queue(
+        &self,
+        deadline: Option<Instant>,
+    ) -> Result<RunSummary, TaskerError> {
         let started = Instant::now();
         let cap = started + self.settings.max_run;
         let deadline = deadline.map_or(cap, |d| d.min(cap));
@@ -228,7 +231,10 @@ impl<S: TaskQueue> Tasker<S> {
         }
         summary.duration_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
         if summary.claimed == 0 {
-            tracing::debug!(duration_ms = summary.duration_ms, "processor run found nothing due");
+            tracing::debug!(
+                duration_ms = summary.duration_ms,
+                "processor run found nothing due"
+            );
             return Ok(summary);
         }
         tracing::info!(
@@ -245,7 +251,9 @@ impl<S: TaskQueue> Tasker<S> {
     async fn run_one(&self, task: Task, deadline: Instant) -> Outcome {
         let remaining = deadline.saturating_duration_since(Instant::now());
         if remaining < self.settings.time_margin {
-            return self.record(&task, Settlement::Released, Duration::ZERO).await;
+            return self
+                .record(&task, Settlement::Released, Duration::ZERO)
+                .await;
         }
         let started = Instant::now();
         let result = match self.registry.get(&task.task_type) {

@@ -44,7 +44,10 @@ pub fn client() -> Client {
 
 /// Creates a uniquely named table with Tasker's schema.
 pub async fn fresh_table(client: &Client) -> String {
-    let name = format!("tasker-test-{}", ulid::Ulid::new().to_string().to_lowercase());
+    let name = format!(
+        "tasker-test-{}",
+        ulid::Ulid::new().to_string().to_lowercase()
+    );
     schema::create_table(client, &name)
         .await
         .unwrap_or_else(|err| panic!("create table {name} in DynamoDB Local: {err}"));

@@ -24,7 +24,10 @@ pub fn binary() -> PathBuf {
 /// Runs `tasker <args>` to completion with `envs`.
 pub fn run(args: &[&str], envs: &[(&str, String)]) -> Output {
     let mut command = Command::new(binary());
-    command.args(args).env_clear().env("PATH", std::env::var("PATH").unwrap_or_default());
+    command
+        .args(args)
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default());
     for (key, value) in envs {
         command.env(key, value);
     }
@@ -65,10 +68,14 @@ impl Serve {
         };
         let client = reqwest::Client::new();
         let health = format!("{}/healthz", serve.base);
-        crate::eventually("tasker serve to answer /healthz", Duration::from_secs(30), || {
-            let request = client.get(&health).send();
-            async move { request.await.ok().filter(|r| r.status().is_success()) }
-        })
+        crate::eventually(
+            "tasker serve to answer /healthz",
+            Duration::from_secs(30),
+            || {
+                let request = client.get(&health).send();
+                async move { request.await.ok().filter(|r| r.status().is_success()) }
+            },
+        )
         .await;
         serve
     }
@@ -85,7 +92,10 @@ impl Serve {
             if let Some(status) = self.child.try_wait().expect("wait for tasker") {
                 return status;
             }
-            assert!(started.elapsed() < limit, "tasker did not stop within {limit:?}");
+            assert!(
+                started.elapsed() < limit,
+                "tasker did not stop within {limit:?}"
+            );
             std::thread::sleep(Duration::from_millis(50));
         }
     }

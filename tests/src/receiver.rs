@@ -34,13 +34,14 @@ impl Receiver {
     /// Starts a receiver on a free loopback port.
     pub async fn start() -> Self {
         let seen: Arc<Mutex<Vec<Received>>> = Arc::default();
-        let app = Router::new()
-            .fallback(record)
-            .with_state(Arc::clone(&seen));
+        let app = Router::new().fallback(record).with_state(Arc::clone(&seen));
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
             .expect("bind the receiver");
-        let base = format!("http://{}", listener.local_addr().expect("receiver address"));
+        let base = format!(
+            "http://{}",
+            listener.local_addr().expect("receiver address")
+        );
         let server = tokio::spawn(async move {
             let _ = axum::serve(listener, app).await;
         });
@@ -78,11 +79,13 @@ async fn record(
         .and_then(|code| code.parse::<u16>().ok())
         .and_then(|code| StatusCode::from_u16(code).ok())
         .unwrap_or(StatusCode::OK);
-    seen.lock().unwrap_or_else(|p| p.into_inner()).push(Received {
-        path,
-        headers,
-        body,
-        at: SystemTime::now(),
-    });
+    seen.lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .push(Received {
+            path,
+            headers,
+            body,
+            at: SystemTime::now(),
+        });
     status
 }

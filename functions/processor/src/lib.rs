@@ -15,7 +15,12 @@ impl From<ProcessorError> for Diagnostic {
     fn from(err: ProcessorError) -> Self {
         let retryable = matches!(&err.0, TaskerError::Store(store) if store.is_retryable());
         Diagnostic {
-            error_type: if retryable { "StoreUnavailable" } else { "StoreError" }.into(),
+            error_type: if retryable {
+                "StoreUnavailable"
+            } else {
+                "StoreError"
+            }
+            .into(),
             error_message: err.to_string(),
         }
     }
@@ -37,5 +42,7 @@ pub async fn handle<S: TaskQueue>(
         remaining_ms = u64::try_from(remaining.as_millis()).unwrap_or(u64::MAX),
         "processor invoked"
     );
-    Ok(tasker.process_queue(Some(Instant::now() + remaining)).await?)
+    Ok(tasker
+        .process_queue(Some(Instant::now() + remaining))
+        .await?)
 }

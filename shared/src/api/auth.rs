@@ -13,7 +13,11 @@ use super::error::ApiError;
 use crate::config::AuthMode;
 
 /// Lets a request through only if `mode` allows it.
-pub async fn require_auth(State(mode): State<Arc<AuthMode>>, request: Request, next: Next) -> Response {
+pub async fn require_auth(
+    State(mode): State<Arc<AuthMode>>,
+    request: Request,
+    next: Next,
+) -> Response {
     if request.uri().path() == super::HEALTH_PATH {
         return next.run(request).await;
     }
@@ -21,7 +25,8 @@ pub async fn require_auth(State(mode): State<Arc<AuthMode>>, request: Request, n
         AuthMode::Open | AuthMode::Iam => next.run(request).await,
         AuthMode::Deny(reason) => {
             tracing::error!(reason = %reason, "request refused: authentication is not configured");
-            ApiError::unauthorized("authentication is not configured on this service").into_response()
+            ApiError::unauthorized("authentication is not configured on this service")
+                .into_response()
         }
         AuthMode::Token(expected) => {
             let presented = request

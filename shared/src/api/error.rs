@@ -84,9 +84,11 @@ impl IntoResponse for ApiError {
 impl From<ValidationError> for ApiError {
     fn from(err: ValidationError) -> Self {
         match err {
-            ValidationError::PayloadTooLarge(_) => {
-                Self::new(StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large", err.to_string())
-            }
+            ValidationError::PayloadTooLarge(_) => Self::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "payload_too_large",
+                err.to_string(),
+            ),
             ValidationError::Missing(_) => Self::bad_request("missing_field", err.to_string()),
             ValidationError::Invalid { .. } => Self::bad_request("invalid_field", err.to_string()),
         }
@@ -104,7 +106,9 @@ impl From<StoreError> for ApiError {
                 existing_id: Some(*existing),
                 ..Self::new(StatusCode::CONFLICT, "duplicate", err.to_string())
             },
-            StoreError::LeaseLost(_) => Self::new(StatusCode::CONFLICT, "conflict", err.to_string()),
+            StoreError::LeaseLost(_) => {
+                Self::new(StatusCode::CONFLICT, "conflict", err.to_string())
+            }
             StoreError::Unavailable(_) => {
                 tracing::warn!(error = %err, "store unavailable");
                 Self::new(

@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use axum::Router;
 use axum::body::Bytes;
-use axum::extract::rejection::BytesRejection;
+use axum::extract::rejection::{BytesRejection, PathRejection};
 use axum::extract::{DefaultBodyLimit, Path, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Json, Response};
@@ -36,7 +36,10 @@ type AppState<S> = Arc<Tasker<S>>;
 pub fn router<S: ApiStore>(tasker: Arc<Tasker<S>>, auth: AuthMode) -> Router {
     Router::new()
         .route("/tasks", post(create::<S>).fallback(method_not_allowed))
-        .route("/tasks/cancel", post(cancel_by_reference::<S>).fallback(method_not_allowed))
+        .route(
+            "/tasks/cancel",
+            post(cancel_by_reference::<S>).fallback(method_not_allowed),
+        )
         .route(
             "/tasks/{id}",
             get(get_task::<S>)
@@ -68,7 +71,11 @@ fn body_bytes(body: Result<Bytes, BytesRejection>) -> Result<Bytes, ApiError> {
     })
 }
 
-fn task_id(raw: &str) -> Result<TaskId, ApiError> {
+/// The task id in the path; anything that cannot be one (even undecodable bytes) is a 404.
+fn task_id(path: Result<Path<String>, PathRejection>) -> Result<TaskId, ApiError> {
+    let Ok(Path(raw)) = path else {
+        return Err(ApiError::not_found("(undecodable id)"));
+    };
     raw.parse()
         .map_err(|_| ApiError::not_found(&raw.chars().take(64).collect::<String>()))
 }
@@ -86,17 +93,17 @@ async fn create<S: ApiStore>(
 
 async fn get_task<S: ApiStore>(
     State(tasker): State<AppState<S>>,
-    Path(id): Path<String>,
+    id: Result<Path<String>, PathRejection>,
 ) -> Result<Response, ApiError> {
-    let task = tasker.get(task_id(&id)?).await?;
+    let task = tasker.get(task_id(id)?).await?;
     Ok(Json(task).into_response())
 }
 
 async fn cancel<S: ApiStore>(
     State(tasker): State<AppState<S>>,
-    Path(id): Path<String>,
+    id: Result<Path<String>, PathRejection>,
 ) -> Result<Response, ApiError> {
-    let task = tasker.cancel(task_id(&id)?).await?;
+    let task = tasker.cancel(task_id(id)?).await?;
     tracing::info!(task_id = %task.id, "task cancelled");
     Ok(Json(task).into_response())
 }

@@ -94,7 +94,10 @@ fn optional_integer(
         None | Some(Value::Null) => Ok(None),
         Some(Value::Number(number)) => match number.as_u64() {
             Some(n) if n <= max => Ok(Some(n)),
-            _ => Err(invalid(field, format!("must be a whole number from 0 to {max}"))),
+            _ => Err(invalid(
+                field,
+                format!("must be a whole number from 0 to {max}"),
+            )),
         },
         Some(_) => Err(invalid(field, "must be a number")),
     }
@@ -179,7 +182,10 @@ mod tests {
         .unwrap();
         assert_eq!(new.payload, r#"{"a":[1,2]}"#);
         assert_eq!(new.max_attempts, 5);
-        assert_eq!(new.scheduled_at.unwrap().to_text(), "2026-11-27T12:01:00.000Z");
+        assert_eq!(
+            new.scheduled_at.unwrap().to_text(),
+            "2026-11-27T12:01:00.000Z"
+        );
         let text = parse_create(br#"{"type":"t","payload":"raw text"}"#, now()).unwrap();
         assert_eq!(text.payload, "raw text");
     }
@@ -208,7 +214,10 @@ mod tests {
 
     #[test]
     fn oversize_payload_is_413() {
-        let body = format!(r#"{{"type":"t","payload":"{}"}}"#, "x".repeat(256 * 1024 + 1));
+        let body = format!(
+            r#"{{"type":"t","payload":"{}"}}"#,
+            "x".repeat(256 * 1024 + 1)
+        );
         let err = parse_create(body.as_bytes(), now()).unwrap_err();
         assert_eq!(err.status, axum::http::StatusCode::PAYLOAD_TOO_LARGE);
     }

@@ -6,9 +6,7 @@
 use std::collections::HashSet;
 use std::time::Duration;
 
-use super::{
-    Settlement, StoreError, TaskCanceller, TaskPurger, TaskQueue, TaskReader, TaskWriter,
-};
+use super::{Settlement, StoreError, TaskCanceller, TaskPurger, TaskQueue, TaskReader, TaskWriter};
 use crate::clock::Timestamp;
 use crate::task::{NewTask, Task, TaskId, TaskStatus};
 
@@ -62,7 +60,9 @@ macro_rules! store_conformance_tests {
 
 /// A fixed instant the cases count from.
 pub fn t0() -> Timestamp {
-    "2030-01-01T00:00:00Z".parse().unwrap_or_else(|_| Timestamp::now_utc())
+    "2030-01-01T00:00:00Z"
+        .parse()
+        .unwrap_or_else(|_| Timestamp::now_utc())
 }
 
 fn at(seconds: u64) -> Timestamp {
@@ -143,12 +143,15 @@ pub async fn claims_are_oldest_first_and_limited<S: FullStore>(store: S) {
     let mut first_sorted = first.clone();
     first_sorted.sort_by_key(|t| t.scheduled_at);
     assert_eq!(first.len(), 4);
-    assert_eq!(ids(&first_sorted), ids(&[
-        created[5].clone(),
-        created[4].clone(),
-        created[3].clone(),
-        created[2].clone(),
-    ]));
+    assert_eq!(
+        ids(&first_sorted),
+        ids(&[
+            created[5].clone(),
+            created[4].clone(),
+            created[3].clone(),
+            created[2].clone(),
+        ])
+    );
     let rest = claim(&store, at(200), 4).await;
     assert_eq!(rest.len(), 2);
 }
@@ -256,7 +259,10 @@ pub async fn final_failure_is_kept_for_inspection<S: FullStore>(store: S) {
         .expect("settle");
     assert_eq!(failed.status, TaskStatus::Failed);
     assert_eq!(failed.finished_at, Some(at(2)));
-    assert_eq!(fetch(&store, running.id).await.last_error.as_deref(), Some("boom"));
+    assert_eq!(
+        fetch(&store, running.id).await.last_error.as_deref(),
+        Some("boom")
+    );
     assert!(claim(&store, at(1000), 10).await.is_empty());
 }
 
@@ -264,11 +270,22 @@ pub async fn final_failure_is_kept_for_inspection<S: FullStore>(store: S) {
 /// refused and the second attempt's outcome stands.
 pub async fn a_lost_lease_cannot_overwrite_the_new_attempt<S: FullStore>(store: S) {
     create_at(&store, new_task("t"), t0()).await;
-    let first = store.claim_due(at(1), 1, at(10)).await.expect("claim").remove(0);
-    let second = store.claim_due(at(11), 1, at(100)).await.expect("claim").remove(0);
+    let first = store
+        .claim_due(at(1), 1, at(10))
+        .await
+        .expect("claim")
+        .remove(0);
+    let second = store
+        .claim_due(at(11), 1, at(100))
+        .await
+        .expect("claim")
+        .remove(0);
     assert_eq!(second.attempts, 2);
     let late = store.settle(&first, Settlement::Succeeded, at(12)).await;
-    assert!(matches!(late, Err(StoreError::LeaseLost(id)) if id == first.id), "{late:?}");
+    assert!(
+        matches!(late, Err(StoreError::LeaseLost(id)) if id == first.id),
+        "{late:?}"
+    );
     let current = fetch(&store, first.id).await;
     assert_eq!(current.status, TaskStatus::Running);
     assert_eq!(current.attempts, 2);
@@ -282,7 +299,13 @@ pub async fn a_lost_lease_cannot_overwrite_the_new_attempt<S: FullStore>(store: 
 pub async fn an_expired_lease_makes_the_task_due_again<S: FullStore>(store: S) {
     create_at(&store, new_task("t"), t0()).await;
     store.claim_due(at(1), 1, at(10)).await.expect("claim");
-    assert!(store.claim_due(at(9), 1, at(20)).await.expect("claim").is_empty());
+    assert!(
+        store
+            .claim_due(at(9), 1, at(20))
+            .await
+            .expect("claim")
+            .is_empty()
+    );
     let again = store.claim_due(at(10), 1, at(20)).await.expect("claim");
     assert_eq!(again.len(), 1);
     assert_eq!(again[0].attempts, 2);
@@ -294,11 +317,22 @@ pub async fn an_expired_final_attempt_fails_the_task<S: FullStore>(store: S) {
     new.max_attempts = 1;
     let task = create_at(&store, new, t0()).await;
     store.claim_due(at(1), 1, at(10)).await.expect("claim");
-    assert!(store.claim_due(at(11), 1, at(20)).await.expect("claim").is_empty());
+    assert!(
+        store
+            .claim_due(at(11), 1, at(20))
+            .await
+            .expect("claim")
+            .is_empty()
+    );
     let failed = fetch(&store, task.id).await;
     assert_eq!(failed.status, TaskStatus::Failed);
     assert_eq!(failed.attempts, 1);
-    assert!(failed.last_error.unwrap_or_default().contains("lease expired"));
+    assert!(
+        failed
+            .last_error
+            .unwrap_or_default()
+            .contains("lease expired")
+    );
 }
 
 /// GIVEN a claimed task that never started WHEN released THEN it is pending with the attempt
@@ -324,15 +358,24 @@ pub async fn cancel_follows_the_status_rules<S: FullStore>(store: S) {
     assert_eq!(fetch(&store, pending.id).await, cancelled);
     assert!(matches!(
         store.cancel(pending.id, at(6)).await,
-        Err(StoreError::Conflict { status: TaskStatus::Cancelled, .. })
+        Err(StoreError::Conflict {
+            status: TaskStatus::Cancelled,
+            ..
+        })
     ));
-    assert!(claim(&store, at(100), 10).await.is_empty(), "cancelled tasks never run");
+    assert!(
+        claim(&store, at(100), 10).await.is_empty(),
+        "cancelled tasks never run"
+    );
 
     let running = create_at(&store, new_task("t"), t0()).await;
     claim(&store, at(1), 1).await;
     assert!(matches!(
         store.cancel(running.id, at(6)).await,
-        Err(StoreError::Conflict { status: TaskStatus::Running, .. })
+        Err(StoreError::Conflict {
+            status: TaskStatus::Running,
+            ..
+        })
     ));
     let missing = TaskId::new(at(999).0);
     assert!(matches!(
@@ -368,14 +411,19 @@ pub async fn cancel_by_reference_cancels_pending_only<S: FullStore>(store: S) {
         .await
         .expect("cancel");
     assert_eq!(cancelled, vec![webhook.id]);
-    assert_eq!(fetch(&store, webhook.id).await.status, TaskStatus::Cancelled);
+    assert_eq!(
+        fetch(&store, webhook.id).await.status,
+        TaskStatus::Cancelled
+    );
     assert_eq!(fetch(&store, email.id).await.status, TaskStatus::Running);
     assert_eq!(fetch(&store, other.id).await.status, TaskStatus::Running);
-    assert!(store
-        .cancel_by_reference("no-such-ref", None, at(2))
-        .await
-        .expect("cancel")
-        .is_empty());
+    assert!(
+        store
+            .cancel_by_reference("no-such-ref", None, at(2))
+            .await
+            .expect("cancel")
+            .is_empty()
+    );
 }
 
 /// GIVEN an active task with a reference WHEN another with the same reference and type is
@@ -386,7 +434,10 @@ pub async fn duplicate_reference_is_refused_while_active<S: FullStore>(store: S)
     let first = create_at(&store, new.clone(), t0()).await;
 
     let again = store.create(Task::from_new(new.clone(), at(1))).await;
-    assert!(matches!(again, Err(StoreError::Duplicate { existing }) if existing == first.id), "{again:?}");
+    assert!(
+        matches!(again, Err(StoreError::Duplicate { existing }) if existing == first.id),
+        "{again:?}"
+    );
 
     let mut other_type = new.clone();
     other_type.task_type = "sms".into();
@@ -465,8 +516,14 @@ pub async fn purge_deletes_only_old_finished_tasks<S: FullStore>(store: S) {
     for kept in [pending.id, future.id, to_finish.id] {
         assert!(store.get(kept).await.expect("get").is_some());
     }
-    assert_eq!(store.purge_finished_before(at(100)).await.expect("purge"), 1);
-    assert_eq!(store.purge_finished_before(at(100)).await.expect("purge"), 0);
+    assert_eq!(
+        store.purge_finished_before(at(100)).await.expect("purge"),
+        1
+    );
+    assert_eq!(
+        store.purge_finished_before(at(100)).await.expect("purge"),
+        0
+    );
     assert!(store.get(pending.id).await.expect("get").is_some());
     create_at(&store, with_ref, at(101)).await;
 }

@@ -208,7 +208,11 @@ impl TaskCanceller for Store {
         now: Timestamp,
     ) -> Result<Vec<TaskId>, StoreError> {
         match self {
-            Self::Sqlite(store) => store.cancel_by_reference(reference_uid, task_type, now).await,
+            Self::Sqlite(store) => {
+                store
+                    .cancel_by_reference(reference_uid, task_type, now)
+                    .await
+            }
             Self::DynamoDb(store) => {
                 store
                     .cancel_by_reference(reference_uid, task_type, now)

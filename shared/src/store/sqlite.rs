@@ -144,7 +144,10 @@ where
     })
 }
 
-fn parse_optional<T: std::str::FromStr>(index: usize, value: Option<String>) -> rusqlite::Result<Option<T>>
+fn parse_optional<T: std::str::FromStr>(
+    index: usize,
+    value: Option<String>,
+) -> rusqlite::Result<Option<T>>
 where
     T::Err: std::error::Error + Send + Sync + 'static,
 {
@@ -242,7 +245,9 @@ impl TaskWriter for SqliteStore {
     async fn create(&self, task: Task) -> Result<Task, StoreError> {
         self.write(move |tx| match insert(tx, &task) {
             Ok(_) => Ok(task),
-            Err(err) if err.sqlite_error_code() == Some(rusqlite::ErrorCode::ConstraintViolation) => {
+            Err(err)
+                if err.sqlite_error_code() == Some(rusqlite::ErrorCode::ConstraintViolation) =>
+            {
                 let existing: Option<String> = tx
                     .query_row(
                         "SELECT id FROM tasks WHERE reference_uid = ?1 AND type = ?2 \
@@ -254,7 +259,9 @@ impl TaskWriter for SqliteStore {
                     .map_err(sqlite_error)?;
                 match existing {
                     Some(id) => Err(StoreError::Duplicate {
-                        existing: id.parse().map_err(|e| StoreError::Backend(format!("{e}")))?,
+                        existing: id
+                            .parse()
+                            .map_err(|e| StoreError::Backend(format!("{e}")))?,
                     }),
                     None => Err(backend(err)),
                 }

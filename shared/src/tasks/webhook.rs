@@ -117,7 +117,9 @@ impl WebhookSender {
         if status.is_success() {
             Ok(())
         } else {
-            Err(TaskError::Retryable(format!("webhook answered HTTP {status}")))
+            Err(TaskError::Retryable(format!(
+                "webhook answered HTTP {status}"
+            )))
         }
     }
 
@@ -161,10 +163,7 @@ impl WebhookSender {
                 humantime::format_duration(self.settings.timeout)
             ));
         }
-        TaskError::Retryable(format!(
-            "webhook request failed: {}",
-            error_chain(err)
-        ))
+        TaskError::Retryable(format!("webhook request failed: {}", error_chain(err)))
     }
 }
 
@@ -211,15 +210,16 @@ impl Resolve for PublicResolver {
         let allow_private = self.allow_private;
         let host = name.as_str().to_owned();
         Box::pin(async move {
-            let resolved: Vec<SocketAddr> = tokio::net::lookup_host((host.as_str(), 0))
-                .await?
-                .collect();
+            let resolved: Vec<SocketAddr> =
+                tokio::net::lookup_host((host.as_str(), 0)).await?.collect();
             let allowed: Vec<SocketAddr> = resolved
                 .into_iter()
                 .filter(|addr| allow_private || is_public(addr.ip()))
                 .collect();
             if allowed.is_empty() {
-                return Err(Box::new(PrivateTarget(host)) as Box<dyn std::error::Error + Send + Sync>);
+                return Err(
+                    Box::new(PrivateTarget(host)) as Box<dyn std::error::Error + Send + Sync>
+                );
             }
             let addrs: Addrs = Box::new(allowed.into_iter());
             Ok(addrs)
@@ -309,7 +309,11 @@ mod tests {
     #[tokio::test]
     async fn private_targets_are_refused_permanently() {
         let sender = WebhookSender::new(WebhookSettings::default()).unwrap();
-        for url in ["http://127.0.0.1:9/x", "http://[::1]:9/x", "http://localhost:9/x"] {
+        for url in [
+            "http://127.0.0.1:9/x",
+            "http://[::1]:9/x",
+            "http://localhost:9/x",
+        ] {
             let payload = serde_json::json!({"url": url, "body": {}}).to_string();
             let err = sender.send(&ctx(&payload)).await.unwrap_err();
             assert!(err.is_permanent(), "{url}: {err}");
@@ -320,7 +324,12 @@ mod tests {
     #[tokio::test]
     async fn malformed_payloads_fail_permanently() {
         let sender = WebhookSender::new(WebhookSettings::default()).unwrap();
-        for payload in ["not json", "{}", r#"{"url":"ftp://x","body":1}"#, r#"{"url":5,"body":1}"#] {
+        for payload in [
+            "not json",
+            "{}",
+            r#"{"url":"ftp://x","body":1}"#,
+            r#"{"url":5,"body":1}"#,
+        ] {
             let err = sender.send(&ctx(payload)).await.unwrap_err();
             assert!(err.is_permanent(), "{payload}: {err}");
         }

@@ -138,7 +138,9 @@ pub fn n(value: impl ToString) -> AttributeValue {
 
 /// The string attribute `name` of `item`, if present.
 pub fn get_s<'a>(item: &'a Item, name: &str) -> Option<&'a str> {
-    item.get(name).and_then(|v| v.as_s().ok()).map(String::as_str)
+    item.get(name)
+        .and_then(|v| v.as_s().ok())
+        .map(String::as_str)
 }
 
 #[cfg(test)]

@@ -210,9 +210,11 @@ impl DynamoStore {
                 expected_holder = None;
                 continue;
             };
-            let holder = get_s(&old, schema::GUARD_TASK_ID).unwrap_or_default().to_owned();
-            let guard_written: Option<Timestamp> = get_s(&old, schema::GUARD_CREATED_AT)
-                .and_then(|at| at.parse().ok());
+            let holder = get_s(&old, schema::GUARD_TASK_ID)
+                .unwrap_or_default()
+                .to_owned();
+            let guard_written: Option<Timestamp> =
+                get_s(&old, schema::GUARD_CREATED_AT).and_then(|at| at.parse().ok());
             let holder_id: Option<TaskId> = holder.parse().ok();
             let holder_task = match holder_id {
                 Some(id) => self.get(id).await?,
@@ -363,10 +365,7 @@ where
 
 impl TaskReader for DynamoStore {
     async fn get(&self, id: TaskId) -> Result<Option<Task>, StoreError> {
-        self.load(&id.to_string())
-            .await?
-            .map(from_item)
-            .transpose()
+        self.load(&id.to_string()).await?.map(from_item).transpose()
     }
 }
 
@@ -398,8 +397,9 @@ impl TaskQueue for DynamoStore {
             return Ok(Vec::new());
         }
         // Read up to `limit` candidates from every shard, then claim the oldest first.
-        let shards = (0..schema::QUEUE_SHARDS)
-            .map(|shard| self.query_queue(format!("{}{shard}", schema::DUE_PREFIX), now, Some(limit)));
+        let shards = (0..schema::QUEUE_SHARDS).map(|shard| {
+            self.query_queue(format!("{}{shard}", schema::DUE_PREFIX), now, Some(limit))
+        });
         let mut candidates: Vec<(String, String)> = futures::future::try_join_all(shards)
             .await?
             .into_iter()
@@ -445,7 +445,9 @@ impl TaskQueue for DynamoStore {
             .await;
         match result {
             Ok(_) => Ok(settled),
-            Err(err) if conditional_failure(&err).is_some() => Err(StoreError::LeaseLost(claimed.id)),
+            Err(err) if conditional_failure(&err).is_some() => {
+                Err(StoreError::LeaseLost(claimed.id))
+            }
             Err(err) => Err(sdk_error(err)),
         }
     }

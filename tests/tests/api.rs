@@ -1,0 +1,290 @@
+//! The HTTP API in process: bad input always gets a 4xx with a code, on both stores.
+
+use std::sync::Arc;
+
+use axum::body::Body;
+use http::{Method, Request, StatusCode};
+use serde_json::{Value, json};
+use tasker::api::{self, ApiStore};
+use tasker::{AuthMode, ProcessorSettings, Registry, SqliteStore, Store, Tasker};
+use tower::ServiceExt;
+
+fn router<S: ApiStore>(store: S, auth: AuthMode) -> axum::Router {
+    let mut registry = Registry::new();
+    registry
+        .register("sendWebhook", |_| async { Ok(()) })
+        .expect("register");
+    let tasker = Tasker::new(store, registry, ProcessorSettings::default());
+    api::router(Arc::new(tasker), auth)
+}
+
+async fn call(
+    app: &axum::Router,
+    method: Method,
+    path: &str,
+    body: impl Into<Body>,
+    token: Option<&str>,
+) -> (StatusCode, Value) {
+    let mut request = Request::builder()
+        .method(method)
+        .uri(path)
+        .header("content-type", "application/json");
+    if let Some(token) = token {
+        request = request.header("authorization", format!("Bearer {token}"));
+    }
+    let response = app
+        .clone()
+        .oneshot(request.body(body.into()).expect("request"))
+        .await
+        .expect("router answers");
+    let status = response.status();
+    let bytes = axum::body::to_bytes(response.into_body(), usize::MAX)
+        .await
+        .expect("body");
+    (
+        status,
+        serde_json::from_slice(&bytes).unwrap_or(Value::Null),
+    )
+}
+
+/// (body, expected status, expected code)
+fn bad_creates() -> Vec<(Vec<u8>, StatusCode, &'static str)> {
+    let bad = StatusCode::BAD_REQUEST;
+    let case = |body: &str, status, code| (body.as_bytes().to_vec(), status, code);
+    vec![
+        case("", bad, "invalid_json"),
+        case("{\"type\": ", bad, "invalid_json"),
+        (vec![0xff, 0xfe, b'{'], bad, "invalid_json"),
+        case("null", bad, "invalid_body"),
+        case("\"text\"", bad, "invalid_body"),
+        case("[]", bad, "invalid_body"),
+        case(r#"{"payload":{}}"#, bad, "missing_field"),
+        case(r#"{"type":"sendWebhook"}"#, bad, "missing_field"),
+        case(r#"{"type":7,"payload":{}}"#, bad, "invalid_field"),
+        case(r#"{"type":"","payload":{}}"#, bad, "invalid_field"),
+        case(r#"{"type":"bad type!","payload":{}}"#, bad, "invalid_field"),
+        case(r#"{"type":"noSuchType","payload":{}}"#, bad, "unknown_type"),
+        case(
+            r#"{"type":"sendWebhook","payload":{},"scheduledAt":"31/12/2026"}"#,
+            bad,
+            "invalid_field",
+        ),
+        case(
+            r#"{"type":"sendWebhook","payload":{},"scheduledAt":"2026-02-30T00:00:00Z"}"#,
+            bad,
+            "invalid_field",
+        ),
+        case(
+            r#"{"type":"sendWebhook","payload":{},"scheduledAt":12}"#,
+            bad,
+            "invalid_field",
+        ),
+        case(
+            r#"{"type":"sendWebhook","payload":{},"delaySeconds":"10"}"#,
+            bad,
+            "invalid_field",
+        ),
+        case(
+            r#"{"type":"sendWebhook","payload":{},"delaySeconds":1.5}"#,
+            bad,
+            "invalid_field",
+        ),
+        case(
+            r#"{"type":"sendWebhook","payload":{},"delaySeconds":99999999999999999999}"#,
+            bad,
+            "invalid_field",
+        ),
+        case(
+            r#"{"type":"sendWebhook","payload":{},"delaySeconds":5,"scheduledAt":"2030-01-01T00:00:00Z"}"#,
+            bad,
+            "invalid_field",
+        ),
+        case(
+            r#"{"type":"sendWebhook","payload":{},"maxAttempts":0}"#,
+            bad,
+            "invalid_field",
+        ),
+        case(
+            r#"{"type":"sendWebhook","payload":{},"maxAttempts":51}"#,
+            bad,
+            "invalid_field",
+        ),
+        case(
+            r#"{"type":"sendWebhook","payload":{},"maxAttempts":true}"#,
+            bad,
+            "invalid_field",
+        ),
+        case(
+            r#"{"type":"sendWebhook","payload":{},"referenceUid":5}"#,
+            bad,
+            "invalid_field",
+        ),
+        case(
+            r#"{"type":"sendWebhook","payload":{},"referenceUid":""}"#,
+            bad,
+            "invalid_field",
+        ),
+        case(
+            r#"{"type":"sendWebhook","payload":{},"unexpected":1}"#,
+            bad,
+            "unknown_field",
+        ),
+        (
+            format!(
+                r#"{{"type":"sendWebhook","payload":{{}},"referenceUid":"{}"}}"#,
+                "r".repeat(257)
+            )
+            .into_bytes(),
+            bad,
+            "invalid_field",
+        ),
+        (
+            format!(
+                r#"{{"type":"sendWebhook","payload":"{}"}}"#,
+                "x".repeat(256 * 1024 + 1)
+            )
+            .into_bytes(),
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "payload_too_large",
+        ),
+        (
+            format!(
+                r#"{{"type":"sendWebhook","payload":"{}"}}"#,
+                "x".repeat(2 * 1024 * 1024)
+            )
+            .into_bytes(),
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "payload_too_large",
+        ),
+    ]
+}
+
+async fn bad_input_is_refused_with_a_code<S: ApiStore>(store: S) {
+    let app = router(store, AuthMode::Open);
+    for (body, status, code) in bad_creates() {
+        let shown = String::from_utf8_lossy(&body[..body.len().min(120)]).into_owned();
+        let (got, json) = call(&app, Method::POST, "/tasks", body, None).await;
+        assert_eq!(got, status, "{shown}: {json}");
+        assert_eq!(json["error"]["code"], code, "{shown}: {json}");
+        assert!(
+            !json["error"]["message"]
+                .as_str()
+                .unwrap_or_default()
+                .is_empty(),
+            "{shown}: no message"
+        );
+    }
+    // Cancel by reference rejects bad bodies the same way.
+    for (body, code) in [
+        ("{", "invalid_json"),
+        ("{}", "missing_field"),
+        (r#"{"referenceUid":1}"#, "invalid_field"),
+        (r#"{"referenceUid":"r","type":"bad type"}"#, "invalid_field"),
+        (r#"{"referenceUid":"r","other":1}"#, "unknown_field"),
+    ] {
+        let (status, json) = call(&app, Method::POST, "/tasks/cancel", body, None).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{body}: {json}");
+        assert_eq!(json["error"]["code"], code, "{body}: {json}");
+    }
+    // Unknown ids, routes and methods.
+    for (method, path, status, code) in [
+        (
+            Method::GET,
+            "/tasks/not-an-id",
+            StatusCode::NOT_FOUND,
+            "not_found",
+        ),
+        (
+            Method::GET,
+            "/tasks/01JD0000000000000000000000",
+            StatusCode::NOT_FOUND,
+            "not_found",
+        ),
+        (
+            Method::DELETE,
+            "/tasks/%00%ff",
+            StatusCode::NOT_FOUND,
+            "not_found",
+        ),
+        (
+            Method::GET,
+            "/nope",
+            StatusCode::NOT_FOUND,
+            "route_not_found",
+        ),
+        (
+            Method::PUT,
+            "/tasks",
+            StatusCode::METHOD_NOT_ALLOWED,
+            "method_not_allowed",
+        ),
+        (
+            Method::GET,
+            "/tasks/cancel",
+            StatusCode::METHOD_NOT_ALLOWED,
+            "method_not_allowed",
+        ),
+    ] {
+        let (got, json) = call(&app, method.clone(), path, Body::empty(), None).await;
+        assert_eq!(got, status, "{method} {path}: {json}");
+        assert_eq!(json["error"]["code"], code, "{method} {path}: {json}");
+    }
+}
+
+#[tokio::test]
+async fn bad_input_is_refused_with_a_code_on_sqlite() {
+    bad_input_is_refused_with_a_code(SqliteStore::in_memory().expect("sqlite")).await;
+}
+
+#[tokio::test]
+async fn bad_input_is_refused_with_a_code_on_dynamodb() {
+    bad_input_is_refused_with_a_code(tasker_tests::dynamo::fresh_store().await).await;
+}
+
+#[tokio::test]
+async fn a_valid_create_round_trips_through_the_api() {
+    let app = router(
+        Store::Sqlite(SqliteStore::in_memory().expect("sqlite")),
+        AuthMode::Open,
+    );
+    let body = json!({
+        "type": "sendWebhook",
+        "payload": {"z": 1, "a": [true, null]},
+        "scheduledAt": "2030-06-01T12:00:00+02:00",
+        "maxAttempts": 5,
+        "referenceUid": "booking-7"
+    });
+    let (status, created) = call(&app, Method::POST, "/tasks", body.to_string(), None).await;
+    assert_eq!(status, StatusCode::CREATED, "{created}");
+    assert_eq!(
+        created["payload"], r#"{"z":1,"a":[true,null]}"#,
+        "key order kept"
+    );
+    assert_eq!(created["scheduledAt"], "2030-06-01T10:00:00.000Z");
+    assert_eq!(created["attempts"], 0);
+    let path = format!("/tasks/{}", created["id"].as_str().expect("id"));
+    let (status, fetched) = call(&app, Method::GET, &path, Body::empty(), None).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(fetched, created);
+}
+
+#[tokio::test]
+async fn the_token_is_required_everywhere_but_healthz() {
+    let app = router(
+        Store::Sqlite(SqliteStore::in_memory().expect("sqlite")),
+        AuthMode::Token("s3cret-token".into()),
+    );
+    let create = r#"{"type":"sendWebhook","payload":{}}"#;
+    for token in [None, Some("wrong"), Some("s3cret-token-and-more"), Some("")] {
+        let (status, json) = call(&app, Method::POST, "/tasks", create, token).await;
+        assert_eq!(status, StatusCode::UNAUTHORIZED, "{token:?}");
+        assert_eq!(json["error"]["code"], "unauthorized");
+    }
+    let (status, _) = call(&app, Method::POST, "/tasks", create, Some("s3cret-token")).await;
+    assert_eq!(status, StatusCode::CREATED);
+    let (status, _) = call(&app, Method::GET, "/healthz", Body::empty(), None).await;
+    assert_eq!(status, StatusCode::OK);
+    // Unknown routes are hidden behind auth too.
+    let (status, _) = call(&app, Method::GET, "/nope", Body::empty(), None).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+}

@@ -1,0 +1,206 @@
+//! Every sample event in `events/` drives the real Lambda handler against DynamoDB Local.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use axum::body::Body;
+use http::StatusCode;
+use serde_json::Value;
+use tasker::{Config, Store, TaskStatus};
+use tasker_tests::{dynamo, events};
+use tower::ServiceExt;
+
+fn config(vars: &[(&str, &str)]) -> Config {
+    let vars: HashMap<String, String> = vars
+        .iter()
+        .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+        .collect();
+    Config::from_lookup(|name| vars.get(name).cloned()).expect("valid config")
+}
+
+/// The token the sample events carry.
+fn token_config() -> Config {
+    config(&[("TASKER_API_TOKEN", "test-token")])
+}
+
+async fn send(app: &axum::Router, request: lambda_http::Request) -> (StatusCode, Value) {
+    let (parts, body) = request.into_parts();
+    let request = http::Request::from_parts(parts, Body::from(body.to_vec()));
+    let response = app.clone().oneshot(request).await.expect("router answers");
+    let status = response.status();
+    let bytes = axum::body::to_bytes(response.into_body(), usize::MAX)
+        .await
+        .expect("read body");
+    let json = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
+    (status, json)
+}
+
+async fn fresh_store() -> Store {
+    Store::DynamoDb(dynamo::fresh_store().await)
+}
+
+#[tokio::test]
+async fn api_gateway_events_drive_every_route() {
+    // GIVEN the enqueue function over a fresh table, configured with the events' token
+    let store = fresh_store().await;
+    let app = enqueue::app(&token_config(), store.clone()).expect("app");
+
+    // WHEN the create event arrives THEN the task is stored as the seed describes
+    let (status, created) = send(&app, events::http_request("apigw-create-task.json", None)).await;
+    assert_eq!(status, StatusCode::CREATED, "{created}");
+    let id = created["id"].as_str().expect("id").to_owned();
+    assert_eq!(created["type"], "sendWebhook");
+    assert_eq!(created["status"], "pending");
+    assert_eq!(created["maxAttempts"], 3);
+    assert_eq!(created["referenceUid"], "booking-42");
+    assert_eq!(
+        created["payload"],
+        r#"{"url":"http://127.0.0.1:9/hook","body":{"hello":"world"}}"#
+    );
+
+    // AND the same reference again is a duplicate naming the first task
+    let (status, duplicate) =
+        send(&app, events::http_request("apigw-create-task.json", None)).await;
+    assert_eq!(status, StatusCode::CONFLICT);
+    assert_eq!(duplicate["error"]["code"], "duplicate");
+    assert_eq!(duplicate["error"]["existingId"], id.as_str());
+
+    // WHEN it is read THEN it is the same task
+    let (status, fetched) =
+        send(&app, events::http_request("apigw-get-task.json", Some(&id))).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(fetched, created);
+
+    // WHEN an unknown id is read or cancelled THEN 404
+    let (status, missing) = send(&app, events::http_request("apigw-get-task.json", None)).await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    assert_eq!(missing["error"]["code"], "not_found");
+    let (status, _) = send(&app, events::http_request("apigw-cancel-task.json", None)).await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+
+    // WHEN cancelled by reference THEN the pending task is cancelled
+    let (status, cancelled) = send(
+        &app,
+        events::http_request("apigw-cancel-by-reference.json", None),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{cancelled}");
+    assert_eq!(cancelled["cancelled"], 1);
+    assert_eq!(cancelled["ids"][0], id.as_str());
+
+    // AND cancelling it again by id is a conflict
+    let (status, conflict) = send(
+        &app,
+        events::http_request("apigw-cancel-task.json", Some(&id)),
+    )
+    .await;
+    assert_eq!(status, StatusCode::CONFLICT);
+    assert_eq!(conflict["error"]["code"], "conflict");
+
+    // AND with the first one cancelled the reference can be used again, then cancelled by id
+    let (status, second) = send(&app, events::http_request("apigw-create-task.json", None)).await;
+    assert_eq!(status, StatusCode::CREATED);
+    let second_id = second["id"].as_str().expect("id");
+    let (status, cancelled) = send(
+        &app,
+        events::http_request("apigw-cancel-task.json", Some(second_id)),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(cancelled["status"], "cancelled");
+
+    // Health needs no token; a wrong token and bad input are refused with codes.
+    let (status, _) = send(&app, events::http_request("apigw-healthz.json", None)).await;
+    assert_eq!(status, StatusCode::OK);
+    let (status, body) = send(&app, events::http_request("apigw-unauthorized.json", None)).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    assert_eq!(body["error"]["code"], "unauthorized");
+    let (status, body) = send(
+        &app,
+        events::http_request("apigw-create-task-invalid.json", None),
+    )
+    .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert_eq!(body["error"]["code"], "invalid_field");
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("`type`")
+    );
+}
+
+#[tokio::test]
+async fn enqueue_fails_closed_without_auth_configuration() {
+    // GIVEN neither TASKER_API_TOKEN nor TASKER_AUTH=iam
+    let app = enqueue::app(&config(&[]), fresh_store().await).expect("app");
+    // THEN every route but /healthz answers 401
+    for name in [
+        "apigw-create-task.json",
+        "apigw-get-task.json",
+        "apigw-cancel-task.json",
+        "apigw-cancel-by-reference.json",
+    ] {
+        let (status, body) = send(&app, events::http_request(name, None)).await;
+        assert_eq!(status, StatusCode::UNAUTHORIZED, "{name}");
+        assert_eq!(body["error"]["code"], "unauthorized", "{name}");
+    }
+    let (status, _) = send(&app, events::http_request("apigw-healthz.json", None)).await;
+    assert_eq!(status, StatusCode::OK);
+
+    // AND with IAM in front, requests pass without a token
+    let iam = enqueue::app(&config(&[("TASKER_AUTH", "iam")]), fresh_store().await).expect("app");
+    let (status, _) = send(&iam, events::http_request("apigw-create-task.json", None)).await;
+    assert_eq!(status, StatusCode::CREATED);
+}
+
+#[tokio::test]
+async fn scheduled_events_run_the_processor_and_cleanup() {
+    // GIVEN a task created through the API event (its webhook targets 127.0.0.1, which the
+    // production default refuses) and a processor over the same table
+    let store = fresh_store().await;
+    let config = token_config();
+    let app = enqueue::app(&config, store.clone()).expect("app");
+    let (status, created) = send(&app, events::http_request("apigw-create-task.json", None)).await;
+    assert_eq!(status, StatusCode::CREATED);
+    let id: tasker::TaskId = created["id"]
+        .as_str()
+        .expect("id")
+        .parse()
+        .expect("task id");
+    let tasker = config.tasker_over(store.clone()).expect("tasker");
+
+    // WHEN the scheduled event arrives
+    let event = events::scheduled("scheduled-processor.json", Duration::from_secs(60));
+    let summary = processor::handle(&tasker, event)
+        .await
+        .expect("processor run");
+
+    // THEN the summary has the documented shape and the refusal failed the task for good
+    let json = serde_json::to_value(summary).expect("summary JSON");
+    for key in ["claimed", "succeeded", "retried", "failed", "durationMs"] {
+        assert!(json.get(key).is_some(), "summary lacks {key}: {json}");
+    }
+    assert_eq!((summary.claimed, summary.failed), (1, 1), "{json}");
+    let task = tasker.get(id).await.expect("task");
+    assert_eq!(task.status, TaskStatus::Failed);
+    assert!(task.last_error.unwrap_or_default().contains("refused"));
+
+    // AND an invocation with too little time left starts nothing
+    let late = events::scheduled("scheduled-processor.json", Duration::from_secs(1));
+    let summary = processor::handle(&tasker, late)
+        .await
+        .expect("processor run");
+    assert_eq!(summary.claimed, 0);
+
+    // WHEN the cleanup event arrives THEN the finished task is deleted
+    let event = events::scheduled("scheduled-cleanup.json", Duration::from_secs(60));
+    let summary = cleanup::handle(&tasker, Duration::ZERO, event)
+        .await
+        .expect("cleanup run");
+    assert_eq!(summary.deleted, 1);
+    assert!(matches!(
+        tasker.get(id).await,
+        Err(tasker::TaskerError::Store(tasker::StoreError::NotFound(_)))
+    ));
+}

@@ -1,0 +1,172 @@
+//! `template.yaml` defines the same table as the code, and wires every function as documented.
+
+use serde_json::{Value, json};
+use tasker::store::dynamodb::schema::TableSchema;
+
+fn template() -> Value {
+    let path = tasker_tests::workspace_root().join("template.yaml");
+    let text = std::fs::read_to_string(&path).expect("read template.yaml");
+    serde_yaml_ng::from_str(&text).expect("template.yaml is plain YAML (long-form intrinsics only)")
+}
+
+fn resource<'a>(template: &'a Value, name: &str) -> &'a Value {
+    template["Resources"]
+        .get(name)
+        .unwrap_or_else(|| panic!("template.yaml has no resource {name}"))
+}
+
+#[test]
+fn the_table_in_the_template_matches_the_code() {
+    let template = template();
+    let table = &resource(&template, "TasksTable")["Properties"];
+    let code = serde_json::to_value(TableSchema::tasks()).expect("schema JSON");
+
+    assert_eq!(table["AttributeDefinitions"], code["AttributeDefinitions"]);
+    assert_eq!(table["KeySchema"], code["KeySchema"]);
+    assert_eq!(table["BillingMode"], "PAY_PER_REQUEST");
+    let template_indexes: Vec<Value> = table["GlobalSecondaryIndexes"]
+        .as_array()
+        .expect("GlobalSecondaryIndexes")
+        .iter()
+        .map(|index| {
+            json!({
+                "IndexName": index["IndexName"],
+                "KeySchema": index["KeySchema"],
+                "ProjectionType": index["Projection"]["ProjectionType"],
+            })
+        })
+        .collect();
+    assert_eq!(
+        Value::Array(template_indexes),
+        code["GlobalSecondaryIndexes"]
+    );
+    assert_eq!(
+        table["TimeToLiveSpecification"],
+        json!({"AttributeName": code["TimeToLiveAttribute"], "Enabled": true})
+    );
+}
+
+#[test]
+fn every_function_is_a_cargo_lambda_arm64_binary_with_a_schedule_or_api() {
+    let template = template();
+    assert_eq!(
+        template["Globals"]["Function"]["Runtime"],
+        "provided.al2023"
+    );
+    assert_eq!(
+        template["Globals"]["Function"]["Architectures"],
+        json!(["arm64"])
+    );
+    for (resource_name, binary) in [
+        ("EnqueueFunction", "enqueue"),
+        ("ProcessorFunction", "processor"),
+        ("CleanupFunction", "cleanup"),
+    ] {
+        let function = resource(&template, resource_name);
+        assert_eq!(function["Metadata"]["BuildMethod"], "rust-cargolambda");
+        assert_eq!(function["Metadata"]["BuildProperties"]["Binary"], binary);
+    }
+    let schedule = |name: &str, event: &str| {
+        resource(&template, name)["Properties"]["Events"][event]["Properties"]["Schedule"].clone()
+    };
+    assert_eq!(
+        schedule("ProcessorFunction", "EveryMinute"),
+        "rate(1 minute)"
+    );
+    assert!(
+        schedule("CleanupFunction", "Nightly")
+            .as_str()
+            .unwrap_or_default()
+            .starts_with("cron(")
+    );
+
+    let routes: Vec<String> = resource(&template, "EnqueueFunction")["Properties"]["Events"]
+        .as_object()
+        .expect("enqueue events")
+        .values()
+        .map(|event| {
+            format!(
+                "{} {}",
+                event["Properties"]["Method"].as_str().unwrap_or_default(),
+                event["Properties"]["Path"].as_str().unwrap_or_default()
+            )
+        })
+        .collect();
+    for route in [
+        "POST /tasks",
+        "GET /tasks/{id}",
+        "DELETE /tasks/{id}",
+        "POST /tasks/cancel",
+        "GET /healthz",
+    ] {
+        assert!(
+            routes.contains(&route.to_owned()),
+            "{route} is not routed: {routes:?}"
+        );
+    }
+}
+
+#[test]
+fn each_function_gets_only_the_dynamodb_actions_it_uses() {
+    let template = template();
+    let actions = |name: &str| -> Vec<(String, String)> {
+        let mut granted = Vec::new();
+        for policy in resource(&template, name)["Properties"]["Policies"]
+            .as_array()
+            .expect("policies")
+        {
+            for statement in policy["Statement"].as_array().expect("statements") {
+                let target = match &statement["Resource"] {
+                    Value::Object(map) if map.contains_key("Fn::GetAtt") => "table".to_owned(),
+                    Value::Object(map) => map["Fn::Sub"]
+                        .as_str()
+                        .and_then(|s| s.rsplit('/').next())
+                        .unwrap_or_default()
+                        .to_owned(),
+                    other => panic!("unexpected resource {other}"),
+                };
+                let list = match &statement["Action"] {
+                    Value::String(one) => vec![one.clone()],
+                    Value::Array(many) => many
+                        .iter()
+                        .filter_map(|a| a.as_str().map(str::to_owned))
+                        .collect(),
+                    other => panic!("unexpected action {other}"),
+                };
+                granted.extend(list.into_iter().map(|a| (target.clone(), a)));
+            }
+        }
+        granted.sort();
+        granted
+    };
+    let pairs = |list: &[(&str, &str)]| -> Vec<(String, String)> {
+        let mut v: Vec<_> = list
+            .iter()
+            .map(|(t, a)| ((*t).to_owned(), format!("dynamodb:{a}")))
+            .collect();
+        v.sort();
+        v
+    };
+    // What each handler calls: see shared/src/store/dynamodb/mod.rs.
+    assert_eq!(
+        actions("EnqueueFunction"),
+        pairs(&[
+            ("table", "PutItem"),
+            ("table", "GetItem"),
+            ("table", "UpdateItem"),
+            ("reference-index", "Query"),
+        ])
+    );
+    assert_eq!(
+        actions("ProcessorFunction"),
+        pairs(&[
+            ("table", "UpdateItem"),
+            ("table", "PutItem"),
+            ("queue-index", "Query")
+        ])
+    );
+    assert_eq!(
+        actions("CleanupFunction"),
+        pairs(&[("table", "DeleteItem"), ("queue-index", "Query")])
+    );
+}
