@@ -6,8 +6,8 @@ use std::time::Duration;
 
 use crate::store::{DynamoStore, SqliteStore, Store, StoreError};
 use crate::tasker::{ProcessorSettings, Tasker};
-use crate::tasks::builtin_registry;
 use crate::tasks::webhook::{WebhookClientError, WebhookSender, WebhookSettings};
+use crate::tasks::{RegistryError, builtin_registry};
 
 /// Which backend holds the tasks.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -183,6 +183,9 @@ pub enum StartupError {
     /// Building the webhook HTTP client failed.
     #[error(transparent)]
     Webhook(#[from] WebhookClientError),
+    /// A task handler could not be registered.
+    #[error(transparent)]
+    Registry(#[from] RegistryError),
 }
 
 impl Config {
@@ -194,7 +197,7 @@ impl Config {
 
     /// Tasker over an already opened `store` with the built-in task handlers.
     pub fn tasker_over<S>(&self, store: S) -> Result<Tasker<S>, StartupError> {
-        let registry = builtin_registry(WebhookSender::new(self.webhook.clone())?);
+        let registry = builtin_registry(WebhookSender::new(self.webhook.clone())?)?;
         Ok(Tasker::new(store, registry, self.processor))
     }
 }

@@ -56,7 +56,7 @@ impl Serve {
             .args(["--listen", &listen])
             .env_clear()
             .env("PATH", std::env::var("PATH").unwrap_or_default())
-            .env("RUST_LOG", "info")
+            .env("RUST_LOG", "warn")
             .stdin(Stdio::null());
         for (key, value) in envs {
             command.env(key, value);

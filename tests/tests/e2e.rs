@@ -263,7 +263,21 @@ async fn full_lifecycle_on_sqlite() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn full_lifecycle_on_dynamodb_local() {
-    let table = dynamo::fresh_table(&dynamo::client()).await;
+    // The table comes from `tasker create-table`, as a user would make it.
+    let table = format!(
+        "tasker-e2e-{}",
+        ulid::Ulid::new().to_string().to_lowercase()
+    );
+    let output = process::run(&["create-table", "--table", &table], &dynamo::child_env());
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&output.stdout).trim(),
+        format!("created table {table}")
+    );
     full_lifecycle(
         &["--store", "dynamodb", "--table", &table],
         dynamo::child_env(),

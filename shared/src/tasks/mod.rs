@@ -109,15 +109,14 @@ impl Registry {
 }
 
 /// The registry with every handler Tasker ships: `sendWebhook`.
-pub fn builtin_registry(webhook: webhook::WebhookSender) -> Registry {
+pub fn builtin_registry(webhook: webhook::WebhookSender) -> Result<Registry, RegistryError> {
     let mut registry = Registry::new();
     let webhook = Arc::new(webhook);
-    // Registering into an empty registry under a valid constant name cannot fail.
-    let _ = registry.register(webhook::TASK_TYPE, move |ctx| {
+    registry.register(webhook::TASK_TYPE, move |ctx| {
         let webhook = Arc::clone(&webhook);
         async move { webhook.send(&ctx).await }
-    });
-    registry
+    })?;
+    Ok(registry)
 }
 
 #[cfg(test)]
