@@ -33,14 +33,25 @@ impl Timestamp {
         Self::new(OffsetDateTime::now_utc())
     }
 
-    /// This instant plus `duration`, saturating at the largest representable time.
+    /// The latest instant Tasker stores: 9999-12-31T23:59:59.999Z.
+    pub const MAX: Self = Self(time::macros::datetime!(9999-12-31 23:59:59.999 UTC));
+    /// The earliest instant Tasker stores: the Unix epoch.
+    pub const MIN: Self = Self(OffsetDateTime::UNIX_EPOCH);
+
+    /// This instant plus `duration`, saturating at [`Timestamp::MAX`].
     pub fn plus(self, duration: Duration) -> Self {
-        Self::new(self.0.checked_add(to_time(duration)).unwrap_or(self.0))
+        match self.0.checked_add(to_time(duration)) {
+            Some(later) => Self::new(later).min(Self::MAX),
+            None => Self::MAX,
+        }
     }
 
-    /// This instant minus `duration`, saturating at the smallest representable time.
+    /// This instant minus `duration`, saturating at [`Timestamp::MIN`].
     pub fn minus(self, duration: Duration) -> Self {
-        Self::new(self.0.checked_sub(to_time(duration)).unwrap_or(self.0))
+        match self.0.checked_sub(to_time(duration)) {
+            Some(earlier) => Self::new(earlier).max(Self::MIN),
+            None => Self::MIN,
+        }
     }
 
     /// Seconds since the Unix epoch, as DynamoDB TTL wants them.
@@ -171,6 +182,15 @@ mod tests {
         ] {
             assert!(bad.parse::<Timestamp>().is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn arithmetic_saturates_instead_of_wrapping() {
+        let now: Timestamp = "2026-11-27T00:00:00Z".parse().unwrap();
+        let forever = Duration::from_secs(20_000 * 366 * 24 * 3600);
+        assert_eq!(now.plus(forever), Timestamp::MAX);
+        assert_eq!(now.minus(forever), Timestamp::MIN);
+        assert_eq!(Timestamp::MAX.to_text(), "9999-12-31T23:59:59.999Z");
     }
 
     #[test]

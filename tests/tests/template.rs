@@ -117,7 +117,15 @@ fn each_function_gets_only_the_dynamodb_actions_it_uses() {
         {
             for statement in policy["Statement"].as_array().expect("statements") {
                 let target = match &statement["Resource"] {
-                    Value::Object(map) if map.contains_key("Fn::GetAtt") => "table".to_owned(),
+                    Value::Object(map) if map.contains_key("Fn::GetAtt") => {
+                        match statement["Condition"]["ForAllValues:StringLike"]
+                            ["dynamodb:LeadingKeys"]
+                            .as_array()
+                        {
+                            Some(keys) => format!("table keys {keys:?}"),
+                            None => "table".to_owned(),
+                        }
+                    }
                     Value::Object(map) => map["Fn::Sub"]
                         .as_str()
                         .and_then(|s| s.rsplit('/').next())
@@ -154,6 +162,7 @@ fn each_function_gets_only_the_dynamodb_actions_it_uses() {
             ("table", "PutItem"),
             ("table", "GetItem"),
             ("table", "UpdateItem"),
+            ("table keys [String(\"ref#*\")]", "DeleteItem"),
             ("reference-index", "Query"),
         ])
     );

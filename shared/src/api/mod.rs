@@ -86,7 +86,18 @@ async fn create<S: ApiStore>(
 ) -> Result<Response, ApiError> {
     let body = body_bytes(body)?;
     let new = requests::parse_create(&body, tasker.now())?;
-    let task = tasker.create(new).await?;
+    // A create runs to completion even if the client disconnects, so its store writes
+    // (reference guard, then task) are never cut in half.
+    let task = tokio::spawn(async move { tasker.create(new).await })
+        .await
+        .map_err(|err| {
+            tracing::error!(error = %err, "create task failed to complete");
+            ApiError::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "internal",
+                "the create did not complete",
+            )
+        })??;
     tracing::info!(task_id = %task.id, task_type = %task.task_type, scheduled_at = %task.scheduled_at, "task created");
     Ok((StatusCode::CREATED, Json(task)).into_response())
 }

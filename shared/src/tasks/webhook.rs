@@ -69,6 +69,8 @@ impl WebhookSender {
             .timeout(settings.timeout)
             // A redirect could point at an address the resolver would refuse; treat 3xx as failure.
             .redirect(reqwest::redirect::Policy::none())
+            // A proxy would resolve the target itself, past the address check below.
+            .no_proxy()
             .dns_resolver(PublicResolver {
                 allow_private: settings.allow_private,
             })
@@ -239,10 +241,12 @@ pub fn is_public(ip: IpAddr) -> bool {
 }
 
 fn is_public_v4(ip: Ipv4Addr) -> bool {
-    let [a, b, ..] = ip.octets();
+    let [a, b, c, _] = ip.octets();
     let shared_cgnat = a == 100 && (64..128).contains(&b);
     let benchmarking = a == 198 && (b == 18 || b == 19);
+    let protocol_assignments = a == 192 && b == 0 && c == 0;
     !(ip.is_loopback()
+        || protocol_assignments
         || ip.is_private()
         || ip.is_link_local()
         || ip.is_unspecified()
@@ -256,10 +260,34 @@ fn is_public_v4(ip: Ipv4Addr) -> bool {
 }
 
 fn is_public_v6(ip: Ipv6Addr) -> bool {
-    let first = ip.segments()[0];
+    let segments = ip.segments();
+    let octets = ip.octets();
+    let embedded_v4 =
+        |at: usize| Ipv4Addr::new(octets[at], octets[at + 1], octets[at + 2], octets[at + 3]);
+    // Translation prefixes reach IPv4 hosts: judge the IPv4 address inside.
+    let nat64 = segments[..6] == [0x64, 0xff9b, 0, 0, 0, 0];
+    if nat64 {
+        return is_public_v4(embedded_v4(12));
+    }
+    if segments[0] == 0x2002 {
+        return is_public_v4(embedded_v4(2));
+    }
+    let first = segments[0];
     let unique_local = (first & 0xfe00) == 0xfc00;
     let link_local = (first & 0xffc0) == 0xfe80;
-    !(ip.is_loopback() || ip.is_unspecified() || ip.is_multicast() || unique_local || link_local)
+    let ipv4_compatible = segments[..6] == [0; 6];
+    let documentation = segments[0] == 0x2001 && segments[1] == 0x0db8;
+    let teredo = segments[0] == 0x2001 && segments[1] == 0;
+    let local_nat64 = segments[0] == 0x64 && segments[1] == 0xff9b && segments[2] == 1;
+    !(ip.is_loopback()
+        || ip.is_unspecified()
+        || ip.is_multicast()
+        || unique_local
+        || link_local
+        || ipv4_compatible
+        || documentation
+        || teredo
+        || local_nat64)
 }
 
 #[cfg(test)]
@@ -280,10 +308,23 @@ mod tests {
             "fe80::1",
             "fd00::1",
             "::ffff:127.0.0.1",
+            "192.0.0.8",
+            "64:ff9b::a9fe:a9fe",
+            "64:ff9b:1::1",
+            "::10.0.0.1",
+            "2002:a00:1::1",
+            "2001:db8::1",
+            "2001::1",
         ] {
             assert!(!is_public(private.parse().unwrap()), "{private}");
         }
-        for public in ["1.1.1.1", "8.8.8.8", "2606:4700::1111"] {
+        for public in [
+            "1.1.1.1",
+            "8.8.8.8",
+            "2606:4700::1111",
+            "64:ff9b::808:808",
+            "2002:808:808::1",
+        ] {
             assert!(is_public(public.parse().unwrap()), "{public}");
         }
     }

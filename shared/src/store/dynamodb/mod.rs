@@ -374,14 +374,26 @@ impl TaskWriter for DynamoStore {
         if let Some(reference) = &task.reference_uid {
             self.take_reference_guard(&task, reference).await?;
         }
-        self.client
+        let written = self
+            .client
             .put_item()
             .table_name(&self.table)
             .set_item(Some(to_item(&task, self.ttl_after)?))
             .condition_expression(schema::COND_NEW_ITEM)
             .send()
             .await
-            .map_err(sdk_error)?;
+            .map_err(sdk_error);
+        if let (Err(_), Some(reference)) = (&written, &task.reference_uid) {
+            // Free the pair at once rather than leaving a guard for a task that does not exist.
+            let id = task.id.to_string();
+            if let Err(err) = self
+                .release_reference_guard(&task.task_type, reference, &id)
+                .await
+            {
+                tracing::warn!(error = %err, task_id = %id, "could not release the reference guard");
+            }
+        }
+        written?;
         Ok(task)
     }
 }
@@ -408,17 +420,34 @@ impl TaskQueue for DynamoStore {
         candidates.sort_by(|a, b| (&a.1, &a.0).cmp(&(&b.1, &b.0)));
 
         let mut claimed = Vec::with_capacity(limit);
+        let mut first_error = None;
         let mut remaining = candidates.into_iter().map(|(id, _)| id).peekable();
-        while claimed.len() < limit && remaining.peek().is_some() {
+        while claimed.len() < limit && remaining.peek().is_some() && first_error.is_none() {
             let round: Vec<String> = remaining.by_ref().take(limit - claimed.len()).collect();
-            let won: Vec<Option<Task>> = futures::stream::iter(round)
+            let results: Vec<Result<Option<Task>, StoreError>> = futures::stream::iter(round)
                 .map(|id| self.claim_one(id, now, lease_until))
                 .buffered(WRITE_CONCURRENCY)
-                .try_collect()
-                .await?;
-            claimed.extend(won.into_iter().flatten());
+                .collect()
+                .await;
+            for result in results {
+                match result {
+                    Ok(won) => claimed.extend(won),
+                    Err(err) => {
+                        first_error.get_or_insert(err);
+                    }
+                }
+            }
         }
-        Ok(claimed)
+        // Claims that succeeded must reach the caller even when a sibling failed: dropping
+        // them would leave running tasks nobody works on until their lease expires.
+        match first_error {
+            Some(err) if claimed.is_empty() => Err(err),
+            Some(err) => {
+                tracing::warn!(error = %err, claimed = claimed.len(), "some claims failed; running the rest");
+                Ok(claimed)
+            }
+            None => Ok(claimed),
+        }
     }
 
     async fn settle(
@@ -518,6 +547,18 @@ impl TaskCanceller for DynamoStore {
             start = output.last_evaluated_key;
             if start.is_none() {
                 break;
+            }
+        }
+        // The index is eventually consistent; the guard item is read consistently, so a task
+        // created a moment ago is found too when the type is known.
+        if let Some(task_type) = task_type {
+            let guard = self.load(&guard_key(task_type, reference_uid)).await?;
+            let holder = guard
+                .as_ref()
+                .and_then(|guard| get_s(guard, schema::GUARD_TASK_ID))
+                .and_then(|id| id.parse::<TaskId>().ok());
+            if let Some(holder) = holder.filter(|holder| !ids.contains(holder)) {
+                ids.push(holder);
             }
         }
         // The index holds keys only, so the status check is the cancel's own condition.
