@@ -4,10 +4,11 @@ use std::path::PathBuf;
 use std::str::FromStr;
 use std::time::Duration;
 
+use crate::retry::RetryPolicy;
 use crate::store::{DynamoStore, SqliteStore, Store, StoreError};
 use crate::tasker::{ProcessorSettings, Tasker};
 use crate::tasks::webhook::{WebhookClientError, WebhookSender, WebhookSettings};
-use crate::tasks::{RegistryError, builtin_registry};
+use crate::tasks::{RegistryError, TypeSettings, builtin_registry};
 
 /// Which backend holds the tasks.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -63,9 +64,12 @@ pub struct Config {
     /// `TASKER_TABLE`: DynamoDB table, required with `dynamodb`.
     pub table: Option<String>,
     /// `TASKER_BATCH_SIZE` (1–1000, default 100), `TASKER_CONCURRENCY` (1–256, default 16),
-    /// `TASKER_HANDLER_TIMEOUT` (default 30s), `TASKER_MAX_RUN` (default 5m),
-    /// `TASKER_TIME_MARGIN` (default 10s).
+    /// `TASKER_MAX_RUN` (default 5m), `TASKER_TIME_MARGIN` (default 10s).
     pub processor: ProcessorSettings,
+    /// Settings of the built-in task types: `TASKER_HANDLER_TIMEOUT` (default 30s),
+    /// `TASKER_RETRY_INITIAL` (30s), `TASKER_RETRY_FACTOR` (2), `TASKER_RETRY_MAX` (1h),
+    /// `TASKER_RETRY_MIN` (0s).
+    pub task_defaults: TypeSettings,
     /// `TASKER_RETENTION`: finished tasks older than this are deleted by cleanup (default `0s`).
     pub retention: Duration,
     /// `TASKER_API_TOKEN`: bearer token for the HTTP API.
@@ -99,14 +103,44 @@ impl Config {
                 concurrency: parse(&get, "TASKER_CONCURRENCY", defaults.concurrency, |v| {
                     bounded(v, 1, 256)
                 })?,
-                handler_timeout: parse(
-                    &get,
-                    "TASKER_HANDLER_TIMEOUT",
-                    defaults.handler_timeout,
-                    duration,
-                )?,
                 max_run: parse(&get, "TASKER_MAX_RUN", defaults.max_run, duration)?,
                 time_margin: parse(&get, "TASKER_TIME_MARGIN", defaults.time_margin, duration)?,
+            },
+            task_defaults: {
+                let base = TypeSettings::default();
+                let retry = RetryPolicy {
+                    initial_interval_ms: parse(
+                        &get,
+                        "TASKER_RETRY_INITIAL",
+                        base.retry.initial_interval_ms,
+                        millis,
+                    )?,
+                    factor: parse(&get, "TASKER_RETRY_FACTOR", base.retry.factor, |v| {
+                        v.parse::<f64>()
+                            .map_err(|_| format!("expected a number such as 2, got {v:?}"))
+                    })?,
+                    max_interval_ms: parse(
+                        &get,
+                        "TASKER_RETRY_MAX",
+                        base.retry.max_interval_ms,
+                        millis,
+                    )?,
+                    min_interval_ms: parse(
+                        &get,
+                        "TASKER_RETRY_MIN",
+                        base.retry.min_interval_ms,
+                        millis,
+                    )?,
+                };
+                retry.validate().map_err(|reason| ConfigError {
+                    name: "TASKER_RETRY_FACTOR",
+                    reason,
+                })?;
+                TypeSettings {
+                    max_attempts: base.max_attempts,
+                    retry,
+                    timeout: parse(&get, "TASKER_HANDLER_TIMEOUT", base.timeout, duration)?,
+                }
             },
             retention: parse(&get, "TASKER_RETENTION", Duration::ZERO, duration)?,
             api_token: get("TASKER_API_TOKEN"),
@@ -197,7 +231,10 @@ impl Config {
 
     /// Tasker over an already opened `store` with the built-in task handlers.
     pub fn tasker_over<S>(&self, store: S) -> Result<Tasker<S>, StartupError> {
-        let registry = builtin_registry(WebhookSender::new(self.webhook.clone())?)?;
+        let registry = builtin_registry(
+            WebhookSender::new(self.webhook.clone())?,
+            self.task_defaults,
+        )?;
         Ok(Tasker::new(store, registry, self.processor))
     }
 }
@@ -226,6 +263,10 @@ fn bounded(value: &str, min: usize, max: usize) -> Result<usize, String> {
 fn duration(value: &str) -> Result<Duration, String> {
     humantime::parse_duration(value)
         .map_err(|err| format!("expected a duration such as 30s or 1h, got {value:?}: {err}"))
+}
+
+fn millis(value: &str) -> Result<u64, String> {
+    duration(value).map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
 }
 
 fn boolean(value: &str) -> Result<bool, String> {
@@ -271,6 +312,8 @@ mod tests {
             ("TASKER_STORE", "postgres"),
             ("TASKER_AUTH", "none"),
             ("TASKER_WEBHOOK_ALLOW_PRIVATE", "maybe"),
+            ("TASKER_RETRY_FACTOR", "0.5"),
+            ("TASKER_RETRY_INITIAL", "soon"),
         ] {
             let err = config(&[(name, value)]).unwrap_err();
             assert_eq!(err.name, name);

@@ -4,6 +4,7 @@
 pub mod api;
 pub mod clock;
 pub mod config;
+pub mod retry;
 pub mod store;
 pub mod task;
 pub mod tasker;
@@ -12,6 +13,7 @@ pub mod tasks;
 pub use clock::{Clock, ManualClock, SystemClock, Timestamp};
 pub use config::StartupError;
 pub use config::{AuthMode, Config, ConfigError, StoreKind};
+pub use retry::RetryPolicy;
 pub use store::{DynamoStore, SqliteStore, Store, StoreError};
 pub use task::{NewTask, Task, TaskId, TaskStatus, ValidationError};
 pub use tasker::{CleanupSummary, ProcessorSettings, RunSummary, Tasker, TaskerError};

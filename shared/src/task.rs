@@ -7,10 +7,11 @@ use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 
 use crate::clock::Timestamp;
+use crate::retry::RetryPolicy;
 
 /// Largest payload accepted, in bytes of its stored text.
 pub const MAX_PAYLOAD_BYTES: usize = 256 * 1024;
-/// Longest accepted `referenceUid`, in characters.
+/// Longest accepted `referenceUid` or `idempotencyKey`, in characters.
 pub const MAX_REFERENCE_UID_CHARS: usize = 256;
 /// Longest accepted task type, in characters.
 pub const MAX_TYPE_CHARS: usize = 128;
@@ -166,11 +167,26 @@ pub struct Task {
     pub reference_uid: Option<String>,
     /// While `running`: the claim expires at this instant and the task is due again.
     pub lease_expires_at: Option<Timestamp>,
+    /// The caller's key that makes repeating this create return this task.
+    pub idempotency_key: Option<String>,
+    /// The backoff between attempts, fixed when the task was created.
+    pub retry_policy: RetryPolicy,
 }
 
 impl Task {
-    /// The task a validated create request stores.
+    /// The task a validated create request stores, with the default attempts and retry policy.
     pub fn from_new(new: NewTask, now: Timestamp) -> Self {
+        Self::from_new_with(new, now, DEFAULT_MAX_ATTEMPTS, RetryPolicy::default())
+    }
+
+    /// The task a validated create request stores; `max_attempts` applies when the request
+    /// does not set it.
+    pub fn from_new_with(
+        new: NewTask,
+        now: Timestamp,
+        max_attempts: u32,
+        retry_policy: RetryPolicy,
+    ) -> Self {
         Self {
             id: TaskId::new(now.0),
             task_type: new.task_type,
@@ -180,13 +196,15 @@ impl Task {
             created_at: now,
             updated_at: now,
             attempts: 0,
-            max_attempts: new.max_attempts,
+            max_attempts: new.max_attempts.unwrap_or(max_attempts),
             last_error: None,
             last_failed_attempt_at: None,
             succeeded_at: None,
             finished_at: None,
             reference_uid: new.reference_uid,
             lease_expires_at: None,
+            idempotency_key: new.idempotency_key,
+            retry_policy,
         }
     }
 
@@ -209,10 +227,12 @@ pub struct NewTask {
     pub payload: String,
     /// Run no earlier than this; `None` means now.
     pub scheduled_at: Option<Timestamp>,
-    /// Attempts allowed, 1 to [`MAX_ATTEMPTS_LIMIT`].
-    pub max_attempts: u32,
+    /// Attempts allowed, 1 to [`MAX_ATTEMPTS_LIMIT`]; `None` takes the type's default.
+    pub max_attempts: Option<u32>,
     /// Optional caller reference.
     pub reference_uid: Option<String>,
+    /// Optional key: repeating a create with the same key and type returns the first task.
+    pub idempotency_key: Option<String>,
 }
 
 /// Why a create request is invalid; each names the field at fault.
@@ -241,8 +261,9 @@ impl NewTask {
             task_type: task_type.into(),
             payload: payload.into(),
             scheduled_at: None,
-            max_attempts: DEFAULT_MAX_ATTEMPTS,
+            max_attempts: None,
             reference_uid: None,
+            idempotency_key: None,
         }
     }
 
@@ -252,7 +273,10 @@ impl NewTask {
         if self.payload.len() > MAX_PAYLOAD_BYTES {
             return Err(ValidationError::PayloadTooLarge(self.payload.len()));
         }
-        if !(1..=MAX_ATTEMPTS_LIMIT).contains(&self.max_attempts) {
+        if self
+            .max_attempts
+            .is_some_and(|n| !(1..=MAX_ATTEMPTS_LIMIT).contains(&n))
+        {
             return Err(ValidationError::Invalid {
                 field: "maxAttempts",
                 reason: format!("must be between 1 and {MAX_ATTEMPTS_LIMIT}"),
@@ -260,6 +284,15 @@ impl NewTask {
         }
         if let Some(reference) = &self.reference_uid {
             validate_reference_uid(reference)?;
+        }
+        if let Some(key) = &self.idempotency_key {
+            let chars = key.chars().count();
+            if chars == 0 || chars > MAX_REFERENCE_UID_CHARS {
+                return Err(ValidationError::Invalid {
+                    field: "idempotencyKey",
+                    reason: format!("must be 1 to {MAX_REFERENCE_UID_CHARS} characters"),
+                });
+            }
         }
         Ok(())
     }
@@ -316,11 +349,13 @@ mod tests {
     #[test]
     fn max_attempts_bounds() {
         let mut new = NewTask::new("t", "{}");
-        new.max_attempts = 0;
+        new.max_attempts = Some(0);
         assert!(new.validate().is_err());
-        new.max_attempts = 51;
+        new.max_attempts = Some(51);
         assert!(new.validate().is_err());
-        new.max_attempts = 50;
+        new.max_attempts = Some(50);
+        assert!(new.validate().is_ok());
+        new.max_attempts = None;
         assert!(new.validate().is_ok());
     }
 }

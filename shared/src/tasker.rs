@@ -8,10 +8,10 @@ use serde::Serialize;
 
 use crate::clock::{Clock, SystemClock, Timestamp};
 use crate::store::{
-    Settlement, StoreError, TaskCanceller, TaskPurger, TaskQueue, TaskReader, TaskWriter,
+    Created, Settlement, StoreError, TaskCanceller, TaskPurger, TaskQueue, TaskReader, TaskWriter,
 };
 use crate::task::{NewTask, Task, TaskId, ValidationError};
-use crate::tasks::{Registry, TaskContext, TaskError};
+use crate::tasks::{Registry, TaskContext, TaskError, TypeSettings};
 
 /// Time kept back after a handler's timeout to write its outcome before the deadline.
 const SETTLE_RESERVE: Duration = Duration::from_secs(2);
@@ -25,8 +25,6 @@ pub struct ProcessorSettings {
     pub batch_size: usize,
     /// Handlers running at once.
     pub concurrency: usize,
-    /// Longest a single attempt may run.
-    pub handler_timeout: Duration,
     /// Longest a run may last when the caller gives no deadline (`tasker serve`, `tasker process`).
     pub max_run: Duration,
     /// No task starts when less than this remains before the deadline.
@@ -38,7 +36,6 @@ impl Default for ProcessorSettings {
         Self {
             batch_size: 100,
             concurrency: 16,
-            handler_timeout: Duration::from_secs(30),
             max_run: Duration::from_secs(300),
             time_margin: Duration::from_secs(10),
         }
@@ -57,6 +54,11 @@ pub struct RunSummary {
     pub retried: usize,
     /// Attempts that failed for good.
     pub failed: usize,
+    /// Claimed tasks given back unstarted because the run ran out of time.
+    pub released: usize,
+    /// Store errors: outcomes that could not be recorded (their lease expires and the task runs
+    /// again) and failed claims after the first batch.
+    pub errors: usize,
     /// Wall time of the run.
     pub duration_ms: u64,
 }
@@ -141,13 +143,15 @@ impl<S> Tasker<S> {
 }
 
 impl<S: TaskWriter> Tasker<S> {
-    /// Validates and stores a new task.
-    pub async fn create(&self, new: NewTask) -> Result<Task, TaskerError> {
+    /// Validates and stores a new task with its type's default attempts and retry policy; a
+    /// repeated idempotency key returns the task it made the first time.
+    pub async fn create(&self, new: NewTask) -> Result<Created, TaskerError> {
         new.validate()?;
-        if !self.registry.contains(&new.task_type) {
+        let Some(settings) = self.registry.settings(&new.task_type) else {
             return Err(TaskerError::UnknownType(new.task_type));
-        }
-        let task = Task::from_new(new, self.clock.now());
+        };
+        let task =
+            Task::from_new_with(new, self.clock.now(), settings.max_attempts, settings.retry);
         Ok(self.store.create(task).await?)
     }
 }
@@ -193,8 +197,10 @@ impl<S: TaskPurger> Tasker<S> {
 }
 
 impl<S: TaskQueue> Tasker<S> {
-    /// Claims one batch of due tasks and runs them, at most `concurrency` at a time, until done
-    /// or until `deadline` (capped at `max_run` from now) leaves less than the time margin.
+    /// Claims batches of due tasks and runs them, at most `concurrency` at a time, while full
+    /// batches keep coming and `deadline` (capped at `max_run` from now) leaves more than the
+    /// time margin. Only tasks due when the run started are claimed, so a retry scheduled during
+    /// the run waits for the next one.
     pub async fn process_queue(
         &self,
         deadline: Option<Instant>,
@@ -203,30 +209,53 @@ impl<S: TaskQueue> Tasker<S> {
         let cap = started + self.settings.max_run;
         let deadline = deadline.map_or(cap, |d| d.min(cap));
         let mut summary = RunSummary::default();
-        if deadline.saturating_duration_since(started) < self.settings.time_margin {
-            tracing::warn!("too little time left to start any task");
-            return Ok(summary);
-        }
-        let now = self.clock.now();
+        let due_by = self.clock.now();
         // The lease covers the whole run: no handler outlives the deadline.
-        let lease_until = now.plus(deadline.saturating_duration_since(started) + LEASE_GRACE);
-        let claimed = self
-            .store
-            .claim_due(now, self.settings.batch_size, lease_until)
-            .await?;
-        summary.claimed = claimed.len();
-
-        let outcomes: Vec<Outcome> = futures::stream::iter(claimed)
-            .map(|task| self.run_one(task, deadline))
-            .buffer_unordered(self.settings.concurrency.max(1))
-            .collect()
-            .await;
-        for outcome in outcomes {
-            match outcome {
-                Outcome::Succeeded => summary.succeeded += 1,
-                Outcome::Retried => summary.retried += 1,
-                Outcome::Failed => summary.failed += 1,
-                Outcome::Released | Outcome::Unrecorded => {}
+        let lease_until = due_by.plus(deadline.saturating_duration_since(started) + LEASE_GRACE);
+        loop {
+            if deadline.saturating_duration_since(Instant::now()) < self.settings.time_margin {
+                if summary.claimed == 0 {
+                    tracing::warn!("too little time left to start any task");
+                }
+                break;
+            }
+            let batch = match self
+                .store
+                .claim_due(
+                    due_by,
+                    self.clock.now(),
+                    self.settings.batch_size,
+                    lease_until,
+                )
+                .await
+            {
+                Ok(batch) => batch,
+                // Nothing done yet: fail the run so the invocation itself reports the outage.
+                Err(err) if summary.claimed == 0 => return Err(err.into()),
+                Err(err) => {
+                    tracing::error!(error = %err, "claiming the next batch failed; ending the run");
+                    summary.errors += 1;
+                    break;
+                }
+            };
+            let full = batch.len() >= self.settings.batch_size;
+            summary.claimed += batch.len();
+            let outcomes: Vec<Outcome> = futures::stream::iter(batch)
+                .map(|task| self.run_one(task, deadline))
+                .buffer_unordered(self.settings.concurrency.max(1))
+                .collect()
+                .await;
+            for outcome in outcomes {
+                match outcome {
+                    Outcome::Succeeded => summary.succeeded += 1,
+                    Outcome::Retried => summary.retried += 1,
+                    Outcome::Failed => summary.failed += 1,
+                    Outcome::Released => summary.released += 1,
+                    Outcome::Unrecorded => summary.errors += 1,
+                }
+            }
+            if !full {
+                break;
             }
         }
         summary.duration_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
@@ -242,6 +271,8 @@ impl<S: TaskQueue> Tasker<S> {
             succeeded = summary.succeeded,
             retried = summary.retried,
             failed = summary.failed,
+            released = summary.released,
+            errors = summary.errors,
             duration_ms = summary.duration_ms,
             "processor run finished"
         );
@@ -262,10 +293,11 @@ impl<S: TaskQueue> Tasker<S> {
                 task.task_type
             ))),
             Some(handler) => {
-                let timeout = self
-                    .settings
-                    .handler_timeout
-                    .min(remaining.saturating_sub(SETTLE_RESERVE));
+                let limit = self
+                    .registry
+                    .settings(&task.task_type)
+                    .map_or(TypeSettings::default().timeout, |settings| settings.timeout);
+                let timeout = limit.min(remaining.saturating_sub(SETTLE_RESERVE));
                 let ctx = TaskContext {
                     id: task.id,
                     task_type: task.task_type.clone(),
@@ -300,8 +332,10 @@ impl<S: TaskQueue> Tasker<S> {
             }
             Err(err) => Settlement::Retry {
                 error: err.to_string(),
-                // Due again now: the next run picks it up, never this one.
-                retry_at: self.clock.now(),
+                retry_at: self.clock.now().plus(
+                    task.retry_policy
+                        .delay(task.attempts, rand::random::<f64>()),
+                ),
             },
         };
         self.record(&task, settlement, started.elapsed()).await

@@ -266,6 +266,31 @@ async fn a_valid_create_round_trips_through_the_api() {
     let (status, fetched) = call(&app, Method::GET, &path, Body::empty(), None).await;
     assert_eq!(status, StatusCode::OK);
     assert_eq!(fetched, created);
+    assert_eq!(created["retryPolicy"]["initialIntervalMs"], 30_000);
+}
+
+#[tokio::test]
+async fn a_repeated_idempotency_key_answers_200_with_the_first_task() {
+    let app = router(
+        Store::Sqlite(SqliteStore::in_memory().expect("sqlite")),
+        AuthMode::Open,
+    );
+    let body = json!({"type": "sendWebhook", "payload": {"n": 1}, "idempotencyKey": "order-7"});
+    let (status, first) = call(&app, Method::POST, "/tasks", body.to_string(), None).await;
+    assert_eq!(status, StatusCode::CREATED);
+    let (status, again) = call(&app, Method::POST, "/tasks", body.to_string(), None).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(again, first);
+    let (status, json) = call(
+        &app,
+        Method::POST,
+        "/tasks",
+        json!({"type": "sendWebhook", "payload": {}, "idempotencyKey": ""}).to_string(),
+        None,
+    )
+    .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert_eq!(json["error"]["code"], "invalid_field");
 }
 
 #[tokio::test]

@@ -104,6 +104,9 @@ async fn full_lifecycle(store_args: &[&str], mut envs: Vec<(&'static str, String
         ("TASKER_WEBHOOK_ALLOW_PRIVATE", "true".to_owned()),
         ("TASKER_WEBHOOK_SECRET", SECRET.to_owned()),
         ("TASKER_API_TOKEN", TOKEN.to_owned()),
+        // Short backoff so three attempts fit in seconds (full jitter within 1 s, then 2 s).
+        ("TASKER_RETRY_INITIAL", "1s".to_owned()),
+        ("TASKER_RETRY_MAX", "2s".to_owned()),
     ]);
     let mut args = store_args.to_vec();
     args.extend(["--interval", "1"]);

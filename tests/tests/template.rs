@@ -162,7 +162,10 @@ fn each_function_gets_only_the_dynamodb_actions_it_uses() {
             ("table", "PutItem"),
             ("table", "GetItem"),
             ("table", "UpdateItem"),
-            ("table keys [String(\"ref#*\")]", "DeleteItem"),
+            (
+                "table keys [String(\"ref#*\"), String(\"idem#*\")]",
+                "DeleteItem",
+            ),
             ("reference-index", "Query"),
         ])
     );

@@ -17,7 +17,7 @@ use serde_json::json;
 
 use self::error::ApiError;
 use crate::config::AuthMode;
-use crate::store::{TaskCanceller, TaskReader, TaskWriter};
+use crate::store::{Created, TaskCanceller, TaskReader, TaskWriter};
 use crate::task::{MAX_PAYLOAD_BYTES, TaskId};
 use crate::tasker::Tasker;
 
@@ -88,7 +88,7 @@ async fn create<S: ApiStore>(
     let new = requests::parse_create(&body, tasker.now())?;
     // A create runs to completion even if the client disconnects, so its store writes
     // (reference guard, then task) are never cut in half.
-    let task = tokio::spawn(async move { tasker.create(new).await })
+    let created = tokio::spawn(async move { tasker.create(new).await })
         .await
         .map_err(|err| {
             tracing::error!(error = %err, "create task failed to complete");
@@ -98,8 +98,16 @@ async fn create<S: ApiStore>(
                 "the create did not complete",
             )
         })??;
-    tracing::info!(task_id = %task.id, task_type = %task.task_type, scheduled_at = %task.scheduled_at, "task created");
-    Ok((StatusCode::CREATED, Json(task)).into_response())
+    match created {
+        Created::New(task) => {
+            tracing::info!(task_id = %task.id, task_type = %task.task_type, scheduled_at = %task.scheduled_at, "task created");
+            Ok((StatusCode::CREATED, Json(task)).into_response())
+        }
+        Created::Existing(task) => {
+            tracing::info!(task_id = %task.id, task_type = %task.task_type, "idempotent create returned the existing task");
+            Ok((StatusCode::OK, Json(task)).into_response())
+        }
+    }
 }
 
 async fn get_task<S: ApiStore>(

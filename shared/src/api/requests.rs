@@ -6,12 +6,13 @@ use serde_json::{Map, Value};
 
 use super::error::ApiError;
 use crate::clock::Timestamp;
-use crate::task::{DEFAULT_MAX_ATTEMPTS, MAX_ATTEMPTS_LIMIT, NewTask, ValidationError};
+use crate::task::{MAX_ATTEMPTS_LIMIT, NewTask, ValidationError};
 
 /// Longest accepted `delaySeconds`: one year.
 pub const MAX_DELAY_SECONDS: u64 = 366 * 24 * 3600;
 
 const CREATE_FIELDS: &[&str] = &[
+    "idempotencyKey",
     "type",
     "payload",
     "scheduledAt",
@@ -136,15 +137,21 @@ pub fn parse_create(body: &[u8], now: Timestamp) -> Result<NewTask, ApiError> {
         (None, None) => None,
     };
     let max_attempts = optional_integer(&map, "maxAttempts", u64::from(MAX_ATTEMPTS_LIMIT))?
-        .map_or(Ok(DEFAULT_MAX_ATTEMPTS), |n| {
-            u32::try_from(n).map_err(|_| invalid("maxAttempts", "is too large"))
-        })?;
+        .map(|n| u32::try_from(n).map_err(|_| invalid("maxAttempts", "is too large")))
+        .transpose()?;
+    if max_attempts == Some(0) {
+        return Err(invalid(
+            "maxAttempts",
+            format!("must be between 1 and {MAX_ATTEMPTS_LIMIT}"),
+        ));
+    }
     let new = NewTask {
         task_type,
         payload,
         scheduled_at,
         max_attempts,
         reference_uid: optional_string(&map, "referenceUid")?,
+        idempotency_key: optional_string(&map, "idempotencyKey")?,
     };
     new.validate()?;
     Ok(new)
@@ -181,7 +188,7 @@ mod tests {
         )
         .unwrap();
         assert_eq!(new.payload, r#"{"a":[1,2]}"#);
-        assert_eq!(new.max_attempts, 5);
+        assert_eq!(new.max_attempts, Some(5));
         assert_eq!(
             new.scheduled_at.unwrap().to_text(),
             "2026-11-27T12:01:00.000Z"

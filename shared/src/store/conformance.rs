@@ -6,8 +6,11 @@
 use std::collections::HashSet;
 use std::time::Duration;
 
-use super::{Settlement, StoreError, TaskCanceller, TaskPurger, TaskQueue, TaskReader, TaskWriter};
+use super::{
+    Created, Settlement, StoreError, TaskCanceller, TaskPurger, TaskQueue, TaskReader, TaskWriter,
+};
 use crate::clock::Timestamp;
+use crate::retry::RetryPolicy;
 use crate::task::{NewTask, Task, TaskId, TaskStatus};
 
 /// Every capability a full backend has.
@@ -44,7 +47,9 @@ macro_rules! store_conformance_tests {
             cancel_by_reference_cancels_pending_only,
             duplicate_reference_is_refused_while_active,
             concurrent_duplicate_creates_admit_one,
-            purge_deletes_only_old_finished_tasks
+            purge_deletes_only_old_finished_tasks,
+            a_repeated_idempotency_key_returns_the_first_task,
+            concurrent_creates_with_one_idempotency_key_make_one_task
         );
     };
     (@cases $make:expr; $($case:ident),* $(,)?) => {
@@ -74,15 +79,19 @@ fn new_task(task_type: &str) -> NewTask {
 }
 
 async fn create_at<S: FullStore>(store: &S, new: NewTask, now: Timestamp) -> Task {
-    store
+    match store
         .create(Task::from_new(new, now))
         .await
         .expect("create a task")
+    {
+        Created::New(task) => task,
+        Created::Existing(task) => panic!("expected a new task, got existing {}", task.id),
+    }
 }
 
 async fn claim<S: FullStore>(store: &S, now: Timestamp, limit: usize) -> Vec<Task> {
     store
-        .claim_due(now, limit, now.plus(Duration::from_secs(60)))
+        .claim_due(now, now, limit, now.plus(Duration::from_secs(60)))
         .await
         .expect("claim due tasks")
 }
@@ -95,9 +104,19 @@ async fn fetch<S: FullStore>(store: &S, id: TaskId) -> Task {
 pub async fn create_then_get_round_trips<S: FullStore>(store: S) {
     let mut new = new_task("roundTrip");
     new.reference_uid = Some("ref-ü-1".into());
-    new.max_attempts = 7;
+    new.max_attempts = Some(7);
     new.scheduled_at = Some(at(30));
-    let created = create_at(&store, new, t0()).await;
+    new.idempotency_key = Some("key-1".into());
+    let policy = RetryPolicy {
+        initial_interval_ms: 1_500,
+        factor: 3.5,
+        max_interval_ms: 90_000,
+        min_interval_ms: 250,
+    };
+    let created = Task::from_new_with(new, t0(), 3, policy);
+    let created = store.create(created).await.expect("create").into_task();
+    assert_eq!(created.max_attempts, 7);
+    assert_eq!(created.retry_policy, policy);
     assert_eq!(created.status, TaskStatus::Pending);
     assert_eq!(created.attempts, 0);
     assert_eq!(fetch(&store, created.id).await, created);
@@ -160,7 +179,10 @@ pub async fn claims_are_oldest_first_and_limited<S: FullStore>(store: S) {
 pub async fn claim_starts_an_attempt_under_lease<S: FullStore>(store: S) {
     let task = create_at(&store, new_task("t"), t0()).await;
     let lease = at(61);
-    let claimed = store.claim_due(at(1), 10, lease).await.expect("claim");
+    let claimed = store
+        .claim_due(at(1), at(1), 10, lease)
+        .await
+        .expect("claim");
     assert_eq!(claimed.len(), 1);
     let running = &claimed[0];
     assert_eq!(running.status, TaskStatus::Running);
@@ -271,12 +293,12 @@ pub async fn final_failure_is_kept_for_inspection<S: FullStore>(store: S) {
 pub async fn a_lost_lease_cannot_overwrite_the_new_attempt<S: FullStore>(store: S) {
     create_at(&store, new_task("t"), t0()).await;
     let first = store
-        .claim_due(at(1), 1, at(10))
+        .claim_due(at(1), at(1), 1, at(10))
         .await
         .expect("claim")
         .remove(0);
     let second = store
-        .claim_due(at(11), 1, at(100))
+        .claim_due(at(11), at(11), 1, at(100))
         .await
         .expect("claim")
         .remove(0);
@@ -298,15 +320,21 @@ pub async fn a_lost_lease_cannot_overwrite_the_new_attempt<S: FullStore>(store: 
 /// GIVEN a running task whose processor died WHEN its lease expires THEN it is claimable again.
 pub async fn an_expired_lease_makes_the_task_due_again<S: FullStore>(store: S) {
     create_at(&store, new_task("t"), t0()).await;
-    store.claim_due(at(1), 1, at(10)).await.expect("claim");
+    store
+        .claim_due(at(1), at(1), 1, at(10))
+        .await
+        .expect("claim");
     assert!(
         store
-            .claim_due(at(9), 1, at(20))
+            .claim_due(at(9), at(9), 1, at(20))
             .await
             .expect("claim")
             .is_empty()
     );
-    let again = store.claim_due(at(10), 1, at(20)).await.expect("claim");
+    let again = store
+        .claim_due(at(10), at(10), 1, at(20))
+        .await
+        .expect("claim");
     assert_eq!(again.len(), 1);
     assert_eq!(again[0].attempts, 2);
 }
@@ -314,12 +342,15 @@ pub async fn an_expired_lease_makes_the_task_due_again<S: FullStore>(store: S) {
 /// GIVEN the final attempt's lease expired WHEN claiming THEN the task fails instead of running.
 pub async fn an_expired_final_attempt_fails_the_task<S: FullStore>(store: S) {
     let mut new = new_task("t");
-    new.max_attempts = 1;
+    new.max_attempts = Some(1);
     let task = create_at(&store, new, t0()).await;
-    store.claim_due(at(1), 1, at(10)).await.expect("claim");
+    store
+        .claim_due(at(1), at(1), 1, at(10))
+        .await
+        .expect("claim");
     assert!(
         store
-            .claim_due(at(11), 1, at(20))
+            .claim_due(at(11), at(11), 1, at(20))
             .await
             .expect("claim")
             .is_empty()
@@ -480,7 +511,7 @@ pub async fn concurrent_duplicate_creates_admit_one<S: FullStore>(store: S) {
     let mut duplicates = 0;
     for creator in creators {
         match creator.await.expect("creator task") {
-            Ok(task) => created.push(task.id),
+            Ok(task) => created.push(task.task().id),
             Err(StoreError::Duplicate { .. }) => duplicates += 1,
             Err(other) => panic!("unexpected error: {other}"),
         }
@@ -526,4 +557,71 @@ pub async fn purge_deletes_only_old_finished_tasks<S: FullStore>(store: S) {
     );
     assert!(store.get(pending.id).await.expect("get").is_some());
     create_at(&store, with_ref, at(101)).await;
+}
+
+/// GIVEN a task created with an idempotency key WHEN the same key and type come again (even
+/// after it finished) THEN the first task is returned; another type or key makes a new task;
+/// once purged, the key is free.
+pub async fn a_repeated_idempotency_key_returns_the_first_task<S: FullStore>(store: S) {
+    let keyed = |task_type: &str, key: &str| {
+        let mut new = new_task(task_type);
+        new.idempotency_key = Some(key.into());
+        new
+    };
+    let first = create_at(&store, keyed("email", "order-1"), t0()).await;
+    let again = store
+        .create(Task::from_new(keyed("email", "order-1"), at(1)))
+        .await
+        .expect("create");
+    assert_eq!(again, Created::Existing(first.clone()));
+    assert_ne!(
+        create_at(&store, keyed("sms", "order-1"), at(1)).await.id,
+        first.id
+    );
+    assert_ne!(
+        create_at(&store, keyed("email", "order-2"), at(1)).await.id,
+        first.id
+    );
+
+    store.cancel(first.id, at(2)).await.expect("cancel");
+    let after_finish = store
+        .create(Task::from_new(keyed("email", "order-1"), at(3)))
+        .await
+        .expect("create");
+    assert!(
+        matches!(after_finish, Created::Existing(ref t) if t.id == first.id && t.status == TaskStatus::Cancelled)
+    );
+
+    store.purge_finished_before(at(2)).await.expect("purge");
+    let fresh = create_at(&store, keyed("email", "order-1"), at(4)).await;
+    assert_ne!(fresh.id, first.id);
+}
+
+/// GIVEN 8 creates with one idempotency key at the same moment THEN one task is made and every
+/// caller gets it.
+pub async fn concurrent_creates_with_one_idempotency_key_make_one_task<S: FullStore>(store: S) {
+    let mut creators = Vec::new();
+    for i in 0..8u64 {
+        let store = store.clone();
+        creators.push(tokio::spawn(async move {
+            let mut new = new_task("email");
+            new.idempotency_key = Some("order-race".into());
+            store.create(Task::from_new(new, at(i))).await
+        }));
+    }
+    let mut new_ids = Vec::new();
+    let mut seen = HashSet::new();
+    for creator in creators {
+        match creator.await.expect("creator task").expect("create") {
+            Created::New(task) => {
+                new_ids.push(task.id);
+                seen.insert(task.id);
+            }
+            Created::Existing(task) => {
+                seen.insert(task.id);
+            }
+        }
+    }
+    assert_eq!(new_ids.len(), 1, "exactly one create makes the task");
+    assert_eq!(seen.len(), 1, "every caller gets the same task");
 }

@@ -54,6 +54,31 @@ impl StoreError {
     }
 }
 
+/// What a create stored.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Created {
+    /// A new task.
+    New(Task),
+    /// Nothing: a task with the same `(type, idempotencyKey)` already exists, and this is it.
+    Existing(Task),
+}
+
+impl Created {
+    /// The task, new or existing.
+    pub fn task(&self) -> &Task {
+        match self {
+            Self::New(task) | Self::Existing(task) => task,
+        }
+    }
+
+    /// The task, new or existing.
+    pub fn into_task(self) -> Task {
+        match self {
+            Self::New(task) | Self::Existing(task) => task,
+        }
+    }
+}
+
 /// The outcome a processor writes for an attempt it claimed.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Settlement {
@@ -83,18 +108,21 @@ pub trait TaskReader: Send + Sync {
 
 /// Stores new tasks.
 pub trait TaskWriter: Send + Sync {
-    /// Stores `task` (status `pending`). Fails with [`StoreError::Duplicate`] when a pending or
-    /// running task has the same `(referenceUid, type)`.
-    fn create(&self, task: Task) -> impl Future<Output = Result<Task, StoreError>> + Send;
+    /// Stores `task` (status `pending`), unless a task with the same `(type, idempotencyKey)`
+    /// exists: then that one is returned as [`Created::Existing`]. Fails with
+    /// [`StoreError::Duplicate`] when a pending or running task has the same
+    /// `(referenceUid, type)`.
+    fn create(&self, task: Task) -> impl Future<Output = Result<Created, StoreError>> + Send;
 }
 
 /// Hands due tasks to processors and records their outcomes.
 pub trait TaskQueue: Send + Sync {
-    /// Claims up to `limit` tasks due at `now` (pending and scheduled, or running with an expired
-    /// lease), earliest first: each becomes `running`, its attempts grow by one and its lease
-    /// runs until `lease_until`. A task is claimed by at most one caller.
+    /// Claims up to `limit` tasks due at `due_by` (pending and scheduled, or running with an
+    /// expired lease), earliest first: each becomes `running` as of `now`, its attempts grow by
+    /// one and its lease runs until `lease_until`. A task is claimed by at most one caller.
     fn claim_due(
         &self,
+        due_by: Timestamp,
         now: Timestamp,
         limit: usize,
         lease_until: Timestamp,
@@ -159,7 +187,7 @@ impl TaskReader for Store {
 }
 
 impl TaskWriter for Store {
-    async fn create(&self, task: Task) -> Result<Task, StoreError> {
+    async fn create(&self, task: Task) -> Result<Created, StoreError> {
         match self {
             Self::Sqlite(store) => store.create(task).await,
             Self::DynamoDb(store) => store.create(task).await,
@@ -170,13 +198,14 @@ impl TaskWriter for Store {
 impl TaskQueue for Store {
     async fn claim_due(
         &self,
+        due_by: Timestamp,
         now: Timestamp,
         limit: usize,
         lease_until: Timestamp,
     ) -> Result<Vec<Task>, StoreError> {
         match self {
-            Self::Sqlite(store) => store.claim_due(now, limit, lease_until).await,
-            Self::DynamoDb(store) => store.claim_due(now, limit, lease_until).await,
+            Self::Sqlite(store) => store.claim_due(due_by, now, limit, lease_until).await,
+            Self::DynamoDb(store) => store.claim_due(due_by, now, limit, lease_until).await,
         }
     }
 

@@ -7,7 +7,7 @@ use std::time::Duration;
 use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
 
 use super::{
-    Settlement, StoreError, TaskCanceller, TaskPurger, TaskQueue, TaskReader, TaskWriter,
+    Created, Settlement, StoreError, TaskCanceller, TaskPurger, TaskQueue, TaskReader, TaskWriter,
     apply_cancel, apply_claim, apply_settlement,
 };
 use crate::clock::Timestamp;
@@ -35,18 +35,25 @@ CREATE TABLE IF NOT EXISTS tasks (
     finished_at TEXT,
     reference_uid TEXT,
     lease_expires_at TEXT,
-    due_at TEXT
+    due_at TEXT,
+    idempotency_key TEXT,
+    retry_policy TEXT NOT NULL
 ) STRICT;
 CREATE INDEX IF NOT EXISTS tasks_due ON tasks (due_at) WHERE due_at IS NOT NULL;
 CREATE INDEX IF NOT EXISTS tasks_finished ON tasks (finished_at) WHERE finished_at IS NOT NULL;
 CREATE INDEX IF NOT EXISTS tasks_reference ON tasks (reference_uid, type) WHERE reference_uid IS NOT NULL;
 CREATE UNIQUE INDEX IF NOT EXISTS tasks_active_reference ON tasks (reference_uid, type)
     WHERE reference_uid IS NOT NULL AND status IN ('pending', 'running');
+CREATE UNIQUE INDEX IF NOT EXISTS tasks_idempotency ON tasks (type, idempotency_key)
+    WHERE idempotency_key IS NOT NULL;
 ";
+
+/// The schema version this code writes (`PRAGMA user_version`).
+const SCHEMA_VERSION: i64 = 1;
 
 const COLUMNS: &str = "id, type, payload, status, scheduled_at, created_at, updated_at, attempts, \
     max_attempts, last_error, last_failed_attempt_at, succeeded_at, finished_at, reference_uid, \
-    lease_expires_at, due_at";
+    lease_expires_at, due_at, idempotency_key, retry_policy";
 
 /// Tasks in one SQLite database file.
 #[derive(Debug, Clone)]
@@ -78,7 +85,17 @@ impl SqliteStore {
             .map_err(backend)?;
         conn.pragma_update(None, "synchronous", "NORMAL")
             .map_err(backend)?;
+        let version: i64 = conn
+            .pragma_query_value(None, "user_version", |row| row.get(0))
+            .map_err(backend)?;
+        if version > SCHEMA_VERSION {
+            return Err(StoreError::Backend(format!(
+                "the database has schema version {version}; this Tasker knows up to {SCHEMA_VERSION}"
+            )));
+        }
         conn.execute_batch(SCHEMA).map_err(backend)?;
+        conn.pragma_update(None, "user_version", SCHEMA_VERSION)
+            .map_err(backend)?;
         Ok(Self {
             conn: Arc::new(Mutex::new(conn)),
         })
@@ -171,6 +188,14 @@ fn row_to_task(row: &rusqlite::Row<'_>) -> rusqlite::Result<Task> {
         finished_at: parse_optional(12, row.get(12)?)?,
         reference_uid: row.get(13)?,
         lease_expires_at: parse_optional(14, row.get(14)?)?,
+        idempotency_key: row.get(16)?,
+        retry_policy: serde_json::from_str(&row.get::<_, String>(17)?).map_err(|err| {
+            rusqlite::Error::FromSqlConversionFailure(
+                17,
+                rusqlite::types::Type::Text,
+                Box::new(err),
+            )
+        })?,
     })
 }
 
@@ -188,7 +213,7 @@ fn insert(conn: &Connection, task: &Task) -> rusqlite::Result<usize> {
     conn.execute(
         &format!(
             "INSERT INTO tasks ({COLUMNS}) VALUES \
-             (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16)"
+             (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18)"
         ),
         params![
             task.id.to_string(),
@@ -207,6 +232,8 @@ fn insert(conn: &Connection, task: &Task) -> rusqlite::Result<usize> {
             task.reference_uid,
             text(task.lease_expires_at),
             text(task.due_at()),
+            task.idempotency_key,
+            serde_json::to_string(&task.retry_policy).unwrap_or_default(),
         ],
     )
 }
@@ -242,9 +269,34 @@ impl TaskReader for SqliteStore {
 }
 
 impl TaskWriter for SqliteStore {
-    async fn create(&self, task: Task) -> Result<Task, StoreError> {
-        self.write(move |tx| match insert(tx, &task) {
-            Ok(_) => Ok(task),
+    async fn create(&self, task: Task) -> Result<Created, StoreError> {
+        self.write(move |tx| {
+            if let Some(key) = &task.idempotency_key {
+                let existing = tx
+                    .query_row(
+                        &format!(
+                            "SELECT {COLUMNS} FROM tasks WHERE type = ?1 AND idempotency_key = ?2"
+                        ),
+                        params![task.task_type, key],
+                        row_to_task,
+                    )
+                    .optional()
+                    .map_err(sqlite_error)?;
+                if let Some(existing) = existing {
+                    return Ok(Created::Existing(existing));
+                }
+            }
+            insert_new(tx, task)
+        })
+        .await
+    }
+}
+
+/// Inserts a new task; a violated reference rule names the active task.
+fn insert_new(tx: &rusqlite::Transaction<'_>, task: Task) -> Result<Created, StoreError> {
+    {
+        match insert(tx, &task) {
+            Ok(_) => Ok(Created::New(task)),
             Err(err)
                 if err.sqlite_error_code() == Some(rusqlite::ErrorCode::ConstraintViolation) =>
             {
@@ -267,8 +319,7 @@ impl TaskWriter for SqliteStore {
                 }
             }
             Err(err) => Err(sqlite_error(err)),
-        })
-        .await
+        }
     }
 }
 
@@ -279,6 +330,7 @@ pub(crate) const LEASE_EXPIRED_ERROR: &str =
 impl TaskQueue for SqliteStore {
     async fn claim_due(
         &self,
+        due_by: Timestamp,
         now: Timestamp,
         limit: usize,
         lease_until: Timestamp,
@@ -296,7 +348,7 @@ impl TaskQueue for SqliteStore {
                         ))
                         .map_err(sqlite_error)?;
                     let want = i64::try_from(limit - claimed.len()).unwrap_or(i64::MAX);
-                    stmt.query_map(params![now.to_text(), want], row_to_task)
+                    stmt.query_map(params![due_by.to_text(), want], row_to_task)
                         .map_err(sqlite_error)?
                         .collect::<rusqlite::Result<_>>()
                         .map_err(sqlite_error)?

@@ -7,7 +7,12 @@ use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 
-use crate::task::{TaskId, ValidationError, validate_type};
+use std::time::Duration;
+
+use crate::retry::RetryPolicy;
+use crate::task::{
+    DEFAULT_MAX_ATTEMPTS, MAX_ATTEMPTS_LIMIT, TaskId, ValidationError, validate_type,
+};
 
 /// What a handler reports when its attempt fails.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -46,6 +51,27 @@ pub type HandlerFuture = Pin<Box<dyn Future<Output = Result<(), TaskError>> + Se
 /// A registered handler.
 pub type Handler = Arc<dyn Fn(TaskContext) -> HandlerFuture + Send + Sync>;
 
+/// What a task type gets when a create does not say otherwise.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct TypeSettings {
+    /// Attempts allowed unless the create sets `maxAttempts`.
+    pub max_attempts: u32,
+    /// Backoff between attempts, copied onto each new task.
+    pub retry: RetryPolicy,
+    /// Longest a single attempt may run (never beyond the invocation's remaining time).
+    pub timeout: Duration,
+}
+
+impl Default for TypeSettings {
+    fn default() -> Self {
+        Self {
+            max_attempts: DEFAULT_MAX_ATTEMPTS,
+            retry: RetryPolicy::default(),
+            timeout: Duration::from_secs(30),
+        }
+    }
+}
+
 /// Registering a handler failed.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum RegistryError {
@@ -55,12 +81,22 @@ pub enum RegistryError {
     /// The type name breaks the naming rules.
     #[error("cannot register task type: {0}")]
     InvalidType(#[from] ValidationError),
+    /// The type's settings are out of range.
+    #[error("cannot register task type {0:?}: {1}")]
+    InvalidSettings(String, String),
+}
+
+#[derive(Clone)]
+struct Entry {
+    handler: Handler,
+    settings: TypeSettings,
 }
 
 /// Maps each task type to the one handler that runs it.
 #[derive(Clone, Default)]
 pub struct Registry {
-    handlers: HashMap<String, Handler>,
+    entries: HashMap<String, Entry>,
+    defaults: TypeSettings,
 }
 
 impl std::fmt::Debug for Registry {
@@ -72,45 +108,86 @@ impl std::fmt::Debug for Registry {
 }
 
 impl Registry {
-    /// An empty registry.
+    /// An empty registry whose types get [`TypeSettings::default`].
     pub fn new() -> Self {
         Self::default()
     }
 
-    /// Registers `handler` for `task_type`; a type registered twice is an error.
+    /// An empty registry whose types get `defaults` unless registered with their own.
+    pub fn with_defaults(defaults: TypeSettings) -> Self {
+        Self {
+            entries: HashMap::new(),
+            defaults,
+        }
+    }
+
+    /// Registers `handler` for `task_type` with the registry's default settings; a type
+    /// registered twice is an error.
     pub fn register<F, Fut>(&mut self, task_type: &str, handler: F) -> Result<(), RegistryError>
     where
         F: Fn(TaskContext) -> Fut + Send + Sync + 'static,
         Fut: Future<Output = Result<(), TaskError>> + Send + 'static,
     {
+        self.register_with(task_type, self.defaults, handler)
+    }
+
+    /// Registers `handler` for `task_type` with its own attempts, retry policy and timeout.
+    pub fn register_with<F, Fut>(
+        &mut self,
+        task_type: &str,
+        settings: TypeSettings,
+        handler: F,
+    ) -> Result<(), RegistryError>
+    where
+        F: Fn(TaskContext) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<(), TaskError>> + Send + 'static,
+    {
         validate_type(task_type)?;
-        if self.handlers.contains_key(task_type) {
+        if self.entries.contains_key(task_type) {
             return Err(RegistryError::Duplicate(task_type.to_owned()));
         }
+        let invalid = |reason: String| RegistryError::InvalidSettings(task_type.to_owned(), reason);
+        settings.retry.validate().map_err(invalid)?;
+        if !(1..=MAX_ATTEMPTS_LIMIT).contains(&settings.max_attempts) {
+            return Err(invalid(format!(
+                "max_attempts must be 1 to {MAX_ATTEMPTS_LIMIT}"
+            )));
+        }
         let handler: Handler = Arc::new(move |ctx| Box::pin(handler(ctx)));
-        self.handlers.insert(task_type.to_owned(), handler);
+        self.entries
+            .insert(task_type.to_owned(), Entry { handler, settings });
         Ok(())
     }
 
     /// The handler for `task_type`, if registered.
     pub fn get(&self, task_type: &str) -> Option<Handler> {
-        self.handlers.get(task_type).cloned()
+        self.entries
+            .get(task_type)
+            .map(|entry| Arc::clone(&entry.handler))
+    }
+
+    /// The settings of `task_type`, if registered.
+    pub fn settings(&self, task_type: &str) -> Option<TypeSettings> {
+        self.entries.get(task_type).map(|entry| entry.settings)
     }
 
     /// True when `task_type` has a handler.
     pub fn contains(&self, task_type: &str) -> bool {
-        self.handlers.contains_key(task_type)
+        self.entries.contains_key(task_type)
     }
 
     /// The registered types, in no particular order.
     pub fn types(&self) -> impl Iterator<Item = &str> {
-        self.handlers.keys().map(String::as_str)
+        self.entries.keys().map(String::as_str)
     }
 }
 
-/// The registry with every handler Tasker ships: `sendWebhook`.
-pub fn builtin_registry(webhook: webhook::WebhookSender) -> Result<Registry, RegistryError> {
-    let mut registry = Registry::new();
+/// The registry with every handler Tasker ships (`sendWebhook`), each with `defaults`.
+pub fn builtin_registry(
+    webhook: webhook::WebhookSender,
+    defaults: TypeSettings,
+) -> Result<Registry, RegistryError> {
+    let mut registry = Registry::with_defaults(defaults);
     let webhook = Arc::new(webhook);
     registry.register(webhook::TASK_TYPE, move |ctx| {
         let webhook = Arc::clone(&webhook);

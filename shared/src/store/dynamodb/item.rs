@@ -6,8 +6,9 @@ use std::time::Duration;
 use aws_sdk_dynamodb::types::AttributeValue;
 use serde::{Deserialize, Serialize};
 
-use super::schema::{DONE_PREFIX, DUE_PREFIX, GUARD_PREFIX, QUEUE_SHARDS};
+use super::schema::{DONE_PREFIX, DUE_PREFIX, GUARD_PREFIX, IDEMPOTENCY_PREFIX, QUEUE_SHARDS};
 use crate::clock::Timestamp;
+use crate::retry::RetryPolicy;
 use crate::store::StoreError;
 use crate::task::{Task, TaskId, TaskStatus};
 
@@ -42,6 +43,10 @@ struct TaskItem {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     lease_expires_at: Option<Timestamp>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    idempotency_key: Option<String>,
+    #[serde(default)]
+    retry_policy: RetryPolicy,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     queue: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     queue_at: Option<Timestamp>,
@@ -70,6 +75,11 @@ pub fn guard_key(task_type: &str, reference_uid: &str) -> String {
     format!("{GUARD_PREFIX}{task_type}#{reference_uid}")
 }
 
+/// The key of the guard item that maps `(task_type, idempotency_key)` to its task.
+pub fn idempotency_key_of(task_type: &str, key: &str) -> String {
+    format!("{IDEMPOTENCY_PREFIX}{task_type}#{key}")
+}
+
 /// The item that stores `task`; finished tasks expire `ttl_after` their finish.
 pub fn to_item(task: &Task, ttl_after: Duration) -> Result<Item, StoreError> {
     let (queue, queue_at) = match (task.due_at(), task.finished_at) {
@@ -93,6 +103,8 @@ pub fn to_item(task: &Task, ttl_after: Duration) -> Result<Item, StoreError> {
         finished_at: task.finished_at,
         reference_uid: task.reference_uid.clone(),
         lease_expires_at: task.lease_expires_at,
+        idempotency_key: task.idempotency_key.clone(),
+        retry_policy: task.retry_policy,
         queue,
         queue_at,
         expires_at: task
@@ -123,6 +135,8 @@ pub fn from_item(item: Item) -> Result<Task, StoreError> {
         finished_at: item.finished_at,
         reference_uid: item.reference_uid,
         lease_expires_at: item.lease_expires_at,
+        idempotency_key: item.idempotency_key,
+        retry_policy: item.retry_policy,
     })
 }
 

@@ -12,10 +12,12 @@ use aws_sdk_dynamodb::error::{DisplayErrorContext, ProvideErrorMetadata, SdkErro
 use aws_sdk_dynamodb::types::{AttributeValue, ReturnValue, ReturnValuesOnConditionCheckFailure};
 use futures::{StreamExt, TryStreamExt};
 
-use self::item::{Item, done_queue, from_item, get_s, guard_key, n, s, to_item};
+use self::item::{
+    Item, done_queue, from_item, get_s, guard_key, idempotency_key_of, n, s, to_item,
+};
 use self::schema::names;
 use super::{
-    Settlement, StoreError, TaskCanceller, TaskPurger, TaskQueue, TaskReader, TaskWriter,
+    Created, Settlement, StoreError, TaskCanceller, TaskPurger, TaskQueue, TaskReader, TaskWriter,
     apply_settlement,
 };
 use crate::clock::Timestamp;
@@ -26,8 +28,21 @@ use crate::task::{Task, TaskId, TaskStatus};
 const WRITE_CONCURRENCY: usize = 16;
 /// How long a reference guard whose task is not written yet counts as a create in flight.
 const GUARD_GRACE: Duration = Duration::from_secs(30);
-/// How often a create retries taking a reference guard that others keep changing.
+/// How often a create retries taking a guard that others keep changing.
 const GUARD_ATTEMPTS: usize = 5;
+/// How often, and how far apart, a repeated create looks for the task of a create in flight.
+const IN_FLIGHT_POLLS: usize = 10;
+const IN_FLIGHT_WAIT: Duration = Duration::from_millis(200);
+
+/// Why a guard stopped a create.
+enum GuardStop {
+    /// An active task holds the reference.
+    Duplicate(TaskId),
+    /// The idempotency key already made this task.
+    Existing(Box<Task>),
+    /// The holder's create has not written its task yet.
+    InFlight(TaskId),
+}
 
 /// Tasks in one DynamoDB table.
 #[derive(Debug, Clone)]
@@ -81,6 +96,7 @@ impl DynamoStore {
     async fn claim_one(
         &self,
         id: String,
+        due_by: Timestamp,
         now: Timestamp,
         lease_until: Timestamp,
     ) -> Result<Option<Task>, StoreError> {
@@ -97,6 +113,7 @@ impl DynamoStore {
             .expression_attribute_values(":one", n(1))
             .expression_attribute_values(":lease", s(lease_until.to_text()))
             .expression_attribute_values(":now", s(now.to_text()))
+            .expression_attribute_values(":due_by", s(due_by.to_text()))
             .expression_attribute_values(":due", s(schema::DUE_PREFIX))
             .return_values(ReturnValue::AllNew)
             .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld)
@@ -111,7 +128,7 @@ impl DynamoStore {
             }
             Err(err) => match conditional_failure(&err) {
                 Some(old) => {
-                    self.fail_exhausted(old, now).await?;
+                    self.fail_exhausted(old, due_by, now).await?;
                     Ok(None)
                 }
                 None => Err(sdk_error(err)),
@@ -120,10 +137,15 @@ impl DynamoStore {
     }
 
     /// A running task whose final attempt's lease expired is failed, not run again.
-    async fn fail_exhausted(&self, old: Option<Item>, now: Timestamp) -> Result<(), StoreError> {
+    async fn fail_exhausted(
+        &self,
+        old: Option<Item>,
+        due_by: Timestamp,
+        now: Timestamp,
+    ) -> Result<(), StoreError> {
         let Some(old) = old else { return Ok(()) };
         let task = from_item(old)?;
-        let expired = task.lease_expires_at.is_some_and(|lease| lease <= now);
+        let expired = task.lease_expires_at.is_some_and(|lease| lease <= due_by);
         if task.status != TaskStatus::Running || task.attempts < task.max_attempts || !expired {
             return Ok(());
         }
@@ -176,17 +198,22 @@ impl DynamoStore {
         }
     }
 
-    /// Takes the guard item for `(referenceUid, type)` of `task`, or reports the active task
-    /// that holds it.
-    async fn take_reference_guard(&self, task: &Task, reference: &str) -> Result<(), StoreError> {
-        let key = guard_key(&task.task_type, reference);
+    /// Takes the guard item `key` for `task`. When another task holds it, `decide` sees the
+    /// holder (absent if not written yet, with whether its guard is younger than the grace
+    /// period) and either stops the create or lets this task take the guard over.
+    async fn take_guard(
+        &self,
+        key: &str,
+        task: &Task,
+        decide: impl Fn(TaskId, Option<Task>, bool) -> Option<GuardStop>,
+    ) -> Result<Option<GuardStop>, StoreError> {
         let mut expected_holder: Option<String> = None;
         for _ in 0..GUARD_ATTEMPTS {
             let mut put = self
                 .client
                 .put_item()
                 .table_name(&self.table)
-                .item(schema::ID, s(&key))
+                .item(schema::ID, s(key))
                 .item(schema::GUARD_TASK_ID, s(task.id.to_string()))
                 .item(schema::GUARD_CREATED_AT, s(task.created_at.to_text()))
                 .return_values_on_condition_check_failure(
@@ -199,13 +226,13 @@ impl DynamoStore {
                     .expression_attribute_values(":task", s(holder)),
             };
             let err = match put.send().await {
-                Ok(_) => return Ok(()),
+                Ok(_) => return Ok(None),
                 Err(err) => err,
             };
             let Some(old) = conditional_failure(&err) else {
                 return Err(sdk_error(err));
             };
-            // The guard changed (or exists): find out whether its holder is still active.
+            // The guard exists (or changed since we read it): look at its holder.
             let Some(old) = old else {
                 expected_holder = None;
                 continue;
@@ -213,43 +240,29 @@ impl DynamoStore {
             let holder = get_s(&old, schema::GUARD_TASK_ID)
                 .unwrap_or_default()
                 .to_owned();
-            let guard_written: Option<Timestamp> =
+            let written: Option<Timestamp> =
                 get_s(&old, schema::GUARD_CREATED_AT).and_then(|at| at.parse().ok());
-            let holder_id: Option<TaskId> = holder.parse().ok();
-            let holder_task = match holder_id {
-                Some(id) => self.get(id).await?,
-                None => None,
-            };
-            match (holder_id, holder_task) {
-                (Some(id), Some(active)) if !active.status.is_finished() => {
-                    return Err(StoreError::Duplicate { existing: id });
+            let young = written.is_some_and(|at| at.plus(GUARD_GRACE) > task.created_at);
+            if let Ok(holder_id) = holder.parse::<TaskId>() {
+                let holder_task = self.get(holder_id).await?;
+                if let Some(stop) = decide(holder_id, holder_task, young) {
+                    return Ok(Some(stop));
                 }
-                (Some(id), None)
-                    if guard_written.is_some_and(|at| at.plus(GUARD_GRACE) > task.created_at) =>
-                {
-                    // Another create took the guard and has not written its task yet.
-                    return Err(StoreError::Duplicate { existing: id });
-                }
-                _ => expected_holder = Some(holder),
             }
+            expected_holder = Some(holder);
         }
         Err(StoreError::Unavailable(format!(
-            "referenceUid {reference:?} is contended; try again"
+            "{key:?} is contended; try again"
         )))
     }
 
-    /// Deletes the reference guard of `task_id` if it still names that task.
-    async fn release_reference_guard(
-        &self,
-        task_type: &str,
-        reference: &str,
-        task_id: &str,
-    ) -> Result<(), StoreError> {
+    /// Deletes the guard `key` if it still names `task_id`.
+    async fn release_guard(&self, key: String, task_id: &str) -> Result<(), StoreError> {
         let result = self
             .client
             .delete_item()
             .table_name(&self.table)
-            .key(schema::ID, s(guard_key(task_type, reference)))
+            .key(schema::ID, s(key))
             .condition_expression(schema::COND_GUARD_HELD_BY)
             .expression_attribute_values(":task", s(task_id))
             .send()
@@ -259,6 +272,53 @@ impl DynamoStore {
             Err(err) if conditional_failure(&err).is_some() => Ok(()),
             Err(err) => Err(sdk_error(err)),
         }
+    }
+
+    /// Deletes the guards a task item holds (reference and idempotency), if they still name it.
+    async fn release_guards_of(&self, item: &Item, task_id: &str) -> Result<(), StoreError> {
+        let Some(task_type) = get_s(item, schema::TYPE) else {
+            return Ok(());
+        };
+        if let Some(reference) = get_s(item, schema::REFERENCE_UID) {
+            self.release_guard(guard_key(task_type, reference), task_id)
+                .await?;
+        }
+        if let Some(key) = get_s(item, schema::IDEMPOTENCY_KEY) {
+            self.release_guard(idempotency_key_of(task_type, key), task_id)
+                .await?;
+        }
+        Ok(())
+    }
+
+    /// Finds the task an idempotency guard names, waiting briefly for a create in flight.
+    async fn idempotent_replay(
+        &self,
+        task: &Task,
+        key: &str,
+    ) -> Result<Option<Created>, StoreError> {
+        let guard = idempotency_key_of(&task.task_type, key);
+        for _ in 0..IN_FLIGHT_POLLS {
+            let stop = self
+                .take_guard(&guard, task, |holder, existing, young| match existing {
+                    Some(existing) => Some(GuardStop::Existing(Box::new(existing))),
+                    None if young => Some(GuardStop::InFlight(holder)),
+                    None => None,
+                })
+                .await?;
+            match stop {
+                None => return Ok(None),
+                Some(GuardStop::Existing(existing)) => {
+                    return Ok(Some(Created::Existing(*existing)));
+                }
+                Some(GuardStop::InFlight(_)) => tokio::time::sleep(IN_FLIGHT_WAIT).await,
+                Some(GuardStop::Duplicate(id)) => {
+                    return Err(StoreError::Duplicate { existing: id });
+                }
+            }
+        }
+        Err(StoreError::Unavailable(format!(
+            "a create with idempotencyKey {key:?} is still in progress; try again"
+        )))
     }
 
     /// Deletes one finished task found by cleanup; false when it changed meanwhile.
@@ -280,13 +340,7 @@ impl DynamoStore {
             Err(err) if conditional_failure(&err).is_some() => return Ok(false),
             Err(err) => return Err(sdk_error(err)),
         };
-        if let (Some(reference), Some(task_type)) = (
-            get_s(&old, schema::REFERENCE_UID),
-            get_s(&old, schema::TYPE),
-        ) {
-            self.release_reference_guard(task_type, reference, &id)
-                .await?;
-        }
+        self.release_guards_of(&old, &id).await?;
         Ok(true)
     }
 }
@@ -370,37 +424,65 @@ impl TaskReader for DynamoStore {
 }
 
 impl TaskWriter for DynamoStore {
-    async fn create(&self, task: Task) -> Result<Task, StoreError> {
-        if let Some(reference) = &task.reference_uid {
-            self.take_reference_guard(&task, reference).await?;
-        }
-        let written = self
-            .client
-            .put_item()
-            .table_name(&self.table)
-            .set_item(Some(to_item(&task, self.ttl_after)?))
-            .condition_expression(schema::COND_NEW_ITEM)
-            .send()
-            .await
-            .map_err(sdk_error);
-        if let (Err(_), Some(reference)) = (&written, &task.reference_uid) {
-            // Free the pair at once rather than leaving a guard for a task that does not exist.
-            let id = task.id.to_string();
-            if let Err(err) = self
-                .release_reference_guard(&task.task_type, reference, &id)
-                .await
-            {
-                tracing::warn!(error = %err, task_id = %id, "could not release the reference guard");
+    async fn create(&self, task: Task) -> Result<Created, StoreError> {
+        let id = task.id.to_string();
+        if let Some(key) = &task.idempotency_key {
+            if let Some(existing) = self.idempotent_replay(&task, key).await? {
+                return Ok(existing);
             }
         }
-        written?;
-        Ok(task)
+        let mut written = Ok(());
+        if let Some(reference) = &task.reference_uid {
+            let guard = guard_key(&task.task_type, reference);
+            let stop = self
+                .take_guard(&guard, &task, |holder, existing, young| match existing {
+                    Some(active) if !active.status.is_finished() => {
+                        Some(GuardStop::Duplicate(holder))
+                    }
+                    // Another create took the guard and has not written its task yet.
+                    None if young => Some(GuardStop::Duplicate(holder)),
+                    _ => None,
+                })
+                .await;
+            written = match stop {
+                Ok(None) => Ok(()),
+                Ok(Some(GuardStop::Duplicate(existing) | GuardStop::InFlight(existing))) => {
+                    Err(StoreError::Duplicate { existing })
+                }
+                Ok(Some(GuardStop::Existing(existing))) => Err(StoreError::Duplicate {
+                    existing: existing.id,
+                }),
+                Err(err) => Err(err),
+            };
+        }
+        if written.is_ok() {
+            written = self
+                .client
+                .put_item()
+                .table_name(&self.table)
+                .set_item(Some(to_item(&task, self.ttl_after)?))
+                .condition_expression(schema::COND_NEW_ITEM)
+                .send()
+                .await
+                .map(|_| ())
+                .map_err(sdk_error);
+        }
+        if let Err(err) = written {
+            // Free the guards at once rather than leave them naming a task that does not exist.
+            let item = to_item(&task, self.ttl_after)?;
+            if let Err(release) = self.release_guards_of(&item, &id).await {
+                tracing::warn!(error = %release, task_id = %id, "could not release the guards");
+            }
+            return Err(err);
+        }
+        Ok(Created::New(task))
     }
 }
 
 impl TaskQueue for DynamoStore {
     async fn claim_due(
         &self,
+        due_by: Timestamp,
         now: Timestamp,
         limit: usize,
         lease_until: Timestamp,
@@ -410,7 +492,11 @@ impl TaskQueue for DynamoStore {
         }
         // Read up to `limit` candidates from every shard, then claim the oldest first.
         let shards = (0..schema::QUEUE_SHARDS).map(|shard| {
-            self.query_queue(format!("{}{shard}", schema::DUE_PREFIX), now, Some(limit))
+            self.query_queue(
+                format!("{}{shard}", schema::DUE_PREFIX),
+                due_by,
+                Some(limit),
+            )
         });
         let mut candidates: Vec<(String, String)> = futures::future::try_join_all(shards)
             .await?
@@ -425,7 +511,7 @@ impl TaskQueue for DynamoStore {
         while claimed.len() < limit && remaining.peek().is_some() && first_error.is_none() {
             let round: Vec<String> = remaining.by_ref().take(limit - claimed.len()).collect();
             let results: Vec<Result<Option<Task>, StoreError>> = futures::stream::iter(round)
-                .map(|id| self.claim_one(id, now, lease_until))
+                .map(|id| self.claim_one(id, due_by, now, lease_until))
                 .buffered(WRITE_CONCURRENCY)
                 .collect()
                 .await;

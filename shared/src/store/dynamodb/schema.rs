@@ -35,7 +35,7 @@ pub const UPDATED_AT: &str = "updatedAt";
 pub const FINISHED_AT: &str = "finishedAt";
 /// Unix seconds after which DynamoDB TTL may delete a finished item (a backstop for cleanup).
 pub const EXPIRES_AT: &str = "expiresAt";
-/// On a reference guard item: the task that holds the `(referenceUid, type)` pair.
+/// On a guard item: the task that holds the `(referenceUid, type)` or idempotency pair.
 pub const GUARD_TASK_ID: &str = "taskId";
 /// On a reference guard item: when the guard was written.
 pub const GUARD_CREATED_AT: &str = "createdAt";
@@ -53,6 +53,10 @@ pub const DUE_PREFIX: &str = "due#";
 pub const DONE_PREFIX: &str = "done#";
 /// Prefix of a reference guard item's [`ID`].
 pub const GUARD_PREFIX: &str = "ref#";
+/// Prefix of an idempotency guard item's [`ID`].
+pub const IDEMPOTENCY_PREFIX: &str = "idem#";
+/// The idempotency key attribute of a task.
+pub const IDEMPOTENCY_KEY: &str = "idempotencyKey";
 
 /// Expression attribute names used in every expression (`type` and `status` are reserved words).
 pub mod names {
@@ -68,7 +72,7 @@ pub mod names {
 pub const COND_NEW_ITEM: &str = "attribute_not_exists(id)";
 /// Condition for claiming: still in a due shard, its instant has come, attempts remain.
 pub const COND_CLAIMABLE: &str =
-    "begins_with(#queue, :due) AND queueAt <= :now AND attempts < maxAttempts";
+    "begins_with(#queue, :due) AND queueAt <= :due_by AND attempts < maxAttempts";
 /// Update expression of a claim.
 pub const UPDATE_CLAIM: &str = "SET #status = :running, attempts = attempts + :one, \
      leaseExpiresAt = :lease, queueAt = :lease, updatedAt = :now";
