@@ -25,6 +25,9 @@ read -r ddb_pid endpoint < <(scripts/dynamodb-local.sh "$log")
 trap 'kill "$ddb_pid" 2>/dev/null || true' EXIT
 echo "DynamoDB Local at $endpoint (pid $ddb_pid, log $log)"
 export TASKER_TEST_DYNAMODB_ENDPOINT="$endpoint"
+# Outage tests start and stop DynamoDB Local instances of their own from here.
+TASKER_TEST_DYNAMODB_DIR=$(ls -d "$CACHE"/package/lib/dynamodb_local_*/ | tail -n 1)
+export TASKER_TEST_DYNAMODB_DIR
 
 echo "== cargo test"
 cargo test --workspace --locked --no-fail-fast

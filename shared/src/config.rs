@@ -64,7 +64,8 @@ pub struct Config {
     /// `TASKER_TABLE`: DynamoDB table, required with `dynamodb`.
     pub table: Option<String>,
     /// `TASKER_BATCH_SIZE` (1–1000, default 100), `TASKER_CONCURRENCY` (1–256, default 16),
-    /// `TASKER_MAX_RUN` (default 5m), `TASKER_TIME_MARGIN` (default 10s).
+    /// `TASKER_MAX_RUN` (default 5m), `TASKER_TIME_MARGIN` (default 10s),
+    /// `TASKER_LEASE_GRACE` (default 30s).
     pub processor: ProcessorSettings,
     /// Settings of the built-in task types: `TASKER_HANDLER_TIMEOUT` (default 30s),
     /// `TASKER_RETRY_INITIAL` (30s), `TASKER_RETRY_FACTOR` (2), `TASKER_RETRY_MAX` (1h),
@@ -105,6 +106,7 @@ impl Config {
                 })?,
                 max_run: parse(&get, "TASKER_MAX_RUN", defaults.max_run, duration)?,
                 time_margin: parse(&get, "TASKER_TIME_MARGIN", defaults.time_margin, duration)?,
+                lease_grace: parse(&get, "TASKER_LEASE_GRACE", defaults.lease_grace, duration)?,
             },
             task_defaults: {
                 let base = TypeSettings::default();

@@ -15,8 +15,10 @@ use crate::tasks::{Registry, TaskContext, TaskError, TypeSettings};
 
 /// Time kept back after a handler's timeout to write its outcome before the deadline.
 const SETTLE_RESERVE: Duration = Duration::from_secs(2);
-/// Extra lease beyond the run's deadline, so a slow final write is not mistaken for a crash.
-const LEASE_GRACE: Duration = Duration::from_secs(30);
+/// How often an outcome write that failed for a passing reason is tried again, and the first
+/// pause between tries (doubling); a lost outcome means the task runs again later.
+const SETTLE_RETRIES: u32 = 3;
+const SETTLE_RETRY_PAUSE: Duration = Duration::from_millis(100);
 
 /// How a processor run behaves.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -29,6 +31,9 @@ pub struct ProcessorSettings {
     pub max_run: Duration,
     /// No task starts when less than this remains before the deadline.
     pub time_margin: Duration,
+    /// How long a claim outlives the run's deadline, so a slow final write is not mistaken for
+    /// a crash; after it a crashed run's tasks are due again.
+    pub lease_grace: Duration,
 }
 
 impl Default for ProcessorSettings {
@@ -38,6 +43,7 @@ impl Default for ProcessorSettings {
             concurrency: 16,
             max_run: Duration::from_secs(300),
             time_margin: Duration::from_secs(10),
+            lease_grace: Duration::from_secs(30),
         }
     }
 }
@@ -211,7 +217,8 @@ impl<S: TaskQueue> Tasker<S> {
         let mut summary = RunSummary::default();
         let due_by = self.clock.now();
         // The lease covers the whole run: no handler outlives the deadline.
-        let lease_until = due_by.plus(deadline.saturating_duration_since(started) + LEASE_GRACE);
+        let lease_until =
+            due_by.plus(deadline.saturating_duration_since(started) + self.settings.lease_grace);
         loop {
             if deadline.saturating_duration_since(Instant::now()) < self.settings.time_margin {
                 if summary.claimed == 0 {
@@ -352,7 +359,26 @@ impl<S: TaskQueue> Tasker<S> {
             Settlement::Retry { error, .. } | Settlement::Failed { error } => Some(error.clone()),
             _ => None,
         };
-        match self.store.settle(task, settlement, self.clock.now()).await {
+        let mut written = self
+            .store
+            .settle(task, settlement.clone(), self.clock.now())
+            .await;
+        let mut pause = SETTLE_RETRY_PAUSE;
+        for _ in 0..SETTLE_RETRIES {
+            match &written {
+                Err(err) if err.is_retryable() => {
+                    tracing::warn!(task_id = %task.id, error = %err, "recording the outcome failed; trying again");
+                    tokio::time::sleep(pause).await;
+                    pause *= 2;
+                    written = self
+                        .store
+                        .settle(task, settlement.clone(), self.clock.now())
+                        .await;
+                }
+                _ => break,
+            }
+        }
+        match written {
             Ok(_) => {
                 tracing::info!(
                     task_id = %task.id,

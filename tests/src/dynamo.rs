@@ -33,11 +33,21 @@ pub fn child_env() -> Vec<(&'static str, String)> {
 
 /// A client for DynamoDB Local (one per test: clients are tied to the test's runtime).
 pub fn client() -> Client {
+    client_for(&endpoint())
+}
+
+/// A client for the DynamoDB-compatible endpoint `endpoint` on 127.0.0.1.
+pub fn client_for(endpoint: &str) -> Client {
+    assert!(
+        endpoint.starts_with("http://127.0.0.1:"),
+        "tests only talk to 127.0.0.1"
+    );
     let config = aws_sdk_dynamodb::Config::builder()
         .behavior_version(BehaviorVersion::latest())
-        .endpoint_url(endpoint())
+        .endpoint_url(endpoint)
         .region(Region::new("us-east-1"))
         .credentials_provider(Credentials::new("test", "test", None, None, "tasker-tests"))
+        .retry_config(tasker::store::dynamodb::retry_config())
         .build();
     Client::from_conf(config)
 }
@@ -59,4 +69,83 @@ pub async fn fresh_store() -> DynamoStore {
     let client = client();
     let table = fresh_table(&client).await;
     DynamoStore::new(client, table, std::time::Duration::ZERO)
+}
+
+/// The variable naming DynamoDB Local's install folder (with `DynamoDBLocal.jar`).
+pub const DIR_VAR: &str = "TASKER_TEST_DYNAMODB_DIR";
+
+/// A DynamoDB Local of a test's own, persisting to a folder so it can be stopped and started
+/// again with the same data (an outage).
+pub struct OwnDynamoLocal {
+    child: Option<std::process::Child>,
+    data: tempfile::TempDir,
+    /// The fixed port it listens on across restarts.
+    pub port: u16,
+}
+
+impl OwnDynamoLocal {
+    /// Starts it on a free port with a fresh data folder.
+    pub async fn start() -> Self {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("free port")
+            .port();
+        let mut local = Self {
+            child: None,
+            data: tempfile::tempdir().expect("data dir"),
+            port,
+        };
+        local.resume().await;
+        local
+    }
+
+    /// `http://127.0.0.1:<port>`
+    pub fn endpoint(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    /// Kills the process (the data folder stays).
+    pub fn stop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Starts the process again on the same port and data, and waits until it accepts connections.
+    pub async fn resume(&mut self) {
+        let dir = std::env::var(DIR_VAR)
+            .unwrap_or_else(|_| panic!("{DIR_VAR} is not set: run the tests with scripts/test.sh"));
+        let child = std::process::Command::new("java")
+            .current_dir(&dir)
+            .args([
+                "-Djava.library.path=./DynamoDBLocal_lib",
+                "-jar",
+                "DynamoDBLocal.jar",
+            ])
+            .args(["-sharedDb", "-disableTelemetry", "-dbPath"])
+            .arg(self.data.path())
+            .args(["-port", &self.port.to_string()])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("start DynamoDB Local");
+        self.child = Some(child);
+        let address = format!("127.0.0.1:{}", self.port);
+        crate::eventually(
+            "DynamoDB Local to accept connections",
+            std::time::Duration::from_secs(30),
+            || {
+                let address = address.clone();
+                async move { tokio::net::TcpStream::connect(address).await.ok() }
+            },
+        )
+        .await;
+    }
+}
+
+impl Drop for OwnDynamoLocal {
+    fn drop(&mut self) {
+        self.stop();
+    }
 }

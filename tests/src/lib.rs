@@ -5,6 +5,7 @@ pub mod dynamo;
 pub mod events;
 pub mod process;
 pub mod receiver;
+pub mod throttle;
 
 use std::path::PathBuf;
 use std::time::Duration;

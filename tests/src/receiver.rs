@@ -1,5 +1,6 @@
 //! A webhook receiver on 127.0.0.1 that records every request and answers the status code
-//! named in its path: `/status/500/...` answers 500, anything else 200.
+//! named in its path: `/status/500/...` answers 500, anything else 200. `/delay/1500/...`
+//! answers after 1.5 s (the request is recorded when it arrives).
 
 use std::sync::{Arc, Mutex};
 use std::time::SystemTime;
@@ -48,6 +49,11 @@ impl Receiver {
         Self { base, seen, server }
     }
 
+    /// Every request so far.
+    pub fn all(&self) -> Vec<Received> {
+        self.seen.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
     /// Every request to `path` so far.
     pub fn requests_to(&self, path: &str) -> Vec<Received> {
         self.seen
@@ -79,6 +85,10 @@ async fn record(
         .and_then(|code| code.parse::<u16>().ok())
         .and_then(|code| StatusCode::from_u16(code).ok())
         .unwrap_or(StatusCode::OK);
+    let delay = path
+        .strip_prefix("/delay/")
+        .and_then(|rest| rest.split('/').next())
+        .and_then(|ms| ms.parse::<u64>().ok());
     seen.lock()
         .unwrap_or_else(|p| p.into_inner())
         .push(Received {
@@ -87,5 +97,8 @@ async fn record(
             body,
             at: SystemTime::now(),
         });
+    if let Some(ms) = delay {
+        tokio::time::sleep(std::time::Duration::from_millis(ms)).await;
+    }
     status
 }

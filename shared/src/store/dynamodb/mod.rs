@@ -8,6 +8,8 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use aws_sdk_dynamodb::Client;
+use aws_sdk_dynamodb::config::BehaviorVersion;
+use aws_sdk_dynamodb::config::retry::RetryConfig;
 use aws_sdk_dynamodb::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
 use aws_sdk_dynamodb::types::{AttributeValue, ReturnValue, ReturnValuesOnConditionCheckFailure};
 use futures::{StreamExt, TryStreamExt};
@@ -65,7 +67,10 @@ impl DynamoStore {
     /// A client from the standard AWS environment (region, credentials,
     /// `AWS_ENDPOINT_URL_DYNAMODB` for DynamoDB Local).
     pub async fn client_from_env() -> Client {
-        let config = aws_config::load_from_env().await;
+        let config = aws_config::defaults(BehaviorVersion::latest())
+            .retry_config(retry_config())
+            .load()
+            .await;
         Client::new(&config)
     }
 
@@ -343,6 +348,14 @@ impl DynamoStore {
         self.release_guards_of(&old, &id).await?;
         Ok(true)
     }
+}
+
+/// The SDK's retries for Tasker: more attempts than the default 3, because a lost write of an
+/// outcome costs a second run of the task after its lease expires.
+pub fn retry_config() -> RetryConfig {
+    RetryConfig::standard()
+        .with_max_attempts(6)
+        .with_initial_backoff(Duration::from_millis(50))
 }
 
 /// `Some(old item)` when `err` is a failed condition check (the item may be absent).

@@ -1,0 +1,120 @@
+//! A proxy on 127.0.0.1 in front of DynamoDB Local that answers a fraction of calls with
+//! `ProvisionedThroughputExceededException` instead of forwarding them, as DynamoDB does when a
+//! partition is hot. Throttled calls never reach DynamoDB Local, so they have no effect.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use axum::Router;
+use axum::body::{Body, Bytes};
+use axum::extract::State;
+use axum::http::{HeaderMap, Method, Response, StatusCode, Uri};
+
+struct Shared {
+    upstream: String,
+    client: reqwest::Client,
+    /// Out of 1000 calls, how many are throttled.
+    per_mille: u64,
+    calls: AtomicU64,
+    throttled: AtomicU64,
+}
+
+/// The running proxy; stops when dropped.
+pub struct ThrottlingProxy {
+    /// `http://127.0.0.1:<port>`
+    pub endpoint: String,
+    shared: Arc<Shared>,
+    server: tokio::task::JoinHandle<()>,
+}
+
+impl ThrottlingProxy {
+    /// Starts a proxy to `upstream` that throttles `per_mille` of every 1000 calls.
+    pub async fn start(upstream: &str, per_mille: u64) -> Self {
+        let shared = Arc::new(Shared {
+            upstream: upstream.trim_end_matches('/').to_owned(),
+            client: reqwest::Client::new(),
+            per_mille,
+            calls: AtomicU64::new(0),
+            throttled: AtomicU64::new(0),
+        });
+        let app = Router::new()
+            .fallback(forward)
+            .with_state(Arc::clone(&shared));
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind proxy");
+        let endpoint = format!("http://{}", listener.local_addr().expect("proxy address"));
+        let server = tokio::spawn(async move {
+            let _ = axum::serve(listener, app).await;
+        });
+        Self {
+            endpoint,
+            shared,
+            server,
+        }
+    }
+
+    /// Calls seen and calls throttled so far.
+    pub fn counts(&self) -> (u64, u64) {
+        (
+            self.shared.calls.load(Ordering::SeqCst),
+            self.shared.throttled.load(Ordering::SeqCst),
+        )
+    }
+}
+
+impl Drop for ThrottlingProxy {
+    fn drop(&mut self) {
+        self.server.abort();
+    }
+}
+
+async fn forward(
+    State(shared): State<Arc<Shared>>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response<Body> {
+    let n = shared.calls.fetch_add(1, Ordering::SeqCst);
+    // A fixed pattern (not a random one) keeps runs comparable: every call whose number
+    // falls in the first `per_mille` of each thousand, spread by a stride.
+    if (n * 617) % 1000 < shared.per_mille {
+        shared.throttled.fetch_add(1, Ordering::SeqCst);
+        let body = r#"{"__type":"com.amazonaws.dynamodb.v20120810#ProvisionedThroughputExceededException","message":"The level of configured provisioned throughput for the table was exceeded. (injected by the test proxy)"}"#;
+        return Response::builder()
+            .status(StatusCode::BAD_REQUEST)
+            .header("content-type", "application/x-amz-json-1.0")
+            .body(Body::from(body))
+            .unwrap_or_default();
+    }
+    let url = format!(
+        "{}{}",
+        shared.upstream,
+        uri.path_and_query().map_or("/", |p| p.as_str())
+    );
+    let mut request = shared.client.request(method, url).body(body);
+    for (name, value) in &headers {
+        if name != "host" && name != "content-length" {
+            request = request.header(name, value);
+        }
+    }
+    match request.send().await {
+        Ok(answer) => {
+            let status = answer.status();
+            let answer_headers = answer.headers().clone();
+            let bytes = answer.bytes().await.unwrap_or_default();
+            let mut response = Response::builder().status(status);
+            for (name, value) in &answer_headers {
+                if name != "content-length" && name != "transfer-encoding" {
+                    response = response.header(name, value);
+                }
+            }
+            response.body(Body::from(bytes)).unwrap_or_default()
+        }
+        Err(err) => Response::builder()
+            .status(StatusCode::BAD_GATEWAY)
+            .body(Body::from(err.to_string()))
+            .unwrap_or_default(),
+    }
+}

@@ -1,0 +1,246 @@
+//! Reliability under races, throttling and a store outage: every task runs exactly once (or, for
+//! tasks in flight when the store went away, at most twice), and none is lost.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use futures::StreamExt;
+use tasker::store::conformance::FullStore;
+use tasker::store::{TaskQueue, TaskReader, TaskWriter};
+use tasker::{
+    DynamoStore, ManualClock, NewTask, ProcessorSettings, Registry, SqliteStore, Task, TaskId,
+    TaskStatus, Tasker, Timestamp,
+};
+use tasker_tests::dynamo::{self, OwnDynamoLocal};
+use tasker_tests::throttle::ThrottlingProxy;
+
+/// How many times each task's handler ran.
+type Executions = Arc<Mutex<HashMap<TaskId, u32>>>;
+
+const RECORD: &str = "record";
+
+/// A registry whose `record` handler counts its runs, after sleeping `work`.
+fn recording_registry(work: Duration) -> (Registry, Executions) {
+    let executions: Executions = Arc::default();
+    let seen = Arc::clone(&executions);
+    let mut registry = Registry::new();
+    registry
+        .register(RECORD, move |ctx| {
+            let seen = Arc::clone(&seen);
+            async move {
+                *seen
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .entry(ctx.id)
+                    .or_default() += 1;
+                if !work.is_zero() {
+                    tokio::time::sleep(work).await;
+                }
+                Ok(())
+            }
+        })
+        .expect("register");
+    (registry, executions)
+}
+
+fn settings() -> ProcessorSettings {
+    ProcessorSettings {
+        batch_size: 100,
+        concurrency: 16,
+        max_run: Duration::from_secs(60),
+        time_margin: Duration::from_secs(1),
+        lease_grace: Duration::from_secs(1),
+    }
+}
+
+async fn create_many<S: TaskWriter + Clone + 'static>(store: &S, count: usize) -> Vec<TaskId> {
+    let now = Timestamp::now_utc();
+    futures::stream::iter(0..count)
+        .map(|i| {
+            let store = store.clone();
+            async move {
+                let task = Task::from_new(NewTask::new(RECORD, format!("{{\"n\":{i}}}")), now);
+                store.create(task).await.expect("create").into_task().id
+            }
+        })
+        .buffer_unordered(32)
+        .collect()
+        .await
+}
+
+async fn statuses<S: TaskReader + Clone + 'static>(
+    store: &S,
+    ids: &[TaskId],
+) -> HashMap<TaskId, TaskStatus> {
+    futures::stream::iter(ids.to_vec())
+        .map(|id| {
+            let store = store.clone();
+            async move {
+                let task = store.get(id).await.expect("get").expect("task not lost");
+                (id, task.status)
+            }
+        })
+        .buffer_unordered(32)
+        .collect()
+        .await
+}
+
+/// Runs `tasker` until a run claims nothing; store errors only pause it.
+async fn drain<S: TaskQueue + Clone + 'static>(tasker: Tasker<S>) -> usize {
+    let mut claimed = 0;
+    let mut idle_runs = 0;
+    for _ in 0..500 {
+        match tasker.process_queue(None).await {
+            Ok(summary) if summary.claimed == 0 && summary.errors == 0 => {
+                idle_runs += 1;
+                if idle_runs >= 2 {
+                    break;
+                }
+            }
+            Ok(summary) => {
+                idle_runs = 0;
+                claimed += summary.claimed;
+            }
+            Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
+        }
+    }
+    claimed
+}
+
+/// GIVEN 2,000 due tasks WHEN 4 processors drain the queue at the same time THEN every task ran
+/// exactly once and succeeded.
+async fn four_processors_race<S: FullStore>(stores: Vec<S>) {
+    let ids = create_many(&stores[0], 2000).await;
+    let (registry, executions) = recording_registry(Duration::ZERO);
+    let processors: Vec<_> = stores
+        .iter()
+        .map(|store| {
+            let tasker = Tasker::new(store.clone(), registry.clone(), settings());
+            tokio::spawn(drain(tasker))
+        })
+        .collect();
+    let mut claimed_per_processor = Vec::new();
+    for processor in processors {
+        claimed_per_processor.push(processor.await.expect("processor"));
+    }
+
+    let executions = executions.lock().unwrap_or_else(|p| p.into_inner()).clone();
+    let duplicates = executions.values().filter(|n| **n > 1).count();
+    assert_eq!(duplicates, 0, "tasks ran more than once");
+    assert_eq!(executions.len(), ids.len(), "every task ran");
+    assert_eq!(claimed_per_processor.iter().sum::<usize>(), ids.len());
+    let statuses = statuses(&stores[0], &ids).await;
+    assert!(statuses.values().all(|s| *s == TaskStatus::Succeeded));
+    eprintln!(
+        "race: {} tasks, claims per processor {claimed_per_processor:?}, duplicates 0, lost 0",
+        ids.len()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn four_processors_race_on_sqlite() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let path = dir.path().join("race.db");
+    // Four connections to one file, as four `tasker process` would have.
+    let stores = (0..4)
+        .map(|_| SqliteStore::open(&path).expect("open"))
+        .collect();
+    four_processors_race(stores).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn four_processors_race_on_dynamodb() {
+    let table = dynamo::fresh_table(&dynamo::client()).await;
+    let stores = (0..4)
+        .map(|_| DynamoStore::new(dynamo::client(), &table, Duration::ZERO))
+        .collect();
+    four_processors_race(stores).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn throttled_dynamodb_still_runs_every_task_once() {
+    // GIVEN 300 due tasks, and two processors whose every call goes through a proxy that
+    // throttles 200 of every 1000 calls
+    let table = dynamo::fresh_table(&dynamo::client()).await;
+    let direct = DynamoStore::new(dynamo::client(), &table, Duration::ZERO);
+    let ids = create_many(&direct, 300).await;
+    let proxy = ThrottlingProxy::start(&dynamo::endpoint(), 200).await;
+    let (registry, executions) = recording_registry(Duration::ZERO);
+    let processors: Vec<_> = (0..2)
+        .map(|_| {
+            let store =
+                DynamoStore::new(dynamo::client_for(&proxy.endpoint), &table, Duration::ZERO);
+            let mut settings = settings();
+            settings.batch_size = 50;
+            tokio::spawn(drain(Tasker::new(store, registry.clone(), settings)))
+        })
+        .collect();
+    for processor in processors {
+        processor.await.expect("processor");
+    }
+
+    // THEN the SDK and Tasker retried through it: every task ran once and succeeded
+    let (calls, throttled) = proxy.counts();
+    assert!(throttled > 0, "the proxy throttled nothing");
+    let executions = executions.lock().unwrap_or_else(|p| p.into_inner()).clone();
+    assert_eq!(executions.len(), ids.len());
+    assert!(executions.values().all(|n| *n == 1), "a task ran twice");
+    let statuses = statuses(&direct, &ids).await;
+    assert!(statuses.values().all(|s| *s == TaskStatus::Succeeded));
+    eprintln!(
+        "throttling: {calls} calls, {throttled} throttled, {} tasks once each",
+        ids.len()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_store_outage_mid_run_loses_nothing() {
+    // GIVEN a DynamoDB Local of our own with 8 tasks whose handler takes 500 ms
+    let mut local = OwnDynamoLocal::start().await;
+    let client = dynamo::client_for(&local.endpoint());
+    let table = dynamo::fresh_table(&client).await;
+    let store = DynamoStore::new(client, &table, Duration::ZERO);
+    let ids = create_many(&store, 8).await;
+    let (registry, executions) = recording_registry(Duration::from_millis(500));
+    let clock = Arc::new(ManualClock::new(Timestamp::now_utc()));
+    let mut settings = settings();
+    settings.max_run = Duration::from_secs(5);
+    let tasker = Tasker::with_clock(store.clone(), registry, settings, clock.clone());
+
+    // WHEN DynamoDB Local dies while the handlers run
+    let run = tokio::spawn({
+        let tasker = tasker.clone();
+        async move { tasker.process_queue(None).await }
+    });
+    let started = Arc::clone(&executions);
+    tasker_tests::eventually("handlers to start", Duration::from_secs(20), || {
+        let started = Arc::clone(&started);
+        async move { (started.lock().unwrap_or_else(|p| p.into_inner()).len() == 8).then_some(()) }
+    })
+    .await;
+    local.stop();
+    let summary = run.await.expect("run").expect("the run itself completes");
+
+    // THEN the run reports the outcomes it could not record
+    assert_eq!(summary.claimed, 8);
+    assert_eq!(summary.errors, 8, "{summary:?}");
+    assert_eq!(summary.succeeded, 0);
+
+    // WHEN DynamoDB Local is back with the same data and the leases have expired
+    local.resume().await;
+    let after_outage = statuses(&store, &ids).await;
+    assert!(
+        after_outage.values().all(|s| *s == TaskStatus::Running),
+        "nothing may be settled without its write: {after_outage:?}"
+    );
+    clock.advance(Duration::from_secs(120));
+    let summary = tasker.process_queue(None).await.expect("second run");
+
+    // THEN the next run finishes every task; only the 8 in flight at the outage ran twice
+    assert_eq!(summary.succeeded, 8, "{summary:?}");
+    let statuses = statuses(&store, &ids).await;
+    assert!(statuses.values().all(|s| *s == TaskStatus::Succeeded));
+    let executions = executions.lock().unwrap_or_else(|p| p.into_inner()).clone();
+    assert!(executions.values().all(|n| *n == 2));
+}
