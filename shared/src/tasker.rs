@@ -339,9 +339,11 @@ impl<S: TaskQueue> Tasker<S> {
             }
             Err(err) => Settlement::Retry {
                 error: err.to_string(),
+                // At least 1 ms later than now, so never due again within this run.
                 retry_at: self.clock.now().plus(
                     task.retry_policy
-                        .delay(task.attempts, rand::random::<f64>()),
+                        .delay(task.attempts, rand::random::<f64>())
+                        .max(Duration::from_millis(1)),
                 ),
             },
         };
@@ -413,5 +415,236 @@ fn panic_message(payload: Box<dyn std::any::Any + Send>) -> String {
         text.clone()
     } else {
         "non-string panic payload".to_owned()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    //! Clock-driven: time is a `ManualClock`, so schedules, backoff and leases are checked
+    //! without sleeping.
+
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicU32, Ordering};
+
+    use super::*;
+    use crate::clock::ManualClock;
+    use crate::retry::RetryPolicy;
+    use crate::store::SqliteStore;
+    use crate::task::TaskStatus;
+
+    fn start() -> Timestamp {
+        "2030-01-01T00:00:00Z"
+            .parse()
+            .unwrap_or_else(|_| Timestamp::now_utc())
+    }
+
+    fn tasker(registry: Registry) -> (Tasker<SqliteStore>, Arc<ManualClock>) {
+        let clock = Arc::new(ManualClock::new(start()));
+        let store = SqliteStore::in_memory().expect("sqlite");
+        let settings = ProcessorSettings {
+            time_margin: Duration::from_millis(100),
+            ..ProcessorSettings::default()
+        };
+        let tasker = Tasker::with_clock(store, registry, settings, clock.clone());
+        (tasker, clock)
+    }
+
+    fn counting(
+        task_type: &str,
+        settings: TypeSettings,
+        fail: Option<TaskError>,
+    ) -> (Registry, Arc<AtomicU32>) {
+        let runs = Arc::new(AtomicU32::new(0));
+        let counter = Arc::clone(&runs);
+        let mut registry = Registry::new();
+        registry
+            .register_with(task_type, settings, move |_| {
+                counter.fetch_add(1, Ordering::SeqCst);
+                let fail = fail.clone();
+                async move { fail.map_or(Ok(()), Err) }
+            })
+            .expect("register");
+        (registry, runs)
+    }
+
+    async fn run(tasker: &Tasker<SqliteStore>) -> RunSummary {
+        tasker.process_queue(None).await.expect("run")
+    }
+
+    async fn create(tasker: &Tasker<SqliteStore>, new: NewTask) -> TaskId {
+        tasker.create(new).await.expect("create").into_task().id
+    }
+
+    #[tokio::test]
+    async fn a_scheduled_task_waits_for_its_time() {
+        let (registry, runs) = counting("t", TypeSettings::default(), None);
+        let (tasker, clock) = tasker(registry);
+        let mut new = NewTask::new("t", "{}");
+        new.scheduled_at = Some(start().plus(Duration::from_secs(60)));
+        let id = create(&tasker, new).await;
+
+        assert_eq!(run(&tasker).await.claimed, 0);
+        clock.advance(Duration::from_millis(59_999));
+        assert_eq!(run(&tasker).await.claimed, 0);
+        clock.advance(Duration::from_millis(1));
+        assert_eq!(run(&tasker).await.succeeded, 1);
+        assert_eq!(runs.load(Ordering::SeqCst), 1);
+        let task = tasker.get(id).await.expect("get");
+        assert_eq!(task.status, TaskStatus::Succeeded);
+    }
+
+    #[tokio::test]
+    async fn failures_back_off_within_the_policy_then_fail() {
+        let settings = TypeSettings {
+            max_attempts: 3,
+            retry: RetryPolicy {
+                initial_interval_ms: 10_000,
+                factor: 2.0,
+                max_interval_ms: 15_000,
+                min_interval_ms: 0,
+            },
+            ..TypeSettings::default()
+        };
+        let failure = Some(TaskError::Retryable("HTTP 503".into()));
+        let (registry, runs) = counting("t", settings, failure);
+        let (tasker, clock) = tasker(registry);
+        let id = create(&tasker, NewTask::new("t", "{}")).await;
+
+        // Attempt 1 fails: due again within (0, 10 s].
+        assert_eq!(run(&tasker).await.retried, 1);
+        let task = tasker.get(id).await.expect("get");
+        let now = clock.now();
+        assert!(task.scheduled_at > now);
+        assert!(task.scheduled_at <= now.plus(Duration::from_secs(10)));
+        assert_eq!(task.last_error.as_deref(), Some("HTTP 503"));
+        assert_eq!(
+            run(&tasker).await.claimed,
+            0,
+            "not again in the same instant"
+        );
+
+        // Attempt 2 fails: the ceiling doubles but is capped at 15 s.
+        clock.advance(Duration::from_secs(10));
+        assert_eq!(run(&tasker).await.retried, 1);
+        let task = tasker.get(id).await.expect("get");
+        assert!(task.scheduled_at <= clock.now().plus(Duration::from_secs(15)));
+
+        // Attempt 3 is the last.
+        clock.advance(Duration::from_secs(15));
+        assert_eq!(run(&tasker).await.failed, 1);
+        let task = tasker.get(id).await.expect("get");
+        assert_eq!((task.status, task.attempts), (TaskStatus::Failed, 3));
+        assert_eq!(runs.load(Ordering::SeqCst), 3);
+        clock.advance(Duration::from_secs(3600));
+        assert_eq!(run(&tasker).await.claimed, 0);
+    }
+
+    #[tokio::test]
+    async fn a_permanent_error_fails_at_once() {
+        let failure = Some(TaskError::Permanent("bad payload".into()));
+        let (registry, _) = counting("t", TypeSettings::default(), failure);
+        let (tasker, _) = tasker(registry);
+        let id = create(&tasker, NewTask::new("t", "{}")).await;
+        assert_eq!(run(&tasker).await.failed, 1);
+        let task = tasker.get(id).await.expect("get");
+        assert_eq!((task.status, task.attempts), (TaskStatus::Failed, 1));
+    }
+
+    #[tokio::test]
+    async fn an_expired_lease_is_recovered_by_a_later_run() {
+        let (registry, runs) = counting("t", TypeSettings::default(), None);
+        let (tasker, clock) = tasker(registry);
+        let id = create(&tasker, NewTask::new("t", "{}")).await;
+        // A processor claims it and dies.
+        let now = clock.now();
+        let lease = now.plus(Duration::from_secs(60));
+        let claimed = tasker
+            .store()
+            .claim_due(now, now, 10, lease)
+            .await
+            .expect("claim");
+        assert_eq!(claimed.len(), 1);
+
+        assert_eq!(
+            run(&tasker).await.claimed,
+            0,
+            "leased to the dead processor"
+        );
+        clock.advance(Duration::from_secs(60));
+        assert_eq!(run(&tasker).await.succeeded, 1);
+        let task = tasker.get(id).await.expect("get");
+        assert_eq!((task.status, task.attempts), (TaskStatus::Succeeded, 2));
+        assert_eq!(runs.load(Ordering::SeqCst), 1);
+    }
+
+    #[tokio::test]
+    async fn a_type_without_handler_fails_its_attempts_without_looping() {
+        let (registry, _) = counting("known", TypeSettings::default(), None);
+        let (tasker, clock) = tasker(registry);
+        let orphan = Task::from_new(NewTask::new("retired.type", "{}"), clock.now());
+        tasker.store().create(orphan.clone()).await.expect("create");
+
+        let summary = run(&tasker).await;
+        assert_eq!(
+            (summary.claimed, summary.retried),
+            (1, 1),
+            "one attempt per run, no tight loop"
+        );
+        for _ in 0..2 {
+            clock.advance(Duration::from_secs(3600));
+            run(&tasker).await;
+        }
+        let task = tasker.get(orphan.id).await.expect("get");
+        assert_eq!(task.status, TaskStatus::Failed);
+        let error = task.last_error.unwrap_or_default();
+        assert!(error.contains("no handler is registered"), "{error}");
+    }
+
+    #[tokio::test]
+    async fn a_panic_or_a_timeout_fails_only_its_own_attempt() {
+        let mut registry = Registry::new();
+        registry
+            .register("ok", |_| async { Ok(()) })
+            .expect("register");
+        registry
+            .register("panics", |_| async { panic!("handler bug") })
+            .expect("register");
+        let slow = TypeSettings {
+            timeout: Duration::from_millis(50),
+            ..TypeSettings::default()
+        };
+        registry
+            .register_with("slow", slow, |_| async {
+                tokio::time::sleep(Duration::from_secs(30)).await;
+                Ok(())
+            })
+            .expect("register");
+        let (tasker, _) = tasker(registry);
+        let mut ids = Vec::new();
+        for task_type in ["ok", "panics", "slow"] {
+            ids.push(create(&tasker, NewTask::new(task_type, "{}")).await);
+        }
+        let summary = run(&tasker).await;
+        assert_eq!(
+            (summary.claimed, summary.succeeded, summary.retried),
+            (3, 1, 2)
+        );
+        let panicked = tasker.get(ids[1]).await.expect("get");
+        let error = panicked.last_error.unwrap_or_default();
+        assert!(error.contains("handler panicked: handler bug"), "{error}");
+        let timed_out = tasker.get(ids[2]).await.expect("get");
+        let error = timed_out.last_error.unwrap_or_default();
+        assert!(error.contains("timed out after 50ms"), "{error}");
+    }
+
+    #[tokio::test]
+    async fn a_run_without_time_left_claims_nothing() {
+        let (registry, runs) = counting("t", TypeSettings::default(), None);
+        let (tasker, _) = tasker(registry);
+        create(&tasker, NewTask::new("t", "{}")).await;
+        let deadline = Instant::now() + Duration::from_millis(50);
+        let summary = tasker.process_queue(Some(deadline)).await.expect("run");
+        assert_eq!(summary.claimed, 0);
+        assert_eq!(runs.load(Ordering::SeqCst), 0);
     }
 }
