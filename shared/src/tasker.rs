@@ -91,6 +91,18 @@ pub enum TaskerError {
     Store(#[from] StoreError),
 }
 
+impl TaskerError {
+    /// A short name for the kind of failure, as Lambda's `errorType` wants it.
+    pub fn error_type(&self) -> &'static str {
+        match self {
+            Self::Invalid(_) => "InvalidTask",
+            Self::UnknownType(_) => "UnknownTaskType",
+            Self::Store(store) if store.is_retryable() => "StoreUnavailable",
+            Self::Store(_) => "StoreError",
+        }
+    }
+}
+
 /// The outcome of one claimed task inside a run.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Outcome {

@@ -13,14 +13,8 @@ pub struct CleanupError(#[from] pub TaskerError);
 
 impl From<CleanupError> for Diagnostic {
     fn from(err: CleanupError) -> Self {
-        let retryable = matches!(&err.0, TaskerError::Store(store) if store.is_retryable());
         Diagnostic {
-            error_type: if retryable {
-                "StoreUnavailable"
-            } else {
-                "StoreError"
-            }
-            .into(),
+            error_type: err.0.error_type().into(),
             error_message: err.to_string(),
         }
     }

@@ -13,14 +13,8 @@ pub struct ProcessorError(#[from] pub TaskerError);
 
 impl From<ProcessorError> for Diagnostic {
     fn from(err: ProcessorError) -> Self {
-        let retryable = matches!(&err.0, TaskerError::Store(store) if store.is_retryable());
         Diagnostic {
-            error_type: if retryable {
-                "StoreUnavailable"
-            } else {
-                "StoreError"
-            }
-            .into(),
+            error_type: err.0.error_type().into(),
             error_message: err.to_string(),
         }
     }

@@ -89,6 +89,26 @@ async fn create_at<S: FullStore>(store: &S, new: NewTask, now: Timestamp) -> Tas
     }
 }
 
+/// Creates `count` tasks from `new` at the same moment, each at its own instant.
+async fn create_concurrently<S: FullStore>(
+    store: &S,
+    new: NewTask,
+    count: u64,
+) -> Vec<Result<Created, StoreError>> {
+    let creators: Vec<_> = (0..count)
+        .map(|i| {
+            let store = store.clone();
+            let new = new.clone();
+            tokio::spawn(async move { store.create(Task::from_new(new, at(i))).await })
+        })
+        .collect();
+    let mut results = Vec::new();
+    for creator in creators {
+        results.push(creator.await.expect("creator task"));
+    }
+    results
+}
+
 async fn claim<S: FullStore>(store: &S, now: Timestamp, limit: usize) -> Vec<Task> {
     store
         .claim_due(now, now, limit, now.plus(Duration::from_secs(60)))
@@ -498,19 +518,12 @@ pub async fn duplicate_reference_is_refused_while_active<S: FullStore>(store: S)
 
 /// GIVEN 8 creates with one reference at the same moment THEN exactly one is stored.
 pub async fn concurrent_duplicate_creates_admit_one<S: FullStore>(store: S) {
-    let mut creators = Vec::new();
-    for i in 0..8u64 {
-        let store = store.clone();
-        creators.push(tokio::spawn(async move {
-            let mut new = new_task("email");
-            new.reference_uid = Some("booking-race".into());
-            store.create(Task::from_new(new, at(i))).await
-        }));
-    }
+    let mut new = new_task("email");
+    new.reference_uid = Some("booking-race".into());
     let mut created = Vec::new();
     let mut duplicates = 0;
-    for creator in creators {
-        match creator.await.expect("creator task") {
+    for result in create_concurrently(&store, new, 8).await {
+        match result {
             Ok(task) => created.push(task.task().id),
             Err(StoreError::Duplicate { .. }) => duplicates += 1,
             Err(other) => panic!("unexpected error: {other}"),
@@ -600,19 +613,12 @@ pub async fn a_repeated_idempotency_key_returns_the_first_task<S: FullStore>(sto
 /// GIVEN 8 creates with one idempotency key at the same moment THEN one task is made and every
 /// caller gets it.
 pub async fn concurrent_creates_with_one_idempotency_key_make_one_task<S: FullStore>(store: S) {
-    let mut creators = Vec::new();
-    for i in 0..8u64 {
-        let store = store.clone();
-        creators.push(tokio::spawn(async move {
-            let mut new = new_task("email");
-            new.idempotency_key = Some("order-race".into());
-            store.create(Task::from_new(new, at(i))).await
-        }));
-    }
+    let mut new = new_task("email");
+    new.idempotency_key = Some("order-race".into());
     let mut new_ids = Vec::new();
     let mut seen = HashSet::new();
-    for creator in creators {
-        match creator.await.expect("creator task").expect("create") {
+    for result in create_concurrently(&store, new, 8).await {
+        match result.expect("create") {
             Created::New(task) => {
                 new_ids.push(task.id);
                 seen.insert(task.id);
