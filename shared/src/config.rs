@@ -71,6 +71,8 @@ pub struct Config {
     /// `TASKER_RETRY_INITIAL` (30s), `TASKER_RETRY_FACTOR` (2), `TASKER_RETRY_MAX` (1h),
     /// `TASKER_RETRY_MIN` (0s).
     pub task_defaults: TypeSettings,
+    /// `TASKER_SERVICE`: the `Service` dimension of the processor's metrics (default `tasker`).
+    pub service: String,
     /// `TASKER_RETENTION`: finished tasks older than this are deleted by cleanup (default `0s`).
     pub retention: Duration,
     /// `TASKER_API_TOKEN`: bearer token for the HTTP API.
@@ -144,6 +146,7 @@ impl Config {
                     timeout: parse(&get, "TASKER_HANDLER_TIMEOUT", base.timeout, duration)?,
                 }
             },
+            service: get("TASKER_SERVICE").unwrap_or_else(|| "tasker".to_owned()),
             retention: parse(&get, "TASKER_RETENTION", Duration::ZERO, duration)?,
             api_token: get("TASKER_API_TOKEN"),
             iam_auth: parse(&get, "TASKER_AUTH", false, |v| match v {

@@ -4,6 +4,7 @@
 pub mod api;
 pub mod clock;
 pub mod config;
+pub mod metrics;
 pub mod retry;
 pub mod store;
 pub mod task;

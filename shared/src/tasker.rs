@@ -8,7 +8,8 @@ use serde::Serialize;
 
 use crate::clock::{Clock, SystemClock, Timestamp};
 use crate::store::{
-    Created, Settlement, StoreError, TaskCanceller, TaskPurger, TaskQueue, TaskReader, TaskWriter,
+    Backlog, Created, QueueStats, Settlement, StoreError, TaskCanceller, TaskPurger, TaskQueue,
+    TaskReader, TaskWriter,
 };
 use crate::task::{NewTask, Task, TaskId, ValidationError};
 use crate::tasks::{Registry, TaskContext, TaskError, TypeSettings};
@@ -201,6 +202,13 @@ impl<S: TaskCanceller> Tasker<S> {
             .store
             .cancel_by_reference(reference_uid, task_type, now)
             .await?)
+    }
+}
+
+impl<S: QueueStats> Tasker<S> {
+    /// Due tasks now and the oldest due instant.
+    pub async fn backlog(&self) -> Result<Backlog, TaskerError> {
+        Ok(self.store.backlog(self.clock.now()).await?)
     }
 }
 

@@ -172,9 +172,44 @@ async fn scheduled_events_run_the_processor_and_cleanup() {
 
     // WHEN the scheduled event arrives
     let event = events::scheduled("scheduled-processor.json", Duration::from_secs(60));
-    let summary = processor::handle(&tasker, event)
+    let lines = std::sync::Mutex::new(Vec::new());
+    let emit = |line: &str| lines.lock().expect("lines").push(line.to_owned());
+    let summary = processor::handle(&tasker, "tasker-test", event, &emit)
         .await
         .expect("processor run");
+
+    // THEN one Embedded Metric Format line carries every metric, matching the summary
+    let lines = lines.into_inner().expect("lines");
+    assert_eq!(lines.len(), 1);
+    let emf: Value = serde_json::from_str(&lines[0]).expect("EMF is JSON");
+    let directive = &emf["_aws"]["CloudWatchMetrics"][0];
+    assert_eq!(directive["Namespace"], "Tasker");
+    assert_eq!(directive["Dimensions"], serde_json::json!([["Service"]]));
+    assert_eq!(emf["Service"], "tasker-test");
+    assert!(emf["_aws"]["Timestamp"].as_i64().is_some());
+    let names: Vec<&str> = directive["Metrics"]
+        .as_array()
+        .expect("metric definitions")
+        .iter()
+        .map(|m| m["Name"].as_str().expect("name"))
+        .collect();
+    for name in [
+        "Claimed",
+        "Succeeded",
+        "Retried",
+        "Failed",
+        "Released",
+        "StoreErrors",
+        "RunDuration",
+        "QueueDepth",
+        "OldestDueAge",
+    ] {
+        assert!(names.contains(&name), "{name} missing from {names:?}");
+        assert!(emf[name].is_number(), "{name} has no value");
+    }
+    assert_eq!(emf["Claimed"], summary.claimed);
+    assert_eq!(emf["Failed"], summary.failed);
+    assert_eq!(emf["QueueDepth"], 0);
 
     // THEN the summary has the documented shape and the refusal failed the task for good
     let json = serde_json::to_value(summary).expect("summary JSON");
@@ -188,7 +223,7 @@ async fn scheduled_events_run_the_processor_and_cleanup() {
 
     // AND an invocation with too little time left starts nothing
     let late = events::scheduled("scheduled-processor.json", Duration::from_secs(1));
-    let summary = processor::handle(&tasker, late)
+    let summary = processor::handle(&tasker, "tasker-test", late, &|_| {})
         .await
         .expect("processor run");
     assert_eq!(summary.claimed, 0);

@@ -1,10 +1,11 @@
-//! The processor Lambda: one processQueue run per scheduled event.
+//! The processor Lambda: one processQueue run per scheduled event, then one line of CloudWatch
+//! Embedded Metric Format with the run's counts and the backlog.
 
 use std::time::{Instant, SystemTime};
 
 use lambda_runtime::{Diagnostic, LambdaEvent};
-use tasker::store::TaskQueue;
-use tasker::{RunSummary, Tasker, TaskerError};
+use tasker::store::{QueueStats, TaskQueue};
+use tasker::{RunSummary, Tasker, TaskerError, metrics};
 
 /// A run failed before it could process anything.
 #[derive(Debug, thiserror::Error)]
@@ -20,10 +21,13 @@ impl From<ProcessorError> for Diagnostic {
     }
 }
 
-/// Runs the queue until the invocation's deadline leaves less than the configured margin.
-pub async fn handle<S: TaskQueue>(
+/// Runs the queue until the invocation's deadline leaves less than the configured margin, then
+/// hands the metrics line to `emit` (stdout in Lambda, where CloudWatch picks it up).
+pub async fn handle<S: TaskQueue + QueueStats>(
     tasker: &Tasker<S>,
+    service: &str,
     event: LambdaEvent<serde_json::Value>,
+    emit: &(dyn Fn(&str) + Sync),
 ) -> Result<RunSummary, ProcessorError> {
     let remaining = event
         .context
@@ -36,7 +40,22 @@ pub async fn handle<S: TaskQueue>(
         remaining_ms = u64::try_from(remaining.as_millis()).unwrap_or(u64::MAX),
         "processor invoked"
     );
-    Ok(tasker
+    let summary = tasker
         .process_queue(Some(Instant::now() + remaining))
-        .await?)
+        .await?;
+    // The backlog is for the metrics only: without it the run still counts.
+    let backlog = match tasker.backlog().await {
+        Ok(backlog) => Some(backlog),
+        Err(err) => {
+            tracing::warn!(error = %err, "could not read the backlog for the metrics");
+            None
+        }
+    };
+    emit(&metrics::run_metrics(
+        service,
+        &summary,
+        backlog.as_ref(),
+        tasker.now(),
+    ));
+    Ok(summary)
 }

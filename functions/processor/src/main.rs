@@ -6,8 +6,9 @@ async fn main() -> Result<(), Error> {
     tracing::init_default_subscriber();
     let config = Config::from_env()?;
     let tasker = config.build_tasker().await?;
+    let emit = |line: &str| println!("{line}");
     run(service_fn(|event: LambdaEvent<serde_json::Value>| {
-        processor::handle(&tasker, event)
+        processor::handle(&tasker, &config.service, event, &emit)
     }))
     .await
 }

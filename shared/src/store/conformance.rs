@@ -7,7 +7,8 @@ use std::collections::HashSet;
 use std::time::Duration;
 
 use super::{
-    Created, Settlement, StoreError, TaskCanceller, TaskPurger, TaskQueue, TaskReader, TaskWriter,
+    Backlog, Created, QueueStats, Settlement, StoreError, TaskCanceller, TaskPurger, TaskQueue,
+    TaskReader, TaskWriter,
 };
 use crate::clock::Timestamp;
 use crate::retry::RetryPolicy;
@@ -15,11 +16,18 @@ use crate::task::{NewTask, Task, TaskId, TaskStatus};
 
 /// Every capability a full backend has.
 pub trait FullStore:
-    TaskReader + TaskWriter + TaskQueue + TaskCanceller + TaskPurger + Clone + 'static
+    TaskReader + TaskWriter + TaskQueue + TaskCanceller + TaskPurger + QueueStats + Clone + 'static
 {
 }
 impl<S> FullStore for S where
-    S: TaskReader + TaskWriter + TaskQueue + TaskCanceller + TaskPurger + Clone + 'static
+    S: TaskReader
+        + TaskWriter
+        + TaskQueue
+        + TaskCanceller
+        + TaskPurger
+        + QueueStats
+        + Clone
+        + 'static
 {
 }
 
@@ -49,7 +57,8 @@ macro_rules! store_conformance_tests {
             concurrent_duplicate_creates_admit_one,
             purge_deletes_only_old_finished_tasks,
             a_repeated_idempotency_key_returns_the_first_task,
-            concurrent_creates_with_one_idempotency_key_make_one_task
+            concurrent_creates_with_one_idempotency_key_make_one_task,
+            backlog_counts_what_is_due_and_its_oldest_instant
         );
     };
     (@cases $make:expr; $($case:ident),* $(,)?) => {
@@ -630,4 +639,27 @@ pub async fn concurrent_creates_with_one_idempotency_key_make_one_task<S: FullSt
     }
     assert_eq!(new_ids.len(), 1, "exactly one create makes the task");
     assert_eq!(seen.len(), 1, "every caller gets the same task");
+}
+
+/// GIVEN due, future, running and finished tasks WHEN the backlog is read THEN it counts the due
+/// ones and names the oldest instant among them.
+pub async fn backlog_counts_what_is_due_and_its_oldest_instant<S: FullStore>(store: S) {
+    assert_eq!(
+        store.backlog(t0()).await.expect("backlog"),
+        Backlog::default()
+    );
+    for offset in [0, 5, 10] {
+        let mut new = new_task("t");
+        new.scheduled_at = Some(at(offset));
+        create_at(&store, new, t0()).await;
+    }
+    let mut later = new_task("t");
+    later.scheduled_at = Some(at(1000));
+    create_at(&store, later, t0()).await;
+    let running = claim(&store, at(20), 1).await;
+    assert_eq!(running.len(), 1);
+
+    let backlog = store.backlog(at(20)).await.expect("backlog");
+    assert_eq!(backlog.due, 2);
+    assert_eq!(backlog.oldest_due_at, Some(at(5)));
 }

@@ -158,6 +158,21 @@ pub trait TaskCanceller: Send + Sync {
     ) -> impl Future<Output = Result<Vec<TaskId>, StoreError>> + Send;
 }
 
+/// How far behind the queue is.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Backlog {
+    /// Tasks due now and not running (pending past their time, or with an expired lease).
+    pub due: u64,
+    /// The earliest instant among them.
+    pub oldest_due_at: Option<Timestamp>,
+}
+
+/// Reports the backlog of due work.
+pub trait QueueStats: Send + Sync {
+    /// Tasks due at `now` and the oldest of their due instants.
+    fn backlog(&self, now: Timestamp) -> impl Future<Output = Result<Backlog, StoreError>> + Send;
+}
+
 /// Deletes finished tasks.
 pub trait TaskPurger: Send + Sync {
     /// Deletes `succeeded`, `failed` and `cancelled` tasks that finished at or before `cutoff`;
@@ -247,6 +262,15 @@ impl TaskCanceller for Store {
                     .cancel_by_reference(reference_uid, task_type, now)
                     .await
             }
+        }
+    }
+}
+
+impl QueueStats for Store {
+    async fn backlog(&self, now: Timestamp) -> Result<Backlog, StoreError> {
+        match self {
+            Self::Sqlite(store) => store.backlog(now).await,
+            Self::DynamoDb(store) => store.backlog(now).await,
         }
     }
 }

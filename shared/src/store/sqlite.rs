@@ -7,8 +7,8 @@ use std::time::Duration;
 use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
 
 use super::{
-    Created, Settlement, StoreError, TaskCanceller, TaskPurger, TaskQueue, TaskReader, TaskWriter,
-    apply_cancel, apply_claim, apply_settlement,
+    Backlog, Created, QueueStats, Settlement, StoreError, TaskCanceller, TaskPurger, TaskQueue,
+    TaskReader, TaskWriter, apply_cancel, apply_claim, apply_settlement,
 };
 use crate::clock::Timestamp;
 use crate::task::{Task, TaskId, TaskStatus};
@@ -460,6 +460,25 @@ impl TaskPurger for SqliteStore {
                 )
                 .map_err(sqlite_error)?;
             Ok(deleted as u64)
+        })
+        .await
+    }
+}
+
+impl QueueStats for SqliteStore {
+    async fn backlog(&self, now: Timestamp) -> Result<Backlog, StoreError> {
+        self.with_conn(move |conn| {
+            let (due, oldest): (i64, Option<String>) = conn
+                .query_row(
+                    "SELECT COUNT(*), MIN(due_at) FROM tasks WHERE due_at <= ?1",
+                    params![now.to_text()],
+                    |row| Ok((row.get(0)?, row.get(1)?)),
+                )
+                .map_err(sqlite_error)?;
+            Ok(Backlog {
+                due: u64::try_from(due).unwrap_or_default(),
+                oldest_due_at: oldest.and_then(|text| text.parse().ok()),
+            })
         })
         .await
     }

@@ -19,8 +19,8 @@ use self::item::{
 };
 use self::schema::names;
 use super::{
-    Created, Settlement, StoreError, TaskCanceller, TaskPurger, TaskQueue, TaskReader, TaskWriter,
-    apply_settlement,
+    Backlog, Created, QueueStats, Settlement, StoreError, TaskCanceller, TaskPurger, TaskQueue,
+    TaskReader, TaskWriter, apply_settlement,
 };
 use crate::clock::Timestamp;
 use crate::store::sqlite::LEASE_EXPIRED_ERROR;
@@ -690,5 +690,45 @@ impl TaskPurger for DynamoStore {
             deleted += results.into_iter().filter(|gone| *gone).count() as u64;
         }
         Ok(deleted)
+    }
+}
+
+impl QueueStats for DynamoStore {
+    /// Per shard: one `Select=COUNT` query of the due range (index keys only, so about 100
+    /// due tasks per read unit) and one `Limit=1` query for the oldest.
+    async fn backlog(&self, now: Timestamp) -> Result<Backlog, StoreError> {
+        let mut backlog = Backlog::default();
+        for shard in 0..schema::QUEUE_SHARDS {
+            let queue = format!("{}{shard}", schema::DUE_PREFIX);
+            let mut start: Option<HashMap<String, AttributeValue>> = None;
+            loop {
+                let output = self
+                    .client
+                    .query()
+                    .table_name(&self.table)
+                    .index_name(schema::QUEUE_INDEX)
+                    .key_condition_expression(schema::KEY_QUEUE_UP_TO)
+                    .expression_attribute_names(names::QUEUE, schema::QUEUE)
+                    .expression_attribute_values(":queue", s(&queue))
+                    .expression_attribute_values(":until", s(now.to_text()))
+                    .select(aws_sdk_dynamodb::types::Select::Count)
+                    .set_exclusive_start_key(start.take())
+                    .send()
+                    .await
+                    .map_err(sdk_error)?;
+                backlog.due += u64::try_from(output.count).unwrap_or_default();
+                start = output.last_evaluated_key;
+                if start.is_none() {
+                    break;
+                }
+            }
+            let oldest = self.query_queue(queue, now, Some(1)).await?;
+            let oldest: Option<Timestamp> = oldest.first().and_then(|(_, at)| at.parse().ok());
+            backlog.oldest_due_at = match (backlog.oldest_due_at, oldest) {
+                (Some(a), Some(b)) => Some(a.min(b)),
+                (a, b) => a.or(b),
+            };
+        }
+        Ok(backlog)
     }
 }
