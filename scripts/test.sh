@@ -9,6 +9,8 @@ scripts/setup-test-tools.sh
 
 echo "== cfn-lint template.yaml"
 "$CACHE/venv/bin/cfn-lint" template.yaml
+echo "== sam validate --lint"
+AWS_DEFAULT_REGION=us-east-1 SAM_CLI_TELEMETRY=0 "$CACHE/venv/bin/sam" validate --lint --template template.yaml
 
 echo "== cargo fmt --check"
 cargo fmt --all -- --check

@@ -182,3 +182,44 @@ fn each_function_gets_only_the_dynamodb_actions_it_uses() {
         pairs(&[("table", "DeleteItem"), ("queue-index", "Query")])
     );
 }
+
+#[test]
+fn alarms_watch_metrics_the_processor_emits() {
+    let template = template();
+    let summary = tasker::RunSummary::default();
+    let backlog = tasker::store::Backlog::default();
+    let at: tasker::Timestamp = "2030-01-01T00:00:00Z".parse().expect("timestamp");
+    let emf: Value = serde_json::from_str(&tasker::metrics::run_metrics(
+        "svc",
+        &summary,
+        Some(&backlog),
+        at,
+    ))
+    .expect("EMF");
+    let mut alarms = 0;
+    for (name, resource) in template["Resources"].as_object().expect("resources") {
+        if resource["Type"] != "AWS::CloudWatch::Alarm" {
+            continue;
+        }
+        alarms += 1;
+        let properties = &resource["Properties"];
+        assert!(
+            properties["AlarmActions"]["Fn::If"].is_array(),
+            "{name} notifies the topic parameter"
+        );
+        if properties["Namespace"] == tasker::metrics::NAMESPACE {
+            let metric = properties["MetricName"].as_str().expect("metric name");
+            assert!(
+                emf.get(metric).is_some(),
+                "{name} watches {metric}, which is never emitted"
+            );
+            assert_eq!(
+                properties["Dimensions"][0]["Name"],
+                tasker::metrics::DIMENSION
+            );
+        }
+    }
+    assert_eq!(alarms, 3, "processor errors, failed tasks, oldest due age");
+    let env = &template["Globals"]["Function"]["Environment"]["Variables"];
+    assert_eq!(env["TASKER_SERVICE"], json!({"Ref": "AWS::StackName"}));
+}
