@@ -171,6 +171,10 @@ pub struct Task {
     pub idempotency_key: Option<String>,
     /// The backoff between attempts, fixed when the task was created.
     pub retry_policy: RetryPolicy,
+    /// Unique per claim: fences outcome writes, and lets a retried write recognise that its
+    /// first try landed. Internal to the stores, never shown by the API.
+    #[serde(skip)]
+    pub lease_token: Option<String>,
 }
 
 impl Task {
@@ -205,6 +209,7 @@ impl Task {
             lease_expires_at: None,
             idempotency_key: new.idempotency_key,
             retry_policy,
+            lease_token: None,
         }
     }
 

@@ -16,6 +16,9 @@ use crate::tasks::{Registry, TaskContext, TaskError, TypeSettings};
 
 /// Time kept back after a handler's timeout to write its outcome before the deadline.
 const SETTLE_RESERVE: Duration = Duration::from_secs(2);
+/// The least time an attempt gets (or its whole timeout, if shorter); with less left before the
+/// deadline the task is given back unstarted.
+const MIN_ATTEMPT_TIME: Duration = Duration::from_secs(1);
 /// How often an outcome write that failed for a passing reason is tried again, and the first
 /// pause between tries (doubling); a lost outcome means the task runs again later.
 const SETTLE_RETRIES: u32 = 3;
@@ -122,6 +125,7 @@ pub struct Tasker<S> {
     registry: Arc<Registry>,
     clock: Arc<dyn Clock>,
     settings: ProcessorSettings,
+    jitter: fn() -> f64,
 }
 
 impl<S> Tasker<S> {
@@ -142,7 +146,14 @@ impl<S> Tasker<S> {
             registry: Arc::new(registry),
             clock,
             settings,
+            jitter: rand::random::<f64>,
         }
+    }
+
+    /// Replaces the backoff's random draw in `[0, 1)` (tests pin it to check exact schedules).
+    pub fn with_jitter(mut self, jitter: fn() -> f64) -> Self {
+        self.jitter = jitter;
+        self
     }
 
     /// The store.
@@ -223,9 +234,9 @@ impl<S: TaskPurger> Tasker<S> {
 }
 
 impl<S: TaskQueue> Tasker<S> {
-    /// Claims batches of due tasks and runs them, at most `concurrency` at a time, while full
-    /// batches keep coming and `deadline` (capped at `max_run` from now) leaves more than the
-    /// time margin. Only tasks due when the run started are claimed, so a retry scheduled during
+    /// Claims batches of due tasks and runs them, at most `concurrency` at a time, until a claim
+    /// finds nothing or `deadline` (capped at `max_run` from now) leaves less than the time
+    /// margin. Only tasks due when the run started are claimed, so a retry scheduled during
     /// the run waits for the next one.
     pub async fn process_queue(
         &self,
@@ -265,7 +276,9 @@ impl<S: TaskQueue> Tasker<S> {
                     break;
                 }
             };
-            let full = batch.len() >= self.settings.batch_size;
+            // Keep claiming until a claim comes back empty: on DynamoDB a batch can be short
+            // because another processor won some candidates while more tasks are still due.
+            let empty = batch.is_empty();
             summary.claimed += batch.len();
             let outcomes: Vec<Outcome> = futures::stream::iter(batch)
                 .map(|task| self.run_one(task, deadline))
@@ -281,7 +294,7 @@ impl<S: TaskQueue> Tasker<S> {
                     Outcome::Unrecorded => summary.errors += 1,
                 }
             }
-            if !full {
+            if empty {
                 break;
             }
         }
@@ -325,6 +338,12 @@ impl<S: TaskQueue> Tasker<S> {
                     .settings(&task.task_type)
                     .map_or(TypeSettings::default().timeout, |settings| settings.timeout);
                 let timeout = limit.min(remaining.saturating_sub(SETTLE_RESERVE));
+                // Too little time for a fair attempt: give the task back rather than burn one.
+                if timeout < limit.min(MIN_ATTEMPT_TIME) {
+                    return self
+                        .record(&task, Settlement::Released, Duration::ZERO)
+                        .await;
+                }
                 let ctx = TaskContext {
                     id: task.id,
                     task_type: task.task_type.clone(),
@@ -362,7 +381,7 @@ impl<S: TaskQueue> Tasker<S> {
                 // At least 1 ms later than now, so never due again within this run.
                 retry_at: self.clock.now().plus(
                     task.retry_policy
-                        .delay(task.attempts, rand::random::<f64>())
+                        .delay(task.attempts, (self.jitter)())
                         .max(Duration::from_millis(1)),
                 ),
             },
@@ -514,13 +533,13 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn failures_back_off_within_the_policy_then_fail() {
+    async fn failures_back_off_by_the_policy_then_fail() {
         let settings = TypeSettings {
-            max_attempts: 3,
+            max_attempts: 4,
             retry: RetryPolicy {
                 initial_interval_ms: 10_000,
-                factor: 2.0,
-                max_interval_ms: 15_000,
+                factor: 3.0,
+                max_interval_ms: 60_000,
                 min_interval_ms: 0,
             },
             ..TypeSettings::default()
@@ -528,35 +547,49 @@ mod tests {
         let failure = Some(TaskError::Retryable("HTTP 503".into()));
         let (registry, runs) = counting("t", settings, failure);
         let (tasker, clock) = tasker(registry);
+        // The jitter draw pinned to one half: each wait is half its ceiling.
+        let tasker = tasker.with_jitter(|| 0.5);
         let id = create(&tasker, NewTask::new("t", "{}")).await;
 
-        // Attempt 1 fails: due again within (0, 10 s].
-        assert_eq!(run(&tasker).await.retried, 1);
-        let task = tasker.get(id).await.expect("get");
-        let now = clock.now();
-        assert!(task.scheduled_at > now);
-        assert!(task.scheduled_at <= now.plus(Duration::from_secs(10)));
-        assert_eq!(task.last_error.as_deref(), Some("HTTP 503"));
-        assert_eq!(
-            run(&tasker).await.claimed,
-            0,
-            "not again in the same instant"
-        );
+        // Ceilings 10 s, 30 s, then capped at 60 s: waits of 5 s, 15 s, 30 s.
+        for expected_wait in [5, 15, 30] {
+            assert_eq!(run(&tasker).await.retried, 1);
+            let task = tasker.get(id).await.expect("get");
+            let now = clock.now();
+            assert_eq!(
+                task.scheduled_at,
+                now.plus(Duration::from_secs(expected_wait))
+            );
+            assert_eq!(task.last_error.as_deref(), Some("HTTP 503"));
+            assert_eq!(run(&tasker).await.claimed, 0, "not again before its time");
+            clock.advance(Duration::from_millis(expected_wait * 1000 - 1));
+            assert_eq!(run(&tasker).await.claimed, 0, "not 1 ms early either");
+            clock.advance(Duration::from_millis(1));
+        }
 
-        // Attempt 2 fails: the ceiling doubles but is capped at 15 s.
-        clock.advance(Duration::from_secs(10));
-        assert_eq!(run(&tasker).await.retried, 1);
-        let task = tasker.get(id).await.expect("get");
-        assert!(task.scheduled_at <= clock.now().plus(Duration::from_secs(15)));
-
-        // Attempt 3 is the last.
-        clock.advance(Duration::from_secs(15));
+        // Attempt 4 is the last.
         assert_eq!(run(&tasker).await.failed, 1);
         let task = tasker.get(id).await.expect("get");
-        assert_eq!((task.status, task.attempts), (TaskStatus::Failed, 3));
-        assert_eq!(runs.load(Ordering::SeqCst), 3);
+        assert_eq!((task.status, task.attempts), (TaskStatus::Failed, 4));
+        assert_eq!(runs.load(Ordering::SeqCst), 4);
         clock.advance(Duration::from_secs(3600));
         assert_eq!(run(&tasker).await.claimed, 0);
+    }
+
+    #[tokio::test]
+    async fn full_jitter_of_zero_still_waits_for_the_next_run() {
+        let failure = Some(TaskError::Retryable("boom".into()));
+        let (registry, runs) = counting("t", TypeSettings::default(), failure);
+        let (tasker, clock) = tasker(registry);
+        let tasker = tasker.with_jitter(|| 0.0);
+        let id = create(&tasker, NewTask::new("t", "{}")).await;
+        assert_eq!(run(&tasker).await.retried, 1);
+        assert_eq!(runs.load(Ordering::SeqCst), 1, "not rerun within the run");
+        let task = tasker.get(id).await.expect("get");
+        assert_eq!(
+            task.scheduled_at,
+            clock.now().plus(Duration::from_millis(1))
+        );
     }
 
     #[tokio::test]

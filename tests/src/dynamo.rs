@@ -48,6 +48,7 @@ pub fn client_for(endpoint: &str) -> Client {
         .region(Region::new("us-east-1"))
         .credentials_provider(Credentials::new("test", "test", None, None, "tasker-tests"))
         .retry_config(tasker::store::dynamodb::retry_config())
+        .timeout_config(tasker::store::dynamodb::timeout_config())
         .build();
     Client::from_conf(config)
 }

@@ -56,7 +56,10 @@ impl Serve {
             .args(["--listen", &listen])
             .env_clear()
             .env("PATH", std::env::var("PATH").unwrap_or_default())
-            .env("RUST_LOG", "warn")
+            .env(
+                "RUST_LOG",
+                std::env::var("TASKER_TEST_CHILD_LOG").unwrap_or_else(|_| "warn".into()),
+            )
             .stdin(Stdio::null());
         for (key, value) in envs {
             command.env(key, value);

@@ -23,6 +23,10 @@ async fn crash_and_recover(
     envs.extend([
         ("TASKER_WEBHOOK_ALLOW_PRIVATE", "true".to_owned()),
         ("TASKER_CONCURRENCY", "4".to_owned()),
+        // Batches of 4: at the kill some tasks are done, some in flight, some not yet claimed.
+        ("TASKER_BATCH_SIZE", "4".to_owned()),
+        // Keep finished tasks: the restarted process runs cleanup when it starts.
+        ("TASKER_RETENTION", "1h".to_owned()),
         // A short run and lease grace, so the lease of the killed run expires within seconds;
         // the run still fits all 12 tasks (3 waves of 1.5 s).
         ("TASKER_MAX_RUN", "8s".to_owned()),
@@ -59,21 +63,36 @@ async fn crash_and_recover(
         ids.push(id);
     }
 
-    // WHEN the process is killed while the first 4 are being delivered
+    // WHEN the process is killed while the second batch is being delivered
     eventually(
-        "the first deliveries to start",
-        Duration::from_secs(20),
-        || async { (receiver.all().len() >= 4).then_some(()) },
+        "the second batch to start",
+        Duration::from_secs(30),
+        || async { (receiver.all().len() >= 5).then_some(()) },
     )
     .await;
     drop(serve); // SIGKILL
     let mut in_flight = HashSet::new();
+    let mut done_before = HashSet::new();
     for id in &ids {
         let task = store.get(*id).await.expect("get").expect("task not lost");
-        if task.status == TaskStatus::Running {
-            in_flight.insert(*id);
+        match task.status {
+            TaskStatus::Running => {
+                in_flight.insert(*id);
+            }
+            TaskStatus::Succeeded => {
+                done_before.insert(*id);
+            }
+            _ => {}
         }
     }
+    assert!(
+        !done_before.is_empty(),
+        "the first batch should have finished before the kill"
+    );
+    assert!(
+        in_flight.len() < TASKS,
+        "not every task should be claimed at the kill"
+    );
     let delivered_before_restart = receiver.all().len();
 
     // THEN a new process, once the lease has expired, completes every task
@@ -120,9 +139,16 @@ async fn crash_and_recover(
         twice.len() <= delivered_before_restart,
         "more tasks ran twice than had started before the kill"
     );
+    for (i, id) in ids.iter().enumerate() {
+        if done_before.contains(id) {
+            let path = format!("/delay/1500/task-{i}");
+            assert_eq!(deliveries[&path], 1, "{path} had finished but ran again");
+        }
+    }
     eprintln!(
-        "crash: {TASKS} tasks, {} running at the kill ({delivered_before_restart} deliveries started), \
-         {} delivered twice, 0 lost",
+        "crash: {TASKS} tasks, {} done and {} running at the kill \
+         ({delivered_before_restart} deliveries started), {} delivered twice, 0 lost",
+        done_before.len(),
         in_flight.len(),
         twice.len()
     );

@@ -196,16 +196,17 @@ async fn throttled_dynamodb_still_runs_every_task_once() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_store_outage_mid_run_loses_nothing() {
-    // GIVEN a DynamoDB Local of our own with 8 tasks whose handler takes 500 ms
+    // GIVEN a DynamoDB Local of our own with 8 tasks whose handler takes 2 s (time enough to
+    // stop the store while every handler runs, even on a loaded machine)
     let mut local = OwnDynamoLocal::start().await;
     let client = dynamo::client_for(&local.endpoint());
     let table = dynamo::fresh_table(&client).await;
     let store = DynamoStore::new(client, &table, Duration::ZERO);
     let ids = create_many(&store, 8).await;
-    let (registry, executions) = recording_registry(Duration::from_millis(500));
+    let (registry, executions) = recording_registry(Duration::from_secs(2));
     let clock = Arc::new(ManualClock::new(Timestamp::now_utc()));
     let mut settings = settings();
-    settings.max_run = Duration::from_secs(5);
+    settings.max_run = Duration::from_secs(10);
     let tasker = Tasker::with_clock(store.clone(), registry, settings, clock.clone());
 
     // WHEN DynamoDB Local dies while the handlers run
@@ -224,7 +225,8 @@ async fn a_store_outage_mid_run_loses_nothing() {
 
     // THEN the run reports the outcomes it could not record
     assert_eq!(summary.claimed, 8);
-    assert_eq!(summary.errors, 8, "{summary:?}");
+    // 8 outcomes could not be written, plus the next claim if time was left to try one.
+    assert!((8..=9).contains(&summary.errors), "{summary:?}");
     assert_eq!(summary.succeeded, 0);
 
     // WHEN DynamoDB Local is back with the same data and the leases have expired

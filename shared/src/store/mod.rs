@@ -323,11 +323,17 @@ pub(crate) fn apply_cancel(mut task: Task, now: Timestamp) -> Task {
     task
 }
 
-/// The task after a claim of the due `task`.
+/// The task after a claim of the due `task`, with a fresh lease token.
 pub(crate) fn apply_claim(mut task: Task, now: Timestamp, lease_until: Timestamp) -> Task {
     task.status = TaskStatus::Running;
     task.attempts += 1;
     task.updated_at = now;
     task.lease_expires_at = Some(lease_until);
+    task.lease_token = Some(new_lease_token());
     task
+}
+
+/// A token no other claim has: a ULID (time plus 80 random bits).
+pub(crate) fn new_lease_token() -> String {
+    ulid::Ulid::new().to_string()
 }

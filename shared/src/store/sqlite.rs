@@ -37,7 +37,8 @@ CREATE TABLE IF NOT EXISTS tasks (
     lease_expires_at TEXT,
     due_at TEXT,
     idempotency_key TEXT,
-    retry_policy TEXT NOT NULL
+    retry_policy TEXT NOT NULL,
+    lease_token TEXT
 ) STRICT;
 CREATE INDEX IF NOT EXISTS tasks_due ON tasks (due_at) WHERE due_at IS NOT NULL;
 CREATE INDEX IF NOT EXISTS tasks_finished ON tasks (finished_at) WHERE finished_at IS NOT NULL;
@@ -53,7 +54,7 @@ const SCHEMA_VERSION: i64 = 1;
 
 const COLUMNS: &str = "id, type, payload, status, scheduled_at, created_at, updated_at, attempts, \
     max_attempts, last_error, last_failed_attempt_at, succeeded_at, finished_at, reference_uid, \
-    lease_expires_at, due_at, idempotency_key, retry_policy";
+    lease_expires_at, due_at, idempotency_key, retry_policy, lease_token";
 
 /// Tasks in one SQLite database file.
 #[derive(Debug, Clone)]
@@ -93,6 +94,7 @@ impl SqliteStore {
                 "the database has schema version {version}; this Tasker knows up to {SCHEMA_VERSION}"
             )));
         }
+        add_missing_columns(&conn)?;
         conn.execute_batch(SCHEMA).map_err(backend)?;
         conn.pragma_update(None, "user_version", SCHEMA_VERSION)
             .map_err(backend)?;
@@ -132,6 +134,43 @@ impl SqliteStore {
         })
         .await
     }
+}
+
+/// Columns added after the first schema: a database made by an earlier Tasker gets them (with
+/// their defaults) before the indexes that use them are created.
+fn add_missing_columns(conn: &Connection) -> Result<(), StoreError> {
+    let existing: Vec<String> = {
+        let mut stmt = conn
+            .prepare("SELECT name FROM pragma_table_info('tasks')")
+            .map_err(backend)?;
+        stmt.query_map([], |row| row.get(0))
+            .map_err(backend)?
+            .collect::<rusqlite::Result<_>>()
+            .map_err(backend)?
+    };
+    if existing.is_empty() {
+        return Ok(());
+    }
+    let default_policy = serde_json::to_string(&crate::retry::RetryPolicy::default())
+        .map_err(|err| StoreError::Backend(err.to_string()))?
+        .replace('\'', "''");
+    let added = [
+        ("idempotency_key", "TEXT".to_owned()),
+        (
+            "retry_policy",
+            format!("TEXT NOT NULL DEFAULT '{default_policy}'"),
+        ),
+        ("lease_token", "TEXT".to_owned()),
+    ];
+    for (column, definition) in added {
+        if !existing.iter().any(|name| name == column) {
+            conn.execute_batch(&format!(
+                "ALTER TABLE tasks ADD COLUMN {column} {definition}"
+            ))
+            .map_err(backend)?;
+        }
+    }
+    Ok(())
 }
 
 fn backend(err: rusqlite::Error) -> StoreError {
@@ -196,6 +235,7 @@ fn row_to_task(row: &rusqlite::Row<'_>) -> rusqlite::Result<Task> {
                 Box::new(err),
             )
         })?,
+        lease_token: row.get(18)?,
     })
 }
 
@@ -213,7 +253,7 @@ fn insert(conn: &Connection, task: &Task) -> rusqlite::Result<usize> {
     conn.execute(
         &format!(
             "INSERT INTO tasks ({COLUMNS}) VALUES \
-             (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18)"
+             (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19)"
         ),
         params![
             task.id.to_string(),
@@ -234,6 +274,7 @@ fn insert(conn: &Connection, task: &Task) -> rusqlite::Result<usize> {
             text(task.due_at()),
             task.idempotency_key,
             serde_json::to_string(&task.retry_policy).unwrap_or_default(),
+            task.lease_token,
         ],
     )
 }
@@ -243,7 +284,7 @@ fn update(conn: &Connection, task: &Task) -> Result<(), StoreError> {
     conn.execute(
         "UPDATE tasks SET status = ?2, scheduled_at = ?3, updated_at = ?4, attempts = ?5, \
          last_error = ?6, last_failed_attempt_at = ?7, succeeded_at = ?8, finished_at = ?9, \
-         lease_expires_at = ?10, due_at = ?11 WHERE id = ?1",
+         lease_expires_at = ?10, due_at = ?11, lease_token = ?12 WHERE id = ?1",
         params![
             task.id.to_string(),
             task.status.as_str(),
@@ -256,6 +297,7 @@ fn update(conn: &Connection, task: &Task) -> Result<(), StoreError> {
             text(task.finished_at),
             text(task.lease_expires_at),
             text(task.due_at()),
+            task.lease_token,
         ],
     )
     .map_err(sqlite_error)?;
@@ -383,12 +425,13 @@ impl TaskQueue for SqliteStore {
         outcome: Settlement,
         now: Timestamp,
     ) -> Result<Task, StoreError> {
-        let (id, attempt, lease) = (claimed.id, claimed.attempts, claimed.lease_expires_at);
+        let (id, attempt, token) = (claimed.id, claimed.attempts, claimed.lease_token.clone());
         self.write(move |tx| {
             let task = load(tx, id)?.ok_or(StoreError::LeaseLost(id))?;
             let holds_lease = task.status == TaskStatus::Running
                 && task.attempts == attempt
-                && task.lease_expires_at == lease;
+                && task.lease_token.is_some()
+                && task.lease_token == token;
             if !holds_lease {
                 return Err(StoreError::LeaseLost(id));
             }
@@ -481,5 +524,39 @@ impl QueueStats for SqliteStore {
             })
         })
         .await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_database_from_the_first_schema_is_upgraded_in_place() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let path = dir.path().join("old.db");
+        {
+            let conn = Connection::open(&path).expect("open");
+            conn.execute_batch(
+                "CREATE TABLE tasks (id TEXT PRIMARY KEY NOT NULL, type TEXT NOT NULL, \
+                 payload TEXT NOT NULL, status TEXT NOT NULL, scheduled_at TEXT NOT NULL, \
+                 created_at TEXT NOT NULL, updated_at TEXT NOT NULL, attempts INTEGER NOT NULL, \
+                 max_attempts INTEGER NOT NULL, last_error TEXT, last_failed_attempt_at TEXT, \
+                 succeeded_at TEXT, finished_at TEXT, reference_uid TEXT, lease_expires_at TEXT, \
+                 due_at TEXT) STRICT;
+                 INSERT INTO tasks VALUES ('01JD0000000000000000000000', 't', '{}', 'pending', \
+                 '2030-01-01T00:00:00.000Z', '2030-01-01T00:00:00.000Z', \
+                 '2030-01-01T00:00:00.000Z', 0, 3, NULL, NULL, NULL, NULL, NULL, NULL, \
+                 '2030-01-01T00:00:00.000Z');",
+            )
+            .expect("old schema");
+        }
+        let store = SqliteStore::open(&path).expect("upgrade");
+        let id: TaskId = "01JD0000000000000000000000".parse().expect("id");
+        let task = store.get(id).await.expect("get").expect("kept");
+        assert_eq!(task.retry_policy, crate::retry::RetryPolicy::default());
+        assert_eq!(task.idempotency_key, None);
+        // Opening again is a no-op.
+        SqliteStore::open(&path).expect("reopen");
     }
 }

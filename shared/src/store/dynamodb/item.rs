@@ -47,6 +47,8 @@ struct TaskItem {
     #[serde(default)]
     retry_policy: RetryPolicy,
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    lease_token: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     queue: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     queue_at: Option<Timestamp>,
@@ -105,6 +107,7 @@ pub fn to_item(task: &Task, ttl_after: Duration) -> Result<Item, StoreError> {
         lease_expires_at: task.lease_expires_at,
         idempotency_key: task.idempotency_key.clone(),
         retry_policy: task.retry_policy,
+        lease_token: task.lease_token.clone(),
         queue,
         queue_at,
         expires_at: task
@@ -137,6 +140,7 @@ pub fn from_item(item: Item) -> Result<Task, StoreError> {
         lease_expires_at: item.lease_expires_at,
         idempotency_key: item.idempotency_key,
         retry_policy: item.retry_policy,
+        lease_token: item.lease_token,
     })
 }
 

@@ -10,6 +10,7 @@ use std::time::Duration;
 use aws_sdk_dynamodb::Client;
 use aws_sdk_dynamodb::config::BehaviorVersion;
 use aws_sdk_dynamodb::config::retry::RetryConfig;
+use aws_sdk_dynamodb::config::timeout::TimeoutConfig;
 use aws_sdk_dynamodb::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
 use aws_sdk_dynamodb::types::{AttributeValue, ReturnValue, ReturnValuesOnConditionCheckFailure};
 use futures::{StreamExt, TryStreamExt};
@@ -20,7 +21,7 @@ use self::item::{
 use self::schema::names;
 use super::{
     Backlog, Created, QueueStats, Settlement, StoreError, TaskCanceller, TaskPurger, TaskQueue,
-    TaskReader, TaskWriter, apply_settlement,
+    TaskReader, TaskWriter, apply_settlement, new_lease_token,
 };
 use crate::clock::Timestamp;
 use crate::store::sqlite::LEASE_EXPIRED_ERROR;
@@ -33,7 +34,7 @@ const GUARD_GRACE: Duration = Duration::from_secs(30);
 /// How often a create retries taking a guard that others keep changing.
 const GUARD_ATTEMPTS: usize = 5;
 /// How often, and how far apart, a repeated create looks for the task of a create in flight.
-const IN_FLIGHT_POLLS: usize = 10;
+const IN_FLIGHT_POLLS: usize = 25;
 const IN_FLIGHT_WAIT: Duration = Duration::from_millis(200);
 
 /// Why a guard stopped a create.
@@ -69,6 +70,7 @@ impl DynamoStore {
     pub async fn client_from_env() -> Client {
         let config = aws_config::defaults(BehaviorVersion::latest())
             .retry_config(retry_config())
+            .timeout_config(timeout_config())
             .load()
             .await;
         Client::new(&config)
@@ -105,6 +107,7 @@ impl DynamoStore {
         now: Timestamp,
         lease_until: Timestamp,
     ) -> Result<Option<Task>, StoreError> {
+        let token = new_lease_token();
         let result = self
             .client
             .update_item()
@@ -120,6 +123,7 @@ impl DynamoStore {
             .expression_attribute_values(":now", s(now.to_text()))
             .expression_attribute_values(":due_by", s(due_by.to_text()))
             .expression_attribute_values(":due", s(schema::DUE_PREFIX))
+            .expression_attribute_values(":token", s(&token))
             .return_values(ReturnValue::AllNew)
             .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld)
             .send()
@@ -132,6 +136,10 @@ impl DynamoStore {
                 from_item(item).map(Some)
             }
             Err(err) => match conditional_failure(&err) {
+                // An SDK retry of a claim whose first try landed: the claim is ours.
+                Some(Some(old)) if get_s(&old, schema::LEASE_TOKEN) == Some(token.as_str()) => {
+                    from_item(old).map(Some)
+                }
                 Some(old) => {
                     self.fail_exhausted(old, due_by, now).await?;
                     Ok(None)
@@ -245,6 +253,10 @@ impl DynamoStore {
             let holder = get_s(&old, schema::GUARD_TASK_ID)
                 .unwrap_or_default()
                 .to_owned();
+            if holder == task.id.to_string() {
+                // An SDK retry of a put whose first try landed: the guard is ours.
+                return Ok(None);
+            }
             let written: Option<Timestamp> =
                 get_s(&old, schema::GUARD_CREATED_AT).and_then(|at| at.parse().ok());
             let young = written.is_some_and(|at| at.plus(GUARD_GRACE) > task.created_at);
@@ -356,6 +368,16 @@ pub fn retry_config() -> RetryConfig {
     RetryConfig::standard()
         .with_max_attempts(6)
         .with_initial_backoff(Duration::from_millis(50))
+}
+
+/// Bounds on each call, so a stalled connection becomes a reported, retried error instead of a
+/// run that never ends: 3 s to connect, 10 s per attempt, 60 s per call with its retries.
+pub fn timeout_config() -> TimeoutConfig {
+    TimeoutConfig::builder()
+        .connect_timeout(Duration::from_secs(3))
+        .operation_attempt_timeout(Duration::from_secs(10))
+        .operation_timeout(Duration::from_secs(60))
+        .build()
 }
 
 /// `Some(old item)` when `err` is a failed condition check (the item may be absent).
@@ -478,7 +500,11 @@ impl TaskWriter for DynamoStore {
                 .send()
                 .await
                 .map(|_| ())
-                .map_err(sdk_error);
+                .or_else(|err| match conditional_failure(&err) {
+                    // Ids are fresh ULIDs: only an SDK retry of our own landed put finds one.
+                    Some(_) => Ok(()),
+                    None => Err(sdk_error(err)),
+                });
         }
         if let Err(err) = written {
             // Free the guards at once rather than leave them naming a task that does not exist.
@@ -555,8 +581,9 @@ impl TaskQueue for DynamoStore {
         outcome: Settlement,
         now: Timestamp,
     ) -> Result<Task, StoreError> {
-        let lease = claimed
-            .lease_expires_at
+        let token = claimed
+            .lease_token
+            .clone()
             .ok_or(StoreError::LeaseLost(claimed.id))?;
         let settled = apply_settlement(claimed.clone(), &outcome, now);
         let result = self
@@ -567,16 +594,23 @@ impl TaskQueue for DynamoStore {
             .condition_expression(schema::COND_HOLDS_LEASE)
             .expression_attribute_names(names::STATUS, schema::STATUS)
             .expression_attribute_values(":running", s(TaskStatus::Running.as_str()))
-            .expression_attribute_values(":attempt", n(claimed.attempts))
-            .expression_attribute_values(":lease", s(lease.to_text()))
+            .expression_attribute_values(":token", s(&token))
+            .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld)
             .send()
             .await;
         match result {
             Ok(_) => Ok(settled),
-            Err(err) if conditional_failure(&err).is_some() => {
-                Err(StoreError::LeaseLost(claimed.id))
-            }
-            Err(err) => Err(sdk_error(err)),
+            Err(err) => match conditional_failure(&err) {
+                // An SDK retry of a write whose first try landed: the outcome is recorded.
+                Some(Some(old))
+                    if get_s(&old, schema::LEASE_TOKEN) == Some(token.as_str())
+                        && get_s(&old, schema::STATUS) != Some(TaskStatus::Running.as_str()) =>
+                {
+                    Ok(settled)
+                }
+                Some(_) => Err(StoreError::LeaseLost(claimed.id)),
+                None => Err(sdk_error(err)),
+            },
         }
     }
 }

@@ -29,6 +29,8 @@ pub const ATTEMPTS: &str = "attempts";
 pub const MAX_ATTEMPTS: &str = "maxAttempts";
 /// Lease expiry of a running task.
 pub const LEASE_EXPIRES_AT: &str = "leaseExpiresAt";
+/// The token of the latest claim; outcome writes are conditioned on it.
+pub const LEASE_TOKEN: &str = "leaseToken";
 /// Last change.
 pub const UPDATED_AT: &str = "updatedAt";
 /// Finish instant.
@@ -75,10 +77,9 @@ pub const COND_CLAIMABLE: &str =
     "begins_with(#queue, :due) AND queueAt <= :due_by AND attempts < maxAttempts";
 /// Update expression of a claim.
 pub const UPDATE_CLAIM: &str = "SET #status = :running, attempts = attempts + :one, \
-     leaseExpiresAt = :lease, queueAt = :lease, updatedAt = :now";
-/// Condition for settling: still running the attempt this processor claimed, with its lease.
-pub const COND_HOLDS_LEASE: &str =
-    "#status = :running AND attempts = :attempt AND leaseExpiresAt = :lease";
+     leaseExpiresAt = :lease, queueAt = :lease, updatedAt = :now, leaseToken = :token";
+/// Condition for settling: still running the claim this processor made.
+pub const COND_HOLDS_LEASE: &str = "#status = :running AND leaseToken = :token";
 /// Condition for cancelling: still pending.
 pub const COND_PENDING: &str = "#status = :pending";
 /// Update expression of a cancel.
