@@ -1,6 +1,8 @@
-//! A proxy on 127.0.0.1 in front of DynamoDB Local that answers a fraction of calls with
-//! `ProvisionedThroughputExceededException` instead of forwarding them, as DynamoDB does when a
-//! partition is hot. Throttled calls never reach DynamoDB Local, so they have no effect.
+//! A proxy on 127.0.0.1 in front of DynamoDB Local that misbehaves as DynamoDB can:
+//! - throttling: a fraction of calls is answered with `ProvisionedThroughputExceededException`
+//!   instead of being forwarded, so they have no effect;
+//! - lost answers: a fraction of calls is forwarded and applied, but the answer is replaced by
+//!   `InternalServerError`, so the SDK retries a write that already landed.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -15,8 +17,11 @@ struct Shared {
     client: reqwest::Client,
     /// Out of 1000 calls, how many are throttled.
     per_mille: u64,
+    /// Out of 1000 calls, how many are applied but answered with an error.
+    lost_per_mille: u64,
     calls: AtomicU64,
     throttled: AtomicU64,
+    lost: AtomicU64,
 }
 
 /// The running proxy; stops when dropped.
@@ -30,12 +35,20 @@ pub struct ThrottlingProxy {
 impl ThrottlingProxy {
     /// Starts a proxy to `upstream` that throttles `per_mille` of every 1000 calls.
     pub async fn start(upstream: &str, per_mille: u64) -> Self {
+        Self::start_with(upstream, per_mille, 0).await
+    }
+
+    /// Starts a proxy that throttles `per_mille` and loses the answer of `lost_per_mille` of
+    /// every 1000 calls.
+    pub async fn start_with(upstream: &str, per_mille: u64, lost_per_mille: u64) -> Self {
         let shared = Arc::new(Shared {
             upstream: upstream.trim_end_matches('/').to_owned(),
             client: reqwest::Client::new(),
             per_mille,
+            lost_per_mille,
             calls: AtomicU64::new(0),
             throttled: AtomicU64::new(0),
+            lost: AtomicU64::new(0),
         });
         let app = Router::new()
             .fallback(forward)
@@ -60,6 +73,11 @@ impl ThrottlingProxy {
             self.shared.calls.load(Ordering::SeqCst),
             self.shared.throttled.load(Ordering::SeqCst),
         )
+    }
+
+    /// Calls applied whose answer was replaced by an error.
+    pub fn lost(&self) -> u64 {
+        self.shared.lost.load(Ordering::SeqCst)
     }
 }
 
@@ -99,7 +117,17 @@ async fn forward(
             request = request.header(name, value);
         }
     }
+    let lose = (n * 389) % 1000 < shared.lost_per_mille;
     match request.send().await {
+        Ok(_) if lose => {
+            shared.lost.fetch_add(1, Ordering::SeqCst);
+            let body = r#"{"__type":"com.amazonaws.dynamodb.v20120810#InternalServerError","message":"Internal server error (answer lost by the test proxy after the call was applied)"}"#;
+            Response::builder()
+                .status(StatusCode::INTERNAL_SERVER_ERROR)
+                .header("content-type", "application/x-amz-json-1.0")
+                .body(Body::from(body))
+                .unwrap_or_default()
+        }
         Ok(answer) => {
             let status = answer.status();
             let answer_headers = answer.headers().clone();

@@ -246,3 +246,77 @@ async fn a_store_outage_mid_run_loses_nothing() {
     let executions = executions.lock().unwrap_or_else(|p| p.into_inner()).clone();
     assert!(executions.values().all(|n| *n == 2));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn writes_whose_answer_was_lost_are_not_mistaken_for_conflicts() {
+    // GIVEN a proxy that applies 150 of every 1000 calls but answers them with
+    // InternalServerError, so the SDK retries writes that already landed
+    let table = dynamo::fresh_table(&dynamo::client()).await;
+    let direct = DynamoStore::new(dynamo::client(), &table, Duration::ZERO);
+    let proxy = ThrottlingProxy::start_with(&dynamo::endpoint(), 0, 150).await;
+    let flaky = DynamoStore::new(dynamo::client_for(&proxy.endpoint), &table, Duration::ZERO);
+
+    // WHEN 100 tasks with a reference and an idempotency key each are created through it
+    let now = Timestamp::now_utc();
+    let mut ids = Vec::new();
+    for i in 0..100 {
+        let mut new = NewTask::new(RECORD, "{}");
+        new.reference_uid = Some(format!("ref-{i}"));
+        new.idempotency_key = Some(format!("key-{i}"));
+        let created = flaky
+            .create(Task::from_new(new, now))
+            .await
+            .unwrap_or_else(|err| panic!("create {i} failed: {err}"));
+        assert!(
+            matches!(created, tasker::store::Created::New(_)),
+            "create {i}"
+        );
+        ids.push(created.into_task().id);
+    }
+    // THEN each key names its one task, and each reference is held by it
+    for (i, id) in ids.iter().enumerate() {
+        let mut again = NewTask::new(RECORD, "{}");
+        again.idempotency_key = Some(format!("key-{i}"));
+        let existing = direct
+            .create(Task::from_new(again, now))
+            .await
+            .expect("create");
+        assert_eq!(existing.task().id, *id, "key-{i}");
+        let mut duplicate = NewTask::new(RECORD, "{}");
+        duplicate.reference_uid = Some(format!("ref-{i}"));
+        let refused = direct.create(Task::from_new(duplicate, now)).await;
+        assert!(
+            matches!(refused, Err(tasker::StoreError::Duplicate { existing }) if existing == *id),
+            "ref-{i}: {refused:?}"
+        );
+    }
+
+    // WHEN two processors run them through the same proxy
+    let (registry, executions) = recording_registry(Duration::ZERO);
+    let processors: Vec<_> = (0..2)
+        .map(|_| {
+            let store =
+                DynamoStore::new(dynamo::client_for(&proxy.endpoint), &table, Duration::ZERO);
+            tokio::spawn(drain(Tasker::new(store, registry.clone(), settings())))
+        })
+        .collect();
+    for processor in processors {
+        processor.await.expect("processor");
+    }
+
+    // THEN every task ran exactly once and succeeded, although answers were lost
+    assert!(proxy.lost() > 0, "the proxy lost no answers");
+    let executions = executions.lock().unwrap_or_else(|p| p.into_inner()).clone();
+    assert_eq!(executions.len(), ids.len());
+    assert!(executions.values().all(|n| *n == 1), "a task ran twice");
+    let statuses = statuses(&direct, &ids).await;
+    assert!(
+        statuses.values().all(|s| *s == TaskStatus::Succeeded),
+        "{statuses:?}"
+    );
+    eprintln!(
+        "lost answers: {} of {} calls",
+        proxy.lost(),
+        proxy.counts().0
+    );
+}
