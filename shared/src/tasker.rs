@@ -285,16 +285,21 @@ impl<S: TaskQueue> Tasker<S> {
                 .buffer_unordered(self.settings.concurrency.max(1))
                 .collect()
                 .await;
+            let mut out_of_time = false;
             for outcome in outcomes {
                 match outcome {
                     Outcome::Succeeded => summary.succeeded += 1,
                     Outcome::Retried => summary.retried += 1,
                     Outcome::Failed => summary.failed += 1,
-                    Outcome::Released => summary.released += 1,
+                    Outcome::Released => {
+                        summary.released += 1;
+                        out_of_time = true;
+                    }
                     Outcome::Unrecorded => summary.errors += 1,
                 }
             }
-            if empty {
+            // A released task is due again at once: claiming more now would only release it again.
+            if empty || out_of_time {
                 break;
             }
         }
@@ -699,5 +704,67 @@ mod tests {
         let summary = tasker.process_queue(Some(deadline)).await.expect("run");
         assert_eq!(summary.claimed, 0);
         assert_eq!(runs.load(Ordering::SeqCst), 0);
+    }
+}
+
+#[cfg(test)]
+mod deadline_tests {
+    //! The deadline with real time: tasks that cannot start in time are given back unstarted.
+
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicU32, Ordering};
+
+    use super::*;
+    use crate::store::SqliteStore;
+    use crate::task::TaskStatus;
+
+    #[tokio::test]
+    async fn tasks_that_cannot_start_before_the_deadline_are_released_unstarted() {
+        let runs = Arc::new(AtomicU32::new(0));
+        let counter = Arc::clone(&runs);
+        let mut registry = Registry::new();
+        registry
+            .register("slow", move |_| {
+                counter.fetch_add(1, Ordering::SeqCst);
+                async {
+                    tokio::time::sleep(Duration::from_millis(1500)).await;
+                    Ok(())
+                }
+            })
+            .expect("register");
+        let settings = ProcessorSettings {
+            concurrency: 1,
+            time_margin: Duration::from_secs(1),
+            ..ProcessorSettings::default()
+        };
+        let tasker = Tasker::new(
+            SqliteStore::in_memory().expect("sqlite"),
+            registry,
+            settings,
+        );
+        let mut ids = Vec::new();
+        for _ in 0..3 {
+            let created = tasker
+                .create(NewTask::new("slow", "{}"))
+                .await
+                .expect("create");
+            ids.push(created.into_task().id);
+        }
+        // 4 s: the first task starts and ends; with 1.5 s or less left at the second, the rest
+        // cannot get a fair attempt before the 1 s margin plus the settle reserve.
+        let deadline = Instant::now() + Duration::from_secs(4);
+        let summary = tasker.process_queue(Some(deadline)).await.expect("run");
+        assert_eq!(summary.claimed, 3);
+        assert_eq!(summary.succeeded + summary.released, 3, "{summary:?}");
+        assert!(summary.released >= 1, "{summary:?}");
+        assert_eq!(runs.load(Ordering::SeqCst) as usize, summary.succeeded);
+        for id in ids {
+            let task = tasker.get(id).await.expect("get");
+            match task.status {
+                TaskStatus::Succeeded => assert_eq!(task.attempts, 1),
+                TaskStatus::Pending => assert_eq!(task.attempts, 0, "released uncounted"),
+                other => panic!("unexpected status {other}"),
+            }
+        }
     }
 }
