@@ -10,7 +10,7 @@ use proptest::prelude::*;
 use serde_json::{Value, json};
 use tasker::api;
 use tasker::store::TaskQueue;
-use tasker::{AuthMode, ProcessorSettings, Registry, SqliteStore, Tasker, Timestamp};
+use tasker::{AuthMode, ProcessorSettings, Registry, SqliteStore, Store, Tasker, Timestamp};
 use tower::ServiceExt;
 
 /// Cases tried across all properties, printed at the end of each property.
@@ -19,16 +19,26 @@ static TRIED: AtomicUsize = AtomicUsize::new(0);
 struct Fixture {
     runtime: tokio::runtime::Runtime,
     app: axum::Router,
-    store: SqliteStore,
+    store: Store,
 }
 
+/// The router over a fresh SQLite store.
 fn fixture() -> Fixture {
+    fixture_on(false)
+}
+
+/// The router over a fresh store: a new DynamoDB Local table when `dynamodb`.
+fn fixture_on(dynamodb: bool) -> Fixture {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
         .build()
         .expect("runtime");
-    let store = SqliteStore::in_memory().expect("sqlite");
+    let store = if dynamodb {
+        Store::DynamoDb(runtime.block_on(tasker_tests::dynamo::fresh_store()))
+    } else {
+        Store::Sqlite(SqliteStore::in_memory().expect("sqlite"))
+    };
     let mut registry = Registry::new();
     registry
         .register("sendWebhook", |_| async { Ok(()) })
@@ -277,4 +287,30 @@ fn deep_nesting_huge_numbers_and_big_bodies_are_refused() {
         "hostile: {} requests tried so far in this binary",
         TRIED.load(Ordering::Relaxed)
     );
+}
+
+proptest! {
+    // Fewer cases on DynamoDB Local: each case makes a table of its own.
+    #![proptest_config(ProptestConfig {
+        cases: 48,
+        failure_persistence: None,
+        ..ProptestConfig::default()
+    })]
+
+    #[test]
+    fn hostile_creates_are_refused_on_dynamodb(
+        value in any_json(),
+        (field, bad) in bad_field(),
+        segment in "[^/?#]{0,80}",
+    ) {
+        let fixture = fixture_on(true);
+        fixture.refused(Method::POST, "/tasks", value.to_string().into_bytes(), true);
+        let mut body = json!({"type": "sendWebhook", "payload": {"url": "https://example.com", "body": {}}});
+        body[field.as_str()] = bad;
+        fixture.refused(Method::POST, "/tasks", body.to_string().into_bytes(), true);
+        let path = format!("/tasks/{}", urlencode(&segment));
+        fixture.refused(Method::GET, &path, Vec::new(), true);
+        fixture.refused(Method::DELETE, &path, Vec::new(), true);
+        fixture.assert_store_empty();
+    }
 }
