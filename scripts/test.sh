@@ -12,6 +12,9 @@ echo "== cfn-lint template.yaml"
 echo "== sam validate --lint"
 AWS_DEFAULT_REGION=us-east-1 SAM_CLI_TELEMETRY=0 "$CACHE/venv/bin/sam" validate --lint --template template.yaml
 
+echo "== openapi-spec-validator openapi.yaml"
+"$CACHE/venv/bin/openapi-spec-validator" openapi.yaml
+
 echo "== cargo fmt --check"
 cargo fmt --all -- --check
 

@@ -26,6 +26,15 @@ pub const HEALTH_PATH: &str = "/healthz";
 /// Largest request body read; a JSON payload may need escaping room beyond its own limit.
 pub const MAX_BODY_BYTES: usize = 4 * MAX_PAYLOAD_BYTES;
 
+/// Every route `router` serves, as `(method, path)`; `openapi.yaml` documents exactly these.
+pub const ROUTES: &[(&str, &str)] = &[
+    ("POST", "/tasks"),
+    ("GET", "/tasks/{id}"),
+    ("DELETE", "/tasks/{id}"),
+    ("POST", "/tasks/cancel"),
+    ("GET", HEALTH_PATH),
+];
+
 /// What the API needs from a store.
 pub trait ApiStore: TaskReader + TaskWriter + TaskCanceller + Clone + 'static {}
 impl<S: TaskReader + TaskWriter + TaskCanceller + Clone + 'static> ApiStore for S {}

@@ -1,0 +1,120 @@
+//! `openapi.yaml` documents every served route, and every documented route is served.
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+
+use axum::body::Body;
+use http::{Method, Request, StatusCode};
+use serde_json::Value;
+use tasker::api;
+use tasker::{AuthMode, ProcessorSettings, Registry, SqliteStore, Tasker};
+use tower::ServiceExt;
+
+const METHODS: [&str; 5] = ["GET", "POST", "PUT", "PATCH", "DELETE"];
+
+fn documented() -> BTreeSet<(String, String)> {
+    let path = tasker_tests::workspace_root().join("openapi.yaml");
+    let text = std::fs::read_to_string(path).expect("read openapi.yaml");
+    let spec: Value = serde_yaml_ng::from_str(&text).expect("openapi.yaml is YAML");
+    assert_eq!(spec["openapi"], "3.1.0");
+    let mut routes = BTreeSet::new();
+    for (path, item) in spec["paths"].as_object().expect("paths") {
+        for method in METHODS {
+            if item.get(method.to_lowercase()).is_some() {
+                routes.insert((method.to_owned(), path.clone()));
+            }
+        }
+    }
+    routes
+}
+
+#[test]
+fn the_route_table_and_the_spec_agree() {
+    let served: BTreeSet<(String, String)> = api::ROUTES
+        .iter()
+        .map(|(method, path)| ((*method).to_owned(), (*path).to_owned()))
+        .collect();
+    assert_eq!(served, documented());
+}
+
+#[tokio::test]
+async fn every_documented_route_is_served_and_no_other_method_is() {
+    let mut registry = Registry::new();
+    registry
+        .register("sendWebhook", |_| async { Ok(()) })
+        .expect("register");
+    let tasker = Tasker::new(
+        SqliteStore::in_memory().expect("sqlite"),
+        registry,
+        ProcessorSettings::default(),
+    );
+    let app = api::router(Arc::new(tasker), AuthMode::Open);
+    let documented = documented();
+    let paths: BTreeSet<String> = documented.iter().map(|(_, path)| path.clone()).collect();
+    for path in paths {
+        let concrete = path.replace("{id}", "01JD0000000000000000000000");
+        for method in METHODS {
+            let request = Request::builder()
+                .method(Method::from_bytes(method.as_bytes()).expect("method"))
+                .uri(&concrete)
+                .header("content-type", "application/json")
+                .body(Body::from("{}"))
+                .expect("request");
+            let response = app.clone().oneshot(request).await.expect("router answers");
+            let status = response.status();
+            let bytes = axum::body::to_bytes(response.into_body(), usize::MAX)
+                .await
+                .expect("body");
+            let json: Value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
+            let unrouted = status == StatusCode::METHOD_NOT_ALLOWED
+                || json["error"]["code"] == "route_not_found";
+            let expected = documented.contains(&(method.to_owned(), path.clone()));
+            assert_eq!(!unrouted, expected, "{method} {path}: {status} {json}");
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_served_task_has_exactly_the_documented_fields() {
+    let path = tasker_tests::workspace_root().join("openapi.yaml");
+    let spec: Value =
+        serde_yaml_ng::from_str(&std::fs::read_to_string(path).expect("read")).expect("YAML");
+    let task_schema = &spec["components"]["schemas"]["Task"];
+    let required: BTreeSet<String> = task_schema["required"]
+        .as_array()
+        .expect("required")
+        .iter()
+        .map(|v| v.as_str().expect("name").to_owned())
+        .collect();
+    let properties: BTreeSet<String> = task_schema["properties"]
+        .as_object()
+        .expect("properties")
+        .keys()
+        .cloned()
+        .collect();
+    assert_eq!(required, properties);
+
+    let mut registry = Registry::new();
+    registry
+        .register("sendWebhook", |_| async { Ok(()) })
+        .expect("register");
+    let tasker = Tasker::new(
+        SqliteStore::in_memory().expect("sqlite"),
+        registry,
+        ProcessorSettings::default(),
+    );
+    let app = api::router(Arc::new(tasker), AuthMode::Open);
+    let request = Request::builder()
+        .method(Method::POST)
+        .uri("/tasks")
+        .body(Body::from(r#"{"type":"sendWebhook","payload":{}}"#))
+        .expect("request");
+    let response = app.oneshot(request).await.expect("router answers");
+    assert_eq!(response.status(), StatusCode::CREATED);
+    let bytes = axum::body::to_bytes(response.into_body(), usize::MAX)
+        .await
+        .expect("body");
+    let task: Value = serde_json::from_slice(&bytes).expect("JSON");
+    let served: BTreeSet<String> = task.as_object().expect("object").keys().cloned().collect();
+    assert_eq!(served, required);
+}
