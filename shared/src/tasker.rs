@@ -9,7 +9,7 @@ use serde::Serialize;
 use crate::clock::{Clock, SystemClock, Timestamp};
 use crate::store::{
     Backlog, Created, QueueStats, Settlement, StoreError, TaskCanceller, TaskPurger, TaskQueue,
-    TaskReader, TaskWriter,
+    TaskReader, TaskRetrier, TaskWriter,
 };
 use crate::task::{NewTask, Task, TaskId, ValidationError};
 use crate::tasks::{Registry, TaskContext, TaskError, TypeSettings};
@@ -213,6 +213,13 @@ impl<S: TaskCanceller> Tasker<S> {
             .store
             .cancel_by_reference(reference_uid, task_type, now)
             .await?)
+    }
+}
+
+impl<S: TaskRetrier> Tasker<S> {
+    /// Puts the failed or cancelled task `id` back in the queue, due now, with fresh attempts.
+    pub async fn retry(&self, id: TaskId) -> Result<Task, TaskerError> {
+        Ok(self.store.retry(id, self.clock.now()).await?)
     }
 }
 

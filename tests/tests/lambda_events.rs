@@ -109,6 +109,48 @@ async fn api_gateway_events_drive_every_route() {
     assert_eq!(status, StatusCode::OK);
     assert_eq!(cancelled["status"], "cancelled");
 
+    // Retry: the cancelled second task is pending again; a pending one cannot be retried.
+    let (status, retried) = send(
+        &app,
+        events::http_request("apigw-retry-task.json", Some(second_id)),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{retried}");
+    assert_eq!(retried["status"], "pending");
+    assert_eq!(retried["attempts"], 0);
+    let (status, conflict) = send(
+        &app,
+        events::http_request("apigw-retry-task.json", Some(second_id)),
+    )
+    .await;
+    assert_eq!(status, StatusCode::CONFLICT);
+    assert_eq!(conflict["error"]["code"], "conflict");
+
+    // Batch: each item gets its own result; the valid ones are stored.
+    let (status, batch) = send(&app, events::http_request("apigw-batch-create.json", None)).await;
+    assert_eq!(status, StatusCode::OK, "{batch}");
+    let results = batch["results"].as_array().expect("results");
+    assert_eq!(results.len(), 3);
+    assert_eq!(results[0]["status"], "created");
+    assert_eq!(results[0]["task"]["referenceUid"], "booking-7");
+    assert_eq!(results[1]["status"], "created");
+    assert_eq!(results[2]["status"], "error");
+    assert_eq!(results[2]["error"]["error"]["code"], "unknown_type");
+    let stored = results[1]["task"]["id"].as_str().expect("id");
+    let (status, _) = send(
+        &app,
+        events::http_request("apigw-get-task.json", Some(stored)),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK);
+    let (status, again) = send(&app, events::http_request("apigw-batch-create.json", None)).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(again["results"][0]["status"], "duplicate");
+    assert_eq!(
+        again["results"][0]["error"]["error"]["existingId"],
+        results[0]["task"]["id"]
+    );
+
     // Health needs no token; a wrong token and bad input are refused with codes.
     let (status, _) = send(&app, events::http_request("apigw-healthz.json", None)).await;
     assert_eq!(status, StatusCode::OK);

@@ -97,6 +97,8 @@ fn every_function_is_a_cargo_lambda_arm64_binary_with_a_schedule_or_api() {
         "GET /tasks/{id}",
         "DELETE /tasks/{id}",
         "POST /tasks/cancel",
+        "POST /tasks/{id}/retry",
+        "POST /tasks/batch",
         "GET /healthz",
     ] {
         assert!(

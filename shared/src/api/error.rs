@@ -68,8 +68,9 @@ impl ApiError {
     }
 }
 
-impl IntoResponse for ApiError {
-    fn into_response(self) -> Response {
+impl ApiError {
+    /// The JSON body `{"error": {...}}`.
+    pub fn body(&self) -> serde_json::Value {
         let body = Body {
             error: Detail {
                 code: self.code,
@@ -77,7 +78,13 @@ impl IntoResponse for ApiError {
                 existing_id: self.existing_id.map(|id| id.to_string()),
             },
         };
-        (self.status, Json(body)).into_response()
+        serde_json::to_value(body).unwrap_or_default()
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        (self.status, Json(self.body())).into_response()
     }
 }
 

@@ -13,11 +13,12 @@ use axum::extract::{DefaultBodyLimit, Path, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Json, Response};
 use axum::routing::{delete, get, post};
+use futures::StreamExt;
 use serde_json::json;
 
 use self::error::ApiError;
 use crate::config::AuthMode;
-use crate::store::{Created, TaskCanceller, TaskReader, TaskWriter};
+use crate::store::{Created, TaskCanceller, TaskReader, TaskRetrier, TaskWriter};
 use crate::task::{MAX_PAYLOAD_BYTES, TaskId};
 use crate::tasker::Tasker;
 
@@ -25,6 +26,8 @@ use crate::tasker::Tasker;
 pub const HEALTH_PATH: &str = "/healthz";
 /// Largest request body read; a JSON payload may need escaping room beyond its own limit.
 pub const MAX_BODY_BYTES: usize = 4 * MAX_PAYLOAD_BYTES;
+/// Largest `POST /tasks/batch` body: below API Gateway's and Lambda's 6 MB request limit.
+pub const MAX_BATCH_BODY_BYTES: usize = 5 * 1024 * 1024;
 
 /// Every route `router` serves, as `(method, path)`; `openapi.yaml` documents exactly these.
 pub const ROUTES: &[(&str, &str)] = &[
@@ -32,12 +35,17 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("GET", "/tasks/{id}"),
     ("DELETE", "/tasks/{id}"),
     ("POST", "/tasks/cancel"),
+    ("POST", "/tasks/{id}/retry"),
+    ("POST", "/tasks/batch"),
     ("GET", HEALTH_PATH),
 ];
 
 /// What the API needs from a store.
-pub trait ApiStore: TaskReader + TaskWriter + TaskCanceller + Clone + 'static {}
-impl<S: TaskReader + TaskWriter + TaskCanceller + Clone + 'static> ApiStore for S {}
+pub trait ApiStore:
+    TaskReader + TaskWriter + TaskCanceller + TaskRetrier + Clone + 'static
+{
+}
+impl<S: TaskReader + TaskWriter + TaskCanceller + TaskRetrier + Clone + 'static> ApiStore for S {}
 
 type AppState<S> = Arc<Tasker<S>>;
 
@@ -54,6 +62,16 @@ pub fn router<S: ApiStore>(tasker: Arc<Tasker<S>>, auth: AuthMode) -> Router {
             get(get_task::<S>)
                 .merge(delete(cancel::<S>))
                 .fallback(method_not_allowed),
+        )
+        .route(
+            "/tasks/{id}/retry",
+            post(retry::<S>).fallback(method_not_allowed),
+        )
+        .route(
+            "/tasks/batch",
+            post(batch::<S>)
+                .fallback(method_not_allowed)
+                .layer(DefaultBodyLimit::max(MAX_BATCH_BODY_BYTES)),
         )
         .route(HEALTH_PATH, get(health).fallback(method_not_allowed))
         .fallback(not_found)
@@ -72,7 +90,7 @@ fn body_bytes(body: Result<Bytes, BytesRejection>) -> Result<Bytes, ApiError> {
             ApiError::new(
                 StatusCode::PAYLOAD_TOO_LARGE,
                 "payload_too_large",
-                format!("the request body is larger than {MAX_BODY_BYTES} bytes"),
+                "the request body is larger than this route accepts",
             )
         } else {
             ApiError::bad_request("invalid_body", rejection.body_text())
@@ -149,6 +167,67 @@ async fn cancel_by_reference<S: ApiStore>(
     let ids: Vec<String> = ids.iter().map(ToString::to_string).collect();
     Ok(Json(json!({ "cancelled": ids.len(), "ids": ids })).into_response())
 }
+
+async fn retry<S: ApiStore>(
+    State(tasker): State<AppState<S>>,
+    id: Result<Path<String>, PathRejection>,
+) -> Result<Response, ApiError> {
+    let task = tasker.retry(task_id(id)?).await?;
+    tracing::info!(task_id = %task.id, "task retried");
+    Ok(Json(task).into_response())
+}
+
+async fn batch<S: ApiStore>(
+    State(tasker): State<AppState<S>>,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, ApiError> {
+    let body = body_bytes(body)?;
+    let items = requests::parse_batch(&body, tasker.now())?;
+    // Runs to completion even if the client disconnects, like a single create.
+    let results = tokio::spawn(async move {
+        futures::stream::iter(items)
+            .map(|item| {
+                let tasker = Arc::clone(&tasker);
+                async move {
+                    let new = match item {
+                        Ok(new) => new,
+                        Err(err) => return json!({"status": "error", "error": err.body()}),
+                    };
+                    match tasker.create(new).await {
+                        Ok(Created::New(task)) => json!({"status": "created", "task": task}),
+                        Ok(Created::Existing(task)) => json!({"status": "existing", "task": task}),
+                        Err(err) => {
+                            let err = ApiError::from(err);
+                            let status = if err.code == "duplicate" {
+                                "duplicate"
+                            } else {
+                                "error"
+                            };
+                            json!({"status": status, "error": err.body()})
+                        }
+                    }
+                }
+            })
+            .buffered(BATCH_CONCURRENCY)
+            .collect::<Vec<_>>()
+            .await
+    })
+    .await
+    .map_err(|err| {
+        tracing::error!(error = %err, "batch create failed to complete");
+        ApiError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "internal",
+            "the batch did not complete",
+        )
+    })?;
+    let created = results.iter().filter(|r| r["status"] == "created").count();
+    tracing::info!(items = results.len(), created, "batch create");
+    Ok(Json(json!({ "results": results })).into_response())
+}
+
+/// Creates of one batch written at once.
+const BATCH_CONCURRENCY: usize = 8;
 
 async fn health() -> Response {
     Json(json!({ "status": "ok" })).into_response()

@@ -36,6 +36,11 @@ fn object(body: &[u8], allowed: &[&str]) -> Result<Map<String, Value>, ApiError>
     let value: Value = serde_json::from_slice(body).map_err(|err| {
         ApiError::bad_request("invalid_json", format!("the body is not valid JSON: {err}"))
     })?;
+    fields(value, allowed)
+}
+
+/// The value as an object with only `allowed` fields.
+fn fields(value: Value, allowed: &[&str]) -> Result<Map<String, Value>, ApiError> {
     let Value::Object(map) = value else {
         return Err(ApiError::bad_request(
             "invalid_body",
@@ -107,7 +112,38 @@ fn optional_integer(
 /// Parses `POST /tasks`. The payload is kept verbatim when it is a JSON string, and stored as
 /// its compact JSON text otherwise (like `JSON.stringify`).
 pub fn parse_create(body: &[u8], now: Timestamp) -> Result<NewTask, ApiError> {
-    let map = object(body, CREATE_FIELDS)?;
+    create_from(object(body, CREATE_FIELDS)?, now)
+}
+
+/// Most creates in one `POST /tasks/batch`.
+pub const MAX_BATCH: usize = 100;
+
+/// Parses `POST /tasks/batch`: `{"tasks": [create, ...]}` with 1 to [`MAX_BATCH`] items; each
+/// item is validated on its own, so one bad item does not reject the others.
+pub fn parse_batch(
+    body: &[u8],
+    now: Timestamp,
+) -> Result<Vec<Result<NewTask, ApiError>>, ApiError> {
+    let mut map = object(body, &["tasks"])?;
+    let Some(Value::Array(items)) = map.remove("tasks") else {
+        return Err(invalid("tasks", "must be an array of create requests"));
+    };
+    if items.is_empty() || items.len() > MAX_BATCH {
+        return Err(invalid(
+            "tasks",
+            format!(
+                "must hold 1 to {MAX_BATCH} create requests, got {}",
+                items.len()
+            ),
+        ));
+    }
+    Ok(items
+        .into_iter()
+        .map(|item| fields(item, CREATE_FIELDS).and_then(|map| create_from(map, now)))
+        .collect())
+}
+
+fn create_from(map: Map<String, Value>, now: Timestamp) -> Result<NewTask, ApiError> {
     let task_type = required_string(&map, "type")?;
     let payload = match map.get("payload") {
         None | Some(Value::Null) => return Err(ValidationError::Missing("payload").into()),

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use super::{
     Backlog, Created, QueueStats, Settlement, StoreError, TaskCanceller, TaskPurger, TaskQueue,
-    TaskReader, TaskWriter,
+    TaskReader, TaskRetrier, TaskWriter,
 };
 use crate::clock::Timestamp;
 use crate::retry::RetryPolicy;
@@ -16,7 +16,15 @@ use crate::task::{NewTask, Task, TaskId, TaskStatus};
 
 /// Every capability a full backend has.
 pub trait FullStore:
-    TaskReader + TaskWriter + TaskQueue + TaskCanceller + TaskPurger + QueueStats + Clone + 'static
+    TaskReader
+    + TaskWriter
+    + TaskQueue
+    + TaskCanceller
+    + TaskPurger
+    + QueueStats
+    + TaskRetrier
+    + Clone
+    + 'static
 {
 }
 impl<S> FullStore for S where
@@ -26,6 +34,7 @@ impl<S> FullStore for S where
         + TaskCanceller
         + TaskPurger
         + QueueStats
+        + TaskRetrier
         + Clone
         + 'static
 {
@@ -58,7 +67,9 @@ macro_rules! store_conformance_tests {
             purge_deletes_only_old_finished_tasks,
             a_repeated_idempotency_key_returns_the_first_task,
             concurrent_creates_with_one_idempotency_key_make_one_task,
-            backlog_counts_what_is_due_and_its_oldest_instant
+            backlog_counts_what_is_due_and_its_oldest_instant,
+            retry_puts_failed_and_cancelled_tasks_back,
+            retry_respects_an_active_reference
         );
     };
     (@cases $make:expr; $($case:ident),* $(,)?) => {
@@ -662,4 +673,82 @@ pub async fn backlog_counts_what_is_due_and_its_oldest_instant<S: FullStore>(sto
     let backlog = store.backlog(at(20)).await.expect("backlog");
     assert_eq!(backlog.due, 2);
     assert_eq!(backlog.oldest_due_at, Some(at(5)));
+}
+
+/// GIVEN a failed and a cancelled task WHEN retried THEN each is pending, due now, with a fresh
+/// attempt budget and its history kept; other statuses and unknown ids are refused.
+pub async fn retry_puts_failed_and_cancelled_tasks_back<S: FullStore>(store: S) {
+    let mut new = new_task("t");
+    new.max_attempts = Some(1);
+    let failing = create_at(&store, new, t0()).await;
+    let running = claim(&store, at(1), 1).await.remove(0);
+    let error = Settlement::Failed {
+        error: "boom".into(),
+    };
+    store.settle(&running, error, at(2)).await.expect("settle");
+
+    let retried = store.retry(failing.id, at(10)).await.expect("retry");
+    assert_eq!(retried.status, TaskStatus::Pending);
+    assert_eq!(retried.attempts, 0);
+    assert_eq!(retried.scheduled_at, at(10));
+    assert_eq!(retried.finished_at, None);
+    assert_eq!(retried.last_error.as_deref(), Some("boom"));
+    assert_eq!(retried.last_failed_attempt_at, Some(at(2)));
+    assert_eq!(fetch(&store, failing.id).await, retried);
+    assert!(claim(&store, at(9), 10).await.is_empty());
+    assert_eq!(ids(&claim(&store, at(10), 10).await), vec![failing.id]);
+    assert!(matches!(
+        store.retry(failing.id, at(11)).await,
+        Err(StoreError::Conflict {
+            status: TaskStatus::Running,
+            ..
+        })
+    ));
+
+    let cancelled = create_at(&store, new_task("t"), t0()).await;
+    store.cancel(cancelled.id, at(3)).await.expect("cancel");
+    assert_eq!(
+        store
+            .retry(cancelled.id, at(12))
+            .await
+            .expect("retry")
+            .status,
+        TaskStatus::Pending
+    );
+    assert!(matches!(
+        store.retry(cancelled.id, at(13)).await,
+        Err(StoreError::Conflict {
+            status: TaskStatus::Pending,
+            ..
+        })
+    ));
+    let missing = TaskId::new(at(777).0);
+    assert!(
+        matches!(store.retry(missing, at(13)).await, Err(StoreError::NotFound(id)) if id == missing)
+    );
+}
+
+/// GIVEN a cancelled task whose reference another pending task now holds WHEN it is retried
+/// THEN it is refused naming the holder; once the holder is gone the retry takes the reference.
+pub async fn retry_respects_an_active_reference<S: FullStore>(store: S) {
+    let mut new = new_task("email");
+    new.reference_uid = Some("booking-retry".into());
+    let first = create_at(&store, new.clone(), t0()).await;
+    store.cancel(first.id, at(1)).await.expect("cancel");
+    let second = create_at(&store, new.clone(), at(2)).await;
+
+    let refused = store.retry(first.id, at(3)).await;
+    assert!(
+        matches!(refused, Err(StoreError::Duplicate { existing }) if existing == second.id),
+        "{refused:?}"
+    );
+    assert_eq!(fetch(&store, first.id).await.status, TaskStatus::Cancelled);
+
+    store.cancel(second.id, at(4)).await.expect("cancel");
+    store.retry(first.id, at(5)).await.expect("retry");
+    let again = store.create(Task::from_new(new, at(6))).await;
+    assert!(
+        matches!(again, Err(StoreError::Duplicate { existing }) if existing == first.id),
+        "{again:?}"
+    );
 }

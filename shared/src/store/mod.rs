@@ -158,6 +158,19 @@ pub trait TaskCanceller: Send + Sync {
     ) -> impl Future<Output = Result<Vec<TaskId>, StoreError>> + Send;
 }
 
+/// Puts failed or cancelled tasks back in the queue.
+pub trait TaskRetrier: Send + Sync {
+    /// Makes the `failed` or `cancelled` task `id` pending again, due at `now`, with a fresh
+    /// attempt budget; its `lastError` and `lastFailedAttemptAt` are kept.
+    /// [`StoreError::NotFound`] if missing, [`StoreError::Conflict`] in any other status,
+    /// [`StoreError::Duplicate`] when another active task now holds its `(referenceUid, type)`.
+    fn retry(
+        &self,
+        id: TaskId,
+        now: Timestamp,
+    ) -> impl Future<Output = Result<Task, StoreError>> + Send;
+}
+
 /// How far behind the queue is.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Backlog {
@@ -266,6 +279,15 @@ impl TaskCanceller for Store {
     }
 }
 
+impl TaskRetrier for Store {
+    async fn retry(&self, id: TaskId, now: Timestamp) -> Result<Task, StoreError> {
+        match self {
+            Self::Sqlite(store) => store.retry(id, now).await,
+            Self::DynamoDb(store) => store.retry(id, now).await,
+        }
+    }
+}
+
 impl QueueStats for Store {
     async fn backlog(&self, now: Timestamp) -> Result<Backlog, StoreError> {
         match self {
@@ -312,6 +334,18 @@ pub(crate) fn apply_settlement(mut task: Task, outcome: &Settlement, now: Timest
             task.attempts = task.attempts.saturating_sub(1);
         }
     }
+    task
+}
+
+/// The task after a retry of the finished `task`: pending, due now, attempts from zero.
+pub(crate) fn apply_retry(mut task: Task, now: Timestamp) -> Task {
+    task.status = TaskStatus::Pending;
+    task.attempts = 0;
+    task.scheduled_at = now;
+    task.updated_at = now;
+    task.succeeded_at = None;
+    task.finished_at = None;
+    task.lease_expires_at = None;
     task
 }
 

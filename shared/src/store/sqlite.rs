@@ -8,7 +8,7 @@ use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
 
 use super::{
     Backlog, Created, QueueStats, Settlement, StoreError, TaskCanceller, TaskPurger, TaskQueue,
-    TaskReader, TaskWriter, apply_cancel, apply_claim, apply_settlement,
+    TaskReader, TaskRetrier, TaskWriter, apply_cancel, apply_claim, apply_retry, apply_settlement,
 };
 use crate::clock::Timestamp;
 use crate::task::{Task, TaskId, TaskStatus};
@@ -522,6 +522,42 @@ impl QueueStats for SqliteStore {
                 due: u64::try_from(due).unwrap_or_default(),
                 oldest_due_at: oldest.and_then(|text| text.parse().ok()),
             })
+        })
+        .await
+    }
+}
+
+impl TaskRetrier for SqliteStore {
+    async fn retry(&self, id: TaskId, now: Timestamp) -> Result<Task, StoreError> {
+        self.write(move |tx| {
+            let task = load(tx, id)?.ok_or(StoreError::NotFound(id))?;
+            if !matches!(task.status, TaskStatus::Failed | TaskStatus::Cancelled) {
+                return Err(StoreError::Conflict {
+                    id,
+                    status: task.status,
+                });
+            }
+            let retried = apply_retry(task, now);
+            match update(tx, &retried) {
+                // The partial unique index: another active task holds the reference now.
+                Err(StoreError::Backend(message)) if message.contains("UNIQUE") => {
+                    let holder: String = tx
+                        .query_row(
+                            "SELECT id FROM tasks WHERE reference_uid = ?1 AND type = ?2 \
+                             AND status IN ('pending', 'running') AND id <> ?3",
+                            params![retried.reference_uid, retried.task_type, id.to_string()],
+                            |row| row.get(0),
+                        )
+                        .map_err(sqlite_error)?;
+                    Err(StoreError::Duplicate {
+                        existing: holder
+                            .parse()
+                            .map_err(|e| StoreError::Backend(format!("{e}")))?,
+                    })
+                }
+                Err(err) => Err(err),
+                Ok(()) => Ok(retried),
+            }
         })
         .await
     }

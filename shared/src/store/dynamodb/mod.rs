@@ -16,12 +16,12 @@ use aws_sdk_dynamodb::types::{AttributeValue, ReturnValue, ReturnValuesOnConditi
 use futures::{StreamExt, TryStreamExt};
 
 use self::item::{
-    Item, done_queue, from_item, get_s, guard_key, idempotency_key_of, n, s, to_item,
+    Item, done_queue, due_queue, from_item, get_s, guard_key, idempotency_key_of, n, s, to_item,
 };
 use self::schema::names;
 use super::{
     Backlog, Created, QueueStats, Settlement, StoreError, TaskCanceller, TaskPurger, TaskQueue,
-    TaskReader, TaskWriter, apply_settlement, new_lease_token,
+    TaskReader, TaskRetrier, TaskWriter, apply_settlement, new_lease_token,
 };
 use crate::clock::Timestamp;
 use crate::store::sqlite::LEASE_EXPIRED_ERROR;
@@ -764,5 +764,71 @@ impl QueueStats for DynamoStore {
             };
         }
         Ok(backlog)
+    }
+}
+
+impl TaskRetrier for DynamoStore {
+    async fn retry(&self, id: TaskId, now: Timestamp) -> Result<Task, StoreError> {
+        let task = self.get(id).await?.ok_or(StoreError::NotFound(id))?;
+        if !matches!(task.status, TaskStatus::Failed | TaskStatus::Cancelled) {
+            return Err(StoreError::Conflict {
+                id,
+                status: task.status,
+            });
+        }
+        // Take the reference back first: another task may have become its active holder.
+        if let Some(reference) = &task.reference_uid {
+            let guard = guard_key(&task.task_type, reference);
+            let stop = self
+                .take_guard(&guard, &task, |holder, existing, young| match existing {
+                    Some(active) if !active.status.is_finished() => {
+                        Some(GuardStop::Duplicate(holder))
+                    }
+                    None if young => Some(GuardStop::Duplicate(holder)),
+                    _ => None,
+                })
+                .await?;
+            if let Some(GuardStop::Duplicate(existing) | GuardStop::InFlight(existing)) = stop {
+                return Err(StoreError::Duplicate { existing });
+            }
+        }
+        let result = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .key(schema::ID, s(id.to_string()))
+            .update_expression(schema::UPDATE_RETRY)
+            .condition_expression(schema::COND_RETRYABLE)
+            .expression_attribute_names(names::STATUS, schema::STATUS)
+            .expression_attribute_names(names::QUEUE, schema::QUEUE)
+            .expression_attribute_values(":failed", s(TaskStatus::Failed.as_str()))
+            .expression_attribute_values(":cancelled", s(TaskStatus::Cancelled.as_str()))
+            .expression_attribute_values(":pending", s(TaskStatus::Pending.as_str()))
+            .expression_attribute_values(":zero", n(0))
+            .expression_attribute_values(":now", s(now.to_text()))
+            .expression_attribute_values(":due", s(due_queue(id)))
+            .return_values(ReturnValue::AllNew)
+            .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld)
+            .send()
+            .await;
+        match result {
+            Ok(output) => from_item(output.attributes.unwrap_or_default()),
+            Err(err) => match conditional_failure(&err) {
+                Some(Some(old)) => {
+                    let current = from_item(old)?;
+                    // An SDK retry of a retry that landed: the task is pending again, due now.
+                    if current.status == TaskStatus::Pending && current.scheduled_at == now {
+                        Ok(current)
+                    } else {
+                        Err(StoreError::Conflict {
+                            id,
+                            status: current.status,
+                        })
+                    }
+                }
+                Some(None) => Err(StoreError::NotFound(id)),
+                None => Err(sdk_error(err)),
+            },
+        }
     }
 }

@@ -85,6 +85,12 @@ pub const COND_PENDING: &str = "#status = :pending";
 /// Update expression of a cancel.
 pub const UPDATE_CANCEL: &str = "SET #status = :cancelled, updatedAt = :now, finishedAt = :now, \
      #queue = :done, queueAt = :now, expiresAt = :expires";
+/// Condition for retrying: failed or cancelled.
+pub const COND_RETRYABLE: &str = "#status IN (:failed, :cancelled)";
+/// Update expression of a retry: pending and due now, a fresh attempt budget, history kept.
+pub const UPDATE_RETRY: &str = "SET #status = :pending, attempts = :zero, scheduledAt = :now, \
+     updatedAt = :now, #queue = :due, queueAt = :now \
+     REMOVE finishedAt, succeededAt, expiresAt, leaseExpiresAt";
 /// Condition for purging: finished at or before the cutoff.
 pub const COND_PURGEABLE: &str = "begins_with(#queue, :done) AND queueAt <= :cutoff";
 /// Condition for replacing or deleting a reference guard: it still names the task we read.
