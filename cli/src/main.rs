@@ -33,6 +33,47 @@ enum Command {
     Process(StoreArgs),
     /// Delete finished tasks older than TASKER_RETENTION and print the count as JSON.
     Cleanup(StoreArgs),
+    /// Show one task.
+    Show {
+        /// Task id.
+        id: String,
+        #[command(flatten)]
+        output: OutputArgs,
+        #[command(flatten)]
+        store: StoreArgs,
+    },
+    /// Cancel a pending task, or every pending task with a reference.
+    Cancel {
+        /// Task id.
+        #[arg(required_unless_present = "reference", conflicts_with = "reference")]
+        id: Option<String>,
+        /// Cancel every pending task with this referenceUid instead.
+        #[arg(long)]
+        reference: Option<String>,
+        /// With --reference: only tasks of this type.
+        #[arg(long = "type", requires = "reference")]
+        task_type: Option<String>,
+        #[command(flatten)]
+        output: OutputArgs,
+        #[command(flatten)]
+        store: StoreArgs,
+    },
+    /// Put a failed or cancelled task back in the queue, due now, with fresh attempts.
+    Retry {
+        /// Task id.
+        id: String,
+        #[command(flatten)]
+        output: OutputArgs,
+        #[command(flatten)]
+        store: StoreArgs,
+    },
+    /// Show the backlog: tasks due now and how long the oldest has waited.
+    Stats {
+        #[command(flatten)]
+        output: OutputArgs,
+        #[command(flatten)]
+        store: StoreArgs,
+    },
     /// Create the DynamoDB table with the same schema as template.yaml.
     CreateTable {
         /// Table name.
@@ -52,6 +93,13 @@ struct StoreArgs {
     /// DynamoDB table [env: TASKER_TABLE].
     #[arg(long)]
     table: Option<String>,
+}
+
+#[derive(Args)]
+struct OutputArgs {
+    /// Print JSON for scripts instead of text for people.
+    #[arg(long)]
+    json: bool,
 }
 
 #[derive(Args)]
@@ -80,8 +128,10 @@ enum CliError {
     Listen(SocketAddr, std::io::Error),
     #[error("HTTP server failed: {0}")]
     Serve(std::io::Error),
-    #[error("cannot encode the summary: {0}")]
+    #[error("cannot encode the output: {0}")]
     Json(#[from] serde_json::Error),
+    #[error("{0}")]
+    Usage(String),
 }
 
 #[tokio::main]
@@ -121,6 +171,69 @@ async fn run(cli: Cli) -> Result<(), CliError> {
             println!("{}", serde_json::to_string(&summary)?);
             Ok(())
         }
+        Command::Show { id, output, store } => {
+            let tasker = config(&store)?.build_tasker().await?;
+            let task = tasker.get(parse_id(&id)?).await?;
+            print_task(&task, output.json)
+        }
+        Command::Cancel {
+            id,
+            reference,
+            task_type,
+            output,
+            store,
+        } => {
+            let tasker = config(&store)?.build_tasker().await?;
+            match (id, reference) {
+                (Some(id), _) => print_task(&tasker.cancel(parse_id(&id)?).await?, output.json),
+                (None, Some(reference)) => {
+                    let ids = tasker
+                        .cancel_by_reference(&reference, task_type.as_deref())
+                        .await?;
+                    let ids: Vec<String> = ids.iter().map(ToString::to_string).collect();
+                    if output.json {
+                        let body = serde_json::json!({"cancelled": ids.len(), "ids": ids});
+                        println!("{body}");
+                    } else {
+                        println!("cancelled {} task(s)", ids.len());
+                        for id in ids {
+                            println!("  {id}");
+                        }
+                    }
+                    Ok(())
+                }
+                (None, None) => Err(CliError::Usage("give a task id or --reference".into())),
+            }
+        }
+        Command::Retry { id, output, store } => {
+            let tasker = config(&store)?.build_tasker().await?;
+            print_task(&tasker.retry(parse_id(&id)?).await?, output.json)
+        }
+        Command::Stats { output, store } => {
+            let tasker = config(&store)?.build_tasker().await?;
+            let backlog = tasker.backlog().await?;
+            let now = tasker.now();
+            let age = backlog
+                .oldest_due_at
+                .map(|oldest| (now.0 - oldest.0).whole_seconds().max(0));
+            if output.json {
+                let body = serde_json::json!({
+                    "due": backlog.due,
+                    "oldestDueAt": backlog.oldest_due_at,
+                    "oldestDueAgeSeconds": age,
+                });
+                println!("{body}");
+            } else {
+                println!("due now:     {}", backlog.due);
+                match (backlog.oldest_due_at, age) {
+                    (Some(oldest), Some(age)) => {
+                        println!("oldest due:  {oldest} ({age} s ago)");
+                    }
+                    _ => println!("oldest due:  -"),
+                }
+            }
+            Ok(())
+        }
         Command::CreateTable { table } => {
             let client = DynamoStore::client_from_env().await;
             schema::create_table(&client, &table).await?;
@@ -128,6 +241,31 @@ async fn run(cli: Cli) -> Result<(), CliError> {
             Ok(())
         }
     }
+}
+
+fn parse_id(id: &str) -> Result<tasker::TaskId, CliError> {
+    id.parse()
+        .map_err(|_| CliError::Usage(format!("{id:?} is not a task id (a 26-character ULID)")))
+}
+
+/// Prints a task as JSON, or as aligned `field: value` lines for people.
+fn print_task(task: &tasker::Task, json: bool) -> Result<(), CliError> {
+    let value = serde_json::to_value(task)?;
+    if json {
+        println!("{value}");
+        return Ok(());
+    }
+    if let Some(fields) = value.as_object() {
+        for (name, field) in fields {
+            let text = match field {
+                serde_json::Value::Null => "-".to_owned(),
+                serde_json::Value::String(text) => text.clone(),
+                other => other.to_string(),
+            };
+            println!("{name:<20} {text}");
+        }
+    }
+    Ok(())
 }
 
 /// The environment's configuration with the command-line flags on top.
