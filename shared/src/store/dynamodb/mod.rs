@@ -273,6 +273,32 @@ impl DynamoStore {
         )))
     }
 
+    /// Takes the reference guard of `task`, if it has a reference: refused with
+    /// [`StoreError::Duplicate`] while another task holding it is pending or running (or was
+    /// created moments ago and is not written yet); taken over from a finished holder.
+    async fn take_reference(&self, task: &Task) -> Result<(), StoreError> {
+        let Some(reference) = &task.reference_uid else {
+            return Ok(());
+        };
+        let guard = guard_key(&task.task_type, reference);
+        let stop = self
+            .take_guard(&guard, task, |holder, existing, young| match existing {
+                Some(active) if !active.status.is_finished() => Some(GuardStop::Duplicate(holder)),
+                None if young => Some(GuardStop::Duplicate(holder)),
+                _ => None,
+            })
+            .await?;
+        match stop {
+            None => Ok(()),
+            Some(GuardStop::Duplicate(existing) | GuardStop::InFlight(existing)) => {
+                Err(StoreError::Duplicate { existing })
+            }
+            Some(GuardStop::Existing(existing)) => Err(StoreError::Duplicate {
+                existing: existing.id,
+            }),
+        }
+    }
+
     /// Deletes the guard `key` if it still names `task_id`.
     async fn release_guard(&self, key: String, task_id: &str) -> Result<(), StoreError> {
         let result = self
@@ -466,30 +492,7 @@ impl TaskWriter for DynamoStore {
                 return Ok(existing);
             }
         }
-        let mut written = Ok(());
-        if let Some(reference) = &task.reference_uid {
-            let guard = guard_key(&task.task_type, reference);
-            let stop = self
-                .take_guard(&guard, &task, |holder, existing, young| match existing {
-                    Some(active) if !active.status.is_finished() => {
-                        Some(GuardStop::Duplicate(holder))
-                    }
-                    // Another create took the guard and has not written its task yet.
-                    None if young => Some(GuardStop::Duplicate(holder)),
-                    _ => None,
-                })
-                .await;
-            written = match stop {
-                Ok(None) => Ok(()),
-                Ok(Some(GuardStop::Duplicate(existing) | GuardStop::InFlight(existing))) => {
-                    Err(StoreError::Duplicate { existing })
-                }
-                Ok(Some(GuardStop::Existing(existing))) => Err(StoreError::Duplicate {
-                    existing: existing.id,
-                }),
-                Err(err) => Err(err),
-            };
-        }
+        let mut written = self.take_reference(&task).await;
         if written.is_ok() {
             written = self
                 .client
@@ -777,21 +780,7 @@ impl TaskRetrier for DynamoStore {
             });
         }
         // Take the reference back first: another task may have become its active holder.
-        if let Some(reference) = &task.reference_uid {
-            let guard = guard_key(&task.task_type, reference);
-            let stop = self
-                .take_guard(&guard, &task, |holder, existing, young| match existing {
-                    Some(active) if !active.status.is_finished() => {
-                        Some(GuardStop::Duplicate(holder))
-                    }
-                    None if young => Some(GuardStop::Duplicate(holder)),
-                    _ => None,
-                })
-                .await?;
-            if let Some(GuardStop::Duplicate(existing) | GuardStop::InFlight(existing)) = stop {
-                return Err(StoreError::Duplicate { existing });
-            }
-        }
+        self.take_reference(&task).await?;
         let result = self
             .client
             .update_item()
