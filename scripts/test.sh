@@ -35,7 +35,12 @@ TASKER_TEST_DYNAMODB_DIR=$(ls -d "$CACHE"/package/lib/dynamodb_local_*/ | tail -
 export TASKER_TEST_DYNAMODB_DIR
 
 echo "== cargo test"
-cargo test --workspace --locked --no-fail-fast
+results=$(mktemp -t tasker-test.XXXXXX.log)
+cargo test --workspace --locked --no-fail-fast 2>&1 | tee "$results"
 
 echo "== local Lambda workflow (cargo lambda watch + invoke)"
 PATH="$CACHE/venv/bin:$PATH" scripts/lambda-watch-e2e.sh
+
+# One closing line for the whole suite: every cargo test binary plus the workflow test above.
+awk '/^test result:/ { passed += $4; failed += $6 }
+     END { printf "suite: %d passed, %d failed\n", passed + 1, failed }' "$results"
