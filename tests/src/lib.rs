@@ -3,6 +3,7 @@
 
 pub mod dynamo;
 pub mod events;
+pub mod http;
 pub mod process;
 pub mod receiver;
 pub mod throttle;

@@ -1,51 +1,11 @@
 //! The HTTP API in process: bad input always gets a 4xx with a code, on both stores.
 
-use std::sync::Arc;
-
 use axum::body::Body;
-use http::{Method, Request, StatusCode};
-use serde_json::{Value, json};
-use tasker::api::{self, ApiStore};
-use tasker::{AuthMode, ProcessorSettings, Registry, SqliteStore, Store, Tasker};
-use tower::ServiceExt;
-
-fn router<S: ApiStore>(store: S, auth: AuthMode) -> axum::Router {
-    let mut registry = Registry::new();
-    registry
-        .register("sendWebhook", |_| async { Ok(()) })
-        .expect("register");
-    let tasker = Tasker::new(store, registry, ProcessorSettings::default());
-    api::router(Arc::new(tasker), auth)
-}
-
-async fn call(
-    app: &axum::Router,
-    method: Method,
-    path: &str,
-    body: impl Into<Body>,
-    token: Option<&str>,
-) -> (StatusCode, Value) {
-    let mut request = Request::builder()
-        .method(method)
-        .uri(path)
-        .header("content-type", "application/json");
-    if let Some(token) = token {
-        request = request.header("authorization", format!("Bearer {token}"));
-    }
-    let response = app
-        .clone()
-        .oneshot(request.body(body.into()).expect("request"))
-        .await
-        .expect("router answers");
-    let status = response.status();
-    let bytes = axum::body::to_bytes(response.into_body(), usize::MAX)
-        .await
-        .expect("body");
-    (
-        status,
-        serde_json::from_slice(&bytes).unwrap_or(Value::Null),
-    )
-}
+use http::{Method, StatusCode};
+use serde_json::json;
+use tasker::api::ApiStore;
+use tasker::{AuthMode, SqliteStore, Store};
+use tasker_tests::http::{call, router};
 
 /// (body, expected status, expected code)
 fn bad_creates() -> Vec<(Vec<u8>, StatusCode, &'static str)> {

@@ -1,17 +1,14 @@
 //! Property-based hostile input against the HTTP router: whatever arrives, the answer is a 4xx
 //! with an error code, never a 5xx or a panic, and a rejected request leaves the store unchanged.
 
-use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-use axum::body::Body;
-use http::{Method, Request, StatusCode};
+use http::{Method, StatusCode};
 use proptest::prelude::*;
 use serde_json::{Value, json};
-use tasker::api;
 use tasker::store::TaskQueue;
-use tasker::{AuthMode, ProcessorSettings, Registry, SqliteStore, Store, Tasker, Timestamp};
-use tower::ServiceExt;
+use tasker::{AuthMode, SqliteStore, Store, Timestamp};
+use tasker_tests::http::{call, router};
 
 /// Cases tried across all properties, printed at the end of each property.
 static TRIED: AtomicUsize = AtomicUsize::new(0);
@@ -39,12 +36,7 @@ fn fixture_on(dynamodb: bool) -> Fixture {
     } else {
         Store::Sqlite(SqliteStore::in_memory().expect("sqlite"))
     };
-    let mut registry = Registry::new();
-    registry
-        .register("sendWebhook", |_| async { Ok(()) })
-        .expect("register");
-    let tasker = Tasker::new(store.clone(), registry, ProcessorSettings::default());
-    let app = api::router(Arc::new(tasker), AuthMode::Token("hostile-token".into()));
+    let app = router(store.clone(), AuthMode::Token("hostile-token".into()));
     Fixture {
         runtime,
         app,
@@ -56,34 +48,16 @@ impl Fixture {
     /// Sends a request and checks the answer is a 4xx with a code; returns the status.
     fn refused(&self, method: Method, path: &str, body: Vec<u8>, token: bool) -> StatusCode {
         TRIED.fetch_add(1, Ordering::Relaxed);
-        self.runtime.block_on(async {
-            let mut request = Request::builder()
-                .method(method)
-                .uri(path)
-                .header("content-type", "application/json");
-            if token {
-                request = request.header("authorization", "Bearer hostile-token");
-            }
-            let request = request.body(Body::from(body)).expect("request");
-            let response = self
-                .app
-                .clone()
-                .oneshot(request)
-                .await
-                .expect("router answers");
-            let status = response.status();
-            let bytes = axum::body::to_bytes(response.into_body(), usize::MAX)
-                .await
-                .expect("body");
-            let json: Value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
-            assert!(
-                status.is_client_error(),
-                "{status} for hostile input: {}",
-                String::from_utf8_lossy(&bytes)
-            );
-            assert!(json["error"]["code"].is_string(), "no error code: {json}");
-            status
-        })
+        let token = token.then_some("hostile-token");
+        let (status, json) = self
+            .runtime
+            .block_on(call(&self.app, method, path, body, token));
+        assert!(
+            status.is_client_error(),
+            "{status} for hostile input: {json}"
+        );
+        assert!(json["error"]["code"].is_string(), "no error code: {json}");
+        status
     }
 
     /// Nothing was stored: no task is due, even far in the future.
@@ -215,21 +189,10 @@ proptest! {
 impl Fixture {
     fn refused_with_token(&self, token: Option<&str>, body: Vec<u8>) -> StatusCode {
         TRIED.fetch_add(1, Ordering::Relaxed);
-        self.runtime.block_on(async {
-            let mut request = Request::builder().method(Method::POST).uri("/tasks");
-            if let Some(token) = token {
-                if let Ok(value) = http::HeaderValue::try_from(format!("Bearer {token}")) {
-                    request = request.header("authorization", value);
-                }
-            }
-            let response = self
-                .app
-                .clone()
-                .oneshot(request.body(Body::from(body)).expect("request"))
-                .await
-                .expect("router answers");
-            response.status()
-        })
+        let (status, _) =
+            self.runtime
+                .block_on(call(&self.app, Method::POST, "/tasks", body, token));
+        status
     }
 }
 

@@ -1,13 +1,13 @@
 //! `openapi.yaml` documents every served route, and every documented route is served.
 
 use std::collections::BTreeSet;
-use std::sync::Arc;
 
 use axum::body::Body;
 use http::{Method, Request, StatusCode};
 use serde_json::Value;
 use tasker::api;
-use tasker::{AuthMode, ProcessorSettings, Registry, SqliteStore, Tasker};
+use tasker::{AuthMode, SqliteStore};
+use tasker_tests::http::router;
 use tower::ServiceExt;
 
 const METHODS: [&str; 5] = ["GET", "POST", "PUT", "PATCH", "DELETE"];
@@ -39,16 +39,7 @@ fn the_route_table_and_the_spec_agree() {
 
 #[tokio::test]
 async fn every_documented_route_is_served_and_no_other_method_is() {
-    let mut registry = Registry::new();
-    registry
-        .register("sendWebhook", |_| async { Ok(()) })
-        .expect("register");
-    let tasker = Tasker::new(
-        SqliteStore::in_memory().expect("sqlite"),
-        registry,
-        ProcessorSettings::default(),
-    );
-    let app = api::router(Arc::new(tasker), AuthMode::Open);
+    let app = router(SqliteStore::in_memory().expect("sqlite"), AuthMode::Open);
     let documented = documented();
     let paths: BTreeSet<String> = documented.iter().map(|(_, path)| path.clone()).collect();
     for path in paths {
@@ -94,16 +85,7 @@ async fn a_served_task_has_exactly_the_documented_fields() {
         .collect();
     assert_eq!(required, properties);
 
-    let mut registry = Registry::new();
-    registry
-        .register("sendWebhook", |_| async { Ok(()) })
-        .expect("register");
-    let tasker = Tasker::new(
-        SqliteStore::in_memory().expect("sqlite"),
-        registry,
-        ProcessorSettings::default(),
-    );
-    let app = api::router(Arc::new(tasker), AuthMode::Open);
+    let app = router(SqliteStore::in_memory().expect("sqlite"), AuthMode::Open);
     let request = Request::builder()
         .method(Method::POST)
         .uri("/tasks")

@@ -136,6 +136,14 @@ async fn claim<S: FullStore>(store: &S, now: Timestamp, limit: usize) -> Vec<Tas
         .expect("claim due tasks")
 }
 
+/// Claims at most one task at `at(now)` with a lease until `at(lease)`.
+async fn claim_one_leased<S: FullStore>(store: &S, now: u64, lease: u64) -> Vec<Task> {
+    store
+        .claim_due(at(now), at(now), 1, at(lease))
+        .await
+        .expect("claim")
+}
+
 async fn fetch<S: FullStore>(store: &S, id: TaskId) -> Task {
     store.get(id).await.expect("get").expect("task exists")
 }
@@ -332,16 +340,8 @@ pub async fn final_failure_is_kept_for_inspection<S: FullStore>(store: S) {
 /// refused and the second attempt's outcome stands.
 pub async fn a_lost_lease_cannot_overwrite_the_new_attempt<S: FullStore>(store: S) {
     create_at(&store, new_task("t"), t0()).await;
-    let first = store
-        .claim_due(at(1), at(1), 1, at(10))
-        .await
-        .expect("claim")
-        .remove(0);
-    let second = store
-        .claim_due(at(11), at(11), 1, at(100))
-        .await
-        .expect("claim")
-        .remove(0);
+    let first = claim_one_leased(&store, 1, 10).await.remove(0);
+    let second = claim_one_leased(&store, 11, 100).await.remove(0);
     assert_eq!(second.attempts, 2);
     let late = store.settle(&first, Settlement::Succeeded, at(12)).await;
     assert!(
@@ -360,21 +360,9 @@ pub async fn a_lost_lease_cannot_overwrite_the_new_attempt<S: FullStore>(store: 
 /// GIVEN a running task whose processor died WHEN its lease expires THEN it is claimable again.
 pub async fn an_expired_lease_makes_the_task_due_again<S: FullStore>(store: S) {
     create_at(&store, new_task("t"), t0()).await;
-    store
-        .claim_due(at(1), at(1), 1, at(10))
-        .await
-        .expect("claim");
-    assert!(
-        store
-            .claim_due(at(9), at(9), 1, at(20))
-            .await
-            .expect("claim")
-            .is_empty()
-    );
-    let again = store
-        .claim_due(at(10), at(10), 1, at(20))
-        .await
-        .expect("claim");
+    claim_one_leased(&store, 1, 10).await;
+    assert!(claim_one_leased(&store, 9, 20).await.is_empty());
+    let again = claim_one_leased(&store, 10, 20).await;
     assert_eq!(again.len(), 1);
     assert_eq!(again[0].attempts, 2);
 }
@@ -384,17 +372,8 @@ pub async fn an_expired_final_attempt_fails_the_task<S: FullStore>(store: S) {
     let mut new = new_task("t");
     new.max_attempts = Some(1);
     let task = create_at(&store, new, t0()).await;
-    store
-        .claim_due(at(1), at(1), 1, at(10))
-        .await
-        .expect("claim");
-    assert!(
-        store
-            .claim_due(at(11), at(11), 1, at(20))
-            .await
-            .expect("claim")
-            .is_empty()
-    );
+    claim_one_leased(&store, 1, 10).await;
+    assert!(claim_one_leased(&store, 11, 20).await.is_empty());
     let failed = fetch(&store, task.id).await;
     assert_eq!(failed.status, TaskStatus::Failed);
     assert_eq!(failed.attempts, 1);

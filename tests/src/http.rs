@@ -1,0 +1,53 @@
+//! The API router in process, with a `sendWebhook` that does nothing, and one call helper.
+
+use std::sync::Arc;
+
+use axum::body::Body;
+use http::{Method, Request, StatusCode};
+use serde_json::Value;
+use tasker::api::{self, ApiStore};
+use tasker::{AuthMode, ProcessorSettings, Registry, Tasker};
+use tower::ServiceExt;
+
+/// The router over `store`, where `sendWebhook` is registered and always succeeds.
+pub fn router<S: ApiStore>(store: S, auth: AuthMode) -> axum::Router {
+    let mut registry = Registry::new();
+    registry
+        .register("sendWebhook", |_| async { Ok(()) })
+        .expect("register");
+    let tasker = Tasker::new(store, registry, ProcessorSettings::default());
+    api::router(Arc::new(tasker), auth)
+}
+
+/// Sends one request (JSON content type, bearer `token` if given); the status and the JSON body
+/// (`null` when the body is not JSON).
+pub async fn call(
+    app: &axum::Router,
+    method: Method,
+    path: &str,
+    body: impl Into<Body>,
+    token: Option<&str>,
+) -> (StatusCode, Value) {
+    let mut request = Request::builder()
+        .method(method)
+        .uri(path)
+        .header("content-type", "application/json");
+    if let Some(token) = token {
+        if let Ok(value) = http::HeaderValue::try_from(format!("Bearer {token}")) {
+            request = request.header("authorization", value);
+        }
+    }
+    let response = app
+        .clone()
+        .oneshot(request.body(body.into()).expect("request"))
+        .await
+        .expect("router answers");
+    let status = response.status();
+    let bytes = axum::body::to_bytes(response.into_body(), usize::MAX)
+        .await
+        .expect("body");
+    (
+        status,
+        serde_json::from_slice(&bytes).unwrap_or(Value::Null),
+    )
+}
