@@ -115,8 +115,9 @@ impl OwnDynamoLocal {
 
     /// Starts the process again on the same port and data, and waits until it accepts connections.
     pub async fn resume(&mut self) {
-        let dir = std::env::var(DIR_VAR)
-            .unwrap_or_else(|_| panic!("{DIR_VAR} is not set: run the tests with scripts/test.sh"));
+        let dir = std::env::var(DIR_VAR).ok().or_else(installed_dir).unwrap_or_else(|| {
+            panic!("{DIR_VAR} is not set and ~/.cache/tasker has no DynamoDB Local: run scripts/setup-test-tools.sh")
+        });
         let child = std::process::Command::new("java")
             .current_dir(&dir)
             .args([
@@ -149,4 +150,18 @@ impl Drop for OwnDynamoLocal {
     fn drop(&mut self) {
         self.stop();
     }
+}
+
+/// DynamoDB Local as `scripts/setup-test-tools.sh` installs it, if it is there.
+fn installed_dir() -> Option<String> {
+    let lib =
+        std::path::PathBuf::from(std::env::var("HOME").ok()?).join(".cache/tasker/package/lib");
+    let mut dirs: Vec<_> = std::fs::read_dir(lib)
+        .ok()?
+        .filter_map(Result::ok)
+        .map(|entry| entry.path())
+        .filter(|path| path.join("DynamoDBLocal.jar").exists())
+        .collect();
+    dirs.sort();
+    dirs.pop().map(|path| path.display().to_string())
 }

@@ -1,0 +1,182 @@
+//! A proxy on 127.0.0.1 in front of DynamoDB Local that asks for `ReturnConsumedCapacity =
+//! INDEXES` on every call and adds up what DynamoDB reports, per operation: how the write
+//! units per task are measured. It also counts conditional-check failures, which AWS bills as
+//! writes but does not report.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+
+use axum::Router;
+use axum::body::{Body, Bytes};
+use axum::extract::State;
+use axum::http::{HeaderMap, Method, Response, StatusCode, Uri};
+use serde_json::Value;
+
+/// What one kind of call consumed.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct Consumed {
+    /// Calls made.
+    pub calls: u64,
+    /// Capacity units on the table.
+    pub table_units: f64,
+    /// Capacity units on all global secondary indexes.
+    pub index_units: f64,
+    /// Calls refused by their condition expression.
+    pub condition_failures: u64,
+}
+
+impl Consumed {
+    /// Table plus index units.
+    pub fn units(&self) -> f64 {
+        self.table_units + self.index_units
+    }
+}
+
+type Ledger = Arc<Mutex<BTreeMap<String, Consumed>>>;
+
+struct Shared {
+    upstream: String,
+    client: reqwest::Client,
+    ledger: Ledger,
+}
+
+/// The running proxy; stops when dropped.
+pub struct CapacityProxy {
+    /// `http://127.0.0.1:<port>`
+    pub endpoint: String,
+    ledger: Ledger,
+    server: tokio::task::JoinHandle<()>,
+}
+
+impl CapacityProxy {
+    /// Starts a proxy to `upstream`.
+    pub async fn start(upstream: &str) -> Self {
+        let ledger: Ledger = Arc::default();
+        let shared = Arc::new(Shared {
+            upstream: upstream.trim_end_matches('/').to_owned(),
+            client: reqwest::Client::new(),
+            ledger: Arc::clone(&ledger),
+        });
+        let app = Router::new().fallback(forward).with_state(shared);
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind proxy");
+        let endpoint = format!("http://{}", listener.local_addr().expect("proxy address"));
+        let server = tokio::spawn(async move {
+            let _ = axum::serve(listener, app).await;
+        });
+        Self {
+            endpoint,
+            ledger,
+            server,
+        }
+    }
+
+    /// Consumption per operation (`PutItem`, `Query`, …) since the last reset.
+    pub fn take(&self) -> BTreeMap<String, Consumed> {
+        std::mem::take(&mut *self.ledger.lock().unwrap_or_else(|p| p.into_inner()))
+    }
+}
+
+impl Drop for CapacityProxy {
+    fn drop(&mut self) {
+        self.server.abort();
+    }
+}
+
+/// Adds up `ConsumedCapacity` (an object, or a list of them for batch calls).
+fn add_consumed(entry: &mut Consumed, consumed: &Value) {
+    match consumed {
+        Value::Array(items) => items.iter().for_each(|item| add_consumed(entry, item)),
+        Value::Object(_) => {
+            let table = consumed["Table"]["CapacityUnits"]
+                .as_f64()
+                .or_else(|| consumed["CapacityUnits"].as_f64())
+                .unwrap_or_default();
+            let indexes: f64 = consumed["GlobalSecondaryIndexes"]
+                .as_object()
+                .map(|all| {
+                    all.values()
+                        .filter_map(|i| i["CapacityUnits"].as_f64())
+                        .sum()
+                })
+                .unwrap_or_default();
+            // Without a table breakdown, CapacityUnits is the total including indexes.
+            let table = if consumed["Table"].is_object() {
+                table
+            } else {
+                table - indexes
+            };
+            entry.table_units += table;
+            entry.index_units += indexes;
+        }
+        _ => {}
+    }
+}
+
+async fn forward(
+    State(shared): State<Arc<Shared>>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response<Body> {
+    let operation = headers
+        .get("x-amz-target")
+        .and_then(|t| t.to_str().ok())
+        .and_then(|t| t.rsplit('.').next())
+        .unwrap_or("unknown")
+        .to_owned();
+    // Ask for the breakdown on every call that accepts it.
+    let body = match serde_json::from_slice::<Value>(&body) {
+        Ok(Value::Object(mut request))
+            if !matches!(
+                operation.as_str(),
+                "CreateTable" | "UpdateTimeToLive" | "DescribeTable"
+            ) =>
+        {
+            request.insert("ReturnConsumedCapacity".into(), "INDEXES".into());
+            Bytes::from(Value::Object(request).to_string())
+        }
+        _ => body,
+    };
+    let url = format!(
+        "{}{}",
+        shared.upstream,
+        uri.path_and_query().map_or("/", |p| p.as_str())
+    );
+    let mut request = shared.client.request(method, url).body(body);
+    for (name, value) in &headers {
+        if name != "host" && name != "content-length" {
+            request = request.header(name, value);
+        }
+    }
+    let Ok(answer) = request.send().await else {
+        return Response::builder()
+            .status(StatusCode::BAD_GATEWAY)
+            .body(Body::empty())
+            .unwrap_or_default();
+    };
+    let status = answer.status();
+    let answer_headers = answer.headers().clone();
+    let bytes = answer.bytes().await.unwrap_or_default();
+    if let Ok(parsed) = serde_json::from_slice::<Value>(&bytes) {
+        let mut ledger = shared.ledger.lock().unwrap_or_else(|p| p.into_inner());
+        let entry = ledger.entry(operation).or_default();
+        entry.calls += 1;
+        if parsed["__type"]
+            .as_str()
+            .is_some_and(|t| t.ends_with("ConditionalCheckFailedException"))
+        {
+            entry.condition_failures += 1;
+        }
+        add_consumed(entry, &parsed["ConsumedCapacity"]);
+    }
+    let mut response = Response::builder().status(status);
+    for (name, value) in &answer_headers {
+        if name != "content-length" && name != "transfer-encoding" {
+            response = response.header(name, value);
+        }
+    }
+    response.body(Body::from(bytes)).unwrap_or_default()
+}
