@@ -9,8 +9,10 @@ use std::sync::{Arc, Mutex};
 use axum::Router;
 use axum::body::{Body, Bytes};
 use axum::extract::State;
-use axum::http::{HeaderMap, Method, Response, StatusCode, Uri};
+use axum::http::{HeaderMap, Method, Response, Uri};
 use serde_json::Value;
+
+use crate::proxy;
 
 /// What one kind of call consumed.
 #[derive(Debug, Clone, Copy, Default, PartialEq)]
@@ -58,13 +60,7 @@ impl CapacityProxy {
             ledger: Arc::clone(&ledger),
         });
         let app = Router::new().fallback(forward).with_state(shared);
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("bind proxy");
-        let endpoint = format!("http://{}", listener.local_addr().expect("proxy address"));
-        let server = tokio::spawn(async move {
-            let _ = axum::serve(listener, app).await;
-        });
+        let (endpoint, server) = crate::proxy::serve(app).await;
         Self {
             endpoint,
             ledger,
@@ -140,26 +136,18 @@ async fn forward(
         }
         _ => body,
     };
-    let url = format!(
-        "{}{}",
-        shared.upstream,
-        uri.path_and_query().map_or("/", |p| p.as_str())
-    );
-    let mut request = shared.client.request(method, url).body(body);
-    for (name, value) in &headers {
-        if name != "host" && name != "content-length" {
-            request = request.header(name, value);
-        }
-    }
-    let Ok(answer) = request.send().await else {
-        return Response::builder()
-            .status(StatusCode::BAD_GATEWAY)
-            .body(Body::empty())
-            .unwrap_or_default();
+    let Some((status, answer_headers, bytes)) = proxy::forward(
+        &shared.client,
+        &shared.upstream,
+        method,
+        &uri,
+        &headers,
+        body,
+    )
+    .await
+    else {
+        return proxy::bad_gateway();
     };
-    let status = answer.status();
-    let answer_headers = answer.headers().clone();
-    let bytes = answer.bytes().await.unwrap_or_default();
     if let Ok(parsed) = serde_json::from_slice::<Value>(&bytes) {
         let mut ledger = shared.ledger.lock().unwrap_or_else(|p| p.into_inner());
         let entry = ledger.entry(operation).or_default();
@@ -172,11 +160,5 @@ async fn forward(
         }
         add_consumed(entry, &parsed["ConsumedCapacity"]);
     }
-    let mut response = Response::builder().status(status);
-    for (name, value) in &answer_headers {
-        if name != "content-length" && name != "transfer-encoding" {
-            response = response.header(name, value);
-        }
-    }
-    response.body(Body::from(bytes)).unwrap_or_default()
+    proxy::respond(status, &answer_headers, bytes)
 }

@@ -6,6 +6,7 @@ pub mod dynamo;
 pub mod events;
 pub mod http;
 pub mod process;
+pub mod proxy;
 pub mod receiver;
 pub mod throttle;
 

@@ -12,6 +12,8 @@ use axum::body::{Body, Bytes};
 use axum::extract::State;
 use axum::http::{HeaderMap, Method, Response, StatusCode, Uri};
 
+use crate::proxy;
+
 struct Shared {
     upstream: String,
     client: reqwest::Client,
@@ -53,13 +55,7 @@ impl ThrottlingProxy {
         let app = Router::new()
             .fallback(forward)
             .with_state(Arc::clone(&shared));
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("bind proxy");
-        let endpoint = format!("http://{}", listener.local_addr().expect("proxy address"));
-        let server = tokio::spawn(async move {
-            let _ = axum::serve(listener, app).await;
-        });
+        let (endpoint, server) = crate::proxy::serve(app).await;
         Self {
             endpoint,
             shared,
@@ -99,50 +95,30 @@ async fn forward(
     // falls in the first `per_mille` of each thousand, spread by a stride.
     if (n * 617) % 1000 < shared.per_mille {
         shared.throttled.fetch_add(1, Ordering::SeqCst);
-        let body = r#"{"__type":"com.amazonaws.dynamodb.v20120810#ProvisionedThroughputExceededException","message":"The level of configured provisioned throughput for the table was exceeded. (injected by the test proxy)"}"#;
-        return Response::builder()
-            .status(StatusCode::BAD_REQUEST)
-            .header("content-type", "application/x-amz-json-1.0")
-            .body(Body::from(body))
-            .unwrap_or_default();
-    }
-    let url = format!(
-        "{}{}",
-        shared.upstream,
-        uri.path_and_query().map_or("/", |p| p.as_str())
-    );
-    let mut request = shared.client.request(method, url).body(body);
-    for (name, value) in &headers {
-        if name != "host" && name != "content-length" {
-            request = request.header(name, value);
-        }
+        return proxy::dynamodb_error(
+            StatusCode::BAD_REQUEST,
+            r#"{"__type":"com.amazonaws.dynamodb.v20120810#ProvisionedThroughputExceededException","message":"The level of configured provisioned throughput for the table was exceeded. (injected by the test proxy)"}"#,
+        );
     }
     let lose = (n * 389) % 1000 < shared.lost_per_mille;
-    match request.send().await {
-        Ok(_) if lose => {
+    match proxy::forward(
+        &shared.client,
+        &shared.upstream,
+        method,
+        &uri,
+        &headers,
+        body,
+    )
+    .await
+    {
+        Some(_) if lose => {
             shared.lost.fetch_add(1, Ordering::SeqCst);
-            let body = r#"{"__type":"com.amazonaws.dynamodb.v20120810#InternalServerError","message":"Internal server error (answer lost by the test proxy after the call was applied)"}"#;
-            Response::builder()
-                .status(StatusCode::INTERNAL_SERVER_ERROR)
-                .header("content-type", "application/x-amz-json-1.0")
-                .body(Body::from(body))
-                .unwrap_or_default()
+            proxy::dynamodb_error(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                r#"{"__type":"com.amazonaws.dynamodb.v20120810#InternalServerError","message":"Internal server error (answer lost by the test proxy after the call was applied)"}"#,
+            )
         }
-        Ok(answer) => {
-            let status = answer.status();
-            let answer_headers = answer.headers().clone();
-            let bytes = answer.bytes().await.unwrap_or_default();
-            let mut response = Response::builder().status(status);
-            for (name, value) in &answer_headers {
-                if name != "content-length" && name != "transfer-encoding" {
-                    response = response.header(name, value);
-                }
-            }
-            response.body(Body::from(bytes)).unwrap_or_default()
-        }
-        Err(err) => Response::builder()
-            .status(StatusCode::BAD_GATEWAY)
-            .body(Body::from(err.to_string()))
-            .unwrap_or_default(),
+        Some((status, answer_headers, bytes)) => proxy::respond(status, &answer_headers, bytes),
+        None => proxy::bad_gateway(),
     }
 }
