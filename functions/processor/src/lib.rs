@@ -7,6 +7,18 @@ use lambda_runtime::{Diagnostic, LambdaEvent};
 use tasker::store::{QueueStats, TaskQueue};
 use tasker::{RunSummary, Tasker, TaskerError, metrics};
 
+/// The longest the backlog read for the metrics may take (less if the deadline is nearer).
+const BACKLOG_BUDGET: std::time::Duration = std::time::Duration::from_secs(5);
+
+fn remaining_now(event: &LambdaEvent<serde_json::Value>) -> std::time::Duration {
+    event
+        .context
+        .deadline()
+        .duration_since(SystemTime::now())
+        .unwrap_or_default()
+        .saturating_sub(std::time::Duration::from_millis(500))
+}
+
 /// 2001-09-09 in Unix milliseconds: any real invocation deadline is later.
 const PLAUSIBLE_DEADLINE_MS: u64 = 1_000_000_000_000;
 
@@ -56,11 +68,21 @@ pub async fn handle<S: TaskQueue + QueueStats>(
     }
     let deadline = plausible.then(|| Instant::now() + remaining);
     let summary = tasker.process_queue(deadline).await?;
-    // The backlog is for the metrics only: without it the run still counts.
-    let backlog = match tasker.backlog().await {
-        Ok(backlog) => Some(backlog),
-        Err(err) => {
+    // The backlog is for the metrics only: without it the run still counts, and reading it
+    // must not push the invocation past its deadline.
+    let budget = if plausible {
+        BACKLOG_BUDGET.min(remaining_now(&event))
+    } else {
+        BACKLOG_BUDGET
+    };
+    let backlog = match tokio::time::timeout(budget, tasker.backlog()).await {
+        Ok(Ok(backlog)) => Some(backlog),
+        Ok(Err(err)) => {
             tracing::warn!(error = %err, "could not read the backlog for the metrics");
+            None
+        }
+        Err(_) => {
+            tracing::warn!("reading the backlog took too long; metrics without it");
             None
         }
     };

@@ -193,9 +193,11 @@ async fn batch<S: ApiStore>(
                         Ok(new) => new,
                         Err(err) => return json!({"status": "error", "error": err.body()}),
                     };
+                    // Ids only, not whole tasks: echoing 100 payloads could exceed Lambda's
+                    // 6 MB response limit after the items were already stored.
                     match tasker.create(new).await {
-                        Ok(Created::New(task)) => json!({"status": "created", "task": task}),
-                        Ok(Created::Existing(task)) => json!({"status": "existing", "task": task}),
+                        Ok(Created::New(task)) => json!({"status": "created", "id": task.id}),
+                        Ok(Created::Existing(task)) => json!({"status": "existing", "id": task.id}),
                         Err(err) => {
                             let err = ApiError::from(err);
                             let status = if err.code == "duplicate" {
