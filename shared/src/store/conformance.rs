@@ -69,7 +69,8 @@ macro_rules! store_conformance_tests {
             concurrent_creates_with_one_idempotency_key_make_one_task,
             backlog_counts_what_is_due_and_its_oldest_instant,
             retry_puts_failed_and_cancelled_tasks_back,
-            retry_respects_an_active_reference
+            retry_respects_an_active_reference,
+            concurrent_retries_of_one_reference_make_one_active
         );
     };
     (@cases $make:expr; $($case:ident),* $(,)?) => {
@@ -730,4 +731,50 @@ pub async fn retry_respects_an_active_reference<S: FullStore>(store: S) {
         matches!(again, Err(StoreError::Duplicate { existing }) if existing == first.id),
         "{again:?}"
     );
+}
+
+/// GIVEN two cancelled tasks with the same reference WHEN both are retried at the same moment
+/// THEN exactly one becomes pending; the other is refused naming it.
+pub async fn concurrent_retries_of_one_reference_make_one_active<S: FullStore>(store: S) {
+    for round in 0..5u64 {
+        let mut new = new_task("email");
+        new.reference_uid = Some(format!("booking-retry-race-{round}"));
+        let first = create_at(&store, new.clone(), t0()).await;
+        store.cancel(first.id, at(1)).await.expect("cancel");
+        let second = create_at(&store, new, at(2)).await;
+        store.cancel(second.id, at(3)).await.expect("cancel");
+
+        let retries: Vec<_> = [first.id, second.id]
+            .into_iter()
+            .map(|id| {
+                let store = store.clone();
+                tokio::spawn(async move { store.retry(id, at(10)).await })
+            })
+            .collect();
+        let mut active = Vec::new();
+        let mut refused = 0;
+        for retry in retries {
+            match retry.await.expect("retry task") {
+                Ok(task) => active.push(task.id),
+                Err(StoreError::Duplicate { .. } | StoreError::Unavailable(_)) => refused += 1,
+                Err(other) => panic!("unexpected error: {other}"),
+            }
+        }
+        assert_eq!(active.len(), 1, "round {round}: exactly one retry wins");
+        assert_eq!(refused, 1);
+        let pending: Vec<TaskId> = [first.id, second.id]
+            .into_iter()
+            .filter(|id| active.contains(id))
+            .collect();
+        assert_eq!(pending.len(), 1);
+        let mut statuses = Vec::new();
+        for id in [first.id, second.id] {
+            statuses.push(fetch(&store, id).await.status);
+        }
+        let pending_now = statuses
+            .iter()
+            .filter(|s| **s == TaskStatus::Pending)
+            .count();
+        assert_eq!(pending_now, 1, "round {round}: {statuses:?}");
+    }
 }

@@ -12,7 +12,11 @@ use aws_sdk_dynamodb::config::BehaviorVersion;
 use aws_sdk_dynamodb::config::retry::RetryConfig;
 use aws_sdk_dynamodb::config::timeout::TimeoutConfig;
 use aws_sdk_dynamodb::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
-use aws_sdk_dynamodb::types::{AttributeValue, ReturnValue, ReturnValuesOnConditionCheckFailure};
+use aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError;
+use aws_sdk_dynamodb::types::{
+    AttributeValue, Put, ReturnValue, ReturnValuesOnConditionCheckFailure, TransactWriteItem,
+    Update,
+};
 use futures::{StreamExt, TryStreamExt};
 
 use self::item::{
@@ -214,13 +218,16 @@ impl DynamoStore {
     /// Takes the guard item `key` for `task`. When another task holds it, `decide` sees the
     /// holder (absent if not written yet, with whether its guard is younger than the grace
     /// period) and either stops the create or lets this task take the guard over.
+    /// `now` is written as the guard's version: a takeover is conditioned on the holder *and*
+    /// the version it read, so any change in between (a retry re-taking the guard) wins.
     async fn take_guard(
         &self,
         key: &str,
         task: &Task,
+        now: Timestamp,
         decide: impl Fn(TaskId, Option<Task>, bool) -> Option<GuardStop>,
     ) -> Result<Option<GuardStop>, StoreError> {
-        let mut expected_holder: Option<String> = None;
+        let mut expected: Option<(String, String)> = None;
         for _ in 0..GUARD_ATTEMPTS {
             let mut put = self
                 .client
@@ -228,15 +235,16 @@ impl DynamoStore {
                 .table_name(&self.table)
                 .item(schema::ID, s(key))
                 .item(schema::GUARD_TASK_ID, s(task.id.to_string()))
-                .item(schema::GUARD_CREATED_AT, s(task.created_at.to_text()))
+                .item(schema::GUARD_CREATED_AT, s(now.to_text()))
                 .return_values_on_condition_check_failure(
                     ReturnValuesOnConditionCheckFailure::AllOld,
                 );
-            put = match &expected_holder {
+            put = match &expected {
                 None => put.condition_expression(schema::COND_NEW_ITEM),
-                Some(holder) => put
-                    .condition_expression(schema::COND_GUARD_HELD_BY)
-                    .expression_attribute_values(":task", s(holder)),
+                Some((holder, version)) => put
+                    .condition_expression(schema::COND_GUARD_VERSION)
+                    .expression_attribute_values(":task", s(holder))
+                    .expression_attribute_values(":version", s(version)),
             };
             let err = match put.send().await {
                 Ok(_) => return Ok(None),
@@ -247,7 +255,7 @@ impl DynamoStore {
             };
             // The guard exists (or changed since we read it): look at its holder.
             let Some(old) = old else {
-                expected_holder = None;
+                expected = None;
                 continue;
             };
             let holder = get_s(&old, schema::GUARD_TASK_ID)
@@ -257,16 +265,18 @@ impl DynamoStore {
                 // An SDK retry of a put whose first try landed: the guard is ours.
                 return Ok(None);
             }
-            let written: Option<Timestamp> =
-                get_s(&old, schema::GUARD_CREATED_AT).and_then(|at| at.parse().ok());
-            let young = written.is_some_and(|at| at.plus(GUARD_GRACE) > task.created_at);
+            let version = get_s(&old, schema::GUARD_CREATED_AT)
+                .unwrap_or_default()
+                .to_owned();
+            let written: Option<Timestamp> = version.parse().ok();
+            let young = written.is_some_and(|at| at.plus(GUARD_GRACE) > now);
             if let Ok(holder_id) = holder.parse::<TaskId>() {
                 let holder_task = self.get(holder_id).await?;
                 if let Some(stop) = decide(holder_id, holder_task, young) {
                     return Ok(Some(stop));
                 }
             }
-            expected_holder = Some(holder);
+            expected = Some((holder, version));
         }
         Err(StoreError::Unavailable(format!(
             "{key:?} is contended; try again"
@@ -276,17 +286,24 @@ impl DynamoStore {
     /// Takes the reference guard of `task`, if it has a reference: refused with
     /// [`StoreError::Duplicate`] while another task holding it is pending or running (or was
     /// created moments ago and is not written yet); taken over from a finished holder.
-    async fn take_reference(&self, task: &Task) -> Result<(), StoreError> {
+    async fn take_reference(&self, task: &Task, now: Timestamp) -> Result<(), StoreError> {
         let Some(reference) = &task.reference_uid else {
             return Ok(());
         };
         let guard = guard_key(&task.task_type, reference);
         let stop = self
-            .take_guard(&guard, task, |holder, existing, young| match existing {
-                Some(active) if !active.status.is_finished() => Some(GuardStop::Duplicate(holder)),
-                None if young => Some(GuardStop::Duplicate(holder)),
-                _ => None,
-            })
+            .take_guard(
+                &guard,
+                task,
+                now,
+                |holder, existing, young| match existing {
+                    Some(active) if !active.status.is_finished() => {
+                        Some(GuardStop::Duplicate(holder))
+                    }
+                    None if young => Some(GuardStop::Duplicate(holder)),
+                    _ => None,
+                },
+            )
             .await?;
         match stop {
             None => Ok(()),
@@ -341,11 +358,13 @@ impl DynamoStore {
     ) -> Result<Option<Created>, StoreError> {
         let guard = idempotency_key_of(&task.task_type, key);
         for _ in 0..IN_FLIGHT_POLLS {
-            let stop = self
-                .take_guard(&guard, task, |holder, existing, young| match existing {
-                    Some(existing) => Some(GuardStop::Existing(Box::new(existing))),
-                    None if young => Some(GuardStop::InFlight(holder)),
-                    None => None,
+            let stop =
+                self.take_guard(&guard, task, task.created_at, |holder, existing, young| {
+                    match existing {
+                        Some(existing) => Some(GuardStop::Existing(Box::new(existing))),
+                        None if young => Some(GuardStop::InFlight(holder)),
+                        None => None,
+                    }
                 })
                 .await?;
             match stop {
@@ -492,7 +511,7 @@ impl TaskWriter for DynamoStore {
                 return Ok(existing);
             }
         }
-        let mut written = self.take_reference(&task).await;
+        let mut written = self.take_reference(&task, task.created_at).await;
         if written.is_ok() {
             written = self
                 .client
@@ -779,11 +798,7 @@ impl TaskRetrier for DynamoStore {
                 status: task.status,
             });
         }
-        // Take the reference back first: another task may have become its active holder.
-        self.take_reference(&task).await?;
-        let result = self
-            .client
-            .update_item()
+        let update = Update::builder()
             .table_name(&self.table)
             .key(schema::ID, s(id.to_string()))
             .update_expression(schema::UPDATE_RETRY)
@@ -796,6 +811,94 @@ impl TaskRetrier for DynamoStore {
             .expression_attribute_values(":zero", n(0))
             .expression_attribute_values(":now", s(now.to_text()))
             .expression_attribute_values(":due", s(due_queue(id)))
+            .build()
+            .map_err(|err| StoreError::Backend(format!("retry update: {err}")))?;
+        let Some(reference) = task.reference_uid.clone() else {
+            return self.retry_without_reference(id, now, update).await;
+        };
+        // Re-take the reference, then flip the task and re-version the guard in one
+        // transaction: a create or another retry that read the guard before the flip fails
+        // its own conditional write instead of becoming a second active holder.
+        self.take_reference(&task, now).await?;
+        let key = guard_key(&task.task_type, &reference);
+        let guard = Put::builder()
+            .table_name(&self.table)
+            .item(schema::ID, s(&key))
+            .item(schema::GUARD_TASK_ID, s(id.to_string()))
+            .item(schema::GUARD_CREATED_AT, s(now.to_text()))
+            .condition_expression(schema::COND_GUARD_HELD_BY)
+            .expression_attribute_values(":task", s(id.to_string()))
+            .build()
+            .map_err(|err| StoreError::Backend(format!("retry guard: {err}")))?;
+        let result = self
+            .client
+            .transact_write_items()
+            .transact_items(TransactWriteItem::builder().put(guard).build())
+            .transact_items(TransactWriteItem::builder().update(update).build())
+            .client_request_token(new_lease_token())
+            .send()
+            .await;
+        match result {
+            Ok(_) => self.get(id).await?.ok_or(StoreError::NotFound(id)),
+            Err(err) => {
+                let reasons: Vec<Option<String>> = err
+                    .as_service_error()
+                    .and_then(|e| match e {
+                        TransactWriteItemsError::TransactionCanceledException(cancel) => Some(
+                            cancel
+                                .cancellation_reasons()
+                                .iter()
+                                .map(|r| r.code().map(str::to_owned))
+                                .collect(),
+                        ),
+                        _ => None,
+                    })
+                    .unwrap_or_default();
+                let failed = |i: usize| {
+                    reasons
+                        .get(i)
+                        .and_then(Option::as_deref)
+                        .is_some_and(|code| code == "ConditionalCheckFailed")
+                };
+                if failed(0) {
+                    // Another create or retry took the reference in between.
+                    let holder = self.load(&key).await?.and_then(|guard| {
+                        get_s(&guard, schema::GUARD_TASK_ID).and_then(|h| h.parse().ok())
+                    });
+                    return Err(match holder {
+                        Some(existing) => StoreError::Duplicate { existing },
+                        None => StoreError::Unavailable("the reference changed; try again".into()),
+                    });
+                }
+                if failed(1) {
+                    let current = self.get(id).await?.ok_or(StoreError::NotFound(id))?;
+                    return Err(StoreError::Conflict {
+                        id,
+                        status: current.status,
+                    });
+                }
+                Err(sdk_error(err))
+            }
+        }
+    }
+}
+
+impl DynamoStore {
+    async fn retry_without_reference(
+        &self,
+        id: TaskId,
+        now: Timestamp,
+        update: Update,
+    ) -> Result<Task, StoreError> {
+        let result = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .key(schema::ID, s(id.to_string()))
+            .update_expression(update.update_expression())
+            .set_condition_expression(update.condition_expression().map(str::to_owned))
+            .set_expression_attribute_names(update.expression_attribute_names().cloned())
+            .set_expression_attribute_values(update.expression_attribute_values().cloned())
             .return_values(ReturnValue::AllNew)
             .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld)
             .send()

@@ -93,8 +93,10 @@ pub const UPDATE_RETRY: &str = "SET #status = :pending, attempts = :zero, schedu
      REMOVE finishedAt, succeededAt, expiresAt, leaseExpiresAt";
 /// Condition for purging: finished at or before the cutoff.
 pub const COND_PURGEABLE: &str = "begins_with(#queue, :done) AND queueAt <= :cutoff";
-/// Condition for replacing or deleting a reference guard: it still names the task we read.
+/// Condition for deleting a guard, or re-taking it in a retry: it still names the task.
 pub const COND_GUARD_HELD_BY: &str = "taskId = :task";
+/// Condition for taking a guard over: it still names the holder we read, at the version we read.
+pub const COND_GUARD_VERSION: &str = "taskId = :task AND createdAt = :version";
 /// Key condition of a queue-index query.
 pub const KEY_QUEUE_UP_TO: &str = "#queue = :queue AND queueAt <= :until";
 /// Key condition of a reference-index query, with and without the type.
