@@ -79,6 +79,10 @@ impl Created {
     }
 }
 
+/// Why a task whose last attempt never reported back is failed instead of run again.
+pub(crate) const LEASE_EXPIRED_ERROR: &str =
+    "lease expired during the final attempt (the processor stopped or timed out)";
+
 /// The outcome a processor writes for an attempt it claimed.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Settlement {

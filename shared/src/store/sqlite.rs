@@ -7,8 +7,9 @@ use std::time::Duration;
 use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
 
 use super::{
-    Backlog, Created, QueueStats, Settlement, StoreError, TaskCanceller, TaskPurger, TaskQueue,
-    TaskReader, TaskRetrier, TaskWriter, apply_cancel, apply_claim, apply_retry, apply_settlement,
+    Backlog, Created, LEASE_EXPIRED_ERROR, QueueStats, Settlement, StoreError, TaskCanceller,
+    TaskPurger, TaskQueue, TaskReader, TaskRetrier, TaskWriter, apply_cancel, apply_claim,
+    apply_retry, apply_settlement,
 };
 use crate::clock::Timestamp;
 use crate::task::{Task, TaskId, TaskStatus};
@@ -364,10 +365,6 @@ fn insert_new(tx: &rusqlite::Transaction<'_>, task: Task) -> Result<Created, Sto
         }
     }
 }
-
-/// Why a task whose last attempt never reported back is failed instead of run again.
-pub(crate) const LEASE_EXPIRED_ERROR: &str =
-    "lease expired during the final attempt (the processor stopped or timed out)";
 
 impl TaskQueue for SqliteStore {
     async fn claim_due(

@@ -24,11 +24,10 @@ use self::item::{
 };
 use self::schema::names;
 use super::{
-    Backlog, Created, QueueStats, Settlement, StoreError, TaskCanceller, TaskPurger, TaskQueue,
-    TaskReader, TaskRetrier, TaskWriter, apply_settlement, new_lease_token,
+    Backlog, Created, LEASE_EXPIRED_ERROR, QueueStats, Settlement, StoreError, TaskCanceller,
+    TaskPurger, TaskQueue, TaskReader, TaskRetrier, TaskWriter, apply_settlement, new_lease_token,
 };
 use crate::clock::Timestamp;
-use crate::store::sqlite::LEASE_EXPIRED_ERROR;
 use crate::task::{Task, TaskId, TaskStatus};
 
 /// Concurrent single-item writes one store call issues (claims, cancels, deletes).
@@ -175,6 +174,22 @@ impl DynamoStore {
         }
     }
 
+    /// A query of one queue-index shard for the instants up to `until`, oldest first.
+    fn queue_query(
+        &self,
+        queue: &str,
+        until: Timestamp,
+    ) -> aws_sdk_dynamodb::operation::query::builders::QueryFluentBuilder {
+        self.client
+            .query()
+            .table_name(&self.table)
+            .index_name(schema::QUEUE_INDEX)
+            .key_condition_expression(schema::KEY_QUEUE_UP_TO)
+            .expression_attribute_names(names::QUEUE, schema::QUEUE)
+            .expression_attribute_values(":queue", s(queue))
+            .expression_attribute_values(":until", s(until.to_text()))
+    }
+
     /// Ids and queue instants from one queue-index shard, oldest first, up to `until`.
     async fn query_queue(
         &self,
@@ -187,14 +202,7 @@ impl DynamoStore {
         loop {
             let page_limit = limit.map(|l| i32::try_from(l - found.len()).unwrap_or(i32::MAX));
             let output = self
-                .client
-                .query()
-                .table_name(&self.table)
-                .index_name(schema::QUEUE_INDEX)
-                .key_condition_expression(schema::KEY_QUEUE_UP_TO)
-                .expression_attribute_names(names::QUEUE, schema::QUEUE)
-                .expression_attribute_values(":queue", s(&queue))
-                .expression_attribute_values(":until", s(until.to_text()))
+                .queue_query(&queue, until)
                 .set_limit(page_limit)
                 .set_exclusive_start_key(start.take())
                 .send()
@@ -218,8 +226,10 @@ impl DynamoStore {
     /// Takes the guard item `key` for `task`. When another task holds it, `decide` sees the
     /// holder (absent if not written yet, with whether its guard is younger than the grace
     /// period) and either stops the create or lets this task take the guard over.
-    /// `now` is written as the guard's version: a takeover is conditioned on the holder *and*
-    /// the version it read, so any change in between (a retry re-taking the guard) wins.
+    /// Every guard write carries a fresh version token: a takeover is conditioned on the holder
+    /// *and* the version it read, so any write in between (a retry re-taking the guard) wins.
+    /// `now` is written as the guard's time, which decides whether a holder not yet written
+    /// is still in flight.
     async fn take_guard(
         &self,
         key: &str,
@@ -227,7 +237,7 @@ impl DynamoStore {
         now: Timestamp,
         decide: impl Fn(TaskId, Option<Task>, bool) -> Option<GuardStop>,
     ) -> Result<Option<GuardStop>, StoreError> {
-        let mut expected: Option<(String, String)> = None;
+        let mut expected: Option<(String, Option<String>)> = None;
         for _ in 0..GUARD_ATTEMPTS {
             let mut put = self
                 .client
@@ -236,15 +246,19 @@ impl DynamoStore {
                 .item(schema::ID, s(key))
                 .item(schema::GUARD_TASK_ID, s(task.id.to_string()))
                 .item(schema::GUARD_CREATED_AT, s(now.to_text()))
+                .item(schema::GUARD_VERSION, s(new_lease_token()))
                 .return_values_on_condition_check_failure(
                     ReturnValuesOnConditionCheckFailure::AllOld,
                 );
             put = match &expected {
                 None => put.condition_expression(schema::COND_NEW_ITEM),
-                Some((holder, version)) => put
+                Some((holder, Some(version))) => put
                     .condition_expression(schema::COND_GUARD_VERSION)
                     .expression_attribute_values(":task", s(holder))
                     .expression_attribute_values(":version", s(version)),
+                Some((holder, None)) => put
+                    .condition_expression(schema::COND_GUARD_UNVERSIONED)
+                    .expression_attribute_values(":task", s(holder)),
             };
             let err = match put.send().await {
                 Ok(_) => return Ok(None),
@@ -265,10 +279,9 @@ impl DynamoStore {
                 // An SDK retry of a put whose first try landed: the guard is ours.
                 return Ok(None);
             }
-            let version = get_s(&old, schema::GUARD_CREATED_AT)
-                .unwrap_or_default()
-                .to_owned();
-            let written: Option<Timestamp> = version.parse().ok();
+            let version = get_s(&old, schema::GUARD_VERSION).map(str::to_owned);
+            let written: Option<Timestamp> =
+                get_s(&old, schema::GUARD_CREATED_AT).and_then(|at| at.parse().ok());
             let young = written.is_some_and(|at| at.plus(GUARD_GRACE) > now);
             if let Ok(holder_id) = holder.parse::<TaskId>() {
                 let holder_task = self.get(holder_id).await?;
@@ -759,14 +772,7 @@ impl QueueStats for DynamoStore {
             let mut start: Option<HashMap<String, AttributeValue>> = None;
             loop {
                 let output = self
-                    .client
-                    .query()
-                    .table_name(&self.table)
-                    .index_name(schema::QUEUE_INDEX)
-                    .key_condition_expression(schema::KEY_QUEUE_UP_TO)
-                    .expression_attribute_names(names::QUEUE, schema::QUEUE)
-                    .expression_attribute_values(":queue", s(&queue))
-                    .expression_attribute_values(":until", s(now.to_text()))
+                    .queue_query(&queue, now)
                     .select(aws_sdk_dynamodb::types::Select::Count)
                     .set_exclusive_start_key(start.take())
                     .send()
@@ -826,6 +832,7 @@ impl TaskRetrier for DynamoStore {
             .item(schema::ID, s(&key))
             .item(schema::GUARD_TASK_ID, s(id.to_string()))
             .item(schema::GUARD_CREATED_AT, s(now.to_text()))
+            .item(schema::GUARD_VERSION, s(new_lease_token()))
             .condition_expression(schema::COND_GUARD_HELD_BY)
             .expression_attribute_values(":task", s(id.to_string()))
             .build()

@@ -41,6 +41,8 @@ pub const EXPIRES_AT: &str = "expiresAt";
 pub const GUARD_TASK_ID: &str = "taskId";
 /// On a reference guard item: when the guard was written.
 pub const GUARD_CREATED_AT: &str = "createdAt";
+/// On a guard item: a token unique to each write, which takeovers are conditioned on.
+pub const GUARD_VERSION: &str = "version";
 
 /// Sparse index over pending, running and finished tasks, ordered by [`QUEUE_AT`] per shard.
 pub const QUEUE_INDEX: &str = "queue-index";
@@ -96,7 +98,9 @@ pub const COND_PURGEABLE: &str = "begins_with(#queue, :done) AND queueAt <= :cut
 /// Condition for deleting a guard, or re-taking it in a retry: it still names the task.
 pub const COND_GUARD_HELD_BY: &str = "taskId = :task";
 /// Condition for taking a guard over: it still names the holder we read, at the version we read.
-pub const COND_GUARD_VERSION: &str = "taskId = :task AND createdAt = :version";
+pub const COND_GUARD_VERSION: &str = "taskId = :task AND version = :version";
+/// The same for a guard written before guards carried a version.
+pub const COND_GUARD_UNVERSIONED: &str = "taskId = :task AND attribute_not_exists(version)";
 /// Key condition of a queue-index query.
 pub const KEY_QUEUE_UP_TO: &str = "#queue = :queue AND queueAt <= :until";
 /// Key condition of a reference-index query, with and without the type.
