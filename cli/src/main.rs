@@ -1,18 +1,19 @@
-//! `tasker`: run Tasker on one machine (API + processor + cleanup), or one pass of each.
+//! `tasker`: run Tasker on one machine (API + processor + cleanup), one pass of each, or the
+//! operator commands (list, show, cancel, retry, stats) against SQLite or DynamoDB.
+
+mod operator;
+mod serve;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::sync::Arc;
-use std::time::{Duration, Instant};
 
 use clap::{Args, Parser, Subcommand};
+use tasker::store::ListFilter;
 use tasker::store::dynamodb::schema;
-use tasker::{Config, DynamoStore, Store, StoreKind, Tasker, api};
-use tokio::sync::watch;
+use tasker::{Config, DynamoStore, StoreKind, TaskStatus};
 
-/// How often `serve` runs cleanup.
-const CLEANUP_EVERY: Duration = Duration::from_secs(24 * 3600);
+use crate::operator::{parse_id, print_task};
 
 #[derive(Parser)]
 #[command(
@@ -33,6 +34,31 @@ enum Command {
     Process(StoreArgs),
     /// Delete finished tasks older than TASKER_RETENTION and print the count as JSON.
     Cleanup(StoreArgs),
+    /// List tasks, newest first (due instant while pending, finish once done).
+    List {
+        /// Only tasks in this status.
+        #[arg(long, value_parser = parse_status)]
+        status: Option<TaskStatus>,
+        /// Only tasks of this type.
+        #[arg(long = "type")]
+        task_type: Option<String>,
+        /// Only tasks with this referenceUid.
+        #[arg(long)]
+        reference: Option<String>,
+        /// Tasks per page.
+        #[arg(long, default_value_t = 20, value_parser = clap::value_parser!(u64).range(1..=100))]
+        limit: u64,
+        /// Start after this cursor (printed under the previous page).
+        #[arg(long)]
+        cursor: Option<String>,
+        /// Every page, not just the first.
+        #[arg(long)]
+        all: bool,
+        #[command(flatten)]
+        output: OutputArgs,
+        #[command(flatten)]
+        store: StoreArgs,
+    },
     /// Show one task.
     Show {
         /// Task id.
@@ -58,16 +84,24 @@ enum Command {
         #[command(flatten)]
         store: StoreArgs,
     },
-    /// Put a failed or cancelled task back in the queue, due now, with fresh attempts.
+    /// Put a failed or cancelled task back in the queue, due now, with fresh attempts; or
+    /// every failed task with --all-failed.
     Retry {
         /// Task id.
-        id: String,
+        #[arg(required_unless_present = "all_failed", conflicts_with = "all_failed")]
+        id: Option<String>,
+        /// Retry every failed task (with a progress bar).
+        #[arg(long)]
+        all_failed: bool,
+        /// With --all-failed: only tasks of this type.
+        #[arg(long = "type", requires = "all_failed")]
+        task_type: Option<String>,
         #[command(flatten)]
         output: OutputArgs,
         #[command(flatten)]
         store: StoreArgs,
     },
-    /// Show the backlog: tasks due now and how long the oldest has waited.
+    /// Show tasks per status and the backlog (tasks due now, how long the oldest has waited).
     Stats {
         #[command(flatten)]
         output: OutputArgs,
@@ -154,7 +188,7 @@ async fn main() -> ExitCode {
 
 async fn run(cli: Cli) -> Result<(), CliError> {
     match cli.command {
-        Command::Serve(args) => serve(args).await,
+        Command::Serve(args) => serve::serve(args).await,
         Command::Process(args) => {
             let config = config(&args)?;
             let summary = config.build_tasker().await?.process_queue(None).await?;
@@ -163,13 +197,27 @@ async fn run(cli: Cli) -> Result<(), CliError> {
         }
         Command::Cleanup(args) => {
             let config = config(&args)?;
-            let summary = config
-                .build_tasker()
-                .await?
-                .cleanup(config.retention)
-                .await?;
-            println!("{}", serde_json::to_string(&summary)?);
-            Ok(())
+            let tasker = config.build_tasker().await?;
+            operator::cleanup(&tasker, config.retention).await
+        }
+        Command::List {
+            status,
+            task_type,
+            reference,
+            limit,
+            cursor,
+            all,
+            output,
+            store,
+        } => {
+            let tasker = config(&store)?.build_tasker().await?;
+            let filter = ListFilter {
+                status,
+                task_type,
+                reference_uid: reference,
+            };
+            let limit = usize::try_from(limit).unwrap_or(20);
+            operator::list(&tasker, &filter, limit, cursor, all, output.json).await
         }
         Command::Show { id, output, store } => {
             let tasker = config(&store)?.build_tasker().await?;
@@ -187,52 +235,35 @@ async fn run(cli: Cli) -> Result<(), CliError> {
             match (id, reference) {
                 (Some(id), _) => print_task(&tasker.cancel(parse_id(&id)?).await?, output.json),
                 (None, Some(reference)) => {
-                    let ids = tasker
-                        .cancel_by_reference(&reference, task_type.as_deref())
-                        .await?;
-                    let ids: Vec<String> = ids.iter().map(ToString::to_string).collect();
-                    if output.json {
-                        let body = serde_json::json!({"cancelled": ids.len(), "ids": ids});
-                        println!("{body}");
-                    } else {
-                        println!("cancelled {} task(s)", ids.len());
-                        for id in ids {
-                            println!("  {id}");
-                        }
-                    }
-                    Ok(())
+                    operator::cancel_by_reference(
+                        &tasker,
+                        &reference,
+                        task_type.as_deref(),
+                        output.json,
+                    )
+                    .await
                 }
                 (None, None) => Err(CliError::Usage("give a task id or --reference".into())),
             }
         }
-        Command::Retry { id, output, store } => {
+        Command::Retry {
+            id,
+            all_failed,
+            task_type,
+            output,
+            store,
+        } => {
             let tasker = config(&store)?.build_tasker().await?;
-            print_task(&tasker.retry(parse_id(&id)?).await?, output.json)
+            match id {
+                Some(id) if !all_failed => {
+                    print_task(&tasker.retry(parse_id(&id)?).await?, output.json)
+                }
+                _ => operator::retry_all_failed(&tasker, task_type, output.json).await,
+            }
         }
         Command::Stats { output, store } => {
             let tasker = config(&store)?.build_tasker().await?;
-            let backlog = tasker.backlog().await?;
-            let now = tasker.now();
-            let age = backlog
-                .oldest_due_at
-                .map(|oldest| (now.0 - oldest.0).whole_seconds().max(0));
-            if output.json {
-                let body = serde_json::json!({
-                    "due": backlog.due,
-                    "oldestDueAt": backlog.oldest_due_at,
-                    "oldestDueAgeSeconds": age,
-                });
-                println!("{body}");
-            } else {
-                println!("due now:     {}", backlog.due);
-                match (backlog.oldest_due_at, age) {
-                    (Some(oldest), Some(age)) => {
-                        println!("oldest due:  {oldest} ({age} s ago)");
-                    }
-                    _ => println!("oldest due:  -"),
-                }
-            }
-            Ok(())
+            operator::stats(&tasker, output.json).await
         }
         Command::CreateTable { table } => {
             let client = DynamoStore::client_from_env().await;
@@ -243,29 +274,9 @@ async fn run(cli: Cli) -> Result<(), CliError> {
     }
 }
 
-fn parse_id(id: &str) -> Result<tasker::TaskId, CliError> {
-    id.parse()
-        .map_err(|_| CliError::Usage(format!("{id:?} is not a task id (a 26-character ULID)")))
-}
-
-/// Prints a task as JSON, or as aligned `field: value` lines for people.
-fn print_task(task: &tasker::Task, json: bool) -> Result<(), CliError> {
-    let value = serde_json::to_value(task)?;
-    if json {
-        println!("{value}");
-        return Ok(());
-    }
-    if let Some(fields) = value.as_object() {
-        for (name, field) in fields {
-            let text = match field {
-                serde_json::Value::Null => "-".to_owned(),
-                serde_json::Value::String(text) => text.clone(),
-                other => other.to_string(),
-            };
-            println!("{name:<20} {text}");
-        }
-    }
-    Ok(())
+fn parse_status(text: &str) -> Result<TaskStatus, String> {
+    text.parse()
+        .map_err(|_| "expected pending, running, succeeded, failed or cancelled".to_owned())
 }
 
 /// The environment's configuration with the command-line flags on top.
@@ -284,113 +295,4 @@ fn config(args: &StoreArgs) -> Result<Config, CliError> {
         config.table = None;
     }
     Ok(config)
-}
-
-async fn serve(args: ServeArgs) -> Result<(), CliError> {
-    let config = config(&args.store)?;
-    let tasker = Arc::new(config.build_tasker().await?);
-    let listener = tokio::net::TcpListener::bind(args.listen)
-        .await
-        .map_err(|err| CliError::Listen(args.listen, err))?;
-    let local = listener
-        .local_addr()
-        .map_err(|err| CliError::Listen(args.listen, err))?;
-    let store = match tasker.store() {
-        Store::Sqlite(_) => format!("sqlite {}", config.db_path.display()),
-        Store::DynamoDb(store) => format!("dynamodb table {}", store.table()),
-    };
-    tracing::info!(address = %local, store = %store, interval_s = args.interval, "tasker listening on http://{local}");
-
-    let (stop_tx, stop_rx) = watch::channel(false);
-    let app = api::router(Arc::clone(&tasker), config.local_auth());
-    let mut http_stop = stop_rx.clone();
-    let server = tokio::spawn(async move {
-        axum::serve(listener, app)
-            .with_graceful_shutdown(async move {
-                let _ = http_stop.wait_for(|stop| *stop).await;
-            })
-            .await
-    });
-    let worker = tokio::spawn(process_loop(
-        Arc::clone(&tasker),
-        Duration::from_secs(args.interval),
-        config.retention,
-        config.processor.batch_size,
-        stop_rx,
-    ));
-
-    shutdown_signal().await;
-    tracing::info!("stopping: finishing the current run and open requests");
-    let _ = stop_tx.send(true);
-    let _ = worker.await;
-    match server.await {
-        Ok(result) => result.map_err(CliError::Serve)?,
-        Err(join) => tracing::error!(error = %join, "HTTP server task failed"),
-    }
-    tracing::info!("stopped");
-    Ok(())
-}
-
-/// Processes the queue every `interval` (at once again while full batches keep coming) and
-/// cleans up once a day, until `stop` turns true; a run in progress always completes.
-async fn process_loop(
-    tasker: Arc<Tasker<Store>>,
-    interval: Duration,
-    retention: Duration,
-    batch_size: usize,
-    mut stop: watch::Receiver<bool>,
-) {
-    let mut last_cleanup: Option<Instant> = None;
-    loop {
-        let summary = match tasker.process_queue(None).await {
-            Ok(summary) => Some(summary),
-            Err(err) => {
-                tracing::error!(error = %err, "processor run failed");
-                None
-            }
-        };
-        if last_cleanup.is_none_or(|at| at.elapsed() >= CLEANUP_EVERY) {
-            if let Err(err) = tasker.cleanup(retention).await {
-                tracing::error!(error = %err, "cleanup failed");
-            }
-            last_cleanup = Some(Instant::now());
-        }
-        if *stop.borrow() {
-            return;
-        }
-        let backlog = summary.is_some_and(|s| s.claimed >= batch_size);
-        if !backlog {
-            tokio::select! {
-                _ = stop.wait_for(|stop| *stop) => return,
-                () = tokio::time::sleep(interval) => {}
-            }
-        }
-    }
-}
-
-async fn shutdown_signal() {
-    let ctrl_c = async {
-        if let Err(err) = tokio::signal::ctrl_c().await {
-            tracing::error!(error = %err, "cannot listen for Ctrl-C");
-            std::future::pending::<()>().await;
-        }
-    };
-    #[cfg(unix)]
-    let terminate = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut signal) => {
-                signal.recv().await;
-            }
-            Err(err) => {
-                tracing::error!(error = %err, "cannot listen for SIGTERM");
-                std::future::pending::<()>().await;
-            }
-        }
-    };
-    #[cfg(not(unix))]
-    let terminate = std::future::pending::<()>();
-    tokio::select! {
-        () = ctrl_c => {}
-        () = terminate => {}
-    }
 }

@@ -54,6 +54,11 @@ impl Timestamp {
         }
     }
 
+    /// Time from `earlier` to this instant; zero when `earlier` is later.
+    pub fn since(self, earlier: Self) -> Duration {
+        Duration::try_from(self.0 - earlier.0).unwrap_or(Duration::ZERO)
+    }
+
     /// Seconds since the Unix epoch, as DynamoDB TTL wants them.
     pub fn unix_seconds(self) -> i64 {
         self.0.unix_timestamp()

@@ -31,7 +31,7 @@ pub fn run_metrics(
     if let Some(backlog) = backlog {
         let age = backlog
             .oldest_due_at
-            .map_or(0, |oldest| (at.0 - oldest.0).whole_seconds().max(0));
+            .map_or(0, |oldest| at.since(oldest).as_secs());
         values.push(("QueueDepth", "Count", json!(backlog.due)));
         values.push(("OldestDueAge", "Seconds", json!(age)));
     }

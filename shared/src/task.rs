@@ -89,6 +89,15 @@ pub enum TaskStatus {
 }
 
 impl TaskStatus {
+    /// Every status, in the order of a task's life.
+    pub const ALL: [Self; 5] = [
+        Self::Pending,
+        Self::Running,
+        Self::Succeeded,
+        Self::Failed,
+        Self::Cancelled,
+    ];
+
     /// The status as stored and shown in JSON.
     pub fn as_str(self) -> &'static str {
         match self {
@@ -220,6 +229,14 @@ impl Task {
             TaskStatus::Running => self.lease_expires_at,
             _ => None,
         }
+    }
+
+    /// The instant the task is queued at: [`Task::due_at`] while pending or running, its finish
+    /// once done. Listings and the DynamoDB queue index order tasks by it.
+    pub fn queue_at(&self) -> Timestamp {
+        self.due_at()
+            .or(self.finished_at)
+            .unwrap_or(self.updated_at)
     }
 }
 

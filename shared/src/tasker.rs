@@ -8,8 +8,9 @@ use serde::Serialize;
 
 use crate::clock::{Clock, SystemClock, Timestamp};
 use crate::store::{
-    Backlog, Created, QueueStats, Settlement, StoreError, TaskCanceller, TaskPurger, TaskQueue,
-    TaskReader, TaskRetrier, TaskWriter,
+    Backlog, Created, ListFilter, ListKey, QueueStats, Settlement, StatusCounts, StoreError,
+    TaskCanceller, TaskLister, TaskPage, TaskPurger, TaskQueue, TaskReader, TaskRetrier,
+    TaskWriter,
 };
 use crate::task::{NewTask, Task, TaskId, ValidationError};
 use crate::tasks::{Registry, TaskContext, TaskError, TypeSettings};
@@ -266,10 +267,64 @@ impl<S: QueueStats> Tasker<S> {
 impl<S: TaskPurger> Tasker<S> {
     /// Deletes finished tasks older than `retention`.
     pub async fn cleanup(&self, retention: Duration) -> Result<CleanupSummary, TaskerError> {
+        self.cleanup_with_progress(retention, &|_| ()).await
+    }
+
+    /// Deletes finished tasks older than `retention`, calling `progress` with each chunk's count.
+    pub async fn cleanup_with_progress(
+        &self,
+        retention: Duration,
+        progress: &(dyn Fn(u64) + Send + Sync),
+    ) -> Result<CleanupSummary, TaskerError> {
         let cutoff = self.clock.now().minus(retention);
-        let deleted = self.store.purge_finished_before(cutoff).await?;
+        let deleted = self.store.purge_finished_before(cutoff, progress).await?;
         tracing::info!(deleted, cutoff = %cutoff, "cleanup finished");
         Ok(CleanupSummary { deleted })
+    }
+}
+
+/// Largest page a listing returns.
+pub const MAX_LIST_LIMIT: usize = 100;
+
+/// Counts per status and the backlog, as `GET /stats` and `tasker stats` show them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Stats {
+    /// Tasks in each status.
+    pub counts: StatusCounts,
+    /// Tasks due now and not running (pending past their time, or with an expired lease).
+    pub due: u64,
+    /// Seconds since the oldest of them became due; `None` when nothing is due.
+    pub oldest_due_age_seconds: Option<u64>,
+}
+
+impl<S: TaskLister> Tasker<S> {
+    /// Up to `limit` (at most [`MAX_LIST_LIMIT`]) tasks matching `filter`, newest first, below
+    /// `after`.
+    pub async fn list(
+        &self,
+        filter: &ListFilter,
+        after: Option<ListKey>,
+        limit: usize,
+    ) -> Result<TaskPage, TaskerError> {
+        Ok(self
+            .store
+            .list(filter, after, limit.min(MAX_LIST_LIMIT))
+            .await?)
+    }
+}
+
+impl<S: TaskLister + QueueStats> Tasker<S> {
+    /// Counts per status and the backlog, read at once.
+    pub async fn stats(&self) -> Result<Stats, TaskerError> {
+        let now = self.clock.now();
+        let (counts, backlog) =
+            futures::future::try_join(self.store.counts(), self.store.backlog(now)).await?;
+        Ok(Stats {
+            counts,
+            due: backlog.due,
+            oldest_due_age_seconds: backlog.oldest_due_at.map(|at| now.since(at).as_secs()),
+        })
     }
 }
 

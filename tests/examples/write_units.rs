@@ -85,7 +85,7 @@ async fn main() {
     total += report("process", tasks, &proxy.take());
 
     let deleted = store
-        .purge_finished_before(Timestamp::now_utc())
+        .purge_finished_before(Timestamp::now_utc(), &|_| ())
         .await
         .expect("cleanup");
     total += report("cleanup", tasks, &proxy.take());

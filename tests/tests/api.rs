@@ -146,6 +146,23 @@ async fn bad_input_is_refused_with_a_code<S: ApiStore>(store: S) {
         assert_eq!(status, StatusCode::BAD_REQUEST, "{body}: {json}");
         assert_eq!(json["error"]["code"], code, "{body}: {json}");
     }
+    // Listing refuses unknown, repeated, empty and out-of-range parameters and foreign cursors.
+    for (query, code) in [
+        ("state=failed", "unknown_parameter"),
+        ("status=done", "invalid_parameter"),
+        ("status=failed&status=pending", "invalid_parameter"),
+        ("limit=0", "invalid_parameter"),
+        ("limit=101", "invalid_parameter"),
+        ("limit=-1", "invalid_parameter"),
+        ("type=", "invalid_parameter"),
+        ("cursor=abc", "invalid_cursor"),
+        ("cursor=%ff%fe", "invalid_cursor"),
+    ] {
+        let path = format!("/tasks?{query}");
+        let (status, json) = call(&app, Method::GET, &path, Body::empty(), None).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{query}: {json}");
+        assert_eq!(json["error"]["code"], code, "{query}: {json}");
+    }
     // Unknown ids, routes and methods.
     for (method, path, status, code) in [
         (
@@ -199,6 +216,72 @@ async fn bad_input_is_refused_with_a_code_on_sqlite() {
 #[tokio::test]
 async fn bad_input_is_refused_with_a_code_on_dynamodb() {
     bad_input_is_refused_with_a_code(tasker_tests::dynamo::fresh_store().await).await;
+}
+
+/// GIVEN 7 tasks, 2 of them cancelled WHEN listed 3 at a time through the API THEN the pages
+/// follow `nextCursor` to every task once, newest first, and the stats count them.
+async fn listing_pages_through_the_api<S: ApiStore>(store: S) {
+    let app = router(store, AuthMode::Open);
+    let mut created = Vec::new();
+    for i in 0..7 {
+        let body = json!({"type": "sendWebhook", "payload": {}, "delaySeconds": 60 + i});
+        let (status, task) = call(&app, Method::POST, "/tasks", body.to_string(), None).await;
+        assert_eq!(status, StatusCode::CREATED, "{task}");
+        created.push(task["id"].as_str().expect("id").to_owned());
+    }
+    for id in &created[..2] {
+        let (status, _) = call(
+            &app,
+            Method::DELETE,
+            &format!("/tasks/{id}"),
+            Body::empty(),
+            None,
+        )
+        .await;
+        assert_eq!(status, StatusCode::OK);
+    }
+    let mut listed = Vec::new();
+    let mut path = "/tasks?limit=3&status=pending".to_owned();
+    loop {
+        let (status, page) = call(&app, Method::GET, &path, Body::empty(), None).await;
+        assert_eq!(status, StatusCode::OK, "{page}");
+        let tasks = page["tasks"].as_array().expect("tasks");
+        assert!(tasks.len() <= 3);
+        listed.extend(
+            tasks
+                .iter()
+                .map(|t| t["id"].as_str().expect("id").to_owned()),
+        );
+        match page["nextCursor"].as_str() {
+            Some(cursor) => {
+                path = format!("/tasks?limit=3&status=pending&cursor={}", urlencode(cursor));
+            }
+            None => break,
+        }
+    }
+    // Later due instants are newer: the last created is listed first.
+    let expected: Vec<String> = created[2..].iter().rev().cloned().collect();
+    assert_eq!(listed, expected);
+    let (status, stats) = call(&app, Method::GET, "/stats", Body::empty(), None).await;
+    assert_eq!(status, StatusCode::OK, "{stats}");
+    assert_eq!(stats["counts"]["pending"], 5);
+    assert_eq!(stats["counts"]["cancelled"], 2);
+    assert_eq!(stats["due"], 0);
+    assert!(stats["oldestDueAgeSeconds"].is_null());
+}
+
+fn urlencode(text: &str) -> String {
+    text.replace('#', "%23").replace(':', "%3A")
+}
+
+#[tokio::test]
+async fn listing_pages_through_the_api_on_sqlite() {
+    listing_pages_through_the_api(SqliteStore::in_memory().expect("sqlite")).await;
+}
+
+#[tokio::test]
+async fn listing_pages_through_the_api_on_dynamodb() {
+    listing_pages_through_the_api(tasker_tests::dynamo::fresh_store().await).await;
 }
 
 #[tokio::test]

@@ -183,6 +183,42 @@ async fn full_lifecycle(store_args: &[&str], mut envs: Vec<(&'static str, String
     assert!(failed["lastFailedAttemptAt"].is_string());
     assert_eq!(receiver.requests_to("/status/500/failing").len(), 3);
 
+    // The operator CLI (a second process on the same store) finds the failed task and
+    // retries it: it runs its 3 attempts again and fails again, its history kept.
+    let cli = |command: &[&str]| -> Value {
+        let mut full = command.to_vec();
+        full.extend(store_args);
+        full.push("--json");
+        let output = process::run(&full, &envs);
+        assert!(
+            output.status.success(),
+            "tasker {command:?}: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        serde_json::from_slice(&output.stdout).expect("JSON output")
+    };
+    let listed = cli(&["list", "--status", "failed"]);
+    assert_eq!(
+        listed["tasks"].as_array().map(Vec::len),
+        Some(1),
+        "{listed}"
+    );
+    assert_eq!(listed["tasks"][0]["id"], failing["id"]);
+    assert!(listed["nextCursor"].is_null());
+    let stats = cli(&["stats"]);
+    assert_eq!(stats["counts"]["failed"], 1, "{stats}");
+    assert_eq!(cli(&["show", &id_of(&failing)])["status"], "failed");
+    let retried = cli(&["retry", "--all-failed", "--type", "sendWebhook"]);
+    assert_eq!(retried["retried"], 1, "{retried}");
+    assert_eq!(retried["ids"][0], failing["id"]);
+    let failed_again = api.wait_for_status(&id_of(&failing), "failed").await;
+    assert_eq!(failed_again["attempts"], 3);
+    assert_eq!(receiver.requests_to("/status/500/failing").len(), 6);
+    assert_eq!(
+        cli(&["retry", "--all-failed", "--type", "other"])["retried"],
+        0
+    );
+
     // AND the delayed one did not run before its time
     let finished = api.wait_for_status(&id_of(&delayed), "succeeded").await;
     let scheduled: SystemTime =

@@ -150,6 +150,21 @@ async fn api_gateway_events_drive_every_route() {
         results[0]["id"]
     );
 
+    // List and stats: the pending tasks, newest first, agree with the counts.
+    let (status, page) = send(&app, events::http_request("apigw-list-tasks.json", None)).await;
+    assert_eq!(status, StatusCode::OK, "{page}");
+    let listed = page["tasks"].as_array().expect("tasks");
+    assert!(listed.iter().all(|task| task["status"] == "pending"));
+    assert!(page["nextCursor"].is_null());
+    let (status, stats) = send(&app, events::http_request("apigw-stats.json", None)).await;
+    assert_eq!(status, StatusCode::OK, "{stats}");
+    assert_eq!(stats["counts"]["pending"], listed.len());
+    assert_eq!(stats["counts"]["cancelled"], 1);
+    assert!(
+        listed.len() >= 3,
+        "the retried task and the batch's two: {page}"
+    );
+
     // Health needs no token; a wrong token and bad input are refused with codes.
     let (status, _) = send(&app, events::http_request("apigw-healthz.json", None)).await;
     assert_eq!(status, StatusCode::OK);
@@ -181,6 +196,8 @@ async fn enqueue_fails_closed_without_auth_configuration() {
         "apigw-get-task.json",
         "apigw-cancel-task.json",
         "apigw-cancel-by-reference.json",
+        "apigw-list-tasks.json",
+        "apigw-stats.json",
     ] {
         let (status, body) = send(&app, events::http_request(name, None)).await;
         assert_eq!(status, StatusCode::UNAUTHORIZED, "{name}");

@@ -163,12 +163,14 @@ fn each_function_gets_only_the_dynamodb_actions_it_uses() {
         pairs(&[
             ("table", "PutItem"),
             ("table", "GetItem"),
+            ("table", "BatchGetItem"),
             ("table", "UpdateItem"),
             (
                 "table keys [String(\"ref#*\"), String(\"idem#*\")]",
                 "DeleteItem",
             ),
             ("reference-index", "Query"),
+            ("queue-index", "Query"),
         ])
     );
     assert_eq!(

@@ -9,7 +9,7 @@ use std::sync::Arc;
 use axum::Router;
 use axum::body::Bytes;
 use axum::extract::rejection::{BytesRejection, PathRejection};
-use axum::extract::{DefaultBodyLimit, Path, State};
+use axum::extract::{DefaultBodyLimit, Path, RawQuery, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Json, Response};
 use axum::routing::{delete, get, post};
@@ -18,7 +18,9 @@ use serde_json::json;
 
 use self::error::ApiError;
 use crate::config::AuthMode;
-use crate::store::{Created, TaskCanceller, TaskReader, TaskRetrier, TaskWriter};
+use crate::store::{
+    Created, QueueStats, TaskCanceller, TaskLister, TaskReader, TaskRetrier, TaskWriter,
+};
 use crate::task::{MAX_PAYLOAD_BYTES, TaskId};
 use crate::tasker::Tasker;
 
@@ -32,27 +34,46 @@ pub const MAX_BATCH_BODY_BYTES: usize = 5 * 1024 * 1024;
 /// Every route `router` serves, as `(method, path)`; `openapi.yaml` documents exactly these.
 pub const ROUTES: &[(&str, &str)] = &[
     ("POST", "/tasks"),
+    ("GET", "/tasks"),
     ("GET", "/tasks/{id}"),
     ("DELETE", "/tasks/{id}"),
     ("POST", "/tasks/cancel"),
     ("POST", "/tasks/{id}/retry"),
     ("POST", "/tasks/batch"),
+    ("GET", "/stats"),
     ("GET", HEALTH_PATH),
 ];
 
 /// What the API needs from a store.
 pub trait ApiStore:
-    TaskReader + TaskWriter + TaskCanceller + TaskRetrier + Clone + 'static
+    TaskReader + TaskWriter + TaskCanceller + TaskRetrier + TaskLister + QueueStats + Clone + 'static
 {
 }
-impl<S: TaskReader + TaskWriter + TaskCanceller + TaskRetrier + Clone + 'static> ApiStore for S {}
+impl<
+    S: TaskReader
+        + TaskWriter
+        + TaskCanceller
+        + TaskRetrier
+        + TaskLister
+        + QueueStats
+        + Clone
+        + 'static,
+> ApiStore for S
+{
+}
 
 type AppState<S> = Arc<Tasker<S>>;
 
 /// The router with every route, authentication and JSON errors for unknown routes and methods.
 pub fn router<S: ApiStore>(tasker: Arc<Tasker<S>>, auth: AuthMode) -> Router {
     Router::new()
-        .route("/tasks", post(create::<S>).fallback(method_not_allowed))
+        .route(
+            "/tasks",
+            post(create::<S>)
+                .merge(get(list::<S>))
+                .fallback(method_not_allowed),
+        )
+        .route("/stats", get(stats::<S>).fallback(method_not_allowed))
         .route(
             "/tasks/cancel",
             post(cancel_by_reference::<S>).fallback(method_not_allowed),
@@ -135,6 +156,22 @@ async fn create<S: ApiStore>(
             Ok((StatusCode::OK, Json(task)).into_response())
         }
     }
+}
+
+async fn list<S: ApiStore>(
+    State(tasker): State<AppState<S>>,
+    RawQuery(query): RawQuery,
+) -> Result<Response, ApiError> {
+    let query = requests::parse_list_query(query.as_deref())?;
+    let page = tasker
+        .list(&query.filter, query.cursor, query.limit)
+        .await?;
+    let next = page.next.map(|key| key.to_string());
+    Ok(Json(json!({ "tasks": page.tasks, "nextCursor": next })).into_response())
+}
+
+async fn stats<S: ApiStore>(State(tasker): State<AppState<S>>) -> Result<Response, ApiError> {
+    Ok(Json(tasker.stats().await?).into_response())
 }
 
 async fn get_task<S: ApiStore>(

@@ -6,7 +6,11 @@ use serde_json::{Map, Value};
 
 use super::error::ApiError;
 use crate::clock::Timestamp;
-use crate::task::{MAX_ATTEMPTS_LIMIT, NewTask, ValidationError};
+use crate::store::{InvalidCursor, ListFilter, ListKey};
+use crate::task::{
+    MAX_ATTEMPTS_LIMIT, MAX_REFERENCE_UID_CHARS, MAX_TYPE_CHARS, NewTask, ValidationError,
+};
+use crate::tasker::MAX_LIST_LIMIT;
 
 /// Longest accepted `delaySeconds`: one year.
 pub const MAX_DELAY_SECONDS: u64 = 366 * 24 * 3600;
@@ -208,6 +212,105 @@ pub fn parse_cancel_by_reference(body: &[u8]) -> Result<CancelByReference, ApiEr
     })
 }
 
+/// Page size of `GET /tasks` when the query gives none.
+pub const DEFAULT_LIST_LIMIT: usize = 20;
+const LIST_PARAMETERS: &[&str] = &["status", "type", "referenceUid", "limit", "cursor"];
+
+/// The query of `GET /tasks`.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ListQuery {
+    /// Which tasks.
+    pub filter: ListFilter,
+    /// Page size, 1 to [`MAX_LIST_LIMIT`].
+    pub limit: usize,
+    /// Where the page starts (`nextCursor` of the previous page).
+    pub cursor: Option<ListKey>,
+}
+
+fn invalid_parameter(name: &str, reason: &str) -> ApiError {
+    ApiError::bad_request(
+        "invalid_parameter",
+        format!("query parameter `{name}` {reason}"),
+    )
+}
+
+/// Parses the query string of `GET /tasks`: unknown, repeated or empty parameters are refused,
+/// so a typo never silently widens a listing.
+pub fn parse_list_query(query: Option<&str>) -> Result<ListQuery, ApiError> {
+    let mut parsed = ListQuery {
+        limit: DEFAULT_LIST_LIMIT,
+        ..ListQuery::default()
+    };
+    let mut seen: Vec<String> = Vec::new();
+    for (name, value) in url::form_urlencoded::parse(query.unwrap_or_default().as_bytes()) {
+        if !LIST_PARAMETERS.contains(&name.as_ref()) {
+            return Err(ApiError::bad_request(
+                "unknown_parameter",
+                format!(
+                    "unknown query parameter `{}`; expected one of {}",
+                    truncate(&name),
+                    LIST_PARAMETERS.join(", ")
+                ),
+            ));
+        }
+        if seen.iter().any(|earlier| earlier == &name) {
+            return Err(invalid_parameter(&name, "is given more than once"));
+        }
+        seen.push(name.to_string());
+        if value.is_empty() {
+            return Err(invalid_parameter(&name, "is empty"));
+        }
+        match name.as_ref() {
+            "status" => {
+                let status = value.parse().map_err(|_| {
+                    invalid_parameter(
+                        "status",
+                        "must be one of pending, running, succeeded, failed, cancelled",
+                    )
+                })?;
+                parsed.filter.status = Some(status);
+            }
+            "type" => {
+                if value.chars().count() > MAX_TYPE_CHARS {
+                    return Err(invalid_parameter(
+                        "type",
+                        &format!("is longer than {MAX_TYPE_CHARS} characters"),
+                    ));
+                }
+                parsed.filter.task_type = Some(value.into_owned());
+            }
+            "referenceUid" => {
+                if value.chars().count() > MAX_REFERENCE_UID_CHARS {
+                    return Err(invalid_parameter(
+                        "referenceUid",
+                        &format!("is longer than {MAX_REFERENCE_UID_CHARS} characters"),
+                    ));
+                }
+                parsed.filter.reference_uid = Some(value.into_owned());
+            }
+            "limit" => {
+                parsed.limit = value
+                    .parse()
+                    .ok()
+                    .filter(|limit| (1..=MAX_LIST_LIMIT).contains(limit))
+                    .ok_or_else(|| {
+                        invalid_parameter(
+                            "limit",
+                            &format!("must be an integer from 1 to {MAX_LIST_LIMIT}"),
+                        )
+                    })?;
+            }
+            _ => {
+                let cursor = value.parse().map_err(|err: InvalidCursor| {
+                    ApiError::bad_request("invalid_cursor", err.to_string())
+                })?;
+                parsed.cursor = Some(cursor);
+            }
+        }
+    }
+    Ok(parsed)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -263,5 +366,24 @@ mod tests {
         );
         let err = parse_create(body.as_bytes(), now()).unwrap_err();
         assert_eq!(err.status, axum::http::StatusCode::PAYLOAD_TOO_LARGE);
+    }
+
+    #[test]
+    fn list_queries_are_strict() {
+        let parsed = parse_list_query(Some("status=failed&type=sendWebhook&limit=5")).unwrap();
+        assert_eq!(parsed.filter.status, Some(crate::task::TaskStatus::Failed));
+        assert_eq!(parsed.filter.task_type.as_deref(), Some("sendWebhook"));
+        assert_eq!(parsed.limit, 5);
+        assert_eq!(parse_list_query(None).unwrap().limit, DEFAULT_LIST_LIMIT);
+        let code = |query: &str| parse_list_query(Some(query)).unwrap_err().code;
+        assert_eq!(code("state=failed"), "unknown_parameter");
+        assert_eq!(code("status=broken"), "invalid_parameter");
+        assert_eq!(code("status=failed&status=pending"), "invalid_parameter");
+        assert_eq!(code("limit=0"), "invalid_parameter");
+        assert_eq!(code("limit=101"), "invalid_parameter");
+        assert_eq!(code("limit=ten"), "invalid_parameter");
+        assert_eq!(code("type="), "invalid_parameter");
+        assert_eq!(code("cursor=nope"), "invalid_cursor");
+        assert_eq!(code("cursor=2026-11-27T20:00:00Z%23x"), "invalid_cursor");
     }
 }

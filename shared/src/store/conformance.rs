@@ -7,8 +7,8 @@ use std::collections::HashSet;
 use std::time::Duration;
 
 use super::{
-    Backlog, Created, QueueStats, Settlement, StoreError, TaskCanceller, TaskPurger, TaskQueue,
-    TaskReader, TaskRetrier, TaskWriter,
+    Backlog, Created, ListFilter, ListKey, QueueStats, Settlement, StatusCounts, StoreError,
+    TaskCanceller, TaskLister, TaskPurger, TaskQueue, TaskReader, TaskRetrier, TaskWriter,
 };
 use crate::clock::Timestamp;
 use crate::retry::RetryPolicy;
@@ -23,6 +23,7 @@ pub trait FullStore:
     + TaskPurger
     + QueueStats
     + TaskRetrier
+    + TaskLister
     + Clone
     + 'static
 {
@@ -35,6 +36,7 @@ impl<S> FullStore for S where
         + TaskPurger
         + QueueStats
         + TaskRetrier
+        + TaskLister
         + Clone
         + 'static
 {
@@ -70,7 +72,9 @@ macro_rules! store_conformance_tests {
             backlog_counts_what_is_due_and_its_oldest_instant,
             retry_puts_failed_and_cancelled_tasks_back,
             retry_respects_an_active_reference,
-            concurrent_retries_of_one_reference_make_one_active
+            concurrent_retries_of_one_reference_make_one_active,
+            listings_are_newest_first_and_pages_cover_every_match,
+            counts_are_per_status
         );
     };
     (@cases $make:expr; $($case:ident),* $(,)?) => {
@@ -554,18 +558,31 @@ pub async fn purge_deletes_only_old_finished_tasks<S: FullStore>(store: S) {
         .await
         .expect("settle");
 
-    let deleted = store.purge_finished_before(at(50)).await.expect("purge");
+    let reported = std::sync::atomic::AtomicU64::new(0);
+    let deleted = store
+        .purge_finished_before(at(50), &|chunk| {
+            reported.fetch_add(chunk, std::sync::atomic::Ordering::Relaxed);
+        })
+        .await
+        .expect("purge");
     assert_eq!(deleted, 1);
+    assert_eq!(reported.into_inner(), 1, "progress reports every deletion");
     assert!(store.get(old_cancelled.id).await.expect("get").is_none());
     for kept in [pending.id, future.id, to_finish.id] {
         assert!(store.get(kept).await.expect("get").is_some());
     }
     assert_eq!(
-        store.purge_finished_before(at(100)).await.expect("purge"),
+        store
+            .purge_finished_before(at(100), &|_| ())
+            .await
+            .expect("purge"),
         1
     );
     assert_eq!(
-        store.purge_finished_before(at(100)).await.expect("purge"),
+        store
+            .purge_finished_before(at(100), &|_| ())
+            .await
+            .expect("purge"),
         0
     );
     assert!(store.get(pending.id).await.expect("get").is_some());
@@ -605,7 +622,10 @@ pub async fn a_repeated_idempotency_key_returns_the_first_task<S: FullStore>(sto
         matches!(after_finish, Created::Existing(ref t) if t.id == first.id && t.status == TaskStatus::Cancelled)
     );
 
-    store.purge_finished_before(at(2)).await.expect("purge");
+    store
+        .purge_finished_before(at(2), &|_| ())
+        .await
+        .expect("purge");
     let fresh = create_at(&store, keyed("email", "order-1"), at(4)).await;
     assert_ne!(fresh.id, first.id);
 }
@@ -777,4 +797,168 @@ pub async fn concurrent_retries_of_one_reference_make_one_active<S: FullStore>(s
             .count();
         assert_eq!(pending_now, 1, "round {round}: {statuses:?}");
     }
+}
+
+/// Every page of a listing from the start, checking each page's size; the ids in order.
+async fn walk<S: FullStore>(store: &S, filter: &ListFilter, limit: usize) -> Vec<TaskId> {
+    let mut listed = Vec::new();
+    let mut after = None;
+    for _ in 0..1000 {
+        let page = store
+            .list(filter, after.clone(), limit)
+            .await
+            .expect("list a page");
+        assert!(page.tasks.len() <= limit, "a page holds at most the limit");
+        listed.extend(ids(&page.tasks));
+        match page.next {
+            Some(next) => {
+                assert!(
+                    after.as_ref().is_none_or(|after| &next < after),
+                    "pages advance"
+                );
+                after = Some(next);
+            }
+            None => return listed,
+        }
+    }
+    panic!("the listing did not end");
+}
+
+/// The tasks with `ids` as stored now, newest first: the order every listing must give.
+async fn newest_first<S: FullStore>(store: &S, filter: &ListFilter, all: &[TaskId]) -> Vec<TaskId> {
+    let mut tasks = Vec::new();
+    for &id in all {
+        let task = fetch(store, id).await;
+        if filter.matches(&task) {
+            tasks.push((ListKey::of(&task), id));
+        }
+    }
+    tasks.sort_by(|a, b| b.0.cmp(&a.0));
+    tasks.into_iter().map(|(_, id)| id).collect()
+}
+
+/// GIVEN tasks in every status, of two types, some sharing a reference and many sharing an
+/// instant WHEN listed with each filter and page size THEN pages hold at most the limit and
+/// together list every match exactly once, newest first (queue instant, then id).
+pub async fn listings_are_newest_first_and_pages_cover_every_match<S: FullStore>(store: S) {
+    let mut all = Vec::new();
+    for i in 0..24u64 {
+        let mut new = new_task(if i % 3 == 0 { "email" } else { "webhook" });
+        // Groups of four share a due instant, so order among them falls to the id.
+        new.scheduled_at = Some(at(i / 4));
+        new.max_attempts = Some(1);
+        if i % 5 == 0 {
+            new.reference_uid = Some(format!("booking-{}", i % 4));
+        }
+        all.push(create_at(&store, new, t0()).await.id);
+    }
+    // 6 claimed at t=10: 2 succeed, 2 fail, 2 stay running; 3 more cancelled.
+    let claimed = claim(&store, at(10), 6).await;
+    assert_eq!(claimed.len(), 6);
+    for (i, task) in claimed.iter().enumerate().take(4) {
+        let outcome = if i < 2 {
+            Settlement::Succeeded
+        } else {
+            Settlement::Failed {
+                error: "boom".into(),
+            }
+        };
+        store
+            .settle(task, outcome, at(20 + i as u64))
+            .await
+            .expect("settle");
+    }
+    let mut cancelled = 0;
+    for &id in &all {
+        if cancelled < 3 && fetch(&store, id).await.status == TaskStatus::Pending {
+            store.cancel(id, at(30)).await.expect("cancel");
+            cancelled += 1;
+        }
+    }
+
+    let mut filters = vec![ListFilter::default()];
+    for status in TaskStatus::ALL {
+        filters.push(ListFilter {
+            status: Some(status),
+            ..ListFilter::default()
+        });
+    }
+    filters.push(ListFilter {
+        task_type: Some("email".into()),
+        ..ListFilter::default()
+    });
+    filters.push(ListFilter {
+        status: Some(TaskStatus::Pending),
+        task_type: Some("webhook".into()),
+        ..ListFilter::default()
+    });
+    filters.push(ListFilter {
+        reference_uid: Some("booking-0".into()),
+        ..ListFilter::default()
+    });
+    filters.push(ListFilter {
+        reference_uid: Some("booking-0".into()),
+        status: Some(TaskStatus::Pending),
+        task_type: Some("webhook".into()),
+    });
+    for filter in &filters {
+        let expected = newest_first(&store, filter, &all).await;
+        for limit in [1, 5, 100] {
+            assert_eq!(
+                walk(&store, filter, limit).await,
+                expected,
+                "filter {filter:?}, limit {limit}"
+            );
+        }
+    }
+    let none = ListFilter {
+        reference_uid: Some("no-such-reference".into()),
+        ..ListFilter::default()
+    };
+    assert!(walk(&store, &none, 10).await.is_empty());
+}
+
+/// GIVEN tasks in every status WHEN counted THEN each status has its own count.
+pub async fn counts_are_per_status<S: FullStore>(store: S) {
+    assert_eq!(
+        store.counts().await.expect("counts"),
+        StatusCounts::default()
+    );
+    for i in 0..7 {
+        let mut new = new_task("t");
+        new.max_attempts = Some(1);
+        create_at(&store, new, at(i)).await;
+    }
+    let claimed = claim(&store, at(10), 4).await;
+    store
+        .settle(&claimed[0], Settlement::Succeeded, at(11))
+        .await
+        .expect("settle");
+    store
+        .settle(
+            &claimed[1],
+            Settlement::Failed { error: "no".into() },
+            at(11),
+        )
+        .await
+        .expect("settle");
+    let pending = claim(&store, at(10), 1).await;
+    store
+        .settle(&pending[0], Settlement::Released, at(11))
+        .await
+        .expect("release");
+    let victim = pending[0].id;
+    store.cancel(victim, at(12)).await.expect("cancel");
+    let counts = store.counts().await.expect("counts");
+    assert_eq!(
+        counts,
+        StatusCounts {
+            pending: 2,
+            running: 2,
+            succeeded: 1,
+            failed: 1,
+            cancelled: 1,
+        }
+    );
+    assert_eq!(counts.total(), 7);
 }

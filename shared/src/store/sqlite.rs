@@ -7,9 +7,9 @@ use std::time::Duration;
 use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
 
 use super::{
-    Backlog, Created, LEASE_EXPIRED_ERROR, QueueStats, Settlement, StoreError, TaskCanceller,
-    TaskPurger, TaskQueue, TaskReader, TaskRetrier, TaskWriter, apply_cancel, apply_claim,
-    apply_retry, apply_settlement,
+    Backlog, Created, LEASE_EXPIRED_ERROR, ListFilter, ListKey, QueueStats, Settlement,
+    StatusCounts, StoreError, TaskCanceller, TaskLister, TaskPage, TaskPurger, TaskQueue,
+    TaskReader, TaskRetrier, TaskWriter, apply_cancel, apply_claim, apply_retry, apply_settlement,
 };
 use crate::clock::Timestamp;
 use crate::task::{Task, TaskId, TaskStatus};
@@ -489,17 +489,105 @@ impl TaskCanceller for SqliteStore {
     }
 }
 
+/// Tasks deleted per purge transaction: short transactions let processors write in between.
+const PURGE_CHUNK: i64 = 1000;
+
 impl TaskPurger for SqliteStore {
-    async fn purge_finished_before(&self, cutoff: Timestamp) -> Result<u64, StoreError> {
-        self.write(move |tx| {
-            let deleted = tx
-                .execute(
-                    "DELETE FROM tasks WHERE finished_at IS NOT NULL AND finished_at <= ?1 \
-                     AND status IN ('succeeded', 'failed', 'cancelled')",
-                    params![cutoff.to_text()],
-                )
+    async fn purge_finished_before(
+        &self,
+        cutoff: Timestamp,
+        progress: &(dyn Fn(u64) + Send + Sync),
+    ) -> Result<u64, StoreError> {
+        let mut total = 0;
+        loop {
+            let deleted = self
+                .write(move |tx| {
+                    let deleted = tx
+                        .execute(
+                            "DELETE FROM tasks WHERE id IN (SELECT id FROM tasks \
+                             WHERE finished_at IS NOT NULL AND finished_at <= ?1 \
+                             AND status IN ('succeeded', 'failed', 'cancelled') LIMIT ?2)",
+                            params![cutoff.to_text(), PURGE_CHUNK],
+                        )
+                        .map_err(sqlite_error)?;
+                    Ok(deleted as u64)
+                })
+                .await?;
+            total += deleted;
+            if deleted == 0 {
+                return Ok(total);
+            }
+            progress(deleted);
+        }
+    }
+}
+
+/// The listing key of a row, as [`ListKey::of`] computes it for a task.
+const LIST_KEY_SQL: &str = "(COALESCE(due_at, finished_at, updated_at) || '#' || id)";
+
+impl TaskLister for SqliteStore {
+    async fn list(
+        &self,
+        filter: &ListFilter,
+        after: Option<ListKey>,
+        limit: usize,
+    ) -> Result<TaskPage, StoreError> {
+        let filter = filter.clone();
+        self.with_conn(move |conn| {
+            let mut stmt = conn
+                .prepare_cached(&format!(
+                    "SELECT {COLUMNS} FROM tasks WHERE (?1 IS NULL OR status = ?1) \
+                     AND (?2 IS NULL OR type = ?2) AND (?3 IS NULL OR reference_uid = ?3) \
+                     AND (?4 IS NULL OR {LIST_KEY_SQL} < ?4) \
+                     ORDER BY {LIST_KEY_SQL} DESC LIMIT ?5"
+                ))
                 .map_err(sqlite_error)?;
-            Ok(deleted as u64)
+            // One more than asked says whether another page exists.
+            let want = i64::try_from(limit).unwrap_or(i64::MAX).saturating_add(1);
+            let mut tasks: Vec<Task> = stmt
+                .query_map(
+                    params![
+                        filter.status.map(|status| status.as_str()),
+                        filter.task_type,
+                        filter.reference_uid,
+                        after.as_ref().map(ListKey::as_str),
+                        want
+                    ],
+                    row_to_task,
+                )
+                .map_err(sqlite_error)?
+                .collect::<rusqlite::Result<_>>()
+                .map_err(sqlite_error)?;
+            let more = tasks.len() > limit;
+            tasks.truncate(limit);
+            let next = if more {
+                tasks.last().map(ListKey::of)
+            } else {
+                None
+            };
+            Ok(TaskPage { tasks, next })
+        })
+        .await
+    }
+
+    async fn counts(&self) -> Result<StatusCounts, StoreError> {
+        self.with_conn(move |conn| {
+            let mut stmt = conn
+                .prepare_cached("SELECT status, COUNT(*) FROM tasks GROUP BY status")
+                .map_err(sqlite_error)?;
+            let rows: Vec<(String, i64)> = stmt
+                .query_map([], |row| Ok((row.get(0)?, row.get(1)?)))
+                .map_err(sqlite_error)?
+                .collect::<rusqlite::Result<_>>()
+                .map_err(sqlite_error)?;
+            let mut counts = StatusCounts::default();
+            for (status, count) in rows {
+                let status: TaskStatus = status
+                    .parse()
+                    .map_err(|err| StoreError::Backend(format!("SQLite: {err}")))?;
+                counts.add(status, u64::try_from(count).unwrap_or_default());
+            }
+            Ok(counts)
         })
         .await
     }

@@ -6,10 +6,10 @@ use std::time::Duration;
 use aws_sdk_dynamodb::types::AttributeValue;
 use serde::{Deserialize, Serialize};
 
-use super::schema::{DONE_PREFIX, DUE_PREFIX, GUARD_PREFIX, IDEMPOTENCY_PREFIX, QUEUE_SHARDS};
+use super::schema::{GUARD_PREFIX, IDEMPOTENCY_PREFIX, QUEUE_SHARDS};
 use crate::clock::Timestamp;
 use crate::retry::RetryPolicy;
-use crate::store::StoreError;
+use crate::store::{ListKey, StoreError};
 use crate::task::{Task, TaskId, TaskStatus};
 
 /// A DynamoDB item.
@@ -48,10 +48,10 @@ struct TaskItem {
     retry_policy: RetryPolicy,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     lease_token: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    queue: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    queue_at: Option<Timestamp>,
+    #[serde(default)]
+    queue: String,
+    #[serde(default)]
+    queue_at: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     expires_at: Option<i64>,
 }
@@ -61,14 +61,22 @@ pub fn shard_of(id: TaskId) -> u32 {
     (id.as_u128() % u128::from(QUEUE_SHARDS)) as u32
 }
 
-/// `due#N` for task `id`.
-pub fn due_queue(id: TaskId) -> String {
-    format!("{DUE_PREFIX}{}", shard_of(id))
+/// The queue `<status>#N` of shard `shard`.
+pub fn queue_name(status: TaskStatus, shard: u32) -> String {
+    format!("{status}#{shard}")
 }
 
-/// `done#N` for task `id`.
-pub fn done_queue(id: TaskId) -> String {
-    format!("{DONE_PREFIX}{}", shard_of(id))
+/// The queue task `id` is in while it has `status`.
+pub fn queue_of(id: TaskId, status: TaskStatus) -> String {
+    queue_name(status, shard_of(id))
+}
+
+/// Every queue of the statuses `statuses`, over all shards.
+pub fn queues(statuses: &[TaskStatus]) -> Vec<String> {
+    statuses
+        .iter()
+        .flat_map(|&status| (0..QUEUE_SHARDS).map(move |shard| queue_name(status, shard)))
+        .collect()
 }
 
 /// The key of the guard item that holds `(reference_uid, task_type)` for one active task.
@@ -84,11 +92,6 @@ pub fn idempotency_key_of(task_type: &str, key: &str) -> String {
 
 /// The item that stores `task`; finished tasks expire `ttl_after` their finish.
 pub fn to_item(task: &Task, ttl_after: Duration) -> Result<Item, StoreError> {
-    let (queue, queue_at) = match (task.due_at(), task.finished_at) {
-        (Some(due), _) => (Some(due_queue(task.id)), Some(due)),
-        (None, Some(finished)) => (Some(done_queue(task.id)), Some(finished)),
-        (None, None) => (None, None),
-    };
     let item = TaskItem {
         id: task.id,
         task_type: task.task_type.clone(),
@@ -108,8 +111,8 @@ pub fn to_item(task: &Task, ttl_after: Duration) -> Result<Item, StoreError> {
         idempotency_key: task.idempotency_key.clone(),
         retry_policy: task.retry_policy,
         lease_token: task.lease_token.clone(),
-        queue,
-        queue_at,
+        queue: queue_of(task.id, task.status),
+        queue_at: ListKey::of(task).to_string(),
         expires_at: task
             .finished_at
             .map(|finished| finished.plus(ttl_after).unix_seconds()),
@@ -173,18 +176,25 @@ mod tests {
         let item = to_item(&task, Duration::ZERO).unwrap();
         assert!(!item.contains_key("referenceUid"));
         assert!(!item.contains_key("lastError"));
-        assert_eq!(get_s(&item, "queueAt"), Some("2026-11-27T20:00:00.000Z"));
+        assert_eq!(
+            get_s(&item, "queueAt"),
+            Some(format!("2026-11-27T20:00:00.000Z#{}", task.id).as_str())
+        );
+        assert_eq!(
+            get_s(&item, "queue"),
+            Some(format!("pending#{}", shard_of(task.id)).as_str())
+        );
         assert_eq!(from_item(item).unwrap(), task);
     }
 
     #[test]
-    fn finished_tasks_move_to_the_done_shard_with_a_ttl() {
+    fn finished_tasks_move_to_their_status_queue_with_a_ttl() {
         let now: Timestamp = "2026-11-27T20:00:00Z".parse().unwrap();
         let mut task = Task::from_new(NewTask::new("t", "p"), now);
         task.status = TaskStatus::Succeeded;
         task.finished_at = Some(now);
         let item = to_item(&task, Duration::from_secs(60)).unwrap();
-        assert!(get_s(&item, "queue").unwrap().starts_with(DONE_PREFIX));
+        assert!(get_s(&item, "queue").unwrap().starts_with("succeeded#"));
         assert_eq!(
             item.get("expiresAt").and_then(|v| v.as_n().ok()).unwrap(),
             &(now.unix_seconds() + 60).to_string()

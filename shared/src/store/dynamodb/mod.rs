@@ -14,18 +14,19 @@ use aws_sdk_dynamodb::config::timeout::TimeoutConfig;
 use aws_sdk_dynamodb::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
 use aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError;
 use aws_sdk_dynamodb::types::{
-    AttributeValue, Put, ReturnValue, ReturnValuesOnConditionCheckFailure, TransactWriteItem,
-    Update,
+    AttributeValue, KeysAndAttributes, Put, ReturnValue, ReturnValuesOnConditionCheckFailure,
+    TransactWriteItem, Update,
 };
 use futures::{StreamExt, TryStreamExt};
 
 use self::item::{
-    Item, done_queue, due_queue, from_item, get_s, guard_key, idempotency_key_of, n, s, to_item,
+    Item, from_item, get_s, guard_key, idempotency_key_of, n, queue_of, queues, s, to_item,
 };
 use self::schema::names;
 use super::{
-    Backlog, Created, LEASE_EXPIRED_ERROR, QueueStats, Settlement, StoreError, TaskCanceller,
-    TaskPurger, TaskQueue, TaskReader, TaskRetrier, TaskWriter, apply_settlement, new_lease_token,
+    Backlog, Created, LEASE_EXPIRED_ERROR, ListFilter, ListKey, QueueStats, Settlement,
+    StatusCounts, StoreError, TaskCanceller, TaskLister, TaskPage, TaskPurger, TaskQueue,
+    TaskReader, TaskRetrier, TaskWriter, apply_settlement, new_lease_token,
 };
 use crate::clock::Timestamp;
 use crate::task::{Task, TaskId, TaskStatus};
@@ -111,6 +112,9 @@ impl DynamoStore {
         lease_until: Timestamp,
     ) -> Result<Option<Task>, StoreError> {
         let token = new_lease_token();
+        let task_id: TaskId = id
+            .parse()
+            .map_err(|err| StoreError::Backend(format!("queue index holds a bad id: {err}")))?;
         let result = self
             .client
             .update_item()
@@ -123,9 +127,17 @@ impl DynamoStore {
             .expression_attribute_values(":running", s(TaskStatus::Running.as_str()))
             .expression_attribute_values(":one", n(1))
             .expression_attribute_values(":lease", s(lease_until.to_text()))
+            .expression_attribute_values(":lease_key", s(ListKey::at(lease_until, task_id).0))
             .expression_attribute_values(":now", s(now.to_text()))
-            .expression_attribute_values(":due_by", s(due_by.to_text()))
-            .expression_attribute_values(":due", s(schema::DUE_PREFIX))
+            .expression_attribute_values(":due_by", s(ListKey::after_all_at(due_by).0))
+            .expression_attribute_values(
+                ":pending_queue",
+                s(queue_of(task_id, TaskStatus::Pending)),
+            )
+            .expression_attribute_values(
+                ":running_queue",
+                s(queue_of(task_id, TaskStatus::Running)),
+            )
             .expression_attribute_values(":token", s(&token))
             .return_values(ReturnValue::AllNew)
             .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld)
@@ -174,7 +186,7 @@ impl DynamoStore {
         }
     }
 
-    /// A query of one queue-index shard for the instants up to `until`, oldest first.
+    /// A query of one queue for the tasks queued at or before `until`, oldest first.
     fn queue_query(
         &self,
         queue: &str,
@@ -187,10 +199,10 @@ impl DynamoStore {
             .key_condition_expression(schema::KEY_QUEUE_UP_TO)
             .expression_attribute_names(names::QUEUE, schema::QUEUE)
             .expression_attribute_values(":queue", s(queue))
-            .expression_attribute_values(":until", s(until.to_text()))
+            .expression_attribute_values(":until", s(ListKey::after_all_at(until).0))
     }
 
-    /// Ids and queue instants from one queue-index shard, oldest first, up to `until`.
+    /// Ids and queue keys from one queue, oldest first, up to `until`.
     async fn query_queue(
         &self,
         queue: String,
@@ -398,6 +410,9 @@ impl DynamoStore {
 
     /// Deletes one finished task found by cleanup; false when it changed meanwhile.
     async fn purge_one(&self, id: String, cutoff: Timestamp) -> Result<bool, StoreError> {
+        let task_id: TaskId = id
+            .parse()
+            .map_err(|err| StoreError::Backend(format!("queue index holds a bad id: {err}")))?;
         let result = self
             .client
             .delete_item()
@@ -405,8 +420,16 @@ impl DynamoStore {
             .key(schema::ID, s(&id))
             .condition_expression(schema::COND_PURGEABLE)
             .expression_attribute_names(names::QUEUE, schema::QUEUE)
-            .expression_attribute_values(":done", s(schema::DONE_PREFIX))
-            .expression_attribute_values(":cutoff", s(cutoff.to_text()))
+            .expression_attribute_values(
+                ":succeeded_queue",
+                s(queue_of(task_id, TaskStatus::Succeeded)),
+            )
+            .expression_attribute_values(":failed_queue", s(queue_of(task_id, TaskStatus::Failed)))
+            .expression_attribute_values(
+                ":cancelled_queue",
+                s(queue_of(task_id, TaskStatus::Cancelled)),
+            )
+            .expression_attribute_values(":cutoff", s(ListKey::after_all_at(cutoff).0))
             .return_values(ReturnValue::AllOld)
             .send()
             .await;
@@ -564,14 +587,11 @@ impl TaskQueue for DynamoStore {
         if limit == 0 {
             return Ok(Vec::new());
         }
-        // Read up to `limit` candidates from every shard, then claim the oldest first.
-        let shards = (0..schema::QUEUE_SHARDS).map(|shard| {
-            self.query_queue(
-                format!("{}{shard}", schema::DUE_PREFIX),
-                due_by,
-                Some(limit),
-            )
-        });
+        // Read up to `limit` candidates from every pending and running queue (expired leases),
+        // then claim the oldest first.
+        let shards = queues(&[TaskStatus::Pending, TaskStatus::Running])
+            .into_iter()
+            .map(|queue| self.query_queue(queue, due_by, Some(limit)));
         let mut candidates: Vec<(String, String)> = futures::future::try_join_all(shards)
             .await?
             .into_iter()
@@ -664,7 +684,8 @@ impl TaskCanceller for DynamoStore {
             .expression_attribute_values(":pending", s(TaskStatus::Pending.as_str()))
             .expression_attribute_values(":cancelled", s(TaskStatus::Cancelled.as_str()))
             .expression_attribute_values(":now", s(now.to_text()))
-            .expression_attribute_values(":done", s(done_queue(id)))
+            .expression_attribute_values(":cancelled_queue", s(queue_of(id, TaskStatus::Cancelled)))
+            .expression_attribute_values(":now_key", s(ListKey::at(now, id).0))
             .expression_attribute_values(":expires", n(now.plus(self.ttl_after).unix_seconds()))
             .return_values(ReturnValue::AllNew)
             .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld)
@@ -689,34 +710,7 @@ impl TaskCanceller for DynamoStore {
         task_type: Option<&str>,
         now: Timestamp,
     ) -> Result<Vec<TaskId>, StoreError> {
-        let mut ids = Vec::new();
-        let mut start: Option<HashMap<String, AttributeValue>> = None;
-        loop {
-            let mut query = self
-                .client
-                .query()
-                .table_name(&self.table)
-                .index_name(schema::REFERENCE_INDEX)
-                .expression_attribute_values(":reference", s(reference_uid))
-                .set_exclusive_start_key(start.take());
-            query = match task_type {
-                Some(task_type) => query
-                    .key_condition_expression(schema::KEY_REFERENCE_AND_TYPE)
-                    .expression_attribute_names(names::TYPE, schema::TYPE)
-                    .expression_attribute_values(":type", s(task_type)),
-                None => query.key_condition_expression(schema::KEY_REFERENCE),
-            };
-            let output = query.send().await.map_err(sdk_error)?;
-            for item in output.items.unwrap_or_default() {
-                if let Some(id) = get_s(&item, schema::ID).and_then(|id| id.parse().ok()) {
-                    ids.push(id);
-                }
-            }
-            start = output.last_evaluated_key;
-            if start.is_none() {
-                break;
-            }
-        }
+        let mut ids = self.reference_ids(reference_uid, task_type).await?;
         // The index is eventually consistent; the guard item is read consistently, so a task
         // created a moment ago is found too when the type is known.
         if let Some(task_type) = task_type {
@@ -745,18 +739,51 @@ impl TaskCanceller for DynamoStore {
     }
 }
 
+/// Index entries read per cleanup chunk.
+const PURGE_CHUNK: usize = 1000;
+
 impl TaskPurger for DynamoStore {
-    async fn purge_finished_before(&self, cutoff: Timestamp) -> Result<u64, StoreError> {
+    async fn purge_finished_before(
+        &self,
+        cutoff: Timestamp,
+        progress: &(dyn Fn(u64) + Send + Sync),
+    ) -> Result<u64, StoreError> {
         let mut deleted = 0;
-        for shard in 0..schema::QUEUE_SHARDS {
-            let queue = format!("{}{shard}", schema::DONE_PREFIX);
-            let found = self.query_queue(queue, cutoff, None).await?;
-            let results: Vec<bool> = futures::stream::iter(found)
-                .map(|(id, _)| self.purge_one(id, cutoff))
-                .buffer_unordered(WRITE_CONCURRENCY)
-                .try_collect()
-                .await?;
-            deleted += results.into_iter().filter(|gone| *gone).count() as u64;
+        let finished = [
+            TaskStatus::Succeeded,
+            TaskStatus::Failed,
+            TaskStatus::Cancelled,
+        ];
+        for queue in queues(&finished) {
+            let mut start: Option<HashMap<String, AttributeValue>> = None;
+            loop {
+                let output = self
+                    .queue_query(&queue, cutoff)
+                    .limit(PURGE_CHUNK as i32)
+                    .set_exclusive_start_key(start.take())
+                    .send()
+                    .await
+                    .map_err(sdk_error)?;
+                let ids = output
+                    .items
+                    .unwrap_or_default()
+                    .into_iter()
+                    .filter_map(|item| get_s(&item, schema::ID).map(str::to_owned));
+                let results: Vec<bool> = futures::stream::iter(ids)
+                    .map(|id| self.purge_one(id, cutoff))
+                    .buffer_unordered(WRITE_CONCURRENCY)
+                    .try_collect()
+                    .await?;
+                let chunk = results.into_iter().filter(|gone| *gone).count() as u64;
+                deleted += chunk;
+                if chunk > 0 {
+                    progress(chunk);
+                }
+                start = output.last_evaluated_key;
+                if start.is_none() {
+                    break;
+                }
+            }
         }
         Ok(deleted)
     }
@@ -767,8 +794,7 @@ impl QueueStats for DynamoStore {
     /// due tasks per read unit) and one `Limit=1` query for the oldest.
     async fn backlog(&self, now: Timestamp) -> Result<Backlog, StoreError> {
         let mut backlog = Backlog::default();
-        for shard in 0..schema::QUEUE_SHARDS {
-            let queue = format!("{}{shard}", schema::DUE_PREFIX);
+        for queue in queues(&[TaskStatus::Pending, TaskStatus::Running]) {
             let mut start: Option<HashMap<String, AttributeValue>> = None;
             loop {
                 let output = self
@@ -785,7 +811,9 @@ impl QueueStats for DynamoStore {
                 }
             }
             let oldest = self.query_queue(queue, now, Some(1)).await?;
-            let oldest: Option<Timestamp> = oldest.first().and_then(|(_, at)| at.parse().ok());
+            let oldest: Option<Timestamp> = oldest
+                .first()
+                .and_then(|(_, key)| ListKey(key.clone()).instant());
             backlog.oldest_due_at = match (backlog.oldest_due_at, oldest) {
                 (Some(a), Some(b)) => Some(a.min(b)),
                 (a, b) => a.or(b),
@@ -816,7 +844,8 @@ impl TaskRetrier for DynamoStore {
             .expression_attribute_values(":pending", s(TaskStatus::Pending.as_str()))
             .expression_attribute_values(":zero", n(0))
             .expression_attribute_values(":now", s(now.to_text()))
-            .expression_attribute_values(":due", s(due_queue(id)))
+            .expression_attribute_values(":pending_queue", s(queue_of(id, TaskStatus::Pending)))
+            .expression_attribute_values(":now_key", s(ListKey::at(now, id).0))
             .build()
             .map_err(|err| StoreError::Backend(format!("retry update: {err}")))?;
         let Some(reference) = task.reference_uid.clone() else {
@@ -887,6 +916,288 @@ impl TaskRetrier for DynamoStore {
                 Err(sdk_error(err))
             }
         }
+    }
+}
+
+/// Index reads one listing page makes at most before it returns a short page.
+const LIST_ROUNDS: usize = 4;
+/// Keys per `BatchGetItem` call (the service's limit).
+const BATCH_GET_KEYS: usize = 100;
+/// Calls a `BatchGetItem` makes for keys the service left unprocessed before giving up.
+const BATCH_GET_TRIES: u32 = 8;
+
+impl DynamoStore {
+    /// Ids of the tasks with `reference_uid` (and `task_type`), from the eventually
+    /// consistent reference index.
+    async fn reference_ids(
+        &self,
+        reference_uid: &str,
+        task_type: Option<&str>,
+    ) -> Result<Vec<TaskId>, StoreError> {
+        let mut ids = Vec::new();
+        let mut start: Option<HashMap<String, AttributeValue>> = None;
+        loop {
+            let mut query = self
+                .client
+                .query()
+                .table_name(&self.table)
+                .index_name(schema::REFERENCE_INDEX)
+                .expression_attribute_values(":reference", s(reference_uid))
+                .set_exclusive_start_key(start.take());
+            query = match task_type {
+                Some(task_type) => query
+                    .key_condition_expression(schema::KEY_REFERENCE_AND_TYPE)
+                    .expression_attribute_names(names::TYPE, schema::TYPE)
+                    .expression_attribute_values(":type", s(task_type)),
+                None => query.key_condition_expression(schema::KEY_REFERENCE),
+            };
+            let output = query.send().await.map_err(sdk_error)?;
+            for item in output.items.unwrap_or_default() {
+                if let Some(id) = get_s(&item, schema::ID).and_then(|id| id.parse().ok()) {
+                    ids.push(id);
+                }
+            }
+            start = output.last_evaluated_key;
+            if start.is_none() {
+                return Ok(ids);
+            }
+        }
+    }
+
+    /// The tasks with `ids` that exist, read consistently, by id.
+    async fn get_many(&self, ids: &[TaskId]) -> Result<HashMap<TaskId, Task>, StoreError> {
+        let mut found = HashMap::with_capacity(ids.len());
+        for chunk in ids.chunks(BATCH_GET_KEYS) {
+            let keys: Vec<Item> = chunk
+                .iter()
+                .map(|id| HashMap::from([(schema::ID.to_owned(), s(id.to_string()))]))
+                .collect();
+            let mut request = Some(
+                KeysAndAttributes::builder()
+                    .set_keys(Some(keys))
+                    .consistent_read(true)
+                    .build()
+                    .map_err(|err| StoreError::Backend(format!("batch get: {err}")))?,
+            );
+            let mut tries = 0;
+            while let Some(keys) = request.take() {
+                if tries > 0 {
+                    // Unprocessed keys mean throttling: back off as the SDK would.
+                    tokio::time::sleep(Duration::from_millis(25 << tries.min(6))).await;
+                }
+                tries += 1;
+                let output = self
+                    .client
+                    .batch_get_item()
+                    .request_items(&self.table, keys)
+                    .send()
+                    .await
+                    .map_err(sdk_error)?;
+                let items = output
+                    .responses
+                    .and_then(|mut responses| responses.remove(&self.table))
+                    .unwrap_or_default();
+                for item in items {
+                    let task = from_item(item)?;
+                    found.insert(task.id, task);
+                }
+                request = output
+                    .unprocessed_keys
+                    .and_then(|mut unprocessed| unprocessed.remove(&self.table))
+                    .filter(|keys| !keys.keys().is_empty());
+                if request.is_some() && tries >= BATCH_GET_TRIES {
+                    return Err(StoreError::Unavailable(
+                        "DynamoDB left keys of a batch read unprocessed; try again".into(),
+                    ));
+                }
+            }
+        }
+        Ok(found)
+    }
+
+    /// The next `want` index entries `(key, id)` below `below` across `queue_names`, newest
+    /// first, and the key to continue below when more remain.
+    async fn list_keys(
+        &self,
+        queue_names: &[String],
+        below: Option<&ListKey>,
+        want: usize,
+    ) -> Result<(Vec<(String, String)>, Option<ListKey>), StoreError> {
+        let reads = queue_names.iter().map(|queue| async move {
+            let mut query = self
+                .client
+                .query()
+                .table_name(&self.table)
+                .index_name(schema::QUEUE_INDEX)
+                .expression_attribute_names(names::QUEUE, schema::QUEUE)
+                .expression_attribute_values(":queue", s(queue))
+                .scan_index_forward(false)
+                .limit(i32::try_from(want).unwrap_or(i32::MAX));
+            query = match below {
+                Some(key) => query
+                    .key_condition_expression(schema::KEY_QUEUE_BELOW)
+                    .expression_attribute_values(":below", s(key.as_str())),
+                None => query.key_condition_expression(schema::KEY_QUEUE),
+            };
+            let output = query.send().await.map_err(sdk_error)?;
+            let entries: Vec<(String, String)> = output
+                .items
+                .unwrap_or_default()
+                .iter()
+                .filter_map(|item| {
+                    Some((
+                        get_s(item, schema::QUEUE_AT)?.to_owned(),
+                        get_s(item, schema::ID)?.to_owned(),
+                    ))
+                })
+                .collect();
+            Ok::<_, StoreError>((entries, output.last_evaluated_key.is_some()))
+        });
+        let results = futures::future::try_join_all(reads).await?;
+        // A queue with more entries has unread ones below its last: only keys at or above the
+        // highest such last key are certainly in order.
+        let bound = results
+            .iter()
+            .filter(|(_, more)| *more)
+            .filter_map(|(entries, _)| entries.last().map(|(key, _)| key.clone()))
+            .max();
+        let unread = results.iter().any(|(_, more)| *more);
+        let mut entries: Vec<(String, String)> = results
+            .into_iter()
+            .flat_map(|(entries, _)| entries)
+            .filter(|(key, _)| bound.as_ref().is_none_or(|bound| key >= bound))
+            .collect();
+        entries.sort_by(|a, b| b.0.cmp(&a.0));
+        let more = unread || entries.len() > want;
+        entries.truncate(want);
+        let next = if more {
+            entries.last().map(|(key, _)| ListKey(key.clone()))
+        } else {
+            None
+        };
+        Ok((entries, next))
+    }
+
+    /// A listing by reference: every task of the reference is read, filtered and ordered here.
+    async fn list_by_reference(
+        &self,
+        reference_uid: &str,
+        filter: &ListFilter,
+        after: Option<ListKey>,
+        limit: usize,
+    ) -> Result<TaskPage, StoreError> {
+        let ids = self
+            .reference_ids(reference_uid, filter.task_type.as_deref())
+            .await?;
+        let mut tasks: Vec<(ListKey, Task)> = self
+            .get_many(&ids)
+            .await?
+            .into_values()
+            .filter(|task| filter.matches(task))
+            .map(|task| (ListKey::of(&task), task))
+            .filter(|(key, _)| after.as_ref().is_none_or(|after| key < after))
+            .collect();
+        tasks.sort_by(|a, b| b.0.cmp(&a.0));
+        let more = tasks.len() > limit;
+        tasks.truncate(limit);
+        let next = if more {
+            tasks.last().map(|(key, _)| key.clone())
+        } else {
+            None
+        };
+        Ok(TaskPage {
+            tasks: tasks.into_iter().map(|(_, task)| task).collect(),
+            next,
+        })
+    }
+
+    /// The number of entries in `queue` (a `Select=COUNT` query, paged by the service).
+    async fn count_queue(&self, queue: String) -> Result<u64, StoreError> {
+        let mut count = 0;
+        let mut start: Option<HashMap<String, AttributeValue>> = None;
+        loop {
+            let output = self
+                .client
+                .query()
+                .table_name(&self.table)
+                .index_name(schema::QUEUE_INDEX)
+                .key_condition_expression(schema::KEY_QUEUE)
+                .expression_attribute_names(names::QUEUE, schema::QUEUE)
+                .expression_attribute_values(":queue", s(queue.as_str()))
+                .select(aws_sdk_dynamodb::types::Select::Count)
+                .set_exclusive_start_key(start.take())
+                .send()
+                .await
+                .map_err(sdk_error)?;
+            count += u64::try_from(output.count).unwrap_or_default();
+            start = output.last_evaluated_key;
+            if start.is_none() {
+                return Ok(count);
+            }
+        }
+    }
+}
+
+impl TaskLister for DynamoStore {
+    async fn list(
+        &self,
+        filter: &ListFilter,
+        after: Option<ListKey>,
+        limit: usize,
+    ) -> Result<TaskPage, StoreError> {
+        if limit == 0 {
+            return Ok(TaskPage::default());
+        }
+        if let Some(reference_uid) = &filter.reference_uid {
+            return self
+                .list_by_reference(reference_uid, filter, after, limit)
+                .await;
+        }
+        let statuses = filter
+            .status
+            .map_or(TaskStatus::ALL.to_vec(), |status| vec![status]);
+        let queue_names = queues(&statuses);
+        let mut page = TaskPage::default();
+        let mut below = after;
+        for _ in 0..LIST_ROUNDS {
+            let want = limit - page.tasks.len();
+            let (entries, next) = self.list_keys(&queue_names, below.as_ref(), want).await?;
+            let ids: Vec<TaskId> = entries
+                .iter()
+                .filter_map(|(_, id)| id.parse().ok())
+                .collect();
+            let mut found = self.get_many(&ids).await?;
+            for id in ids {
+                // The index lags the table: a task that changed status since is left out here
+                // (it is listed where it is now), and one listed already is not repeated.
+                if let Some(task) = found.remove(&id).filter(|task| filter.matches(task)) {
+                    if !page.tasks.iter().any(|listed| listed.id == task.id) {
+                        page.tasks.push(task);
+                    }
+                }
+            }
+            below = next;
+            if page.tasks.len() >= limit || below.is_none() {
+                break;
+            }
+        }
+        page.next = below;
+        Ok(page)
+    }
+
+    /// One `Select=COUNT` query per status and shard, run at once.
+    async fn counts(&self) -> Result<StatusCounts, StoreError> {
+        let reads = TaskStatus::ALL.into_iter().flat_map(|status| {
+            (0..schema::QUEUE_SHARDS).map(move |shard| async move {
+                let count = self.count_queue(item::queue_name(status, shard)).await?;
+                Ok::<_, StoreError>((status, count))
+            })
+        });
+        let mut counts = StatusCounts::default();
+        for (status, count) in futures::future::try_join_all(reads).await? {
+            counts.add(status, count);
+        }
+        Ok(counts)
     }
 }
 

@@ -13,9 +13,11 @@ use crate::store::StoreError;
 
 /// Partition key of the table: the task id (or a reference guard's key).
 pub const ID: &str = "id";
-/// Which queue shard an item is in: `due#N` while pending or running, `done#N` once finished.
+/// Which queue an item is in: its status and shard, `<status>#N` (e.g. `pending#3`).
 pub const QUEUE: &str = "queue";
-/// Sort key in the queue index: the claimable instant while due, the finish instant once done.
+/// Sort key in the queue index: the task's [`ListKey`](crate::store::ListKey),
+/// `<instant>#<id>`, where the instant is when it is due while pending, its lease expiry while
+/// running, and its finish once done.
 pub const QUEUE_AT: &str = "queueAt";
 /// The caller's reference; partition key of the reference index.
 pub const REFERENCE_UID: &str = "referenceUid";
@@ -44,17 +46,14 @@ pub const GUARD_CREATED_AT: &str = "createdAt";
 /// On a guard item: a token unique to each write, which takeovers are conditioned on.
 pub const GUARD_VERSION: &str = "version";
 
-/// Sparse index over pending, running and finished tasks, ordered by [`QUEUE_AT`] per shard.
+/// Index over every task by status and shard, ordered by [`QUEUE_AT`]: claims, cleanup,
+/// listings and counts read it instead of the table.
 pub const QUEUE_INDEX: &str = "queue-index";
 /// Sparse index over tasks that have a `referenceUid`.
 pub const REFERENCE_INDEX: &str = "reference-index";
 
 /// Number of queue shards; spreads a large backlog over index partitions.
 pub const QUEUE_SHARDS: u32 = 4;
-/// Prefix of [`QUEUE`] for tasks a processor may claim (once their instant has come).
-pub const DUE_PREFIX: &str = "due#";
-/// Prefix of [`QUEUE`] for finished tasks waiting for cleanup.
-pub const DONE_PREFIX: &str = "done#";
 /// Prefix of a reference guard item's [`ID`].
 pub const GUARD_PREFIX: &str = "ref#";
 /// Prefix of an idempotency guard item's [`ID`].
@@ -74,35 +73,41 @@ pub mod names {
 
 /// Condition for creating an item that must not exist yet.
 pub const COND_NEW_ITEM: &str = "attribute_not_exists(id)";
-/// Condition for claiming: still in a due shard, its instant has come, attempts remain.
-pub const COND_CLAIMABLE: &str =
-    "begins_with(#queue, :due) AND queueAt <= :due_by AND attempts < maxAttempts";
+/// Condition for claiming: pending or running, its instant has come, attempts remain.
+pub const COND_CLAIMABLE: &str = "#queue IN (:pending_queue, :running_queue) \
+     AND queueAt <= :due_by AND attempts < maxAttempts";
 /// Update expression of a claim.
 pub const UPDATE_CLAIM: &str = "SET #status = :running, attempts = attempts + :one, \
-     leaseExpiresAt = :lease, queueAt = :lease, updatedAt = :now, leaseToken = :token";
+     leaseExpiresAt = :lease, #queue = :running_queue, queueAt = :lease_key, updatedAt = :now, \
+     leaseToken = :token";
 /// Condition for settling: still running the claim this processor made.
 pub const COND_HOLDS_LEASE: &str = "#status = :running AND leaseToken = :token";
 /// Condition for cancelling: still pending.
 pub const COND_PENDING: &str = "#status = :pending";
 /// Update expression of a cancel.
 pub const UPDATE_CANCEL: &str = "SET #status = :cancelled, updatedAt = :now, finishedAt = :now, \
-     #queue = :done, queueAt = :now, expiresAt = :expires";
+     #queue = :cancelled_queue, queueAt = :now_key, expiresAt = :expires";
 /// Condition for retrying: failed or cancelled.
 pub const COND_RETRYABLE: &str = "#status IN (:failed, :cancelled)";
 /// Update expression of a retry: pending and due now, a fresh attempt budget, history kept.
 pub const UPDATE_RETRY: &str = "SET #status = :pending, attempts = :zero, scheduledAt = :now, \
-     updatedAt = :now, #queue = :due, queueAt = :now \
+     updatedAt = :now, #queue = :pending_queue, queueAt = :now_key \
      REMOVE finishedAt, succeededAt, expiresAt, leaseExpiresAt";
 /// Condition for purging: finished at or before the cutoff.
-pub const COND_PURGEABLE: &str = "begins_with(#queue, :done) AND queueAt <= :cutoff";
+pub const COND_PURGEABLE: &str =
+    "#queue IN (:succeeded_queue, :failed_queue, :cancelled_queue) AND queueAt <= :cutoff";
 /// Condition for deleting a guard, or re-taking it in a retry: it still names the task.
 pub const COND_GUARD_HELD_BY: &str = "taskId = :task";
 /// Condition for taking a guard over: it still names the holder we read, at the version we read.
 pub const COND_GUARD_VERSION: &str = "taskId = :task AND version = :version";
 /// The same for a guard written before guards carried a version.
 pub const COND_GUARD_UNVERSIONED: &str = "taskId = :task AND attribute_not_exists(version)";
-/// Key condition of a queue-index query.
+/// Key condition of a queue-index query up to a key.
 pub const KEY_QUEUE_UP_TO: &str = "#queue = :queue AND queueAt <= :until";
+/// Key condition of a queue-index query below a key (the next page of a listing).
+pub const KEY_QUEUE_BELOW: &str = "#queue = :queue AND queueAt < :below";
+/// Key condition of a whole queue.
+pub const KEY_QUEUE: &str = "#queue = :queue";
 /// Key condition of a reference-index query, with and without the type.
 pub const KEY_REFERENCE: &str = "referenceUid = :reference";
 /// Key condition of a reference-index query narrowed to one type.

@@ -1,0 +1,262 @@
+//! Operator commands: list, show, cancel, retry (one or every failed task), stats, cleanup.
+//! Text for people by default, `--json` for scripts; bulk work shows a progress bar on stderr
+//! when stderr is a terminal.
+
+use std::time::Duration;
+
+use futures::StreamExt;
+use indicatif::{ProgressBar, ProgressStyle};
+use serde_json::{Value, json};
+use tasker::store::{ListFilter, ListKey, TaskPage};
+use tasker::tasker::MAX_LIST_LIMIT;
+use tasker::{Store, Task, TaskId, TaskStatus, Tasker, TaskerError};
+
+use crate::CliError;
+
+/// Retries one bulk retry has in flight at once.
+const RETRY_CONCURRENCY: usize = 8;
+/// Longest `lastError` shown in a listing row.
+const ERROR_WIDTH: usize = 60;
+
+/// A task id from the command line.
+pub fn parse_id(id: &str) -> Result<TaskId, CliError> {
+    id.parse()
+        .map_err(|_| CliError::Usage(format!("{id:?} is not a task id (a 26-character ULID)")))
+}
+
+/// A bar counting to `total`, or a spinner when the total is unknown.
+fn progress(total: Option<u64>, what: &str) -> ProgressBar {
+    let bar = match total {
+        Some(total) => ProgressBar::new(total).with_style(
+            ProgressStyle::with_template("{msg} [{bar:40}] {pos}/{len} ({eta} left)")
+                .unwrap_or_else(|_| ProgressStyle::default_bar())
+                .progress_chars("=> "),
+        ),
+        None => ProgressBar::new_spinner().with_style(
+            ProgressStyle::with_template("{spinner} {msg}: {pos}")
+                .unwrap_or_else(|_| ProgressStyle::default_spinner()),
+        ),
+    };
+    bar.set_message(what.to_owned());
+    bar.enable_steady_tick(Duration::from_millis(120));
+    bar
+}
+
+/// Prints a task as JSON, or as aligned `field: value` lines for people.
+pub fn print_task(task: &Task, json: bool) -> Result<(), CliError> {
+    let value = serde_json::to_value(task)?;
+    if json {
+        println!("{value}");
+        return Ok(());
+    }
+    if let Some(fields) = value.as_object() {
+        for (name, field) in fields {
+            let text = match field {
+                Value::Null => "-".to_owned(),
+                Value::String(text) => text.clone(),
+                other => other.to_string(),
+            };
+            println!("{name:<20} {text}");
+        }
+    }
+    Ok(())
+}
+
+/// One line of text: newlines folded, cut to `width` characters.
+fn one_line(text: &str, width: usize) -> String {
+    let flat: String = text
+        .chars()
+        .map(|c| if c.is_control() { ' ' } else { c })
+        .collect();
+    if flat.chars().count() <= width {
+        flat
+    } else {
+        let cut: String = flat.chars().take(width.saturating_sub(1)).collect();
+        format!("{cut}…")
+    }
+}
+
+fn print_rows(tasks: &[Task]) {
+    for task in tasks {
+        let when = ListKey::of(task)
+            .instant()
+            .map_or_else(|| "-".to_owned(), |at| at.to_string());
+        println!(
+            "{:<26}  {:<16}  {:<9}  {:>8}  {:<24}  {}",
+            task.id,
+            one_line(&task.task_type, 16),
+            task.status,
+            format!("{}/{}", task.attempts, task.max_attempts),
+            when,
+            one_line(task.last_error.as_deref().unwrap_or("-"), ERROR_WIDTH),
+        );
+    }
+}
+
+/// `tasker list`: one page (or every page with `all`), newest first.
+pub async fn list(
+    tasker: &Tasker<Store>,
+    filter: &ListFilter,
+    limit: usize,
+    cursor: Option<String>,
+    all: bool,
+    json: bool,
+) -> Result<(), CliError> {
+    let mut after: Option<ListKey> = cursor
+        .map(|cursor| cursor.parse())
+        .transpose()
+        .map_err(|err: tasker::store::InvalidCursor| CliError::Usage(err.to_string()))?;
+    let limit = limit.clamp(1, MAX_LIST_LIMIT);
+    if !json {
+        println!(
+            "{:<26}  {:<16}  {:<9}  {:>8}  {:<24}  LAST ERROR",
+            "ID", "TYPE", "STATUS", "ATTEMPTS", "QUEUED AT (due/finished)"
+        );
+    }
+    let mut shown = 0;
+    loop {
+        let page: TaskPage = tasker.list(filter, after, limit).await?;
+        shown += page.tasks.len();
+        if json {
+            let next = page.next.as_ref().map(ToString::to_string);
+            if all {
+                for task in &page.tasks {
+                    println!("{}", serde_json::to_string(task)?);
+                }
+            } else {
+                println!("{}", json!({"tasks": page.tasks, "nextCursor": next}));
+            }
+        } else {
+            print_rows(&page.tasks);
+        }
+        match page.next {
+            Some(next) if all => after = Some(next),
+            Some(next) => {
+                if !json {
+                    println!("(more: add --cursor '{next}', or --all)");
+                }
+                return Ok(());
+            }
+            None => {
+                if !json {
+                    println!("({shown} task(s))");
+                }
+                return Ok(());
+            }
+        }
+    }
+}
+
+/// `tasker cancel --reference`.
+pub async fn cancel_by_reference(
+    tasker: &Tasker<Store>,
+    reference: &str,
+    task_type: Option<&str>,
+    json: bool,
+) -> Result<(), CliError> {
+    let ids = tasker.cancel_by_reference(reference, task_type).await?;
+    let ids: Vec<String> = ids.iter().map(ToString::to_string).collect();
+    if json {
+        println!("{}", json!({"cancelled": ids.len(), "ids": ids}));
+    } else {
+        println!("cancelled {} task(s)", ids.len());
+        for id in ids {
+            println!("  {id}");
+        }
+    }
+    Ok(())
+}
+
+/// `tasker retry --all-failed`: every failed task (of `task_type`, when given) back in the
+/// queue. Tasks that cannot be retried (retried meanwhile, reference held by an active task)
+/// are reported and skipped; the rest go on.
+pub async fn retry_all_failed(
+    tasker: &Tasker<Store>,
+    task_type: Option<String>,
+    json: bool,
+) -> Result<(), CliError> {
+    let total = match task_type {
+        None => Some(tasker.stats().await?.counts.failed),
+        Some(_) => None,
+    };
+    let bar = progress(total, "retrying failed tasks");
+    let filter = ListFilter {
+        status: Some(TaskStatus::Failed),
+        task_type,
+        reference_uid: None,
+    };
+    let mut retried = Vec::new();
+    let mut skipped = Vec::new();
+    let mut after = None;
+    loop {
+        let page = tasker.list(&filter, after, MAX_LIST_LIMIT).await?;
+        let outcomes: Vec<(TaskId, Result<Task, TaskerError>)> = futures::stream::iter(page.tasks)
+            .map(|task| async move { (task.id, tasker.retry(task.id).await) })
+            .buffer_unordered(RETRY_CONCURRENCY)
+            .collect()
+            .await;
+        for (id, outcome) in outcomes {
+            bar.inc(1);
+            match outcome {
+                Ok(_) => retried.push(id.to_string()),
+                Err(TaskerError::Store(err)) if !err.is_retryable() => {
+                    skipped.push(json!({"id": id.to_string(), "error": err.to_string()}));
+                }
+                Err(err) => {
+                    bar.abandon();
+                    return Err(err.into());
+                }
+            }
+        }
+        after = page.next;
+        if after.is_none() {
+            break;
+        }
+    }
+    bar.finish_and_clear();
+    if json {
+        println!(
+            "{}",
+            json!({"retried": retried.len(), "ids": retried, "skipped": skipped})
+        );
+    } else {
+        println!("retried {} failed task(s)", retried.len());
+        for skip in &skipped {
+            println!(
+                "  skipped {}: {}",
+                skip["id"].as_str().unwrap_or_default(),
+                skip["error"].as_str().unwrap_or_default()
+            );
+        }
+    }
+    Ok(())
+}
+
+/// `tasker stats`: tasks per status and the backlog.
+pub async fn stats(tasker: &Tasker<Store>, json: bool) -> Result<(), CliError> {
+    let stats = tasker.stats().await?;
+    if json {
+        println!("{}", serde_json::to_string(&stats)?);
+        return Ok(());
+    }
+    for status in TaskStatus::ALL {
+        println!("{:<10} {:>10}", status.as_str(), stats.counts.get(status));
+    }
+    println!("{:<10} {:>10}", "total", stats.counts.total());
+    match stats.oldest_due_age_seconds {
+        Some(age) => println!("due now    {:>10}  (oldest waiting {age} s)", stats.due),
+        None => println!("due now    {:>10}", stats.due),
+    }
+    Ok(())
+}
+
+/// `tasker cleanup`: deletes finished tasks older than `retention`, with a running count.
+pub async fn cleanup(tasker: &Tasker<Store>, retention: Duration) -> Result<(), CliError> {
+    let bar = progress(None, "deleting finished tasks");
+    let summary = tasker
+        .cleanup_with_progress(retention, &|deleted| bar.inc(deleted))
+        .await;
+    bar.finish_and_clear();
+    println!("{}", serde_json::to_string(&summary?)?);
+    Ok(())
+}
