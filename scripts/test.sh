@@ -41,6 +41,9 @@ cargo test --workspace --locked --no-fail-fast 2>&1 | tee "$results"
 echo "== local Lambda workflow (cargo lambda watch + invoke)"
 PATH="$CACHE/venv/bin:$PATH" scripts/lambda-watch-e2e.sh
 
+echo "== release Lambda build (cargo lambda build --release --arm64; each binary at most 10 MB)"
+PATH="$CACHE/venv/bin:$PATH" scripts/lambda-release-build.sh
+
 # One closing line for the whole suite: every cargo test binary plus the workflow test above.
 awk '/^test result:/ { passed += $4; failed += $6 }
      END { printf "suite: %d passed, %d failed\n", passed + 1, failed }' "$results"

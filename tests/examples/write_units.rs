@@ -8,7 +8,7 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use futures::StreamExt;
-use tasker::store::{TaskPurger, TaskWriter};
+use tasker::store::{ListFilter, TaskLister, TaskPurger, TaskWriter};
 use tasker::{DynamoStore, NewTask, ProcessorSettings, Registry, Task, Tasker, Timestamp};
 use tasker_tests::capacity::{CapacityProxy, Consumed};
 use tasker_tests::dynamo::{self, OwnDynamoLocal};
@@ -84,6 +84,20 @@ async fn main() {
     }
     total += report("process", tasks, &proxy.take());
 
+    // What operators' reads cost at this size: the counts behind GET /stats, and one page.
+    let counts = store.counts().await.expect("counts");
+    let stats_units: f64 = proxy.take().values().map(Consumed::units).sum();
+    let page = store
+        .list(&ListFilter::default(), None, 100)
+        .await
+        .expect("list");
+    let list_units: f64 = proxy.take().values().map(Consumed::units).sum();
+    let reads = format!(
+        "counts of {} tasks: {stats_units:.1} read units; one listing page of {}: {list_units:.1} read units",
+        counts.total(),
+        page.tasks.len()
+    );
+
     let deleted = store
         .purge_finished_before(Timestamp::now_utc(), &|_| ())
         .await
@@ -93,4 +107,5 @@ async fn main() {
     println!(
         "\n{processed} tasks succeeded, {deleted} deleted: {total:.2} write units per task over its life"
     );
+    println!("{reads}");
 }
