@@ -38,6 +38,10 @@ echo "== cargo test"
 results=$(mktemp -t tasker-test.XXXXXX.log)
 cargo test --workspace --locked --no-fail-fast 2>&1 | tee "$results"
 
+echo "== benchmark smoke run (every phase on tiny numbers; the real run is in the README)"
+cargo run --locked -q -p tasker-bench -- --tasks 300 --http-tasks 30 --delay-tasks 20 \
+  --no-peer --no-lambda --json "$(mktemp -t tasker-bench.XXXXXX.json)" >/dev/null
+
 echo "== local Lambda workflow (cargo lambda watch + invoke)"
 PATH="$CACHE/venv/bin:$PATH" scripts/lambda-watch-e2e.sh
 

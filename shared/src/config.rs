@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use crate::retry::RetryPolicy;
 use crate::store::{DynamoStore, SqliteStore, Store, StoreError};
-use crate::tasker::{ProcessorSettings, Tasker};
+use crate::tasker::{PollSettings, ProcessorSettings, Tasker};
 use crate::tasks::webhook::{WebhookClientError, WebhookSender, WebhookSettings};
 use crate::tasks::{RegistryError, TypeSettings, builtin_registry};
 
@@ -71,6 +71,9 @@ pub struct Config {
     /// `TASKER_RETRY_INITIAL` (30s), `TASKER_RETRY_FACTOR` (2), `TASKER_RETRY_MAX` (1h),
     /// `TASKER_RETRY_MIN` (0s).
     pub task_defaults: TypeSettings,
+    /// `TASKER_POLL_WINDOW` (seconds, default 0: off) and `TASKER_POLL_INTERVAL` (seconds,
+    /// default 1): how long one processor invocation keeps polling, and how often.
+    pub poll: PollSettings,
     /// `TASKER_SERVICE`: the `Service` dimension of the processor's metrics (default `tasker`).
     pub service: String,
     /// `TASKER_RETENTION`: finished tasks older than this are deleted by cleanup (default `0s`).
@@ -145,6 +148,29 @@ impl Config {
                     retry,
                     timeout: parse(&get, "TASKER_HANDLER_TIMEOUT", base.timeout, duration)?,
                 }
+            },
+            poll: PollSettings {
+                window: parse(&get, "TASKER_POLL_WINDOW", Duration::ZERO, |v| {
+                    seconds(v).and_then(|d| {
+                        if d > MAX_POLL_WINDOW {
+                            Err(format!("must be at most {} s", MAX_POLL_WINDOW.as_secs()))
+                        } else {
+                            Ok(d)
+                        }
+                    })
+                })?,
+                interval: parse(&get, "TASKER_POLL_INTERVAL", Duration::from_secs(1), |v| {
+                    seconds(v).and_then(|d| {
+                        if d < MIN_POLL_INTERVAL {
+                            Err(format!(
+                                "must be at least {} ms",
+                                MIN_POLL_INTERVAL.as_millis()
+                            ))
+                        } else {
+                            Ok(d)
+                        }
+                    })
+                })?,
             },
             service: get("TASKER_SERVICE").unwrap_or_else(|| "tasker".to_owned()),
             retention: parse(&get, "TASKER_RETENTION", Duration::ZERO, duration)?,
@@ -270,6 +296,21 @@ fn duration(value: &str) -> Result<Duration, String> {
         .map_err(|err| format!("expected a duration such as 30s or 1h, got {value:?}: {err}"))
 }
 
+/// Whole or fractional seconds (`2`, `0.5`), or a duration with a unit (`500ms`, `1m`).
+fn seconds(value: &str) -> Result<Duration, String> {
+    match value.trim().parse::<f64>() {
+        Ok(secs) if secs.is_finite() && secs >= 0.0 => Duration::try_from_secs_f64(secs)
+            .map_err(|err| format!("{value:?} is not a usable number of seconds: {err}")),
+        Ok(_) => Err(format!("expected a number of seconds, got {value:?}")),
+        Err(_) => duration(value),
+    }
+}
+
+/// Longest poll window: a Lambda invocation lasts at most 15 minutes.
+const MAX_POLL_WINDOW: Duration = Duration::from_secs(14 * 60);
+/// Shortest poll interval: each poll reads the due queues once.
+const MIN_POLL_INTERVAL: Duration = Duration::from_millis(100);
+
 fn millis(value: &str) -> Result<u64, String> {
     duration(value).map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
 }
@@ -306,6 +347,22 @@ mod tests {
         assert_eq!(config.webhook.timeout, Duration::from_secs(10));
         assert_eq!(config.local_auth(), AuthMode::Open);
         assert!(matches!(config.lambda_auth(), AuthMode::Deny(_)));
+        assert_eq!(config.poll, PollSettings::default());
+        assert_eq!(config.poll.window, Duration::ZERO);
+    }
+
+    #[test]
+    fn poll_settings_take_seconds_or_durations() {
+        let poll = config(&[
+            ("TASKER_POLL_WINDOW", "55"),
+            ("TASKER_POLL_INTERVAL", "0.5"),
+        ])
+        .unwrap()
+        .poll;
+        assert_eq!(poll.window, Duration::from_secs(55));
+        assert_eq!(poll.interval, Duration::from_millis(500));
+        let poll = config(&[("TASKER_POLL_INTERVAL", "250ms")]).unwrap().poll;
+        assert_eq!(poll.interval, Duration::from_millis(250));
     }
 
     #[test]
@@ -319,6 +376,10 @@ mod tests {
             ("TASKER_WEBHOOK_ALLOW_PRIVATE", "maybe"),
             ("TASKER_RETRY_FACTOR", "0.5"),
             ("TASKER_RETRY_INITIAL", "soon"),
+            ("TASKER_POLL_WINDOW", "-1"),
+            ("TASKER_POLL_WINDOW", "3600"),
+            ("TASKER_POLL_INTERVAL", "0"),
+            ("TASKER_POLL_INTERVAL", "often"),
         ] {
             let err = config(&[(name, value)]).unwrap_err();
             assert_eq!(err.name, name);

@@ -17,5 +17,7 @@ pub use config::{AuthMode, Config, ConfigError, StoreKind};
 pub use retry::RetryPolicy;
 pub use store::{DynamoStore, SqliteStore, Store, StoreError};
 pub use task::{NewTask, Task, TaskId, TaskStatus, ValidationError};
-pub use tasker::{CleanupSummary, ProcessorSettings, RunSummary, Stats, Tasker, TaskerError};
+pub use tasker::{
+    CleanupSummary, PollSettings, ProcessorSettings, RunSummary, Stats, Tasker, TaskerError,
+};
 pub use tasks::{Registry, RegistryError, TaskContext, TaskError};

@@ -74,6 +74,38 @@ pub struct RunSummary {
     pub duration_ms: u64,
 }
 
+impl RunSummary {
+    /// Adds the counts of `other` (a later run of the same invocation) to these.
+    pub fn absorb(&mut self, other: &Self) {
+        self.claimed += other.claimed;
+        self.succeeded += other.succeeded;
+        self.retried += other.retried;
+        self.failed += other.failed;
+        self.released += other.released;
+        self.errors += other.errors;
+    }
+}
+
+/// Poll mode: one invocation keeps running the queue every `interval` until `window` has
+/// passed, so a task starts within about `interval` of becoming due instead of waiting for the
+/// next scheduled invocation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PollSettings {
+    /// How long an invocation keeps polling; zero runs the queue once (poll mode off).
+    pub window: Duration,
+    /// Time between the starts of two runs.
+    pub interval: Duration,
+}
+
+impl Default for PollSettings {
+    fn default() -> Self {
+        Self {
+            window: Duration::ZERO,
+            interval: Duration::from_secs(1),
+        }
+    }
+}
+
 /// What one cleanup run did.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "camelCase")]
@@ -329,6 +361,50 @@ impl<S: TaskLister + QueueStats> Tasker<S> {
 }
 
 impl<S: TaskQueue> Tasker<S> {
+    /// Poll mode: runs [`Tasker::process_queue`] now and then every `poll.interval` until
+    /// `poll.window` has passed or `deadline` leaves less than the time margin; the runs' counts
+    /// add up. A run that takes longer than the interval is followed at once by the next. Only a
+    /// failure of the first run fails the call; later ones are counted as errors and polling goes
+    /// on, since the store may recover within the window.
+    pub async fn poll_queue(
+        &self,
+        deadline: Option<Instant>,
+        poll: PollSettings,
+    ) -> Result<RunSummary, TaskerError> {
+        let started = Instant::now();
+        let window_end = started + poll.window;
+        let interval = poll.interval.max(Duration::from_millis(10));
+        let mut total = RunSummary::default();
+        let mut next = started;
+        let mut runs = 0_u64;
+        loop {
+            match self.process_queue(deadline).await {
+                Ok(run) => total.absorb(&run),
+                Err(err) if runs == 0 => return Err(err),
+                Err(err) => {
+                    tracing::warn!(error = %err, "a poll run failed; polling goes on");
+                    total.errors += 1;
+                }
+            }
+            runs += 1;
+            next = (next + interval).max(Instant::now());
+            let stop_by = deadline.map(|d| d.checked_sub(self.settings.time_margin).unwrap_or(d));
+            if next >= window_end || stop_by.is_some_and(|stop| next >= stop) {
+                break;
+            }
+            tokio::time::sleep_until(next.into()).await;
+        }
+        total.duration_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
+        tracing::info!(
+            runs,
+            claimed = total.claimed,
+            succeeded = total.succeeded,
+            duration_ms = total.duration_ms,
+            "poll window finished"
+        );
+        Ok(total)
+    }
+
     /// Claims batches of due tasks and runs them, at most `concurrency` at a time, until a claim
     /// finds nothing or `deadline` (capped at `max_run` from now) leaves less than the time
     /// margin. Only tasks due when the run started are claimed, so a retry scheduled during

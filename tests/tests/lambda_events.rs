@@ -6,7 +6,8 @@ use std::time::Duration;
 use axum::body::Body;
 use http::StatusCode;
 use serde_json::Value;
-use tasker::{Config, Store, TaskStatus};
+use tasker::store::TaskWriter;
+use tasker::{Config, NewTask, PollSettings, Store, Task, TaskStatus, Timestamp};
 use tasker_tests::{dynamo, events};
 use tower::ServiceExt;
 
@@ -232,9 +233,15 @@ async fn scheduled_events_run_the_processor_and_cleanup() {
     let event = events::scheduled("scheduled-processor.json", Duration::from_secs(60));
     let lines = std::sync::Mutex::new(Vec::new());
     let emit = |line: &str| lines.lock().expect("lines").push(line.to_owned());
-    let summary = processor::handle(&tasker, "tasker-test", event, &emit)
-        .await
-        .expect("processor run");
+    let summary = processor::handle(
+        &tasker,
+        "tasker-test",
+        PollSettings::default(),
+        event,
+        &emit,
+    )
+    .await
+    .expect("processor run");
 
     // THEN one Embedded Metric Format line carries every metric, matching the summary
     let lines = lines.into_inner().expect("lines");
@@ -281,9 +288,15 @@ async fn scheduled_events_run_the_processor_and_cleanup() {
 
     // AND an invocation already at its deadline starts nothing
     let late = events::scheduled("scheduled-processor.json", Duration::ZERO);
-    let summary = processor::handle(&tasker, "tasker-test", late, &|_| {})
-        .await
-        .expect("processor run");
+    let summary = processor::handle(
+        &tasker,
+        "tasker-test",
+        PollSettings::default(),
+        late,
+        &|_| {},
+    )
+    .await
+    .expect("processor run");
     assert_eq!(summary.claimed, 0);
 
     // WHEN the cleanup event arrives THEN the finished task is deleted (the queue index is
@@ -305,4 +318,47 @@ async fn scheduled_events_run_the_processor_and_cleanup() {
         tasker.get(id).await,
         Err(tasker::TaskerError::Store(tasker::StoreError::NotFound(_)))
     ));
+}
+
+#[tokio::test]
+async fn poll_mode_starts_tasks_that_fall_due_during_the_invocation() {
+    // GIVEN a processor in poll mode (window 3 s, every 200 ms) and tasks due 0.5 s and 1.5 s
+    // after the invocation starts, which a single run at the start would not see
+    let store = fresh_store().await;
+    let mut registry = tasker::Registry::new();
+    registry
+        .register("noop", |_| async { Ok(()) })
+        .expect("register");
+    let tasker = tasker::Tasker::new(
+        store.clone(),
+        registry,
+        tasker::ProcessorSettings::default(),
+    );
+    let now = Timestamp::now_utc();
+    let mut ids = Vec::new();
+    for offset in [500, 1500] {
+        let mut new = NewTask::new("noop", "{}");
+        new.scheduled_at = Some(now.plus(Duration::from_millis(offset)));
+        let task = Task::from_new(new, now);
+        ids.push(task.id);
+        store.create(task).await.expect("create");
+    }
+    let poll = PollSettings {
+        window: Duration::from_secs(3),
+        interval: Duration::from_millis(200),
+    };
+
+    // WHEN one scheduled event arrives
+    let event = events::scheduled("scheduled-processor.json", Duration::from_secs(60));
+    let summary = processor::handle(&tasker, "tasker-test", poll, event, &|_| {})
+        .await
+        .expect("processor run");
+
+    // THEN that one invocation ran both, each after its due instant
+    assert_eq!((summary.claimed, summary.succeeded), (2, 2), "{summary:?}");
+    for id in ids {
+        let task = tasker.get(id).await.expect("task");
+        assert_eq!(task.status, TaskStatus::Succeeded);
+        assert!(task.succeeded_at.expect("succeeded") >= task.scheduled_at);
+    }
 }

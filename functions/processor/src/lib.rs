@@ -5,7 +5,7 @@ use std::time::{Instant, SystemTime};
 
 use lambda_runtime::{Diagnostic, LambdaEvent};
 use tasker::store::{QueueStats, TaskQueue};
-use tasker::{RunSummary, Tasker, TaskerError, metrics};
+use tasker::{PollSettings, RunSummary, Tasker, TaskerError, metrics};
 
 /// The longest the backlog read for the metrics may take (less if the deadline is nearer).
 const BACKLOG_BUDGET: std::time::Duration = std::time::Duration::from_secs(5);
@@ -36,11 +36,13 @@ impl From<ProcessorError> for Diagnostic {
     }
 }
 
-/// Runs the queue until the invocation's deadline leaves less than the configured margin, then
-/// hands the metrics line to `emit` (stdout in Lambda, where CloudWatch picks it up).
+/// Runs the queue until the invocation's deadline leaves less than the configured margin (in
+/// poll mode, again every `poll.interval` until `poll.window` has passed), then hands the
+/// metrics line to `emit` (stdout in Lambda, where CloudWatch picks it up).
 pub async fn handle<S: TaskQueue + QueueStats>(
     tasker: &Tasker<S>,
     service: &str,
+    poll: PollSettings,
     event: LambdaEvent<serde_json::Value>,
     emit: &(dyn Fn(&str) + Sync),
 ) -> Result<RunSummary, ProcessorError> {
@@ -67,7 +69,7 @@ pub async fn handle<S: TaskQueue + QueueStats>(
         );
     }
     let deadline = plausible.then(|| Instant::now() + remaining);
-    let summary = tasker.process_queue(deadline).await?;
+    let summary = tasker.poll_queue(deadline, poll).await?;
     // The backlog is for the metrics only: without it the run still counts, and reading it
     // must not push the invocation past its deadline.
     let budget = if plausible {

@@ -8,7 +8,7 @@ async fn main() -> Result<(), Error> {
     let tasker = config.build_tasker().await?;
     let emit = |line: &str| println!("{line}");
     run(service_fn(|event: LambdaEvent<serde_json::Value>| {
-        processor::handle(&tasker, &config.service, event, &emit)
+        processor::handle(&tasker, &config.service, config.poll, event, &emit)
     }))
     .await
 }

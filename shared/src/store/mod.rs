@@ -17,7 +17,7 @@ pub use dynamodb::DynamoStore;
 pub use sqlite::SqliteStore;
 
 /// What went wrong in a store call.
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum StoreError {
     /// No task has that id.
     #[error("task {0} not found")]

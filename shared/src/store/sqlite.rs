@@ -61,6 +61,41 @@ const COLUMNS: &str = "id, type, payload, status, scheduled_at, created_at, upda
 #[derive(Debug, Clone)]
 pub struct SqliteStore {
     conn: Arc<Mutex<Connection>>,
+    settles: Arc<Mutex<Vec<SettleRequest>>>,
+}
+
+/// An outcome write waiting for the next group commit, and where its answer goes.
+struct SettleRequest {
+    id: TaskId,
+    attempt: u32,
+    token: Option<String>,
+    outcome: Settlement,
+    now: Timestamp,
+    reply: tokio::sync::oneshot::Sender<Result<Task, StoreError>>,
+}
+
+impl std::fmt::Debug for SettleRequest {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SettleRequest")
+            .field("id", &self.id)
+            .finish()
+    }
+}
+
+/// The outcome of one request inside the group commit's transaction.
+fn settle_in(tx: &rusqlite::Transaction<'_>, request: &SettleRequest) -> Result<Task, StoreError> {
+    let id = request.id;
+    let task = load(tx, id)?.ok_or(StoreError::LeaseLost(id))?;
+    let holds_lease = task.status == TaskStatus::Running
+        && task.attempts == request.attempt
+        && task.lease_token.is_some()
+        && task.lease_token == request.token;
+    if !holds_lease {
+        return Err(StoreError::LeaseLost(id));
+    }
+    let task = apply_settlement(task, &request.outcome, request.now);
+    update(tx, &task)?;
+    Ok(task)
 }
 
 impl SqliteStore {
@@ -101,6 +136,7 @@ impl SqliteStore {
             .map_err(backend)?;
         Ok(Self {
             conn: Arc::new(Mutex::new(conn)),
+            settles: Arc::default(),
         })
     }
 
@@ -422,21 +458,59 @@ impl TaskQueue for SqliteStore {
         outcome: Settlement,
         now: Timestamp,
     ) -> Result<Task, StoreError> {
-        let (id, attempt, token) = (claimed.id, claimed.attempts, claimed.lease_token.clone());
-        self.write(move |tx| {
-            let task = load(tx, id)?.ok_or(StoreError::LeaseLost(id))?;
-            let holds_lease = task.status == TaskStatus::Running
-                && task.attempts == attempt
-                && task.lease_token.is_some()
-                && task.lease_token == token;
-            if !holds_lease {
-                return Err(StoreError::LeaseLost(id));
-            }
-            let task = apply_settlement(task, &outcome, now);
-            update(tx, &task)?;
-            Ok(task)
-        })
-        .await
+        // Group commit: outcomes that arrive while another transaction holds the connection are
+        // written together in the next one, so a drain commits once per group instead of once
+        // per task. The request that finds the queue empty leads: once it holds the
+        // connection it takes every request queued by then (its own among them), writes them
+        // in one transaction and answers each after the commit.
+        let (reply, answer) = tokio::sync::oneshot::channel();
+        let request = SettleRequest {
+            id: claimed.id,
+            attempt: claimed.attempts,
+            token: claimed.lease_token.clone(),
+            outcome,
+            now,
+            reply,
+        };
+        let leads = {
+            let mut queue = self.settles.lock().unwrap_or_else(|p| p.into_inner());
+            queue.push(request);
+            queue.len() == 1
+        };
+        if leads {
+            let queue = Arc::clone(&self.settles);
+            self.with_conn(move |conn| {
+                let batch = std::mem::take(&mut *queue.lock().unwrap_or_else(|p| p.into_inner()));
+                let written = conn
+                    .transaction_with_behavior(TransactionBehavior::Immediate)
+                    .map_err(sqlite_error)
+                    .and_then(|tx| {
+                        let results: Vec<Result<Task, StoreError>> = batch
+                            .iter()
+                            .map(|request| settle_in(&tx, request))
+                            .collect();
+                        tx.commit().map_err(sqlite_error)?;
+                        Ok(results)
+                    });
+                match written {
+                    Ok(results) => {
+                        for (request, result) in batch.into_iter().zip(results) {
+                            let _ = request.reply.send(result);
+                        }
+                    }
+                    Err(err) => {
+                        for request in batch {
+                            let _ = request.reply.send(Err(err.clone()));
+                        }
+                    }
+                }
+                Ok(())
+            })
+            .await?;
+        }
+        answer.await.map_err(|_| {
+            StoreError::Backend("the SQLite writer stopped before recording the outcome".into())
+        })?
     }
 }
 

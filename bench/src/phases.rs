@@ -1,0 +1,373 @@
+//! The measured phases on one store: ceiling, enqueue, drain, write units, start delay.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use aws_sdk_dynamodb::Client;
+use aws_sdk_dynamodb::types::AttributeValue;
+use futures::{StreamExt, TryStreamExt};
+use indicatif::ProgressBar;
+use serde_json::json;
+use tasker::store::{Settlement, StoreError, TaskQueue};
+use tasker::{
+    AuthMode, NewTask, PollSettings, ProcessorSettings, Registry, Store, Task, TaskError, Tasker,
+    Timestamp, api,
+};
+
+/// Writes in flight at once: the processor's default concurrency and the store's claim fan-out.
+pub const CONCURRENCY: usize = 16;
+
+/// A store wrapper that counts the processor's row writes: each task a claim hands out, and
+/// each outcome written.
+#[derive(Clone)]
+pub struct Counting<S> {
+    inner: S,
+    claims: Arc<AtomicU64>,
+    settles: Arc<AtomicU64>,
+}
+
+impl<S> Counting<S> {
+    /// Wraps `inner` with zeroed counters.
+    pub fn new(inner: S) -> Self {
+        Self {
+            inner,
+            claims: Arc::default(),
+            settles: Arc::default(),
+        }
+    }
+
+    /// Tasks claimed plus outcomes written so far.
+    pub fn writes(&self) -> u64 {
+        self.claims.load(Ordering::Relaxed) + self.settles.load(Ordering::Relaxed)
+    }
+}
+
+impl<S: TaskQueue> TaskQueue for Counting<S> {
+    async fn claim_due(
+        &self,
+        due_by: Timestamp,
+        now: Timestamp,
+        limit: usize,
+        lease_until: Timestamp,
+    ) -> Result<Vec<Task>, StoreError> {
+        let claimed = self
+            .inner
+            .claim_due(due_by, now, limit, lease_until)
+            .await?;
+        self.claims
+            .fetch_add(claimed.len() as u64, Ordering::Relaxed);
+        Ok(claimed)
+    }
+
+    async fn settle(
+        &self,
+        claimed: &Task,
+        outcome: Settlement,
+        now: Timestamp,
+    ) -> Result<Task, StoreError> {
+        self.settles.fetch_add(1, Ordering::Relaxed);
+        self.inner.settle(claimed, outcome, now).await
+    }
+}
+
+/// A registry whose `noop` handler only ticks `bar`.
+pub fn noop_registry(bar: ProgressBar) -> Registry {
+    let mut registry = Registry::new();
+    registry
+        .register("noop", move |_| {
+            bar.inc(1);
+            async { Ok::<(), TaskError>(()) }
+        })
+        .expect("register noop");
+    registry
+}
+
+fn rate(count: usize, took: Duration) -> f64 {
+    count as f64 / took.as_secs_f64().max(f64::EPSILON)
+}
+
+/// Single conditional writes per second on DynamoDB: `UpdateItem` with a condition on `n`
+/// pre-written items, `CONCURRENCY` at once, through the same client settings as the store.
+pub async fn dynamo_ceiling(client: &Client, table: &str, n: usize, bar: &ProgressBar) -> f64 {
+    futures::stream::iter(0..n)
+        .map(|i| {
+            client
+                .put_item()
+                .table_name(table)
+                .item("id", AttributeValue::S(format!("ceiling#{i}")))
+                .item("n", AttributeValue::N("0".into()))
+                .send()
+        })
+        .buffer_unordered(CONCURRENCY)
+        .try_collect::<Vec<_>>()
+        .await
+        .expect("prepare ceiling items");
+    let started = Instant::now();
+    futures::stream::iter(0..n)
+        .map(|i| async move {
+            let result = client
+                .update_item()
+                .table_name(table)
+                .key("id", AttributeValue::S(format!("ceiling#{i}")))
+                .update_expression("SET n = n + :one")
+                .condition_expression("attribute_exists(id) AND n >= :zero")
+                .expression_attribute_values(":one", AttributeValue::N("1".into()))
+                .expression_attribute_values(":zero", AttributeValue::N("0".into()))
+                .send()
+                .await;
+            bar.inc(1);
+            result
+        })
+        .buffer_unordered(CONCURRENCY)
+        .try_collect::<Vec<_>>()
+        .await
+        .expect("ceiling writes");
+    rate(n, started.elapsed())
+}
+
+/// Single conditional writes per second on SQLite: one-row `UPDATE ... WHERE` statements, each
+/// in its own immediate transaction on one WAL connection (as the store holds it), `CONCURRENCY`
+/// callers at once.
+pub async fn sqlite_ceiling(path: &std::path::Path, n: usize, bar: &ProgressBar) -> f64 {
+    let conn = rusqlite::Connection::open(path).expect("open ceiling db");
+    conn.pragma_update(None, "journal_mode", "WAL")
+        .expect("WAL");
+    conn.pragma_update(None, "synchronous", "NORMAL")
+        .expect("synchronous");
+    conn.execute_batch(
+        "CREATE TABLE bench (id TEXT PRIMARY KEY NOT NULL, n INTEGER NOT NULL) STRICT;",
+    )
+    .expect("ceiling table");
+    {
+        let tx = conn.unchecked_transaction().expect("tx");
+        for i in 0..n {
+            tx.execute(
+                "INSERT INTO bench (id, n) VALUES (?1, 0)",
+                [format!("ceiling#{i}")],
+            )
+            .expect("insert");
+        }
+        tx.commit().expect("commit");
+    }
+    let conn = Arc::new(std::sync::Mutex::new(conn));
+    let started = Instant::now();
+    futures::stream::iter(0..n)
+        .map(|i| {
+            let conn = Arc::clone(&conn);
+            let bar = bar.clone();
+            tokio::task::spawn_blocking(move || {
+                let mut conn = conn.lock().unwrap_or_else(|p| p.into_inner());
+                let tx = conn
+                    .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
+                    .expect("tx");
+                let changed = tx
+                    .execute(
+                        "UPDATE bench SET n = n + 1 WHERE id = ?1 AND n >= 0",
+                        [format!("ceiling#{i}")],
+                    )
+                    .expect("update");
+                tx.commit().expect("commit");
+                bar.inc(1);
+                changed
+            })
+        })
+        .buffer_unordered(CONCURRENCY)
+        .try_collect::<Vec<_>>()
+        .await
+        .expect("ceiling writes");
+    rate(n, started.elapsed())
+}
+
+/// Creates `n` no-op tasks through the library, `concurrency` at once; tasks per second.
+pub async fn enqueue_library(
+    tasker: &Tasker<Store>,
+    n: usize,
+    concurrency: usize,
+    bar: &ProgressBar,
+) -> f64 {
+    let started = Instant::now();
+    futures::stream::iter(0..n)
+        .map(|i| async move {
+            let created = tasker
+                .create(NewTask::new("noop", format!("{{\"n\":{i}}}")))
+                .await;
+            bar.inc(1);
+            created
+        })
+        .buffer_unordered(concurrency)
+        .try_collect::<Vec<_>>()
+        .await
+        .expect("create");
+    rate(n, started.elapsed())
+}
+
+/// The HTTP API over `tasker` on a free 127.0.0.1 port; the base URL.
+pub async fn serve_api(tasker: Arc<Tasker<Store>>) -> String {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let base = format!("http://{}", listener.local_addr().expect("address"));
+    let app = api::router(tasker, AuthMode::Open);
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    base
+}
+
+/// `n` `POST /tasks` one after another; tasks per second.
+pub async fn enqueue_http_single(base: &str, n: usize, bar: &ProgressBar) -> f64 {
+    let client = reqwest::Client::new();
+    let started = Instant::now();
+    for i in 0..n {
+        let response = client
+            .post(format!("{base}/tasks"))
+            .json(&json!({"type": "noop", "payload": {"n": i}}))
+            .send()
+            .await
+            .expect("POST /tasks");
+        assert_eq!(response.status(), 201, "create over HTTP");
+        bar.inc(1);
+    }
+    rate(n, started.elapsed())
+}
+
+/// `n` tasks as `POST /tasks/batch` requests of 100, one after another; tasks per second.
+pub async fn enqueue_http_batch(base: &str, n: usize, bar: &ProgressBar) -> f64 {
+    let client = reqwest::Client::new();
+    let started = Instant::now();
+    let mut sent = 0;
+    while sent < n {
+        let size = (n - sent).min(100);
+        let tasks: Vec<_> = (sent..sent + size)
+            .map(|i| json!({"type": "noop", "payload": {"n": i}}))
+            .collect();
+        let response = client
+            .post(format!("{base}/tasks/batch"))
+            .json(&json!({ "tasks": tasks }))
+            .send()
+            .await
+            .expect("POST /tasks/batch");
+        assert_eq!(response.status(), 200, "batch over HTTP");
+        let body: serde_json::Value = response.json().await.expect("batch answer");
+        let created = body["results"]
+            .as_array()
+            .map_or(0, |r| r.iter().filter(|r| r["status"] == "created").count());
+        assert_eq!(created, size, "every batch item is created");
+        sent += size;
+        bar.inc(size as u64);
+    }
+    rate(n, started.elapsed())
+}
+
+/// What a drain measured.
+pub struct Drain {
+    /// Tasks per second.
+    pub per_second: f64,
+    /// Row writes (claims + outcomes) per task.
+    pub writes_per_task: f64,
+    /// Tasks that succeeded.
+    pub succeeded: usize,
+}
+
+/// Runs the queue (as `tasker serve` and the processor do) until `n` tasks succeeded.
+pub async fn drain(store: Store, n: usize, bar: &ProgressBar) -> Drain {
+    let counting = Counting::new(store);
+    let tasker = Tasker::new(
+        counting.clone(),
+        noop_registry(bar.clone()),
+        ProcessorSettings::default(),
+    );
+    let started = Instant::now();
+    let mut succeeded = 0;
+    while succeeded < n {
+        let run = tasker.process_queue(None).await.expect("processor run");
+        succeeded += run.succeeded;
+        if run.claimed == 0 {
+            break;
+        }
+    }
+    let took = started.elapsed();
+    Drain {
+        per_second: rate(succeeded, took),
+        writes_per_task: counting.writes() as f64 / succeeded.max(1) as f64,
+        succeeded,
+    }
+}
+
+fn unix_ms(at: SystemTime) -> i64 {
+    at.duration_since(UNIX_EPOCH)
+        .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+        .unwrap_or_default()
+}
+
+/// Start delays in poll mode.
+pub struct StartDelay {
+    /// Tasks measured.
+    pub tasks: usize,
+    /// Median due→start, in milliseconds.
+    pub p50_ms: f64,
+    /// 99th percentile due→start, in milliseconds.
+    pub p99_ms: f64,
+    /// Largest due→start, in milliseconds.
+    pub max_ms: f64,
+}
+
+/// `n` tasks due at random instants over the next 10 s, and one processor invocation in poll
+/// mode (`poll`, window 14 s) that runs them: how long after its due instant each one started.
+pub async fn start_delay(
+    store: Store,
+    n: usize,
+    poll: PollSettings,
+    bar: &ProgressBar,
+) -> StartDelay {
+    let delays = Arc::new(std::sync::Mutex::new(Vec::with_capacity(n)));
+    let mut registry = Registry::new();
+    {
+        let delays = Arc::clone(&delays);
+        let bar = bar.clone();
+        registry
+            .register("timed", move |ctx| {
+                let started = unix_ms(SystemTime::now());
+                let due: i64 = serde_json::from_str::<serde_json::Value>(&ctx.payload)
+                    .ok()
+                    .and_then(|p| p["dueMs"].as_i64())
+                    .unwrap_or(started);
+                delays
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .push((started - due) as f64);
+                bar.inc(1);
+                async { Ok::<(), TaskError>(()) }
+            })
+            .expect("register timed");
+    }
+    let tasker = Tasker::new(store, registry, ProcessorSettings::default());
+    let start = SystemTime::now() + Duration::from_secs(2);
+    for i in 0..n {
+        // Spread evenly over 10 s, at odd milliseconds, so no due instant lines up with a poll.
+        let offset = Duration::from_millis((i as u64 * 10_000 / n.max(1) as u64) + 7);
+        let due = start + offset;
+        let mut new = NewTask::new("timed", json!({"dueMs": unix_ms(due)}).to_string());
+        new.scheduled_at = Some(Timestamp::new(due.into()));
+        tasker.create(new).await.expect("create timed task");
+    }
+    let poll = PollSettings {
+        window: Duration::from_secs(14),
+        ..poll
+    };
+    tasker.poll_queue(None, poll).await.expect("poll window");
+    let mut delays = delays.lock().unwrap_or_else(|p| p.into_inner()).clone();
+    delays.sort_by(f64::total_cmp);
+    let pick = |q: f64| -> f64 {
+        if delays.is_empty() {
+            return f64::NAN;
+        }
+        let index = ((q * delays.len() as f64).ceil() as usize).clamp(1, delays.len()) - 1;
+        delays[index]
+    };
+    StartDelay {
+        tasks: delays.len(),
+        p50_ms: pick(0.50),
+        p99_ms: pick(0.99),
+        max_ms: pick(1.0),
+    }
+}
