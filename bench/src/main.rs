@@ -24,7 +24,7 @@ use clap::Parser;
 use indicatif::{ProgressBar, ProgressStyle};
 use serde_json::{Value, json};
 use tasker::{DynamoStore, PollSettings, ProcessorSettings, SqliteStore, Store, Tasker};
-use tasker_tests::capacity::{CapacityProxy, Consumed};
+use tasker_tests::capacity::{CapacityProxy, Consumed, WRITE_OPERATIONS};
 use tasker_tests::dynamo;
 
 use crate::phases::CONCURRENCY;
@@ -124,19 +124,11 @@ fn ledger_json(ledger: &BTreeMap<String, Consumed>) -> Value {
         .into()
 }
 
-const WRITES: [&str; 5] = [
-    "PutItem",
-    "UpdateItem",
-    "DeleteItem",
-    "BatchWriteItem",
-    "TransactWriteItems",
-];
-
 /// Write units, read units, write calls and condition failures in `ledger`.
 fn sums(ledger: &BTreeMap<String, Consumed>) -> (f64, f64, u64, u64) {
     let mut sums = (0.0, 0.0, 0, 0);
     for (operation, consumed) in ledger {
-        if WRITES.contains(&operation.as_str()) {
+        if WRITE_OPERATIONS.contains(&operation.as_str()) {
             sums.0 += consumed.units();
             sums.2 += consumed.calls;
         } else {

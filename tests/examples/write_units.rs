@@ -10,22 +10,14 @@ use std::time::Duration;
 use futures::StreamExt;
 use tasker::store::{ListFilter, TaskLister, TaskPurger, TaskWriter};
 use tasker::{DynamoStore, NewTask, ProcessorSettings, Registry, Task, Tasker, Timestamp};
-use tasker_tests::capacity::{CapacityProxy, Consumed};
+use tasker_tests::capacity::{CapacityProxy, Consumed, WRITE_OPERATIONS};
 use tasker_tests::dynamo::{self, OwnDynamoLocal};
-
-const WRITES: [&str; 5] = [
-    "PutItem",
-    "UpdateItem",
-    "DeleteItem",
-    "BatchWriteItem",
-    "TransactWriteItems",
-];
 
 fn report(phase: &str, tasks: usize, ledger: &BTreeMap<String, Consumed>) -> f64 {
     let mut write_units = 0.0;
     for (operation, consumed) in ledger {
         let per_task = consumed.units() / tasks as f64;
-        if WRITES.contains(&operation.as_str()) {
+        if WRITE_OPERATIONS.contains(&operation.as_str()) {
             write_units += consumed.units();
         }
         println!(

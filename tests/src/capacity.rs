@@ -14,6 +14,15 @@ use serde_json::Value;
 
 use crate::proxy;
 
+/// The DynamoDB operations that consume write units.
+pub const WRITE_OPERATIONS: [&str; 5] = [
+    "PutItem",
+    "UpdateItem",
+    "DeleteItem",
+    "BatchWriteItem",
+    "TransactWriteItems",
+];
+
 /// What one kind of call consumed.
 #[derive(Debug, Clone, Copy, Default, PartialEq)]
 pub struct Consumed {
