@@ -56,7 +56,8 @@ pub async fn serve(args: ServeArgs) -> Result<(), CliError> {
     Ok(())
 }
 
-/// Processes the queue every `interval` (at once again while full batches keep coming) and
+/// Processes the queue every `interval` (at once when a task due now is created, and again while
+/// full batches keep coming) and
 /// cleans up once a day, until `stop` turns true; a run in progress always completes.
 async fn process_loop(
     tasker: Arc<Tasker<Store>>,
@@ -85,9 +86,12 @@ async fn process_loop(
         }
         let backlog = summary.is_some_and(|s| s.claimed >= batch_size);
         if !backlog {
+            // A task created due now wakes the loop at once: locally it starts within
+            // milliseconds, not up to an interval later.
             tokio::select! {
                 _ = stop.wait_for(|stop| *stop) => return,
                 () = tokio::time::sleep(interval) => {}
+                () = tasker.task_due_now() => {}
             }
         }
     }

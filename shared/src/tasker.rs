@@ -192,6 +192,7 @@ pub struct Tasker<S> {
     clock: Arc<dyn Clock>,
     settings: ProcessorSettings,
     jitter: fn() -> f64,
+    due_now: Arc<tokio::sync::Notify>,
 }
 
 impl<S> Tasker<S> {
@@ -213,7 +214,15 @@ impl<S> Tasker<S> {
             clock,
             settings,
             jitter: rand::random::<f64>,
+            due_now: Arc::new(tokio::sync::Notify::new()),
         }
+    }
+
+    /// Completes once a task created through this Tasker is due at once (or already had
+    /// been since the last call): `tasker serve` runs the queue then instead of waiting for
+    /// its interval. Lambda functions are separate processes and poll instead.
+    pub async fn task_due_now(&self) {
+        self.due_now.notified().await;
     }
 
     /// Replaces the backoff's random draw in `[0, 1)` (tests pin it to check exact schedules).
@@ -246,9 +255,15 @@ impl<S: TaskWriter> Tasker<S> {
         let Some(settings) = self.registry.settings(&new.task_type) else {
             return Err(TaskerError::UnknownType(new.task_type));
         };
-        let task =
-            Task::from_new_with(new, self.clock.now(), settings.max_attempts, settings.retry);
-        Ok(self.store.create(task).await?)
+        let now = self.clock.now();
+        let task = Task::from_new_with(new, now, settings.max_attempts, settings.retry);
+        let created = self.store.create(task).await?;
+        if let Created::New(task) = &created {
+            if task.scheduled_at <= now {
+                self.due_now.notify_one();
+            }
+        }
+        Ok(created)
     }
 }
 
@@ -663,6 +678,29 @@ mod tests {
         };
         let tasker = Tasker::with_clock(store, registry, settings, clock.clone());
         (tasker, clock)
+    }
+
+    #[tokio::test]
+    async fn creating_a_task_due_now_wakes_the_local_loop() {
+        use futures::FutureExt;
+        let (registry, _) = counting("t", TypeSettings::default(), None);
+        let (tasker, _) = tasker(registry);
+        let mut later = NewTask::new("t", "{}");
+        later.scheduled_at = Some(start().plus(Duration::from_secs(3600)));
+        tasker.create(later).await.expect("create");
+        assert!(
+            tasker.task_due_now().now_or_never().is_none(),
+            "a task due later does not wake the loop"
+        );
+        tasker
+            .create(NewTask::new("t", "{}"))
+            .await
+            .expect("create");
+        assert!(
+            tasker.task_due_now().now_or_never().is_some(),
+            "a task due now wakes it"
+        );
+        assert!(tasker.task_due_now().now_or_never().is_none(), "once");
     }
 
     fn counting(
