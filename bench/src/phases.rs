@@ -311,8 +311,8 @@ pub struct StartDelay {
     pub max_ms: f64,
 }
 
-/// `n` tasks due at random instants over the next 10 s, and one processor invocation in poll
-/// mode (`poll`, window 14 s) that runs them: how long after its due instant each one started.
+/// `n` tasks due at spread-out instants over 10 s (from 3 s ahead), and one processor
+/// invocation in poll mode (`poll`, window 15 s) that runs them: how long after its due instant each one started.
 pub async fn start_delay(
     store: Store,
     n: usize,
@@ -341,21 +341,37 @@ pub async fn start_delay(
             .expect("register timed");
     }
     let tasker = Tasker::new(store, registry, ProcessorSettings::default());
-    let start = SystemTime::now() + Duration::from_secs(2);
-    for i in 0..n {
-        // Spread evenly over 10 s, at odd milliseconds, so no due instant lines up with a poll.
-        let offset = Duration::from_millis((i as u64 * 10_000 / n.max(1) as u64) + 7);
-        let due = start + offset;
-        let mut new = NewTask::new("timed", json!({"dueMs": unix_ms(due)}).to_string());
-        new.scheduled_at = Some(Timestamp::new(due.into()));
-        tasker.create(new).await.expect("create timed task");
-    }
+    let start = SystemTime::now() + Duration::from_secs(3);
+    futures::stream::iter(0..n)
+        .map(|i| {
+            // Spread evenly over 10 s, at odd milliseconds, so no due instant lines up with a
+            // poll.
+            let offset = Duration::from_millis((i as u64 * 10_000 / n.max(1) as u64) + 7);
+            let due = start + offset;
+            let mut new = NewTask::new("timed", json!({"dueMs": unix_ms(due)}).to_string());
+            new.scheduled_at = Some(Timestamp::new(due.into()));
+            tasker.create(new)
+        })
+        .buffer_unordered(CONCURRENCY)
+        .try_collect::<Vec<_>>()
+        .await
+        .expect("create timed tasks");
+    // Polling must start before the first task is due, or its delay would include the setup.
+    assert!(
+        SystemTime::now() < start,
+        "creating the timed tasks took longer than their 3 s lead"
+    );
     let poll = PollSettings {
-        window: Duration::from_secs(14),
+        window: Duration::from_secs(15),
         ..poll
     };
     tasker.poll_queue(None, poll).await.expect("poll window");
     let mut delays = delays.lock().unwrap_or_else(|p| p.into_inner()).clone();
+    assert_eq!(
+        delays.len(),
+        n,
+        "every timed task started within the window"
+    );
     delays.sort_by(f64::total_cmp);
     let pick = |q: f64| -> f64 {
         if delays.is_empty() {

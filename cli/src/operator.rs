@@ -168,8 +168,9 @@ pub async fn cancel_by_reference(
 }
 
 /// `tasker retry --all-failed`: every failed task (of `task_type`, when given) back in the
-/// queue. Tasks that cannot be retried (retried meanwhile, reference held by an active task)
-/// are reported and skipped; the rest go on.
+/// queue. Tasks that cannot be retried (retried meanwhile, reference held by an active task,
+/// the store failing) are reported and skipped; the rest go on. Exits non-zero if any was
+/// skipped.
 pub async fn retry_all_failed(
     tasker: &Tasker<Store>,
     task_type: Option<String>,
@@ -199,13 +200,9 @@ pub async fn retry_all_failed(
             bar.inc(1);
             match outcome {
                 Ok(_) => retried.push(id.to_string()),
-                Err(TaskerError::Store(err)) if !err.is_retryable() => {
-                    skipped.push(json!({"id": id.to_string(), "error": err.to_string()}));
-                }
-                Err(err) => {
-                    bar.abandon();
-                    return Err(err.into());
-                }
+                // Skipped with its reason (a reference held by an active task, a contended
+                // guard, a passing outage), so one task never stops the rest.
+                Err(err) => skipped.push(json!({"id": id.to_string(), "error": err.to_string()})),
             }
         }
         after = page.next;
@@ -214,6 +211,14 @@ pub async fn retry_all_failed(
         }
     }
     bar.finish_and_clear();
+    let outcome = if skipped.is_empty() {
+        Ok(())
+    } else {
+        Err(CliError::Usage(format!(
+            "{} failed task(s) could not be retried",
+            skipped.len()
+        )))
+    };
     if json {
         println!(
             "{}",
@@ -229,7 +234,7 @@ pub async fn retry_all_failed(
             );
         }
     }
-    Ok(())
+    outcome
 }
 
 /// `tasker stats`: tasks per status and the backlog.

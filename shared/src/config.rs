@@ -7,7 +7,7 @@ use std::time::Duration;
 use crate::retry::RetryPolicy;
 use crate::store::{DynamoStore, SqliteStore, Store, StoreError};
 use crate::tasker::{PollSettings, ProcessorSettings, Tasker};
-use crate::tasks::webhook::{WebhookClientError, WebhookSender, WebhookSettings};
+use crate::tasks::webhook::{WebhookSender, WebhookSettings};
 use crate::tasks::{RegistryError, TypeSettings, builtin_registry};
 
 /// Which backend holds the tasks.
@@ -239,15 +239,12 @@ impl Config {
     }
 }
 
-/// Start-up failed: the store or the webhook client could not be built.
+/// Start-up failed: the store could not be opened or a handler not registered.
 #[derive(Debug, thiserror::Error)]
 pub enum StartupError {
     /// Opening the store failed.
     #[error(transparent)]
     Store(#[from] StoreError),
-    /// Building the webhook HTTP client failed.
-    #[error(transparent)]
-    Webhook(#[from] WebhookClientError),
     /// A task handler could not be registered.
     #[error(transparent)]
     Registry(#[from] RegistryError),
@@ -262,10 +259,8 @@ impl Config {
 
     /// Tasker over an already opened `store` with the built-in task handlers.
     pub fn tasker_over<S>(&self, store: S) -> Result<Tasker<S>, StartupError> {
-        let registry = builtin_registry(
-            WebhookSender::new(self.webhook.clone())?,
-            self.task_defaults,
-        )?;
+        let registry =
+            builtin_registry(WebhookSender::new(self.webhook.clone()), self.task_defaults)?;
         Ok(Tasker::new(store, registry, self.processor))
     }
 }

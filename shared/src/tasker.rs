@@ -300,7 +300,9 @@ impl<S: TaskCanceller> Tasker<S> {
 impl<S: TaskRetrier> Tasker<S> {
     /// Puts the failed or cancelled task `id` back in the queue, due now, with fresh attempts.
     pub async fn retry(&self, id: TaskId) -> Result<Task, TaskerError> {
-        Ok(self.store.retry(id, self.clock.now()).await?)
+        let task = self.store.retry(id, self.clock.now()).await?;
+        self.due_now.notify_one();
+        Ok(task)
     }
 }
 

@@ -479,34 +479,55 @@ impl TaskQueue for SqliteStore {
         };
         if leads {
             let queue = Arc::clone(&self.settles);
-            self.with_conn(move |conn| {
-                let batch = std::mem::take(&mut *queue.lock().unwrap_or_else(|p| p.into_inner()));
-                let written = conn
-                    .transaction_with_behavior(TransactionBehavior::Immediate)
-                    .map_err(sqlite_error)
-                    .and_then(|tx| {
-                        let results: Vec<Result<Task, StoreError>> = batch
-                            .iter()
-                            .map(|request| settle_in(&tx, request))
-                            .collect();
-                        tx.commit().map_err(sqlite_error)?;
-                        Ok(results)
-                    });
-                match written {
-                    Ok(results) => {
-                        for (request, result) in batch.into_iter().zip(results) {
-                            let _ = request.reply.send(result);
+            let written = self
+                .with_conn(move |conn| {
+                    let batch =
+                        std::mem::take(&mut *queue.lock().unwrap_or_else(|p| p.into_inner()));
+                    let written = conn
+                        .transaction_with_behavior(TransactionBehavior::Immediate)
+                        .map_err(sqlite_error)
+                        .and_then(|tx| {
+                            let mut results = Vec::with_capacity(batch.len());
+                            for request in &batch {
+                                let result = settle_in(&tx, request);
+                                // A lost lease writes nothing and the others go on. Any other
+                                // failure may have rolled the transaction back (SQLite does so on
+                                // its own for some errors): the whole group fails, and its
+                                // outcomes are written again by the processor's retries.
+                                if let Err(err) = &result {
+                                    if !matches!(err, StoreError::LeaseLost(_)) {
+                                        return Err(err.clone());
+                                    }
+                                }
+                                results.push(result);
+                            }
+                            tx.commit().map_err(sqlite_error)?;
+                            Ok(results)
+                        });
+                    match written {
+                        Ok(results) => {
+                            for (request, result) in batch.into_iter().zip(results) {
+                                let _ = request.reply.send(result);
+                            }
+                        }
+                        Err(err) => {
+                            for request in batch {
+                                let _ = request.reply.send(Err(err.clone()));
+                            }
                         }
                     }
-                    Err(err) => {
-                        for request in batch {
-                            let _ = request.reply.send(Err(err.clone()));
-                        }
-                    }
+                    Ok(())
+                })
+                .await;
+            // The worker never ran (the runtime is shutting down): answer whoever is queued,
+            // or the next request would wait behind a leader that is gone.
+            if let Err(err) = written {
+                let stranded =
+                    std::mem::take(&mut *self.settles.lock().unwrap_or_else(|p| p.into_inner()));
+                for request in stranded {
+                    let _ = request.reply.send(Err(err.clone()));
                 }
-                Ok(())
-            })
-            .await?;
+            }
         }
         answer.await.map_err(|_| {
             StoreError::Backend("the SQLite writer stopped before recording the outcome".into())

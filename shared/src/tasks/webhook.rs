@@ -2,6 +2,7 @@
 
 use std::collections::BTreeMap;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use hmac::{Hmac, KeyInit, Mac};
@@ -50,33 +51,46 @@ impl Default for WebhookSettings {
     }
 }
 
-/// Could not build the HTTP client.
-#[derive(Debug, thiserror::Error)]
-#[error("cannot build the webhook HTTP client: {0}")]
-pub struct WebhookClientError(#[from] reqwest::Error);
-
-/// Sends webhooks; built once and shared by every attempt.
+/// Sends webhooks; one HTTP client, shared by every attempt.
 #[derive(Debug, Clone)]
 pub struct WebhookSender {
-    client: reqwest::Client,
+    /// Built at the first send: loading the system's root certificates is most of a Lambda's
+    /// init time, and the enqueue and cleanup functions never send a webhook.
+    client: Arc<OnceLock<Result<reqwest::Client, String>>>,
     settings: WebhookSettings,
 }
 
 impl WebhookSender {
-    /// A sender with its own connection pool.
-    pub fn new(settings: WebhookSettings) -> Result<Self, WebhookClientError> {
-        let client = reqwest::Client::builder()
-            .timeout(settings.timeout)
-            // A redirect could point at an address the resolver would refuse; treat 3xx as failure.
-            .redirect(reqwest::redirect::Policy::none())
-            // A proxy would resolve the target itself, past the address check below.
-            .no_proxy()
-            .dns_resolver(PublicResolver {
-                allow_private: settings.allow_private,
+    /// A sender with its own connection pool (made at the first send).
+    pub fn new(settings: WebhookSettings) -> Self {
+        Self {
+            client: Arc::default(),
+            settings,
+        }
+    }
+
+    /// The HTTP client, built on first use; a failure to build it is retryable.
+    fn client(&self) -> Result<&reqwest::Client, TaskError> {
+        self.client
+            .get_or_init(|| {
+                reqwest::Client::builder()
+                    .timeout(self.settings.timeout)
+                    // A redirect could point at an address the resolver would refuse; treat
+                    // 3xx as failure.
+                    .redirect(reqwest::redirect::Policy::none())
+                    // A proxy would resolve the target itself, past the address check below.
+                    .no_proxy()
+                    .dns_resolver(PublicResolver {
+                        allow_private: self.settings.allow_private,
+                    })
+                    .user_agent(concat!("tasker/", env!("CARGO_PKG_VERSION")))
+                    .build()
+                    .map_err(|err| err.to_string())
             })
-            .user_agent(concat!("tasker/", env!("CARGO_PKG_VERSION")))
-            .build()?;
-        Ok(Self { client, settings })
+            .as_ref()
+            .map_err(|err| {
+                TaskError::Retryable(format!("cannot build the webhook HTTP client: {err}"))
+            })
     }
 
     /// Delivers the webhook of one attempt.
@@ -108,7 +122,7 @@ impl WebhookSender {
             .map_err(|err| TaskError::Permanent(format!("cannot encode body: {err}")))?;
         let headers = self.headers(ctx, &payload.headers, &body)?;
         let response = self
-            .client
+            .client()?
             .post(url)
             .headers(headers)
             .body(body)
@@ -349,7 +363,7 @@ mod tests {
 
     #[tokio::test]
     async fn private_targets_are_refused_permanently() {
-        let sender = WebhookSender::new(WebhookSettings::default()).unwrap();
+        let sender = WebhookSender::new(WebhookSettings::default());
         for url in [
             "http://127.0.0.1:9/x",
             "http://[::1]:9/x",
@@ -364,7 +378,7 @@ mod tests {
 
     #[tokio::test]
     async fn malformed_payloads_fail_permanently() {
-        let sender = WebhookSender::new(WebhookSettings::default()).unwrap();
+        let sender = WebhookSender::new(WebhookSettings::default());
         for payload in [
             "not json",
             "{}",

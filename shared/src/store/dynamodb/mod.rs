@@ -967,7 +967,11 @@ impl DynamoStore {
     /// The tasks with `ids` that exist, read consistently, by id.
     async fn get_many(&self, ids: &[TaskId]) -> Result<HashMap<TaskId, Task>, StoreError> {
         let mut found = HashMap::with_capacity(ids.len());
-        for chunk in ids.chunks(BATCH_GET_KEYS) {
+        // BatchGetItem refuses a request that names one key twice.
+        let mut unique = ids.to_vec();
+        unique.sort_unstable();
+        unique.dedup();
+        for chunk in unique.chunks(BATCH_GET_KEYS) {
             let keys: Vec<Item> = chunk
                 .iter()
                 .map(|id| HashMap::from([(schema::ID.to_owned(), s(id.to_string()))]))
@@ -1162,10 +1166,13 @@ impl TaskLister for DynamoStore {
         for _ in 0..LIST_ROUNDS {
             let want = limit - page.tasks.len();
             let (entries, next) = self.list_keys(&queue_names, below.as_ref(), want).await?;
-            let ids: Vec<TaskId> = entries
-                .iter()
-                .filter_map(|(_, id)| id.parse().ok())
-                .collect();
+            let mut ids: Vec<TaskId> = Vec::with_capacity(entries.len());
+            for id in entries.iter().filter_map(|(_, id)| id.parse().ok()) {
+                // A task that just changed status can show in its old and new queue at once.
+                if !ids.contains(&id) {
+                    ids.push(id);
+                }
+            }
             let mut found = self.get_many(&ids).await?;
             for id in ids {
                 // The index lags the table: a task that changed status since is left out here
