@@ -61,6 +61,9 @@ const COLUMNS: &str = "id, type, payload, status, scheduled_at, created_at, upda
 #[derive(Debug, Clone)]
 pub struct SqliteStore {
     conn: Arc<Mutex<Connection>>,
+    /// A second, query-only connection to a database file: listings, counts and reads run
+    /// on it, so they never hold up the processor's writes (WAL lets both work at once).
+    reader: Option<Arc<Mutex<Connection>>>,
     settles: Arc<Mutex<Vec<SettleRequest>>>,
 }
 
@@ -107,7 +110,14 @@ impl SqliteStore {
                 path.as_ref().display()
             ))
         })?;
-        Self::init(conn)
+        let mut store = Self::init(conn)?;
+        let reader = Connection::open(path.as_ref()).map_err(backend)?;
+        reader.busy_timeout(BUSY_TIMEOUT).map_err(backend)?;
+        reader
+            .pragma_update(None, "query_only", true)
+            .map_err(backend)?;
+        store.reader = Some(Arc::new(Mutex::new(reader)));
+        Ok(store)
     }
 
     /// A private in-memory database, gone when the store is dropped.
@@ -136,23 +146,28 @@ impl SqliteStore {
             .map_err(backend)?;
         Ok(Self {
             conn: Arc::new(Mutex::new(conn)),
+            reader: None,
             settles: Arc::default(),
         })
     }
 
-    /// Runs `work` on the connection off the async runtime.
+    /// Runs the read-only `work` on the reading connection (the writing one for an in-memory
+    /// database, which a second connection would not see).
+    async fn with_reader<T, F>(&self, work: F) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&mut Connection) -> Result<T, StoreError> + Send + 'static,
+    {
+        on(self.reader.as_ref().unwrap_or(&self.conn), work).await
+    }
+
+    /// Runs `work` on the writing connection off the async runtime.
     async fn with_conn<T, F>(&self, work: F) -> Result<T, StoreError>
     where
         T: Send + 'static,
         F: FnOnce(&mut Connection) -> Result<T, StoreError> + Send + 'static,
     {
-        let conn = Arc::clone(&self.conn);
-        tokio::task::spawn_blocking(move || {
-            let mut guard = conn.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-            work(&mut guard)
-        })
-        .await
-        .map_err(|err| StoreError::Backend(format!("SQLite worker failed: {err}")))?
+        on(&self.conn, work).await
     }
 
     /// Runs `work` inside an immediate (write-locking) transaction, committing on success.
@@ -171,6 +186,21 @@ impl SqliteStore {
         })
         .await
     }
+}
+
+/// Runs `work` on `conn` off the async runtime.
+async fn on<T, F>(conn: &Arc<Mutex<Connection>>, work: F) -> Result<T, StoreError>
+where
+    T: Send + 'static,
+    F: FnOnce(&mut Connection) -> Result<T, StoreError> + Send + 'static,
+{
+    let conn = Arc::clone(conn);
+    tokio::task::spawn_blocking(move || {
+        let mut guard = conn.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        work(&mut guard)
+    })
+    .await
+    .map_err(|err| StoreError::Backend(format!("SQLite worker failed: {err}")))?
 }
 
 /// Columns added after the first schema: a database made by an earlier Tasker gets them (with
@@ -343,7 +373,7 @@ fn update(conn: &Connection, task: &Task) -> Result<(), StoreError> {
 
 impl TaskReader for SqliteStore {
     async fn get(&self, id: TaskId) -> Result<Option<Task>, StoreError> {
-        self.with_conn(move |conn| load(conn, id)).await
+        self.with_reader(move |conn| load(conn, id)).await
     }
 }
 
@@ -628,7 +658,7 @@ impl TaskLister for SqliteStore {
         limit: usize,
     ) -> Result<TaskPage, StoreError> {
         let filter = filter.clone();
-        self.with_conn(move |conn| {
+        self.with_reader(move |conn| {
             let mut stmt = conn
                 .prepare_cached(&format!(
                     "SELECT {COLUMNS} FROM tasks WHERE (?1 IS NULL OR status = ?1) \
@@ -666,7 +696,7 @@ impl TaskLister for SqliteStore {
     }
 
     async fn counts(&self) -> Result<StatusCounts, StoreError> {
-        self.with_conn(move |conn| {
+        self.with_reader(move |conn| {
             let mut stmt = conn
                 .prepare_cached("SELECT status, COUNT(*) FROM tasks GROUP BY status")
                 .map_err(sqlite_error)?;
@@ -690,7 +720,7 @@ impl TaskLister for SqliteStore {
 
 impl QueueStats for SqliteStore {
     async fn backlog(&self, now: Timestamp) -> Result<Backlog, StoreError> {
-        self.with_conn(move |conn| {
+        self.with_reader(move |conn| {
             let (due, oldest): (i64, Option<String>) = conn
                 .query_row(
                     "SELECT COUNT(*), MIN(due_at) FROM tasks WHERE due_at <= ?1",
@@ -746,6 +776,41 @@ impl TaskRetrier for SqliteStore {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn reads_of_a_file_do_not_wait_for_the_writer() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let store = SqliteStore::open(dir.path().join("tasks.db")).expect("open");
+        let now = Timestamp::now_utc();
+        let task = Task::from_new(crate::task::NewTask::new("t", "{}"), now);
+        store.create(task.clone()).await.expect("create");
+        // A long write holds the writing connection...
+        let writer = Arc::clone(&store.conn);
+        let (locked_tx, locked_rx) = std::sync::mpsc::channel();
+        let (release_tx, release_rx) = std::sync::mpsc::channel::<()>();
+        let holder = std::thread::spawn(move || {
+            let _held = writer.lock().unwrap_or_else(|p| p.into_inner());
+            let _ = locked_tx.send(());
+            let _ = release_rx.recv();
+        });
+        locked_rx.recv().expect("writer held");
+        // ...and listings, counts and reads still answer.
+        let reads = async {
+            let page = store.list(&ListFilter::default(), None, 10).await?;
+            let counts = store.counts().await?;
+            let got = store.get(task.id).await?;
+            Ok::<_, StoreError>((page, counts, got))
+        };
+        let (page, counts, got) = tokio::time::timeout(Duration::from_secs(30), reads)
+            .await
+            .expect("reads did not wait for the writer")
+            .expect("reads");
+        assert_eq!(page.tasks.len(), 1);
+        assert_eq!(counts.pending, 1);
+        assert_eq!(got, Some(task));
+        release_tx.send(()).expect("release");
+        holder.join().expect("holder");
+    }
 
     #[tokio::test]
     async fn a_database_from_the_first_schema_is_upgraded_in_place() {
