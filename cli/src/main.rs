@@ -198,7 +198,7 @@ async fn run(cli: Cli) -> Result<(), CliError> {
         Command::Cleanup(args) => {
             let config = config(&args)?;
             let tasker = config.build_tasker().await?;
-            operator::cleanup(&tasker, config.retention).await
+            operator::cleanup(&tasker, config.cleanup_age()).await
         }
         Command::List {
             status,

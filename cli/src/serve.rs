@@ -39,7 +39,7 @@ pub async fn serve(args: ServeArgs) -> Result<(), CliError> {
     let worker = tokio::spawn(process_loop(
         Arc::clone(&tasker),
         Duration::from_secs(args.interval),
-        config.retention,
+        config.cleanup_age(),
         config.processor.batch_size,
         stop_rx,
     ));

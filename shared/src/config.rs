@@ -76,8 +76,12 @@ pub struct Config {
     pub poll: PollSettings,
     /// `TASKER_SERVICE`: the `Service` dimension of the processor's metrics (default `tasker`).
     pub service: String,
-    /// `TASKER_RETENTION`: finished tasks older than this are deleted by cleanup (default `0s`).
+    /// `TASKER_RETENTION`: finished tasks older than this are deleted by cleanup (default `0s`);
+    /// on DynamoDB also their TTL.
     pub retention: Duration,
+    /// `TASKER_CLEANUP_GRACE` (default `0s`): how much longer cleanup leaves finished tasks to
+    /// DynamoDB's TTL, whose deletes are free, before deleting them itself (2 write units each).
+    pub cleanup_grace: Duration,
     /// `TASKER_API_TOKEN`: bearer token for the HTTP API.
     pub api_token: Option<String>,
     /// `TASKER_AUTH`: `token` (default) or `iam`.
@@ -174,6 +178,7 @@ impl Config {
             },
             service: get("TASKER_SERVICE").unwrap_or_else(|| "tasker".to_owned()),
             retention: parse(&get, "TASKER_RETENTION", Duration::ZERO, duration)?,
+            cleanup_grace: parse(&get, "TASKER_CLEANUP_GRACE", Duration::ZERO, duration)?,
             api_token: get("TASKER_API_TOKEN"),
             iam_auth: parse(&get, "TASKER_AUTH", false, |v| match v {
                 "iam" => Ok(true),
@@ -198,6 +203,11 @@ impl Config {
             });
         }
         Ok(config)
+    }
+
+    /// The age past which cleanup deletes a finished task: the retention plus the TTL grace.
+    pub fn cleanup_age(&self) -> Duration {
+        self.retention.saturating_add(self.cleanup_grace)
     }
 
     /// The auth mode of the API in Lambda: fails closed when neither a token nor IAM is set.
@@ -343,6 +353,13 @@ mod tests {
         assert_eq!(config.local_auth(), AuthMode::Open);
         assert!(matches!(config.lambda_auth(), AuthMode::Deny(_)));
         assert_eq!(config.poll, PollSettings::default());
+        assert_eq!(config.cleanup_age(), Duration::ZERO);
+        let graced = self::config(&[
+            ("TASKER_RETENTION", "7days"),
+            ("TASKER_CLEANUP_GRACE", "2days"),
+        ])
+        .unwrap();
+        assert_eq!(graced.cleanup_age(), Duration::from_secs(9 * 86_400));
         assert_eq!(config.poll.window, Duration::ZERO);
     }
 
@@ -375,6 +392,7 @@ mod tests {
             ("TASKER_POLL_WINDOW", "3600"),
             ("TASKER_POLL_INTERVAL", "0"),
             ("TASKER_POLL_INTERVAL", "often"),
+            ("TASKER_CLEANUP_GRACE", "later"),
         ] {
             let err = config(&[(name, value)]).unwrap_err();
             assert_eq!(err.name, name);

@@ -7,7 +7,7 @@ async fn main() -> Result<(), Error> {
     let config = Config::from_env()?;
     let tasker = config.build_tasker().await?;
     run(service_fn(|event: LambdaEvent<serde_json::Value>| {
-        cleanup::handle(&tasker, config.retention, event)
+        cleanup::handle(&tasker, config.cleanup_age(), event)
     }))
     .await
 }
