@@ -23,7 +23,7 @@ use std::time::{Duration, Instant};
 use clap::Parser;
 use indicatif::{ProgressBar, ProgressStyle};
 use serde_json::{Value, json};
-use tasker::{DynamoStore, PollSettings, ProcessorSettings, SqliteStore, Store, Tasker};
+use tasker::{PollSettings, ProcessorSettings, SqliteStore, Store, Tasker};
 use tasker_tests::capacity::{CapacityProxy, Consumed, WRITE_OPERATIONS};
 use tasker_tests::dynamo;
 
@@ -88,16 +88,10 @@ impl Bench {
             ),
             Kind::DynamoDb => {
                 let endpoint = self.endpoint.as_deref().expect("DynamoDB Local");
-                Store::DynamoDb(dynamo_store(endpoint).await)
+                Store::DynamoDb(dynamo::fresh_store_at(endpoint).await)
             }
         }
     }
-}
-
-async fn dynamo_store(endpoint: &str) -> DynamoStore {
-    let client = dynamo::client_for(endpoint);
-    let table = dynamo::fresh_table(&client).await;
-    DynamoStore::new(client, table, Duration::ZERO)
 }
 
 fn bar(len: usize, message: &str) -> ProgressBar {
@@ -209,7 +203,7 @@ async fn bench_store(bench: &Bench, kind: Kind) -> Value {
     let units = match (kind, &bench.endpoint) {
         (Kind::DynamoDb, Some(endpoint)) => {
             let proxy = CapacityProxy::start(endpoint).await;
-            let store = Store::DynamoDb(dynamo_store(&proxy.endpoint).await);
+            let store = Store::DynamoDb(dynamo::fresh_store_at(&proxy.endpoint).await);
             proxy.take();
             let tasker = Tasker::new(
                 store.clone(),
@@ -285,7 +279,7 @@ async fn bench_store(bench: &Bench, kind: Kind) -> Value {
 async fn bench_lambda(bench: &Bench, target_dir: &Path) -> Value {
     let endpoint = bench.endpoint.clone().expect("DynamoDB Local");
     let folder = lambda::build_functions(target_dir);
-    let store = dynamo_store(&endpoint).await;
+    let store = dynamo::fresh_store_at(&endpoint).await;
     let table = store.table().to_owned();
     let extra = vec![
         ("TASKER_TABLE".to_owned(), table),

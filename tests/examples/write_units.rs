@@ -5,11 +5,10 @@
 //! Starts a DynamoDB Local of its own from ~/.cache/tasker (`scripts/setup-test-tools.sh`).
 
 use std::collections::BTreeMap;
-use std::time::Duration;
 
 use futures::StreamExt;
 use tasker::store::{ListFilter, TaskLister, TaskPurger, TaskWriter};
-use tasker::{DynamoStore, NewTask, ProcessorSettings, Registry, Task, Tasker, Timestamp};
+use tasker::{NewTask, ProcessorSettings, Registry, Task, Tasker, Timestamp};
 use tasker_tests::capacity::{CapacityProxy, Consumed, WRITE_OPERATIONS};
 use tasker_tests::dynamo::{self, OwnDynamoLocal};
 
@@ -36,9 +35,7 @@ async fn main() {
         .unwrap_or(1000);
     let local = OwnDynamoLocal::start().await;
     let proxy = CapacityProxy::start(&local.endpoint()).await;
-    let client = dynamo::client_for(&proxy.endpoint);
-    let table = dynamo::fresh_table(&client).await;
-    let store = DynamoStore::new(client, &table, Duration::ZERO);
+    let store = dynamo::fresh_store_at(&proxy.endpoint).await;
     proxy.take();
 
     println!(

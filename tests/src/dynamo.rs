@@ -67,7 +67,13 @@ pub async fn fresh_table(client: &Client) -> String {
 
 /// A store over a fresh table.
 pub async fn fresh_store() -> DynamoStore {
-    let client = client();
+    fresh_store_at(&endpoint()).await
+}
+
+/// A store over a fresh table at the DynamoDB-compatible `endpoint` on 127.0.0.1 (DynamoDB
+/// Local, or a proxy in front of it).
+pub async fn fresh_store_at(endpoint: &str) -> DynamoStore {
+    let client = client_for(endpoint);
     let table = fresh_table(&client).await;
     DynamoStore::new(client, table, std::time::Duration::ZERO)
 }
