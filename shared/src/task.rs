@@ -231,12 +231,19 @@ impl Task {
         }
     }
 
-    /// The instant the task is queued at: [`Task::due_at`] while pending or running, its finish
-    /// once done. Listings and the DynamoDB queue index order tasks by it.
+    /// The instant the task is queued at: while pending, running or succeeded, when it was
+    /// scheduled (never before it was created); once failed or cancelled, its finish.
+    /// Listings and the DynamoDB queue index order tasks by it. A claim and a success leave it
+    /// alone, so on DynamoDB they rewrite the item without touching the index.
     pub fn queue_at(&self) -> Timestamp {
-        self.due_at()
-            .or(self.finished_at)
-            .unwrap_or(self.updated_at)
+        match self.status {
+            TaskStatus::Pending | TaskStatus::Running | TaskStatus::Succeeded => {
+                self.scheduled_at.max(self.created_at)
+            }
+            TaskStatus::Failed | TaskStatus::Cancelled => {
+                self.finished_at.unwrap_or(self.updated_at)
+            }
+        }
     }
 }
 

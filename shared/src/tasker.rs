@@ -358,7 +358,7 @@ impl<S: TaskLister> Tasker<S> {
     ) -> Result<TaskPage, TaskerError> {
         Ok(self
             .store
-            .list(filter, after, limit.min(MAX_LIST_LIMIT))
+            .list(filter, after, limit.min(MAX_LIST_LIMIT), self.clock.now())
             .await?)
     }
 }
@@ -368,7 +368,7 @@ impl<S: TaskLister + QueueStats> Tasker<S> {
     pub async fn stats(&self) -> Result<Stats, TaskerError> {
         let now = self.clock.now();
         let (counts, backlog) =
-            futures::future::try_join(self.store.counts(), self.store.backlog(now)).await?;
+            futures::future::try_join(self.store.counts(now), self.store.backlog(now)).await?;
         Ok(Stats {
             counts,
             due: backlog.due,

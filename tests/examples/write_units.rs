@@ -74,10 +74,10 @@ async fn main() {
     total += report("process", tasks, &proxy.take());
 
     // What operators' reads cost at this size: the counts behind GET /stats, and one page.
-    let counts = store.counts().await.expect("counts");
+    let counts = store.counts(Timestamp::now_utc()).await.expect("counts");
     let stats_units: f64 = proxy.take().values().map(Consumed::units).sum();
     let page = store
-        .list(&ListFilter::default(), None, 100)
+        .list(&ListFilter::default(), None, 100, Timestamp::now_utc())
         .await
         .expect("list");
     let list_units: f64 = proxy.take().values().map(Consumed::units).sum();

@@ -177,13 +177,17 @@ fn each_function_gets_only_the_dynamodb_actions_it_uses() {
         actions("ProcessorFunction"),
         pairs(&[
             ("table", "UpdateItem"),
-            ("table", "PutItem"),
+            ("table", "BatchGetItem"),
             ("queue-index", "Query")
         ])
     );
     assert_eq!(
         actions("CleanupFunction"),
-        pairs(&[("table", "DeleteItem"), ("queue-index", "Query")])
+        pairs(&[
+            ("table", "DeleteItem"),
+            ("table", "BatchGetItem"),
+            ("queue-index", "Query")
+        ])
     );
 }
 

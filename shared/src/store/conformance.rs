@@ -805,7 +805,7 @@ async fn walk<S: FullStore>(store: &S, filter: &ListFilter, limit: usize) -> Vec
     let mut after = None;
     for _ in 0..1000 {
         let page = store
-            .list(filter, after.clone(), limit)
+            .list(filter, after.clone(), limit, at(40))
             .await
             .expect("list a page");
         assert!(page.tasks.len() <= limit, "a page holds at most the limit");
@@ -921,7 +921,7 @@ pub async fn listings_are_newest_first_and_pages_cover_every_match<S: FullStore>
 /// GIVEN tasks in every status WHEN counted THEN each status has its own count.
 pub async fn counts_are_per_status<S: FullStore>(store: S) {
     assert_eq!(
-        store.counts().await.expect("counts"),
+        store.counts(t0()).await.expect("counts"),
         StatusCounts::default()
     );
     for i in 0..7 {
@@ -949,7 +949,7 @@ pub async fn counts_are_per_status<S: FullStore>(store: S) {
         .expect("release");
     let victim = pending[0].id;
     store.cancel(victim, at(12)).await.expect("cancel");
-    let counts = store.counts().await.expect("counts");
+    let counts = store.counts(at(12)).await.expect("counts");
     assert_eq!(
         counts,
         StatusCounts {

@@ -348,16 +348,21 @@ impl StatusCounts {
 /// Lists and counts tasks for operators.
 pub trait TaskLister: Send + Sync {
     /// Up to `limit` tasks matching `filter`, newest first, starting below `after` (the `next`
-    /// of the previous page). A page may be shorter than `limit` while `next` is set.
+    /// of the previous page). A page may be shorter than `limit` while `next` is set. `now`
+    /// bounds where running and succeeded tasks can be (their queue instant has come).
     fn list(
         &self,
         filter: &ListFilter,
         after: Option<ListKey>,
         limit: usize,
+        now: Timestamp,
     ) -> impl Future<Output = Result<TaskPage, StoreError>> + Send;
 
-    /// The number of tasks in each status.
-    fn counts(&self) -> impl Future<Output = Result<StatusCounts, StoreError>> + Send;
+    /// The number of tasks in each status, as of `now`.
+    fn counts(
+        &self,
+        now: Timestamp,
+    ) -> impl Future<Output = Result<StatusCounts, StoreError>> + Send;
 }
 
 /// The backend chosen at runtime from configuration.
@@ -480,17 +485,18 @@ impl TaskLister for Store {
         filter: &ListFilter,
         after: Option<ListKey>,
         limit: usize,
+        now: Timestamp,
     ) -> Result<TaskPage, StoreError> {
         match self {
-            Self::Sqlite(store) => store.list(filter, after, limit).await,
-            Self::DynamoDb(store) => store.list(filter, after, limit).await,
+            Self::Sqlite(store) => store.list(filter, after, limit, now).await,
+            Self::DynamoDb(store) => store.list(filter, after, limit, now).await,
         }
     }
 
-    async fn counts(&self) -> Result<StatusCounts, StoreError> {
+    async fn counts(&self, now: Timestamp) -> Result<StatusCounts, StoreError> {
         match self {
-            Self::Sqlite(store) => store.counts().await,
-            Self::DynamoDb(store) => store.counts().await,
+            Self::Sqlite(store) => store.counts(now).await,
+            Self::DynamoDb(store) => store.counts(now).await,
         }
     }
 }

@@ -648,7 +648,8 @@ impl TaskPurger for SqliteStore {
 }
 
 /// The listing key of a row, as [`ListKey::of`] computes it for a task.
-const LIST_KEY_SQL: &str = "(COALESCE(due_at, finished_at, updated_at) || '#' || id)";
+const LIST_KEY_SQL: &str = "(CASE WHEN status IN ('pending', 'running', 'succeeded') \
+     THEN MAX(scheduled_at, created_at) ELSE COALESCE(finished_at, updated_at) END || '#' || id)";
 
 impl TaskLister for SqliteStore {
     async fn list(
@@ -656,6 +657,7 @@ impl TaskLister for SqliteStore {
         filter: &ListFilter,
         after: Option<ListKey>,
         limit: usize,
+        _now: Timestamp,
     ) -> Result<TaskPage, StoreError> {
         let filter = filter.clone();
         self.with_reader(move |conn| {
@@ -695,7 +697,7 @@ impl TaskLister for SqliteStore {
         .await
     }
 
-    async fn counts(&self) -> Result<StatusCounts, StoreError> {
+    async fn counts(&self, _now: Timestamp) -> Result<StatusCounts, StoreError> {
         self.with_reader(move |conn| {
             let mut stmt = conn
                 .prepare_cached("SELECT status, COUNT(*) FROM tasks GROUP BY status")
@@ -796,8 +798,9 @@ mod tests {
         locked_rx.recv().expect("writer held");
         // ...and listings, counts and reads still answer.
         let reads = async {
-            let page = store.list(&ListFilter::default(), None, 10).await?;
-            let counts = store.counts().await?;
+            let now = Timestamp::now_utc();
+            let page = store.list(&ListFilter::default(), None, 10, now).await?;
+            let counts = store.counts(now).await?;
             let got = store.get(task.id).await?;
             Ok::<_, StoreError>((page, counts, got))
         };

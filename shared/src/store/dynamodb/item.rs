@@ -6,7 +6,7 @@ use std::time::Duration;
 use aws_sdk_dynamodb::types::AttributeValue;
 use serde::{Deserialize, Serialize};
 
-use super::schema::{GUARD_PREFIX, IDEMPOTENCY_PREFIX, QUEUE_SHARDS};
+use super::schema::{GUARD_PREFIX, IDEMPOTENCY_PREFIX, QUEUE_SHARDS, WATERMARK_PREFIX};
 use crate::clock::Timestamp;
 use crate::retry::RetryPolicy;
 use crate::store::{ListKey, StoreError};
@@ -61,22 +61,56 @@ pub fn shard_of(id: TaskId) -> u32 {
     (id.as_u128() % u128::from(QUEUE_SHARDS)) as u32
 }
 
-/// The queue `<status>#N` of shard `shard`.
-pub fn queue_name(status: TaskStatus, shard: u32) -> String {
-    format!("{status}#{shard}")
+/// The queues tasks are in: `due` holds pending, running and succeeded tasks (a claim and a
+/// success do not move the entry), the others one status each.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Queue {
+    /// Pending, running and succeeded tasks, by scheduled instant.
+    Due,
+    /// Failed tasks, by finish.
+    Failed,
+    /// Cancelled tasks, by finish.
+    Cancelled,
 }
 
-/// The queue task `id` is in while it has `status`.
+impl Queue {
+    /// The queue a task with `status` is in.
+    pub fn of(status: TaskStatus) -> Self {
+        match status {
+            TaskStatus::Pending | TaskStatus::Running | TaskStatus::Succeeded => Self::Due,
+            TaskStatus::Failed => Self::Failed,
+            TaskStatus::Cancelled => Self::Cancelled,
+        }
+    }
+
+    /// The queue's name in the index, without the shard.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Due => "due",
+            Self::Failed => "failed",
+            Self::Cancelled => "cancelled",
+        }
+    }
+
+    /// The index partition `<queue>#N` of shard `shard`.
+    pub fn shard(self, shard: u32) -> String {
+        format!("{}#{shard}", self.as_str())
+    }
+
+    /// Every shard's partition of the queue.
+    pub fn shards(self) -> Vec<String> {
+        (0..QUEUE_SHARDS).map(|shard| self.shard(shard)).collect()
+    }
+}
+
+/// The queue partition task `id` is in while it has `status`.
 pub fn queue_of(id: TaskId, status: TaskStatus) -> String {
-    queue_name(status, shard_of(id))
+    Queue::of(status).shard(shard_of(id))
 }
 
-/// Every queue of the statuses `statuses`, over all shards.
-pub fn queues(statuses: &[TaskStatus]) -> Vec<String> {
-    statuses
-        .iter()
-        .flat_map(|&status| (0..QUEUE_SHARDS).map(move |shard| queue_name(status, shard)))
-        .collect()
+/// The key of the watermark item of shard `shard` of the due queue.
+pub fn watermark_key(shard: u32) -> String {
+    format!("{WATERMARK_PREFIX}{}", Queue::Due.shard(shard))
 }
 
 /// The key of the guard item that holds `(reference_uid, task_type)` for one active task.
@@ -182,22 +216,27 @@ mod tests {
         );
         assert_eq!(
             get_s(&item, "queue"),
-            Some(format!("pending#{}", shard_of(task.id)).as_str())
+            Some(format!("due#{}", shard_of(task.id)).as_str())
         );
         assert_eq!(from_item(item).unwrap(), task);
     }
 
     #[test]
-    fn finished_tasks_move_to_their_status_queue_with_a_ttl() {
+    fn succeeded_tasks_keep_their_due_entry_and_get_a_ttl() {
         let now: Timestamp = "2026-11-27T20:00:00Z".parse().unwrap();
         let mut task = Task::from_new(NewTask::new("t", "p"), now);
+        let pending = to_item(&task, Duration::from_secs(60)).unwrap();
         task.status = TaskStatus::Succeeded;
-        task.finished_at = Some(now);
+        task.finished_at = Some(now.plus(Duration::from_secs(5)));
         let item = to_item(&task, Duration::from_secs(60)).unwrap();
-        assert!(get_s(&item, "queue").unwrap().starts_with("succeeded#"));
+        assert_eq!(get_s(&item, "queue"), get_s(&pending, "queue"));
+        assert_eq!(get_s(&item, "queueAt"), get_s(&pending, "queueAt"));
+        task.status = TaskStatus::Failed;
+        let failed = to_item(&task, Duration::from_secs(60)).unwrap();
+        assert!(get_s(&failed, "queue").unwrap().starts_with("failed#"));
         assert_eq!(
             item.get("expiresAt").and_then(|v| v.as_n().ok()).unwrap(),
-            &(now.unix_seconds() + 60).to_string()
+            &(now.unix_seconds() + 65).to_string()
         );
     }
 }

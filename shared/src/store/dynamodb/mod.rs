@@ -1,6 +1,7 @@
 //! The DynamoDB backend: one table keyed by task id, a sparse sharded queue index, a reference
 //! index, and a conditional write for every state change.
 
+pub mod due;
 pub mod item;
 pub mod schema;
 
@@ -19,8 +20,9 @@ use aws_sdk_dynamodb::types::{
 };
 use futures::{StreamExt, TryStreamExt};
 
+use self::due::{ScanGoal, SharedDueState};
 use self::item::{
-    Item, from_item, get_s, guard_key, idempotency_key_of, n, queue_of, queues, s, to_item,
+    Item, Queue, from_item, get_s, guard_key, idempotency_key_of, n, queue_of, s, to_item,
 };
 use self::schema::names;
 use super::{
@@ -57,6 +59,8 @@ pub struct DynamoStore {
     client: Client,
     table: String,
     ttl_after: Duration,
+    /// What this process knows of the due queue, shared by clones.
+    due: SharedDueState,
 }
 
 impl DynamoStore {
@@ -66,6 +70,7 @@ impl DynamoStore {
             client,
             table: table.into(),
             ttl_after,
+            due: SharedDueState::default(),
         }
     }
 
@@ -106,38 +111,27 @@ impl DynamoStore {
     /// Claims one candidate; `None` when another processor got there first or it is exhausted.
     async fn claim_one(
         &self,
-        id: String,
+        id: TaskId,
         due_by: Timestamp,
         now: Timestamp,
         lease_until: Timestamp,
     ) -> Result<Option<Task>, StoreError> {
         let token = new_lease_token();
-        let task_id: TaskId = id
-            .parse()
-            .map_err(|err| StoreError::Backend(format!("queue index holds a bad id: {err}")))?;
         let result = self
             .client
             .update_item()
             .table_name(&self.table)
-            .key(schema::ID, s(&id))
+            .key(schema::ID, s(id.to_string()))
             .update_expression(schema::UPDATE_CLAIM)
             .condition_expression(schema::COND_CLAIMABLE)
             .expression_attribute_names(names::STATUS, schema::STATUS)
-            .expression_attribute_names(names::QUEUE, schema::QUEUE)
+            .expression_attribute_values(":pending", s(TaskStatus::Pending.as_str()))
             .expression_attribute_values(":running", s(TaskStatus::Running.as_str()))
             .expression_attribute_values(":one", n(1))
             .expression_attribute_values(":lease", s(lease_until.to_text()))
-            .expression_attribute_values(":lease_key", s(ListKey::at(lease_until, task_id).0))
             .expression_attribute_values(":now", s(now.to_text()))
-            .expression_attribute_values(":due_by", s(ListKey::after_all_at(due_by).0))
-            .expression_attribute_values(
-                ":pending_queue",
-                s(queue_of(task_id, TaskStatus::Pending)),
-            )
-            .expression_attribute_values(
-                ":running_queue",
-                s(queue_of(task_id, TaskStatus::Running)),
-            )
+            .expression_attribute_values(":due_key", s(ListKey::after_all_at(due_by).0))
+            .expression_attribute_values(":due_by", s(due_by.to_text()))
             .expression_attribute_values(":token", s(&token))
             .return_values(ReturnValue::AllNew)
             .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld)
@@ -156,7 +150,9 @@ impl DynamoStore {
                     from_item(old).map(Some)
                 }
                 Some(old) => {
-                    self.fail_exhausted(old, due_by, now).await?;
+                    if let Some(old) = old {
+                        self.fail_exhausted(from_item(old)?, due_by, now).await?;
+                    }
                     Ok(None)
                 }
                 None => Err(sdk_error(err)),
@@ -167,12 +163,10 @@ impl DynamoStore {
     /// A running task whose final attempt's lease expired is failed, not run again.
     async fn fail_exhausted(
         &self,
-        old: Option<Item>,
+        task: Task,
         due_by: Timestamp,
         now: Timestamp,
     ) -> Result<(), StoreError> {
-        let Some(old) = old else { return Ok(()) };
-        let task = from_item(old)?;
         let expired = task.lease_expires_at.is_some_and(|lease| lease <= due_by);
         if task.status != TaskStatus::Running || task.attempts < task.max_attempts || !expired {
             return Ok(());
@@ -183,55 +177,6 @@ impl DynamoStore {
         match self.settle(&task, outcome, now).await {
             Ok(_) | Err(StoreError::LeaseLost(_)) => Ok(()),
             Err(err) => Err(err),
-        }
-    }
-
-    /// A query of one queue for the tasks queued at or before `until`, oldest first.
-    fn queue_query(
-        &self,
-        queue: &str,
-        until: Timestamp,
-    ) -> aws_sdk_dynamodb::operation::query::builders::QueryFluentBuilder {
-        self.client
-            .query()
-            .table_name(&self.table)
-            .index_name(schema::QUEUE_INDEX)
-            .key_condition_expression(schema::KEY_QUEUE_UP_TO)
-            .expression_attribute_names(names::QUEUE, schema::QUEUE)
-            .expression_attribute_values(":queue", s(queue))
-            .expression_attribute_values(":until", s(ListKey::after_all_at(until).0))
-    }
-
-    /// Ids and queue keys from one queue, oldest first, up to `until`.
-    async fn query_queue(
-        &self,
-        queue: String,
-        until: Timestamp,
-        limit: Option<usize>,
-    ) -> Result<Vec<(String, String)>, StoreError> {
-        let mut found = Vec::new();
-        let mut start: Option<HashMap<String, AttributeValue>> = None;
-        loop {
-            let page_limit = limit.map(|l| i32::try_from(l - found.len()).unwrap_or(i32::MAX));
-            let output = self
-                .queue_query(&queue, until)
-                .set_limit(page_limit)
-                .set_exclusive_start_key(start.take())
-                .send()
-                .await
-                .map_err(sdk_error)?;
-            for item in output.items.unwrap_or_default() {
-                if let (Some(id), Some(at)) =
-                    (get_s(&item, schema::ID), get_s(&item, schema::QUEUE_AT))
-                {
-                    found.push((id.to_owned(), at.to_owned()));
-                }
-            }
-            start = output.last_evaluated_key;
-            let full = limit.is_some_and(|l| found.len() >= l);
-            if start.is_none() || full {
-                return Ok(found);
-            }
         }
     }
 
@@ -408,37 +353,41 @@ impl DynamoStore {
         )))
     }
 
-    /// Deletes one finished task found by cleanup; false when it changed meanwhile.
-    async fn purge_one(&self, id: String, cutoff: Timestamp) -> Result<bool, StoreError> {
-        let task_id: TaskId = id
-            .parse()
-            .map_err(|err| StoreError::Backend(format!("queue index holds a bad id: {err}")))?;
-        let result = self
+    /// Deletes one finished task of `queue` found by cleanup; false when it changed meanwhile.
+    async fn purge_one(
+        &self,
+        id: TaskId,
+        queue: Queue,
+        cutoff: Timestamp,
+    ) -> Result<bool, StoreError> {
+        let mut delete = self
             .client
             .delete_item()
             .table_name(&self.table)
-            .key(schema::ID, s(&id))
-            .condition_expression(schema::COND_PURGEABLE)
-            .expression_attribute_names(names::QUEUE, schema::QUEUE)
-            .expression_attribute_values(
-                ":succeeded_queue",
-                s(queue_of(task_id, TaskStatus::Succeeded)),
-            )
-            .expression_attribute_values(":failed_queue", s(queue_of(task_id, TaskStatus::Failed)))
-            .expression_attribute_values(
-                ":cancelled_queue",
-                s(queue_of(task_id, TaskStatus::Cancelled)),
-            )
-            .expression_attribute_values(":cutoff", s(ListKey::after_all_at(cutoff).0))
-            .return_values(ReturnValue::AllOld)
-            .send()
-            .await;
-        let old = match result {
+            .key(schema::ID, s(id.to_string()))
+            .return_values(ReturnValue::AllOld);
+        delete = match queue {
+            Queue::Due => delete
+                .condition_expression(schema::COND_PURGEABLE_SUCCESS)
+                .expression_attribute_names(names::STATUS, schema::STATUS)
+                .expression_attribute_values(":succeeded", s(TaskStatus::Succeeded.as_str()))
+                .expression_attribute_values(":cutoff", s(cutoff.to_text())),
+            Queue::Failed | Queue::Cancelled => delete
+                .condition_expression(schema::COND_PURGEABLE)
+                .expression_attribute_names(names::QUEUE, schema::QUEUE)
+                .expression_attribute_values(":failed_queue", s(queue_of(id, TaskStatus::Failed)))
+                .expression_attribute_values(
+                    ":cancelled_queue",
+                    s(queue_of(id, TaskStatus::Cancelled)),
+                )
+                .expression_attribute_values(":cutoff", s(ListKey::after_all_at(cutoff).0)),
+        };
+        let old = match delete.send().await {
             Ok(output) => output.attributes.unwrap_or_default(),
             Err(err) if conditional_failure(&err).is_some() => return Ok(false),
             Err(err) => return Err(sdk_error(err)),
         };
-        self.release_guards_of(&old, &id).await?;
+        self.release_guards_of(&old, &id.to_string()).await?;
         Ok(true)
     }
 }
@@ -587,34 +536,32 @@ impl TaskQueue for DynamoStore {
         if limit == 0 {
             return Ok(Vec::new());
         }
-        // Read up to `limit` candidates from every pending and running queue (expired leases),
-        // then claim the oldest first.
-        let shards = queues(&[TaskStatus::Pending, TaskStatus::Running])
-            .into_iter()
-            .map(|queue| self.query_queue(queue, due_by, Some(limit)));
-        let mut candidates: Vec<(String, String)> = futures::future::try_join_all(shards)
-            .await?
-            .into_iter()
-            .flatten()
-            .collect();
-        candidates.sort_by(|a, b| (&a.1, &a.0).cmp(&(&b.1, &b.0)));
-
-        let mut claimed = Vec::with_capacity(limit);
-        let mut first_error = None;
-        let mut remaining = candidates.into_iter().map(|(id, _)| id).peekable();
-        while claimed.len() < limit && remaining.peek().is_some() && first_error.is_none() {
-            let round: Vec<String> = remaining.by_ref().take(limit - claimed.len()).collect();
-            let results: Vec<Result<Option<Task>, StoreError>> = futures::stream::iter(round)
-                .map(|id| self.claim_one(id, due_by, now, lease_until))
+        // Read the due entries and their items first, then claim only what is due: a claim that
+        // fails its condition is billed like one that succeeds.
+        let goal = ScanGoal {
+            upper: ListKey::after_all_at(due_by).0,
+            due_by,
+            now,
+            want: limit,
+            read_cap: usize::MAX,
+        };
+        let found = self.scan_due(&goal).await?;
+        for task in found.exhausted {
+            self.fail_exhausted(task, due_by, now).await?;
+        }
+        let results: Vec<Result<Option<Task>, StoreError>> =
+            futures::stream::iter(found.claimable.into_iter().take(limit))
+                .map(|task| self.claim_one(task.id, due_by, now, lease_until))
                 .buffered(WRITE_CONCURRENCY)
                 .collect()
                 .await;
-            for result in results {
-                match result {
-                    Ok(won) => claimed.extend(won),
-                    Err(err) => {
-                        first_error.get_or_insert(err);
-                    }
+        let mut claimed = Vec::with_capacity(limit);
+        let mut first_error = None;
+        for result in results {
+            match result {
+                Ok(won) => claimed.extend(won),
+                Err(err) => {
+                    first_error.get_or_insert(err);
                 }
             }
         }
@@ -641,11 +588,19 @@ impl TaskQueue for DynamoStore {
             .clone()
             .ok_or(StoreError::LeaseLost(claimed.id))?;
         let settled = apply_settlement(claimed.clone(), &outcome, now);
+        // Only what changed is written: a success leaves the index keys as they are, so the
+        // index is not written.
+        let before = to_item(claimed, self.ttl_after)?;
+        let after = to_item(&settled, self.ttl_after)?;
+        let changes = ItemChanges::between(&before, &after);
         let result = self
             .client
-            .put_item()
+            .update_item()
             .table_name(&self.table)
-            .set_item(Some(to_item(&settled, self.ttl_after)?))
+            .key(schema::ID, s(claimed.id.to_string()))
+            .update_expression(changes.expression)
+            .set_expression_attribute_names(Some(changes.names))
+            .set_expression_attribute_values(Some(changes.values))
             .condition_expression(schema::COND_HOLDS_LEASE)
             .expression_attribute_names(names::STATUS, schema::STATUS)
             .expression_attribute_values(":running", s(TaskStatus::Running.as_str()))
@@ -653,7 +608,7 @@ impl TaskQueue for DynamoStore {
             .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld)
             .send()
             .await;
-        match result {
+        let recorded = match result {
             Ok(_) => Ok(settled),
             Err(err) => match conditional_failure(&err) {
                 // An SDK retry of a write whose first try landed: the outcome is recorded.
@@ -666,6 +621,65 @@ impl TaskQueue for DynamoStore {
                 Some(_) => Err(StoreError::LeaseLost(claimed.id)),
                 None => Err(sdk_error(err)),
             },
+        }?;
+        // The entry the task was claimed from is finished, or left behind by a move.
+        let entry = ListKey::of(claimed);
+        if recorded.status.is_finished() || ListKey::of(&recorded) != entry {
+            self.note_settled(entry);
+        }
+        Ok(recorded)
+    }
+}
+
+/// An update expression that turns one item into another: `SET` for every attribute that
+/// differs, `REMOVE` for every one that is gone.
+struct ItemChanges {
+    expression: String,
+    names: HashMap<String, String>,
+    values: HashMap<String, AttributeValue>,
+}
+
+impl ItemChanges {
+    fn between(before: &Item, after: &Item) -> Self {
+        let mut names = HashMap::new();
+        let mut values = HashMap::new();
+        let mut set = Vec::new();
+        let mut remove = Vec::new();
+        let mut changed: Vec<(&String, &AttributeValue)> = after
+            .iter()
+            .filter(|(name, value)| {
+                name.as_str() != schema::ID && before.get(name.as_str()) != Some(*value)
+            })
+            .collect();
+        changed.sort_by(|a, b| a.0.cmp(b.0));
+        for (i, (name, value)) in changed.into_iter().enumerate() {
+            names.insert(format!("#s{i}"), name.clone());
+            values.insert(format!(":s{i}"), value.clone());
+            set.push(format!("#s{i} = :s{i}"));
+        }
+        let mut gone: Vec<&String> = before
+            .keys()
+            .filter(|name| !after.contains_key(*name))
+            .collect();
+        gone.sort();
+        for (i, name) in gone.into_iter().enumerate() {
+            names.insert(format!("#r{i}"), name.clone());
+            remove.push(format!("#r{i}"));
+        }
+        let mut expression = String::new();
+        if !set.is_empty() {
+            expression = format!("SET {}", set.join(", "));
+        }
+        if !remove.is_empty() {
+            if !expression.is_empty() {
+                expression.push(' ');
+            }
+            expression.push_str(&format!("REMOVE {}", remove.join(", ")));
+        }
+        Self {
+            expression,
+            names,
+            values,
         }
     }
 }
@@ -743,34 +757,62 @@ impl TaskCanceller for DynamoStore {
 const PURGE_CHUNK: usize = 1000;
 
 impl TaskPurger for DynamoStore {
+    /// Failed and cancelled tasks are found in their queues by finish. Succeeded tasks are in
+    /// the due queue by scheduled instant: below the watermark every entry is finished; above
+    /// it the items are read first, so pending and running tasks cost no failed delete.
     async fn purge_finished_before(
         &self,
         cutoff: Timestamp,
         progress: &(dyn Fn(u64) + Send + Sync),
     ) -> Result<u64, StoreError> {
         let mut deleted = 0;
-        let finished = [
-            TaskStatus::Succeeded,
-            TaskStatus::Failed,
-            TaskStatus::Cancelled,
-        ];
-        for queue in queues(&finished) {
-            let mut start: Option<HashMap<String, AttributeValue>> = None;
+        let upper = ListKey::after_all_at(cutoff).0;
+        let marks = self.watermarks().await?;
+        let partitions = (0..schema::QUEUE_SHARDS).flat_map(|shard| {
+            [Queue::Due, Queue::Failed, Queue::Cancelled]
+                .map(|queue| (queue, queue.shard(shard), shard))
+        });
+        for (queue, partition, shard) in partitions {
+            let mark = marks.get(shard as usize).cloned().flatten();
+            let mut start: Option<Item> = None;
             loop {
                 let output = self
-                    .queue_query(&queue, cutoff)
+                    .range_query(&partition, None, Some(&upper))
                     .limit(PURGE_CHUNK as i32)
                     .set_exclusive_start_key(start.take())
                     .send()
                     .await
                     .map_err(sdk_error)?;
-                let ids = output
+                let entries: Vec<(String, TaskId)> = output
                     .items
                     .unwrap_or_default()
-                    .into_iter()
-                    .filter_map(|item| get_s(&item, schema::ID).map(str::to_owned));
+                    .iter()
+                    .filter_map(|item| {
+                        let key = get_s(item, schema::QUEUE_AT)?.to_owned();
+                        Some((key, get_s(item, schema::ID)?.parse().ok()?))
+                    })
+                    .collect();
+                let mut ids: Vec<TaskId> = Vec::with_capacity(entries.len());
+                let mut unsure: Vec<TaskId> = Vec::new();
+                for (key, id) in entries {
+                    let below_mark = mark.as_ref().is_some_and(|mark| &key <= mark);
+                    if queue == Queue::Due && !below_mark {
+                        unsure.push(id);
+                    } else {
+                        ids.push(id);
+                    }
+                }
+                if !unsure.is_empty() {
+                    let tasks = self.get_many(&unsure, false).await?;
+                    ids.extend(unsure.into_iter().filter(|id| {
+                        tasks.get(id).is_some_and(|task| {
+                            task.status == TaskStatus::Succeeded
+                                && task.finished_at.is_some_and(|at| at <= cutoff)
+                        })
+                    }));
+                }
                 let results: Vec<bool> = futures::stream::iter(ids)
-                    .map(|id| self.purge_one(id, cutoff))
+                    .map(|id| self.purge_one(id, queue, cutoff))
                     .buffer_unordered(WRITE_CONCURRENCY)
                     .try_collect()
                     .await?;
@@ -789,35 +831,32 @@ impl TaskPurger for DynamoStore {
     }
 }
 
+/// Items a backlog read looks at before it counts the rest of the due range as due unread.
+const BACKLOG_READS: usize = 1000;
+
 impl QueueStats for DynamoStore {
-    /// Per shard: one `Select=COUNT` query of the due range (index keys only, so about 100
-    /// due tasks per read unit) and one `Limit=1` query for the oldest.
+    /// A scan of the due queue from the cursors, reading at most [`BACKLOG_READS`] items; past
+    /// that, the remaining entries up to `now` are counted as due (an upper bound: in a real
+    /// backlog they are).
     async fn backlog(&self, now: Timestamp) -> Result<Backlog, StoreError> {
-        let mut backlog = Backlog::default();
-        for queue in queues(&[TaskStatus::Pending, TaskStatus::Running]) {
-            let mut start: Option<HashMap<String, AttributeValue>> = None;
-            loop {
-                let output = self
-                    .queue_query(&queue, now)
-                    .select(aws_sdk_dynamodb::types::Select::Count)
-                    .set_exclusive_start_key(start.take())
-                    .send()
-                    .await
-                    .map_err(sdk_error)?;
-                backlog.due += u64::try_from(output.count).unwrap_or_default();
-                start = output.last_evaluated_key;
-                if start.is_none() {
-                    break;
-                }
-            }
-            let oldest = self.query_queue(queue, now, Some(1)).await?;
-            let oldest: Option<Timestamp> = oldest
-                .first()
-                .and_then(|(_, key)| ListKey(key.clone()).instant());
-            backlog.oldest_due_at = match (backlog.oldest_due_at, oldest) {
-                (Some(a), Some(b)) => Some(a.min(b)),
-                (a, b) => a.or(b),
-            };
+        let upper = ListKey::after_all_at(now).0;
+        let goal = ScanGoal {
+            upper: upper.clone(),
+            due_by: now,
+            now,
+            want: usize::MAX,
+            read_cap: BACKLOG_READS,
+        };
+        let found = self.scan_due(&goal).await?;
+        let due_tasks = found.claimable.iter().chain(&found.exhausted);
+        let mut backlog = Backlog {
+            due: u64::try_from(found.claimable.len() + found.exhausted.len()).unwrap_or(u64::MAX),
+            oldest_due_at: due_tasks.filter_map(Task::due_at).min(),
+        };
+        for (shard, from) in found.unread {
+            backlog.due += self
+                .count_range(&Queue::Due.shard(shard), from.as_deref(), Some(&upper))
+                .await?;
         }
         Ok(backlog)
     }
@@ -921,6 +960,17 @@ impl TaskRetrier for DynamoStore {
 
 /// Index reads one listing page makes at most before it returns a short page.
 const LIST_ROUNDS: usize = 4;
+/// How far ahead of a listing's `now` a processor's clock may be: running and succeeded tasks
+/// are looked for up to this much after it.
+const LIST_SKEW: Duration = Duration::from_secs(300);
+
+/// A part of one queue partition: keys above `lo` (excluded) up to `hi` (included).
+#[derive(Debug, Clone)]
+struct QueueRange {
+    queue: String,
+    lo: Option<String>,
+    hi: Option<String>,
+}
 /// Keys per `BatchGetItem` call (the service's limit).
 const BATCH_GET_KEYS: usize = 100;
 /// Calls a `BatchGetItem` makes for keys the service left unprocessed before giving up.
@@ -964,22 +1014,41 @@ impl DynamoStore {
         }
     }
 
-    /// The tasks with `ids` that exist, read consistently, by id.
-    async fn get_many(&self, ids: &[TaskId]) -> Result<HashMap<TaskId, Task>, StoreError> {
+    /// The tasks with `ids` that exist, by id; `consistent` picks strongly consistent reads.
+    async fn get_many(
+        &self,
+        ids: &[TaskId],
+        consistent: bool,
+    ) -> Result<HashMap<TaskId, Task>, StoreError> {
+        let keys: Vec<String> = ids.iter().map(TaskId::to_string).collect();
         let mut found = HashMap::with_capacity(ids.len());
+        for item in self.batch_get_items(&keys, consistent).await? {
+            let task = from_item(item)?;
+            found.insert(task.id, task);
+        }
+        Ok(found)
+    }
+
+    /// The items with the ids `keys` that exist, in `BatchGetItem` calls of up to 100 keys.
+    async fn batch_get_items(
+        &self,
+        keys: &[String],
+        consistent: bool,
+    ) -> Result<Vec<Item>, StoreError> {
+        let mut found = Vec::with_capacity(keys.len());
         // BatchGetItem refuses a request that names one key twice.
-        let mut unique = ids.to_vec();
+        let mut unique = keys.to_vec();
         unique.sort_unstable();
         unique.dedup();
         for chunk in unique.chunks(BATCH_GET_KEYS) {
             let keys: Vec<Item> = chunk
                 .iter()
-                .map(|id| HashMap::from([(schema::ID.to_owned(), s(id.to_string()))]))
+                .map(|id| HashMap::from([(schema::ID.to_owned(), s(id))]))
                 .collect();
             let mut request = Some(
                 KeysAndAttributes::builder()
                     .set_keys(Some(keys))
-                    .consistent_read(true)
+                    .consistent_read(consistent)
                     .build()
                     .map_err(|err| StoreError::Backend(format!("batch get: {err}")))?,
             );
@@ -997,14 +1066,12 @@ impl DynamoStore {
                     .send()
                     .await
                     .map_err(sdk_error)?;
-                let items = output
-                    .responses
-                    .and_then(|mut responses| responses.remove(&self.table))
-                    .unwrap_or_default();
-                for item in items {
-                    let task = from_item(item)?;
-                    found.insert(task.id, task);
-                }
+                found.extend(
+                    output
+                        .responses
+                        .and_then(|mut responses| responses.remove(&self.table))
+                        .unwrap_or_default(),
+                );
                 request = output
                     .unprocessed_keys
                     .and_then(|mut unprocessed| unprocessed.remove(&self.table))
@@ -1019,31 +1086,31 @@ impl DynamoStore {
         Ok(found)
     }
 
-    /// The next `want` index entries `(key, id)` below `below` across `queue_names`, newest
-    /// first, and the key to continue below when more remain.
+    /// The next `want` index entries `(key, id)` below `below` across `ranges`, newest first,
+    /// and the key to continue below when more remain.
     async fn list_keys(
         &self,
-        queue_names: &[String],
+        ranges: &[QueueRange],
         below: Option<&ListKey>,
         want: usize,
     ) -> Result<(Vec<(String, String)>, Option<ListKey>), StoreError> {
-        let reads = queue_names.iter().map(|queue| async move {
-            let mut query = self
-                .client
-                .query()
-                .table_name(&self.table)
-                .index_name(schema::QUEUE_INDEX)
-                .expression_attribute_names(names::QUEUE, schema::QUEUE)
-                .expression_attribute_values(":queue", s(queue))
-                .scan_index_forward(false)
-                .limit(i32::try_from(want).unwrap_or(i32::MAX));
-            query = match below {
-                Some(key) => query
-                    .key_condition_expression(schema::KEY_QUEUE_BELOW)
-                    .expression_attribute_values(":below", s(key.as_str())),
-                None => query.key_condition_expression(schema::KEY_QUEUE),
+        let reads = ranges.iter().map(|range| async move {
+            // `below` itself is left out after the read: key conditions have no open upper end
+            // together with a lower one.
+            let hi = match (range.hi.as_deref(), below.map(ListKey::as_str)) {
+                (Some(hi), Some(below)) => Some(hi.min(below)),
+                (hi, below) => hi.or(below),
             };
-            let output = query.send().await.map_err(sdk_error)?;
+            if due::is_empty_range(range.lo.as_deref(), hi) {
+                return Ok::<_, StoreError>((Vec::new(), false));
+            }
+            let output = self
+                .range_query(&range.queue, range.lo.as_deref(), hi)
+                .scan_index_forward(false)
+                .limit(i32::try_from(want.saturating_add(1)).unwrap_or(i32::MAX))
+                .send()
+                .await
+                .map_err(sdk_error)?;
             let entries: Vec<(String, String)> = output
                 .items
                 .unwrap_or_default()
@@ -1054,8 +1121,9 @@ impl DynamoStore {
                         get_s(item, schema::ID)?.to_owned(),
                     ))
                 })
+                .filter(|(key, _)| below.is_none_or(|below| key.as_str() != below.as_str()))
                 .collect();
-            Ok::<_, StoreError>((entries, output.last_evaluated_key.is_some()))
+            Ok((entries, output.last_evaluated_key.is_some()))
         });
         let results = futures::future::try_join_all(reads).await?;
         // A queue with more entries has unread ones below its last: only keys at or above the
@@ -1082,6 +1150,58 @@ impl DynamoStore {
         Ok((entries, next))
     }
 
+    /// The index ranges a listing of `status` (every status when `None`) reads: running and
+    /// succeeded tasks are due-queue entries whose instant has come, pending ones are above
+    /// the watermark.
+    async fn list_ranges(
+        &self,
+        status: Option<TaskStatus>,
+        now: Timestamp,
+    ) -> Result<Vec<QueueRange>, StoreError> {
+        let come = Some(ListKey::after_all_at(now.plus(LIST_SKEW)).0);
+        let marks = match status {
+            Some(TaskStatus::Pending | TaskStatus::Running) => self.watermarks().await?,
+            _ => vec![None; schema::QUEUE_SHARDS as usize],
+        };
+        let due = |lo_mark: bool, hi: Option<String>| {
+            (0..schema::QUEUE_SHARDS)
+                .map(|shard| QueueRange {
+                    queue: Queue::Due.shard(shard),
+                    lo: marks
+                        .get(shard as usize)
+                        .cloned()
+                        .flatten()
+                        .filter(|_| lo_mark),
+                    hi: hi.clone(),
+                })
+                .collect::<Vec<_>>()
+        };
+        let whole = |queue: Queue| {
+            queue
+                .shards()
+                .into_iter()
+                .map(|queue| QueueRange {
+                    queue,
+                    lo: None,
+                    hi: None,
+                })
+                .collect::<Vec<_>>()
+        };
+        Ok(match status {
+            None => [
+                due(false, None),
+                whole(Queue::Failed),
+                whole(Queue::Cancelled),
+            ]
+            .concat(),
+            Some(TaskStatus::Pending) => due(true, None),
+            Some(TaskStatus::Running) => due(true, come),
+            Some(TaskStatus::Succeeded) => due(false, come),
+            Some(TaskStatus::Failed) => whole(Queue::Failed),
+            Some(TaskStatus::Cancelled) => whole(Queue::Cancelled),
+        })
+    }
+
     /// A listing by reference: every task of the reference is read, filtered and ordered here.
     async fn list_by_reference(
         &self,
@@ -1094,7 +1214,7 @@ impl DynamoStore {
             .reference_ids(reference_uid, filter.task_type.as_deref())
             .await?;
         let mut tasks: Vec<(ListKey, Task)> = self
-            .get_many(&ids)
+            .get_many(&ids, true)
             .await?
             .into_values()
             .filter(|task| filter.matches(task))
@@ -1114,32 +1234,6 @@ impl DynamoStore {
             next,
         })
     }
-
-    /// The number of entries in `queue` (a `Select=COUNT` query, paged by the service).
-    async fn count_queue(&self, queue: String) -> Result<u64, StoreError> {
-        let mut count = 0;
-        let mut start: Option<HashMap<String, AttributeValue>> = None;
-        loop {
-            let output = self
-                .client
-                .query()
-                .table_name(&self.table)
-                .index_name(schema::QUEUE_INDEX)
-                .key_condition_expression(schema::KEY_QUEUE)
-                .expression_attribute_names(names::QUEUE, schema::QUEUE)
-                .expression_attribute_values(":queue", s(queue.as_str()))
-                .select(aws_sdk_dynamodb::types::Select::Count)
-                .set_exclusive_start_key(start.take())
-                .send()
-                .await
-                .map_err(sdk_error)?;
-            count += u64::try_from(output.count).unwrap_or_default();
-            start = output.last_evaluated_key;
-            if start.is_none() {
-                return Ok(count);
-            }
-        }
-    }
 }
 
 impl TaskLister for DynamoStore {
@@ -1148,6 +1242,7 @@ impl TaskLister for DynamoStore {
         filter: &ListFilter,
         after: Option<ListKey>,
         limit: usize,
+        now: Timestamp,
     ) -> Result<TaskPage, StoreError> {
         if limit == 0 {
             return Ok(TaskPage::default());
@@ -1157,29 +1252,28 @@ impl TaskLister for DynamoStore {
                 .list_by_reference(reference_uid, filter, after, limit)
                 .await;
         }
-        let statuses = filter
-            .status
-            .map_or(TaskStatus::ALL.to_vec(), |status| vec![status]);
-        let queue_names = queues(&statuses);
+        let ranges = self.list_ranges(filter.status, now).await?;
         let mut page = TaskPage::default();
         let mut below = after;
         for _ in 0..LIST_ROUNDS {
             let want = limit - page.tasks.len();
-            let (entries, next) = self.list_keys(&queue_names, below.as_ref(), want).await?;
-            let mut ids: Vec<TaskId> = Vec::with_capacity(entries.len());
-            for id in entries.iter().filter_map(|(_, id)| id.parse().ok()) {
-                // A task that just changed status can show in its old and new queue at once.
-                if !ids.contains(&id) {
-                    ids.push(id);
-                }
-            }
-            let mut found = self.get_many(&ids).await?;
-            for id in ids {
-                // The index lags the table: a task that changed status since is left out here
-                // (it is listed where it is now), and one listed already is not repeated.
-                if let Some(task) = found.remove(&id).filter(|task| filter.matches(task)) {
+            let (entries, next) = self.list_keys(&ranges, below.as_ref(), want).await?;
+            let ids: Vec<TaskId> = entries
+                .iter()
+                .filter_map(|(_, id)| id.parse().ok())
+                .collect();
+            let found = self.get_many(&ids, true).await?;
+            for (key, id) in &entries {
+                // The index lags the table: a task that moved since is listed where it is now,
+                // not at the entry it left, and one listed already is not repeated.
+                let task = id
+                    .parse()
+                    .ok()
+                    .and_then(|id: TaskId| found.get(&id))
+                    .filter(|task| ListKey::of(task).as_str() == key && filter.matches(task));
+                if let Some(task) = task {
                     if !page.tasks.iter().any(|listed| listed.id == task.id) {
-                        page.tasks.push(task);
+                        page.tasks.push(task.clone());
                     }
                 }
             }
@@ -1192,19 +1286,95 @@ impl TaskLister for DynamoStore {
         Ok(page)
     }
 
-    /// One `Select=COUNT` query per status and shard, run at once.
-    async fn counts(&self) -> Result<StatusCounts, StoreError> {
-        let reads = TaskStatus::ALL.into_iter().flat_map(|status| {
-            (0..schema::QUEUE_SHARDS).map(move |shard| async move {
-                let count = self.count_queue(item::queue_name(status, shard)).await?;
-                Ok::<_, StoreError>((status, count))
-            })
+    /// Per shard, run at once: failed and cancelled tasks are counted from the index
+    /// (`Select=COUNT`, keys only). In the due queue, entries at or below the watermark are
+    /// succeeded and entries far enough ahead of `now` pending, both counted the same way; the
+    /// entries between (due, running, recently done) are read.
+    async fn counts(&self, now: Timestamp) -> Result<StatusCounts, StoreError> {
+        let marks = self.watermarks().await?;
+        let come = ListKey::after_all_at(now.plus(LIST_SKEW)).0;
+        let shards = (0..schema::QUEUE_SHARDS).map(|shard| {
+            let mark = marks.get(shard as usize).cloned().flatten();
+            let come = come.clone();
+            async move {
+                let due = Queue::Due.shard(shard);
+                let mut counts = StatusCounts::default();
+                let (failed, cancelled, succeeded, pending, recent) = futures::future::try_join5(
+                    self.count_range(&Queue::Failed.shard(shard), None, None),
+                    self.count_range(&Queue::Cancelled.shard(shard), None, None),
+                    async {
+                        match &mark {
+                            Some(mark) => self.count_range(&due, None, Some(mark)).await,
+                            None => Ok(0),
+                        }
+                    },
+                    self.count_range(&due, Some(&come), None),
+                    self.classify_range(&due, mark.as_deref(), &come),
+                )
+                .await?;
+                counts.add(TaskStatus::Failed, failed);
+                counts.add(TaskStatus::Cancelled, cancelled);
+                counts.add(TaskStatus::Succeeded, succeeded);
+                counts.add(TaskStatus::Pending, pending);
+                for status in TaskStatus::ALL {
+                    counts.add(status, recent.get(status));
+                }
+                Ok::<_, StoreError>(counts)
+            }
         });
         let mut counts = StatusCounts::default();
-        for (status, count) in futures::future::try_join_all(reads).await? {
-            counts.add(status, count);
+        for shard in futures::future::try_join_all(shards).await? {
+            for status in TaskStatus::ALL {
+                counts.add(status, shard.get(status));
+            }
         }
         Ok(counts)
+    }
+}
+
+impl DynamoStore {
+    /// The statuses of the tasks whose entries in `queue` lie above `lo` up to `hi`, read
+    /// from their items; entries a task has moved away from are not counted.
+    async fn classify_range(
+        &self,
+        queue: &str,
+        lo: Option<&str>,
+        hi: &str,
+    ) -> Result<StatusCounts, StoreError> {
+        let mut counts = StatusCounts::default();
+        if due::is_empty_range(lo, Some(hi)) {
+            return Ok(counts);
+        }
+        let mut start: Option<Item> = None;
+        loop {
+            let output = self
+                .range_query(queue, lo, Some(hi))
+                .limit(BATCH_GET_KEYS as i32)
+                .set_exclusive_start_key(start.take())
+                .send()
+                .await
+                .map_err(sdk_error)?;
+            let entries: Vec<(String, TaskId)> = output
+                .items
+                .unwrap_or_default()
+                .iter()
+                .filter_map(|item| {
+                    let key = get_s(item, schema::QUEUE_AT)?.to_owned();
+                    Some((key, get_s(item, schema::ID)?.parse().ok()?))
+                })
+                .collect();
+            let ids: Vec<TaskId> = entries.iter().map(|(_, id)| *id).collect();
+            let tasks = self.get_many(&ids, false).await?;
+            for (key, id) in entries {
+                if let Some(task) = tasks.get(&id).filter(|t| ListKey::of(t).as_str() == key) {
+                    counts.add(task.status, 1);
+                }
+            }
+            start = output.last_evaluated_key;
+            if start.is_none() {
+                return Ok(counts);
+            }
+        }
     }
 }
 

@@ -13,11 +13,12 @@ use crate::store::StoreError;
 
 /// Partition key of the table: the task id (or a reference guard's key).
 pub const ID: &str = "id";
-/// Which queue an item is in: its status and shard, `<status>#N` (e.g. `pending#3`).
+/// Which queue an item is in, and its shard: `due#N` while pending, running or succeeded
+/// (a claim and a success leave the entry where it is), `failed#N` or `cancelled#N`.
 pub const QUEUE: &str = "queue";
 /// Sort key in the queue index: the task's [`ListKey`](crate::store::ListKey),
-/// `<instant>#<id>`, where the instant is when it is due while pending, its lease expiry while
-/// running, and its finish once done.
+/// `<instant>#<id>`, where the instant is when it was scheduled while in `due#N` and its finish
+/// once failed or cancelled.
 pub const QUEUE_AT: &str = "queueAt";
 /// The caller's reference; partition key of the reference index.
 pub const REFERENCE_UID: &str = "referenceUid";
@@ -45,6 +46,8 @@ pub const GUARD_TASK_ID: &str = "taskId";
 pub const GUARD_CREATED_AT: &str = "createdAt";
 /// On a guard item: a token unique to each write, which takeovers are conditioned on.
 pub const GUARD_VERSION: &str = "version";
+/// On a watermark item: every `due#N` entry at or below this key is finished.
+pub const UP_TO: &str = "upTo";
 
 /// Index over every task by status and shard, ordered by [`QUEUE_AT`]: claims, cleanup,
 /// listings and counts read it instead of the table.
@@ -60,6 +63,8 @@ pub const GUARD_PREFIX: &str = "ref#";
 pub const IDEMPOTENCY_PREFIX: &str = "idem#";
 /// The idempotency key attribute of a task.
 pub const IDEMPOTENCY_KEY: &str = "idempotencyKey";
+/// Prefix of a due queue's watermark item's [`ID`] (`mark#due#N`).
+pub const WATERMARK_PREFIX: &str = "mark#";
 
 /// Expression attribute names used in every expression (`type` and `status` are reserved words).
 pub mod names {
@@ -73,13 +78,14 @@ pub mod names {
 
 /// Condition for creating an item that must not exist yet.
 pub const COND_NEW_ITEM: &str = "attribute_not_exists(id)";
-/// Condition for claiming: pending or running, its instant has come, attempts remain.
-pub const COND_CLAIMABLE: &str = "#queue IN (:pending_queue, :running_queue) \
-     AND queueAt <= :due_by AND attempts < maxAttempts";
-/// Update expression of a claim.
+/// Condition for claiming: pending and due, or running with an expired lease; attempts remain.
+pub const COND_CLAIMABLE: &str = "attempts < maxAttempts AND \
+     ((#status = :pending AND queueAt <= :due_key) \
+     OR (#status = :running AND leaseExpiresAt <= :due_by))";
+/// Update expression of a claim. It leaves `queue` and `queueAt` alone, so the index is not
+/// written: a claim costs one write unit.
 pub const UPDATE_CLAIM: &str = "SET #status = :running, attempts = attempts + :one, \
-     leaseExpiresAt = :lease, #queue = :running_queue, queueAt = :lease_key, updatedAt = :now, \
-     leaseToken = :token";
+     leaseExpiresAt = :lease, updatedAt = :now, leaseToken = :token";
 /// Condition for settling: still running the claim this processor made.
 pub const COND_HOLDS_LEASE: &str = "#status = :running AND leaseToken = :token";
 /// Condition for cancelling: still pending.
@@ -93,9 +99,15 @@ pub const COND_RETRYABLE: &str = "#status IN (:failed, :cancelled)";
 pub const UPDATE_RETRY: &str = "SET #status = :pending, attempts = :zero, scheduledAt = :now, \
      updatedAt = :now, #queue = :pending_queue, queueAt = :now_key \
      REMOVE finishedAt, succeededAt, expiresAt, leaseExpiresAt";
-/// Condition for purging: finished at or before the cutoff.
+/// Condition for purging a failed or cancelled task: finished at or before the cutoff.
 pub const COND_PURGEABLE: &str =
-    "#queue IN (:succeeded_queue, :failed_queue, :cancelled_queue) AND queueAt <= :cutoff";
+    "#queue IN (:failed_queue, :cancelled_queue) AND queueAt <= :cutoff";
+/// Condition for purging a succeeded task: finished at or before the cutoff.
+pub const COND_PURGEABLE_SUCCESS: &str = "#status = :succeeded AND finishedAt <= :cutoff";
+/// Condition for raising a watermark: it only ever rises.
+pub const COND_WATERMARK_RISES: &str = "attribute_not_exists(upTo) OR upTo < :up_to";
+/// Update expression of a watermark.
+pub const UPDATE_WATERMARK: &str = "SET upTo = :up_to, updatedAt = :now";
 /// Condition for deleting a guard, or re-taking it in a retry: it still names the task.
 pub const COND_GUARD_HELD_BY: &str = "taskId = :task";
 /// Condition for taking a guard over: it still names the holder we read, at the version we read.
@@ -108,6 +120,10 @@ pub const KEY_QUEUE_UP_TO: &str = "#queue = :queue AND queueAt <= :until";
 pub const KEY_QUEUE_BELOW: &str = "#queue = :queue AND queueAt < :below";
 /// Key condition of a whole queue.
 pub const KEY_QUEUE: &str = "#queue = :queue";
+/// Key condition of a queue-index query between two keys (both included).
+pub const KEY_QUEUE_BETWEEN: &str = "#queue = :queue AND queueAt BETWEEN :lo AND :hi";
+/// Key condition of a queue-index query from a key up (included).
+pub const KEY_QUEUE_FROM: &str = "#queue = :queue AND queueAt >= :lo";
 /// Key condition of a reference-index query, with and without the type.
 pub const KEY_REFERENCE: &str = "referenceUid = :reference";
 /// Key condition of a reference-index query narrowed to one type.
