@@ -23,7 +23,7 @@ use std::time::{Duration, Instant};
 use clap::Parser;
 use indicatif::{ProgressBar, ProgressStyle};
 use serde_json::{Value, json};
-use tasker::{PollSettings, ProcessorSettings, SqliteStore, Store, Tasker};
+use tasker::{DynamoStore, PollSettings, ProcessorSettings, SqliteStore, Store, Tasker};
 use tasker_tests::capacity::{CapacityProxy, Consumed, WRITE_OPERATIONS};
 use tasker_tests::dynamo;
 
@@ -221,6 +221,33 @@ async fn bench_store(bench: &Bench, kind: Kind) -> Value {
             let (enqueue_w, enqueue_r, _, enqueue_f) = sums(&enqueue);
             let (process_w, process_r, process_calls, process_f) = sums(&process);
             let per = |x: f64| x / drained.succeeded.max(1) as f64;
+
+            // Two processors (two processes' worth of state) racing over the same backlog: what
+            // their collisions cost. Each claim that loses its condition is billed on AWS.
+            let first = dynamo::fresh_store_at(&proxy.endpoint).await;
+            let second = DynamoStore::new(
+                dynamo::client_for(&proxy.endpoint),
+                first.table(),
+                Duration::ZERO,
+            );
+            let tasker = Tasker::new(
+                Store::DynamoDb(first.clone()),
+                phases::noop_registry(ProgressBar::hidden()),
+                ProcessorSettings::default(),
+            );
+            let progress = bar(n, &format!("{label}: race pass, enqueue"));
+            phases::enqueue_library(&tasker, n, CONCURRENCY, &progress).await;
+            progress.finish_and_clear();
+            proxy.take();
+            let progress = bar(n, &format!("{label}: race pass, two processors"));
+            let (a, b) = tokio::join!(
+                phases::drain(Store::DynamoDb(first), n, &progress),
+                phases::drain(Store::DynamoDb(second), n, &progress),
+            );
+            progress.finish_and_clear();
+            let race = proxy.take();
+            let (race_w, race_r, _, race_f) = sums(&race);
+            let raced = (a.succeeded + b.succeeded).max(1) as f64;
             Some(json!({
                 "writeUnitsPerTask": per(enqueue_w + process_w),
                 "readUnitsPerTask": per(enqueue_r + process_r),
@@ -228,6 +255,13 @@ async fn bench_store(bench: &Bench, kind: Kind) -> Value {
                 "drainWriteCallsPerTask": per(process_calls as f64),
                 "enqueue": ledger_json(&enqueue),
                 "process": ledger_json(&process),
+                "race": {
+                    "succeeded": [a.succeeded, b.succeeded],
+                    "conditionFailuresPerTask": race_f as f64 / raced,
+                    "drainWriteUnitsPerTask": race_w / raced,
+                    "drainReadUnitsPerTask": race_r / raced,
+                    "ledger": ledger_json(&race),
+                },
             }))
         }
         _ => None,
@@ -359,7 +393,7 @@ fn report(results: &Value) -> String {
         .collect();
     out += &format!("| measure | {} |\n", header.join(" | "));
     out += &format!("|---|{}\n", "---|".repeat(stores.len()));
-    let rows: [(&str, &Cell); 13] = [
+    let rows: [(&str, &Cell); 15] = [
         ("ceiling: single conditional writes/s, 16 at once", &|s| {
             f(&s["ceilingWritesPerSecond"])
         }),
@@ -395,6 +429,29 @@ fn report(results: &Value) -> String {
                 .as_u64()
                 .map_or("—".into(), |c| c.to_string())
         }),
+        ("two racing processors: tasks each", &|s| {
+            let each = &s["units"]["race"]["succeeded"];
+            match (each[0].as_u64(), each[1].as_u64()) {
+                (Some(a), Some(b)) => format!("{a} / {b}"),
+                _ => "—".into(),
+            }
+        }),
+        (
+            "two racing processors: failed conditions / drain write units, per task",
+            &|s| {
+                let race = &s["units"]["race"];
+                if race.is_null() {
+                    return "—".into();
+                }
+                format!(
+                    "{:.3} / {:.2}",
+                    race["conditionFailuresPerTask"]
+                        .as_f64()
+                        .unwrap_or_default(),
+                    race["drainWriteUnitsPerTask"].as_f64().unwrap_or_default()
+                )
+            },
+        ),
         ("start delay p50 / p99 / max (ms), poll mode", &|s| {
             format!(
                 "{} / {} / {}",
