@@ -374,11 +374,14 @@ pub enum Store {
     DynamoDb(DynamoStore),
 }
 
+// The DynamoDB futures are boxed: they nest deep enough that a Lambda's whole future would
+// otherwise exceed the compiler's layout depth in release builds, and a store call's network
+// round trip dwarfs one allocation.
 impl TaskReader for Store {
     async fn get(&self, id: TaskId) -> Result<Option<Task>, StoreError> {
         match self {
             Self::Sqlite(store) => store.get(id).await,
-            Self::DynamoDb(store) => store.get(id).await,
+            Self::DynamoDb(store) => Box::pin(store.get(id)).await,
         }
     }
 }
@@ -387,7 +390,7 @@ impl TaskWriter for Store {
     async fn create(&self, task: Task) -> Result<Created, StoreError> {
         match self {
             Self::Sqlite(store) => store.create(task).await,
-            Self::DynamoDb(store) => store.create(task).await,
+            Self::DynamoDb(store) => Box::pin(store.create(task)).await,
         }
     }
 }
@@ -402,7 +405,9 @@ impl TaskQueue for Store {
     ) -> Result<Vec<Task>, StoreError> {
         match self {
             Self::Sqlite(store) => store.claim_due(due_by, now, limit, lease_until).await,
-            Self::DynamoDb(store) => store.claim_due(due_by, now, limit, lease_until).await,
+            Self::DynamoDb(store) => {
+                Box::pin(store.claim_due(due_by, now, limit, lease_until)).await
+            }
         }
     }
 
@@ -414,7 +419,7 @@ impl TaskQueue for Store {
     ) -> Result<Task, StoreError> {
         match self {
             Self::Sqlite(store) => store.settle(claimed, outcome, now).await,
-            Self::DynamoDb(store) => store.settle(claimed, outcome, now).await,
+            Self::DynamoDb(store) => Box::pin(store.settle(claimed, outcome, now)).await,
         }
     }
 }
@@ -423,7 +428,7 @@ impl TaskCanceller for Store {
     async fn cancel(&self, id: TaskId, now: Timestamp) -> Result<Task, StoreError> {
         match self {
             Self::Sqlite(store) => store.cancel(id, now).await,
-            Self::DynamoDb(store) => store.cancel(id, now).await,
+            Self::DynamoDb(store) => Box::pin(store.cancel(id, now)).await,
         }
     }
 
@@ -440,9 +445,7 @@ impl TaskCanceller for Store {
                     .await
             }
             Self::DynamoDb(store) => {
-                store
-                    .cancel_by_reference(reference_uid, task_type, now)
-                    .await
+                Box::pin(store.cancel_by_reference(reference_uid, task_type, now)).await
             }
         }
     }
@@ -452,7 +455,7 @@ impl TaskRetrier for Store {
     async fn retry(&self, id: TaskId, now: Timestamp) -> Result<Task, StoreError> {
         match self {
             Self::Sqlite(store) => store.retry(id, now).await,
-            Self::DynamoDb(store) => store.retry(id, now).await,
+            Self::DynamoDb(store) => Box::pin(store.retry(id, now)).await,
         }
     }
 }
@@ -461,7 +464,7 @@ impl QueueStats for Store {
     async fn backlog(&self, now: Timestamp) -> Result<Backlog, StoreError> {
         match self {
             Self::Sqlite(store) => store.backlog(now).await,
-            Self::DynamoDb(store) => store.backlog(now).await,
+            Self::DynamoDb(store) => Box::pin(store.backlog(now)).await,
         }
     }
 }
@@ -474,7 +477,7 @@ impl TaskPurger for Store {
     ) -> Result<u64, StoreError> {
         match self {
             Self::Sqlite(store) => store.purge_finished_before(cutoff, progress).await,
-            Self::DynamoDb(store) => store.purge_finished_before(cutoff, progress).await,
+            Self::DynamoDb(store) => Box::pin(store.purge_finished_before(cutoff, progress)).await,
         }
     }
 }
@@ -489,14 +492,14 @@ impl TaskLister for Store {
     ) -> Result<TaskPage, StoreError> {
         match self {
             Self::Sqlite(store) => store.list(filter, after, limit, now).await,
-            Self::DynamoDb(store) => store.list(filter, after, limit, now).await,
+            Self::DynamoDb(store) => Box::pin(store.list(filter, after, limit, now)).await,
         }
     }
 
     async fn counts(&self, now: Timestamp) -> Result<StatusCounts, StoreError> {
         match self {
             Self::Sqlite(store) => store.counts(now).await,
-            Self::DynamoDb(store) => store.counts(now).await,
+            Self::DynamoDb(store) => Box::pin(store.counts(now)).await,
         }
     }
 }

@@ -32,9 +32,10 @@ use crate::clock::Timestamp;
 use crate::store::{ListKey, StoreError};
 use crate::task::{Task, TaskId, TaskStatus};
 
-/// How old an entry must be before a watermark may pass it: longer than a create takes to land
-/// (each call is bounded to 60 s) and the index takes to show it.
-pub const MARGIN: Duration = Duration::from_secs(300);
+/// How old an entry must be before a watermark may pass it: longer than any write of an entry
+/// takes to land and show in the index. A create gives up before its put if it is a minute
+/// old, and an outcome is written within four tries of at most 60 s each.
+pub const MARGIN: Duration = Duration::from_secs(600);
 /// How often a process's cursors fall back to the watermark and read forward again.
 pub const RESCAN: Duration = Duration::from_secs(60);
 /// Entries a watermark write passes at least (unless the oldest waited [`WATERMARK_MAX_LAG`]).
@@ -44,6 +45,8 @@ pub const WATERMARK_MAX_LAG: Duration = Duration::from_secs(3600);
 /// Keys of finished entries a process remembers (about 100 bytes each), so its scans need not
 /// read their items again.
 const FINISHED_CAP: usize = 50_000;
+/// How long a process keeps to its shard after a claim of its lost to another processor.
+pub const CONTENTION_SPELL: Duration = Duration::from_secs(60);
 /// How far behind its cursor a scan that comes up short looks again.
 pub const LOOKBACK: Duration = Duration::from_secs(10);
 /// Index entries read per query page of a scan, at most.
@@ -66,6 +69,9 @@ struct ShardCursor {
 #[derive(Debug)]
 pub struct DueState {
     shards: Vec<ShardCursor>,
+    /// While another processor claims from the same queue (a claim of ours lost its condition
+    /// lately), the shard this process takes its batches from first, and until when.
+    preferred: Option<(u32, Timestamp)>,
     /// Keys of due entries known to be finished or left: settled by this process, or read.
     finished: HashSet<String>,
 }
@@ -86,6 +92,7 @@ impl Default for DueState {
     fn default() -> Self {
         Self {
             shards: (0..QUEUE_SHARDS).map(|_| ShardCursor::default()).collect(),
+            preferred: None,
             finished: HashSet::new(),
         }
     }
@@ -122,8 +129,10 @@ pub struct ScanFound {
 
 /// What one index entry says for a scan.
 enum Entry {
-    /// Finished or moved away: a cursor may pass it.
-    Passable,
+    /// Finished or moved away: a cursor may pass it. `for_good` when no later read can say
+    /// otherwise (a success is final; a failed or cancelled task can be retried, and a stale
+    /// read may show it failed after an operator's retry made it due here again).
+    Passable { for_good: bool },
     /// Due now.
     Claimable(Task),
     /// Running out of attempts with an expired lease.
@@ -172,6 +181,8 @@ impl ShardReader {
 /// One scan in progress.
 struct Scan<'a> {
     goal: &'a ScanGoal,
+    /// The reader to take entries from first (see [`DynamoStore::note_claims`]).
+    preferred: Option<usize>,
     /// Entries at or before this instant are [`MARGIN`] old.
     old_enough: Timestamp,
     found: ScanFound,
@@ -291,6 +302,20 @@ impl DynamoStore {
         }
     }
 
+    /// Records how a round of claims went: when some lost their condition to another
+    /// processor, this process moves to a shard picked at random and takes its batches from
+    /// there first for [`CONTENTION_SPELL`], so racing processors mostly claim apart (each is
+    /// then earliest first within its shard rather than across all four).
+    pub(super) fn note_claims(&self, lost: usize, now: Timestamp) {
+        let mut state = self.due.lock().unwrap_or_else(|p| p.into_inner());
+        if lost > 0 {
+            let shard = rand::random_range(0..QUEUE_SHARDS);
+            state.preferred = Some((shard, now.plus(CONTENTION_SPELL)));
+        } else if state.preferred.is_some_and(|(_, until)| until <= now) {
+            state.preferred = None;
+        }
+    }
+
     /// Remembers that the due entry `key` is finished or gone, so scans pass it unread.
     pub(super) fn note_settled(&self, key: ListKey) {
         let mut state = self.due.lock().unwrap_or_else(|p| p.into_inner());
@@ -345,8 +370,16 @@ impl DynamoStore {
             .zip(0..QUEUE_SHARDS)
             .map(|((key, _), shard)| ShardReader::new(shard, key.clone(), goal.upper.clone()))
             .collect();
+        let preferred = {
+            let state = self.due.lock().unwrap_or_else(|p| p.into_inner());
+            state
+                .preferred
+                .filter(|(_, until)| goal.now < *until)
+                .map(|(shard, _)| shard as usize)
+        };
         let mut scan = Scan {
             goal,
+            preferred,
             old_enough: goal.now.minus(MARGIN),
             found: ScanFound::default(),
             learned: Vec::new(),
@@ -379,6 +412,8 @@ impl DynamoStore {
                 })
                 .collect();
             if !behind.is_empty() {
+                // Few entries, and behind the cursor: in key order.
+                scan.preferred = None;
                 self.read_merged(&mut behind, &mut scan).await?;
                 scan.found.claimable.sort_by_cached_key(ListKey::of);
                 scan.found.claimable.truncate(goal.want);
@@ -418,19 +453,30 @@ impl DynamoStore {
             {
                 let state = self.due.lock().unwrap_or_else(|p| p.into_inner());
                 while unknown < need {
-                    // A shard with more entries but none buffered may hold the next one.
-                    if readers
-                        .iter()
-                        .any(|reader| reader.buffer.is_empty() && reader.more)
-                    {
-                        break;
-                    }
-                    let next = readers
-                        .iter()
-                        .enumerate()
-                        .filter_map(|(i, reader)| reader.buffer.front().map(|(key, _)| (key, i)))
-                        .min()
-                        .map(|(_, i)| i);
+                    let first = scan
+                        .preferred
+                        .and_then(|i| readers.get(i).map(|reader| (i, reader)))
+                        .filter(|(_, reader)| !reader.buffer.is_empty() || reader.more);
+                    let next = match first {
+                        Some((i, reader)) if !reader.buffer.is_empty() => Some(i),
+                        // The preferred shard needs its next page first.
+                        Some(_) => break,
+                        // A shard with more entries but none buffered may hold the next one.
+                        None if readers
+                            .iter()
+                            .any(|reader| reader.buffer.is_empty() && reader.more) =>
+                        {
+                            break;
+                        }
+                        None => readers
+                            .iter()
+                            .enumerate()
+                            .filter_map(|(i, reader)| {
+                                reader.buffer.front().map(|(key, _)| (key, i))
+                            })
+                            .min()
+                            .map(|(_, i)| i),
+                    };
                     let Some(i) = next else { break };
                     let Some((key, id)) = readers[i].buffer.pop_front() else {
                         break;
@@ -455,8 +501,8 @@ impl DynamoStore {
                 let entry = classify(&key, known, task, goal, scan.old_enough);
                 let reader = &mut readers[i];
                 match entry {
-                    Entry::Passable => {
-                        if !known {
+                    Entry::Passable { for_good } => {
+                        if !known && for_good {
                             scan.learned.push(key.clone());
                         }
                         if !reader.blocked {
@@ -568,7 +614,7 @@ fn classify(
     old_enough: Timestamp,
 ) -> Entry {
     if known_finished {
-        return Entry::Passable;
+        return Entry::Passable { for_good: true };
     }
     let Some(task) = task else {
         // Deleted, or created a moment ago and not readable yet: only an old entry is gone.
@@ -576,7 +622,7 @@ fn classify(
             .instant()
             .is_some_and(|at| at <= old_enough);
         return if old {
-            Entry::Passable
+            Entry::Passable { for_good: true }
         } else {
             Entry::Blocking
         };
@@ -584,16 +630,20 @@ fn classify(
     let current = ListKey::of(&task);
     if current.as_str() != key {
         // The index still shows where the task was; it has moved on (a retry, a failure, a
-        // cancel) and is read at its new entry, never an earlier one.
-        return if Queue::of(task.status) != Queue::Due || current.as_str() > key {
-            Entry::Passable
+        // cancel) and is read at its new entry. In the due queue a task only moves to later
+        // instants, so an item read stale is still past this entry.
+        return if Queue::of(task.status) != Queue::Due {
+            Entry::Passable { for_good: false }
+        } else if current.as_str() > key {
+            Entry::Passable { for_good: true }
         } else {
             Entry::Blocking
         };
     }
     let attempts_left = task.attempts < task.max_attempts;
     match task.status {
-        TaskStatus::Succeeded | TaskStatus::Failed | TaskStatus::Cancelled => Entry::Passable,
+        TaskStatus::Succeeded => Entry::Passable { for_good: true },
+        TaskStatus::Failed | TaskStatus::Cancelled => Entry::Passable { for_good: false },
         TaskStatus::Pending if attempts_left => Entry::Claimable(task),
         TaskStatus::Pending => Entry::Blocking,
         TaskStatus::Running => {

@@ -33,8 +33,12 @@ use super::{
 use crate::clock::Timestamp;
 use crate::task::{Task, TaskId, TaskStatus};
 
+/// Scans a claim makes at most when every claim of a round lost to another processor.
+const CLAIM_ROUNDS: usize = 3;
 /// Concurrent single-item writes one store call issues (claims, cancels, deletes).
 const WRITE_CONCURRENCY: usize = 16;
+/// How old a create may be when it writes its task; older ones give up (see `due::MARGIN`).
+const CREATE_DEADLINE: Duration = Duration::from_secs(60);
 /// How long a reference guard whose task is not written yet counts as a create in flight.
 const GUARD_GRACE: Duration = Duration::from_secs(30);
 /// How often a create retries taking a guard that others keep changing.
@@ -497,6 +501,13 @@ impl TaskWriter for DynamoStore {
             }
         }
         let mut written = self.take_reference(&task, task.created_at).await;
+        if written.is_ok() && Timestamp::now_utc().since(task.created_at) > CREATE_DEADLINE {
+            // The due-queue entry is keyed by the creation instant: one that lands much later
+            // could fall below a watermark (see `due::MARGIN`) and never be claimed.
+            written = Err(StoreError::Unavailable(
+                "the create took too long to reach DynamoDB; try again".into(),
+            ));
+        }
         if written.is_ok() {
             written = self
                 .client
@@ -545,24 +556,37 @@ impl TaskQueue for DynamoStore {
             want: limit,
             read_cap: usize::MAX,
         };
-        let found = self.scan_due(&goal).await?;
-        for task in found.exhausted {
-            self.fail_exhausted(task, due_by, now).await?;
-        }
-        let results: Vec<Result<Option<Task>, StoreError>> =
-            futures::stream::iter(found.claimable.into_iter().take(limit))
-                .map(|task| self.claim_one(task.id, due_by, now, lease_until))
-                .buffered(WRITE_CONCURRENCY)
-                .collect()
-                .await;
         let mut claimed = Vec::with_capacity(limit);
         let mut first_error = None;
-        for result in results {
-            match result {
-                Ok(won) => claimed.extend(won),
-                Err(err) => {
-                    first_error.get_or_insert(err);
+        // A round that lost every claim to another processor says nothing about what is still
+        // due: look again (from another shard, see `note_claims`) before answering empty.
+        for _ in 0..CLAIM_ROUNDS {
+            // Boxed: the scan's future is deep, and callers' futures nest it several levels down.
+            let found = Box::pin(self.scan_due(&goal)).await?;
+            for task in found.exhausted {
+                self.fail_exhausted(task, due_by, now).await?;
+            }
+            let tried = found.claimable.len().min(limit);
+            let results: Vec<Result<Option<Task>, StoreError>> =
+                futures::stream::iter(found.claimable.into_iter().take(limit))
+                    .map(|task| self.claim_one(task.id, due_by, now, lease_until))
+                    .buffered(WRITE_CONCURRENCY)
+                    .collect()
+                    .await;
+            let mut failed = 0;
+            for result in results {
+                match result {
+                    Ok(won) => claimed.extend(won),
+                    Err(err) => {
+                        failed += 1;
+                        first_error.get_or_insert(err);
+                    }
                 }
+            }
+            let lost = tried - claimed.len() - failed;
+            self.note_claims(lost, now);
+            if !claimed.is_empty() || lost == 0 || first_error.is_some() {
+                break;
             }
         }
         // Claims that succeeded must reach the caller even when a sibling failed: dropping
@@ -832,12 +856,13 @@ impl TaskPurger for DynamoStore {
 }
 
 /// Items a backlog read looks at before it counts the rest of the due range as due unread.
-const BACKLOG_READS: usize = 1000;
+const BACKLOG_READS: usize = 5000;
 
 impl QueueStats for DynamoStore {
     /// A scan of the due queue from the cursors, reading at most [`BACKLOG_READS`] items; past
     /// that, the remaining entries up to `now` are counted as due (an upper bound: in a real
-    /// backlog they are).
+    /// backlog most are, but a process whose cursor starts at the watermark also finds up to
+    /// ten minutes of finished tasks there).
     async fn backlog(&self, now: Timestamp) -> Result<Backlog, StoreError> {
         let upper = ListKey::after_all_at(now).0;
         let goal = ScanGoal {
@@ -847,7 +872,7 @@ impl QueueStats for DynamoStore {
             want: usize::MAX,
             read_cap: BACKLOG_READS,
         };
-        let found = self.scan_due(&goal).await?;
+        let found = Box::pin(self.scan_due(&goal)).await?;
         let due_tasks = found.claimable.iter().chain(&found.exhausted);
         let mut backlog = Backlog {
             due: u64::try_from(found.claimable.len() + found.exhausted.len()).unwrap_or(u64::MAX),
