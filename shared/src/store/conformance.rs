@@ -71,6 +71,8 @@ macro_rules! store_conformance_tests {
             concurrent_creates_with_one_idempotency_key_make_one_task,
             backlog_counts_what_is_due_and_its_oldest_instant,
             retry_puts_failed_and_cancelled_tasks_back,
+            a_retry_stamped_before_the_failure_still_runs,
+            a_cancelled_later_task_retried_now_runs_now,
             retry_respects_an_active_reference,
             concurrent_retries_of_one_reference_make_one_active,
             listings_are_newest_first_and_pages_cover_every_match,
@@ -650,6 +652,38 @@ pub async fn concurrent_creates_with_one_idempotency_key_make_one_task<S: FullSt
     }
     assert_eq!(new_ids.len(), 1, "exactly one create makes the task");
     assert_eq!(seen.len(), 1, "every caller gets the same task");
+}
+
+/// GIVEN a task that failed at t=101 WHEN a host whose clock says t=50 retries it THEN it is due
+/// just after its failure, and the next claim runs it.
+pub async fn a_retry_stamped_before_the_failure_still_runs<S: FullStore>(store: S) {
+    let mut new = new_task("t");
+    new.max_attempts = Some(1);
+    let task = create_at(&store, new, at(100)).await;
+    let claimed = claim(&store, at(100), 10).await;
+    assert_eq!(ids(&claimed), vec![task.id]);
+    let failed = Settlement::Failed { error: "no".into() };
+    store
+        .settle(&claimed[0], failed, at(101))
+        .await
+        .expect("settle");
+    let retried = store.retry(task.id, at(50)).await.expect("retry");
+    assert_eq!(retried.status, TaskStatus::Pending);
+    assert!(retried.scheduled_at > at(101), "{retried:?}");
+    assert!(claim(&store, at(101), 10).await.is_empty());
+    assert_eq!(ids(&claim(&store, at(102), 10).await), vec![task.id]);
+}
+
+/// GIVEN a task scheduled an hour ahead, cancelled WHEN retried now THEN it runs now (its queue
+/// entry moves to an earlier instant).
+pub async fn a_cancelled_later_task_retried_now_runs_now<S: FullStore>(store: S) {
+    let mut new = new_task("t");
+    new.scheduled_at = Some(at(3600));
+    let task = create_at(&store, new, at(0)).await;
+    assert!(claim(&store, at(10), 10).await.is_empty());
+    store.cancel(task.id, at(20)).await.expect("cancel");
+    store.retry(task.id, at(30)).await.expect("retry");
+    assert_eq!(ids(&claim(&store, at(31), 10).await), vec![task.id]);
 }
 
 /// GIVEN due, future, running and finished tasks WHEN the backlog is read THEN it counts the due

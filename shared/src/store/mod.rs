@@ -536,10 +536,14 @@ pub(crate) fn apply_settlement(mut task: Task, outcome: &Settlement, now: Timest
 }
 
 /// The task after a retry of the finished `task`: pending, due now, attempts from zero.
+/// "Now" is never before the finish it follows (a host whose clock is behind), so the task's
+/// queue instant is a new one: on DynamoDB, an entry at a key the task had before may be known
+/// as finished.
 pub(crate) fn apply_retry(mut task: Task, now: Timestamp) -> Task {
+    let after = task.queue_at().plus(std::time::Duration::from_millis(1));
     task.status = TaskStatus::Pending;
     task.attempts = 0;
-    task.scheduled_at = now;
+    task.scheduled_at = now.max(after);
     task.updated_at = now;
     task.succeeded_at = None;
     task.finished_at = None;

@@ -18,19 +18,19 @@
 //!   entries, recent ones included, and falls back to the watermark every [`RESCAN`], so an
 //!   entry that became visible behind it is read at most that much later.
 
-use std::collections::{HashSet, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use aws_sdk_dynamodb::operation::query::builders::QueryFluentBuilder;
 use aws_sdk_dynamodb::types::Select;
 
-use super::item::{Item, Queue, get_s, s, watermark_key};
+use super::item::{Item, Queue, from_item, get_s, s, watermark_key};
 use super::schema::{self, QUEUE_SHARDS, names};
 use super::{BATCH_GET_KEYS, DynamoStore, conditional_failure, sdk_error};
 use crate::clock::Timestamp;
 use crate::store::{ListKey, StoreError};
-use crate::task::{Task, TaskId, TaskStatus};
+use crate::task::{Task, TaskStatus};
 
 /// How old an entry must be before a watermark may pass it: longer than any write of an entry
 /// takes to land and show in the index. A create gives up before its put if it is a minute
@@ -489,16 +489,33 @@ impl DynamoStore {
                     chunk.push((i, key, id, known));
                 }
             }
-            let ids: Vec<TaskId> = chunk
+            let ids: Vec<String> = chunk
                 .iter()
                 .filter(|(_, _, _, known)| !known)
-                .filter_map(|(_, _, id, _)| id.parse().ok())
+                .map(|(_, _, id, _)| id.clone())
                 .collect();
-            let mut tasks = self.get_many(&ids, false).await?;
+            // One item this version cannot read must not stop every claim: its entry blocks
+            // its shard's cursor (and so the watermark) instead.
+            let mut tasks: HashMap<String, Option<Task>> = HashMap::with_capacity(ids.len());
+            for item in self.batch_get_items(&ids, false).await? {
+                let id = get_s(&item, schema::ID).unwrap_or_default().to_owned();
+                match from_item(item) {
+                    Ok(task) => tasks.insert(id, Some(task)),
+                    Err(err) => {
+                        tracing::warn!(error = %err, task_id = %id, "skipping an unreadable task");
+                        tasks.insert(id, None)
+                    }
+                };
+            }
             scan.reads += ids.len();
             for (i, key, id, known) in chunk {
-                let task = id.parse().ok().and_then(|id: TaskId| tasks.remove(&id));
-                let entry = classify(&key, known, task, goal, scan.old_enough);
+                let entry = match tasks.get(&id) {
+                    Some(None) => Entry::Blocking,
+                    Some(Some(task)) => {
+                        classify(&key, known, Some(task.clone()), goal, scan.old_enough)
+                    }
+                    None => classify(&key, known, None, goal, scan.old_enough),
+                };
                 let reader = &mut readers[i];
                 match entry {
                     Entry::Passable { for_good } => {
@@ -629,13 +646,11 @@ fn classify(
     };
     let current = ListKey::of(&task);
     if current.as_str() != key {
-        // The index still shows where the task was; it has moved on (a retry, a failure, a
-        // cancel) and is read at its new entry. In the due queue a task only moves to later
-        // instants, so an item read stale is still past this entry.
-        return if Queue::of(task.status) != Queue::Due {
+        // The index still shows where the task was: it has moved on (a retry, a failure, a
+        // cancel) and is read at its new entry. Not for good: the read may be stale and this
+        // the new entry (a cancelled task scheduled for tomorrow, retried today, moves down).
+        return if Queue::of(task.status) != Queue::Due || current.as_str() > key {
             Entry::Passable { for_good: false }
-        } else if current.as_str() > key {
-            Entry::Passable { for_good: true }
         } else {
             Entry::Blocking
         };

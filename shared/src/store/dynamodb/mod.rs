@@ -28,7 +28,7 @@ use self::schema::names;
 use super::{
     Backlog, Created, LEASE_EXPIRED_ERROR, ListFilter, ListKey, QueueStats, Settlement,
     StatusCounts, StoreError, TaskCanceller, TaskLister, TaskPage, TaskPurger, TaskQueue,
-    TaskReader, TaskRetrier, TaskWriter, apply_settlement, new_lease_token,
+    TaskReader, TaskRetrier, TaskWriter, apply_retry, apply_settlement, new_lease_token,
 };
 use crate::clock::Timestamp;
 use crate::task::{Task, TaskId, TaskStatus};
@@ -896,6 +896,7 @@ impl TaskRetrier for DynamoStore {
                 status: task.status,
             });
         }
+        let retried = apply_retry(task.clone(), now);
         let update = Update::builder()
             .table_name(&self.table)
             .key(schema::ID, s(id.to_string()))
@@ -908,12 +909,15 @@ impl TaskRetrier for DynamoStore {
             .expression_attribute_values(":pending", s(TaskStatus::Pending.as_str()))
             .expression_attribute_values(":zero", n(0))
             .expression_attribute_values(":now", s(now.to_text()))
+            .expression_attribute_values(":scheduled", s(retried.scheduled_at.to_text()))
             .expression_attribute_values(":pending_queue", s(queue_of(id, TaskStatus::Pending)))
-            .expression_attribute_values(":now_key", s(ListKey::at(now, id).0))
+            .expression_attribute_values(":now_key", s(ListKey::of(&retried).0))
             .build()
             .map_err(|err| StoreError::Backend(format!("retry update: {err}")))?;
         let Some(reference) = task.reference_uid.clone() else {
-            return self.retry_without_reference(id, now, update).await;
+            return self
+                .retry_without_reference(id, retried.scheduled_at, update)
+                .await;
         };
         // Re-take the reference, then flip the task and re-version the guard in one
         // transaction: a create or another retry that read the guard before the flip fails
@@ -1404,10 +1408,11 @@ impl DynamoStore {
 }
 
 impl DynamoStore {
+    /// The retry `update` of task `id`, which makes it due at `scheduled`.
     async fn retry_without_reference(
         &self,
         id: TaskId,
-        now: Timestamp,
+        scheduled: Timestamp,
         update: Update,
     ) -> Result<Task, StoreError> {
         let result = self
@@ -1429,7 +1434,7 @@ impl DynamoStore {
                 Some(Some(old)) => {
                     let current = from_item(old)?;
                     // An SDK retry of a retry that landed: the task is pending again, due now.
-                    if current.status == TaskStatus::Pending && current.scheduled_at == now {
+                    if current.status == TaskStatus::Pending && current.scheduled_at == scheduled {
                         Ok(current)
                     } else {
                         Err(StoreError::Conflict {

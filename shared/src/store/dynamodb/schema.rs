@@ -96,7 +96,7 @@ pub const UPDATE_CANCEL: &str = "SET #status = :cancelled, updatedAt = :now, fin
 /// Condition for retrying: failed or cancelled.
 pub const COND_RETRYABLE: &str = "#status IN (:failed, :cancelled)";
 /// Update expression of a retry: pending and due now, a fresh attempt budget, history kept.
-pub const UPDATE_RETRY: &str = "SET #status = :pending, attempts = :zero, scheduledAt = :now, \
+pub const UPDATE_RETRY: &str = "SET #status = :pending, attempts = :zero, scheduledAt = :scheduled, \
      updatedAt = :now, #queue = :pending_queue, queueAt = :now_key \
      REMOVE finishedAt, succeededAt, expiresAt, leaseExpiresAt";
 /// Condition for purging a failed or cancelled task: finished at or before the cutoff.
