@@ -439,58 +439,58 @@ impl<S: TaskQueue> Tasker<S> {
         // The lease covers the whole run: no handler outlives the deadline.
         let lease_until =
             due_by.plus(deadline.saturating_duration_since(started) + self.settings.lease_grace);
-        loop {
-            if limits.remaining() < limits.margin {
-                if summary.claimed == 0 {
-                    tracing::warn!("too little time left to start any task");
-                }
-                break;
-            }
-            let batch = match self
-                .store
-                .claim_due(
-                    due_by,
-                    self.clock.now(),
-                    self.settings.batch_size,
-                    lease_until,
-                )
-                .await
-            {
-                Ok(batch) => batch,
-                // Nothing done yet: fail the run so the invocation itself reports the outage.
-                Err(err) if summary.claimed == 0 => return Err(err.into()),
-                Err(err) => {
-                    tracing::error!(error = %err, "claiming the next batch failed; ending the run");
-                    summary.errors += 1;
-                    break;
-                }
-            };
-            // Keep claiming until a claim comes back empty: on DynamoDB a batch can be short
-            // because another processor won some candidates while more tasks are still due.
-            let empty = batch.is_empty();
+        let claim = || {
+            self.store.claim_due(
+                due_by,
+                self.clock.now(),
+                self.settings.batch_size,
+                lease_until,
+            )
+        };
+        if limits.remaining() < limits.margin {
+            tracing::warn!("too little time left to start any task");
+            summary.duration_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
+            return Ok(summary);
+        }
+        // Nothing done yet: a failure fails the run so the invocation itself reports the outage.
+        let mut batch = claim().await?;
+        // Keep claiming until a claim comes back empty: on DynamoDB a batch can be short because
+        // another processor won some candidates while more tasks are still due.
+        while !batch.is_empty() {
             summary.claimed += batch.len();
-            let outcomes: Vec<Outcome> = futures::stream::iter(batch)
+            let run = futures::stream::iter(batch)
                 .map(|task| self.run_one(task, limits))
                 .buffer_unordered(self.settings.concurrency.max(1))
-                .collect()
-                .await;
-            let mut out_of_time = false;
+                .collect::<Vec<Outcome>>();
+            // The next batch is claimed while this one runs, so the store's round trips overlap
+            // the handlers and their outcome writes. Tasks it claims while this batch runs out
+            // of time are given back unstarted by the next round, which then claims no more.
+            let ahead = async {
+                if limits.remaining() < limits.margin {
+                    None
+                } else {
+                    Some(claim().await)
+                }
+            };
+            let (outcomes, ahead) = futures::future::join(run, ahead).await;
             for outcome in outcomes {
                 match outcome {
                     Outcome::Succeeded => summary.succeeded += 1,
                     Outcome::Retried => summary.retried += 1,
                     Outcome::Failed => summary.failed += 1,
-                    Outcome::Released => {
-                        summary.released += 1;
-                        out_of_time = true;
-                    }
+                    Outcome::Released => summary.released += 1,
                     Outcome::Unrecorded => summary.errors += 1,
                 }
             }
-            // A released task is due again at once: claiming more now would only release it again.
-            if empty || out_of_time {
-                break;
-            }
+            batch = match ahead {
+                None => break,
+                Some(Ok(next)) => next,
+                Some(Err(err)) => {
+                    tracing::error!(error = %err, "claiming the next batch failed; ending the run");
+                    summary.errors += 1;
+                    break;
+                }
+            };
         }
         summary.duration_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
         if summary.claimed == 0 {
