@@ -30,7 +30,7 @@ use super::schema::{self, QUEUE_SHARDS, names};
 use super::{BATCH_GET_KEYS, DynamoStore, conditional_failure, sdk_error};
 use crate::clock::Timestamp;
 use crate::store::{ListKey, StoreError};
-use crate::task::{Task, TaskStatus};
+use crate::task::{Task, TaskId, TaskStatus};
 
 /// How old an entry must be before a watermark may pass it: longer than any write of an entry
 /// takes to land and show in the index. A create gives up before its put if it is a minute
@@ -74,6 +74,9 @@ pub struct DueState {
     preferred: Option<(u32, Timestamp)>,
     /// Keys of due entries known to be finished or left: settled by this process, or read.
     finished: HashSet<String>,
+    /// Keys of the tasks this process has claimed and not settled yet, with their lease
+    /// expiry: until then a scan knows they are running without reading them.
+    claimed: HashMap<String, Timestamp>,
 }
 
 impl DueState {
@@ -94,6 +97,7 @@ impl Default for DueState {
             shards: (0..QUEUE_SHARDS).map(|_| ShardCursor::default()).collect(),
             preferred: None,
             finished: HashSet::new(),
+            claimed: HashMap::new(),
         }
     }
 }
@@ -232,6 +236,35 @@ impl DynamoStore {
         }
     }
 
+    /// One page of up to `limit` entries `(key, id)` of `queue` above `lo` up to `hi`, oldest
+    /// first, from `start`; and where the next page starts, if any.
+    pub(super) async fn entries_page(
+        &self,
+        queue: &str,
+        lo: Option<&str>,
+        hi: Option<&str>,
+        limit: usize,
+        start: Option<Item>,
+    ) -> Result<(Vec<(String, TaskId)>, Option<Item>), StoreError> {
+        let output = self
+            .range_query(queue, lo, hi)
+            .limit(i32::try_from(limit).unwrap_or(i32::MAX))
+            .set_exclusive_start_key(start)
+            .send()
+            .await
+            .map_err(sdk_error)?;
+        let entries = output
+            .items
+            .unwrap_or_default()
+            .iter()
+            .filter_map(|item| {
+                let key = get_s(item, schema::QUEUE_AT)?.to_owned();
+                Some((key, get_s(item, schema::ID)?.parse().ok()?))
+            })
+            .collect();
+        Ok((entries, output.last_evaluated_key))
+    }
+
     /// The number of entries of `queue` above `lo` up to `hi` (`Select=COUNT`, index keys only).
     pub(super) async fn count_range(
         &self,
@@ -316,10 +349,27 @@ impl DynamoStore {
         }
     }
 
-    /// Remembers that the due entry `key` is finished or gone, so scans pass it unread.
-    pub(super) fn note_settled(&self, key: ListKey) {
+    /// Remembers the tasks this process just claimed, so scans skip them while their lease runs.
+    pub(super) fn note_claimed(&self, tasks: &[Task]) {
         let mut state = self.due.lock().unwrap_or_else(|p| p.into_inner());
-        state.remember([key.0]);
+        if state.claimed.len() >= FINISHED_CAP {
+            state.claimed.clear();
+        }
+        for task in tasks {
+            if let Some(lease) = task.lease_expires_at {
+                state.claimed.insert(ListKey::of(task).0, lease);
+            }
+        }
+    }
+
+    /// Records the end of an attempt this process claimed from the entry `key`: when
+    /// `finished`, the entry is finished or left behind for good, so scans pass it unread.
+    pub(super) fn note_settled(&self, key: ListKey, finished: bool) {
+        let mut state = self.due.lock().unwrap_or_else(|p| p.into_inner());
+        state.claimed.remove(&key.0);
+        if finished {
+            state.remember([key.0]);
+        }
     }
 
     /// Each shard's cursor and its generation, fallen back to the table's watermark where the
@@ -448,7 +498,7 @@ impl DynamoStore {
                 .want
                 .saturating_sub(scan.found.claimable.len())
                 .clamp(1, BATCH_GET_KEYS);
-            let mut chunk: Vec<(usize, String, String, bool)> = Vec::new();
+            let mut chunk: Vec<(usize, String, String, Known)> = Vec::new();
             let mut unknown = 0;
             {
                 let state = self.due.lock().unwrap_or_else(|p| p.into_inner());
@@ -482,16 +532,24 @@ impl DynamoStore {
                         break;
                     };
                     readers[i].last_taken = Some(key.clone());
-                    let known = state.finished.contains(&key);
-                    if !known {
+                    let known = if state.finished.contains(&key) {
+                        Known::Finished
+                    } else if state
+                        .claimed
+                        .get(&key)
+                        .is_some_and(|lease| *lease > goal.due_by)
+                    {
+                        Known::Running
+                    } else {
                         unknown += 1;
-                    }
+                        Known::Unknown
+                    };
                     chunk.push((i, key, id, known));
                 }
             }
             let ids: Vec<String> = chunk
                 .iter()
-                .filter(|(_, _, _, known)| !known)
+                .filter(|(_, _, _, known)| *known == Known::Unknown)
                 .map(|(_, _, id, _)| id.clone())
                 .collect();
             // One item this version cannot read must not stop every claim: its entry blocks
@@ -509,13 +567,15 @@ impl DynamoStore {
             }
             scan.reads += ids.len();
             for (i, key, id, known) in chunk {
-                let entry = match tasks.get(&id) {
-                    Some(None) => Entry::Blocking,
-                    Some(Some(task)) => {
-                        classify(&key, known, Some(task.clone()), goal, scan.old_enough)
+                let entry = match (known, tasks.get(&id)) {
+                    (Known::Finished, _) => Entry::Passable { for_good: true },
+                    (Known::Running, _) | (Known::Unknown, Some(None)) => Entry::Blocking,
+                    (Known::Unknown, Some(Some(task))) => {
+                        classify(&key, Some(task.clone()), goal, scan.old_enough)
                     }
-                    None => classify(&key, known, None, goal, scan.old_enough),
+                    (Known::Unknown, None) => classify(&key, None, goal, scan.old_enough),
                 };
+                let known = known == Known::Finished;
                 let reader = &mut readers[i];
                 match entry {
                     Entry::Passable { for_good } => {
@@ -622,17 +682,19 @@ impl DynamoStore {
     }
 }
 
+/// What this process knows of an entry before reading its item.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Known {
+    /// Finished or left for good.
+    Finished,
+    /// Claimed by this process, its lease still running.
+    Running,
+    /// Nothing: the item must be read.
+    Unknown,
+}
+
 /// What the entry `key` means, given the item read for it (`None` when it is gone).
-fn classify(
-    key: &str,
-    known_finished: bool,
-    task: Option<Task>,
-    goal: &ScanGoal,
-    old_enough: Timestamp,
-) -> Entry {
-    if known_finished {
-        return Entry::Passable { for_good: true };
-    }
+fn classify(key: &str, task: Option<Task>, goal: &ScanGoal, old_enough: Timestamp) -> Entry {
     let Some(task) = task else {
         // Deleted, or created a moment ago and not readable yet: only an old entry is gone.
         let old = ListKey(key.to_owned())

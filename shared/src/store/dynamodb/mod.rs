@@ -585,6 +585,7 @@ impl TaskQueue for DynamoStore {
             }
             let lost = tried - claimed.len() - failed;
             self.note_claims(lost, now);
+            self.note_claimed(&claimed);
             if !claimed.is_empty() || lost == 0 || first_error.is_some() {
                 break;
             }
@@ -648,9 +649,8 @@ impl TaskQueue for DynamoStore {
         }?;
         // The entry the task was claimed from is finished, or left behind by a move.
         let entry = ListKey::of(claimed);
-        if recorded.status.is_finished() || ListKey::of(&recorded) != entry {
-            self.note_settled(entry);
-        }
+        let left = recorded.status.is_finished() || ListKey::of(&recorded) != entry;
+        self.note_settled(entry, left);
         Ok(recorded)
     }
 }
@@ -800,22 +800,9 @@ impl TaskPurger for DynamoStore {
             let mark = marks.get(shard as usize).cloned().flatten();
             let mut start: Option<Item> = None;
             loop {
-                let output = self
-                    .range_query(&partition, None, Some(&upper))
-                    .limit(PURGE_CHUNK as i32)
-                    .set_exclusive_start_key(start.take())
-                    .send()
-                    .await
-                    .map_err(sdk_error)?;
-                let entries: Vec<(String, TaskId)> = output
-                    .items
-                    .unwrap_or_default()
-                    .iter()
-                    .filter_map(|item| {
-                        let key = get_s(item, schema::QUEUE_AT)?.to_owned();
-                        Some((key, get_s(item, schema::ID)?.parse().ok()?))
-                    })
-                    .collect();
+                let (entries, next) = self
+                    .entries_page(&partition, None, Some(&upper), PURGE_CHUNK, start.take())
+                    .await?;
                 let mut ids: Vec<TaskId> = Vec::with_capacity(entries.len());
                 let mut unsure: Vec<TaskId> = Vec::new();
                 for (key, id) in entries {
@@ -845,7 +832,7 @@ impl TaskPurger for DynamoStore {
                 if chunk > 0 {
                     progress(chunk);
                 }
-                start = output.last_evaluated_key;
+                start = next;
                 if start.is_none() {
                     break;
                 }
@@ -1376,22 +1363,9 @@ impl DynamoStore {
         }
         let mut start: Option<Item> = None;
         loop {
-            let output = self
-                .range_query(queue, lo, Some(hi))
-                .limit(BATCH_GET_KEYS as i32)
-                .set_exclusive_start_key(start.take())
-                .send()
-                .await
-                .map_err(sdk_error)?;
-            let entries: Vec<(String, TaskId)> = output
-                .items
-                .unwrap_or_default()
-                .iter()
-                .filter_map(|item| {
-                    let key = get_s(item, schema::QUEUE_AT)?.to_owned();
-                    Some((key, get_s(item, schema::ID)?.parse().ok()?))
-                })
-                .collect();
+            let (entries, next) = self
+                .entries_page(queue, lo, Some(hi), BATCH_GET_KEYS, start.take())
+                .await?;
             let ids: Vec<TaskId> = entries.iter().map(|(_, id)| *id).collect();
             let tasks = self.get_many(&ids, false).await?;
             for (key, id) in entries {
@@ -1399,7 +1373,7 @@ impl DynamoStore {
                     counts.add(task.status, 1);
                 }
             }
-            start = output.last_evaluated_key;
+            start = next;
             if start.is_none() {
                 return Ok(counts);
             }
