@@ -34,7 +34,7 @@ enum Command {
     Process(StoreArgs),
     /// Delete finished tasks older than TASKER_RETENTION and print the count as JSON.
     Cleanup(StoreArgs),
-    /// List tasks, newest first (due instant while pending, finish once done).
+    /// List tasks, newest first (scheduled instant; finish once failed or cancelled).
     List {
         /// Only tasks in this status.
         #[arg(long, value_parser = parse_status)]
