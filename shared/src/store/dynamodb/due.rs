@@ -27,7 +27,7 @@ use aws_sdk_dynamodb::types::Select;
 
 use super::item::{Item, Queue, from_item, get_s, s, watermark_key};
 use super::schema::{self, QUEUE_SHARDS, names};
-use super::{BATCH_GET_KEYS, DynamoStore, conditional_failure, sdk_error};
+use super::{BATCH_GET_KEYS, DynamoStore, sdk_error, unless_condition_failed};
 use crate::clock::Timestamp;
 use crate::store::{ListKey, StoreError};
 use crate::task::{Task, TaskId, TaskStatus};
@@ -327,12 +327,8 @@ impl DynamoStore {
             .expression_attribute_values(":now", s(now.to_text()))
             .send()
             .await;
-        match result {
-            Ok(_) => Ok(()),
-            // Another process raised it further: fine.
-            Err(err) if conditional_failure(&err).is_some() => Ok(()),
-            Err(err) => Err(sdk_error(err)),
-        }
+        // A failed condition: another process raised it further already.
+        unless_condition_failed(result).map(|_| ())
     }
 
     /// Records how a round of claims went: when some lost their condition to another

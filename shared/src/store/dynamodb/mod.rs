@@ -301,11 +301,7 @@ impl DynamoStore {
             .expression_attribute_values(":task", s(task_id))
             .send()
             .await;
-        match result {
-            Ok(_) => Ok(()),
-            Err(err) if conditional_failure(&err).is_some() => Ok(()),
-            Err(err) => Err(sdk_error(err)),
-        }
+        unless_condition_failed(result).map(|_| ())
     }
 
     /// Deletes the guards a task item holds (reference and idempotency), if they still name it.
@@ -386,11 +382,10 @@ impl DynamoStore {
                 )
                 .expression_attribute_values(":cutoff", s(ListKey::after_all_at(cutoff).0)),
         };
-        let old = match delete.send().await {
-            Ok(output) => output.attributes.unwrap_or_default(),
-            Err(err) if conditional_failure(&err).is_some() => return Ok(false),
-            Err(err) => return Err(sdk_error(err)),
+        let Some(output) = unless_condition_failed(delete.send().await)? else {
+            return Ok(false);
         };
+        let old = output.attributes.unwrap_or_default();
         self.release_guards_of(&old, &id.to_string()).await?;
         Ok(true)
     }
@@ -424,6 +419,22 @@ where
         return None;
     }
     Some(old_item_of(err))
+}
+
+/// The call's output, or `None` when its condition failed (the write was not needed or not
+/// wanted any more); other errors converted.
+fn unless_condition_failed<T, E, R>(
+    result: Result<T, SdkError<E, R>>,
+) -> Result<Option<T>, StoreError>
+where
+    E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
+    R: std::fmt::Debug + Send + Sync + 'static,
+{
+    match result {
+        Ok(output) => Ok(Some(output)),
+        Err(err) if conditional_failure(&err).is_some() => Ok(None),
+        Err(err) => Err(sdk_error(err)),
+    }
 }
 
 /// The item a `ConditionalCheckFailedException` carries, whichever operation raised it.
@@ -509,20 +520,16 @@ impl TaskWriter for DynamoStore {
             ));
         }
         if written.is_ok() {
-            written = self
+            let put = self
                 .client
                 .put_item()
                 .table_name(&self.table)
                 .set_item(Some(to_item(&task, self.ttl_after)?))
                 .condition_expression(schema::COND_NEW_ITEM)
                 .send()
-                .await
-                .map(|_| ())
-                .or_else(|err| match conditional_failure(&err) {
-                    // Ids are fresh ULIDs: only an SDK retry of our own landed put finds one.
-                    Some(_) => Ok(()),
-                    None => Err(sdk_error(err)),
-                });
+                .await;
+            // Ids are fresh ULIDs: only an SDK retry of our own landed put finds one.
+            written = unless_condition_failed(put).map(|_| ());
         }
         if let Err(err) = written {
             // Free the guards at once rather than leave them naming a task that does not exist.

@@ -116,8 +116,6 @@ pub const COND_GUARD_VERSION: &str = "taskId = :task AND version = :version";
 pub const COND_GUARD_UNVERSIONED: &str = "taskId = :task AND attribute_not_exists(version)";
 /// Key condition of a queue-index query up to a key.
 pub const KEY_QUEUE_UP_TO: &str = "#queue = :queue AND queueAt <= :until";
-/// Key condition of a queue-index query below a key (the next page of a listing).
-pub const KEY_QUEUE_BELOW: &str = "#queue = :queue AND queueAt < :below";
 /// Key condition of a whole queue.
 pub const KEY_QUEUE: &str = "#queue = :queue";
 /// Key condition of a queue-index query between two keys (both included).
