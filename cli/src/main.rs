@@ -10,8 +10,8 @@ use std::process::ExitCode;
 
 use clap::{Args, Parser, Subcommand};
 use tasker::store::ListFilter;
-use tasker::store::dynamodb::schema;
-use tasker::{Config, DynamoStore, StoreKind, TaskStatus};
+use tasker::store::dynamodb::{self, schema};
+use tasker::{Config, StoreKind, TaskStatus};
 
 use crate::operator::{parse_id, print_task};
 
@@ -266,7 +266,7 @@ async fn run(cli: Cli) -> Result<(), CliError> {
             operator::stats(&tasker, output.json).await
         }
         Command::CreateTable { table } => {
-            let client = DynamoStore::client_from_env().await;
+            let client = dynamodb::client_from_env().await;
             schema::create_table(&client, &table).await?;
             println!("created table {table}");
             Ok(())

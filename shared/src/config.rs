@@ -4,11 +4,30 @@ use std::path::PathBuf;
 use std::str::FromStr;
 use std::time::Duration;
 
-use crate::retry::RetryPolicy;
-use crate::store::{DynamoStore, SqliteStore, Store, StoreError};
-use crate::tasker::{PollSettings, ProcessorSettings, Tasker};
-use crate::tasks::webhook::{WebhookSender, WebhookSettings};
-use crate::tasks::{RegistryError, TypeSettings, builtin_registry};
+use crate::retry::{RetryPolicy, RetryPolicyError};
+use crate::tasker::{PollSettings, ProcessorSettings};
+use crate::tasks::TypeSettings;
+
+/// Settings of the webhook sender.
+#[derive(Debug, Clone)]
+pub struct WebhookSettings {
+    /// Signs each body when set.
+    pub secret: Option<String>,
+    /// Whole-request timeout.
+    pub timeout: Duration,
+    /// Allows loopback, private and link-local targets (for local development and tests).
+    pub allow_private: bool,
+}
+
+impl Default for WebhookSettings {
+    fn default() -> Self {
+        Self {
+            secret: None,
+            timeout: Duration::from_secs(10),
+            allow_private: false,
+        }
+    }
+}
 
 /// Which backend holds the tasks.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -17,6 +36,24 @@ pub enum StoreKind {
     Sqlite,
     /// DynamoDB table (`TASKER_TABLE`).
     DynamoDb,
+}
+
+impl StoreKind {
+    /// The name `TASKER_STORE` takes.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Sqlite => "sqlite",
+            Self::DynamoDb => "dynamodb",
+        }
+    }
+
+    /// True when this binary has the backend (its cargo feature is on).
+    pub fn is_built(self) -> bool {
+        match self {
+            Self::Sqlite => cfg!(feature = "sqlite"),
+            Self::DynamoDb => cfg!(feature = "dynamodb"),
+        }
+    }
 }
 
 impl FromStr for StoreKind {
@@ -143,10 +180,7 @@ impl Config {
                         millis,
                     )?,
                 };
-                retry.validate().map_err(|reason| ConfigError {
-                    name: "TASKER_RETRY_FACTOR",
-                    reason,
-                })?;
+                retry.validate().map_err(retry_error)?;
                 TypeSettings {
                     max_attempts: base.max_attempts,
                     retry,
@@ -196,6 +230,17 @@ impl Config {
                 allow_private: parse(&get, "TASKER_WEBHOOK_ALLOW_PRIVATE", false, boolean)?,
             },
         };
+        if !config.store.is_built() {
+            return Err(ConfigError {
+                name: "TASKER_STORE",
+                reason: format!(
+                    "this binary is built without the {} backend (cargo feature `{}`); \
+                     the Lambda functions need TASKER_STORE=dynamodb",
+                    config.store.as_str(),
+                    config.store.as_str()
+                ),
+            });
+        }
         if config.store == StoreKind::DynamoDb && config.table.is_none() {
             return Err(ConfigError {
                 name: "TASKER_TABLE",
@@ -231,21 +276,54 @@ impl Config {
     }
 
     /// Opens the configured store (DynamoDB from the standard AWS environment).
-    pub async fn open_store(&self) -> Result<Store, StoreError> {
+    #[cfg(any(feature = "sqlite", feature = "dynamodb"))]
+    pub async fn open_store(&self) -> Result<crate::store::Store, crate::store::StoreError> {
+        use crate::store::{Store, StoreError};
         match self.store {
-            StoreKind::Sqlite => Ok(Store::Sqlite(SqliteStore::open(&self.db_path)?)),
+            #[cfg(feature = "sqlite")]
+            StoreKind::Sqlite => Ok(Store::Sqlite(crate::store::SqliteStore::open(
+                &self.db_path,
+            )?)),
+            #[cfg(feature = "dynamodb")]
             StoreKind::DynamoDb => {
-                let table = self.table.clone().ok_or_else(|| {
-                    StoreError::Backend("TASKER_TABLE is required for DynamoDB".into())
-                })?;
-                let client = DynamoStore::client_from_env().await;
-                Ok(Store::DynamoDb(DynamoStore::new(
+                let table = self
+                    .table
+                    .clone()
+                    .ok_or_else(|| StoreError::backend("TASKER_TABLE is required for DynamoDB"))?;
+                let client = crate::store::dynamodb::client_from_env().await;
+                Ok(Store::DynamoDb(crate::store::DynamoStore::new(
                     client,
                     table,
                     self.retention,
                 )))
             }
+            // `from_lookup` refuses a backend this binary lacks.
+            #[allow(unreachable_patterns)]
+            other => Err(StoreError::backend(format!(
+                "this binary is built without the {} backend",
+                other.as_str()
+            ))),
         }
+    }
+
+    /// Tasker over the configured store with the built-in task handlers.
+    #[cfg(all(feature = "webhook", any(feature = "sqlite", feature = "dynamodb")))]
+    pub async fn build_tasker(
+        &self,
+    ) -> Result<crate::tasker::Tasker<crate::store::Store>, StartupError> {
+        let store = self.open_store().await?;
+        self.tasker_over(store)
+    }
+
+    /// Tasker over an already opened `store` with the built-in task handlers.
+    #[cfg(feature = "webhook")]
+    pub fn tasker_over<S>(&self, store: S) -> Result<crate::tasker::Tasker<S>, StartupError> {
+        use crate::tasks::webhook::WebhookSender;
+        let registry = crate::tasks::builtin_registry(
+            WebhookSender::new(self.webhook.clone()),
+            self.task_defaults,
+        )?;
+        Ok(crate::tasker::Tasker::new(store, registry, self.processor))
     }
 }
 
@@ -254,24 +332,27 @@ impl Config {
 pub enum StartupError {
     /// Opening the store failed.
     #[error(transparent)]
-    Store(#[from] StoreError),
+    Store(#[from] crate::store::StoreError),
     /// A task handler could not be registered.
     #[error(transparent)]
-    Registry(#[from] RegistryError),
+    Registry(#[from] crate::tasks::RegistryError),
 }
 
-impl Config {
-    /// Tasker over the configured store with the built-in task handlers.
-    pub async fn build_tasker(&self) -> Result<Tasker<Store>, StartupError> {
-        let store = self.open_store().await?;
-        self.tasker_over(store)
-    }
-
-    /// Tasker over an already opened `store` with the built-in task handlers.
-    pub fn tasker_over<S>(&self, store: S) -> Result<Tasker<S>, StartupError> {
-        let registry =
-            builtin_registry(WebhookSender::new(self.webhook.clone()), self.task_defaults)?;
-        Ok(Tasker::new(store, registry, self.processor))
+/// The retry settings' error, naming the variables at fault.
+fn retry_error(err: RetryPolicyError) -> ConfigError {
+    match err {
+        RetryPolicyError::Factor(_) => ConfigError {
+            name: "TASKER_RETRY_FACTOR",
+            reason: err.to_string(),
+        },
+        RetryPolicyError::InitialAboveMax { initial_ms, max_ms } => ConfigError {
+            name: "TASKER_RETRY_INITIAL",
+            reason: format!(
+                "{} must not exceed TASKER_RETRY_MAX ({})",
+                humantime::format_duration(Duration::from_millis(initial_ms)),
+                humantime::format_duration(Duration::from_millis(max_ms))
+            ),
+        },
     }
 }
 
@@ -397,8 +478,21 @@ mod tests {
             let err = config(&[(name, value)]).unwrap_err();
             assert_eq!(err.name, name);
         }
-        let err = config(&[("TASKER_STORE", "dynamodb")]).unwrap_err();
-        assert_eq!(err.name, "TASKER_TABLE");
+        if cfg!(feature = "dynamodb") {
+            let err = config(&[("TASKER_STORE", "dynamodb")]).unwrap_err();
+            assert_eq!(err.name, "TASKER_TABLE");
+        }
+    }
+
+    #[test]
+    fn an_initial_retry_longer_than_the_maximum_names_both_variables() {
+        let err =
+            config(&[("TASKER_RETRY_INITIAL", "2h"), ("TASKER_RETRY_MAX", "1h")]).unwrap_err();
+        assert_eq!(err.name, "TASKER_RETRY_INITIAL");
+        assert_eq!(
+            err.to_string(),
+            "TASKER_RETRY_INITIAL: 2h must not exceed TASKER_RETRY_MAX (1h)"
+        );
     }
 
     #[test]

@@ -1,10 +1,18 @@
 //! Tasker: background tasks with scheduling, retries, cancellation and cleanup, stored in
 //! DynamoDB (on Lambda) or an embedded SQLite file (on one machine).
+//!
+//! Cargo features choose what a binary links: `dynamodb` and `sqlite` (the backends), `api`
+//! (the HTTP API), `webhook` (the `sendWebhook` task type), `lambda` (errors at the Lambda
+//! edge) and `testing` (the store conformance suite and the benchmark's probes).
 
+#[cfg(feature = "api")]
 pub mod api;
 pub mod clock;
 pub mod config;
+#[cfg(feature = "lambda")]
+mod lambda;
 pub mod metrics;
+pub mod report;
 pub mod retry;
 pub mod store;
 pub mod task;
@@ -12,10 +20,16 @@ pub mod tasker;
 pub mod tasks;
 
 pub use clock::{Clock, ManualClock, SystemClock, Timestamp};
-pub use config::StartupError;
-pub use config::{AuthMode, Config, ConfigError, StoreKind};
-pub use retry::RetryPolicy;
-pub use store::{DynamoStore, SqliteStore, Store, StoreError};
+pub use config::{AuthMode, Config, ConfigError, StartupError, StoreKind};
+pub use report::Report;
+pub use retry::{RetryPolicy, RetryPolicyError};
+#[cfg(feature = "dynamodb")]
+pub use store::DynamoStore;
+#[cfg(feature = "sqlite")]
+pub use store::SqliteStore;
+#[cfg(any(feature = "sqlite", feature = "dynamodb"))]
+pub use store::Store;
+pub use store::StoreError;
 pub use task::{NewTask, Task, TaskId, TaskStatus, ValidationError};
 pub use tasker::{
     CleanupSummary, PollSettings, ProcessorSettings, RunSummary, Stats, Tasker, TaskerError,

@@ -62,19 +62,35 @@ impl RetryPolicy {
         drawn.max(Duration::from_millis(self.min_interval_ms))
     }
 
-    /// Checks the numbers make sense; the message names the setting.
-    pub fn validate(&self) -> Result<(), String> {
+    /// Checks the numbers make sense.
+    pub fn validate(&self) -> Result<(), RetryPolicyError> {
         if !(self.factor.is_finite() && (1.0..=100.0).contains(&self.factor)) {
-            return Err(format!(
-                "factor must be between 1 and 100, got {}",
-                self.factor
-            ));
+            return Err(RetryPolicyError::Factor(self.factor));
         }
         if self.initial_interval_ms > self.max_interval_ms {
-            return Err("the initial interval must not exceed the maximum interval".into());
+            return Err(RetryPolicyError::InitialAboveMax {
+                initial_ms: self.initial_interval_ms,
+                max_ms: self.max_interval_ms,
+            });
         }
         Ok(())
     }
+}
+
+/// A retry policy whose numbers do not make sense; each names the fields at fault.
+#[derive(Debug, Clone, Copy, PartialEq, thiserror::Error)]
+pub enum RetryPolicyError {
+    /// The growth per failure is outside 1 to 100.
+    #[error("factor must be between 1 and 100, got {0}")]
+    Factor(f64),
+    /// The first wait's bound is above the largest bound.
+    #[error("initialIntervalMs ({initial_ms}) must not exceed maxIntervalMs ({max_ms})")]
+    InitialAboveMax {
+        /// The initial interval, in milliseconds.
+        initial_ms: u64,
+        /// The maximum interval, in milliseconds.
+        max_ms: u64,
+    },
 }
 
 #[cfg(test)]
@@ -114,13 +130,19 @@ mod tests {
             factor: 0.5,
             ..RetryPolicy::default()
         };
-        assert!(bad_factor.validate().is_err());
+        assert_eq!(bad_factor.validate(), Err(RetryPolicyError::Factor(0.5)));
         let inverted = RetryPolicy {
             initial_interval_ms: 10,
             max_interval_ms: 1,
             ..RetryPolicy::default()
         };
-        assert!(inverted.validate().is_err());
+        assert_eq!(
+            inverted.validate(),
+            Err(RetryPolicyError::InitialAboveMax {
+                initial_ms: 10,
+                max_ms: 1
+            })
+        );
         assert!(RetryPolicy::default().validate().is_ok());
     }
 }

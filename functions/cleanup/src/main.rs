@@ -1,11 +1,16 @@
 use lambda_runtime::{Error, LambdaEvent, run, service_fn, tracing};
-use tasker::Config;
+use tasker::{Config, Registry, Tasker};
 
 #[tokio::main]
 async fn main() -> Result<(), Error> {
     tracing::init_default_subscriber();
     let config = Config::from_env()?;
-    let tasker = config.build_tasker().await?;
+    // Cleanup runs no handlers: it links neither the webhook client nor the task types.
+    let tasker = Tasker::new(
+        config.open_store().await?,
+        Registry::new(),
+        config.processor,
+    );
     run(service_fn(|event: LambdaEvent<serde_json::Value>| {
         cleanup::handle(&tasker, config.cleanup_age(), event)
     }))

@@ -1,11 +1,12 @@
 //! The processor Lambda: one processQueue run per scheduled event, then one line of CloudWatch
-//! Embedded Metric Format with the run's counts and the backlog.
+//! Embedded Metric Format with the run's counts and the backlog. Errors reach Lambda through
+//! the library's one `TaskerError` to `Diagnostic` conversion.
 
 use std::time::{Instant, SystemTime};
 
-use lambda_runtime::{Diagnostic, LambdaEvent};
+use lambda_runtime::LambdaEvent;
 use tasker::store::{QueueStats, TaskQueue};
-use tasker::{PollSettings, RunSummary, Tasker, TaskerError, metrics};
+use tasker::{PollSettings, Report, RunSummary, Tasker, TaskerError, metrics};
 
 /// The longest the backlog read for the metrics may take (less if the deadline is nearer).
 const BACKLOG_BUDGET: std::time::Duration = std::time::Duration::from_secs(5);
@@ -22,20 +23,6 @@ fn remaining_now(event: &LambdaEvent<serde_json::Value>) -> std::time::Duration 
 /// 2001-09-09 in Unix milliseconds: any real invocation deadline is later.
 const PLAUSIBLE_DEADLINE_MS: u64 = 1_000_000_000_000;
 
-/// A run failed before it could process anything.
-#[derive(Debug, thiserror::Error)]
-#[error("processor run failed: {0}")]
-pub struct ProcessorError(#[from] pub TaskerError);
-
-impl From<ProcessorError> for Diagnostic {
-    fn from(err: ProcessorError) -> Self {
-        Diagnostic {
-            error_type: err.0.error_type().into(),
-            error_message: err.to_string(),
-        }
-    }
-}
-
 /// Runs the queue until the invocation's deadline leaves less than the configured margin (in
 /// poll mode, again every `poll.interval` until `poll.window` has passed), then hands the
 /// metrics line to `emit` (stdout in Lambda, where CloudWatch picks it up).
@@ -45,7 +32,7 @@ pub async fn handle<S: TaskQueue + QueueStats>(
     poll: PollSettings,
     event: LambdaEvent<serde_json::Value>,
     emit: &(dyn Fn(&str) + Sync),
-) -> Result<RunSummary, ProcessorError> {
+) -> Result<RunSummary, TaskerError> {
     // Lambda sends the deadline as Unix milliseconds. Some local emulators send a duration
     // instead (cargo lambda watch sends its --timeout, e.g. 60000): a "deadline" before 2001 is
     // no deadline, and the run is bounded by TASKER_MAX_RUN alone.
@@ -80,7 +67,7 @@ pub async fn handle<S: TaskQueue + QueueStats>(
     let backlog = match tokio::time::timeout(budget, tasker.backlog()).await {
         Ok(Ok(backlog)) => Some(backlog),
         Ok(Err(err)) => {
-            tracing::warn!(error = %err, "could not read the backlog for the metrics");
+            tracing::warn!(error = %Report(&err), "could not read the backlog for the metrics");
             None
         }
         Err(_) => {

@@ -5,6 +5,7 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 
+use crate::report::Report;
 use crate::store::StoreError;
 use crate::task::{TaskId, ValidationError};
 use crate::tasker::TaskerError;
@@ -116,16 +117,16 @@ impl From<StoreError> for ApiError {
             StoreError::LeaseLost(_) => {
                 Self::new(StatusCode::CONFLICT, "conflict", err.to_string())
             }
-            StoreError::Unavailable(_) => {
-                tracing::warn!(error = %err, "store unavailable");
+            StoreError::Unavailable { .. } => {
+                tracing::warn!(error = %Report(&err), "store unavailable");
                 Self::new(
                     StatusCode::SERVICE_UNAVAILABLE,
                     "store_unavailable",
                     "the task store is busy or unreachable; try again",
                 )
             }
-            StoreError::Backend(_) => {
-                tracing::error!(error = %err, "store failure");
+            StoreError::Backend { .. } => {
+                tracing::error!(error = %Report(&err), "store failure");
                 Self::new(
                     StatusCode::INTERNAL_SERVER_ERROR,
                     "internal",

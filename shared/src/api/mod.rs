@@ -18,9 +18,7 @@ use serde_json::json;
 
 use self::error::ApiError;
 use crate::config::AuthMode;
-use crate::store::{
-    Created, QueueStats, TaskCanceller, TaskLister, TaskReader, TaskRetrier, TaskWriter,
-};
+use crate::store::Created;
 use crate::task::{MAX_PAYLOAD_BYTES, TaskId};
 use crate::tasker::Tasker;
 
@@ -44,23 +42,7 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("GET", HEALTH_PATH),
 ];
 
-/// What the API needs from a store.
-pub trait ApiStore:
-    TaskReader + TaskWriter + TaskCanceller + TaskRetrier + TaskLister + QueueStats + Clone + 'static
-{
-}
-impl<
-    S: TaskReader
-        + TaskWriter
-        + TaskCanceller
-        + TaskRetrier
-        + TaskLister
-        + QueueStats
-        + Clone
-        + 'static,
-> ApiStore for S
-{
-}
+pub use crate::store::ApiStore;
 
 type AppState<S> = Arc<Tasker<S>>;
 

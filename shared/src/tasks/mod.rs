@@ -1,5 +1,6 @@
 //! Task handlers: the registry that maps a task type to its handler, and the shipped handlers.
 
+#[cfg(feature = "webhook")]
 pub mod webhook;
 
 use std::collections::HashMap;
@@ -147,7 +148,10 @@ impl Registry {
             return Err(RegistryError::Duplicate(task_type.to_owned()));
         }
         let invalid = |reason: String| RegistryError::InvalidSettings(task_type.to_owned(), reason);
-        settings.retry.validate().map_err(invalid)?;
+        settings
+            .retry
+            .validate()
+            .map_err(|err| invalid(err.to_string()))?;
         if !(1..=MAX_ATTEMPTS_LIMIT).contains(&settings.max_attempts) {
             return Err(invalid(format!(
                 "max_attempts must be 1 to {MAX_ATTEMPTS_LIMIT}"
@@ -183,6 +187,7 @@ impl Registry {
 }
 
 /// The registry with every handler Tasker ships (`sendWebhook`), each with `defaults`.
+#[cfg(feature = "webhook")]
 pub fn builtin_registry(
     webhook: webhook::WebhookSender,
     defaults: TypeSettings,

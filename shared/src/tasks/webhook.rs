@@ -3,7 +3,6 @@
 use std::collections::BTreeMap;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::sync::{Arc, OnceLock};
-use std::time::Duration;
 
 use hmac::{Hmac, KeyInit, Mac};
 use reqwest::dns::{Addrs, Name, Resolve, Resolving};
@@ -30,26 +29,7 @@ struct WebhookPayload {
     headers: BTreeMap<String, String>,
 }
 
-/// Settings of the webhook sender.
-#[derive(Debug, Clone)]
-pub struct WebhookSettings {
-    /// Signs each body when set.
-    pub secret: Option<String>,
-    /// Whole-request timeout.
-    pub timeout: Duration,
-    /// Allows loopback, private and link-local targets (for local development and tests).
-    pub allow_private: bool,
-}
-
-impl Default for WebhookSettings {
-    fn default() -> Self {
-        Self {
-            secret: None,
-            timeout: Duration::from_secs(10),
-            allow_private: false,
-        }
-    }
-}
+pub use crate::config::WebhookSettings;
 
 /// Sends webhooks; one HTTP client, shared by every attempt.
 #[derive(Debug, Clone)]

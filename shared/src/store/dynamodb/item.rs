@@ -1,4 +1,5 @@
-//! The DynamoDB item of a task, and the conversion both ways (via serde_dynamo).
+//! The items in the table, typed: a task, a guard, a watermark; and the conversion of each
+//! both ways (via serde_dynamo). Nothing outside `store/dynamodb/` sees an item.
 
 use std::collections::HashMap;
 use std::time::Duration;
@@ -6,7 +7,7 @@ use std::time::Duration;
 use aws_sdk_dynamodb::types::AttributeValue;
 use serde::{Deserialize, Serialize};
 
-use super::schema::{GUARD_PREFIX, IDEMPOTENCY_PREFIX, QUEUE_SHARDS, WATERMARK_PREFIX};
+use super::schema::{self, GUARD_PREFIX, IDEMPOTENCY_PREFIX, QUEUE_SHARDS, WATERMARK_PREFIX};
 use crate::clock::Timestamp;
 use crate::retry::RetryPolicy;
 use crate::store::{ListKey, StoreError};
@@ -152,13 +153,13 @@ pub fn to_item(task: &Task, ttl_after: Duration) -> Result<Item, StoreError> {
             .map(|finished| finished.plus(ttl_after).unix_seconds()),
     };
     serde_dynamo::to_item(item)
-        .map_err(|err| StoreError::Backend(format!("cannot encode task {}: {err}", task.id)))
+        .map_err(|err| StoreError::backend_from(format!("cannot encode task {}", task.id), err))
 }
 
 /// The task stored in `item`.
 pub fn from_item(item: Item) -> Result<Task, StoreError> {
     let item: TaskItem = serde_dynamo::from_item(item)
-        .map_err(|err| StoreError::Backend(format!("cannot decode task item: {err}")))?;
+        .map_err(|err| StoreError::backend_from("cannot decode a task item", err))?;
     Ok(Task {
         id: item.id,
         task_type: item.task_type,
@@ -191,11 +192,78 @@ pub fn n(value: impl ToString) -> AttributeValue {
     AttributeValue::N(value.to_string())
 }
 
-/// The string attribute `name` of `item`, if present.
-pub fn get_s<'a>(item: &'a Item, name: &str) -> Option<&'a str> {
-    item.get(name)
-        .and_then(|v| v.as_s().ok())
-        .map(String::as_str)
+/// The task id an item names, whether or not the rest of it decodes.
+pub fn item_id(item: &Item) -> Option<TaskId> {
+    item.get(schema::ID)?.as_s().ok()?.parse().ok()
+}
+
+/// A guard: the item that holds a `(referenceUid, type)` for one active task, or maps a
+/// `(type, idempotencyKey)` to the task it made.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct GuardItem {
+    /// `ref#<type>#<referenceUid>` or `idem#<type>#<key>`.
+    pub id: String,
+    /// The task that holds it.
+    pub task_id: String,
+    /// When it was written: a holder not written yet is a create in flight for a while.
+    #[serde(default, deserialize_with = "lenient_timestamp")]
+    pub created_at: Option<Timestamp>,
+    /// Unique to each write, so a takeover is conditioned on the version it read (absent on
+    /// guards written before guards carried one).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub version: Option<String>,
+}
+
+impl GuardItem {
+    /// A fresh guard `id` for `task_id`, written at `now`.
+    pub fn new(id: &str, task_id: TaskId, now: Timestamp) -> Self {
+        Self {
+            id: id.to_owned(),
+            task_id: task_id.to_string(),
+            created_at: Some(now),
+            version: Some(crate::store::transition::new_lease_token()),
+        }
+    }
+
+    /// The item.
+    pub fn to_item(&self) -> Result<Item, StoreError> {
+        serde_dynamo::to_item(self).map_err(|err| {
+            StoreError::backend_from(format!("cannot encode guard {}", self.id), err)
+        })
+    }
+
+    /// The guard stored in `item`.
+    pub fn from_item(item: Item) -> Result<Self, StoreError> {
+        serde_dynamo::from_item(item)
+            .map_err(|err| StoreError::backend_from("cannot decode a guard item", err))
+    }
+}
+
+/// An unreadable guard time counts as old: the holder is no longer in flight.
+fn lenient_timestamp<'de, D: serde::Deserializer<'de>>(
+    deserializer: D,
+) -> Result<Option<Timestamp>, D::Error> {
+    let text: Option<String> = Option::deserialize(deserializer)?;
+    Ok(text.and_then(|text| text.parse().ok()))
+}
+
+/// A shard's watermark: every `due#N` entry at or below `up_to` is finished.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct WatermarkItem {
+    /// `mark#due#N`.
+    pub id: String,
+    /// The highest entry key known finished, with everything below it.
+    pub up_to: String,
+}
+
+impl WatermarkItem {
+    /// The watermark stored in `item`.
+    pub fn from_item(item: Item) -> Result<Self, StoreError> {
+        serde_dynamo::from_item(item)
+            .map_err(|err| StoreError::backend_from("cannot decode a watermark item", err))
+    }
 }
 
 #[cfg(test)]
@@ -211,11 +279,11 @@ mod tests {
         assert!(!item.contains_key("referenceUid"));
         assert!(!item.contains_key("lastError"));
         assert_eq!(
-            get_s(&item, "queueAt"),
+            item["queueAt"].as_s().ok().map(String::as_str),
             Some(format!("2026-11-27T20:00:00.000Z#{}", task.id).as_str())
         );
         assert_eq!(
-            get_s(&item, "queue"),
+            item["queue"].as_s().ok().map(String::as_str),
             Some(format!("due#{}", shard_of(task.id)).as_str())
         );
         assert_eq!(from_item(item).unwrap(), task);
@@ -229,11 +297,17 @@ mod tests {
         task.status = TaskStatus::Succeeded;
         task.finished_at = Some(now.plus(Duration::from_secs(5)));
         let item = to_item(&task, Duration::from_secs(60)).unwrap();
-        assert_eq!(get_s(&item, "queue"), get_s(&pending, "queue"));
-        assert_eq!(get_s(&item, "queueAt"), get_s(&pending, "queueAt"));
+        assert_eq!(
+            item["queue"].as_s().ok().map(String::as_str),
+            pending["queue"].as_s().ok().map(String::as_str)
+        );
+        assert_eq!(
+            item["queueAt"].as_s().ok().map(String::as_str),
+            pending["queueAt"].as_s().ok().map(String::as_str)
+        );
         task.status = TaskStatus::Failed;
         let failed = to_item(&task, Duration::from_secs(60)).unwrap();
-        assert!(get_s(&failed, "queue").unwrap().starts_with("failed#"));
+        assert!(failed["queue"].as_s().unwrap().starts_with("failed#"));
         assert_eq!(
             item.get("expiresAt").and_then(|v| v.as_n().ok()).unwrap(),
             &(now.unix_seconds() + 65).to_string()

@@ -78,27 +78,10 @@ pub mod names {
 
 /// Condition for creating an item that must not exist yet.
 pub const COND_NEW_ITEM: &str = "attribute_not_exists(id)";
-/// Condition for claiming: pending and due, or running with an expired lease; attempts remain.
-pub const COND_CLAIMABLE: &str = "attempts < maxAttempts AND \
-     ((#status = :pending AND queueAt <= :due_key) \
-     OR (#status = :running AND leaseExpiresAt <= :due_by))";
-/// Update expression of a claim. It leaves `queue` and `queueAt` alone, so the index is not
-/// written: a claim costs one write unit.
-pub const UPDATE_CLAIM: &str = "SET #status = :running, attempts = attempts + :one, \
-     leaseExpiresAt = :lease, updatedAt = :now, leaseToken = :token";
-/// Condition for settling: still running the claim this processor made.
-pub const COND_HOLDS_LEASE: &str = "#status = :running AND leaseToken = :token";
-/// Condition for cancelling: still pending.
-pub const COND_PENDING: &str = "#status = :pending";
-/// Update expression of a cancel.
-pub const UPDATE_CANCEL: &str = "SET #status = :cancelled, updatedAt = :now, finishedAt = :now, \
-     #queue = :cancelled_queue, queueAt = :now_key, expiresAt = :expires";
-/// Condition for retrying: failed or cancelled.
-pub const COND_RETRYABLE: &str = "#status IN (:failed, :cancelled)";
-/// Update expression of a retry: pending and due now, a fresh attempt budget, history kept.
-pub const UPDATE_RETRY: &str = "SET #status = :pending, attempts = :zero, scheduledAt = :scheduled, \
-     updatedAt = :now, #queue = :pending_queue, queueAt = :now_key \
-     REMOVE finishedAt, succeededAt, expiresAt, leaseExpiresAt";
+/// The attributes a transition is conditioned on (see [`super::expr::unchanged`]): every
+/// transition changes at least one of them (a claim writes a fresh `leaseToken`), so an item
+/// that still has the values read has not changed since the read.
+pub const FINGERPRINT: [&str; 5] = [STATUS, ATTEMPTS, UPDATED_AT, LEASE_TOKEN, QUEUE_AT];
 /// Condition for purging a failed or cancelled task: finished at or before the cutoff.
 pub const COND_PURGEABLE: &str =
     "#queue IN (:failed_queue, :cancelled_queue) AND queueAt <= :cutoff";
@@ -213,7 +196,7 @@ impl TableSchema {
 }
 
 fn build_error(err: aws_sdk_dynamodb::error::BuildError) -> StoreError {
-    StoreError::Backend(format!("invalid table definition: {err}"))
+    StoreError::backend_from("invalid table definition", err)
 }
 
 fn key_elements(keys: &[KeyDef]) -> Result<Vec<KeySchemaElement>, StoreError> {
@@ -259,7 +242,10 @@ pub async fn create_table(client: &Client, table: &str) -> Result<(), StoreError
                 .map_err(build_error)?,
         );
     }
-    request.send().await.map_err(super::sdk_error)?;
+    request
+        .send()
+        .await
+        .map_err(|err| super::client::sdk_error("CreateTable", err))?;
     client
         .update_time_to_live()
         .table_name(table)
@@ -272,6 +258,6 @@ pub async fn create_table(client: &Client, table: &str) -> Result<(), StoreError
         )
         .send()
         .await
-        .map_err(super::sdk_error)?;
+        .map_err(|err| super::client::sdk_error("UpdateTimeToLive", err))?;
     Ok(())
 }

@@ -1,0 +1,121 @@
+//! The backend chosen at runtime from configuration: an enum over the backends this build
+//! has, so handlers stay generic without `dyn`.
+
+use super::{
+    Backlog, Created, ListFilter, ListKey, QueueStats, Settlement, StatusCounts, StoreError,
+    TaskCanceller, TaskLister, TaskPage, TaskPurger, TaskQueue, TaskReader, TaskRetrier,
+    TaskWriter,
+};
+use crate::clock::Timestamp;
+use crate::task::{Task, TaskId};
+
+/// The backend chosen at runtime from configuration.
+#[derive(Debug, Clone)]
+pub enum Store {
+    /// Embedded SQLite, for one machine.
+    #[cfg(feature = "sqlite")]
+    Sqlite(super::SqliteStore),
+    /// DynamoDB, for Lambda.
+    #[cfg(feature = "dynamodb")]
+    DynamoDb(super::DynamoStore),
+}
+
+/// Calls `$call` on whichever backend `$self` holds. The DynamoDB futures are boxed: they nest
+/// deep enough that a Lambda's whole future would otherwise exceed the compiler's layout depth
+/// in release builds, and a store call's network round trip dwarfs one allocation.
+macro_rules! on_backend {
+    ($self:ident, $store:ident => $call:expr) => {
+        match $self {
+            #[cfg(feature = "sqlite")]
+            Self::Sqlite($store) => $call.await,
+            #[cfg(feature = "dynamodb")]
+            Self::DynamoDb($store) => Box::pin($call).await,
+        }
+    };
+}
+
+impl TaskReader for Store {
+    async fn get(&self, id: TaskId) -> Result<Option<Task>, StoreError> {
+        on_backend!(self, store => store.get(id))
+    }
+}
+
+impl TaskWriter for Store {
+    async fn create(&self, task: Task) -> Result<Created, StoreError> {
+        on_backend!(self, store => store.create(task))
+    }
+}
+
+impl TaskQueue for Store {
+    async fn claim_due(
+        &self,
+        due_by: Timestamp,
+        now: Timestamp,
+        limit: usize,
+        lease_until: Timestamp,
+    ) -> Result<Vec<Task>, StoreError> {
+        on_backend!(self, store => store.claim_due(due_by, now, limit, lease_until))
+    }
+
+    async fn settle(
+        &self,
+        claimed: &Task,
+        outcome: Settlement,
+        now: Timestamp,
+    ) -> Result<Task, StoreError> {
+        on_backend!(self, store => store.settle(claimed, outcome, now))
+    }
+}
+
+impl TaskCanceller for Store {
+    async fn cancel(&self, id: TaskId, now: Timestamp) -> Result<Task, StoreError> {
+        on_backend!(self, store => store.cancel(id, now))
+    }
+
+    async fn cancel_by_reference(
+        &self,
+        reference_uid: &str,
+        task_type: Option<&str>,
+        now: Timestamp,
+    ) -> Result<Vec<TaskId>, StoreError> {
+        on_backend!(self, store => store.cancel_by_reference(reference_uid, task_type, now))
+    }
+}
+
+impl TaskRetrier for Store {
+    async fn retry(&self, id: TaskId, now: Timestamp) -> Result<Task, StoreError> {
+        on_backend!(self, store => store.retry(id, now))
+    }
+}
+
+impl QueueStats for Store {
+    async fn backlog(&self, now: Timestamp) -> Result<Backlog, StoreError> {
+        on_backend!(self, store => store.backlog(now))
+    }
+}
+
+impl TaskPurger for Store {
+    async fn purge_finished_before(
+        &self,
+        cutoff: Timestamp,
+        progress: &(dyn Fn(u64) + Send + Sync),
+    ) -> Result<u64, StoreError> {
+        on_backend!(self, store => store.purge_finished_before(cutoff, progress))
+    }
+}
+
+impl TaskLister for Store {
+    async fn list(
+        &self,
+        filter: &ListFilter,
+        after: Option<ListKey>,
+        limit: usize,
+        now: Timestamp,
+    ) -> Result<TaskPage, StoreError> {
+        on_backend!(self, store => store.list(filter, after, limit, now))
+    }
+
+    async fn counts(&self, now: Timestamp) -> Result<StatusCounts, StoreError> {
+        on_backend!(self, store => store.counts(now))
+    }
+}

@@ -1,0 +1,150 @@
+//! The one store conformance suite: every backend must pass every case, like River's driver
+//! test suite. Cases are grouped by capability, one module each; every case takes a fresh,
+//! empty store and passes explicit instants, so nothing sleeps. Instantiate the whole suite
+//! with [`crate::store_conformance_tests!`].
+
+mod cancel;
+mod claim;
+mod create;
+mod listing;
+mod purge;
+mod retry;
+mod transitions;
+
+use std::collections::HashSet;
+use std::time::Duration;
+
+pub use self::cancel::*;
+pub use self::claim::*;
+pub use self::create::*;
+pub use self::listing::*;
+pub use self::purge::*;
+pub use self::retry::*;
+pub use self::transitions::*;
+pub use super::FullStore;
+use super::{Backlog, Created, ListFilter, ListKey, Settlement, StatusCounts, StoreError};
+use crate::clock::Timestamp;
+use crate::retry::RetryPolicy;
+use crate::task::{NewTask, Task, TaskId, TaskStatus};
+
+/// Generates one `#[tokio::test]` per conformance case; `$make` is an async expression that
+/// yields a fresh empty store.
+#[macro_export]
+macro_rules! store_conformance_tests {
+    ($make:expr) => {
+        $crate::store_conformance_tests!(@cases $make;
+            create_then_get_round_trips,
+            get_of_unknown_id_is_none,
+            only_due_tasks_are_claimed,
+            claims_are_oldest_first_and_limited,
+            claim_starts_an_attempt_under_lease,
+            a_claimed_task_is_not_claimed_again_while_leased,
+            concurrent_claimers_never_share_a_task,
+            success_is_recorded,
+            retry_makes_the_task_due_again,
+            final_failure_is_kept_for_inspection,
+            a_lost_lease_cannot_overwrite_the_new_attempt,
+            an_expired_lease_makes_the_task_due_again,
+            an_expired_final_attempt_fails_the_task,
+            release_gives_the_attempt_back,
+            cancel_follows_the_status_rules,
+            cancel_by_reference_cancels_pending_only,
+            duplicate_reference_is_refused_while_active,
+            concurrent_duplicate_creates_admit_one,
+            purge_deletes_only_old_finished_tasks,
+            a_repeated_idempotency_key_returns_the_first_task,
+            concurrent_creates_with_one_idempotency_key_make_one_task,
+            backlog_counts_what_is_due_and_its_oldest_instant,
+            retry_puts_failed_and_cancelled_tasks_back,
+            a_retry_stamped_before_the_failure_still_runs,
+            a_cancelled_later_task_retried_now_runs_now,
+            retry_respects_an_active_reference,
+            concurrent_retries_of_one_reference_make_one_active,
+            listings_are_newest_first_and_pages_cover_every_match,
+            counts_are_per_status,
+            a_claim_stores_what_the_transition_defines,
+            every_settlement_stores_what_the_transition_defines,
+            an_expiry_stores_what_the_transition_defines,
+            a_cancel_stores_what_the_transition_defines,
+            a_retry_stores_what_the_transition_defines
+        );
+    };
+    (@cases $make:expr; $($case:ident),* $(,)?) => {
+        $(
+            #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+            async fn $case() {
+                let store = $make.await;
+                $crate::store::conformance::$case(store).await;
+            }
+        )*
+    };
+}
+
+/// A fixed instant the cases count from.
+pub fn t0() -> Timestamp {
+    "2030-01-01T00:00:00Z"
+        .parse()
+        .unwrap_or_else(|_| Timestamp::now_utc())
+}
+
+fn at(seconds: u64) -> Timestamp {
+    t0().plus(Duration::from_secs(seconds))
+}
+
+fn new_task(task_type: &str) -> NewTask {
+    NewTask::new(task_type, r#"{"n":1}"#)
+}
+
+async fn create_at<S: FullStore>(store: &S, new: NewTask, now: Timestamp) -> Task {
+    match store
+        .create(Task::from_new(new, now))
+        .await
+        .expect("create a task")
+    {
+        Created::New(task) => task,
+        Created::Existing(task) => panic!("expected a new task, got existing {}", task.id),
+    }
+}
+
+/// Creates `count` tasks from `new` at the same moment, each at its own instant.
+async fn create_concurrently<S: FullStore>(
+    store: &S,
+    new: NewTask,
+    count: u64,
+) -> Vec<Result<Created, StoreError>> {
+    let creators: Vec<_> = (0..count)
+        .map(|i| {
+            let store = store.clone();
+            let new = new.clone();
+            tokio::spawn(async move { store.create(Task::from_new(new, at(i))).await })
+        })
+        .collect();
+    let mut results = Vec::new();
+    for creator in creators {
+        results.push(creator.await.expect("creator task"));
+    }
+    results
+}
+
+async fn claim<S: FullStore>(store: &S, now: Timestamp, limit: usize) -> Vec<Task> {
+    store
+        .claim_due(now, now, limit, now.plus(Duration::from_secs(60)))
+        .await
+        .expect("claim due tasks")
+}
+
+/// Claims at most one task at `at(now)` with a lease until `at(lease)`.
+async fn claim_one_leased<S: FullStore>(store: &S, now: u64, lease: u64) -> Vec<Task> {
+    store
+        .claim_due(at(now), at(now), 1, at(lease))
+        .await
+        .expect("claim")
+}
+
+async fn fetch<S: FullStore>(store: &S, id: TaskId) -> Task {
+    store.get(id).await.expect("get").expect("task exists")
+}
+
+fn ids(tasks: &[Task]) -> Vec<TaskId> {
+    tasks.iter().map(|t| t.id).collect()
+}

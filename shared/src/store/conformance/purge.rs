@@ -1,0 +1,55 @@
+//! Deleting finished tasks.
+
+use super::*;
+
+/// GIVEN finished tasks of several ages and active tasks WHEN purging THEN only finished tasks
+/// at or before the cutoff are deleted, and their references are free again.
+pub async fn purge_deletes_only_old_finished_tasks<S: FullStore>(store: S) {
+    let pending = create_at(&store, new_task("t"), t0()).await;
+    let mut later = new_task("t");
+    later.scheduled_at = Some(at(10_000));
+    let future = create_at(&store, later, t0()).await;
+    let mut with_ref = new_task("t");
+    with_ref.reference_uid = Some("purged-ref".into());
+    let old_cancelled = create_at(&store, with_ref.clone(), t0()).await;
+    store.cancel(old_cancelled.id, at(1)).await.expect("cancel");
+    let running = claim(&store, at(2), 1).await.remove(0);
+    assert_eq!(running.id, pending.id);
+    let to_finish = create_at(&store, new_task("t"), at(3)).await;
+    let claimed = claim(&store, at(4), 1).await.remove(0);
+    assert_eq!(claimed.id, to_finish.id);
+    store
+        .settle(&claimed, Settlement::Succeeded, at(100))
+        .await
+        .expect("settle");
+
+    let reported = std::sync::atomic::AtomicU64::new(0);
+    let deleted = store
+        .purge_finished_before(at(50), &|chunk| {
+            reported.fetch_add(chunk, std::sync::atomic::Ordering::Relaxed);
+        })
+        .await
+        .expect("purge");
+    assert_eq!(deleted, 1);
+    assert_eq!(reported.into_inner(), 1, "progress reports every deletion");
+    assert!(store.get(old_cancelled.id).await.expect("get").is_none());
+    for kept in [pending.id, future.id, to_finish.id] {
+        assert!(store.get(kept).await.expect("get").is_some());
+    }
+    assert_eq!(
+        store
+            .purge_finished_before(at(100), &|_| ())
+            .await
+            .expect("purge"),
+        1
+    );
+    assert_eq!(
+        store
+            .purge_finished_before(at(100), &|_| ())
+            .await
+            .expect("purge"),
+        0
+    );
+    assert!(store.get(pending.id).await.expect("get").is_some());
+    create_at(&store, with_ref, at(101)).await;
+}

@@ -1,0 +1,243 @@
+//! The due queue on DynamoDB: finding due tasks among the `due#N` index entries without
+//! writing anything but the claims.
+//!
+//! A task's `due#N` entry is written when the task is created (or made due again by a retry)
+//! and stays where it is through its claim and its success, so neither of those writes the
+//! index: a task that succeeds at its first attempt costs 4 write units in all. Succeeded tasks
+//! therefore stay in the due queue until TTL (or cleanup) deletes them, and two marks keep scans
+//! from reading them over and over:
+//!
+//! - A **watermark** item per shard in the table (`mark#due#N`, attribute `upTo`): every entry at
+//!   or below it is finished. It only rises, only past entries a scan read as finished, and only
+//!   past entries at least [`MARGIN`] old. An index entry is written with an instant no earlier
+//!   than its write, so one still on its way through the eventually consistent index cannot land
+//!   below a watermark unless it is more than [`MARGIN`] late. It is written once per
+//!   [`WATERMARK_BATCH`] entries passed (or after [`WATERMARK_MAX_LAG`]), a small fraction of a
+//!   write unit per task.
+//! - A **cursor** per shard in this process, which runs ahead of the watermark through finished
+//!   entries, recent ones included, and falls back to the watermark every [`RESCAN`], so an
+//!   entry that became visible behind it is read at most that much later.
+
+mod scan;
+mod state;
+
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use self::scan::{Scan, ShardReader};
+use self::state::{DueState, Progress, Start};
+use super::item::Queue;
+use super::schema::QUEUE_SHARDS;
+use super::table::{KeyRange, Table};
+use super::watermark;
+use crate::clock::Timestamp;
+use crate::report::Report;
+use crate::store::{Backlog, ListKey, StoreError};
+use crate::task::Task;
+
+/// How old an entry must be before a watermark may pass it: longer than any write of an entry
+/// takes to land and show in the index. A create gives up before its put if it is a minute
+/// old, and an outcome is written within four tries of at most 60 s each.
+pub const MARGIN: Duration = Duration::from_secs(600);
+/// How often a process's cursors fall back to the watermark and read forward again.
+pub const RESCAN: Duration = Duration::from_secs(60);
+/// Entries a watermark write passes at least (unless the oldest waited [`WATERMARK_MAX_LAG`]).
+pub const WATERMARK_BATCH: usize = 100;
+/// The longest finished entries wait below the cursor for a watermark write.
+pub const WATERMARK_MAX_LAG: Duration = Duration::from_secs(3600);
+/// Keys of finished entries a process remembers (about 100 bytes each), so its scans need not
+/// read their items again.
+const FINISHED_CAP: usize = 50_000;
+/// How long a process keeps to its shard after a claim of its lost to another processor.
+pub const CONTENTION_SPELL: Duration = Duration::from_secs(60);
+/// How far behind its cursor a scan that comes up short looks again.
+pub const LOOKBACK: Duration = Duration::from_secs(10);
+/// Index entries read per query page of a scan, at most.
+const PAGE_MAX: usize = 1000;
+/// Items a backlog read looks at before it counts the rest of the due range as due unread.
+const BACKLOG_READS: usize = 5000;
+
+/// What one scan of the due queue looks for.
+#[derive(Debug, Clone)]
+pub struct ScanGoal {
+    /// Entries up to this key, included.
+    pub upper: ListKey,
+    /// Running tasks whose lease expired by then are due again.
+    pub due_by: Timestamp,
+    /// The scan's present: decides which entries are old enough for the watermark.
+    pub now: Timestamp,
+    /// Stop once this many due tasks are found.
+    pub want: usize,
+    /// Stop after reading this many items.
+    pub read_cap: usize,
+}
+
+/// What a scan found.
+#[derive(Debug, Default)]
+pub struct ScanFound {
+    /// Due tasks with attempts left, earliest entry first.
+    pub claimable: Vec<Task>,
+    /// Running tasks whose final attempt's lease expired.
+    pub exhausted: Vec<Task>,
+    /// Shards the scan left entries unread in, with the last key it read there.
+    pub unread: Vec<(u32, Option<ListKey>)>,
+}
+
+/// The due queue of one table, with what this process knows of it (shared by clones).
+#[derive(Debug, Clone)]
+pub struct DueQueue {
+    table: Table,
+    state: Arc<Mutex<DueState>>,
+}
+
+impl DueQueue {
+    /// The due queue of `table`, known nothing of yet.
+    pub fn new(table: Table) -> Self {
+        Self {
+            table,
+            state: Arc::default(),
+        }
+    }
+
+    /// Reads the due queue from each shard's cursor up to `goal.upper`, earliest entry first
+    /// across shards, until it has found `goal.want` due tasks or read `goal.read_cap` items.
+    /// Cursors move past what the scan read as finished; watermarks follow in batches. When the
+    /// cursors' side comes up short, the last [`LOOKBACK`] behind them is read too, for entries
+    /// that landed after the cursor passed their place (a create takes a moment to land).
+    pub async fn scan(&self, goal: &ScanGoal) -> Result<ScanFound, StoreError> {
+        let starts = self.starts(goal.now).await?;
+        let mut readers: Vec<ShardReader> = starts
+            .iter()
+            .zip(0..QUEUE_SHARDS)
+            .map(|(start, shard)| ShardReader::new(shard, start.key.clone(), goal.upper.clone()))
+            .collect();
+        let preferred = lock(&self.state).preferred_shard(goal.now);
+        let mut scan = Scan::new(goal, preferred, goal.now.minus(MARGIN));
+        let capped = scan.read(&self.table, &self.state, &mut readers).await?;
+        if capped {
+            scan.found.unread = readers
+                .iter()
+                .filter(|reader| reader.has_more())
+                .map(|reader| (reader.shard, reader.read_up_to()))
+                .collect();
+        } else if scan.found.claimable.len() < goal.want {
+            let recent = ListKey::after_all_at(goal.now.minus(LOOKBACK));
+            let mut behind: Vec<ShardReader> = starts
+                .iter()
+                .zip(0..QUEUE_SHARDS)
+                .filter_map(|(start, shard)| {
+                    let cursor = start.key.as_ref().filter(|cursor| **cursor > recent)?;
+                    let to = cursor.min(&goal.upper).clone();
+                    Some(ShardReader::behind(shard, recent.clone(), to))
+                })
+                .collect();
+            if !behind.is_empty() {
+                // Few entries, and behind the cursor: in key order.
+                scan.preferred = None;
+                scan.read(&self.table, &self.state, &mut behind).await?;
+                scan.found.claimable.sort_by_cached_key(ListKey::of);
+                scan.found.claimable.truncate(goal.want);
+            }
+        }
+        let progress = readers.into_iter().map(|reader| reader.progress).collect();
+        self.advance(goal.now, &starts, progress, scan.learned)
+            .await;
+        Ok(scan.found)
+    }
+
+    /// Due tasks at `now`, from a scan that reads at most [`BACKLOG_READS`] items; past that,
+    /// the remaining entries up to `now` are counted as due (an upper bound: in a real backlog
+    /// most are, but a process whose cursor starts at the watermark also finds up to ten
+    /// minutes of finished tasks there).
+    pub async fn backlog(&self, now: Timestamp) -> Result<Backlog, StoreError> {
+        let upper = ListKey::after_all_at(now);
+        let goal = ScanGoal {
+            upper: upper.clone(),
+            due_by: now,
+            now,
+            want: usize::MAX,
+            read_cap: BACKLOG_READS,
+        };
+        let found = Box::pin(self.scan(&goal)).await?;
+        let due_tasks = found.claimable.iter().chain(&found.exhausted);
+        let mut backlog = Backlog {
+            due: u64::try_from(found.claimable.len() + found.exhausted.len()).unwrap_or(u64::MAX),
+            oldest_due_at: due_tasks.filter_map(Task::due_at).min(),
+        };
+        for (shard, from) in found.unread {
+            let range = KeyRange {
+                queue: Queue::Due.shard(shard),
+                lo: from,
+                hi: Some(upper.clone()),
+            };
+            backlog.due += self.table.count(&range).await?;
+        }
+        Ok(backlog)
+    }
+
+    /// After a round of claims, `lost` of which lost their condition to another processor.
+    pub fn after_claim_round(&self, lost: usize, now: Timestamp) {
+        lock(&self.state).after_claim_round(lost, now);
+    }
+
+    /// Remembers tasks this process just claimed, so scans skip them while their lease runs.
+    pub fn remember_running(&self, tasks: &[Task]) {
+        lock(&self.state).remember_running(tasks);
+    }
+
+    /// Records the end of an attempt this process claimed from the entry `key`; `finished`
+    /// when the entry is finished, or left behind, for good.
+    pub fn forget_running(&self, key: ListKey, finished: bool) {
+        lock(&self.state).forget_running(key, finished);
+    }
+
+    /// Where a scan at `now` starts in each shard, reading the watermarks when a cursor
+    /// falls back to them.
+    async fn starts(&self, now: Timestamp) -> Result<Vec<Start>, StoreError> {
+        let needs_marks = lock(&self.state).needs_watermarks(now);
+        let marks = if needs_marks {
+            Some(watermark::read_all(&self.table).await?)
+        } else {
+            None
+        };
+        Ok(lock(&self.state).starts(now, marks.as_deref()))
+    }
+
+    /// Moves the cursors the scan advanced and writes the watermarks that have enough old
+    /// finished entries below the cursor.
+    async fn advance(
+        &self,
+        now: Timestamp,
+        starts: &[Start],
+        progress: Vec<Progress>,
+        learned: Vec<ListKey>,
+    ) {
+        let raises: Vec<(u32, ListKey)> = {
+            let mut state = lock(&self.state);
+            state.remember_finished(learned);
+            progress
+                .into_iter()
+                .zip(starts)
+                .zip(0..QUEUE_SHARDS)
+                .filter_map(|((progress, start), shard)| {
+                    let key = state.advance(shard as usize, start, progress, now)?;
+                    Some((shard, key))
+                })
+                .collect()
+        };
+        for (shard, key) in raises {
+            // Only an optimisation: a watermark left behind costs reads, never a task.
+            if let Err(err) = watermark::raise(&self.table, shard, &key, now).await {
+                tracing::warn!(error = %Report(&err), shard, "could not raise the due-queue watermark");
+            }
+        }
+    }
+}
+
+/// The state, even if a thread panicked while holding it (it stays consistent: every change
+/// is made under one lock).
+fn lock(state: &Mutex<DueState>) -> MutexGuard<'_, DueState> {
+    state
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}

@@ -1,0 +1,273 @@
+//! Listings and counts on DynamoDB, read from the queue and reference indexes, never by a
+//! table scan.
+
+use std::time::Duration;
+
+use super::item::Queue;
+use super::schema::QUEUE_SHARDS;
+use super::table::{BATCH_GET_KEYS, Entry, KeyRange, Table};
+use super::{tasks, watermark};
+use crate::clock::Timestamp;
+use crate::store::{ListFilter, ListKey, StatusCounts, StoreError, TaskPage};
+use crate::task::{Task, TaskId, TaskStatus};
+
+/// Index reads one listing page makes at most before it returns a short page.
+const LIST_ROUNDS: usize = 4;
+/// How far ahead of a listing's `now` a processor's clock may be: running and succeeded tasks
+/// are looked for up to this much after it.
+const LIST_SKEW: Duration = Duration::from_secs(300);
+
+/// Up to `limit` tasks matching `filter`, newest first, below `after`; see
+/// [`crate::store::TaskLister::list`].
+pub async fn list(
+    table: &Table,
+    filter: &ListFilter,
+    after: Option<ListKey>,
+    limit: usize,
+    now: Timestamp,
+) -> Result<TaskPage, StoreError> {
+    if limit == 0 {
+        return Ok(TaskPage::default());
+    }
+    if let Some(reference_uid) = &filter.reference_uid {
+        return list_by_reference(table, reference_uid, filter, after, limit).await;
+    }
+    let ranges = ranges_of(table, filter.status, now).await?;
+    let mut page = TaskPage::default();
+    let mut below = after;
+    for _ in 0..LIST_ROUNDS {
+        let want = limit - page.tasks.len();
+        let (entries, next) = newest_entries(table, &ranges, below.as_ref(), want).await?;
+        let ids: Vec<TaskId> = entries.iter().map(|entry| entry.id).collect();
+        let found = tasks::get_many(table, &ids, true).await?;
+        for entry in &entries {
+            // The index lags the table: a task that moved since is listed where it is now,
+            // not at the entry it left, and one listed already is not repeated.
+            let task = found
+                .get(&entry.id)
+                .filter(|task| ListKey::of(task) == entry.key && filter.matches(task));
+            if let Some(task) = task {
+                if !page.tasks.iter().any(|listed| listed.id == task.id) {
+                    page.tasks.push(task.clone());
+                }
+            }
+        }
+        below = next;
+        if page.tasks.len() >= limit || below.is_none() {
+            break;
+        }
+    }
+    page.next = below;
+    Ok(page)
+}
+
+/// The number of tasks in each status; see [`crate::store::TaskLister::counts`]. Per shard,
+/// run at once: failed and cancelled tasks are counted from the index (`Select=COUNT`, keys
+/// only). In the due queue, entries at or below the watermark are succeeded and entries far
+/// enough ahead of `now` pending, both counted the same way; the entries between (due,
+/// running, recently done) are read.
+pub async fn counts(table: &Table, now: Timestamp) -> Result<StatusCounts, StoreError> {
+    let marks = watermark::read_all(table).await?;
+    let come = ListKey::after_all_at(now.plus(LIST_SKEW));
+    let shards = (0..QUEUE_SHARDS).map(|shard| {
+        let mark = marks.get(shard as usize).cloned().flatten();
+        let come = come.clone();
+        async move {
+            let whole = |queue: Queue| KeyRange {
+                queue: queue.shard(shard),
+                lo: None,
+                hi: None,
+            };
+            let due = |lo: Option<ListKey>, hi: Option<ListKey>| KeyRange {
+                queue: Queue::Due.shard(shard),
+                lo,
+                hi,
+            };
+            let succeeded = due(None, mark.clone());
+            let pending = due(Some(come.clone()), None);
+            let recent = due(mark.clone(), Some(come.clone()));
+            let (failed, cancelled, succeeded, pending, recent) = futures::future::try_join5(
+                table.count(&whole(Queue::Failed)),
+                table.count(&whole(Queue::Cancelled)),
+                async {
+                    match mark {
+                        Some(_) => table.count(&succeeded).await,
+                        None => Ok(0),
+                    }
+                },
+                table.count(&pending),
+                classify_range(table, &recent),
+            )
+            .await?;
+            let mut counts = recent;
+            counts.add(TaskStatus::Failed, failed);
+            counts.add(TaskStatus::Cancelled, cancelled);
+            counts.add(TaskStatus::Succeeded, succeeded);
+            counts.add(TaskStatus::Pending, pending);
+            Ok::<_, StoreError>(counts)
+        }
+    });
+    let mut counts = StatusCounts::default();
+    for shard in futures::future::try_join_all(shards).await? {
+        for status in TaskStatus::ALL {
+            counts.add(status, shard.get(status));
+        }
+    }
+    Ok(counts)
+}
+
+/// The statuses of the tasks whose entries lie in `range`, read from their items; entries a
+/// task has moved away from are not counted.
+async fn classify_range(table: &Table, range: &KeyRange) -> Result<StatusCounts, StoreError> {
+    let mut counts = StatusCounts::default();
+    let mut start = None;
+    loop {
+        let (entries, next) = table.entries(range, false, BATCH_GET_KEYS, start).await?;
+        let ids: Vec<TaskId> = entries.iter().map(|entry| entry.id).collect();
+        let tasks = tasks::get_many(table, &ids, false).await?;
+        for entry in entries {
+            if let Some(task) = tasks.get(&entry.id).filter(|t| ListKey::of(t) == entry.key) {
+                counts.add(task.status, 1);
+            }
+        }
+        start = next;
+        if start.is_none() {
+            return Ok(counts);
+        }
+    }
+}
+
+/// The next `want` entries below `below` across `ranges`, newest first, and the key to
+/// continue below when more remain.
+async fn newest_entries(
+    table: &Table,
+    ranges: &[KeyRange],
+    below: Option<&ListKey>,
+    want: usize,
+) -> Result<(Vec<Entry>, Option<ListKey>), StoreError> {
+    let reads = ranges.iter().map(|range| async move {
+        // `below` itself is left out after the read: key conditions have no open upper end
+        // together with a lower one.
+        let hi = match (&range.hi, below) {
+            (Some(hi), Some(below)) => Some(hi.min(below).clone()),
+            (hi, below) => hi.clone().or_else(|| below.cloned()),
+        };
+        let range = KeyRange {
+            hi,
+            ..range.clone()
+        };
+        let (entries, next) = table
+            .entries(&range, true, want.saturating_add(1), None)
+            .await?;
+        let entries: Vec<Entry> = entries
+            .into_iter()
+            .filter(|entry| below.is_none_or(|below| entry.key != *below))
+            .collect();
+        Ok::<_, StoreError>((entries, next.is_some()))
+    });
+    let results = futures::future::try_join_all(reads).await?;
+    // A range with more entries has unread ones below its last: only keys at or above the
+    // highest such last key are certainly in order.
+    let bound = results
+        .iter()
+        .filter(|(_, more)| *more)
+        .filter_map(|(entries, _)| entries.last().map(|entry| entry.key.clone()))
+        .max();
+    let unread = results.iter().any(|(_, more)| *more);
+    let mut entries: Vec<Entry> = results
+        .into_iter()
+        .flat_map(|(entries, _)| entries)
+        .filter(|entry| bound.as_ref().is_none_or(|bound| entry.key >= *bound))
+        .collect();
+    entries.sort_by(|a, b| b.key.cmp(&a.key));
+    let more = unread || entries.len() > want;
+    entries.truncate(want);
+    let next = if more {
+        entries.last().map(|entry| entry.key.clone())
+    } else {
+        None
+    };
+    Ok((entries, next))
+}
+
+/// The index ranges a listing of `status` (every status when `None`) reads: running and
+/// succeeded tasks are due-queue entries whose instant has come, pending ones are above the
+/// watermark.
+async fn ranges_of(
+    table: &Table,
+    status: Option<TaskStatus>,
+    now: Timestamp,
+) -> Result<Vec<KeyRange>, StoreError> {
+    let come = Some(ListKey::after_all_at(now.plus(LIST_SKEW)));
+    let marks = match status {
+        Some(TaskStatus::Pending | TaskStatus::Running) => watermark::read_all(table).await?,
+        _ => vec![None; QUEUE_SHARDS as usize],
+    };
+    let due = |above_mark: bool, hi: Option<ListKey>| {
+        (0..QUEUE_SHARDS)
+            .map(|shard| KeyRange {
+                queue: Queue::Due.shard(shard),
+                lo: marks
+                    .get(shard as usize)
+                    .cloned()
+                    .flatten()
+                    .filter(|_| above_mark),
+                hi: hi.clone(),
+            })
+            .collect::<Vec<_>>()
+    };
+    let whole = |queue: Queue| {
+        (0..QUEUE_SHARDS)
+            .map(|shard| KeyRange {
+                queue: queue.shard(shard),
+                lo: None,
+                hi: None,
+            })
+            .collect::<Vec<_>>()
+    };
+    Ok(match status {
+        None => [
+            due(false, None),
+            whole(Queue::Failed),
+            whole(Queue::Cancelled),
+        ]
+        .concat(),
+        Some(TaskStatus::Pending) => due(true, None),
+        Some(TaskStatus::Running) => due(true, come),
+        Some(TaskStatus::Succeeded) => due(false, come),
+        Some(TaskStatus::Failed) => whole(Queue::Failed),
+        Some(TaskStatus::Cancelled) => whole(Queue::Cancelled),
+    })
+}
+
+/// A listing by reference: every task of the reference is read, filtered and ordered here.
+async fn list_by_reference(
+    table: &Table,
+    reference_uid: &str,
+    filter: &ListFilter,
+    after: Option<ListKey>,
+    limit: usize,
+) -> Result<TaskPage, StoreError> {
+    let ids = table
+        .reference_ids(reference_uid, filter.task_type.as_deref())
+        .await?;
+    let mut tasks: Vec<(ListKey, Task)> = tasks::get_many(table, &ids, true)
+        .await?
+        .into_values()
+        .filter(|task| filter.matches(task))
+        .map(|task| (ListKey::of(&task), task))
+        .filter(|(key, _)| after.as_ref().is_none_or(|after| key < after))
+        .collect();
+    tasks.sort_by(|a, b| b.0.cmp(&a.0));
+    let more = tasks.len() > limit;
+    tasks.truncate(limit);
+    let next = if more {
+        tasks.last().map(|(key, _)| key.clone())
+    } else {
+        None
+    };
+    Ok(TaskPage {
+        tasks: tasks.into_iter().map(|(_, task)| task).collect(),
+        next,
+    })
+}

@@ -1,0 +1,152 @@
+//! The task queue on DynamoDB: claims of due tasks found by the due queue, and outcomes.
+
+use std::time::Duration;
+
+use futures::StreamExt;
+
+use super::due::{DueQueue, ScanGoal};
+use super::table::Table;
+use super::tasks::{self, Applied};
+use crate::clock::Timestamp;
+use crate::report::Report;
+use crate::store::{ListKey, Settlement, StoreError, Transition, is_expired_final_attempt};
+use crate::task::Task;
+
+/// Scans a claim makes at most when every claim of a round lost to another processor.
+const CLAIM_ROUNDS: usize = 3;
+
+/// The table, the TTL of finished items and the due queue: what claims and outcomes use.
+pub struct Queue<'a> {
+    /// The table.
+    pub table: &'a Table,
+    /// How long finished items live.
+    pub ttl_after: Duration,
+    /// The due queue and what this process knows of it.
+    pub due: &'a DueQueue,
+}
+
+impl Queue<'_> {
+    /// Claims up to `limit` due tasks; see [`crate::store::TaskQueue::claim_due`]. The due
+    /// entries and their items are read first, and only what is due is claimed: a claim that
+    /// fails its condition is billed like one that succeeds.
+    pub async fn claim_due(
+        &self,
+        due_by: Timestamp,
+        now: Timestamp,
+        limit: usize,
+        lease_until: Timestamp,
+    ) -> Result<Vec<Task>, StoreError> {
+        if limit == 0 {
+            return Ok(Vec::new());
+        }
+        let goal = ScanGoal {
+            upper: ListKey::after_all_at(due_by),
+            due_by,
+            now,
+            want: limit,
+            read_cap: usize::MAX,
+        };
+        let mut claimed = Vec::with_capacity(limit);
+        let mut first_error = None;
+        // A round that lost every claim to another processor says nothing about what is still
+        // due: look again (from another shard, see `after_claim_round`) before answering empty.
+        for _ in 0..CLAIM_ROUNDS {
+            // Boxed: the scan's future is deep, and callers' futures nest it several levels down.
+            let found = Box::pin(self.due.scan(&goal)).await?;
+            for task in found.exhausted {
+                self.expire(task, due_by, now).await?;
+            }
+            let tried = found.claimable.len().min(limit);
+            let results: Vec<Result<Option<Task>, StoreError>> =
+                futures::stream::iter(found.claimable.into_iter().take(limit))
+                    .map(|task| self.claim_one(task, due_by, now, lease_until))
+                    .buffered(super::WRITE_CONCURRENCY)
+                    .collect()
+                    .await;
+            let won_before = claimed.len();
+            let mut failed = 0;
+            for result in results {
+                match result {
+                    Ok(won) => claimed.extend(won),
+                    Err(err) => {
+                        failed += 1;
+                        first_error.get_or_insert(err);
+                    }
+                }
+            }
+            let lost = tried - (claimed.len() - won_before) - failed;
+            self.due.after_claim_round(lost, now);
+            self.due.remember_running(&claimed[won_before..]);
+            if !claimed.is_empty() || lost == 0 || first_error.is_some() {
+                break;
+            }
+        }
+        // Claims that succeeded must reach the caller even when a sibling failed: dropping
+        // them would leave running tasks nobody works on until their lease expires.
+        match first_error {
+            Some(err) if claimed.is_empty() => Err(err),
+            Some(err) => {
+                tracing::warn!(error = %Report(&err), claimed = claimed.len(), "some claims failed; running the rest");
+                Ok(claimed)
+            }
+            None => Ok(claimed),
+        }
+    }
+
+    /// Claims the candidate `task` (as the scan read it); `None` when another processor got
+    /// there first, or its final attempt expired (it is failed then).
+    async fn claim_one(
+        &self,
+        task: Task,
+        due_by: Timestamp,
+        now: Timestamp,
+        lease_until: Timestamp,
+    ) -> Result<Option<Task>, StoreError> {
+        let claim = Transition::claim(due_by, now, lease_until);
+        match tasks::apply(self.table, self.ttl_after, task, &claim).await? {
+            Applied::Written(running) => Ok(Some(running)),
+            Applied::Refused(current, _) => {
+                self.expire(current, due_by, now).await?;
+                Ok(None)
+            }
+            Applied::Gone => Ok(None),
+        }
+    }
+
+    /// Fails `task` if it is a running final attempt whose lease expired by `due_by`.
+    async fn expire(
+        &self,
+        task: Task,
+        due_by: Timestamp,
+        now: Timestamp,
+    ) -> Result<(), StoreError> {
+        if !is_expired_final_attempt(&task, due_by) {
+            return Ok(());
+        }
+        let entry = ListKey::of(&task);
+        let expire = Transition::Expire { due_by, now };
+        if let Applied::Written(_) = tasks::apply(self.table, self.ttl_after, task, &expire).await?
+        {
+            // The task left the due queue for the failed one.
+            self.due.forget_running(entry, true);
+        }
+        Ok(())
+    }
+
+    /// Records the outcome of the attempt `claimed`; see [`crate::store::TaskQueue::settle`].
+    pub async fn settle(
+        &self,
+        claimed: &Task,
+        outcome: Settlement,
+        now: Timestamp,
+    ) -> Result<Task, StoreError> {
+        let settle = Transition::settle(claimed, outcome, now)?;
+        let applied = tasks::apply(self.table, self.ttl_after, claimed.clone(), &settle).await?;
+        let recorded = tasks::written(applied, claimed.id, &settle)?;
+        // The entry the task was claimed from is finished, or left behind by a move.
+        let entry = ListKey::of(claimed);
+        let left = recorded.status.is_finished() || ListKey::of(&recorded) != entry;
+        self.due.forget_running(entry, left);
+        Ok(recorded)
+    }
+}

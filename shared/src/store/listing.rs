@@ -1,0 +1,148 @@
+//! What listings and counts are made of: a task's place in a listing, the filter, a page,
+//! and the counts per status.
+
+use crate::clock::Timestamp;
+use crate::task::{Task, TaskId, TaskStatus};
+
+/// A task's place in listings: its queue instant ([`Task::queue_at`]), then its id, written
+/// `<instant>#<id>`.
+/// Unique per task; a greater key is newer. It is also the DynamoDB queue index's sort key.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct ListKey(pub(crate) String);
+
+impl ListKey {
+    /// The key of `task` as it is now.
+    pub fn of(task: &Task) -> Self {
+        Self::at(task.queue_at(), task.id)
+    }
+
+    /// The key of task `id` at queue instant `at`.
+    pub fn at(at: Timestamp, id: TaskId) -> Self {
+        Self(format!("{}#{id}", at.to_text()))
+    }
+
+    /// A key above every key of a task queued at or before `at`.
+    pub fn after_all_at(at: Timestamp) -> Self {
+        // `~` sorts after every character of a ULID.
+        Self(format!("{}#~", at.to_text()))
+    }
+
+    /// The queue instant of the key.
+    pub fn instant(&self) -> Option<Timestamp> {
+        self.0.split_once('#').and_then(|(at, _)| at.parse().ok())
+    }
+
+    /// The key's text.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Display for ListKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// The text is not a listing cursor.
+#[derive(Debug, thiserror::Error)]
+#[error("not a cursor from a previous page: {0:?}")]
+pub struct InvalidCursor(pub String);
+
+impl std::str::FromStr for ListKey {
+    type Err = InvalidCursor;
+
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        let invalid = || InvalidCursor(text.chars().take(64).collect());
+        let (at, id) = text.split_once('#').ok_or_else(invalid)?;
+        let at: Timestamp = at.parse().map_err(|_| invalid())?;
+        let id: TaskId = id.parse().map_err(|_| invalid())?;
+        let key = Self::at(at, id);
+        // Only the canonical spelling, so that text order is the key order.
+        if key.0 != text {
+            return Err(invalid());
+        }
+        Ok(key)
+    }
+}
+
+/// Which tasks a listing returns; every given field must match.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ListFilter {
+    /// Only tasks in this status.
+    pub status: Option<TaskStatus>,
+    /// Only tasks of this type.
+    pub task_type: Option<String>,
+    /// Only tasks with this `referenceUid`.
+    pub reference_uid: Option<String>,
+}
+
+impl ListFilter {
+    /// True when `task` passes every given field.
+    pub fn matches(&self, task: &Task) -> bool {
+        self.status.is_none_or(|status| task.status == status)
+            && self
+                .task_type
+                .as_ref()
+                .is_none_or(|task_type| &task.task_type == task_type)
+            && self
+                .reference_uid
+                .as_ref()
+                .is_none_or(|reference| task.reference_uid.as_ref() == Some(reference))
+    }
+}
+
+/// One page of a listing.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct TaskPage {
+    /// Tasks, newest first (greatest [`ListKey`] first).
+    pub tasks: Vec<Task>,
+    /// Where the next page starts; `None` when the listing is complete.
+    pub next: Option<ListKey>,
+}
+
+/// How many tasks are in each status.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct StatusCounts {
+    /// Waiting to run (scheduled later, due, or between attempts).
+    pub pending: u64,
+    /// Claimed by a processor.
+    pub running: u64,
+    /// Done.
+    pub succeeded: u64,
+    /// Out of attempts or failed permanently.
+    pub failed: u64,
+    /// Cancelled before they ran.
+    pub cancelled: u64,
+}
+
+impl StatusCounts {
+    /// Adds `count` to `status`.
+    pub fn add(&mut self, status: TaskStatus, count: u64) {
+        let slot = match status {
+            TaskStatus::Pending => &mut self.pending,
+            TaskStatus::Running => &mut self.running,
+            TaskStatus::Succeeded => &mut self.succeeded,
+            TaskStatus::Failed => &mut self.failed,
+            TaskStatus::Cancelled => &mut self.cancelled,
+        };
+        *slot += count;
+    }
+
+    /// The count for `status`.
+    pub fn get(&self, status: TaskStatus) -> u64 {
+        match status {
+            TaskStatus::Pending => self.pending,
+            TaskStatus::Running => self.running,
+            TaskStatus::Succeeded => self.succeeded,
+            TaskStatus::Failed => self.failed,
+            TaskStatus::Cancelled => self.cancelled,
+        }
+    }
+
+    /// All tasks.
+    pub fn total(&self) -> u64 {
+        self.pending + self.running + self.succeeded + self.failed + self.cancelled
+    }
+}

@@ -1,0 +1,335 @@
+//! The embedded SQLite backend: one file, WAL journal, every change in an immediate
+//! transaction. [`rows`] holds the schema and the row mapping, [`queue`] the claims and the
+//! group commit of outcomes, [`listing`] the reads for operators.
+
+mod listing;
+mod queue;
+mod rows;
+
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
+
+use self::queue::SettleRequest;
+use self::rows::{
+    COLUMNS, SCHEMA, SCHEMA_VERSION, add_missing_columns, backend, insert, load, row_to_task,
+    sqlite_error, store_with, update,
+};
+use super::{
+    Created, StoreError, TaskCanceller, TaskPurger, TaskReader, TaskRetrier, TaskWriter, Transition,
+};
+use crate::clock::Timestamp;
+use crate::task::{Task, TaskId};
+
+/// How long a writer waits for another process's write transaction before giving up.
+const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Tasks in one SQLite database file.
+#[derive(Debug, Clone)]
+pub struct SqliteStore {
+    conn: Arc<Mutex<Connection>>,
+    /// A second, query-only connection to a database file: listings, counts and reads run
+    /// on it, so they never hold up the processor's writes (WAL lets both work at once).
+    reader: Option<Arc<Mutex<Connection>>>,
+    settles: Arc<Mutex<Vec<SettleRequest>>>,
+}
+
+impl SqliteStore {
+    /// Opens (creating if needed) the database at `path` and its schema.
+    pub fn open(path: impl AsRef<Path>) -> Result<Self, StoreError> {
+        let conn = Connection::open(path.as_ref()).map_err(|err| {
+            StoreError::backend_from(
+                format!("cannot open SQLite database {}", path.as_ref().display()),
+                err,
+            )
+        })?;
+        let mut store = Self::init(conn)?;
+        let reader = Connection::open(path.as_ref()).map_err(backend)?;
+        reader.busy_timeout(BUSY_TIMEOUT).map_err(backend)?;
+        reader
+            .pragma_update(None, "query_only", true)
+            .map_err(backend)?;
+        store.reader = Some(Arc::new(Mutex::new(reader)));
+        Ok(store)
+    }
+
+    /// A private in-memory database, gone when the store is dropped.
+    pub fn in_memory() -> Result<Self, StoreError> {
+        Self::init(Connection::open_in_memory().map_err(backend)?)
+    }
+
+    fn init(conn: Connection) -> Result<Self, StoreError> {
+        conn.busy_timeout(BUSY_TIMEOUT).map_err(backend)?;
+        // WAL lets readers in other processes work while a processor writes.
+        conn.pragma_update(None, "journal_mode", "WAL")
+            .map_err(backend)?;
+        conn.pragma_update(None, "synchronous", "NORMAL")
+            .map_err(backend)?;
+        let version: i64 = conn
+            .pragma_query_value(None, "user_version", |row| row.get(0))
+            .map_err(backend)?;
+        if version > SCHEMA_VERSION {
+            return Err(StoreError::backend(format!(
+                "the database has schema version {version}; this Tasker knows up to {SCHEMA_VERSION}"
+            )));
+        }
+        add_missing_columns(&conn)?;
+        conn.execute_batch(SCHEMA).map_err(backend)?;
+        conn.pragma_update(None, "user_version", SCHEMA_VERSION)
+            .map_err(backend)?;
+        Ok(Self {
+            conn: Arc::new(Mutex::new(conn)),
+            reader: None,
+            settles: Arc::default(),
+        })
+    }
+
+    /// Runs the read-only `work` on the reading connection (the writing one for an in-memory
+    /// database, which a second connection would not see).
+    async fn with_reader<T, F>(&self, work: F) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&mut Connection) -> Result<T, StoreError> + Send + 'static,
+    {
+        on(self.reader.as_ref().unwrap_or(&self.conn), work).await
+    }
+
+    /// Runs `work` on the writing connection off the async runtime.
+    async fn with_conn<T, F>(&self, work: F) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&mut Connection) -> Result<T, StoreError> + Send + 'static,
+    {
+        on(&self.conn, work).await
+    }
+
+    /// Runs `work` inside an immediate (write-locking) transaction, committing on success.
+    async fn write<T, F>(&self, work: F) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&rusqlite::Transaction<'_>) -> Result<T, StoreError> + Send + 'static,
+    {
+        self.with_conn(move |conn| {
+            let tx = conn
+                .transaction_with_behavior(TransactionBehavior::Immediate)
+                .map_err(sqlite_error)?;
+            let value = work(&tx)?;
+            tx.commit().map_err(sqlite_error)?;
+            Ok(value)
+        })
+        .await
+    }
+}
+
+/// Runs `work` on `conn` off the async runtime.
+async fn on<T, F>(conn: &Arc<Mutex<Connection>>, work: F) -> Result<T, StoreError>
+where
+    T: Send + 'static,
+    F: FnOnce(&mut Connection) -> Result<T, StoreError> + Send + 'static,
+{
+    let conn = Arc::clone(conn);
+    tokio::task::spawn_blocking(move || {
+        let mut guard = conn.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        work(&mut guard)
+    })
+    .await
+    .map_err(|err| StoreError::backend_from("the SQLite worker failed", err))?
+}
+
+impl TaskReader for SqliteStore {
+    async fn get(&self, id: TaskId) -> Result<Option<Task>, StoreError> {
+        self.with_reader(move |conn| load(conn, id)).await
+    }
+}
+
+impl TaskWriter for SqliteStore {
+    async fn create(&self, task: Task) -> Result<Created, StoreError> {
+        self.write(move |tx| {
+            if let Some(key) = &task.idempotency_key {
+                let existing = tx
+                    .query_row(
+                        &format!(
+                            "SELECT {COLUMNS} FROM tasks WHERE type = ?1 AND idempotency_key = ?2"
+                        ),
+                        params![task.task_type, key],
+                        row_to_task,
+                    )
+                    .optional()
+                    .map_err(sqlite_error)?;
+                if let Some(existing) = existing {
+                    return Ok(Created::Existing(existing));
+                }
+            }
+            store_with(tx, &task, insert)?;
+            Ok(Created::New(task))
+        })
+        .await
+    }
+}
+
+impl TaskCanceller for SqliteStore {
+    async fn cancel(&self, id: TaskId, now: Timestamp) -> Result<Task, StoreError> {
+        self.write(move |tx| apply(tx, id, &Transition::Cancel { now }))
+            .await
+    }
+
+    async fn cancel_by_reference(
+        &self,
+        reference_uid: &str,
+        task_type: Option<&str>,
+        now: Timestamp,
+    ) -> Result<Vec<TaskId>, StoreError> {
+        let reference_uid = reference_uid.to_owned();
+        let task_type = task_type.map(str::to_owned);
+        self.write(move |tx| {
+            let pending: Vec<TaskId> = {
+                let mut stmt = tx
+                    .prepare_cached(
+                        "SELECT id FROM tasks WHERE reference_uid = ?1 \
+                         AND (?2 IS NULL OR type = ?2) AND status = 'pending' ORDER BY id",
+                    )
+                    .map_err(sqlite_error)?;
+                stmt.query_map(params![reference_uid, task_type], |row| {
+                    row.get::<_, String>(0)
+                })
+                .map_err(sqlite_error)?
+                .collect::<rusqlite::Result<Vec<String>>>()
+                .map_err(sqlite_error)?
+                .iter()
+                .map(|id| id.parse::<TaskId>())
+                .collect::<Result<_, _>>()
+                .map_err(|err| StoreError::backend_from("SQLite: a stored task id", err))?
+            };
+            let cancel = Transition::Cancel { now };
+            for &id in &pending {
+                apply(tx, id, &cancel)?;
+            }
+            Ok(pending)
+        })
+        .await
+    }
+}
+
+/// Tasks deleted per purge transaction: short transactions let processors write in between.
+const PURGE_CHUNK: i64 = 1000;
+
+impl TaskPurger for SqliteStore {
+    async fn purge_finished_before(
+        &self,
+        cutoff: Timestamp,
+        progress: &(dyn Fn(u64) + Send + Sync),
+    ) -> Result<u64, StoreError> {
+        let mut total = 0;
+        loop {
+            let deleted = self
+                .write(move |tx| {
+                    let deleted = tx
+                        .execute(
+                            "DELETE FROM tasks WHERE id IN (SELECT id FROM tasks \
+                             WHERE finished_at IS NOT NULL AND finished_at <= ?1 \
+                             AND status IN ('succeeded', 'failed', 'cancelled') LIMIT ?2)",
+                            params![cutoff.to_text(), PURGE_CHUNK],
+                        )
+                        .map_err(sqlite_error)?;
+                    Ok(deleted as u64)
+                })
+                .await?;
+            total += deleted;
+            if deleted == 0 {
+                return Ok(total);
+            }
+            progress(deleted);
+        }
+    }
+}
+
+impl TaskRetrier for SqliteStore {
+    async fn retry(&self, id: TaskId, now: Timestamp) -> Result<Task, StoreError> {
+        self.write(move |tx| apply(tx, id, &Transition::Retry { now }))
+            .await
+    }
+}
+
+/// Applies `transition` to the task `id` inside the transaction `tx`: SQLite's one encoding of
+/// every state change.
+fn apply(tx: &Connection, id: TaskId, transition: &Transition) -> Result<Task, StoreError> {
+    let before = load(tx, id)?.ok_or_else(|| transition.missing(id))?;
+    let after = transition
+        .apply(&before)
+        .map_err(|refused| transition.refusal(id, refused))?;
+    store_with(tx, &after, update)?;
+    Ok(after)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::{ListFilter, TaskLister};
+
+    #[tokio::test]
+    async fn reads_of_a_file_do_not_wait_for_the_writer() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let store = SqliteStore::open(dir.path().join("tasks.db")).expect("open");
+        let now = Timestamp::now_utc();
+        let task = Task::from_new(crate::task::NewTask::new("t", "{}"), now);
+        store.create(task.clone()).await.expect("create");
+        // A long write holds the writing connection...
+        let writer = Arc::clone(&store.conn);
+        let (locked_tx, locked_rx) = std::sync::mpsc::channel();
+        let (release_tx, release_rx) = std::sync::mpsc::channel::<()>();
+        let holder = std::thread::spawn(move || {
+            let _held = writer.lock().unwrap_or_else(|p| p.into_inner());
+            let _ = locked_tx.send(());
+            let _ = release_rx.recv();
+        });
+        locked_rx.recv().expect("writer held");
+        // ...and listings, counts and reads still answer.
+        let reads = async {
+            let now = Timestamp::now_utc();
+            let page = store.list(&ListFilter::default(), None, 10, now).await?;
+            let counts = store.counts(now).await?;
+            let got = store.get(task.id).await?;
+            Ok::<_, StoreError>((page, counts, got))
+        };
+        let (page, counts, got) = tokio::time::timeout(Duration::from_secs(30), reads)
+            .await
+            .expect("reads did not wait for the writer")
+            .expect("reads");
+        assert_eq!(page.tasks.len(), 1);
+        assert_eq!(counts.pending, 1);
+        assert_eq!(got, Some(task));
+        release_tx.send(()).expect("release");
+        holder.join().expect("holder");
+    }
+
+    #[tokio::test]
+    async fn a_database_from_the_first_schema_is_upgraded_in_place() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let path = dir.path().join("old.db");
+        {
+            let conn = Connection::open(&path).expect("open");
+            conn.execute_batch(
+                "CREATE TABLE tasks (id TEXT PRIMARY KEY NOT NULL, type TEXT NOT NULL, \
+                 payload TEXT NOT NULL, status TEXT NOT NULL, scheduled_at TEXT NOT NULL, \
+                 created_at TEXT NOT NULL, updated_at TEXT NOT NULL, attempts INTEGER NOT NULL, \
+                 max_attempts INTEGER NOT NULL, last_error TEXT, last_failed_attempt_at TEXT, \
+                 succeeded_at TEXT, finished_at TEXT, reference_uid TEXT, lease_expires_at TEXT, \
+                 due_at TEXT) STRICT;
+                 INSERT INTO tasks VALUES ('01JD0000000000000000000000', 't', '{}', 'pending', \
+                 '2030-01-01T00:00:00.000Z', '2030-01-01T00:00:00.000Z', \
+                 '2030-01-01T00:00:00.000Z', 0, 3, NULL, NULL, NULL, NULL, NULL, NULL, \
+                 '2030-01-01T00:00:00.000Z');",
+            )
+            .expect("old schema");
+        }
+        let store = SqliteStore::open(&path).expect("upgrade");
+        let id: TaskId = "01JD0000000000000000000000".parse().expect("id");
+        let task = store.get(id).await.expect("get").expect("kept");
+        assert_eq!(task.retry_policy, crate::retry::RetryPolicy::default());
+        assert_eq!(task.idempotency_key, None);
+        // Opening again is a no-op.
+        SqliteStore::open(&path).expect("reopen");
+    }
+}

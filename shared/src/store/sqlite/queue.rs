@@ -1,0 +1,166 @@
+//! The task queue on SQLite: claims in one immediate transaction, outcomes by group commit.
+
+use std::sync::Arc;
+
+use rusqlite::{TransactionBehavior, params};
+
+use super::rows::{COLUMNS, row_to_task, sqlite_error, update};
+use super::{SqliteStore, apply};
+use crate::clock::Timestamp;
+use crate::store::{Settlement, StoreError, TaskQueue, Transition, is_expired_final_attempt};
+use crate::task::{Task, TaskId};
+
+/// An outcome write waiting for the next group commit, and where its answer goes.
+pub(super) struct SettleRequest {
+    id: TaskId,
+    settle: Transition,
+    reply: tokio::sync::oneshot::Sender<Result<Task, StoreError>>,
+}
+
+impl std::fmt::Debug for SettleRequest {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SettleRequest")
+            .field("id", &self.id)
+            .finish()
+    }
+}
+
+/// The outcome of one request inside the group commit's transaction.
+fn settle_in(tx: &rusqlite::Transaction<'_>, request: &SettleRequest) -> Result<Task, StoreError> {
+    apply(tx, request.id, &request.settle)
+}
+
+impl TaskQueue for SqliteStore {
+    async fn claim_due(
+        &self,
+        due_by: Timestamp,
+        now: Timestamp,
+        limit: usize,
+        lease_until: Timestamp,
+    ) -> Result<Vec<Task>, StoreError> {
+        self.write(move |tx| {
+            let mut claimed = Vec::new();
+            // Exhausted tasks with an expired lease are failed here, so they never block the
+            // head of the queue; keep reading until `limit` runnable tasks are found. A pending
+            // task with no attempts left is never due.
+            loop {
+                let due: Vec<Task> = {
+                    let mut stmt = tx
+                        .prepare_cached(&format!(
+                            "SELECT {COLUMNS} FROM tasks WHERE due_at <= ?1 \
+                             AND (status = 'running' OR attempts < max_attempts) \
+                             ORDER BY due_at, id LIMIT ?2"
+                        ))
+                        .map_err(sqlite_error)?;
+                    let want = i64::try_from(limit - claimed.len()).unwrap_or(i64::MAX);
+                    stmt.query_map(params![due_by.to_text(), want], row_to_task)
+                        .map_err(sqlite_error)?
+                        .collect::<rusqlite::Result<_>>()
+                        .map_err(sqlite_error)?
+                };
+                if due.is_empty() {
+                    break;
+                }
+                for task in due {
+                    // Each claim gets a token of its own.
+                    let (transition, runs) = if is_expired_final_attempt(&task, due_by) {
+                        (Transition::Expire { due_by, now }, false)
+                    } else {
+                        (Transition::claim(due_by, now, lease_until), true)
+                    };
+                    let changed = transition
+                        .apply(&task)
+                        .map_err(|refused| transition.refusal(task.id, refused))?;
+                    update(tx, &changed).map_err(sqlite_error)?;
+                    if runs {
+                        claimed.push(changed);
+                    }
+                }
+                if claimed.len() >= limit {
+                    break;
+                }
+            }
+            Ok(claimed)
+        })
+        .await
+    }
+
+    async fn settle(
+        &self,
+        claimed: &Task,
+        outcome: Settlement,
+        now: Timestamp,
+    ) -> Result<Task, StoreError> {
+        // Group commit: outcomes that arrive while another transaction holds the connection are
+        // written together in the next one, so a drain commits once per group instead of once
+        // per task. The request that finds the queue empty leads: once it holds the
+        // connection it takes every request queued by then (its own among them), writes them
+        // in one transaction and answers each after the commit.
+        let (reply, answer) = tokio::sync::oneshot::channel();
+        let request = SettleRequest {
+            id: claimed.id,
+            settle: Transition::settle(claimed, outcome, now)?,
+            reply,
+        };
+        let leads = {
+            let mut queue = self.settles.lock().unwrap_or_else(|p| p.into_inner());
+            queue.push(request);
+            queue.len() == 1
+        };
+        if leads {
+            let queue = Arc::clone(&self.settles);
+            let written = self
+                .with_conn(move |conn| {
+                    let batch =
+                        std::mem::take(&mut *queue.lock().unwrap_or_else(|p| p.into_inner()));
+                    let written = conn
+                        .transaction_with_behavior(TransactionBehavior::Immediate)
+                        .map_err(sqlite_error)
+                        .and_then(|tx| {
+                            let mut results = Vec::with_capacity(batch.len());
+                            for request in &batch {
+                                let result = settle_in(&tx, request);
+                                // A lost lease writes nothing and the others go on. Any other
+                                // failure may have rolled the transaction back (SQLite does so on
+                                // its own for some errors): the whole group fails, and its
+                                // outcomes are written again by the processor's retries.
+                                if let Err(err) = &result {
+                                    if !matches!(err, StoreError::LeaseLost(_)) {
+                                        return Err(err.clone());
+                                    }
+                                }
+                                results.push(result);
+                            }
+                            tx.commit().map_err(sqlite_error)?;
+                            Ok(results)
+                        });
+                    match written {
+                        Ok(results) => {
+                            for (request, result) in batch.into_iter().zip(results) {
+                                let _ = request.reply.send(result);
+                            }
+                        }
+                        Err(err) => {
+                            for request in batch {
+                                let _ = request.reply.send(Err(err.clone()));
+                            }
+                        }
+                    }
+                    Ok(())
+                })
+                .await;
+            // The worker never ran (the runtime is shutting down): answer whoever is queued,
+            // or the next request would wait behind a leader that is gone.
+            if let Err(err) = written {
+                let stranded =
+                    std::mem::take(&mut *self.settles.lock().unwrap_or_else(|p| p.into_inner()));
+                for request in stranded {
+                    let _ = request.reply.send(Err(err.clone()));
+                }
+            }
+        }
+        answer.await.map_err(|_| {
+            StoreError::backend("the SQLite writer stopped before recording the outcome")
+        })?
+    }
+}

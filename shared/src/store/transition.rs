@@ -1,0 +1,305 @@
+//! Every change of a task's state, defined once.
+//!
+//! A backend reads the task, asks the [`Transition`] for the task after it, and stores exactly
+//! that: SQLite inside one transaction, DynamoDB as a write conditioned on the item being
+//! unchanged since the read. The conformance suite checks, for every transition and every
+//! backend, that the stored task equals [`Transition::apply`] of the task before, field by field.
+
+use std::time::Duration;
+
+use super::StoreError;
+use crate::clock::Timestamp;
+use crate::task::{Task, TaskId, TaskStatus};
+
+/// Why a task whose last attempt never reported back is failed instead of run again.
+pub const LEASE_EXPIRED_ERROR: &str =
+    "lease expired during the final attempt (the processor stopped or timed out)";
+
+/// The outcome a processor writes for an attempt it claimed.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Settlement {
+    /// The handler succeeded.
+    Succeeded,
+    /// The attempt failed and the task is due again at `retry_at`.
+    Retry {
+        /// The handler's error message.
+        error: String,
+        /// When the next attempt may start.
+        retry_at: Timestamp,
+    },
+    /// The attempt failed and the task will not run again.
+    Failed {
+        /// The handler's error message.
+        error: String,
+    },
+    /// The attempt never started (the invocation ran out of time): give it back uncounted.
+    Released,
+}
+
+/// One change of a task's state, with everything it needs to be applied.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Transition {
+    /// A processor starts an attempt of a task due at `due_by` (pending and scheduled, or
+    /// running with an expired lease) that has attempts left: running until `lease_until`.
+    Claim {
+        /// Pending tasks scheduled by then, and leases expired by then, are due.
+        due_by: Timestamp,
+        /// The claim's instant.
+        now: Timestamp,
+        /// The new lease's expiry.
+        lease_until: Timestamp,
+        /// The new lease's token, unique to this claim.
+        token: String,
+    },
+    /// The processor holding the claim `token` (attempt `attempt`) records its outcome.
+    Settle {
+        /// The attempt the claim started.
+        attempt: u32,
+        /// The claim's token.
+        token: String,
+        /// What happened.
+        outcome: Settlement,
+        /// The outcome's instant.
+        now: Timestamp,
+    },
+    /// A running task's final attempt outlived its lease (expired by `due_by`): it fails.
+    Expire {
+        /// Leases expired by then count.
+        due_by: Timestamp,
+        /// The failure's instant.
+        now: Timestamp,
+    },
+    /// A pending task is cancelled.
+    Cancel {
+        /// The cancel's instant.
+        now: Timestamp,
+    },
+    /// A failed or cancelled task is put back in the queue, due now, with fresh attempts.
+    Retry {
+        /// The retry's instant.
+        now: Timestamp,
+    },
+}
+
+/// The transition does not apply to the task as it is; `status` is the task's.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Refused {
+    /// The task's status when it was refused.
+    pub status: TaskStatus,
+}
+
+impl Transition {
+    /// A claim with a fresh lease token.
+    pub fn claim(due_by: Timestamp, now: Timestamp, lease_until: Timestamp) -> Self {
+        Self::Claim {
+            due_by,
+            now,
+            lease_until,
+            token: new_lease_token(),
+        }
+    }
+
+    /// The outcome of the attempt `claimed` (as a claim returned it); a task that was never
+    /// claimed has no lease to settle.
+    pub fn settle(claimed: &Task, outcome: Settlement, now: Timestamp) -> Result<Self, StoreError> {
+        let token = claimed
+            .lease_token
+            .clone()
+            .ok_or(StoreError::LeaseLost(claimed.id))?;
+        Ok(Self::Settle {
+            attempt: claimed.attempts,
+            token,
+            outcome,
+            now,
+        })
+    }
+
+    /// The task after this transition, or why it does not apply.
+    pub fn apply(&self, task: &Task) -> Result<Task, Refused> {
+        let refused = Refused {
+            status: task.status,
+        };
+        let mut next = task.clone();
+        match self {
+            Self::Claim {
+                due_by,
+                now,
+                lease_until,
+                token,
+            } => {
+                let due = task.due_at().is_some_and(|at| at <= *due_by);
+                if !due || task.attempts >= task.max_attempts {
+                    return Err(refused);
+                }
+                next.status = TaskStatus::Running;
+                next.attempts += 1;
+                next.updated_at = *now;
+                next.lease_expires_at = Some(*lease_until);
+                next.lease_token = Some(token.clone());
+            }
+            Self::Settle {
+                attempt,
+                token,
+                outcome,
+                now,
+            } => {
+                let holds = task.status == TaskStatus::Running
+                    && task.attempts == *attempt
+                    && task.lease_token.as_deref() == Some(token.as_str());
+                if !holds {
+                    return Err(refused);
+                }
+                settle(&mut next, outcome, *now);
+            }
+            Self::Expire { due_by, now } => {
+                if !is_expired_final_attempt(task, *due_by) {
+                    return Err(refused);
+                }
+                let failed = Settlement::Failed {
+                    error: LEASE_EXPIRED_ERROR.to_owned(),
+                };
+                settle(&mut next, &failed, *now);
+            }
+            Self::Cancel { now } => {
+                if task.status != TaskStatus::Pending {
+                    return Err(refused);
+                }
+                next.status = TaskStatus::Cancelled;
+                next.updated_at = *now;
+                next.finished_at = Some(*now);
+            }
+            Self::Retry { now } => {
+                if !matches!(task.status, TaskStatus::Failed | TaskStatus::Cancelled) {
+                    return Err(refused);
+                }
+                // "Now" is never before the finish it follows (a host whose clock is behind),
+                // so the task's queue instant is a new one: on DynamoDB, an entry at a key the
+                // task had before may be known as finished.
+                let after = task.queue_at().plus(Duration::from_millis(1));
+                next.status = TaskStatus::Pending;
+                next.attempts = 0;
+                next.scheduled_at = (*now).max(after);
+                next.updated_at = *now;
+                next.succeeded_at = None;
+                next.finished_at = None;
+                next.lease_expires_at = None;
+            }
+        }
+        Ok(next)
+    }
+
+    /// The error a caller gets when the transition does not apply to task `id`.
+    pub fn refusal(&self, id: TaskId, refused: Refused) -> StoreError {
+        match self {
+            Self::Settle { .. } => StoreError::LeaseLost(id),
+            _ => StoreError::Conflict {
+                id,
+                status: refused.status,
+            },
+        }
+    }
+
+    /// The error a caller gets when task `id` does not exist.
+    pub fn missing(&self, id: TaskId) -> StoreError {
+        match self {
+            Self::Settle { .. } => StoreError::LeaseLost(id),
+            _ => StoreError::NotFound(id),
+        }
+    }
+}
+
+/// True for a running task whose final attempt's lease expired by `due_by`: it is failed
+/// rather than run again.
+pub fn is_expired_final_attempt(task: &Task, due_by: Timestamp) -> bool {
+    task.status == TaskStatus::Running
+        && task.attempts >= task.max_attempts
+        && task.lease_expires_at.is_some_and(|lease| lease <= due_by)
+}
+
+/// Applies `outcome` to a running attempt.
+fn settle(task: &mut Task, outcome: &Settlement, now: Timestamp) {
+    task.updated_at = now;
+    task.lease_expires_at = None;
+    match outcome {
+        Settlement::Succeeded => {
+            task.status = TaskStatus::Succeeded;
+            task.succeeded_at = Some(now);
+            task.finished_at = Some(now);
+        }
+        Settlement::Retry { error, retry_at } => {
+            task.status = TaskStatus::Pending;
+            task.scheduled_at = *retry_at;
+            task.last_error = Some(error.clone());
+            task.last_failed_attempt_at = Some(now);
+        }
+        Settlement::Failed { error } => {
+            task.status = TaskStatus::Failed;
+            task.last_error = Some(error.clone());
+            task.last_failed_attempt_at = Some(now);
+            task.finished_at = Some(now);
+        }
+        Settlement::Released => {
+            task.status = TaskStatus::Pending;
+            task.attempts = task.attempts.saturating_sub(1);
+        }
+    }
+}
+
+/// A token no other claim has: a ULID (time plus 80 random bits).
+pub fn new_lease_token() -> String {
+    ulid::Ulid::new().to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::task::NewTask;
+
+    fn at(seconds: u64) -> Timestamp {
+        let t0: Timestamp = "2030-01-01T00:00:00Z".parse().expect("timestamp");
+        t0.plus(Duration::from_secs(seconds))
+    }
+
+    #[test]
+    fn a_claim_applies_only_to_due_tasks_with_attempts_left() {
+        let mut new = NewTask::new("t", "{}");
+        new.scheduled_at = Some(at(10));
+        new.max_attempts = Some(1);
+        let task = Task::from_new(new, at(0));
+        let early = Transition::claim(at(9), at(9), at(60));
+        assert_eq!(
+            early.apply(&task),
+            Err(Refused {
+                status: TaskStatus::Pending
+            })
+        );
+        let claim = Transition::claim(at(10), at(10), at(60));
+        let running = claim.apply(&task).expect("due");
+        assert_eq!((running.status, running.attempts), (TaskStatus::Running, 1));
+        let again = Transition::claim(at(61), at(61), at(120));
+        assert!(again.apply(&running).is_err(), "no attempts left");
+        let expire = Transition::Expire {
+            due_by: at(61),
+            now: at(61),
+        };
+        assert_eq!(
+            expire.apply(&running).expect("expired").status,
+            TaskStatus::Failed
+        );
+    }
+
+    #[test]
+    fn only_the_claimant_settles() {
+        let task = Task::from_new(NewTask::new("t", "{}"), at(0));
+        let running = Transition::claim(at(1), at(1), at(60))
+            .apply(&task)
+            .expect("claim");
+        let mut other = running.clone();
+        other.lease_token = Some(new_lease_token());
+        let settle = Transition::settle(&other, Settlement::Succeeded, at(2)).expect("token");
+        let refused = settle.apply(&running).expect_err("another claim's token");
+        assert!(
+            matches!(settle.refusal(task.id, refused), StoreError::LeaseLost(id) if id == task.id)
+        );
+    }
+}
