@@ -2,6 +2,7 @@
 //! from the Runtime API) and peak memory of a processor invocation, against a Runtime API served
 //! here on 127.0.0.1 the way Lambda serves it.
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::sync::Arc;
@@ -12,7 +13,12 @@ use axum::extract::State;
 use axum::http::HeaderMap;
 use axum::response::IntoResponse;
 use axum::routing::{get, post};
+use indicatif::ProgressBar;
+use tasker::{ProcessorSettings, RunSummary, Store, Tasker};
 use tokio::sync::{Mutex, mpsc};
+
+use crate::phases;
+use crate::results::{FunctionResults, Invocation, LambdaResults};
 
 /// What the Runtime API saw.
 #[derive(Debug)]
@@ -175,7 +181,7 @@ fn peak_rss(pid: u32) -> Option<u64> {
 pub async fn processor_invocation(
     binary: &Path,
     extra: &[(String, String)],
-) -> (serde_json::Value, Duration, Option<u64>) {
+) -> (RunSummary, Duration, Option<u64>) {
     let (api, mut seen, events) = runtime_api().await;
     let env = lambda_env("processor", &api, extra);
     let mut child = spawn(binary, &env);
@@ -207,30 +213,68 @@ pub async fn processor_invocation(
         Ok(Err(err)) => panic!("processor failed: {err}"),
         Err(_) => panic!("processor did not answer within 10 minutes"),
     };
-    (
-        serde_json::from_str(&body).unwrap_or(serde_json::Value::String(body)),
-        took,
-        rss,
-    )
+    let summary = serde_json::from_str(&body)
+        .unwrap_or_else(|err| panic!("the processor answered {body:?}, not a run summary: {err}"));
+    (summary, took, rss)
 }
 
-/// Builds the three function binaries for this machine in release; their folder.
+/// The Lambda functions, as `template.yaml` deploys them.
+pub const FUNCTIONS: [&str; 3] = ["enqueue", "processor", "cleanup"];
+
+/// Builds each function binary for this machine in release, one build per function as SAM makes
+/// them, so each links only its own features; their folder.
 pub fn build_functions(target_dir: &Path) -> PathBuf {
-    let status = std::process::Command::new(std::env::var("CARGO").unwrap_or("cargo".into()))
-        .args([
-            "build",
-            "--release",
-            "--locked",
-            "-p",
-            "enqueue",
-            "-p",
-            "processor",
-            "-p",
-            "cleanup",
-        ])
-        .env("CARGO_TARGET_DIR", target_dir)
-        .status()
-        .expect("run cargo build");
-    assert!(status.success(), "building the function binaries failed");
+    for function in FUNCTIONS {
+        let status = std::process::Command::new(std::env::var("CARGO").unwrap_or("cargo".into()))
+            .args(["build", "--release", "--locked", "-p", function])
+            .env("CARGO_TARGET_DIR", target_dir)
+            .status()
+            .expect("run cargo build");
+        assert!(status.success(), "building {function} failed");
+    }
     target_dir.join("release")
+}
+
+/// Init times of each function and one processor invocation over `tasks` due tasks, against
+/// DynamoDB Local at `endpoint`.
+pub async fn measure(endpoint: &str, target_dir: &Path, tasks: usize) -> LambdaResults {
+    let folder = build_functions(target_dir);
+    let store = tasker_tests::dynamo::fresh_store_at(endpoint).await;
+    let extra = vec![
+        ("TASKER_TABLE".to_owned(), store.table().to_owned()),
+        ("AWS_ENDPOINT_URL_DYNAMODB".to_owned(), endpoint.to_owned()),
+    ];
+    let mut functions = BTreeMap::new();
+    for name in FUNCTIONS {
+        let binary = folder.join(name);
+        let mut times = init_times(&binary, 7, &extra).await;
+        times.sort_by(f64::total_cmp);
+        let results = FunctionResults {
+            init_ms_median: times[times.len() / 2],
+            init_ms_all: times,
+            host_binary_bytes: std::fs::metadata(&binary).map(|m| m.len()).unwrap_or(0),
+        };
+        functions.insert(name.to_owned(), results);
+    }
+    // One invocation drains the tasks: the processor's peak memory doing real work. It runs
+    // registered types only: these are `noop`, which it does not know, so each attempt fails at
+    // once and is retried later: a drain of real store work.
+    let tasker = Tasker::new(
+        Store::DynamoDb(store),
+        phases::noop_registry(ProgressBar::hidden()),
+        ProcessorSettings::default(),
+    );
+    let progress = crate::bar(tasks, "Lambda: tasks for one processor invocation");
+    phases::enqueue_library(&tasker, tasks, phases::CONCURRENCY, &progress).await;
+    progress.finish_and_clear();
+    let (answer, took, rss) = processor_invocation(&folder.join("processor"), &extra).await;
+    LambdaResults {
+        functions,
+        processor_invocation: Invocation {
+            tasks,
+            answer,
+            seconds: took.as_secs_f64(),
+            peak_rss_bytes: rss,
+        },
+    }
 }

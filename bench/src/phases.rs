@@ -4,16 +4,17 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use aws_sdk_dynamodb::Client;
-use aws_sdk_dynamodb::types::AttributeValue;
 use futures::{StreamExt, TryStreamExt};
 use indicatif::ProgressBar;
 use serde_json::json;
+use tasker::store::dynamodb::probe as dynamodb_probe;
+use tasker::store::sqlite::probe as sqlite_probe;
 use tasker::store::{Settlement, StoreError, TaskQueue};
 use tasker::{
     AuthMode, NewTask, PollSettings, ProcessorSettings, Registry, Store, Task, TaskError, Tasker,
     Timestamp, api,
 };
+use tasker_tests::dynamo;
 
 /// Writes in flight at once: the processor's default concurrency and the store's claim fan-out.
 pub const CONCURRENCY: usize = 16;
@@ -87,96 +88,24 @@ fn rate(count: usize, took: Duration) -> f64 {
     count as f64 / took.as_secs_f64().max(f64::EPSILON)
 }
 
-/// Single conditional writes per second on DynamoDB: `UpdateItem` with a condition on `n`
-/// pre-written items, `CONCURRENCY` at once, through the same client settings as the store.
-pub async fn dynamo_ceiling(client: &Client, table: &str, n: usize, bar: &ProgressBar) -> f64 {
-    futures::stream::iter(0..n)
-        .map(|i| {
-            client
-                .put_item()
-                .table_name(table)
-                .item("id", AttributeValue::S(format!("ceiling#{i}")))
-                .item("n", AttributeValue::N("0".into()))
-                .send()
-        })
-        .buffer_unordered(CONCURRENCY)
-        .try_collect::<Vec<_>>()
-        .await
-        .expect("prepare ceiling items");
-    let started = Instant::now();
-    futures::stream::iter(0..n)
-        .map(|i| async move {
-            let result = client
-                .update_item()
-                .table_name(table)
-                .key("id", AttributeValue::S(format!("ceiling#{i}")))
-                .update_expression("SET n = n + :one")
-                .condition_expression("attribute_exists(id) AND n >= :zero")
-                .expression_attribute_values(":one", AttributeValue::N("1".into()))
-                .expression_attribute_values(":zero", AttributeValue::N("0".into()))
-                .send()
-                .await;
-            bar.inc(1);
-            result
-        })
-        .buffer_unordered(CONCURRENCY)
-        .try_collect::<Vec<_>>()
+/// Single conditional writes per second on DynamoDB, `CONCURRENCY` at once, on a fresh table
+/// of DynamoDB Local at `endpoint`, with the store's own client settings.
+pub async fn dynamo_ceiling(endpoint: &str, n: usize, bar: &ProgressBar) -> f64 {
+    let client = dynamo::client_for(endpoint);
+    let table = dynamo::fresh_table(&client).await;
+    let took = dynamodb_probe::conditional_writes(client, &table, n, CONCURRENCY, &|| bar.inc(1))
         .await
         .expect("ceiling writes");
-    rate(n, started.elapsed())
+    rate(n, took)
 }
 
-/// Single conditional writes per second on SQLite: one-row `UPDATE ... WHERE` statements, each
-/// in its own immediate transaction on one WAL connection (as the store holds it), `CONCURRENCY`
-/// callers at once.
+/// Single conditional writes per second on SQLite: one-row updates, each in its own immediate
+/// transaction on one WAL connection (as the store holds it), `CONCURRENCY` callers at once.
 pub async fn sqlite_ceiling(path: &std::path::Path, n: usize, bar: &ProgressBar) -> f64 {
-    let conn = rusqlite::Connection::open(path).expect("open ceiling db");
-    conn.pragma_update(None, "journal_mode", "WAL")
-        .expect("WAL");
-    conn.pragma_update(None, "synchronous", "NORMAL")
-        .expect("synchronous");
-    conn.execute_batch(
-        "CREATE TABLE bench (id TEXT PRIMARY KEY NOT NULL, n INTEGER NOT NULL) STRICT;",
-    )
-    .expect("ceiling table");
-    {
-        let tx = conn.unchecked_transaction().expect("tx");
-        for i in 0..n {
-            tx.execute(
-                "INSERT INTO bench (id, n) VALUES (?1, 0)",
-                [format!("ceiling#{i}")],
-            )
-            .expect("insert");
-        }
-        tx.commit().expect("commit");
-    }
-    let conn = Arc::new(std::sync::Mutex::new(conn));
-    let started = Instant::now();
-    futures::stream::iter(0..n)
-        .map(|i| {
-            let conn = Arc::clone(&conn);
-            let bar = bar.clone();
-            tokio::task::spawn_blocking(move || {
-                let mut conn = conn.lock().unwrap_or_else(|p| p.into_inner());
-                let tx = conn
-                    .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
-                    .expect("tx");
-                let changed = tx
-                    .execute(
-                        "UPDATE bench SET n = n + 1 WHERE id = ?1 AND n >= 0",
-                        [format!("ceiling#{i}")],
-                    )
-                    .expect("update");
-                tx.commit().expect("commit");
-                bar.inc(1);
-                changed
-            })
-        })
-        .buffer_unordered(CONCURRENCY)
-        .try_collect::<Vec<_>>()
+    let took = sqlite_probe::conditional_writes(path, n, CONCURRENCY, &|| bar.inc(1))
         .await
         .expect("ceiling writes");
-    rate(n, started.elapsed())
+    rate(n, took)
 }
 
 /// Creates `n` no-op tasks through the library, `concurrency` at once; tasks per second.

@@ -232,19 +232,7 @@ async fn run(cli: Cli) -> Result<(), CliError> {
             store,
         } => {
             let tasker = config(&store)?.build_tasker().await?;
-            match (id, reference) {
-                (Some(id), _) => print_task(&tasker.cancel(parse_id(&id)?).await?, output.json),
-                (None, Some(reference)) => {
-                    operator::cancel_by_reference(
-                        &tasker,
-                        &reference,
-                        task_type.as_deref(),
-                        output.json,
-                    )
-                    .await
-                }
-                (None, None) => Err(CliError::Usage("give a task id or --reference".into())),
-            }
+            operator::cancel(&tasker, id, reference, task_type, output.json).await
         }
         Command::Retry {
             id,

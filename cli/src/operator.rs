@@ -147,6 +147,23 @@ pub async fn list(
     }
 }
 
+/// `tasker cancel ID` or `tasker cancel --reference R [--type T]`.
+pub async fn cancel(
+    tasker: &Tasker<Store>,
+    id: Option<String>,
+    reference: Option<String>,
+    task_type: Option<String>,
+    json: bool,
+) -> Result<(), CliError> {
+    match (id, reference) {
+        (Some(id), _) => print_task(&tasker.cancel(parse_id(&id)?).await?, json),
+        (None, Some(reference)) => {
+            cancel_by_reference(tasker, &reference, task_type.as_deref(), json).await
+        }
+        (None, None) => Err(CliError::Usage("give a task id or --reference".into())),
+    }
+}
+
 /// `tasker cancel --reference`.
 pub async fn cancel_by_reference(
     tasker: &Tasker<Store>,

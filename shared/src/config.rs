@@ -134,82 +134,17 @@ impl Config {
         Self::from_lookup(|name| std::env::var(name).ok())
     }
 
-    /// Reads variables through `lookup` (tests pass a map).
+    /// Reads variables through `lookup` (tests pass a map); a blank value counts as unset.
     pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
         let get = |name: &str| lookup(name).filter(|value| !value.trim().is_empty());
-        let defaults = ProcessorSettings::default();
         let config = Self {
             store: parse(&get, "TASKER_STORE", StoreKind::Sqlite, str::parse)?,
             db_path: get("TASKER_DB_PATH")
                 .map_or_else(|| PathBuf::from("tasker.db"), PathBuf::from),
             table: get("TASKER_TABLE"),
-            processor: ProcessorSettings {
-                batch_size: parse(&get, "TASKER_BATCH_SIZE", defaults.batch_size, |v| {
-                    bounded(v, 1, 1000)
-                })?,
-                concurrency: parse(&get, "TASKER_CONCURRENCY", defaults.concurrency, |v| {
-                    bounded(v, 1, 256)
-                })?,
-                max_run: parse(&get, "TASKER_MAX_RUN", defaults.max_run, duration)?,
-                time_margin: parse(&get, "TASKER_TIME_MARGIN", defaults.time_margin, duration)?,
-                lease_grace: parse(&get, "TASKER_LEASE_GRACE", defaults.lease_grace, duration)?,
-            },
-            task_defaults: {
-                let base = TypeSettings::default();
-                let retry = RetryPolicy {
-                    initial_interval_ms: parse(
-                        &get,
-                        "TASKER_RETRY_INITIAL",
-                        base.retry.initial_interval_ms,
-                        millis,
-                    )?,
-                    factor: parse(&get, "TASKER_RETRY_FACTOR", base.retry.factor, |v| {
-                        v.parse::<f64>()
-                            .map_err(|_| format!("expected a number such as 2, got {v:?}"))
-                    })?,
-                    max_interval_ms: parse(
-                        &get,
-                        "TASKER_RETRY_MAX",
-                        base.retry.max_interval_ms,
-                        millis,
-                    )?,
-                    min_interval_ms: parse(
-                        &get,
-                        "TASKER_RETRY_MIN",
-                        base.retry.min_interval_ms,
-                        millis,
-                    )?,
-                };
-                retry.validate().map_err(retry_error)?;
-                TypeSettings {
-                    max_attempts: base.max_attempts,
-                    retry,
-                    timeout: parse(&get, "TASKER_HANDLER_TIMEOUT", base.timeout, duration)?,
-                }
-            },
-            poll: PollSettings {
-                window: parse(&get, "TASKER_POLL_WINDOW", Duration::ZERO, |v| {
-                    seconds(v).and_then(|d| {
-                        if d > MAX_POLL_WINDOW {
-                            Err(format!("must be at most {} s", MAX_POLL_WINDOW.as_secs()))
-                        } else {
-                            Ok(d)
-                        }
-                    })
-                })?,
-                interval: parse(&get, "TASKER_POLL_INTERVAL", Duration::from_secs(1), |v| {
-                    seconds(v).and_then(|d| {
-                        if d < MIN_POLL_INTERVAL {
-                            Err(format!(
-                                "must be at least {} ms",
-                                MIN_POLL_INTERVAL.as_millis()
-                            ))
-                        } else {
-                            Ok(d)
-                        }
-                    })
-                })?,
-            },
+            processor: processor_settings(&get)?,
+            task_defaults: task_defaults(&get)?,
+            poll: poll_settings(&get)?,
             service: get("TASKER_SERVICE").unwrap_or_else(|| "tasker".to_owned()),
             retention: parse(&get, "TASKER_RETENTION", Duration::ZERO, duration)?,
             cleanup_grace: parse(&get, "TASKER_CLEANUP_GRACE", Duration::ZERO, duration)?,
@@ -230,24 +165,30 @@ impl Config {
                 allow_private: parse(&get, "TASKER_WEBHOOK_ALLOW_PRIVATE", false, boolean)?,
             },
         };
-        if !config.store.is_built() {
+        config.check_store()?;
+        Ok(config)
+    }
+
+    /// The backend is built into this binary and has what it needs.
+    fn check_store(&self) -> Result<(), ConfigError> {
+        if !self.store.is_built() {
             return Err(ConfigError {
                 name: "TASKER_STORE",
                 reason: format!(
                     "this binary is built without the {} backend (cargo feature `{}`); \
                      the Lambda functions need TASKER_STORE=dynamodb",
-                    config.store.as_str(),
-                    config.store.as_str()
+                    self.store.as_str(),
+                    self.store.as_str()
                 ),
             });
         }
-        if config.store == StoreKind::DynamoDb && config.table.is_none() {
+        if self.store == StoreKind::DynamoDb && self.table.is_none() {
             return Err(ConfigError {
                 name: "TASKER_TABLE",
                 reason: "is required when TASKER_STORE=dynamodb".into(),
             });
         }
-        Ok(config)
+        Ok(())
     }
 
     /// The age past which cleanup deletes a finished task: the retention plus the TTL grace.
@@ -356,8 +297,80 @@ fn retry_error(err: RetryPolicyError) -> ConfigError {
     }
 }
 
+/// A variable's value, `None` when unset or blank.
+type Get<'a> = dyn Fn(&str) -> Option<String> + 'a;
+
+/// `TASKER_BATCH_SIZE`, `TASKER_CONCURRENCY`, `TASKER_MAX_RUN`, `TASKER_TIME_MARGIN`,
+/// `TASKER_LEASE_GRACE`.
+fn processor_settings(get: &Get<'_>) -> Result<ProcessorSettings, ConfigError> {
+    let defaults = ProcessorSettings::default();
+    Ok(ProcessorSettings {
+        batch_size: parse(get, "TASKER_BATCH_SIZE", defaults.batch_size, |v| {
+            bounded(v, 1, 1000)
+        })?,
+        concurrency: parse(get, "TASKER_CONCURRENCY", defaults.concurrency, |v| {
+            bounded(v, 1, 256)
+        })?,
+        max_run: parse(get, "TASKER_MAX_RUN", defaults.max_run, duration)?,
+        time_margin: parse(get, "TASKER_TIME_MARGIN", defaults.time_margin, duration)?,
+        lease_grace: parse(get, "TASKER_LEASE_GRACE", defaults.lease_grace, duration)?,
+    })
+}
+
+/// The built-in types' settings: `TASKER_RETRY_*` and `TASKER_HANDLER_TIMEOUT`.
+fn task_defaults(get: &Get<'_>) -> Result<TypeSettings, ConfigError> {
+    let base = TypeSettings::default();
+    let retry = RetryPolicy {
+        initial_interval_ms: parse(
+            get,
+            "TASKER_RETRY_INITIAL",
+            base.retry.initial_interval_ms,
+            millis,
+        )?,
+        factor: parse(get, "TASKER_RETRY_FACTOR", base.retry.factor, |v| {
+            v.parse::<f64>()
+                .map_err(|_| format!("expected a number such as 2, got {v:?}"))
+        })?,
+        max_interval_ms: parse(get, "TASKER_RETRY_MAX", base.retry.max_interval_ms, millis)?,
+        min_interval_ms: parse(get, "TASKER_RETRY_MIN", base.retry.min_interval_ms, millis)?,
+    };
+    retry.validate().map_err(retry_error)?;
+    Ok(TypeSettings {
+        max_attempts: base.max_attempts,
+        retry,
+        timeout: parse(get, "TASKER_HANDLER_TIMEOUT", base.timeout, duration)?,
+    })
+}
+
+/// `TASKER_POLL_WINDOW` (at most 14 min) and `TASKER_POLL_INTERVAL` (at least 100 ms).
+fn poll_settings(get: &Get<'_>) -> Result<PollSettings, ConfigError> {
+    Ok(PollSettings {
+        window: parse(get, "TASKER_POLL_WINDOW", Duration::ZERO, |v| {
+            seconds(v).and_then(|d| {
+                if d > MAX_POLL_WINDOW {
+                    Err(format!("must be at most {} s", MAX_POLL_WINDOW.as_secs()))
+                } else {
+                    Ok(d)
+                }
+            })
+        })?,
+        interval: parse(get, "TASKER_POLL_INTERVAL", Duration::from_secs(1), |v| {
+            seconds(v).and_then(|d| {
+                if d < MIN_POLL_INTERVAL {
+                    Err(format!(
+                        "must be at least {} ms",
+                        MIN_POLL_INTERVAL.as_millis()
+                    ))
+                } else {
+                    Ok(d)
+                }
+            })
+        })?,
+    })
+}
+
 fn parse<T>(
-    get: &impl Fn(&str) -> Option<String>,
+    get: &Get<'_>,
     name: &'static str,
     default: T,
     convert: impl Fn(&str) -> Result<T, String>,

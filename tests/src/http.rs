@@ -7,7 +7,6 @@ use http::{Method, Request, StatusCode};
 use serde_json::Value;
 use tasker::api::{self, ApiStore};
 use tasker::{AuthMode, ProcessorSettings, Registry, Tasker};
-use tower::ServiceExt;
 
 /// The router over `store`, where `sendWebhook` is registered and always succeeds.
 pub fn router<S: ApiStore>(store: S, auth: AuthMode) -> axum::Router {
@@ -37,17 +36,5 @@ pub async fn call(
             request = request.header("authorization", value);
         }
     }
-    let response = app
-        .clone()
-        .oneshot(request.body(body.into()).expect("request"))
-        .await
-        .expect("router answers");
-    let status = response.status();
-    let bytes = axum::body::to_bytes(response.into_body(), usize::MAX)
-        .await
-        .expect("body");
-    (
-        status,
-        serde_json::from_slice(&bytes).unwrap_or(Value::Null),
-    )
+    crate::fixtures::answer(app, request.body(body.into()).expect("request")).await
 }

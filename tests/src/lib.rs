@@ -4,6 +4,7 @@
 pub mod capacity;
 pub mod dynamo;
 pub mod events;
+pub mod fixtures;
 pub mod http;
 pub mod process;
 pub mod proxy;

@@ -7,7 +7,8 @@ use tasker::api::ApiStore;
 use tasker::{AuthMode, SqliteStore, Store};
 use tasker_tests::http::{call, router};
 
-/// (body, expected status, expected code)
+/// (body, expected status, expected code): one row per case, so the table is as long as the
+/// cases are many.
 fn bad_creates() -> Vec<(Vec<u8>, StatusCode, &'static str)> {
     let bad = StatusCode::BAD_REQUEST;
     let case = |body: &str, status, code| (body.as_bytes().to_vec(), status, code);
@@ -121,9 +122,16 @@ fn bad_creates() -> Vec<(Vec<u8>, StatusCode, &'static str)> {
 
 async fn bad_input_is_refused_with_a_code<S: ApiStore>(store: S) {
     let app = router(store, AuthMode::Open);
+    bad_creates_are_refused(&app).await;
+    bad_cancels_are_refused(&app).await;
+    bad_listings_are_refused(&app).await;
+    unknown_ids_routes_and_methods_are_refused(&app).await;
+}
+
+async fn bad_creates_are_refused(app: &axum::Router) {
     for (body, status, code) in bad_creates() {
         let shown = String::from_utf8_lossy(&body[..body.len().min(120)]).into_owned();
-        let (got, json) = call(&app, Method::POST, "/tasks", body, None).await;
+        let (got, json) = call(app, Method::POST, "/tasks", body, None).await;
         assert_eq!(got, status, "{shown}: {json}");
         assert_eq!(json["error"]["code"], code, "{shown}: {json}");
         assert!(
@@ -134,7 +142,10 @@ async fn bad_input_is_refused_with_a_code<S: ApiStore>(store: S) {
             "{shown}: no message"
         );
     }
-    // Cancel by reference rejects bad bodies the same way.
+}
+
+/// Cancel by reference rejects bad bodies the same way.
+async fn bad_cancels_are_refused(app: &axum::Router) {
     for (body, code) in [
         ("{", "invalid_json"),
         ("{}", "missing_field"),
@@ -142,11 +153,14 @@ async fn bad_input_is_refused_with_a_code<S: ApiStore>(store: S) {
         (r#"{"referenceUid":"r","type":"bad type"}"#, "invalid_field"),
         (r#"{"referenceUid":"r","other":1}"#, "unknown_field"),
     ] {
-        let (status, json) = call(&app, Method::POST, "/tasks/cancel", body, None).await;
+        let (status, json) = call(app, Method::POST, "/tasks/cancel", body, None).await;
         assert_eq!(status, StatusCode::BAD_REQUEST, "{body}: {json}");
         assert_eq!(json["error"]["code"], code, "{body}: {json}");
     }
-    // Listing refuses unknown, repeated, empty and out-of-range parameters and foreign cursors.
+}
+
+/// Listing refuses unknown, repeated, empty and out-of-range parameters and foreign cursors.
+async fn bad_listings_are_refused(app: &axum::Router) {
     for (query, code) in [
         ("state=failed", "unknown_parameter"),
         ("status=done", "invalid_parameter"),
@@ -159,11 +173,13 @@ async fn bad_input_is_refused_with_a_code<S: ApiStore>(store: S) {
         ("cursor=%ff%fe", "invalid_cursor"),
     ] {
         let path = format!("/tasks?{query}");
-        let (status, json) = call(&app, Method::GET, &path, Body::empty(), None).await;
+        let (status, json) = call(app, Method::GET, &path, Body::empty(), None).await;
         assert_eq!(status, StatusCode::BAD_REQUEST, "{query}: {json}");
         assert_eq!(json["error"]["code"], code, "{query}: {json}");
     }
-    // Unknown ids, routes and methods.
+}
+
+async fn unknown_ids_routes_and_methods_are_refused(app: &axum::Router) {
     for (method, path, status, code) in [
         (
             Method::GET,
@@ -202,7 +218,7 @@ async fn bad_input_is_refused_with_a_code<S: ApiStore>(store: S) {
             "method_not_allowed",
         ),
     ] {
-        let (got, json) = call(&app, method.clone(), path, Body::empty(), None).await;
+        let (got, json) = call(app, method.clone(), path, Body::empty(), None).await;
         assert_eq!(got, status, "{method} {path}: {json}");
         assert_eq!(json["error"]["code"], code, "{method} {path}: {json}");
     }

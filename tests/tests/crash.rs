@@ -4,100 +4,117 @@
 use std::collections::{HashMap, HashSet};
 use std::time::Duration;
 
-use serde_json::{Value, json};
+use reqwest::Method;
+use serde_json::json;
 use tasker::store::TaskReader;
 use tasker::{DynamoStore, SqliteStore, Store, TaskId, TaskStatus};
-use tasker_tests::dynamo;
-use tasker_tests::eventually;
+use tasker_tests::fixtures::ApiClient;
 use tasker_tests::process::Serve;
 use tasker_tests::receiver::Receiver;
+use tasker_tests::{dynamo, eventually};
 
 const TASKS: usize = 12;
 
-async fn crash_and_recover(
-    store_args: &[&str],
-    mut envs: Vec<(&'static str, String)>,
-    store: Store,
-) {
-    let receiver = Receiver::start().await;
-    envs.extend([
-        ("TASKER_WEBHOOK_ALLOW_PRIVATE", "true".to_owned()),
-        ("TASKER_CONCURRENCY", "4".to_owned()),
-        // Batches of 4: at the kill some tasks are done, some in flight, some not yet claimed.
-        ("TASKER_BATCH_SIZE", "4".to_owned()),
-        // Keep finished tasks: the restarted process runs cleanup when it starts.
-        ("TASKER_RETENTION", "1h".to_owned()),
-        // A short run and lease grace, so the lease of the killed run expires within seconds;
-        // the run still fits all 12 tasks (3 waves of 1.5 s).
-        ("TASKER_MAX_RUN", "8s".to_owned()),
-        ("TASKER_TIME_MARGIN", "2s".to_owned()),
-        ("TASKER_LEASE_GRACE", "1s".to_owned()),
-        ("TASKER_RETRY_INITIAL", "1s".to_owned()),
-    ]);
-    let mut args = store_args.to_vec();
-    args.extend(["--interval", "1"]);
-    let serve = Serve::start(&args, &envs).await;
-    let client = reqwest::Client::new();
+/// The server's settings: batches of 4 so that at the kill some tasks are done, some in flight
+/// and some not yet claimed; finished tasks kept (the restarted process runs cleanup when it
+/// starts); a short run and lease grace, so the killed run's lease expires within seconds
+/// while the run still fits all 12 tasks (3 waves of 1.5 s).
+fn settings() -> Vec<(&'static str, String)> {
+    [
+        ("TASKER_WEBHOOK_ALLOW_PRIVATE", "true"),
+        ("TASKER_CONCURRENCY", "4"),
+        ("TASKER_BATCH_SIZE", "4"),
+        ("TASKER_RETENTION", "1h"),
+        ("TASKER_MAX_RUN", "8s"),
+        ("TASKER_TIME_MARGIN", "2s"),
+        ("TASKER_LEASE_GRACE", "1s"),
+        ("TASKER_RETRY_INITIAL", "1s"),
+    ]
+    .map(|(name, value)| (name, value.to_owned()))
+    .to_vec()
+}
 
-    // GIVEN 12 webhooks that each take 1.5 s to answer
+/// The path the webhook of task `i` posts to: the receiver answers it after 1.5 s.
+fn slow_path(i: usize) -> String {
+    format!("/delay/1500/task-{i}")
+}
+
+/// Where the tasks were when the process was killed.
+struct AtTheKill {
+    in_flight: HashSet<TaskId>,
+    done: HashSet<TaskId>,
+    /// Deliveries the receiver had seen start.
+    deliveries: usize,
+}
+
+/// GIVEN 12 webhooks that each take 1.5 s to answer, created through `serve`.
+async fn slow_webhooks(serve: &Serve, receiver: &Receiver) -> Vec<TaskId> {
+    let api = ApiClient::open(&serve.base);
     let mut ids = Vec::new();
     for i in 0..TASKS {
         let body = json!({
             "type": "sendWebhook",
-            "payload": {"url": format!("{}/delay/1500/task-{i}", receiver.base), "body": {"i": i}},
+            "payload": {"url": format!("{}{}", receiver.base, slow_path(i)), "body": {"i": i}},
         });
-        let created: Value = client
-            .post(format!("{}/tasks", serve.base))
-            .json(&body)
-            .send()
-            .await
-            .expect("create")
-            .json()
-            .await
-            .expect("JSON");
-        let id: TaskId = created["id"]
-            .as_str()
-            .expect("id")
-            .parse()
-            .expect("task id");
-        ids.push(id);
+        let (_, created) = api.send(Method::POST, "/tasks", Some(&body)).await;
+        ids.push(
+            created["id"]
+                .as_str()
+                .expect("id")
+                .parse()
+                .expect("task id"),
+        );
     }
+    ids
+}
 
-    // WHEN the process is killed while the second batch is being delivered
+/// WHEN the process is killed (SIGKILL) while the second batch is being delivered.
+async fn kill_mid_batch(
+    serve: Serve,
+    receiver: &Receiver,
+    store: &Store,
+    ids: &[TaskId],
+) -> AtTheKill {
     eventually(
         "the second batch to start",
         Duration::from_secs(30),
         || async { (receiver.all().len() >= 5).then_some(()) },
     )
     .await;
-    drop(serve); // SIGKILL
-    let mut in_flight = HashSet::new();
-    let mut done_before = HashSet::new();
-    for id in &ids {
+    drop(serve);
+    let mut kill = AtTheKill {
+        in_flight: HashSet::new(),
+        done: HashSet::new(),
+        deliveries: receiver.all().len(),
+    };
+    for id in ids {
         let task = store.get(*id).await.expect("get").expect("task not lost");
         match task.status {
-            TaskStatus::Running => {
-                in_flight.insert(*id);
-            }
-            TaskStatus::Succeeded => {
-                done_before.insert(*id);
-            }
-            _ => {}
-        }
+            TaskStatus::Running => kill.in_flight.insert(*id),
+            TaskStatus::Succeeded => kill.done.insert(*id),
+            _ => false,
+        };
     }
     assert!(
-        !done_before.is_empty(),
+        !kill.done.is_empty(),
         "the first batch should have finished before the kill"
     );
     assert!(
-        in_flight.len() < TASKS,
+        kill.in_flight.len() < TASKS,
         "not every task should be claimed at the kill"
     );
-    let delivered_before_restart = receiver.all().len();
+    kill
+}
 
-    // THEN a new process, once the lease has expired, completes every task
-    let restarted = Serve::start(&args, &envs).await;
-    for id in &ids {
+/// THEN a new process, once the lease has expired, completes every task.
+async fn a_restart_completes_every_task(
+    args: &[&str],
+    envs: &[(&str, String)],
+    store: &Store,
+    ids: &[TaskId],
+) {
+    let _restarted = Serve::start(args, envs).await;
+    for id in ids {
         eventually(
             &format!("task {id} to succeed"),
             Duration::from_secs(60),
@@ -108,9 +125,10 @@ async fn crash_and_recover(
         )
         .await;
     }
-    drop(restarted);
+}
 
-    // AND only tasks that were in flight at the kill were delivered twice
+/// AND only tasks that were in flight at the kill were delivered twice.
+fn only_tasks_in_flight_ran_twice(receiver: &Receiver, ids: &[TaskId], kill: &AtTheKill) {
     let mut deliveries: HashMap<String, usize> = HashMap::new();
     for request in receiver.all() {
         *deliveries.entry(request.path).or_default() += 1;
@@ -121,14 +139,19 @@ async fn crash_and_recover(
         "every task was delivered: {deliveries:?}"
     );
     let twice: Vec<usize> = (0..TASKS)
-        .filter(|i| deliveries[&format!("/delay/1500/task-{i}")] > 1)
+        .filter(|&i| deliveries[&slow_path(i)] > 1)
         .collect();
-    for i in &twice {
-        let path = format!("/delay/1500/task-{i}");
-        assert_eq!(deliveries[&path], 2, "{path} ran more than twice");
+    for &i in &twice {
+        assert_eq!(
+            deliveries[&slow_path(i)],
+            2,
+            "{} ran more than twice",
+            slow_path(i)
+        );
         assert!(
-            in_flight.contains(&ids[*i]),
-            "{path} ran twice but was not in flight at the kill"
+            kill.in_flight.contains(&ids[i]),
+            "{} ran twice but was not in flight at the kill",
+            slow_path(i)
         );
     }
     assert!(
@@ -136,22 +159,43 @@ async fn crash_and_recover(
         "the kill should have interrupted deliveries"
     );
     assert!(
-        twice.len() <= delivered_before_restart,
+        twice.len() <= kill.deliveries,
         "more tasks ran twice than had started before the kill"
     );
     for (i, id) in ids.iter().enumerate() {
-        if done_before.contains(id) {
-            let path = format!("/delay/1500/task-{i}");
-            assert_eq!(deliveries[&path], 1, "{path} had finished but ran again");
+        if kill.done.contains(id) {
+            assert_eq!(
+                deliveries[&slow_path(i)],
+                1,
+                "{} had finished but ran again",
+                slow_path(i)
+            );
         }
     }
     eprintln!(
         "crash: {TASKS} tasks, {} done and {} running at the kill \
-         ({delivered_before_restart} deliveries started), {} delivered twice, 0 lost",
-        done_before.len(),
-        in_flight.len(),
+         ({} deliveries started), {} delivered twice, 0 lost",
+        kill.done.len(),
+        kill.in_flight.len(),
+        kill.deliveries,
         twice.len()
     );
+}
+
+async fn crash_and_recover(
+    store_args: &[&str],
+    mut envs: Vec<(&'static str, String)>,
+    store: Store,
+) {
+    let receiver = Receiver::start().await;
+    envs.extend(settings());
+    let mut args = store_args.to_vec();
+    args.extend(["--interval", "1"]);
+    let serve = Serve::start(&args, &envs).await;
+    let ids = slow_webhooks(&serve, &receiver).await;
+    let kill = kill_mid_batch(serve, &receiver, &store, &ids).await;
+    a_restart_completes_every_task(&args, &envs, &store, &ids).await;
+    only_tasks_in_flight_ran_twice(&receiver, &ids, &kill);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

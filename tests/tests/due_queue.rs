@@ -5,8 +5,8 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use tasker::store::dynamodb::due::{LOOKBACK, MARGIN, RESCAN, WATERMARK_MAX_LAG};
-use tasker::store::dynamodb::item::{shard_of, watermark_key};
-use tasker::store::dynamodb::schema::{QUEUE_SHARDS, UP_TO};
+use tasker::store::dynamodb::item::shard_of;
+use tasker::store::dynamodb::schema::QUEUE_SHARDS;
 use tasker::store::{
     ListFilter, ListKey, Settlement, TaskLister, TaskPurger, TaskQueue, TaskWriter,
 };
@@ -14,14 +14,7 @@ use tasker::task::TaskStatus;
 use tasker::{DynamoStore, NewTask, Task, Timestamp};
 use tasker_tests::capacity::{CapacityProxy, Consumed, WRITE_OPERATIONS};
 use tasker_tests::dynamo;
-
-fn t0() -> Timestamp {
-    "2030-01-01T00:00:00Z".parse().expect("timestamp")
-}
-
-fn at(seconds: u64) -> Timestamp {
-    t0().plus(Duration::from_secs(seconds))
-}
+use tasker_tests::fixtures::{at, t0};
 
 async fn create(store: &DynamoStore, now: Timestamp) -> Task {
     store
@@ -72,21 +65,9 @@ fn another_process(store: &DynamoStore, endpoint: &str) -> DynamoStore {
     DynamoStore::new(dynamo::client_for(endpoint), store.table(), Duration::ZERO)
 }
 
-async fn watermark(store: &DynamoStore, shard: u32) -> Option<String> {
-    let item = store
-        .client()
-        .get_item()
-        .table_name(store.table())
-        .key(
-            "id",
-            aws_sdk_dynamodb::types::AttributeValue::S(watermark_key(shard)),
-        )
-        .consistent_read(true)
-        .send()
-        .await
-        .expect("read the watermark")
-        .item?;
-    item.get(UP_TO)?.as_s().ok().cloned()
+async fn watermark(store: &DynamoStore, shard: u32) -> Option<ListKey> {
+    let marks = store.watermarks().await.expect("read the watermarks");
+    marks.get(shard as usize).cloned().flatten()
 }
 
 /// GIVEN 40 tasks WHEN each is created, claimed and succeeds THEN the claims and successes
@@ -144,7 +125,7 @@ async fn the_watermark_lets_new_processes_skip_finished_tasks() {
         let newest = done
             .iter()
             .filter(|task| shard_of(task.id) == shard)
-            .map(|task| ListKey::of(task).to_string())
+            .map(ListKey::of)
             .max();
         assert_eq!(watermark(&store, shard).await, newest, "shard {shard}");
     }

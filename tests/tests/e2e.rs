@@ -1,12 +1,15 @@
 //! End to end: a real `tasker serve` process, a real HTTP client, a webhook receiver on
-//! 127.0.0.1, on SQLite and on DynamoDB Local.
+//! 127.0.0.1, on SQLite and on DynamoDB Local. One life of tasks, told in steps that share the
+//! server: delivery, retries, schedule, the operator CLI, cancel, references, cleanup, and a
+//! clean stop.
 
 use std::time::{Duration, SystemTime};
 
 use hmac::{Hmac, KeyInit, Mac};
-use reqwest::StatusCode;
+use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 use sha2::Sha256;
+use tasker_tests::fixtures::ApiClient;
 use tasker_tests::process::{self, Serve};
 use tasker_tests::receiver::Receiver;
 use tasker_tests::{dynamo, eventually};
@@ -15,75 +18,85 @@ const TOKEN: &str = "e2e-token";
 const SECRET: &str = "e2e-webhook-secret";
 const PATIENCE: Duration = Duration::from_secs(30);
 
-struct Api {
-    client: reqwest::Client,
-    base: String,
+/// One `tasker serve` over a store, its client, and the webhook receiver.
+struct Life {
+    serve: Serve,
+    api: ApiClient,
+    receiver: Receiver,
+    /// `serve`'s arguments, for a restart.
+    serve_args: Vec<String>,
+    /// The store flags every CLI command takes.
+    store_args: Vec<String>,
+    envs: Vec<(&'static str, String)>,
 }
 
-impl Api {
-    async fn create(&self, body: Value) -> (StatusCode, Value) {
-        let response = self
-            .client
-            .post(format!("{}/tasks", self.base))
-            .bearer_auth(TOKEN)
-            .json(&body)
-            .send()
-            .await
-            .expect("POST /tasks");
-        let status = response.status();
-        (status, response.json().await.expect("JSON answer"))
+impl Life {
+    /// GIVEN `tasker serve` over the store `store_args` with a token, a webhook secret and a
+    /// short backoff (three attempts fit in seconds: full jitter within 1 s, then 2 s).
+    async fn start(store_args: &[&str], mut envs: Vec<(&'static str, String)>) -> Self {
+        let receiver = Receiver::start().await;
+        envs.extend([
+            ("TASKER_WEBHOOK_ALLOW_PRIVATE", "true".to_owned()),
+            ("TASKER_WEBHOOK_SECRET", SECRET.to_owned()),
+            ("TASKER_API_TOKEN", TOKEN.to_owned()),
+            ("TASKER_RETRY_INITIAL", "1s".to_owned()),
+            ("TASKER_RETRY_MAX", "2s".to_owned()),
+        ]);
+        let store_args: Vec<String> = store_args.iter().map(|a| (*a).to_owned()).collect();
+        let mut serve_args = store_args.clone();
+        serve_args.extend(["--interval".to_owned(), "1".to_owned()]);
+        let serve = Serve::start(&strs(&serve_args), &envs).await;
+        Self {
+            api: ApiClient::new(&serve.base, TOKEN),
+            serve,
+            receiver,
+            serve_args,
+            store_args,
+            envs,
+        }
     }
 
     async fn created(&self, body: Value) -> Value {
-        let (status, task) = self.create(body).await;
+        let (status, task) = self.api.send(Method::POST, "/tasks", Some(&body)).await;
         assert_eq!(status, StatusCode::CREATED, "{task}");
         task
     }
 
-    async fn get(&self, id: &str) -> (StatusCode, Value) {
-        let response = self
-            .client
-            .get(format!("{}/tasks/{id}", self.base))
-            .bearer_auth(TOKEN)
-            .send()
-            .await
-            .expect("GET /tasks/{id}");
-        let status = response.status();
-        (status, response.json().await.expect("JSON answer"))
+    async fn get(&self, task: &Value) -> (StatusCode, Value) {
+        let path = format!("/tasks/{}", id_of(task));
+        self.api.send(Method::GET, &path, None).await
     }
 
-    async fn cancel(&self, id: &str) -> (StatusCode, Value) {
-        let response = self
-            .client
-            .delete(format!("{}/tasks/{id}", self.base))
-            .bearer_auth(TOKEN)
-            .send()
-            .await
-            .expect("DELETE /tasks/{id}");
-        let status = response.status();
-        (status, response.json().await.expect("JSON answer"))
-    }
-
-    async fn cancel_by_reference(&self, body: Value) -> (StatusCode, Value) {
-        let response = self
-            .client
-            .post(format!("{}/tasks/cancel", self.base))
-            .bearer_auth(TOKEN)
-            .json(&body)
-            .send()
-            .await
-            .expect("POST /tasks/cancel");
-        let status = response.status();
-        (status, response.json().await.expect("JSON answer"))
-    }
-
-    async fn wait_for_status(&self, id: &str, status: &str) -> Value {
-        eventually(&format!("task {id} to be {status}"), PATIENCE, || async {
-            let (_, task) = self.get(id).await;
+    async fn wait_for_status(&self, task: &Value, status: &str) -> Value {
+        let what = format!("task {} to be {status}", id_of(task));
+        eventually(&what, PATIENCE, || async {
+            let (_, task) = self.get(task).await;
             (task["status"] == status).then_some(task)
         })
         .await
     }
+
+    /// `tasker <command> <store flags> --json` as an operator runs it; its JSON output.
+    fn cli(&self, command: &[&str]) -> Value {
+        let mut full = command.to_vec();
+        full.extend(strs(&self.store_args));
+        full.push("--json");
+        let output = process::run(&full, &self.envs);
+        assert!(
+            output.status.success(),
+            "tasker {command:?}: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        serde_json::from_slice(&output.stdout).expect("JSON output")
+    }
+
+    fn hook(&self, path: &str) -> String {
+        format!("{}{path}", self.receiver.base)
+    }
+}
+
+fn strs(args: &[String]) -> Vec<&str> {
+    args.iter().map(String::as_str).collect()
 }
 
 fn id_of(task: &Value) -> String {
@@ -96,64 +109,28 @@ fn hmac_hex(body: &[u8]) -> String {
     hex::encode(mac.finalize().into_bytes())
 }
 
-/// The whole life of tasks through one `tasker serve`: delivery, retries, schedule, cancel,
-/// references, auth, cleanup, and a clean stop.
-async fn full_lifecycle(store_args: &[&str], mut envs: Vec<(&'static str, String)>) {
-    let receiver = Receiver::start().await;
-    envs.extend([
-        ("TASKER_WEBHOOK_ALLOW_PRIVATE", "true".to_owned()),
-        ("TASKER_WEBHOOK_SECRET", SECRET.to_owned()),
-        ("TASKER_API_TOKEN", TOKEN.to_owned()),
-        // Short backoff so three attempts fit in seconds (full jitter within 1 s, then 2 s).
-        ("TASKER_RETRY_INITIAL", "1s".to_owned()),
-        ("TASKER_RETRY_MAX", "2s".to_owned()),
-    ]);
-    let mut args = store_args.to_vec();
-    args.extend(["--interval", "1"]);
-    let mut serve = Serve::start(&args, &envs).await;
-    let api = Api {
-        client: reqwest::Client::new(),
-        base: serve.base.clone(),
-    };
+/// WHEN a create comes without the token THEN it is refused (only `/healthz` is open).
+async fn the_token_is_required(life: &Life) {
+    let unauthenticated = ApiClient::new(&life.api.base, "wrong-token");
+    let body = json!({"type": "sendWebhook", "payload": {}});
+    let (status, _) = unauthenticated
+        .send(Method::POST, "/tasks", Some(&body))
+        .await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+}
 
-    // Auth: the token is required, /healthz is open.
-    let unauthenticated = api
-        .client
-        .post(format!("{}/tasks", api.base))
-        .json(&json!({"type": "sendWebhook", "payload": {}}))
-        .send()
-        .await
-        .expect("POST");
-    assert_eq!(unauthenticated.status(), StatusCode::UNAUTHORIZED);
-
-    // GIVEN a webhook to deliver now, one that always fails, and one due in 3 seconds
-    let hook_url = format!("{}/hooks/delivered", receiver.base);
-    let delivered = api
+/// WHEN a webhook is due now THEN it is delivered once, with the task id, a valid signature
+/// and its own headers.
+async fn a_webhook_is_delivered_signed(life: &Life) -> Value {
+    let delivered = life
         .created(json!({
             "type": "sendWebhook",
-            "payload": {"url": hook_url, "body": {"hello": "world", "n": [1, 2]}, "headers": {"X-Custom": "yes"}}
+            "payload": {"url": life.hook("/hooks/delivered"), "body": {"hello": "world", "n": [1, 2]}, "headers": {"X-Custom": "yes"}}
         }))
         .await;
-    let failing = api
-        .created(json!({
-            "type": "sendWebhook",
-            "payload": {"url": format!("{}/status/500/failing", receiver.base), "body": {}},
-            "maxAttempts": 3
-        }))
-        .await;
-    let delayed = api
-        .created(json!({
-            "type": "sendWebhook",
-            "payload": {"url": format!("{}/hooks/delayed", receiver.base), "body": {"late": true}},
-            "delaySeconds": 3
-        }))
-        .await;
-    assert_eq!(delayed["status"], "pending");
-
-    // THEN the first is delivered once, with the task id and a valid signature
-    let done = api.wait_for_status(&id_of(&delivered), "succeeded").await;
+    let done = life.wait_for_status(&delivered, "succeeded").await;
     assert_eq!(done["attempts"], 1);
-    let requests = receiver.requests_to("/hooks/delivered");
+    let requests = life.receiver.requests_to("/hooks/delivered");
     assert_eq!(requests.len(), 1);
     let request = &requests[0];
     assert_eq!(request.body.as_ref(), br#"{"hello":"world","n":[1,2]}"#);
@@ -169,35 +146,32 @@ async fn full_lifecycle(store_args: &[&str], mut envs: Vec<(&'static str, String
     );
     assert_eq!(request.headers["x-custom"], "yes");
     assert_eq!(request.headers["content-type"], "application/json");
+    delivered
+}
 
-    // AND the failing one is tried maxAttempts times, then kept as failed with its error
-    let failed = api.wait_for_status(&id_of(&failing), "failed").await;
+/// WHEN a webhook always fails THEN it is tried `maxAttempts` times, then kept as failed with
+/// its error.
+async fn a_failing_webhook_uses_its_attempts(life: &Life) -> Value {
+    let failing = life
+        .created(json!({
+            "type": "sendWebhook",
+            "payload": {"url": life.hook("/status/500/failing"), "body": {}},
+            "maxAttempts": 3
+        }))
+        .await;
+    let failed = life.wait_for_status(&failing, "failed").await;
     assert_eq!(failed["attempts"], 3);
-    assert!(
-        failed["lastError"]
-            .as_str()
-            .unwrap_or_default()
-            .contains("500"),
-        "{failed}"
-    );
+    let error = failed["lastError"].as_str().unwrap_or_default();
+    assert!(error.contains("500"), "{failed}");
     assert!(failed["lastFailedAttemptAt"].is_string());
-    assert_eq!(receiver.requests_to("/status/500/failing").len(), 3);
+    assert_eq!(life.receiver.requests_to("/status/500/failing").len(), 3);
+    failing
+}
 
-    // The operator CLI (a second process on the same store) finds the failed task and
-    // retries it: it runs its 3 attempts again and fails again, its history kept.
-    let cli = |command: &[&str]| -> Value {
-        let mut full = command.to_vec();
-        full.extend(store_args);
-        full.push("--json");
-        let output = process::run(&full, &envs);
-        assert!(
-            output.status.success(),
-            "tasker {command:?}: {}",
-            String::from_utf8_lossy(&output.stderr)
-        );
-        serde_json::from_slice(&output.stdout).expect("JSON output")
-    };
-    let listed = cli(&["list", "--status", "failed"]);
+/// WHEN the operator CLI (a second process on the same store) retries the failed tasks THEN
+/// the task runs its attempts again and fails again, its history kept.
+async fn the_operator_retries_failed_tasks(life: &Life, failing: &Value) {
+    let listed = life.cli(&["list", "--status", "failed"]);
     assert_eq!(
         listed["tasks"].as_array().map(Vec::len),
         Some(1),
@@ -205,91 +179,130 @@ async fn full_lifecycle(store_args: &[&str], mut envs: Vec<(&'static str, String
     );
     assert_eq!(listed["tasks"][0]["id"], failing["id"]);
     assert!(listed["nextCursor"].is_null());
-    let stats = cli(&["stats"]);
+    let stats = life.cli(&["stats"]);
     assert_eq!(stats["counts"]["failed"], 1, "{stats}");
-    assert_eq!(cli(&["show", &id_of(&failing)])["status"], "failed");
-    let retried = cli(&["retry", "--all-failed", "--type", "sendWebhook"]);
+    assert_eq!(life.cli(&["show", &id_of(failing)])["status"], "failed");
+    let retried = life.cli(&["retry", "--all-failed", "--type", "sendWebhook"]);
     assert_eq!(retried["retried"], 1, "{retried}");
     assert_eq!(retried["ids"][0], failing["id"]);
-    let failed_again = api.wait_for_status(&id_of(&failing), "failed").await;
+    let failed_again = life.wait_for_status(failing, "failed").await;
     assert_eq!(failed_again["attempts"], 3);
-    assert_eq!(receiver.requests_to("/status/500/failing").len(), 6);
-    assert_eq!(
-        cli(&["retry", "--all-failed", "--type", "other"])["retried"],
-        0
-    );
+    assert_eq!(life.receiver.requests_to("/status/500/failing").len(), 6);
+    let none = life.cli(&["retry", "--all-failed", "--type", "other"]);
+    assert_eq!(none["retried"], 0);
+}
 
-    // AND the delayed one did not run before its time
-    let finished = api.wait_for_status(&id_of(&delayed), "succeeded").await;
+/// GIVEN a webhook delayed 3 seconds WHEN it runs THEN not before its time.
+async fn a_delayed_webhook_waits_for_its_time(life: &Life, delayed: &Value) {
+    assert_eq!(delayed["status"], "pending");
+    let finished = life.wait_for_status(delayed, "succeeded").await;
     let scheduled: SystemTime =
         humantime::parse_rfc3339(finished["scheduledAt"].as_str().expect("scheduledAt"))
             .expect("RFC 3339");
-    let delayed_requests = receiver.requests_to("/hooks/delayed");
-    assert_eq!(delayed_requests.len(), 1);
-    assert!(
-        delayed_requests[0].at >= scheduled,
-        "ran before scheduledAt"
-    );
+    let requests = life.receiver.requests_to("/hooks/delayed");
+    assert_eq!(requests.len(), 1);
+    assert!(requests[0].at >= scheduled, "ran before scheduledAt");
+}
 
-    // Cancel by id: pending -> cancelled; again -> 409; unknown -> 404.
-    let later = api
-        .created(json!({"type": "sendWebhook", "payload": {"url": hook_url, "body": {}}, "delaySeconds": 3600}))
+/// WHEN a pending task is cancelled by id THEN it is cancelled; again, 409; unknown, 404.
+async fn cancel_by_id_follows_the_status_rules(life: &Life) -> Value {
+    let later = life
+        .created(json!({"type": "sendWebhook", "payload": {"url": life.hook("/hooks/delivered"), "body": {}}, "delaySeconds": 3600}))
         .await;
-    let (status, cancelled) = api.cancel(&id_of(&later)).await;
+    let path = format!("/tasks/{}", id_of(&later));
+    let (status, cancelled) = life.api.send(Method::DELETE, &path, None).await;
     assert_eq!(status, StatusCode::OK);
     assert_eq!(cancelled["status"], "cancelled");
-    let (status, again) = api.cancel(&id_of(&later)).await;
+    let (status, again) = life.api.send(Method::DELETE, &path, None).await;
     assert_eq!(status, StatusCode::CONFLICT);
     assert_eq!(again["error"]["code"], "conflict");
-    let (status, _) = api.cancel("01JD0000000000000000000000").await;
-    assert_eq!(status, StatusCode::NOT_FOUND);
+    let unknown = "/tasks/01JD0000000000000000000000";
+    assert_eq!(
+        life.api.send(Method::DELETE, unknown, None).await.0,
+        StatusCode::NOT_FOUND
+    );
+    later
+}
 
-    // References: a duplicate is refused naming the first; cancel by reference frees it.
+/// WHEN a second task takes an active reference THEN it is refused naming the first; a cancel
+/// by reference frees it. Returns the first task and its pending replacement.
+async fn a_reference_is_held_until_cancelled(life: &Life) -> (Value, Value) {
     let referenced = json!({
         "type": "sendWebhook",
-        "payload": {"url": hook_url, "body": {}},
+        "payload": {"url": life.hook("/hooks/delivered"), "body": {}},
         "delaySeconds": 3600,
         "referenceUid": "booking-1"
     });
-    let first = api.created(referenced.clone()).await;
-    let (status, duplicate) = api.create(referenced.clone()).await;
+    let first = life.created(referenced.clone()).await;
+    let (status, duplicate) = life
+        .api
+        .send(Method::POST, "/tasks", Some(&referenced))
+        .await;
     assert_eq!(status, StatusCode::CONFLICT);
     assert_eq!(duplicate["error"]["code"], "duplicate");
     assert_eq!(duplicate["error"]["existingId"], first["id"]);
-    let (status, by_reference) = api
-        .cancel_by_reference(json!({"referenceUid": "booking-1", "type": "sendWebhook"}))
+    let by_reference = json!({"referenceUid": "booking-1", "type": "sendWebhook"});
+    let (status, answer) = life
+        .api
+        .send(Method::POST, "/tasks/cancel", Some(&by_reference))
         .await;
     assert_eq!(status, StatusCode::OK);
-    assert_eq!(by_reference, json!({"cancelled": 1, "ids": [first["id"]]}));
-    let replacement = api.created(referenced).await;
+    assert_eq!(answer, json!({"cancelled": 1, "ids": [first["id"]]}));
+    let replacement = life.created(referenced).await;
+    (first, replacement)
+}
 
-    // Cleanup (a second process on the same store) deletes the 5 finished tasks only.
-    let mut cleanup_args = vec!["cleanup"];
-    cleanup_args.extend(store_args);
-    let output = process::run(&cleanup_args, &envs);
+/// WHEN cleanup runs (a second process on the same store) THEN it deletes exactly the
+/// finished tasks `gone` and keeps the pending `kept`.
+async fn cleanup_deletes_only_finished_tasks(life: &Life, gone: &[&Value], kept: &Value) {
+    let mut args = vec!["cleanup"];
+    args.extend(strs(&life.store_args));
+    let output = process::run(&args, &life.envs);
     assert!(
         output.status.success(),
         "{}",
         String::from_utf8_lossy(&output.stderr)
     );
     let summary: Value = serde_json::from_slice(&output.stdout).expect("cleanup JSON");
-    assert_eq!(summary, json!({"deleted": 5}));
-    for gone in [&delivered, &failing, &delayed, &later, &first] {
-        assert_eq!(api.get(&id_of(gone)).await.0, StatusCode::NOT_FOUND);
+    assert_eq!(summary, json!({"deleted": gone.len()}));
+    for task in gone {
+        assert_eq!(life.get(task).await.0, StatusCode::NOT_FOUND);
     }
-    let (status, kept) = api.get(&id_of(&replacement)).await;
+    let (status, still) = life.get(kept).await;
     assert_eq!(status, StatusCode::OK);
-    assert_eq!(kept["status"], "pending");
+    assert_eq!(still["status"], "pending");
+}
 
-    // Ctrl-C stops the process cleanly, and the pending task is still there afterwards.
-    let exit = serve.interrupt(Duration::from_secs(20));
+/// WHEN Ctrl-C stops the server THEN it exits cleanly, and `pending` is still there after a
+/// restart.
+async fn a_clean_stop_keeps_pending_tasks(mut life: Life, pending: &Value) {
+    let exit = life.serve.interrupt(Duration::from_secs(20));
     assert!(exit.success(), "tasker serve exited with {exit}");
-    let restarted = Serve::start(&args, &envs).await;
-    let api = Api {
-        client: reqwest::Client::new(),
-        base: restarted.base.clone(),
-    };
-    assert_eq!(api.get(&id_of(&replacement)).await.1["status"], "pending");
+    let restarted = Serve::start(&strs(&life.serve_args), &life.envs).await;
+    life.api = ApiClient::new(&restarted.base, TOKEN);
+    assert_eq!(life.get(pending).await.1["status"], "pending");
+}
+
+/// The whole life of tasks through one `tasker serve` over `store_args`.
+async fn full_lifecycle(store_args: &[&str], envs: Vec<(&'static str, String)>) {
+    let life = Life::start(store_args, envs).await;
+    the_token_is_required(&life).await;
+    let delayed = life
+        .created(json!({
+            "type": "sendWebhook",
+            "payload": {"url": life.hook("/hooks/delayed"), "body": {"late": true}},
+            "delaySeconds": 3
+        }))
+        .await;
+    let delivered = a_webhook_is_delivered_signed(&life).await;
+    let failing = a_failing_webhook_uses_its_attempts(&life).await;
+    the_operator_retries_failed_tasks(&life, &failing).await;
+    a_delayed_webhook_waits_for_its_time(&life, &delayed).await;
+    let later = cancel_by_id_follows_the_status_rules(&life).await;
+    let (first, replacement) = a_reference_is_held_until_cancelled(&life).await;
+    let finished = [&delivered, &failing, &delayed, &later, &first];
+    cleanup_deletes_only_finished_tasks(&life, &finished, &replacement).await;
+    a_clean_stop_keeps_pending_tasks(life, &replacement).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -1,6 +1,5 @@
 //! Every sample event in `events/` drives the real Lambda handler against DynamoDB Local.
 
-use std::collections::HashMap;
 use std::time::Duration;
 
 use axum::body::Body;
@@ -8,48 +7,48 @@ use http::StatusCode;
 use serde_json::Value;
 use tasker::store::TaskWriter;
 use tasker::{Config, NewTask, PollSettings, Store, Task, TaskStatus, Timestamp};
+use tasker_tests::fixtures::{answer, config};
 use tasker_tests::{dynamo, events};
-use tower::ServiceExt;
-
-fn config(vars: &[(&str, &str)]) -> Config {
-    let vars: HashMap<String, String> = vars
-        .iter()
-        .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
-        .collect();
-    Config::from_lookup(|name| vars.get(name).cloned()).expect("valid config")
-}
 
 /// The token the sample events carry.
 fn token_config() -> Config {
     config(&[("TASKER_API_TOKEN", "test-token")])
 }
 
-async fn send(app: &axum::Router, request: lambda_http::Request) -> (StatusCode, Value) {
-    let (parts, body) = request.into_parts();
-    let request = http::Request::from_parts(parts, Body::from(body.to_vec()));
-    let response = app.clone().oneshot(request).await.expect("router answers");
-    let status = response.status();
-    let bytes = axum::body::to_bytes(response.into_body(), usize::MAX)
-        .await
-        .expect("read body");
-    let json = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
-    (status, json)
+/// The sample API Gateway event `events/<name>` (its placeholder id replaced by `id`) through
+/// `app`, as `lambda_http` hands it over.
+async fn send(app: &axum::Router, name: &str, id: Option<&str>) -> (StatusCode, Value) {
+    let (parts, body) = events::http_request(name, id).into_parts();
+    answer(
+        app,
+        http::Request::from_parts(parts, Body::from(body.to_vec())),
+    )
+    .await
 }
 
 async fn fresh_store() -> Store {
     Store::DynamoDb(dynamo::fresh_store().await)
 }
 
-#[tokio::test]
-async fn api_gateway_events_drive_every_route() {
-    // GIVEN the enqueue function over a fresh table, configured with the events' token
-    let store = fresh_store().await;
-    let app = enqueue::app(&token_config(), store.clone()).expect("app");
+/// The enqueue function over a fresh table, configured with the events' token.
+async fn enqueue_app() -> axum::Router {
+    enqueue::app(&token_config(), fresh_store().await).expect("app")
+}
 
-    // WHEN the create event arrives THEN the task is stored as the seed describes
-    let (status, created) = send(&app, events::http_request("apigw-create-task.json", None)).await;
+/// Creates the sample event's task; its id.
+async fn create_sample(app: &axum::Router) -> String {
+    let (status, created) = send(app, "apigw-create-task.json", None).await;
     assert_eq!(status, StatusCode::CREATED, "{created}");
-    let id = created["id"].as_str().expect("id").to_owned();
+    created["id"].as_str().expect("id").to_owned()
+}
+
+#[tokio::test]
+async fn the_create_event_stores_the_task_once_per_reference() {
+    let app = enqueue_app().await;
+    // WHEN the create event arrives THEN the task is stored as the seed describes
+    let (status, created) = send(&app, "apigw-create-task.json", None).await;
+    assert_eq!(status, StatusCode::CREATED, "{created}");
+    let id = created["id"].as_str().expect("id");
     assert_eq!(created["type"], "sendWebhook");
     assert_eq!(created["status"], "pending");
     assert_eq!(created["maxAttempts"], 3);
@@ -58,77 +57,71 @@ async fn api_gateway_events_drive_every_route() {
         created["payload"],
         r#"{"url":"http://127.0.0.1:9/hook","body":{"hello":"world"}}"#
     );
-
     // AND the same reference again is a duplicate naming the first task
-    let (status, duplicate) =
-        send(&app, events::http_request("apigw-create-task.json", None)).await;
+    let (status, duplicate) = send(&app, "apigw-create-task.json", None).await;
     assert_eq!(status, StatusCode::CONFLICT);
     assert_eq!(duplicate["error"]["code"], "duplicate");
-    assert_eq!(duplicate["error"]["existingId"], id.as_str());
-
-    // WHEN it is read THEN it is the same task
-    let (status, fetched) =
-        send(&app, events::http_request("apigw-get-task.json", Some(&id))).await;
+    assert_eq!(duplicate["error"]["existingId"], id);
+    // AND the get event reads the same task
+    let (status, fetched) = send(&app, "apigw-get-task.json", Some(id)).await;
     assert_eq!(status, StatusCode::OK);
     assert_eq!(fetched, created);
+}
 
-    // WHEN an unknown id is read or cancelled THEN 404
-    let (status, missing) = send(&app, events::http_request("apigw-get-task.json", None)).await;
+#[tokio::test]
+async fn an_unknown_id_is_not_found() {
+    let app = enqueue_app().await;
+    let (status, missing) = send(&app, "apigw-get-task.json", None).await;
     assert_eq!(status, StatusCode::NOT_FOUND);
     assert_eq!(missing["error"]["code"], "not_found");
-    let (status, _) = send(&app, events::http_request("apigw-cancel-task.json", None)).await;
+    let (status, _) = send(&app, "apigw-cancel-task.json", None).await;
     assert_eq!(status, StatusCode::NOT_FOUND);
+}
 
+#[tokio::test]
+async fn cancel_events_cancel_by_reference_and_by_id() {
+    // GIVEN a pending task with the sample reference
+    let app = enqueue_app().await;
+    let id = create_sample(&app).await;
     // WHEN cancelled by reference THEN the pending task is cancelled
-    let (status, cancelled) = send(
-        &app,
-        events::http_request("apigw-cancel-by-reference.json", None),
-    )
-    .await;
+    let (status, cancelled) = send(&app, "apigw-cancel-by-reference.json", None).await;
     assert_eq!(status, StatusCode::OK, "{cancelled}");
     assert_eq!(cancelled["cancelled"], 1);
     assert_eq!(cancelled["ids"][0], id.as_str());
-
     // AND cancelling it again by id is a conflict
-    let (status, conflict) = send(
-        &app,
-        events::http_request("apigw-cancel-task.json", Some(&id)),
-    )
-    .await;
+    let (status, conflict) = send(&app, "apigw-cancel-task.json", Some(&id)).await;
     assert_eq!(status, StatusCode::CONFLICT);
     assert_eq!(conflict["error"]["code"], "conflict");
-
-    // AND with the first one cancelled the reference can be used again, then cancelled by id
-    let (status, second) = send(&app, events::http_request("apigw-create-task.json", None)).await;
-    assert_eq!(status, StatusCode::CREATED);
-    let second_id = second["id"].as_str().expect("id");
-    let (status, cancelled) = send(
-        &app,
-        events::http_request("apigw-cancel-task.json", Some(second_id)),
-    )
-    .await;
+    // AND the reference is free again: a second task takes it and is cancelled by id
+    let second = create_sample(&app).await;
+    let (status, cancelled) = send(&app, "apigw-cancel-task.json", Some(&second)).await;
     assert_eq!(status, StatusCode::OK);
     assert_eq!(cancelled["status"], "cancelled");
+}
 
-    // Retry: the cancelled second task is pending again; a pending one cannot be retried.
-    let (status, retried) = send(
-        &app,
-        events::http_request("apigw-retry-task.json", Some(second_id)),
-    )
-    .await;
+#[tokio::test]
+async fn the_retry_event_puts_a_cancelled_task_back_once() {
+    // GIVEN a cancelled task
+    let app = enqueue_app().await;
+    let id = create_sample(&app).await;
+    let (status, _) = send(&app, "apigw-cancel-task.json", Some(&id)).await;
+    assert_eq!(status, StatusCode::OK);
+    // WHEN it is retried THEN it is pending again with a fresh attempt budget
+    let (status, retried) = send(&app, "apigw-retry-task.json", Some(&id)).await;
     assert_eq!(status, StatusCode::OK, "{retried}");
     assert_eq!(retried["status"], "pending");
     assert_eq!(retried["attempts"], 0);
-    let (status, conflict) = send(
-        &app,
-        events::http_request("apigw-retry-task.json", Some(second_id)),
-    )
-    .await;
+    // AND a pending task cannot be retried
+    let (status, conflict) = send(&app, "apigw-retry-task.json", Some(&id)).await;
     assert_eq!(status, StatusCode::CONFLICT);
     assert_eq!(conflict["error"]["code"], "conflict");
+}
 
-    // Batch: each item gets its own result; the valid ones are stored.
-    let (status, batch) = send(&app, events::http_request("apigw-batch-create.json", None)).await;
+#[tokio::test]
+async fn the_batch_event_answers_each_item() {
+    let app = enqueue_app().await;
+    // WHEN the batch arrives THEN each item gets its own result; the valid ones are stored
+    let (status, batch) = send(&app, "apigw-batch-create.json", None).await;
     assert_eq!(status, StatusCode::OK, "{batch}");
     let results = batch["results"].as_array().expect("results");
     assert_eq!(results.len(), 3);
@@ -137,54 +130,51 @@ async fn api_gateway_events_drive_every_route() {
     assert_eq!(results[2]["status"], "error");
     assert_eq!(results[2]["error"]["error"]["code"], "unknown_type");
     let stored = results[1]["id"].as_str().expect("id");
-    let (status, _) = send(
-        &app,
-        events::http_request("apigw-get-task.json", Some(stored)),
-    )
-    .await;
+    let (status, _) = send(&app, "apigw-get-task.json", Some(stored)).await;
     assert_eq!(status, StatusCode::OK);
-    let (status, again) = send(&app, events::http_request("apigw-batch-create.json", None)).await;
+    // AND the same batch again meets the first's reference
+    let (status, again) = send(&app, "apigw-batch-create.json", None).await;
     assert_eq!(status, StatusCode::OK);
     assert_eq!(again["results"][0]["status"], "duplicate");
     assert_eq!(
         again["results"][0]["error"]["error"]["existingId"],
         results[0]["id"]
     );
+}
 
-    // List and stats: the pending tasks, newest first, agree with the counts.
-    let (status, page) = send(&app, events::http_request("apigw-list-tasks.json", None)).await;
+#[tokio::test]
+async fn list_and_stats_events_agree() {
+    // GIVEN a cancelled task and the batch's two pending ones
+    let app = enqueue_app().await;
+    let id = create_sample(&app).await;
+    send(&app, "apigw-cancel-task.json", Some(&id)).await;
+    send(&app, "apigw-batch-create.json", None).await;
+    // WHEN listed and counted THEN the pending tasks, newest first, agree with the counts
+    let (status, page) = send(&app, "apigw-list-tasks.json", None).await;
     assert_eq!(status, StatusCode::OK, "{page}");
     let listed = page["tasks"].as_array().expect("tasks");
     assert!(listed.iter().all(|task| task["status"] == "pending"));
+    assert_eq!(listed.len(), 2, "{page}");
     assert!(page["nextCursor"].is_null());
-    let (status, stats) = send(&app, events::http_request("apigw-stats.json", None)).await;
+    let (status, stats) = send(&app, "apigw-stats.json", None).await;
     assert_eq!(status, StatusCode::OK, "{stats}");
     assert_eq!(stats["counts"]["pending"], listed.len());
     assert_eq!(stats["counts"]["cancelled"], 1);
-    assert!(
-        listed.len() >= 3,
-        "the retried task and the batch's two: {page}"
-    );
+}
 
-    // Health needs no token; a wrong token and bad input are refused with codes.
-    let (status, _) = send(&app, events::http_request("apigw-healthz.json", None)).await;
+#[tokio::test]
+async fn health_needs_no_token_and_bad_requests_are_refused_with_codes() {
+    let app = enqueue_app().await;
+    let (status, _) = send(&app, "apigw-healthz.json", None).await;
     assert_eq!(status, StatusCode::OK);
-    let (status, body) = send(&app, events::http_request("apigw-unauthorized.json", None)).await;
+    let (status, body) = send(&app, "apigw-unauthorized.json", None).await;
     assert_eq!(status, StatusCode::UNAUTHORIZED);
     assert_eq!(body["error"]["code"], "unauthorized");
-    let (status, body) = send(
-        &app,
-        events::http_request("apigw-create-task-invalid.json", None),
-    )
-    .await;
+    let (status, body) = send(&app, "apigw-create-task-invalid.json", None).await;
     assert_eq!(status, StatusCode::BAD_REQUEST);
     assert_eq!(body["error"]["code"], "invalid_field");
-    assert!(
-        body["error"]["message"]
-            .as_str()
-            .unwrap_or_default()
-            .contains("`type`")
-    );
+    let message = body["error"]["message"].as_str().unwrap_or_default();
+    assert!(message.contains("`type`"), "{message}");
 }
 
 #[tokio::test]
@@ -200,51 +190,46 @@ async fn enqueue_fails_closed_without_auth_configuration() {
         "apigw-list-tasks.json",
         "apigw-stats.json",
     ] {
-        let (status, body) = send(&app, events::http_request(name, None)).await;
+        let (status, body) = send(&app, name, None).await;
         assert_eq!(status, StatusCode::UNAUTHORIZED, "{name}");
         assert_eq!(body["error"]["code"], "unauthorized", "{name}");
     }
-    let (status, _) = send(&app, events::http_request("apigw-healthz.json", None)).await;
+    let (status, _) = send(&app, "apigw-healthz.json", None).await;
     assert_eq!(status, StatusCode::OK);
 
     // AND with IAM in front, requests pass without a token
     let iam = enqueue::app(&config(&[("TASKER_AUTH", "iam")]), fresh_store().await).expect("app");
-    let (status, _) = send(&iam, events::http_request("apigw-create-task.json", None)).await;
+    let (status, _) = send(&iam, "apigw-create-task.json", None).await;
     assert_eq!(status, StatusCode::CREATED);
 }
 
-#[tokio::test]
-async fn scheduled_events_run_the_processor_and_cleanup() {
-    // GIVEN a task created through the API event (its webhook targets 127.0.0.1, which the
-    // production default refuses) and a processor over the same table
+/// GIVEN a task created through the API event, whose webhook targets 127.0.0.1 (which the
+/// production default refuses), and the processor's Tasker over the same table.
+async fn a_task_the_webhook_refuses() -> (tasker::Tasker<Store>, tasker::TaskId) {
     let store = fresh_store().await;
     let config = token_config();
     let app = enqueue::app(&config, store.clone()).expect("app");
-    let (status, created) = send(&app, events::http_request("apigw-create-task.json", None)).await;
-    assert_eq!(status, StatusCode::CREATED);
-    let id: tasker::TaskId = created["id"]
-        .as_str()
-        .expect("id")
-        .parse()
-        .expect("task id");
-    let tasker = config.tasker_over(store.clone()).expect("tasker");
+    let id = create_sample(&app).await.parse().expect("task id");
+    (config.tasker_over(store).expect("tasker"), id)
+}
 
-    // WHEN the scheduled event arrives
-    let event = events::scheduled("scheduled-processor.json", Duration::from_secs(60));
+/// Runs the processor for the scheduled event, with `remaining` before its deadline; the run
+/// and the metrics lines it emitted.
+async fn run_processor(
+    tasker: &tasker::Tasker<Store>,
+    remaining: Duration,
+) -> (tasker::RunSummary, Vec<String>) {
+    let event = events::scheduled("scheduled-processor.json", remaining);
     let lines = std::sync::Mutex::new(Vec::new());
     let emit = |line: &str| lines.lock().expect("lines").push(line.to_owned());
-    let summary = processor::handle(
-        &tasker,
-        "tasker-test",
-        PollSettings::default(),
-        event,
-        &emit,
-    )
-    .await
-    .expect("processor run");
+    let summary = processor::handle(tasker, "tasker-test", PollSettings::default(), event, &emit)
+        .await
+        .expect("processor run");
+    (summary, lines.into_inner().expect("lines"))
+}
 
-    // THEN one Embedded Metric Format line carries every metric, matching the summary
-    let lines = lines.into_inner().expect("lines");
+/// The one Embedded Metric Format line of a run carries every metric, matching `summary`.
+fn assert_metrics_line(lines: &[String], summary: &tasker::RunSummary) {
     assert_eq!(lines.len(), 1);
     let emf: Value = serde_json::from_str(&lines[0]).expect("EMF is JSON");
     let directive = &emf["_aws"]["CloudWatchMetrics"][0];
@@ -258,7 +243,7 @@ async fn scheduled_events_run_the_processor_and_cleanup() {
         .iter()
         .map(|m| m["Name"].as_str().expect("name"))
         .collect();
-    for name in [
+    let every = [
         "Claimed",
         "Succeeded",
         "Retried",
@@ -268,37 +253,56 @@ async fn scheduled_events_run_the_processor_and_cleanup() {
         "RunDuration",
         "QueueDepth",
         "OldestDueAge",
-    ] {
+    ];
+    for name in every {
         assert!(names.contains(&name), "{name} missing from {names:?}");
         assert!(emf[name].is_number(), "{name} has no value");
     }
     assert_eq!(emf["Claimed"], summary.claimed);
     assert_eq!(emf["Failed"], summary.failed);
     assert_eq!(emf["QueueDepth"], 0);
+}
 
-    // THEN the summary has the documented shape and the refusal failed the task for good
+#[tokio::test]
+async fn the_processor_event_runs_the_queue_and_emits_its_metrics() {
+    let (tasker, id) = a_task_the_webhook_refuses().await;
+    // WHEN the scheduled event arrives
+    let (summary, lines) = run_processor(&tasker, Duration::from_secs(60)).await;
+    // THEN one metrics line matches the summary, which has the documented shape
+    assert_metrics_line(&lines, &summary);
     let json = serde_json::to_value(summary).expect("summary JSON");
     for key in ["claimed", "succeeded", "retried", "failed", "durationMs"] {
         assert!(json.get(key).is_some(), "summary lacks {key}: {json}");
     }
+    // AND the refusal failed the task for good
     assert_eq!((summary.claimed, summary.failed), (1, 1), "{json}");
     let task = tasker.get(id).await.expect("task");
     assert_eq!(task.status, TaskStatus::Failed);
     assert!(task.last_error.unwrap_or_default().contains("refused"));
+}
 
-    // AND an invocation already at its deadline starts nothing
-    let late = events::scheduled("scheduled-processor.json", Duration::ZERO);
-    let summary = processor::handle(
-        &tasker,
-        "tasker-test",
-        PollSettings::default(),
-        late,
-        &|_| {},
-    )
-    .await
-    .expect("processor run");
+#[tokio::test]
+async fn a_processor_invocation_at_its_deadline_starts_nothing() {
+    let (tasker, id) = a_task_the_webhook_refuses().await;
+    let (summary, _) = run_processor(&tasker, Duration::ZERO).await;
     assert_eq!(summary.claimed, 0);
+    assert_eq!(
+        tasker.get(id).await.expect("task").status,
+        TaskStatus::Pending
+    );
+}
 
+#[tokio::test]
+async fn the_cleanup_event_deletes_finished_tasks() {
+    // GIVEN a task the processor failed for good
+    let (tasker, id) = a_task_the_webhook_refuses().await;
+    assert_eq!(
+        run_processor(&tasker, Duration::from_secs(60))
+            .await
+            .0
+            .failed,
+        1
+    );
     // WHEN the cleanup event arrives THEN the finished task is deleted (the queue index is
     // eventually consistent, so a task finished a moment ago may need a second run)
     let mut deleted = 0;

@@ -7,8 +7,8 @@ use http::{Method, Request, StatusCode};
 use serde_json::Value;
 use tasker::api;
 use tasker::{AuthMode, SqliteStore};
+use tasker_tests::fixtures::answer;
 use tasker_tests::http::router;
-use tower::ServiceExt;
 
 const METHODS: [&str; 5] = ["GET", "POST", "PUT", "PATCH", "DELETE"];
 
@@ -51,12 +51,7 @@ async fn every_documented_route_is_served_and_no_other_method_is() {
                 .header("content-type", "application/json")
                 .body(Body::from("{}"))
                 .expect("request");
-            let response = app.clone().oneshot(request).await.expect("router answers");
-            let status = response.status();
-            let bytes = axum::body::to_bytes(response.into_body(), usize::MAX)
-                .await
-                .expect("body");
-            let json: Value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
+            let (status, json) = answer(&app, request).await;
             let unrouted = status == StatusCode::METHOD_NOT_ALLOWED
                 || json["error"]["code"] == "route_not_found";
             let expected = documented.contains(&(method.to_owned(), path.clone()));
@@ -91,12 +86,8 @@ async fn a_served_task_has_exactly_the_documented_fields() {
         .uri("/tasks")
         .body(Body::from(r#"{"type":"sendWebhook","payload":{}}"#))
         .expect("request");
-    let response = app.oneshot(request).await.expect("router answers");
-    assert_eq!(response.status(), StatusCode::CREATED);
-    let bytes = axum::body::to_bytes(response.into_body(), usize::MAX)
-        .await
-        .expect("body");
-    let task: Value = serde_json::from_slice(&bytes).expect("JSON");
+    let (status, task) = answer(&app, request).await;
+    assert_eq!(status, StatusCode::CREATED);
     let served: BTreeSet<String> = task.as_object().expect("object").keys().cloned().collect();
     assert_eq!(served, required);
 }

@@ -108,47 +108,49 @@ fn every_function_is_a_cargo_lambda_arm64_binary_with_a_schedule_or_api() {
     }
 }
 
+/// The `(target, action)` pairs the DynamoDB policies of function `name` grant.
+fn granted_actions(template: &Value, name: &str) -> Vec<(String, String)> {
+    let mut granted = Vec::new();
+    for policy in resource(template, name)["Properties"]["Policies"]
+        .as_array()
+        .expect("policies")
+    {
+        for statement in policy["Statement"].as_array().expect("statements") {
+            let target = match &statement["Resource"] {
+                Value::Object(map) if map.contains_key("Fn::GetAtt") => {
+                    match statement["Condition"]["ForAllValues:StringLike"]["dynamodb:LeadingKeys"]
+                        .as_array()
+                    {
+                        Some(keys) => format!("table keys {keys:?}"),
+                        None => "table".to_owned(),
+                    }
+                }
+                Value::Object(map) => map["Fn::Sub"]
+                    .as_str()
+                    .and_then(|s| s.rsplit('/').next())
+                    .unwrap_or_default()
+                    .to_owned(),
+                other => panic!("unexpected resource {other}"),
+            };
+            let list = match &statement["Action"] {
+                Value::String(one) => vec![one.clone()],
+                Value::Array(many) => many
+                    .iter()
+                    .filter_map(|a| a.as_str().map(str::to_owned))
+                    .collect(),
+                other => panic!("unexpected action {other}"),
+            };
+            granted.extend(list.into_iter().map(|a| (target.clone(), a)));
+        }
+    }
+    granted.sort();
+    granted
+}
+
 #[test]
 fn each_function_gets_only_the_dynamodb_actions_it_uses() {
     let template = template();
-    let actions = |name: &str| -> Vec<(String, String)> {
-        let mut granted = Vec::new();
-        for policy in resource(&template, name)["Properties"]["Policies"]
-            .as_array()
-            .expect("policies")
-        {
-            for statement in policy["Statement"].as_array().expect("statements") {
-                let target = match &statement["Resource"] {
-                    Value::Object(map) if map.contains_key("Fn::GetAtt") => {
-                        match statement["Condition"]["ForAllValues:StringLike"]
-                            ["dynamodb:LeadingKeys"]
-                            .as_array()
-                        {
-                            Some(keys) => format!("table keys {keys:?}"),
-                            None => "table".to_owned(),
-                        }
-                    }
-                    Value::Object(map) => map["Fn::Sub"]
-                        .as_str()
-                        .and_then(|s| s.rsplit('/').next())
-                        .unwrap_or_default()
-                        .to_owned(),
-                    other => panic!("unexpected resource {other}"),
-                };
-                let list = match &statement["Action"] {
-                    Value::String(one) => vec![one.clone()],
-                    Value::Array(many) => many
-                        .iter()
-                        .filter_map(|a| a.as_str().map(str::to_owned))
-                        .collect(),
-                    other => panic!("unexpected action {other}"),
-                };
-                granted.extend(list.into_iter().map(|a| (target.clone(), a)));
-            }
-        }
-        granted.sort();
-        granted
-    };
+    let actions = |name: &str| granted_actions(&template, name);
     let pairs = |list: &[(&str, &str)]| -> Vec<(String, String)> {
         let mut v: Vec<_> = list
             .iter()
@@ -157,7 +159,7 @@ fn each_function_gets_only_the_dynamodb_actions_it_uses() {
         v.sort();
         v
     };
-    // What each handler calls: see shared/src/store/dynamodb/mod.rs.
+    // What each handler calls: see the modules of shared/src/store/dynamodb/.
     assert_eq!(
         actions("EnqueueFunction"),
         pairs(&[
@@ -196,7 +198,7 @@ fn alarms_watch_metrics_the_processor_emits() {
     let template = template();
     let summary = tasker::RunSummary::default();
     let backlog = tasker::store::Backlog::default();
-    let at: tasker::Timestamp = "2030-01-01T00:00:00Z".parse().expect("timestamp");
+    let at = tasker_tests::fixtures::t0();
     let emf: Value = serde_json::from_str(&tasker::metrics::run_metrics(
         "svc",
         &summary,

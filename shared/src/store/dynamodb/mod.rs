@@ -14,6 +14,8 @@ mod expr;
 mod guards;
 pub mod item;
 mod listing;
+#[cfg(feature = "testing")]
+pub mod probe;
 mod purge;
 mod queue;
 pub mod schema;

@@ -3,6 +3,8 @@
 //! group commit of outcomes, [`listing`] the reads for operators.
 
 mod listing;
+#[cfg(feature = "testing")]
+pub mod probe;
 mod queue;
 mod rows;
 

@@ -1,0 +1,172 @@
+//! The Markdown report of one run, made from its [`Results`].
+
+use std::fmt::Write;
+
+use crate::results::{LambdaResults, PeerResults, Results, StoreResults};
+
+/// A number with as many decimals as its size deserves.
+fn f(x: f64) -> String {
+    if !x.is_finite() {
+        "—".to_owned()
+    } else if x >= 100.0 {
+        format!("{x:.0}")
+    } else if x >= 10.0 {
+        format!("{x:.1}")
+    } else {
+        format!("{x:.2}")
+    }
+}
+
+/// A value that only DynamoDB has.
+fn units_or_dash(store: &StoreResults, show: impl Fn(&crate::results::Units) -> String) -> String {
+    store.units.as_ref().map_or_else(|| "—".to_owned(), show)
+}
+
+/// One row of the per-store table: its name and how it shows one store.
+type Row = (&'static str, fn(&StoreResults) -> String);
+
+const ROWS: [Row; 15] = [
+    ("ceiling: single conditional writes/s, 16 at once", |s| {
+        f(s.ceiling_writes_per_second)
+    }),
+    ("enqueue, library, 16 at once (tasks/s)", |s| {
+        f(s.enqueue_library_concurrent_per_second)
+    }),
+    ("enqueue, library, one at a time (tasks/s)", |s| {
+        f(s.enqueue_library_sequential_per_second)
+    }),
+    ("enqueue, HTTP, one request at a time (tasks/s)", |s| {
+        f(s.enqueue_http_single_per_second)
+    }),
+    ("enqueue, HTTP, batches of 100 (tasks/s)", |s| {
+        f(s.enqueue_http_batch_per_second)
+    }),
+    ("drain of N due no-op tasks (tasks/s)", |s| {
+        f(s.drain_per_second)
+    }),
+    ("store writes per task in the drain", |s| {
+        f(s.writes_per_task)
+    }),
+    ("drain ÷ (ceiling ÷ writes per task)", |s| f(s.drain_ratio)),
+    ("write units per task, enqueue → success", |s| {
+        units_or_dash(s, |u| f(u.write_units_per_task))
+    }),
+    ("read units per task, enqueue → success", |s| {
+        units_or_dash(s, |u| f(u.read_units_per_task))
+    }),
+    ("conditional-check failures (whole units pass)", |s| {
+        units_or_dash(s, |u| u.condition_failures.to_string())
+    }),
+    ("two racing processors: tasks each", |s| {
+        units_or_dash(s, |u| {
+            format!("{} / {}", u.race.succeeded[0], u.race.succeeded[1])
+        })
+    }),
+    (
+        "two racing processors: failed conditions / drain write units, per task",
+        |s| {
+            units_or_dash(s, |u| {
+                format!(
+                    "{:.3} / {:.2}",
+                    u.race.condition_failures_per_task, u.race.drain_write_units_per_task
+                )
+            })
+        },
+    ),
+    ("start delay p50 / p99 / max (ms), poll mode", |s| {
+        let delay = &s.start_delay;
+        format!(
+            "{} / {} / {}",
+            f(delay.p50_ms),
+            f(delay.p99_ms),
+            f(delay.max_ms)
+        )
+    }),
+    ("start-delay poll interval (s)", |s| {
+        f(s.start_delay.poll_interval_seconds)
+    }),
+];
+
+/// The report: a table per store, then the peer and the Lambda binaries when measured.
+pub fn report(results: &Results) -> String {
+    let mut out = stores_table(&results.stores);
+    if let Some(peer) = &results.peer {
+        out += &peer_table(peer);
+    }
+    if let Some(lambda) = &results.lambda {
+        out += &lambda_table(lambda);
+    }
+    out
+}
+
+fn stores_table(stores: &[StoreResults]) -> String {
+    let names: Vec<&str> = stores.iter().map(|s| s.store.as_str()).collect();
+    let mut out = format!("| measure | {} |\n", names.join(" | "));
+    let _ = writeln!(out, "|---|{}", "---|".repeat(stores.len()));
+    for (name, cell) in ROWS {
+        let cells: Vec<String> = stores.iter().map(cell).collect();
+        let _ = writeln!(out, "| {name} | {} |", cells.join(" | "));
+    }
+    out
+}
+
+fn peer_table(peer: &PeerResults) -> String {
+    let mut out = String::from(
+        "\n| same N no-op jobs on SQLite | Tasker | apalis-sqlite | Tasker ÷ apalis |\n|---|---|---|---|\n",
+    );
+    let apalis = &peer.apalis;
+    for (name, ours, theirs) in [
+        (
+            "enqueue, one at a time (jobs/s)",
+            peer.tasker_enqueue_per_second,
+            apalis.enqueue_per_second,
+        ),
+        (
+            "drain (jobs/s)",
+            peer.tasker_drain_per_second,
+            apalis.drain_per_second,
+        ),
+    ] {
+        let _ = writeln!(
+            out,
+            "| {name} | {} | {} | {:.2} |",
+            f(ours),
+            f(theirs),
+            ours / theirs
+        );
+    }
+    let _ = writeln!(
+        out,
+        "| enqueue + drain, total seconds | {} | {} | {} |",
+        f(peer.tasker_total_seconds),
+        f(peer.apalis_total_seconds),
+        f(peer.speedup)
+    );
+    out
+}
+
+fn lambda_table(lambda: &LambdaResults) -> String {
+    let mut out = String::from(
+        "\n| Lambda binary (built for this machine) | init, median of 7 (ms) | size (bytes) |\n|---|---|---|\n",
+    );
+    for (name, function) in &lambda.functions {
+        let _ = writeln!(
+            out,
+            "| {name} | {} | {} |",
+            f(function.init_ms_median),
+            function.host_binary_bytes
+        );
+    }
+    let invocation = &lambda.processor_invocation;
+    let rss = invocation
+        .peak_rss_bytes
+        .map_or("?".into(), |b| format!("{:.1}", b as f64 / 1_048_576.0));
+    let answer = serde_json::to_string(&invocation.answer).unwrap_or_default();
+    let _ = writeln!(
+        out,
+        "\nOne processor invocation over {} due tasks: {} s, peak resident memory {rss} MiB; answer {answer}",
+        invocation.tasks,
+        f(invocation.seconds),
+    );
+    out
+}

@@ -1,0 +1,251 @@
+//! What one benchmark run measured, as typed values: the report is made from them and they are
+//! written as JSON (`target/bench/results.json`).
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+use tasker::RunSummary;
+use tasker_tests::capacity::{Consumed, WRITE_OPERATIONS};
+
+/// The whole run.
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Results {
+    /// Tasks per phase.
+    pub tasks: usize,
+    /// The machine it ran on.
+    pub machine: Machine,
+    /// Wall time of the run.
+    pub seconds: f64,
+    /// One entry per store measured.
+    pub stores: Vec<StoreResults>,
+    /// The apalis peer on the same jobs, when it ran.
+    pub peer: Option<PeerResults>,
+    /// The Lambda binaries, when measured.
+    pub lambda: Option<LambdaResults>,
+}
+
+/// The machine.
+#[derive(Debug, Serialize)]
+pub struct Machine {
+    /// Cores available.
+    pub cpus: usize,
+}
+
+/// Every phase on one store.
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct StoreResults {
+    /// `SQLite` or `DynamoDB Local`.
+    pub store: String,
+    /// Tasks per phase.
+    pub tasks: usize,
+    /// Single conditional writes per second, 16 at once.
+    pub ceiling_writes_per_second: f64,
+    /// Library creates per second, 16 at once.
+    pub enqueue_library_concurrent_per_second: f64,
+    /// Library creates per second, one at a time.
+    pub enqueue_library_sequential_per_second: f64,
+    /// HTTP creates per second, one request at a time.
+    pub enqueue_http_single_per_second: f64,
+    /// Tasks created one request at a time.
+    pub http_single_tasks: usize,
+    /// HTTP creates per second, batches of 100.
+    pub enqueue_http_batch_per_second: f64,
+    /// Drain of N due no-op tasks, tasks per second.
+    pub drain_per_second: f64,
+    /// The drain's wall time.
+    pub drain_seconds: f64,
+    /// Store writes (claims and outcomes) per task in the drain.
+    pub writes_per_task: f64,
+    /// Drain ÷ (ceiling ÷ writes per task).
+    pub drain_ratio: f64,
+    /// DynamoDB capacity units (DynamoDB only).
+    pub units: Option<Units>,
+    /// Due → start delays in poll mode.
+    pub start_delay: StartDelay,
+}
+
+/// Capacity units through the measuring proxy.
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Units {
+    /// Write units per task from enqueue to success.
+    pub write_units_per_task: f64,
+    /// Read units per task from enqueue to success.
+    pub read_units_per_task: f64,
+    /// Conditional-check failures over the whole pass.
+    pub condition_failures: u64,
+    /// Write calls per task in the drain.
+    pub drain_write_calls_per_task: f64,
+    /// Every operation of the enqueue.
+    pub enqueue: Ledger,
+    /// Every operation of the drain.
+    pub process: Ledger,
+    /// Two processors racing over one backlog.
+    pub race: Race,
+}
+
+/// Calls and units per DynamoDB operation.
+pub type Ledger = BTreeMap<String, LedgerEntry>;
+
+/// One operation's calls and units.
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct LedgerEntry {
+    /// Calls made.
+    pub calls: u64,
+    /// Units on the table.
+    pub table_units: f64,
+    /// Units on the indexes.
+    pub index_units: f64,
+    /// Calls whose condition failed.
+    pub condition_failures: u64,
+}
+
+/// The ledger of what the proxy counted.
+pub fn ledger(consumed: &BTreeMap<String, Consumed>) -> Ledger {
+    consumed
+        .iter()
+        .map(|(operation, c)| {
+            let entry = LedgerEntry {
+                calls: c.calls,
+                table_units: c.table_units,
+                index_units: c.index_units,
+                condition_failures: c.condition_failures,
+            };
+            (operation.clone(), entry)
+        })
+        .collect()
+}
+
+/// The sums over a ledger.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Sums {
+    /// Write units.
+    pub write_units: f64,
+    /// Read units.
+    pub read_units: f64,
+    /// Write calls.
+    pub write_calls: u64,
+    /// Failed conditions.
+    pub condition_failures: u64,
+}
+
+/// Write and read units, write calls and condition failures in `consumed`.
+pub fn sums(consumed: &BTreeMap<String, Consumed>) -> Sums {
+    let mut sums = Sums::default();
+    for (operation, c) in consumed {
+        if WRITE_OPERATIONS.contains(&operation.as_str()) {
+            sums.write_units += c.units();
+            sums.write_calls += c.calls;
+        } else {
+            sums.read_units += c.units();
+        }
+        sums.condition_failures += c.condition_failures;
+    }
+    sums
+}
+
+/// Two processors racing over the same backlog.
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Race {
+    /// Tasks each processor ran.
+    pub succeeded: [usize; 2],
+    /// Failed conditions per task.
+    pub condition_failures_per_task: f64,
+    /// Write units per task in the drain.
+    pub drain_write_units_per_task: f64,
+    /// Read units per task in the drain.
+    pub drain_read_units_per_task: f64,
+    /// Every operation of the race.
+    pub ledger: Ledger,
+}
+
+/// Start delays in poll mode.
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct StartDelay {
+    /// Tasks measured.
+    pub tasks: usize,
+    /// The poll interval.
+    pub poll_interval_seconds: f64,
+    /// Median due → start, in milliseconds.
+    pub p50_ms: f64,
+    /// 99th percentile due → start, in milliseconds.
+    pub p99_ms: f64,
+    /// Largest due → start, in milliseconds.
+    pub max_ms: f64,
+}
+
+/// What the apalis peer printed (its own snake_case keys).
+#[derive(Debug, Serialize, Deserialize)]
+pub struct ApalisResults {
+    /// Its version.
+    pub apalis_version: String,
+    /// Jobs run.
+    pub jobs: usize,
+    /// Enqueue wall time.
+    pub enqueue_seconds: f64,
+    /// Jobs per second enqueued one at a time.
+    pub enqueue_per_second: f64,
+    /// Drain wall time.
+    pub drain_seconds: f64,
+    /// Jobs per second drained.
+    pub drain_per_second: f64,
+}
+
+/// Tasker against the apalis peer on the same jobs.
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PeerResults {
+    /// The peer's own numbers.
+    pub apalis: ApalisResults,
+    /// Tasker's sequential enqueue rate on SQLite.
+    pub tasker_enqueue_per_second: f64,
+    /// Tasker's drain rate on SQLite.
+    pub tasker_drain_per_second: f64,
+    /// Tasker's enqueue + drain time for the same jobs.
+    pub tasker_total_seconds: f64,
+    /// The peer's enqueue + drain time.
+    pub apalis_total_seconds: f64,
+    /// The peer's total ÷ Tasker's.
+    pub speedup: f64,
+}
+
+/// The Lambda binaries built for this machine.
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct LambdaResults {
+    /// Per function name.
+    pub functions: BTreeMap<String, FunctionResults>,
+    /// One processor invocation over N tasks.
+    pub processor_invocation: Invocation,
+}
+
+/// One function's start.
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct FunctionResults {
+    /// Median init time, in milliseconds.
+    pub init_ms_median: f64,
+    /// Every init time measured, sorted.
+    pub init_ms_all: Vec<f64>,
+    /// The binary's size.
+    pub host_binary_bytes: u64,
+}
+
+/// One processor invocation.
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Invocation {
+    /// Tasks due when it started.
+    pub tasks: usize,
+    /// What the function answered.
+    pub answer: RunSummary,
+    /// Its wall time.
+    pub seconds: f64,
+    /// The process's peak resident memory, when the system tells.
+    pub peak_rss_bytes: Option<u64>,
+}

@@ -1,0 +1,233 @@
+//! Every phase on one store, in the order a reader of the report meets them: ceiling, enqueue
+//! (library and HTTP), drain, DynamoDB capacity units and a race of two processors, start delay.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use indicatif::ProgressBar;
+use tasker::{DynamoStore, PollSettings, ProcessorSettings, SqliteStore, Store, Tasker};
+use tasker_tests::capacity::CapacityProxy;
+use tasker_tests::dynamo;
+
+use crate::phases::{self, CONCURRENCY};
+use crate::results::{Race, StartDelay, StoreResults, Units, ledger, sums};
+use crate::{Args, bar};
+
+/// Which store a pass measures.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    /// A SQLite file.
+    Sqlite,
+    /// DynamoDB Local.
+    DynamoDb,
+}
+
+impl Kind {
+    fn name(self) -> &'static str {
+        match self {
+            Self::Sqlite => "SQLite",
+            Self::DynamoDb => "DynamoDB Local",
+        }
+    }
+}
+
+/// Where stores are made: a temporary folder and DynamoDB Local.
+pub struct Bench {
+    /// Holds the SQLite files.
+    pub dir: tempfile::TempDir,
+    /// DynamoDB Local, when it runs.
+    pub endpoint: Option<String>,
+    /// The command line.
+    pub args: Args,
+}
+
+impl Bench {
+    /// A fresh store of `kind` (`label` names its SQLite file).
+    async fn store(&self, kind: Kind, label: &str) -> Store {
+        match kind {
+            Kind::Sqlite => Store::Sqlite(
+                SqliteStore::open(self.dir.path().join(format!("{label}.db"))).expect("SQLite"),
+            ),
+            Kind::DynamoDb => Store::DynamoDb(dynamo::fresh_store_at(self.endpoint()).await),
+        }
+    }
+
+    /// A Tasker over a fresh store of `kind` whose `noop` tasks do nothing.
+    async fn tasker(&self, kind: Kind, label: &str) -> Tasker<Store> {
+        noop_tasker(self.store(kind, label).await)
+    }
+
+    fn endpoint(&self) -> &str {
+        self.endpoint.as_deref().expect("DynamoDB Local is running")
+    }
+}
+
+fn noop_tasker(store: Store) -> Tasker<Store> {
+    let registry = phases::noop_registry(ProgressBar::hidden());
+    Tasker::new(store, registry, ProcessorSettings::default())
+}
+
+/// Every phase on the store `kind`.
+pub async fn bench_store(bench: &Bench, kind: Kind) -> StoreResults {
+    let n = bench.args.tasks;
+    let label = kind.name();
+    let ceiling = ceiling(bench, kind).await;
+
+    let tasker = bench.tasker(kind, "drain").await;
+    let progress = bar(
+        n,
+        &format!("{label}: enqueue, library, {CONCURRENCY} at once"),
+    );
+    let enqueue_concurrent = phases::enqueue_library(&tasker, n, CONCURRENCY, &progress).await;
+    progress.finish_and_clear();
+    let progress = bar(n, &format!("{label}: drain"));
+    let drain = phases::drain(tasker.store().clone(), n, &progress).await;
+    progress.finish_and_clear();
+    assert_eq!(drain.succeeded, n, "every task of the drain succeeded");
+
+    let tasker = bench.tasker(kind, "sequential").await;
+    let progress = bar(n, &format!("{label}: enqueue, library, one at a time"));
+    let enqueue_sequential = phases::enqueue_library(&tasker, n, 1, &progress).await;
+    progress.finish_and_clear();
+
+    let (http_single, http_batch) = enqueue_http(bench, kind).await;
+    let units = match kind {
+        Kind::DynamoDb => Some(units(bench).await),
+        Kind::Sqlite => None,
+    };
+    let writes_per_task = units
+        .as_ref()
+        .map_or(drain.writes_per_task, |u| u.drain_write_calls_per_task);
+    StoreResults {
+        store: label.to_owned(),
+        tasks: n,
+        ceiling_writes_per_second: ceiling,
+        enqueue_library_concurrent_per_second: enqueue_concurrent,
+        enqueue_library_sequential_per_second: enqueue_sequential,
+        enqueue_http_single_per_second: http_single,
+        http_single_tasks: bench.args.http_tasks,
+        enqueue_http_batch_per_second: http_batch,
+        drain_per_second: drain.per_second,
+        drain_seconds: n as f64 / drain.per_second,
+        writes_per_task,
+        drain_ratio: drain.per_second / (ceiling / writes_per_task),
+        units,
+        start_delay: start_delay(bench, kind).await,
+    }
+}
+
+/// Single conditional writes per second, `CONCURRENCY` at once, on the store's own medium.
+async fn ceiling(bench: &Bench, kind: Kind) -> f64 {
+    let n = bench.args.tasks;
+    let progress = bar(n, &format!("{}: ceiling (conditional writes)", kind.name()));
+    let ceiling = match kind {
+        Kind::Sqlite => {
+            phases::sqlite_ceiling(&bench.dir.path().join("ceiling.db"), n, &progress).await
+        }
+        Kind::DynamoDb => {
+            // DynamoDB Local is a JVM: the first thousands of calls run slower while it warms
+            // up, which would make the ceiling look low and every ratio to it look good.
+            phases::dynamo_ceiling(bench.endpoint(), n.min(5_000), &ProgressBar::hidden()).await;
+            phases::dynamo_ceiling(bench.endpoint(), n, &progress).await
+        }
+    };
+    progress.finish_and_clear();
+    ceiling
+}
+
+/// Creates over HTTP, one request at a time and in batches of 100; tasks per second of each.
+async fn enqueue_http(bench: &Bench, kind: Kind) -> (f64, f64) {
+    let label = kind.name();
+    let base = phases::serve_api(Arc::new(bench.tasker(kind, "http").await)).await;
+    let single = bench.args.http_tasks;
+    let progress = bar(single, &format!("{label}: enqueue, HTTP one at a time"));
+    let http_single = phases::enqueue_http_single(&base, single, &progress).await;
+    progress.finish_and_clear();
+    let n = bench.args.tasks;
+    let progress = bar(n, &format!("{label}: enqueue, HTTP batches of 100"));
+    let http_batch = phases::enqueue_http_batch(&base, n, &progress).await;
+    progress.finish_and_clear();
+    (http_single, http_batch)
+}
+
+/// DynamoDB capacity units of the same life (enqueue → success) through the measuring proxy,
+/// and what two racing processors cost.
+async fn units(bench: &Bench) -> Units {
+    let n = bench.args.tasks;
+    let proxy = CapacityProxy::start(bench.endpoint()).await;
+    let tasker = noop_tasker(Store::DynamoDb(
+        dynamo::fresh_store_at(&proxy.endpoint).await,
+    ));
+    proxy.take();
+    let progress = bar(n, "DynamoDB Local: units pass, enqueue");
+    phases::enqueue_library(&tasker, n, CONCURRENCY, &progress).await;
+    progress.finish_and_clear();
+    let enqueue = proxy.take();
+    let progress = bar(n, "DynamoDB Local: units pass, drain");
+    let drained = phases::drain(tasker.store().clone(), n, &progress).await;
+    progress.finish_and_clear();
+    let process = proxy.take();
+    let (enqueued, processed) = (sums(&enqueue), sums(&process));
+    let per = |x: f64| x / drained.succeeded.max(1) as f64;
+    Units {
+        write_units_per_task: per(enqueued.write_units + processed.write_units),
+        read_units_per_task: per(enqueued.read_units + processed.read_units),
+        condition_failures: enqueued.condition_failures + processed.condition_failures,
+        drain_write_calls_per_task: per(processed.write_calls as f64),
+        enqueue: ledger(&enqueue),
+        process: ledger(&process),
+        race: race(&proxy, n).await,
+    }
+}
+
+/// Two processors (two processes' worth of state) racing over the same backlog: what their
+/// collisions cost. Each claim that loses its condition is billed on AWS.
+async fn race(proxy: &CapacityProxy, n: usize) -> Race {
+    let first = dynamo::fresh_store_at(&proxy.endpoint).await;
+    let second = DynamoStore::new(
+        dynamo::client_for(&proxy.endpoint),
+        first.table(),
+        Duration::ZERO,
+    );
+    let tasker = noop_tasker(Store::DynamoDb(first.clone()));
+    let progress = bar(n, "DynamoDB Local: race pass, enqueue");
+    phases::enqueue_library(&tasker, n, CONCURRENCY, &progress).await;
+    progress.finish_and_clear();
+    proxy.take();
+    let progress = bar(n, "DynamoDB Local: race pass, two processors");
+    let (a, b) = tokio::join!(
+        phases::drain(Store::DynamoDb(first), n, &progress),
+        phases::drain(Store::DynamoDb(second), n, &progress),
+    );
+    progress.finish_and_clear();
+    let race = proxy.take();
+    let raced = sums(&race);
+    let tasks = (a.succeeded + b.succeeded).max(1) as f64;
+    Race {
+        succeeded: [a.succeeded, b.succeeded],
+        condition_failures_per_task: raced.condition_failures as f64 / tasks,
+        drain_write_units_per_task: raced.write_units / tasks,
+        drain_read_units_per_task: raced.read_units / tasks,
+        ledger: ledger(&race),
+    }
+}
+
+/// Due → start delays of one processor invocation in poll mode.
+async fn start_delay(bench: &Bench, kind: Kind) -> StartDelay {
+    let tasks = bench.args.delay_tasks;
+    let poll = PollSettings {
+        window: Duration::ZERO,
+        interval: Duration::from_secs_f64(bench.args.poll_interval),
+    };
+    let progress = bar(tasks, &format!("{}: start delay, poll mode", kind.name()));
+    let store = bench.store(kind, "delay").await;
+    let delay = phases::start_delay(store, tasks, poll, &progress).await;
+    progress.finish_and_clear();
+    StartDelay {
+        tasks: delay.tasks,
+        poll_interval_seconds: bench.args.poll_interval,
+        p50_ms: delay.p50_ms,
+        p99_ms: delay.p99_ms,
+        max_ms: delay.max_ms,
+    }
+}

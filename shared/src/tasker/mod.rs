@@ -1,0 +1,328 @@
+//! The Tasker operations over a store and a registry: create, cancel, retry, list, clean up;
+//! [`run`] processes the queue.
+
+mod run;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde::Serialize;
+
+use crate::clock::{Clock, SystemClock, Timestamp};
+use crate::store::{
+    Backlog, Created, ListFilter, ListKey, QueueStats, StatusCounts, StoreError, TaskCanceller,
+    TaskLister, TaskPage, TaskPurger, TaskReader, TaskRetrier, TaskWriter,
+};
+use crate::task::{NewTask, Task, TaskId, ValidationError};
+use crate::tasks::Registry;
+
+/// How a processor run behaves.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ProcessorSettings {
+    /// Tasks claimed per run.
+    pub batch_size: usize,
+    /// Handlers running at once.
+    pub concurrency: usize,
+    /// Longest a run may last when the caller gives no deadline (`tasker serve`, `tasker process`).
+    pub max_run: Duration,
+    /// No task starts when less than this remains before the deadline.
+    pub time_margin: Duration,
+    /// How long a claim outlives the run's deadline, so a slow final write is not mistaken for
+    /// a crash; after it a crashed run's tasks are due again.
+    pub lease_grace: Duration,
+}
+
+impl Default for ProcessorSettings {
+    fn default() -> Self {
+        Self {
+            batch_size: 100,
+            concurrency: 16,
+            max_run: Duration::from_secs(300),
+            time_margin: Duration::from_secs(10),
+            lease_grace: Duration::from_secs(30),
+        }
+    }
+}
+
+/// What one processor run did; the processor Lambda returns it as JSON.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RunSummary {
+    /// Tasks claimed (attempts started or given back).
+    pub claimed: usize,
+    /// Attempts that succeeded.
+    pub succeeded: usize,
+    /// Attempts that failed and will be retried.
+    pub retried: usize,
+    /// Attempts that failed for good.
+    pub failed: usize,
+    /// Claimed tasks given back unstarted because the run ran out of time.
+    pub released: usize,
+    /// Store errors: outcomes that could not be recorded (their lease expires and the task runs
+    /// again) and failed claims after the first batch.
+    pub errors: usize,
+    /// Wall time of the run.
+    pub duration_ms: u64,
+}
+
+impl RunSummary {
+    /// Adds the counts of `other` (a later run of the same invocation) to these.
+    pub fn absorb(&mut self, other: &Self) {
+        self.claimed += other.claimed;
+        self.succeeded += other.succeeded;
+        self.retried += other.retried;
+        self.failed += other.failed;
+        self.released += other.released;
+        self.errors += other.errors;
+    }
+}
+
+/// Poll mode: one invocation keeps running the queue every `interval` until `window` has
+/// passed, so a task starts within about `interval` of becoming due instead of waiting for the
+/// next scheduled invocation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PollSettings {
+    /// How long an invocation keeps polling; zero runs the queue once (poll mode off).
+    pub window: Duration,
+    /// Time between the starts of two runs.
+    pub interval: Duration,
+}
+
+impl Default for PollSettings {
+    fn default() -> Self {
+        Self {
+            window: Duration::ZERO,
+            interval: Duration::from_secs(1),
+        }
+    }
+}
+
+/// What one cleanup run did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct CleanupSummary {
+    /// Finished tasks deleted.
+    pub deleted: u64,
+}
+
+/// Why an operation failed.
+#[derive(Debug, thiserror::Error)]
+pub enum TaskerError {
+    /// The create request breaks a field rule.
+    #[error(transparent)]
+    Invalid(#[from] ValidationError),
+    /// No handler is registered for the type.
+    #[error("`type` {0:?} is not a registered task type")]
+    UnknownType(String),
+    /// The store refused or failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+impl TaskerError {
+    /// A short name for the kind of failure, as Lambda's `errorType` wants it.
+    pub fn error_type(&self) -> &'static str {
+        match self {
+            Self::Invalid(_) => "InvalidTask",
+            Self::UnknownType(_) => "UnknownTaskType",
+            Self::Store(store) if store.is_retryable() => "StoreUnavailable",
+            Self::Store(_) => "StoreError",
+        }
+    }
+}
+
+/// Tasker over the store `S`.
+#[derive(Clone)]
+pub struct Tasker<S> {
+    store: S,
+    registry: Arc<Registry>,
+    clock: Arc<dyn Clock>,
+    settings: ProcessorSettings,
+    jitter: fn() -> f64,
+    due_now: Arc<tokio::sync::Notify>,
+}
+
+impl<S> Tasker<S> {
+    /// Tasker over `store` with the system clock.
+    pub fn new(store: S, registry: Registry, settings: ProcessorSettings) -> Self {
+        Self::with_clock(store, registry, settings, Arc::new(SystemClock))
+    }
+
+    /// Tasker with an injected clock.
+    pub fn with_clock(
+        store: S,
+        registry: Registry,
+        settings: ProcessorSettings,
+        clock: Arc<dyn Clock>,
+    ) -> Self {
+        Self {
+            store,
+            registry: Arc::new(registry),
+            clock,
+            settings,
+            jitter: rand::random::<f64>,
+            due_now: Arc::new(tokio::sync::Notify::new()),
+        }
+    }
+
+    /// Completes once a task created through this Tasker is due at once (or already had
+    /// been since the last call): `tasker serve` runs the queue then instead of waiting for
+    /// its interval. Lambda functions are separate processes and poll instead.
+    pub async fn task_due_now(&self) {
+        self.due_now.notified().await;
+    }
+
+    /// Replaces the backoff's random draw in `[0, 1)` (tests pin it to check exact schedules).
+    pub fn with_jitter(mut self, jitter: fn() -> f64) -> Self {
+        self.jitter = jitter;
+        self
+    }
+
+    /// The store.
+    pub fn store(&self) -> &S {
+        &self.store
+    }
+
+    /// The handler registry.
+    pub fn registry(&self) -> &Registry {
+        &self.registry
+    }
+
+    /// The current time of this Tasker's clock.
+    pub fn now(&self) -> Timestamp {
+        self.clock.now()
+    }
+}
+
+impl<S: TaskWriter> Tasker<S> {
+    /// Validates and stores a new task with its type's default attempts and retry policy; a
+    /// repeated idempotency key returns the task it made the first time.
+    pub async fn create(&self, new: NewTask) -> Result<Created, TaskerError> {
+        new.validate()?;
+        let Some(settings) = self.registry.settings(&new.task_type) else {
+            return Err(TaskerError::UnknownType(new.task_type));
+        };
+        let now = self.clock.now();
+        let task = Task::from_new_with(new, now, settings.max_attempts, settings.retry);
+        let created = self.store.create(task).await?;
+        if let Created::New(task) = &created {
+            if task.scheduled_at <= now {
+                self.due_now.notify_one();
+            }
+        }
+        Ok(created)
+    }
+}
+
+impl<S: TaskReader> Tasker<S> {
+    /// The task with `id`.
+    pub async fn get(&self, id: TaskId) -> Result<Task, TaskerError> {
+        self.store
+            .get(id)
+            .await?
+            .ok_or(TaskerError::Store(StoreError::NotFound(id)))
+    }
+}
+
+impl<S: TaskCanceller> Tasker<S> {
+    /// Cancels the pending task `id`.
+    pub async fn cancel(&self, id: TaskId) -> Result<Task, TaskerError> {
+        Ok(self.store.cancel(id, self.clock.now()).await?)
+    }
+
+    /// Cancels every pending task with `reference_uid` (and `task_type`, when given).
+    pub async fn cancel_by_reference(
+        &self,
+        reference_uid: &str,
+        task_type: Option<&str>,
+    ) -> Result<Vec<TaskId>, TaskerError> {
+        let now = self.clock.now();
+        Ok(self
+            .store
+            .cancel_by_reference(reference_uid, task_type, now)
+            .await?)
+    }
+}
+
+impl<S: TaskRetrier> Tasker<S> {
+    /// Puts the failed or cancelled task `id` back in the queue, due now, with fresh attempts.
+    pub async fn retry(&self, id: TaskId) -> Result<Task, TaskerError> {
+        let task = self.store.retry(id, self.clock.now()).await?;
+        self.due_now.notify_one();
+        Ok(task)
+    }
+}
+
+impl<S: QueueStats> Tasker<S> {
+    /// Due tasks now and the oldest due instant.
+    pub async fn backlog(&self) -> Result<Backlog, TaskerError> {
+        Ok(self.store.backlog(self.clock.now()).await?)
+    }
+}
+
+impl<S: TaskPurger> Tasker<S> {
+    /// Deletes finished tasks older than `retention`.
+    pub async fn cleanup(&self, retention: Duration) -> Result<CleanupSummary, TaskerError> {
+        self.cleanup_with_progress(retention, &|_| ()).await
+    }
+
+    /// Deletes finished tasks older than `retention`, calling `progress` with each chunk's count.
+    pub async fn cleanup_with_progress(
+        &self,
+        retention: Duration,
+        progress: &(dyn Fn(u64) + Send + Sync),
+    ) -> Result<CleanupSummary, TaskerError> {
+        let cutoff = self.clock.now().minus(retention);
+        let deleted = self.store.purge_finished_before(cutoff, progress).await?;
+        tracing::info!(deleted, cutoff = %cutoff, "cleanup finished");
+        Ok(CleanupSummary { deleted })
+    }
+}
+
+/// Largest page a listing returns.
+pub const MAX_LIST_LIMIT: usize = 100;
+
+/// Counts per status and the backlog, as `GET /stats` and `tasker stats` show them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Stats {
+    /// Tasks in each status.
+    pub counts: StatusCounts,
+    /// Tasks due now and not running (pending past their time, or with an expired lease).
+    pub due: u64,
+    /// Seconds since the oldest of them became due; `None` when nothing is due.
+    pub oldest_due_age_seconds: Option<u64>,
+}
+
+impl<S: TaskLister> Tasker<S> {
+    /// Up to `limit` (at most [`MAX_LIST_LIMIT`]) tasks matching `filter`, newest first, below
+    /// `after`.
+    pub async fn list(
+        &self,
+        filter: &ListFilter,
+        after: Option<ListKey>,
+        limit: usize,
+    ) -> Result<TaskPage, TaskerError> {
+        Ok(self
+            .store
+            .list(filter, after, limit.min(MAX_LIST_LIMIT), self.clock.now())
+            .await?)
+    }
+}
+
+impl<S: TaskLister + QueueStats> Tasker<S> {
+    /// Counts per status and the backlog, read at once.
+    pub async fn stats(&self) -> Result<Stats, TaskerError> {
+        let now = self.clock.now();
+        let (counts, backlog) =
+            futures::future::try_join(self.store.counts(now), self.store.backlog(now)).await?;
+        Ok(Stats {
+            counts,
+            due: backlog.due,
+            oldest_due_age_seconds: backlog.oldest_due_at.map(|at| now.since(at).as_secs()),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests;
