@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Release build of the three Lambda functions exactly as a deploy makes them
-# (`cargo lambda build --release --arm64`), then their sizes; fails when a binary is over 10 MB.
+# Release build of the three Lambda functions exactly as a deploy makes them: one
+# `cargo lambda build --release --arm64` per function, as `sam build` runs it, so each links
+# only its own cargo features. Then their sizes; fails when a binary is over 10 MB.
 # Needs cargo-lambda (with zig) on PATH; honours CARGO_TARGET_DIR.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -12,8 +13,9 @@ if command -v rustup >/dev/null 2>&1 \
   rustup target add aarch64-unknown-linux-gnu
 fi
 start=$(date +%s)
-cargo lambda build --release --arm64 --locked \
-  --bin enqueue --bin processor --bin cleanup
+for function in enqueue processor cleanup; do
+  cargo lambda build --release --arm64 --locked --bin "$function"
+done
 echo "release build took $(( $(date +%s) - start )) s"
 status=0
 for function in enqueue processor cleanup; do

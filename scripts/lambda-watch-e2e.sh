@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# End-to-end test of the README's local Lambda workflow: `cargo lambda watch` runs the three
+# End-to-end test of the local Lambda workflow of docs/operations.md: `cargo lambda watch` runs the three
 # functions against DynamoDB Local, a task is enqueued through the function URL path, the
 # processor is invoked with the sample scheduled event, and the task must have succeeded.
 # Needs: TASKER_TEST_DYNAMODB_ENDPOINT (scripts/test.sh sets it) and cargo-lambda on PATH.

@@ -18,6 +18,9 @@ echo "== openapi-spec-validator openapi.yaml"
 echo "== cargo fmt --check"
 cargo fmt --all -- --check
 
+echo "== each Lambda links only what it runs (cargo tree)"
+scripts/check-lambda-deps.sh
+
 echo "== cargo clippy"
 cargo clippy --workspace --all-targets --locked -- -D warnings
 
@@ -38,7 +41,7 @@ echo "== cargo test"
 results=$(mktemp -t tasker-test.XXXXXX.log)
 cargo test --workspace --locked --no-fail-fast 2>&1 | tee "$results"
 
-echo "== benchmark smoke run (every phase on tiny numbers; the real run is in the README)"
+echo "== benchmark smoke run (every phase on tiny numbers; the real run is in docs/performance.md)"
 cargo run --locked -q -p tasker-bench -- --tasks 300 --http-tasks 30 --delay-tasks 20 \
   --no-peer --no-lambda --json "$(mktemp -t tasker-bench.XXXXXX.json)" >/dev/null
 

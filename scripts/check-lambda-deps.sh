@@ -1,0 +1,24 @@
+#!/usr/bin/env bash
+# Each Lambda links only what it runs: the processor and cleanup functions neither the HTTP
+# server (axum) nor SQLite (rusqlite), the enqueue function no SQLite. Checked on the
+# dependency tree cargo resolves for each function alone, as `sam build` builds it.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+status=0
+check() {
+  local function=$1; shift
+  local tree
+  tree=$(cargo tree --locked -p "$function" -e normal --prefix none --format '{p}')
+  for forbidden in "$@"; do
+    if grep -q "^$forbidden v" <<<"$tree"; then
+      echo "error: $function links $forbidden" >&2
+      status=1
+    fi
+  done
+  echo "$function: $(sort -u <<<"$tree" | wc -l) crates, none of: $*"
+}
+check processor axum rusqlite
+check cleanup axum rusqlite reqwest
+check enqueue rusqlite
+exit $status
