@@ -260,10 +260,10 @@ impl<S: TaskQueue> Tasker<S> {
             Settlement::Retry { error, .. } | Settlement::Failed { error } => Some(error.clone()),
             _ => None,
         };
-        let mut written = self
-            .store
-            .settle(task, settlement.clone(), self.clock.now())
-            .await;
+        // One outcome, one instant: a try after one whose answer was lost writes exactly what
+        // the first did, so the store recognises its own landed write.
+        let now = self.clock.now();
+        let mut written = self.store.settle(task, settlement.clone(), now).await;
         let mut pause = SETTLE_RETRY_PAUSE;
         for _ in 0..SETTLE_RETRIES {
             match &written {
@@ -271,10 +271,7 @@ impl<S: TaskQueue> Tasker<S> {
                     tracing::warn!(task_id = %task.id, error = %Report(err), "recording the outcome failed; trying again");
                     tokio::time::sleep(pause).await;
                     pause *= 2;
-                    written = self
-                        .store
-                        .settle(task, settlement.clone(), self.clock.now())
-                        .await;
+                    written = self.store.settle(task, settlement.clone(), now).await;
                 }
                 _ => break,
             }

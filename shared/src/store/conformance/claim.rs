@@ -220,3 +220,30 @@ pub async fn release_gives_the_attempt_back<S: FullStore>(store: S) {
     assert_eq!(released.attempts, 0);
     assert_eq!(claim(&store, at(3), 1).await.len(), 1);
 }
+
+/// GIVEN an outcome that was written WHEN the processor writes it again (its answer was lost)
+/// THEN the same outcome stands and is answered; a different one is a lost lease.
+pub async fn a_repeated_outcome_is_recognised_as_written<S: FullStore>(store: S) {
+    create_at(&store, new_task("t"), t0()).await;
+    let running = claim(&store, at(1), 1).await.remove(0);
+    let done = store
+        .settle(&running, Settlement::Succeeded, at(2))
+        .await
+        .expect("settle");
+    let again = store
+        .settle(&running, Settlement::Succeeded, at(2))
+        .await
+        .expect("the same outcome again");
+    assert_eq!(again, done);
+    let other = store
+        .settle(
+            &running,
+            Settlement::Failed {
+                error: "late".into(),
+            },
+            at(3),
+        )
+        .await;
+    assert!(matches!(other, Err(StoreError::LeaseLost(_))), "{other:?}");
+    assert_eq!(fetch(&store, running.id).await, done);
+}

@@ -47,6 +47,7 @@ macro_rules! store_conformance_tests {
             an_expired_lease_makes_the_task_due_again,
             an_expired_final_attempt_fails_the_task,
             release_gives_the_attempt_back,
+            a_repeated_outcome_is_recognised_as_written,
             cancel_follows_the_status_rules,
             cancel_by_reference_cancels_pending_only,
             duplicate_reference_is_refused_while_active,

@@ -204,7 +204,8 @@ pub fn item_id(item: &Item) -> Option<TaskId> {
 pub struct GuardItem {
     /// `ref#<type>#<referenceUid>` or `idem#<type>#<key>`.
     pub id: String,
-    /// The task that holds it.
+    /// The task that holds it (empty on a malformed guard, which any create takes over).
+    #[serde(default)]
     pub task_id: String,
     /// When it was written: a holder not written yet is a create in flight for a while.
     #[serde(default, deserialize_with = "lenient_timestamp")]
@@ -254,8 +255,9 @@ fn lenient_timestamp<'de, D: serde::Deserializer<'de>>(
 pub struct WatermarkItem {
     /// `mark#due#N`.
     pub id: String,
-    /// The highest entry key known finished, with everything below it.
-    pub up_to: String,
+    /// The highest entry key known finished, with everything below it (absent: no mark).
+    #[serde(default)]
+    pub up_to: Option<String>,
 }
 
 impl WatermarkItem {
@@ -311,6 +313,33 @@ mod tests {
         assert_eq!(
             item.get("expiresAt").and_then(|v| v.as_n().ok()).unwrap(),
             &(now.unix_seconds() + 65).to_string()
+        );
+    }
+
+    #[test]
+    fn guard_and_watermark_items_use_the_schema_names() {
+        let now: Timestamp = "2027-01-01T00:00:00Z".parse().unwrap();
+        let id = TaskId::new(now.0);
+        let guard = GuardItem::new("ref#t#r", id, now).to_item().unwrap();
+        let mut names: Vec<&str> = guard.keys().map(String::as_str).collect();
+        names.sort_unstable();
+        let mut expected = [
+            schema::ID,
+            schema::GUARD_TASK_ID,
+            schema::GUARD_CREATED_AT,
+            schema::GUARD_VERSION,
+        ];
+        expected.sort_unstable();
+        assert_eq!(names, expected);
+        assert_eq!(GuardItem::from_item(guard).unwrap().task_id, id.to_string());
+        let mark: Item = [
+            (schema::ID.to_owned(), s(watermark_key(0))),
+            (schema::UP_TO.to_owned(), s("k")),
+        ]
+        .into();
+        assert_eq!(
+            WatermarkItem::from_item(mark).unwrap().up_to.as_deref(),
+            Some("k")
         );
     }
 }

@@ -26,6 +26,8 @@ pub const REFERENCE_UID: &str = "referenceUid";
 pub const TYPE: &str = "type";
 /// Task status attribute.
 pub const STATUS: &str = "status";
+/// When a task may run (its next attempt, after a failure).
+pub const SCHEDULED_AT: &str = "scheduledAt";
 /// Attempts started.
 pub const ATTEMPTS: &str = "attempts";
 /// Attempts allowed.
@@ -80,8 +82,17 @@ pub mod names {
 pub const COND_NEW_ITEM: &str = "attribute_not_exists(id)";
 /// The attributes a transition is conditioned on (see [`super::expr::unchanged`]): every
 /// transition changes at least one of them (a claim writes a fresh `leaseToken`), so an item
-/// that still has the values read has not changed since the read.
-pub const FINGERPRINT: [&str; 5] = [STATUS, ATTEMPTS, UPDATED_AT, LEASE_TOKEN, QUEUE_AT];
+/// that still has the values read has not changed since the read. `scheduledAt` is there for
+/// failed and cancelled tasks, whose `queueAt` is their finish: with it, two states of a task
+/// that agree on all six agree on every attribute a transition keeps.
+pub const FINGERPRINT: [&str; 6] = [
+    STATUS,
+    ATTEMPTS,
+    UPDATED_AT,
+    LEASE_TOKEN,
+    QUEUE_AT,
+    SCHEDULED_AT,
+];
 /// Condition for purging a failed or cancelled task: finished at or before the cutoff.
 pub const COND_PURGEABLE: &str =
     "#queue IN (:failed_queue, :cancelled_queue) AND queueAt <= :cutoff";

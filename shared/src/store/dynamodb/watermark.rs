@@ -15,7 +15,7 @@ pub async fn read_all(table: &Table) -> Result<Vec<Option<ListKey>>, StoreError>
     for item in table.batch_get(&keys, false).await? {
         let mark = WatermarkItem::from_item(item)?;
         if let Some(shard) = keys.iter().position(|key| *key == mark.id) {
-            marks[shard] = Some(ListKey(mark.up_to));
+            marks[shard] = mark.up_to.map(ListKey);
         }
     }
     Ok(marks)

@@ -4,7 +4,7 @@ use std::sync::Arc;
 
 use rusqlite::{TransactionBehavior, params};
 
-use super::rows::{COLUMNS, row_to_task, sqlite_error, update};
+use super::rows::{COLUMNS, load, row_to_task, sqlite_error, update};
 use super::{SqliteStore, apply};
 use crate::clock::Timestamp;
 use crate::store::{Settlement, StoreError, TaskQueue, Transition, is_expired_final_attempt};
@@ -14,6 +14,8 @@ use crate::task::{Task, TaskId};
 pub(super) struct SettleRequest {
     id: TaskId,
     settle: Transition,
+    /// What the outcome makes of the claimed attempt, if it applies to it.
+    written: Option<Task>,
     reply: tokio::sync::oneshot::Sender<Result<Task, StoreError>>,
 }
 
@@ -27,7 +29,19 @@ impl std::fmt::Debug for SettleRequest {
 
 /// The outcome of one request inside the group commit's transaction.
 fn settle_in(tx: &rusqlite::Transaction<'_>, request: &SettleRequest) -> Result<Task, StoreError> {
-    apply(tx, request.id, &request.settle)
+    match apply(tx, request.id, &request.settle) {
+        // The same outcome, written before (the processor tries again when an answer is lost):
+        // it stands, as on DynamoDB.
+        Err(StoreError::LeaseLost(_))
+            if request.written.is_some() && load(tx, request.id)? == request.written =>
+        {
+            request
+                .written
+                .clone()
+                .ok_or(StoreError::LeaseLost(request.id))
+        }
+        other => other,
+    }
 }
 
 impl TaskQueue for SqliteStore {
@@ -97,9 +111,11 @@ impl TaskQueue for SqliteStore {
         // connection it takes every request queued by then (its own among them), writes them
         // in one transaction and answers each after the commit.
         let (reply, answer) = tokio::sync::oneshot::channel();
+        let settle = Transition::settle(claimed, outcome, now)?;
         let request = SettleRequest {
             id: claimed.id,
-            settle: Transition::settle(claimed, outcome, now)?,
+            written: settle.apply(claimed).ok(),
+            settle,
             reply,
         };
         let leads = {
