@@ -48,7 +48,7 @@ cargo run --locked -q -p tasker-bench -- --tasks 300 --http-tasks 30 --delay-tas
 echo "== local Lambda workflow (cargo lambda watch + invoke)"
 PATH="$CACHE/venv/bin:$PATH" scripts/lambda-watch-e2e.sh
 
-echo "== release Lambda build (cargo lambda build --release --arm64; each binary at most 10 MB)"
+echo "== release Lambda build (sam build: cargo lambda build --release --arm64 per function; each binary at most 10 MB)"
 PATH="$CACHE/venv/bin:$PATH" scripts/lambda-release-build.sh
 
 # One closing line for the whole suite: every cargo test binary plus the workflow test above.

@@ -65,6 +65,11 @@ fn every_function_is_a_cargo_lambda_arm64_binary_with_a_schedule_or_api() {
         let function = resource(&template, resource_name);
         assert_eq!(function["Metadata"]["BuildMethod"], "rust-cargolambda");
         assert_eq!(function["Metadata"]["BuildProperties"]["Binary"], binary);
+        // Built from its own package, so with its own features only.
+        assert_eq!(
+            function["Properties"]["CodeUri"],
+            format!("functions/{binary}")
+        );
     }
     let schedule = |name: &str, event: &str| {
         resource(&template, name)["Properties"]["Events"][event]["Properties"]["Schedule"].clone()
