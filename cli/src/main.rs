@@ -32,8 +32,18 @@ enum Command {
     Serve(ServeArgs),
     /// Run one processQueue pass and print its summary as JSON.
     Process(StoreArgs),
-    /// Delete finished tasks older than TASKER_RETENTION and print the count as JSON.
+    /// Delete finished tasks older than TASKER_RETENTION, sweep below the due queue's
+    /// watermarks, and print the counts as JSON.
     Cleanup(StoreArgs),
+    /// Only sweep: read the due queue below its watermarks (DynamoDB) and make every task
+    /// found there still due again; print the counts as JSON.
+    Sweep {
+        /// Entries to read at most (default TASKER_SWEEP_ENTRIES).
+        #[arg(long)]
+        entries: Option<u64>,
+        #[command(flatten)]
+        store: StoreArgs,
+    },
     /// List tasks, newest first (scheduled instant; finish once failed or cancelled).
     List {
         /// Only tasks in this status.
@@ -198,7 +208,7 @@ async fn run(cli: Cli) -> Result<(), CliError> {
         Command::Cleanup(args) => {
             let config = config(&args)?;
             let tasker = config.build_tasker().await?;
-            operator::cleanup(&tasker, config.cleanup_age()).await
+            operator::cleanup(&tasker, config.cleanup_age(), config.sweep_entries).await
         }
         Command::List {
             status,
@@ -248,6 +258,15 @@ async fn run(cli: Cli) -> Result<(), CliError> {
                 }
                 _ => operator::retry_all_failed(&tasker, task_type, output.json).await,
             }
+        }
+        Command::Sweep { entries, store } => {
+            let config = config(&store)?;
+            let tasker = config.build_tasker().await?;
+            let summary = tasker
+                .sweep(entries.unwrap_or(config.sweep_entries))
+                .await?;
+            println!("{}", serde_json::to_string(&summary)?);
+            Ok(())
         }
         Command::Stats { output, store } => {
             let tasker = config(&store)?.build_tasker().await?;

@@ -272,11 +272,16 @@ pub async fn stats(tasker: &Tasker<Store>, json: bool) -> Result<(), CliError> {
     Ok(())
 }
 
-/// `tasker cleanup`: deletes finished tasks older than `retention`, with a running count.
-pub async fn cleanup(tasker: &Tasker<Store>, retention: Duration) -> Result<(), CliError> {
+/// `tasker cleanup`: deletes finished tasks older than `retention`, with a running count, then
+/// sweeps at most `sweep_entries` entries below the due queue's watermarks.
+pub async fn cleanup(
+    tasker: &Tasker<Store>,
+    retention: Duration,
+    sweep_entries: u64,
+) -> Result<(), CliError> {
     let bar = progress(None, "deleting finished tasks");
     let summary = tasker
-        .cleanup_with_progress(retention, &|deleted| bar.inc(deleted))
+        .cleanup_with_progress(retention, sweep_entries, &|deleted| bar.inc(deleted))
         .await;
     bar.finish_and_clear();
     println!("{}", serde_json::to_string(&summary?)?);

@@ -39,7 +39,7 @@ pub async fn serve(args: ServeArgs) -> Result<(), CliError> {
     let worker = tokio::spawn(process_loop(
         Arc::clone(&tasker),
         Duration::from_secs(args.interval),
-        config.cleanup_age(),
+        (config.cleanup_age(), config.sweep_entries),
         config.processor.batch_size,
         stop_rx,
     ));
@@ -62,7 +62,7 @@ pub async fn serve(args: ServeArgs) -> Result<(), CliError> {
 async fn process_loop(
     tasker: Arc<Tasker<Store>>,
     interval: Duration,
-    retention: Duration,
+    (retention, sweep_entries): (Duration, u64),
     batch_size: usize,
     mut stop: watch::Receiver<bool>,
 ) {
@@ -76,7 +76,7 @@ async fn process_loop(
             }
         };
         if last_cleanup.is_none_or(|at| at.elapsed() >= CLEANUP_EVERY) {
-            if let Err(err) = tasker.cleanup(retention).await {
+            if let Err(err) = tasker.cleanup(retention, sweep_entries).await {
                 tracing::error!(error = %err, "cleanup failed");
             }
             last_cleanup = Some(Instant::now());

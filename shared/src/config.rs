@@ -119,6 +119,10 @@ pub struct Config {
     /// `TASKER_CLEANUP_GRACE` (default `0s`): how much longer cleanup leaves finished tasks to
     /// DynamoDB's TTL, whose deletes are free, before deleting them itself (2 write units each).
     pub cleanup_grace: Duration,
+    /// `TASKER_SWEEP_ENTRIES` (default 100,000; 0 turns the sweep off): how many due-queue
+    /// entries below the watermarks one cleanup run's sweep reads at most (each costs half a
+    /// read unit for its item).
+    pub sweep_entries: u64,
     /// `TASKER_API_TOKEN`: bearer token for the HTTP API.
     pub api_token: Option<String>,
     /// `TASKER_AUTH`: `token` (default) or `iam`.
@@ -148,6 +152,9 @@ impl Config {
             service: get("TASKER_SERVICE").unwrap_or_else(|| "tasker".to_owned()),
             retention: parse(&get, "TASKER_RETENTION", Duration::ZERO, duration)?,
             cleanup_grace: parse(&get, "TASKER_CLEANUP_GRACE", Duration::ZERO, duration)?,
+            sweep_entries: parse(&get, "TASKER_SWEEP_ENTRIES", DEFAULT_SWEEP_ENTRIES, |v| {
+                bounded(v, 0, 10_000_000).map(|n| n as u64)
+            })?,
             api_token: get("TASKER_API_TOKEN"),
             iam_auth: parse(&get, "TASKER_AUTH", false, |v| match v {
                 "iam" => Ok(true),
@@ -405,6 +412,10 @@ fn seconds(value: &str) -> Result<Duration, String> {
     }
 }
 
+/// Due-queue entries one cleanup run sweeps by default: about 50,000 read units, a minute or
+/// two of a cleanup invocation.
+const DEFAULT_SWEEP_ENTRIES: u64 = 100_000;
+
 /// Longest poll window: a Lambda invocation lasts at most 15 minutes.
 const MAX_POLL_WINDOW: Duration = Duration::from_secs(14 * 60);
 /// Shortest poll interval: each poll reads the due queues once.
@@ -455,6 +466,7 @@ mod tests {
         .unwrap();
         assert_eq!(graced.cleanup_age(), Duration::from_secs(9 * 86_400));
         assert_eq!(config.poll.window, Duration::ZERO);
+        assert_eq!(config.sweep_entries, 100_000);
     }
 
     #[test]
@@ -487,6 +499,7 @@ mod tests {
             ("TASKER_POLL_INTERVAL", "0"),
             ("TASKER_POLL_INTERVAL", "often"),
             ("TASKER_CLEANUP_GRACE", "later"),
+            ("TASKER_SWEEP_ENTRIES", "all"),
         ] {
             let err = config(&[(name, value)]).unwrap_err();
             assert_eq!(err.name, name);

@@ -1,11 +1,12 @@
-//! CloudWatch Embedded Metric Format: one JSON line per processor run that CloudWatch Logs turns
-//! into metrics, without a PutMetricData call (and its permission) on the hot path.
+//! CloudWatch Embedded Metric Format: one JSON line per processor or cleanup run that
+//! CloudWatch Logs turns into metrics, without a PutMetricData call (and its permission) on the
+//! hot path.
 
 use serde_json::{Map, Value, json};
 
 use crate::clock::Timestamp;
 use crate::store::Backlog;
-use crate::tasker::RunSummary;
+use crate::tasker::{CleanupSummary, RunSummary};
 
 /// The CloudWatch namespace of Tasker's metrics.
 pub const NAMESPACE: &str = "Tasker";
@@ -35,6 +36,22 @@ pub fn run_metrics(
         values.push(("QueueDepth", "Count", json!(backlog.due)));
         values.push(("OldestDueAge", "Seconds", json!(age)));
     }
+    emf_line(service, values, at)
+}
+
+/// The EMF line for one cleanup run: its deletes, the entries its sweep read and the tasks it
+/// rescued (more than none means the queue index lagged beyond the due queue's margin).
+pub fn cleanup_metrics(service: &str, summary: &CleanupSummary, at: Timestamp) -> String {
+    let values = vec![
+        ("Deleted", "Count", json!(summary.deleted)),
+        ("SweptEntries", "Count", json!(summary.swept)),
+        ("Rescued", "Count", json!(summary.rescued)),
+    ];
+    emf_line(service, values, at)
+}
+
+/// One line that declares `values` as metrics of the namespace, with their values.
+fn emf_line(service: &str, values: Vec<(&str, &str, Value)>, at: Timestamp) -> String {
     let definitions: Vec<Value> = values
         .iter()
         .map(|(name, unit, _)| json!({"Name": name, "Unit": unit}))
@@ -90,5 +107,28 @@ mod tests {
         assert_eq!(line["OldestDueAge"], 600);
         assert_eq!(line["QueueDepth"], 7);
         assert_eq!(line["Service"], "svc");
+    }
+
+    #[test]
+    fn a_cleanup_line_counts_deletes_sweeps_and_rescues() {
+        let at: Timestamp = "2030-01-01T00:10:00Z".parse().unwrap();
+        let summary = CleanupSummary {
+            deleted: 4,
+            swept: 120,
+            rescued: 1,
+            sweep_complete: true,
+        };
+        let line: Value = serde_json::from_str(&cleanup_metrics("svc", &summary, at)).unwrap();
+        let names: Vec<&str> = line["_aws"]["CloudWatchMetrics"][0]["Metrics"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|metric| metric["Name"].as_str().unwrap())
+            .collect();
+        assert_eq!(names, ["Deleted", "SweptEntries", "Rescued"]);
+        assert_eq!(
+            (line["Deleted"].clone(), line["Rescued"].clone()),
+            (json!(4), json!(1))
+        );
     }
 }

@@ -8,6 +8,7 @@ pub mod fixtures;
 pub mod http;
 pub mod process;
 pub mod proxy;
+pub mod queue;
 pub mod receiver;
 pub mod throttle;
 

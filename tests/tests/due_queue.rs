@@ -1,69 +1,20 @@
 //! The DynamoDB due queue: what a task's life writes, the watermark, and the cursors
 //! (`tasker::store::dynamodb::due`), against DynamoDB Local through a capacity-counting proxy.
 
-use std::collections::BTreeMap;
 use std::time::Duration;
 
-use tasker::store::dynamodb::due::{LOOKBACK, MARGIN, RESCAN, WATERMARK_MAX_LAG};
+use tasker::store::dynamodb::due::{LOOKBACK, RESCAN};
 use tasker::store::dynamodb::item::shard_of;
 use tasker::store::dynamodb::schema::QUEUE_SHARDS;
-use tasker::store::{
-    ListFilter, ListKey, Settlement, TaskLister, TaskPurger, TaskQueue, TaskWriter,
-};
+use tasker::store::{ListFilter, ListKey, TaskLister, TaskPurger, TaskQueue, TaskWriter};
 use tasker::task::TaskStatus;
 use tasker::{DynamoStore, NewTask, Task, Timestamp};
-use tasker_tests::capacity::{CapacityProxy, Consumed, WRITE_OPERATIONS};
+use tasker_tests::capacity::CapacityProxy;
 use tasker_tests::dynamo;
 use tasker_tests::fixtures::{at, t0};
-
-async fn create(store: &DynamoStore, now: Timestamp) -> Task {
-    store
-        .create(Task::from_new(NewTask::new("noop", "{}"), now))
-        .await
-        .expect("create")
-        .into_task()
-}
-
-/// Claims everything due at `now` and records each as a success a second later.
-async fn run_all(store: &DynamoStore, now: Timestamp) -> Vec<Task> {
-    let claimed = store
-        .claim_due(now, now, 1000, now.plus(Duration::from_secs(60)))
-        .await
-        .expect("claim");
-    for task in &claimed {
-        store
-            .settle(
-                task,
-                Settlement::Succeeded,
-                now.plus(Duration::from_secs(1)),
-            )
-            .await
-            .expect("settle");
-    }
-    claimed
-}
-
-fn write_units(ledger: &BTreeMap<String, Consumed>) -> (f64, f64, u64) {
-    let writes = ledger
-        .iter()
-        .filter(|(operation, _)| WRITE_OPERATIONS.contains(&operation.as_str()));
-    writes.fold((0.0, 0.0, 0), |(table, index, failures), (_, c)| {
-        (
-            table + c.table_units,
-            index + c.index_units,
-            failures + c.condition_failures,
-        )
-    })
-}
-
-fn read_units(ledger: &BTreeMap<String, Consumed>, operation: &str) -> f64 {
-    ledger.get(operation).map_or(0.0, Consumed::units)
-}
-
-/// The same table as `store`, as a process that knows nothing of it yet would see it.
-fn another_process(store: &DynamoStore, endpoint: &str) -> DynamoStore {
-    DynamoStore::new(dynamo::client_for(endpoint), store.table(), Duration::ZERO)
-}
+use tasker_tests::queue::{
+    another_process, create, finished_below_watermarks, read_units, run_all, write_units,
+};
 
 async fn watermark(store: &DynamoStore, shard: u32) -> Option<ListKey> {
     let marks = store.watermarks().await.expect("read the watermarks");
@@ -104,23 +55,9 @@ async fn a_task_that_succeeds_costs_four_write_units() {
 async fn the_watermark_lets_new_processes_skip_finished_tasks() {
     let proxy = CapacityProxy::start(&dynamo::endpoint()).await;
     let store = dynamo::fresh_store_at(&proxy.endpoint).await;
-    let mut done = Vec::new();
-    for i in 0..120 {
-        done.push(create(&store, at(i / 10)).await);
-    }
-    assert_eq!(run_all(&store, at(20)).await.len(), 120);
-    for shard in 0..QUEUE_SHARDS {
-        assert_eq!(
-            watermark(&store, shard).await,
-            None,
-            "nothing is old enough yet"
-        );
-    }
-
-    // Past the margin and the longest wait: the next scan raises every shard's watermark to
-    // its newest finished entry.
-    let later = at(20).plus(WATERMARK_MAX_LAG + MARGIN);
-    assert!(run_all(&store, later).await.is_empty());
+    // Past the margin and the longest wait: a scan raises every shard's watermark to its
+    // newest finished entry.
+    let (done, later) = finished_below_watermarks(&store).await;
     for shard in 0..QUEUE_SHARDS {
         let newest = done
             .iter()
@@ -210,4 +147,39 @@ async fn entries_that_land_behind_the_cursor_are_still_claimed() {
         claimed.iter().map(|t| t.id).collect::<Vec<_>>(),
         vec![far_behind.id]
     );
+}
+
+/// GIVEN 40 tasks another processor claimed under a 10-minute lease WHEN this process scans ten
+/// times THEN it reads their items once, on the first scan, and again only once the lease has
+/// expired, when it claims them.
+#[tokio::test]
+async fn tasks_running_under_another_lease_are_read_once_per_lease() {
+    let proxy = CapacityProxy::start(&dynamo::endpoint()).await;
+    let store = dynamo::fresh_store_at(&proxy.endpoint).await;
+    for _ in 0..40 {
+        create(&store, t0()).await;
+    }
+    let lease = at(601);
+    let held = store
+        .claim_due(at(1), at(1), 1000, lease)
+        .await
+        .expect("claim");
+    assert_eq!(held.len(), 40);
+    let other = another_process(&store, &proxy.endpoint);
+    proxy.take();
+    let scan = |now: Timestamp| other.claim_due(now, now, 100, now.plus(Duration::from_secs(60)));
+    assert!(scan(at(2)).await.expect("scan").is_empty());
+    let first = read_units(&proxy.take(), "BatchGetItem");
+    for second in 3..12 {
+        assert!(scan(at(second)).await.expect("scan").is_empty());
+    }
+    let again = read_units(&proxy.take(), "BatchGetItem");
+    eprintln!(
+        "40 tasks under another lease, 10 scans: {first} read units on the first, {again} on \
+         the other 9 (each would have read {first} before)"
+    );
+    assert!(first >= 20.0, "the first scan reads the 40 items: {first}");
+    assert_eq!(again, 0.0, "later scans skip them while the lease runs");
+    let claimed = scan(lease).await.expect("scan");
+    assert_eq!(claimed.len(), 40, "once the lease expired they are claimed");
 }

@@ -305,10 +305,17 @@ async fn the_cleanup_event_deletes_finished_tasks() {
     );
     // WHEN the cleanup event arrives THEN the finished task is deleted (the queue index is
     // eventually consistent, so a task finished a moment ago may need a second run)
+    let settings = cleanup::CleanupSettings {
+        age: Duration::ZERO,
+        sweep_entries: 1000,
+        service: "tasker-test",
+    };
+    let lines = std::sync::Mutex::new(Vec::new());
+    let emit = |line: &str| lines.lock().expect("lines").push(line.to_owned());
     let mut deleted = 0;
     for _ in 0..20 {
         let event = events::scheduled("scheduled-cleanup.json", Duration::from_secs(60));
-        let summary = cleanup::handle(&tasker, Duration::ZERO, event)
+        let summary = cleanup::handle(&tasker, settings, event, &emit)
             .await
             .expect("cleanup run");
         deleted += summary.deleted;
@@ -318,6 +325,13 @@ async fn the_cleanup_event_deletes_finished_tasks() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     assert_eq!(deleted, 1);
+    // AND each run emitted one metrics line; the last counts the delete and no rescue
+    let lines = lines.into_inner().expect("lines");
+    let last: Value = serde_json::from_str(lines.last().expect("a metrics line")).expect("EMF");
+    assert_eq!(
+        (last["Deleted"].clone(), last["Rescued"].clone()),
+        (serde_json::json!(1), serde_json::json!(0))
+    );
     assert!(matches!(
         tasker.get(id).await,
         Err(tasker::TaskerError::Store(tasker::StoreError::NotFound(_)))

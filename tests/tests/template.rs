@@ -193,24 +193,28 @@ fn each_function_gets_only_the_dynamodb_actions_it_uses() {
         pairs(&[
             ("table", "DeleteItem"),
             ("table", "BatchGetItem"),
+            ("table", "UpdateItem"),
             ("queue-index", "Query")
         ])
     );
 }
 
 #[test]
-fn alarms_watch_metrics_the_processor_emits() {
+fn alarms_watch_metrics_the_functions_emit() {
     let template = template();
     let summary = tasker::RunSummary::default();
     let backlog = tasker::store::Backlog::default();
     let at = tasker_tests::fixtures::t0();
-    let emf: Value = serde_json::from_str(&tasker::metrics::run_metrics(
-        "svc",
-        &summary,
-        Some(&backlog),
-        at,
-    ))
-    .expect("EMF");
+    let lines = [
+        tasker::metrics::run_metrics("svc", &summary, Some(&backlog), at),
+        tasker::metrics::cleanup_metrics("svc", &tasker::CleanupSummary::default(), at),
+    ];
+    let emitted = |metric: &str| {
+        lines.iter().any(|line| {
+            let emf: Value = serde_json::from_str(line).expect("EMF");
+            emf.get(metric).is_some()
+        })
+    };
     let mut alarms = 0;
     for (name, resource) in template["Resources"].as_object().expect("resources") {
         if resource["Type"] != "AWS::CloudWatch::Alarm" {
@@ -225,7 +229,7 @@ fn alarms_watch_metrics_the_processor_emits() {
         if properties["Namespace"] == tasker::metrics::NAMESPACE {
             let metric = properties["MetricName"].as_str().expect("metric name");
             assert!(
-                emf.get(metric).is_some(),
+                emitted(metric),
                 "{name} watches {metric}, which is never emitted"
             );
             assert_eq!(
@@ -234,7 +238,10 @@ fn alarms_watch_metrics_the_processor_emits() {
             );
         }
     }
-    assert_eq!(alarms, 3, "processor errors, failed tasks, oldest due age");
+    assert_eq!(
+        alarms, 4,
+        "processor errors, failed tasks, oldest due age, rescued tasks"
+    );
     let env = &template["Globals"]["Function"]["Environment"]["Variables"];
     assert_eq!(env["TASKER_SERVICE"], json!({"Ref": "AWS::StackName"}));
 }

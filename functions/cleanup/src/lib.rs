@@ -1,17 +1,38 @@
-//! The cleanup Lambda: deletes finished tasks older than the retention, once per scheduled event.
+//! The cleanup Lambda: once per scheduled event, deletes finished tasks older than the
+//! retention, sweeps below the due queue's watermarks for tasks out of the processors' sight,
+//! then prints one line of CloudWatch Embedded Metric Format with the counts.
 
 use std::time::Duration;
 
 use lambda_runtime::LambdaEvent;
-use tasker::store::TaskPurger;
-use tasker::{CleanupSummary, Tasker, TaskerError};
+use tasker::store::{QueueSweeper, TaskPurger};
+use tasker::{CleanupSummary, Tasker, TaskerError, metrics};
 
-/// Deletes finished tasks that finished more than `retention` ago.
-pub async fn handle<S: TaskPurger>(
+/// What a cleanup run does.
+#[derive(Debug, Clone, Copy)]
+pub struct CleanupSettings<'a> {
+    /// Finished tasks older than this are deleted.
+    pub age: Duration,
+    /// Entries the sweep reads at most.
+    pub sweep_entries: u64,
+    /// The `Service` dimension of the metrics.
+    pub service: &'a str,
+}
+
+/// Deletes finished tasks that finished more than `settings.age` ago and sweeps, then hands the
+/// metrics line to `emit` (stdout in Lambda, where CloudWatch picks it up).
+pub async fn handle<S: TaskPurger + QueueSweeper>(
     tasker: &Tasker<S>,
-    retention: Duration,
+    settings: CleanupSettings<'_>,
     event: LambdaEvent<serde_json::Value>,
+    emit: &(dyn Fn(&str) + Sync),
 ) -> Result<CleanupSummary, TaskerError> {
     tracing::info!(request_id = %event.context.request_id, "cleanup invoked");
-    tasker.cleanup(retention).await
+    let summary = tasker.cleanup(settings.age, settings.sweep_entries).await?;
+    emit(&metrics::cleanup_metrics(
+        settings.service,
+        &summary,
+        tasker.now(),
+    ));
+    Ok(summary)
 }

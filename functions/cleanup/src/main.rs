@@ -11,8 +11,14 @@ async fn main() -> Result<(), Error> {
         Registry::new(),
         config.processor,
     );
+    let settings = cleanup::CleanupSettings {
+        age: config.cleanup_age(),
+        sweep_entries: config.sweep_entries,
+        service: &config.service,
+    };
+    let emit = |line: &str| println!("{line}");
     run(service_fn(|event: LambdaEvent<serde_json::Value>| {
-        cleanup::handle(&tasker, config.cleanup_age(), event)
+        cleanup::handle(&tasker, settings, event, &emit)
     }))
     .await
 }

@@ -2,9 +2,9 @@
 //! has, so handlers stay generic without `dyn`.
 
 use super::{
-    Backlog, Created, ListFilter, ListKey, QueueStats, Settlement, StatusCounts, StoreError,
-    TaskCanceller, TaskLister, TaskPage, TaskPurger, TaskQueue, TaskReader, TaskRetrier,
-    TaskWriter,
+    Backlog, Created, ListFilter, ListKey, QueueStats, QueueSweeper, Settlement, StatusCounts,
+    StoreError, SweepSummary, TaskCanceller, TaskLister, TaskPage, TaskPurger, TaskQueue,
+    TaskReader, TaskRetrier, TaskWriter,
 };
 use crate::clock::Timestamp;
 use crate::task::{Task, TaskId};
@@ -101,6 +101,12 @@ impl TaskPurger for Store {
         progress: &(dyn Fn(u64) + Send + Sync),
     ) -> Result<u64, StoreError> {
         on_backend!(self, store => store.purge_finished_before(cutoff, progress))
+    }
+}
+
+impl QueueSweeper for Store {
+    async fn sweep(&self, now: Timestamp, max_entries: u64) -> Result<SweepSummary, StoreError> {
+        on_backend!(self, store => store.sweep(now, max_entries))
     }
 }
 

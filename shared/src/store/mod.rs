@@ -158,6 +158,32 @@ pub trait TaskPurger: Send + Sync {
     ) -> impl Future<Output = Result<u64, StoreError>> + Send;
 }
 
+/// What a sweep of the due queue did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SweepSummary {
+    /// Index entries read below the due queue's watermarks (each with its item).
+    pub entries: u64,
+    /// Tasks found there still due, and made due again.
+    pub rescued: u64,
+    /// True when the sweep reached every shard's watermark; false when it stopped at its read
+    /// cap, and the next sweep goes on from there.
+    pub complete: bool,
+}
+
+/// Finds tasks that processors can no longer see, and makes them due again.
+pub trait QueueSweeper: Send + Sync {
+    /// Reads at most `max_entries` of the entries no scan reads any more (on DynamoDB, the due
+    /// queue below each shard's watermark), going on from where the last sweep stopped; every
+    /// task there that is still pending, or running with an expired lease, gets a new entry
+    /// at `now` ([`Transition::Rescue`]) and is logged.
+    fn sweep(
+        &self,
+        now: Timestamp,
+        max_entries: u64,
+    ) -> impl Future<Output = Result<SweepSummary, StoreError>> + Send;
+}
+
 /// Lists and counts tasks for operators.
 pub trait TaskLister: Send + Sync {
     /// Up to `limit` tasks matching `filter`, newest first, starting below `after` (the `next`
@@ -197,5 +223,5 @@ impl<S> ApiStore for S where
 }
 
 /// Every capability: what a backend implements, and what the conformance suite checks.
-pub trait FullStore: ApiStore + TaskQueue + TaskPurger {}
-impl<S: ApiStore + TaskQueue + TaskPurger> FullStore for S {}
+pub trait FullStore: ApiStore + TaskQueue + TaskPurger + QueueSweeper {}
+impl<S: ApiStore + TaskQueue + TaskPurger + QueueSweeper> FullStore for S {}

@@ -62,11 +62,23 @@ pub enum Transition {
         /// The outcome's instant.
         now: Timestamp,
     },
-    /// A running task's final attempt outlived its lease (expired by `due_by`): it fails.
+    /// A running task's final attempt outlived its lease (expired by `due_by`): it fails, under
+    /// a lease token of its own, so the attempt's processor, if it reports late, finds its
+    /// lease lost rather than an outcome it did not write.
     Expire {
         /// Leases expired by then count.
         due_by: Timestamp,
         /// The failure's instant.
+        now: Timestamp,
+        /// The expiry's token, unique to it.
+        token: String,
+    },
+    /// A task the due queue cannot see any more (its index entry landed below a watermark, see
+    /// `store::dynamodb::due`) is made due again at `now`: pending, or running with a lease
+    /// expired by `now`. Its scheduled instant moves to `now`, so its entry moves above the
+    /// watermark; nothing else changes.
+    Rescue {
+        /// The rescue's instant.
         now: Timestamp,
     },
     /// A pending task is cancelled.
@@ -95,6 +107,15 @@ impl Transition {
             due_by,
             now,
             lease_until,
+            token: new_lease_token(),
+        }
+    }
+
+    /// An expiry of a final attempt whose lease expired by `due_by`, with a fresh token.
+    pub fn expire(due_by: Timestamp, now: Timestamp) -> Self {
+        Self::Expire {
+            due_by,
+            now,
             token: new_lease_token(),
         }
     }
@@ -151,7 +172,7 @@ impl Transition {
                 }
                 settle(&mut next, outcome, *now);
             }
-            Self::Expire { due_by, now } => {
+            Self::Expire { due_by, now, token } => {
                 if !is_expired_final_attempt(task, *due_by) {
                     return Err(refused);
                 }
@@ -159,6 +180,19 @@ impl Transition {
                     error: LEASE_EXPIRED_ERROR.to_owned(),
                 };
                 settle(&mut next, &failed, *now);
+                next.lease_token = Some(token.clone());
+            }
+            Self::Rescue { now } => {
+                let due = match task.status {
+                    TaskStatus::Pending => task.attempts < task.max_attempts,
+                    TaskStatus::Running => task.lease_expires_at.is_some_and(|at| at <= *now),
+                    _ => false,
+                };
+                if !due || task.scheduled_at >= *now {
+                    return Err(refused);
+                }
+                next.scheduled_at = *now;
+                next.updated_at = *now;
             }
             Self::Cancel { now } => {
                 if task.status != TaskStatus::Pending {
@@ -278,13 +312,42 @@ mod tests {
         assert_eq!((running.status, running.attempts), (TaskStatus::Running, 1));
         let again = Transition::claim(at(61), at(61), at(120));
         assert!(again.apply(&running).is_err(), "no attempts left");
-        let expire = Transition::Expire {
-            due_by: at(61),
-            now: at(61),
-        };
+        let expired = Transition::expire(at(61), at(61))
+            .apply(&running)
+            .expect("expired");
+        assert_eq!(expired.status, TaskStatus::Failed);
+        assert_ne!(
+            expired.lease_token, running.lease_token,
+            "the expiry's own token"
+        );
+        let late = Transition::settle(&running, Settlement::Succeeded, at(62)).expect("token");
+        assert!(
+            late.apply(&expired).is_err(),
+            "the claimant's late outcome is refused"
+        );
+    }
+
+    #[test]
+    fn a_rescue_makes_an_overdue_task_due_now_and_nothing_else() {
+        let task = Task::from_new(NewTask::new("t", "{}"), at(0));
+        let rescued = Transition::Rescue { now: at(700) }
+            .apply(&task)
+            .expect("pending and overdue");
         assert_eq!(
-            expire.apply(&running).expect("expired").status,
-            TaskStatus::Failed
+            (rescued.scheduled_at, rescued.updated_at),
+            (at(700), at(700))
+        );
+        assert_eq!(rescued.status, TaskStatus::Pending);
+        let running = Transition::claim(at(1), at(1), at(60))
+            .apply(&task)
+            .expect("due");
+        assert!(
+            Transition::Rescue { now: at(59) }.apply(&running).is_err(),
+            "leased"
+        );
+        assert!(
+            Transition::Rescue { now: at(60) }.apply(&running).is_ok(),
+            "lease expired"
         );
     }
 

@@ -10,8 +10,9 @@ use serde::Serialize;
 
 use crate::clock::{Clock, SystemClock, Timestamp};
 use crate::store::{
-    Backlog, Created, ListFilter, ListKey, QueueStats, StatusCounts, StoreError, TaskCanceller,
-    TaskLister, TaskPage, TaskPurger, TaskReader, TaskRetrier, TaskWriter,
+    Backlog, Created, ListFilter, ListKey, QueueStats, QueueSweeper, StatusCounts, StoreError,
+    SweepSummary, TaskCanceller, TaskLister, TaskPage, TaskPurger, TaskReader, TaskRetrier,
+    TaskWriter,
 };
 use crate::task::{NewTask, Task, TaskId, ValidationError};
 use crate::tasks::Registry;
@@ -97,12 +98,18 @@ impl Default for PollSettings {
     }
 }
 
-/// What one cleanup run did.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+/// What one cleanup run did: its purge and its sweep below the due queue's watermarks.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, serde::Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct CleanupSummary {
     /// Finished tasks deleted.
     pub deleted: u64,
+    /// Due-queue entries the sweep read.
+    pub swept: u64,
+    /// Tasks the sweep found out of the processors' sight and made due again.
+    pub rescued: u64,
+    /// The sweep reached every watermark (false: the next run goes on from where it stopped).
+    pub sweep_complete: bool,
 }
 
 /// Why an operation failed.
@@ -260,22 +267,51 @@ impl<S: QueueStats> Tasker<S> {
     }
 }
 
-impl<S: TaskPurger> Tasker<S> {
-    /// Deletes finished tasks older than `retention`.
-    pub async fn cleanup(&self, retention: Duration) -> Result<CleanupSummary, TaskerError> {
-        self.cleanup_with_progress(retention, &|_| ()).await
+impl<S: TaskPurger + QueueSweeper> Tasker<S> {
+    /// Deletes finished tasks older than `retention`, then sweeps at most `sweep_entries`
+    /// entries below the due queue's watermarks.
+    pub async fn cleanup(
+        &self,
+        retention: Duration,
+        sweep_entries: u64,
+    ) -> Result<CleanupSummary, TaskerError> {
+        self.cleanup_with_progress(retention, sweep_entries, &|_| ())
+            .await
     }
 
-    /// Deletes finished tasks older than `retention`, calling `progress` with each chunk's count.
+    /// [`Tasker::cleanup`], calling `progress` with each chunk's count of deletes.
     pub async fn cleanup_with_progress(
         &self,
         retention: Duration,
+        sweep_entries: u64,
         progress: &(dyn Fn(u64) + Send + Sync),
     ) -> Result<CleanupSummary, TaskerError> {
         let cutoff = self.clock.now().minus(retention);
         let deleted = self.store.purge_finished_before(cutoff, progress).await?;
-        tracing::info!(deleted, cutoff = %cutoff, "cleanup finished");
-        Ok(CleanupSummary { deleted })
+        let swept = self.sweep(sweep_entries).await?;
+        let summary = CleanupSummary {
+            deleted,
+            swept: swept.entries,
+            rescued: swept.rescued,
+            sweep_complete: swept.complete,
+        };
+        tracing::info!(
+            deleted,
+            cutoff = %cutoff,
+            swept = swept.entries,
+            rescued = swept.rescued,
+            sweep_complete = swept.complete,
+            "cleanup finished"
+        );
+        Ok(summary)
+    }
+}
+
+impl<S: QueueSweeper> Tasker<S> {
+    /// Sweeps at most `max_entries` entries below the due queue's watermarks, making every task
+    /// found there still due again (see [`QueueSweeper::sweep`]).
+    pub async fn sweep(&self, max_entries: u64) -> Result<SweepSummary, TaskerError> {
+        Ok(self.store.sweep(self.clock.now(), max_entries).await?)
     }
 }
 

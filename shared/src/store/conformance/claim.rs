@@ -247,3 +247,31 @@ pub async fn a_repeated_outcome_is_recognised_as_written<S: FullStore>(store: S)
     assert!(matches!(other, Err(StoreError::LeaseLost(_))), "{other:?}");
     assert_eq!(fetch(&store, running.id).await, done);
 }
+
+/// GIVEN a final attempt whose lease expired, failed by a later claim WHEN its processor
+/// reports late, even with the very outcome the expiry wrote THEN it is told its lease was
+/// lost, and the expiry's failure stands: each outcome is reported by the writer that wrote it.
+pub async fn a_late_outcome_after_an_expiry_is_a_lost_lease<S: FullStore>(store: S) {
+    let mut new = new_task("t");
+    new.max_attempts = Some(1);
+    let task = create_at(&store, new, t0()).await;
+    let claimed = claim_one_leased(&store, 1, 10).await.remove(0);
+    assert!(claim_one_leased(&store, 11, 20).await.is_empty());
+    let expired = fetch(&store, task.id).await;
+    assert_eq!(expired.status, TaskStatus::Failed);
+    let late_outcomes = [
+        (Settlement::Succeeded, at(12)),
+        (
+            Settlement::Failed {
+                error: crate::store::LEASE_EXPIRED_ERROR.into(),
+            },
+            at(11),
+        ),
+        (Settlement::Released, at(12)),
+    ];
+    for (outcome, now) in late_outcomes {
+        let late = store.settle(&claimed, outcome, now).await;
+        assert!(matches!(late, Err(StoreError::LeaseLost(_))), "{late:?}");
+    }
+    assert_eq!(fetch(&store, task.id).await, expired);
+}

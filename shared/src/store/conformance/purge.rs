@@ -53,3 +53,31 @@ pub async fn purge_deletes_only_old_finished_tasks<S: FullStore>(store: S) {
     assert!(store.get(pending.id).await.expect("get").is_some());
     create_at(&store, with_ref, at(101)).await;
 }
+
+/// GIVEN tasks pending, scheduled later, running and finished, all in a claim's sight WHEN the
+/// queue is swept THEN nothing is rescued and no task changes. (Tasks out of sight exist only
+/// on DynamoDB, below a watermark: `tests/tests/sweep.rs` strands one there.)
+pub async fn a_sweep_leaves_tasks_in_sight_alone<S: FullStore>(store: S) {
+    let mut ids = Vec::new();
+    for offset in [0, 3600] {
+        let mut new = new_task("t");
+        new.scheduled_at = Some(at(offset));
+        ids.push(create_at(&store, new, t0()).await.id);
+    }
+    ids.push(create_at(&store, new_task("t"), t0()).await.id);
+    let running = claim(&store, at(1), 2).await;
+    store
+        .settle(&running[0], Settlement::Succeeded, at(2))
+        .await
+        .expect("settle");
+    let mut before = Vec::new();
+    for &id in &ids {
+        before.push(fetch(&store, id).await);
+    }
+    let swept = store.sweep(at(900), 10_000).await.expect("sweep");
+    assert_eq!(swept.rescued, 0, "{swept:?}");
+    assert!(swept.complete);
+    for task in before {
+        assert_eq!(fetch(&store, task.id).await, task);
+    }
+}

@@ -96,15 +96,20 @@ pub async fn an_expiry_stores_what_the_transition_defines<S: FullStore>(store: S
     let mut new = new_task("t");
     new.max_attempts = Some(1);
     let created = create_at(&store, new, t0()).await;
-    claim_one_leased(&store, 1, 10).await;
+    let claimed = claim_one_leased(&store, 1, 10).await.remove(0);
     let before = fetch(&store, created.id).await;
     assert!(claim_one_leased(&store, 11, 20).await.is_empty());
+    let stored = fetch(&store, created.id).await;
+    assert_ne!(
+        stored.lease_token, claimed.lease_token,
+        "the expiry has a token of its own"
+    );
     let expire = Transition::Expire {
         due_by: at(11),
         now: at(11),
+        token: stored.lease_token.clone().expect("the expiry's token"),
     };
     let defined = expire.apply(&before).expect("the lease expired");
-    let stored = fetch(&store, created.id).await;
     assert_stores(&store, &stored, &defined).await;
 }
 

@@ -157,6 +157,14 @@ pub fn set_watermark(up_to: &str, now: Timestamp) -> Expr {
         .value(":now", s(now.to_text()))
 }
 
+/// The sweep's progress is still the one read: at `version`, or none at all.
+pub fn progress_as_read(version: Option<&str>) -> Expr {
+    match version {
+        Some(version) => Expr::new(schema::COND_VERSION).value(":version", s(version)),
+        None => new_item(),
+    }
+}
+
 /// A succeeded task that finished at or before `cutoff`.
 pub fn purgeable_success(cutoff: Timestamp) -> Expr {
     Expr::new(schema::COND_PURGEABLE_SUCCESS)

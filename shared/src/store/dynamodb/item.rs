@@ -7,7 +7,9 @@ use std::time::Duration;
 use aws_sdk_dynamodb::types::AttributeValue;
 use serde::{Deserialize, Serialize};
 
-use super::schema::{self, GUARD_PREFIX, IDEMPOTENCY_PREFIX, QUEUE_SHARDS, WATERMARK_PREFIX};
+use super::schema::{
+    self, GUARD_PREFIX, IDEMPOTENCY_PREFIX, QUEUE_SHARDS, SWEEP_PREFIX, WATERMARK_PREFIX,
+};
 use crate::clock::Timestamp;
 use crate::retry::RetryPolicy;
 use crate::store::{ListKey, StoreError};
@@ -112,6 +114,11 @@ pub fn queue_of(id: TaskId, status: TaskStatus) -> String {
 /// The key of the watermark item of shard `shard` of the due queue.
 pub fn watermark_key(shard: u32) -> String {
     format!("{WATERMARK_PREFIX}{}", Queue::Due.shard(shard))
+}
+
+/// The key of the sweep's progress item.
+pub fn sweep_key() -> String {
+    format!("{SWEEP_PREFIX}{}", Queue::Due.as_str())
 }
 
 /// The key of the guard item that holds `(reference_uid, task_type)` for one active task.
@@ -265,6 +272,41 @@ impl WatermarkItem {
     pub fn from_item(item: Item) -> Result<Self, StoreError> {
         serde_dynamo::from_item(item)
             .map_err(|err| StoreError::backend_from("cannot decode a watermark item", err))
+    }
+}
+
+/// Where the sweep's current pass stands (`sweep#due`): a pass reads the shards one after the
+/// other, each from its bottom up to its watermark.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SweepItem {
+    /// `sweep#due`.
+    pub id: String,
+    /// The shard the pass is at; [`QUEUE_SHARDS`] once the pass is over.
+    #[serde(default)]
+    pub shard: u32,
+    /// The last entry of that shard the pass read (absent: none yet).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub up_to: Option<String>,
+    /// When the pass began.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub began: Option<Timestamp>,
+    /// Unique to each write: a sweep writes its progress only over the one it read.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub version: Option<String>,
+}
+
+impl SweepItem {
+    /// The item.
+    pub fn to_item(&self) -> Result<Item, StoreError> {
+        serde_dynamo::to_item(self)
+            .map_err(|err| StoreError::backend_from("cannot encode the sweep's progress", err))
+    }
+
+    /// The sweep's progress stored in `item`.
+    pub fn from_item(item: Item) -> Result<Self, StoreError> {
+        serde_dynamo::from_item(item)
+            .map_err(|err| StoreError::backend_from("cannot decode the sweep's progress", err))
     }
 }
 

@@ -5,7 +5,8 @@
 //! [`table::Write`], batch reads, range queries, transactions) and [`expr`] (every condition
 //! and update, built from the names in [`schema`]); [`item`] (the typed items); then one module
 //! per concept: [`tasks`] (reads, creates, transitions), [`guards`], [`queue`] (claims and
-//! outcomes) over [`due`] (finding due tasks) and [`watermark`], [`listing`] and [`purge`].
+//! outcomes) over [`due`] (finding due tasks) and [`watermark`], [`listing`], [`purge`] and
+//! [`sweep`] (the safety net below the watermarks).
 //! The capability traits below only delegate to them.
 
 mod client;
@@ -19,6 +20,7 @@ pub mod probe;
 mod purge;
 mod queue;
 pub mod schema;
+mod sweep;
 mod table;
 mod tasks;
 mod watermark;
@@ -32,9 +34,9 @@ use self::due::DueQueue;
 use self::queue::Queue;
 use self::table::Table;
 use super::{
-    Backlog, Created, ListFilter, ListKey, QueueStats, Settlement, StatusCounts, StoreError,
-    TaskCanceller, TaskLister, TaskPage, TaskPurger, TaskQueue, TaskReader, TaskRetrier,
-    TaskWriter, Transition,
+    Backlog, Created, ListFilter, ListKey, QueueStats, QueueSweeper, Settlement, StatusCounts,
+    StoreError, SweepSummary, TaskCanceller, TaskLister, TaskPage, TaskPurger, TaskQueue,
+    TaskReader, TaskRetrier, TaskWriter, Transition,
 };
 use crate::clock::Timestamp;
 use crate::task::{Task, TaskId};
@@ -159,6 +161,12 @@ impl TaskPurger for DynamoStore {
         progress: &(dyn Fn(u64) + Send + Sync),
     ) -> Result<u64, StoreError> {
         purge::purge_finished_before(&self.table, cutoff, progress).await
+    }
+}
+
+impl QueueSweeper for DynamoStore {
+    async fn sweep(&self, now: Timestamp, max_entries: u64) -> Result<SweepSummary, StoreError> {
+        sweep::sweep(&self.table, self.ttl_after, now, max_entries).await
     }
 }
 

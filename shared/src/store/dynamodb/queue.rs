@@ -124,7 +124,7 @@ impl Queue<'_> {
             return Ok(());
         }
         let entry = ListKey::of(&task);
-        let expire = Transition::Expire { due_by, now };
+        let expire = Transition::expire(due_by, now);
         if let Applied::Written(_) = tasks::apply(self.table, self.ttl_after, task, &expire).await?
         {
             // The task left the due queue for the failed one.

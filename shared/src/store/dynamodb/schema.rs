@@ -67,6 +67,8 @@ pub const IDEMPOTENCY_PREFIX: &str = "idem#";
 pub const IDEMPOTENCY_KEY: &str = "idempotencyKey";
 /// Prefix of a due queue's watermark item's [`ID`] (`mark#due#N`).
 pub const WATERMARK_PREFIX: &str = "mark#";
+/// Prefix of the item holding the sweep's progress (`sweep#due`).
+pub const SWEEP_PREFIX: &str = "sweep#";
 
 /// Expression attribute names used in every expression (`type` and `status` are reserved words).
 pub mod names {
@@ -104,6 +106,8 @@ pub const COND_WATERMARK_RISES: &str = "attribute_not_exists(upTo) OR upTo < :up
 pub const UPDATE_WATERMARK: &str = "SET upTo = :up_to, updatedAt = :now";
 /// Condition for deleting a guard, or re-taking it in a retry: it still names the task.
 pub const COND_GUARD_HELD_BY: &str = "taskId = :task";
+/// Condition for writing the sweep's progress: it is still at the version read.
+pub const COND_VERSION: &str = "version = :version";
 /// Condition for taking a guard over: it still names the holder we read, at the version we read.
 pub const COND_GUARD_VERSION: &str = "taskId = :task AND version = :version";
 /// The same for a guard written before guards carried a version.

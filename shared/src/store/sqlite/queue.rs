@@ -78,7 +78,7 @@ impl TaskQueue for SqliteStore {
                 for task in due {
                     // Each claim gets a token of its own.
                     let (transition, runs) = if is_expired_final_attempt(&task, due_by) {
-                        (Transition::Expire { due_by, now }, false)
+                        (Transition::expire(due_by, now), false)
                     } else {
                         (Transition::claim(due_by, now, lease_until), true)
                     };

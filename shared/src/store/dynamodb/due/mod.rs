@@ -140,6 +140,7 @@ impl DueQueue {
             }
         }
         let progress = readers.into_iter().map(|reader| reader.progress).collect();
+        lock(&self.state).remember_leases(scan.leased);
         self.advance(goal.now, &starts, progress, scan.learned)
             .await;
         Ok(scan.found)
@@ -182,7 +183,10 @@ impl DueQueue {
 
     /// Remembers tasks this process just claimed, so scans skip them while their lease runs.
     pub fn remember_running(&self, tasks: &[Task]) {
-        lock(&self.state).remember_running(tasks);
+        let leases = tasks
+            .iter()
+            .filter_map(|task| Some((ListKey::of(task), task.lease_expires_at?)));
+        lock(&self.state).remember_leases(leases);
     }
 
     /// Records the end of an attempt this process claimed from the entry `key`; `finished`

@@ -130,6 +130,9 @@ pub struct Scan<'a> {
     pub found: ScanFound,
     /// Keys this scan read as finished for good.
     pub learned: Vec<ListKey>,
+    /// Entries of tasks this scan read as running under an unexpired lease (another
+    /// processor's), with the lease's expiry: until then later scans need not read them.
+    pub leased: Vec<(ListKey, Timestamp)>,
     /// Items read so far.
     reads: usize,
 }
@@ -143,6 +146,7 @@ impl<'a> Scan<'a> {
             old_enough,
             found: ScanFound::default(),
             learned: Vec::new(),
+            leased: Vec::new(),
             reads: 0,
         }
     }
@@ -283,6 +287,14 @@ impl<'a> Scan<'a> {
         };
         if for_good {
             self.learned.push(key.clone());
+        }
+        if let (Classified::Blocking, Some(Some(task))) = (&classified, read) {
+            let lease = task
+                .lease_expires_at
+                .filter(|_| task.status == TaskStatus::Running);
+            if let Some(lease) = lease.filter(|lease| *lease > self.goal.due_by) {
+                self.leased.push((key.clone(), lease));
+            }
         }
         classified
     }

@@ -8,7 +8,6 @@ use super::{CONTENTION_SPELL, FINISHED_CAP, RESCAN, WATERMARK_BATCH, WATERMARK_M
 use crate::clock::Timestamp;
 use crate::store::ListKey;
 use crate::store::dynamodb::schema::QUEUE_SHARDS;
-use crate::task::Task;
 
 /// What a process knows about one shard of the due queue.
 #[derive(Debug, Default)]
@@ -71,8 +70,9 @@ pub struct DueState {
     preferred: Option<(u32, Timestamp)>,
     /// Keys of due entries known to be finished or left: settled by this process, or read.
     finished: HashSet<ListKey>,
-    /// Keys of the tasks this process has claimed and not settled yet, with their lease
-    /// expiry: until then a scan knows they are running without reading them.
+    /// Keys of running tasks (claimed by this process and not settled yet, or read as running
+    /// under another's lease), with their lease expiry: until then a scan knows they are
+    /// running without reading them.
     running: HashMap<ListKey, Timestamp>,
 }
 
@@ -144,15 +144,17 @@ impl DueState {
         }
     }
 
-    /// Remembers tasks this process just claimed, so scans skip them while their lease runs.
-    pub fn remember_running(&mut self, tasks: &[Task]) {
-        if self.running.len() >= FINISHED_CAP {
-            self.running.clear();
-        }
-        for task in tasks {
-            if let Some(lease) = task.lease_expires_at {
-                self.running.insert(ListKey::of(task), lease);
+    /// Remembers the entries of running tasks with their lease's expiry, so scans skip them
+    /// while the lease runs: this process's own claims, and tasks a scan read as running under
+    /// another processor's lease. (If that processor gives a task back unstarted at the end of
+    /// its run, this process claims it once the lease expires: within the run's margin and
+    /// lease grace, under a minute.)
+    pub fn remember_leases(&mut self, leases: impl IntoIterator<Item = (ListKey, Timestamp)>) {
+        for (key, lease) in leases {
+            if self.running.len() >= FINISHED_CAP {
+                self.running.clear();
             }
+            self.running.insert(key, lease);
         }
     }
 
