@@ -37,3 +37,15 @@ pub fn scheduled(name: &str, remaining: Duration) -> LambdaEvent<serde_json::Val
     context.request_id = format!("test-{name}");
     LambdaEvent::new(payload, context)
 }
+
+/// The API Gateway event `events/<name>` (its placeholder id replaced by `id`) through the
+/// router `app`, as `lambda_http` hands it over: the status and the JSON body.
+pub async fn send(
+    app: &axum::Router,
+    name: &str,
+    id: Option<&str>,
+) -> (http::StatusCode, serde_json::Value) {
+    let (parts, body) = http_request(name, id).into_parts();
+    let request = http::Request::from_parts(parts, axum::body::Body::from(body.to_vec()));
+    crate::fixtures::answer(app, request).await
+}

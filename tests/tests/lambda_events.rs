@@ -2,28 +2,17 @@
 
 use std::time::Duration;
 
-use axum::body::Body;
 use http::StatusCode;
 use serde_json::Value;
 use tasker::store::TaskWriter;
 use tasker::{Config, NewTask, PollSettings, Store, Task, TaskStatus, Timestamp};
-use tasker_tests::fixtures::{answer, config};
+use tasker_tests::events::send;
+use tasker_tests::fixtures::config;
 use tasker_tests::{dynamo, events};
 
 /// The token the sample events carry.
 fn token_config() -> Config {
     config(&[("TASKER_API_TOKEN", "test-token")])
-}
-
-/// The sample API Gateway event `events/<name>` (its placeholder id replaced by `id`) through
-/// `app`, as `lambda_http` hands it over.
-async fn send(app: &axum::Router, name: &str, id: Option<&str>) -> (StatusCode, Value) {
-    let (parts, body) = events::http_request(name, id).into_parts();
-    answer(
-        app,
-        http::Request::from_parts(parts, Body::from(body.to_vec())),
-    )
-    .await
 }
 
 async fn fresh_store() -> Store {

@@ -2,18 +2,7 @@
 
 use serde_json::{Value, json};
 use tasker::store::dynamodb::schema::TableSchema;
-
-fn template() -> Value {
-    let path = tasker_tests::workspace_root().join("template.yaml");
-    let text = std::fs::read_to_string(&path).expect("read template.yaml");
-    serde_yaml_ng::from_str(&text).expect("template.yaml is plain YAML (long-form intrinsics only)")
-}
-
-fn resource<'a>(template: &'a Value, name: &str) -> &'a Value {
-    template["Resources"]
-        .get(name)
-        .unwrap_or_else(|| panic!("template.yaml has no resource {name}"))
-}
+use tasker_tests::template::{granted_actions, resource, template};
 
 #[test]
 fn the_table_in_the_template_matches_the_code() {
@@ -111,45 +100,6 @@ fn every_function_is_a_cargo_lambda_arm64_binary_with_a_schedule_or_api() {
             "{route} is not routed: {routes:?}"
         );
     }
-}
-
-/// The `(target, action)` pairs the DynamoDB policies of function `name` grant.
-fn granted_actions(template: &Value, name: &str) -> Vec<(String, String)> {
-    let mut granted = Vec::new();
-    for policy in resource(template, name)["Properties"]["Policies"]
-        .as_array()
-        .expect("policies")
-    {
-        for statement in policy["Statement"].as_array().expect("statements") {
-            let target = match &statement["Resource"] {
-                Value::Object(map) if map.contains_key("Fn::GetAtt") => {
-                    match statement["Condition"]["ForAllValues:StringLike"]["dynamodb:LeadingKeys"]
-                        .as_array()
-                    {
-                        Some(keys) => format!("table keys {keys:?}"),
-                        None => "table".to_owned(),
-                    }
-                }
-                Value::Object(map) => map["Fn::Sub"]
-                    .as_str()
-                    .and_then(|s| s.rsplit('/').next())
-                    .unwrap_or_default()
-                    .to_owned(),
-                other => panic!("unexpected resource {other}"),
-            };
-            let list = match &statement["Action"] {
-                Value::String(one) => vec![one.clone()],
-                Value::Array(many) => many
-                    .iter()
-                    .filter_map(|a| a.as_str().map(str::to_owned))
-                    .collect(),
-                other => panic!("unexpected action {other}"),
-            };
-            granted.extend(list.into_iter().map(|a| (target.clone(), a)));
-        }
-    }
-    granted.sort();
-    granted
 }
 
 #[test]

@@ -36,7 +36,9 @@ pub async fn sweep(
     max_entries: u64,
 ) -> Result<SweepSummary, StoreError> {
     let marks = watermark::read_all(table).await?;
-    let read = match table.get(&sweep_key()).await? {
+    // Read and written with the calls the cleanup function may make (BatchGetItem,
+    // UpdateItem), consistently.
+    let read = match table.batch_get(&[sweep_key()], true).await?.pop() {
         Some(item) => Some(SweepItem::from_item(item)?),
         None => None,
     };
@@ -85,9 +87,14 @@ async fn save(
     read: Option<&SweepItem>,
     mut at: SweepItem,
 ) -> Result<(), StoreError> {
+    let old = read
+        .map(SweepItem::to_item)
+        .transpose()?
+        .unwrap_or_default();
     at.version = Some(new_lease_token());
+    let update = expr::changes(&old, &at.to_item()?);
     let condition = expr::progress_as_read(read.and_then(|read| read.version.as_deref()));
-    if let Write::ConditionFailed(_) = table.put(at.to_item()?, condition).await? {
+    if let Write::ConditionFailed(_) = table.update(&at.id, update, condition).await? {
         tracing::warn!("another sweep ran at the same time; its progress stands");
     }
     Ok(())

@@ -1,0 +1,142 @@
+//! Every DynamoDB call a function's handler makes is one its policy in `template.yaml` grants:
+//! each handler runs against DynamoDB Local through a proxy that records the operations, so a
+//! call the template forgot (which DynamoDB Local, having no IAM, would let through) fails here.
+
+use std::collections::BTreeSet;
+use std::time::Duration;
+
+use tasker::store::{TaskQueue, TaskWriter};
+use tasker::{NewTask, PollSettings, Store, Task};
+use tasker_tests::capacity::CapacityProxy;
+use tasker_tests::dynamo;
+use tasker_tests::events::{self, send};
+use tasker_tests::fixtures::config;
+use tasker_tests::template::{granted_actions, template};
+
+/// The DynamoDB actions the policies of `function` grant, on any resource.
+fn allowed(function: &str) -> BTreeSet<String> {
+    granted_actions(&template(), function)
+        .into_iter()
+        .map(|(_, action)| action.trim_start_matches("dynamodb:").to_owned())
+        .collect()
+}
+
+/// The operations the proxy saw since it was last read.
+fn used(proxy: &CapacityProxy) -> BTreeSet<String> {
+    proxy.take().into_keys().collect()
+}
+
+/// Asserts `used` needs nothing `function` is not granted. A transaction is authorized per
+/// write, as the put or update it holds.
+fn assert_granted(function: &str, used: &BTreeSet<String>) {
+    let allowed = allowed(function);
+    for operation in used {
+        let needs: &[&str] = match operation.as_str() {
+            "TransactWriteItems" => &["PutItem", "UpdateItem"],
+            other => &[other],
+        };
+        for action in needs {
+            assert!(
+                allowed.contains(*action),
+                "{function} calls {operation}, which needs dynamodb:{action}: not granted in \
+                 template.yaml ({allowed:?})"
+            );
+        }
+    }
+}
+
+/// A store through a fresh recording proxy, and the proxy (cleared after the table's creation).
+async fn recorded() -> (Store, CapacityProxy) {
+    let proxy = CapacityProxy::start(&dynamo::endpoint()).await;
+    let store = Store::DynamoDb(dynamo::fresh_store_at(&proxy.endpoint).await);
+    proxy.take();
+    (store, proxy)
+}
+
+#[tokio::test]
+async fn the_enqueue_function_calls_only_what_it_may() {
+    let (store, proxy) = recorded().await;
+    let app = enqueue::app(&config(&[("TASKER_API_TOKEN", "test-token")]), store).expect("app");
+    let (_, created) = send(&app, "apigw-create-task.json", None).await;
+    let id = created["id"].as_str().expect("id").to_owned();
+    for (event, id) in [
+        ("apigw-create-task.json", None),
+        ("apigw-get-task.json", Some(id.as_str())),
+        ("apigw-list-tasks.json", None),
+        ("apigw-stats.json", None),
+        ("apigw-cancel-by-reference.json", None),
+        ("apigw-retry-task.json", Some(id.as_str())),
+        ("apigw-cancel-task.json", Some(id.as_str())),
+        ("apigw-batch-create.json", None),
+    ] {
+        let (status, body) = send(&app, event, id).await;
+        assert!(status.as_u16() < 500, "{event}: {status} {body}");
+    }
+    let used = used(&proxy);
+    assert!(
+        used.contains("TransactWriteItems"),
+        "the retry of a referenced task: {used:?}"
+    );
+    assert_granted("EnqueueFunction", &used);
+}
+
+#[tokio::test]
+async fn the_processor_function_calls_only_what_it_may() {
+    let (store, proxy) = recorded().await;
+    let config = config(&[("TASKER_API_TOKEN", "test-token")]);
+    let tasker = config.tasker_over(store.clone()).expect("tasker");
+    // A task whose webhook the production default refuses (it fails), and a final attempt
+    // whose lease expired (the run fails it).
+    let now = tasker.now();
+    let refused = r#"{"url":"http://127.0.0.1:9/hook","body":{}}"#;
+    store
+        .create(Task::from_new(NewTask::new("sendWebhook", refused), now))
+        .await
+        .expect("create");
+    let mut last = NewTask::new("sendWebhook", refused);
+    last.max_attempts = Some(1);
+    store
+        .create(Task::from_new(last, now))
+        .await
+        .expect("create");
+    let past = now.minus(Duration::from_secs(120));
+    store
+        .claim_due(now, past, 1, past.plus(Duration::from_secs(1)))
+        .await
+        .expect("claim");
+    proxy.take();
+    let event = events::scheduled("scheduled-processor.json", Duration::from_secs(60));
+    let summary = processor::handle(&tasker, "svc", PollSettings::default(), event, &|_| {})
+        .await
+        .expect("processor run");
+    assert!(summary.claimed >= 1, "{summary:?}");
+    assert_granted("ProcessorFunction", &used(&proxy));
+}
+
+#[tokio::test]
+async fn the_cleanup_function_calls_only_what_it_may() {
+    let (store, proxy) = recorded().await;
+    let tasker = tasker::Tasker::new(
+        store.clone(),
+        tasker::Registry::new(),
+        tasker::ProcessorSettings::default(),
+    );
+    let task = Task::from_new(NewTask::new("noop", "{}"), tasker.now());
+    store.create(task).await.expect("create");
+    proxy.take();
+    let settings = cleanup::CleanupSettings {
+        age: Duration::ZERO,
+        sweep_entries: 1000,
+        service: "svc",
+    };
+    let event = events::scheduled("scheduled-cleanup.json", Duration::from_secs(60));
+    cleanup::handle(&tasker, settings, event, &|_| {})
+        .await
+        .expect("cleanup run");
+    let used = used(&proxy);
+    assert!(
+        used.contains("UpdateItem"),
+        "the sweep's progress: {used:?}"
+    );
+    assert_granted("CleanupFunction", &used);
+}
