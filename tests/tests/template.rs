@@ -189,8 +189,8 @@ fn alarms_watch_metrics_the_functions_emit() {
         }
     }
     assert_eq!(
-        alarms, 4,
-        "processor errors, failed tasks, oldest due age, rescued tasks"
+        alarms, 5,
+        "processor and cleanup errors, failed tasks, oldest due age, rescued tasks"
     );
     let env = &template["Globals"]["Function"]["Environment"]["Variables"];
     assert_eq!(env["TASKER_SERVICE"], json!({"Ref": "AWS::StackName"}));

@@ -7,7 +7,7 @@
 
 use std::time::Duration;
 
-use super::StoreError;
+use super::{ListKey, StoreError};
 use crate::clock::Timestamp;
 use crate::task::{Task, TaskId, TaskStatus};
 
@@ -74,12 +74,14 @@ pub enum Transition {
         token: String,
     },
     /// A task the due queue cannot see any more (its index entry landed below a watermark, see
-    /// `store::dynamodb::due`) is made due again at `now`: pending, or running with a lease
-    /// expired by `now`. Its scheduled instant moves to `now`, so its entry moves above the
-    /// watermark; nothing else changes.
+    /// `store::dynamodb::sweep`) is made due again at `now`: pending, or running with a lease
+    /// expired by `now`, and still at the entry `entry` the sweep found it at. Its scheduled
+    /// instant moves to `now`, so its entry moves above the watermark; nothing else changes.
     Rescue {
         /// The rescue's instant.
         now: Timestamp,
+        /// The entry the task is stranded at.
+        entry: ListKey,
     },
     /// A pending task is cancelled.
     Cancel {
@@ -182,13 +184,13 @@ impl Transition {
                 settle(&mut next, &failed, *now);
                 next.lease_token = Some(token.clone());
             }
-            Self::Rescue { now } => {
+            Self::Rescue { now, entry } => {
                 let due = match task.status {
                     TaskStatus::Pending => task.attempts < task.max_attempts,
                     TaskStatus::Running => task.lease_expires_at.is_some_and(|at| at <= *now),
                     _ => false,
                 };
-                if !due || task.scheduled_at >= *now {
+                if !due || task.scheduled_at >= *now || ListKey::of(task) != *entry {
                     return Err(refused);
                 }
                 next.scheduled_at = *now;
@@ -330,9 +332,15 @@ mod tests {
     #[test]
     fn a_rescue_makes_an_overdue_task_due_now_and_nothing_else() {
         let task = Task::from_new(NewTask::new("t", "{}"), at(0));
-        let rescued = Transition::Rescue { now: at(700) }
-            .apply(&task)
-            .expect("pending and overdue");
+        let rescue = |now| Transition::Rescue {
+            now,
+            entry: ListKey::of(&task),
+        };
+        let rescued = rescue(at(700)).apply(&task).expect("pending and overdue");
+        assert!(
+            rescue(at(800)).apply(&rescued).is_err(),
+            "it is at another entry now"
+        );
         assert_eq!(
             (rescued.scheduled_at, rescued.updated_at),
             (at(700), at(700))
@@ -341,14 +349,8 @@ mod tests {
         let running = Transition::claim(at(1), at(1), at(60))
             .apply(&task)
             .expect("due");
-        assert!(
-            Transition::Rescue { now: at(59) }.apply(&running).is_err(),
-            "leased"
-        );
-        assert!(
-            Transition::Rescue { now: at(60) }.apply(&running).is_ok(),
-            "lease expired"
-        );
+        assert!(rescue(at(59)).apply(&running).is_err(), "leased");
+        assert!(rescue(at(60)).apply(&running).is_ok(), "lease expired");
     }
 
     #[test]

@@ -288,6 +288,8 @@ impl<S: TaskPurger + QueueSweeper> Tasker<S> {
     ) -> Result<CleanupSummary, TaskerError> {
         let cutoff = self.clock.now().minus(retention);
         let deleted = self.store.purge_finished_before(cutoff, progress).await?;
+        // Logged before the sweep, so a sweep that fails does not hide what the purge did.
+        tracing::info!(deleted, cutoff = %cutoff, "purge finished");
         let swept = self.sweep(sweep_entries).await?;
         let summary = CleanupSummary {
             deleted,
@@ -297,7 +299,6 @@ impl<S: TaskPurger + QueueSweeper> Tasker<S> {
         };
         tracing::info!(
             deleted,
-            cutoff = %cutoff,
             swept = swept.entries,
             rescued = swept.rescued,
             sweep_complete = swept.complete,

@@ -5,14 +5,21 @@
 //! an entry is bounded well inside that. But `queue-index` is eventually consistent, and how
 //! far it can lag is not Tasker's to bound: an entry that shows up later than the margin lands
 //! below the watermark, where no scan reads, and its task would wait forever. The sweep reads
-//! the entries below each shard's watermark with their items, and gives every task still
-//! pending (or running with an expired lease) a new entry at the sweep's instant
+//! entries below each shard's watermark with their items, and gives every task still pending
+//! (or running with an expired lease) at that entry a new entry at the sweep's instant
 //! ([`Transition::Rescue`]), so the next scan claims it.
 //!
-//! A pass reads the shards one after the other, each from its bottom up to its watermark, so
-//! an entry however late is found by the pass after it lands. Reads are capped per sweep; where
-//! the pass stands is kept in one item (`sweep#due`), so the next sweep goes on from there, and
-//! starts a new pass once one is over.
+//! Below each watermark, a sweep reads two regions, so that every entry is read:
+//!
+//! - the **window**, the last [`RECENT`] below the watermark, where an entry a few hours late
+//!   lands: every sweep reads it, newest first, with up to half its cap (shared by the shards),
+//!   so such a task is found by the next nightly run whatever the table's size;
+//! - the **pass** region, everything older: a pass reads the shards one after the other, each
+//!   from its bottom up to the window, with what the cap leaves, so an entry however late is
+//!   found by the pass after it lands. Where the pass stands is kept in one item (`sweep#due`),
+//!   saved even when a sweep fails part way, so the next sweep goes on from there and starts a
+//!   new pass once one is over. An entry the window had no room for this time ages into the
+//!   pass region.
 
 use std::time::Duration;
 
@@ -27,6 +34,9 @@ use crate::report::Report;
 use crate::store::transition::new_lease_token;
 use crate::store::{ListKey, StoreError, SweepSummary, Transition};
 
+/// How far below each watermark every sweep reads before it goes on with its pass.
+pub const RECENT: Duration = Duration::from_secs(24 * 3600);
+
 /// Sweeps at most `max_entries` entries below the watermarks; see
 /// [`crate::store::QueueSweeper::sweep`].
 pub async fn sweep(
@@ -35,7 +45,17 @@ pub async fn sweep(
     now: Timestamp,
     max_entries: u64,
 ) -> Result<SweepSummary, StoreError> {
+    if max_entries == 0 {
+        return Ok(SweepSummary::default());
+    }
     let marks = watermark::read_all(table).await?;
+    let mut sweep = Sweep {
+        table,
+        ttl_after,
+        now,
+        summary: SweepSummary::default(),
+    };
+    sweep.window(&marks, max_entries / 2).await?;
     // Read and written with the calls the cleanup function may make (BatchGetItem,
     // UpdateItem), consistently.
     let read = match table.batch_get(&[sweep_key()], true).await?.pop() {
@@ -47,38 +67,164 @@ pub async fn sweep(
         // No pass yet, or the last one is over: a new one begins.
         _ => SweepItem {
             id: sweep_key(),
-            shard: 0,
-            up_to: None,
             began: Some(now),
-            version: None,
+            ..SweepItem::default()
         },
     };
-    let mut summary = SweepSummary::default();
-    while at.shard < QUEUE_SHARDS {
-        let budget = max_entries.saturating_sub(summary.entries);
-        let shard = at.shard;
-        let Some(mark) = marks[shard as usize].clone() else {
-            // No watermark: nothing lies below it.
-            (at.shard, at.up_to) = (shard + 1, None);
-            continue;
-        };
-        let range = KeyRange {
-            queue: Queue::Due.shard(shard),
-            lo: at.up_to.clone().map(ListKey),
-            hi: Some(mark.clone()),
-        };
-        let pass = sweep_range(table, ttl_after, &range, &mark, now, budget).await?;
-        summary.entries += pass.entries;
-        summary.rescued += pass.rescued;
-        if !pass.done {
-            at.up_to = pass.last.map(|key| key.as_str().to_owned());
-            break;
+    let budget = max_entries - sweep.summary.entries;
+    let passed = sweep.pass(&marks, &mut at, budget).await;
+    // Where the pass stands is saved even when it failed part way.
+    save(table, read.as_ref(), at.clone()).await?;
+    passed?;
+    sweep.summary.complete = at.shard >= QUEUE_SHARDS;
+    Ok(sweep.summary)
+}
+
+/// Where the window below `mark` begins: entries above this key are in it.
+fn window_start(mark: &ListKey) -> Option<ListKey> {
+    Some(ListKey::after_all_at(mark.instant()?.minus(RECENT)))
+}
+
+/// One sweep in progress.
+struct Sweep<'a> {
+    table: &'a Table,
+    ttl_after: Duration,
+    now: Timestamp,
+    summary: SweepSummary,
+}
+
+impl Sweep<'_> {
+    /// Reads the window below each shard's watermark, newest first, `budget` entries in all.
+    async fn window(&mut self, marks: &[Option<ListKey>], budget: u64) -> Result<(), StoreError> {
+        let shards = marks.iter().flatten().count().max(1) as u64;
+        for (shard, mark) in (0..QUEUE_SHARDS).zip(marks) {
+            let Some(mark) = mark else { continue };
+            let range = KeyRange {
+                queue: Queue::Due.shard(shard),
+                lo: window_start(mark),
+                hi: Some(mark.clone()),
+            };
+            let mut left = budget / shards;
+            let mut start = None;
+            while left > 0 {
+                let limit = usize::try_from(left)
+                    .unwrap_or(usize::MAX)
+                    .min(BATCH_GET_KEYS);
+                let (entries, next) = self.table.entries(&range, true, limit, start).await?;
+                self.rescue_due(&entries, mark).await?;
+                left -= entries.len() as u64;
+                self.summary.entries += entries.len() as u64;
+                start = next;
+                if start.is_none() {
+                    break;
+                }
+            }
         }
-        (at.shard, at.up_to) = (shard + 1, None);
+        Ok(())
     }
-    summary.complete = at.shard >= QUEUE_SHARDS;
-    save(table, read.as_ref(), at).await?;
-    Ok(summary)
+
+    /// Goes on with the pass from `at` with `budget` entries, moving `at` as it reads.
+    async fn pass(
+        &mut self,
+        marks: &[Option<ListKey>],
+        at: &mut SweepItem,
+        mut budget: u64,
+    ) -> Result<(), StoreError> {
+        while at.shard < QUEUE_SHARDS {
+            // No watermark, or none older than the window: nothing lies in the pass region.
+            let Some((mark, end)) = marks[at.shard as usize]
+                .as_ref()
+                .and_then(|mark| Some((mark, window_start(mark)?)))
+            else {
+                (at.shard, at.up_to) = (at.shard + 1, None);
+                continue;
+            };
+            let mut range = KeyRange {
+                queue: Queue::Due.shard(at.shard),
+                lo: at.up_to.clone().map(ListKey),
+                hi: Some(end),
+            };
+            let done = self.read_up(&mut range, mark, &mut budget).await;
+            at.up_to = range.lo.map(|key| key.as_str().to_owned());
+            if !done? {
+                return Ok(());
+            }
+            (at.shard, at.up_to) = (at.shard + 1, None);
+        }
+        Ok(())
+    }
+
+    /// Reads `range` from its bottom within `budget`, rescuing what is still due, and moves its
+    /// bottom past what it read; true when it read the range to its end.
+    async fn read_up(
+        &mut self,
+        range: &mut KeyRange,
+        mark: &ListKey,
+        budget: &mut u64,
+    ) -> Result<bool, StoreError> {
+        loop {
+            if *budget == 0 {
+                return Ok(false);
+            }
+            let limit = usize::try_from(*budget)
+                .unwrap_or(usize::MAX)
+                .min(BATCH_GET_KEYS);
+            let (entries, next) = self.table.entries(range, false, limit, None).await?;
+            self.rescue_due(&entries, mark).await?;
+            *budget -= entries.len() as u64;
+            self.summary.entries += entries.len() as u64;
+            if let Some(last) = entries.last() {
+                range.lo = Some(last.key.clone());
+            }
+            if next.is_none() {
+                return Ok(true);
+            }
+        }
+    }
+
+    /// Rescues the tasks of `entries` still due at their entry.
+    async fn rescue_due(&mut self, entries: &[Entry], mark: &ListKey) -> Result<(), StoreError> {
+        let ids: Vec<String> = entries.iter().map(|entry| entry.id.to_string()).collect();
+        for item in self.table.batch_get(&ids, false).await? {
+            let task = match from_item(item) {
+                Ok(task) => task,
+                Err(err) => {
+                    tracing::warn!(error = %Report(&err), "the sweep skipped an unreadable task");
+                    continue;
+                }
+            };
+            let entry = ListKey::of(&task);
+            // A task that moved on is read at its new entry.
+            if !entries.iter().any(|e| e.id == task.id && e.key == entry) {
+                continue;
+            }
+            let id = task.id;
+            let rescue = Transition::Rescue {
+                now: self.now,
+                entry: entry.clone(),
+            };
+            if let Applied::Written(_) =
+                tasks::apply(self.table, self.ttl_after, task, &rescue).await?
+            {
+                self.summary.rescued += 1;
+                log_rescue(id, &entry, mark, self.now);
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Logs a rescued task: its entry, how old the entry is, and how far below the watermark.
+fn log_rescue(id: crate::task::TaskId, entry: &ListKey, mark: &ListKey, now: Timestamp) {
+    let instant = entry.instant().unwrap_or(now);
+    let millis = |d: Duration| u64::try_from(d.as_millis()).unwrap_or(u64::MAX);
+    tracing::warn!(
+        task_id = %id,
+        entry = %entry,
+        entry_age_ms = millis(now.since(instant)),
+        below_watermark_ms = mark.instant().map_or(0, |mark| millis(mark.since(instant))),
+        "rescued a task whose queue entry landed below the watermark (index lag beyond the margin)"
+    );
 }
 
 /// Writes where the pass stands, unless another sweep wrote since `read`.
@@ -98,90 +244,4 @@ async fn save(
         tracing::warn!("another sweep ran at the same time; its progress stands");
     }
     Ok(())
-}
-
-/// What a sweep did on one shard.
-struct Pass {
-    entries: u64,
-    rescued: u64,
-    /// The last entry read.
-    last: Option<ListKey>,
-    /// The shard's entries up to the watermark are all read.
-    done: bool,
-}
-
-/// Reads `range` from its bottom, at most `budget` entries, rescuing what is still due.
-async fn sweep_range(
-    table: &Table,
-    ttl_after: Duration,
-    range: &KeyRange,
-    mark: &ListKey,
-    now: Timestamp,
-    budget: u64,
-) -> Result<Pass, StoreError> {
-    let mut pass = Pass {
-        entries: 0,
-        rescued: 0,
-        last: range.lo.clone(),
-        done: false,
-    };
-    let mut start = None;
-    loop {
-        let left = usize::try_from(budget - pass.entries).unwrap_or(usize::MAX);
-        if left == 0 {
-            return Ok(pass);
-        }
-        let (entries, next) = table
-            .entries(range, false, left.min(BATCH_GET_KEYS), start)
-            .await?;
-        pass.entries += entries.len() as u64;
-        pass.last = entries.last().map(|entry| entry.key.clone()).or(pass.last);
-        pass.rescued += rescue_due(table, ttl_after, &entries, mark, now).await?;
-        start = next;
-        if start.is_none() {
-            pass.done = true;
-            return Ok(pass);
-        }
-    }
-}
-
-/// Rescues the tasks of `entries` still due at their entry; how many.
-async fn rescue_due(
-    table: &Table,
-    ttl_after: Duration,
-    entries: &[Entry],
-    mark: &ListKey,
-    now: Timestamp,
-) -> Result<u64, StoreError> {
-    let ids: Vec<String> = entries.iter().map(|entry| entry.id.to_string()).collect();
-    let mut rescued = 0;
-    for item in table.batch_get(&ids, false).await? {
-        let task = match from_item(item) {
-            Ok(task) => task,
-            Err(err) => {
-                tracing::warn!(error = %Report(&err), "the sweep skipped an unreadable task");
-                continue;
-            }
-        };
-        let entry = ListKey::of(&task);
-        // A task that moved on is read at its new entry.
-        if !entries.iter().any(|e| e.id == task.id && e.key == entry) {
-            continue;
-        }
-        let id = task.id;
-        let rescue = Transition::Rescue { now };
-        if let Applied::Written(_) = tasks::apply(table, ttl_after, task, &rescue).await? {
-            rescued += 1;
-            let instant = entry.instant().unwrap_or(now);
-            let millis = |d: Duration| u64::try_from(d.as_millis()).unwrap_or(u64::MAX);
-            tracing::warn!(
-                task_id = %id,
-                entry = %entry,
-                entry_age_ms = millis(now.since(instant)),
-                below_watermark_ms = mark.instant().map_or(0, |mark| millis(mark.since(instant))),
-                "rescued a task whose queue entry landed below the watermark (index lag beyond the margin)"
-            );
-        }
-    }
-    Ok(rescued)
 }

@@ -288,10 +288,12 @@ impl<'a> Scan<'a> {
         if for_good {
             self.learned.push(key.clone());
         }
+        // Only a task read at this very entry: a read of one that moved on may be stale.
         if let (Classified::Blocking, Some(Some(task))) = (&classified, read) {
+            let here = ListKey::of(task) == *key;
             let lease = task
                 .lease_expires_at
-                .filter(|_| task.status == TaskStatus::Running);
+                .filter(|_| here && task.status == TaskStatus::Running);
             if let Some(lease) = lease.filter(|lease| *lease > self.goal.due_by) {
                 self.leased.push((key.clone(), lease));
             }
