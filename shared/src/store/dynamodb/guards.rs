@@ -6,9 +6,8 @@
 use std::time::Duration;
 
 use super::expr;
-use super::item::{GuardItem, guard_key, idempotency_key_of};
+use super::item::{GuardItem, from_item, guard_key, idempotency_key_of};
 use super::table::{Table, Write};
-use super::tasks;
 use crate::clock::Timestamp;
 use crate::store::{Created, StoreError};
 use crate::task::{Task, TaskId};
@@ -71,7 +70,11 @@ async fn take(
         if let Ok(id) = old.task_id.parse::<TaskId>() {
             let holder = Holder {
                 id,
-                task: tasks::get(table, id).await?,
+                task: table
+                    .get(&id.to_string())
+                    .await?
+                    .map(from_item)
+                    .transpose()?,
                 young: old.created_at.is_some_and(|at| at.plus(GUARD_GRACE) > now),
             };
             if let Some(stop) = decide(&holder) {
