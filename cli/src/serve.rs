@@ -1,7 +1,7 @@
 //! `tasker serve`: the HTTP API and the processor loop in one process, until Ctrl-C or SIGTERM.
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use tasker::{Store, Tasker, api};
 use tokio::sync::watch;
@@ -36,18 +36,29 @@ pub async fn serve(args: ServeArgs) -> Result<(), CliError> {
             })
             .await
     });
-    let worker = tokio::spawn(process_loop(
+    let worker = tokio::spawn({
+        let tasker = Arc::clone(&tasker);
+        let mut stop = stop_rx.clone();
+        let interval = Duration::from_secs(args.interval);
+        async move {
+            tasker
+                .serve_queue(interval, async move {
+                    let _ = stop.wait_for(|stop| *stop).await;
+                })
+                .await
+        }
+    });
+    let cleaner = tokio::spawn(cleanup_loop(
         Arc::clone(&tasker),
-        Duration::from_secs(args.interval),
         (config.cleanup_age(), config.sweep_entries),
-        config.processor.batch_size,
         stop_rx,
     ));
 
     shutdown_signal().await;
-    tracing::info!("stopping: finishing the current run and open requests");
+    tracing::info!("stopping: finishing the attempts in flight and open requests");
     let _ = stop_tx.send(true);
     let _ = worker.await;
+    let _ = cleaner.await;
     match server.await {
         Ok(result) => result.map_err(CliError::Serve)?,
         Err(join) => tracing::error!(error = %join, "HTTP server task failed"),
@@ -56,43 +67,20 @@ pub async fn serve(args: ServeArgs) -> Result<(), CliError> {
     Ok(())
 }
 
-/// Processes the queue every `interval` (at once when a task due now is created, and again while
-/// full batches keep coming) and
-/// cleans up once a day, until `stop` turns true; a run in progress always completes.
-async fn process_loop(
+/// Cleans up at start and then once a day, until `stop` turns true; a cleanup in progress
+/// completes. It runs beside the processor loop, which it never holds up.
+async fn cleanup_loop(
     tasker: Arc<Tasker<Store>>,
-    interval: Duration,
     (retention, sweep_entries): (Duration, u64),
-    batch_size: usize,
     mut stop: watch::Receiver<bool>,
 ) {
-    let mut last_cleanup: Option<Instant> = None;
     loop {
-        let summary = match tasker.process_queue(None).await {
-            Ok(summary) => Some(summary),
-            Err(err) => {
-                tracing::error!(error = %err, "processor run failed");
-                None
-            }
-        };
-        if last_cleanup.is_none_or(|at| at.elapsed() >= CLEANUP_EVERY) {
-            if let Err(err) = tasker.cleanup(retention, sweep_entries).await {
-                tracing::error!(error = %err, "cleanup failed");
-            }
-            last_cleanup = Some(Instant::now());
+        if let Err(err) = tasker.cleanup(retention, sweep_entries).await {
+            tracing::error!(error = %err, "cleanup failed");
         }
-        if *stop.borrow() {
-            return;
-        }
-        let backlog = summary.is_some_and(|s| s.claimed >= batch_size);
-        if !backlog {
-            // A task created due now wakes the loop at once: locally it starts within
-            // milliseconds, not up to an interval later.
-            tokio::select! {
-                _ = stop.wait_for(|stop| *stop) => return,
-                () = tokio::time::sleep(interval) => {}
-                () = tasker.task_due_now() => {}
-            }
+        tokio::select! {
+            _ = stop.wait_for(|stop| *stop) => return,
+            () = tokio::time::sleep(CLEANUP_EVERY) => {}
         }
     }
 }

@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use tasker::store::dynamodb::due::{MARGIN, WATERMARK_MAX_LAG};
-use tasker::store::{Settlement, TaskQueue, TaskWriter};
+use tasker::store::{Leases, Settlement, TaskQueue, TaskWriter};
 use tasker::{DynamoStore, NewTask, Task, Timestamp};
 
 use crate::capacity::{Consumed, WRITE_OPERATIONS};
@@ -24,7 +24,7 @@ pub async fn create(store: &DynamoStore, now: Timestamp) -> Task {
 /// Claims everything due at `now` and records each as a success a second later.
 pub async fn run_all(store: &DynamoStore, now: Timestamp) -> Vec<Task> {
     let claimed = store
-        .claim_due(now, now, 1000, now.plus(Duration::from_secs(60)))
+        .claim_due(now, now, 1000, &Leases::fixed(Duration::from_secs(60)))
         .await
         .expect("claim");
     for task in &claimed {

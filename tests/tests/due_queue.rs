@@ -6,7 +6,7 @@ use std::time::Duration;
 use tasker::store::dynamodb::due::{LOOKBACK, RESCAN};
 use tasker::store::dynamodb::item::shard_of;
 use tasker::store::dynamodb::schema::QUEUE_SHARDS;
-use tasker::store::{ListFilter, ListKey, TaskLister, TaskPurger, TaskQueue, TaskWriter};
+use tasker::store::{Leases, ListFilter, ListKey, TaskLister, TaskPurger, TaskQueue, TaskWriter};
 use tasker::task::TaskStatus;
 use tasker::{DynamoStore, NewTask, Task, Timestamp};
 use tasker_tests::capacity::CapacityProxy;
@@ -159,15 +159,15 @@ async fn tasks_running_under_another_lease_are_read_once_per_lease() {
     for _ in 0..40 {
         create(&store, t0()).await;
     }
-    let lease = at(601);
     let held = store
-        .claim_due(at(1), at(1), 1000, lease)
+        .claim_due(at(1), at(1), 1000, &Leases::fixed(Duration::from_secs(600)))
         .await
         .expect("claim");
     assert_eq!(held.len(), 40);
     let other = another_process(&store, &proxy.endpoint);
     proxy.take();
-    let scan = |now: Timestamp| other.claim_due(now, now, 100, now.plus(Duration::from_secs(60)));
+    let leases = Leases::fixed(Duration::from_secs(60));
+    let scan = |now: Timestamp| other.claim_due(now, now, 100, &leases);
     assert!(scan(at(2)).await.expect("scan").is_empty());
     let first = read_units(&proxy.take(), "BatchGetItem");
     for second in 3..12 {
@@ -180,6 +180,6 @@ async fn tasks_running_under_another_lease_are_read_once_per_lease() {
     );
     assert!(first >= 20.0, "the first scan reads the 40 items: {first}");
     assert_eq!(again, 0.0, "later scans skip them while the lease runs");
-    let claimed = scan(lease).await.expect("scan");
+    let claimed = scan(at(601)).await.expect("scan");
     assert_eq!(claimed.len(), 40, "once the lease expired they are claimed");
 }

@@ -2,11 +2,12 @@
 //! with an error code, never a 5xx or a panic, and a rejected request leaves the store unchanged.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
 
 use http::{Method, StatusCode};
 use proptest::prelude::*;
 use serde_json::{Value, json};
-use tasker::store::TaskQueue;
+use tasker::store::{Leases, TaskQueue};
 use tasker::{AuthMode, SqliteStore, Store, Timestamp};
 use tasker_tests::http::{call, router};
 
@@ -66,7 +67,7 @@ impl Fixture {
             let far = Timestamp::MAX;
             let due = self
                 .store
-                .claim_due(far, far, 10_000, far)
+                .claim_due(far, far, 10_000, &Leases::fixed(Duration::from_secs(60)))
                 .await
                 .expect("claim");
             assert!(

@@ -5,7 +5,7 @@
 use std::collections::BTreeSet;
 use std::time::Duration;
 
-use tasker::store::{TaskQueue, TaskWriter};
+use tasker::store::{Leases, TaskQueue, TaskWriter};
 use tasker::{NewTask, PollSettings, Store, Task};
 use tasker_tests::capacity::CapacityProxy;
 use tasker_tests::dynamo;
@@ -101,7 +101,7 @@ async fn the_processor_function_calls_only_what_it_may() {
         .expect("create");
     let past = now.minus(Duration::from_secs(120));
     store
-        .claim_due(now, past, 1, past.plus(Duration::from_secs(1)))
+        .claim_due(now, past, 1, &Leases::fixed(Duration::from_secs(1)))
         .await
         .expect("claim");
     proxy.take();

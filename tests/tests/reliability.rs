@@ -225,8 +225,9 @@ async fn a_store_outage_mid_run_loses_nothing() {
 
     // THEN the run reports the outcomes it could not record
     assert_eq!(summary.claimed, 8);
-    // 8 outcomes could not be written, plus the next claim if time was left to try one.
-    assert!((8..=9).contains(&summary.errors), "{summary:?}");
+    // 8 outcomes could not be written, plus each claim tried (one per interval) while the
+    // handlers ran and their outcomes were retried.
+    assert!(summary.errors >= 8, "{summary:?}");
     assert_eq!(summary.succeeded, 0);
 
     // WHEN DynamoDB Local is back with the same data and the leases have expired

@@ -2,9 +2,9 @@
 //! has, so handlers stay generic without `dyn`.
 
 use super::{
-    Backlog, Created, ListFilter, ListKey, QueueStats, QueueSweeper, Settlement, StatusCounts,
-    StoreError, SweepSummary, TaskCanceller, TaskLister, TaskPage, TaskPurger, TaskQueue,
-    TaskReader, TaskRetrier, TaskWriter,
+    Backlog, Created, Leases, ListFilter, ListKey, QueueStats, QueueSweeper, Settlement,
+    StatusCounts, StoreError, SweepSummary, TaskCanceller, TaskLister, TaskPage, TaskPurger,
+    TaskQueue, TaskReader, TaskRetrier, TaskWriter,
 };
 use crate::clock::Timestamp;
 use crate::task::{Task, TaskId};
@@ -52,9 +52,9 @@ impl TaskQueue for Store {
         due_by: Timestamp,
         now: Timestamp,
         limit: usize,
-        lease_until: Timestamp,
+        leases: &Leases,
     ) -> Result<Vec<Task>, StoreError> {
-        on_backend!(self, store => store.claim_due(due_by, now, limit, lease_until))
+        on_backend!(self, store => store.claim_due(due_by, now, limit, leases))
     }
 
     async fn settle(

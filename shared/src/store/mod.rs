@@ -16,6 +16,7 @@ pub mod conformance;
 #[cfg(feature = "dynamodb")]
 pub mod dynamodb;
 mod error;
+mod lease;
 mod listing;
 #[cfg(feature = "sqlite")]
 pub mod sqlite;
@@ -26,6 +27,7 @@ pub use chosen::Store;
 #[cfg(feature = "dynamodb")]
 pub use dynamodb::DynamoStore;
 pub use error::{Cause, StoreError};
+pub use lease::Leases;
 pub use listing::{InvalidCursor, ListFilter, ListKey, StatusCounts, TaskPage};
 #[cfg(feature = "sqlite")]
 pub use sqlite::SqliteStore;
@@ -77,7 +79,8 @@ pub trait TaskWriter: Send + Sync {
 pub trait TaskQueue: Send + Sync {
     /// Claims up to `limit` tasks due at `due_by` (pending and scheduled, or running with an
     /// expired lease), earliest first: each becomes `running` as of `now`, its attempts grow by
-    /// one and its lease runs until `lease_until` ([`Transition::Claim`]). A task is claimed by
+    /// one and its lease runs for its type's duration in `leases` from `now`
+    /// ([`Transition::Claim`]). A task is claimed by
     /// at most one caller. Running tasks whose final attempt expired are failed on the way
     /// ([`Transition::Expire`]).
     fn claim_due(
@@ -85,7 +88,7 @@ pub trait TaskQueue: Send + Sync {
         due_by: Timestamp,
         now: Timestamp,
         limit: usize,
-        lease_until: Timestamp,
+        leases: &Leases,
     ) -> impl Future<Output = Result<Vec<Task>, StoreError>> + Send;
 
     /// Records the outcome of the attempt `claimed` (as [`TaskQueue::claim_due`] returned it).

@@ -1,7 +1,9 @@
 //! The Tasker operations over a store and a registry: create, cancel, retry, list, clean up;
-//! [`run`] processes the queue.
+//! [`dispatch`] processes the queue, one [`attempt`] per claimed task.
 
-mod run;
+mod attempt;
+mod dispatch;
+mod refill;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -10,17 +12,17 @@ use serde::Serialize;
 
 use crate::clock::{Clock, SystemClock, Timestamp};
 use crate::store::{
-    Backlog, Created, ListFilter, ListKey, QueueStats, QueueSweeper, StatusCounts, StoreError,
-    SweepSummary, TaskCanceller, TaskLister, TaskPage, TaskPurger, TaskReader, TaskRetrier,
-    TaskWriter,
+    Backlog, Created, Leases, ListFilter, ListKey, QueueStats, QueueSweeper, StatusCounts,
+    StoreError, SweepSummary, TaskCanceller, TaskLister, TaskPage, TaskPurger, TaskReader,
+    TaskRetrier, TaskWriter,
 };
 use crate::task::{NewTask, Task, TaskId, ValidationError};
-use crate::tasks::Registry;
+use crate::tasks::{Registry, TypeSettings};
 
 /// How a processor run behaves.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ProcessorSettings {
-    /// Tasks claimed per run.
+    /// The most tasks one claim asks for (a claim asks for at most the free slots).
     pub batch_size: usize,
     /// Handlers running at once.
     pub concurrency: usize,
@@ -28,8 +30,8 @@ pub struct ProcessorSettings {
     pub max_run: Duration,
     /// No task starts when less than this remains before the deadline.
     pub time_margin: Duration,
-    /// How long a claim outlives the run's deadline, so a slow final write is not mistaken for
-    /// a crash; after it a crashed run's tasks are due again.
+    /// How long a claim outlives its task type's timeout, so a slow outcome write is not
+    /// mistaken for a crash; after it a crashed processor's tasks are due again.
     pub lease_grace: Duration,
 }
 
@@ -147,6 +149,7 @@ pub struct Tasker<S> {
     settings: ProcessorSettings,
     jitter: fn() -> f64,
     due_now: Arc<tokio::sync::Notify>,
+    leases: Leases,
 }
 
 impl<S> Tasker<S> {
@@ -162,6 +165,19 @@ impl<S> Tasker<S> {
         settings: ProcessorSettings,
         clock: Arc<dyn Clock>,
     ) -> Self {
+        // Each claim lasts its type's timeout and the grace: a handler never outlives its
+        // lease, and a dead processor's tasks are due again soon after their timeouts.
+        let grace = settings.lease_grace;
+        let leases = Leases::by_type(
+            TypeSettings::default().timeout + grace,
+            registry
+                .types()
+                .filter_map(|name| {
+                    let timeout = registry.settings(name)?.timeout;
+                    Some((name.to_owned(), timeout + grace))
+                })
+                .collect(),
+        );
         Self {
             store,
             registry: Arc::new(registry),
@@ -169,14 +185,8 @@ impl<S> Tasker<S> {
             settings,
             jitter: rand::random::<f64>,
             due_now: Arc::new(tokio::sync::Notify::new()),
+            leases,
         }
-    }
-
-    /// Completes once a task created through this Tasker is due at once (or already had
-    /// been since the last call): `tasker serve` runs the queue then instead of waiting for
-    /// its interval. Lambda functions are separate processes and poll instead.
-    pub async fn task_due_now(&self) {
-        self.due_now.notified().await;
     }
 
     /// Replaces the backoff's random draw in `[0, 1)` (tests pin it to check exact schedules).
@@ -361,5 +371,7 @@ impl<S: TaskLister + QueueStats> Tasker<S> {
     }
 }
 
+#[cfg(test)]
+mod dispatch_tests;
 #[cfg(test)]
 mod tests;

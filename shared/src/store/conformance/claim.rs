@@ -45,12 +45,46 @@ pub async fn claims_are_oldest_first_and_limited<S: FullStore>(store: S) {
     assert_eq!(rest.len(), 2);
 }
 
+/// GIVEN due tasks of two types WHEN claimed together THEN each lease runs for its own type's
+/// duration, so a dead processor's short tasks are due again before its long ones.
+pub async fn claim_leases_each_task_for_its_type<S: FullStore>(store: S) {
+    let short = create_at(&store, new_task("short"), t0()).await;
+    let long = create_at(&store, new_task("long"), t0()).await;
+    let leases = Leases::by_type(
+        Duration::from_secs(60),
+        std::collections::HashMap::from([("long".to_owned(), Duration::from_secs(600))]),
+    );
+    let claimed = store
+        .claim_due(at(1), at(1), 10, &leases)
+        .await
+        .expect("claim");
+    let lease_of = |id| {
+        claimed
+            .iter()
+            .find(|task| task.id == id)
+            .and_then(|task| task.lease_expires_at)
+    };
+    assert_eq!(lease_of(short.id), Some(at(61)));
+    assert_eq!(lease_of(long.id), Some(at(601)));
+    assert_eq!(fetch(&store, long.id).await.lease_expires_at, Some(at(601)));
+    let ids = |tasks: Vec<Task>| tasks.into_iter().map(|task| task.id).collect::<Vec<_>>();
+    assert_eq!(
+        ids(claim(&store, at(61), 10).await),
+        [short.id],
+        "the short one is due again"
+    );
+    assert!(
+        ids(claim(&store, at(601), 10).await).contains(&long.id),
+        "then the long one"
+    );
+}
+
 /// GIVEN a due task WHEN claimed THEN it is running, its attempt counted, its lease set.
 pub async fn claim_starts_an_attempt_under_lease<S: FullStore>(store: S) {
     let task = create_at(&store, new_task("t"), t0()).await;
     let lease = at(61);
     let claimed = store
-        .claim_due(at(1), at(1), 10, lease)
+        .claim_due(at(1), at(1), 10, &Leases::fixed(Duration::from_secs(60)))
         .await
         .expect("claim");
     assert_eq!(claimed.len(), 1);

@@ -22,7 +22,7 @@ pub use self::purge::*;
 pub use self::retry::*;
 pub use self::transitions::*;
 pub use super::FullStore;
-use super::{Backlog, Created, ListFilter, ListKey, Settlement, StatusCounts, StoreError};
+use super::{Backlog, Created, Leases, ListFilter, ListKey, Settlement, StatusCounts, StoreError};
 use crate::clock::Timestamp;
 use crate::retry::RetryPolicy;
 use crate::task::{NewTask, Task, TaskId, TaskStatus};
@@ -38,6 +38,7 @@ macro_rules! store_conformance_tests {
             only_due_tasks_are_claimed,
             claims_are_oldest_first_and_limited,
             claim_starts_an_attempt_under_lease,
+            claim_leases_each_task_for_its_type,
             a_claimed_task_is_not_claimed_again_while_leased,
             concurrent_claimers_never_share_a_task,
             success_is_recorded,
@@ -131,7 +132,7 @@ async fn create_concurrently<S: FullStore>(
 
 async fn claim<S: FullStore>(store: &S, now: Timestamp, limit: usize) -> Vec<Task> {
     store
-        .claim_due(now, now, limit, now.plus(Duration::from_secs(60)))
+        .claim_due(now, now, limit, &Leases::fixed(Duration::from_secs(60)))
         .await
         .expect("claim due tasks")
 }
@@ -139,7 +140,12 @@ async fn claim<S: FullStore>(store: &S, now: Timestamp, limit: usize) -> Vec<Tas
 /// Claims at most one task at `at(now)` with a lease until `at(lease)`.
 async fn claim_one_leased<S: FullStore>(store: &S, now: u64, lease: u64) -> Vec<Task> {
     store
-        .claim_due(at(now), at(now), 1, at(lease))
+        .claim_due(
+            at(now),
+            at(now),
+            1,
+            &Leases::fixed(Duration::from_secs(lease - now)),
+        )
         .await
         .expect("claim")
 }

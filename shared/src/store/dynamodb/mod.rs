@@ -34,9 +34,9 @@ use self::due::DueQueue;
 use self::queue::Queue;
 use self::table::Table;
 use super::{
-    Backlog, Created, ListFilter, ListKey, QueueStats, QueueSweeper, Settlement, StatusCounts,
-    StoreError, SweepSummary, TaskCanceller, TaskLister, TaskPage, TaskPurger, TaskQueue,
-    TaskReader, TaskRetrier, TaskWriter, Transition,
+    Backlog, Created, Leases, ListFilter, ListKey, QueueStats, QueueSweeper, Settlement,
+    StatusCounts, StoreError, SweepSummary, TaskCanceller, TaskLister, TaskPage, TaskPurger,
+    TaskQueue, TaskReader, TaskRetrier, TaskWriter, Transition,
 };
 use crate::clock::Timestamp;
 use crate::task::{Task, TaskId};
@@ -106,11 +106,9 @@ impl TaskQueue for DynamoStore {
         due_by: Timestamp,
         now: Timestamp,
         limit: usize,
-        lease_until: Timestamp,
+        leases: &Leases,
     ) -> Result<Vec<Task>, StoreError> {
-        self.queue()
-            .claim_due(due_by, now, limit, lease_until)
-            .await
+        self.queue().claim_due(due_by, now, limit, leases).await
     }
 
     async fn settle(

@@ -9,7 +9,7 @@ use super::table::Table;
 use super::tasks::{self, Applied};
 use crate::clock::Timestamp;
 use crate::report::Report;
-use crate::store::{ListKey, Settlement, StoreError, Transition, is_expired_final_attempt};
+use crate::store::{Leases, ListKey, Settlement, StoreError, Transition, is_expired_final_attempt};
 use crate::task::Task;
 
 /// Scans a claim makes at most when every claim of a round lost to another processor.
@@ -34,7 +34,7 @@ impl Queue<'_> {
         due_by: Timestamp,
         now: Timestamp,
         limit: usize,
-        lease_until: Timestamp,
+        leases: &Leases,
     ) -> Result<Vec<Task>, StoreError> {
         if limit == 0 {
             return Ok(Vec::new());
@@ -59,7 +59,7 @@ impl Queue<'_> {
             let tried = found.claimable.len().min(limit);
             let results: Vec<Result<Option<Task>, StoreError>> =
                 futures::stream::iter(found.claimable.into_iter().take(limit))
-                    .map(|task| self.claim_one(task, due_by, now, lease_until))
+                    .map(|task| self.claim_one(task, due_by, now, leases))
                     .buffered(super::WRITE_CONCURRENCY)
                     .collect()
                     .await;
@@ -100,9 +100,9 @@ impl Queue<'_> {
         task: Task,
         due_by: Timestamp,
         now: Timestamp,
-        lease_until: Timestamp,
+        leases: &Leases,
     ) -> Result<Option<Task>, StoreError> {
-        let claim = Transition::claim(due_by, now, lease_until);
+        let claim = Transition::claim(due_by, now, leases.until(&task.task_type, now));
         match tasks::apply(self.table, self.ttl_after, task, &claim).await? {
             Applied::Written(running) => Ok(Some(running)),
             Applied::Refused(current, _) => {

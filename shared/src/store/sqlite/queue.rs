@@ -7,7 +7,9 @@ use rusqlite::{TransactionBehavior, params};
 use super::rows::{COLUMNS, load, row_to_task, sqlite_error, update};
 use super::{SqliteStore, apply};
 use crate::clock::Timestamp;
-use crate::store::{Settlement, StoreError, TaskQueue, Transition, is_expired_final_attempt};
+use crate::store::{
+    Leases, Settlement, StoreError, TaskQueue, Transition, is_expired_final_attempt,
+};
 use crate::task::{Task, TaskId};
 
 /// An outcome write waiting for the next group commit, and where its answer goes.
@@ -50,8 +52,9 @@ impl TaskQueue for SqliteStore {
         due_by: Timestamp,
         now: Timestamp,
         limit: usize,
-        lease_until: Timestamp,
+        leases: &Leases,
     ) -> Result<Vec<Task>, StoreError> {
+        let leases = leases.clone();
         self.write(move |tx| {
             let mut claimed = Vec::new();
             // Exhausted tasks with an expired lease are failed here, so they never block the
@@ -80,7 +83,10 @@ impl TaskQueue for SqliteStore {
                     let (transition, runs) = if is_expired_final_attempt(&task, due_by) {
                         (Transition::expire(due_by, now), false)
                     } else {
-                        (Transition::claim(due_by, now, lease_until), true)
+                        (
+                            Transition::claim(due_by, now, leases.until(&task.task_type, now)),
+                            true,
+                        )
                     };
                     let changed = transition
                         .apply(&task)

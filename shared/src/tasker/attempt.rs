@@ -1,11 +1,9 @@
-//! Processing the queue: claim batches of due tasks, run their handlers within the
-//! invocation's time, and record each outcome.
+//! One attempt: run a claimed task's handler within its timeout, its lease and the run's
+//! deadline, and record the outcome.
 
 use std::time::{Duration, Instant};
 
-use futures::StreamExt;
-
-use super::{PollSettings, ProcessorSettings, RunSummary, Tasker, TaskerError};
+use super::{ProcessorSettings, Tasker};
 use crate::report::Report;
 use crate::store::{Settlement, TaskQueue};
 use crate::task::Task;
@@ -24,8 +22,9 @@ const SETTLE_RETRY_PAUSE: Duration = Duration::from_millis(100);
 /// The time limits of one run, scaled down for short invocations: a 3 s Lambda timeout must
 /// still leave room to run something, so no margin takes more than a quarter of the run.
 #[derive(Debug, Clone, Copy)]
-struct RunLimits {
-    deadline: Instant,
+pub(super) struct RunLimits {
+    /// None: the run has no end of its own (`tasker serve`); each attempt still has its timeout.
+    deadline: Option<Instant>,
     /// No task starts with less than this left.
     margin: Duration,
     /// Kept back after a handler's timeout to write its outcome.
@@ -35,8 +34,12 @@ struct RunLimits {
 }
 
 impl RunLimits {
-    fn new(started: Instant, deadline: Instant, settings: &ProcessorSettings) -> Self {
-        let quarter = deadline.saturating_duration_since(started) / 4;
+    pub(super) fn new(
+        started: Instant,
+        deadline: Option<Instant>,
+        settings: &ProcessorSettings,
+    ) -> Self {
+        let quarter = deadline.map_or(Duration::MAX, |d| d.saturating_duration_since(started) / 4);
         Self {
             deadline,
             // Never below 10 ms: an invocation already at its deadline starts nothing.
@@ -49,14 +52,40 @@ impl RunLimits {
         }
     }
 
-    fn remaining(&self) -> Duration {
-        self.deadline.saturating_duration_since(Instant::now())
+    pub(super) fn remaining(&self) -> Duration {
+        self.deadline.map_or(Duration::MAX, |d| {
+            d.saturating_duration_since(Instant::now())
+        })
     }
+
+    /// The least time left for a claim: the margin, and room for a fair attempt and its
+    /// outcome, so a claimed task is not given back at once.
+    fn claim_margin(&self) -> Duration {
+        self.margin.max(self.min_attempt + self.settle_reserve)
+    }
+
+    /// True while new tasks may be claimed.
+    pub(super) fn may_claim(&self) -> bool {
+        self.remaining() >= self.claim_margin()
+    }
+
+    /// When claims stop, if ever.
+    pub(super) fn last_claim(&self) -> Option<Instant> {
+        self.deadline
+            .map(|d| d.checked_sub(self.claim_margin()).unwrap_or(d))
+    }
+}
+
+/// A claimed task and the instant its lease ends, by this process's monotonic clock.
+#[derive(Debug)]
+pub(super) struct Claimed {
+    pub(super) task: Task,
+    pub(super) lease_ends: Instant,
 }
 
 /// The outcome of one claimed task inside a run.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Outcome {
+pub(super) enum Outcome {
     Succeeded,
     Retried,
     Failed,
@@ -66,120 +95,8 @@ enum Outcome {
 }
 
 impl<S: TaskQueue> Tasker<S> {
-    /// Poll mode: runs [`Tasker::process_queue`] now and then every `poll.interval` until
-    /// `poll.window` has passed or `deadline` leaves less than the time margin; the runs' counts
-    /// add up. A run that takes longer than the interval is followed at once by the next. Only a
-    /// failure of the first run fails the call; later ones are counted as errors and polling goes
-    /// on, since the store may recover within the window.
-    pub async fn poll_queue(
-        &self,
-        deadline: Option<Instant>,
-        poll: PollSettings,
-    ) -> Result<RunSummary, TaskerError> {
-        let started = Instant::now();
-        let window_end = started + poll.window;
-        let interval = poll.interval.max(Duration::from_millis(10));
-        let mut total = RunSummary::default();
-        let mut next = started;
-        let mut runs = 0_u64;
-        loop {
-            match self.process_queue(deadline).await {
-                Ok(run) => total.absorb(&run),
-                Err(err) if runs == 0 => return Err(err),
-                Err(err) => {
-                    tracing::warn!(error = %Report(&err), "a poll run failed; polling goes on");
-                    total.errors += 1;
-                }
-            }
-            runs += 1;
-            next = (next + interval).max(Instant::now());
-            let stop_by = deadline.map(|d| d.checked_sub(self.settings.time_margin).unwrap_or(d));
-            if next >= window_end || stop_by.is_some_and(|stop| next >= stop) {
-                break;
-            }
-            tokio::time::sleep_until(next.into()).await;
-        }
-        total.duration_ms = millis_since(started);
-        tracing::info!(
-            runs,
-            claimed = total.claimed,
-            succeeded = total.succeeded,
-            duration_ms = total.duration_ms,
-            "poll window finished"
-        );
-        Ok(total)
-    }
-
-    /// Claims batches of due tasks and runs them, at most `concurrency` at a time, until a claim
-    /// finds nothing or `deadline` (capped at `max_run` from now) leaves less than the time
-    /// margin. Only tasks due when the run started are claimed, so a retry scheduled during
-    /// the run waits for the next one.
-    pub async fn process_queue(
-        &self,
-        deadline: Option<Instant>,
-    ) -> Result<RunSummary, TaskerError> {
-        let started = Instant::now();
-        let cap = started + self.settings.max_run;
-        let deadline = deadline.map_or(cap, |d| d.min(cap));
-        let mut summary = RunSummary::default();
-        let limits = RunLimits::new(started, deadline, &self.settings);
-        let due_by = self.clock.now();
-        // The lease covers the whole run: no handler outlives the deadline.
-        let lease_until =
-            due_by.plus(deadline.saturating_duration_since(started) + self.settings.lease_grace);
-        let claim = || {
-            self.store.claim_due(
-                due_by,
-                self.clock.now(),
-                self.settings.batch_size,
-                lease_until,
-            )
-        };
-        if limits.remaining() < limits.margin {
-            tracing::warn!("too little time left to start any task");
-            summary.duration_ms = millis_since(started);
-            return Ok(summary);
-        }
-        // Nothing done yet: a failure fails the run so the invocation itself reports the outage.
-        let mut batch = claim().await?;
-        // Keep claiming until a claim comes back empty: on DynamoDB a batch can be short because
-        // another processor won some candidates while more tasks are still due.
-        while !batch.is_empty() {
-            summary.claimed += batch.len();
-            let run = futures::stream::iter(batch)
-                .map(|task| self.run_one(task, limits))
-                .buffer_unordered(self.settings.concurrency.max(1))
-                .collect::<Vec<Outcome>>();
-            // The next batch is claimed while this one runs, so the store's round trips overlap
-            // the handlers and their outcome writes. Tasks it claims while this batch runs out
-            // of time are given back unstarted by the next round, which then claims no more.
-            let ahead = async {
-                if limits.remaining() < limits.margin {
-                    None
-                } else {
-                    Some(claim().await)
-                }
-            };
-            let (outcomes, ahead) = futures::future::join(run, ahead).await;
-            outcomes
-                .into_iter()
-                .for_each(|outcome| summary.count(outcome));
-            batch = match ahead {
-                None => break,
-                Some(Ok(next)) => next,
-                Some(Err(err)) => {
-                    tracing::error!(error = %Report(&err), "claiming the next batch failed; ending the run");
-                    summary.errors += 1;
-                    break;
-                }
-            };
-        }
-        summary.duration_ms = millis_since(started);
-        summary.log();
-        Ok(summary)
-    }
-
-    async fn run_one(&self, task: Task, limits: RunLimits) -> Outcome {
+    pub(super) async fn run_one(&self, claimed: Claimed, limits: RunLimits) -> Outcome {
+        let Claimed { task, lease_ends } = claimed;
         let remaining = limits.remaining();
         if remaining < limits.margin {
             return self
@@ -197,7 +114,14 @@ impl<S: TaskQueue> Tasker<S> {
                     .registry
                     .settings(&task.task_type)
                     .map_or(TypeSettings::default().timeout, |settings| settings.timeout);
-                let timeout = limit.min(remaining.saturating_sub(limits.settle_reserve));
+                // The handler ends before its lease does, with time left to write its outcome,
+                // so no other processor can start the task while this attempt still runs.
+                let lease_left = lease_ends
+                    .saturating_duration_since(Instant::now())
+                    .saturating_sub(self.settings.lease_grace.min(limits.settle_reserve));
+                let timeout = limit
+                    .min(remaining.saturating_sub(limits.settle_reserve))
+                    .min(lease_left);
                 // Too little time for a fair attempt: give the task back rather than burn one.
                 if timeout < limit.min(limits.min_attempt) {
                     return self
@@ -249,7 +173,12 @@ impl<S: TaskQueue> Tasker<S> {
         self.record(&task, settlement, started.elapsed()).await
     }
 
-    async fn record(&self, task: &Task, settlement: Settlement, took: Duration) -> Outcome {
+    pub(super) async fn record(
+        &self,
+        task: &Task,
+        settlement: Settlement,
+        took: Duration,
+    ) -> Outcome {
         let outcome = match &settlement {
             Settlement::Succeeded => Outcome::Succeeded,
             Settlement::Retry { .. } => Outcome::Retried,
@@ -302,45 +231,6 @@ impl<S: TaskQueue> Tasker<S> {
             }
         }
     }
-}
-
-impl RunSummary {
-    /// Counts one task's outcome.
-    fn count(&mut self, outcome: Outcome) {
-        match outcome {
-            Outcome::Succeeded => self.succeeded += 1,
-            Outcome::Retried => self.retried += 1,
-            Outcome::Failed => self.failed += 1,
-            Outcome::Released => self.released += 1,
-            Outcome::Unrecorded => self.errors += 1,
-        }
-    }
-
-    /// Logs the run: one line, at debug level when it found nothing.
-    fn log(&self) {
-        if self.claimed == 0 {
-            tracing::debug!(
-                duration_ms = self.duration_ms,
-                "processor run found nothing due"
-            );
-            return;
-        }
-        tracing::info!(
-            claimed = self.claimed,
-            succeeded = self.succeeded,
-            retried = self.retried,
-            failed = self.failed,
-            released = self.released,
-            errors = self.errors,
-            duration_ms = self.duration_ms,
-            "processor run finished"
-        );
-    }
-}
-
-/// Whole milliseconds since `started`.
-fn millis_since(started: Instant) -> u64 {
-    u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX)
 }
 
 fn panic_message(payload: Box<dyn std::any::Any + Send>) -> String {

@@ -1,0 +1,316 @@
+//! Continuous dispatch: up to `concurrency` attempts in flight, and more claimed as slots free
+//! up, so a slow task holds one slot and never the tasks behind it. One loop serves a single
+//! run, a poll window and `tasker serve`'s whole life.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::time::{Duration, Instant};
+
+use futures::StreamExt;
+use futures::stream::FuturesUnordered;
+
+use super::attempt::{Claimed, Outcome, RunLimits};
+use super::refill::Refill;
+use super::{PollSettings, RunSummary, Tasker, TaskerError};
+use crate::report::Report;
+use crate::store::{StoreError, TaskQueue};
+use crate::task::Task;
+
+/// How long a dispatch goes on claiming.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Span {
+    /// Until a claim finds nothing due while nothing runs: one run.
+    UntilIdle,
+    /// Until this instant: a poll window.
+    Until(Instant),
+    /// Until the stop signal: `tasker serve`.
+    UntilStopped,
+}
+
+/// A claim in flight: when it started (its leases count from then) and its answer.
+type Claiming<'a> =
+    Pin<Box<dyn Future<Output = (Instant, usize, Result<Vec<Task>, StoreError>)> + Send + 'a>>;
+
+impl<S: TaskQueue> Tasker<S> {
+    /// One run: keeps up to `concurrency` attempts in flight, claiming due tasks (including
+    /// tasks that fall due during the run) as slots free up, until a claim finds nothing due
+    /// while nothing runs, or `deadline` (capped at `max_run` from now) leaves less than the
+    /// time margin. Fails only when its first claim fails.
+    pub async fn process_queue(
+        &self,
+        deadline: Option<Instant>,
+    ) -> Result<RunSummary, TaskerError> {
+        let cap = Instant::now() + self.settings.max_run;
+        let deadline = deadline.map_or(cap, |d| d.min(cap));
+        let interval = PollSettings::default().interval;
+        self.dispatch(
+            Span::UntilIdle,
+            Some(deadline),
+            interval,
+            std::future::pending(),
+        )
+        .await
+    }
+
+    /// Poll mode: dispatches for `poll.window` (or until `deadline` leaves less than the time
+    /// margin), looking for newly due tasks every `poll.interval` while slots are free; then
+    /// waits for the attempts in flight. A zero window is one [`Tasker::process_queue`]. Only a
+    /// failure of the first claim fails the call; later ones are counted as errors and
+    /// polling goes on, since the store may recover within the window.
+    pub async fn poll_queue(
+        &self,
+        deadline: Option<Instant>,
+        poll: PollSettings,
+    ) -> Result<RunSummary, TaskerError> {
+        if poll.window.is_zero() {
+            return self.process_queue(deadline).await;
+        }
+        let window_end = Instant::now() + poll.window;
+        let summary = self
+            .dispatch(
+                Span::Until(window_end),
+                deadline,
+                poll.interval,
+                std::future::pending(),
+            )
+            .await?;
+        tracing::info!(
+            claimed = summary.claimed,
+            succeeded = summary.succeeded,
+            errors = summary.errors,
+            duration_ms = summary.duration_ms,
+            "poll window finished"
+        );
+        Ok(summary)
+    }
+
+    /// `tasker serve`: dispatches until `stop` completes, then waits for the attempts in
+    /// flight. A task created through this Tasker due now is claimed at once when a slot is
+    /// free; others are looked for every `interval`. Store failures are logged and counted,
+    /// never fatal: the loop goes on when the store recovers.
+    pub async fn serve_queue(
+        &self,
+        interval: Duration,
+        stop: impl Future<Output = ()> + Send,
+    ) -> RunSummary {
+        match self
+            .dispatch(Span::UntilStopped, None, interval, stop)
+            .await
+        {
+            Ok(summary) => summary,
+            // Not reached: this span never fails; counted rather than lost if it ever did.
+            Err(err) => {
+                tracing::error!(error = %Report(&err), "the processor loop failed");
+                RunSummary {
+                    errors: 1,
+                    ..RunSummary::default()
+                }
+            }
+        }
+    }
+
+    async fn dispatch(
+        &self,
+        span: Span,
+        deadline: Option<Instant>,
+        interval: Duration,
+        stop: impl Future<Output = ()> + Send,
+    ) -> Result<RunSummary, TaskerError> {
+        let started = Instant::now();
+        let limits = RunLimits::new(started, deadline, &self.settings);
+        let interval = interval.max(Duration::from_millis(10));
+        let slots = self.settings.concurrency.max(1);
+        let mut refill = Refill::new(slots, interval);
+        let mut running = FuturesUnordered::new();
+        let mut claiming: Option<Claiming<'_>> = None;
+        let mut asked = 0;
+        let mut stopped = false;
+        // A task was given back unstarted: the run has no time for more.
+        let mut out_of_time = false;
+        let mut claims = 0_u64;
+        let mut total = RunSummary::default();
+        let mut period = Period::new();
+        if !limits.may_claim() {
+            tracing::warn!("too little time left to start any task");
+        }
+        let stop = std::pin::pin!(stop);
+        let mut stop = stop;
+        loop {
+            let now = Instant::now();
+            let open = !stopped
+                && !out_of_time
+                && limits.may_claim()
+                && match span {
+                    Span::Until(end) => now < end,
+                    Span::UntilIdle | Span::UntilStopped => true,
+                };
+            let free = slots.saturating_sub(running.len() + asked);
+            let next_claim = refill
+                .next_claim(now, free, running.len())
+                .filter(|_| open && claiming.is_none());
+            if next_claim.is_some_and(|at| at <= now) {
+                let want = free.min(self.settings.batch_size.max(1));
+                claiming = Some(self.claim(want));
+                refill.claiming(now);
+                asked = want;
+                continue;
+            }
+            if claiming.is_none() && running.is_empty() {
+                let idle = refill.is_drained() || !open;
+                if idle {
+                    period.finish(&mut total);
+                }
+                if !open || (span == Span::UntilIdle && idle) {
+                    break;
+                }
+            }
+            // Wake up to claim for free slots, or to notice that claims must stop.
+            let window_end = match span {
+                Span::Until(end) => Some(end),
+                Span::UntilIdle | Span::UntilStopped => None,
+            };
+            let timer = [next_claim, window_end, limits.last_claim()]
+                .into_iter()
+                .flatten()
+                .min()
+                .filter(|_| open);
+            tokio::select! {
+                Some(outcome) = running.next(), if !running.is_empty() => {
+                    period.summary.count(outcome);
+                    out_of_time |= outcome == Outcome::Released;
+                    refill.attempt_ended(Instant::now());
+                }
+                (claim_started, want, result) = poll_claim(&mut claiming), if claiming.is_some() => {
+                    claiming = None;
+                    asked = 0;
+                    claims += 1;
+                    match result {
+                        Ok(batch) => {
+                            refill.claimed(want, Some(batch.len()));
+                            if !batch.is_empty() {
+                                period.start();
+                                period.summary.claimed += batch.len();
+                            }
+                            for task in batch {
+                                let lease_ends = claim_started + self.leases.duration(&task.task_type);
+                                running.push(self.run_one(Claimed { task, lease_ends }, limits));
+                            }
+                        }
+                        // Nothing done yet: the failure fails the run, so the invocation
+                        // itself reports the outage.
+                        Err(err) if claims == 1 && span != Span::UntilStopped => return Err(err.into()),
+                        Err(err) => {
+                            tracing::error!(error = %Report(&err), "claiming due tasks failed; trying again after the interval");
+                            period.summary.errors += 1;
+                            refill.claimed(want, None);
+                        }
+                    }
+                }
+                () = sleep_until(timer), if timer.is_some() => {}
+                () = self.due_now.notified(), if open && !refill.is_woken() => refill.woken(),
+                () = &mut stop, if !stopped => stopped = true,
+                else => break,
+            }
+        }
+        period.finish(&mut total);
+        total.duration_ms = millis_since(started);
+        Ok(total)
+    }
+
+    /// Starts a claim of up to `want` tasks due now.
+    fn claim(&self, want: usize) -> Claiming<'_> {
+        Box::pin(async move {
+            let started = Instant::now();
+            let now = self.clock.now();
+            let result = self.store.claim_due(now, now, want, &self.leases).await;
+            (started, want, result)
+        })
+    }
+}
+
+async fn poll_claim(
+    claiming: &mut Option<Claiming<'_>>,
+) -> (Instant, usize, Result<Vec<Task>, StoreError>) {
+    match claiming.as_mut() {
+        Some(claim) => claim.await,
+        None => std::future::pending().await,
+    }
+}
+
+async fn sleep_until(at: Option<Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at.into()).await,
+        None => std::future::pending().await,
+    }
+}
+
+/// A busy period: from the first task claimed after the queue was idle until it is idle
+/// again. Each is logged as one processor run, so `tasker serve` logs as it did per run.
+struct Period {
+    started: Option<Instant>,
+    summary: RunSummary,
+}
+
+impl Period {
+    fn new() -> Self {
+        Self {
+            started: None,
+            summary: RunSummary::default(),
+        }
+    }
+
+    fn start(&mut self) {
+        self.started.get_or_insert_with(Instant::now);
+    }
+
+    /// Logs the period, if anything happened in it, and adds it to `total`.
+    fn finish(&mut self, total: &mut RunSummary) {
+        if self.summary == RunSummary::default() {
+            return;
+        }
+        self.summary.duration_ms = self.started.map_or(0, millis_since);
+        self.summary.log();
+        total.absorb(&self.summary);
+        *self = Self::new();
+    }
+}
+
+impl RunSummary {
+    /// Counts one task's outcome.
+    fn count(&mut self, outcome: Outcome) {
+        match outcome {
+            Outcome::Succeeded => self.succeeded += 1,
+            Outcome::Retried => self.retried += 1,
+            Outcome::Failed => self.failed += 1,
+            Outcome::Released => self.released += 1,
+            Outcome::Unrecorded => self.errors += 1,
+        }
+    }
+
+    /// Logs the run: one line, at debug level when it claimed nothing.
+    fn log(&self) {
+        if self.claimed == 0 {
+            tracing::debug!(
+                errors = self.errors,
+                duration_ms = self.duration_ms,
+                "processor run found nothing due"
+            );
+            return;
+        }
+        tracing::info!(
+            claimed = self.claimed,
+            succeeded = self.succeeded,
+            retried = self.retried,
+            failed = self.failed,
+            released = self.released,
+            errors = self.errors,
+            duration_ms = self.duration_ms,
+            "processor run finished"
+        );
+    }
+}
+
+/// Whole milliseconds since `started`.
+fn millis_since(started: Instant) -> u64 {
+    u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX)
+}

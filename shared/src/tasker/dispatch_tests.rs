@@ -1,0 +1,229 @@
+//! Continuous dispatch, driven by barriers: handlers block until the test releases them, and
+//! the test waits for events, never for time. The time limits below only turn a hang into a
+//! failure with a message.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::{mpsc, watch};
+
+use super::*;
+use crate::clock::ManualClock;
+use crate::store::{SqliteStore, TaskQueue};
+use crate::task::TaskStatus;
+
+/// Long enough for any event here; reaching it is a failure, not a measurement.
+const HANG: Duration = Duration::from_secs(30);
+
+fn start() -> Timestamp {
+    "2030-01-01T00:00:00Z"
+        .parse()
+        .unwrap_or_else(|_| Timestamp::now_utc())
+}
+
+/// A registry with `slow` (reports its start, then blocks until `release` turns true) and
+/// `fast` (reports its end at once), and the receivers of those reports.
+struct Handlers {
+    registry: Registry,
+    slow_started: mpsc::UnboundedReceiver<TaskId>,
+    fast_done: mpsc::UnboundedReceiver<TaskId>,
+    release: watch::Sender<bool>,
+}
+
+fn handlers(slow_timeout: Duration) -> Handlers {
+    let (started_tx, slow_started) = mpsc::unbounded_channel();
+    let (done_tx, fast_done) = mpsc::unbounded_channel();
+    let (release, released) = watch::channel(false);
+    let mut registry = Registry::new();
+    let slow = TypeSettings {
+        timeout: slow_timeout,
+        ..TypeSettings::default()
+    };
+    registry
+        .register_with("slow", slow, move |ctx| {
+            let started = started_tx.clone();
+            let mut released = released.clone();
+            async move {
+                let _ = started.send(ctx.id);
+                let _ = released.wait_for(|go| *go).await;
+                Ok(())
+            }
+        })
+        .expect("register slow");
+    registry
+        .register("fast", move |ctx| {
+            let done = done_tx.clone();
+            async move {
+                let _ = done.send(ctx.id);
+                Ok(())
+            }
+        })
+        .expect("register fast");
+    Handlers {
+        registry,
+        slow_started,
+        fast_done,
+        release,
+    }
+}
+
+fn tasker(registry: Registry, concurrency: usize) -> (Tasker<SqliteStore>, Arc<ManualClock>) {
+    let clock = Arc::new(ManualClock::new(start()));
+    let settings = ProcessorSettings {
+        concurrency,
+        ..ProcessorSettings::default()
+    };
+    let store = SqliteStore::in_memory().expect("sqlite");
+    (
+        Tasker::with_clock(store, registry, settings, clock.clone()),
+        clock,
+    )
+}
+
+async fn create(tasker: &Tasker<SqliteStore>, task_type: &str) -> TaskId {
+    tasker
+        .create(NewTask::new(task_type, "{}"))
+        .await
+        .expect("create")
+        .into_task()
+        .id
+}
+
+async fn next<T>(events: &mut mpsc::UnboundedReceiver<T>, what: &str) -> T {
+    tokio::time::timeout(HANG, events.recv())
+        .await
+        .unwrap_or_else(|_| panic!("no {what} within {HANG:?}"))
+        .unwrap_or_else(|| panic!("{what}: the handlers are gone"))
+}
+
+async fn status(tasker: &Tasker<SqliteStore>, id: TaskId) -> TaskStatus {
+    tasker.get(id).await.expect("get").status
+}
+
+#[tokio::test]
+async fn a_blocked_handler_holds_one_slot_while_the_tasks_behind_it_run() {
+    let mut h = handlers(Duration::from_secs(30));
+    let (tasker, _) = tasker(h.registry, 4);
+    let slow = create(&tasker, "slow").await;
+    let mut fast = Vec::new();
+    for _ in 0..20 {
+        fast.push(create(&tasker, "fast").await);
+    }
+    let run = tokio::spawn({
+        let tasker = tasker.clone();
+        async move { tasker.process_queue(None).await }
+    });
+    assert_eq!(next(&mut h.slow_started, "slow start").await, slow);
+    // Twenty tasks through the three other slots, while the slow one still holds its own.
+    for _ in 0..fast.len() {
+        next(&mut h.fast_done, "fast task").await;
+    }
+    for id in &fast {
+        let done = tokio::time::timeout(HANG, async {
+            while status(&tasker, *id).await != TaskStatus::Succeeded {
+                tokio::task::yield_now().await;
+            }
+        });
+        done.await.expect("a fast task's outcome is recorded");
+    }
+    assert_eq!(status(&tasker, slow).await, TaskStatus::Running);
+    h.release.send_replace(true);
+    let summary = tokio::time::timeout(HANG, run)
+        .await
+        .expect("the run ends")
+        .expect("run task")
+        .expect("run");
+    assert_eq!(
+        (summary.claimed, summary.succeeded),
+        (21, 21),
+        "{summary:?}"
+    );
+}
+
+#[tokio::test]
+async fn a_task_created_during_a_run_is_claimed_in_that_run() {
+    let mut h = handlers(Duration::from_secs(30));
+    let (tasker, _) = tasker(h.registry, 16);
+    create(&tasker, "slow").await;
+    let run = tokio::spawn({
+        let tasker = tasker.clone();
+        async move { tasker.process_queue(None).await }
+    });
+    next(&mut h.slow_started, "slow start").await;
+    let late = create(&tasker, "fast").await;
+    assert_eq!(next(&mut h.fast_done, "the late task").await, late);
+    h.release.send_replace(true);
+    let summary = tokio::time::timeout(HANG, run)
+        .await
+        .expect("the run ends")
+        .expect("run task")
+        .expect("run");
+    assert_eq!((summary.claimed, summary.succeeded), (2, 2), "{summary:?}");
+}
+
+#[tokio::test]
+async fn serve_starts_a_task_created_due_now_without_waiting_for_the_interval() {
+    let mut h = handlers(Duration::from_secs(30));
+    let (tasker, _) = tasker(h.registry, 16);
+    let (stop_tx, mut stop_rx) = watch::channel(false);
+    // An hour's interval: only the wake on create can start these tasks within the test.
+    let serve = tokio::spawn({
+        let tasker = tasker.clone();
+        async move {
+            tasker
+                .serve_queue(Duration::from_secs(3600), async move {
+                    let _ = stop_rx.wait_for(|stop| *stop).await;
+                })
+                .await
+        }
+    });
+    let slow = create(&tasker, "slow").await;
+    assert_eq!(next(&mut h.slow_started, "slow start").await, slow);
+    for _ in 0..3 {
+        let id = create(&tasker, "fast").await;
+        assert_eq!(next(&mut h.fast_done, "a fast task").await, id);
+    }
+    let _ = stop_tx.send(true);
+    h.release.send_replace(true);
+    let summary = tokio::time::timeout(HANG, serve)
+        .await
+        .expect("serve stops")
+        .expect("serve task");
+    assert_eq!((summary.claimed, summary.succeeded), (4, 4), "{summary:?}");
+}
+
+#[tokio::test]
+async fn a_dead_processors_task_is_due_again_at_claim_plus_timeout_plus_grace() {
+    let mut h = handlers(Duration::from_secs(45));
+    let (tasker, clock) = tasker(h.registry, 16);
+    let id = create(&tasker, "slow").await;
+    let run = tokio::spawn({
+        let tasker = tasker.clone();
+        async move { tasker.process_queue(None).await }
+    });
+    next(&mut h.slow_started, "slow start").await;
+    // The processor dies mid-attempt: nothing settles the task.
+    run.abort();
+    let _ = run.await;
+    let grace = ProcessorSettings::default().lease_grace;
+    let lease = start().plus(Duration::from_secs(45) + grace);
+    let task = tasker.get(id).await.expect("get");
+    assert_eq!(task.status, TaskStatus::Running);
+    assert_eq!(
+        task.lease_expires_at,
+        Some(lease),
+        "the type's timeout, not the run's"
+    );
+
+    let other = tasker.store().clone();
+    clock.advance(lease.since(start()) - Duration::from_millis(1));
+    let now = clock.now();
+    let leases = Leases::fixed(Duration::from_secs(60));
+    let early = other.claim_due(now, now, 10, &leases).await.expect("claim");
+    assert!(early.is_empty(), "still leased a millisecond before");
+    clock.advance(Duration::from_millis(1));
+    let now = clock.now();
+    let again = other.claim_due(now, now, 10, &leases).await.expect("claim");
+    assert_eq!(again.iter().map(|t| t.id).collect::<Vec<_>>(), [id]);
+    assert_eq!(again[0].attempts, 2);
+}

@@ -1,0 +1,174 @@
+//! When the dispatcher claims for its free slots: the rules alone, without I/O or a clock of
+//! their own, so they are checked instant by instant.
+
+use std::time::{Duration, Instant};
+
+/// The longest a free slot waits for company before it is claimed for alone: claims are batched
+/// (a quarter of the slots at a time) without a lone free slot idling behind slow tasks.
+pub(super) const LINGER: Duration = Duration::from_millis(20);
+
+/// How many times per interval, at most, slots freed by finished attempts look for newly due
+/// tasks once the queue was found empty.
+const EARLY_LOOKS_PER_INTERVAL: u32 = 2;
+
+/// What the dispatcher knows when it decides to claim.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Refill {
+    slots: usize,
+    interval: Duration,
+    /// When the last claim started; none yet: claim at once.
+    last_claim: Option<Instant>,
+    /// The last claim found fewer tasks than it asked for (or failed): nothing more was due.
+    drained: bool,
+    /// The last claim failed: only the interval brings the next one.
+    failed: bool,
+    /// Since when a slot freed by a finished attempt has waited for a claim.
+    freed: Option<Instant>,
+    /// A task due now was created through this process since the last claim.
+    woken: bool,
+}
+
+impl Refill {
+    pub(super) fn new(slots: usize, interval: Duration) -> Self {
+        Self {
+            slots: slots.max(1),
+            interval,
+            last_claim: None,
+            drained: false,
+            failed: false,
+            freed: None,
+            woken: false,
+        }
+    }
+
+    /// When to claim for `free` slots while `running` attempts run: at or before `now` means
+    /// at once; `None`, not until something happens (an attempt ends, a wake).
+    pub(super) fn next_claim(&self, now: Instant, free: usize, running: usize) -> Option<Instant> {
+        if free == 0 {
+            return None;
+        }
+        let Some(last) = self.last_claim else {
+            return Some(now);
+        };
+        if self.drained {
+            if self.woken && !self.failed {
+                return Some(now);
+            }
+            let poll = last + self.interval;
+            // A slot freed while the queue was empty looks again sooner: what fell due since is
+            // started without waiting the whole interval, and empty looks stay few.
+            let early = self
+                .freed
+                .filter(|_| !self.failed)
+                .map(|_| last + self.interval / EARLY_LOOKS_PER_INTERVAL);
+            return Some(early.map_or(poll, |early| early.min(poll)));
+        }
+        if free >= (self.slots / 4).max(1) || running == 0 {
+            return Some(now);
+        }
+        self.freed.map(|since| since + LINGER)
+    }
+
+    /// A claim starts at `now`.
+    pub(super) fn claiming(&mut self, now: Instant) {
+        self.last_claim = Some(now);
+        self.freed = None;
+        self.woken = false;
+    }
+
+    /// The claim asked for `asked` tasks and got `got`, or failed (`None`).
+    pub(super) fn claimed(&mut self, asked: usize, got: Option<usize>) {
+        self.failed = got.is_none();
+        self.drained = got.is_none_or(|got| got < asked);
+    }
+
+    /// An attempt ended at `now`, freeing its slot.
+    pub(super) fn attempt_ended(&mut self, now: Instant) {
+        self.freed.get_or_insert(now);
+    }
+
+    /// A task due now was created through this process.
+    pub(super) fn woken(&mut self) {
+        self.woken = true;
+    }
+
+    /// True when a wake is already noted (the next claim will see it).
+    pub(super) fn is_woken(&self) -> bool {
+        self.woken
+    }
+
+    /// True when the last claim found the queue empty (or failed).
+    pub(super) fn is_drained(&self) -> bool {
+        self.drained
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const SECOND: Duration = Duration::from_secs(1);
+
+    fn after(start: Instant, ms: u64) -> Instant {
+        start + Duration::from_millis(ms)
+    }
+
+    #[test]
+    fn the_first_claim_is_at_once_and_a_full_slot_set_never_claims() {
+        let t0 = Instant::now();
+        let refill = Refill::new(16, SECOND);
+        assert_eq!(refill.next_claim(t0, 16, 0), Some(t0));
+        assert_eq!(refill.next_claim(t0, 0, 16), None);
+    }
+
+    #[test]
+    fn behind_a_backlog_a_quarter_of_the_slots_claim_at_once_and_one_slot_after_the_linger() {
+        let t0 = Instant::now();
+        let mut refill = Refill::new(16, SECOND);
+        refill.claiming(t0);
+        refill.claimed(16, Some(16));
+        assert_eq!(refill.next_claim(t0, 0, 16), None);
+        refill.attempt_ended(after(t0, 5));
+        assert_eq!(
+            refill.next_claim(after(t0, 6), 1, 15),
+            Some(after(t0, 5) + LINGER)
+        );
+        assert_eq!(refill.next_claim(after(t0, 7), 4, 12), Some(after(t0, 7)));
+        assert_eq!(
+            refill.next_claim(after(t0, 7), 1, 0),
+            Some(after(t0, 7)),
+            "idle slots"
+        );
+    }
+
+    #[test]
+    fn once_drained_the_interval_brings_the_next_claim_unless_a_wake_or_a_freed_slot_does() {
+        let t0 = Instant::now();
+        let mut refill = Refill::new(16, SECOND);
+        refill.claiming(t0);
+        refill.claimed(16, Some(3));
+        assert!(refill.is_drained());
+        assert_eq!(refill.next_claim(t0, 13, 3), Some(t0 + SECOND));
+        refill.attempt_ended(after(t0, 10));
+        assert_eq!(
+            refill.next_claim(after(t0, 10), 14, 2),
+            Some(t0 + SECOND / 2),
+            "a freed slot looks again after half an interval"
+        );
+        refill.woken();
+        assert_eq!(refill.next_claim(after(t0, 11), 14, 2), Some(after(t0, 11)));
+        refill.claiming(after(t0, 11));
+        assert!(!refill.is_woken());
+    }
+
+    #[test]
+    fn after_a_failed_claim_only_the_interval_brings_the_next() {
+        let t0 = Instant::now();
+        let mut refill = Refill::new(16, SECOND);
+        refill.claiming(t0);
+        refill.claimed(16, None);
+        refill.attempt_ended(after(t0, 10));
+        refill.woken();
+        assert_eq!(refill.next_claim(after(t0, 20), 16, 0), Some(t0 + SECOND));
+    }
+}
