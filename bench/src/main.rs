@@ -6,11 +6,13 @@
 //! processor's concurrency), enqueue (library, HTTP one at a time, HTTP batches), the drain of
 //! N due no-op tasks and its ratio to the ceiling ÷ writes per task, DynamoDB capacity units per
 //! task (from `ReturnConsumedCapacity = INDEXES` on every call, through a proxy) and the due →
-//! start delay in poll mode. It then runs the apalis SQLite peer on the same N jobs and the
+//! start delay in poll mode, and the dispatcher under slow tasks (fast tasks' start delays among
+//! slow ones, slot occupancy, recovery from a processor killed mid-run). It then runs the apalis SQLite peer on the same N jobs and the
 //! Lambda binaries against a local Runtime API (init time, peak memory). DynamoDB is DynamoDB
 //! Local (from `scripts/setup-test-tools.sh`), started here on 127.0.0.1. It prints a Markdown
 //! report and writes the numbers as JSON.
 
+mod dispatch;
 mod lambda;
 mod peer;
 mod phases;
@@ -45,6 +47,40 @@ struct Args {
     /// Poll interval of the start-delay phase, in seconds.
     #[arg(long, default_value_t = 1.0)]
     poll_interval: f64,
+    /// Tasks in each pass of the dispatcher's mix (mixed latency, occupancy).
+    #[arg(long, default_value_t = 2_000)]
+    mixed_tasks: usize,
+    /// Tasks created per second in the mixed-latency passes.
+    #[arg(long, default_value_t = 24.0)]
+    mixed_rate: f64,
+    /// A slow task's handler time in the mix, in milliseconds.
+    #[arg(long, default_value_t = 10_000)]
+    slow_ms: u64,
+    /// A fast task's handler time in the mix, in milliseconds.
+    #[arg(long, default_value_t = 10)]
+    fast_ms: u64,
+    /// One task of the mix in this many is slow.
+    #[arg(long, default_value_t = 20)]
+    slow_every: usize,
+    /// Tasks of the crash pass.
+    #[arg(long, default_value_t = 200)]
+    crash_tasks: usize,
+    /// Each crash-pass task's handler time, in milliseconds.
+    #[arg(long, default_value_t = 500)]
+    crash_work_ms: u64,
+    /// The crash pass's task timeout, in seconds (Tasker's default).
+    #[arg(long, default_value_t = 30)]
+    crash_timeout: u64,
+    /// The crash pass's lease grace, in seconds (Tasker's default).
+    #[arg(long, default_value_t = 30)]
+    crash_grace: u64,
+    /// Skip the dispatcher passes (mixed latency, occupancy, crash).
+    #[arg(long)]
+    no_dispatch: bool,
+    /// Internal: run as the crash pass's processor over `sqlite:PATH` or
+    /// `dynamodb:ENDPOINT#TABLE` until killed.
+    #[arg(long, hide = true)]
+    crash_worker: Option<String>,
     /// Skip the apalis peer.
     #[arg(long)]
     no_peer: bool,
@@ -121,6 +157,12 @@ async fn run(bench: &Bench, kinds: &[Kind], root: &Path, target_dir: &Path) -> R
 #[tokio::main]
 async fn main() {
     let args = Args::parse();
+    if let Some(spec) = &args.crash_worker {
+        let store = stores::worker_store(spec);
+        let interval = std::time::Duration::from_secs_f64(args.poll_interval);
+        dispatch::crash_worker(store, stores::crash_settings(&args), interval).await;
+        return;
+    }
     let root = tasker_tests::workspace_root();
     let target_dir =
         std::env::var_os("CARGO_TARGET_DIR").map_or_else(|| root.join("target"), PathBuf::from);

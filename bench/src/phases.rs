@@ -9,7 +9,7 @@ use indicatif::ProgressBar;
 use serde_json::json;
 use tasker::store::dynamodb::probe as dynamodb_probe;
 use tasker::store::sqlite::probe as sqlite_probe;
-use tasker::store::{Settlement, StoreError, TaskQueue};
+use tasker::store::{Leases, Settlement, StoreError, TaskQueue};
 use tasker::{
     AuthMode, NewTask, PollSettings, ProcessorSettings, Registry, Store, Task, TaskError, Tasker,
     Timestamp, api,
@@ -50,12 +50,9 @@ impl<S: TaskQueue> TaskQueue for Counting<S> {
         due_by: Timestamp,
         now: Timestamp,
         limit: usize,
-        lease_until: Timestamp,
+        leases: &Leases,
     ) -> Result<Vec<Task>, StoreError> {
-        let claimed = self
-            .inner
-            .claim_due(due_by, now, limit, lease_until)
-            .await?;
+        let claimed = self.inner.claim_due(due_by, now, limit, leases).await?;
         self.claims
             .fetch_add(claimed.len() as u64, Ordering::Relaxed);
         Ok(claimed)
@@ -222,7 +219,8 @@ pub async fn drain(store: Store, n: usize, bar: &ProgressBar) -> Drain {
     }
 }
 
-fn unix_ms(at: SystemTime) -> i64 {
+/// Milliseconds since the Unix epoch.
+pub fn unix_ms(at: SystemTime) -> i64 {
     at.duration_since(UNIX_EPOCH)
         .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
         .unwrap_or_default()

@@ -2,7 +2,7 @@
 
 use std::fmt::Write;
 
-use crate::results::{LambdaResults, PeerResults, Results, StoreResults};
+use crate::results::{Dispatch, LambdaResults, MixedLatency, PeerResults, Results, StoreResults};
 
 /// A number with as many decimals as its size deserves.
 fn f(x: f64) -> String {
@@ -22,10 +22,24 @@ fn units_or_dash(store: &StoreResults, show: impl Fn(&crate::results::Units) -> 
     store.units.as_ref().map_or_else(|| "—".to_owned(), show)
 }
 
+/// A value of the dispatcher passes, when they ran.
+fn dispatch_or_dash(store: &StoreResults, show: impl Fn(&Dispatch) -> String) -> String {
+    store.dispatch.as_ref().map_or_else(|| "—".to_owned(), show)
+}
+
+fn delays(latency: &MixedLatency) -> String {
+    format!(
+        "{} / {} / {}",
+        f(latency.p50_ms),
+        f(latency.p99_ms),
+        f(latency.max_ms)
+    )
+}
+
 /// One row of the per-store table: its name and how it shows one store.
 type Row = (&'static str, fn(&StoreResults) -> String);
 
-const ROWS: [Row; 15] = [
+const ROWS: [Row; 20] = [
     ("ceiling: single conditional writes/s, 16 at once", |s| {
         f(s.ceiling_writes_per_second)
     }),
@@ -85,6 +99,54 @@ const ROWS: [Row; 15] = [
     ("start-delay poll interval (s)", |s| {
         f(s.start_delay.poll_interval_seconds)
     }),
+    (
+        "mix: slow tasks (one in N, s) / fast tasks (ms) / created per s",
+        |s| {
+            dispatch_or_dash(s, |d| {
+                format!(
+                    "1 in {}, {} / {} / {}",
+                    d.slow_every,
+                    f(d.slow_seconds),
+                    f(d.fast_ms),
+                    f(d.serve.rate_per_second)
+                )
+            })
+        },
+    ),
+    (
+        "mix: fast tasks' start delay p50 / p99 / max (ms), serve",
+        |s| dispatch_or_dash(s, |d| delays(&d.serve)),
+    ),
+    (
+        "mix: fast tasks' start delay p50 / p99 / max (ms), poll",
+        |s| dispatch_or_dash(s, |d| delays(&d.poll)),
+    ),
+    ("mix, all due at once: ideal ÷ drain (s / s)", |s| {
+        dispatch_or_dash(s, |d| {
+            let o = &d.occupancy;
+            format!(
+                "{} ({} / {})",
+                f(o.ratio),
+                f(o.ideal_seconds),
+                f(o.drain_seconds)
+            )
+        })
+    }),
+    (
+        "SIGKILL mid-run → every task succeeded on another (s; held, timeout + grace)",
+        |s| {
+            dispatch_or_dash(s, |d| {
+                let c = &d.crash;
+                format!(
+                    "{} ({} held, {} + {} s)",
+                    f(c.recovery_seconds),
+                    c.running_at_kill,
+                    f(c.timeout_seconds),
+                    f(c.grace_seconds)
+                )
+            })
+        },
+    ),
 ];
 
 /// The report: a table per store, then the peer and the Lambda binaries when measured.

@@ -64,6 +64,76 @@ pub struct StoreResults {
     pub units: Option<Units>,
     /// Due → start delays in poll mode.
     pub start_delay: StartDelay,
+    /// The dispatcher under slow tasks (skipped with `--no-dispatch`).
+    pub dispatch: Option<Dispatch>,
+}
+
+/// The dispatcher under slow tasks.
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Dispatch {
+    /// A slow task's handler time.
+    pub slow_seconds: f64,
+    /// A fast task's handler time.
+    pub fast_ms: f64,
+    /// One task in this many is slow.
+    pub slow_every: usize,
+    /// Tasks created through the processing Tasker (`tasker serve`).
+    pub serve: MixedLatency,
+    /// Tasks created by another process, found by polling.
+    pub poll: MixedLatency,
+    /// The poll interval of both passes.
+    pub poll_interval_seconds: f64,
+    /// The same mix, all due at once.
+    pub occupancy: Occupancy,
+    /// A processor killed mid-run.
+    pub crash: Crash,
+}
+
+/// Fast tasks' due → start delays among slow ones, tasks created live.
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct MixedLatency {
+    /// Fast tasks measured.
+    pub fast_tasks: usize,
+    /// Tasks created per second.
+    pub rate_per_second: f64,
+    /// Median due → start.
+    pub p50_ms: f64,
+    /// 99th percentile due → start.
+    pub p99_ms: f64,
+    /// Largest due → start.
+    pub max_ms: f64,
+}
+
+/// The mix's drain, all due at once, against total handler time ÷ slots.
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Occupancy {
+    /// Tasks in the mix.
+    pub tasks: usize,
+    /// From the processor's start until every handler finished.
+    pub drain_seconds: f64,
+    /// Total handler time ÷ slots.
+    pub ideal_seconds: f64,
+    /// Ideal ÷ drain.
+    pub ratio: f64,
+}
+
+/// A processor killed mid-run and another one finishing its tasks.
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Crash {
+    /// Tasks in the pass.
+    pub tasks: usize,
+    /// Tasks the killed process held.
+    pub running_at_kill: u64,
+    /// The task type's timeout.
+    pub timeout_seconds: f64,
+    /// The lease grace.
+    pub grace_seconds: f64,
+    /// From the kill until every task succeeded.
+    pub recovery_seconds: f64,
 }
 
 /// Capacity units through the measuring proxy.

@@ -9,8 +9,9 @@ use tasker::{DynamoStore, PollSettings, ProcessorSettings, SqliteStore, Store, T
 use tasker_tests::capacity::CapacityProxy;
 use tasker_tests::dynamo;
 
+use crate::dispatch::{self, CrashSettings, Mix, Mode};
 use crate::phases::{self, CONCURRENCY};
-use crate::results::{Race, StartDelay, StoreResults, Units, ledger, sums};
+use crate::results::{Dispatch, Race, StartDelay, StoreResults, Units, ledger, sums};
 use crate::{Args, bar};
 
 /// Which store a pass measures.
@@ -113,6 +114,91 @@ pub async fn bench_store(bench: &Bench, kind: Kind) -> StoreResults {
         drain_ratio: drain.per_second / (ceiling / writes_per_task),
         units,
         start_delay: start_delay(bench, kind).await,
+        dispatch: if bench.args.no_dispatch {
+            None
+        } else {
+            Some(dispatch(bench, kind).await)
+        },
+    }
+}
+
+/// The crash pass's settings from the command line.
+pub fn crash_settings(args: &Args) -> CrashSettings {
+    CrashSettings {
+        tasks: args.crash_tasks,
+        work: Duration::from_millis(args.crash_work_ms),
+        timeout: Duration::from_secs(args.crash_timeout),
+        grace: Duration::from_secs(args.crash_grace),
+    }
+}
+
+/// The store a crash worker names: `sqlite:PATH` or `dynamodb:ENDPOINT#TABLE`.
+pub fn worker_store(spec: &str) -> Store {
+    match spec.split_once(':') {
+        Some(("sqlite", path)) => Store::Sqlite(SqliteStore::open(path).expect("SQLite")),
+        Some(("dynamodb", rest)) => {
+            let (endpoint, table) = rest.split_once('#').expect("ENDPOINT#TABLE");
+            Store::DynamoDb(DynamoStore::new(
+                dynamo::client_for(endpoint),
+                table,
+                Duration::ZERO,
+            ))
+        }
+        _ => panic!("--crash-worker takes sqlite:PATH or dynamodb:ENDPOINT#TABLE, not {spec:?}"),
+    }
+}
+
+/// The dispatcher passes: the mix in serve and poll mode, its occupancy, the crash.
+async fn dispatch(bench: &Bench, kind: Kind) -> Dispatch {
+    let args = &bench.args;
+    let label = kind.name();
+    let mix = Mix {
+        tasks: args.mixed_tasks,
+        slow_every: args.slow_every,
+        slow: Duration::from_millis(args.slow_ms),
+        fast: Duration::from_millis(args.fast_ms),
+    };
+    let interval = Duration::from_secs_f64(args.poll_interval);
+    let mut latency = Vec::new();
+    for (mode, name) in [(Mode::Serve, "serve"), (Mode::Poll, "poll")] {
+        let progress = bar(mix.tasks, &format!("{label}: mixed latency, {name} mode"));
+        let store = bench.store(kind, &format!("mixed-{name}")).await;
+        latency.push(
+            dispatch::mixed_latency(store, mix, args.mixed_rate, mode, interval, &progress).await,
+        );
+        progress.finish_and_clear();
+    }
+    let progress = bar(mix.tasks, &format!("{label}: occupancy"));
+    let store = bench.store(kind, "occupancy").await;
+    let occupancy = dispatch::occupancy(store, mix, &progress).await;
+    progress.finish_and_clear();
+
+    eprintln!("{label}: crash recovery (a processor killed mid-run)");
+    let store = bench.store(kind, "crash").await;
+    let spec = match &store {
+        Store::Sqlite(_) => format!("sqlite:{}", bench.dir.path().join("crash.db").display()),
+        Store::DynamoDb(dynamo) => format!("dynamodb:{}#{}", bench.endpoint(), dynamo.table()),
+    };
+    let mut worker = std::process::Command::new(std::env::current_exe().expect("bench binary"));
+    worker
+        .arg("--crash-worker")
+        .arg(spec)
+        .args(["--poll-interval", &args.poll_interval.to_string()])
+        .args(["--crash-work-ms", &args.crash_work_ms.to_string()])
+        .args(["--crash-timeout", &args.crash_timeout.to_string()])
+        .args(["--crash-grace", &args.crash_grace.to_string()])
+        .stdout(std::process::Stdio::null());
+    let crash = dispatch::crash_recovery(store, crash_settings(args), worker, interval).await;
+    let mut latency = latency.into_iter();
+    Dispatch {
+        slow_seconds: mix.slow.as_secs_f64(),
+        fast_ms: mix.fast.as_secs_f64() * 1000.0,
+        slow_every: mix.slow_every,
+        serve: latency.next().expect("serve pass"),
+        poll: latency.next().expect("poll pass"),
+        poll_interval_seconds: args.poll_interval,
+        occupancy,
+        crash,
     }
 }
 
