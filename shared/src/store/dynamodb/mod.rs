@@ -96,7 +96,9 @@ impl TaskReader for DynamoStore {
 
 impl TaskWriter for DynamoStore {
     async fn create(&self, task: Task) -> Result<Created, StoreError> {
-        tasks::create(&self.table, self.ttl_after, task).await
+        let created = tasks::create(&self.table, self.ttl_after, task).await?;
+        self.due.entry_written(created.task());
+        Ok(created)
     }
 }
 
@@ -142,7 +144,9 @@ impl TaskRetrier for DynamoStore {
         let task = tasks::get(&self.table, id)
             .await?
             .ok_or(StoreError::NotFound(id))?;
-        tasks::retry(&self.table, self.ttl_after, task, now).await
+        let retried = tasks::retry(&self.table, self.ttl_after, task, now).await?;
+        self.due.entry_written(&retried);
+        Ok(retried)
     }
 }
 

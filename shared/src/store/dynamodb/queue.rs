@@ -45,6 +45,7 @@ impl Queue<'_> {
             now,
             want: limit,
             read_cap: usize::MAX,
+            read_ahead: true,
         };
         let mut claimed = Vec::with_capacity(limit);
         let mut first_error = None;
@@ -143,6 +144,7 @@ impl Queue<'_> {
         let settle = Transition::settle(claimed, outcome, now)?;
         let applied = tasks::apply(self.table, self.ttl_after, claimed.clone(), &settle).await?;
         let recorded = tasks::written(applied, claimed.id, &settle)?;
+        self.due.entry_written(&recorded);
         // The entry the task was claimed from is finished, or left behind by a move.
         let entry = ListKey::of(claimed);
         let left = recorded.status.is_finished() || ListKey::of(&recorded) != entry;

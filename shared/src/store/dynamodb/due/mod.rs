@@ -18,22 +18,25 @@
 //!   entries, recent ones included, and falls back to the watermark every [`RESCAN`], so an
 //!   entry that became visible behind it is read at most that much later.
 
+mod ahead;
 mod scan;
 mod state;
 
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
+pub use self::ahead::READ_AHEAD_AGE;
+use self::ahead::ReadAhead;
 use self::scan::{Scan, ShardReader};
 use self::state::{DueState, Progress, Start};
-use super::item::Queue;
+use super::item::{Queue, shard_of};
 use super::schema::QUEUE_SHARDS;
 use super::table::{KeyRange, Table};
 use super::watermark;
 use crate::clock::Timestamp;
 use crate::report::Report;
 use crate::store::{Backlog, ListKey, StoreError};
-use crate::task::Task;
+use crate::task::{Task, TaskStatus};
 
 /// How old an entry must be before a watermark may pass it: longer than any write of an entry
 /// takes to land and show in the index. A create gives up before its put if it is a minute
@@ -54,6 +57,9 @@ pub const CONTENTION_SPELL: Duration = Duration::from_secs(60);
 pub const LOOKBACK: Duration = Duration::from_secs(10);
 /// Index entries read per query page of a scan, at most.
 const PAGE_MAX: usize = 1000;
+/// Index entries read per query page of a scan, at least: about what the 4 KB of one billed
+/// half read unit hold.
+const PAGE_MIN: usize = 40;
 /// Items a backlog read looks at before it counts the rest of the due range as due unread.
 const BACKLOG_READS: usize = 5000;
 
@@ -70,6 +76,9 @@ pub struct ScanGoal {
     pub want: usize,
     /// Stop after reading this many items.
     pub read_cap: usize,
+    /// Go on from the entries the last such scan read ahead, if it was a moment ago (see
+    /// [`ahead`]), and keep this scan's for the next.
+    pub read_ahead: bool,
 }
 
 /// What a scan found.
@@ -88,6 +97,7 @@ pub struct ScanFound {
 pub struct DueQueue {
     table: Table,
     state: Arc<Mutex<DueState>>,
+    ahead: Arc<Mutex<Option<ReadAhead>>>,
 }
 
 impl DueQueue {
@@ -96,6 +106,7 @@ impl DueQueue {
         Self {
             table,
             state: Arc::default(),
+            ahead: Arc::default(),
         }
     }
 
@@ -106,11 +117,12 @@ impl DueQueue {
     /// that landed after the cursor passed their place (a create takes a moment to land).
     pub async fn scan(&self, goal: &ScanGoal) -> Result<ScanFound, StoreError> {
         let starts = self.starts(goal.now).await?;
-        let mut readers: Vec<ShardReader> = starts
-            .iter()
-            .zip(0..QUEUE_SHARDS)
-            .map(|(start, shard)| ShardReader::new(shard, start.key.clone(), goal.upper.clone()))
-            .collect();
+        let kept = if goal.read_ahead {
+            lock(&self.ahead).take()
+        } else {
+            None
+        };
+        let (mut readers, since) = ReadAhead::readers(kept, &starts, goal, &lock(&self.state));
         let preferred = lock(&self.state).preferred_shard(goal.now);
         let mut scan = Scan::new(goal, preferred, goal.now.minus(MARGIN));
         let capped = scan.read(&self.table, &self.state, &mut readers).await?;
@@ -139,10 +151,14 @@ impl DueQueue {
                 scan.found.claimable.truncate(goal.want);
             }
         }
-        let progress = readers.into_iter().map(|reader| reader.progress).collect();
+        let progress = readers.iter_mut().map(ShardReader::take_progress).collect();
         lock(&self.state).remember_leases(scan.leased);
         self.advance(goal.now, &starts, progress, scan.learned)
             .await;
+        if goal.read_ahead {
+            let generations = lock(&self.state).generations();
+            *lock(&self.ahead) = Some(ReadAhead::new(readers, since, generations));
+        }
         Ok(scan.found)
     }
 
@@ -158,6 +174,7 @@ impl DueQueue {
             now,
             want: usize::MAX,
             read_cap: BACKLOG_READS,
+            read_ahead: false,
         };
         let found = Box::pin(self.scan(&goal)).await?;
         let due_tasks = found.claimable.iter().chain(&found.exhausted);
@@ -174,6 +191,17 @@ impl DueQueue {
             backlog.due += self.table.count(&range).await?;
         }
         Ok(backlog)
+    }
+
+    /// This process wrote `task` (a create, a retry, an outcome): if it is pending, a scan
+    /// that goes on from entries read ahead must not have passed its entry.
+    pub fn entry_written(&self, task: &Task) {
+        if task.status != TaskStatus::Pending {
+            return;
+        }
+        if let Some(ahead) = lock(&self.ahead).as_mut() {
+            ahead.entry_written(shard_of(task.id) as usize, &ListKey::of(task));
+        }
     }
 
     /// After a round of claims, `lost` of which lost their condition to another processor.
@@ -240,7 +268,7 @@ impl DueQueue {
 
 /// The state, even if a thread panicked while holding it (it stays consistent: every change
 /// is made under one lock).
-fn lock(state: &Mutex<DueState>) -> MutexGuard<'_, DueState> {
+fn lock<T>(state: &Mutex<T>) -> MutexGuard<'_, T> {
     state
         .lock()
         .unwrap_or_else(|poisoned| poisoned.into_inner())

@@ -5,7 +5,7 @@ use std::collections::{HashMap, VecDeque};
 use std::sync::Mutex;
 
 use super::state::{DueState, Known, Progress};
-use super::{PAGE_MAX, ScanFound, ScanGoal, lock};
+use super::{PAGE_MAX, PAGE_MIN, ScanFound, ScanGoal, lock};
 use crate::clock::Timestamp;
 use crate::store::dynamodb::item::{Item, Queue, from_item, item_id};
 use crate::store::dynamodb::table::{BATCH_GET_KEYS, Entry, KeyRange, Table};
@@ -13,6 +13,7 @@ use crate::store::{ListKey, StoreError};
 use crate::task::{Task, TaskId, TaskStatus};
 
 /// Reads one shard's entries in pages, oldest first.
+#[derive(Debug)]
 pub struct ShardReader {
     /// The shard.
     pub shard: u32,
@@ -23,6 +24,8 @@ pub struct ShardReader {
     more: bool,
     /// The last entry taken out of the buffer.
     last_taken: Option<ListKey>,
+    /// The last entry a query returned.
+    last_read: Option<ListKey>,
     /// How far the scan moved this shard's cursor.
     pub progress: Progress,
     /// The cursor stops here: an entry that is not finished was met (or this reader reads
@@ -44,6 +47,7 @@ impl ShardReader {
             start: None,
             more: true,
             last_taken: None,
+            last_read: None,
             progress: Progress::default(),
             blocked: false,
         }
@@ -54,6 +58,44 @@ impl ShardReader {
         let mut reader = Self::new(shard, Some(from), to);
         reader.blocked = true;
         reader
+    }
+
+    /// This reader, kept from an earlier scan, going on up to `to`: its buffered entries
+    /// first, then what lies above the last entry it read (from that entry's millisecond on
+    /// when nothing is buffered: an entry created in the same millisecond may sort before
+    /// it). It never moves the cursor: the entries it skips (those the earlier scan took) may
+    /// not be finished.
+    pub fn resume(self, to: ListKey) -> Self {
+        let lo = match &self.last_read {
+            Some(last) if self.buffer.is_empty() => last
+                .instant()
+                .map(|at| ListKey::after_all_at(at.minus(std::time::Duration::from_millis(1))))
+                .or_else(|| Some(last.clone())),
+            Some(last) => Some(last.clone()),
+            None => self.range.lo.clone(),
+        };
+        Self {
+            range: KeyRange {
+                queue: self.range.queue,
+                lo,
+                hi: Some(to),
+            },
+            start: None,
+            more: true,
+            progress: Progress::default(),
+            blocked: true,
+            ..self
+        }
+    }
+
+    /// The last entry a query of this reader returned.
+    pub fn last_read(&self) -> Option<&ListKey> {
+        self.last_read.as_ref()
+    }
+
+    /// Takes what this reader's scan moved of the cursor.
+    pub fn take_progress(&mut self) -> Progress {
+        std::mem::take(&mut self.progress)
     }
 
     /// True while entries remain, buffered or unread.
@@ -71,6 +113,9 @@ impl ShardReader {
         let (entries, next) = table
             .entries(&self.range, false, page, self.start.take())
             .await?;
+        if let Some(last) = entries.last() {
+            self.last_read = Some(last.key.clone());
+        }
         self.buffer.extend(entries);
         self.more = next.is_some();
         self.start = next;
@@ -159,7 +204,9 @@ impl<'a> Scan<'a> {
         state: &Mutex<DueState>,
         readers: &mut [ShardReader],
     ) -> Result<bool, StoreError> {
-        let page = self.goal.want.saturating_add(8).clamp(16, PAGE_MAX);
+        // A query is billed by the 4 KB it reads, so a page shorter than PAGE_MIN costs the
+        // same; what the scan does not reach is kept for the next claim (see `ahead`).
+        let page = self.goal.want.saturating_add(8).clamp(PAGE_MIN, PAGE_MAX);
         loop {
             let refills = readers
                 .iter_mut()

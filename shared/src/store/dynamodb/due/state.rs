@@ -113,6 +113,24 @@ impl DueState {
             .collect()
     }
 
+    /// True when a running task this process knows of, with its entry above `lo` up to `hi`,
+    /// has a lease expired by `due_by`: a scan that skips those entries would miss it.
+    pub fn lease_expired_within(
+        &self,
+        lo: Option<&ListKey>,
+        hi: &ListKey,
+        due_by: Timestamp,
+    ) -> bool {
+        self.running
+            .iter()
+            .any(|(key, lease)| *lease <= due_by && key <= hi && lo.is_none_or(|lo| key > lo))
+    }
+
+    /// Each shard's cursor generation now.
+    pub fn generations(&self) -> Vec<u64> {
+        self.shards.iter().map(|cursor| cursor.generation).collect()
+    }
+
     /// The shard to take entries from first at `now`, while contention lasts.
     pub fn preferred_shard(&self, now: Timestamp) -> Option<usize> {
         self.preferred
