@@ -15,18 +15,17 @@ use tasker_tests::{dynamo, eventually};
 
 const TASKS: usize = 12;
 
-/// The server's settings: batches of 4 so that at the kill some tasks are done, some in flight
-/// and some not yet claimed; finished tasks kept (the restarted process runs cleanup when it
-/// starts); a short run and lease grace, so the killed run's lease expires within seconds
-/// while the run still fits all 12 tasks (3 waves of 1.5 s).
+/// The server's settings: 4 slots so that at the kill some tasks are done, some in flight and
+/// some not yet claimed; finished tasks kept (the restarted process runs cleanup when it
+/// starts); a short handler timeout and lease grace, so a claim of the killed process expires
+/// 3 s + 1 s after it was made.
 fn settings() -> Vec<(&'static str, String)> {
     [
         ("TASKER_WEBHOOK_ALLOW_PRIVATE", "true"),
         ("TASKER_CONCURRENCY", "4"),
         ("TASKER_BATCH_SIZE", "4"),
         ("TASKER_RETENTION", "1h"),
-        ("TASKER_MAX_RUN", "8s"),
-        ("TASKER_TIME_MARGIN", "2s"),
+        ("TASKER_HANDLER_TIMEOUT", "3s"),
         ("TASKER_LEASE_GRACE", "1s"),
         ("TASKER_RETRY_INITIAL", "1s"),
     ]

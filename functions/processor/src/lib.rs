@@ -35,7 +35,8 @@ pub async fn handle<S: TaskQueue + QueueStats>(
 ) -> Result<RunSummary, TaskerError> {
     // Lambda sends the deadline as Unix milliseconds. Some local emulators send a duration
     // instead (cargo lambda watch sends its --timeout, e.g. 60000): a "deadline" before 2001 is
-    // no deadline, and the run is bounded by TASKER_MAX_RUN alone.
+    // no deadline: a run is bounded by TASKER_MAX_RUN, a poll window by its length, and each
+    // attempt by its type's timeout.
     let plausible = event.context.deadline >= PLAUSIBLE_DEADLINE_MS;
     let remaining = event
         .context

@@ -90,6 +90,8 @@ pub(super) enum Outcome {
     Retried,
     Failed,
     Released,
+    /// Given back because the run's deadline left no time for a fair attempt.
+    ReleasedOutOfTime,
     /// The outcome could not be written (lease lost or store error); logged.
     Unrecorded,
 }
@@ -99,9 +101,7 @@ impl<S: TaskQueue> Tasker<S> {
         let Claimed { task, lease_ends } = claimed;
         let remaining = limits.remaining();
         if remaining < limits.margin {
-            return self
-                .record(&task, Settlement::Released, Duration::ZERO)
-                .await;
+            return self.give_back(&task, true).await;
         }
         let started = Instant::now();
         let result = match self.registry.get(&task.task_type) {
@@ -114,20 +114,22 @@ impl<S: TaskQueue> Tasker<S> {
                     .registry
                     .settings(&task.task_type)
                     .map_or(TypeSettings::default().timeout, |settings| settings.timeout);
+                let by_deadline = remaining.saturating_sub(limits.settle_reserve);
+                // Too little time for a fair attempt: give the task back rather than burn one.
+                if by_deadline < limit.min(limits.min_attempt) {
+                    return self.give_back(&task, true).await;
+                }
                 // The handler ends before its lease does, with time left to write its outcome,
-                // so no other processor can start the task while this attempt still runs.
+                // so no other processor can start the task while this attempt still runs. The
+                // lease is the type's timeout plus the grace, so it only cuts in when the claim
+                // itself took most of the grace.
                 let lease_left = lease_ends
                     .saturating_duration_since(Instant::now())
                     .saturating_sub(self.settings.lease_grace.min(limits.settle_reserve));
-                let timeout = limit
-                    .min(remaining.saturating_sub(limits.settle_reserve))
-                    .min(lease_left);
-                // Too little time for a fair attempt: give the task back rather than burn one.
-                if timeout < limit.min(limits.min_attempt) {
-                    return self
-                        .record(&task, Settlement::Released, Duration::ZERO)
-                        .await;
+                if lease_left.is_zero() {
+                    return self.give_back(&task, false).await;
                 }
+                let timeout = limit.min(by_deadline).min(lease_left);
                 let ctx = TaskContext {
                     id: task.id,
                     task_type: task.task_type.clone(),
@@ -171,6 +173,18 @@ impl<S: TaskQueue> Tasker<S> {
             },
         };
         self.record(&task, settlement, started.elapsed()).await
+    }
+
+    /// Gives `task` back unstarted; `out_of_time` when the run's deadline is why (the run then
+    /// claims nothing more), not its spent lease.
+    async fn give_back(&self, task: &Task, out_of_time: bool) -> Outcome {
+        match self
+            .record(task, Settlement::Released, Duration::ZERO)
+            .await
+        {
+            Outcome::Released if out_of_time => Outcome::ReleasedOutOfTime,
+            other => other,
+        }
     }
 
     pub(super) async fn record(

@@ -16,6 +16,9 @@ use crate::report::Report;
 use crate::store::{StoreError, TaskQueue};
 use crate::task::Task;
 
+/// The longest a busy period goes unlogged.
+const PERIOD_LOG_EVERY: Duration = Duration::from_secs(60);
+
 /// How long a dispatch goes on claiming.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Span {
@@ -120,7 +123,8 @@ impl<S: TaskQueue> Tasker<S> {
         let limits = RunLimits::new(started, deadline, &self.settings);
         let interval = interval.max(Duration::from_millis(10));
         let slots = self.settings.concurrency.max(1);
-        let mut refill = Refill::new(slots, interval);
+        let batch = self.settings.batch_size.max(1);
+        let mut refill = Refill::new(slots, batch, interval, span == Span::UntilIdle);
         let mut running = FuturesUnordered::new();
         let mut claiming: Option<Claiming<'_>> = None;
         let mut asked = 0;
@@ -149,7 +153,7 @@ impl<S: TaskQueue> Tasker<S> {
                 .next_claim(now, free, running.len())
                 .filter(|_| open && claiming.is_none());
             if next_claim.is_some_and(|at| at <= now) {
-                let want = free.min(self.settings.batch_size.max(1));
+                let want = free.min(batch);
                 claiming = Some(self.claim(want));
                 refill.claiming(now);
                 asked = want;
@@ -160,7 +164,7 @@ impl<S: TaskQueue> Tasker<S> {
                 if idle {
                     period.finish(&mut total);
                 }
-                if !open || (span == Span::UntilIdle && idle) {
+                if !open || (span == Span::UntilIdle && refill.found_nothing()) {
                     break;
                 }
             }
@@ -177,7 +181,11 @@ impl<S: TaskQueue> Tasker<S> {
             tokio::select! {
                 Some(outcome) = running.next(), if !running.is_empty() => {
                     period.summary.count(outcome);
-                    out_of_time |= outcome == Outcome::Released;
+                    // Under steady load the queue is never idle: log at least once a minute.
+                    if period.started.is_some_and(|at| at.elapsed() >= PERIOD_LOG_EVERY) {
+                        period.finish(&mut total);
+                    }
+                    out_of_time |= outcome == Outcome::ReleasedOutOfTime;
                     refill.attempt_ended(Instant::now());
                 }
                 (claim_started, want, result) = poll_claim(&mut claiming), if claiming.is_some() => {
@@ -245,7 +253,8 @@ async fn sleep_until(at: Option<Instant>) {
 }
 
 /// A busy period: from the first task claimed after the queue was idle until it is idle
-/// again. Each is logged as one processor run, so `tasker serve` logs as it did per run.
+/// again (or a minute has passed). Each is logged as one processor run, so `tasker serve`
+/// logs as it did per run.
 struct Period {
     started: Option<Instant>,
     summary: RunSummary,
@@ -282,7 +291,7 @@ impl RunSummary {
             Outcome::Succeeded => self.succeeded += 1,
             Outcome::Retried => self.retried += 1,
             Outcome::Failed => self.failed += 1,
-            Outcome::Released => self.released += 1,
+            Outcome::Released | Outcome::ReleasedOutOfTime => self.released += 1,
             Outcome::Unrecorded => self.errors += 1,
         }
     }

@@ -227,3 +227,30 @@ async fn a_dead_processors_task_is_due_again_at_claim_plus_timeout_plus_grace() 
     assert_eq!(again.iter().map(|t| t.id).collect::<Vec<_>>(), [id]);
     assert_eq!(again[0].attempts, 2);
 }
+
+#[tokio::test]
+async fn a_lease_grace_below_the_settle_reserve_still_runs_tasks_with_short_timeouts() {
+    let mut registry = Registry::new();
+    let short = TypeSettings {
+        timeout: Duration::from_millis(500),
+        ..TypeSettings::default()
+    };
+    registry
+        .register_with("short", short, |_| async { Ok(()) })
+        .expect("register");
+    let settings = ProcessorSettings {
+        lease_grace: Duration::from_secs(1),
+        ..ProcessorSettings::default()
+    };
+    let store = SqliteStore::in_memory().expect("sqlite");
+    let clock = Arc::new(ManualClock::new(start()));
+    let tasker = Tasker::with_clock(store, registry, settings, clock);
+    for _ in 0..3 {
+        create(&tasker, "short").await;
+    }
+    let summary = tokio::time::timeout(HANG, tasker.process_queue(None))
+        .await
+        .expect("the run ends")
+        .expect("run");
+    assert_eq!((summary.succeeded, summary.released), (3, 0), "{summary:?}");
+}

@@ -59,7 +59,8 @@ pub struct RunSummary {
     pub retried: usize,
     /// Attempts that failed for good.
     pub failed: usize,
-    /// Claimed tasks given back unstarted because the run ran out of time.
+    /// Claimed tasks given back unstarted: the run ran out of time for a fair attempt, or
+    /// (rarely) the claim took so long that its lease was spent.
     pub released: usize,
     /// Store errors: outcomes that could not be recorded (their lease expires and the task runs
     /// again) and failed claims after the first batch.

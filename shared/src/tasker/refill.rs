@@ -15,11 +15,18 @@ const EARLY_LOOKS_PER_INTERVAL: u32 = 2;
 #[derive(Debug, Clone, Copy)]
 pub(super) struct Refill {
     slots: usize,
+    /// The most one claim asks for.
+    batch: usize,
     interval: Duration,
+    /// One run, which ends once a claim finds nothing: a short claim that found something
+    /// (some lost to another processor) is followed by another before the run ends.
+    until_idle: bool,
     /// When the last claim started; none yet: claim at once.
     last_claim: Option<Instant>,
     /// The last claim found fewer tasks than it asked for (or failed): nothing more was due.
     drained: bool,
+    /// The last claim found nothing (or failed).
+    empty: bool,
     /// The last claim failed: only the interval brings the next one.
     failed: bool,
     /// Since when a slot freed by a finished attempt has waited for a claim.
@@ -29,12 +36,15 @@ pub(super) struct Refill {
 }
 
 impl Refill {
-    pub(super) fn new(slots: usize, interval: Duration) -> Self {
+    pub(super) fn new(slots: usize, batch: usize, interval: Duration, until_idle: bool) -> Self {
         Self {
             slots: slots.max(1),
+            batch: batch.max(1),
             interval,
+            until_idle,
             last_claim: None,
             drained: false,
+            empty: false,
             failed: false,
             freed: None,
             woken: false,
@@ -51,7 +61,7 @@ impl Refill {
             return Some(now);
         };
         if self.drained {
-            if self.woken && !self.failed {
+            if (self.woken || (self.until_idle && running == 0 && !self.empty)) && !self.failed {
                 return Some(now);
             }
             let poll = last + self.interval;
@@ -63,7 +73,8 @@ impl Refill {
                 .map(|_| last + self.interval / EARLY_LOOKS_PER_INTERVAL);
             return Some(early.map_or(poll, |early| early.min(poll)));
         }
-        if free >= (self.slots / 4).max(1) || running == 0 {
+        let quarter = (self.slots / 4).max(1).min(self.batch);
+        if free >= quarter || running == 0 {
             return Some(now);
         }
         self.freed.map(|since| since + LINGER)
@@ -80,6 +91,7 @@ impl Refill {
     pub(super) fn claimed(&mut self, asked: usize, got: Option<usize>) {
         self.failed = got.is_none();
         self.drained = got.is_none_or(|got| got < asked);
+        self.empty = got.is_none_or(|got| got == 0);
     }
 
     /// An attempt ended at `now`, freeing its slot.
@@ -97,9 +109,14 @@ impl Refill {
         self.woken
     }
 
-    /// True when the last claim found the queue empty (or failed).
+    /// True when the last claim found fewer tasks than it asked for (or failed).
     pub(super) fn is_drained(&self) -> bool {
         self.drained
+    }
+
+    /// True when the last claim found nothing at all (or failed): a run may end.
+    pub(super) fn found_nothing(&self) -> bool {
+        self.drained && self.empty
     }
 }
 
@@ -116,7 +133,7 @@ mod tests {
     #[test]
     fn the_first_claim_is_at_once_and_a_full_slot_set_never_claims() {
         let t0 = Instant::now();
-        let refill = Refill::new(16, SECOND);
+        let refill = Refill::new(16, 100, SECOND, false);
         assert_eq!(refill.next_claim(t0, 16, 0), Some(t0));
         assert_eq!(refill.next_claim(t0, 0, 16), None);
     }
@@ -124,7 +141,7 @@ mod tests {
     #[test]
     fn behind_a_backlog_a_quarter_of_the_slots_claim_at_once_and_one_slot_after_the_linger() {
         let t0 = Instant::now();
-        let mut refill = Refill::new(16, SECOND);
+        let mut refill = Refill::new(16, 100, SECOND, false);
         refill.claiming(t0);
         refill.claimed(16, Some(16));
         assert_eq!(refill.next_claim(t0, 0, 16), None);
@@ -144,7 +161,7 @@ mod tests {
     #[test]
     fn once_drained_the_interval_brings_the_next_claim_unless_a_wake_or_a_freed_slot_does() {
         let t0 = Instant::now();
-        let mut refill = Refill::new(16, SECOND);
+        let mut refill = Refill::new(16, 100, SECOND, false);
         refill.claiming(t0);
         refill.claimed(16, Some(3));
         assert!(refill.is_drained());
@@ -164,11 +181,34 @@ mod tests {
     #[test]
     fn after_a_failed_claim_only_the_interval_brings_the_next() {
         let t0 = Instant::now();
-        let mut refill = Refill::new(16, SECOND);
+        let mut refill = Refill::new(16, 100, SECOND, false);
         refill.claiming(t0);
         refill.claimed(16, None);
         refill.attempt_ended(after(t0, 10));
         refill.woken();
         assert_eq!(refill.next_claim(after(t0, 20), 16, 0), Some(t0 + SECOND));
+    }
+
+    #[test]
+    fn a_run_looks_again_after_a_short_claim_that_found_something_before_it_ends() {
+        let t0 = Instant::now();
+        let mut refill = Refill::new(16, 100, SECOND, true);
+        refill.claiming(t0);
+        refill.claimed(4, Some(3));
+        assert!(!refill.found_nothing());
+        assert_eq!(refill.next_claim(after(t0, 50), 16, 0), Some(after(t0, 50)));
+        assert_eq!(refill.next_claim(after(t0, 50), 14, 2), Some(t0 + SECOND));
+        refill.claiming(after(t0, 50));
+        refill.claimed(16, Some(0));
+        assert!(refill.found_nothing());
+    }
+
+    #[test]
+    fn a_batch_smaller_than_a_quarter_of_the_slots_refills_at_its_size() {
+        let t0 = Instant::now();
+        let mut refill = Refill::new(16, 1, SECOND, false);
+        refill.claiming(t0);
+        refill.claimed(1, Some(1));
+        assert_eq!(refill.next_claim(after(t0, 1), 1, 15), Some(after(t0, 1)));
     }
 }

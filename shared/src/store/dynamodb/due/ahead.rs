@@ -92,7 +92,7 @@ impl ReadAhead {
                     .and_then(Option::take)
                     .filter(|reader| unmoved && skips_nothing_due(reader));
                 match reader {
-                    Some(reader) => reader.resume(goal.upper.clone()),
+                    Some(reader) => reader.resume(goal.upper.clone(), start.key.as_ref()),
                     None => ShardReader::new(shard, start.key.clone(), goal.upper.clone()),
                 }
             })

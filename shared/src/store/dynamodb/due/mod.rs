@@ -148,6 +148,8 @@ impl DueQueue {
                 scan.preferred = None;
                 scan.read(&self.table, &self.state, &mut behind).await?;
                 scan.found.claimable.sort_by_cached_key(ListKey::of);
+                // A kept reader and the look-back may meet at the cursor's millisecond.
+                scan.found.claimable.dedup_by_key(|task| task.id);
                 scan.found.claimable.truncate(goal.want);
             }
         }

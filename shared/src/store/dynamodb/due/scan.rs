@@ -65,7 +65,8 @@ impl ShardReader {
     /// when nothing is buffered: an entry created in the same millisecond may sort before
     /// it). It never moves the cursor: the entries it skips (those the earlier scan took) may
     /// not be finished.
-    pub fn resume(self, to: ListKey) -> Self {
+    /// Never below `floor`, the cursor: what lies behind it is the look-back's to read.
+    pub fn resume(self, to: ListKey, floor: Option<&ListKey>) -> Self {
         let lo = match &self.last_read {
             Some(last) if self.buffer.is_empty() => last
                 .instant()
@@ -73,6 +74,10 @@ impl ShardReader {
                 .or_else(|| Some(last.clone())),
             Some(last) => Some(last.clone()),
             None => self.range.lo.clone(),
+        };
+        let lo = match (lo, floor) {
+            (Some(lo), Some(floor)) => Some(lo.max(floor.clone())),
+            (lo, floor) => lo.or_else(|| floor.cloned()),
         };
         Self {
             range: KeyRange {
