@@ -14,7 +14,7 @@ use tasker::tasks::TypeSettings;
 use tasker::{NewTask, ProcessorSettings, Registry, Store, TaskError, Tasker};
 use tokio::sync::{Notify, watch};
 
-use crate::phases::{CONCURRENCY, unix_ms};
+use crate::phases::{CONCURRENCY, percentiles, unix_ms};
 use crate::results::{Crash, MixedLatency, Occupancy};
 
 /// The task mix: every `slow_every`-th task is slow.
@@ -295,19 +295,6 @@ pub async fn crash_recovery(
         grace_seconds: settings.grace.as_secs_f64(),
         recovery_seconds: took.as_secs_f64(),
     }
-}
-
-/// p50, p99 and max of `values`.
-fn percentiles(mut values: Vec<f64>) -> (f64, f64, f64) {
-    values.sort_by(f64::total_cmp);
-    let pick = |q: f64| -> f64 {
-        if values.is_empty() {
-            return f64::NAN;
-        }
-        let index = ((q * values.len() as f64).ceil() as usize).clamp(1, values.len()) - 1;
-        values[index]
-    };
-    (pick(0.50), pick(0.99), pick(1.0))
 }
 
 /// The child side of the crash pass: `tasker serve`'s processor loop over `store` until killed.

@@ -293,24 +293,30 @@ pub async fn start_delay(
         ..poll
     };
     tasker.poll_queue(None, poll).await.expect("poll window");
-    let mut delays = delays.lock().unwrap_or_else(|p| p.into_inner()).clone();
+    let delays = delays.lock().unwrap_or_else(|p| p.into_inner()).clone();
     assert_eq!(
         delays.len(),
         n,
         "every timed task started within the window"
     );
-    delays.sort_by(f64::total_cmp);
-    let pick = |q: f64| -> f64 {
-        if delays.is_empty() {
-            return f64::NAN;
-        }
-        let index = ((q * delays.len() as f64).ceil() as usize).clamp(1, delays.len()) - 1;
-        delays[index]
-    };
+    let (p50_ms, p99_ms, max_ms) = percentiles(delays.clone());
     StartDelay {
         tasks: delays.len(),
-        p50_ms: pick(0.50),
-        p99_ms: pick(0.99),
-        max_ms: pick(1.0),
+        p50_ms,
+        p99_ms,
+        max_ms,
     }
+}
+
+/// p50, p99 and max of `values` (NaN when there are none).
+pub fn percentiles(mut values: Vec<f64>) -> (f64, f64, f64) {
+    values.sort_by(f64::total_cmp);
+    let pick = |q: f64| -> f64 {
+        if values.is_empty() {
+            return f64::NAN;
+        }
+        let index = ((q * values.len() as f64).ceil() as usize).clamp(1, values.len()) - 1;
+        values[index]
+    };
+    (pick(0.50), pick(0.99), pick(1.0))
 }

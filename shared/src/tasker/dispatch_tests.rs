@@ -96,6 +96,15 @@ async fn next<T>(events: &mut mpsc::UnboundedReceiver<T>, what: &str) -> T {
         .unwrap_or_else(|| panic!("{what}: the handlers are gone"))
 }
 
+/// The summary of a spawned run, once it ends.
+async fn finished(run: tokio::task::JoinHandle<Result<RunSummary, TaskerError>>) -> RunSummary {
+    tokio::time::timeout(HANG, run)
+        .await
+        .expect("the run ends")
+        .expect("run task")
+        .expect("run")
+}
+
 async fn status(tasker: &Tasker<SqliteStore>, id: TaskId) -> TaskStatus {
     tasker.get(id).await.expect("get").status
 }
@@ -128,11 +137,7 @@ async fn a_blocked_handler_holds_one_slot_while_the_tasks_behind_it_run() {
     }
     assert_eq!(status(&tasker, slow).await, TaskStatus::Running);
     h.release.send_replace(true);
-    let summary = tokio::time::timeout(HANG, run)
-        .await
-        .expect("the run ends")
-        .expect("run task")
-        .expect("run");
+    let summary = finished(run).await;
     assert_eq!(
         (summary.claimed, summary.succeeded),
         (21, 21),
@@ -153,11 +158,7 @@ async fn a_task_created_during_a_run_is_claimed_in_that_run() {
     let late = create(&tasker, "fast").await;
     assert_eq!(next(&mut h.fast_done, "the late task").await, late);
     h.release.send_replace(true);
-    let summary = tokio::time::timeout(HANG, run)
-        .await
-        .expect("the run ends")
-        .expect("run task")
-        .expect("run");
+    let summary = finished(run).await;
     assert_eq!((summary.claimed, summary.succeeded), (2, 2), "{summary:?}");
 }
 
