@@ -30,6 +30,21 @@ enum Span {
     UntilStopped,
 }
 
+impl Span {
+    /// True while this span still claims at `now`.
+    fn claims_at(self, now: Instant) -> bool {
+        self.end().is_none_or(|end| now < end)
+    }
+
+    /// When it stops claiming on its own, if ever.
+    fn end(self) -> Option<Instant> {
+        match self {
+            Self::Until(end) => Some(end),
+            Self::UntilIdle | Self::UntilStopped => None,
+        }
+    }
+}
+
 /// A claim in flight: when it started (its leases count from then) and its answer.
 type Claiming<'a> =
     Pin<Box<dyn Future<Output = (Instant, usize, Result<Vec<Task>, StoreError>)> + Send + 'a>>;
@@ -141,13 +156,7 @@ impl<S: TaskQueue> Tasker<S> {
         let mut stop = stop;
         loop {
             let now = Instant::now();
-            let open = !stopped
-                && !out_of_time
-                && limits.may_claim()
-                && match span {
-                    Span::Until(end) => now < end,
-                    Span::UntilIdle | Span::UntilStopped => true,
-                };
+            let open = !stopped && !out_of_time && limits.may_claim() && span.claims_at(now);
             let free = slots.saturating_sub(running.len() + asked);
             let next_claim = refill
                 .next_claim(now, free, running.len())
@@ -169,11 +178,7 @@ impl<S: TaskQueue> Tasker<S> {
                 }
             }
             // Wake up to claim for free slots, or to notice that claims must stop.
-            let window_end = match span {
-                Span::Until(end) => Some(end),
-                Span::UntilIdle | Span::UntilStopped => None,
-            };
-            let timer = [next_claim, window_end, limits.last_claim()]
+            let timer = [next_claim, span.end(), limits.last_claim()]
                 .into_iter()
                 .flatten()
                 .min()
@@ -192,26 +197,13 @@ impl<S: TaskQueue> Tasker<S> {
                     claiming = None;
                     asked = 0;
                     claims += 1;
-                    match result {
-                        Ok(batch) => {
-                            refill.claimed(want, Some(batch.len()));
-                            if !batch.is_empty() {
-                                period.start();
-                                period.summary.claimed += batch.len();
-                            }
-                            for task in batch {
-                                let lease_ends = claim_started + self.leases.duration(&task.task_type);
-                                running.push(self.run_one(Claimed { task, lease_ends }, limits));
-                            }
-                        }
-                        // Nothing done yet: the failure fails the run, so the invocation
-                        // itself reports the outage.
-                        Err(err) if claims == 1 && span != Span::UntilStopped => return Err(err.into()),
-                        Err(err) => {
-                            tracing::error!(error = %Report(&err), "claiming due tasks failed; trying again after the interval");
-                            period.summary.errors += 1;
-                            refill.claimed(want, None);
-                        }
+                    // Nothing done yet: a failure fails the run, so the invocation itself
+                    // reports the outage.
+                    let fatal = claims == 1 && span != Span::UntilStopped;
+                    let batch = taken(result, want, fatal, &mut refill, &mut period)?;
+                    for task in batch {
+                        let lease_ends = claim_started + self.leases.duration(&task.task_type);
+                        running.push(self.run_one(Claimed { task, lease_ends }, limits));
                     }
                 }
                 () = sleep_until(timer), if timer.is_some() => {}
@@ -233,6 +225,34 @@ impl<S: TaskQueue> Tasker<S> {
             let result = self.store.claim_due(now, now, want, &self.leases).await;
             (started, want, result)
         })
+    }
+}
+
+/// The tasks a claim that asked for `want` brought, noted in `refill` and `period`; a failure
+/// is counted and leaves nothing to run, unless it is `fatal`.
+fn taken(
+    result: Result<Vec<Task>, StoreError>,
+    want: usize,
+    fatal: bool,
+    refill: &mut Refill,
+    period: &mut Period,
+) -> Result<Vec<Task>, TaskerError> {
+    match result {
+        Ok(batch) => {
+            refill.claimed(want, Some(batch.len()));
+            if !batch.is_empty() {
+                period.start();
+                period.summary.claimed += batch.len();
+            }
+            Ok(batch)
+        }
+        Err(err) if fatal => Err(err.into()),
+        Err(err) => {
+            tracing::error!(error = %Report(&err), "claiming due tasks failed; trying again after the interval");
+            period.summary.errors += 1;
+            refill.claimed(want, None);
+            Ok(Vec::new())
+        }
     }
 }
 
