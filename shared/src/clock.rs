@@ -77,10 +77,16 @@ fn to_time(duration: Duration) -> time::Duration {
     time::Duration::try_from(duration).unwrap_or(time::Duration::MAX)
 }
 
-/// The text is not an RFC 3339 timestamp.
+/// The text is not a timestamp Tasker accepts (the offending text, cut to 64 characters).
 #[derive(Debug, thiserror::Error)]
-#[error("not an RFC 3339 timestamp: {0:?}")]
-pub struct InvalidTimestamp(pub String);
+pub enum InvalidTimestamp {
+    /// Not RFC 3339.
+    #[error("not an RFC 3339 timestamp: {0:?}")]
+    Format(String),
+    /// RFC 3339, but outside years 1970–9999.
+    #[error("outside the years 1970 to 9999: {0:?}")]
+    OutOfRange(String),
+}
 
 impl FromStr for Timestamp {
     type Err = InvalidTimestamp;
@@ -88,10 +94,10 @@ impl FromStr for Timestamp {
     /// Accepts any RFC 3339 timestamp (any offset, any precision) within years 1970–9999.
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         let parsed = OffsetDateTime::parse(s, &Rfc3339)
-            .map_err(|_| InvalidTimestamp(s.chars().take(64).collect()))?;
+            .map_err(|_| InvalidTimestamp::Format(s.chars().take(64).collect()))?;
         let utc = parsed.to_offset(UtcOffset::UTC);
         if !(1970..=9999).contains(&utc.year()) {
-            return Err(InvalidTimestamp(s.chars().take(64).collect()));
+            return Err(InvalidTimestamp::OutOfRange(s.chars().take(64).collect()));
         }
         Ok(Self::new(utc))
     }

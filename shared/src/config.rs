@@ -113,8 +113,9 @@ pub struct Config {
     pub poll: PollSettings,
     /// `TASKER_SERVICE`: the `Service` dimension of the processor's metrics (default `tasker`).
     pub service: String,
-    /// `TASKER_RETENTION`: finished tasks older than this are deleted by cleanup (default `0s`);
-    /// on DynamoDB also their TTL.
+    /// `TASKER_RETENTION`: finished tasks older than this are deleted by cleanup (default
+    /// `24h`, so a task that just ran can still be read after a restart); on DynamoDB also
+    /// their TTL.
     pub retention: Duration,
     /// `TASKER_CLEANUP_GRACE` (default `0s`): how much longer cleanup leaves finished tasks to
     /// DynamoDB's TTL, whose deletes are free, before deleting them itself (2 write units each).
@@ -150,7 +151,7 @@ impl Config {
             task_defaults: task_defaults(&get)?,
             poll: poll_settings(&get)?,
             service: get("TASKER_SERVICE").unwrap_or_else(|| "tasker".to_owned()),
-            retention: parse(&get, "TASKER_RETENTION", Duration::ZERO, duration)?,
+            retention: parse(&get, "TASKER_RETENTION", DEFAULT_RETENTION, duration)?,
             cleanup_grace: parse(&get, "TASKER_CLEANUP_GRACE", Duration::ZERO, duration)?,
             sweep_entries: parse(&get, "TASKER_SWEEP_ENTRIES", DEFAULT_SWEEP_ENTRIES, |v| {
                 bounded(v, 0, 10_000_000).map(|n| n as u64)
@@ -415,6 +416,8 @@ fn seconds(value: &str) -> Result<Duration, String> {
 /// Due-queue entries one cleanup run sweeps by default: about 50,000 read units, a minute or
 /// two of a cleanup invocation.
 const DEFAULT_SWEEP_ENTRIES: u64 = 100_000;
+/// How long finished tasks are kept by default: a day, as River keeps completed jobs.
+const DEFAULT_RETENTION: Duration = Duration::from_secs(24 * 3600);
 
 /// Longest poll window: a Lambda invocation lasts at most 15 minutes.
 const MAX_POLL_WINDOW: Duration = Duration::from_secs(14 * 60);
@@ -453,7 +456,7 @@ mod tests {
         assert_eq!(config.store, StoreKind::Sqlite);
         assert_eq!(config.processor.batch_size, 100);
         assert_eq!(config.processor.concurrency, 16);
-        assert_eq!(config.retention, Duration::ZERO);
+        assert_eq!(config.retention, Duration::from_secs(24 * 3600));
         assert_eq!(config.webhook.timeout, Duration::from_secs(10));
         assert_eq!(config.local_auth(), AuthMode::Open);
         assert!(matches!(config.lambda_auth(), AuthMode::Deny(_)));

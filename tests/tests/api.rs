@@ -90,6 +90,58 @@ fn bad_creates() -> Vec<(Vec<u8>, StatusCode, &'static str)> {
             bad,
             "unknown_field",
         ),
+        // A field given twice would let the last copy win: `delaySeconds` null means "now".
+        case(
+            r#"{"type":"sendWebhook","payload":{},"delaySeconds":3600,"delaySeconds":null}"#,
+            bad,
+            "duplicate_field",
+        ),
+        case(
+            r#"{"type":"sendWebhook","type":"sendWebhook","payload":{}}"#,
+            bad,
+            "duplicate_field",
+        ),
+        case(
+            r#"{"type":"sendWebhook","payload":{"url":"a","url":"b"}}"#,
+            bad,
+            "duplicate_field",
+        ),
+        // null is never "absent": every field is either left out or a value of its type.
+        case(
+            r#"{"type":"sendWebhook","payload":null}"#,
+            bad,
+            "invalid_field",
+        ),
+        case(
+            r#"{"type":"sendWebhook","payload":{},"delaySeconds":null}"#,
+            bad,
+            "invalid_field",
+        ),
+        case(
+            r#"{"type":"sendWebhook","payload":{},"maxAttempts":null}"#,
+            bad,
+            "invalid_field",
+        ),
+        case(
+            r#"{"type":"sendWebhook","payload":{},"scheduledAt":null}"#,
+            bad,
+            "invalid_field",
+        ),
+        case(
+            r#"{"type":"sendWebhook","payload":{},"referenceUid":null}"#,
+            bad,
+            "invalid_field",
+        ),
+        case(
+            r#"{"type":"sendWebhook","payload":{},"idempotencyKey":null}"#,
+            bad,
+            "invalid_field",
+        ),
+        case(
+            r#"{"type":"sendWebhook","payload":{},"scheduledAt":"1969-12-31T23:59:59Z"}"#,
+            bad,
+            "invalid_field",
+        ),
         (
             format!(
                 r#"{{"type":"sendWebhook","payload":{{}},"referenceUid":"{}"}}"#,
@@ -371,4 +423,121 @@ async fn the_token_is_required_everywhere_but_healthz() {
     // Unknown routes are hidden behind auth too.
     let (status, _) = call(&app, Method::GET, "/nope", Body::empty(), None).await;
     assert_eq!(status, StatusCode::UNAUTHORIZED);
+}
+
+/// Sends `request` through `app`: the status, one header's value and the JSON body.
+async fn answer_with_header(
+    app: &axum::Router,
+    request: http::Request<Body>,
+    header: &str,
+) -> (StatusCode, Option<String>, serde_json::Value) {
+    use tower::ServiceExt;
+    let response = app.clone().oneshot(request).await.expect("answer");
+    let status = response.status();
+    let value = response
+        .headers()
+        .get(header)
+        .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned());
+    let bytes = axum::body::to_bytes(response.into_body(), usize::MAX)
+        .await
+        .expect("body");
+    (
+        status,
+        value,
+        serde_json::from_slice(&bytes).unwrap_or_default(),
+    )
+}
+
+#[tokio::test]
+async fn json_bodies_need_the_json_content_type() {
+    let app = router(
+        Store::Sqlite(SqliteStore::in_memory().expect("sqlite")),
+        AuthMode::Open,
+    );
+    let bodies = [
+        ("/tasks", r#"{"type":"sendWebhook","payload":{}}"#),
+        ("/tasks/cancel", r#"{"referenceUid":"r"}"#),
+        (
+            "/tasks/batch",
+            r#"{"tasks":[{"type":"sendWebhook","payload":{}}]}"#,
+        ),
+    ];
+    for (path, body) in bodies {
+        // What a cross-site page may send without a CORS preflight, and what curl -d sends.
+        for content_type in [
+            Some("text/plain"),
+            Some("text/plain;charset=UTF-8"),
+            Some("application/x-www-form-urlencoded"),
+            Some("multipart/form-data; boundary=x"),
+            Some("application/jsonx"),
+            None,
+        ] {
+            let mut request = http::Request::builder().method(Method::POST).uri(path);
+            if let Some(content_type) = content_type {
+                request = request.header("content-type", content_type);
+            }
+            let request = request.body(Body::from(body)).expect("request");
+            let (status, _, json) = answer_with_header(&app, request, "content-type").await;
+            assert_eq!(
+                status,
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                "{path} {content_type:?}"
+            );
+            assert_eq!(json["error"]["code"], "unsupported_media_type");
+            assert!(
+                json["error"]["message"]
+                    .as_str()
+                    .is_some_and(|m| m.contains("Content-Type")),
+                "{json}"
+            );
+        }
+        for content_type in ["application/json", "Application/JSON; charset=utf-8"] {
+            let request = http::Request::builder()
+                .method(Method::POST)
+                .uri(path)
+                .header("content-type", content_type)
+                .body(Body::from(body))
+                .expect("request");
+            let (status, _, json) = answer_with_header(&app, request, "content-type").await;
+            assert!(
+                status.is_success(),
+                "{path} {content_type}: {status} {json}"
+            );
+        }
+    }
+    let (status, json) = call(&app, Method::GET, "/stats", Body::empty(), None).await;
+    assert_eq!(status, StatusCode::OK);
+    // Two accepted content types, each through `/tasks` and `/tasks/batch`.
+    assert_eq!(json["counts"]["pending"], 4);
+}
+
+#[tokio::test]
+async fn the_bearer_scheme_ignores_case_and_a_401_says_how_to_authenticate() {
+    let app = router(
+        Store::Sqlite(SqliteStore::in_memory().expect("sqlite")),
+        AuthMode::Token("s3cret-token".into()),
+    );
+    let stats = |authorization: Option<&str>| {
+        let mut request = http::Request::builder().uri("/stats");
+        if let Some(value) = authorization {
+            request = request.header("authorization", value);
+        }
+        request.body(Body::empty()).expect("request")
+    };
+    for scheme in ["Bearer", "bearer", "BEARER"] {
+        let value = format!("{scheme} s3cret-token");
+        let (status, _, _) =
+            answer_with_header(&app, stats(Some(&value)), "www-authenticate").await;
+        assert_eq!(status, StatusCode::OK, "{value}");
+    }
+    let (status, challenge, _) = answer_with_header(&app, stats(None), "www-authenticate").await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    assert_eq!(challenge.as_deref(), Some(r#"Bearer realm="tasker""#));
+    let (status, challenge, _) =
+        answer_with_header(&app, stats(Some("bearer wrong")), "www-authenticate").await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    assert_eq!(
+        challenge.as_deref(),
+        Some(r#"Bearer realm="tasker", error="invalid_token""#)
+    );
 }

@@ -41,6 +41,8 @@ impl Life {
             ("TASKER_API_TOKEN", TOKEN.to_owned()),
             ("TASKER_RETRY_INITIAL", "1s".to_owned()),
             ("TASKER_RETRY_MAX", "2s".to_owned()),
+            // The cleanup step deletes what just finished (the default keeps a day).
+            ("TASKER_RETENTION", "0s".to_owned()),
         ]);
         let store_args: Vec<String> = store_args.iter().map(|a| (*a).to_owned()).collect();
         let mut serve_args = store_args.clone();

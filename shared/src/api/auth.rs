@@ -25,7 +25,7 @@ pub async fn require_auth(
         AuthMode::Open | AuthMode::Iam => next.run(request).await,
         AuthMode::Deny(reason) => {
             tracing::error!(reason = %reason, "request refused: authentication is not configured");
-            ApiError::unauthorized("authentication is not configured on this service")
+            ApiError::unauthorized("authentication is not configured on this service", false)
                 .into_response()
         }
         AuthMode::Token(expected) => {
@@ -33,15 +33,27 @@ pub async fn require_auth(
                 .headers()
                 .get(AUTHORIZATION)
                 .and_then(|value| value.to_str().ok())
-                .and_then(|value| value.strip_prefix("Bearer "));
+                .and_then(bearer_token);
             match presented {
                 Some(token) if token_matches(token, expected) => next.run(request).await,
-                Some(_) => ApiError::unauthorized("the bearer token is not valid").into_response(),
-                None => ApiError::unauthorized("missing `Authorization: Bearer <token>` header")
-                    .into_response(),
+                Some(_) => {
+                    ApiError::unauthorized("the bearer token is not valid", true).into_response()
+                }
+                None => {
+                    ApiError::unauthorized("missing `Authorization: Bearer <token>` header", false)
+                        .into_response()
+                }
             }
         }
     }
+}
+
+/// The token of an `Authorization: Bearer <token>` value. The scheme is matched without
+/// regard to case (RFC 9110 section 11.1); spaces around the token are not part of it.
+fn bearer_token(value: &str) -> Option<&str> {
+    let (scheme, token) = value.trim_start().split_once(' ')?;
+    let token = token.trim();
+    (scheme.eq_ignore_ascii_case("bearer") && !token.is_empty()).then_some(token)
 }
 
 /// Compares digests in constant time, so neither the content nor the length of the expected
@@ -50,4 +62,19 @@ fn token_matches(presented: &str, expected: &str) -> bool {
     let presented = Sha256::digest(presented.as_bytes());
     let expected = Sha256::digest(expected.as_bytes());
     presented.as_slice().ct_eq(expected.as_slice()).into()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::bearer_token;
+
+    #[test]
+    fn the_scheme_is_matched_without_regard_to_case() {
+        for value in ["Bearer t0k", "bearer t0k", "BEARER  t0k ", "bEaReR t0k"] {
+            assert_eq!(bearer_token(value), Some("t0k"), "{value:?}");
+        }
+        for value in ["Basic dXNlcg==", "Bearer", "Bearer   ", "Bearert0k", "t0k"] {
+            assert_eq!(bearer_token(value), None, "{value:?}");
+        }
+    }
 }

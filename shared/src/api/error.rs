@@ -21,6 +21,8 @@ pub struct ApiError {
     pub message: String,
     /// For `duplicate`: the task that is still pending or running.
     pub existing_id: Option<TaskId>,
+    /// For 401: the `WWW-Authenticate` challenge (RFC 6750).
+    pub challenge: Option<&'static str>,
 }
 
 #[derive(Serialize)]
@@ -46,6 +48,7 @@ impl ApiError {
             code,
             message: message.into(),
             existing_id: None,
+            challenge: None,
         }
     }
 
@@ -63,9 +66,16 @@ impl ApiError {
         )
     }
 
-    /// 401.
-    pub fn unauthorized(message: impl Into<String>) -> Self {
-        Self::new(StatusCode::UNAUTHORIZED, "unauthorized", message)
+    /// 401 with the bearer challenge; `invalid_token` when a token was given but is wrong.
+    pub fn unauthorized(message: impl Into<String>, invalid_token: bool) -> Self {
+        Self {
+            challenge: Some(if invalid_token {
+                r#"Bearer realm="tasker", error="invalid_token""#
+            } else {
+                r#"Bearer realm="tasker""#
+            }),
+            ..Self::new(StatusCode::UNAUTHORIZED, "unauthorized", message)
+        }
     }
 }
 
@@ -85,7 +95,14 @@ impl ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        (self.status, Json(self.body())).into_response()
+        let mut response = (self.status, Json(self.body())).into_response();
+        if let Some(challenge) = self.challenge {
+            response.headers_mut().insert(
+                axum::http::header::WWW_AUTHENTICATE,
+                axum::http::HeaderValue::from_static(challenge),
+            );
+        }
+        response
     }
 }
 

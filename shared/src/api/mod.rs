@@ -3,6 +3,7 @@
 pub mod auth;
 pub mod error;
 pub mod requests;
+pub mod strict_json;
 
 use std::sync::Arc;
 
@@ -10,7 +11,8 @@ use axum::Router;
 use axum::body::Bytes;
 use axum::extract::rejection::{BytesRejection, PathRejection};
 use axum::extract::{DefaultBodyLimit, Path, RawQuery, State};
-use axum::http::StatusCode;
+use axum::http::header::CONTENT_TYPE;
+use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Json, Response};
 use axum::routing::{delete, get, post};
 use futures::StreamExt;
@@ -86,8 +88,30 @@ pub fn router<S: ApiStore>(tasker: Arc<Tasker<S>>, auth: AuthMode) -> Router {
         ))
 }
 
-/// Reads the body, turning a too-large or unreadable body into a JSON error.
-fn body_bytes(body: Result<Bytes, BytesRejection>) -> Result<Bytes, ApiError> {
+/// Reads a JSON body: the request must say `Content-Type: application/json` (parameters such
+/// as `charset` allowed), and a too-large or unreadable body is a JSON error.
+///
+/// The type check keeps browsers out: a cross-site page can POST `text/plain` without asking
+/// first (a CORS "simple request"), but never `application/json`.
+fn json_body(headers: &HeaderMap, body: Result<Bytes, BytesRejection>) -> Result<Bytes, ApiError> {
+    let given = headers
+        .get(CONTENT_TYPE)
+        .map(|value| String::from_utf8_lossy(value.as_bytes()).into_owned());
+    let is_json = given.as_deref().is_some_and(|value| {
+        let essence = value.split(';').next().unwrap_or_default().trim();
+        essence.eq_ignore_ascii_case("application/json")
+    });
+    if !is_json {
+        let given = given.map_or_else(
+            || "none was given".to_owned(),
+            |value| format!("got `{}`", value.chars().take(64).collect::<String>()),
+        );
+        return Err(ApiError::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "unsupported_media_type",
+            format!("the `Content-Type` header must be application/json; {given}"),
+        ));
+    }
     body.map_err(|rejection| {
         if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
             ApiError::new(
@@ -112,9 +136,10 @@ fn task_id(path: Result<Path<String>, PathRejection>) -> Result<TaskId, ApiError
 
 async fn create<S: ApiStore>(
     State(tasker): State<AppState<S>>,
+    headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
-    let body = body_bytes(body)?;
+    let body = json_body(&headers, body)?;
     let new = requests::parse_create(&body, tasker.now())?;
     // A create runs to completion even if the client disconnects, so its store writes
     // (reference guard, then task) are never cut in half.
@@ -175,9 +200,10 @@ async fn cancel<S: ApiStore>(
 
 async fn cancel_by_reference<S: ApiStore>(
     State(tasker): State<AppState<S>>,
+    headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
-    let body = body_bytes(body)?;
+    let body = json_body(&headers, body)?;
     let request = requests::parse_cancel_by_reference(&body)?;
     let ids = tasker
         .cancel_by_reference(&request.reference_uid, request.task_type.as_deref())
@@ -198,9 +224,10 @@ async fn retry<S: ApiStore>(
 
 async fn batch<S: ApiStore>(
     State(tasker): State<AppState<S>>,
+    headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
-    let body = body_bytes(body)?;
+    let body = json_body(&headers, body)?;
     let items = requests::parse_batch(&body, tasker.now())?;
     // Runs to completion even if the client disconnects, like a single create.
     let results = tokio::spawn(async move {

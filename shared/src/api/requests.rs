@@ -5,7 +5,8 @@ use std::time::Duration;
 use serde_json::{Map, Value};
 
 use super::error::ApiError;
-use crate::clock::Timestamp;
+use super::strict_json::{self, StrictJsonError};
+use crate::clock::{InvalidTimestamp, Timestamp};
 use crate::store::{InvalidCursor, ListFilter, ListKey};
 use crate::task::{
     MAX_ATTEMPTS_LIMIT, MAX_REFERENCE_UID_CHARS, MAX_TYPE_CHARS, NewTask, ValidationError,
@@ -35,10 +36,23 @@ pub struct CancelByReference {
     pub task_type: Option<String>,
 }
 
-/// Parses a JSON object body with only `allowed` fields.
+/// Parses a JSON object body with only `allowed` fields; a key given twice is refused.
 fn object(body: &[u8], allowed: &[&str]) -> Result<Map<String, Value>, ApiError> {
-    let value: Value = serde_json::from_slice(body).map_err(|err| {
-        ApiError::bad_request("invalid_json", format!("the body is not valid JSON: {err}"))
+    let value = strict_json::parse(body).map_err(|err| match err {
+        StrictJsonError::Syntax(err) => {
+            ApiError::bad_request("invalid_json", format!("the body is not valid JSON: {err}"))
+        }
+        StrictJsonError::DuplicateKey { key, within } => {
+            let place =
+                within.map_or_else(String::new, |top| format!(" inside `{}`", truncate(&top)));
+            ApiError::bad_request(
+                "duplicate_field",
+                format!(
+                    "`{}` is given more than once{place}; give each field once",
+                    truncate(&key)
+                ),
+            )
+        }
     })?;
     fields(value, allowed)
 }
@@ -76,9 +90,13 @@ fn invalid(field: &'static str, reason: impl Into<String>) -> ApiError {
     .into()
 }
 
+/// `null` is refused wherever a value is given: a field is either left out or means what it says.
+const NULL_REFUSED: &str = "must not be null; leave the field out instead";
+
 fn required_string(map: &Map<String, Value>, field: &'static str) -> Result<String, ApiError> {
     match map.get(field) {
-        None | Some(Value::Null) => Err(ValidationError::Missing(field).into()),
+        None => Err(ValidationError::Missing(field).into()),
+        Some(Value::Null) => Err(invalid(field, "must be a string, not null")),
         Some(Value::String(text)) => Ok(text.clone()),
         Some(_) => Err(invalid(field, "must be a string")),
     }
@@ -89,27 +107,37 @@ fn optional_string(
     field: &'static str,
 ) -> Result<Option<String>, ApiError> {
     match map.get(field) {
-        None | Some(Value::Null) => Ok(None),
+        None => Ok(None),
+        Some(Value::Null) => Err(invalid(field, NULL_REFUSED)),
         Some(Value::String(text)) => Ok(Some(text.clone())),
         Some(_) => Err(invalid(field, "must be a string")),
     }
 }
 
+/// A whole number from `min` to `max`. An integral float (`60.0`) counts, as in JSON Schema:
+/// many JSON encoders write every number as a float.
 fn optional_integer(
     map: &Map<String, Value>,
     field: &'static str,
-    max: u64,
+    (min, max): (u64, u64),
 ) -> Result<Option<u64>, ApiError> {
+    let rule = || invalid(field, format!("must be a whole number from {min} to {max}"));
     match map.get(field) {
-        None | Some(Value::Null) => Ok(None),
-        Some(Value::Number(number)) => match number.as_u64() {
-            Some(n) if n <= max => Ok(Some(n)),
-            _ => Err(invalid(
-                field,
-                format!("must be a whole number from 0 to {max}"),
-            )),
-        },
-        Some(_) => Err(invalid(field, "must be a number")),
+        None => Ok(None),
+        Some(Value::Null) => Err(invalid(field, NULL_REFUSED)),
+        Some(Value::Number(number)) => {
+            let whole = number.as_u64().or_else(|| {
+                number
+                    .as_f64()
+                    .filter(|f| f.fract() == 0.0 && (0.0..=max as f64).contains(f))
+                    .map(|f| f as u64)
+            });
+            whole
+                .filter(|n| (min..=max).contains(n))
+                .map(Some)
+                .ok_or_else(rule)
+        }
+        Some(_) => Err(rule()),
     }
 }
 
@@ -150,21 +178,20 @@ pub fn parse_batch(
 fn create_from(map: Map<String, Value>, now: Timestamp) -> Result<NewTask, ApiError> {
     let task_type = required_string(&map, "type")?;
     let payload = match map.get("payload") {
-        None | Some(Value::Null) => return Err(ValidationError::Missing("payload").into()),
+        None => return Err(ValidationError::Missing("payload").into()),
+        Some(Value::Null) => {
+            return Err(invalid("payload", "must be a JSON value other than null"));
+        }
         Some(Value::String(text)) => text.clone(),
         Some(other) => other.to_string(),
     };
     let scheduled_at = optional_string(&map, "scheduledAt")?
         .map(|text| {
-            text.parse::<Timestamp>().map_err(|_| {
-                invalid(
-                    "scheduledAt",
-                    "must be an RFC 3339 timestamp such as 2026-01-31T09:30:00Z",
-                )
-            })
+            text.parse::<Timestamp>()
+                .map_err(|err| invalid("scheduledAt", timestamp_rule(&err)))
         })
         .transpose()?;
-    let delay = optional_integer(&map, "delaySeconds", MAX_DELAY_SECONDS)?;
+    let delay = optional_integer(&map, "delaySeconds", (0, MAX_DELAY_SECONDS))?;
     let scheduled_at = match (scheduled_at, delay) {
         (Some(_), Some(_)) => {
             return Err(invalid(
@@ -176,15 +203,9 @@ fn create_from(map: Map<String, Value>, now: Timestamp) -> Result<NewTask, ApiEr
         (None, Some(seconds)) => Some(now.plus(Duration::from_secs(seconds))),
         (None, None) => None,
     };
-    let max_attempts = optional_integer(&map, "maxAttempts", u64::from(MAX_ATTEMPTS_LIMIT))?
+    let max_attempts = optional_integer(&map, "maxAttempts", (1, u64::from(MAX_ATTEMPTS_LIMIT)))?
         .map(|n| u32::try_from(n).map_err(|_| invalid("maxAttempts", "is too large")))
         .transpose()?;
-    if max_attempts == Some(0) {
-        return Err(invalid(
-            "maxAttempts",
-            format!("must be between 1 and {MAX_ATTEMPTS_LIMIT}"),
-        ));
-    }
     let new = NewTask {
         task_type,
         payload,
@@ -195,6 +216,20 @@ fn create_from(map: Map<String, Value>, now: Timestamp) -> Result<NewTask, ApiEr
     };
     new.validate()?;
     Ok(new)
+}
+
+/// What a refused `scheduledAt` breaks: the format, or the range Tasker stores.
+fn timestamp_rule(err: &InvalidTimestamp) -> String {
+    match err {
+        InvalidTimestamp::Format(_) => {
+            "must be an RFC 3339 timestamp such as 2026-01-31T09:30:00Z".to_owned()
+        }
+        InvalidTimestamp::OutOfRange(_) => format!(
+            "must be from {} to {} (the instants Tasker stores)",
+            Timestamp::MIN,
+            Timestamp::MAX
+        ),
+    }
 }
 
 /// Parses `POST /tasks/cancel`.
@@ -356,6 +391,100 @@ mod tests {
             assert_eq!(err.code, *code, "{}", String::from_utf8_lossy(body));
             assert!(err.message.contains(field), "{}", err.message);
         }
+    }
+
+    #[test]
+    fn null_is_refused_and_a_repeated_field_never_wins() {
+        for field in [
+            "delaySeconds",
+            "maxAttempts",
+            "scheduledAt",
+            "referenceUid",
+            "idempotencyKey",
+            "payload",
+            "type",
+        ] {
+            let body = match field {
+                "type" => r#"{"payload":1,"type":null}"#.to_owned(),
+                "payload" => r#"{"type":"t","payload":null}"#.to_owned(),
+                _ => format!(r#"{{"type":"t","payload":1,"{field}":null}}"#),
+            };
+            let err = parse_create(body.as_bytes(), now()).unwrap_err();
+            assert_eq!(err.code, "invalid_field", "{body}");
+            assert!(
+                err.message.contains(&format!("`{field}`")),
+                "{}",
+                err.message
+            );
+            assert!(err.message.contains("null"), "{}", err.message);
+        }
+        let err = parse_create(
+            br#"{"type":"t","payload":1,"delaySeconds":3600,"delaySeconds":null}"#,
+            now(),
+        )
+        .unwrap_err();
+        assert_eq!(err.code, "duplicate_field");
+        assert!(err.message.contains("`delaySeconds`"), "{}", err.message);
+        let err = parse_create(br#"{"type":"t","payload":{"a":1,"a":2}}"#, now()).unwrap_err();
+        assert_eq!(err.code, "duplicate_field");
+        assert!(err.message.contains("inside `payload`"), "{}", err.message);
+    }
+
+    #[test]
+    fn integral_floats_count_as_whole_numbers() {
+        let new = parse_create(
+            br#"{"type":"t","payload":1,"delaySeconds":3600.0,"maxAttempts":2.0}"#,
+            now(),
+        )
+        .unwrap();
+        assert_eq!(new.max_attempts, Some(2));
+        assert_eq!(
+            new.scheduled_at.unwrap().to_text(),
+            "2026-11-27T13:00:00.000Z"
+        );
+        for (field, value) in [
+            ("maxAttempts", "-1"),
+            ("maxAttempts", "51"),
+            ("maxAttempts", "0"),
+            ("maxAttempts", "2.5"),
+            ("maxAttempts", "\"2\""),
+        ] {
+            let body = format!(r#"{{"type":"t","payload":1,"{field}":{value}}}"#);
+            let err = parse_create(body.as_bytes(), now()).unwrap_err();
+            assert!(
+                err.message.ends_with("must be a whole number from 1 to 50"),
+                "{body}: {}",
+                err.message
+            );
+        }
+        let err =
+            parse_create(br#"{"type":"t","payload":1,"delaySeconds":0.5}"#, now()).unwrap_err();
+        assert!(
+            err.message.contains("from 0 to 31622400"),
+            "{}",
+            err.message
+        );
+    }
+
+    #[test]
+    fn a_timestamp_out_of_range_says_the_range() {
+        let err = parse_create(
+            br#"{"type":"t","payload":1,"scheduledAt":"1969-12-31T23:59:59Z"}"#,
+            now(),
+        )
+        .unwrap_err();
+        assert!(
+            err.message
+                .contains("from 1970-01-01T00:00:00.000Z to 9999-12-31T23:59:59.999Z"),
+            "{}",
+            err.message
+        );
+        let err = parse_create(
+            br#"{"type":"t","payload":1,"scheduledAt":"31/12/2026"}"#,
+            now(),
+        )
+        .unwrap_err();
+        assert!(err.message.contains("RFC 3339"), "{}", err.message);
     }
 
     #[test]
