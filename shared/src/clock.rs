@@ -83,23 +83,32 @@ pub enum InvalidTimestamp {
     /// Not RFC 3339.
     #[error("not an RFC 3339 timestamp: {0:?}")]
     Format(String),
-    /// RFC 3339, but outside years 1970–9999.
-    #[error("outside the years 1970 to 9999: {0:?}")]
+    /// RFC 3339, but its year (as written) is before 1970.
+    #[error("before the year 1970: {0:?}")]
     OutOfRange(String),
 }
 
 impl FromStr for Timestamp {
     type Err = InvalidTimestamp;
 
-    /// Accepts any RFC 3339 timestamp (any offset, any precision) within years 1970–9999.
+    /// Accepts any RFC 3339 timestamp (any offset, any precision) whose year, as written, is
+    /// 1970 or later (RFC 3339 years end at 9999). An offset that carries the instant past
+    /// either end of the stored range ([`Timestamp::MIN`], [`Timestamp::MAX`]: at most a day)
+    /// is clamped to that end, so the rule on the text is the whole rule.
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         let parsed = OffsetDateTime::parse(s, &Rfc3339)
             .map_err(|_| InvalidTimestamp::Format(s.chars().take(64).collect()))?;
-        let utc = parsed.to_offset(UtcOffset::UTC);
-        if !(1970..=9999).contains(&utc.year()) {
+        if parsed.year() < 1970 {
             return Err(InvalidTimestamp::OutOfRange(s.chars().take(64).collect()));
         }
-        Ok(Self::new(utc))
+        // Through nanoseconds, because converting 9999-12-31T23:00-05:00 to UTC overflows.
+        let nanos = parsed.unix_timestamp_nanos().clamp(
+            Self::MIN.0.unix_timestamp_nanos(),
+            Self::MAX.0.unix_timestamp_nanos(),
+        );
+        OffsetDateTime::from_unix_timestamp_nanos(nanos)
+            .map(Self::new)
+            .map_err(|_| InvalidTimestamp::OutOfRange(s.chars().take(64).collect()))
     }
 }
 
@@ -202,6 +211,12 @@ mod tests {
         assert_eq!(now.plus(forever), Timestamp::MAX);
         assert_eq!(now.minus(forever), Timestamp::MIN);
         assert_eq!(Timestamp::MAX.to_text(), "9999-12-31T23:59:59.999Z");
+        // An offset past either end of the range clamps instead of overflowing.
+        let late: Timestamp = "9999-12-31T23:00:00-05:00".parse().unwrap();
+        assert_eq!(late, Timestamp::MAX);
+        let early: Timestamp = "1970-01-01T00:30:00+01:00".parse().unwrap();
+        assert_eq!(early, Timestamp::MIN);
+        assert!("1969-12-31T23:59:59Z".parse::<Timestamp>().is_err());
     }
 
     #[test]

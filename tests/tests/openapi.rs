@@ -91,3 +91,26 @@ async fn a_served_task_has_exactly_the_documented_fields() {
     let served: BTreeSet<String> = task.as_object().expect("object").keys().cloned().collect();
     assert_eq!(served, required);
 }
+
+#[test]
+fn the_documented_task_types_are_the_registered_ones() {
+    let path = tasker_tests::workspace_root().join("openapi.yaml");
+    let spec: Value =
+        serde_yaml_ng::from_str(&std::fs::read_to_string(path).expect("read")).expect("YAML");
+    let documented: BTreeSet<String> =
+        spec["components"]["schemas"]["NewTask"]["properties"]["type"]["enum"]
+            .as_array()
+            .expect("NewTask.type lists the registered types")
+            .iter()
+            .map(|v| v.as_str().expect("a type name").to_owned())
+            .collect();
+    let config = tasker_tests::fixtures::config(&[]);
+    let tasker = config
+        .tasker_over(SqliteStore::in_memory().expect("sqlite"))
+        .expect("the built-in registry");
+    let registered: BTreeSet<String> = tasker.registry().types().map(str::to_owned).collect();
+    assert_eq!(
+        documented, registered,
+        "openapi.yaml's NewTask.type enum must list exactly the types `tasker` registers"
+    );
+}
