@@ -44,6 +44,9 @@ cargo test --workspace --locked --no-fail-fast 2>&1 | tee "$results"
 echo "== schemathesis: openapi.yaml against a real tasker serve (every check, stateful too)"
 scripts/schemathesis.sh
 
+echo "== TypeScript client: generated types fresh, tsc --strict, node tests against tasker serve"
+scripts/typescript-client.sh 2>&1 | tee -a "$results"
+
 echo "== benchmark smoke run (every phase on tiny numbers; the real run is in docs/performance.md)"
 cargo run --locked -q -p tasker-bench -- --tasks 300 --http-tasks 30 --delay-tasks 20 \
   --mixed-tasks 100 --mixed-rate 50 --slow-ms 1000 \
@@ -56,7 +59,8 @@ PATH="$CACHE/venv/bin:$PATH" scripts/lambda-watch-e2e.sh
 echo "== release Lambda build (sam build: cargo lambda build --release --arm64 per function; each binary at most 10 MB)"
 PATH="$CACHE/venv/bin:$PATH" scripts/lambda-release-build.sh
 
-# One closing line for the whole suite: every cargo test binary plus the workflow and
-# schemathesis runs above.
+# One closing line for the whole suite: every cargo test binary, the TypeScript client's
+# tests, and the schemathesis and workflow runs above (one each).
 awk '/^test result:/ { passed += $4; failed += $6 }
+     /^ℹ pass / { passed += $3 } /^ℹ fail / { failed += $3 }
      END { printf "suite: %d passed, %d failed\n", passed + 2, failed }' "$results"

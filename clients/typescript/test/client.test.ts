@@ -1,0 +1,188 @@
+// The client against a real `tasker serve` (started by scripts/typescript-client.sh, which sets
+// TASKER_URL, TASKER_TOKEN and TASKER_WEBHOOK_SECRET), with a webhook receiver on 127.0.0.1.
+
+import assert from "node:assert/strict";
+import { once } from "node:events";
+import { createServer, type IncomingMessage } from "node:http";
+import type { AddressInfo } from "node:net";
+import { test } from "node:test";
+
+import { createTasker, SIGNATURE_HEADER, TaskerError, verifySignature, type Task } from "../src/index.js";
+
+function env(name: string): string {
+  const value = process.env[name];
+  assert.ok(value, `${name} must be set (scripts/typescript-client.sh sets it)`);
+  return value;
+}
+
+const url = env("TASKER_URL");
+const token = env("TASKER_TOKEN");
+const secret = env("TASKER_WEBHOOK_SECRET");
+const tasker = createTasker({ url, token });
+/** Unique per run, so reruns against one database do not collide. */
+const run = `${process.pid}-${Date.now()}`;
+
+async function rejection(promise: Promise<unknown>): Promise<TaskerError> {
+  try {
+    await promise;
+  } catch (error) {
+    assert.ok(error instanceof TaskerError, `expected a TaskerError, got ${String(error)}`);
+    return error;
+  }
+  assert.fail("the call was expected to fail");
+}
+
+test("the seed's call creates a task whose string payload is kept as is", async () => {
+  const payload = JSON.stringify({ url: "http://localhost:9/unused", body: { example: "payload" } });
+  const task = await tasker.create("sendWebhook", payload, { delaySeconds: 3600 });
+  assert.equal(task.type, "sendWebhook");
+  assert.equal(task.payload, payload);
+  assert.equal(task.status, "pending");
+  assert.equal((await tasker.get(task.id)).id, task.id);
+});
+
+test("options reach the API: scheduledAt as a Date, maxAttempts, idempotencyKey", async () => {
+  const at = new Date(Date.UTC(2099, 0, 2, 3, 4, 5, 678));
+  const first = await tasker.create("sendWebhook", { url: "http://localhost:9/x", body: 1 }, {
+    scheduledAt: at,
+    maxAttempts: 7,
+    idempotencyKey: `key-${run}`,
+  });
+  assert.equal(first.scheduledAt, "2099-01-02T03:04:05.678Z");
+  assert.equal(first.maxAttempts, 7);
+  assert.equal(first.payload, '{"url":"http://localhost:9/x","body":1}');
+  const again = await tasker.create("sendWebhook", { other: true }, { idempotencyKey: `key-${run}` });
+  assert.equal(again.id, first.id);
+});
+
+test("a reference holds one active task; cancelWithReference frees it and retry brings it back", async () => {
+  const referenceUid = `booking-${run}`;
+  const first = await tasker.create("sendWebhook", "{}", { delaySeconds: 600, referenceUid });
+  const duplicate = await rejection(tasker.create("sendWebhook", "{}", { referenceUid }));
+  assert.equal(duplicate.code, "duplicate");
+  assert.equal(duplicate.status, 409);
+  assert.equal(duplicate.existingId, first.id);
+
+  const cancelled = await tasker.cancelWithReference(referenceUid, "sendWebhook");
+  assert.deepEqual(cancelled, { cancelled: 1, ids: [first.id] });
+  assert.equal((await tasker.get(first.id)).status, "cancelled");
+  const conflict = await rejection(tasker.cancel(first.id));
+  assert.equal(conflict.code, "conflict");
+
+  const retried = await tasker.retry(first.id);
+  assert.equal(retried.status, "pending");
+});
+
+test("list walks every page, newest first", async () => {
+  const referenceUid = `page-${run}`;
+  const created: Task[] = [];
+  for (let i = 0; i < 5; i++) {
+    const task = await tasker.create("sendWebhook", "{}", {
+      scheduledAt: `2098-01-01T00:00:0${i}Z`,
+      referenceUid,
+    });
+    await tasker.cancel(task.id); // frees the reference for the next one
+    created.push(task);
+  }
+  const seen: string[] = [];
+  let pages = 0;
+  for await (const page of tasker.list({ referenceUid, limit: 2 })) {
+    assert.ok(page.tasks.length <= 2);
+    pages += 1;
+    seen.push(...page.tasks.map((task) => task.id));
+  }
+  assert.ok(pages >= 3, `5 tasks in pages of 2 take at least 3 pages, got ${pages}`);
+  assert.deepEqual(new Set(seen), new Set(created.map((task) => task.id)));
+});
+
+test("createBatch results narrow on status", async () => {
+  const results = await tasker.createBatch([
+    { type: "sendWebhook", payload: "{}", delaySeconds: 3600 },
+    { type: "sendWebhook", payload: "{}", maxAttempts: 0 },
+  ]);
+  assert.equal(results.length, 2);
+  const [stored, refused] = results;
+  assert.ok(stored?.status === "created", JSON.stringify(stored));
+  assert.match(stored.id, /^[0-9A-HJKMNP-TV-Z]{26}$/);
+  assert.ok(refused?.status === "error", JSON.stringify(refused));
+  assert.equal(refused.error.error.code, "invalid_field");
+});
+
+test("errors carry the API's code, status and message", async () => {
+  const invalid = await rejection(
+    tasker.create("sendWebhook", "{}", { delaySeconds: 60, scheduledAt: "2099-01-01T00:00:00Z" }),
+  );
+  assert.equal(invalid.code, "invalid_field");
+  assert.equal(invalid.status, 400);
+  assert.match(invalid.message, /delaySeconds/);
+
+  const missing = await rejection(tasker.get("01JD0000000000000000000000"));
+  assert.equal(missing.code, "not_found");
+  assert.equal(missing.status, 404);
+
+  const wrongToken = await rejection(createTasker({ url, token: "wrong" }).stats());
+  assert.equal(wrongToken.code, "unauthorized");
+  assert.equal(wrongToken.status, 401);
+
+  // A port nothing listens on: bind one, note it, close it.
+  const closed = createServer();
+  closed.listen(0, "127.0.0.1");
+  await once(closed, "listening");
+  const { port } = closed.address() as AddressInfo;
+  closed.close();
+  const unreachable = await rejection(createTasker({ url: `http://127.0.0.1:${port}` }).stats());
+  assert.equal(unreachable.code, "network_error");
+  assert.equal(unreachable.status, 0);
+});
+
+test("stats counts every status", async () => {
+  const stats = await tasker.stats();
+  for (const status of ["pending", "running", "succeeded", "failed", "cancelled"] as const) {
+    assert.equal(typeof stats.counts[status], "number");
+  }
+  assert.ok(stats.counts.pending >= 1);
+});
+
+test("verifySignature matches the RFC 4231 vector and refuses anything else", async () => {
+  const body = "what do ya want for nothing?";
+  const good = "sha256=5bdcc146bf60754e6a042426089575c75a003f089d2739839dec58b964ec3843";
+  assert.equal(await verifySignature("Jefe", body, good), true);
+  assert.equal(await verifySignature("Jefe", new TextEncoder().encode(body), good), true);
+  assert.equal(await verifySignature("Jefe", `${body}!`, good), false);
+  assert.equal(await verifySignature("jefe", body, good), false);
+  assert.equal(await verifySignature("Jefe", body, good.replace("sha256=", "")), false);
+  assert.equal(await verifySignature("Jefe", body, null), false);
+  assert.equal(await verifySignature("Jefe", body, "sha256=zz"), false);
+});
+
+test("a webhook Tasker sends verifies with verifySignature", async () => {
+  const received: { body: Buffer; signature: string | undefined }[] = [];
+  const receiver = createServer((request: IncomingMessage, response) => {
+    const chunks: Buffer[] = [];
+    request.on("data", (chunk: Buffer) => chunks.push(chunk));
+    request.on("end", () => {
+      const header = request.headers[SIGNATURE_HEADER];
+      received.push({ body: Buffer.concat(chunks), signature: Array.isArray(header) ? header[0] : header });
+      response.writeHead(204).end();
+    });
+  });
+  receiver.listen(0, "127.0.0.1");
+  await once(receiver, "listening");
+  const { port } = receiver.address() as AddressInfo;
+  try {
+    const body = { bookingId: 42, note: "über ✓" };
+    const task = await tasker.create("sendWebhook", { url: `http://127.0.0.1:${port}/hook`, body });
+    const deadline = Date.now() + 30_000;
+    while ((await tasker.get(task.id)).status !== "succeeded") {
+      assert.ok(Date.now() < deadline, "the webhook was not delivered within 30 s");
+      await new Promise((resolve) => setTimeout(resolve, 100));
+    }
+    const [delivery] = received;
+    assert.ok(delivery, "the receiver got the webhook");
+    assert.deepEqual(JSON.parse(delivery.body.toString("utf8")), body);
+    assert.equal(await verifySignature(secret, delivery.body, delivery.signature), true);
+    assert.equal(await verifySignature("another secret", delivery.body, delivery.signature), false);
+  } finally {
+    receiver.close();
+  }
+});

@@ -1,0 +1,36 @@
+#!/usr/bin/env bash
+# The TypeScript client (clients/typescript): installs its npm packages from the lock file,
+# checks src/schema.ts is what openapi-typescript makes of openapi.yaml today, type-checks it
+# with tsc --strict, and runs its tests with node's test runner against a real `tasker serve`
+# (SQLite, a token, a webhook secret; webhooks go to a receiver on 127.0.0.1 only).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+root=$PWD
+CACHE="${TASKER_CACHE:-$HOME/.cache/tasker}"
+TASKER="${TASKER_BIN:-$root/target/debug/tasker}"
+work=$(mktemp -d -t tasker-ts.XXXXXX)
+cd clients/typescript
+
+npm ci --cache "$CACHE/npm" --prefer-offline --no-audit --no-fund --loglevel=error
+npx --no-install openapi-typescript "$root/openapi.yaml" --output "$work/schema.ts" >/dev/null
+if ! diff -u src/schema.ts "$work/schema.ts"; then
+  echo "clients/typescript/src/schema.ts is stale: run \`npm run generate\` in clients/typescript" >&2
+  exit 1
+fi
+rm -rf dist
+npx --no-install tsc -p tsconfig.json
+
+port=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+export TASKER_URL="http://127.0.0.1:$port" TASKER_TOKEN="ts-$RANDOM$RANDOM" TASKER_WEBHOOK_SECRET="ts-secret-$RANDOM"
+env -i PATH="$PATH" RUST_LOG=warn TASKER_API_TOKEN="$TASKER_TOKEN" \
+  TASKER_WEBHOOK_SECRET="$TASKER_WEBHOOK_SECRET" TASKER_WEBHOOK_ALLOW_PRIVATE=true \
+  TASKER_DB_PATH="$work/tasker.db" "$TASKER" serve --listen "127.0.0.1:$port" --interval 1 \
+  >"$work/serve.log" 2>&1 &
+serve=$!
+trap 'kill "$serve" 2>/dev/null || true; wait "$serve" 2>/dev/null || true' EXIT
+for _ in $(seq 100); do
+  curl -fsS "$TASKER_URL/healthz" >/dev/null 2>&1 && break
+  kill -0 "$serve" 2>/dev/null || { cat "$work/serve.log" >&2; exit 1; }
+  sleep 0.1
+done
+node --test --test-reporter=spec dist/test/
