@@ -1,17 +1,27 @@
 //! `tasker`: run Tasker on one machine (API + processor + cleanup), one pass of each, or the
 //! operator commands (list, show, cancel, retry, stats) against SQLite or DynamoDB.
 
+/// `println!` that returns a [`CliError`] instead of panicking when stdout is closed.
+macro_rules! out {
+    ($($arg:tt)*) => {
+        crate::output::write_line(format_args!($($arg)*))?
+    };
+}
+
+mod create;
 mod operator;
+mod output;
 mod serve;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
 use tasker::store::ListFilter;
 use tasker::store::dynamodb::{self, schema};
-use tasker::{Config, StoreKind, TaskStatus};
+use tasker::{Config, StoreKind, TaskStatus, Timestamp};
 
 use crate::operator::{parse_id, print_task};
 
@@ -64,6 +74,34 @@ enum Command {
         /// Every page, not just the first.
         #[arg(long)]
         all: bool,
+        #[command(flatten)]
+        output: OutputArgs,
+        #[command(flatten)]
+        store: StoreArgs,
+    },
+    /// Create a task, as POST /tasks does (same rules; printed as `show` prints it).
+    Create {
+        /// A registered task type, e.g. sendWebhook.
+        #[arg(long = "type")]
+        task_type: String,
+        /// The payload as JSON (a JSON string is stored as its text), or @FILE, or @- for stdin.
+        #[arg(long)]
+        payload: String,
+        /// Due after this long (humantime: 90s, 15m, 2h); not with --at.
+        #[arg(long, value_parser = parse_delay, conflicts_with = "at")]
+        delay: Option<Duration>,
+        /// Due at this RFC 3339 instant, e.g. 2026-12-01T09:00:00Z.
+        #[arg(long, value_parser = parse_at)]
+        at: Option<Timestamp>,
+        /// Attempts allowed, 1 to 50 (default from the task type).
+        #[arg(long, value_parser = clap::value_parser!(u32).range(1..=50))]
+        max_attempts: Option<u32>,
+        /// referenceUid: at most one pending or running task per reference and type.
+        #[arg(long)]
+        reference: Option<String>,
+        /// A repeated create with this key returns the first task.
+        #[arg(long)]
+        idempotency_key: Option<String>,
         #[command(flatten)]
         output: OutputArgs,
         #[command(flatten)]
@@ -176,6 +214,8 @@ enum CliError {
     Json(#[from] serde_json::Error),
     #[error("{0}")]
     Usage(String),
+    #[error("cannot write to standard output: {0}")]
+    Output(std::io::Error),
 }
 
 #[tokio::main]
@@ -189,6 +229,8 @@ async fn main() -> ExitCode {
         .init();
     match run(Cli::parse()).await {
         Ok(()) => ExitCode::SUCCESS,
+        // The reader has what it wanted (`tasker list | head`): stop quietly.
+        Err(err) if output::reader_gone(&err) => ExitCode::SUCCESS,
         Err(err) => {
             eprintln!("error: {err}");
             ExitCode::FAILURE
@@ -202,7 +244,7 @@ async fn run(cli: Cli) -> Result<(), CliError> {
         Command::Process(args) => {
             let config = config(&args)?;
             let summary = config.build_tasker().await?.process_queue(None).await?;
-            println!("{}", serde_json::to_string(&summary)?);
+            out!("{}", serde_json::to_string(&summary)?);
             Ok(())
         }
         Command::Cleanup(args) => {
@@ -228,6 +270,30 @@ async fn run(cli: Cli) -> Result<(), CliError> {
             };
             let limit = usize::try_from(limit).unwrap_or(20);
             operator::list(&tasker, &filter, limit, cursor, all, output.json).await
+        }
+        Command::Create {
+            task_type,
+            payload,
+            delay,
+            at,
+            max_attempts,
+            reference,
+            idempotency_key,
+            output,
+            store,
+        } => {
+            let tasker = config(&store)?.build_tasker().await?;
+            let args = create::CreateArgs {
+                task_type,
+                payload,
+                delay,
+                at,
+                max_attempts,
+                reference,
+                idempotency_key,
+                json: output.json,
+            };
+            create::create(&tasker, args).await
         }
         Command::Show { id, output, store } => {
             let tasker = config(&store)?.build_tasker().await?;
@@ -265,7 +331,7 @@ async fn run(cli: Cli) -> Result<(), CliError> {
             let summary = tasker
                 .sweep(entries.unwrap_or(config.sweep_entries))
                 .await?;
-            println!("{}", serde_json::to_string(&summary)?);
+            out!("{}", serde_json::to_string(&summary)?);
             Ok(())
         }
         Command::Stats { output, store } => {
@@ -275,10 +341,31 @@ async fn run(cli: Cli) -> Result<(), CliError> {
         Command::CreateTable { table } => {
             let client = dynamodb::client_from_env().await;
             schema::create_table(&client, &table).await?;
-            println!("created table {table}");
+            out!("created table {table}");
             Ok(())
         }
     }
+}
+
+fn parse_delay(text: &str) -> Result<Duration, String> {
+    let delay =
+        humantime::parse_duration(text).map_err(|err| format!("{err} (e.g. 90s, 15m, 2h)"))?;
+    if delay > Duration::from_secs(tasker::api::requests::MAX_DELAY_SECONDS) {
+        return Err("must be at most a year (366 days)".to_owned());
+    }
+    Ok(delay)
+}
+
+fn parse_at(text: &str) -> Result<Timestamp, String> {
+    text.parse()
+        .map_err(|err: tasker::clock::InvalidTimestamp| match err {
+            tasker::clock::InvalidTimestamp::Format(_) => {
+                "expected an RFC 3339 timestamp such as 2026-12-01T09:00:00Z".to_owned()
+            }
+            tasker::clock::InvalidTimestamp::OutOfRange(_) => {
+                "must be in the year 1970 or later".to_owned()
+            }
+        })
 }
 
 fn parse_status(text: &str) -> Result<TaskStatus, String> {

@@ -46,7 +46,7 @@ fn progress(total: Option<u64>, what: &str) -> ProgressBar {
 pub fn print_task(task: &Task, json: bool) -> Result<(), CliError> {
     let value = serde_json::to_value(task)?;
     if json {
-        println!("{value}");
+        out!("{value}");
         return Ok(());
     }
     if let Some(fields) = value.as_object() {
@@ -56,7 +56,7 @@ pub fn print_task(task: &Task, json: bool) -> Result<(), CliError> {
                 Value::String(text) => text.clone(),
                 other => other.to_string(),
             };
-            println!("{name:<20} {text}");
+            out!("{name:<20} {text}");
         }
     }
     Ok(())
@@ -76,12 +76,12 @@ fn one_line(text: &str, width: usize) -> String {
     }
 }
 
-fn print_rows(tasks: &[Task]) {
+fn print_rows(tasks: &[Task]) -> Result<(), CliError> {
     for task in tasks {
         let when = ListKey::of(task)
             .instant()
             .map_or_else(|| "-".to_owned(), |at| at.to_string());
-        println!(
+        out!(
             "{:<26}  {:<16}  {:<9}  {:>8}  {:<24}  {}",
             task.id,
             one_line(&task.task_type, 16),
@@ -91,6 +91,7 @@ fn print_rows(tasks: &[Task]) {
             one_line(task.last_error.as_deref().unwrap_or("-"), ERROR_WIDTH),
         );
     }
+    Ok(())
 }
 
 /// `tasker list`: one page (or every page with `all`), newest first.
@@ -108,9 +109,13 @@ pub async fn list(
         .map_err(|err: tasker::store::InvalidCursor| CliError::Usage(err.to_string()))?;
     let limit = limit.clamp(1, MAX_LIST_LIMIT);
     if !json {
-        println!(
+        out!(
             "{:<26}  {:<16}  {:<9}  {:>8}  {:<24}  LAST ERROR",
-            "ID", "TYPE", "STATUS", "ATTEMPTS", "QUEUED AT (due/finished)"
+            "ID",
+            "TYPE",
+            "STATUS",
+            "ATTEMPTS",
+            "QUEUED AT (due/finished)"
         );
     }
     let mut shown = 0;
@@ -121,25 +126,25 @@ pub async fn list(
             let next = page.next.as_ref().map(ToString::to_string);
             if all {
                 for task in &page.tasks {
-                    println!("{}", serde_json::to_string(task)?);
+                    out!("{}", serde_json::to_string(task)?);
                 }
             } else {
-                println!("{}", json!({"tasks": page.tasks, "nextCursor": next}));
+                out!("{}", json!({"tasks": page.tasks, "nextCursor": next}));
             }
         } else {
-            print_rows(&page.tasks);
+            print_rows(&page.tasks)?;
         }
         match page.next {
             Some(next) if all => after = Some(next),
             Some(next) => {
                 if !json {
-                    println!("(more: add --cursor '{next}', or --all)");
+                    out!("(more: add --cursor '{next}', or --all)");
                 }
                 return Ok(());
             }
             None => {
                 if !json {
-                    println!("({shown} task(s))");
+                    out!("({shown} task(s))");
                 }
                 return Ok(());
             }
@@ -174,11 +179,11 @@ pub async fn cancel_by_reference(
     let ids = tasker.cancel_by_reference(reference, task_type).await?;
     let ids: Vec<String> = ids.iter().map(ToString::to_string).collect();
     if json {
-        println!("{}", json!({"cancelled": ids.len(), "ids": ids}));
+        out!("{}", json!({"cancelled": ids.len(), "ids": ids}));
     } else {
-        println!("cancelled {} task(s)", ids.len());
+        out!("cancelled {} task(s)", ids.len());
         for id in ids {
-            println!("  {id}");
+            out!("  {id}");
         }
     }
     Ok(())
@@ -237,14 +242,14 @@ pub async fn retry_all_failed(
         )))
     };
     if json {
-        println!(
+        out!(
             "{}",
             json!({"retried": retried.len(), "ids": retried, "skipped": skipped})
         );
     } else {
-        println!("retried {} failed task(s)", retried.len());
+        out!("retried {} failed task(s)", retried.len());
         for skip in &skipped {
-            println!(
+            out!(
                 "  skipped {}: {}",
                 skip["id"].as_str().unwrap_or_default(),
                 skip["error"].as_str().unwrap_or_default()
@@ -258,16 +263,16 @@ pub async fn retry_all_failed(
 pub async fn stats(tasker: &Tasker<Store>, json: bool) -> Result<(), CliError> {
     let stats = tasker.stats().await?;
     if json {
-        println!("{}", serde_json::to_string(&stats)?);
+        out!("{}", serde_json::to_string(&stats)?);
         return Ok(());
     }
     for status in TaskStatus::ALL {
-        println!("{:<10} {:>10}", status.as_str(), stats.counts.get(status));
+        out!("{:<10} {:>10}", status.as_str(), stats.counts.get(status));
     }
-    println!("{:<10} {:>10}", "total", stats.counts.total());
+    out!("{:<10} {:>10}", "total", stats.counts.total());
     match stats.oldest_due_age_seconds {
-        Some(age) => println!("due now    {:>10}  (oldest waiting {age} s)", stats.due),
-        None => println!("due now    {:>10}", stats.due),
+        Some(age) => out!("due now    {:>10}  (oldest waiting {age} s)", stats.due),
+        None => out!("due now    {:>10}", stats.due),
     }
     Ok(())
 }
@@ -284,6 +289,6 @@ pub async fn cleanup(
         .cleanup_with_progress(retention, sweep_entries, &|deleted| bar.inc(deleted))
         .await;
     bar.finish_and_clear();
-    println!("{}", serde_json::to_string(&summary?)?);
+    out!("{}", serde_json::to_string(&summary?)?);
     Ok(())
 }

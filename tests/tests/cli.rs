@@ -1,0 +1,254 @@
+//! The `tasker` binary as an operator runs it: `tasker create`, and output into a pipe that
+//! closes early (`tasker list | head`).
+
+use std::io::Read;
+use std::process::{Command, Stdio};
+
+use serde_json::Value;
+use tasker::{NewTask, SqliteStore, Timestamp};
+use tasker_tests::process;
+
+/// `tasker <args> --db <db>`; the exit code, stdout and stderr.
+fn tasker(db: &std::path::Path, args: &[&str]) -> (i32, String, String) {
+    let mut full = args.to_vec();
+    let db = db.display().to_string();
+    full.extend(["--db", &db]);
+    let output = process::run(&full, &[]);
+    (
+        output.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&output.stdout).into_owned(),
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn create_enqueues_with_the_apis_rules() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let db = dir.path().join("tasker.db");
+    let before = Timestamp::now_utc();
+    let payload = r#"{"url": "http://localhost:9/hook", "body": {"n": 1}}"#;
+    let (code, out, err) = tasker(
+        &db,
+        &[
+            "create",
+            "--type",
+            "sendWebhook",
+            "--payload",
+            payload,
+            "--delay",
+            "90s",
+            "--max-attempts",
+            "5",
+            "--reference",
+            "booking-1",
+            "--idempotency-key",
+            "key-1",
+            "--json",
+        ],
+    );
+    assert_eq!(code, 0, "{err}");
+    let task: Value = serde_json::from_str(&out).expect("one task as JSON");
+    assert_eq!(task["status"], "pending");
+    assert_eq!(
+        task["payload"],
+        r#"{"url":"http://localhost:9/hook","body":{"n":1}}"#
+    );
+    assert_eq!(task["maxAttempts"], 5);
+    assert_eq!(task["referenceUid"], "booking-1");
+    let due: Timestamp = task["scheduledAt"]
+        .as_str()
+        .expect("scheduledAt")
+        .parse()
+        .expect("a timestamp");
+    assert!(
+        due >= before.plus(std::time::Duration::from_secs(90)),
+        "{due}"
+    );
+
+    // The same key returns the first task, and says so.
+    let (code, out, err) = tasker(
+        &db,
+        &[
+            "create",
+            "--type",
+            "sendWebhook",
+            "--payload",
+            "{}",
+            "--idempotency-key",
+            "key-1",
+            "--json",
+        ],
+    );
+    assert_eq!(code, 0, "{err}");
+    assert!(err.contains("earlier create"), "{err}");
+    assert_eq!(
+        serde_json::from_str::<Value>(&out).expect("JSON")["id"],
+        task["id"]
+    );
+
+    // A payload from a file, due at a given instant.
+    let file = dir.path().join("payload.json");
+    std::fs::write(&file, r#""plain text payload""#).expect("write payload");
+    let at_file = format!("@{}", file.display());
+    let (code, out, err) = tasker(
+        &db,
+        &[
+            "create",
+            "--type",
+            "sendWebhook",
+            "--payload",
+            &at_file,
+            "--at",
+            "2030-01-01T09:00:00+01:00",
+            "--json",
+        ],
+    );
+    assert_eq!(code, 0, "{err}");
+    let task: Value = serde_json::from_str(&out).expect("JSON");
+    assert_eq!(task["payload"], "plain text payload");
+    assert_eq!(task["scheduledAt"], "2030-01-01T08:00:00.000Z");
+}
+
+#[test]
+fn create_refuses_bad_input_naming_what_is_wrong() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let db = dir.path().join("tasker.db");
+    let cases: &[(&[&str], &str)] = &[
+        (&["--type", "noSuchType", "--payload", "{}"], "noSuchType"),
+        (
+            &["--type", "sendWebhook", "--payload", "not json"],
+            "--payload",
+        ),
+        (
+            &["--type", "sendWebhook", "--payload", r#"{"a":1,"a":2}"#],
+            "more than once",
+        ),
+        (&["--type", "sendWebhook", "--payload", "null"], "null"),
+        (
+            &[
+                "--type",
+                "sendWebhook",
+                "--payload",
+                "{}",
+                "--delay",
+                "soon",
+            ],
+            "--delay",
+        ),
+        (
+            &[
+                "--type",
+                "sendWebhook",
+                "--payload",
+                "{}",
+                "--at",
+                "1969-07-20T20:17:00Z",
+            ],
+            "1970",
+        ),
+        (
+            &[
+                "--type",
+                "sendWebhook",
+                "--payload",
+                "{}",
+                "--max-attempts",
+                "0",
+            ],
+            "--max-attempts",
+        ),
+        (
+            &[
+                "--type",
+                "sendWebhook",
+                "--payload",
+                "{}",
+                "--delay",
+                "1m",
+                "--at",
+                "2030-01-01T00:00:00Z",
+            ],
+            "--at",
+        ),
+        (
+            &[
+                "--type",
+                "sendWebhook",
+                "--payload",
+                "{}",
+                "--reference",
+                "",
+            ],
+            "referenceUid",
+        ),
+    ];
+    for (args, named) in cases {
+        let mut full = vec!["create"];
+        full.extend_from_slice(args);
+        let (code, out, err) = tasker(&db, &full);
+        assert_ne!(code, 0, "{args:?} was accepted: {out}");
+        assert!(err.contains(named), "{args:?}: {err}");
+        assert!(!err.contains("panicked"), "{args:?}: {err}");
+    }
+    let (_, out, _) = tasker(&db, &["stats", "--json"]);
+    let stats: Value = serde_json::from_str(&out).expect("stats JSON");
+    assert_eq!(stats["counts"]["pending"], 0, "nothing refused was stored");
+}
+
+#[test]
+fn a_reader_that_stops_early_ends_the_listing_quietly() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let db = dir.path().join("tasker.db");
+    // Far more output than a pipe buffers (64 KiB), so the writer meets the closed pipe.
+    let runtime = tokio::runtime::Runtime::new().expect("runtime");
+    runtime.block_on(async {
+        use tasker::store::TaskWriter;
+        let store = SqliteStore::open(&db).expect("open");
+        for n in 0..400 {
+            let new = NewTask::new(
+                "sendWebhook",
+                format!("{{\"n\":{n},\"pad\":\"{}\"}}", "x".repeat(200)),
+            );
+            store
+                .create(tasker::Task::from_new(new, Timestamp::now_utc()))
+                .await
+                .expect("insert");
+        }
+    });
+    for format in [&["--json"][..], &[][..]] {
+        let mut args = vec![
+            "list".to_owned(),
+            "--all".to_owned(),
+            "--db".to_owned(),
+            db.display().to_string(),
+        ];
+        args.extend(format.iter().map(|a| (*a).to_owned()));
+        let mut child = Command::new(process::binary())
+            .args(&args)
+            .env_clear()
+            .env("PATH", std::env::var("PATH").unwrap_or_default())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start tasker list");
+        let mut first = [0u8; 100];
+        child
+            .stdout
+            .take()
+            .expect("stdout")
+            .read_exact(&mut first)
+            .expect("the listing starts");
+        // The pipe's read end is dropped here, as `head` exits after its lines.
+        let output = child.wait_with_output().expect("tasker list ends");
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(
+            output.status.success(),
+            "{format:?}: {} {stderr}",
+            output.status
+        );
+        assert!(
+            !stderr.contains("panicked") && !stderr.contains("Broken pipe"),
+            "{format:?}: {stderr}"
+        );
+    }
+}
