@@ -252,3 +252,51 @@ fn a_reader_that_stops_early_ends_the_listing_quietly() {
         );
     }
 }
+
+#[test]
+fn finished_tasks_are_kept_a_day_unless_retention_says_otherwise() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let db = dir.path().join("tasker.db");
+    let (_, out, err) = tasker(
+        &db,
+        &[
+            "create",
+            "--type",
+            "sendWebhook",
+            "--payload",
+            "{}",
+            "--delay",
+            "1h",
+            "--json",
+        ],
+    );
+    let id = serde_json::from_str::<Value>(&out).expect(&err)["id"]
+        .as_str()
+        .expect("an id")
+        .to_owned();
+    let (code, _, err) = tasker(&db, &["cancel", &id, "--json"]);
+    assert_eq!(code, 0, "{err}");
+
+    // The cleanup `tasker serve` runs at every start, with the default retention.
+    let (code, out, err) = tasker(&db, &["cleanup"]);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(
+        serde_json::from_str::<Value>(&out).expect("JSON")["deleted"],
+        0
+    );
+    let (code, _, err) = tasker(&db, &["show", &id, "--json"]);
+    assert_eq!(
+        code, 0,
+        "a task finished a moment ago is still there: {err}"
+    );
+
+    // TASKER_RETENTION=0s keeps the seed's rule: every finished task goes.
+    let db_arg = db.display().to_string();
+    let output = process::run(
+        &["cleanup", "--db", &db_arg],
+        &[("TASKER_RETENTION", "0s".to_owned())],
+    );
+    assert!(output.status.success());
+    let summary: Value = serde_json::from_slice(&output.stdout).expect("JSON");
+    assert_eq!(summary["deleted"], 1, "{summary}");
+}
