@@ -8,7 +8,7 @@ cd "$(dirname "$0")/.."
 
 CACHE="${TASKER_CACHE:-$HOME/.cache/tasker}"
 TASKER="${TASKER_BIN:-target/debug/tasker}"
-EXAMPLES="${SCHEMATHESIS_EXAMPLES:-100}"
+EXAMPLES="${SCHEMATHESIS_EXAMPLES:-300}"
 work=$(mktemp -d -t tasker-schemathesis.XXXXXX)
 port=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
 export TASKER_SCHEMATHESIS_TOKEN="schemathesis-$RANDOM$RANDOM"
