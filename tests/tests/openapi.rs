@@ -84,6 +84,7 @@ async fn a_served_task_has_exactly_the_documented_fields() {
     let request = Request::builder()
         .method(Method::POST)
         .uri("/tasks")
+        .header("content-type", "application/json")
         .body(Body::from(r#"{"type":"sendWebhook","payload":{}}"#))
         .expect("request");
     let (status, task) = answer(&app, request).await;
