@@ -9,6 +9,7 @@ macro_rules! out {
 }
 
 mod create;
+mod http;
 mod operator;
 mod output;
 mod serve;
@@ -194,6 +195,17 @@ struct ServeArgs {
     /// Seconds between processQueue runs.
     #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u64).range(1..=3600))]
     interval: u64,
+    /// A Host name to answer besides the loopback ones (repeatable; `*` for any); required
+    /// when listening beyond loopback [env: TASKER_ALLOWED_HOSTS, comma-separated].
+    #[arg(long = "allowed-host", value_name = "NAME")]
+    allowed_hosts: Vec<String>,
+    /// Serve beyond loopback without TASKER_API_TOKEN (the API is then open to anyone who can
+    /// reach it; logged as a warning).
+    #[arg(long)]
+    insecure_no_auth: bool,
+    /// Most connections open at once; more wait until one closes.
+    #[arg(long, default_value_t = 512, value_parser = clap::value_parser!(u64).range(1..=65536))]
+    max_connections: u64,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -208,8 +220,6 @@ enum CliError {
     Store(#[from] tasker::StoreError),
     #[error("cannot listen on {0}: {1}")]
     Listen(SocketAddr, std::io::Error),
-    #[error("HTTP server failed: {0}")]
-    Serve(std::io::Error),
     #[error("cannot encode the output: {0}")]
     Json(#[from] serde_json::Error),
     #[error("{0}")]

@@ -1,9 +1,14 @@
 //! `tasker serve`: the HTTP API and the processor loop in one process, until Ctrl-C or SIGTERM.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use tasker::{Store, Tasker, api};
+use axum::extract::Request;
+use axum::middleware::{self, Next};
+use axum::response::Response;
+use tasker::api::hosts::{self, HostAllowlist};
+use tasker::{Config, Store, Tasker, api};
 use tokio::sync::watch;
 
 use crate::{CliError, ServeArgs, config};
@@ -13,6 +18,11 @@ const CLEANUP_EVERY: Duration = Duration::from_secs(24 * 3600);
 
 pub async fn serve(args: ServeArgs) -> Result<(), CliError> {
     let config = config(&args.store)?;
+    let open_to_network = exposure(&args, &config)?;
+    let mut names = config.allowed_hosts.clone();
+    names.extend(args.allowed_hosts.iter().cloned());
+    let allowlist = HostAllowlist::for_bind(args.listen, &names)
+        .map_err(|err| CliError::Usage(err.to_string()))?;
     let tasker = Arc::new(config.build_tasker().await?);
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await
@@ -24,17 +34,24 @@ pub async fn serve(args: ServeArgs) -> Result<(), CliError> {
         Store::Sqlite(_) => format!("sqlite {}", config.db_path.display()),
         Store::DynamoDb(store) => format!("dynamodb table {}", store.table()),
     };
-    tracing::info!(address = %local, store = %store, interval_s = args.interval, "tasker listening on http://{local}");
+    tracing::info!(address = %local, store = %store, interval_s = args.interval, hosts = ?allowlist, "tasker listening on http://{local}");
 
     let (stop_tx, stop_rx) = watch::channel(false);
-    let app = api::router(Arc::clone(&tasker), config.local_auth());
+    let mut app = api::router(Arc::clone(&tasker), config.local_auth()).layer(
+        middleware::from_fn_with_state(Arc::new(allowlist), hosts::require_allowed_host),
+    );
+    if open_to_network {
+        tracing::warn!(address = %local, "serving the API to the network WITHOUT A TOKEN (--insecure-no-auth): anyone who can reach {local} can read, create and cancel tasks");
+        app = app.layer(middleware::from_fn(remind_open));
+    }
+    let app = app.layer(middleware::map_response(api::harden));
     let mut http_stop = stop_rx.clone();
+    let max_connections = usize::try_from(args.max_connections).unwrap_or(512);
     let server = tokio::spawn(async move {
-        axum::serve(listener, app)
-            .with_graceful_shutdown(async move {
-                let _ = http_stop.wait_for(|stop| *stop).await;
-            })
-            .await
+        crate::http::serve(listener, app, max_connections, async move {
+            let _ = http_stop.wait_for(|stop| *stop).await;
+        })
+        .await;
     });
     let worker = tokio::spawn({
         let tasker = Arc::clone(&tasker);
@@ -59,12 +76,41 @@ pub async fn serve(args: ServeArgs) -> Result<(), CliError> {
     let _ = stop_tx.send(true);
     let _ = worker.await;
     let _ = cleaner.await;
-    match server.await {
-        Ok(result) => result.map_err(CliError::Serve)?,
-        Err(join) => tracing::error!(error = %join, "HTTP server task failed"),
+    if let Err(join) = server.await {
+        tracing::error!(error = %join, "HTTP server task failed");
     }
     tracing::info!("stopped");
     Ok(())
+}
+
+/// Refuses to serve the API beyond this machine without a token, unless `--insecure-no-auth`
+/// says so; true when it will (so the warning is repeated).
+fn exposure(args: &ServeArgs, config: &Config) -> Result<bool, CliError> {
+    if args.listen.ip().is_loopback() || config.api_token.is_some() {
+        return Ok(false);
+    }
+    if args.insecure_no_auth {
+        return Ok(true);
+    }
+    Err(CliError::Usage(format!(
+        "refusing to serve the API on {} without a token: anyone who can reach that address \
+         could read and create tasks. Set TASKER_API_TOKEN (or TASKER_API_TOKEN_FILE), listen \
+         on 127.0.0.1, or pass --insecure-no-auth to accept the risk",
+        args.listen
+    )))
+}
+
+/// Repeats the open-API warning on every 1,000th request, so it stays in the recent logs.
+async fn remind_open(request: Request, next: Next) -> Response {
+    static SERVED: AtomicU64 = AtomicU64::new(0);
+    let served = SERVED.fetch_add(1, Ordering::Relaxed) + 1;
+    if served % 1000 == 0 {
+        tracing::warn!(
+            requests = served,
+            "the API is open to the network without a token (--insecure-no-auth)"
+        );
+    }
+    next.run(request).await
 }
 
 /// Cleans up at start and then once a day, until `stop` turns true; a cleanup in progress

@@ -124,8 +124,12 @@ pub struct Config {
     /// entries below the watermarks one cleanup run's sweep reads at most (each costs half a
     /// read unit for its item).
     pub sweep_entries: u64,
-    /// `TASKER_API_TOKEN`: bearer token for the HTTP API.
+    /// `TASKER_API_TOKEN`, or the contents of the file `TASKER_API_TOKEN_FILE` names (systemd
+    /// credentials, Docker secrets): bearer token for the HTTP API.
     pub api_token: Option<String>,
+    /// `TASKER_ALLOWED_HOSTS`: comma-separated `Host` names `tasker serve` answers besides the
+    /// loopback ones (`*`: any); `tasker serve --allowed-host` adds to them.
+    pub allowed_hosts: Vec<String>,
     /// `TASKER_AUTH`: `token` (default) or `iam`.
     pub iam_auth: bool,
     /// `TASKER_WEBHOOK_SECRET`, `TASKER_WEBHOOK_TIMEOUT` (default 10s),
@@ -156,7 +160,16 @@ impl Config {
             sweep_entries: parse(&get, "TASKER_SWEEP_ENTRIES", DEFAULT_SWEEP_ENTRIES, |v| {
                 bounded(v, 0, 10_000_000).map(|n| n as u64)
             })?,
-            api_token: get("TASKER_API_TOKEN"),
+            api_token: api_token(&get)?,
+            allowed_hosts: get("TASKER_ALLOWED_HOSTS")
+                .map(|list| {
+                    list.split(',')
+                        .map(str::trim)
+                        .filter(|name| !name.is_empty())
+                        .map(str::to_owned)
+                        .collect()
+                })
+                .unwrap_or_default(),
             iam_auth: parse(&get, "TASKER_AUTH", false, |v| match v {
                 "iam" => Ok(true),
                 "token" => Ok(false),
@@ -307,6 +320,30 @@ fn retry_error(err: RetryPolicyError) -> ConfigError {
 
 /// A variable's value, `None` when unset or blank.
 type Get<'a> = dyn Fn(&str) -> Option<String> + 'a;
+
+/// `TASKER_API_TOKEN`, or the file `TASKER_API_TOKEN_FILE` names. A file that cannot be read or
+/// holds no token stops the start-up (fail closed), as does setting both.
+fn api_token(get: &Get<'_>) -> Result<Option<String>, ConfigError> {
+    const FILE: &str = "TASKER_API_TOKEN_FILE";
+    let error = |reason: String| ConfigError { name: FILE, reason };
+    match (get("TASKER_API_TOKEN"), get(FILE)) {
+        (Some(_), Some(_)) => Err(error(
+            "is set together with TASKER_API_TOKEN; set one of them".to_owned(),
+        )),
+        (token, None) => Ok(token),
+        (None, Some(path)) => {
+            let path = path.trim();
+            let text = std::fs::read_to_string(path)
+                .map_err(|err| error(format!("cannot read {path:?}: {err}")))?;
+            // Secret files usually end with a newline that is not part of the token.
+            let token = text.trim_end_matches(['\n', '\r']);
+            if token.trim().is_empty() {
+                return Err(error(format!("{path:?} holds no token")));
+            }
+            Ok(Some(token.to_owned()))
+        }
+    }
+}
 
 /// `TASKER_BATCH_SIZE`, `TASKER_CONCURRENCY`, `TASKER_MAX_RUN`, `TASKER_TIME_MARGIN`,
 /// `TASKER_LEASE_GRACE`.
@@ -461,7 +498,7 @@ mod tests {
         assert_eq!(config.local_auth(), AuthMode::Open);
         assert!(matches!(config.lambda_auth(), AuthMode::Deny(_)));
         assert_eq!(config.poll, PollSettings::default());
-        assert_eq!(config.cleanup_age(), Duration::ZERO);
+        assert_eq!(config.cleanup_age(), Duration::from_secs(24 * 3600));
         let graced = self::config(&[
             ("TASKER_RETENTION", "7days"),
             ("TASKER_CLEANUP_GRACE", "2days"),
@@ -522,6 +559,38 @@ mod tests {
             err.to_string(),
             "TASKER_RETRY_INITIAL: 2h must not exceed TASKER_RETRY_MAX (1h)"
         );
+    }
+
+    #[test]
+    fn the_token_can_come_from_a_file_and_fails_closed() {
+        let dir = std::env::temp_dir().join(format!("tasker-token-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("token");
+        std::fs::write(&file, "s3cret-from-file\n").unwrap();
+        let path = file.display().to_string();
+        let from_file = config(&[("TASKER_API_TOKEN_FILE", path.as_str())]).unwrap();
+        assert_eq!(from_file.api_token.as_deref(), Some("s3cret-from-file"));
+        assert_eq!(
+            from_file.local_auth(),
+            AuthMode::Token("s3cret-from-file".into())
+        );
+
+        let empty = dir.join("empty");
+        std::fs::write(&empty, "\n").unwrap();
+        let missing = dir.join("missing").display().to_string();
+        let empty = empty.display().to_string();
+        for vars in [
+            vec![("TASKER_API_TOKEN_FILE", missing.as_str())],
+            vec![("TASKER_API_TOKEN_FILE", empty.as_str())],
+            vec![
+                ("TASKER_API_TOKEN_FILE", path.as_str()),
+                ("TASKER_API_TOKEN", "t"),
+            ],
+        ] {
+            let err = config(&vars).unwrap_err();
+            assert_eq!(err.name, "TASKER_API_TOKEN_FILE", "{vars:?}");
+        }
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]

@@ -2,6 +2,7 @@
 
 pub mod auth;
 pub mod error;
+pub mod hosts;
 pub mod requests;
 pub mod strict_json;
 
@@ -11,8 +12,8 @@ use axum::Router;
 use axum::body::Bytes;
 use axum::extract::rejection::{BytesRejection, PathRejection};
 use axum::extract::{DefaultBodyLimit, Path, RawQuery, State};
-use axum::http::header::CONTENT_TYPE;
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::header::{CACHE_CONTROL, CONTENT_TYPE, REFERRER_POLICY, X_CONTENT_TYPE_OPTIONS};
+use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Json, Response};
 use axum::routing::{delete, get, post};
 use futures::StreamExt;
@@ -86,6 +87,17 @@ pub fn router<S: ApiStore>(tasker: Arc<Tasker<S>>, auth: AuthMode) -> Router {
             Arc::new(auth),
             auth::require_auth,
         ))
+        .layer(axum::middleware::map_response(harden))
+}
+
+/// Headers every answer carries: no content sniffing, no referrer, and no caching of task
+/// data by browsers or proxies.
+pub async fn harden(mut response: Response) -> Response {
+    let headers = response.headers_mut();
+    headers.insert(X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
+    headers.insert(REFERRER_POLICY, HeaderValue::from_static("no-referrer"));
+    headers.insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    response
 }
 
 /// Reads a JSON body: the request must say `Content-Type: application/json` (parameters such

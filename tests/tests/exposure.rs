@@ -1,0 +1,355 @@
+//! `tasker serve` where it listens, tried as an attacker would, against a real process: DNS
+//! rebinding (a foreign `Host`) and cross-site pages (a foreign `Origin`) are refused, the API
+//! is never served beyond loopback without a token unless asked, stalled clients are dropped,
+//! and every answer carries the hardening headers.
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use tasker_tests::process;
+
+const TOKEN: &str = "exposure-token";
+
+/// A `tasker serve` started with exactly `args` and `envs` (SQLite in a temp dir); killed
+/// when dropped.
+struct Server {
+    child: Child,
+    port: u16,
+    _dir: tempfile::TempDir,
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|listener| listener.local_addr())
+        .expect("a free port")
+        .port()
+}
+
+fn command(args: &[&str], envs: &[(&str, &str)], dir: &tempfile::TempDir) -> Command {
+    let mut command = Command::new(process::binary());
+    command
+        .arg("serve")
+        .args(args)
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .env("RUST_LOG", "warn")
+        .env("TASKER_DB_PATH", dir.path().join("tasker.db"))
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped());
+    for (key, value) in envs {
+        command.env(key, value);
+    }
+    command
+}
+
+impl Server {
+    /// Starts `tasker serve --listen <host>:<free port> <args>` and waits for `/healthz`.
+    fn start(host: &str, args: &[&str], envs: &[(&str, &str)]) -> Self {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let port = free_port();
+        let listen = format!("{host}:{port}");
+        let mut full = vec!["--listen", &listen];
+        full.extend_from_slice(args);
+        let child = command(&full, envs, &dir)
+            .spawn()
+            .expect("start tasker serve");
+        let server = Self {
+            child,
+            port,
+            _dir: dir,
+        };
+        let started = Instant::now();
+        while server.send("GET", "/healthz", "127.0.0.1", &[]).0 != 200 {
+            assert!(
+                started.elapsed() < Duration::from_secs(30),
+                "tasker serve did not answer /healthz"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        server
+    }
+
+    /// One HTTP/1.1 request with `Host: host` (the port added) and `headers`; the status, the
+    /// head and the body (status 0 when the connection fails).
+    fn send(
+        &self,
+        method: &str,
+        path: &str,
+        host: &str,
+        headers: &[(&str, &str)],
+    ) -> (u16, String, String) {
+        let Ok(mut stream) = TcpStream::connect(("127.0.0.1", self.port)) else {
+            return (0, String::new(), String::new());
+        };
+        stream
+            .set_read_timeout(Some(Duration::from_secs(30)))
+            .expect("timeout");
+        let body = if method == "POST" {
+            r#"{"type":"sendWebhook","payload":{},"delaySeconds":3600}"#
+        } else {
+            ""
+        };
+        let mut request = format!(
+            "{method} {path} HTTP/1.1\r\nHost: {host}:{}\r\nConnection: close\r\nContent-Length: {}\r\n",
+            self.port,
+            body.len()
+        );
+        if method == "POST" {
+            request.push_str("Content-Type: application/json\r\n");
+        }
+        for (name, value) in headers {
+            request.push_str(&format!("{name}: {value}\r\n"));
+        }
+        request.push_str("\r\n");
+        request.push_str(body);
+        if stream.write_all(request.as_bytes()).is_err() {
+            return (0, String::new(), String::new());
+        }
+        let mut answer = String::new();
+        let _ = stream.read_to_string(&mut answer);
+        let (head, body) = answer.split_once("\r\n\r\n").unwrap_or((&answer, ""));
+        let status = head
+            .split(' ')
+            .nth(1)
+            .and_then(|code| code.parse().ok())
+            .unwrap_or(0);
+        (status, head.to_ascii_lowercase(), body.to_owned())
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn bearer() -> (&'static str, String) {
+    ("Authorization", format!("Bearer {TOKEN}"))
+}
+
+#[test]
+fn a_foreign_host_or_origin_is_refused_on_every_route_but_healthz() {
+    let server = Server::start("127.0.0.1", &[], &[("TASKER_API_TOKEN", TOKEN)]);
+    let (auth_name, auth_value) = bearer();
+    let auth = [(auth_name, auth_value.as_str())];
+    for (method, path) in tasker::api::ROUTES {
+        let path = path.replace("{id}", "01JD0000000000000000000000");
+        let (status, _, body) = server.send(method, &path, "rebind.attacker.example", &auth);
+        if path == tasker::api::HEALTH_PATH {
+            assert_eq!(status, 200, "{method} {path}");
+            continue;
+        }
+        assert_eq!(status, 421, "{method} {path}: {body}");
+        assert!(body.contains("host_not_allowed"), "{body}");
+        assert!(
+            body.contains("--allowed-host"),
+            "the answer says how to allow a name: {body}"
+        );
+        // A page on another site, whatever Host it reaches the server by.
+        let (status, _, body) = server.send(
+            method,
+            &path,
+            "127.0.0.1",
+            &[auth[0], ("Origin", "https://attacker.example")],
+        );
+        assert_eq!(status, 403, "{method} {path}: {body}");
+        assert!(body.contains("origin_not_allowed"), "{body}");
+    }
+    for host in ["localhost", "127.0.0.1", "[::1]", "LocalHost"] {
+        let (status, _, body) = server.send("GET", "/stats", host, &auth);
+        assert_eq!(status, 200, "{host}: {body}");
+    }
+    let origin = format!("http://localhost:{}", server.port);
+    let (status, _, body) = server.send(
+        "POST",
+        "/tasks",
+        "localhost",
+        &[auth[0], ("Origin", &origin)],
+    );
+    assert_eq!(
+        status, 201,
+        "a page served from the API's own name may call it: {body}"
+    );
+}
+
+#[test]
+fn allowed_hosts_extend_the_list() {
+    let server = Server::start(
+        "127.0.0.1",
+        &["--allowed-host", "tasker.test"],
+        &[("TASKER_ALLOWED_HOSTS", "ops.tasker.test, other.test")],
+    );
+    for host in ["tasker.test", "ops.tasker.test", "other.test", "localhost"] {
+        assert_eq!(server.send("GET", "/stats", host, &[]).0, 200, "{host}");
+    }
+    assert_eq!(server.send("GET", "/stats", "evil.test", &[]).0, 421);
+}
+
+#[test]
+fn every_answer_is_hardened() {
+    let server = Server::start("127.0.0.1", &[], &[("TASKER_API_TOKEN", TOKEN)]);
+    let (auth_name, auth_value) = bearer();
+    let with_token = [(auth_name, auth_value.as_str())];
+    let none: [(&str, &str); 0] = [];
+    let cases = [
+        ("/stats", "localhost", &with_token[..], 200),
+        ("/stats", "localhost", &none[..], 401),
+        ("/nope", "localhost", &with_token[..], 404),
+        ("/stats", "evil.test", &none[..], 421),
+        ("/healthz", "localhost", &none[..], 200),
+    ];
+    for (path, host, headers, expected) in cases {
+        let method = "GET";
+        let (status, head, _) = server.send(method, path, host, headers);
+        assert_eq!(status, expected, "{method} {path} {host}");
+        for header in [
+            "x-content-type-options: nosniff",
+            "referrer-policy: no-referrer",
+            "cache-control: no-store",
+        ] {
+            assert!(
+                head.contains(header),
+                "{method} {path} {host}: no `{header}` in\n{head}"
+            );
+        }
+    }
+}
+
+#[test]
+fn beyond_loopback_the_server_needs_a_token_or_an_explicit_flag() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let listen = format!("0.0.0.0:{}", free_port());
+    let refused = |args: &[&str], envs: &[(&str, &str)]| {
+        let output = command(args, envs, &dir)
+            .output()
+            .expect("run tasker serve");
+        assert!(!output.status.success(), "{args:?} started");
+        String::from_utf8_lossy(&output.stderr).into_owned()
+    };
+    let err = refused(&["--listen", &listen], &[]);
+    assert!(err.contains("TASKER_API_TOKEN"), "{err}");
+    assert!(err.contains("--insecure-no-auth"), "{err}");
+    // With a token, the names clients use are still required.
+    let err = refused(&["--listen", &listen], &[("TASKER_API_TOKEN", TOKEN)]);
+    assert!(err.contains("--allowed-host"), "{err}");
+
+    // With the flag it starts, says so, and serves the configured name only.
+    let mut server = Server::start(
+        "0.0.0.0",
+        &["--insecure-no-auth", "--allowed-host", "tasker.test"],
+        &[],
+    );
+    assert_eq!(server.send("GET", "/stats", "tasker.test", &[]).0, 200);
+    assert_eq!(server.send("GET", "/stats", "localhost", &[]).0, 421);
+    let _ = server.child.kill();
+    let mut stderr = String::new();
+    if let Some(mut pipe) = server.child.stderr.take() {
+        let _ = pipe.read_to_string(&mut stderr);
+    }
+    assert!(stderr.contains("WITHOUT A TOKEN"), "{stderr}");
+}
+
+#[test]
+fn the_token_can_come_from_a_file() {
+    let secrets = tempfile::tempdir().expect("temp dir");
+    let file = secrets.path().join("token");
+    std::fs::write(&file, format!("{TOKEN}\n")).expect("write the token");
+    let path = file.display().to_string();
+    let server = Server::start("127.0.0.1", &[], &[("TASKER_API_TOKEN_FILE", &path)]);
+    let (auth_name, auth_value) = bearer();
+    assert_eq!(
+        server
+            .send("GET", "/stats", "localhost", &[(auth_name, &auth_value)])
+            .0,
+        200
+    );
+    assert_eq!(server.send("GET", "/stats", "localhost", &[]).0, 401);
+
+    let missing = secrets.path().join("missing").display().to_string();
+    let output = command(
+        &["--listen", &format!("127.0.0.1:{}", free_port())],
+        &[("TASKER_API_TOKEN_FILE", &missing)],
+        &secrets,
+    )
+    .output()
+    .expect("run tasker serve");
+    assert!(!output.status.success(), "started without its token file");
+    let err = String::from_utf8_lossy(&output.stderr);
+    assert!(err.contains("TASKER_API_TOKEN_FILE"), "{err}");
+}
+
+/// Opens a connection and sends `bytes`, then stalls.
+fn stall(port: u16, bytes: &str) -> TcpStream {
+    let mut stream = TcpStream::connect(("127.0.0.1", port)).expect("connect");
+    stream.write_all(bytes.as_bytes()).expect("send");
+    stream
+}
+
+/// True when the server closes `stream` (or answers and closes) within `limit`.
+fn closed_within(stream: &mut TcpStream, limit: Duration) -> bool {
+    stream.set_read_timeout(Some(limit)).expect("timeout");
+    let mut buffer = [0u8; 1024];
+    loop {
+        match stream.read(&mut buffer) {
+            Ok(0) => return true,
+            Ok(_) => {}
+            Err(err) if err.kind() == std::io::ErrorKind::ConnectionReset => return true,
+            Err(_) => return false,
+        }
+    }
+}
+
+#[test]
+fn stalled_clients_are_dropped_while_healthz_keeps_answering() {
+    let server = Server::start("127.0.0.1", &[], &[]);
+    let mut stalled: Vec<TcpStream> = (0..200)
+        .map(|_| stall(server.port, "GET /tasks HTTP/1.1\r\nHost: 127.0.0.1\r\n"))
+        .collect();
+    let mut idle = stall(server.port, "");
+    let mut slow_body = stall(
+        server.port,
+        "POST /tasks HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n{\"type\":",
+    );
+    assert_eq!(server.send("GET", "/healthz", "127.0.0.1", &[]).0, 200);
+
+    // The head must arrive within 5 s and a body may pause for 10 s: allow as much again.
+    for (n, stream) in stalled.iter_mut().enumerate() {
+        assert!(
+            closed_within(stream, Duration::from_secs(10)),
+            "stalled head {n} still open"
+        );
+    }
+    assert!(
+        closed_within(&mut idle, Duration::from_secs(10)),
+        "an idle connection still open"
+    );
+    assert!(
+        closed_within(&mut slow_body, Duration::from_secs(20)),
+        "a stalled body still open"
+    );
+    assert_eq!(server.send("GET", "/healthz", "127.0.0.1", &[]).0, 200);
+}
+
+#[test]
+fn connections_past_the_cap_wait_for_one_to_close() {
+    let server = Server::start("127.0.0.1", &["--max-connections", "4"], &[]);
+    let started = Instant::now();
+    let held: Vec<TcpStream> = (0..4).map(|_| stall(server.port, "GET /")).collect();
+    // Let the server take the four before the fifth arrives.
+    std::thread::sleep(Duration::from_millis(300));
+    let (status, _, _) = server.send("GET", "/healthz", "127.0.0.1", &[]);
+    assert_eq!(
+        status, 200,
+        "answered once a stalled connection was dropped"
+    );
+    assert!(
+        started.elapsed() >= Duration::from_secs(4),
+        "the fifth connection was served while four were open ({:?})",
+        started.elapsed()
+    );
+    drop(held);
+}
