@@ -1,7 +1,8 @@
 //! The HTTP server of `tasker serve`, with the limits `axum::serve` has no settings for: a
-//! client gets a few seconds to send its request head and may not pause mid-body for long,
-//! and the open connections are capped, so stalled clients cannot pile up until file
-//! descriptors run out. hyper's own settings do the work; this file only wires them.
+//! client gets a few seconds to send its request head, may not pause mid-body for long, and
+//! must read its answers; the open connections are capped, so stalled clients cannot pile up
+//! until file descriptors run out. hyper's, tower-http's and tokio-io-timeout's settings do the
+//! work; this file only wires them.
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -16,6 +17,7 @@ use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
+use tokio_io_timeout::TimeoutStream;
 use tower::ServiceExt;
 use tower_http::timeout::TimeoutBody;
 
@@ -24,8 +26,11 @@ use tower_http::timeout::TimeoutBody;
 pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(5);
 /// The longest pause allowed while a request body arrives.
 pub const BODY_READ_TIMEOUT: Duration = Duration::from_secs(10);
-/// How long a stop waits for open connections to finish their requests.
-const SHUTDOWN_GRACE: Duration = Duration::from_secs(30);
+/// The longest a write of an answer may wait for the client to read.
+pub const WRITE_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long a stop waits for open connections to finish their requests: as long as one
+/// DynamoDB call may take with its retries.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(60);
 
 /// Serves `app` on `listener` with at most `max_connections` open connections until `stop`
 /// completes, then lets the requests in progress finish (for up to 30 s).
@@ -66,11 +71,14 @@ pub async fn serve(
             let app = app.clone();
             async move { Ok::<_, Infallible>(app.oneshot(request).await.unwrap_or_else(|e| match e {})) }
         });
+        let mut stream = TimeoutStream::new(stream);
+        stream.set_write_timeout(Some(WRITE_TIMEOUT));
         let mut builder = http1::Builder::new();
         builder
             .timer(TokioTimer::new())
             .header_read_timeout(HEADER_READ_TIMEOUT);
-        let connection = graceful.watch(builder.serve_connection(TokioIo::new(stream), service));
+        let connection =
+            graceful.watch(builder.serve_connection(TokioIo::new(Box::pin(stream)), service));
         tokio::spawn(async move {
             if let Err(err) = connection.await {
                 tracing::debug!(error = %err, "connection ended with an error");
@@ -78,6 +86,8 @@ pub async fn serve(
             drop(permit);
         });
     }
+    // New clients are refused from now on instead of waiting in the backlog.
+    drop(listener);
     if tokio::time::timeout(SHUTDOWN_GRACE, graceful.shutdown())
         .await
         .is_err()

@@ -330,14 +330,15 @@ fn api_token(get: &Get<'_>) -> Result<Option<String>, ConfigError> {
         (Some(_), Some(_)) => Err(error(
             "is set together with TASKER_API_TOKEN; set one of them".to_owned(),
         )),
-        (token, None) => Ok(token),
+        // A client's token is read without surrounding spaces, so the configured one is too.
+        (token, None) => Ok(token.map(|token| token.trim().to_owned())),
         (None, Some(path)) => {
             let path = path.trim();
             let text = std::fs::read_to_string(path)
                 .map_err(|err| error(format!("cannot read {path:?}: {err}")))?;
             // Secret files usually end with a newline that is not part of the token.
-            let token = text.trim_end_matches(['\n', '\r']);
-            if token.trim().is_empty() {
+            let token = text.trim();
+            if token.is_empty() {
                 return Err(error(format!("{path:?} holds no token")));
             }
             Ok(Some(token.to_owned()))

@@ -159,7 +159,15 @@ fn a_foreign_host_or_origin_is_refused_on_every_route_but_healthz() {
         assert_eq!(status, 403, "{method} {path}: {body}");
         assert!(body.contains("origin_not_allowed"), "{body}");
     }
-    for host in ["localhost", "127.0.0.1", "[::1]", "LocalHost"] {
+    // Another page on this machine (a dev server on another port) is another origin.
+    let (status, _, _) = server.send(
+        "POST",
+        "/tasks",
+        "localhost",
+        &[auth[0], ("Origin", "http://localhost:5173")],
+    );
+    assert_eq!(status, 403);
+    for host in ["localhost", "127.0.0.1", "[::1]", "LocalHost", "localhost."] {
         let (status, _, body) = server.send("GET", "/stats", host, &auth);
         assert_eq!(status, 200, "{host}: {body}");
     }
@@ -352,4 +360,92 @@ fn connections_past_the_cap_wait_for_one_to_close() {
         started.elapsed()
     );
     drop(held);
+}
+
+/// Sends raw `bytes` on a new connection and returns what comes back until the server closes
+/// it or 10 s pass.
+fn raw(port: u16, bytes: &str) -> String {
+    let mut stream = stall(port, bytes);
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .expect("timeout");
+    let mut answer = Vec::new();
+    let _ = stream.read_to_end(&mut answer);
+    String::from_utf8_lossy(&answer).into_owned()
+}
+
+#[test]
+fn a_client_without_a_host_is_not_a_browser_and_is_served() {
+    let server = Server::start("127.0.0.1", &[], &[]);
+    let answer = raw(server.port, "GET /stats HTTP/1.0\r\n\r\n");
+    assert!(answer.starts_with("HTTP/1.0 200"), "{answer}");
+}
+
+#[test]
+fn an_idle_kept_alive_connection_is_closed() {
+    let server = Server::start("127.0.0.1", &[], &[]);
+    let mut stream = stall(
+        server.port,
+        "GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n",
+    );
+    let mut first = [0u8; 12];
+    stream.read_exact(&mut first).expect("the first answer");
+    assert_eq!(&first, b"HTTP/1.1 200");
+    assert!(
+        closed_within(&mut stream, Duration::from_secs(10)),
+        "an idle kept-alive connection is still open"
+    );
+}
+
+#[test]
+fn a_stop_refuses_new_clients_at_once_and_ends() {
+    let mut server = Server::start("127.0.0.1", &[], &[]);
+    // A client in the middle of its request head holds the stop until its head times out.
+    let _stalled = stall(server.port, "GET /stats HTTP/1.1\r\n");
+    let status = Command::new("kill")
+        .args(["-INT", &server.child.id().to_string()])
+        .status()
+        .expect("send SIGINT");
+    assert!(status.success());
+    std::thread::sleep(Duration::from_millis(500));
+    assert!(
+        TcpStream::connect(("127.0.0.1", server.port)).is_err(),
+        "a new client was accepted after the stop"
+    );
+    let started = Instant::now();
+    loop {
+        if let Some(exit) = server.child.try_wait().expect("wait") {
+            assert!(exit.success(), "tasker serve exited with {exit}");
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(20),
+            "tasker serve did not stop"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn a_client_that_never_reads_its_answers_is_dropped() {
+    let server = Server::start("127.0.0.1", &[], &[]);
+    let mut stream = TcpStream::connect(("127.0.0.1", server.port)).expect("connect");
+    // Pipelined requests whose answers (megabytes) fill both sides' socket buffers.
+    stream
+        .set_write_timeout(Some(Duration::from_secs(5)))
+        .expect("timeout");
+    let request = "GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n".repeat(50_000);
+    let _ = stream.write_all(request.as_bytes());
+    // The server's writes wait for a reader that never comes: 30 s, then it closes.
+    std::thread::sleep(Duration::from_secs(35));
+    // Closed already: what is left is the buffered answers, then the end, well before the
+    // 5 s an open connection would idle after answering everything it had read.
+    let started = Instant::now();
+    assert!(
+        closed_within(&mut stream, Duration::from_secs(3))
+            && started.elapsed() < Duration::from_secs(3),
+        "a client that does not read still held its connection ({:?})",
+        started.elapsed()
+    );
+    assert_eq!(server.send("GET", "/healthz", "127.0.0.1", &[]).0, 200);
 }

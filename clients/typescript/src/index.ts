@@ -29,15 +29,15 @@ export type Cancelled = Schemas["Cancelled"];
 /** When and how a task runs; every field optional. */
 export interface CreateOptions {
   /** When the task is due (a Date or RFC 3339 text); not together with `delaySeconds`. */
-  scheduledAt?: Date | string;
+  scheduledAt?: Date | string | undefined;
   /** Whole seconds from now; not together with `scheduledAt`. */
-  delaySeconds?: number;
+  delaySeconds?: number | undefined;
   /** Attempts allowed, 1 to 50 (default from the task type). */
-  maxAttempts?: number;
+  maxAttempts?: number | undefined;
   /** At most one pending or running task per reference and type; cancel them together. */
-  referenceUid?: string;
+  referenceUid?: string | undefined;
   /** A repeated create with this key returns the first task instead of a new one. */
-  idempotencyKey?: string;
+  idempotencyKey?: string | undefined;
 }
 
 /** One create of `createBatch`. */
@@ -48,13 +48,13 @@ export interface BatchItem extends CreateOptions {
 
 /** Which tasks `list` returns. */
 export interface ListOptions {
-  status?: TaskStatus;
-  type?: string;
-  referenceUid?: string;
+  status?: TaskStatus | undefined;
+  type?: string | undefined;
+  referenceUid?: string | undefined;
   /** Tasks per page, 1 to 100 (default 20). */
-  limit?: number;
+  limit?: number | undefined;
   /** Start after this `nextCursor` of an earlier page. */
-  cursor?: string;
+  cursor?: string | undefined;
 }
 
 /** One page of a listing. */
@@ -68,14 +68,17 @@ export interface TaskPage {
 export interface TaskerOptions {
   /** Base URL, e.g. http://127.0.0.1:3000 or the API Gateway stage URL. */
   url: string;
-  /** The service's TASKER_API_TOKEN, sent as a bearer token. */
-  token?: string;
+  /** The service's TASKER_API_TOKEN, sent as a bearer token (none when undefined). */
+  token?: string | undefined;
   /** A fetch implementation (default: the global one). */
-  fetch?: typeof fetch;
+  fetch?: typeof fetch | undefined;
 }
 
-/** Codes the client adds for failures that have no API answer. */
-export type ClientErrorCode = "network_error" | "invalid_response";
+/**
+ * Codes the client adds: no answer (`network_error`), an answer that is not the API's
+ * (`invalid_response`), or an argument refused before sending (`invalid_argument`).
+ */
+export type ClientErrorCode = "network_error" | "invalid_response" | "invalid_argument";
 
 /** A refused or failed call: the API's code and message, and the HTTP status (0 when none). */
 export class TaskerError extends Error {
@@ -128,18 +131,19 @@ export function createTasker(options: TaskerOptions): Tasker {
     if (options.token !== undefined) headers.authorization = `Bearer ${options.token}`;
     if (body !== undefined) headers["content-type"] = "application/json";
     let response: Response;
+    let text: string;
     try {
       response = await fetcher(`${base}${path}`, {
         method,
         headers,
         ...(body === undefined ? {} : { body: JSON.stringify(body) }),
       });
+      text = await response.text();
     } catch (cause) {
       throw new TaskerError("network_error", `${method} ${path}: ${String(cause)}`, 0, undefined, {
         cause,
       });
     }
-    const text = await response.text();
     let json: unknown;
     try {
       json = JSON.parse(text);
@@ -159,7 +163,8 @@ export function createTasker(options: TaskerOptions): Tasker {
   const id = (taskId: string) => encodeURIComponent(taskId);
 
   return {
-    create: (type, payload, createOptions = {}) =>
+    // async, so an argument refused before sending rejects like every other failure.
+    create: async (type, payload, createOptions = {}) =>
       call<Task>("POST", "/tasks", newTask(type, payload, createOptions)),
     createBatch: async (items) => {
       const tasks = items.map(({ type, payload, ...rest }) => newTask(type, payload, rest));
@@ -180,8 +185,13 @@ export function createTasker(options: TaskerOptions): Tasker {
 function newTask(type: TaskType, payload: unknown, options: CreateOptions): Record<string, unknown> {
   const body: Record<string, unknown> = { type, payload };
   const { scheduledAt, ...rest } = options;
-  if (scheduledAt !== undefined) {
-    body.scheduledAt = scheduledAt instanceof Date ? scheduledAt.toISOString() : scheduledAt;
+  if (scheduledAt instanceof Date) {
+    if (Number.isNaN(scheduledAt.getTime())) {
+      throw new TaskerError("invalid_argument", "`scheduledAt` is an invalid Date", 0);
+    }
+    body.scheduledAt = scheduledAt.toISOString();
+  } else if (scheduledAt !== undefined) {
+    body.scheduledAt = scheduledAt;
   }
   for (const [key, value] of Object.entries(rest)) {
     if (value !== undefined) body[key] = value;

@@ -264,7 +264,7 @@ export interface components {
         Error: {
             error: {
                 /** @enum {string} */
-                code: "invalid_json" | "invalid_body" | "duplicate_field" | "missing_field" | "invalid_field" | "unknown_field" | "unknown_type" | "unknown_parameter" | "invalid_parameter" | "invalid_cursor" | "payload_too_large" | "unsupported_media_type" | "duplicate" | "conflict" | "not_found" | "route_not_found" | "method_not_allowed" | "unauthorized" | "store_unavailable" | "internal";
+                code: "invalid_json" | "invalid_body" | "duplicate_field" | "missing_field" | "invalid_field" | "unknown_field" | "unknown_type" | "unknown_parameter" | "invalid_parameter" | "invalid_cursor" | "payload_too_large" | "unsupported_media_type" | "duplicate" | "conflict" | "not_found" | "route_not_found" | "method_not_allowed" | "unauthorized" | "host_not_allowed" | "origin_not_allowed" | "store_unavailable" | "internal";
                 message: string;
                 /** @description With `duplicate`, the task that is still pending or running. */
                 existingId?: string;
@@ -294,6 +294,24 @@ export interface components {
         };
         /** @description No task has that id (`not_found`), or an empty id left a path this API does not have (`route_not_found`). */
         NotFound: {
+            headers: {
+                [name: string]: unknown;
+            };
+            content: {
+                "application/json": components["schemas"]["Error"];
+            };
+        };
+        /** @description `tasker serve` only: a web page from another origin sent the request (`origin_not_allowed`); only pages the server itself served may call it. */
+        OriginRefused: {
+            headers: {
+                [name: string]: unknown;
+            };
+            content: {
+                "application/json": components["schemas"]["Error"];
+            };
+        };
+        /** @description `tasker serve` only: the `Host` names a host the server does not answer for (`host_not_allowed`, against DNS rebinding); the message says how to allow it. */
+        HostRefused: {
             headers: {
                 [name: string]: unknown;
             };
@@ -376,6 +394,8 @@ export interface operations {
                 };
             };
             401: components["responses"]["Unauthorized"];
+            403: components["responses"]["OriginRefused"];
+            421: components["responses"]["HostRefused"];
             500: components["responses"]["Internal"];
             503: components["responses"]["StoreUnavailable"];
         };
@@ -413,6 +433,7 @@ export interface operations {
             };
             400: components["responses"]["BadRequest"];
             401: components["responses"]["Unauthorized"];
+            403: components["responses"]["OriginRefused"];
             /** @description A task with the same `referenceUid` and `type` is still pending or running (`duplicate`, with `existingId`). */
             409: {
                 headers: {
@@ -432,6 +453,7 @@ export interface operations {
                 };
             };
             415: components["responses"]["UnsupportedMediaType"];
+            421: components["responses"]["HostRefused"];
             500: components["responses"]["Internal"];
             503: components["responses"]["StoreUnavailable"];
         };
@@ -455,6 +477,8 @@ export interface operations {
                 };
             };
             401: components["responses"]["Unauthorized"];
+            403: components["responses"]["OriginRefused"];
+            421: components["responses"]["HostRefused"];
             500: components["responses"]["Internal"];
             503: components["responses"]["StoreUnavailable"];
         };
@@ -484,7 +508,9 @@ export interface operations {
                 };
             };
             401: components["responses"]["Unauthorized"];
+            403: components["responses"]["OriginRefused"];
             404: components["responses"]["NotFound"];
+            421: components["responses"]["HostRefused"];
             500: components["responses"]["Internal"];
             503: components["responses"]["StoreUnavailable"];
         };
@@ -514,6 +540,7 @@ export interface operations {
                 };
             };
             401: components["responses"]["Unauthorized"];
+            403: components["responses"]["OriginRefused"];
             404: components["responses"]["NotFound"];
             /** @description The task is running or finished (`conflict`). */
             409: {
@@ -524,6 +551,7 @@ export interface operations {
                     "application/json": components["schemas"]["Error"];
                 };
             };
+            421: components["responses"]["HostRefused"];
             500: components["responses"]["Internal"];
             503: components["responses"]["StoreUnavailable"];
         };
@@ -558,6 +586,7 @@ export interface operations {
             };
             400: components["responses"]["BadRequest"];
             401: components["responses"]["Unauthorized"];
+            403: components["responses"]["OriginRefused"];
             /** @description The body is over 1 MiB (`payload_too_large`). */
             413: {
                 headers: {
@@ -568,6 +597,7 @@ export interface operations {
                 };
             };
             415: components["responses"]["UnsupportedMediaType"];
+            421: components["responses"]["HostRefused"];
             500: components["responses"]["Internal"];
             503: components["responses"]["StoreUnavailable"];
         };
@@ -597,6 +627,7 @@ export interface operations {
                 };
             };
             401: components["responses"]["Unauthorized"];
+            403: components["responses"]["OriginRefused"];
             404: components["responses"]["NotFound"];
             /** @description The task is pending, running or succeeded (`conflict`), or another active task holds its `referenceUid` and `type` now (`duplicate`, with `existingId`). */
             409: {
@@ -607,6 +638,7 @@ export interface operations {
                     "application/json": components["schemas"]["Error"];
                 };
             };
+            421: components["responses"]["HostRefused"];
             500: components["responses"]["Internal"];
             503: components["responses"]["StoreUnavailable"];
         };
@@ -664,6 +696,7 @@ export interface operations {
             };
             400: components["responses"]["BadRequest"];
             401: components["responses"]["Unauthorized"];
+            403: components["responses"]["OriginRefused"];
             /** @description The body is over 5 MiB (`payload_too_large`). */
             413: {
                 headers: {
@@ -674,6 +707,7 @@ export interface operations {
                 };
             };
             415: components["responses"]["UnsupportedMediaType"];
+            421: components["responses"]["HostRefused"];
             500: components["responses"]["Internal"];
         };
     };

@@ -108,6 +108,16 @@ test("createBatch results narrow on status", async () => {
   assert.equal(refused.error.error.code, "invalid_field");
 });
 
+test("options may be undefined, as environment variables and optional fields are", async () => {
+  // The seed's set-up line: process.env values are `string | undefined`.
+  const fromEnv = createTasker({ url, token: process.env.TASKER_TOKEN });
+  const maybe: number | undefined = undefined;
+  const task = await fromEnv.create("sendWebhook", "{}", { delaySeconds: 60, maxAttempts: maybe });
+  assert.equal(task.maxAttempts, 3);
+  const invalid = await rejection(fromEnv.create("sendWebhook", "{}", { scheduledAt: new Date(Number.NaN) }));
+  assert.equal(invalid.code, "invalid_argument");
+});
+
 test("errors carry the API's code, status and message", async () => {
   const invalid = await rejection(
     tasker.create("sendWebhook", "{}", { delaySeconds: 60, scheduledAt: "2099-01-01T00:00:00Z" }),
@@ -153,6 +163,7 @@ test("verifySignature matches the RFC 4231 vector and refuses anything else", as
   assert.equal(await verifySignature("Jefe", body, good.replace("sha256=", "")), false);
   assert.equal(await verifySignature("Jefe", body, null), false);
   assert.equal(await verifySignature("Jefe", body, "sha256=zz"), false);
+  assert.equal(await verifySignature("", body, good), false);
 });
 
 test("a webhook Tasker sends verifies with verifySignature", async () => {

@@ -44,9 +44,10 @@ impl HostAllowlist {
         if configured.iter().any(|name| name.trim() == "*") {
             return Ok(Self::Any);
         }
-        let mut names: Vec<String> = configured.iter().map(|name| normalize(name)).collect();
+        let mut names: Vec<String> = configured.iter().map(|name| normalize(name).0).collect();
         if listen.ip().is_loopback() {
             names.extend(LOOPBACK_NAMES.map(str::to_owned));
+            names.push(ip_name(listen.ip()));
         } else if names.is_empty() {
             return Err(NamesRequired(listen));
         } else if !listen.ip().is_unspecified() {
@@ -62,25 +63,40 @@ impl HostAllowlist {
         match self {
             Self::Any => true,
             Self::Names(names) => {
-                let name = normalize(host);
+                let (name, _) = normalize(host);
                 names.iter().any(|allowed| allowed == &name)
             }
         }
     }
 }
 
-/// A `Host` value without its port, lower-cased.
-fn normalize(host: &str) -> String {
-    let host = host.trim();
-    let name = if host.starts_with('[') {
-        host.split_inclusive(']').next().unwrap_or(host)
+/// A `Host` value's name (lower-cased, without a trailing dot; an IPv6 address in brackets)
+/// and its port. Text that is not a name and port comes back whole, matching no allowed name.
+fn normalize(host: &str) -> (String, Option<u16>) {
+    let host = host.trim().to_ascii_lowercase();
+    let (name, port) = if let Some(rest) = host.strip_prefix('[') {
+        let Some((address, after)) = rest.split_once(']') else {
+            return (host, None);
+        };
+        match after.strip_prefix(':').map(str::parse::<u16>) {
+            None if after.is_empty() => (format!("[{address}]"), None),
+            Some(Ok(port)) => (format!("[{address}]"), Some(port)),
+            _ => return (host, None),
+        }
+    } else if host.matches(':').count() > 1 {
+        // A bare IPv6 address, as an operator may write it in a configured name.
+        (format!("[{host}]"), None)
     } else {
         match host.rsplit_once(':') {
-            Some((name, port)) if port.bytes().all(|b| b.is_ascii_digit()) => name,
-            _ => host,
+            Some((name, port)) => match port.parse::<u16>() {
+                Ok(port) => (name.to_owned(), Some(port)),
+                Err(_) => return (host, None),
+            },
+            None => (host.clone(), None),
         }
     };
-    name.to_ascii_lowercase()
+    let name = name.strip_suffix('.').map_or(name.clone(), str::to_owned);
+    (name, port)
 }
 
 fn ip_name(ip: IpAddr) -> String {
@@ -106,9 +122,12 @@ pub async fn require_allowed_host(
         .authority()
         .map(|authority| authority.as_str().to_owned())
         .or_else(|| header_text(&request, HOST));
-    let Some(host) = host.filter(|host| allowlist.allows(host)) else {
+    // No name at all comes only from clients that are not browsers (HTTP/1.0): a rebinding
+    // attack always carries the attacker's name.
+    let host = host.unwrap_or_else(|| LOOPBACK_NAMES[1].to_owned());
+    if !allowlist.allows(&host) {
         let shown = header_text(&request, HOST).unwrap_or_else(|| "(none)".to_owned());
-        let name = normalize(&shown);
+        let (name, _) = normalize(&shown);
         return ApiError::new(
             StatusCode::MISDIRECTED_REQUEST,
             "host_not_allowed",
@@ -121,18 +140,15 @@ pub async fn require_allowed_host(
             ),
         )
         .into_response();
-    };
+    }
     if let Some(origin) = header_text(&request, ORIGIN) {
-        let origin_host = url::Url::parse(&origin)
-            .ok()
-            .and_then(|url| url.host_str().map(str::to_owned));
-        if !origin_host.is_some_and(|origin_host| allowlist.allows(&origin_host)) {
+        if !same_origin(&origin, &host) {
             return ApiError::new(
                 StatusCode::FORBIDDEN,
                 "origin_not_allowed",
                 format!(
-                    "requests from web pages at `{}` are refused (the API is for `{}`); allow \
-                     that name with --allowed-host or TASKER_ALLOWED_HOSTS",
+                    "requests from web pages at `{}` are refused: only pages served from `{}` \
+                     itself may call it",
                     cut(&origin),
                     cut(&host)
                 ),
@@ -141,6 +157,23 @@ pub async fn require_allowed_host(
         }
     }
     next.run(request).await
+}
+
+/// True when the browser's `Origin` names the host and port the request was sent to (a page
+/// the server itself served). Without a port in `Host`, the origin's default port (80 or 443,
+/// as behind a proxy) matches.
+fn same_origin(origin: &str, host: &str) -> bool {
+    let Ok(origin) = url::Url::parse(origin) else {
+        return false;
+    };
+    let (Some(origin_host), Some(origin_port)) =
+        (origin.host_str(), origin.port_or_known_default())
+    else {
+        return false;
+    };
+    let (origin_name, _) = normalize(origin_host);
+    let (name, port) = normalize(host);
+    origin_name == name && port.map_or(matches!(origin_port, 80 | 443), |port| port == origin_port)
 }
 
 fn header_text(request: &Request, name: axum::http::HeaderName) -> Option<String> {
@@ -168,7 +201,9 @@ mod tests {
         for host in [
             "localhost",
             "LOCALHOST:3000",
+            "localhost.:3000",
             "127.0.0.1:9",
+            "127.0.0.1",
             "[::1]:3000",
             "[::1]",
         ] {
@@ -180,6 +215,8 @@ mod tests {
             "127.0.0.1.nip.io",
             "",
             "[::2]",
+            "[::1]junk",
+            "localhost:http",
         ] {
             assert!(!list.allows(host), "{host}");
         }
@@ -195,5 +232,20 @@ mod tests {
         assert!(!list.allows("localhost"));
         let any = HostAllowlist::for_bind(addr("0.0.0.0:3000"), &["*".to_owned()]).unwrap();
         assert!(any.allows("whatever.example"));
+        let v6 = HostAllowlist::for_bind(addr("[::]:3000"), &["2001:db8::1".to_owned()]).unwrap();
+        assert!(v6.allows("[2001:db8::1]:3000"));
+        let other_loopback = HostAllowlist::for_bind(addr("127.0.0.2:3000"), &[]).unwrap();
+        assert!(other_loopback.allows("127.0.0.2:3000"));
+    }
+
+    #[test]
+    fn only_the_servers_own_origin_passes() {
+        assert!(same_origin("http://localhost:3000", "localhost:3000"));
+        assert!(same_origin("http://LOCALHOST:3000", "localhost:3000"));
+        assert!(same_origin("https://tasker.example", "tasker.example"));
+        assert!(!same_origin("http://localhost:5173", "localhost:3000"));
+        assert!(!same_origin("https://attacker.example", "localhost:3000"));
+        assert!(!same_origin("null", "localhost:3000"));
+        assert!(!same_origin("http://127.0.0.1:3000", "localhost:3000"));
     }
 }
