@@ -10,22 +10,14 @@ CACHE="${TASKER_CACHE:-$HOME/.cache/tasker}"
 TASKER="${TASKER_BIN:-target/debug/tasker}"
 EXAMPLES="${SCHEMATHESIS_EXAMPLES:-300}"
 work=$(mktemp -d -t tasker-schemathesis.XXXXXX)
-port=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+source scripts/lib/serve.sh
 export TASKER_SCHEMATHESIS_TOKEN="schemathesis-$RANDOM$RANDOM"
+port=$(free_port)
 
 # The processor runs too, so tasks move (run, fail, retry) under the generated requests. No
 # webhook leaves the machine: private targets are refused (TASKER_WEBHOOK_ALLOW_PRIVATE unset)
 # and the spec's examples point at localhost.
-env -i PATH="$PATH" RUST_LOG=warn TASKER_API_TOKEN="$TASKER_SCHEMATHESIS_TOKEN" \
-  TASKER_DB_PATH="$work/tasker.db" "$TASKER" serve --listen "127.0.0.1:$port" --interval 1 \
-  >"$work/serve.log" 2>&1 &
-serve=$!
-trap 'kill "$serve" 2>/dev/null || true; wait "$serve" 2>/dev/null || true' EXIT
-for _ in $(seq 100); do
-  curl -fsS "http://127.0.0.1:$port/healthz" >/dev/null 2>&1 && break
-  kill -0 "$serve" 2>/dev/null || { cat "$work/serve.log" >&2; exit 1; }
-  sleep 0.1
-done
+start_serve "$work" "$port" TASKER_API_TOKEN="$TASKER_SCHEMATHESIS_TOKEN"
 
 # Checks and their exceptions are in scripts/schemathesis.toml.
 # -w 1: two workers trip a race inside Hypothesis's cache in schemathesis 4.32.5.

@@ -9,6 +9,7 @@ root=$PWD
 CACHE="${TASKER_CACHE:-$HOME/.cache/tasker}"
 TASKER="${TASKER_BIN:-$root/target/debug/tasker}"
 work=$(mktemp -d -t tasker-ts.XXXXXX)
+source scripts/lib/serve.sh
 cd clients/typescript
 
 npm ci --cache "$CACHE/npm" --prefer-offline --no-audit --no-fund --loglevel=error
@@ -20,17 +21,8 @@ fi
 rm -rf dist
 npx --no-install tsc -p tsconfig.json
 
-port=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+port=$(free_port)
 export TASKER_URL="http://127.0.0.1:$port" TASKER_TOKEN="ts-$RANDOM$RANDOM" TASKER_WEBHOOK_SECRET="ts-secret-$RANDOM"
-env -i PATH="$PATH" RUST_LOG=warn TASKER_API_TOKEN="$TASKER_TOKEN" \
-  TASKER_WEBHOOK_SECRET="$TASKER_WEBHOOK_SECRET" TASKER_WEBHOOK_ALLOW_PRIVATE=true \
-  TASKER_DB_PATH="$work/tasker.db" "$TASKER" serve --listen "127.0.0.1:$port" --interval 1 \
-  >"$work/serve.log" 2>&1 &
-serve=$!
-trap 'kill "$serve" 2>/dev/null || true; wait "$serve" 2>/dev/null || true' EXIT
-for _ in $(seq 100); do
-  curl -fsS "$TASKER_URL/healthz" >/dev/null 2>&1 && break
-  kill -0 "$serve" 2>/dev/null || { cat "$work/serve.log" >&2; exit 1; }
-  sleep 0.1
-done
+start_serve "$work" "$port" TASKER_API_TOKEN="$TASKER_TOKEN" \
+  TASKER_WEBHOOK_SECRET="$TASKER_WEBHOOK_SECRET" TASKER_WEBHOOK_ALLOW_PRIVATE=true
 node --test --test-reporter=spec dist/test/

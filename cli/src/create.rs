@@ -3,23 +3,62 @@
 use std::path::Path;
 use std::time::Duration;
 
+use clap::Args;
+use tasker::api::requests::MAX_DELAY_SECONDS;
 use tasker::api::strict_json::{self, StrictJsonError};
+use tasker::clock::InvalidTimestamp;
 use tasker::store::Created;
 use tasker::{NewTask, Store, Tasker, Timestamp};
 
-use crate::CliError;
 use crate::operator::print_task;
+use crate::{CliError, OutputArgs, StoreArgs};
 
-/// What `tasker create` was given.
+/// `tasker create`'s arguments.
+#[derive(Args)]
 pub struct CreateArgs {
-    pub task_type: String,
-    pub payload: String,
-    pub delay: Option<Duration>,
-    pub at: Option<Timestamp>,
-    pub max_attempts: Option<u32>,
-    pub reference: Option<String>,
-    pub idempotency_key: Option<String>,
-    pub json: bool,
+    /// A registered task type, e.g. sendWebhook.
+    #[arg(long = "type")]
+    task_type: String,
+    /// The payload as JSON (a JSON string is stored as its text), or @FILE, or @- for stdin.
+    #[arg(long)]
+    payload: String,
+    /// Due after this long (humantime: 90s, 15m, 2h); not with --at.
+    #[arg(long, value_parser = parse_delay, conflicts_with = "at")]
+    delay: Option<Duration>,
+    /// Due at this RFC 3339 instant, e.g. 2026-12-01T09:00:00Z.
+    #[arg(long, value_parser = parse_at)]
+    at: Option<Timestamp>,
+    /// Attempts allowed, 1 to 50 (default from the task type).
+    #[arg(long, value_parser = clap::value_parser!(u32).range(1..=50))]
+    max_attempts: Option<u32>,
+    /// referenceUid: at most one pending or running task per reference and type.
+    #[arg(long)]
+    reference: Option<String>,
+    /// A repeated create with this key returns the first task.
+    #[arg(long)]
+    idempotency_key: Option<String>,
+    #[command(flatten)]
+    output: OutputArgs,
+    #[command(flatten)]
+    pub store: StoreArgs,
+}
+
+fn parse_delay(text: &str) -> Result<Duration, String> {
+    let delay =
+        humantime::parse_duration(text).map_err(|err| format!("{err} (e.g. 90s, 15m, 2h)"))?;
+    if delay > Duration::from_secs(MAX_DELAY_SECONDS) {
+        return Err("must be at most a year (366 days)".to_owned());
+    }
+    Ok(delay)
+}
+
+fn parse_at(text: &str) -> Result<Timestamp, String> {
+    text.parse().map_err(|err: InvalidTimestamp| match err {
+        InvalidTimestamp::Format(_) => {
+            "expected an RFC 3339 timestamp such as 2026-12-01T09:00:00Z".to_owned()
+        }
+        InvalidTimestamp::OutOfRange(_) => "must be in the year 1970 or later".to_owned(),
+    })
 }
 
 /// Creates the task and prints it; an idempotent repeat prints the first task and says so.
@@ -37,13 +76,13 @@ pub async fn create(tasker: &Tasker<Store>, args: CreateArgs) -> Result<(), CliE
         idempotency_key: args.idempotency_key,
     };
     match tasker.create(new).await? {
-        Created::New(task) => print_task(&task, args.json),
+        Created::New(task) => print_task(&task, args.output.json),
         Created::Existing(task) => {
             eprintln!(
                 "an earlier create with this idempotency key made task {}",
                 task.id
             );
-            print_task(&task, args.json)
+            print_task(&task, args.output.json)
         }
     }
 }

@@ -17,12 +17,11 @@ mod serve;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
 use tasker::store::ListFilter;
 use tasker::store::dynamodb::{self, schema};
-use tasker::{Config, StoreKind, TaskStatus, Timestamp};
+use tasker::{Config, StoreKind, TaskStatus};
 
 use crate::operator::{parse_id, print_task};
 
@@ -81,33 +80,7 @@ enum Command {
         store: StoreArgs,
     },
     /// Create a task, as POST /tasks does (same rules; printed as `show` prints it).
-    Create {
-        /// A registered task type, e.g. sendWebhook.
-        #[arg(long = "type")]
-        task_type: String,
-        /// The payload as JSON (a JSON string is stored as its text), or @FILE, or @- for stdin.
-        #[arg(long)]
-        payload: String,
-        /// Due after this long (humantime: 90s, 15m, 2h); not with --at.
-        #[arg(long, value_parser = parse_delay, conflicts_with = "at")]
-        delay: Option<Duration>,
-        /// Due at this RFC 3339 instant, e.g. 2026-12-01T09:00:00Z.
-        #[arg(long, value_parser = parse_at)]
-        at: Option<Timestamp>,
-        /// Attempts allowed, 1 to 50 (default from the task type).
-        #[arg(long, value_parser = clap::value_parser!(u32).range(1..=50))]
-        max_attempts: Option<u32>,
-        /// referenceUid: at most one pending or running task per reference and type.
-        #[arg(long)]
-        reference: Option<String>,
-        /// A repeated create with this key returns the first task.
-        #[arg(long)]
-        idempotency_key: Option<String>,
-        #[command(flatten)]
-        output: OutputArgs,
-        #[command(flatten)]
-        store: StoreArgs,
-    },
+    Create(create::CreateArgs),
     /// Show one task.
     Show {
         /// Task id.
@@ -166,7 +139,7 @@ enum Command {
 }
 
 #[derive(Args)]
-struct StoreArgs {
+pub(crate) struct StoreArgs {
     /// Backend: sqlite (default) or dynamodb [env: TASKER_STORE].
     #[arg(long, value_parser = ["sqlite", "dynamodb"])]
     store: Option<String>,
@@ -179,10 +152,10 @@ struct StoreArgs {
 }
 
 #[derive(Args)]
-struct OutputArgs {
+pub(crate) struct OutputArgs {
     /// Print JSON for scripts instead of text for people.
     #[arg(long)]
-    json: bool,
+    pub(crate) json: bool,
 }
 
 #[derive(Args)]
@@ -281,28 +254,8 @@ async fn run(cli: Cli) -> Result<(), CliError> {
             let limit = usize::try_from(limit).unwrap_or(20);
             operator::list(&tasker, &filter, limit, cursor, all, output.json).await
         }
-        Command::Create {
-            task_type,
-            payload,
-            delay,
-            at,
-            max_attempts,
-            reference,
-            idempotency_key,
-            output,
-            store,
-        } => {
-            let tasker = config(&store)?.build_tasker().await?;
-            let args = create::CreateArgs {
-                task_type,
-                payload,
-                delay,
-                at,
-                max_attempts,
-                reference,
-                idempotency_key,
-                json: output.json,
-            };
+        Command::Create(args) => {
+            let tasker = config(&args.store)?.build_tasker().await?;
             create::create(&tasker, args).await
         }
         Command::Show { id, output, store } => {
@@ -355,27 +308,6 @@ async fn run(cli: Cli) -> Result<(), CliError> {
             Ok(())
         }
     }
-}
-
-fn parse_delay(text: &str) -> Result<Duration, String> {
-    let delay =
-        humantime::parse_duration(text).map_err(|err| format!("{err} (e.g. 90s, 15m, 2h)"))?;
-    if delay > Duration::from_secs(tasker::api::requests::MAX_DELAY_SECONDS) {
-        return Err("must be at most a year (366 days)".to_owned());
-    }
-    Ok(delay)
-}
-
-fn parse_at(text: &str) -> Result<Timestamp, String> {
-    text.parse()
-        .map_err(|err: tasker::clock::InvalidTimestamp| match err {
-            tasker::clock::InvalidTimestamp::Format(_) => {
-                "expected an RFC 3339 timestamp such as 2026-12-01T09:00:00Z".to_owned()
-            }
-            tasker::clock::InvalidTimestamp::OutOfRange(_) => {
-                "must be in the year 1970 or later".to_owned()
-            }
-        })
 }
 
 fn parse_status(text: &str) -> Result<TaskStatus, String> {
