@@ -4,7 +4,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use clap::Args;
-use tasker::api::requests::MAX_DELAY_SECONDS;
+use tasker::api::requests::{self, MAX_DELAY_SECONDS};
 use tasker::api::strict_json::{self, StrictJsonError};
 use tasker::clock::InvalidTimestamp;
 use tasker::store::Created;
@@ -53,12 +53,8 @@ fn parse_delay(text: &str) -> Result<Duration, String> {
 }
 
 fn parse_at(text: &str) -> Result<Timestamp, String> {
-    text.parse().map_err(|err: InvalidTimestamp| match err {
-        InvalidTimestamp::Format(_) => {
-            "expected an RFC 3339 timestamp such as 2026-12-01T09:00:00Z".to_owned()
-        }
-        InvalidTimestamp::OutOfRange(_) => "must be in the year 1970 or later".to_owned(),
-    })
+    text.parse()
+        .map_err(|err: InvalidTimestamp| format!("must be {}", err.rule()))
 }
 
 /// Creates the task and prints it; an idempotent repeat prints the first task and says so.
@@ -87,7 +83,7 @@ pub async fn create(tasker: &Tasker<Store>, args: CreateArgs) -> Result<(), CliE
     }
 }
 
-/// The payload as the API stores it: a JSON string's text as is, other JSON as compact text.
+/// The payload as the API stores it ([`requests::payload_text`]).
 /// `@path` reads the file, `@-` standard input.
 fn payload_text(given: &str) -> Result<String, CliError> {
     let text = match given.strip_prefix('@') {
@@ -107,15 +103,8 @@ fn payload_text(given: &str) -> Result<String, CliError> {
             }
         })
     })?;
-    Ok(match value {
-        serde_json::Value::String(text) => text,
-        serde_json::Value::Null => {
-            return Err(CliError::Usage(
-                "--payload must be a JSON value other than null".to_owned(),
-            ));
-        }
-        other => other.to_string(),
-    })
+    requests::payload_text(&value)
+        .ok_or_else(|| CliError::Usage("--payload must be a JSON value other than null".to_owned()))
 }
 
 #[cfg(test)]

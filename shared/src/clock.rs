@@ -88,6 +88,18 @@ pub enum InvalidTimestamp {
     OutOfRange(String),
 }
 
+impl InvalidTimestamp {
+    /// The rule the text broke, worded to follow "must be" (the API's and the CLI's message).
+    pub fn rule(&self) -> &'static str {
+        match self {
+            Self::Format(_) => "an RFC 3339 timestamp such as 2026-01-31T09:30:00Z",
+            Self::OutOfRange(_) => {
+                "in the year 1970 or later (the instants Tasker stores start at the Unix epoch)"
+            }
+        }
+    }
+}
+
 impl FromStr for Timestamp {
     type Err = InvalidTimestamp;
 

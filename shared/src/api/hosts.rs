@@ -126,15 +126,14 @@ pub async fn require_allowed_host(
     // attack always carries the attacker's name.
     let host = host.unwrap_or_else(|| LOOPBACK_NAMES[1].to_owned());
     if !allowlist.allows(&host) {
-        let shown = header_text(&request, HOST).unwrap_or_else(|| "(none)".to_owned());
-        let (name, _) = normalize(&shown);
+        let (name, _) = normalize(&host);
         return ApiError::new(
             StatusCode::MISDIRECTED_REQUEST,
             "host_not_allowed",
             format!(
                 "this server does not answer for the host `{}`; to allow it, start tasker serve \
                  with --allowed-host {} (or TASKER_ALLOWED_HOSTS={})",
-                cut(&shown),
+                cut(&host),
                 cut(&name),
                 cut(&name)
             ),

@@ -6,7 +6,7 @@ use serde_json::{Map, Value};
 
 use super::error::ApiError;
 use super::strict_json::{self, StrictJsonError};
-use crate::clock::{InvalidTimestamp, Timestamp};
+use crate::clock::Timestamp;
 use crate::store::{InvalidCursor, ListFilter, ListKey};
 use crate::task::{
     MAX_ATTEMPTS_LIMIT, MAX_REFERENCE_UID_CHARS, MAX_TYPE_CHARS, NewTask, ValidationError,
@@ -179,16 +179,13 @@ fn create_from(map: Map<String, Value>, now: Timestamp) -> Result<NewTask, ApiEr
     let task_type = required_string(&map, "type")?;
     let payload = match map.get("payload") {
         None => return Err(ValidationError::Missing("payload").into()),
-        Some(Value::Null) => {
-            return Err(invalid("payload", "must be a JSON value other than null"));
-        }
-        Some(Value::String(text)) => text.clone(),
-        Some(other) => other.to_string(),
+        Some(value) => payload_text(value)
+            .ok_or_else(|| invalid("payload", "must be a JSON value other than null"))?,
     };
     let scheduled_at = optional_string(&map, "scheduledAt")?
         .map(|text| {
             text.parse::<Timestamp>()
-                .map_err(|err| invalid("scheduledAt", timestamp_rule(&err)))
+                .map_err(|err| invalid("scheduledAt", format!("must be {}", err.rule())))
         })
         .transpose()?;
     let delay = optional_integer(&map, "delaySeconds", (0, MAX_DELAY_SECONDS))?;
@@ -218,16 +215,13 @@ fn create_from(map: Map<String, Value>, now: Timestamp) -> Result<NewTask, ApiEr
     Ok(new)
 }
 
-/// What a refused `scheduledAt` breaks: the format, or the range Tasker stores.
-fn timestamp_rule(err: &InvalidTimestamp) -> String {
-    match err {
-        InvalidTimestamp::Format(_) => {
-            "must be an RFC 3339 timestamp such as 2026-01-31T09:30:00Z".to_owned()
-        }
-        InvalidTimestamp::OutOfRange(_) => {
-            "must be in the year 1970 or later (the instants Tasker stores start at the Unix epoch)"
-                .to_owned()
-        }
+/// A payload as it is stored: a JSON string's text as is, any other value as its compact JSON
+/// text (like `JSON.stringify`); `None` for null, which is no payload.
+pub fn payload_text(value: &Value) -> Option<String> {
+    match value {
+        Value::Null => None,
+        Value::String(text) => Some(text.clone()),
+        other => Some(other.to_string()),
     }
 }
 
