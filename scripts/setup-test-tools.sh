@@ -6,6 +6,7 @@
 #   - a Python venv with cfn-lint and the SAM CLI for the template, openapi-spec-validator,
 #     and cargo-lambda for the local Lambda workflow test,
 #   - schemathesis in a venv of its own (its dependencies are not the SAM CLI's),
+#   - moto's server in a venv of its own: a local SQS for SQS mode's tests,
 #   - the TypeScript client's npm packages (clients/typescript, from its package-lock.json).
 set -euo pipefail
 
@@ -53,4 +54,10 @@ if [ ! -x "$CACHE/schemathesis/bin/schemathesis" ]; then
   echo "== installing schemathesis into $CACHE/schemathesis"
   python3 -m venv "$CACHE/schemathesis"
   "$CACHE/schemathesis/bin/pip" install --quiet --disable-pip-version-check schemathesis==4.32.5
+fi
+
+if [ ! -x "$CACHE/moto/bin/moto_server" ]; then
+  echo "== installing moto's server (a local SQS) into $CACHE/moto"
+  python3 -m venv "$CACHE/moto"
+  "$CACHE/moto/bin/pip" install --quiet --disable-pip-version-check "moto[server]==5.2.5"
 fi

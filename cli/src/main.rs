@@ -13,6 +13,7 @@ mod http;
 mod operator;
 mod output;
 mod serve;
+mod worker;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -42,6 +43,12 @@ enum Command {
     Serve(ServeArgs),
     /// Run one processQueue pass and print its summary as JSON.
     Process(StoreArgs),
+    /// SQS mode: read the queue and run the tasks its messages name, until Ctrl-C or SIGTERM
+    /// (the worker Lambda's code, on one machine); print the counts as JSON at the end.
+    Worker(worker::WorkerArgs),
+    /// SQS mode: one run of the mover (send messages for tasks falling due within 15 minutes
+    /// that have none on their way); print its counts as JSON. Needs TASKER_DISPATCH=sqs.
+    Move(StoreArgs),
     /// Delete finished tasks older than TASKER_RETENTION, sweep below the due queue's
     /// watermarks, and print the counts as JSON.
     Cleanup(StoreArgs),
@@ -224,6 +231,8 @@ async fn main() -> ExitCode {
 async fn run(cli: Cli) -> Result<(), CliError> {
     match cli.command {
         Command::Serve(args) => serve::serve(args).await,
+        Command::Worker(args) => worker::worker(args).await,
+        Command::Move(args) => worker::move_once(args).await,
         Command::Process(args) => {
             let config = config(&args)?;
             let summary = config.build_tasker().await?.process_queue(None).await?;

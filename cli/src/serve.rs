@@ -58,11 +58,16 @@ pub async fn serve(args: ServeArgs) -> Result<(), CliError> {
         let mut stop = stop_rx.clone();
         let interval = Duration::from_secs(args.interval);
         async move {
+            if tasker.pushes() {
+                // SQS mode: `tasker worker` runs the tasks; this process moves them onto the
+                // queue as they fall due, like the processor Lambda every minute.
+                return mover_loop(&tasker, stop).await;
+            }
             tasker
                 .serve_queue(interval, async move {
                     let _ = stop.wait_for(|stop| *stop).await;
                 })
-                .await
+                .await;
         }
     });
     let cleaner = tokio::spawn(cleanup_loop(
@@ -113,6 +118,22 @@ async fn remind_open(request: Request, next: Next) -> Response {
     next.run(request).await
 }
 
+/// How often `serve` runs the mover in SQS mode (as the template schedules the processor).
+const MOVE_EVERY: Duration = Duration::from_secs(60);
+
+/// SQS mode: one mover run a minute until `stop` turns true.
+async fn mover_loop(tasker: &Tasker<Store>, mut stop: watch::Receiver<bool>) {
+    loop {
+        if let Err(err) = tasker.move_due().await {
+            tracing::error!(error = %tasker::Report(&err), "mover run failed");
+        }
+        tokio::select! {
+            _ = stop.wait_for(|stop| *stop) => return,
+            () = tokio::time::sleep(MOVE_EVERY) => {}
+        }
+    }
+}
+
 /// Cleans up at start and then once a day, until `stop` turns true; a cleanup in progress
 /// completes. It runs beside the processor loop, which it never holds up.
 async fn cleanup_loop(
@@ -131,7 +152,7 @@ async fn cleanup_loop(
     }
 }
 
-async fn shutdown_signal() {
+pub(crate) async fn shutdown_signal() {
     let ctrl_c = async {
         if let Err(err) = tokio::signal::ctrl_c().await {
             tracing::error!(error = %err, "cannot listen for Ctrl-C");

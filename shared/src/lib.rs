@@ -12,6 +12,7 @@ pub mod config;
 #[cfg(feature = "lambda")]
 mod lambda;
 pub mod metrics;
+pub mod push;
 pub mod report;
 pub mod retry;
 pub mod store;
@@ -20,7 +21,7 @@ pub mod tasker;
 pub mod tasks;
 
 pub use clock::{Clock, ManualClock, SystemClock, Timestamp};
-pub use config::{AuthMode, Config, ConfigError, StartupError, StoreKind};
+pub use config::{AuthMode, Config, ConfigError, Dispatch, StartupError, StoreKind};
 pub use report::Report;
 pub use retry::{RetryPolicy, RetryPolicyError};
 #[cfg(feature = "dynamodb")]

@@ -10,6 +10,7 @@ pub mod process;
 pub mod proxy;
 pub mod queue;
 pub mod receiver;
+pub mod sqs;
 pub mod template;
 pub mod throttle;
 

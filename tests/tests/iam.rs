@@ -56,7 +56,7 @@ async fn recorded() -> (Store, CapacityProxy) {
 #[tokio::test]
 async fn the_enqueue_function_calls_only_what_it_may() {
     let (store, proxy) = recorded().await;
-    let app = enqueue::app(&config(&[("TASKER_API_TOKEN", "test-token")]), store).expect("app");
+    let app = enqueue::app(&config(&[("TASKER_API_TOKEN", "test-token")]), store, None).expect("app");
     let (_, created) = send(&app, "apigw-create-task.json", None).await;
     let id = created["id"].as_str().expect("id").to_owned();
     for (event, id) in [

@@ -21,7 +21,7 @@ async fn fresh_store() -> Store {
 
 /// The enqueue function over a fresh table, configured with the events' token.
 async fn enqueue_app() -> axum::Router {
-    enqueue::app(&token_config(), fresh_store().await).expect("app")
+    enqueue::app(&token_config(), fresh_store().await, None).expect("app")
 }
 
 /// Creates the sample event's task; its id.
@@ -169,7 +169,7 @@ async fn health_needs_no_token_and_bad_requests_are_refused_with_codes() {
 #[tokio::test]
 async fn enqueue_fails_closed_without_auth_configuration() {
     // GIVEN neither TASKER_API_TOKEN nor TASKER_AUTH=iam
-    let app = enqueue::app(&config(&[]), fresh_store().await).expect("app");
+    let app = enqueue::app(&config(&[]), fresh_store().await, None).expect("app");
     // THEN every route but /healthz answers 401
     for name in [
         "apigw-create-task.json",
@@ -187,7 +187,7 @@ async fn enqueue_fails_closed_without_auth_configuration() {
     assert_eq!(status, StatusCode::OK);
 
     // AND with IAM in front, requests pass without a token
-    let iam = enqueue::app(&config(&[("TASKER_AUTH", "iam")]), fresh_store().await).expect("app");
+    let iam = enqueue::app(&config(&[("TASKER_AUTH", "iam")]), fresh_store().await, None).expect("app");
     let (status, _) = send(&iam, "apigw-create-task.json", None).await;
     assert_eq!(status, StatusCode::CREATED);
 }
@@ -197,7 +197,7 @@ async fn enqueue_fails_closed_without_auth_configuration() {
 async fn a_task_the_webhook_refuses() -> (tasker::Tasker<Store>, tasker::TaskId) {
     let store = fresh_store().await;
     let config = token_config();
-    let app = enqueue::app(&config, store.clone()).expect("app");
+    let app = enqueue::app(&config, store.clone(), None).expect("app");
     let id = create_sample(&app).await.parse().expect("task id");
     (config.tasker_over(store).expect("tasker"), id)
 }

@@ -3,14 +3,24 @@
 use std::sync::Arc;
 
 use tasker::api::{self, ApiStore};
+use tasker::push::Push;
 use tasker::{AuthMode, Config, StartupError};
 
-/// The API router over `store`; authentication fails closed when neither a token nor IAM is set.
-pub fn app<S: ApiStore>(config: &Config, store: S) -> Result<axum::Router, StartupError> {
+/// The API router over `store`, sending to `queue` in SQS mode; authentication fails closed
+/// when neither a token nor IAM is set.
+pub fn app<S: ApiStore>(
+    config: &Config,
+    store: S,
+    queue: Option<Arc<dyn Push>>,
+) -> Result<axum::Router, StartupError> {
     let auth = config.lambda_auth();
     if let AuthMode::Deny(reason) = &auth {
         tracing::error!(reason = %reason, "API authentication is not configured");
     }
-    let tasker = Arc::new(config.tasker_over(store)?);
+    let mut tasker = config.tasker_over(store)?;
+    if let Some(queue) = queue {
+        tasker = tasker.with_push(queue);
+    }
+    let tasker = Arc::new(tasker);
     Ok(api::router(tasker, auth))
 }

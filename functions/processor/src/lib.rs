@@ -1,11 +1,12 @@
 //! The processor Lambda: one processQueue run per scheduled event, then one line of CloudWatch
-//! Embedded Metric Format with the run's counts and the backlog. Errors reach Lambda through
-//! the library's one `TaskerError` to `Diagnostic` conversion.
+//! Embedded Metric Format with the run's counts and the backlog; in SQS mode one mover run
+//! instead (the workers run the tasks). Errors reach Lambda through the library's one
+//! `TaskerError` to `Diagnostic` conversion.
 
 use std::time::{Instant, SystemTime};
 
 use lambda_runtime::LambdaEvent;
-use tasker::store::{QueueStats, TaskQueue};
+use tasker::store::{QueueStats, TaskDelivery, TaskQueue};
 use tasker::{PollSettings, Report, RunSummary, Tasker, TaskerError, metrics};
 
 /// The longest the backlog read for the metrics may take (less if the deadline is nearer).
@@ -26,7 +27,7 @@ const PLAUSIBLE_DEADLINE_MS: u64 = 1_000_000_000_000;
 /// Runs the queue until the invocation's deadline leaves less than the configured margin (in
 /// poll mode, again every `poll.interval` until `poll.window` has passed), then hands the
 /// metrics line to `emit` (stdout in Lambda, where CloudWatch picks it up).
-pub async fn handle<S: TaskQueue + QueueStats>(
+pub async fn handle<S: TaskQueue + TaskDelivery + QueueStats>(
     tasker: &Tasker<S>,
     service: &str,
     poll: PollSettings,
@@ -57,7 +58,12 @@ pub async fn handle<S: TaskQueue + QueueStats>(
         );
     }
     let deadline = plausible.then(|| Instant::now() + remaining);
-    let summary = tasker.poll_queue(deadline, poll).await?;
+    let summary = if tasker.pushes() {
+        tasker.move_due().await?;
+        RunSummary::default()
+    } else {
+        tasker.poll_queue(deadline, poll).await?
+    };
     // The backlog is for the metrics only: without it the run still counts, and reading it
     // must not push the invocation past its deadline.
     let budget = if plausible {

@@ -160,6 +160,12 @@ impl From<TaskerError> for ApiError {
             TaskerError::Invalid(invalid) => invalid.into(),
             TaskerError::UnknownType(_) => Self::bad_request("unknown_type", err.to_string()),
             TaskerError::Store(store) => store.into(),
+            // Only the mover asks for the queue; no route does.
+            TaskerError::NoQueue => Self::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "internal",
+                "the queue is not configured; see the service logs",
+            ),
         }
     }
 }

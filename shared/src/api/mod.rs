@@ -22,7 +22,7 @@ use serde_json::json;
 use self::error::ApiError;
 use crate::config::AuthMode;
 use crate::store::Created;
-use crate::task::{MAX_PAYLOAD_BYTES, TaskId};
+use crate::task::{MAX_PAYLOAD_BYTES, Task, TaskId};
 use crate::tasker::Tasker;
 
 /// The unauthenticated liveness route.
@@ -243,19 +243,23 @@ async fn batch<S: ApiStore>(
     let items = requests::parse_batch(&body, tasker.now())?;
     // Runs to completion even if the client disconnects, like a single create.
     let results = tokio::spawn(async move {
-        futures::stream::iter(items)
+        let outcomes: Vec<(serde_json::Value, Option<Task>)> = futures::stream::iter(items)
             .map(|item| {
                 let tasker = Arc::clone(&tasker);
                 async move {
                     let new = match item {
                         Ok(new) => new,
-                        Err(err) => return json!({"status": "error", "error": err.body()}),
+                        Err(err) => return (json!({"status": "error", "error": err.body()}), None),
                     };
                     // Ids only, not whole tasks: echoing 100 payloads could exceed Lambda's
                     // 6 MB response limit after the items were already stored.
-                    match tasker.create(new).await {
-                        Ok(Created::New(task)) => json!({"status": "created", "id": task.id}),
-                        Ok(Created::Existing(task)) => json!({"status": "existing", "id": task.id}),
+                    match tasker.create_held(new).await {
+                        Ok(Created::New(task)) => {
+                            (json!({"status": "created", "id": task.id}), Some(task))
+                        }
+                        Ok(Created::Existing(task)) => {
+                            (json!({"status": "existing", "id": task.id}), None)
+                        }
                         Err(err) => {
                             let err = ApiError::from(err);
                             let status = if err.code == "duplicate" {
@@ -263,14 +267,19 @@ async fn batch<S: ApiStore>(
                             } else {
                                 "error"
                             };
-                            json!({"status": status, "error": err.body()})
+                            (json!({"status": status, "error": err.body()}), None)
                         }
                     }
                 }
             })
             .buffered(BATCH_CONCURRENCY)
-            .collect::<Vec<_>>()
-            .await
+            .collect()
+            .await;
+        let (results, created): (Vec<_>, Vec<_>) = outcomes.into_iter().unzip();
+        // SQS mode: the batch's messages, ten per call.
+        let created: Vec<Task> = created.into_iter().flatten().collect();
+        tasker.deliver(&created).await;
+        results
     })
     .await
     .map_err(|err| {

@@ -8,6 +8,9 @@ use crate::retry::{RetryPolicy, RetryPolicyError};
 use crate::tasker::{PollSettings, ProcessorSettings};
 use crate::tasks::TypeSettings;
 
+mod dispatch;
+pub use dispatch::Dispatch;
+
 /// Settings of the webhook sender.
 #[derive(Debug, Clone)]
 pub struct WebhookSettings {
@@ -96,6 +99,10 @@ pub struct ConfigError {
 pub struct Config {
     /// `TASKER_STORE`: `sqlite` (default) or `dynamodb`.
     pub store: StoreKind,
+    /// `TASKER_DISPATCH`: `poll` (default) or `sqs`.
+    pub dispatch: Dispatch,
+    /// `TASKER_QUEUE_URL`: SQS mode's queue.
+    pub queue_url: Option<String>,
     /// `TASKER_DB_PATH`: SQLite file, default `./tasker.db`.
     pub db_path: PathBuf,
     /// `TASKER_TABLE`: DynamoDB table, required with `dynamodb`.
@@ -146,7 +153,10 @@ impl Config {
     /// Reads variables through `lookup` (tests pass a map); a blank value counts as unset.
     pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
         let get = |name: &str| lookup(name).filter(|value| !value.trim().is_empty());
+        let (dispatch, queue_url) = dispatch::dispatch(&get)?;
         let config = Self {
+            dispatch,
+            queue_url,
             store: parse(&get, "TASKER_STORE", StoreKind::Sqlite, str::parse)?,
             db_path: get("TASKER_DB_PATH")
                 .map_or_else(|| PathBuf::from("tasker.db"), PathBuf::from),
@@ -274,7 +284,12 @@ impl Config {
         &self,
     ) -> Result<crate::tasker::Tasker<crate::store::Store>, StartupError> {
         let store = self.open_store().await?;
-        self.tasker_over(store)
+        let tasker = self.tasker_over(store)?;
+        #[cfg(feature = "sqs")]
+        if let Some(queue) = self.open_queue().await {
+            return Ok(tasker.with_push(std::sync::Arc::new(queue)));
+        }
+        Ok(tasker)
     }
 
     /// Tasker over an already opened `store` with the built-in task handlers.

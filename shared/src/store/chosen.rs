@@ -2,8 +2,8 @@
 //! has, so handlers stay generic without `dyn`.
 
 use super::{
-    Backlog, Created, Leases, ListFilter, ListKey, QueueStats, QueueSweeper, Settlement,
-    StatusCounts, StoreError, SweepSummary, TaskCanceller, TaskLister, TaskPage, TaskPurger,
+    Backlog, ClaimById, Created, Leases, ListFilter, ListKey, QueueStats, QueueSweeper, Settlement,
+    StatusCounts, StoreError, SweepSummary, TaskCanceller, TaskDelivery, TaskLister, TaskPage, TaskPurger,
     TaskQueue, TaskReader, TaskRetrier, TaskWriter,
 };
 use crate::clock::Timestamp;
@@ -43,6 +43,36 @@ impl TaskReader for Store {
 impl TaskWriter for Store {
     async fn create(&self, task: Task) -> Result<Created, StoreError> {
         on_backend!(self, store => store.create(task))
+    }
+}
+
+impl TaskDelivery for Store {
+    async fn claim_by_id(
+        &self,
+        id: TaskId,
+        due_by: Timestamp,
+        now: Timestamp,
+        leases: &Leases,
+    ) -> Result<ClaimById, StoreError> {
+        on_backend!(self, store => store.claim_by_id(id, due_by, now, leases))
+    }
+
+    async fn deliverable(
+        &self,
+        horizon: Timestamp,
+        now: Timestamp,
+        limit: usize,
+    ) -> Result<Vec<Task>, StoreError> {
+        on_backend!(self, store => store.deliverable(horizon, now, limit))
+    }
+
+    fn expect_delivery(&self, task: &Task, until: Timestamp) {
+        match self {
+            #[cfg(feature = "sqlite")]
+            Self::Sqlite(store) => store.expect_delivery(task, until),
+            #[cfg(feature = "dynamodb")]
+            Self::DynamoDb(store) => store.expect_delivery(task, until),
+        }
     }
 }
 

@@ -15,6 +15,7 @@ mod chosen;
 pub mod conformance;
 #[cfg(feature = "dynamodb")]
 pub mod dynamodb;
+mod delivery;
 mod error;
 mod lease;
 mod listing;
@@ -26,6 +27,7 @@ mod transition;
 pub use chosen::Store;
 #[cfg(feature = "dynamodb")]
 pub use dynamodb::DynamoStore;
+pub use delivery::{ClaimById, TaskDelivery};
 pub use error::{Cause, StoreError};
 pub use lease::Leases;
 pub use listing::{InvalidCursor, ListFilter, ListKey, StatusCounts, TaskPage};
@@ -226,5 +228,5 @@ impl<S> ApiStore for S where
 }
 
 /// Every capability: what a backend implements, and what the conformance suite checks.
-pub trait FullStore: ApiStore + TaskQueue + TaskPurger + QueueSweeper {}
-impl<S: ApiStore + TaskQueue + TaskPurger + QueueSweeper> FullStore for S {}
+pub trait FullStore: ApiStore + TaskQueue + TaskDelivery + TaskPurger + QueueSweeper {}
+impl<S: ApiStore + TaskQueue + TaskDelivery + TaskPurger + QueueSweeper> FullStore for S {}

@@ -85,10 +85,14 @@ pub(super) struct Claimed {
 
 /// The outcome of one claimed task inside a run.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(super) enum Outcome {
+pub enum Outcome {
+    /// The handler succeeded.
     Succeeded,
+    /// It failed and the task is due again later.
     Retried,
+    /// It failed for good.
     Failed,
+    /// The task was given back unstarted (its lease was spent before it could start).
     Released,
     /// Given back because the run's deadline left no time for a fair attempt.
     ReleasedOutOfTime,
@@ -98,6 +102,16 @@ pub(super) enum Outcome {
 
 impl<S: TaskQueue> Tasker<S> {
     pub(super) async fn run_one(&self, claimed: Claimed, limits: RunLimits) -> Outcome {
+        self.run_attempt(claimed, limits).await.0
+    }
+
+    /// One attempt of `claimed`: its outcome, and the task as recorded (none when the outcome
+    /// could not be written).
+    pub(super) async fn run_attempt(
+        &self,
+        claimed: Claimed,
+        limits: RunLimits,
+    ) -> (Outcome, Option<Task>) {
         let Claimed { task, lease_ends } = claimed;
         let remaining = limits.remaining();
         if remaining < limits.margin {
@@ -177,12 +191,14 @@ impl<S: TaskQueue> Tasker<S> {
 
     /// Gives `task` back unstarted; `out_of_time` when the run's deadline is why (the run then
     /// claims nothing more), not its spent lease.
-    async fn give_back(&self, task: &Task, out_of_time: bool) -> Outcome {
+    async fn give_back(&self, task: &Task, out_of_time: bool) -> (Outcome, Option<Task>) {
         match self
             .record(task, Settlement::Released, Duration::ZERO)
             .await
         {
-            Outcome::Released if out_of_time => Outcome::ReleasedOutOfTime,
+            (Outcome::Released, recorded) if out_of_time => {
+                (Outcome::ReleasedOutOfTime, recorded)
+            }
             other => other,
         }
     }
@@ -192,7 +208,7 @@ impl<S: TaskQueue> Tasker<S> {
         task: &Task,
         settlement: Settlement,
         took: Duration,
-    ) -> Outcome {
+    ) -> (Outcome, Option<Task>) {
         let outcome = match &settlement {
             Settlement::Succeeded => Outcome::Succeeded,
             Settlement::Retry { .. } => Outcome::Retried,
@@ -220,7 +236,7 @@ impl<S: TaskQueue> Tasker<S> {
             }
         }
         match written {
-            Ok(_) => {
+            Ok(recorded) => {
                 tracing::info!(
                     task_id = %task.id,
                     task_type = %task.task_type,
@@ -230,7 +246,7 @@ impl<S: TaskQueue> Tasker<S> {
                     error = error.as_deref(),
                     "attempt settled"
                 );
-                outcome
+                (outcome, Some(recorded))
             }
             Err(err) => {
                 tracing::error!(
@@ -241,7 +257,7 @@ impl<S: TaskQueue> Tasker<S> {
                     error = %Report(&err),
                     "could not record the outcome; the lease will expire and the task run again"
                 );
-                Outcome::Unrecorded
+                (Outcome::Unrecorded, None)
             }
         }
     }

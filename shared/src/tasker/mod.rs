@@ -3,7 +3,13 @@
 
 mod attempt;
 mod dispatch;
+mod mover;
 mod refill;
+mod worker;
+
+pub use attempt::Outcome;
+pub use mover::{MoveSummary, OVERDUE, RESEND_AFTER};
+pub use worker::{Handled, Message, Work, WorkSummary};
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -11,6 +17,7 @@ use std::time::Duration;
 use serde::Serialize;
 
 use crate::clock::{Clock, SystemClock, Timestamp};
+use crate::push::{Delivery, Push};
 use crate::store::{
     Backlog, Created, Leases, ListFilter, ListKey, QueueStats, QueueSweeper, StatusCounts,
     StoreError, SweepSummary, TaskCanceller, TaskLister, TaskPage, TaskPurger, TaskReader,
@@ -127,6 +134,9 @@ pub enum TaskerError {
     /// The store refused or failed.
     #[error(transparent)]
     Store(#[from] StoreError),
+    /// SQS mode's mover was asked to run without a queue to send to.
+    #[error("no queue is configured: the mover runs only with TASKER_DISPATCH=sqs and TASKER_QUEUE_URL")]
+    NoQueue,
 }
 
 impl TaskerError {
@@ -137,6 +147,7 @@ impl TaskerError {
             Self::UnknownType(_) => "UnknownTaskType",
             Self::Store(store) if store.is_retryable() => "StoreUnavailable",
             Self::Store(_) => "StoreError",
+            Self::NoQueue => "NoQueue",
         }
     }
 }
@@ -151,6 +162,10 @@ pub struct Tasker<S> {
     jitter: fn() -> f64,
     due_now: Arc<tokio::sync::Notify>,
     leases: Leases,
+    /// SQS mode: where messages for tasks due soon go.
+    push: Option<Arc<dyn Push>>,
+    /// SQS mode's mover: what it sent, so it does not send again while a message is on its way.
+    moved: Arc<mover::Sent>,
 }
 
 impl<S> Tasker<S> {
@@ -187,6 +202,42 @@ impl<S> Tasker<S> {
             jitter: rand::random::<f64>,
             due_now: Arc::new(tokio::sync::Notify::new()),
             leases,
+            push: None,
+            moved: Arc::default(),
+        }
+    }
+
+    /// SQS mode: a message for each task due within SQS's longest delay goes to `push` when it
+    /// is created or retried (see [`crate::push`]).
+    pub fn with_push(mut self, push: Arc<dyn Push>) -> Self {
+        self.push = Some(push);
+        self
+    }
+
+    /// True in SQS mode.
+    pub fn pushes(&self) -> bool {
+        self.push.is_some()
+    }
+
+    /// Sends a message for each of `tasks` due within SQS's longest delay (SQS mode; nothing
+    /// otherwise). A failed send is logged, never returned: the tasks are stored, and the
+    /// mover sends them when they fall due.
+    pub async fn deliver(&self, tasks: &[Task]) {
+        let Some(push) = &self.push else { return };
+        let now = self.clock.now();
+        let deliveries: Vec<Delivery> = tasks
+            .iter()
+            .filter_map(|task| Delivery::of(task, now))
+            .collect();
+        if deliveries.is_empty() {
+            return;
+        }
+        if let Err(err) = push.send(&deliveries).await {
+            tracing::warn!(
+                error = %crate::report::Report(&err),
+                tasks = deliveries.len(),
+                "could not send to the queue; the mover sends these tasks when they fall due"
+            );
         }
     }
 
@@ -216,6 +267,16 @@ impl<S: TaskWriter> Tasker<S> {
     /// Validates and stores a new task with its type's default attempts and retry policy; a
     /// repeated idempotency key returns the task it made the first time.
     pub async fn create(&self, new: NewTask) -> Result<Created, TaskerError> {
+        let created = self.create_held(new).await?;
+        if let Created::New(task) = &created {
+            self.deliver(std::slice::from_ref(task)).await;
+        }
+        Ok(created)
+    }
+
+    /// [`Tasker::create`] without its message in SQS mode: a batch creates its tasks, then
+    /// sends their messages ten per call with [`Tasker::deliver`].
+    pub async fn create_held(&self, new: NewTask) -> Result<Created, TaskerError> {
         new.validate()?;
         let Some(settings) = self.registry.settings(&new.task_type) else {
             return Err(TaskerError::UnknownType(new.task_type));
@@ -267,6 +328,7 @@ impl<S: TaskRetrier> Tasker<S> {
     pub async fn retry(&self, id: TaskId) -> Result<Task, TaskerError> {
         let task = self.store.retry(id, self.clock.now()).await?;
         self.due_now.notify_one();
+        self.deliver(std::slice::from_ref(&task)).await;
         Ok(task)
     }
 }

@@ -6,6 +6,7 @@
 mod cancel;
 mod claim;
 mod create;
+mod delivery;
 mod listing;
 mod purge;
 mod retry;
@@ -17,6 +18,7 @@ use std::time::Duration;
 pub use self::cancel::*;
 pub use self::claim::*;
 pub use self::create::*;
+pub use self::delivery::*;
 pub use self::listing::*;
 pub use self::purge::*;
 pub use self::retry::*;
@@ -70,7 +72,12 @@ macro_rules! store_conformance_tests {
             every_settlement_stores_what_the_transition_defines,
             an_expiry_stores_what_the_transition_defines,
             a_cancel_stores_what_the_transition_defines,
-            a_retry_stores_what_the_transition_defines
+            a_retry_stores_what_the_transition_defines,
+            a_claim_by_id_claims_a_due_task_once,
+            a_claim_by_id_refuses_what_is_not_due,
+            a_claim_by_id_takes_over_an_expired_lease,
+            deliverable_tasks_are_due_by_the_horizon,
+            deliverable_fails_an_expired_final_attempt
         );
     };
     (@cases $make:expr; $($case:ident),* $(,)?) => {

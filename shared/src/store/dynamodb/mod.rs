@@ -10,6 +10,7 @@
 //! The capability traits below only delegate to them.
 
 mod client;
+mod delivery;
 pub mod due;
 mod expr;
 mod guards;

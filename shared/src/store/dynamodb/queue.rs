@@ -115,7 +115,7 @@ impl Queue<'_> {
     }
 
     /// Fails `task` if it is a running final attempt whose lease expired by `due_by`.
-    async fn expire(
+    pub(super) async fn expire(
         &self,
         task: Task,
         due_by: Timestamp,

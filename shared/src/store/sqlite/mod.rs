@@ -2,6 +2,7 @@
 //! transaction. [`rows`] holds the schema and the row mapping, [`queue`] the claims and the
 //! group commit of outcomes, [`listing`] the reads for operators.
 
+mod delivery;
 mod listing;
 #[cfg(feature = "testing")]
 pub mod probe;

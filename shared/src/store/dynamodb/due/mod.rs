@@ -219,6 +219,12 @@ impl DueQueue {
         lock(&self.state).remember_leases(leases);
     }
 
+    /// A message for the task at `key` is on its way, due by `until`: scans need not read
+    /// the entry before then (SQS mode's mover).
+    pub fn expect_delivery(&self, key: ListKey, until: Timestamp) {
+        lock(&self.state).remember_leases([(key, until)]);
+    }
+
     /// Records the end of an attempt this process claimed from the entry `key`; `finished`
     /// when the entry is finished, or left behind, for good.
     pub fn forget_running(&self, key: ListKey, finished: bool) {

@@ -1,0 +1,62 @@
+//! The worker Lambda (SQS mode): each SQS message names a task; the batch's tasks are claimed
+//! and run as the processor would, and the messages to deliver again are reported as batch
+//! item failures (the event source mapping has `ReportBatchItemFailures` on).
+
+use std::time::{Instant, SystemTime};
+
+use aws_lambda_events::event::sqs::{BatchItemFailure, SqsBatchResponse, SqsEvent};
+use lambda_runtime::LambdaEvent;
+use tasker::store::{TaskDelivery, TaskQueue};
+use tasker::Tasker;
+use tasker::tasker::{Handled, Message, WorkSummary};
+
+/// Time kept back from the invocation's deadline to answer Lambda.
+const ANSWER_RESERVE: std::time::Duration = std::time::Duration::from_millis(500);
+
+/// Works one batch; a message that names no task, or whose task could not be claimed or run
+/// in time, is reported back, so SQS delivers it again (and its redrive policy moves a
+/// poison message to the dead-letter queue).
+pub async fn handle<S: TaskQueue + TaskDelivery>(
+    tasker: &Tasker<S>,
+    event: LambdaEvent<SqsEvent>,
+) -> SqsBatchResponse {
+    let remaining = event
+        .context
+        .deadline()
+        .duration_since(SystemTime::now())
+        .unwrap_or_default()
+        .saturating_sub(ANSWER_RESERVE);
+    let deadline = Instant::now() + remaining;
+    let messages: Vec<Message> = event
+        .payload
+        .records
+        .into_iter()
+        .map(|record| Message {
+            message_id: record.message_id.unwrap_or_default(),
+            body: record.body.unwrap_or_default(),
+        })
+        .collect();
+    let handled = tasker.work(&messages, Some(deadline)).await;
+    let mut summary = WorkSummary::default();
+    let mut response = SqsBatchResponse::default();
+    for (message, handled) in messages.into_iter().zip(handled) {
+        summary.count(handled);
+        if handled == Handled::Again {
+            let mut failure = BatchItemFailure::default();
+            failure.item_identifier = message.message_id;
+            response.batch_item_failures.push(failure);
+        }
+    }
+    tracing::info!(
+        request_id = %event.context.request_id,
+        messages = summary.messages,
+        succeeded = summary.succeeded,
+        retried = summary.retried,
+        failed = summary.failed,
+        released = summary.released,
+        dropped = summary.dropped,
+        again = summary.again,
+        "worker batch finished"
+    );
+    response
+}

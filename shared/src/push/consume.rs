@@ -1,0 +1,60 @@
+//! Reading an SQS queue on one machine (`tasker worker`): receive up to ten messages, work
+//! them as the worker Lambda would, delete the ones done with, repeat.
+
+use std::future::Future;
+use std::time::Duration;
+
+use super::sqs::{BATCH_MAX, SqsQueue};
+use crate::report::Report;
+use crate::store::{TaskDelivery, TaskQueue};
+use crate::tasker::{Handled, Message, Tasker, WorkSummary};
+
+/// Receives and works batches until `stop` completes (a batch in hand is finished first).
+/// `wait` is the long poll of each receive. A message left undeleted is delivered again after
+/// the queue's visibility timeout, and its claim then drops it or runs it.
+pub async fn consume<S: TaskDelivery + TaskQueue>(
+    tasker: &Tasker<S>,
+    queue: &SqsQueue,
+    wait: Duration,
+    stop: impl Future<Output = ()>,
+) -> WorkSummary {
+    let mut summary = WorkSummary::default();
+    let mut stop = std::pin::pin!(stop);
+    loop {
+        let received = tokio::select! {
+            () = &mut stop => return summary,
+            received = queue.receive(BATCH_MAX, wait) => received,
+        };
+        let received = match received {
+            Ok(received) => received,
+            Err(err) => {
+                tracing::error!(error = %Report(&err), "receiving from the queue failed; trying again in a second");
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                continue;
+            }
+        };
+        let messages: Vec<Message> = received
+            .iter()
+            .map(|message| Message {
+                message_id: message.message_id.clone(),
+                body: message.body.clone(),
+            })
+            .collect();
+        let handled = tasker.work(&messages, None).await;
+        let mut done = Vec::with_capacity(received.len());
+        for (message, handled) in received.iter().zip(handled) {
+            summary.count(handled);
+            if handled == Handled::Again {
+                tracing::warn!(message_id = %message.message_id, receives = message.receive_count, "message left on the queue to be delivered again");
+            } else {
+                done.push(message.receipt_handle.as_str());
+            }
+        }
+        if done.is_empty() {
+            continue;
+        }
+        if let Err(err) = queue.delete(&done).await {
+            tracing::warn!(error = %Report(&err), "deleting handled messages failed; they will be delivered again and dropped");
+        }
+    }
+}

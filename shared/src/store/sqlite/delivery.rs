@@ -1,0 +1,86 @@
+//! SQS mode on SQLite: claims by id and the tasks due for a message, each in one immediate
+//! transaction.
+
+use rusqlite::params;
+
+use super::rows::{COLUMNS, load, row_to_task, sqlite_error, update};
+use super::SqliteStore;
+use crate::clock::Timestamp;
+use crate::store::{
+    ClaimById, Leases, StoreError, TaskDelivery, Transition, is_expired_final_attempt,
+};
+use crate::task::{Task, TaskId};
+
+impl TaskDelivery for SqliteStore {
+    async fn claim_by_id(
+        &self,
+        id: TaskId,
+        due_by: Timestamp,
+        now: Timestamp,
+        leases: &Leases,
+    ) -> Result<ClaimById, StoreError> {
+        let leases = leases.clone();
+        self.write(move |tx| {
+            let Some(task) = load(tx, id)? else {
+                return Ok(ClaimById::Missing);
+            };
+            let transition = if is_expired_final_attempt(&task, due_by) {
+                Transition::expire(due_by, now)
+            } else {
+                Transition::claim(due_by, now, leases.until(&task.task_type, now))
+            };
+            let Ok(changed) = transition.apply(&task) else {
+                return Ok(ClaimById::NotDue(task));
+            };
+            update(tx, &changed).map_err(sqlite_error)?;
+            Ok(match transition {
+                Transition::Claim { .. } => ClaimById::Claimed(changed),
+                _ => ClaimById::NotDue(changed),
+            })
+        })
+        .await
+    }
+
+    async fn deliverable(
+        &self,
+        horizon: Timestamp,
+        now: Timestamp,
+        limit: usize,
+    ) -> Result<Vec<Task>, StoreError> {
+        self.write(move |tx| {
+            // Running tasks are due from their lease's expiry, pending ones from their
+            // schedule: one range of the due index up to the horizon, then the running ones
+            // whose lease is still live are left out.
+            let candidates: Vec<Task> = {
+                let mut stmt = tx
+                    .prepare_cached(&format!(
+                        "SELECT {COLUMNS} FROM tasks WHERE due_at <= ?1 \
+                         AND (status = 'running' AND due_at <= ?2 \
+                              OR status = 'pending' AND attempts < max_attempts) \
+                         ORDER BY due_at, id LIMIT ?3"
+                    ))
+                    .map_err(sqlite_error)?;
+                let want = i64::try_from(limit).unwrap_or(i64::MAX);
+                stmt.query_map(params![horizon.to_text(), now.to_text(), want], row_to_task)
+                    .map_err(sqlite_error)?
+                    .collect::<rusqlite::Result<_>>()
+                    .map_err(sqlite_error)?
+            };
+            let mut deliverable = Vec::with_capacity(candidates.len());
+            for task in candidates {
+                if is_expired_final_attempt(&task, now) {
+                    let expire = Transition::expire(now, now);
+                    let failed = expire
+                        .apply(&task)
+                        .map_err(|refused| expire.refusal(task.id, refused))?;
+                    update(tx, &failed).map_err(sqlite_error)?;
+                } else {
+                    deliverable.push(task);
+                }
+            }
+            Ok(deliverable)
+        })
+        .await
+    }
+}
+

@@ -1,0 +1,160 @@
+//! SQS mode's mover, run by the minute processor instead of claims: it sends a message for
+//! each task that falls due within SQS's longest delay and has none on its way: far-future
+//! creates and long retries entering the window, sends that failed or were lost, and tasks
+//! whose lease expired after a worker died. A double send is harmless (the claim decides); a
+//! lost one is repaired by the first run after the task is [`OVERDUE`].
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use serde::Serialize;
+
+use super::{Tasker, TaskerError};
+use crate::clock::Timestamp;
+use crate::push::{Delivery, MAX_DELAY};
+use crate::report::Report;
+use crate::store::TaskDelivery;
+use crate::task::{Task, TaskId, TaskStatus};
+
+/// How late a task whose writer sent its message must be before the mover sends another:
+/// long enough for a worker to have received and claimed it.
+pub const OVERDUE: Duration = Duration::from_secs(30);
+/// How long the mover trusts its own message to be on its way before it sends again.
+pub const RESEND_AFTER: Duration = Duration::from_secs(300);
+/// Tasks one mover run looks at most.
+pub const MOVE_LIMIT: usize = 1000;
+
+/// What the mover sent, by task: the task's `updatedAt` when it did (a later write makes the
+/// record stale) and until when it trusts that message.
+#[derive(Debug, Default)]
+pub struct Sent(Mutex<HashMap<TaskId, (Timestamp, Timestamp)>>);
+
+impl Sent {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<TaskId, (Timestamp, Timestamp)>> {
+        self.0.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+}
+
+/// What one mover run did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct MoveSummary {
+    /// Tasks due within the window that the store returned.
+    pub found: usize,
+    /// Messages sent for tasks that had none on its way.
+    pub sent: usize,
+    /// Of those, tasks late past [`OVERDUE`] or with an expired lease: lost or failed sends.
+    pub repaired: usize,
+    /// Messages that could not be sent (tried again by the next run).
+    pub send_failures: usize,
+    /// Wall time of the run.
+    pub duration_ms: u64,
+}
+
+/// Why the mover sends a message for `task` at `now`, if it should. `queue_busy` when
+/// messages wait on the queue: a late task is then more likely behind them than lost.
+fn needs_message(task: &Task, now: Timestamp, queue_busy: bool) -> Option<bool> {
+    match task.status {
+        // A lease expired: its worker died; the message it held may be gone for good.
+        TaskStatus::Running => Some(true),
+        TaskStatus::Pending => {
+            // Its writer (a create, a worker's retry, an operator's retry) sent one when it
+            // was due within the longest delay.
+            let writer_sent = task.scheduled_at <= task.updated_at.plus(MAX_DELAY);
+            let overdue = task.scheduled_at <= now.minus(OVERDUE);
+            match (writer_sent, overdue) {
+                (false, _) => Some(false),
+                (true, true) if !queue_busy => Some(true),
+                (true, _) => None,
+            }
+        }
+        _ => None,
+    }
+}
+
+impl<S: TaskDelivery> Tasker<S> {
+    /// One mover run (SQS mode); see the module's documentation.
+    pub async fn move_due(&self) -> Result<MoveSummary, TaskerError> {
+        let started = Instant::now();
+        let Some(push) = &self.push else {
+            return Err(TaskerError::NoQueue);
+        };
+        let now = self.clock.now();
+        let tasks = self
+            .store
+            .deliverable(now.plus(MAX_DELAY), now, MOVE_LIMIT)
+            .await?;
+        let queue_busy = match push.waiting().await {
+            Ok(waiting) => waiting > 0,
+            Err(err) => {
+                tracing::warn!(error = %Report(&err), "could not read the queue's depth; sending for late tasks anyway");
+                false
+            }
+        };
+        let mut summary = MoveSummary {
+            found: tasks.len(),
+            ..MoveSummary::default()
+        };
+        let mut to_send = Vec::new();
+        {
+            let mut sent = self.moved.lock();
+            sent.retain(|_, (_, until)| *until > now);
+            for task in tasks {
+                let ours = sent
+                    .get(&task.id)
+                    .is_some_and(|(state, _)| *state == task.updated_at);
+                let due = task.due_at().unwrap_or(now).max(now);
+                match needs_message(&task, now, queue_busy) {
+                    Some(repair) if !ours => to_send.push((task, repair)),
+                    // On its way: a scan need not read it again before it is due and late.
+                    _ if task.status == TaskStatus::Pending => self
+                        .store
+                        .expect_delivery(&task, due.plus(OVERDUE)),
+                    _ => {}
+                }
+            }
+        }
+        let deliveries: Vec<Delivery> = to_send
+            .iter()
+            .filter_map(|(task, _)| Delivery::of(task, now))
+            .collect();
+        let refused: Vec<TaskId> = match push.send(&deliveries).await {
+            Ok(()) => Vec::new(),
+            Err(crate::push::PushError::Refused { ids, first }) => {
+                tracing::warn!(refused = ids.len(), first = %first, "the queue refused some messages; the next run sends them again");
+                ids
+            }
+            Err(err) => {
+                tracing::warn!(error = %Report(&err), tasks = deliveries.len(), "could not send to the queue; the next run tries again");
+                deliveries.iter().map(|d| d.id).collect()
+            }
+        };
+        let mut sent = self.moved.lock();
+        for (task, repair) in &to_send {
+            if refused.contains(&task.id) {
+                summary.send_failures += 1;
+                continue;
+            }
+            summary.sent += 1;
+            summary.repaired += usize::from(*repair);
+            let until = task.due_at().unwrap_or(now).max(now).plus(RESEND_AFTER);
+            sent.insert(task.id, (task.updated_at, until));
+            self.store.expect_delivery(task, until);
+            if *repair {
+                tracing::warn!(task_id = %task.id, status = %task.status, due_at = ?task.due_at(), "no message was on its way for a due task; sent one");
+            }
+        }
+        drop(sent);
+        summary.duration_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
+        tracing::info!(
+            found = summary.found,
+            sent = summary.sent,
+            repaired = summary.repaired,
+            send_failures = summary.send_failures,
+            duration_ms = summary.duration_ms,
+            "mover run finished"
+        );
+        Ok(summary)
+    }
+}

@@ -1,0 +1,151 @@
+//! SQS mode's worker: each message names a task; the task is claimed by id with the same
+//! conditional write as a poll-mode claim, run as one attempt, and its next message sent when
+//! it is due again within SQS's longest delay. Attempts are counted in the table, never by
+//! SQS's receive count.
+
+use std::time::Instant;
+
+use futures::StreamExt;
+use serde::Serialize;
+
+use super::attempt::{Claimed, Outcome, RunLimits};
+use super::Tasker;
+use crate::report::Report;
+use crate::store::{ClaimById, TaskDelivery, TaskQueue};
+use crate::task::{TaskId, TaskStatus};
+
+/// One message handed to a worker.
+#[derive(Debug, Clone)]
+pub struct Message {
+    /// SQS's id of the message (reported back for a message to deliver again).
+    pub message_id: String,
+    /// What it carries: a task id.
+    pub body: String,
+}
+
+/// What became of a message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Handled {
+    /// Done with: delete it. Its task ran, or needs no run (cancelled, finished, claimed
+    /// elsewhere, missing), or its next message was sent.
+    Done(Work),
+    /// Leave it on the queue, to be delivered again after its visibility timeout: the store
+    /// failed, the invocation ran out of time, or it names no task (a poison message, which
+    /// the queue's redrive policy moves to the dead-letter queue after enough receives).
+    Again,
+}
+
+/// What a message led to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Work {
+    /// An attempt ran (or was given back unstarted) with this outcome.
+    Ran(Outcome),
+    /// The task was not due: finished, cancelled, running elsewhere, or scheduled later.
+    Dropped,
+    /// No such task.
+    Missing,
+}
+
+/// What a batch of messages did, as the worker logs and returns it.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct WorkSummary {
+    /// Messages handled.
+    pub messages: usize,
+    /// Attempts that succeeded.
+    pub succeeded: usize,
+    /// Attempts that failed and will be retried.
+    pub retried: usize,
+    /// Attempts that failed for good.
+    pub failed: usize,
+    /// Tasks given back unstarted, or whose outcome could not be written.
+    pub released: usize,
+    /// Messages for tasks that were not due (duplicates, cancels, late copies): deleted.
+    pub dropped: usize,
+    /// Messages left on the queue to be delivered again.
+    pub again: usize,
+}
+
+impl WorkSummary {
+    /// Counts `handled`.
+    pub fn count(&mut self, handled: Handled) {
+        self.messages += 1;
+        match handled {
+            Handled::Again => self.again += 1,
+            Handled::Done(Work::Dropped | Work::Missing) => self.dropped += 1,
+            Handled::Done(Work::Ran(outcome)) => match outcome {
+                Outcome::Succeeded => self.succeeded += 1,
+                Outcome::Retried => self.retried += 1,
+                Outcome::Failed => self.failed += 1,
+                Outcome::Released | Outcome::ReleasedOutOfTime | Outcome::Unrecorded => {
+                    self.released += 1;
+                }
+            },
+        }
+    }
+}
+
+impl<S: TaskDelivery + TaskQueue> Tasker<S> {
+    /// Works the `messages` of one batch, up to `concurrency` at once, each within `deadline`
+    /// (the invocation's, in Lambda); answers what became of each, in order.
+    pub async fn work(&self, messages: &[Message], deadline: Option<Instant>) -> Vec<Handled> {
+        let limits = RunLimits::new(Instant::now(), deadline, &self.settings);
+        // Owned messages: futures that borrow them keep the caller's future from being `Send`
+        // for every lifetime (a spawned worker loop needs that).
+        futures::stream::iter(messages.to_vec())
+            .map(|message| async move { self.work_one(&message, limits).await })
+            .buffered(self.settings.concurrency.max(1))
+            .collect()
+            .await
+    }
+
+    async fn work_one(&self, message: &Message, limits: RunLimits) -> Handled {
+        let Ok(id) = message.body.trim().parse::<TaskId>() else {
+            let body: String = message.body.chars().take(80).collect();
+            tracing::error!(
+                message_id = %message.message_id,
+                body = %body,
+                "the message is not a task id; leaving it on the queue (its redrive policy moves it to the dead-letter queue)"
+            );
+            return Handled::Again;
+        };
+        if !limits.may_claim() {
+            return Handled::Again;
+        }
+        let started = Instant::now();
+        let now = self.clock.now();
+        let claimed = match self.store.claim_by_id(id, now, now, &self.leases).await {
+            Ok(claimed) => claimed,
+            Err(err) => {
+                tracing::warn!(task_id = %id, error = %Report(&err), "claiming the message's task failed; it will be delivered again");
+                return Handled::Again;
+            }
+        };
+        let task = match claimed {
+            ClaimById::Claimed(task) => task,
+            ClaimById::Missing => {
+                tracing::info!(task_id = %id, message_id = %message.message_id, "no such task; message dropped");
+                return Handled::Done(Work::Missing);
+            }
+            ClaimById::NotDue(task) => {
+                // Early (a clock ahead of SQS's, or a copy of an older message): a task still
+                // pending gets a message for its time; the copy is dropped.
+                if task.status == TaskStatus::Pending {
+                    self.deliver(std::slice::from_ref(&task)).await;
+                }
+                tracing::debug!(task_id = %id, status = %task.status, "task not due; message dropped");
+                return Handled::Done(Work::Dropped);
+            }
+        };
+        let lease_ends = started + self.leases.duration(&task.task_type);
+        let (outcome, recorded) = self
+            .run_attempt(Claimed { task, lease_ends }, limits)
+            .await;
+        // A retry, or a task given back: its next message, if due within the longest delay;
+        // otherwise the mover sends it when it falls due.
+        if let Some(next) = recorded.filter(|task| task.status == TaskStatus::Pending) {
+            self.deliver(std::slice::from_ref(&next)).await;
+        }
+        Handled::Done(Work::Ran(outcome))
+    }
+}

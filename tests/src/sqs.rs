@@ -1,0 +1,123 @@
+//! Fresh SQS queues in moto's server, whose endpoint `scripts/test.sh` exports.
+
+use std::time::Duration;
+
+use aws_sdk_sqs::Client;
+use aws_sdk_sqs::config::{BehaviorVersion, Credentials, Region};
+use aws_sdk_sqs::types::QueueAttributeName;
+use tasker::push::sqs::SqsQueue;
+
+/// The variable holding moto's endpoint, e.g. `http://127.0.0.1:5123`.
+pub const ENDPOINT_VAR: &str = "TASKER_TEST_SQS_ENDPOINT";
+
+/// moto's endpoint; panics with instructions when it is not set.
+pub fn endpoint() -> String {
+    match std::env::var(ENDPOINT_VAR) {
+        Ok(endpoint) if endpoint.starts_with("http://127.0.0.1:") => endpoint,
+        Ok(other) => panic!("{ENDPOINT_VAR}={other} must point at 127.0.0.1"),
+        Err(_) => panic!(
+            "{ENDPOINT_VAR} is not set: run the tests with scripts/test.sh, which starts \
+             moto's server and exports it"
+        ),
+    }
+}
+
+/// A client for the SQS-compatible `endpoint` on 127.0.0.1.
+pub fn client_for(endpoint: &str) -> Client {
+    assert!(
+        endpoint.starts_with("http://127.0.0.1:"),
+        "tests only talk to 127.0.0.1"
+    );
+    let config = aws_sdk_sqs::Config::builder()
+        .behavior_version(BehaviorVersion::latest())
+        .endpoint_url(endpoint)
+        .region(Region::new("us-east-1"))
+        .credentials_provider(Credentials::new("test", "test", None, None, "tasker-tests"))
+        .timeout_config(
+            aws_sdk_sqs::config::timeout::TimeoutConfig::builder()
+                .connect_timeout(Duration::from_secs(2))
+                .operation_attempt_timeout(Duration::from_secs(25))
+                .build(),
+        )
+        .build();
+    Client::from_conf(config)
+}
+
+/// A queue and its dead-letter queue.
+pub struct Queues {
+    /// The work queue, as Tasker sends to and reads it.
+    pub queue: SqsQueue,
+    /// The dead-letter queue's URL.
+    pub dlq_url: String,
+    /// A client for both.
+    pub client: Client,
+}
+
+/// A uniquely named queue with a dead-letter queue after `max_receives`, and messages
+/// invisible for `visibility` after each receive.
+pub async fn fresh_queues(max_receives: u32, visibility: Duration) -> Queues {
+    let client = client_for(&endpoint());
+    let name = format!("tasker-test-{}", ulid::Ulid::new().to_string().to_lowercase());
+    let dlq_url = create(&client, &format!("{name}-dlq"), Vec::new()).await;
+    let dlq_arn = client
+        .get_queue_attributes()
+        .queue_url(&dlq_url)
+        .attribute_names(QueueAttributeName::QueueArn)
+        .send()
+        .await
+        .expect("dead-letter queue's ARN")
+        .attributes
+        .and_then(|mut a| a.remove(&QueueAttributeName::QueueArn))
+        .expect("a QueueArn attribute");
+    let redrive =
+        format!(r#"{{"deadLetterTargetArn":"{dlq_arn}","maxReceiveCount":"{max_receives}"}}"#);
+    let url = create(
+        &client,
+        &name,
+        vec![
+            (QueueAttributeName::RedrivePolicy, redrive),
+            (
+                QueueAttributeName::VisibilityTimeout,
+                visibility.as_secs().to_string(),
+            ),
+        ],
+    )
+    .await;
+    Queues {
+        queue: SqsQueue::new(client.clone(), url),
+        dlq_url,
+        client,
+    }
+}
+
+async fn create(client: &Client, name: &str, attributes: Vec<(QueueAttributeName, String)>) -> String {
+    let mut request = client.create_queue().queue_name(name);
+    for (name, value) in attributes {
+        request = request.attributes(name, value);
+    }
+    request
+        .send()
+        .await
+        .unwrap_or_else(|err| panic!("create queue {name} in moto: {err:?}"))
+        .queue_url
+        .expect("a queue URL")
+}
+
+/// The bodies of the messages waiting in the queue at `url` now (received and left to become
+/// visible again after the queue's visibility timeout).
+pub async fn peek(client: &Client, url: &str) -> Vec<String> {
+    let answer = client
+        .receive_message()
+        .queue_url(url)
+        .max_number_of_messages(10)
+        .wait_time_seconds(1)
+        .send()
+        .await
+        .expect("receive");
+    answer
+        .messages
+        .unwrap_or_default()
+        .into_iter()
+        .filter_map(|m| m.body)
+        .collect()
+}
