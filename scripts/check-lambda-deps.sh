@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Each Lambda links only what it runs: the processor and cleanup functions neither the HTTP
-# server (axum) nor SQLite (rusqlite), the enqueue function no SQLite. Checked on the
+# Each Lambda links only what it runs: the processor, worker and cleanup functions neither the
+# HTTP server (axum) nor SQLite (rusqlite), the enqueue function no SQLite, cleanup no SQS. Checked on the
 # dependency tree cargo resolves for each function alone, as `sam build` builds it.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -19,6 +19,7 @@ check() {
   echo "$function: $(sort -u <<<"$tree" | wc -l) crates, none of: $*"
 }
 check processor axum rusqlite
-check cleanup axum rusqlite reqwest
+check worker axum rusqlite
+check cleanup axum rusqlite reqwest aws-sdk-sqs
 check enqueue rusqlite
 exit $status

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Release build of the three Lambda functions exactly as a deploy makes them: `sam build`,
+# Release build of the four Lambda functions exactly as a deploy makes them: `sam build`,
 # which runs `cargo lambda build --release --arm64` once per function in the function's own
 # package directory (the template's CodeUri), so cargo resolves that package's features alone
 # and each links only what it runs. Then their sizes; fails when a binary is over 10 MB.
@@ -16,7 +16,7 @@ start=$(date +%s)
 SAM_CLI_TELEMETRY=0 sam build --beta-features --template template.yaml
 echo "release build took $(( $(date +%s) - start )) s"
 status=0
-for function in enqueue processor cleanup; do
+for function in enqueue processor cleanup worker; do
   resource="${function^}Function"
   binary=".aws-sam/build/$resource/bootstrap"
   bytes=$(stat -c %s "$binary")

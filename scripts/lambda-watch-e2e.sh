@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# End-to-end test of the local Lambda workflow of docs/operations.md: `cargo lambda watch` runs the three
+# End-to-end test of the local Lambda workflow of docs/operations.md: `cargo lambda watch` runs the four
 # functions against DynamoDB Local, a task is enqueued through the function URL path, the
-# processor is invoked with the sample scheduled event, and the task must have succeeded.
+# processor is invoked with the sample scheduled event, and the task must have succeeded; a
+# second task is run by the worker from the sample SQS event.
 # Needs: TASKER_TEST_DYNAMODB_ENDPOINT (scripts/test.sh sets it) and cargo-lambda on PATH.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -71,6 +72,24 @@ task=$(curl -sS --max-time 60 "http://127.0.0.1:$watch_port/lambda-url/enqueue/t
 printf '%s' "$task" | python3 -c 'import json,sys; t=json.load(sys.stdin); assert t["status"] == "succeeded", t' \
   || fail "task is $task"
 grep -q "/watch $id {\"via\":\"cargo lambda watch\"}" "$work/hooks.log" || fail "the webhook did not arrive"
+
+# SQS mode's worker, invoked with the sample SQS event naming a second task.
+created=$(curl -sS --max-time 60 -X POST "http://127.0.0.1:$watch_port/lambda-url/enqueue/tasks" \
+  -H 'authorization: Bearer dev' -H 'content-type: application/json' \
+  -d "{\"type\":\"sendWebhook\",\"payload\":{\"url\":\"http://127.0.0.1:$hook_port/worker\",\"body\":{\"via\":\"worker\"}}}") \
+  || fail "second enqueue request failed"
+id=$(printf '%s' "$created" | python3 -c 'import json,sys; print(json.load(sys.stdin)["id"])') \
+  || fail "enqueue answered $created"
+sed "s/01JD0000000000000000000000/$id/" events/sqs-worker.json >"$work/sqs-worker.json"
+answer=$(cargo lambda invoke worker --invoke-address 127.0.0.1 --invoke-port "$watch_port" \
+  --data-file "$work/sqs-worker.json" --output-format json) || fail "worker invoke failed"
+echo "worker: $answer"
+printf '%s' "$answer" | python3 -c 'import json,sys; a=json.load(sys.stdin); assert a["batchItemFailures"] == [], a' \
+  || fail "worker answered $answer"
+task=$(curl -sS --max-time 60 "http://127.0.0.1:$watch_port/lambda-url/enqueue/tasks/$id" -H 'authorization: Bearer dev')
+printf '%s' "$task" | python3 -c 'import json,sys; t=json.load(sys.stdin); assert t["status"] == "succeeded", t' \
+  || fail "the worker's task is $task"
+grep -q "/worker $id {\"via\":\"worker\"}" "$work/hooks.log" || fail "the worker's webhook did not arrive"
 
 cleaned=$(cargo lambda invoke cleanup --invoke-address 127.0.0.1 --invoke-port "$watch_port" \
   --data-file events/scheduled-cleanup.json --output-format json) || fail "cleanup invoke failed"

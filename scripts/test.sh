@@ -1,14 +1,17 @@
 #!/usr/bin/env bash
 # The whole test suite: installs the test tools, lints the template, checks formatting and
-# clippy, starts DynamoDB Local, and runs every test in the workspace against it and SQLite.
+# clippy, starts DynamoDB Local and moto's server (SQS), and runs every test in the workspace
+# against them and SQLite.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 CACHE="${TASKER_CACHE:-$HOME/.cache/tasker}"
 scripts/setup-test-tools.sh
 
-echo "== cfn-lint template.yaml"
-"$CACHE/venv/bin/cfn-lint" template.yaml
+echo "== cfn-lint template.yaml (both Dispatch values)"
+for dispatch in poll sqs; do
+  "$CACHE/venv/bin/cfn-lint" --parameters "Dispatch=$dispatch" -- template.yaml
+done
 echo "== sam validate --lint"
 AWS_DEFAULT_REGION=us-east-1 SAM_CLI_TELEMETRY=0 "$CACHE/venv/bin/sam" validate --lint --template template.yaml
 
@@ -33,6 +36,11 @@ read -r ddb_pid endpoint < <(scripts/dynamodb-local.sh "$log")
 trap 'kill "$ddb_pid" 2>/dev/null || true' EXIT
 echo "DynamoDB Local at $endpoint (pid $ddb_pid, log $log)"
 export TASKER_TEST_DYNAMODB_ENDPOINT="$endpoint"
+echo "== starting moto's server (a local SQS)"
+read -r moto_pid sqs_endpoint < <(scripts/moto-server.sh "$(mktemp -t moto.XXXXXX.log)")
+trap 'kill "$ddb_pid" "$moto_pid" 2>/dev/null || true' EXIT
+echo "moto at $sqs_endpoint (pid $moto_pid)"
+export TASKER_TEST_SQS_ENDPOINT="$sqs_endpoint"
 # Outage tests start and stop DynamoDB Local instances of their own from here.
 TASKER_TEST_DYNAMODB_DIR=$(ls -d "$CACHE"/package/lib/dynamodb_local_*/ | tail -n 1)
 export TASKER_TEST_DYNAMODB_DIR

@@ -6,8 +6,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use clap::Args;
-use tasker::push::sqs::{BATCH_MAX, SqsQueue};
 use tasker::push::consume::consume;
+use tasker::push::sqs::{BATCH_MAX, SqsQueue};
 use tasker::tasker::WorkSummary;
 use tasker::{Store, Tasker};
 use tokio::sync::watch;
@@ -32,7 +32,11 @@ pub(crate) async fn worker(args: WorkerArgs) -> Result<(), CliError> {
     let config = config(&args.store)?;
     let queue = SqsQueue::from_env(&args.queue_url).await;
     let store = config.open_store().await?;
-    let tasker = Arc::new(config.tasker_over(store)?.with_push(Arc::new(queue.clone())));
+    let tasker = Arc::new(
+        config
+            .tasker_over(store)?
+            .with_push(Arc::new(queue.clone())),
+    );
     let receivers = config.processor.concurrency.div_ceil(BATCH_MAX).max(1);
     tracing::info!(queue = %args.queue_url, receivers, "tasker worker reading the queue");
     let (stop_tx, stop_rx) = watch::channel(false);

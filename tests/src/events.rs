@@ -49,3 +49,27 @@ pub async fn send(
     let request = http::Request::from_parts(parts, axum::body::Body::from(body.to_vec()));
     crate::fixtures::answer(app, request).await
 }
+
+/// The sample SQS event with one record per body in `bodies` (each a copy of the sample's
+/// record with its own message id), and a context whose deadline is `remaining` from now.
+pub fn sqs(
+    bodies: &[String],
+    remaining: Duration,
+) -> LambdaEvent<aws_lambda_events::event::sqs::SqsEvent> {
+    let sample: serde_json::Value = serde_json::from_str(&text("sqs-worker.json"))
+        .unwrap_or_else(|err| panic!("events/sqs-worker.json is not JSON: {err}"));
+    let records: Vec<serde_json::Value> = bodies
+        .iter()
+        .enumerate()
+        .map(|(i, body)| {
+            let mut record = sample["Records"][0].clone();
+            record["messageId"] = format!("message-{i}").into();
+            record["body"] = body.clone().into();
+            record
+        })
+        .collect();
+    let payload = serde_json::from_value(serde_json::json!({ "Records": records }))
+        .unwrap_or_else(|err| panic!("events/sqs-worker.json is not an SQS event: {err}"));
+    let LambdaEvent { context, .. } = scheduled("scheduled-processor.json", remaining);
+    LambdaEvent::new(payload, context)
+}

@@ -57,7 +57,10 @@ pub struct Queues {
 /// invisible for `visibility` after each receive.
 pub async fn fresh_queues(max_receives: u32, visibility: Duration) -> Queues {
     let client = client_for(&endpoint());
-    let name = format!("tasker-test-{}", ulid::Ulid::new().to_string().to_lowercase());
+    let name = format!(
+        "tasker-test-{}",
+        ulid::Ulid::new().to_string().to_lowercase()
+    );
     let dlq_url = create(&client, &format!("{name}-dlq"), Vec::new()).await;
     let dlq_arn = client
         .get_queue_attributes()
@@ -90,7 +93,11 @@ pub async fn fresh_queues(max_receives: u32, visibility: Duration) -> Queues {
     }
 }
 
-async fn create(client: &Client, name: &str, attributes: Vec<(QueueAttributeName, String)>) -> String {
+async fn create(
+    client: &Client,
+    name: &str,
+    attributes: Vec<(QueueAttributeName, String)>,
+) -> String {
     let mut request = client.create_queue().queue_name(name);
     for (name, value) in attributes {
         request = request.attributes(name, value);

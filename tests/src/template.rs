@@ -17,7 +17,9 @@ pub fn resource<'a>(template: &'a Value, name: &str) -> &'a Value {
         .unwrap_or_else(|| panic!("template.yaml has no resource {name}"))
 }
 
-/// The `(target, action)` pairs the DynamoDB policies of function `name` grant.
+/// The `(target, action)` pairs the policies of function `name` grant. The target is `table`
+/// (with its key condition, if any), an index's name, or another resource's name; a statement
+/// under `Fn::If` has its condition's name before it (`if UsesSqs: TaskQueue`).
 pub fn granted_actions(template: &Value, name: &str) -> Vec<(String, String)> {
     let mut granted = Vec::new();
     for policy in resource(template, name)["Properties"]["Policies"]
@@ -25,7 +27,19 @@ pub fn granted_actions(template: &Value, name: &str) -> Vec<(String, String)> {
         .expect("policies")
     {
         for statement in policy["Statement"].as_array().expect("statements") {
+            let (prefix, statement) = match statement["Fn::If"].as_array() {
+                Some(branches) => (
+                    format!("if {}: ", branches[0].as_str().unwrap_or_default()),
+                    &branches[1],
+                ),
+                None => (String::new(), statement),
+            };
             let target = match &statement["Resource"] {
+                Value::Object(map)
+                    if map.contains_key("Fn::GetAtt") && map["Fn::GetAtt"][0] != "TasksTable" =>
+                {
+                    map["Fn::GetAtt"][0].as_str().unwrap_or_default().to_owned()
+                }
                 Value::Object(map) if map.contains_key("Fn::GetAtt") => {
                     match statement["Condition"]["ForAllValues:StringLike"]["dynamodb:LeadingKeys"]
                         .as_array()
@@ -49,7 +63,7 @@ pub fn granted_actions(template: &Value, name: &str) -> Vec<(String, String)> {
                     .collect(),
                 other => panic!("unexpected action {other}"),
             };
-            granted.extend(list.into_iter().map(|a| (target.clone(), a)));
+            granted.extend(list.into_iter().map(|a| (format!("{prefix}{target}"), a)));
         }
     }
     granted.sort();

@@ -5,12 +5,15 @@
 use std::collections::BTreeSet;
 use std::time::Duration;
 
+use std::sync::Arc;
+
 use tasker::store::{Leases, TaskQueue, TaskWriter};
 use tasker::{NewTask, PollSettings, Store, Task};
 use tasker_tests::capacity::CapacityProxy;
 use tasker_tests::dynamo;
 use tasker_tests::events::{self, send};
 use tasker_tests::fixtures::config;
+use tasker_tests::sqs::fresh_queues;
 use tasker_tests::template::{granted_actions, template};
 
 /// The DynamoDB actions the policies of `function` grant, on any resource.
@@ -56,7 +59,8 @@ async fn recorded() -> (Store, CapacityProxy) {
 #[tokio::test]
 async fn the_enqueue_function_calls_only_what_it_may() {
     let (store, proxy) = recorded().await;
-    let app = enqueue::app(&config(&[("TASKER_API_TOKEN", "test-token")]), store, None).expect("app");
+    let app =
+        enqueue::app(&config(&[("TASKER_API_TOKEN", "test-token")]), store, None).expect("app");
     let (_, created) = send(&app, "apigw-create-task.json", None).await;
     let id = created["id"].as_str().expect("id").to_owned();
     for (event, id) in [
@@ -139,4 +143,56 @@ async fn the_cleanup_function_calls_only_what_it_may() {
         "the sweep's progress: {used:?}"
     );
     assert_granted("CleanupFunction", &used);
+}
+
+/// SQS mode: the worker claims, runs and retries (sending the retry's message), and drops a
+/// message for a task that is not due; the processor's mover reads the due queue and fails an
+/// expired final attempt. Every DynamoDB call is granted.
+#[tokio::test]
+async fn the_worker_and_the_mover_call_only_what_they_may() {
+    let (store, proxy) = recorded().await;
+    let queues = fresh_queues(5, Duration::from_secs(30)).await;
+    let config = config(&[("TASKER_API_TOKEN", "test-token")]);
+    let tasker = config
+        .tasker_over(store.clone())
+        .expect("tasker")
+        .with_push(Arc::new(queues.queue.clone()));
+    let now = tasker.now();
+    let refused = r#"{"url":"http://127.0.0.1:9/hook","body":{}}"#;
+    let fails = Task::from_new(NewTask::new("sendWebhook", refused), now);
+    let mut later = NewTask::new("sendWebhook", refused);
+    later.scheduled_at = Some(now.plus(Duration::from_secs(3600)));
+    let later = Task::from_new(later, now);
+    for task in [&fails, &later] {
+        store.create(task.clone()).await.expect("create");
+    }
+    proxy.take();
+    let bodies = [fails.id.to_string(), later.id.to_string()];
+    let answer = worker::handle(&tasker, events::sqs(&bodies, Duration::from_secs(60))).await;
+    assert!(answer.batch_item_failures.is_empty(), "{answer:?}");
+    assert_granted("WorkerFunction", &used(&proxy));
+
+    let mut last = NewTask::new("sendWebhook", refused);
+    last.max_attempts = Some(1);
+    store
+        .create(Task::from_new(last, now))
+        .await
+        .expect("create");
+    store
+        .claim_due(
+            now,
+            now.minus(Duration::from_secs(120)),
+            1,
+            &Leases::fixed(Duration::from_secs(1)),
+        )
+        .await
+        .expect("claim");
+    proxy.take();
+    tasker.move_due().await.expect("mover");
+    let used = used(&proxy);
+    assert!(
+        used.contains("UpdateItem"),
+        "the expired final attempt: {used:?}"
+    );
+    assert_granted("ProcessorFunction", &used);
 }

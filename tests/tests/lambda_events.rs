@@ -187,7 +187,12 @@ async fn enqueue_fails_closed_without_auth_configuration() {
     assert_eq!(status, StatusCode::OK);
 
     // AND with IAM in front, requests pass without a token
-    let iam = enqueue::app(&config(&[("TASKER_AUTH", "iam")]), fresh_store().await, None).expect("app");
+    let iam = enqueue::app(
+        &config(&[("TASKER_AUTH", "iam")]),
+        fresh_store().await,
+        None,
+    )
+    .expect("app");
     let (status, _) = send(&iam, "apigw-create-task.json", None).await;
     assert_eq!(status, StatusCode::CREATED);
 }

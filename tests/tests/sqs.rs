@@ -86,11 +86,7 @@ fn runs_of(runs: &Runs, id: TaskId) -> u32 {
 
 /// A store over the same table with a client of its own: another process's view.
 fn same_table(store: &DynamoStore) -> DynamoStore {
-    DynamoStore::new(
-        dynamo::client(),
-        store.table().to_owned(),
-        Duration::ZERO,
-    )
+    DynamoStore::new(dynamo::client(), store.table().to_owned(), Duration::ZERO)
 }
 
 /// Receives from `queue` until `count` messages were worked by `tasker` (deleting the ones
@@ -104,8 +100,15 @@ async fn work_messages(
     let started = std::time::Instant::now();
     let mut handled = Vec::new();
     while handled.len() < count {
-        assert!(started.elapsed() < limit, "only {} of {count} messages came within {limit:?}", handled.len());
-        let received = queue.receive(10, Duration::from_secs(1)).await.expect("receive");
+        assert!(
+            started.elapsed() < limit,
+            "only {} of {count} messages came within {limit:?}",
+            handled.len()
+        );
+        let received = queue
+            .receive(10, Duration::from_secs(1))
+            .await
+            .expect("receive");
         let messages: Vec<Message> = received
             .iter()
             .map(|m| Message {
@@ -134,8 +137,8 @@ async fn four_workers_run_each_task_once_though_every_message_comes_twice() {
     let Queues { queue, .. } = fresh_queues(5, Duration::from_secs(30)).await;
     let store = dynamo::fresh_store().await;
     let runs: Runs = Arc::default();
-    let tasker = Tasker::new(store.clone(), registry(&runs), settings())
-        .with_push(Arc::new(queue.clone()));
+    let tasker =
+        Tasker::new(store.clone(), registry(&runs), settings()).with_push(Arc::new(queue.clone()));
     let tasks: Vec<_> = futures::stream::iter(0..TASKS)
         .map(|i| {
             let tasker = &tasker;
@@ -206,8 +209,15 @@ async fn four_workers_run_each_task_once_though_every_message_comes_twice() {
     assert!(twice.is_empty(), "tasks that ran more than once: {twice:?}");
     assert_eq!(total.succeeded, TASKS);
     // SQS (and moto) deliver at least once: a few messages may come a third time.
-    assert!(total.messages >= 2 * TASKS, "every message, copies included, was handled: {total:?}");
-    assert_eq!(total.dropped, total.messages - TASKS, "every copy was dropped: {total:?}");
+    assert!(
+        total.messages >= 2 * TASKS,
+        "every message, copies included, was handled: {total:?}"
+    );
+    assert_eq!(
+        total.dropped,
+        total.messages - TASKS,
+        "every copy was dropped: {total:?}"
+    );
     assert_eq!(total.again, 0, "{total:?}");
 }
 
@@ -218,8 +228,8 @@ async fn a_cancelled_task_never_runs_and_its_message_is_dropped() {
     let Queues { queue, client, .. } = fresh_queues(5, Duration::from_secs(30)).await;
     let store = dynamo::fresh_store().await;
     let runs: Runs = Arc::default();
-    let tasker = Tasker::new(store.clone(), registry(&runs), settings())
-        .with_push(Arc::new(queue.clone()));
+    let tasker =
+        Tasker::new(store.clone(), registry(&runs), settings()).with_push(Arc::new(queue.clone()));
     let mut new = NewTask::new(RECORD, "{}");
     new.scheduled_at = Some(Timestamp::now_utc().plus(Duration::from_secs(2)));
     let task = tasker.create(new).await.expect("create").into_task();
@@ -230,7 +240,10 @@ async fn a_cancelled_task_never_runs_and_its_message_is_dropped() {
     assert_eq!(runs_of(&runs, task.id), 0);
     let stored = store.get(task.id).await.expect("get").expect("task");
     assert_eq!(stored.status, TaskStatus::Cancelled);
-    assert!(peek(&client, queue.url()).await.is_empty(), "the message was deleted");
+    assert!(
+        peek(&client, queue.url()).await.is_empty(),
+        "the message was deleted"
+    );
 }
 
 /// GIVEN a task 20 minutes out WHEN it is created THEN nothing is sent; the mover sends it once
@@ -247,11 +260,19 @@ async fn a_far_task_is_sent_by_the_mover_and_runs_when_due() {
     let mut new = NewTask::new(RECORD, "{}");
     new.scheduled_at = Some(due);
     let task = tasker.create(new).await.expect("create").into_task();
-    assert_eq!(queue.calls(), 0, "nothing is sent for a task 20 minutes out");
+    assert_eq!(
+        queue.calls(),
+        0,
+        "nothing is sent for a task 20 minutes out"
+    );
 
     clock.advance(Duration::from_secs(4 * 60));
     let early = tasker.move_due().await.expect("mover");
-    assert_eq!((early.found, early.sent), (0, 0), "16 minutes out: still in the table");
+    assert_eq!(
+        (early.found, early.sent),
+        (0, 0),
+        "16 minutes out: still in the table"
+    );
 
     clock.advance(Duration::from_secs(15 * 60 + 59));
     let moved = tasker.move_due().await.expect("mover");
@@ -287,17 +308,23 @@ async fn a_create_succeeds_while_sqs_is_down_and_the_mover_repairs_it() {
         tasker_tests::sqs::client_for(&dead),
         format!("{dead}/123456789012/tasker"),
     );
-    let api = Tasker::new(store.clone(), registry(&runs), settings())
-        .with_push(Arc::new(unreachable));
+    let api =
+        Tasker::new(store.clone(), registry(&runs), settings()).with_push(Arc::new(unreachable));
     let app = tasker::api::router(Arc::new(api), AuthMode::Open);
     let body = json!({"type": RECORD, "payload": {"to": "someone"}}).to_string();
     let (status, created) =
         tasker_tests::http::call(&app, Method::POST, "/tasks", body, None).await;
     assert_eq!(status, StatusCode::CREATED, "{created}");
-    let id: TaskId = created["id"].as_str().expect("an id").parse().expect("a task id");
+    let id: TaskId = created["id"]
+        .as_str()
+        .expect("an id")
+        .parse()
+        .expect("a task id");
 
     // The mover, a little over half a minute later.
-    let clock = Arc::new(ManualClock::new(Timestamp::now_utc().plus(Duration::from_secs(31))));
+    let clock = Arc::new(ManualClock::new(
+        Timestamp::now_utc().plus(Duration::from_secs(31)),
+    ));
     let mover = Tasker::with_clock(same_table(&store), registry(&runs), settings(), clock)
         .with_push(Arc::new(queue.clone()));
     let moved = mover.move_due().await.expect("mover");
@@ -366,14 +393,18 @@ async fn a_poison_message_ends_in_the_dead_letter_queue() {
             .await
         })
     };
-    let dead = eventually("the message in the dead-letter queue", Duration::from_secs(30), || {
-        let client = client.clone();
-        let dlq_url = dlq_url.clone();
-        async move {
-            let bodies = peek(&client, &dlq_url).await;
-            (!bodies.is_empty()).then_some(bodies)
-        }
-    })
+    let dead = eventually(
+        "the message in the dead-letter queue",
+        Duration::from_secs(30),
+        || {
+            let client = client.clone();
+            let dlq_url = dlq_url.clone();
+            async move {
+                let bodies = peek(&client, &dlq_url).await;
+                (!bodies.is_empty()).then_some(bodies)
+            }
+        },
+    )
     .await;
     let _ = stop.send(true);
     let summary = worker.await.expect("worker");

@@ -50,6 +50,7 @@ fn every_function_is_a_cargo_lambda_arm64_binary_with_a_schedule_or_api() {
         ("EnqueueFunction", "enqueue"),
         ("ProcessorFunction", "processor"),
         ("CleanupFunction", "cleanup"),
+        ("WorkerFunction", "worker"),
     ] {
         let function = resource(&template, resource_name);
         assert_eq!(function["Metadata"]["BuildMethod"], "rust-cargolambda");
@@ -109,7 +110,14 @@ fn each_function_gets_only_the_dynamodb_actions_it_uses() {
     let pairs = |list: &[(&str, &str)]| -> Vec<(String, String)> {
         let mut v: Vec<_> = list
             .iter()
-            .map(|(t, a)| ((*t).to_owned(), format!("dynamodb:{a}")))
+            .map(|(t, a)| {
+                let action = if a.contains(':') {
+                    (*a).to_owned()
+                } else {
+                    format!("dynamodb:{a}")
+                };
+                ((*t).to_owned(), action)
+            })
             .collect();
         v.sort();
         v
@@ -128,6 +136,7 @@ fn each_function_gets_only_the_dynamodb_actions_it_uses() {
             ),
             ("reference-index", "Query"),
             ("queue-index", "Query"),
+            ("if UsesSqs: TaskQueue", "sqs:SendMessage"),
         ])
     );
     assert_eq!(
@@ -135,7 +144,24 @@ fn each_function_gets_only_the_dynamodb_actions_it_uses() {
         pairs(&[
             ("table", "UpdateItem"),
             ("table", "BatchGetItem"),
-            ("queue-index", "Query")
+            ("queue-index", "Query"),
+            ("if UsesSqs: TaskQueue", "sqs:SendMessage"),
+            ("if UsesSqs: TaskQueue", "sqs:GetQueueAttributes"),
+        ])
+    );
+    // The worker: claims by id and outcomes; its retries' messages; and the event source
+    // mapping's receive, delete and visibility rights on its own queue, nothing wider.
+    assert_eq!(
+        actions("WorkerFunction"),
+        pairs(&[
+            ("table", "GetItem"),
+            ("table", "BatchGetItem"),
+            ("table", "UpdateItem"),
+            ("TaskQueue", "sqs:SendMessage"),
+            ("TaskQueue", "sqs:ReceiveMessage"),
+            ("TaskQueue", "sqs:DeleteMessage"),
+            ("TaskQueue", "sqs:ChangeMessageVisibility"),
+            ("TaskQueue", "sqs:GetQueueAttributes"),
         ])
     );
     assert_eq!(
@@ -189,9 +215,64 @@ fn alarms_watch_metrics_the_functions_emit() {
         }
     }
     assert_eq!(
-        alarms, 5,
-        "processor and cleanup errors, failed tasks, oldest due age, rescued tasks"
+        alarms, 6,
+        "processor and cleanup errors, failed tasks, oldest due age, rescued tasks, dead letters"
     );
     let env = &template["Globals"]["Function"]["Environment"]["Variables"];
     assert_eq!(env["TASKER_SERVICE"], json!({"Ref": "AWS::StackName"}));
+}
+
+#[test]
+fn sqs_mode_deploys_its_queue_worker_and_mapping_only_when_chosen() {
+    let template = template();
+    assert_eq!(
+        template["Parameters"]["Dispatch"]["AllowedValues"],
+        json!(["poll", "sqs"])
+    );
+    assert_eq!(template["Parameters"]["Dispatch"]["Default"], "poll");
+    for name in [
+        "TaskQueue",
+        "DeadLetterQueue",
+        "WorkerFunction",
+        "WorkerEventSource",
+        "WorkerLogGroup",
+        "DeadLetterAlarm",
+    ] {
+        assert_eq!(resource(&template, name)["Condition"], "UsesSqs", "{name}");
+    }
+    let queue = &resource(&template, "TaskQueue")["Properties"];
+    assert_eq!(
+        queue["RedrivePolicy"]["deadLetterTargetArn"],
+        json!({"Fn::GetAtt": ["DeadLetterQueue", "Arn"]})
+    );
+    // A redelivery after a worker died must find the lease expired: longer than the worker
+    // function's timeout, and so than any attempt it runs.
+    let worker = &resource(&template, "WorkerFunction")["Properties"];
+    let visibility = queue["VisibilityTimeout"].as_u64().expect("visibility");
+    assert!(visibility >= 6 * worker["Timeout"].as_u64().expect("timeout"));
+    let mapping = &resource(&template, "WorkerEventSource")["Properties"];
+    assert_eq!(
+        mapping["FunctionResponseTypes"],
+        json!(["ReportBatchItemFailures"])
+    );
+    assert_eq!(mapping["BatchSize"], json!({"Ref": "WorkerBatchSize"}));
+    assert_eq!(
+        mapping["ScalingConfig"]["MaximumConcurrency"],
+        json!({"Ref": "WorkerMaxConcurrency"})
+    );
+    // No SAM SQS event: it would attach a managed policy with rights on every queue.
+    assert!(worker.get("Events").is_none());
+    // The functions that read TASKER_DISPATCH get it; cleanup, built without SQS, does not.
+    for name in ["EnqueueFunction", "ProcessorFunction", "WorkerFunction"] {
+        let env = &resource(&template, name)["Properties"]["Environment"]["Variables"];
+        assert_eq!(env["TASKER_DISPATCH"], json!({"Ref": "Dispatch"}), "{name}");
+        assert!(env.get("TASKER_QUEUE_URL").is_some(), "{name}");
+    }
+    let cleanup = &resource(&template, "CleanupFunction")["Properties"]["Environment"]["Variables"];
+    assert!(cleanup.get("TASKER_DISPATCH").is_none());
+    assert!(
+        template["Globals"]["Function"]["Environment"]["Variables"]
+            .get("TASKER_DISPATCH")
+            .is_none()
+    );
 }

@@ -6,8 +6,8 @@ use std::time::{Instant, SystemTime};
 
 use aws_lambda_events::event::sqs::{BatchItemFailure, SqsBatchResponse, SqsEvent};
 use lambda_runtime::LambdaEvent;
-use tasker::store::{TaskDelivery, TaskQueue};
 use tasker::Tasker;
+use tasker::store::{TaskDelivery, TaskQueue};
 use tasker::tasker::{Handled, Message, WorkSummary};
 
 /// Time kept back from the invocation's deadline to answer Lambda.

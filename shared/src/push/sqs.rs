@@ -189,14 +189,15 @@ impl SqsQueue {
                     .and_then(|i| chunk.get(i))
                     .map(|delivery| delivery.id);
                 refused.extend(task);
-                first.get_or_insert_with(|| {
-                    failed.message.unwrap_or_else(|| failed.code.clone())
-                });
+                first.get_or_insert_with(|| failed.message.unwrap_or_else(|| failed.code.clone()));
             }
         }
         match first {
             None => Ok(()),
-            Some(first) => Err(PushError::Refused { ids: refused, first }),
+            Some(first) => Err(PushError::Refused {
+                ids: refused,
+                first,
+            }),
         }
     }
 

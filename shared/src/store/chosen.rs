@@ -3,8 +3,8 @@
 
 use super::{
     Backlog, ClaimById, Created, Leases, ListFilter, ListKey, QueueStats, QueueSweeper, Settlement,
-    StatusCounts, StoreError, SweepSummary, TaskCanceller, TaskDelivery, TaskLister, TaskPage, TaskPurger,
-    TaskQueue, TaskReader, TaskRetrier, TaskWriter,
+    StatusCounts, StoreError, SweepSummary, TaskCanceller, TaskDelivery, TaskLister, TaskPage,
+    TaskPurger, TaskQueue, TaskReader, TaskRetrier, TaskWriter,
 };
 use crate::clock::Timestamp;
 use crate::task::{Task, TaskId};

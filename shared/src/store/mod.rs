@@ -13,9 +13,9 @@ use crate::task::{Task, TaskId};
 mod chosen;
 #[cfg(feature = "testing")]
 pub mod conformance;
+mod delivery;
 #[cfg(feature = "dynamodb")]
 pub mod dynamodb;
-mod delivery;
 mod error;
 mod lease;
 mod listing;
@@ -25,9 +25,9 @@ mod transition;
 
 #[cfg(any(feature = "sqlite", feature = "dynamodb"))]
 pub use chosen::Store;
+pub use delivery::{ClaimById, TaskDelivery};
 #[cfg(feature = "dynamodb")]
 pub use dynamodb::DynamoStore;
-pub use delivery::{ClaimById, TaskDelivery};
 pub use error::{Cause, StoreError};
 pub use lease::Leases;
 pub use listing::{InvalidCursor, ListFilter, ListKey, StatusCounts, TaskPage};

@@ -196,9 +196,7 @@ impl<S: TaskQueue> Tasker<S> {
             .record(task, Settlement::Released, Duration::ZERO)
             .await
         {
-            (Outcome::Released, recorded) if out_of_time => {
-                (Outcome::ReleasedOutOfTime, recorded)
-            }
+            (Outcome::Released, recorded) if out_of_time => (Outcome::ReleasedOutOfTime, recorded),
             other => other,
         }
     }

@@ -135,7 +135,9 @@ pub enum TaskerError {
     #[error(transparent)]
     Store(#[from] StoreError),
     /// SQS mode's mover was asked to run without a queue to send to.
-    #[error("no queue is configured: the mover runs only with TASKER_DISPATCH=sqs and TASKER_QUEUE_URL")]
+    #[error(
+        "no queue is configured: the mover runs only with TASKER_DISPATCH=sqs and TASKER_QUEUE_URL"
+    )]
     NoQueue,
 }
 

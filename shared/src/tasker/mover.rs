@@ -32,7 +32,9 @@ pub struct Sent(Mutex<HashMap<TaskId, (Timestamp, Timestamp)>>);
 
 impl Sent {
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<TaskId, (Timestamp, Timestamp)>> {
-        self.0.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+        self.0
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 }
 
@@ -108,9 +110,9 @@ impl<S: TaskDelivery> Tasker<S> {
                 match needs_message(&task, now, queue_busy) {
                     Some(repair) if !ours => to_send.push((task, repair)),
                     // On its way: a scan need not read it again before it is due and late.
-                    _ if task.status == TaskStatus::Pending => self
-                        .store
-                        .expect_delivery(&task, due.plus(OVERDUE)),
+                    _ if task.status == TaskStatus::Pending => {
+                        self.store.expect_delivery(&task, due.plus(OVERDUE))
+                    }
                     _ => {}
                 }
             }

@@ -8,8 +8,8 @@ use std::time::Instant;
 use futures::StreamExt;
 use serde::Serialize;
 
-use super::attempt::{Claimed, Outcome, RunLimits};
 use super::Tasker;
+use super::attempt::{Claimed, Outcome, RunLimits};
 use crate::report::Report;
 use crate::store::{ClaimById, TaskDelivery, TaskQueue};
 use crate::task::{TaskId, TaskStatus};
@@ -138,9 +138,7 @@ impl<S: TaskDelivery + TaskQueue> Tasker<S> {
             }
         };
         let lease_ends = started + self.leases.duration(&task.task_type);
-        let (outcome, recorded) = self
-            .run_attempt(Claimed { task, lease_ends }, limits)
-            .await;
+        let (outcome, recorded) = self.run_attempt(Claimed { task, lease_ends }, limits).await;
         // A retry, or a task given back: its next message, if due within the longest delay;
         // otherwise the mover sends it when it falls due.
         if let Some(next) = recorded.filter(|task| task.status == TaskStatus::Pending) {

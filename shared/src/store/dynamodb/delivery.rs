@@ -84,11 +84,13 @@ impl DynamoStore {
     ) -> Result<Option<ClaimById>, StoreError> {
         if is_expired_final_attempt(&task, due_by) {
             let expire = Transition::expire(due_by, now);
-            return Ok(match tasks::apply(&self.table, self.ttl_after, task, &expire).await? {
-                Applied::Written(failed) => Some(ClaimById::NotDue(failed)),
-                Applied::Refused(current, _) => Some(ClaimById::NotDue(current)),
-                Applied::Gone => None,
-            });
+            return Ok(
+                match tasks::apply(&self.table, self.ttl_after, task, &expire).await? {
+                    Applied::Written(failed) => Some(ClaimById::NotDue(failed)),
+                    Applied::Refused(current, _) => Some(ClaimById::NotDue(current)),
+                    Applied::Gone => None,
+                },
+            );
         }
         let claim = Transition::claim(due_by, now, leases.until(&task.task_type, now));
         Ok(

@@ -3,8 +3,8 @@
 
 use rusqlite::params;
 
-use super::rows::{COLUMNS, load, row_to_task, sqlite_error, update};
 use super::SqliteStore;
+use super::rows::{COLUMNS, load, row_to_task, sqlite_error, update};
 use crate::clock::Timestamp;
 use crate::store::{
     ClaimById, Leases, StoreError, TaskDelivery, Transition, is_expired_final_attempt,
@@ -83,4 +83,3 @@ impl TaskDelivery for SqliteStore {
         .await
     }
 }
-
