@@ -1,0 +1,134 @@
+//! SQS mode: a `tasker worker` killed with SIGKILL in the middle of a batch of slow tasks. The
+//! messages it held come back after the queue's visibility timeout, which outlasts the lease,
+//! so a new worker claims the interrupted tasks again; only those in flight at the kill ran
+//! twice, and none is lost.
+
+use std::collections::HashMap;
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::Duration;
+
+use tasker::store::TaskReader;
+use tasker::{NewTask, ProcessorSettings, Registry, TaskId, TaskStatus, Tasker};
+use tasker_tests::receiver::Receiver;
+use tasker_tests::sqs::{Queues, fresh_queues};
+use tasker_tests::{dynamo, eventually, process};
+
+const TASKS: usize = 10;
+
+/// A running `tasker worker`; killed (SIGKILL) when dropped.
+struct Worker(Child);
+
+impl Worker {
+    fn start(table: &str, queue_url: &str) -> Self {
+        let mut command = Command::new(process::binary());
+        command
+            .args(["worker", "--queue-url", queue_url, "--wait", "1"])
+            .env_clear()
+            .env("PATH", std::env::var("PATH").unwrap_or_default())
+            .env(
+                "RUST_LOG",
+                std::env::var("TASKER_TEST_CHILD_LOG").unwrap_or_else(|_| "warn".into()),
+            )
+            .env("TASKER_STORE", "dynamodb")
+            .env("TASKER_TABLE", table)
+            .env("AWS_ENDPOINT_URL_SQS", tasker_tests::sqs::endpoint())
+            // Four at a time out of each batch of ten; a claim lasts 3 s + 1 s.
+            .env("TASKER_CONCURRENCY", "4")
+            .env("TASKER_HANDLER_TIMEOUT", "3s")
+            .env("TASKER_LEASE_GRACE", "1s")
+            .env("TASKER_WEBHOOK_ALLOW_PRIVATE", "true")
+            .stdin(Stdio::null());
+        for (key, value) in dynamo::child_env() {
+            command.env(key, value);
+        }
+        Self(command.spawn().expect("start tasker worker"))
+    }
+}
+
+impl Drop for Worker {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// The path the webhook of task `i` posts to: the receiver answers it after 1.5 s.
+fn slow_path(i: usize) -> String {
+    format!("/delay/1500/task-{i}")
+}
+
+/// GIVEN ten webhooks that each take 1.5 s, sent to a queue whose messages stay hidden 6 s
+/// after a receive (longer than the 4 s lease) WHEN the worker is killed while its second four
+/// run THEN a new worker completes every task, and only those in flight ran twice.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_worker_loses_nothing_and_reruns_only_what_was_in_flight() {
+    let Queues { queue, .. } = fresh_queues(5, Duration::from_secs(6)).await;
+    let store = dynamo::fresh_store().await;
+    let receiver = Receiver::start().await;
+    let mut registry = Registry::new();
+    registry
+        .register("sendWebhook", |_| async { Ok(()) })
+        .expect("register");
+    let tasker = Tasker::new(store.clone(), registry, ProcessorSettings::default())
+        .with_push(Arc::new(queue.clone()));
+    let mut ids: Vec<TaskId> = Vec::new();
+    for i in 0..TASKS {
+        let payload = serde_json::json!({
+            "url": format!("{}{}", receiver.base, slow_path(i)),
+            "body": {"i": i},
+        });
+        let task = tasker
+            .create(NewTask::new("sendWebhook", payload.to_string()))
+            .await
+            .expect("create")
+            .into_task();
+        ids.push(task.id);
+    }
+
+    let worker = Worker::start(store.table(), queue.url());
+    eventually(
+        "the second four to start",
+        Duration::from_secs(60),
+        || async { (receiver.all().len() >= 5).then_some(()) },
+    )
+    .await;
+    drop(worker);
+    let mut in_flight = Vec::new();
+    for id in &ids {
+        let task = store.get(*id).await.expect("get").expect("task not lost");
+        if task.status == TaskStatus::Running {
+            in_flight.push(*id);
+        }
+    }
+    assert!(
+        !in_flight.is_empty(),
+        "the kill should interrupt deliveries"
+    );
+
+    let _restarted = Worker::start(store.table(), queue.url());
+    for id in &ids {
+        eventually(
+            &format!("task {id} to succeed"),
+            Duration::from_secs(60),
+            || async {
+                let task = store.get(*id).await.ok()??;
+                (task.status == TaskStatus::Succeeded).then_some(())
+            },
+        )
+        .await;
+    }
+    let mut deliveries: HashMap<String, usize> = HashMap::new();
+    for request in receiver.all() {
+        *deliveries.entry(request.path).or_default() += 1;
+    }
+    for (i, id) in ids.iter().enumerate() {
+        let expected = if in_flight.contains(id) { 2 } else { 1 };
+        assert_eq!(
+            deliveries.get(&slow_path(i)).copied().unwrap_or(0),
+            expected,
+            "task {i} ({id}): in flight at the kill: {}",
+            in_flight.contains(id)
+        );
+    }
+}
