@@ -17,13 +17,19 @@ use crate::task::{Task, TaskId, TaskStatus};
 
 /// SQS's longest message delay: a task due further out waits in the table for the mover.
 pub const MAX_DELAY: Duration = Duration::from_secs(900);
+/// How early a message may arrive for the worker to wait in place for its task to fall due;
+/// one earlier than that (a clock running behind, a copy of an older message) is sent again
+/// for the task's time.
+pub const EARLY_WAIT: Duration = Duration::from_secs(1);
 
 /// A message to send: the task it names, and how long SQS keeps it back.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Delivery {
     /// The task.
     pub id: TaskId,
-    /// Whole seconds, rounded up so the message never arrives before the task is due.
+    /// Whole seconds, rounded down: the message arrives less than a second before the task is
+    /// due, and the worker waits out the rest ([`EARLY_WAIT`]), so the start is not late by
+    /// SQS's one-second granularity.
     pub delay_seconds: u32,
 }
 
@@ -43,7 +49,7 @@ impl Delivery {
         let millis = u32::try_from(wait.as_millis()).unwrap_or(u32::MAX);
         Some(Self {
             id: task.id,
-            delay_seconds: millis.div_ceil(1000),
+            delay_seconds: millis / 1000,
         })
     }
 }

@@ -9,6 +9,7 @@ use futures::StreamExt;
 use serde::Serialize;
 
 use super::Tasker;
+use crate::push::EARLY_WAIT;
 use super::attempt::{Claimed, Outcome, RunLimits};
 use crate::report::Report;
 use crate::store::{ClaimById, TaskDelivery, TaskQueue};
@@ -112,15 +113,23 @@ impl<S: TaskDelivery + TaskQueue> Tasker<S> {
         if !limits.may_claim() {
             return Handled::Again;
         }
-        let started = Instant::now();
-        let now = self.clock.now();
-        let claimed = match self.store.claim_by_id(id, now, now, &self.leases).await {
+        let mut claimed = match self.claim_message(id).await {
             Ok(claimed) => claimed,
-            Err(err) => {
-                tracing::warn!(task_id = %id, error = %Report(&err), "claiming the message's task failed; it will be delivered again");
-                return Handled::Again;
-            }
+            Err(handled) => return handled,
         };
+        // Delays are whole seconds, rounded down: a message up to a second early waits here
+        // for its task rather than a second more on the queue.
+        if let (_, ClaimById::NotDue(task)) = &claimed {
+            let early = task.scheduled_at.since(self.clock.now());
+            if task.status == TaskStatus::Pending && !early.is_zero() && early <= EARLY_WAIT {
+                tokio::time::sleep(early).await;
+                claimed = match self.claim_message(id).await {
+                    Ok(claimed) => claimed,
+                    Err(handled) => return handled,
+                };
+            }
+        }
+        let (started, claimed) = claimed;
         let task = match claimed {
             ClaimById::Claimed(task) => task,
             ClaimById::Missing => {
@@ -145,5 +154,19 @@ impl<S: TaskDelivery + TaskQueue> Tasker<S> {
             self.deliver(std::slice::from_ref(&next)).await;
         }
         Handled::Done(Work::Ran(outcome))
+    }
+
+    /// Claims the task `id` now: when the claim started (its lease counts from then) and what
+    /// it found; a store failure leaves the message on the queue.
+    async fn claim_message(&self, id: TaskId) -> Result<(Instant, ClaimById), Handled> {
+        let started = Instant::now();
+        let now = self.clock.now();
+        match self.store.claim_by_id(id, now, now, &self.leases).await {
+            Ok(claimed) => Ok((started, claimed)),
+            Err(err) => {
+                tracing::warn!(task_id = %id, error = %Report(&err), "claiming the message's task failed; it will be delivered again");
+                Err(Handled::Again)
+            }
+        }
     }
 }
