@@ -219,7 +219,7 @@ pub async fn processor_invocation(
 }
 
 /// The Lambda functions, as `template.yaml` deploys them.
-pub const FUNCTIONS: [&str; 3] = ["enqueue", "processor", "cleanup"];
+pub const FUNCTIONS: [&str; 4] = ["enqueue", "processor", "cleanup", "worker"];
 
 /// Builds each function binary for this machine in release, one build per function as SAM makes
 /// them, so each links only its own features; their folder.

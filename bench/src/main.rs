@@ -18,6 +18,7 @@ mod peer;
 mod phases;
 mod report;
 mod results;
+mod sqs;
 mod stores;
 
 use std::path::{Path, PathBuf};
@@ -87,6 +88,12 @@ struct Args {
     /// Skip the Lambda binaries (init time, memory).
     #[arg(long)]
     no_lambda: bool,
+    /// Tasks of each SQS-mode drain (DynamoDB Local and moto's SQS).
+    #[arg(long, default_value_t = 2_000)]
+    sqs_tasks: usize,
+    /// Skip SQS mode.
+    #[arg(long)]
+    no_sqs: bool,
     /// Where to write the JSON results (default: <target>/bench/results.json).
     #[arg(long)]
     json: Option<PathBuf>,
@@ -142,6 +149,12 @@ async fn run(bench: &Bench, kinds: &[Kind], root: &Path, target_dir: &Path) -> R
         (Some(endpoint), false) => Some(lambda::measure(endpoint, target_dir, jobs).await),
         _ => None,
     };
+    let sqs = match (&bench.endpoint, &bench.sqs_endpoint) {
+        (Some(ddb), Some(sqs)) => {
+            Some(sqs::measure(ddb, sqs, bench.args.sqs_tasks, bench.args.delay_tasks).await)
+        }
+        _ => None,
+    };
     Results {
         tasks: jobs,
         machine: Machine {
@@ -151,7 +164,26 @@ async fn run(bench: &Bench, kinds: &[Kind], root: &Path, target_dir: &Path) -> R
         stores,
         peer,
         lambda,
+        sqs,
     }
+}
+
+/// Starts moto's server with `scripts/moto-server.sh`; its pid and endpoint.
+fn start_moto(root: &Path, log: &Path) -> (u32, String) {
+    let output = std::process::Command::new(root.join("scripts/moto-server.sh"))
+        .arg(log)
+        .stderr(std::process::Stdio::inherit())
+        .output()
+        .expect("run scripts/moto-server.sh");
+    assert!(
+        output.status.success(),
+        "moto's server did not start (run scripts/setup-test-tools.sh first)"
+    );
+    let line = String::from_utf8_lossy(&output.stdout);
+    let mut parts = line.split_whitespace();
+    let pid = parts.next().and_then(|p| p.parse().ok()).expect("pid");
+    let endpoint = parts.next().expect("endpoint").to_owned();
+    (pid, endpoint)
 }
 
 #[tokio::main]
@@ -174,6 +206,8 @@ async fn main() {
     };
     let wants_dynamo = kinds.contains(&Kind::DynamoDb) || !args.no_lambda;
     let local = wants_dynamo.then(|| start_dynamodb_local(&root, &dir.path().join("ddb.log")));
+    let moto = (kinds.contains(&Kind::DynamoDb) && !args.no_sqs)
+        .then(|| start_moto(&root, &dir.path().join("moto.log")));
     let json = args
         .json
         .clone()
@@ -181,6 +215,7 @@ async fn main() {
     let bench = Bench {
         dir,
         endpoint: local.as_ref().map(|(_, endpoint)| endpoint.clone()),
+        sqs_endpoint: moto.as_ref().map(|(_, endpoint)| endpoint.clone()),
         args,
     };
     let results = run(&bench, &kinds, &root, &target_dir).await;
@@ -191,7 +226,7 @@ async fn main() {
     let text = serde_json::to_string_pretty(&results).expect("results as JSON") + "\n";
     std::fs::write(&json, text).expect("write results");
     eprintln!("results: {} ({:.0} s)", json.display(), results.seconds);
-    if let Some((pid, _)) = local {
+    for (pid, _) in local.into_iter().chain(moto) {
         let _ = std::process::Command::new("kill")
             .arg(pid.to_string())
             .status();

@@ -2,7 +2,9 @@
 
 use std::fmt::Write;
 
-use crate::results::{Dispatch, LambdaResults, MixedLatency, PeerResults, Results, StoreResults};
+use crate::results::{
+    Dispatch, LambdaResults, MixedLatency, PeerResults, Results, SqsResults, StoreResults,
+};
 
 /// A number with as many decimals as its size deserves.
 fn f(x: f64) -> String {
@@ -157,6 +159,52 @@ pub fn report(results: &Results) -> String {
     }
     if let Some(lambda) = &results.lambda {
         out += &lambda_table(lambda);
+    }
+    if let Some(sqs) = &results.sqs {
+        let poll = results.stores.iter().find(|s| s.store == "DynamoDB Local");
+        out += &sqs_table(sqs, poll);
+    }
+    out
+}
+
+fn sqs_table(sqs: &SqsResults, poll: Option<&StoreResults>) -> String {
+    let mut out = String::from(
+        "\n| due → start, DynamoDB Local (ms) | p50 | p99 | max |\n|---|---|---|---|\n",
+    );
+    let d = &sqs.start_delay;
+    let _ = writeln!(
+        out,
+        "| SQS mode ({} tasks, messages sent at the create) | {} | {} | {} |",
+        d.tasks,
+        f(d.p50_ms),
+        f(d.p99_ms),
+        f(d.max_ms)
+    );
+    if let Some(poll) = poll {
+        let d = &poll.start_delay;
+        let _ = writeln!(
+            out,
+            "| poll mode ({} tasks, one invocation polling every {} s) | {} | {} | {} |",
+            d.tasks,
+            f(d.poll_interval_seconds),
+            f(d.p50_ms),
+            f(d.p99_ms),
+            f(d.max_ms)
+        );
+    }
+    out += "\n| SQS mode drain (moto + DynamoDB Local) | tasks/s | seconds | write units/task | read units/task | SQS calls/task |\n|---|---|---|---|---|---|\n";
+    for drain in &sqs.drains {
+        let _ = writeln!(
+            out,
+            "| {} worker(s), {} tasks | {} | {} | {} | {} | {} |",
+            drain.workers,
+            drain.tasks,
+            f(drain.per_second),
+            f(drain.seconds),
+            f(drain.write_units_per_task),
+            f(drain.read_units_per_task),
+            f(drain.sqs_calls_per_task)
+        );
     }
     out
 }

@@ -23,6 +23,38 @@ pub struct Results {
     pub peer: Option<PeerResults>,
     /// The Lambda binaries, when measured.
     pub lambda: Option<LambdaResults>,
+    /// SQS mode on DynamoDB Local and moto, when measured.
+    pub sqs: Option<SqsResults>,
+}
+
+/// SQS mode: start delays and drains by worker count.
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SqsResults {
+    /// Due → start with the messages sent at the create (no polling).
+    pub start_delay: StartDelay,
+    /// The same backlog drained by 1, 2 and 4 workers.
+    pub drains: Vec<SqsDrain>,
+}
+
+/// One SQS-mode drain.
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SqsDrain {
+    /// Workers reading the queue, each with its own store client.
+    pub workers: usize,
+    /// Tasks drained.
+    pub tasks: usize,
+    /// From the first create to the last success.
+    pub seconds: f64,
+    /// Tasks per second.
+    pub per_second: f64,
+    /// DynamoDB write units per task, enqueue → success.
+    pub write_units_per_task: f64,
+    /// DynamoDB read units per task.
+    pub read_units_per_task: f64,
+    /// SQS calls per task: sends, receives (empty ones too) and deletes.
+    pub sqs_calls_per_task: f64,
 }
 
 /// The machine.

@@ -38,6 +38,8 @@ pub struct Bench {
     pub dir: tempfile::TempDir,
     /// DynamoDB Local, when it runs.
     pub endpoint: Option<String>,
+    /// moto's SQS, when it runs.
+    pub sqs_endpoint: Option<String>,
     /// The command line.
     pub args: Args,
 }

@@ -56,7 +56,12 @@ pub struct Queues {
 /// A uniquely named queue with a dead-letter queue after `max_receives`, and messages
 /// invisible for `visibility` after each receive.
 pub async fn fresh_queues(max_receives: u32, visibility: Duration) -> Queues {
-    let client = client_for(&endpoint());
+    fresh_queues_at(&endpoint(), max_receives, visibility).await
+}
+
+/// [`fresh_queues`] in the SQS-compatible `endpoint` on 127.0.0.1.
+pub async fn fresh_queues_at(endpoint: &str, max_receives: u32, visibility: Duration) -> Queues {
+    let client = client_for(endpoint);
     let name = format!(
         "tasker-test-{}",
         ulid::Ulid::new().to_string().to_lowercase()

@@ -9,8 +9,8 @@ use futures::StreamExt;
 use serde::Serialize;
 
 use super::Tasker;
-use crate::push::EARLY_WAIT;
 use super::attempt::{Claimed, Outcome, RunLimits};
+use crate::push::EARLY_WAIT;
 use crate::report::Report;
 use crate::store::{ClaimById, TaskDelivery, TaskQueue};
 use crate::task::{TaskId, TaskStatus};
