@@ -31,8 +31,10 @@ pub struct Results {
 #[derive(Debug, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct SqsResults {
-    /// Due → start with the messages sent at the create (no polling).
+    /// Due → start with the messages sent at the create, one worker long-polling (1 s).
     pub start_delay: StartDelay,
+    /// The same with short polls 20 ms apart: without moto's one-second wake-up.
+    pub start_delay_short_polls: StartDelay,
     /// The same backlog drained by 1, 2 and 4 workers.
     pub drains: Vec<SqsDrain>,
 }

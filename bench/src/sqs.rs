@@ -23,19 +23,27 @@ use crate::bar;
 use crate::phases::{CONCURRENCY, noop_registry, percentiles, unix_ms};
 use crate::results::{SqsDrain, SqsResults, StartDelay, sums};
 
+/// The workers' long poll. moto wakes a waiting receive when a message is sent, or once a
+/// second: a delayed message that becomes visible waits up to a second there (SQS answers a
+/// long poll as soon as a message is available), so the start delay is measured with short
+/// polls too.
+const LONG_POLL: Duration = Duration::from_secs(1);
+
 /// Messages kept waiting on the queue at most while a drain's backlog is fed in: moto's calls
 /// cost more the longer its queue, and a real queue's backlog would not slow a worker.
 const FEED_AHEAD: u64 = 300;
 
 /// Every SQS-mode measurement.
 pub async fn measure(ddb: &str, sqs: &str, tasks: usize, delay_tasks: usize) -> SqsResults {
-    let start_delay = start_delay(ddb, sqs, delay_tasks).await;
+    let long_polls = start_delay(ddb, sqs, delay_tasks, LONG_POLL).await;
+    let short_polls = start_delay(ddb, sqs, delay_tasks, Duration::ZERO).await;
     let mut drains = Vec::new();
     for workers in [1, 2, 4] {
         drains.push(drain(ddb, sqs, tasks, workers).await);
     }
     SqsResults {
-        start_delay,
+        start_delay: long_polls,
+        start_delay_short_polls: short_polls,
         drains,
     }
 }
@@ -48,6 +56,7 @@ fn workers(
     table: &str,
     queue: &SqsQueue,
     registry: impl Fn() -> Registry,
+    wait: Duration,
     stop: &tokio::sync::watch::Receiver<bool>,
 ) -> Vec<tokio::task::JoinHandle<()>> {
     (0..count)
@@ -62,7 +71,7 @@ fn workers(
             let queue = queue.clone();
             let mut stop = stop.clone();
             tokio::spawn(async move {
-                consume(&tasker, &queue, Duration::from_secs(1), async move {
+                consume(&tasker, &queue, wait, async move {
                     let _ = stop.wait_for(|s| *s).await;
                 })
                 .await;
@@ -73,8 +82,16 @@ fn workers(
 
 /// `n` tasks due over 10 s from 3 s ahead, each sent with its delay at the create, and one
 /// worker reading the queue: how long after its due instant each started.
-async fn start_delay(ddb: &str, sqs: &str, n: usize) -> StartDelay {
-    let progress = bar(n, "DynamoDB Local: start delay, SQS mode");
+async fn start_delay(ddb: &str, sqs: &str, n: usize, wait: Duration) -> StartDelay {
+    let label = if wait.is_zero() {
+        "short polls"
+    } else {
+        "long polls"
+    };
+    let progress = bar(
+        n,
+        &format!("DynamoDB Local: start delay, SQS mode, {label}"),
+    );
     let queues = fresh_queues_at(sqs, 5, Duration::from_secs(60)).await;
     let store = dynamo::fresh_store_at(ddb).await;
     let delays = Arc::new(std::sync::Mutex::new(Vec::with_capacity(n)));
@@ -104,7 +121,15 @@ async fn start_delay(ddb: &str, sqs: &str, n: usize) -> StartDelay {
         }
     };
     let (stop, stopped) = tokio::sync::watch::channel(false);
-    let readers = workers(1, ddb, store.table(), &queues.queue, &registry, &stopped);
+    let readers = workers(
+        1,
+        ddb,
+        store.table(),
+        &queues.queue,
+        &registry,
+        wait,
+        &stopped,
+    );
     let tasker = Tasker::new(
         Store::DynamoDb(store),
         registry(),
@@ -177,6 +202,7 @@ async fn drain(ddb: &str, sqs: &str, n: usize, count: usize) -> SqsDrain {
             store.table(),
             &queues.queue,
             move || noop_registry(progress.clone()),
+            LONG_POLL,
             &stopped,
         )
     };

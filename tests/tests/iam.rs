@@ -168,7 +168,28 @@ async fn the_worker_and_the_mover_call_only_what_they_may() {
     }
     proxy.take();
     let bodies = [fails.id.to_string(), later.id.to_string()];
-    let answer = worker::handle(&tasker, events::sqs(&bodies, Duration::from_secs(60))).await;
+    let lines = std::sync::Mutex::new(Vec::new());
+    let emit = |line: &str| {
+        lines
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(line.to_owned())
+    };
+    let answer = worker::handle(
+        &tasker,
+        "svc",
+        events::sqs(&bodies, Duration::from_secs(60)),
+        &emit,
+    )
+    .await;
+    let lines = lines.into_inner().unwrap_or_else(|p| p.into_inner());
+    let metrics: serde_json::Value = serde_json::from_str(&lines[0]).expect("one EMF line");
+    // The refused webhook failed for good (a private target is a permanent error).
+    assert_eq!(metrics["Claimed"], 1, "{metrics}");
+    assert_eq!(
+        metrics["Failed"], 1,
+        "the worker's failure is counted: {metrics}"
+    );
     assert!(answer.batch_item_failures.is_empty(), "{answer:?}");
     assert_granted("WorkerFunction", &used(&proxy));
 

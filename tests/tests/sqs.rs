@@ -43,14 +43,16 @@ fn registry(runs: &Runs) -> Registry {
         })
         .expect("register record");
     let seen = Arc::clone(runs);
-    let mut failing = tasker::tasks::TypeSettings::default();
-    failing.max_attempts = 3;
-    // Exactly one second between attempts: the minimum equals the cap.
-    failing.retry = RetryPolicy {
-        initial_interval_ms: 1000,
-        factor: 1.0,
-        max_interval_ms: 1000,
-        min_interval_ms: 1000,
+    // Three attempts, exactly one second apart: the minimum equals the cap.
+    let failing = tasker::tasks::TypeSettings {
+        max_attempts: 3,
+        retry: RetryPolicy {
+            initial_interval_ms: 1000,
+            factor: 1.0,
+            max_interval_ms: 1000,
+            min_interval_ms: 1000,
+        },
+        ..tasker::tasks::TypeSettings::default()
     };
     registry
         .register_with(FAIL, failing, move |ctx| {

@@ -1,7 +1,8 @@
-//! SQS mode: a `tasker worker` killed with SIGKILL in the middle of a batch of slow tasks. The
-//! messages it held come back after the queue's visibility timeout, which outlasts the lease,
-//! so a new worker claims the interrupted tasks again; only those in flight at the kill ran
-//! twice, and none is lost.
+//! SQS mode with real processes: `tasker serve` sending and `tasker worker` running; and a
+//! `tasker worker` killed with SIGKILL in the middle of a batch of slow tasks. The messages it
+//! held come back after the queue's visibility timeout, which outlasts the lease, so a new
+//! worker claims the interrupted tasks again; only those in flight at the kill ran twice, and
+//! none is lost.
 
 use std::collections::HashMap;
 use std::process::{Child, Command, Stdio};
@@ -51,6 +52,51 @@ impl Drop for Worker {
         let _ = self.0.kill();
         let _ = self.0.wait();
     }
+}
+
+/// GIVEN `tasker serve` in SQS mode and a `tasker worker` WHEN a task due now is created
+/// through the API THEN the worker runs it (serve runs no tasks itself: only the mover).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serve_sends_and_a_worker_runs() {
+    let Queues { queue, .. } = fresh_queues(5, Duration::from_secs(30)).await;
+    let store = dynamo::fresh_store().await;
+    let receiver = Receiver::start().await;
+    let mut env = dynamo::child_env();
+    env.extend([
+        ("TASKER_STORE", "dynamodb".to_owned()),
+        ("TASKER_TABLE", store.table().to_owned()),
+        ("TASKER_DISPATCH", "sqs".to_owned()),
+        ("TASKER_QUEUE_URL", queue.url().to_owned()),
+        ("AWS_ENDPOINT_URL_SQS", tasker_tests::sqs::endpoint()),
+        ("TASKER_WEBHOOK_ALLOW_PRIVATE", "true".to_owned()),
+    ]);
+    let serve = process::Serve::start(&[], &env).await;
+    let api = tasker_tests::fixtures::ApiClient::open(&serve.base);
+    let body = serde_json::json!({
+        "type": "sendWebhook",
+        "payload": {"url": format!("{}/via-sqs", receiver.base), "body": {}},
+    });
+    let (status, created) = api.send(reqwest::Method::POST, "/tasks", Some(&body)).await;
+    assert_eq!(status, 201, "{created}");
+    let id: TaskId = created["id"]
+        .as_str()
+        .expect("id")
+        .parse()
+        .expect("task id");
+    // Nothing runs it but a worker: serve only sends and moves.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert!(receiver.all().is_empty(), "serve ran the task itself");
+    let _worker = Worker::start(store.table(), queue.url());
+    eventually(
+        "the worker to run the task",
+        Duration::from_secs(30),
+        || async {
+            let task = store.get(id).await.ok()??;
+            (task.status == TaskStatus::Succeeded).then_some(())
+        },
+    )
+    .await;
+    assert_eq!(receiver.requests_to("/via-sqs").len(), 1);
 }
 
 /// The path the webhook of task `i` posts to: the receiver answers it after 1.5 s.

@@ -215,8 +215,9 @@ fn alarms_watch_metrics_the_functions_emit() {
         }
     }
     assert_eq!(
-        alarms, 6,
-        "processor and cleanup errors, failed tasks, oldest due age, rescued tasks, dead letters"
+        alarms, 7,
+        "processor, cleanup and worker errors, failed tasks, oldest due age, rescued tasks, \
+         dead letters"
     );
     let env = &template["Globals"]["Function"]["Environment"]["Variables"];
     assert_eq!(env["TASKER_SERVICE"], json!({"Ref": "AWS::StackName"}));
@@ -236,6 +237,7 @@ fn sqs_mode_deploys_its_queue_worker_and_mapping_only_when_chosen() {
         "WorkerFunction",
         "WorkerEventSource",
         "WorkerLogGroup",
+        "WorkerErrorsAlarm",
         "DeadLetterAlarm",
     ] {
         assert_eq!(resource(&template, name)["Condition"], "UsesSqs", "{name}");

@@ -58,6 +58,8 @@ pub async fn handle<S: TaskQueue + TaskDelivery + QueueStats>(
         );
     }
     let deadline = plausible.then(|| Instant::now() + remaining);
+    // SQS mode: the workers run the tasks and emit their counts; this run moves tasks onto
+    // the queue, and its line carries the backlog.
     let summary = if tasker.pushes() {
         tasker.move_due().await?;
         RunSummary::default()

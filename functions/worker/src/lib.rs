@@ -15,11 +15,15 @@ const ANSWER_RESERVE: std::time::Duration = std::time::Duration::from_millis(500
 
 /// Works one batch; a message that names no task, or whose task could not be claimed or run
 /// in time, is reported back, so SQS delivers it again (and its redrive policy moves a
-/// poison message to the dead-letter queue).
+/// poison message to the dead-letter queue). Then hands the batch's metrics line (the
+/// processor's counts, under `service`) to `emit`, so the alarms see the worker's failures.
 pub async fn handle<S: TaskQueue + TaskDelivery>(
     tasker: &Tasker<S>,
+    service: &str,
     event: LambdaEvent<SqsEvent>,
+    emit: &(dyn Fn(&str) + Sync),
 ) -> SqsBatchResponse {
+    let started = Instant::now();
     let remaining = event
         .context
         .deadline()
@@ -58,5 +62,12 @@ pub async fn handle<S: TaskQueue + TaskDelivery>(
         again = summary.again,
         "worker batch finished"
     );
+    let duration_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
+    emit(&tasker::metrics::run_metrics(
+        service,
+        &summary.as_run(duration_ms),
+        None,
+        tasker.now(),
+    ));
     response
 }

@@ -9,9 +9,15 @@ use crate::report::Report;
 use crate::store::{TaskDelivery, TaskQueue};
 use crate::tasker::{Handled, Message, Tasker, WorkSummary};
 
+/// The pause after an empty short poll (`wait` of zero), so an idle worker asks 50 times a
+/// second rather than as fast as the queue answers.
+const SHORT_POLL_PAUSE: Duration = Duration::from_millis(20);
+
 /// Receives and works batches until `stop` completes (a batch in hand is finished first).
-/// `wait` is the long poll of each receive. A message left undeleted is delivered again after
-/// the queue's visibility timeout, and its claim then drops it or runs it.
+/// `wait` is the long poll of each receive (zero: short polls, [`SHORT_POLL_PAUSE`] apart
+/// while the queue is empty; each is a billed request). A message left undeleted is
+/// delivered again after the queue's visibility timeout, and its claim then drops it or runs
+/// it.
 pub async fn consume<S: TaskDelivery + TaskQueue>(
     tasker: &Tasker<S>,
     queue: &SqsQueue,
@@ -33,6 +39,9 @@ pub async fn consume<S: TaskDelivery + TaskQueue>(
                 continue;
             }
         };
+        if received.is_empty() && wait.is_zero() {
+            tokio::time::sleep(SHORT_POLL_PAUSE).await;
+        }
         let messages: Vec<Message> = received
             .iter()
             .map(|message| Message {

@@ -105,14 +105,14 @@ mod tests {
     }
 
     #[test]
-    fn a_delay_rounds_up_and_stops_at_fifteen_minutes() {
+    fn a_delay_rounds_down_and_stops_at_fifteen_minutes() {
         let (due_now, now) = task(Duration::ZERO);
         assert_eq!(
             Delivery::of(&due_now, now).map(|d| d.delay_seconds),
             Some(0)
         );
-        let (soon, now) = task(Duration::from_millis(1001));
-        assert_eq!(Delivery::of(&soon, now).map(|d| d.delay_seconds), Some(2));
+        let (soon, now) = task(Duration::from_millis(1999));
+        assert_eq!(Delivery::of(&soon, now).map(|d| d.delay_seconds), Some(1));
         let (edge, now) = task(MAX_DELAY);
         assert_eq!(Delivery::of(&edge, now).map(|d| d.delay_seconds), Some(900));
         let (far, now) = task(MAX_DELAY + Duration::from_millis(1));

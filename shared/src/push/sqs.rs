@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use aws_sdk_sqs::Client;
 use aws_sdk_sqs::config::BehaviorVersion;
+use aws_sdk_sqs::config::timeout::TimeoutConfig;
 use aws_sdk_sqs::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
 use aws_sdk_sqs::types::{
     DeleteMessageBatchRequestEntry, MessageSystemAttributeName, QueueAttributeName,
@@ -35,32 +36,51 @@ pub struct Received {
 /// One SQS queue.
 #[derive(Debug, Clone)]
 pub struct SqsQueue {
+    /// Sends, deletes and reads of the queue's depth: short time limits, because a create
+    /// waits for its send.
     client: Client,
+    /// Receives: long polls of up to 20 s.
+    poller: Client,
     url: String,
     calls: Arc<AtomicU64>,
 }
 
 impl SqsQueue {
-    /// The queue at `url`, through a client from the standard AWS environment
+    /// The queue at `url`, through clients from the standard AWS environment
     /// (`AWS_ENDPOINT_URL_SQS` for a local SQS such as moto's server).
     pub async fn from_env(url: impl Into<String>) -> Self {
-        let config = aws_config::defaults(BehaviorVersion::latest())
-            .timeout_config(
-                aws_sdk_sqs::config::timeout::TimeoutConfig::builder()
-                    .connect_timeout(Duration::from_secs(3))
-                    // A receive long-polls up to 20 s.
-                    .operation_attempt_timeout(Duration::from_secs(25))
-                    .operation_timeout(Duration::from_secs(60))
-                    .build(),
-            )
-            .load()
-            .await;
-        Self::new(Client::new(&config), url)
+        let shared = aws_config::defaults(BehaviorVersion::latest()).load().await;
+        let limits = |attempt: u64, operation: u64| {
+            TimeoutConfig::builder()
+                .connect_timeout(Duration::from_secs(2))
+                .operation_attempt_timeout(Duration::from_secs(attempt))
+                .operation_timeout(Duration::from_secs(operation))
+                .build()
+        };
+        // A stalled SQS must not hold a create past API Gateway's 30 s: a send gives up within
+        // 5 s (the task is stored; the mover sends it later).
+        let client = Client::from_conf(
+            aws_sdk_sqs::config::Builder::from(&shared)
+                .timeout_config(limits(2, 5))
+                .build(),
+        );
+        let poller = Client::from_conf(
+            aws_sdk_sqs::config::Builder::from(&shared)
+                .timeout_config(limits(25, 60))
+                .build(),
+        );
+        Self {
+            client,
+            poller,
+            url: url.into(),
+            calls: Arc::default(),
+        }
     }
 
-    /// The queue at `url` through `client`.
+    /// The queue at `url` through `client` (for every call).
     pub fn new(client: Client, url: impl Into<String>) -> Self {
         Self {
+            poller: client.clone(),
             client,
             url: url.into(),
             calls: Arc::default(),
@@ -85,7 +105,7 @@ impl SqsQueue {
     pub async fn receive(&self, max: usize, wait: Duration) -> Result<Vec<Received>, PushError> {
         self.count();
         let answer = self
-            .client
+            .poller
             .receive_message()
             .queue_url(&self.url)
             .max_number_of_messages(i32::try_from(max.clamp(1, BATCH_MAX)).unwrap_or(10))

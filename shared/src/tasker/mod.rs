@@ -222,24 +222,28 @@ impl<S> Tasker<S> {
     }
 
     /// Sends a message for each of `tasks` due within SQS's longest delay (SQS mode; nothing
-    /// otherwise). A failed send is logged, never returned: the tasks are stored, and the
-    /// mover sends them when they fall due.
-    pub async fn deliver(&self, tasks: &[Task]) {
-        let Some(push) = &self.push else { return };
+    /// otherwise). A failed send is logged and answered `false` (the tasks are stored, and the
+    /// mover sends them when they are late); `true` when every message needed went out.
+    pub async fn deliver(&self, tasks: &[Task]) -> bool {
+        let Some(push) = &self.push else { return true };
         let now = self.clock.now();
         let deliveries: Vec<Delivery> = tasks
             .iter()
             .filter_map(|task| Delivery::of(task, now))
             .collect();
         if deliveries.is_empty() {
-            return;
+            return true;
         }
-        if let Err(err) = push.send(&deliveries).await {
-            tracing::warn!(
-                error = %crate::report::Report(&err),
-                tasks = deliveries.len(),
-                "could not send to the queue; the mover sends these tasks when they fall due"
-            );
+        match push.send(&deliveries).await {
+            Ok(()) => true,
+            Err(err) => {
+                tracing::warn!(
+                    error = %crate::report::Report(&err),
+                    tasks = deliveries.len(),
+                    "could not send to the queue; the mover sends these tasks once they are late"
+                );
+                false
+            }
         }
     }
 

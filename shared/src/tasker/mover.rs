@@ -24,6 +24,9 @@ pub const OVERDUE: Duration = Duration::from_secs(30);
 pub const RESEND_AFTER: Duration = Duration::from_secs(300);
 /// Tasks one mover run looks at most.
 pub const MOVE_LIMIT: usize = 1000;
+/// How long a late task the mover leaves alone (its message is likely queued behind a backlog)
+/// stays out of its scans: two of its runs, so the rest of the window gets read meanwhile.
+const LATE_REREAD: Duration = Duration::from_secs(120);
 
 /// What the mover sent, by task: the task's `updatedAt` when it did (a later write makes the
 /// record stale) and until when it trusts that message.
@@ -54,8 +57,10 @@ pub struct MoveSummary {
     pub duration_ms: u64,
 }
 
-/// Why the mover sends a message for `task` at `now`, if it should. `queue_busy` when
-/// messages wait on the queue: a late task is then more likely behind them than lost.
+/// Why the mover sends a message for `task` at `now`, if it should: `Some(true)` for a repair
+/// (its message should have come), `Some(false)` for a task entering the window that its
+/// writer did not send. `queue_busy` when messages wait on the queue: a late task is then more
+/// likely behind them than lost, until it is [`RESEND_AFTER`] late.
 fn needs_message(task: &Task, now: Timestamp, queue_busy: bool) -> Option<bool> {
     match task.status {
         // A lease expired: its worker died; the message it held may be gone for good.
@@ -65,9 +70,10 @@ fn needs_message(task: &Task, now: Timestamp, queue_busy: bool) -> Option<bool> 
             // was due within the longest delay.
             let writer_sent = task.scheduled_at <= task.updated_at.plus(MAX_DELAY);
             let overdue = task.scheduled_at <= now.minus(OVERDUE);
+            let long_overdue = task.scheduled_at <= now.minus(RESEND_AFTER);
             match (writer_sent, overdue) {
                 (false, _) => Some(false),
-                (true, true) if !queue_busy => Some(true),
+                (true, true) if !queue_busy || long_overdue => Some(true),
                 (true, _) => None,
             }
         }
@@ -106,20 +112,28 @@ impl<S: TaskDelivery> Tasker<S> {
                 let ours = sent
                     .get(&task.id)
                     .is_some_and(|(state, _)| *state == task.updated_at);
-                let due = task.due_at().unwrap_or(now).max(now);
+                let due = task.due_at().unwrap_or(now);
                 match needs_message(&task, now, queue_busy) {
                     Some(repair) if !ours => to_send.push((task, repair)),
-                    // On its way: a scan need not read it again before it is due and late.
+                    // On its way: a scan need not read it again before it is due and late; a
+                    // late one behind a backlog, not for two runs or until it is long late.
                     _ if task.status == TaskStatus::Pending => {
-                        self.store.expect_delivery(&task, due.plus(OVERDUE))
+                        let until = if due > now.minus(OVERDUE) {
+                            due.plus(OVERDUE)
+                        } else {
+                            now.plus(LATE_REREAD).min(due.plus(RESEND_AFTER))
+                        };
+                        self.store.expect_delivery(&task, until);
                     }
                     _ => {}
                 }
             }
         }
+        // Delays from the instant of sending, not of the scan.
+        let sending = self.clock.now();
         let deliveries: Vec<Delivery> = to_send
             .iter()
-            .filter_map(|(task, _)| Delivery::of(task, now))
+            .filter_map(|(task, _)| Delivery::of(task, sending))
             .collect();
         let refused: Vec<TaskId> = match push.send(&deliveries).await {
             Ok(()) => Vec::new(),

@@ -31,8 +31,9 @@ pub enum Handled {
     /// elsewhere, missing), or its next message was sent.
     Done(Work),
     /// Leave it on the queue, to be delivered again after its visibility timeout: the store
-    /// failed, the invocation ran out of time, or it names no task (a poison message, which
-    /// the queue's redrive policy moves to the dead-letter queue after enough receives).
+    /// failed, the invocation ran out of time, the task's next message could not be sent, or
+    /// it names no task (a poison message, which the queue's redrive policy moves to the
+    /// dead-letter queue after enough receives).
     Again,
 }
 
@@ -68,6 +69,20 @@ pub struct WorkSummary {
 }
 
 impl WorkSummary {
+    /// The same counts as a processor run's, for the metrics line the alarms read: messages
+    /// left on the queue count as errors.
+    pub fn as_run(&self, duration_ms: u64) -> super::RunSummary {
+        super::RunSummary {
+            claimed: self.succeeded + self.retried + self.failed + self.released,
+            succeeded: self.succeeded,
+            retried: self.retried,
+            failed: self.failed,
+            released: self.released,
+            errors: self.again,
+            duration_ms,
+        }
+    }
+
     /// Counts `handled`.
     pub fn count(&mut self, handled: Handled) {
         self.messages += 1;
@@ -137,10 +152,13 @@ impl<S: TaskDelivery + TaskQueue> Tasker<S> {
                 return Handled::Done(Work::Missing);
             }
             ClaimById::NotDue(task) => {
-                // Early (a clock ahead of SQS's, or a copy of an older message): a task still
-                // pending gets a message for its time; the copy is dropped.
-                if task.status == TaskStatus::Pending {
-                    self.deliver(std::slice::from_ref(&task)).await;
+                // Early (a clock behind SQS's, or a copy of an older message): a task still
+                // pending gets a message for its time, and this one is dropped, unless that
+                // send failed: then this one comes back after its visibility timeout.
+                if task.status == TaskStatus::Pending
+                    && !self.deliver(std::slice::from_ref(&task)).await
+                {
+                    return Handled::Again;
                 }
                 tracing::debug!(task_id = %id, status = %task.status, "task not due; message dropped");
                 return Handled::Done(Work::Dropped);
@@ -148,10 +166,13 @@ impl<S: TaskDelivery + TaskQueue> Tasker<S> {
         };
         let lease_ends = started + self.leases.duration(&task.task_type);
         let (outcome, recorded) = self.run_attempt(Claimed { task, lease_ends }, limits).await;
-        // A retry, or a task given back: its next message, if due within the longest delay;
-        // otherwise the mover sends it when it falls due.
+        // A retry, or a task given back: its next message, if due within the longest delay
+        // (otherwise the mover sends it when it falls due). When that send fails this message
+        // stays, and comes back after its visibility timeout to claim the task then.
         if let Some(next) = recorded.filter(|task| task.status == TaskStatus::Pending) {
-            self.deliver(std::slice::from_ref(&next)).await;
+            if !self.deliver(std::slice::from_ref(&next)).await {
+                return Handled::Again;
+            }
         }
         Handled::Done(Work::Ran(outcome))
     }
