@@ -174,3 +174,45 @@ impl<S: TaskDelivery> Tasker<S> {
         Ok(summary)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::NewTask;
+
+    fn at(now: Timestamp, created_ago: u64, due_in: i64) -> Task {
+        let created = now.minus(Duration::from_secs(created_ago));
+        let scheduled = if due_in >= 0 {
+            now.plus(Duration::from_secs(due_in.unsigned_abs()))
+        } else {
+            now.minus(Duration::from_secs(due_in.unsigned_abs()))
+        };
+        let new = NewTask {
+            scheduled_at: Some(scheduled.max(created)),
+            ..NewTask::new("t", "{}")
+        };
+        Task::from_new(new, created)
+    }
+
+    #[test]
+    fn the_mover_sends_what_has_no_message_on_its_way() {
+        let now: Timestamp = "2026-11-29T12:00:00Z".parse().expect("instant");
+        // Created an hour ago for five minutes from now: its writer sent nothing.
+        assert_eq!(needs_message(&at(now, 3600, 300), now, false), Some(false));
+        assert_eq!(needs_message(&at(now, 3600, 300), now, true), Some(false));
+        // Created a minute ago for now: its writer sent it; not late yet.
+        assert_eq!(needs_message(&at(now, 60, 0), now, false), None);
+        // 40 s late: lost, unless the queue has a backlog it may be behind.
+        assert_eq!(needs_message(&at(now, 100, -40), now, false), Some(true));
+        assert_eq!(needs_message(&at(now, 100, -40), now, true), None);
+        // Five minutes late: sent again even behind a backlog.
+        assert_eq!(needs_message(&at(now, 400, -300), now, true), Some(true));
+        // A running task the store returned has an expired lease: its worker died.
+        let mut running = at(now, 600, -600);
+        running.status = TaskStatus::Running;
+        assert_eq!(needs_message(&running, now, true), Some(true));
+        let mut done = at(now, 600, -600);
+        done.status = TaskStatus::Succeeded;
+        assert_eq!(needs_message(&done, now, false), None);
+    }
+}
