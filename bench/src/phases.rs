@@ -238,36 +238,36 @@ pub struct StartDelay {
     pub max_ms: f64,
 }
 
-/// `n` tasks due at spread-out instants over 10 s (from 3 s ahead), and one processor
-/// invocation in poll mode (`poll`, window 15 s) that runs them: how long after its due instant each one started.
-pub async fn start_delay(
-    store: Store,
-    n: usize,
-    poll: PollSettings,
-    bar: &ProgressBar,
-) -> StartDelay {
-    let delays = Arc::new(std::sync::Mutex::new(Vec::with_capacity(n)));
+/// Due → start delays in milliseconds, as the `timed` handler records them.
+pub type Delays = Arc<std::sync::Mutex<Vec<f64>>>;
+
+/// A registry whose `timed` handler records how long after its `dueMs` it started, and ticks
+/// `bar`.
+pub fn timed_registry(delays: &Delays, bar: &ProgressBar) -> Registry {
+    let delays = Arc::clone(delays);
+    let bar = bar.clone();
     let mut registry = Registry::new();
-    {
-        let delays = Arc::clone(&delays);
-        let bar = bar.clone();
-        registry
-            .register("timed", move |ctx| {
-                let started = unix_ms(SystemTime::now());
-                let due: i64 = serde_json::from_str::<serde_json::Value>(&ctx.payload)
-                    .ok()
-                    .and_then(|p| p["dueMs"].as_i64())
-                    .unwrap_or(started);
-                delays
-                    .lock()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .push((started - due) as f64);
-                bar.inc(1);
-                async { Ok::<(), TaskError>(()) }
-            })
-            .expect("register timed");
-    }
-    let tasker = Tasker::new(store, registry, ProcessorSettings::default());
+    registry
+        .register("timed", move |ctx| {
+            let started = unix_ms(SystemTime::now());
+            let due: i64 = serde_json::from_str::<serde_json::Value>(&ctx.payload)
+                .ok()
+                .and_then(|p| p["dueMs"].as_i64())
+                .unwrap_or(started);
+            delays
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .push((started - due) as f64);
+            bar.inc(1);
+            async { Ok::<(), TaskError>(()) }
+        })
+        .expect("register timed");
+    registry
+}
+
+/// Creates `n` `timed` tasks through `tasker`, due at spread-out instants over 10 s from 3 s
+/// ahead; fails if that took longer than the lead (their delays would include the setup).
+pub async fn create_timed<S: tasker::store::TaskWriter>(tasker: &Tasker<S>, n: usize) {
     let start = SystemTime::now() + Duration::from_secs(3);
     futures::stream::iter(0..n)
         .map(|i| {
@@ -283,29 +283,47 @@ pub async fn start_delay(
         .try_collect::<Vec<_>>()
         .await
         .expect("create timed tasks");
-    // Polling must start before the first task is due, or its delay would include the setup.
     assert!(
         SystemTime::now() < start,
         "creating the timed tasks took longer than their 3 s lead"
     );
+}
+
+/// p50, p99 and max of the recorded `delays`, which must be `n`.
+pub fn delay_summary(delays: &Delays, n: usize) -> StartDelay {
+    let delays = delays.lock().unwrap_or_else(|p| p.into_inner()).clone();
+    assert_eq!(delays.len(), n, "every timed task started");
+    let (p50_ms, p99_ms, max_ms) = percentiles(delays);
+    StartDelay {
+        tasks: n,
+        p50_ms,
+        p99_ms,
+        max_ms,
+    }
+}
+
+/// `n` tasks due at spread-out instants over 10 s (from 3 s ahead), and one processor
+/// invocation in poll mode (`poll`, window 15 s) that runs them: how long after its due instant each one started.
+pub async fn start_delay(
+    store: Store,
+    n: usize,
+    poll: PollSettings,
+    bar: &ProgressBar,
+) -> StartDelay {
+    let delays: Delays = Arc::default();
+    let tasker = Tasker::new(
+        store,
+        timed_registry(&delays, bar),
+        ProcessorSettings::default(),
+    );
+    // Polling must start before the first task is due, or its delay would include the setup.
+    create_timed(&tasker, n).await;
     let poll = PollSettings {
         window: Duration::from_secs(15),
         ..poll
     };
     tasker.poll_queue(None, poll).await.expect("poll window");
-    let delays = delays.lock().unwrap_or_else(|p| p.into_inner()).clone();
-    assert_eq!(
-        delays.len(),
-        n,
-        "every timed task started within the window"
-    );
-    let (p50_ms, p99_ms, max_ms) = percentiles(delays.clone());
-    StartDelay {
-        tasks: delays.len(),
-        p50_ms,
-        p99_ms,
-        max_ms,
-    }
+    delay_summary(&delays, n)
 }
 
 /// p50, p99 and max of `values` (NaN when there are none).

@@ -3,24 +3,23 @@
 //! the capacity proxy) and SQS calls (counted by the queue client).
 
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, Instant};
 
 use futures::{StreamExt, TryStreamExt};
 use indicatif::ProgressBar;
-use serde_json::json;
 use tasker::push::Push;
 use tasker::push::consume::consume;
 use tasker::push::sqs::SqsQueue;
 use tasker::store::Created;
-use tasker::{
-    DynamoStore, NewTask, ProcessorSettings, Registry, Store, TaskError, Tasker, Timestamp,
-};
+use tasker::{DynamoStore, NewTask, ProcessorSettings, Registry, Store, Tasker};
 use tasker_tests::capacity::CapacityProxy;
 use tasker_tests::dynamo;
 use tasker_tests::sqs::fresh_queues_at;
 
 use crate::bar;
-use crate::phases::{CONCURRENCY, noop_registry, percentiles, unix_ms};
+use crate::phases::{
+    CONCURRENCY, Delays, create_timed, delay_summary, noop_registry, timed_registry,
+};
 use crate::results::{SqsDrain, SqsResults, StartDelay, sums};
 
 /// The workers' long poll. moto wakes a waiting receive when a message is sent, or once a
@@ -94,39 +93,15 @@ async fn start_delay(ddb: &str, sqs: &str, n: usize, wait: Duration) -> StartDel
     );
     let queues = fresh_queues_at(sqs, 5, Duration::from_secs(60)).await;
     let store = dynamo::fresh_store_at(ddb).await;
-    let delays = Arc::new(std::sync::Mutex::new(Vec::with_capacity(n)));
-    let registry = {
-        let delays = Arc::clone(&delays);
-        let progress = progress.clone();
-        move || {
-            let mut registry = Registry::new();
-            let delays = Arc::clone(&delays);
-            let progress = progress.clone();
-            registry
-                .register("timed", move |ctx| {
-                    let started = unix_ms(SystemTime::now());
-                    let due = serde_json::from_str::<serde_json::Value>(&ctx.payload)
-                        .ok()
-                        .and_then(|p| p["dueMs"].as_i64())
-                        .unwrap_or(started);
-                    delays
-                        .lock()
-                        .unwrap_or_else(|p| p.into_inner())
-                        .push((started - due) as f64);
-                    progress.inc(1);
-                    async { Ok::<(), TaskError>(()) }
-                })
-                .expect("register timed");
-            registry
-        }
-    };
+    let delays: Delays = Arc::default();
+    let registry = || timed_registry(&delays, &progress);
     let (stop, stopped) = tokio::sync::watch::channel(false);
     let readers = workers(
         1,
         ddb,
         store.table(),
         &queues.queue,
-        &registry,
+        registry,
         wait,
         &stopped,
     );
@@ -136,23 +111,7 @@ async fn start_delay(ddb: &str, sqs: &str, n: usize, wait: Duration) -> StartDel
         ProcessorSettings::default(),
     )
     .with_push(Arc::new(queues.queue.clone()));
-    let start = SystemTime::now() + Duration::from_secs(3);
-    futures::stream::iter(0..n)
-        .map(|i| {
-            let offset = Duration::from_millis((i as u64 * 10_000 / n.max(1) as u64) + 7);
-            let due = start + offset;
-            let mut new = NewTask::new("timed", json!({"dueMs": unix_ms(due)}).to_string());
-            new.scheduled_at = Some(Timestamp::new(due.into()));
-            tasker.create(new)
-        })
-        .buffer_unordered(CONCURRENCY)
-        .try_collect::<Vec<_>>()
-        .await
-        .expect("create timed tasks");
-    assert!(
-        SystemTime::now() < start,
-        "creating the timed tasks took longer than their 3 s lead"
-    );
+    create_timed(&tasker, n).await;
     let deadline = Instant::now() + Duration::from_secs(60);
     while delays.lock().unwrap_or_else(|p| p.into_inner()).len() < n {
         assert!(
@@ -166,14 +125,13 @@ async fn start_delay(ddb: &str, sqs: &str, n: usize, wait: Duration) -> StartDel
         let _ = reader.await;
     }
     progress.finish_and_clear();
-    let (p50_ms, p99_ms, max_ms) =
-        percentiles(delays.lock().unwrap_or_else(|p| p.into_inner()).clone());
+    let summary = delay_summary(&delays, n);
     StartDelay {
         tasks: n,
         poll_interval_seconds: 0.0,
-        p50_ms,
-        p99_ms,
-        max_ms,
+        p50_ms: summary.p50_ms,
+        p99_ms: summary.p99_ms,
+        max_ms: summary.max_ms,
     }
 }
 
