@@ -1,7 +1,13 @@
-//! Tasker's errors at the Lambda edge: the one conversion to the runtime's `Diagnostic`, so
-//! every function reports `errorType` and the whole error chain the same way.
+//! Tasker at the Lambda edge: the one conversion of its errors to the runtime's `Diagnostic`,
+//! so every function reports `errorType` and the whole error chain the same way; and what an
+//! invocation's deadline means.
 
 use lambda_runtime::Diagnostic;
+
+/// 2001-09-09 in Unix milliseconds: any real invocation deadline is later. Some local
+/// emulators send a duration instead (cargo lambda watch sends its `--timeout`, e.g. 60000):
+/// a "deadline" before this is no deadline.
+pub const PLAUSIBLE_DEADLINE_MS: u64 = 1_000_000_000_000;
 
 use crate::report::Report;
 use crate::tasker::TaskerError;

@@ -10,7 +10,7 @@ pub mod api;
 pub mod clock;
 pub mod config;
 #[cfg(feature = "lambda")]
-mod lambda;
+pub mod lambda;
 pub mod metrics;
 pub mod push;
 pub mod report;

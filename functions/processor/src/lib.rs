@@ -6,6 +6,7 @@
 use std::time::{Instant, SystemTime};
 
 use lambda_runtime::LambdaEvent;
+use tasker::lambda::PLAUSIBLE_DEADLINE_MS;
 use tasker::store::{QueueStats, TaskDelivery, TaskQueue};
 use tasker::{PollSettings, Report, RunSummary, Tasker, TaskerError, metrics};
 
@@ -20,9 +21,6 @@ fn remaining_now(event: &LambdaEvent<serde_json::Value>) -> std::time::Duration 
         .unwrap_or_default()
         .saturating_sub(std::time::Duration::from_millis(500))
 }
-
-/// 2001-09-09 in Unix milliseconds: any real invocation deadline is later.
-const PLAUSIBLE_DEADLINE_MS: u64 = 1_000_000_000_000;
 
 /// Runs the queue until the invocation's deadline leaves less than the configured margin (in
 /// poll mode, again every `poll.interval` until `poll.window` has passed), then hands the

@@ -7,6 +7,7 @@ use std::time::{Instant, SystemTime};
 use aws_lambda_events::event::sqs::{BatchItemFailure, SqsBatchResponse, SqsEvent};
 use lambda_runtime::LambdaEvent;
 use tasker::Tasker;
+use tasker::lambda::PLAUSIBLE_DEADLINE_MS;
 use tasker::store::{TaskDelivery, TaskQueue};
 use tasker::tasker::{Handled, Message, WorkSummary};
 
@@ -24,13 +25,17 @@ pub async fn handle<S: TaskQueue + TaskDelivery>(
     emit: &(dyn Fn(&str) + Sync),
 ) -> SqsBatchResponse {
     let started = Instant::now();
-    let remaining = event
-        .context
-        .deadline()
-        .duration_since(SystemTime::now())
-        .unwrap_or_default()
-        .saturating_sub(ANSWER_RESERVE);
-    let deadline = Instant::now() + remaining;
+    // A local emulator's "deadline" that is not a Unix time is no deadline: each attempt is
+    // still bounded by its type's timeout.
+    let deadline = (event.context.deadline >= PLAUSIBLE_DEADLINE_MS).then(|| {
+        let remaining = event
+            .context
+            .deadline()
+            .duration_since(SystemTime::now())
+            .unwrap_or_default()
+            .saturating_sub(ANSWER_RESERVE);
+        Instant::now() + remaining
+    });
     let messages: Vec<Message> = event
         .payload
         .records
@@ -40,7 +45,7 @@ pub async fn handle<S: TaskQueue + TaskDelivery>(
             body: record.body.unwrap_or_default(),
         })
         .collect();
-    let handled = tasker.work(&messages, Some(deadline)).await;
+    let handled = tasker.work(&messages, deadline).await;
     let mut summary = WorkSummary::default();
     let mut response = SqsBatchResponse::default();
     for (message, handled) in messages.into_iter().zip(handled) {
