@@ -56,13 +56,7 @@ pub(crate) async fn worker(args: WorkerArgs) -> Result<(), CliError> {
     let _ = stop_tx.send(true);
     let mut total = WorkSummary::default();
     for summary in futures::future::join_all(loops).await.into_iter().flatten() {
-        total.messages += summary.messages;
-        total.succeeded += summary.succeeded;
-        total.retried += summary.retried;
-        total.failed += summary.failed;
-        total.released += summary.released;
-        total.dropped += summary.dropped;
-        total.again += summary.again;
+        total.absorb(&summary);
     }
     out!("{}", serde_json::to_string(&total)?);
     Ok(())

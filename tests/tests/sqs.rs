@@ -197,12 +197,7 @@ async fn four_workers_run_each_task_once_though_every_message_comes_twice() {
     let _ = stop.send(true);
     let mut total = WorkSummary::default();
     for worker in workers {
-        let summary = worker.await.expect("worker");
-        total.messages += summary.messages;
-        total.succeeded += summary.succeeded;
-        total.dropped += summary.dropped;
-        total.again += summary.again;
-        total.released += summary.released;
+        total.absorb(&worker.await.expect("worker"));
     }
 
     let runs = runs.lock().unwrap_or_else(|p| p.into_inner()).clone();

@@ -83,6 +83,17 @@ impl WorkSummary {
         }
     }
 
+    /// Adds the counts of `other` (another receive loop's) to these.
+    pub fn absorb(&mut self, other: &Self) {
+        self.messages += other.messages;
+        self.succeeded += other.succeeded;
+        self.retried += other.retried;
+        self.failed += other.failed;
+        self.released += other.released;
+        self.dropped += other.dropped;
+        self.again += other.again;
+    }
+
     /// Counts `handled`.
     pub fn count(&mut self, handled: Handled) {
         self.messages += 1;
