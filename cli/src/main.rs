@@ -1,5 +1,6 @@
 //! `tasker`: run Tasker on one machine (API + processor + cleanup), one pass of each, or the
-//! operator commands (list, show, cancel, retry, stats) against SQLite or DynamoDB.
+//! operator commands (list, show, cancel, retry, stats, schedules) against SQLite or
+//! DynamoDB.
 
 /// `println!` that returns a [`CliError`] instead of panicking when stdout is closed.
 macro_rules! out {
@@ -12,6 +13,7 @@ mod create;
 mod http;
 mod operator;
 mod output;
+mod schedules;
 mod serve;
 mod worker;
 
@@ -72,6 +74,9 @@ enum Command {
         /// Only tasks with this referenceUid.
         #[arg(long)]
         reference: Option<String>,
+        /// Only tasks created by this schedule's ticks.
+        #[arg(long)]
+        schedule: Option<String>,
         /// Tasks per page.
         #[arg(long, default_value_t = 20, value_parser = clap::value_parser!(u64).range(1..=100))]
         limit: u64,
@@ -137,6 +142,9 @@ enum Command {
         #[command(flatten)]
         store: StoreArgs,
     },
+    /// Recurring tasks: list, show, add, rm, pause, resume, trigger, apply FILE.
+    #[command(subcommand)]
+    Schedules(schedules::SchedulesCommand),
     /// Create the DynamoDB table with the same schema as template.yaml.
     CreateTable {
         /// Table name.
@@ -235,7 +243,9 @@ async fn run(cli: Cli) -> Result<(), CliError> {
         Command::Move(args) => worker::move_once(args).await,
         Command::Process(args) => {
             let config = config(&args)?;
-            let summary = config.build_tasker().await?.process_queue(None).await?;
+            let tasker = config.build_tasker().await?;
+            fire_once(&tasker).await;
+            let summary = tasker.process_queue(None).await?;
             out!("{}", serde_json::to_string(&summary)?);
             Ok(())
         }
@@ -248,6 +258,7 @@ async fn run(cli: Cli) -> Result<(), CliError> {
             status,
             task_type,
             reference,
+            schedule,
             limit,
             cursor,
             all,
@@ -259,6 +270,7 @@ async fn run(cli: Cli) -> Result<(), CliError> {
                 status,
                 task_type,
                 reference_uid: reference,
+                schedule,
             };
             let limit = usize::try_from(limit).unwrap_or(20);
             operator::list(&tasker, &filter, limit, cursor, all, output.json).await
@@ -310,12 +322,20 @@ async fn run(cli: Cli) -> Result<(), CliError> {
             let tasker = config(&store)?.build_tasker().await?;
             operator::stats(&tasker, output.json).await
         }
+        Command::Schedules(command) => schedules::run(command).await,
         Command::CreateTable { table } => {
             let client = dynamodb::client_from_env().await;
             schema::create_table(&client, &table).await?;
             out!("created table {table}");
             Ok(())
         }
+    }
+}
+
+/// Fires the due schedules before a one-off run; a failure is logged, and the run goes on.
+pub(crate) async fn fire_once(tasker: &tasker::Tasker<tasker::Store>) {
+    if let Err(err) = tasker.fire_schedules().await {
+        tracing::warn!(error = %tasker::Report(&err), "could not fire the due schedules");
     }
 }
 

@@ -206,7 +206,7 @@ pub async fn retry_all_failed(
     let filter = ListFilter {
         status: Some(TaskStatus::Failed),
         task_type,
-        reference_uid: None,
+        ..ListFilter::default()
     };
     let mut retried = Vec::new();
     let mut skipped = Vec::new();

@@ -70,6 +70,18 @@ pub async fn serve(args: ServeArgs) -> Result<(), CliError> {
                 .await;
         }
     });
+    // Both dispatch modes: the due schedules' ticks become tasks here.
+    let scheduler = tokio::spawn({
+        let tasker = Arc::clone(&tasker);
+        let mut stop = stop_rx.clone();
+        async move {
+            tasker
+                .fire_schedules_until(async move {
+                    let _ = stop.wait_for(|stop| *stop).await;
+                })
+                .await;
+        }
+    });
     let cleaner = tokio::spawn(cleanup_loop(
         Arc::clone(&tasker),
         (config.cleanup_age(), config.sweep_entries),
@@ -80,6 +92,7 @@ pub async fn serve(args: ServeArgs) -> Result<(), CliError> {
     tracing::info!("stopping: finishing the attempts in flight and open requests");
     let _ = stop_tx.send(true);
     let _ = worker.await;
+    let _ = scheduler.await;
     let _ = cleaner.await;
     if let Err(join) = server.await {
         tracing::error!(error = %join, "HTTP server task failed");

@@ -77,7 +77,9 @@ async fn receive_loop(
 /// One mover run: prints its summary as JSON.
 pub(crate) async fn move_once(args: StoreArgs) -> Result<(), CliError> {
     let config = config(&args)?;
-    let summary = config.build_tasker().await?.move_due().await?;
+    let tasker = config.build_tasker().await?;
+    crate::fire_once(&tasker).await;
+    let summary = tasker.move_due().await?;
     out!("{}", serde_json::to_string(&summary)?);
     Ok(())
 }

@@ -15,6 +15,7 @@ pub mod metrics;
 pub mod push;
 pub mod report;
 pub mod retry;
+pub mod schedule;
 pub mod store;
 pub mod task;
 pub mod tasker;

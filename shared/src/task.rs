@@ -32,6 +32,13 @@ impl TaskId {
         Self(ulid::Ulid::from_datetime(time))
     }
 
+    /// The id with time `at` and the low 80 of `bits` as its random part: the same inputs give
+    /// the same id (see [`crate::schedule::tick_task_id`]).
+    pub fn derived(at: Timestamp, bits: u128) -> Self {
+        let millis = (at.0.unix_timestamp_nanos() / 1_000_000).max(0) as u64;
+        Self(ulid::Ulid::from_parts(millis, bits))
+    }
+
     /// The id's 128 bits, for spreading tasks over shards.
     pub fn as_u128(self) -> u128 {
         self.0.0
@@ -180,6 +187,10 @@ pub struct Task {
     pub idempotency_key: Option<String>,
     /// The backoff between attempts, fixed when the task was created.
     pub retry_policy: RetryPolicy,
+    /// The schedule whose tick created the task, if one did.
+    pub schedule_name: Option<String>,
+    /// The tick of that schedule the task is for.
+    pub schedule_tick: Option<Timestamp>,
     /// Unique per claim: fences outcome writes, and lets a retried write recognise that its
     /// first try landed. Internal to the stores, never shown by the API.
     #[serde(skip)]
@@ -218,6 +229,8 @@ impl Task {
             lease_expires_at: None,
             idempotency_key: new.idempotency_key,
             retry_policy,
+            schedule_name: None,
+            schedule_tick: None,
             lease_token: None,
         }
     }

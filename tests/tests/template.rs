@@ -131,7 +131,7 @@ fn each_function_gets_only_the_dynamodb_actions_it_uses() {
             ("table", "BatchGetItem"),
             ("table", "UpdateItem"),
             (
-                "table keys [String(\"ref#*\"), String(\"idem#*\")]",
+                "table keys [String(\"ref#*\"), String(\"idem#*\"), String(\"sched#*\")]",
                 "DeleteItem",
             ),
             ("reference-index", "Query"),
@@ -142,6 +142,7 @@ fn each_function_gets_only_the_dynamodb_actions_it_uses() {
     assert_eq!(
         actions("ProcessorFunction"),
         pairs(&[
+            ("table", "PutItem"),
             ("table", "UpdateItem"),
             ("table", "BatchGetItem"),
             ("queue-index", "Query"),

@@ -1,13 +1,14 @@
 //! The processor Lambda: one processQueue run per scheduled event, then one line of CloudWatch
 //! Embedded Metric Format with the run's counts and the backlog; in SQS mode one mover run
-//! instead (the workers run the tasks). Errors reach Lambda through the library's one
+//! instead (the workers run the tasks). Due schedules fire at the start, and in poll mode
+//! every second of the window. Errors reach Lambda through the library's one
 //! `TaskerError` to `Diagnostic` conversion.
 
 use std::time::{Instant, SystemTime};
 
 use lambda_runtime::LambdaEvent;
 use tasker::lambda::PLAUSIBLE_DEADLINE_MS;
-use tasker::store::{QueueStats, TaskDelivery, TaskQueue};
+use tasker::store::{QueueStats, ScheduleStore, TaskDelivery, TaskQueue, TaskWriter};
 use tasker::{PollSettings, Report, RunSummary, Tasker, TaskerError, metrics};
 
 /// The longest the backlog read for the metrics may take (less if the deadline is nearer).
@@ -22,10 +23,18 @@ fn remaining_now(event: &LambdaEvent<serde_json::Value>) -> std::time::Duration 
         .saturating_sub(std::time::Duration::from_millis(500))
 }
 
+/// Fires the due schedules once; a failure is logged (the run goes on, and the schedules stay
+/// due for the next one).
+async fn fire_once<S: ScheduleStore + TaskWriter>(tasker: &Tasker<S>) {
+    if let Err(err) = tasker.fire_schedules().await {
+        tracing::warn!(error = %Report(&err), "could not fire the due schedules");
+    }
+}
+
 /// Runs the queue until the invocation's deadline leaves less than the configured margin (in
 /// poll mode, again every `poll.interval` until `poll.window` has passed), then hands the
 /// metrics line to `emit` (stdout in Lambda, where CloudWatch picks it up).
-pub async fn handle<S: TaskQueue + TaskDelivery + QueueStats>(
+pub async fn handle<S: TaskQueue + TaskDelivery + QueueStats + ScheduleStore + TaskWriter>(
     tasker: &Tasker<S>,
     service: &str,
     poll: PollSettings,
@@ -59,10 +68,21 @@ pub async fn handle<S: TaskQueue + TaskDelivery + QueueStats>(
     // SQS mode: the workers run the tasks and emit their counts; this run moves tasks onto
     // the queue, and its line carries the backlog.
     let summary = if tasker.pushes() {
+        fire_once(tasker).await;
         tasker.move_due().await?;
         RunSummary::default()
-    } else {
+    } else if poll.window.is_zero() {
+        fire_once(tasker).await;
         tasker.poll_queue(deadline, poll).await?
+    } else {
+        // Schedules fire through the window, beside the dispatch, as `tasker serve` does.
+        let window_end = tokio::time::Instant::now() + poll.window;
+        let window_end = deadline.map_or(window_end, |d| window_end.min(d.into()));
+        let (summary, ()) = tokio::join!(
+            tasker.poll_queue(deadline, poll),
+            tasker.fire_schedules_until(tokio::time::sleep_until(window_end))
+        );
+        summary?
     };
     // The backlog is for the metrics only: without it the run still counts, and reading it
     // must not push the invocation past its deadline.

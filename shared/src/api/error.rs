@@ -160,6 +160,12 @@ impl From<TaskerError> for ApiError {
             TaskerError::Invalid(invalid) => invalid.into(),
             TaskerError::UnknownType(_) => Self::bad_request("unknown_type", err.to_string()),
             TaskerError::Store(store) => store.into(),
+            TaskerError::ScheduleNotFound(_) => {
+                Self::new(StatusCode::NOT_FOUND, "not_found", err.to_string())
+            }
+            TaskerError::ScheduleExists(_) => {
+                Self::new(StatusCode::CONFLICT, "schedule_exists", err.to_string())
+            }
             // Only the mover asks for the queue; no route does.
             TaskerError::NoQueue => Self::new(
                 StatusCode::INTERNAL_SERVER_ERROR,

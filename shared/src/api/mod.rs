@@ -4,6 +4,7 @@ pub mod auth;
 pub mod error;
 pub mod hosts;
 pub mod requests;
+pub mod schedules;
 pub mod strict_json;
 
 use std::sync::Arc;
@@ -15,7 +16,7 @@ use axum::extract::{DefaultBodyLimit, Path, RawQuery, State};
 use axum::http::header::{CACHE_CONTROL, CONTENT_TYPE, REFERRER_POLICY, X_CONTENT_TYPE_OPTIONS};
 use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Json, Response};
-use axum::routing::{delete, get, post};
+use axum::routing::{delete, get, post, put};
 use futures::StreamExt;
 use serde_json::json;
 
@@ -42,6 +43,14 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("POST", "/tasks/{id}/retry"),
     ("POST", "/tasks/batch"),
     ("GET", "/stats"),
+    ("POST", "/schedules"),
+    ("GET", "/schedules"),
+    ("GET", "/schedules/{name}"),
+    ("PUT", "/schedules/{name}"),
+    ("DELETE", "/schedules/{name}"),
+    ("POST", "/schedules/{name}/pause"),
+    ("POST", "/schedules/{name}/resume"),
+    ("POST", "/schedules/{name}/trigger"),
     ("GET", HEALTH_PATH),
 ];
 
@@ -79,6 +88,31 @@ pub fn router<S: ApiStore>(tasker: Arc<Tasker<S>>, auth: AuthMode) -> Router {
                 .fallback(method_not_allowed)
                 .layer(DefaultBodyLimit::max(MAX_BATCH_BODY_BYTES)),
         )
+        .route(
+            "/schedules",
+            post(schedules::create::<S>)
+                .merge(get(schedules::list::<S>))
+                .fallback(method_not_allowed),
+        )
+        .route(
+            "/schedules/{name}",
+            get(schedules::get::<S>)
+                .merge(put(schedules::put::<S>))
+                .merge(delete(schedules::delete::<S>))
+                .fallback(method_not_allowed),
+        )
+        .route(
+            "/schedules/{name}/pause",
+            post(schedules::pause::<S>).fallback(method_not_allowed),
+        )
+        .route(
+            "/schedules/{name}/resume",
+            post(schedules::resume::<S>).fallback(method_not_allowed),
+        )
+        .route(
+            "/schedules/{name}/trigger",
+            post(schedules::trigger::<S>).fallback(method_not_allowed),
+        )
         .route(HEALTH_PATH, get(health).fallback(method_not_allowed))
         .fallback(not_found)
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
@@ -105,7 +139,10 @@ pub async fn harden(mut response: Response) -> Response {
 ///
 /// The type check keeps browsers out: a cross-site page can POST `text/plain` without asking
 /// first (a CORS "simple request"), but never `application/json`.
-fn json_body(headers: &HeaderMap, body: Result<Bytes, BytesRejection>) -> Result<Bytes, ApiError> {
+pub(crate) fn json_body(
+    headers: &HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Bytes, ApiError> {
     let given = headers
         .get(CONTENT_TYPE)
         .map(|value| String::from_utf8_lossy(value.as_bytes()).into_owned());

@@ -37,7 +37,7 @@ pub struct CancelByReference {
 }
 
 /// Parses a JSON object body with only `allowed` fields; a key given twice is refused.
-fn object(body: &[u8], allowed: &[&str]) -> Result<Map<String, Value>, ApiError> {
+pub(super) fn object(body: &[u8], allowed: &[&str]) -> Result<Map<String, Value>, ApiError> {
     let value = strict_json::parse(body).map_err(|err| match err {
         StrictJsonError::Syntax(err) => {
             ApiError::bad_request("invalid_json", format!("the body is not valid JSON: {err}"))
@@ -82,7 +82,7 @@ fn truncate(text: &str) -> String {
     text.chars().take(64).collect()
 }
 
-fn invalid(field: &'static str, reason: impl Into<String>) -> ApiError {
+pub(super) fn invalid(field: &'static str, reason: impl Into<String>) -> ApiError {
     ValidationError::Invalid {
         field,
         reason: reason.into(),
@@ -93,7 +93,10 @@ fn invalid(field: &'static str, reason: impl Into<String>) -> ApiError {
 /// `null` is refused wherever a value is given: a field is either left out or means what it says.
 const NULL_REFUSED: &str = "must not be null; leave the field out instead";
 
-fn required_string(map: &Map<String, Value>, field: &'static str) -> Result<String, ApiError> {
+pub(super) fn required_string(
+    map: &Map<String, Value>,
+    field: &'static str,
+) -> Result<String, ApiError> {
     match map.get(field) {
         None => Err(ValidationError::Missing(field).into()),
         Some(Value::Null) => Err(invalid(field, "must be a string, not null")),
@@ -102,7 +105,7 @@ fn required_string(map: &Map<String, Value>, field: &'static str) -> Result<Stri
     }
 }
 
-fn optional_string(
+pub(super) fn optional_string(
     map: &Map<String, Value>,
     field: &'static str,
 ) -> Result<Option<String>, ApiError> {
@@ -116,7 +119,7 @@ fn optional_string(
 
 /// A whole number from `min` to `max`. An integral float (`60.0`) counts, as in JSON Schema:
 /// many JSON encoders write every number as a float.
-fn optional_integer(
+pub(super) fn optional_integer(
     map: &Map<String, Value>,
     field: &'static str,
     (min, max): (u64, u64),
@@ -242,7 +245,14 @@ pub fn parse_cancel_by_reference(body: &[u8]) -> Result<CancelByReference, ApiEr
 
 /// Page size of `GET /tasks` when the query gives none.
 pub const DEFAULT_LIST_LIMIT: usize = 20;
-const LIST_PARAMETERS: &[&str] = &["status", "type", "referenceUid", "limit", "cursor"];
+const LIST_PARAMETERS: &[&str] = &[
+    "status",
+    "type",
+    "referenceUid",
+    "schedule",
+    "limit",
+    "cursor",
+];
 
 /// The query of `GET /tasks`.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -315,6 +325,18 @@ pub fn parse_list_query(query: Option<&str>) -> Result<ListQuery, ApiError> {
                     ));
                 }
                 parsed.filter.reference_uid = Some(value.into_owned());
+            }
+            "schedule" => {
+                if value.chars().count() > crate::schedule::MAX_NAME_CHARS {
+                    return Err(invalid_parameter(
+                        "schedule",
+                        &format!(
+                            "is longer than {} characters",
+                            crate::schedule::MAX_NAME_CHARS
+                        ),
+                    ));
+                }
+                parsed.filter.schedule = Some(value.into_owned());
             }
             "limit" => {
                 parsed.limit = value

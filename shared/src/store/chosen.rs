@@ -2,11 +2,13 @@
 //! has, so handlers stay generic without `dyn`.
 
 use super::{
-    Backlog, ClaimById, Created, Leases, ListFilter, ListKey, QueueStats, QueueSweeper, Settlement,
-    StatusCounts, StoreError, SweepSummary, TaskCanceller, TaskDelivery, TaskLister, TaskPage,
-    TaskPurger, TaskQueue, TaskReader, TaskRetrier, TaskWriter,
+    Backlog, ClaimById, Created, Expect, Leases, ListFilter, ListKey, QueueStats, QueueSweeper,
+    ScheduleStore, ScheduleWrite, Settlement, StatusCounts, StoreError, SweepSummary,
+    TaskCanceller, TaskDelivery, TaskLister, TaskPage, TaskPurger, TaskQueue, TaskReader,
+    TaskRetrier, TaskWriter,
 };
 use crate::clock::Timestamp;
+use crate::schedule::Schedule;
 use crate::task::{Task, TaskId};
 
 /// The backend chosen at runtime from configuration.
@@ -137,6 +139,36 @@ impl TaskPurger for Store {
 impl QueueSweeper for Store {
     async fn sweep(&self, now: Timestamp, max_entries: u64) -> Result<SweepSummary, StoreError> {
         on_backend!(self, store => store.sweep(now, max_entries))
+    }
+}
+
+impl ScheduleStore for Store {
+    async fn get_schedule(&self, name: &str) -> Result<Option<Schedule>, StoreError> {
+        on_backend!(self, store => store.get_schedule(name))
+    }
+
+    async fn list_schedules(&self) -> Result<Vec<Schedule>, StoreError> {
+        on_backend!(self, store => store.list_schedules())
+    }
+
+    async fn put_schedule(
+        &self,
+        schedule: &Schedule,
+        expect: Expect,
+    ) -> Result<ScheduleWrite, StoreError> {
+        on_backend!(self, store => store.put_schedule(schedule, expect))
+    }
+
+    async fn delete_schedule(&self, name: &str) -> Result<bool, StoreError> {
+        on_backend!(self, store => store.delete_schedule(name))
+    }
+
+    async fn due_schedules(
+        &self,
+        now: Timestamp,
+        limit: usize,
+    ) -> Result<Vec<Schedule>, StoreError> {
+        on_backend!(self, store => store.due_schedules(now, limit))
     }
 }
 

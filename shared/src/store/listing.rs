@@ -75,6 +75,8 @@ pub struct ListFilter {
     pub task_type: Option<String>,
     /// Only tasks with this `referenceUid`.
     pub reference_uid: Option<String>,
+    /// Only tasks created by this schedule's ticks.
+    pub schedule: Option<String>,
 }
 
 impl ListFilter {
@@ -89,6 +91,10 @@ impl ListFilter {
                 .reference_uid
                 .as_ref()
                 .is_none_or(|reference| task.reference_uid.as_ref() == Some(reference))
+            && self
+                .schedule
+                .as_ref()
+                .is_none_or(|schedule| task.schedule_name.as_ref() == Some(schedule))
     }
 }
 

@@ -19,6 +19,7 @@ pub mod dynamodb;
 mod error;
 mod lease;
 mod listing;
+mod schedules;
 #[cfg(feature = "sqlite")]
 pub mod sqlite;
 mod transition;
@@ -31,6 +32,7 @@ pub use dynamodb::DynamoStore;
 pub use error::{Cause, StoreError};
 pub use lease::Leases;
 pub use listing::{InvalidCursor, ListFilter, ListKey, StatusCounts, TaskPage};
+pub use schedules::{Expect, SCHEDULES_SEEN_WITHIN, ScheduleStore, ScheduleWrite};
 #[cfg(feature = "sqlite")]
 pub use sqlite::SqliteStore;
 pub use transition::{
@@ -71,7 +73,8 @@ pub trait TaskReader: Send + Sync {
 /// Stores new tasks.
 pub trait TaskWriter: Send + Sync {
     /// Stores `task` (status `pending`), unless a task with the same `(type, idempotencyKey)`
-    /// exists: then that one is returned as [`Created::Existing`]. Fails with
+    /// or the same id exists: then that one is returned as [`Created::Existing`] (ids are
+    /// derived, and so repeat, only for schedules' ticks). Fails with
     /// [`StoreError::Duplicate`] when a pending or running task has the same
     /// `(referenceUid, type)`.
     fn create(&self, task: Task) -> impl Future<Output = Result<Created, StoreError>> + Send;
@@ -212,7 +215,15 @@ pub trait TaskLister: Send + Sync {
 /// What the HTTP API and the operator commands use: every capability but claiming and
 /// purging.
 pub trait ApiStore:
-    TaskReader + TaskWriter + TaskCanceller + TaskRetrier + TaskLister + QueueStats + Clone + 'static
+    TaskReader
+    + TaskWriter
+    + TaskCanceller
+    + TaskRetrier
+    + TaskLister
+    + QueueStats
+    + ScheduleStore
+    + Clone
+    + 'static
 {
 }
 impl<S> ApiStore for S where
@@ -222,6 +233,7 @@ impl<S> ApiStore for S where
         + TaskRetrier
         + TaskLister
         + QueueStats
+        + ScheduleStore
         + Clone
         + 'static
 {

@@ -5,10 +5,12 @@ mod attempt;
 mod dispatch;
 mod mover;
 mod refill;
+mod schedules;
 mod worker;
 
 pub use attempt::Outcome;
 pub use mover::{MoveSummary, OVERDUE, RESEND_AFTER};
+pub use schedules::{FireSummary, ScheduleView, ticks_to_fire};
 pub use worker::{Handled, Message, Work, WorkSummary};
 
 use std::sync::Arc;
@@ -134,6 +136,12 @@ pub enum TaskerError {
     /// The store refused or failed.
     #[error(transparent)]
     Store(#[from] StoreError),
+    /// No schedule has the name.
+    #[error("schedule {0:?} not found")]
+    ScheduleNotFound(String),
+    /// A schedule with the name exists.
+    #[error("a schedule named {0:?} exists; change it with PUT /schedules/{0}")]
+    ScheduleExists(String),
     /// SQS mode's mover was asked to run without a queue to send to.
     #[error(
         "no queue is configured: the mover runs only with TASKER_DISPATCH=sqs and TASKER_QUEUE_URL"
@@ -150,6 +158,8 @@ impl TaskerError {
             Self::Store(store) if store.is_retryable() => "StoreUnavailable",
             Self::Store(_) => "StoreError",
             Self::NoQueue => "NoQueue",
+            Self::ScheduleNotFound(_) => "ScheduleNotFound",
+            Self::ScheduleExists(_) => "ScheduleExists",
         }
     }
 }

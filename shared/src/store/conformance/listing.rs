@@ -103,6 +103,7 @@ pub async fn listings_are_newest_first_and_pages_cover_every_match<S: FullStore>
         reference_uid: Some("booking-0".into()),
         status: Some(TaskStatus::Pending),
         task_type: Some("webhook".into()),
+        ..ListFilter::default()
     });
     for filter in &filters {
         let expected = newest_first(&store, filter, &all).await;

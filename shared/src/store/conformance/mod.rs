@@ -10,6 +10,7 @@ mod delivery;
 mod listing;
 mod purge;
 mod retry;
+mod schedules;
 mod transitions;
 
 use std::collections::HashSet;
@@ -22,6 +23,7 @@ pub use self::delivery::*;
 pub use self::listing::*;
 pub use self::purge::*;
 pub use self::retry::*;
+pub use self::schedules::*;
 pub use self::transitions::*;
 pub use super::FullStore;
 use super::{Backlog, Created, Leases, ListFilter, ListKey, Settlement, StatusCounts, StoreError};
@@ -77,7 +79,12 @@ macro_rules! store_conformance_tests {
             a_claim_by_id_refuses_what_is_not_due,
             a_claim_by_id_takes_over_an_expired_lease,
             deliverable_tasks_are_due_by_the_horizon,
-            deliverable_fails_an_expired_final_attempt
+            deliverable_fails_an_expired_final_attempt,
+            schedules_are_created_once_and_read_back,
+            a_schedule_write_is_conditioned_on_its_revision,
+            a_deleted_schedule_is_gone,
+            due_schedules_are_the_running_ones_whose_tick_came,
+            a_tick_task_stored_twice_is_stored_once_and_listed_by_schedule
         );
     };
     (@cases $make:expr; $($case:ident),* $(,)?) => {

@@ -129,6 +129,16 @@ pub fn new_item() -> Expr {
     Expr::new(schema::COND_NEW_ITEM)
 }
 
+/// The item must exist.
+pub fn item_exists() -> Expr {
+    Expr::new(schema::COND_ITEM_EXISTS)
+}
+
+/// The schedule item is still at `revision`.
+pub fn at_revision(revision: u64) -> Expr {
+    Expr::new(schema::COND_REVISION).value(":revision", super::item::n(revision))
+}
+
 /// A guard still names `task_id` (deleting it, or re-taking it in a retry).
 pub fn guard_held_by(task_id: &str) -> Expr {
     Expr::new(schema::COND_GUARD_HELD_BY).value(":task", s(task_id))

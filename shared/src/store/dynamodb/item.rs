@@ -51,6 +51,10 @@ struct TaskItem {
     retry_policy: RetryPolicy,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     lease_token: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    schedule_name: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    schedule_tick: Option<Timestamp>,
     #[serde(default)]
     queue: String,
     #[serde(default)]
@@ -153,6 +157,8 @@ pub fn to_item(task: &Task, ttl_after: Duration) -> Result<Item, StoreError> {
         idempotency_key: task.idempotency_key.clone(),
         retry_policy: task.retry_policy,
         lease_token: task.lease_token.clone(),
+        schedule_name: task.schedule_name.clone(),
+        schedule_tick: task.schedule_tick,
         queue: queue_of(task.id, task.status),
         queue_at: ListKey::of(task).to_string(),
         expires_at: task
@@ -186,6 +192,8 @@ pub fn from_item(item: Item) -> Result<Task, StoreError> {
         idempotency_key: item.idempotency_key,
         retry_policy: item.retry_policy,
         lease_token: item.lease_token,
+        schedule_name: item.schedule_name,
+        schedule_tick: item.schedule_tick,
     })
 }
 

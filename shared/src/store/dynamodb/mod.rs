@@ -20,6 +20,7 @@ mod listing;
 pub mod probe;
 mod purge;
 mod queue;
+mod schedules;
 pub mod schema;
 mod sweep;
 mod table;
@@ -35,11 +36,12 @@ use self::due::DueQueue;
 use self::queue::Queue;
 use self::table::Table;
 use super::{
-    Backlog, Created, Leases, ListFilter, ListKey, QueueStats, QueueSweeper, Settlement,
-    StatusCounts, StoreError, SweepSummary, TaskCanceller, TaskLister, TaskPage, TaskPurger,
-    TaskQueue, TaskReader, TaskRetrier, TaskWriter, Transition,
+    Backlog, Created, Expect, Leases, ListFilter, ListKey, QueueStats, QueueSweeper, ScheduleStore,
+    ScheduleWrite, Settlement, StatusCounts, StoreError, SweepSummary, TaskCanceller, TaskLister,
+    TaskPage, TaskPurger, TaskQueue, TaskReader, TaskRetrier, TaskWriter, Transition,
 };
 use crate::clock::Timestamp;
+use crate::schedule::Schedule;
 use crate::task::{Task, TaskId};
 
 /// Concurrent single-item writes one store call issues (claims, cancels, deletes).
@@ -52,6 +54,8 @@ pub struct DynamoStore {
     ttl_after: Duration,
     /// What this process knows of the due queue, shared by clones.
     due: DueQueue,
+    /// The schedules, and this process's list of them.
+    schedules: schedules::Schedules,
 }
 
 impl DynamoStore {
@@ -60,6 +64,7 @@ impl DynamoStore {
         let table = Table::new(client, table);
         Self {
             due: DueQueue::new(table.clone()),
+            schedules: schedules::Schedules::new(table.clone()),
             table,
             ttl_after,
         }
@@ -170,6 +175,36 @@ impl TaskPurger for DynamoStore {
 impl QueueSweeper for DynamoStore {
     async fn sweep(&self, now: Timestamp, max_entries: u64) -> Result<SweepSummary, StoreError> {
         sweep::sweep(&self.table, self.ttl_after, now, max_entries).await
+    }
+}
+
+impl ScheduleStore for DynamoStore {
+    async fn get_schedule(&self, name: &str) -> Result<Option<Schedule>, StoreError> {
+        self.schedules.get(name).await
+    }
+
+    async fn list_schedules(&self) -> Result<Vec<Schedule>, StoreError> {
+        self.schedules.list().await
+    }
+
+    async fn put_schedule(
+        &self,
+        schedule: &Schedule,
+        expect: Expect,
+    ) -> Result<ScheduleWrite, StoreError> {
+        self.schedules.put(schedule, expect).await
+    }
+
+    async fn delete_schedule(&self, name: &str) -> Result<bool, StoreError> {
+        self.schedules.delete(name).await
+    }
+
+    async fn due_schedules(
+        &self,
+        now: Timestamp,
+        limit: usize,
+    ) -> Result<Vec<Schedule>, StoreError> {
+        self.schedules.due(now, limit).await
     }
 }
 

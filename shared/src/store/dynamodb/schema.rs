@@ -70,6 +70,18 @@ pub const WATERMARK_PREFIX: &str = "mark#";
 /// Prefix of the item holding the sweep's progress (`sweep#due`).
 pub const SWEEP_PREFIX: &str = "sweep#";
 
+/// Prefix of a schedule item's [`ID`] (`sched#<name>`).
+pub const SCHEDULE_PREFIX: &str = "sched#";
+/// The queue-index partition every schedule item is in, under its name (which never changes,
+/// so advancing a schedule never writes the index).
+pub const SCHEDULE_QUEUE: &str = "sched";
+/// On a schedule item: grows by one with every write, which is conditioned on it.
+pub const REVISION: &str = "revision";
+/// Condition for replacing a schedule: it is still at the revision read.
+pub const COND_REVISION: &str = "revision = :revision";
+/// Condition for deleting an item that must exist.
+pub const COND_ITEM_EXISTS: &str = "attribute_exists(id)";
+
 /// Expression attribute names used in every expression (`type` and `status` are reserved words).
 pub mod names {
     /// `#status`

@@ -271,6 +271,36 @@ impl Table {
         Ok((entries, output.last_evaluated_key))
     }
 
+    /// The item ids of every entry of the index partition `queue`, page by page.
+    pub async fn partition_ids(&self, queue: &str) -> Result<Vec<String>, StoreError> {
+        let range = KeyRange {
+            queue: queue.to_owned(),
+            lo: None,
+            hi: None,
+        };
+        let mut ids = Vec::new();
+        let mut start: Option<Item> = None;
+        loop {
+            let output = self
+                .queue_query(&range)
+                .set_exclusive_start_key(start.take())
+                .send()
+                .await
+                .map_err(|err| sdk_error("Query", err))?;
+            ids.extend(
+                output
+                    .items
+                    .unwrap_or_default()
+                    .iter()
+                    .filter_map(|item| Some(item.get(schema::ID)?.as_s().ok()?.clone())),
+            );
+            start = output.last_evaluated_key;
+            if start.is_none() {
+                return Ok(ids);
+            }
+        }
+    }
+
     /// The number of entries in `range` (`Select=COUNT`, index keys only).
     pub async fn count(&self, range: &KeyRange) -> Result<u64, StoreError> {
         if range.is_empty() {

@@ -68,11 +68,25 @@ pub async fn create(table: &Table, ttl_after: Duration, task: Task) -> Result<Cr
         ));
     }
     if written.is_ok() {
-        // Ids are fresh ULIDs: only an SDK retry of our own landed put finds one.
-        written = table
+        written = match table
             .put(to_item(&task, ttl_after)?, expr::new_item())
             .await
-            .map(|_| ());
+        {
+            Ok(Write::Done(())) | Ok(Write::ConditionFailed(None)) => Ok(()),
+            Ok(Write::ConditionFailed(Some(item))) => {
+                let existing = from_item(item)?;
+                // A fresh ULID is found only by an SDK retry of our own landed put. A derived
+                // id (a schedule's tick) finds the task an earlier create stored, maybe
+                // another processor's identical one: it is reported as existing, even in the
+                // rare case that it was our own retried put (the mover then sends its message
+                // late, in SQS mode).
+                if existing != task || task.schedule_name.is_some() {
+                    return Ok(Created::Existing(existing));
+                }
+                Ok(())
+            }
+            Err(err) => Err(err),
+        };
     }
     if let Err(err) = written {
         // Free the guards at once rather than leave them naming a task that does not exist.

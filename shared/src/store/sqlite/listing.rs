@@ -29,6 +29,7 @@ impl TaskLister for SqliteStore {
                     "SELECT {COLUMNS} FROM tasks WHERE (?1 IS NULL OR status = ?1) \
                      AND (?2 IS NULL OR type = ?2) AND (?3 IS NULL OR reference_uid = ?3) \
                      AND (?4 IS NULL OR {LIST_KEY_SQL} < ?4) \
+                     AND (?6 IS NULL OR schedule_name = ?6) \
                      ORDER BY {LIST_KEY_SQL} DESC LIMIT ?5"
                 ))
                 .map_err(sqlite_error)?;
@@ -41,7 +42,8 @@ impl TaskLister for SqliteStore {
                         filter.task_type,
                         filter.reference_uid,
                         after.as_ref().map(ListKey::as_str),
-                        want
+                        want,
+                        filter.schedule,
                     ],
                     row_to_task,
                 )

@@ -8,6 +8,7 @@ mod listing;
 pub mod probe;
 mod queue;
 mod rows;
+mod schedules;
 
 use std::path::Path;
 use std::sync::{Arc, Mutex};
@@ -166,7 +167,13 @@ impl TaskWriter for SqliteStore {
                     return Ok(Created::Existing(existing));
                 }
             }
-            store_with(tx, &task, insert)?;
+            if let Err(err) = store_with(tx, &task, insert) {
+                // A derived id (a schedule's tick) that an earlier create stored.
+                return match load(tx, task.id)? {
+                    Some(existing) => Ok(Created::Existing(existing)),
+                    None => Err(err),
+                };
+            }
             Ok(Created::New(task))
         })
         .await

@@ -28,23 +28,33 @@ CREATE TABLE IF NOT EXISTS tasks (
     due_at TEXT,
     idempotency_key TEXT,
     retry_policy TEXT NOT NULL,
-    lease_token TEXT
+    lease_token TEXT,
+    schedule_name TEXT,
+    schedule_tick TEXT
 ) STRICT;
 CREATE INDEX IF NOT EXISTS tasks_due ON tasks (due_at) WHERE due_at IS NOT NULL;
 CREATE INDEX IF NOT EXISTS tasks_finished ON tasks (finished_at) WHERE finished_at IS NOT NULL;
 CREATE INDEX IF NOT EXISTS tasks_reference ON tasks (reference_uid, type) WHERE reference_uid IS NOT NULL;
 CREATE UNIQUE INDEX IF NOT EXISTS tasks_active_reference ON tasks (reference_uid, type)
     WHERE reference_uid IS NOT NULL AND status IN ('pending', 'running');
+CREATE INDEX IF NOT EXISTS tasks_schedule ON tasks (schedule_name) WHERE schedule_name IS NOT NULL;
 CREATE UNIQUE INDEX IF NOT EXISTS tasks_idempotency ON tasks (type, idempotency_key)
     WHERE idempotency_key IS NOT NULL;
+CREATE TABLE IF NOT EXISTS schedules (
+    name TEXT PRIMARY KEY NOT NULL,
+    body TEXT NOT NULL,
+    due_at TEXT,
+    revision INTEGER NOT NULL
+) STRICT;
+CREATE INDEX IF NOT EXISTS schedules_due ON schedules (due_at) WHERE due_at IS NOT NULL;
 ";
 
 /// The schema version this code writes (`PRAGMA user_version`).
-pub const SCHEMA_VERSION: i64 = 1;
+pub const SCHEMA_VERSION: i64 = 2;
 
 pub const COLUMNS: &str = "id, type, payload, status, scheduled_at, created_at, updated_at, attempts, \
     max_attempts, last_error, last_failed_attempt_at, succeeded_at, finished_at, reference_uid, \
-    lease_expires_at, due_at, idempotency_key, retry_policy, lease_token";
+    lease_expires_at, due_at, idempotency_key, retry_policy, lease_token, schedule_name, schedule_tick";
 
 /// Columns added after the first schema: a database made by an earlier Tasker gets them (with
 /// their defaults) before the indexes that use them are created.
@@ -71,6 +81,8 @@ pub fn add_missing_columns(conn: &Connection) -> Result<(), StoreError> {
             format!("TEXT NOT NULL DEFAULT '{default_policy}'"),
         ),
         ("lease_token", "TEXT".to_owned()),
+        ("schedule_name", "TEXT".to_owned()),
+        ("schedule_tick", "TEXT".to_owned()),
     ];
     for (column, definition) in added {
         if !existing.iter().any(|name| name == column) {
@@ -146,6 +158,8 @@ pub fn row_to_task(row: &rusqlite::Row<'_>) -> rusqlite::Result<Task> {
             )
         })?,
         lease_token: row.get(18)?,
+        schedule_name: row.get(19)?,
+        schedule_tick: parse_optional(20, row.get(20)?)?,
     })
 }
 
@@ -163,7 +177,7 @@ pub fn insert(conn: &Connection, task: &Task) -> rusqlite::Result<()> {
     conn.execute(
         &format!(
             "INSERT INTO tasks ({COLUMNS}) VALUES \
-             (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19)"
+             (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20, ?21)"
         ),
         params![
             task.id.to_string(),
@@ -185,6 +199,8 @@ pub fn insert(conn: &Connection, task: &Task) -> rusqlite::Result<()> {
             task.idempotency_key,
             serde_json::to_string(&task.retry_policy).unwrap_or_default(),
             task.lease_token,
+            task.schedule_name,
+            text(task.schedule_tick),
         ],
     )?;
     Ok(())

@@ -1,0 +1,341 @@
+//! `tasker schedules`: list, show, add, rm, pause, resume, trigger, and `apply FILE`, which
+//! makes the stored schedules exactly those of a YAML file kept in git.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::PathBuf;
+
+use clap::Subcommand;
+use serde_json::{Value, json};
+use tasker::api::schedules::parse_schedule;
+use tasker::schedule::{Schedule, ScheduleSpec};
+use tasker::tasker::ScheduleView;
+use tasker::{Store, Tasker};
+
+use crate::operator::print_task;
+use crate::{CliError, OutputArgs, StoreArgs, config};
+
+#[derive(Subcommand)]
+pub(crate) enum SchedulesCommand {
+    /// List the schedules with their next fire time.
+    List {
+        #[command(flatten)]
+        output: OutputArgs,
+        #[command(flatten)]
+        store: StoreArgs,
+    },
+    /// Show one schedule and its next five fire times.
+    Show {
+        /// Schedule name.
+        name: String,
+        #[command(flatten)]
+        output: OutputArgs,
+        #[command(flatten)]
+        store: StoreArgs,
+    },
+    /// Create a schedule, as POST /schedules does (same rules).
+    Add {
+        /// Unique name: 1-128 characters of A-Z a-z 0-9 _ . : -
+        name: String,
+        /// Cron expression: 5 fields (minute hour day-of-month month day-of-week), or 6 with
+        /// seconds first.
+        #[arg(long)]
+        cron: String,
+        /// IANA time zone the expression is read in.
+        #[arg(long, default_value = "UTC")]
+        timezone: String,
+        /// The registered task type each tick creates.
+        #[arg(long = "type")]
+        task_type: String,
+        /// Payload of each tick's task (JSON text, or any text).
+        #[arg(long, default_value = "{}")]
+        payload: String,
+        /// Attempts of each tick's task (default: the type's).
+        #[arg(long)]
+        max_attempts: Option<u32>,
+        /// Ticks missed while no processor ran: latest, skip or all.
+        #[arg(long, default_value = "latest")]
+        missed: String,
+        /// Create it paused.
+        #[arg(long)]
+        paused: bool,
+        #[command(flatten)]
+        output: OutputArgs,
+        #[command(flatten)]
+        store: StoreArgs,
+    },
+    /// Delete a schedule (the tasks its ticks created stay).
+    Rm {
+        /// Schedule name.
+        name: String,
+        #[command(flatten)]
+        store: StoreArgs,
+    },
+    /// Pause a schedule: it fires nothing until resumed.
+    Pause {
+        /// Schedule name.
+        name: String,
+        #[command(flatten)]
+        output: OutputArgs,
+        #[command(flatten)]
+        store: StoreArgs,
+    },
+    /// Resume a schedule from its next tick (ticks passed while paused do not fire).
+    Resume {
+        /// Schedule name.
+        name: String,
+        #[command(flatten)]
+        output: OutputArgs,
+        #[command(flatten)]
+        store: StoreArgs,
+    },
+    /// Run one tick now: create the schedule's task, due now; print it.
+    Trigger {
+        /// Schedule name.
+        name: String,
+        #[command(flatten)]
+        output: OutputArgs,
+        #[command(flatten)]
+        store: StoreArgs,
+    },
+    /// Make the stored schedules exactly those in FILE: create the new ones, update the
+    /// changed ones, delete the ones the file no longer lists. Repeating it changes nothing.
+    Apply {
+        /// YAML file: `schedules:` followed by a list of schedules as POST /schedules takes them.
+        file: PathBuf,
+        /// Print what would change, and change nothing.
+        #[arg(long)]
+        dry_run: bool,
+        #[command(flatten)]
+        output: OutputArgs,
+        #[command(flatten)]
+        store: StoreArgs,
+    },
+}
+
+pub(crate) async fn run(command: SchedulesCommand) -> Result<(), CliError> {
+    match command {
+        SchedulesCommand::List { output, store } => {
+            let tasker = config(&store)?.build_tasker().await?;
+            let views: Vec<ScheduleView> = tasker
+                .schedules()
+                .await?
+                .into_iter()
+                .map(ScheduleView::of)
+                .collect();
+            if output.json {
+                out!("{}", json!({ "schedules": views }));
+                return Ok(());
+            }
+            out!(
+                "{:<32} {:<20} {:<20} {:<20} {:<24} {}",
+                "NAME",
+                "CRON",
+                "TIMEZONE",
+                "TYPE",
+                "NEXT RUN",
+                "PAUSED"
+            );
+            for view in &views {
+                let s = &view.schedule;
+                let next = s
+                    .next_run_at
+                    .map_or_else(|| "-".to_owned(), |t| t.to_text());
+                let paused = if s.paused { "yes" } else { "no" };
+                out!(
+                    "{:<32} {:<20} {:<20} {:<20} {:<24} {paused}",
+                    s.name,
+                    s.cron,
+                    s.timezone,
+                    s.task_type,
+                    next
+                );
+            }
+            Ok(())
+        }
+        SchedulesCommand::Show {
+            name,
+            output,
+            store,
+        } => {
+            let tasker = config(&store)?.build_tasker().await?;
+            print_schedule(tasker.schedule(&name).await?, output.json)
+        }
+        SchedulesCommand::Add {
+            name,
+            cron,
+            timezone,
+            task_type,
+            payload,
+            max_attempts,
+            missed,
+            paused,
+            output,
+            store,
+        } => {
+            let tasker = config(&store)?.build_tasker().await?;
+            let spec = ScheduleSpec {
+                name,
+                cron,
+                timezone,
+                task_type,
+                payload,
+                max_attempts,
+                missed: missed
+                    .parse()
+                    .map_err(|err| CliError::Usage(format!("--missed: {err}")))?,
+                paused,
+            };
+            print_schedule(tasker.create_schedule(spec).await?, output.json)
+        }
+        SchedulesCommand::Rm { name, store } => {
+            let tasker = config(&store)?.build_tasker().await?;
+            tasker.delete_schedule(&name).await?;
+            out!("deleted schedule {name}");
+            Ok(())
+        }
+        SchedulesCommand::Pause {
+            name,
+            output,
+            store,
+        } => {
+            let tasker = config(&store)?.build_tasker().await?;
+            print_schedule(tasker.pause_schedule(&name).await?, output.json)
+        }
+        SchedulesCommand::Resume {
+            name,
+            output,
+            store,
+        } => {
+            let tasker = config(&store)?.build_tasker().await?;
+            print_schedule(tasker.resume_schedule(&name).await?, output.json)
+        }
+        SchedulesCommand::Trigger {
+            name,
+            output,
+            store,
+        } => {
+            let tasker = config(&store)?.build_tasker().await?;
+            print_task(&tasker.trigger_schedule(&name).await?, output.json)
+        }
+        SchedulesCommand::Apply {
+            file,
+            dry_run,
+            output,
+            store,
+        } => {
+            let specs = read_file(&file)?;
+            let tasker = config(&store)?.build_tasker().await?;
+            apply(&tasker, specs, dry_run, output.json).await
+        }
+    }
+}
+
+fn print_schedule(schedule: Schedule, json: bool) -> Result<(), CliError> {
+    let value = serde_json::to_value(ScheduleView::of(schedule))?;
+    if json {
+        out!("{value}");
+        return Ok(());
+    }
+    if let Some(fields) = value.as_object() {
+        for (name, field) in fields {
+            let text = match field {
+                Value::Null => "-".to_owned(),
+                Value::String(text) => text.clone(),
+                Value::Array(items) => items
+                    .iter()
+                    .map(|item| {
+                        item.as_str()
+                            .map_or_else(|| item.to_string(), str::to_owned)
+                    })
+                    .collect::<Vec<_>>()
+                    .join(", "),
+                other => other.to_string(),
+            };
+            out!("{name:<12} {text}");
+        }
+    }
+    Ok(())
+}
+
+/// The schedules of a YAML file, each checked by the API's rules; every problem names the
+/// file, the schedule's place in it and the field.
+fn read_file(file: &PathBuf) -> Result<Vec<ScheduleSpec>, CliError> {
+    let place = file.display();
+    let text = std::fs::read_to_string(file)
+        .map_err(|err| CliError::Usage(format!("cannot read {place}: {err}")))?;
+    let document: Value = serde_yaml_ng::from_str(&text)
+        .map_err(|err| CliError::Usage(format!("{place} is not valid YAML: {err}")))?;
+    let Some(items) = document.get("schedules").and_then(Value::as_array) else {
+        return Err(CliError::Usage(format!(
+            "{place}: expected a top-level `schedules:` list"
+        )));
+    };
+    let mut specs = Vec::with_capacity(items.len());
+    let mut names = BTreeSet::new();
+    for (index, item) in items.iter().enumerate() {
+        let body = serde_json::to_vec(item)?;
+        let spec = parse_schedule(&body, None).map_err(|err| {
+            CliError::Usage(format!("{place}: schedule {}: {}", index + 1, err.message))
+        })?;
+        if !names.insert(spec.name.clone()) {
+            return Err(CliError::Usage(format!(
+                "{place}: schedule {}: the name {:?} is given twice",
+                index + 1,
+                spec.name
+            )));
+        }
+        specs.push(spec);
+    }
+    Ok(specs)
+}
+
+/// Creates, updates and deletes so that the stored schedules are `specs`. Every schedule is
+/// checked (rules and registered types) before anything is written.
+async fn apply(
+    tasker: &Tasker<Store>,
+    specs: Vec<ScheduleSpec>,
+    dry_run: bool,
+    json: bool,
+) -> Result<(), CliError> {
+    for spec in &specs {
+        tasker
+            .validate_schedule(spec)
+            .map_err(|err| CliError::Usage(format!("schedule {:?}: {err}", spec.name)))?;
+    }
+    let stored: BTreeMap<String, Schedule> = tasker
+        .schedules()
+        .await?
+        .into_iter()
+        .map(|s| (s.name.clone(), s))
+        .collect();
+    let mut plan: BTreeMap<&str, Vec<String>> = BTreeMap::new();
+    for spec in &specs {
+        let action = match stored.get(&spec.name) {
+            None => "created",
+            Some(current) if current.spec() == *spec => "unchanged",
+            Some(_) => "updated",
+        };
+        if action != "unchanged" && !dry_run {
+            tasker.put_schedule(spec.clone()).await?;
+        }
+        plan.entry(action).or_default().push(spec.name.clone());
+    }
+    let listed: BTreeSet<&str> = specs.iter().map(|s| s.name.as_str()).collect();
+    for name in stored.keys().filter(|name| !listed.contains(name.as_str())) {
+        if !dry_run {
+            tasker.delete_schedule(name).await?;
+        }
+        plan.entry("deleted").or_default().push(name.clone());
+    }
+    if json {
+        out!("{}", json!({ "dryRun": dry_run, "changes": plan }));
+        return Ok(());
+    }
+    let verb = if dry_run { "would be " } else { "" };
+    for (action, names) in &plan {
+        for name in names {
+            out!("{verb}{action}: {name}");
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,194 @@
+//! When a schedule fires: a cron expression read on the wall clock of an IANA time zone, with
+//! EventBridge Scheduler's rules for daylight saving time. A local time that does not exist
+//! (spring forward) is skipped; one that occurs twice (fall back) fires once, at its first
+//! occurrence. Ticks therefore strictly increase.
+//!
+//! The expression is parsed by `croner` (5 fields, or 6 with seconds first); the zone comes
+//! from the time-zone database compiled into the binary (`jiff`'s bundled tzdb).
+
+use croner::Cron;
+use croner::parser::{CronParser, Seconds, Year};
+use jiff::civil::DateTime;
+use jiff::tz::{AmbiguousOffset, TimeZone};
+
+use crate::clock::Timestamp;
+
+/// Candidate wall-clock times one search looks at before giving up: enough to step over an
+/// hour repeated at fall back for an expression that fires every second.
+const MAX_STEPS: usize = 10_000;
+
+/// A parsed expression in its zone.
+#[derive(Debug, Clone)]
+pub struct Timing {
+    cron: Cron,
+    zone: TimeZone,
+}
+
+/// Why an expression or a zone was refused; each names what is wrong.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum TimingError {
+    /// The cron expression does not parse.
+    #[error("{0}")]
+    Cron(String),
+    /// The zone is not in the time-zone database.
+    #[error("{0:?} is not an IANA time zone name (for example UTC, Europe/Berlin)")]
+    Zone(String),
+    /// The expression never matches a time that exists (for example `0 0 30 2 *`).
+    #[error("{0:?} never fires")]
+    Never(String),
+}
+
+impl Timing {
+    /// Parses `expression` (5 fields, or 6 with seconds first) in the zone named `zone`.
+    pub fn parse(expression: &str, zone: &str) -> Result<Self, TimingError> {
+        let fields = expression.split_whitespace().count();
+        if !(fields == 5 || fields == 6) {
+            return Err(TimingError::Cron(format!(
+                "has {fields} fields; give 5 (minute hour day-of-month month day-of-week) or 6 \
+                 (seconds first)"
+            )));
+        }
+        let cron =
+            parse_cron(expression).map_err(|err| TimingError::Cron(at_fault(expression, err)))?;
+        let zone = TimeZone::get(zone).map_err(|_| TimingError::Zone(zone.to_owned()))?;
+        let timing = Self { cron, zone };
+        // An expression that matches no day (30 February) is refused now, not at every run.
+        if timing.next_after(Timestamp::now_utc()).is_none() {
+            return Err(TimingError::Never(expression.to_owned()));
+        }
+        Ok(timing)
+    }
+
+    /// The first tick strictly after `after`, if the expression fires again.
+    pub fn next_after(&self, after: Timestamp) -> Option<Timestamp> {
+        let instant = to_jiff(after)?;
+        let mut civil = self.zone.to_datetime(instant);
+        for _ in 0..MAX_STEPS {
+            civil = self.cron.find_next_occurrence(&civil, false).ok()?;
+            // Skipped: a time in a gap, or the repeat of a time whose first occurrence is past.
+            if let Some(at) = self.first_instant(civil) {
+                if at > instant {
+                    return from_jiff(at);
+                }
+            }
+        }
+        None
+    }
+
+    /// The latest tick at or before `at`.
+    pub fn latest_at_or_before(&self, at: Timestamp) -> Option<Timestamp> {
+        let instant = to_jiff(at)?;
+        let mut civil = self.zone.to_datetime(instant);
+        // In the second pass of a repeated hour, every wall-clock time of the hour has had its
+        // first occurrence: search down from the hour's end, as the first pass read it.
+        let ambiguous = self.zone.to_ambiguous_timestamp(civil);
+        if let AmbiguousOffset::Fold { before, .. } = ambiguous.offset() {
+            if ambiguous.earlier().is_ok_and(|first| first < instant) {
+                civil = before.to_datetime(instant);
+            }
+        }
+        let mut inclusive = true;
+        for _ in 0..MAX_STEPS {
+            civil = self.cron.find_previous_occurrence(&civil, inclusive).ok()?;
+            inclusive = false;
+            if let Some(tick) = self.first_instant(civil) {
+                if tick <= instant {
+                    return from_jiff(tick);
+                }
+            }
+        }
+        None
+    }
+
+    /// The latest ticks at or before `at` and at or after `from`, latest first, at most `max`.
+    pub fn ticks_back(&self, from: Timestamp, at: Timestamp, max: usize) -> Vec<Timestamp> {
+        let mut ticks = Vec::new();
+        let mut cursor = at;
+        while ticks.len() < max {
+            let Some(tick) = self.latest_at_or_before(cursor) else {
+                break;
+            };
+            if tick < from {
+                break;
+            }
+            ticks.push(tick);
+            cursor = tick.minus(std::time::Duration::from_millis(1));
+        }
+        ticks
+    }
+
+    /// The next `count` ticks after `after`.
+    pub fn upcoming(&self, after: Timestamp, count: usize) -> Vec<Timestamp> {
+        let mut ticks = Vec::with_capacity(count);
+        let mut cursor = after;
+        while ticks.len() < count {
+            let Some(tick) = self.next_after(cursor) else {
+                break;
+            };
+            ticks.push(tick);
+            cursor = tick;
+        }
+        ticks
+    }
+
+    /// The instant a wall-clock time first occurs in the zone; `None` in a gap.
+    fn first_instant(&self, civil: DateTime) -> Option<jiff::Timestamp> {
+        let ambiguous = self.zone.to_ambiguous_timestamp(civil);
+        match ambiguous.offset() {
+            AmbiguousOffset::Gap { .. } => None,
+            AmbiguousOffset::Unambiguous { .. } | AmbiguousOffset::Fold { .. } => {
+                ambiguous.earlier().ok()
+            }
+        }
+    }
+}
+
+/// Field names in order, for 6 fields; 5 fields drop the first.
+const FIELD_NAMES: [&str; 6] = [
+    "second",
+    "minute",
+    "hour",
+    "day-of-month",
+    "month",
+    "day-of-week",
+];
+
+fn parse_cron(expression: &str) -> Result<Cron, croner::errors::CronError> {
+    CronParser::builder()
+        .seconds(Seconds::Optional)
+        .year(Year::Disallowed)
+        .build()
+        .parse(expression)
+}
+
+/// `err` with the field at fault named: each field is tried alone among wildcards, since the
+/// parser's own messages ("Number out of bounds") do not say where.
+fn at_fault(expression: &str, err: croner::errors::CronError) -> String {
+    let fields: Vec<&str> = expression.split_whitespace().collect();
+    let names = &FIELD_NAMES[FIELD_NAMES.len() - fields.len()..];
+    for (index, field) in fields.iter().enumerate() {
+        let alone: Vec<&str> = (0..fields.len())
+            .map(|i| if i == index { *field } else { "*" })
+            .collect();
+        if let Err(own) = parse_cron(&alone.join(" ")) {
+            return format!("{} field {field:?}: {own}", names[index]);
+        }
+    }
+    err.to_string()
+}
+
+fn to_jiff(at: Timestamp) -> Option<jiff::Timestamp> {
+    let nanos = at.0.unix_timestamp_nanos();
+    let millis = i64::try_from(nanos / 1_000_000).ok()?;
+    jiff::Timestamp::from_millisecond(millis).ok()
+}
+
+fn from_jiff(at: jiff::Timestamp) -> Option<Timestamp> {
+    let nanos = at.as_nanosecond();
+    time::OffsetDateTime::from_unix_timestamp_nanos(nanos)
+        .ok()
+        .map(Timestamp::new)
+}
+
+#[cfg(test)]
+mod tests;

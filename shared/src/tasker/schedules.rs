@@ -1,0 +1,367 @@
+//! Schedules: their operations (validated against the registry), and firing the due ones.
+//!
+//! Firing a schedule is two writes: the tick's task, whose id is derived from `(name, tick)`
+//! so that a second create of it stores nothing, then `nextRunAt` advanced under a condition
+//! on the revision read. Two processors that fire the same tick store one task; a processor
+//! that dies between the writes leaves the schedule due, and the next one finds the task
+//! already there and advances. No leader, no per-process list.
+
+use std::future::Future;
+use std::time::Duration;
+
+use serde::Serialize;
+
+use super::{Tasker, TaskerError};
+use crate::clock::Timestamp;
+use crate::report::Report;
+use crate::schedule::{
+    MAX_MISSED_TICKS, Missed, ON_TIME, Schedule, ScheduleSpec, Timing, tick_task_id,
+};
+use crate::store::{Created, Expect, ScheduleStore, ScheduleWrite, StoreError, TaskWriter};
+use crate::task::{NewTask, Task, ValidationError};
+
+/// Most schedules one pass fires; the rest are fired by the next pass.
+const FIRE_LIMIT: usize = 100;
+/// Read-modify-write rounds an operator's change makes before giving up on a busy schedule.
+const CHANGE_TRIES: usize = 4;
+
+/// What one pass over the due schedules did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct FireSummary {
+    /// Schedules found due.
+    pub due: usize,
+    /// Tasks created for their ticks.
+    pub created: usize,
+    /// Ticks whose task an earlier pass (here or in another process) had stored.
+    pub existing: usize,
+    /// Schedules advanced past now.
+    pub advanced: usize,
+    /// Schedules another process advanced or changed first.
+    pub lost: usize,
+    /// Schedules that could not be fired (logged); they stay due.
+    pub errors: usize,
+}
+
+/// A schedule as the API shows it: with its next fire times.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ScheduleView {
+    /// The stored schedule.
+    #[serde(flatten)]
+    pub schedule: Schedule,
+    /// The next five ticks it fires (none while paused).
+    pub next_runs: Vec<Timestamp>,
+}
+
+impl ScheduleView {
+    /// `schedule` with its next five ticks.
+    pub fn of(schedule: Schedule) -> Self {
+        let next_runs = match (schedule.paused, schedule.next_run_at, schedule.timing()) {
+            (false, Some(next), Ok(timing)) => std::iter::once(next)
+                .chain(timing.upcoming(next, 4))
+                .collect(),
+            _ => Vec::new(),
+        };
+        Self {
+            schedule,
+            next_runs,
+        }
+    }
+}
+
+/// The ticks of `schedule` to fire at `now`, earliest first, as its missed-tick policy says.
+pub fn ticks_to_fire(schedule: &Schedule, timing: &Timing, now: Timestamp) -> Vec<Timestamp> {
+    let Some(from) = schedule.next_run_at else {
+        return Vec::new();
+    };
+    let mut ticks = match schedule.missed {
+        Missed::Latest => timing.ticks_back(from, now, 1),
+        Missed::Skip => timing
+            .ticks_back(from, now, 1)
+            .into_iter()
+            .filter(|tick| now.since(*tick) <= ON_TIME)
+            .collect(),
+        Missed::All => timing.ticks_back(from, now, MAX_MISSED_TICKS),
+    };
+    ticks.reverse();
+    ticks
+}
+
+fn busy(name: &str) -> TaskerError {
+    TaskerError::Store(StoreError::unavailable(format!(
+        "schedule {name:?} kept changing while it was written; try again"
+    )))
+}
+
+fn invalid_stored(schedule: &Schedule, err: crate::schedule::TimingError) -> TaskerError {
+    TaskerError::Invalid(ValidationError::Invalid {
+        field: "cron",
+        reason: format!(
+            "stored schedule {:?} no longer parses: {err}",
+            schedule.name
+        ),
+    })
+}
+
+impl<S: ScheduleStore + TaskWriter> Tasker<S> {
+    /// Fires every due schedule (at most 100 a pass): see the module's documentation.
+    pub async fn fire_schedules(&self) -> Result<FireSummary, TaskerError> {
+        let now = self.clock.now();
+        let due = self.store.due_schedules(now, FIRE_LIMIT).await?;
+        let mut summary = FireSummary {
+            due: due.len(),
+            ..FireSummary::default()
+        };
+        for schedule in &due {
+            if let Err(err) = self.fire(schedule, now, &mut summary).await {
+                summary.errors += 1;
+                tracing::warn!(schedule = %schedule.name, error = %Report(&err), "could not fire the schedule; it stays due");
+            }
+        }
+        if summary.created > 0 || summary.errors > 0 {
+            tracing::info!(
+                due = summary.due,
+                created = summary.created,
+                existing = summary.existing,
+                lost = summary.lost,
+                errors = summary.errors,
+                "schedules fired"
+            );
+        }
+        Ok(summary)
+    }
+
+    /// Fires due schedules now, then just after every whole second (ticks fall on whole
+    /// seconds), until `stop` completes. Failures are logged; the loop goes on.
+    pub async fn fire_schedules_until(&self, stop: impl Future<Output = ()> + Send) {
+        tokio::pin!(stop);
+        loop {
+            if let Err(err) = self.fire_schedules().await {
+                tracing::warn!(error = %Report(&err), "could not read the due schedules");
+            }
+            let millis = u64::try_from(
+                std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .unwrap_or_default()
+                    .as_millis()
+                    % 1000,
+            )
+            .unwrap_or_default();
+            let pause = Duration::from_millis(1000 - millis + 5);
+            tokio::select! {
+                () = &mut stop => return,
+                () = tokio::time::sleep(pause) => {}
+            }
+        }
+    }
+
+    async fn fire(
+        &self,
+        schedule: &Schedule,
+        now: Timestamp,
+        summary: &mut FireSummary,
+    ) -> Result<(), TaskerError> {
+        let timing = schedule
+            .timing()
+            .map_err(|err| invalid_stored(schedule, err))?;
+        let ticks = ticks_to_fire(schedule, &timing, now);
+        for created in self.create_ticks(schedule, &ticks, now).await? {
+            match created {
+                Created::New(_) => summary.created += 1,
+                Created::Existing(_) => summary.existing += 1,
+            }
+        }
+        if self
+            .advance(schedule, &timing, ticks.last().copied(), now)
+            .await?
+        {
+            summary.advanced += 1;
+        } else {
+            summary.lost += 1;
+        }
+        Ok(())
+    }
+
+    /// The first of firing's two writes: the tasks of `ticks`, each stored once whoever
+    /// creates it (its id is derived from the schedule's name and the tick). Public so that
+    /// a test can stop between the two writes, as a crash would.
+    pub async fn create_ticks(
+        &self,
+        schedule: &Schedule,
+        ticks: &[Timestamp],
+        now: Timestamp,
+    ) -> Result<Vec<Created>, TaskerError> {
+        let Some(settings) = self.registry.settings(&schedule.task_type) else {
+            return Err(TaskerError::UnknownType(schedule.task_type.clone()));
+        };
+        let mut results = Vec::with_capacity(ticks.len());
+        let mut fresh = Vec::new();
+        for &tick in ticks {
+            let new = NewTask {
+                scheduled_at: Some(tick),
+                max_attempts: schedule.max_attempts,
+                ..NewTask::new(schedule.task_type.clone(), schedule.payload.clone())
+            };
+            let mut task = Task::from_new_with(new, now, settings.max_attempts, settings.retry);
+            task.id = tick_task_id(&schedule.name, tick);
+            task.schedule_name = Some(schedule.name.clone());
+            task.schedule_tick = Some(tick);
+            let created = self.store.create(task).await?;
+            match &created {
+                Created::New(task) => {
+                    tracing::info!(schedule = %schedule.name, tick = %tick, task_id = %task.id, "schedule fired");
+                    fresh.push(task.clone());
+                }
+                Created::Existing(task) => {
+                    tracing::info!(schedule = %schedule.name, tick = %tick, task_id = %task.id, "the tick's task was already stored");
+                }
+            }
+            results.push(created);
+        }
+        if !fresh.is_empty() {
+            self.due_now.notify_one();
+            self.deliver(&fresh).await;
+        }
+        Ok(results)
+    }
+
+    /// The second write: `nextRunAt` moves to the first tick after `now`, if the schedule is
+    /// still at the revision read. False when another process advanced or changed it first.
+    async fn advance(
+        &self,
+        schedule: &Schedule,
+        timing: &Timing,
+        fired: Option<Timestamp>,
+        now: Timestamp,
+    ) -> Result<bool, TaskerError> {
+        let mut next = schedule.clone();
+        next.next_run_at = timing.next_after(now);
+        next.last_run_at = fired.or(schedule.last_run_at);
+        next.updated_at = now;
+        next.revision = schedule.revision + 1;
+        let written = self
+            .store
+            .put_schedule(&next, Expect::Revision(schedule.revision))
+            .await?;
+        Ok(written == ScheduleWrite::Written)
+    }
+
+    /// Runs one tick of `name` now, outside its timing: a task whose tick is now. `nextRunAt`
+    /// is left alone.
+    pub async fn trigger_schedule(&self, name: &str) -> Result<Task, TaskerError> {
+        let schedule = self.schedule(name).await?;
+        let now = self.clock.now();
+        let created = self.create_ticks(&schedule, &[now], now).await?;
+        created
+            .into_iter()
+            .next()
+            .map(Created::into_task)
+            .ok_or_else(|| TaskerError::Store(StoreError::backend("the trigger created no task")))
+    }
+}
+
+impl<S: ScheduleStore> Tasker<S> {
+    /// Checks `spec` as a create would (field rules, and a type registered here) without
+    /// writing anything.
+    pub fn validate_schedule(&self, spec: &ScheduleSpec) -> Result<(), TaskerError> {
+        self.check(spec).map(|_| ())
+    }
+
+    /// Validates `spec` (its type must be registered here) and parses its timing.
+    fn check(&self, spec: &ScheduleSpec) -> Result<Timing, TaskerError> {
+        let timing = spec.validate()?;
+        if self.registry.settings(&spec.task_type).is_none() {
+            return Err(TaskerError::UnknownType(spec.task_type.clone()));
+        }
+        Ok(timing)
+    }
+
+    /// Creates a schedule, first due at its tick after now.
+    /// [`TaskerError::ScheduleExists`] when the name is taken.
+    pub async fn create_schedule(&self, spec: ScheduleSpec) -> Result<Schedule, TaskerError> {
+        let timing = self.check(&spec)?;
+        let schedule = Schedule::new(spec, &timing, self.clock.now());
+        match self.store.put_schedule(&schedule, Expect::Absent).await? {
+            ScheduleWrite::Written => Ok(schedule),
+            ScheduleWrite::Conflict(_) => Err(TaskerError::ScheduleExists(schedule.name)),
+        }
+    }
+
+    /// Creates the schedule or replaces its definition; true when it was created. A changed
+    /// expression or zone starts again from the tick after now.
+    pub async fn put_schedule(&self, spec: ScheduleSpec) -> Result<(Schedule, bool), TaskerError> {
+        let timing = self.check(&spec)?;
+        for _ in 0..CHANGE_TRIES {
+            let current = self.store.get_schedule(&spec.name).await?;
+            let now = self.clock.now();
+            let (schedule, expect) = match &current {
+                None => (Schedule::new(spec.clone(), &timing, now), Expect::Absent),
+                Some(current) if current.spec() == spec => return Ok((current.clone(), false)),
+                Some(current) => (
+                    current.replaced(spec.clone(), &timing, now),
+                    Expect::Revision(current.revision),
+                ),
+            };
+            if self.store.put_schedule(&schedule, expect).await? == ScheduleWrite::Written {
+                return Ok((schedule, current.is_none()));
+            }
+        }
+        Err(busy(&spec.name))
+    }
+
+    /// Pauses the schedule: it fires nothing until resumed.
+    pub async fn pause_schedule(&self, name: &str) -> Result<Schedule, TaskerError> {
+        self.set_paused(name, true).await
+    }
+
+    /// Resumes the schedule from its next tick after now (ticks passed while paused do not
+    /// fire).
+    pub async fn resume_schedule(&self, name: &str) -> Result<Schedule, TaskerError> {
+        self.set_paused(name, false).await
+    }
+
+    async fn set_paused(&self, name: &str, paused: bool) -> Result<Schedule, TaskerError> {
+        for _ in 0..CHANGE_TRIES {
+            let current = self.schedule(name).await?;
+            if current.paused == paused {
+                return Ok(current);
+            }
+            let timing = current
+                .timing()
+                .map_err(|err| invalid_stored(&current, err))?;
+            let spec = ScheduleSpec {
+                paused,
+                ..current.spec()
+            };
+            let next = current.replaced(spec, &timing, self.clock.now());
+            let expect = Expect::Revision(current.revision);
+            if self.store.put_schedule(&next, expect).await? == ScheduleWrite::Written {
+                return Ok(next);
+            }
+        }
+        Err(busy(name))
+    }
+
+    /// The schedule `name`.
+    pub async fn schedule(&self, name: &str) -> Result<Schedule, TaskerError> {
+        self.store
+            .get_schedule(name)
+            .await?
+            .ok_or_else(|| TaskerError::ScheduleNotFound(name.to_owned()))
+    }
+
+    /// Every schedule, by name.
+    pub async fn schedules(&self) -> Result<Vec<Schedule>, TaskerError> {
+        Ok(self.store.list_schedules().await?)
+    }
+
+    /// Deletes the schedule `name`; the tasks its ticks created stay.
+    pub async fn delete_schedule(&self, name: &str) -> Result<(), TaskerError> {
+        if self.store.delete_schedule(name).await? {
+            Ok(())
+        } else {
+            Err(TaskerError::ScheduleNotFound(name.to_owned()))
+        }
+    }
+}
