@@ -114,4 +114,15 @@ fn the_documented_task_types_are_the_registered_ones() {
         documented, registered,
         "openapi.yaml's NewTask.type enum must list exactly the types `tasker` registers"
     );
+    let for_schedules: BTreeSet<String> =
+        spec["components"]["schemas"]["NewSchedule"]["properties"]["type"]["enum"]
+            .as_array()
+            .expect("NewSchedule.type lists the registered types")
+            .iter()
+            .map(|v| v.as_str().expect("a type name").to_owned())
+            .collect();
+    assert_eq!(
+        for_schedules, registered,
+        "NewSchedule.type as NewTask.type"
+    );
 }

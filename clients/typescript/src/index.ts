@@ -25,6 +25,10 @@ export type BatchResult = Schemas["BatchResult"];
 export type ApiErrorCode = Schemas["Error"]["error"]["code"];
 /** What `cancelWithReference` cancelled. */
 export type Cancelled = Schemas["Cancelled"];
+/** A stored schedule with its next five fire times. */
+export type Schedule = Schemas["Schedule"];
+/** A schedule as `schedules.create` and `schedules.put` take it. */
+export type NewSchedule = Schemas["NewSchedule"];
 
 /** When and how a task runs; every field optional. */
 export interface CreateOptions {
@@ -51,6 +55,8 @@ export interface ListOptions {
   status?: TaskStatus | undefined;
   type?: string | undefined;
   referenceUid?: string | undefined;
+  /** Only tasks created by this schedule's ticks. */
+  schedule?: string | undefined;
   /** Tasks per page, 1 to 100 (default 20). */
   limit?: number | undefined;
   /** Start after this `nextCursor` of an earlier page. */
@@ -120,6 +126,28 @@ export interface Tasker {
   retry(id: string): Promise<Task>;
   /** Tasks per status and how far behind the queue is. */
   stats(): Promise<Stats>;
+  /** Recurring tasks: each tick of a schedule creates one task. */
+  schedules: Schedules;
+}
+
+/** The `/schedules` routes. */
+export interface Schedules {
+  /** Creates a schedule (`schedule_exists` when the name is taken). */
+  create(schedule: NewSchedule & { name: string }): Promise<Schedule>;
+  /** Creates the schedule `name` or replaces its definition. */
+  put(name: string, schedule: NewSchedule): Promise<Schedule>;
+  /** Reads a schedule. */
+  get(name: string): Promise<Schedule>;
+  /** Every schedule, by name. */
+  list(): Promise<Schedule[]>;
+  /** Deletes a schedule; the tasks its ticks created stay. */
+  remove(name: string): Promise<void>;
+  /** Pauses a schedule. */
+  pause(name: string): Promise<Schedule>;
+  /** Resumes a schedule from its next tick. */
+  resume(name: string): Promise<Schedule>;
+  /** Runs one tick now; the task it created. */
+  trigger(name: string): Promise<Task>;
 }
 
 export function createTasker(options: TaskerOptions): Tasker {
@@ -144,6 +172,8 @@ export function createTasker(options: TaskerOptions): Tasker {
         cause,
       });
     }
+    // 204 No Content (DELETE /schedules/{name}): nothing to read.
+    if (response.status === 204) return undefined as T;
     let json: unknown;
     try {
       json = JSON.parse(text);
@@ -178,6 +208,16 @@ export function createTasker(options: TaskerOptions): Tasker {
     list: (listOptions = {}) => pages(call, listOptions),
     retry: (taskId) => call<Task>("POST", `/tasks/${id(taskId)}/retry`),
     stats: () => call<Stats>("GET", "/stats"),
+    schedules: {
+      create: (schedule) => call<Schedule>("POST", "/schedules", schedule),
+      put: (name, schedule) => call<Schedule>("PUT", `/schedules/${id(name)}`, schedule),
+      get: (name) => call<Schedule>("GET", `/schedules/${id(name)}`),
+      list: async () => (await call<{ schedules: Schedule[] }>("GET", "/schedules")).schedules,
+      remove: (name) => call<void>("DELETE", `/schedules/${id(name)}`),
+      pause: (name) => call<Schedule>("POST", `/schedules/${id(name)}/pause`),
+      resume: (name) => call<Schedule>("POST", `/schedules/${id(name)}/resume`),
+      trigger: (name) => call<Task>("POST", `/schedules/${id(name)}/trigger`),
+    },
   };
 }
 
@@ -206,7 +246,7 @@ async function* pages(
   let cursor = options.cursor;
   for (;;) {
     const query = new URLSearchParams();
-    for (const key of ["status", "type", "referenceUid"] as const) {
+    for (const key of ["status", "type", "referenceUid", "schedule"] as const) {
       const value = options[key];
       if (value !== undefined) query.set(key, value);
     }

@@ -129,6 +129,124 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/schedules": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /** Every schedule, by name, each with its next five fire times. */
+        get: operations["listSchedules"];
+        put?: never;
+        /**
+         * Create a schedule; it first fires at its next tick.
+         * @description Each tick creates one task of `type` with `payload`, due at the tick, carrying `scheduleName` and `scheduleTick`; every processor fires every schedule, and a tick makes exactly one task. `cron` has 5 fields (minute hour day-of-month month day-of-week) or 6 with seconds first, read on the wall clock of `timezone`: a local time that does not exist (spring forward) is skipped, one that occurs twice (fall back) fires once. A bad expression is refused with a message naming the field of it at fault.
+         */
+        post: operations["createSchedule"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/schedules/{name}": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                /**
+                 * @description The schedule's name.
+                 * @example nightly-report
+                 */
+                name: string;
+            };
+            cookie?: never;
+        };
+        /** Read a schedule and its next five fire times. */
+        get: operations["getSchedule"];
+        /**
+         * Create the schedule, or replace its definition.
+         * @description The body is a schedule as `POST /schedules` takes it; `name` may be left out (the path's). A changed `cron` or `timezone`, or `paused` turned false, starts again from the next tick after now; otherwise `nextRunAt` is kept.
+         */
+        put: operations["putSchedule"];
+        post?: never;
+        /** Delete a schedule; the tasks its ticks created stay. */
+        delete: operations["deleteSchedule"];
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/schedules/{name}/pause": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                /**
+                 * @description The schedule's name.
+                 * @example nightly-report
+                 */
+                name: string;
+            };
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /** Pause a schedule; it fires nothing until resumed. */
+        post: operations["pauseSchedule"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/schedules/{name}/resume": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                /**
+                 * @description The schedule's name.
+                 * @example nightly-report
+                 */
+                name: string;
+            };
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /** Resume a schedule from its next tick after now (ticks passed while paused do not fire). */
+        post: operations["resumeSchedule"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/schedules/{name}/trigger": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                /**
+                 * @description The schedule's name.
+                 * @example nightly-report
+                 */
+                name: string;
+            };
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /** Run one tick now, outside the timing; `nextRunAt` is left alone. */
+        post: operations["triggerSchedule"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/healthz": {
         parameters: {
             query?: never;
@@ -213,6 +331,54 @@ export interface components {
             leaseExpiresAt: components["schemas"]["Timestamp"] | null;
             idempotencyKey: string | null;
             retryPolicy: components["schemas"]["RetryPolicy"];
+            /** @description The schedule whose tick created the task. */
+            scheduleName: string | null;
+            /** @description The tick of that schedule the task is for. */
+            scheduleTick: components["schemas"]["Timestamp"] | null;
+        };
+        NewSchedule: {
+            /** @description Unique name; required by `POST /schedules`, the path's in `PUT`. */
+            name?: string;
+            /**
+             * @description 5 fields (minute hour day-of-month month day-of-week), or 6 with seconds first.
+             * @example *\/15 * * * *
+             */
+            cron: string;
+            /** @description IANA time zone the expression is read in (default UTC). */
+            timezone?: string;
+            /**
+             * @description The registered task type each tick creates (as `NewTask.type`).
+             * @enum {string}
+             */
+            type: "sendWebhook";
+            /** @description The payload of each tick's task: any JSON but null; a JSON string is kept as is, any other value is stored as its compact text (at most 256 KiB). Default `{}`. */
+            payload?: unknown;
+            maxAttempts?: number;
+            /**
+             * @description Ticks missed while no processor ran (default `latest`): `latest` fires the most recent one, `skip` fires only a tick at most 5 minutes late, `all` fires each (the latest 100).
+             * @enum {string}
+             */
+            missed?: "latest" | "skip" | "all";
+            /** @description Create it paused (default false). */
+            paused?: boolean;
+        };
+        Schedule: {
+            name: string;
+            cron: string;
+            timezone: string;
+            type: string;
+            payload: string;
+            maxAttempts: number | null;
+            /** @enum {string} */
+            missed: "latest" | "skip" | "all";
+            paused: boolean;
+            /** @description The next tick to fire; null when the expression never fires again. */
+            nextRunAt: components["schemas"]["Timestamp"] | null;
+            lastRunAt: components["schemas"]["Timestamp"] | null;
+            createdAt: components["schemas"]["Timestamp"];
+            updatedAt: components["schemas"]["Timestamp"];
+            /** @description The next five ticks (none while paused). */
+            nextRuns: components["schemas"]["Timestamp"][];
         };
         CancelByReference: {
             referenceUid: string;
@@ -264,7 +430,7 @@ export interface components {
         Error: {
             error: {
                 /** @enum {string} */
-                code: "invalid_json" | "invalid_body" | "duplicate_field" | "missing_field" | "invalid_field" | "unknown_field" | "unknown_type" | "unknown_parameter" | "invalid_parameter" | "invalid_cursor" | "payload_too_large" | "unsupported_media_type" | "duplicate" | "conflict" | "not_found" | "route_not_found" | "method_not_allowed" | "unauthorized" | "host_not_allowed" | "origin_not_allowed" | "store_unavailable" | "internal";
+                code: "invalid_json" | "invalid_body" | "duplicate_field" | "missing_field" | "invalid_field" | "unknown_field" | "unknown_type" | "unknown_parameter" | "invalid_parameter" | "invalid_cursor" | "payload_too_large" | "unsupported_media_type" | "duplicate" | "conflict" | "not_found" | "schedule_exists" | "route_not_found" | "method_not_allowed" | "unauthorized" | "host_not_allowed" | "origin_not_allowed" | "store_unavailable" | "internal";
                 message: string;
                 /** @description With `duplicate`, the task that is still pending or running. */
                 existingId?: string;
@@ -294,6 +460,15 @@ export interface components {
         };
         /** @description No task has that id (`not_found`), or an empty id left a path this API does not have (`route_not_found`). */
         NotFound: {
+            headers: {
+                [name: string]: unknown;
+            };
+            content: {
+                "application/json": components["schemas"]["Error"];
+            };
+        };
+        /** @description No schedule has that name (`not_found`). */
+        ScheduleNotFound: {
             headers: {
                 [name: string]: unknown;
             };
@@ -362,6 +537,11 @@ export interface operations {
                 type?: string;
                 /** @example booking-42-reminder */
                 referenceUid?: string;
+                /**
+                 * @description Only tasks created by this schedule's ticks.
+                 * @example nightly-report
+                 */
+                schedule?: string;
                 limit?: number;
                 /**
                  * @description The `nextCursor` of the previous page, unchanged. Any other text is refused (`invalid_cursor`), even one of the same shape.
@@ -709,6 +889,328 @@ export interface operations {
             415: components["responses"]["UnsupportedMediaType"];
             421: components["responses"]["HostRefused"];
             500: components["responses"]["Internal"];
+        };
+    };
+    listSchedules: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description The schedules. */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": {
+                        schedules: components["schemas"]["Schedule"][];
+                    };
+                };
+            };
+            401: components["responses"]["Unauthorized"];
+            403: components["responses"]["OriginRefused"];
+            421: components["responses"]["HostRefused"];
+            500: components["responses"]["Internal"];
+            503: components["responses"]["StoreUnavailable"];
+        };
+    };
+    createSchedule: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                /**
+                 * @example {
+                 *       "name": "nightly-report",
+                 *       "cron": "0 2 * * *",
+                 *       "timezone": "Europe/Berlin",
+                 *       "type": "sendWebhook",
+                 *       "payload": {
+                 *         "url": "https://example.com/hooks/report",
+                 *         "body": {
+                 *           "report": "nightly"
+                 *         }
+                 *       }
+                 *     }
+                 */
+                "application/json": components["schemas"]["NewSchedule"];
+            };
+        };
+        responses: {
+            /** @description The schedule, with its next five fire times. */
+            201: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Schedule"];
+                };
+            };
+            400: components["responses"]["BadRequest"];
+            401: components["responses"]["Unauthorized"];
+            403: components["responses"]["OriginRefused"];
+            /** @description A schedule with that name exists (`schedule_exists`). */
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description The body is over 1 MiB, or the payload over 256 KiB (`payload_too_large`). */
+            413: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            415: components["responses"]["UnsupportedMediaType"];
+            421: components["responses"]["HostRefused"];
+            500: components["responses"]["Internal"];
+            503: components["responses"]["StoreUnavailable"];
+        };
+    };
+    getSchedule: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                /**
+                 * @description The schedule's name.
+                 * @example nightly-report
+                 */
+                name: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description The schedule. */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Schedule"];
+                };
+            };
+            401: components["responses"]["Unauthorized"];
+            403: components["responses"]["OriginRefused"];
+            404: components["responses"]["ScheduleNotFound"];
+            421: components["responses"]["HostRefused"];
+            500: components["responses"]["Internal"];
+            503: components["responses"]["StoreUnavailable"];
+        };
+    };
+    putSchedule: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                /**
+                 * @description The schedule's name.
+                 * @example nightly-report
+                 */
+                name: string;
+            };
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                /**
+                 * @example {
+                 *       "cron": "0 3 * * *",
+                 *       "timezone": "Europe/Berlin",
+                 *       "type": "sendWebhook",
+                 *       "payload": {
+                 *         "url": "https://example.com/hooks/report"
+                 *       }
+                 *     }
+                 */
+                "application/json": components["schemas"]["NewSchedule"];
+            };
+        };
+        responses: {
+            /** @description The schedule was replaced. */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Schedule"];
+                };
+            };
+            /** @description The schedule was created. */
+            201: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Schedule"];
+                };
+            };
+            400: components["responses"]["BadRequest"];
+            401: components["responses"]["Unauthorized"];
+            403: components["responses"]["OriginRefused"];
+            /** @description The body is over 1 MiB, or the payload over 256 KiB (`payload_too_large`). */
+            413: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            415: components["responses"]["UnsupportedMediaType"];
+            421: components["responses"]["HostRefused"];
+            500: components["responses"]["Internal"];
+            503: components["responses"]["StoreUnavailable"];
+        };
+    };
+    deleteSchedule: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                /**
+                 * @description The schedule's name.
+                 * @example nightly-report
+                 */
+                name: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Deleted. */
+            204: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content?: never;
+            };
+            401: components["responses"]["Unauthorized"];
+            403: components["responses"]["OriginRefused"];
+            404: components["responses"]["ScheduleNotFound"];
+            421: components["responses"]["HostRefused"];
+            500: components["responses"]["Internal"];
+            503: components["responses"]["StoreUnavailable"];
+        };
+    };
+    pauseSchedule: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                /**
+                 * @description The schedule's name.
+                 * @example nightly-report
+                 */
+                name: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description The schedule, paused. */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Schedule"];
+                };
+            };
+            401: components["responses"]["Unauthorized"];
+            403: components["responses"]["OriginRefused"];
+            404: components["responses"]["ScheduleNotFound"];
+            421: components["responses"]["HostRefused"];
+            500: components["responses"]["Internal"];
+            503: components["responses"]["StoreUnavailable"];
+        };
+    };
+    resumeSchedule: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                /**
+                 * @description The schedule's name.
+                 * @example nightly-report
+                 */
+                name: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description The schedule, running. */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Schedule"];
+                };
+            };
+            401: components["responses"]["Unauthorized"];
+            403: components["responses"]["OriginRefused"];
+            404: components["responses"]["ScheduleNotFound"];
+            421: components["responses"]["HostRefused"];
+            500: components["responses"]["Internal"];
+            503: components["responses"]["StoreUnavailable"];
+        };
+    };
+    triggerSchedule: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                /**
+                 * @description The schedule's name.
+                 * @example nightly-report
+                 */
+                name: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description The task created for the tick, due now. */
+            201: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Task"];
+                };
+            };
+            /** @description The schedule's type is not registered in this process (`unknown_type`). */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            401: components["responses"]["Unauthorized"];
+            403: components["responses"]["OriginRefused"];
+            404: components["responses"]["ScheduleNotFound"];
+            421: components["responses"]["HostRefused"];
+            500: components["responses"]["Internal"];
+            503: components["responses"]["StoreUnavailable"];
         };
     };
     health: {

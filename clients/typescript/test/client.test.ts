@@ -197,3 +197,40 @@ test("a webhook Tasker sends verifies with verifySignature", async () => {
     receiver.close();
   }
 });
+
+test("a schedule fires on the server, and can be paused, triggered and removed", async () => {
+  const name = `ts-every-second-${run}`;
+  const created = await tasker.schedules.create({
+    name,
+    cron: "* * * * * *",
+    type: "sendWebhook",
+    payload: { url: "http://127.0.0.1:9/unused", body: {} },
+    missed: "skip",
+  });
+  assert.equal(created.nextRuns.length, 5);
+  const taken = await rejection(tasker.schedules.create({ name, cron: "0 * * * *", type: "sendWebhook" }));
+  assert.equal(taken.code, "schedule_exists");
+  const bad = await rejection(tasker.schedules.create({ name: `${name}-bad`, cron: "61 * * * *", type: "sendWebhook" }));
+  assert.equal(bad.code, "invalid_field");
+  assert.match(bad.message, /minute field/);
+  // `tasker serve` fires due schedules every second: a tick's task shows up.
+  const deadline = Date.now() + 15_000;
+  for (;;) {
+    const { value: page } = await tasker.list({ schedule: name, limit: 5 }).next();
+    if (page && page.tasks.length > 0) {
+      assert.equal(page.tasks[0]?.scheduleName, name);
+      break;
+    }
+    assert.ok(Date.now() < deadline, "no tick fired within 15 s");
+    await new Promise((resolve) => setTimeout(resolve, 200));
+  }
+  const paused = await tasker.schedules.pause(name);
+  assert.equal(paused.paused, true);
+  const triggered = await tasker.schedules.trigger(name);
+  assert.equal(triggered.scheduleName, name);
+  assert.ok((await tasker.schedules.list()).some((s) => s.name === name));
+  await tasker.schedules.remove(name);
+  const gone = await rejection(tasker.schedules.get(name));
+  assert.equal(gone.code, "not_found");
+  assert.equal(gone.status, 404);
+});

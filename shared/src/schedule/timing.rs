@@ -41,6 +41,15 @@ pub enum TimingError {
 impl Timing {
     /// Parses `expression` (5 fields, or 6 with seconds first) in the zone named `zone`.
     pub fn parse(expression: &str, zone: &str) -> Result<Self, TimingError> {
+        // The expression is caller input: a parser bug must be a refusal, never a panic.
+        std::panic::catch_unwind(|| Self::parse_checked(expression, zone)).unwrap_or_else(|_| {
+            Err(TimingError::Cron(
+                "could not be read (the parser failed on it)".to_owned(),
+            ))
+        })
+    }
+
+    fn parse_checked(expression: &str, zone: &str) -> Result<Self, TimingError> {
         let fields = expression.split_whitespace().count();
         if !(fields == 5 || fields == 6) {
             return Err(TimingError::Cron(format!(
