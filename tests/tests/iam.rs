@@ -7,7 +7,8 @@ use std::time::Duration;
 
 use std::sync::Arc;
 
-use tasker::store::{Leases, TaskQueue, TaskWriter};
+use tasker::schedule::{Missed, Schedule, ScheduleSpec};
+use tasker::store::{Expect, Leases, ScheduleStore, TaskQueue, TaskWriter};
 use tasker::{NewTask, PollSettings, Store, Task};
 use tasker_tests::capacity::CapacityProxy;
 use tasker_tests::dynamo;
@@ -72,6 +73,10 @@ async fn the_enqueue_function_calls_only_what_it_may() {
         ("apigw-retry-task.json", Some(id.as_str())),
         ("apigw-cancel-task.json", Some(id.as_str())),
         ("apigw-batch-create.json", None),
+        ("apigw-create-schedule.json", None),
+        ("apigw-list-schedules.json", None),
+        ("apigw-trigger-schedule.json", None),
+        ("apigw-delete-schedule.json", None),
     ] {
         let (status, body) = send(&app, event, id).await;
         assert!(status.as_u16() < 500, "{event}: {status} {body}");
@@ -108,13 +113,39 @@ async fn the_processor_function_calls_only_what_it_may() {
         .claim_due(now, past, 1, &Leases::fixed(Duration::from_secs(1)))
         .await
         .expect("claim");
+    // A schedule whose tick came a minute ago: the run fires it (the tick's task, then the
+    // schedule advanced).
+    let spec = ScheduleSpec {
+        name: "every-minute".to_owned(),
+        cron: "* * * * *".to_owned(),
+        timezone: "UTC".to_owned(),
+        task_type: "sendWebhook".to_owned(),
+        payload: refused.to_owned(),
+        max_attempts: None,
+        missed: Missed::Latest,
+        paused: false,
+    };
+    let timing = spec.validate().expect("valid");
+    let due = Schedule::new(spec, &timing, past);
+    store
+        .put_schedule(&due, Expect::Absent)
+        .await
+        .expect("put a schedule");
     proxy.take();
     let event = events::scheduled("scheduled-processor.json", Duration::from_secs(60));
     let summary = processor::handle(&tasker, "svc", PollSettings::default(), event, &|_| {})
         .await
         .expect("processor run");
     assert!(summary.claimed >= 1, "{summary:?}");
-    assert_granted("ProcessorFunction", &used(&proxy));
+    let used = used(&proxy);
+    assert!(used.contains("PutItem"), "the schedule fired: {used:?}");
+    assert_granted("ProcessorFunction", &used);
+    let fired = store
+        .get_schedule("every-minute")
+        .await
+        .expect("get")
+        .expect("kept");
+    assert!(fired.last_run_at.is_some(), "{fired:?}");
 }
 
 #[tokio::test]

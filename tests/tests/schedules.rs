@@ -417,3 +417,61 @@ on_both_backends!(
     a_crash_between_the_two_writes,
     pause_resume_and_trigger,
 );
+
+/// GIVEN 20 minutely schedules on DynamoDB Local behind the metering proxy WHEN one tick fires
+/// and its tasks run THEN a tick costs its task's 4 write units plus 1 for the advance.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_tick_costs_its_task_plus_one_write_unit() {
+    use tasker_tests::capacity::{CapacityProxy, WRITE_OPERATIONS};
+    let proxy = CapacityProxy::start(&dynamo::endpoint()).await;
+    let store = Store::DynamoDb(dynamo::fresh_store_at(&proxy.endpoint).await);
+    let clock = Arc::new(ManualClock::new(instant("2030-01-01T09:00:30Z")));
+    let tasker = tasker(store.clone(), &clock);
+    const SCHEDULES: usize = 20;
+    for i in 0..SCHEDULES {
+        tasker
+            .create_schedule(spec(&format!("metered-{i}"), "* * * * *", "UTC", Missed::Latest))
+            .await
+            .expect("create");
+    }
+    // The first pass reads every schedule (the process's list); it is not per tick.
+    clock.advance(Duration::from_secs(1));
+    tasker.fire_schedules().await.expect("nothing due yet");
+    proxy.take();
+    clock.advance(Duration::from_secs(60));
+    let fired = tasker.fire_schedules().await.expect("fire");
+    assert_eq!(fired.created, SCHEDULES);
+    let firing = proxy.take();
+    let summary = tasker.process_queue(None).await.expect("run");
+    assert_eq!(summary.succeeded, SCHEDULES);
+    let running = proxy.take();
+    let writes = |ledger: &std::collections::BTreeMap<String, tasker_tests::capacity::Consumed>| {
+        ledger
+            .iter()
+            .filter(|(op, _)| WRITE_OPERATIONS.contains(&op.as_str()))
+            .map(|(_, c)| c.units())
+            .sum::<f64>()
+    };
+    let reads = |ledger: &std::collections::BTreeMap<String, tasker_tests::capacity::Consumed>| {
+        ledger
+            .iter()
+            .filter(|(op, _)| !WRITE_OPERATIONS.contains(&op.as_str()))
+            .map(|(_, c)| c.units())
+            .sum::<f64>()
+    };
+    let per_tick = (writes(&firing) + writes(&running)) / SCHEDULES as f64;
+    let task_create = firing.get("PutItem").map_or(0.0, |c| c.units());
+    eprintln!(
+        "per tick: {per_tick:.2} write units (firing {:.2}, running {:.2}); reads: firing {:.2}, running {:.2}; {firing:?}",
+        writes(&firing) / SCHEDULES as f64,
+        writes(&running) / SCHEDULES as f64,
+        reads(&firing) / SCHEDULES as f64,
+        reads(&running) / SCHEDULES as f64,
+    );
+    // Firing: the task's PutItem (1 + its due-queue entry 1) and the schedule's PutItem (1,
+    // and no index write: its key never changes).
+    assert_eq!(task_create / SCHEDULES as f64, 3.0, "{firing:?}");
+    // Running: the claim and the success, 1 each.
+    assert_eq!(writes(&running) / SCHEDULES as f64, 2.0, "{running:?}");
+    assert_eq!(per_tick, 5.0);
+}
