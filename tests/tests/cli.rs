@@ -300,3 +300,96 @@ fn finished_tasks_are_kept_a_day_unless_retention_says_otherwise() {
     let summary: Value = serde_json::from_slice(&output.stdout).expect("JSON");
     assert_eq!(summary["deleted"], 1, "{summary}");
 }
+
+/// `tasker schedules apply FILE` makes the stored schedules exactly the file's: it creates,
+/// updates and deletes, and a second run changes nothing. A bad file changes nothing and names
+/// the schedule and field at fault.
+#[test]
+fn schedules_apply_is_idempotent_and_removes_what_the_file_drops() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let db = dir.path().join("tasker.db");
+    let file = dir.path().join("schedules.yaml");
+    let write = |text: &str| std::fs::write(&file, text).expect("write the file");
+    let path = file.display().to_string();
+    let apply = |extra: &[&str]| {
+        let mut args = vec!["schedules", "apply", path.as_str(), "--json"];
+        args.extend_from_slice(extra);
+        let (code, out, err) = tasker(&db, &args);
+        assert_eq!(code, 0, "{err}");
+        let answer: Value = serde_json::from_str(&out).expect("JSON");
+        answer["changes"].clone()
+    };
+    write(
+        "schedules:\n\
+         \x20 - name: nightly-report\n\
+         \x20   cron: \"0 2 * * *\"\n\
+         \x20   timezone: Europe/Berlin\n\
+         \x20   type: sendWebhook\n\
+         \x20   payload: {url: \"http://localhost:9/report\", body: {}}\n\
+         \x20 - name: heartbeat\n\
+         \x20   cron: \"*/30 * * * * *\"\n\
+         \x20   type: sendWebhook\n\
+         \x20   missed: skip\n",
+    );
+    let planned = apply(&["--dry-run"]);
+    assert_eq!(planned["created"], serde_json::json!(["nightly-report", "heartbeat"]));
+    let (_, listed, _) = tasker(&db, &["schedules", "list", "--json"]);
+    assert_eq!(listed.trim(), r#"{"schedules":[]}"#, "a dry run writes nothing");
+    assert_eq!(apply(&[])["created"], serde_json::json!(["nightly-report", "heartbeat"]));
+    assert_eq!(
+        apply(&[])["unchanged"],
+        serde_json::json!(["nightly-report", "heartbeat"]),
+        "a second apply changes nothing"
+    );
+    // A schedule another way made is removed: the file is the whole truth.
+    let (code, _, err) = tasker(
+        &db,
+        &["schedules", "add", "stray", "--cron", "0 * * * *", "--type", "sendWebhook"],
+    );
+    assert_eq!(code, 0, "{err}");
+    write(
+        "schedules:\n\
+         \x20 - name: nightly-report\n\
+         \x20   cron: \"0 3 * * *\"\n\
+         \x20   timezone: Europe/Berlin\n\
+         \x20   type: sendWebhook\n\
+         \x20   payload: {url: \"http://localhost:9/report\", body: {}}\n",
+    );
+    let changes = apply(&[]);
+    assert_eq!(changes["updated"], serde_json::json!(["nightly-report"]));
+    assert_eq!(changes["deleted"], serde_json::json!(["heartbeat", "stray"]));
+    let (code, shown, err) = tasker(&db, &["schedules", "show", "nightly-report", "--json"]);
+    assert_eq!(code, 0, "{err}");
+    let shown: Value = serde_json::from_str(&shown).expect("JSON");
+    assert_eq!(shown["cron"], "0 3 * * *");
+    assert_eq!(shown["nextRuns"].as_array().map(Vec::len), Some(5));
+
+    // A bad schedule: nothing is written, and the message says where.
+    write(
+        "schedules:\n\
+         \x20 - name: nightly-report\n\
+         \x20   cron: \"0 4 * * *\"\n\
+         \x20   type: sendWebhook\n\
+         \x20 - name: broken\n\
+         \x20   cron: \"0 25 * * *\"\n\
+         \x20   type: sendWebhook\n",
+    );
+    let (code, _, err) = tasker(&db, &["schedules", "apply", path.as_str()]);
+    assert_ne!(code, 0);
+    assert!(err.contains("\"broken\"") && err.contains("hour field"), "{err}");
+    let (_, shown, _) = tasker(&db, &["schedules", "show", "nightly-report", "--json"]);
+    let shown: Value = serde_json::from_str(&shown).expect("JSON");
+    assert_eq!(shown["cron"], "0 3 * * *", "a refused file changes nothing");
+
+    // `tasker schedules trigger` and `tasker list --schedule` meet.
+    let (code, out, err) = tasker(&db, &["schedules", "trigger", "nightly-report", "--json"]);
+    assert_eq!(code, 0, "{err}");
+    let task: Value = serde_json::from_str(&out).expect("JSON");
+    let (_, listed, _) = tasker(&db, &["list", "--schedule", "nightly-report", "--json"]);
+    assert!(listed.contains(task["id"].as_str().expect("id")), "{listed}");
+    let (code, _, err) = tasker(&db, &["schedules", "rm", "nightly-report"]);
+    assert_eq!(code, 0, "{err}");
+    let (code, _, err) = tasker(&db, &["schedules", "show", "nightly-report"]);
+    assert_ne!(code, 0);
+    assert!(err.contains("not found"), "{err}");
+}
