@@ -64,7 +64,8 @@ echo "== benchmark smoke run (every phase on tiny numbers; the real run is in do
 cargo run --locked -q -p tasker-bench -- --tasks 300 --http-tasks 30 --delay-tasks 20 \
   --mixed-tasks 100 --mixed-rate 50 --slow-ms 1000 \
   --crash-tasks 40 --crash-timeout 2 --crash-grace 1 \
-  --sqs-tasks 100 --no-peer --no-lambda --json "$(mktemp -t tasker-bench.XXXXXX.json)" >/dev/null
+  --sqs-tasks 100 --schedules 5 --schedule-seconds 3 \
+  --no-peer --no-lambda --json "$(mktemp -t tasker-bench.XXXXXX.json)" >/dev/null
 
 echo "== local Lambda workflow (cargo lambda watch + invoke)"
 PATH="$CACHE/venv/bin:$PATH" scripts/lambda-watch-e2e.sh

@@ -7,7 +7,8 @@
 //! N due no-op tasks and its ratio to the ceiling ÷ writes per task, DynamoDB capacity units per
 //! task (from `ReturnConsumedCapacity = INDEXES` on every call, through a proxy) and the due →
 //! start delay in poll mode, and the dispatcher under slow tasks (fast tasks' start delays among
-//! slow ones, slot occupancy, recovery from a processor killed mid-run). It then runs the apalis SQLite peer on the same N jobs and the
+//! slow ones, slot occupancy, recovery from a processor killed mid-run), and schedules' fire lag
+//! (tick → task created) with a tick's capacity units. It then runs the apalis SQLite peer on the same N jobs and the
 //! Lambda binaries against a local Runtime API (init time, peak memory). DynamoDB is DynamoDB
 //! Local (from `scripts/setup-test-tools.sh`), started here on 127.0.0.1. It prints a Markdown
 //! report and writes the numbers as JSON.
@@ -18,6 +19,7 @@ mod peer;
 mod phases;
 mod report;
 mod results;
+mod schedules;
 mod sqs;
 mod stores;
 
@@ -91,6 +93,12 @@ struct Args {
     /// Tasks of each SQS-mode drain (DynamoDB Local and moto's SQS).
     #[arg(long, default_value_t = 2_000)]
     sqs_tasks: usize,
+    /// Schedules of the fire-lag phase (each fires every second).
+    #[arg(long, default_value_t = 20)]
+    schedules: usize,
+    /// Seconds the fire-lag phase runs.
+    #[arg(long, default_value_t = 20)]
+    schedule_seconds: u64,
     /// Skip SQS mode.
     #[arg(long)]
     no_sqs: bool,

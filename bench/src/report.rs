@@ -41,7 +41,7 @@ fn delays(latency: &MixedLatency) -> String {
 /// One row of the per-store table: its name and how it shows one store.
 type Row = (&'static str, fn(&StoreResults) -> String);
 
-const ROWS: [Row; 20] = [
+const ROWS: [Row; 23] = [
     ("ceiling: single conditional writes/s, 16 at once", |s| {
         f(s.ceiling_writes_per_second)
     }),
@@ -101,6 +101,30 @@ const ROWS: [Row; 20] = [
     ("start-delay poll interval (s)", |s| {
         f(s.start_delay.poll_interval_seconds)
     }),
+    (
+        "schedules: ticks fired (schedules × seconds, every second)",
+        |s| {
+            let lag = &s.fire_lag;
+            format!("{} ({} × {})", lag.ticks, lag.schedules, lag.seconds)
+        },
+    ),
+    (
+        "schedules: fire lag p50 / p99 / max (ms), tick → task created",
+        |s| {
+            let lag = &s.fire_lag;
+            format!("{} / {} / {}", f(lag.p50_ms), f(lag.p99_ms), f(lag.max_ms))
+        },
+    ),
+    (
+        "schedules: write / read units per tick, firing → success",
+        |s| {
+            let lag = &s.fire_lag;
+            match (lag.write_units_per_tick, lag.read_units_per_tick) {
+                (Some(w), Some(r)) => format!("{} / {}", f(w), f(r)),
+                _ => "—".to_owned(),
+            }
+        },
+    ),
     (
         "mix: slow tasks (one in N, s) / fast tasks (ms) / created per s",
         |s| {

@@ -98,6 +98,8 @@ pub struct StoreResults {
     pub units: Option<Units>,
     /// Due → start delays in poll mode.
     pub start_delay: StartDelay,
+    /// Schedules' fire lag in poll mode.
+    pub fire_lag: FireLag,
     /// The dispatcher under slow tasks (skipped with `--no-dispatch`).
     pub dispatch: Option<Dispatch>,
 }
@@ -265,6 +267,28 @@ pub struct Race {
     pub drain_read_units_per_task: f64,
     /// Every operation of the race.
     pub ledger: Ledger,
+}
+
+/// Schedules in poll mode: tick → task created, and a tick's capacity units (DynamoDB).
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct FireLag {
+    /// Schedules firing every second.
+    pub schedules: usize,
+    /// How long they fired.
+    pub seconds: u64,
+    /// Ticks fired (tasks created).
+    pub ticks: usize,
+    /// Median tick → task created, in milliseconds.
+    pub p50_ms: f64,
+    /// 99th percentile, in milliseconds.
+    pub p99_ms: f64,
+    /// Largest, in milliseconds.
+    pub max_ms: f64,
+    /// DynamoDB write units per tick, from firing to its task's success.
+    pub write_units_per_tick: Option<f64>,
+    /// DynamoDB read units per tick, the same.
+    pub read_units_per_tick: Option<f64>,
 }
 
 /// Start delays in poll mode.

@@ -116,6 +116,7 @@ pub async fn bench_store(bench: &Bench, kind: Kind) -> StoreResults {
         drain_ratio: drain.per_second / (ceiling / writes_per_task),
         units,
         start_delay: start_delay(bench, kind).await,
+        fire_lag: fire_lag(bench, kind).await,
         dispatch: if bench.args.no_dispatch {
             None
         } else {
@@ -301,6 +302,25 @@ async fn race(proxy: &CapacityProxy, n: usize) -> Race {
 }
 
 /// Due → start delays of one processor invocation in poll mode.
+async fn fire_lag(bench: &Bench, kind: Kind) -> crate::results::FireLag {
+    let (schedules, seconds) = (bench.args.schedules, bench.args.schedule_seconds);
+    eprintln!(
+        "{}: schedules, {schedules} firing every second for {seconds} s",
+        kind.name()
+    );
+    match kind {
+        Kind::Sqlite => {
+            let store = bench.store(kind, "schedules").await;
+            crate::schedules::fire_lag(store, None, schedules, seconds).await
+        }
+        Kind::DynamoDb => {
+            let proxy = CapacityProxy::start(bench.endpoint()).await;
+            let store = Store::DynamoDb(dynamo::fresh_store_at(&proxy.endpoint).await);
+            crate::schedules::fire_lag(store, Some(&proxy), schedules, seconds).await
+        }
+    }
+}
+
 async fn start_delay(bench: &Bench, kind: Kind) -> StartDelay {
     let tasks = bench.args.delay_tasks;
     let poll = PollSettings {

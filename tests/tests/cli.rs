@@ -332,10 +332,20 @@ fn schedules_apply_is_idempotent_and_removes_what_the_file_drops() {
          \x20   missed: skip\n",
     );
     let planned = apply(&["--dry-run"]);
-    assert_eq!(planned["created"], serde_json::json!(["nightly-report", "heartbeat"]));
+    assert_eq!(
+        planned["created"],
+        serde_json::json!(["nightly-report", "heartbeat"])
+    );
     let (_, listed, _) = tasker(&db, &["schedules", "list", "--json"]);
-    assert_eq!(listed.trim(), r#"{"schedules":[]}"#, "a dry run writes nothing");
-    assert_eq!(apply(&[])["created"], serde_json::json!(["nightly-report", "heartbeat"]));
+    assert_eq!(
+        listed.trim(),
+        r#"{"schedules":[]}"#,
+        "a dry run writes nothing"
+    );
+    assert_eq!(
+        apply(&[])["created"],
+        serde_json::json!(["nightly-report", "heartbeat"])
+    );
     assert_eq!(
         apply(&[])["unchanged"],
         serde_json::json!(["nightly-report", "heartbeat"]),
@@ -344,7 +354,15 @@ fn schedules_apply_is_idempotent_and_removes_what_the_file_drops() {
     // A schedule another way made is removed: the file is the whole truth.
     let (code, _, err) = tasker(
         &db,
-        &["schedules", "add", "stray", "--cron", "0 * * * *", "--type", "sendWebhook"],
+        &[
+            "schedules",
+            "add",
+            "stray",
+            "--cron",
+            "0 * * * *",
+            "--type",
+            "sendWebhook",
+        ],
     );
     assert_eq!(code, 0, "{err}");
     write(
@@ -357,7 +375,10 @@ fn schedules_apply_is_idempotent_and_removes_what_the_file_drops() {
     );
     let changes = apply(&[]);
     assert_eq!(changes["updated"], serde_json::json!(["nightly-report"]));
-    assert_eq!(changes["deleted"], serde_json::json!(["heartbeat", "stray"]));
+    assert_eq!(
+        changes["deleted"],
+        serde_json::json!(["heartbeat", "stray"])
+    );
     let (code, shown, err) = tasker(&db, &["schedules", "show", "nightly-report", "--json"]);
     assert_eq!(code, 0, "{err}");
     let shown: Value = serde_json::from_str(&shown).expect("JSON");
@@ -376,7 +397,10 @@ fn schedules_apply_is_idempotent_and_removes_what_the_file_drops() {
     );
     let (code, _, err) = tasker(&db, &["schedules", "apply", path.as_str()]);
     assert_ne!(code, 0);
-    assert!(err.contains("\"broken\"") && err.contains("hour field"), "{err}");
+    assert!(
+        err.contains("\"broken\"") && err.contains("hour field"),
+        "{err}"
+    );
     let (_, shown, _) = tasker(&db, &["schedules", "show", "nightly-report", "--json"]);
     let shown: Value = serde_json::from_str(&shown).expect("JSON");
     assert_eq!(shown["cron"], "0 3 * * *", "a refused file changes nothing");
@@ -386,7 +410,10 @@ fn schedules_apply_is_idempotent_and_removes_what_the_file_drops() {
     assert_eq!(code, 0, "{err}");
     let task: Value = serde_json::from_str(&out).expect("JSON");
     let (_, listed, _) = tasker(&db, &["list", "--schedule", "nightly-report", "--json"]);
-    assert!(listed.contains(task["id"].as_str().expect("id")), "{listed}");
+    assert!(
+        listed.contains(task["id"].as_str().expect("id")),
+        "{listed}"
+    );
     let (code, _, err) = tasker(&db, &["schedules", "rm", "nightly-report"]);
     assert_eq!(code, 0, "{err}");
     let (code, _, err) = tasker(&db, &["schedules", "show", "nightly-report"]);

@@ -430,7 +430,12 @@ async fn a_tick_costs_its_task_plus_one_write_unit() {
     const SCHEDULES: usize = 20;
     for i in 0..SCHEDULES {
         tasker
-            .create_schedule(spec(&format!("metered-{i}"), "* * * * *", "UTC", Missed::Latest))
+            .create_schedule(spec(
+                &format!("metered-{i}"),
+                "* * * * *",
+                "UTC",
+                Missed::Latest,
+            ))
             .await
             .expect("create");
     }
