@@ -9,7 +9,7 @@ use serde_json::{Value, json};
 use tasker::api::schedules::parse_schedule;
 use tasker::schedule::{Schedule, ScheduleSpec};
 use tasker::tasker::ScheduleView;
-use tasker::{Store, Tasker};
+use tasker::{Store, Tasker, TaskerError};
 
 use crate::operator::print_task;
 use crate::{CliError, OutputArgs, StoreArgs, config};
@@ -323,7 +323,11 @@ async fn apply(
     let listed: BTreeSet<&str> = specs.iter().map(|s| s.name.as_str()).collect();
     for name in stored.keys().filter(|name| !listed.contains(name.as_str())) {
         if !dry_run {
-            tasker.delete_schedule(name).await?;
+            match tasker.delete_schedule(name).await {
+                // Gone already (the DynamoDB list is eventually consistent): done.
+                Ok(()) | Err(TaskerError::ScheduleNotFound(_)) => {}
+                Err(err) => return Err(err.into()),
+            }
         }
         plan.entry("deleted").or_default().push(name.clone());
     }

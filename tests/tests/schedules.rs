@@ -92,9 +92,7 @@ async fn ticks_of(store: &Store, name: &str) -> Vec<Timestamp> {
             .expect("list");
         for task in &page.tasks {
             assert_eq!(task.schedule_name.as_deref(), Some(name));
-            let tick = task.schedule_tick.expect("a tick");
-            assert_eq!(task.id, tick_task_id(name, tick));
-            ticks.push(tick);
+            ticks.push(task.schedule_tick.expect("a tick"));
         }
         match page.next {
             Some(next) => after = Some(next),
@@ -309,7 +307,16 @@ async fn racing_processors_store_one_task_per_tick(backend: &str) {
         .map(|m| format!("2030-01-01T00:{m:02}:00.000Z"))
         .collect();
     for name in &names {
-        assert_eq!(texts(&ticks_of(&stores[1], name).await), expected, "{name}");
+        let ticks = ticks_of(&stores[1], name).await;
+        assert_eq!(texts(&ticks), expected, "{name}");
+        for tick in ticks {
+            let task = stores[3]
+                .get(tick_task_id(name, tick))
+                .await
+                .expect("get")
+                .expect("each tick's task has the id its tick derives");
+            assert_eq!(task.schedule_tick, Some(tick));
+        }
     }
     let counts = stores[2].counts(Timestamp::MAX).await.expect("counts");
     assert_eq!(counts.total(), 50 * 30);
@@ -388,6 +395,69 @@ async fn pause_resume_and_trigger(backend: &str) {
     );
 }
 
+/// GIVEN a pass that read a schedule WHEN the schedule is deleted and created again before the
+/// pass advances it THEN the stale advance is refused (revisions are random per write), and
+/// the new definition stands.
+async fn a_stale_pass_cannot_overwrite_a_recreated_schedule(backend: &str) {
+    use tasker::store::{Expect, ScheduleStore, ScheduleWrite};
+    let store = stores(backend, 1).await.remove(0);
+    let clock = Arc::new(ManualClock::new(instant("2030-01-01T09:00:30Z")));
+    let tasker = tasker(store.clone(), &clock);
+    let old = tasker
+        .create_schedule(spec("reborn", "* * * * *", "UTC", Missed::Latest))
+        .await
+        .expect("create");
+    tasker.delete_schedule("reborn").await.expect("delete");
+    let new = tasker
+        .create_schedule(spec("reborn", "0 * * * *", "UTC", Missed::Latest))
+        .await
+        .expect("create again");
+    assert_ne!(old.revision, new.revision);
+    let mut stale = old.clone();
+    stale.last_run_at = Some(instant("2030-01-01T09:01:00Z"));
+    stale.revision = tasker::schedule::fresh_revision();
+    let written = store
+        .put_schedule(&stale, Expect::Revision(old.revision))
+        .await
+        .expect("put");
+    assert!(
+        matches!(written, ScheduleWrite::Conflict(Some(_))),
+        "{written:?}"
+    );
+    assert_eq!(
+        tasker.schedule("reborn").await.expect("get").cron,
+        "0 * * * *"
+    );
+}
+
+/// GIVEN a schedule whose type one processor lacks WHEN it is due THEN that processor leaves it
+/// due (and does not try again for a minute), and one that has the type fires it.
+async fn a_processor_without_the_type_leaves_the_schedule_to_one_with_it(backend: &str) {
+    let stores = stores(backend, 2).await;
+    let clock = Arc::new(ManualClock::new(instant("2030-01-01T09:00:30Z")));
+    let able = tasker(stores[0].clone(), &clock);
+    let lacking = Tasker::with_clock(
+        stores[1].clone(),
+        Registry::new(),
+        ProcessorSettings::default(),
+        Arc::clone(&clock) as Arc<dyn tasker::Clock>,
+    );
+    able.create_schedule(spec("typed", "* * * * *", "UTC", Missed::Latest))
+        .await
+        .expect("create");
+    clock.advance(Duration::from_secs(60));
+    let first = lacking.fire_schedules().await.expect("fire");
+    assert_eq!((first.due, first.errors, first.created), (1, 1, 0));
+    let again = lacking.fire_schedules().await.expect("fire again");
+    assert_eq!(again.due, 0, "held for a minute: {again:?}");
+    let fired = able.fire_schedules().await.expect("fire");
+    assert_eq!((fired.created, fired.advanced), (1, 1));
+    assert_eq!(
+        texts(&ticks_of(&stores[0], "typed").await),
+        ["2030-01-01T09:01:00.000Z"]
+    );
+}
+
 macro_rules! on_both_backends {
     ($($case:ident),* $(,)?) => {
         mod sqlite {
@@ -416,6 +486,8 @@ on_both_backends!(
     racing_processors_store_one_task_per_tick,
     a_crash_between_the_two_writes,
     pause_resume_and_trigger,
+    a_stale_pass_cannot_overwrite_a_recreated_schedule,
+    a_processor_without_the_type_leaves_the_schedule_to_one_with_it,
 );
 
 /// GIVEN 20 minutely schedules on DynamoDB Local behind the metering proxy WHEN one tick fires

@@ -87,19 +87,22 @@ fn every_function_is_a_cargo_lambda_arm64_binary_with_a_schedule_or_api() {
             )
         })
         .collect();
-    for route in [
-        "POST /tasks",
-        "GET /tasks/{id}",
-        "DELETE /tasks/{id}",
-        "POST /tasks/cancel",
-        "POST /tasks/{id}/retry",
-        "POST /tasks/batch",
-        "GET /healthz",
-    ] {
-        assert!(
-            routes.contains(&route.to_owned()),
-            "{route} is not routed: {routes:?}"
-        );
+    // Every route the router serves (but /healthz, routed without auth below) is an event of
+    // the function and a path of the HTTP API, where its `security` is set.
+    let paths = &resource(&template, "TaskerApi")["Properties"]["DefinitionBody"]["paths"];
+    for (method, path) in tasker::api::ROUTES {
+        if *path != tasker::api::HEALTH_PATH {
+            assert!(
+                !paths[*path][method.to_lowercase()]["security"].is_null(),
+                "{method} {path} is not in TaskerApi's DefinitionBody with its security"
+            );
+        }
+    }
+    for route in tasker::api::ROUTES
+        .iter()
+        .map(|(method, path)| format!("{method} {path}"))
+    {
+        assert!(routes.contains(&route), "{route} is not routed: {routes:?}");
     }
 }
 

@@ -11,6 +11,9 @@ use tasker::lambda::PLAUSIBLE_DEADLINE_MS;
 use tasker::store::{QueueStats, ScheduleStore, TaskDelivery, TaskQueue, TaskWriter};
 use tasker::{PollSettings, Report, RunSummary, Tasker, TaskerError, metrics};
 
+/// How long before the invocation's deadline schedules stop firing.
+const FIRE_MARGIN: std::time::Duration = std::time::Duration::from_secs(10);
+
 /// The longest the backlog read for the metrics may take (less if the deadline is nearer).
 const BACKLOG_BUDGET: std::time::Duration = std::time::Duration::from_secs(5);
 
@@ -76,8 +79,15 @@ pub async fn handle<S: TaskQueue + TaskDelivery + QueueStats + ScheduleStore + T
         tasker.poll_queue(deadline, poll).await?
     } else {
         // Schedules fire through the window, beside the dispatch, as `tasker serve` does.
+        // A pass must not run the invocation into its deadline: the window ends a margin
+        // before it, as the dispatch's does.
         let window_end = tokio::time::Instant::now() + poll.window;
-        let window_end = deadline.map_or(window_end, |d| window_end.min(d.into()));
+        let window_end = deadline.map_or(window_end, |d| {
+            let margin_before = tokio::time::Instant::from(d)
+                .checked_sub(FIRE_MARGIN)
+                .unwrap_or_else(tokio::time::Instant::now);
+            window_end.min(margin_before)
+        });
         let (summary, ()) = tokio::join!(
             tasker.poll_queue(deadline, poll),
             tasker.fire_schedules_until(tokio::time::sleep_until(window_end))

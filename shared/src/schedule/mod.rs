@@ -15,6 +15,10 @@ use crate::task::{MAX_ATTEMPTS_LIMIT, MAX_PAYLOAD_BYTES, TaskId, ValidationError
 
 /// Longest schedule name, in characters.
 pub const MAX_NAME_CHARS: usize = 128;
+/// Longest `cron` expression, in characters.
+pub const MAX_CRON_CHARS: usize = 256;
+/// Longest `timezone` name, in characters (IANA names are far shorter).
+pub const MAX_ZONE_CHARS: usize = 64;
 /// Most ticks the `all` policy fires at once after a gap.
 pub const MAX_MISSED_TICKS: usize = 100;
 /// A tick later than this is missed: the `skip` policy does not fire it.
@@ -87,6 +91,17 @@ impl ScheduleSpec {
     pub fn validate(&self) -> Result<Timing, ValidationError> {
         validate_name(&self.name)?;
         crate::task::validate_type(&self.task_type)?;
+        for (field, value, max) in [
+            ("cron", &self.cron, MAX_CRON_CHARS),
+            ("timezone", &self.timezone, MAX_ZONE_CHARS),
+        ] {
+            if value.chars().count() > max {
+                return Err(ValidationError::Invalid {
+                    field,
+                    reason: format!("is longer than {max} characters"),
+                });
+            }
+        }
         if self.payload.len() > MAX_PAYLOAD_BYTES {
             return Err(ValidationError::PayloadTooLarge(self.payload.len()));
         }
@@ -155,7 +170,9 @@ pub struct Schedule {
     pub created_at: Timestamp,
     /// When its definition or state last changed.
     pub updated_at: Timestamp,
-    /// Grows by one with every write; writes are conditioned on it. Internal to the stores.
+    /// A token new with every write (random), which writes are conditioned on: a schedule
+    /// deleted and created again never has the revision a stale reader holds. Internal to the
+    /// stores.
     #[serde(skip)]
     pub revision: u64,
 }
@@ -168,7 +185,7 @@ impl Schedule {
             last_run_at: None,
             created_at: now,
             updated_at: now,
-            revision: 1,
+            revision: fresh_revision(),
             name: spec.name,
             cron: spec.cron,
             timezone: spec.timezone,
@@ -194,7 +211,7 @@ impl Schedule {
             last_run_at: self.last_run_at,
             created_at: self.created_at,
             updated_at: now,
-            revision: self.revision + 1,
+            revision: fresh_revision(),
             name: spec.name,
             cron: spec.cron,
             timezone: spec.timezone,
@@ -230,6 +247,11 @@ impl Schedule {
     pub fn is_due(&self, now: Timestamp) -> bool {
         !self.paused && self.next_run_at.is_some_and(|next| next <= now)
     }
+}
+
+/// A revision for a new write: random, below 2^63 so SQLite's INTEGER holds it.
+pub fn fresh_revision() -> u64 {
+    rand::random::<u64>() >> 1
 }
 
 /// The id of the task a schedule's tick creates: a ULID whose time is the tick and whose

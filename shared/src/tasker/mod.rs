@@ -178,6 +178,8 @@ pub struct Tasker<S> {
     push: Option<Arc<dyn Push>>,
     /// SQS mode's mover: what it sent, so it does not send again while a message is on its way.
     moved: Arc<mover::Sent>,
+    /// Schedules this process cannot fire, left to others for a while.
+    held_schedules: Arc<schedules::Held>,
 }
 
 impl<S> Tasker<S> {
@@ -216,6 +218,7 @@ impl<S> Tasker<S> {
             leases,
             push: None,
             moved: Arc::default(),
+            held_schedules: Arc::default(),
         }
     }
 

@@ -15,13 +15,36 @@ use super::{Tasker, TaskerError};
 use crate::clock::Timestamp;
 use crate::report::Report;
 use crate::schedule::{
-    MAX_MISSED_TICKS, Missed, ON_TIME, Schedule, ScheduleSpec, Timing, tick_task_id,
+    MAX_MISSED_TICKS, Missed, ON_TIME, Schedule, ScheduleSpec, Timing, fresh_revision, tick_task_id,
 };
 use crate::store::{Created, Expect, ScheduleStore, ScheduleWrite, StoreError, TaskWriter};
 use crate::task::{NewTask, Task, ValidationError};
 
 /// Most schedules one pass fires; the rest are fired by the next pass.
 const FIRE_LIMIT: usize = 100;
+/// How long a process leaves a schedule it cannot fire (a type it has not registered, an
+/// expression it cannot read) to other processes before it tries again.
+const HOLD: Duration = Duration::from_secs(60);
+
+/// The schedules this process cannot fire, and until when it leaves them alone: they stay due
+/// for a process that can (a deploy in progress), without being retried and logged every
+/// second here, or filling every pass's room.
+#[derive(Debug, Default)]
+pub(super) struct Held(std::sync::Mutex<std::collections::HashMap<String, Timestamp>>);
+
+impl Held {
+    /// The names held at `now` (expired holds dropped).
+    fn at(&self, now: Timestamp) -> std::collections::HashSet<String> {
+        let mut held = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        held.retain(|_, until| *until > now);
+        held.keys().cloned().collect()
+    }
+
+    fn hold(&self, name: &str, until: Timestamp) {
+        let mut held = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        held.insert(name.to_owned(), until);
+    }
+}
 /// Read-modify-write rounds an operator's change makes before giving up on a busy schedule.
 const CHANGE_TRIES: usize = 4;
 
@@ -108,15 +131,31 @@ impl<S: ScheduleStore + TaskWriter> Tasker<S> {
     /// Fires every due schedule (at most 100 a pass): see the module's documentation.
     pub async fn fire_schedules(&self) -> Result<FireSummary, TaskerError> {
         let now = self.clock.now();
-        let due = self.store.due_schedules(now, FIRE_LIMIT).await?;
+        let held = self.held_schedules.at(now);
+        let due: Vec<Schedule> = self
+            .store
+            .due_schedules(now, FIRE_LIMIT + held.len())
+            .await?
+            .into_iter()
+            .filter(|schedule| !held.contains(&schedule.name))
+            .take(FIRE_LIMIT)
+            .collect();
         let mut summary = FireSummary {
             due: due.len(),
             ..FireSummary::default()
         };
         for schedule in &due {
-            if let Err(err) = self.fire(schedule, now, &mut summary).await {
-                summary.errors += 1;
-                tracing::warn!(schedule = %schedule.name, error = %Report(&err), "could not fire the schedule; it stays due");
+            match self.fire(schedule, now, &mut summary).await {
+                Ok(()) => {}
+                Err(err @ (TaskerError::UnknownType(_) | TaskerError::Invalid(_))) => {
+                    summary.errors += 1;
+                    self.held_schedules.hold(&schedule.name, now.plus(HOLD));
+                    tracing::warn!(schedule = %schedule.name, error = %Report(&err), "this process cannot fire the schedule; it stays due for one that can, and is tried here again in 60 s");
+                }
+                Err(err) => {
+                    summary.errors += 1;
+                    tracing::warn!(schedule = %schedule.name, error = %Report(&err), "could not fire the schedule; it stays due");
+                }
             }
         }
         if summary.created > 0 || summary.errors > 0 {
@@ -166,7 +205,12 @@ impl<S: ScheduleStore + TaskWriter> Tasker<S> {
             .timing()
             .map_err(|err| invalid_stored(schedule, err))?;
         let ticks = ticks_to_fire(schedule, &timing, now);
-        for created in self.create_ticks(schedule, &ticks, now).await? {
+        let created = if ticks.is_empty() {
+            Vec::new()
+        } else {
+            self.create_ticks(schedule, &ticks, now).await?
+        };
+        for created in created {
             match created {
                 Created::New(_) => summary.created += 1,
                 Created::Existing(_) => summary.existing += 1,
@@ -192,21 +236,11 @@ impl<S: ScheduleStore + TaskWriter> Tasker<S> {
         ticks: &[Timestamp],
         now: Timestamp,
     ) -> Result<Vec<Created>, TaskerError> {
-        let Some(settings) = self.registry.settings(&schedule.task_type) else {
-            return Err(TaskerError::UnknownType(schedule.task_type.clone()));
-        };
         let mut results = Vec::with_capacity(ticks.len());
         let mut fresh = Vec::new();
         for &tick in ticks {
-            let new = NewTask {
-                scheduled_at: Some(tick),
-                max_attempts: schedule.max_attempts,
-                ..NewTask::new(schedule.task_type.clone(), schedule.payload.clone())
-            };
-            let mut task = Task::from_new_with(new, now, settings.max_attempts, settings.retry);
+            let mut task = self.tick_task(schedule, tick, now)?;
             task.id = tick_task_id(&schedule.name, tick);
-            task.schedule_name = Some(schedule.name.clone());
-            task.schedule_tick = Some(tick);
             let created = self.store.create(task).await?;
             match &created {
                 Created::New(task) => {
@@ -226,6 +260,27 @@ impl<S: ScheduleStore + TaskWriter> Tasker<S> {
         Ok(results)
     }
 
+    /// The task of `schedule`'s tick `tick`, created at `now` (with a fresh id).
+    fn tick_task(
+        &self,
+        schedule: &Schedule,
+        tick: Timestamp,
+        now: Timestamp,
+    ) -> Result<Task, TaskerError> {
+        let Some(settings) = self.registry.settings(&schedule.task_type) else {
+            return Err(TaskerError::UnknownType(schedule.task_type.clone()));
+        };
+        let new = NewTask {
+            scheduled_at: Some(tick),
+            max_attempts: schedule.max_attempts,
+            ..NewTask::new(schedule.task_type.clone(), schedule.payload.clone())
+        };
+        let mut task = Task::from_new_with(new, now, settings.max_attempts, settings.retry);
+        task.schedule_name = Some(schedule.name.clone());
+        task.schedule_tick = Some(tick);
+        Ok(task)
+    }
+
     /// The second write: `nextRunAt` moves to the first tick after `now`, if the schedule is
     /// still at the revision read. False when another process advanced or changed it first.
     async fn advance(
@@ -239,7 +294,7 @@ impl<S: ScheduleStore + TaskWriter> Tasker<S> {
         next.next_run_at = timing.next_after(now);
         next.last_run_at = fired.or(schedule.last_run_at);
         next.updated_at = now;
-        next.revision = schedule.revision + 1;
+        next.revision = fresh_revision();
         let written = self
             .store
             .put_schedule(&next, Expect::Revision(schedule.revision))
@@ -247,17 +302,16 @@ impl<S: ScheduleStore + TaskWriter> Tasker<S> {
         Ok(written == ScheduleWrite::Written)
     }
 
-    /// Runs one tick of `name` now, outside its timing: a task whose tick is now. `nextRunAt`
-    /// is left alone.
+    /// Runs one tick of `name` now, outside its timing: a task whose tick is now, with an id
+    /// of its own (so it is never taken for a real tick's task). `nextRunAt` is left alone.
     pub async fn trigger_schedule(&self, name: &str) -> Result<Task, TaskerError> {
         let schedule = self.schedule(name).await?;
         let now = self.clock.now();
-        let created = self.create_ticks(&schedule, &[now], now).await?;
-        created
-            .into_iter()
-            .next()
-            .map(Created::into_task)
-            .ok_or_else(|| TaskerError::Store(StoreError::backend("the trigger created no task")))
+        let task = self.tick_task(&schedule, now, now)?;
+        let task = self.store.create(task).await?.into_task();
+        self.due_now.notify_one();
+        self.deliver(std::slice::from_ref(&task)).await;
+        Ok(task)
     }
 }
 

@@ -58,11 +58,34 @@ fn from_item(item: Item) -> Result<Schedule, StoreError> {
     Ok(schedule)
 }
 
+/// The schedules in `items` that decode; one that does not (written by a newer Tasker, or by
+/// hand) is logged and left out, so it cannot stop every other schedule.
+fn decode_all(items: Vec<Item>) -> Vec<Schedule> {
+    items
+        .into_iter()
+        .filter_map(|item| {
+            let id = item
+                .get(super::schema::ID)
+                .and_then(|id| id.as_s().ok())
+                .cloned()
+                .unwrap_or_default();
+            from_item(item)
+                .inspect_err(|err| {
+                    tracing::warn!(item = %id, error = %crate::report::Report(err), "skipping a schedule item that does not decode");
+                })
+                .ok()
+        })
+        .collect()
+}
+
 /// What this process last read of the schedules.
 #[derive(Debug, Default)]
 struct Known {
     read_at: Option<Timestamp>,
     by_name: BTreeMap<String, Schedule>,
+    /// Counts this process's own writes; `written` keeps, per name, the count at its latest.
+    writes: u64,
+    written: BTreeMap<String, u64>,
 }
 
 /// The schedules of one table, with this process's list of them (shared by clones).
@@ -86,8 +109,12 @@ impl Schedules {
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
+    /// Records what this process wrote or read of `name` (`None`: it is gone).
     fn remember(&self, name: &str, schedule: Option<Schedule>) {
         let mut known = self.known();
+        known.writes += 1;
+        let count = known.writes;
+        known.written.insert(name.to_owned(), count);
         match schedule {
             Some(schedule) => known.by_name.insert(name.to_owned(), schedule),
             None => known.by_name.remove(name),
@@ -107,13 +134,7 @@ impl Schedules {
 
     pub async fn list(&self) -> Result<Vec<Schedule>, StoreError> {
         let ids = self.table.partition_ids(SCHEDULE_QUEUE).await?;
-        let mut schedules = self
-            .table
-            .batch_get(&ids, false)
-            .await?
-            .into_iter()
-            .map(from_item)
-            .collect::<Result<Vec<_>, _>>()?;
+        let mut schedules = decode_all(self.table.batch_get(&ids, false).await?);
         schedules.sort_by(|a, b| a.name.cmp(&b.name));
         Ok(schedules)
     }
@@ -134,10 +155,9 @@ impl Schedules {
             }
             Write::ConditionFailed(item) => {
                 let current = item.map(from_item).transpose()?;
-                // An SDK retry of this very write, whose first try landed.
-                if current.as_ref() == Some(schedule)
-                    && current.as_ref().map(|c| c.revision) == Some(schedule.revision)
-                {
+                // An SDK retry of this very write, whose first try landed (revisions are
+                // random per write, so an equal schedule is this write).
+                if current.as_ref() == Some(schedule) {
                     self.remember(&schedule.name, current);
                     return Ok(ScheduleWrite::Written);
                 }
@@ -156,16 +176,39 @@ impl Schedules {
         Ok(deleted)
     }
 
+    /// Reads every schedule into the list. What this process wrote or read while the list was
+    /// on its way is kept: the list comes from an eventually consistent index.
+    async fn refresh(&self, now: Timestamp) -> Result<(), StoreError> {
+        let since = self.known().writes;
+        let all = self.list().await?;
+        let mut known = self.known();
+        let mut by_name: BTreeMap<String, Schedule> =
+            all.into_iter().map(|s| (s.name.clone(), s)).collect();
+        let recent: Vec<String> = known
+            .written
+            .iter()
+            .filter(|(_, count)| **count > since)
+            .map(|(name, _)| name.clone())
+            .collect();
+        for name in recent {
+            match known.by_name.get(&name) {
+                Some(ours) => by_name.insert(name, ours.clone()),
+                None => by_name.remove(&name),
+            };
+        }
+        known.by_name = by_name;
+        known.written.clear();
+        known.read_at = Some(now);
+        Ok(())
+    }
+
     pub async fn due(&self, now: Timestamp, limit: usize) -> Result<Vec<Schedule>, StoreError> {
         let stale = self
             .known()
             .read_at
             .is_none_or(|at| at > now || now.since(at) >= SCHEDULES_SEEN_WITHIN);
         if stale {
-            let all = self.list().await?;
-            let mut known = self.known();
-            known.by_name = all.into_iter().map(|s| (s.name.clone(), s)).collect();
-            known.read_at = Some(now);
+            self.refresh(now).await?;
         }
         let candidates: Vec<String> = {
             let known = self.known();
@@ -177,25 +220,11 @@ impl Schedules {
         if candidates.is_empty() {
             return Ok(Vec::new());
         }
-        let fresh = self
-            .table
-            .batch_get(&candidates, true)
-            .await?
-            .into_iter()
-            .map(from_item)
-            .collect::<Result<Vec<_>, _>>()?;
-        {
-            let mut known = self.known();
-            for name in &candidates {
-                known
-                    .by_name
-                    .remove(name.trim_start_matches(SCHEDULE_PREFIX));
-            }
-            for schedule in &fresh {
-                known
-                    .by_name
-                    .insert(schedule.name.clone(), schedule.clone());
-            }
+        let fresh = decode_all(self.table.batch_get(&candidates, true).await?);
+        for name in &candidates {
+            let name = name.trim_start_matches(SCHEDULE_PREFIX);
+            let current = fresh.iter().find(|s| s.name == name).cloned();
+            self.remember(name, current);
         }
         let mut due: Vec<Schedule> = fresh.into_iter().filter(|s| s.is_due(now)).collect();
         due.sort_by_key(|s| s.next_run_at);

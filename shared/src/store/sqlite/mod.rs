@@ -168,11 +168,14 @@ impl TaskWriter for SqliteStore {
                 }
             }
             if let Err(err) = store_with(tx, &task, insert) {
-                // A derived id (a schedule's tick) that an earlier create stored.
-                return match load(tx, task.id)? {
-                    Some(existing) => Ok(Created::Existing(existing)),
-                    None => Err(err),
-                };
+                // A derived id (a schedule's tick) that an earlier create stored breaks the
+                // primary key; any other failure is reported as it is.
+                if let StoreError::Backend { .. } = err {
+                    if let Ok(Some(existing)) = load(tx, task.id) {
+                        return Ok(Created::Existing(existing));
+                    }
+                }
+                return Err(err);
             }
             Ok(Created::New(task))
         })

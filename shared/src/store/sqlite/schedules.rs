@@ -26,16 +26,30 @@ fn load(conn: &Connection, name: &str) -> Result<Option<Schedule>, StoreError> {
     .map_err(sqlite_error)
 }
 
+/// The schedules `sql` selects (`body, revision`). A row that does not decode (written by a
+/// newer Tasker, or by hand) is logged and left out, so it cannot stop every other schedule.
 fn read_all(
     conn: &Connection,
     sql: &str,
     bind: impl rusqlite::Params,
 ) -> Result<Vec<Schedule>, StoreError> {
     let mut stmt = conn.prepare_cached(sql).map_err(sqlite_error)?;
-    stmt.query_map(bind, |row| decode(&row.get::<_, String>(0)?, row.get(1)?))
-        .map_err(sqlite_error)?
-        .collect::<rusqlite::Result<_>>()
-        .map_err(sqlite_error)
+    let rows = stmt
+        .query_map(bind, |row| {
+            Ok((row.get::<_, String>(0)?, row.get::<_, i64>(1)?))
+        })
+        .map_err(sqlite_error)?;
+    let mut schedules = Vec::new();
+    for row in rows {
+        let (body, revision) = row.map_err(sqlite_error)?;
+        match decode(&body, revision) {
+            Ok(schedule) => schedules.push(schedule),
+            Err(err) => {
+                tracing::warn!(error = %err, "skipping a schedule row that does not decode");
+            }
+        }
+    }
+    Ok(schedules)
 }
 
 /// The `due_at` column: the next tick while the schedule runs, nothing while it is paused.
