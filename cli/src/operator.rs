@@ -44,20 +44,27 @@ fn progress(total: Option<u64>, what: &str) -> ProgressBar {
 
 /// Prints a task as JSON, or as aligned `field: value` lines for people.
 pub fn print_task(task: &Task, json: bool) -> Result<(), CliError> {
-    let value = serde_json::to_value(task)?;
+    print_object(&serde_json::to_value(task)?, json)
+}
+
+/// Prints `value` as JSON, or each field of the object as an aligned `field value` line (a
+/// list as its items joined by commas, `-` for null).
+pub fn print_object(value: &Value, json: bool) -> Result<(), CliError> {
     if json {
         out!("{value}");
         return Ok(());
     }
-    if let Some(fields) = value.as_object() {
-        for (name, field) in fields {
-            let text = match field {
-                Value::Null => "-".to_owned(),
-                Value::String(text) => text.clone(),
-                other => other.to_string(),
-            };
-            out!("{name:<20} {text}");
-        }
+    let text = |field: &Value| match field {
+        Value::Null => "-".to_owned(),
+        Value::String(text) => text.clone(),
+        other => other.to_string(),
+    };
+    for (name, field) in value.as_object().into_iter().flatten() {
+        let line = match field {
+            Value::Array(items) => items.iter().map(text).collect::<Vec<_>>().join(", "),
+            other => text(other),
+        };
+        out!("{name:<20} {line}");
     }
     Ok(())
 }

@@ -6,12 +6,13 @@ use std::path::PathBuf;
 
 use clap::Subcommand;
 use serde_json::{Value, json};
+use tasker::api::requests::payload_text;
 use tasker::api::schedules::parse_schedule;
 use tasker::schedule::{Schedule, ScheduleSpec};
 use tasker::tasker::ScheduleView;
 use tasker::{Store, Tasker, TaskerError};
 
-use crate::operator::print_task;
+use crate::operator::{print_object, print_task};
 use crate::{CliError, OutputArgs, StoreArgs, config};
 
 #[derive(Subcommand)]
@@ -46,7 +47,8 @@ pub(crate) enum SchedulesCommand {
         /// The registered task type each tick creates.
         #[arg(long = "type")]
         task_type: String,
-        /// Payload of each tick's task (JSON text, or any text).
+        /// Payload of each tick's task, JSON as POST /schedules takes it (a JSON string is stored
+        /// as its text).
         #[arg(long, default_value = "{}")]
         payload: String,
         /// Attempts of each tick's task (default: the type's).
@@ -173,6 +175,10 @@ pub(crate) async fn run(command: SchedulesCommand) -> Result<(), CliError> {
             store,
         } => {
             let tasker = config(&store)?.build_tasker().await?;
+            let payload: Value = serde_json::from_str(&payload)
+                .map_err(|err| CliError::Usage(format!("--payload is not JSON: {err}")))?;
+            let payload = payload_text(&payload)
+                .ok_or_else(|| CliError::Usage("--payload must not be null".to_owned()))?;
             let spec = ScheduleSpec {
                 name,
                 cron,
@@ -231,30 +237,7 @@ pub(crate) async fn run(command: SchedulesCommand) -> Result<(), CliError> {
 }
 
 fn print_schedule(schedule: Schedule, json: bool) -> Result<(), CliError> {
-    let value = serde_json::to_value(ScheduleView::of(schedule))?;
-    if json {
-        out!("{value}");
-        return Ok(());
-    }
-    if let Some(fields) = value.as_object() {
-        for (name, field) in fields {
-            let text = match field {
-                Value::Null => "-".to_owned(),
-                Value::String(text) => text.clone(),
-                Value::Array(items) => items
-                    .iter()
-                    .map(|item| {
-                        item.as_str()
-                            .map_or_else(|| item.to_string(), str::to_owned)
-                    })
-                    .collect::<Vec<_>>()
-                    .join(", "),
-                other => other.to_string(),
-            };
-            out!("{name:<12} {text}");
-        }
-    }
-    Ok(())
+    print_object(&serde_json::to_value(ScheduleView::of(schedule))?, json)
 }
 
 /// The schedules of a YAML file, each checked by the API's rules; every problem names the

@@ -342,13 +342,23 @@ impl NewTask {
 
 /// Checks a task type: 1–128 characters of `[A-Za-z0-9_.:-]`.
 pub fn validate_type(task_type: &str) -> Result<(), ValidationError> {
-    let valid_chars = task_type
+    validate_name_like("type", task_type, MAX_TYPE_CHARS)
+}
+
+/// Checks the identifier `value` of `field`: 1 to `max` characters of `[A-Za-z0-9_.:-]` (task
+/// types and schedule names).
+pub fn validate_name_like(
+    field: &'static str,
+    value: &str,
+    max: usize,
+) -> Result<(), ValidationError> {
+    let valid_chars = value
         .chars()
         .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | ':' | '-'));
-    if task_type.is_empty() || task_type.len() > MAX_TYPE_CHARS || !valid_chars {
+    if value.is_empty() || value.len() > max || !valid_chars {
         return Err(ValidationError::Invalid {
-            field: "type",
-            reason: format!("must be 1 to {MAX_TYPE_CHARS} characters of A-Z a-z 0-9 _ . : -"),
+            field,
+            reason: format!("must be 1 to {max} characters of A-Z a-z 0-9 _ . : -"),
         });
     }
     Ok(())

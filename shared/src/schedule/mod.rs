@@ -129,16 +129,7 @@ impl ScheduleSpec {
 
 /// Checks a schedule name: 1–128 characters of `[A-Za-z0-9_.:-]`.
 pub fn validate_name(name: &str) -> Result<(), ValidationError> {
-    let valid_chars = name
-        .chars()
-        .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | ':' | '-'));
-    if name.is_empty() || name.len() > MAX_NAME_CHARS || !valid_chars {
-        return Err(ValidationError::Invalid {
-            field: "name",
-            reason: format!("must be 1 to {MAX_NAME_CHARS} characters of A-Z a-z 0-9 _ . : -"),
-        });
-    }
-    Ok(())
+    crate::task::validate_name_like("name", name, MAX_NAME_CHARS)
 }
 
 /// A stored schedule, as the API shows it.
@@ -180,21 +171,7 @@ pub struct Schedule {
 impl Schedule {
     /// A new schedule from a validated `spec`, first due at the tick after `now`.
     pub fn new(spec: ScheduleSpec, timing: &Timing, now: Timestamp) -> Self {
-        Self {
-            next_run_at: timing.next_after(now),
-            last_run_at: None,
-            created_at: now,
-            updated_at: now,
-            revision: fresh_revision(),
-            name: spec.name,
-            cron: spec.cron,
-            timezone: spec.timezone,
-            task_type: spec.task_type,
-            payload: spec.payload,
-            max_attempts: spec.max_attempts,
-            missed: spec.missed,
-            paused: spec.paused,
-        }
+        Self::from_spec(spec, timing.next_after(now), None, now, now)
     }
 
     /// This schedule with its definition replaced by `spec` at `now`. A changed expression or
@@ -202,16 +179,23 @@ impl Schedule {
     pub fn replaced(&self, spec: ScheduleSpec, timing: &Timing, now: Timestamp) -> Self {
         let retimed = spec.cron != self.cron || spec.timezone != self.timezone;
         let resumed = self.paused && !spec.paused;
+        let next_run_at = if retimed || resumed {
+            timing.next_after(now)
+        } else {
+            self.next_run_at
+        };
+        Self::from_spec(spec, next_run_at, self.last_run_at, self.created_at, now)
+    }
+
+    /// `spec` with its state, at a fresh revision.
+    fn from_spec(
+        spec: ScheduleSpec,
+        next_run_at: Option<Timestamp>,
+        last_run_at: Option<Timestamp>,
+        created_at: Timestamp,
+        updated_at: Timestamp,
+    ) -> Self {
         Self {
-            next_run_at: if retimed || resumed {
-                timing.next_after(now)
-            } else {
-                self.next_run_at
-            },
-            last_run_at: self.last_run_at,
-            created_at: self.created_at,
-            updated_at: now,
-            revision: fresh_revision(),
             name: spec.name,
             cron: spec.cron,
             timezone: spec.timezone,
@@ -220,6 +204,11 @@ impl Schedule {
             max_attempts: spec.max_attempts,
             missed: spec.missed,
             paused: spec.paused,
+            next_run_at,
+            last_run_at,
+            created_at,
+            updated_at,
+            revision: fresh_revision(),
         }
     }
 
