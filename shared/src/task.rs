@@ -312,18 +312,7 @@ impl NewTask {
     /// Checks every field rule that does not need the registry or the store.
     pub fn validate(&self) -> Result<(), ValidationError> {
         validate_type(&self.task_type)?;
-        if self.payload.len() > MAX_PAYLOAD_BYTES {
-            return Err(ValidationError::PayloadTooLarge(self.payload.len()));
-        }
-        if self
-            .max_attempts
-            .is_some_and(|n| !(1..=MAX_ATTEMPTS_LIMIT).contains(&n))
-        {
-            return Err(ValidationError::Invalid {
-                field: "maxAttempts",
-                reason: format!("must be between 1 and {MAX_ATTEMPTS_LIMIT}"),
-            });
-        }
+        validate_payload_and_attempts(&self.payload, self.max_attempts)?;
         if let Some(reference) = &self.reference_uid {
             validate_reference_uid(reference)?;
         }
@@ -338,6 +327,23 @@ impl NewTask {
         }
         Ok(())
     }
+}
+
+/// Checks a payload's size and an attempts limit, as a task's and a schedule's create do.
+pub fn validate_payload_and_attempts(
+    payload: &str,
+    max_attempts: Option<u32>,
+) -> Result<(), ValidationError> {
+    if payload.len() > MAX_PAYLOAD_BYTES {
+        return Err(ValidationError::PayloadTooLarge(payload.len()));
+    }
+    if max_attempts.is_some_and(|n| !(1..=MAX_ATTEMPTS_LIMIT).contains(&n)) {
+        return Err(ValidationError::Invalid {
+            field: "maxAttempts",
+            reason: format!("must be between 1 and {MAX_ATTEMPTS_LIMIT}"),
+        });
+    }
+    Ok(())
 }
 
 /// Checks a task type: 1–128 characters of `[A-Za-z0-9_.:-]`.

@@ -11,7 +11,7 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use crate::clock::Timestamp;
-use crate::task::{MAX_ATTEMPTS_LIMIT, MAX_PAYLOAD_BYTES, TaskId, ValidationError};
+use crate::task::{TaskId, ValidationError};
 
 /// Longest schedule name, in characters.
 pub const MAX_NAME_CHARS: usize = 128;
@@ -102,18 +102,7 @@ impl ScheduleSpec {
                 });
             }
         }
-        if self.payload.len() > MAX_PAYLOAD_BYTES {
-            return Err(ValidationError::PayloadTooLarge(self.payload.len()));
-        }
-        if self
-            .max_attempts
-            .is_some_and(|n| !(1..=MAX_ATTEMPTS_LIMIT).contains(&n))
-        {
-            return Err(ValidationError::Invalid {
-                field: "maxAttempts",
-                reason: format!("must be between 1 and {MAX_ATTEMPTS_LIMIT}"),
-            });
-        }
+        crate::task::validate_payload_and_attempts(&self.payload, self.max_attempts)?;
         Timing::parse(&self.cron, &self.timezone).map_err(|err| match err {
             TimingError::Zone(_) => ValidationError::Invalid {
                 field: "timezone",
