@@ -8,6 +8,11 @@ cd "$(dirname "$0")/.."
 CACHE="${TASKER_CACHE:-$HOME/.cache/tasker}"
 scripts/setup-test-tools.sh
 
+# Disk: a clean run compiles everything once, so incremental state only takes space, and full
+# debug info makes each of the ~20 test binaries about 100 MB. Line tables keep backtraces'
+# file:line. (CI's disk once filled up at the benchmark step without these.)
+export CARGO_INCREMENTAL=0 CARGO_PROFILE_DEV_DEBUG=line-tables-only
+
 echo "== cfn-lint template.yaml (both Dispatch values)"
 for dispatch in poll sqs; do
   "$CACHE/venv/bin/cfn-lint" --parameters "Dispatch=$dispatch" -- template.yaml
@@ -61,7 +66,9 @@ echo "== TypeScript client: generated types fresh, tsc --strict, node tests agai
 scripts/typescript-client.sh 2>&1 | tee -a "$results"
 
 echo "== benchmark smoke run (every phase on tiny numbers; the real run is in docs/performance.md)"
-cargo run --locked -q -p tasker-bench -- --tasks 300 --http-tasks 30 --delay-tasks 20 \
+# The binary `cargo build --workspace` made above: `cargo run -p tasker-bench` would resolve the
+# bench's features alone and compile the AWS SDKs a second time.
+"${CARGO_TARGET_DIR:-target}/debug/tasker-bench" --tasks 300 --http-tasks 30 --delay-tasks 20 \
   --mixed-tasks 100 --mixed-rate 50 --slow-ms 1000 \
   --crash-tasks 40 --crash-timeout 2 --crash-grace 1 \
   --sqs-tasks 100 --schedules 5 --schedule-seconds 3 \
