@@ -32,7 +32,7 @@ impl TaskDelivery for SqliteStore {
             let Ok(changed) = transition.apply(&task) else {
                 return Ok(ClaimById::NotDue(task));
             };
-            update(tx, &changed).map_err(sqlite_error)?;
+            update(tx, &task, &changed).map_err(sqlite_error)?;
             Ok(match transition {
                 Transition::Claim { .. } => ClaimById::Claimed(changed),
                 _ => ClaimById::NotDue(changed),
@@ -73,7 +73,7 @@ impl TaskDelivery for SqliteStore {
                     let failed = expire
                         .apply(&task)
                         .map_err(|refused| expire.refusal(task.id, refused))?;
-                    update(tx, &failed).map_err(sqlite_error)?;
+                    update(tx, &task, &failed).map_err(sqlite_error)?;
                 } else {
                     deliverable.push(task);
                 }

@@ -1,5 +1,5 @@
 //! The embedded SQLite backend: one file, WAL journal, every change in an immediate
-//! transaction. [`rows`] holds the schema and the row mapping, [`queue`] the claims and the
+//! transaction. [`schema`] holds the tables, indexes and counts, [`rows`] the row mapping, [`queue`] the claims and the
 //! group commit of outcomes, [`listing`] the reads for operators.
 
 mod delivery;
@@ -9,6 +9,7 @@ pub mod probe;
 mod queue;
 mod rows;
 mod schedules;
+mod schema;
 
 use std::path::Path;
 use std::sync::{Arc, Mutex};
@@ -17,10 +18,7 @@ use std::time::Duration;
 use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
 
 use self::queue::SettleRequest;
-use self::rows::{
-    COLUMNS, SCHEMA, SCHEMA_VERSION, add_missing_columns, backend, insert, load, row_to_task,
-    sqlite_error, store_with, update,
-};
+use self::rows::{COLUMNS, backend, insert, load, row_to_task, sqlite_error, store_with, update};
 use super::{
     Created, QueueSweeper, StoreError, SweepSummary, TaskCanceller, TaskPurger, TaskReader,
     TaskRetrier, TaskWriter, Transition,
@@ -65,25 +63,14 @@ impl SqliteStore {
         Self::init(Connection::open_in_memory().map_err(backend)?)
     }
 
-    fn init(conn: Connection) -> Result<Self, StoreError> {
+    fn init(mut conn: Connection) -> Result<Self, StoreError> {
         conn.busy_timeout(BUSY_TIMEOUT).map_err(backend)?;
         // WAL lets readers in other processes work while a processor writes.
         conn.pragma_update(None, "journal_mode", "WAL")
             .map_err(backend)?;
         conn.pragma_update(None, "synchronous", "NORMAL")
             .map_err(backend)?;
-        let version: i64 = conn
-            .pragma_query_value(None, "user_version", |row| row.get(0))
-            .map_err(backend)?;
-        if version > SCHEMA_VERSION {
-            return Err(StoreError::backend(format!(
-                "the database has schema version {version}; this Tasker knows up to {SCHEMA_VERSION}"
-            )));
-        }
-        add_missing_columns(&conn)?;
-        conn.execute_batch(SCHEMA).map_err(backend)?;
-        conn.pragma_update(None, "user_version", SCHEMA_VERSION)
-            .map_err(backend)?;
+        schema::migrate(&mut conn)?;
         Ok(Self {
             conn: Arc::new(Mutex::new(conn)),
             reader: None,
@@ -167,7 +154,7 @@ impl TaskWriter for SqliteStore {
                     return Ok(Created::Existing(existing));
                 }
             }
-            if let Err(err) = store_with(tx, &task, insert) {
+            if let Err(err) = store_with(tx, &task, || insert(tx, &task)) {
                 // A derived id (a schedule's tick) that an earlier create stored breaks the
                 // primary key; any other failure is reported as it is.
                 if let StoreError::Backend { .. } = err {
@@ -284,7 +271,7 @@ fn apply(tx: &Connection, id: TaskId, transition: &Transition) -> Result<Task, S
     let after = transition
         .apply(&before)
         .map_err(|refused| transition.refusal(id, refused))?;
-    store_with(tx, &after, update)?;
+    store_with(tx, &after, || update(tx, &before, &after))?;
     Ok(after)
 }
 
@@ -354,6 +341,11 @@ mod tests {
         let task = store.get(id).await.expect("get").expect("kept");
         assert_eq!(task.retry_policy, crate::retry::RetryPolicy::default());
         assert_eq!(task.idempotency_key, None);
+        // The listing key and the counts are filled in from the rows.
+        let now = Timestamp::now_utc();
+        let page = store.list(&ListFilter::default(), None, 10, now).await.expect("list");
+        assert_eq!(page.tasks, vec![task]);
+        assert_eq!(store.counts(now).await.expect("counts").pending, 1);
         // Opening again is a no-op.
         SqliteStore::open(&path).expect("reopen");
     }

@@ -91,7 +91,7 @@ impl TaskQueue for SqliteStore {
                     let changed = transition
                         .apply(&task)
                         .map_err(|refused| transition.refusal(task.id, refused))?;
-                    update(tx, &changed).map_err(sqlite_error)?;
+                    update(tx, &task, &changed).map_err(sqlite_error)?;
                     if runs {
                         claimed.push(changed);
                     }

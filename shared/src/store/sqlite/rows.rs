@@ -1,99 +1,14 @@
-//! The SQLite schema and the mapping between rows and tasks.
+//! The mapping between rows and tasks, and the writes of one task.
 
 use rusqlite::{Connection, OptionalExtension, params};
 
 use crate::clock::Timestamp;
-use crate::store::StoreError;
+use crate::store::{ListKey, StoreError};
 use crate::task::{Task, TaskId};
-
-/// `due_at` is the claimable instant (see [`Task::due_at`]), kept as a column so that one partial
-/// index answers "what is due" without reading finished tasks.
-pub const SCHEMA: &str = "
-CREATE TABLE IF NOT EXISTS tasks (
-    id TEXT PRIMARY KEY NOT NULL,
-    type TEXT NOT NULL,
-    payload TEXT NOT NULL,
-    status TEXT NOT NULL,
-    scheduled_at TEXT NOT NULL,
-    created_at TEXT NOT NULL,
-    updated_at TEXT NOT NULL,
-    attempts INTEGER NOT NULL,
-    max_attempts INTEGER NOT NULL,
-    last_error TEXT,
-    last_failed_attempt_at TEXT,
-    succeeded_at TEXT,
-    finished_at TEXT,
-    reference_uid TEXT,
-    lease_expires_at TEXT,
-    due_at TEXT,
-    idempotency_key TEXT,
-    retry_policy TEXT NOT NULL,
-    lease_token TEXT,
-    schedule_name TEXT,
-    schedule_tick TEXT
-) STRICT;
-CREATE INDEX IF NOT EXISTS tasks_due ON tasks (due_at) WHERE due_at IS NOT NULL;
-CREATE INDEX IF NOT EXISTS tasks_finished ON tasks (finished_at) WHERE finished_at IS NOT NULL;
-CREATE INDEX IF NOT EXISTS tasks_reference ON tasks (reference_uid, type) WHERE reference_uid IS NOT NULL;
-CREATE UNIQUE INDEX IF NOT EXISTS tasks_active_reference ON tasks (reference_uid, type)
-    WHERE reference_uid IS NOT NULL AND status IN ('pending', 'running');
-CREATE INDEX IF NOT EXISTS tasks_schedule ON tasks (schedule_name) WHERE schedule_name IS NOT NULL;
-CREATE UNIQUE INDEX IF NOT EXISTS tasks_idempotency ON tasks (type, idempotency_key)
-    WHERE idempotency_key IS NOT NULL;
-CREATE TABLE IF NOT EXISTS schedules (
-    name TEXT PRIMARY KEY NOT NULL,
-    body TEXT NOT NULL,
-    due_at TEXT,
-    revision INTEGER NOT NULL
-) STRICT;
-CREATE INDEX IF NOT EXISTS schedules_due ON schedules (due_at) WHERE due_at IS NOT NULL;
-";
-
-/// The schema version this code writes (`PRAGMA user_version`).
-pub const SCHEMA_VERSION: i64 = 2;
 
 pub const COLUMNS: &str = "id, type, payload, status, scheduled_at, created_at, updated_at, attempts, \
     max_attempts, last_error, last_failed_attempt_at, succeeded_at, finished_at, reference_uid, \
     lease_expires_at, due_at, idempotency_key, retry_policy, lease_token, schedule_name, schedule_tick";
-
-/// Columns added after the first schema: a database made by an earlier Tasker gets them (with
-/// their defaults) before the indexes that use them are created.
-pub fn add_missing_columns(conn: &Connection) -> Result<(), StoreError> {
-    let existing: Vec<String> = {
-        let mut stmt = conn
-            .prepare("SELECT name FROM pragma_table_info('tasks')")
-            .map_err(backend)?;
-        stmt.query_map([], |row| row.get(0))
-            .map_err(backend)?
-            .collect::<rusqlite::Result<_>>()
-            .map_err(backend)?
-    };
-    if existing.is_empty() {
-        return Ok(());
-    }
-    let default_policy = serde_json::to_string(&crate::retry::RetryPolicy::default())
-        .map_err(|err| StoreError::backend_from("encoding the default retry policy", err))?
-        .replace('\'', "''");
-    let added = [
-        ("idempotency_key", "TEXT".to_owned()),
-        (
-            "retry_policy",
-            format!("TEXT NOT NULL DEFAULT '{default_policy}'"),
-        ),
-        ("lease_token", "TEXT".to_owned()),
-        ("schedule_name", "TEXT".to_owned()),
-        ("schedule_tick", "TEXT".to_owned()),
-    ];
-    for (column, definition) in added {
-        if !existing.iter().any(|name| name == column) {
-            conn.execute_batch(&format!(
-                "ALTER TABLE tasks ADD COLUMN {column} {definition}"
-            ))
-            .map_err(backend)?;
-        }
-    }
-    Ok(())
-}
 
 pub fn backend(err: rusqlite::Error) -> StoreError {
     StoreError::backend_from("SQLite", err)
@@ -176,8 +91,8 @@ pub fn load(conn: &Connection, id: TaskId) -> Result<Option<Task>, StoreError> {
 pub fn insert(conn: &Connection, task: &Task) -> rusqlite::Result<()> {
     conn.execute(
         &format!(
-            "INSERT INTO tasks ({COLUMNS}) VALUES \
-             (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20, ?21)"
+            "INSERT INTO tasks ({COLUMNS}, list_key) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, \
+             ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20, ?21, ?22)"
         ),
         params![
             task.id.to_string(),
@@ -201,32 +116,55 @@ pub fn insert(conn: &Connection, task: &Task) -> rusqlite::Result<()> {
             task.lease_token,
             task.schedule_name,
             text(task.schedule_tick),
+            ListKey::of(task).as_str(),
         ],
     )?;
     Ok(())
 }
 
-/// Rewrites every mutable column of `task`.
-pub fn update(conn: &Connection, task: &Task) -> rusqlite::Result<()> {
-    conn.execute(
+/// Rewrites every mutable column of `after`, the task `before` was. The listing key is written
+/// only when it moved: SQLite rewrites the entries of every index on a column a statement
+/// sets, even to the same value, and a claim or a success leaves the key where it is.
+pub fn update(conn: &Connection, before: &Task, after: &Task) -> rusqlite::Result<()> {
+    let key = ListKey::of(after);
+    let moved = ListKey::of(before) != key;
+    let sql = if moved {
         "UPDATE tasks SET status = ?2, scheduled_at = ?3, updated_at = ?4, attempts = ?5, \
          last_error = ?6, last_failed_attempt_at = ?7, succeeded_at = ?8, finished_at = ?9, \
-         lease_expires_at = ?10, due_at = ?11, lease_token = ?12 WHERE id = ?1",
-        params![
-            task.id.to_string(),
-            task.status.as_str(),
-            task.scheduled_at.to_text(),
-            task.updated_at.to_text(),
-            task.attempts,
-            task.last_error,
-            text(task.last_failed_attempt_at),
-            text(task.succeeded_at),
-            text(task.finished_at),
-            text(task.lease_expires_at),
-            text(task.due_at()),
-            task.lease_token,
-        ],
-    )?;
+         lease_expires_at = ?10, due_at = ?11, lease_token = ?12, list_key = ?13 WHERE id = ?1"
+    } else {
+        "UPDATE tasks SET status = ?2, scheduled_at = ?3, updated_at = ?4, attempts = ?5, \
+         last_error = ?6, last_failed_attempt_at = ?7, succeeded_at = ?8, finished_at = ?9, \
+         lease_expires_at = ?10, due_at = ?11, lease_token = ?12 WHERE id = ?1"
+    };
+    let (id, status, key) = (after.id.to_string(), after.status.as_str(), key.as_str());
+    let (scheduled_at, updated_at) = (after.scheduled_at.to_text(), after.updated_at.to_text());
+    let (failed_at, succeeded_at) = (
+        text(after.last_failed_attempt_at),
+        text(after.succeeded_at),
+    );
+    let (finished_at, lease_expires_at, due_at) = (
+        text(after.finished_at),
+        text(after.lease_expires_at),
+        text(after.due_at()),
+    );
+    let values: [&dyn rusqlite::ToSql; 13] = [
+        &id,
+        &status,
+        &scheduled_at,
+        &updated_at,
+        &after.attempts,
+        &after.last_error,
+        &failed_at,
+        &succeeded_at,
+        &finished_at,
+        &lease_expires_at,
+        &due_at,
+        &after.lease_token,
+        &key,
+    ];
+    let used = if moved { 13 } else { 12 };
+    conn.prepare_cached(sql)?.execute(&values[..used])?;
     Ok(())
 }
 
@@ -235,9 +173,9 @@ pub fn update(conn: &Connection, task: &Task) -> rusqlite::Result<()> {
 pub fn store_with(
     conn: &Connection,
     task: &Task,
-    write: fn(&Connection, &Task) -> rusqlite::Result<()>,
+    write: impl FnOnce() -> rusqlite::Result<()>,
 ) -> Result<(), StoreError> {
-    match write(conn, task) {
+    match write() {
         Ok(()) => Ok(()),
         Err(err) if err.sqlite_error_code() == Some(rusqlite::ErrorCode::ConstraintViolation) => {
             let holder: Option<String> = conn
