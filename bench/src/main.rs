@@ -8,7 +8,8 @@
 //! task (from `ReturnConsumedCapacity = INDEXES` on every call, through a proxy) and the due →
 //! start delay in poll mode, and the dispatcher under slow tasks (fast tasks' start delays among
 //! slow ones, slot occupancy, recovery from a processor killed mid-run), and schedules' fire lag
-//! (tick → task created) with a tick's capacity units. It then runs the apalis SQLite peer on the same N jobs and the
+//! (tick → task created) with a tick's capacity units, and listings and counts at scale (10,000
+//! tasks against 1,000,000 on SQLite, 100,000 on DynamoDB Local). It then runs the apalis SQLite peer on the same N jobs and the
 //! Lambda binaries against a local Runtime API (init time, peak memory). DynamoDB is DynamoDB
 //! Local (from `scripts/setup-test-tools.sh`), started here on 127.0.0.1. It prints a Markdown
 //! report and writes the numbers as JSON.
@@ -19,6 +20,7 @@ mod peer;
 mod phases;
 mod report;
 mod results;
+mod scale;
 mod schedules;
 mod sqs;
 mod stores;
@@ -102,6 +104,18 @@ struct Args {
     /// Skip SQS mode.
     #[arg(long)]
     no_sqs: bool,
+    /// Tasks of the scale phase's smaller table (both stores).
+    #[arg(long, default_value_t = 10_000)]
+    scale_small: usize,
+    /// Tasks of the scale phase's full table on SQLite.
+    #[arg(long, default_value_t = 1_000_000)]
+    scale_sqlite: usize,
+    /// Tasks of the scale phase's full table on DynamoDB Local.
+    #[arg(long, default_value_t = 100_000)]
+    scale_dynamodb: usize,
+    /// Skip the scale phase.
+    #[arg(long)]
+    no_scale: bool,
     /// Where to write the JSON results (default: <target>/bench/results.json).
     #[arg(long)]
     json: Option<PathBuf>,
@@ -163,7 +177,12 @@ async fn run(bench: &Bench, kinds: &[Kind], root: &Path, target_dir: &Path) -> R
         }
         _ => None,
     };
+    let mut scale = Vec::new();
+    for &kind in kinds.iter().filter(|_| !bench.args.no_scale) {
+        scale.push(stores::scale(bench, kind).await);
+    }
     Results {
+        scale,
         tasks: jobs,
         machine: Machine {
             cpus: std::thread::available_parallelism().map_or(0, |n| n.get()),

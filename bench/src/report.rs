@@ -3,7 +3,7 @@
 use std::fmt::Write;
 
 use crate::results::{
-    Dispatch, LambdaResults, MixedLatency, PeerResults, Results, SqsResults, StoreResults,
+    Dispatch, LambdaResults, MixedLatency, PeerResults, Results, Scale, SqsResults, StoreResults,
 };
 
 /// A number with as many decimals as its size deserves.
@@ -187,6 +187,52 @@ pub fn report(results: &Results) -> String {
     if let Some(sqs) = &results.sqs {
         let poll = results.stores.iter().find(|s| s.store == "DynamoDB Local");
         out += &sqs_table(sqs, poll);
+    }
+    for scale in &results.scale {
+        out += &scale_table(scale);
+    }
+    out
+}
+
+fn scale_table(scale: &Scale) -> String {
+    let metered = scale.calls.iter().any(|c| c.full_read_units.is_some());
+    let (small, full) = (grouped(scale.small), grouped(scale.full));
+    let mut out = format!(
+        "\n| {}: median of 5 over HTTP | {small} tasks (ms) | {full} tasks (ms) |{}\n|---|---|---|{}\n",
+        scale.store,
+        if metered {
+            format!(" read units at {small} | at {full} |")
+        } else {
+            String::new()
+        },
+        if metered { "---|---|" } else { "" },
+    );
+    for c in &scale.calls {
+        let units = match (c.small_read_units, c.full_read_units) {
+            (Some(s), Some(l)) => format!(" {} | {} |", f(s), f(l)),
+            _ => String::new(),
+        };
+        let _ = writeln!(
+            out,
+            "| {} | {} | {} |{units}",
+            c.call,
+            f(c.small_ms),
+            f(c.full_ms)
+        );
+    }
+    let _ = writeln!(out, "\n(load of {full} tasks: {:.0} s)", scale.load_seconds);
+    out
+}
+
+/// `n` with thousands separators.
+fn grouped(n: usize) -> String {
+    let digits = n.to_string();
+    let mut out = String::new();
+    for (i, c) in digits.chars().enumerate() {
+        if i > 0 && (digits.len() - i) % 3 == 0 {
+            out.push(',');
+        }
+        out.push(c);
     }
     out
 }

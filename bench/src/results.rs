@@ -25,6 +25,40 @@ pub struct Results {
     pub lambda: Option<LambdaResults>,
     /// SQS mode on DynamoDB Local and moto, when measured.
     pub sqs: Option<SqsResults>,
+    /// Listings and counts at two table sizes, per store.
+    pub scale: Vec<Scale>,
+}
+
+/// Listings and counts on a table of `small` tasks and of `full` tasks.
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Scale {
+    /// The store.
+    pub store: String,
+    /// Tasks at the first measure.
+    pub small: usize,
+    /// Tasks at the second.
+    pub full: usize,
+    /// Seconds the load (and the first measure) took.
+    pub load_seconds: f64,
+    /// One row per call.
+    pub calls: Vec<ScaleCall>,
+}
+
+/// One call at both sizes: median milliseconds and, on DynamoDB, read units.
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ScaleCall {
+    /// What was called.
+    pub call: String,
+    /// Median ms at the small size.
+    pub small_ms: f64,
+    /// Median ms at the full size.
+    pub full_ms: f64,
+    /// Median read units at the small size (DynamoDB).
+    pub small_read_units: Option<f64>,
+    /// Median read units at the full size (DynamoDB).
+    pub full_read_units: Option<f64>,
 }
 
 /// SQS mode: start delays and drains by worker count.

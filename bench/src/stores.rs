@@ -125,6 +125,30 @@ pub async fn bench_store(bench: &Bench, kind: Kind) -> StoreResults {
     }
 }
 
+/// The scale phase on a fresh store of `kind` (through the metering proxy on DynamoDB).
+pub async fn scale(bench: &Bench, kind: Kind) -> crate::results::Scale {
+    let args = &bench.args;
+    match kind {
+        Kind::Sqlite => {
+            let store = bench.store(kind, "scale").await;
+            crate::scale::scale(
+                store,
+                None,
+                kind.name(),
+                args.scale_small,
+                args.scale_sqlite,
+            )
+            .await
+        }
+        Kind::DynamoDb => {
+            let proxy = CapacityProxy::start(bench.endpoint()).await;
+            let store = Store::DynamoDb(dynamo::fresh_store_at(&proxy.endpoint).await);
+            let (small, full) = (args.scale_small, args.scale_dynamodb);
+            crate::scale::scale(store, Some(&proxy), kind.name(), small, full).await
+        }
+    }
+}
+
 /// The crash pass's settings from the command line.
 pub fn crash_settings(args: &Args) -> CrashSettings {
     CrashSettings {

@@ -83,8 +83,7 @@ fn list_query(filter: &ListFilter, after: Option<&ListKey>, want: i64) -> (Strin
             ..
         } => " INDEXED BY tasks_type_status_list",
         ListFilter {
-            task_type: Some(_),
-            ..
+            task_type: Some(_), ..
         } => " INDEXED BY tasks_type_list",
         ListFilter {
             status: Some(_), ..
@@ -92,7 +91,10 @@ fn list_query(filter: &ListFilter, after: Option<&ListKey>, want: i64) -> (Strin
         ListFilter { .. } => " INDEXED BY tasks_list",
     };
     let given = [
-        ("status", filter.status.map(|status| status.as_str().to_owned())),
+        (
+            "status",
+            filter.status.map(|status| status.as_str().to_owned()),
+        ),
         ("type", filter.task_type.clone()),
         ("reference_uid", filter.reference_uid.clone()),
         ("schedule_name", filter.schedule.clone()),
@@ -220,10 +222,7 @@ mod tests {
         }
         store.cancel(ids[0], now).await.expect("cancel");
         let leases = Leases::fixed(std::time::Duration::from_secs(60));
-        let claimed = store
-            .claim_due(now, now, 3, &leases)
-            .await
-            .expect("claim");
+        let claimed = store.claim_due(now, now, 3, &leases).await.expect("claim");
         store
             .settle(&claimed[0], Settlement::Succeeded, now)
             .await

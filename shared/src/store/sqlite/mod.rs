@@ -343,7 +343,10 @@ mod tests {
         assert_eq!(task.idempotency_key, None);
         // The listing key and the counts are filled in from the rows.
         let now = Timestamp::now_utc();
-        let page = store.list(&ListFilter::default(), None, 10, now).await.expect("list");
+        let page = store
+            .list(&ListFilter::default(), None, 10, now)
+            .await
+            .expect("list");
         assert_eq!(page.tasks, vec![task]);
         assert_eq!(store.counts(now).await.expect("counts").pending, 1);
         // Opening again is a no-op.

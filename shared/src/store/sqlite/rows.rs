@@ -139,10 +139,7 @@ pub fn update(conn: &Connection, before: &Task, after: &Task) -> rusqlite::Resul
     };
     let (id, status, key) = (after.id.to_string(), after.status.as_str(), key.as_str());
     let (scheduled_at, updated_at) = (after.scheduled_at.to_text(), after.updated_at.to_text());
-    let (failed_at, succeeded_at) = (
-        text(after.last_failed_attempt_at),
-        text(after.succeeded_at),
-    );
+    let (failed_at, succeeded_at) = (text(after.last_failed_attempt_at), text(after.succeeded_at));
     let (finished_at, lease_expires_at, due_at) = (
         text(after.finished_at),
         text(after.lease_expires_at),
