@@ -6,6 +6,10 @@ use tasker::DynamoStore;
 use tasker::store::dynamodb::schema;
 
 /// The variable holding DynamoDB Local's endpoint, e.g. `http://127.0.0.1:8123`.
+/// The retention test stores keep finished tasks for (their TTL, and the window their counts
+/// cover): a day, so that tests at made-up instants count every task they finished.
+pub const RETENTION: std::time::Duration = std::time::Duration::from_secs(86_400);
+
 pub const ENDPOINT_VAR: &str = "TASKER_TEST_DYNAMODB_ENDPOINT";
 
 /// DynamoDB Local's endpoint; panics with instructions when it is not set.
@@ -75,7 +79,7 @@ pub async fn fresh_store() -> DynamoStore {
 pub async fn fresh_store_at(endpoint: &str) -> DynamoStore {
     let client = client_for(endpoint);
     let table = fresh_table(&client).await;
-    DynamoStore::new(client, table, std::time::Duration::ZERO)
+    DynamoStore::new(client, table, RETENTION)
 }
 
 /// The variable naming DynamoDB Local's install folder (with `DynamoDBLocal.jar`).

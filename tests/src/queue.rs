@@ -77,5 +77,9 @@ pub fn read_units(ledger: &BTreeMap<String, Consumed>, operation: &str) -> f64 {
 
 /// The same table as `store`, as a process that knows nothing of it yet would see it.
 pub fn another_process(store: &DynamoStore, endpoint: &str) -> DynamoStore {
-    DynamoStore::new(dynamo::client_for(endpoint), store.table(), Duration::ZERO)
+    DynamoStore::new(
+        dynamo::client_for(endpoint),
+        store.table(),
+        dynamo::RETENTION,
+    )
 }

@@ -210,7 +210,7 @@ async fn sigkill_mid_batch_on_sqlite() {
 async fn sigkill_mid_batch_on_dynamodb() {
     let client = dynamo::client();
     let table = dynamo::fresh_table(&client).await;
-    let store = Store::DynamoDb(DynamoStore::new(client, &table, Duration::ZERO));
+    let store = Store::DynamoDb(DynamoStore::new(client, &table, dynamo::RETENTION));
     crash_and_recover(
         &["--store", "dynamodb", "--table", &table],
         dynamo::child_env(),

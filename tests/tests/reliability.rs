@@ -153,7 +153,7 @@ async fn four_processors_race_on_sqlite() {
 async fn four_processors_race_on_dynamodb() {
     let table = dynamo::fresh_table(&dynamo::client()).await;
     let stores = (0..4)
-        .map(|_| DynamoStore::new(dynamo::client(), &table, Duration::ZERO))
+        .map(|_| DynamoStore::new(dynamo::client(), &table, dynamo::RETENTION))
         .collect();
     four_processors_race(stores).await;
 }
@@ -163,14 +163,17 @@ async fn throttled_dynamodb_still_runs_every_task_once() {
     // GIVEN 300 due tasks, and two processors whose every call goes through a proxy that
     // throttles 200 of every 1000 calls
     let table = dynamo::fresh_table(&dynamo::client()).await;
-    let direct = DynamoStore::new(dynamo::client(), &table, Duration::ZERO);
+    let direct = DynamoStore::new(dynamo::client(), &table, dynamo::RETENTION);
     let ids = create_many(&direct, 300).await;
     let proxy = ThrottlingProxy::start(&dynamo::endpoint(), 200).await;
     let (registry, executions) = recording_registry(Duration::ZERO);
     let processors: Vec<_> = (0..2)
         .map(|_| {
-            let store =
-                DynamoStore::new(dynamo::client_for(&proxy.endpoint), &table, Duration::ZERO);
+            let store = DynamoStore::new(
+                dynamo::client_for(&proxy.endpoint),
+                &table,
+                dynamo::RETENTION,
+            );
             let mut settings = settings();
             settings.batch_size = 50;
             tokio::spawn(drain(Tasker::new(store, registry.clone(), settings)))
@@ -201,7 +204,7 @@ async fn a_store_outage_mid_run_loses_nothing() {
     let mut local = OwnDynamoLocal::start().await;
     let client = dynamo::client_for(&local.endpoint());
     let table = dynamo::fresh_table(&client).await;
-    let store = DynamoStore::new(client, &table, Duration::ZERO);
+    let store = DynamoStore::new(client, &table, dynamo::RETENTION);
     let ids = create_many(&store, 8).await;
     let (registry, executions) = recording_registry(Duration::from_secs(2));
     let clock = Arc::new(ManualClock::new(Timestamp::now_utc()));
@@ -253,9 +256,13 @@ async fn writes_whose_answer_was_lost_are_not_mistaken_for_conflicts() {
     // GIVEN a proxy that applies 150 of every 1000 calls but answers them with
     // InternalServerError, so the SDK retries writes that already landed
     let table = dynamo::fresh_table(&dynamo::client()).await;
-    let direct = DynamoStore::new(dynamo::client(), &table, Duration::ZERO);
+    let direct = DynamoStore::new(dynamo::client(), &table, dynamo::RETENTION);
     let proxy = ThrottlingProxy::start_with(&dynamo::endpoint(), 0, 150).await;
-    let flaky = DynamoStore::new(dynamo::client_for(&proxy.endpoint), &table, Duration::ZERO);
+    let flaky = DynamoStore::new(
+        dynamo::client_for(&proxy.endpoint),
+        &table,
+        dynamo::RETENTION,
+    );
 
     // WHEN 100 tasks with a reference and an idempotency key each are created through it
     let now = Timestamp::now_utc();
@@ -296,8 +303,11 @@ async fn writes_whose_answer_was_lost_are_not_mistaken_for_conflicts() {
     let (registry, executions) = recording_registry(Duration::ZERO);
     let processors: Vec<_> = (0..2)
         .map(|_| {
-            let store =
-                DynamoStore::new(dynamo::client_for(&proxy.endpoint), &table, Duration::ZERO);
+            let store = DynamoStore::new(
+                dynamo::client_for(&proxy.endpoint),
+                &table,
+                dynamo::RETENTION,
+            );
             tokio::spawn(drain(Tasker::new(store, registry.clone(), settings())))
         })
         .collect();

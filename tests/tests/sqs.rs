@@ -88,7 +88,11 @@ fn runs_of(runs: &Runs, id: TaskId) -> u32 {
 
 /// A store over the same table with a client of its own: another process's view.
 fn same_table(store: &DynamoStore) -> DynamoStore {
-    DynamoStore::new(dynamo::client(), store.table().to_owned(), Duration::ZERO)
+    DynamoStore::new(
+        dynamo::client(),
+        store.table().to_owned(),
+        dynamo::RETENTION,
+    )
 }
 
 /// Receives from `queue` until `count` messages were worked by `tasker` (deleting the ones

@@ -426,6 +426,15 @@ export interface components {
             due: number;
             /** @description Seconds since the oldest due task became due; null when nothing is due. */
             oldestDueAgeSeconds: number | null;
+            /** @description True when every number is exact as of this call (SQLite). On DynamoDB finished counts come from counters each process writes every few seconds, and the rest from a capped read or a processor's last look; see docs/api.md#stats. */
+            exact: boolean;
+            /**
+             * Format: date-time
+             * @description When pending, running, due and the oldest due task were seen, if not by this call: a processor's last look at the queue (DynamoDB only); null otherwise.
+             */
+            activeSeenAt: string | null;
+            /** @description Counts that are at least the number shown, because their reads reached a cap. */
+            lowerBounds: ("pending" | "running" | "succeeded" | "failed" | "cancelled")[];
         };
         Error: {
             error: {

@@ -151,6 +151,10 @@ test("stats counts every status", async () => {
     assert.equal(typeof stats.counts[status], "number");
   }
   assert.ok(stats.counts.pending >= 1);
+  // tasker serve on SQLite: every number exact, none a lower bound.
+  assert.equal(stats.exact, true);
+  assert.deepEqual(stats.lowerBounds, []);
+  assert.equal(stats.activeSeenAt, null);
 });
 
 test("verifySignature matches the RFC 4231 vector and refuses anything else", async () => {

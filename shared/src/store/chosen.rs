@@ -2,8 +2,8 @@
 //! has, so handlers stay generic without `dyn`.
 
 use super::{
-    Backlog, ClaimById, Created, Expect, Leases, ListFilter, ListKey, QueueStats, QueueSweeper,
-    ScheduleStore, ScheduleWrite, Settlement, StatusCounts, StoreError, SweepSummary,
+    Backlog, ClaimById, Created, Expect, Leases, ListFilter, ListKey, Overview, QueueStats,
+    QueueSweeper, ScheduleStore, ScheduleWrite, Settlement, StatusCounts, StoreError, SweepSummary,
     TaskCanceller, TaskDelivery, TaskLister, TaskPage, TaskPurger, TaskQueue, TaskReader,
     TaskRetrier, TaskWriter,
 };
@@ -97,6 +97,10 @@ impl TaskQueue for Store {
     ) -> Result<Task, StoreError> {
         on_backend!(self, store => store.settle(claimed, outcome, now))
     }
+
+    async fn flush(&self, now: Timestamp, end: bool) {
+        on_backend!(self, store => store.flush(now, end))
+    }
 }
 
 impl TaskCanceller for Store {
@@ -123,6 +127,10 @@ impl TaskRetrier for Store {
 impl QueueStats for Store {
     async fn backlog(&self, now: Timestamp) -> Result<Backlog, StoreError> {
         on_backend!(self, store => store.backlog(now))
+    }
+
+    async fn overview(&self, now: Timestamp) -> Result<Overview, StoreError> {
+        on_backend!(self, store => store.overview(now))
     }
 }
 

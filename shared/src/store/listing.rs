@@ -107,6 +107,22 @@ pub struct TaskPage {
     pub next: Option<ListKey>,
 }
 
+/// Counts and the backlog together, with how exact they are.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Overview {
+    /// Tasks in each status.
+    pub counts: StatusCounts,
+    /// Tasks due now and the oldest of their due instants.
+    pub backlog: super::Backlog,
+    /// When the unfinished tasks (pending due, running, the backlog) were seen, if not by this
+    /// call: a processor's last look at the queue.
+    pub active_seen_at: Option<Timestamp>,
+    /// Counts that are at least the number shown: the reads they needed went past their cap.
+    pub lower_bounds: Vec<TaskStatus>,
+    /// Whether every number is exact as of now (SQLite's are).
+    pub exact: bool,
+}
+
 /// How many tasks are in each status.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
 #[serde(rename_all = "camelCase")]

@@ -31,7 +31,7 @@ pub use delivery::{ClaimById, TaskDelivery};
 pub use dynamodb::DynamoStore;
 pub use error::{Cause, StoreError};
 pub use lease::Leases;
-pub use listing::{InvalidCursor, ListFilter, ListKey, StatusCounts, TaskPage};
+pub use listing::{InvalidCursor, ListFilter, ListKey, Overview, StatusCounts, TaskPage};
 pub use schedules::{Expect, SCHEDULES_SEEN_WITHIN, ScheduleStore, ScheduleWrite};
 #[cfg(feature = "sqlite")]
 pub use sqlite::SqliteStore;
@@ -104,6 +104,15 @@ pub trait TaskQueue: Send + Sync {
         outcome: Settlement,
         now: Timestamp,
     ) -> impl Future<Output = Result<Task, StoreError>> + Send;
+
+    /// Writes what this process keeps for a while before writing (DynamoDB's counts of
+    /// finished tasks, what it saw of the due queue), if it is time to, or at once at the
+    /// `end` of a run. Failures are logged and kept for the next call. Nothing to do for
+    /// a store that writes everything as it goes.
+    fn flush(&self, now: Timestamp, end: bool) -> impl Future<Output = ()> + Send {
+        let _ = (now, end);
+        async {}
+    }
 }
 
 /// Cancels pending tasks.
@@ -152,6 +161,11 @@ pub struct Backlog {
 pub trait QueueStats: Send + Sync {
     /// Tasks due at `now` and the oldest of their due instants.
     fn backlog(&self, now: Timestamp) -> impl Future<Output = Result<Backlog, StoreError>> + Send;
+
+    /// The counts per status and the backlog, as `GET /stats` shows them, in a number of
+    /// reads that does not grow with the table, and how exact they are.
+    fn overview(&self, now: Timestamp)
+    -> impl Future<Output = Result<Overview, StoreError>> + Send;
 }
 
 /// Deletes finished tasks.

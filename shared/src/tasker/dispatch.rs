@@ -18,6 +18,9 @@ use crate::task::Task;
 
 /// The longest a busy period goes unlogged.
 const PERIOD_LOG_EVERY: Duration = Duration::from_secs(60);
+/// How often the loop offers the store to write what it keeps for a while (see
+/// [`TaskQueue::flush`]), beside claims and attempts, never in their way.
+const FLUSH_CHECK_EVERY: Duration = Duration::from_secs(1);
 
 /// How long a dispatch goes on claiming.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -149,6 +152,8 @@ impl<S: TaskQueue> Tasker<S> {
         let mut claims = 0_u64;
         let mut total = RunSummary::default();
         let mut period = Period::new();
+        let mut flushing: Option<Pin<Box<dyn Future<Output = ()> + Send + '_>>> = None;
+        let mut flush_checked = started;
         if !limits.may_claim() {
             tracing::warn!("too little time left to start any task");
         }
@@ -156,6 +161,10 @@ impl<S: TaskQueue> Tasker<S> {
         let mut stop = stop;
         loop {
             let now = Instant::now();
+            if flushing.is_none() && now.duration_since(flush_checked) >= FLUSH_CHECK_EVERY {
+                flush_checked = now;
+                flushing = Some(Box::pin(self.store.flush(self.clock.now(), false)));
+            }
             let open = !stopped && !out_of_time && limits.may_claim() && span.claims_at(now);
             let free = slots.saturating_sub(running.len() + asked);
             let next_claim = refill
@@ -206,6 +215,9 @@ impl<S: TaskQueue> Tasker<S> {
                         running.push(self.run_one(Claimed { task, lease_ends }, limits));
                     }
                 }
+                () = async { if let Some(flush) = flushing.as_mut() { flush.await } }, if flushing.is_some() => {
+                    flushing = None;
+                }
                 () = sleep_until(timer), if timer.is_some() => {}
                 () = self.due_now.notified(), if open && !refill.is_woken() => refill.woken(),
                 () = &mut stop, if !stopped => stopped = true,
@@ -213,6 +225,11 @@ impl<S: TaskQueue> Tasker<S> {
             }
         }
         period.finish(&mut total);
+        // A write begun is finished (it holds what it writes), then everything is written.
+        if let Some(flush) = flushing.take() {
+            flush.await;
+        }
+        self.store.flush(self.clock.now(), true).await;
         total.duration_ms = millis_since(started);
         Ok(total)
     }

@@ -25,7 +25,7 @@ use crate::store::{
     StoreError, SweepSummary, TaskCanceller, TaskLister, TaskPage, TaskPurger, TaskReader,
     TaskRetrier, TaskWriter,
 };
-use crate::task::{NewTask, Task, TaskId, ValidationError};
+use crate::task::{NewTask, Task, TaskId, TaskStatus, ValidationError};
 use crate::tasks::{Registry, TypeSettings};
 
 /// How a processor run behaves.
@@ -412,7 +412,7 @@ impl<S: QueueSweeper> Tasker<S> {
 pub const MAX_LIST_LIMIT: usize = 100;
 
 /// Counts per status and the backlog, as `GET /stats` and `tasker stats` show them.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Stats {
     /// Tasks in each status.
@@ -421,6 +421,13 @@ pub struct Stats {
     pub due: u64,
     /// Seconds since the oldest of them became due; `None` when nothing is due.
     pub oldest_due_age_seconds: Option<u64>,
+    /// True when every number is exact as of the call (SQLite); see docs/api.md#stats.
+    pub exact: bool,
+    /// When pending, running, `due` and the oldest due age were seen, when not by this call:
+    /// a processor's last look at the queue (DynamoDB).
+    pub active_seen_at: Option<Timestamp>,
+    /// Counts that are at least the number shown (their reads reached a cap).
+    pub lower_bounds: Vec<TaskStatus>,
 }
 
 impl<S: TaskLister> Tasker<S> {
@@ -440,15 +447,20 @@ impl<S: TaskLister> Tasker<S> {
 }
 
 impl<S: TaskLister + QueueStats> Tasker<S> {
-    /// Counts per status and the backlog, read at once.
+    /// Counts per status and the backlog, in reads that do not grow with the table.
     pub async fn stats(&self) -> Result<Stats, TaskerError> {
         let now = self.clock.now();
-        let (counts, backlog) =
-            futures::future::try_join(self.store.counts(now), self.store.backlog(now)).await?;
+        let overview = self.store.overview(now).await?;
         Ok(Stats {
-            counts,
-            due: backlog.due,
-            oldest_due_age_seconds: backlog.oldest_due_at.map(|at| now.since(at).as_secs()),
+            counts: overview.counts,
+            due: overview.backlog.due,
+            oldest_due_age_seconds: overview
+                .backlog
+                .oldest_due_at
+                .map(|at| now.since(at).as_secs()),
+            exact: overview.exact,
+            active_seen_at: overview.active_seen_at,
+            lower_bounds: overview.lower_bounds,
         })
     }
 }

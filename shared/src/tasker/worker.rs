@@ -119,11 +119,15 @@ impl<S: TaskDelivery + TaskQueue> Tasker<S> {
         let limits = RunLimits::new(Instant::now(), deadline, &self.settings);
         // Owned messages: futures that borrow them keep the caller's future from being `Send`
         // for every lifetime (a spawned worker loop needs that).
-        futures::stream::iter(messages.to_vec())
+        let handled = futures::stream::iter(messages.to_vec())
             .map(|message| async move { self.work_one(&message, limits).await })
             .buffered(self.settings.concurrency.max(1))
             .collect()
-            .await
+            .await;
+        // The counts of finished tasks, at most every few seconds: a write per batch would add
+        // a write unit per ten tasks.
+        self.store.flush(self.clock.now(), false).await;
+        handled
     }
 
     async fn work_one(&self, message: &Message, limits: RunLimits) -> Handled {

@@ -5,10 +5,10 @@ use std::time::Duration;
 
 use super::item::Queue;
 use super::schema::QUEUE_SHARDS;
-use super::table::{BATCH_GET_KEYS, Entry, KeyRange, Table};
+use super::table::{Entry, KeyRange, Table};
 use super::{tasks, watermark};
 use crate::clock::Timestamp;
-use crate::store::{ListFilter, ListKey, StatusCounts, StoreError, TaskPage};
+use crate::store::{ListFilter, ListKey, StoreError, TaskPage};
 use crate::task::{Task, TaskId, TaskStatus};
 
 /// Index reads one listing page makes at most before it returns a short page.
@@ -59,82 +59,6 @@ pub async fn list(
     }
     page.next = below;
     Ok(page)
-}
-
-/// The number of tasks in each status; see [`crate::store::TaskLister::counts`]. Per shard,
-/// run at once: failed and cancelled tasks are counted from the index (`Select=COUNT`, keys
-/// only). In the due queue, entries at or below the watermark are succeeded and entries far
-/// enough ahead of `now` pending, both counted the same way; the entries between (due,
-/// running, recently done) are read.
-pub async fn counts(table: &Table, now: Timestamp) -> Result<StatusCounts, StoreError> {
-    let marks = watermark::read_all(table).await?;
-    let come = ListKey::after_all_at(now.plus(LIST_SKEW));
-    let shards = (0..QUEUE_SHARDS).map(|shard| {
-        let mark = marks.get(shard as usize).cloned().flatten();
-        let come = come.clone();
-        async move {
-            let whole = |queue: Queue| KeyRange {
-                queue: queue.shard(shard),
-                lo: None,
-                hi: None,
-            };
-            let due = |lo: Option<ListKey>, hi: Option<ListKey>| KeyRange {
-                queue: Queue::Due.shard(shard),
-                lo,
-                hi,
-            };
-            let succeeded = due(None, mark.clone());
-            let pending = due(Some(come.clone()), None);
-            let recent = due(mark.clone(), Some(come.clone()));
-            let (failed, cancelled, succeeded, pending, recent) = futures::future::try_join5(
-                table.count(&whole(Queue::Failed)),
-                table.count(&whole(Queue::Cancelled)),
-                async {
-                    match mark {
-                        Some(_) => table.count(&succeeded).await,
-                        None => Ok(0),
-                    }
-                },
-                table.count(&pending),
-                classify_range(table, &recent),
-            )
-            .await?;
-            let mut counts = recent;
-            counts.add(TaskStatus::Failed, failed);
-            counts.add(TaskStatus::Cancelled, cancelled);
-            counts.add(TaskStatus::Succeeded, succeeded);
-            counts.add(TaskStatus::Pending, pending);
-            Ok::<_, StoreError>(counts)
-        }
-    });
-    let mut counts = StatusCounts::default();
-    for shard in futures::future::try_join_all(shards).await? {
-        for status in TaskStatus::ALL {
-            counts.add(status, shard.get(status));
-        }
-    }
-    Ok(counts)
-}
-
-/// The statuses of the tasks whose entries lie in `range`, read from their items; entries a
-/// task has moved away from are not counted.
-async fn classify_range(table: &Table, range: &KeyRange) -> Result<StatusCounts, StoreError> {
-    let mut counts = StatusCounts::default();
-    let mut start = None;
-    loop {
-        let (entries, next) = table.entries(range, false, BATCH_GET_KEYS, start).await?;
-        let ids: Vec<TaskId> = entries.iter().map(|entry| entry.id).collect();
-        let tasks = tasks::get_many(table, &ids, false).await?;
-        for entry in entries {
-            if let Some(task) = tasks.get(&entry.id).filter(|t| ListKey::of(t) == entry.key) {
-                counts.add(task.status, 1);
-            }
-        }
-        start = next;
-        if start.is_none() {
-            return Ok(counts);
-        }
-    }
 }
 
 /// The next `want` entries below `below` across `ranges`, newest first, and the key to

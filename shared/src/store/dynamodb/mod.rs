@@ -16,6 +16,7 @@ mod expr;
 mod guards;
 pub mod item;
 mod listing;
+mod overview;
 #[cfg(feature = "testing")]
 pub mod probe;
 mod purge;
@@ -24,6 +25,7 @@ mod schedules;
 pub mod schema;
 mod sweep;
 mod table;
+mod tally;
 mod tasks;
 mod watermark;
 
@@ -36,9 +38,10 @@ use self::due::DueQueue;
 use self::queue::Queue;
 use self::table::Table;
 use super::{
-    Backlog, Created, Expect, Leases, ListFilter, ListKey, QueueStats, QueueSweeper, ScheduleStore,
-    ScheduleWrite, Settlement, StatusCounts, StoreError, SweepSummary, TaskCanceller, TaskLister,
-    TaskPage, TaskPurger, TaskQueue, TaskReader, TaskRetrier, TaskWriter, Transition,
+    Backlog, Created, Expect, Leases, ListFilter, ListKey, Overview, QueueStats, QueueSweeper,
+    ScheduleStore, ScheduleWrite, Settlement, StatusCounts, StoreError, SweepSummary,
+    TaskCanceller, TaskLister, TaskPage, TaskPurger, TaskQueue, TaskReader, TaskRetrier,
+    TaskWriter, Transition,
 };
 use crate::clock::Timestamp;
 use crate::schedule::Schedule;
@@ -56,6 +59,9 @@ pub struct DynamoStore {
     due: DueQueue,
     /// The schedules, and this process's list of them.
     schedules: schedules::Schedules,
+    /// When this process last published its look at the due queue; `None` until it claims
+    /// from the due queue (only processors that scan it publish).
+    seen: std::sync::Arc<std::sync::Mutex<Option<Option<std::time::Instant>>>>,
 }
 
 impl DynamoStore {
@@ -67,7 +73,17 @@ impl DynamoStore {
             schedules: schedules::Schedules::new(table.clone()),
             table,
             ttl_after,
+            seen: std::sync::Arc::default(),
         }
+    }
+
+    /// Writes this process's counts of finished tasks now (after an operator's change, which
+    /// no later run of this process may follow).
+    async fn flush_tally(&self) {
+        self.table
+            .tally()
+            .flush(&self.table, self.ttl_after, true)
+            .await;
     }
 
     /// The table name.
@@ -116,6 +132,10 @@ impl TaskQueue for DynamoStore {
         limit: usize,
         leases: &Leases,
     ) -> Result<Vec<Task>, StoreError> {
+        self.seen
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get_or_insert(None);
         self.queue().claim_due(due_by, now, limit, leases).await
     }
 
@@ -127,12 +147,36 @@ impl TaskQueue for DynamoStore {
     ) -> Result<Task, StoreError> {
         self.queue().settle(claimed, outcome, now).await
     }
+
+    async fn flush(&self, now: Timestamp, end: bool) {
+        self.table
+            .tally()
+            .flush(&self.table, self.ttl_after, end)
+            .await;
+        let publish = {
+            let mut seen = self.seen.lock().unwrap_or_else(|p| p.into_inner());
+            match seen.as_mut() {
+                Some(last) if last.is_none_or(|at| at.elapsed() >= overview::SEEN_EVERY) => {
+                    *last = Some(std::time::Instant::now());
+                    true
+                }
+                _ => false,
+            }
+        };
+        if publish {
+            if let Err(err) = overview::publish(&self.table, &self.due, now).await {
+                tracing::warn!(error = %crate::report::Report(&err), "could not publish this processor's look at the due queue");
+            }
+        }
+    }
 }
 
 impl TaskCanceller for DynamoStore {
     async fn cancel(&self, id: TaskId, now: Timestamp) -> Result<Task, StoreError> {
         let cancel = Transition::Cancel { now };
-        tasks::apply_to(&self.table, self.ttl_after, id, &cancel).await
+        let cancelled = tasks::apply_to(&self.table, self.ttl_after, id, &cancel).await;
+        self.flush_tally().await;
+        cancelled
     }
 
     async fn cancel_by_reference(
@@ -141,7 +185,11 @@ impl TaskCanceller for DynamoStore {
         task_type: Option<&str>,
         now: Timestamp,
     ) -> Result<Vec<TaskId>, StoreError> {
-        tasks::cancel_by_reference(&self.table, self.ttl_after, reference_uid, task_type, now).await
+        let cancelled =
+            tasks::cancel_by_reference(&self.table, self.ttl_after, reference_uid, task_type, now)
+                .await;
+        self.flush_tally().await;
+        cancelled
     }
 }
 
@@ -150,7 +198,9 @@ impl TaskRetrier for DynamoStore {
         let task = tasks::get(&self.table, id)
             .await?
             .ok_or(StoreError::NotFound(id))?;
-        let retried = tasks::retry(&self.table, self.ttl_after, task, now).await?;
+        let retried = tasks::retry(&self.table, self.ttl_after, task, now).await;
+        self.flush_tally().await;
+        let retried = retried?;
         self.due.entry_written(&retried);
         Ok(retried)
     }
@@ -159,6 +209,10 @@ impl TaskRetrier for DynamoStore {
 impl QueueStats for DynamoStore {
     async fn backlog(&self, now: Timestamp) -> Result<Backlog, StoreError> {
         self.due.backlog(now).await
+    }
+
+    async fn overview(&self, now: Timestamp) -> Result<Overview, StoreError> {
+        overview::overview(&self.table, &self.due, self.ttl_after, now).await
     }
 }
 
@@ -220,6 +274,10 @@ impl TaskLister for DynamoStore {
     }
 
     async fn counts(&self, now: Timestamp) -> Result<StatusCounts, StoreError> {
-        listing::counts(&self.table, now).await
+        Ok(
+            overview::overview(&self.table, &self.due, self.ttl_after, now)
+                .await?
+                .counts,
+        )
     }
 }

@@ -72,6 +72,10 @@ pub const SWEEP_PREFIX: &str = "sweep#";
 
 /// Prefix of a schedule item's [`ID`] (`sched#<name>`).
 pub const SCHEDULE_PREFIX: &str = "sched#";
+/// Prefix of a day's counts of finished tasks: `count#<YYYY-MM-DD>` (see `tally.rs`).
+pub const TALLY_PREFIX: &str = "count#";
+/// The item a processor writes what it last saw of the due queue to (see `overview.rs`).
+pub const QUEUE_SEEN_ID: &str = "seen#due";
 /// The queue-index partition every schedule item is in, under its name (which never changes,
 /// so advancing a schedule never writes the index).
 pub const SCHEDULE_QUEUE: &str = "sched";

@@ -17,6 +17,7 @@ use super::client::sdk_error;
 use super::expr::Expr;
 use super::item::{Item, s};
 use super::schema::{self, names};
+use super::tally::Tally;
 use crate::store::{ListKey, StoreError};
 use crate::task::TaskId;
 
@@ -80,6 +81,8 @@ fn just_above(key: &ListKey) -> String {
 pub struct Table {
     client: Client,
     name: String,
+    /// This process's changes to the counts of finished tasks, not yet written.
+    tally: std::sync::Arc<Tally>,
 }
 
 impl Table {
@@ -88,7 +91,13 @@ impl Table {
         Self {
             client,
             name: name.into(),
+            tally: std::sync::Arc::default(),
         }
+    }
+
+    /// This process's changes to the counts of finished tasks, shared by clones.
+    pub fn tally(&self) -> &Tally {
+        &self.tally
     }
 
     /// The table's name.
@@ -322,6 +331,44 @@ impl Table {
                 return Ok(count);
             }
         }
+    }
+
+    /// The number of entries in `range`, reading at most about `max` of them: the count, and
+    /// whether it is the whole range's.
+    pub async fn count_up_to(
+        &self,
+        range: &KeyRange,
+        max: usize,
+    ) -> Result<(u64, bool), StoreError> {
+        if range.is_empty() {
+            return Ok((0, true));
+        }
+        let output = self
+            .queue_query(range)
+            .select(Select::Count)
+            .limit(i32::try_from(max.max(1)).unwrap_or(i32::MAX))
+            .send()
+            .await
+            .map_err(|err| sdk_error("Query", err))?;
+        let count = u64::try_from(output.count).unwrap_or_default();
+        Ok((count, output.last_evaluated_key.is_none()))
+    }
+
+    /// Applies `update` to the item `key`, creating it when missing: for counters, whose
+    /// `ADD`s need no condition.
+    pub async fn update_always(&self, key: &str, update: Expr) -> Result<(), StoreError> {
+        let (names, values) = update.bindings(None);
+        self.client
+            .update_item()
+            .table_name(&self.name)
+            .key(schema::ID, s(key))
+            .update_expression(&update.text)
+            .set_expression_attribute_names(names)
+            .set_expression_attribute_values(values)
+            .send()
+            .await
+            .map_err(|err| sdk_error("UpdateItem", err))?;
+        Ok(())
     }
 
     /// The ids of every task with `reference_uid` (and `task_type`) in the eventually

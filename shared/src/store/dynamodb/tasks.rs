@@ -118,12 +118,16 @@ pub async fn apply(
             .update(&before.id.to_string(), update, expr::unchanged(&old))
             .await?
         {
-            Write::Done(()) => return Ok(Applied::Written(after)),
+            Write::Done(()) => {
+                table.tally().record(&before, &after);
+                return Ok(Applied::Written(after));
+            }
             Write::ConditionFailed(None) => return Ok(Applied::Gone),
             Write::ConditionFailed(Some(item)) => {
                 let current = from_item(item)?;
                 // An SDK retry of this very write, whose first try landed.
                 if current == after {
+                    table.tally().record(&before, &after);
                     return Ok(Applied::Written(after));
                 }
                 before = current;
@@ -196,7 +200,10 @@ pub async fn retry(
         )?,
     ];
     let failed = match table.transact(writes, &new_lease_token()).await? {
-        Transact::Done => return Ok(after),
+        Transact::Done => {
+            table.tally().record(&before, &after);
+            return Ok(after);
+        }
         Transact::ConditionsFailed(failed) => failed,
     };
     if failed.first() == Some(&true) {

@@ -7,7 +7,8 @@ use super::SqliteStore;
 use super::rows::{COLUMNS, row_to_task, sqlite_error};
 use crate::clock::Timestamp;
 use crate::store::{
-    Backlog, ListFilter, ListKey, QueueStats, StatusCounts, StoreError, TaskLister, TaskPage,
+    Backlog, ListFilter, ListKey, Overview, QueueStats, StatusCounts, StoreError, TaskLister,
+    TaskPage,
 };
 use crate::task::{Task, TaskStatus};
 
@@ -140,6 +141,16 @@ impl QueueStats for SqliteStore {
             })
         })
         .await
+    }
+
+    async fn overview(&self, now: Timestamp) -> Result<Overview, StoreError> {
+        Ok(Overview {
+            counts: self.counts(now).await?,
+            backlog: self.backlog(now).await?,
+            active_seen_at: None,
+            lower_bounds: Vec::new(),
+            exact: true,
+        })
     }
 }
 

@@ -90,6 +90,21 @@ pub struct ScanFound {
     pub exhausted: Vec<Task>,
     /// Shards the scan left entries unread in, with the last key it read there.
     pub unread: Vec<(u32, Option<ListKey>)>,
+    /// Entries of tasks running under a live lease (or not readable yet) the scan passed.
+    pub blocking: usize,
+}
+
+/// The tasks of the due queue up to now that are not finished, as one scan saw them.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Active {
+    /// Pending tasks due now.
+    pub pending: u64,
+    /// Running tasks, their lease expired or not.
+    pub running: u64,
+    /// The backlog: tasks due now (pending, or running with an expired lease).
+    pub backlog: Backlog,
+    /// False when the scan stopped at its read cap: the numbers are what it saw.
+    pub complete: bool,
 }
 
 /// The due queue of one table, with what this process knows of it (shared by clones).
@@ -193,6 +208,37 @@ impl DueQueue {
             backlog.due += self.table.count(&range).await?;
         }
         Ok(backlog)
+    }
+
+    /// The unfinished tasks up to `now`, from a scan that reads at most `read_cap` items.
+    pub async fn active(&self, now: Timestamp, read_cap: usize) -> Result<Active, StoreError> {
+        let goal = ScanGoal {
+            upper: ListKey::after_all_at(now),
+            due_by: now,
+            now,
+            want: usize::MAX,
+            read_cap,
+            read_ahead: false,
+        };
+        let found = Box::pin(self.scan(&goal)).await?;
+        let count = |n: usize| u64::try_from(n).unwrap_or(u64::MAX);
+        let due = found.claimable.iter().chain(&found.exhausted);
+        let pending = found
+            .claimable
+            .iter()
+            .filter(|task| task.status == TaskStatus::Pending)
+            .count();
+        Ok(Active {
+            pending: count(pending),
+            running: count(
+                found.blocking + found.claimable.len() - pending + found.exhausted.len(),
+            ),
+            backlog: Backlog {
+                due: count(found.claimable.len() + found.exhausted.len()),
+                oldest_due_at: due.filter_map(Task::due_at).min(),
+            },
+            complete: found.unread.is_empty(),
+        })
     }
 
     /// This process wrote `task` (a create, a retry, an outcome): if it is pending, a scan

@@ -145,7 +145,10 @@ impl ShardReader {
                 self.blocked = true;
                 scan.found.exhausted.push(task);
             }
-            Classified::Blocking => self.blocked = true,
+            Classified::Blocking => {
+                self.blocked = true;
+                scan.found.blocking += 1;
+            }
         }
     }
 }
@@ -211,7 +214,9 @@ impl<'a> Scan<'a> {
     ) -> Result<bool, StoreError> {
         // A query is billed by the 4 KB it reads, so a page shorter than PAGE_MIN costs the
         // same; what the scan does not reach is kept for the next claim (see `ahead`).
-        let page = self.goal.want.saturating_add(8).clamp(PAGE_MIN, PAGE_MAX);
+        let page = (self.goal.want.min(self.goal.read_cap))
+            .saturating_add(8)
+            .clamp(PAGE_MIN, PAGE_MAX);
         loop {
             let refills = readers
                 .iter_mut()
@@ -243,6 +248,7 @@ impl<'a> Scan<'a> {
             .goal
             .want
             .saturating_sub(self.found.claimable.len())
+            .min(self.goal.read_cap.saturating_sub(self.reads))
             .clamp(1, BATCH_GET_KEYS);
         let mut chunk = Vec::new();
         let mut unknown = 0;
