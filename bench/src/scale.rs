@@ -230,16 +230,19 @@ fn median(mut values: Vec<f64>) -> f64 {
     values[values.len() / 2]
 }
 
-/// The scale phase on `store` (metered by `proxy` on DynamoDB).
+/// The scale phase: `store` is loaded as a processor would (and writes what it keeps at the
+/// end of each load, as a processor run does); `api`, another process on the same tasks,
+/// serves the HTTP calls (metered by `proxy` on DynamoDB).
 pub async fn scale(
     store: Store,
+    api: Store,
     proxy: Option<&CapacityProxy>,
     label: &str,
     small: usize,
     full: usize,
 ) -> Scale {
     let tasker = Arc::new(tasker::Tasker::new(
-        store.clone(),
+        api,
         phases::noop_registry(ProgressBar::hidden()),
         tasker::ProcessorSettings::default(),
     ));
@@ -249,10 +252,12 @@ pub async fn scale(
     let small_mark = load(&store, 0, small, small / 2 + 10, &bar)
         .await
         .expect("a deep cursor");
+    store.flush(Timestamp::now_utc(), true).await;
     let at_small = measure(&base, &calls(&small_mark), proxy).await;
     let full_mark = load(&store, small, full, full / 2 + 10, &bar)
         .await
         .unwrap_or(small_mark);
+    store.flush(Timestamp::now_utc(), true).await;
     bar.finish_and_clear();
     let load_seconds = started.elapsed().as_secs_f64();
     let list = calls(&full_mark);

@@ -131,20 +131,23 @@ pub async fn scale(bench: &Bench, kind: Kind) -> crate::results::Scale {
     match kind {
         Kind::Sqlite => {
             let store = bench.store(kind, "scale").await;
-            crate::scale::scale(
-                store,
-                None,
-                kind.name(),
-                args.scale_small,
-                args.scale_sqlite,
-            )
-            .await
+            let api = Store::Sqlite(
+                SqliteStore::open(bench.dir.path().join("scale.db")).expect("SQLite"),
+            );
+            let (small, full) = (args.scale_small, args.scale_sqlite);
+            crate::scale::scale(store, api, None, kind.name(), small, full).await
         }
         Kind::DynamoDb => {
             let proxy = CapacityProxy::start(bench.endpoint()).await;
-            let store = Store::DynamoDb(dynamo::fresh_store_at(&proxy.endpoint).await);
+            let loader = dynamo::fresh_store_at(&proxy.endpoint).await;
+            let api = DynamoStore::new(
+                dynamo::client_for(&proxy.endpoint),
+                loader.table(),
+                dynamo::RETENTION,
+            );
+            let (store, api) = (Store::DynamoDb(loader), Store::DynamoDb(api));
             let (small, full) = (args.scale_small, args.scale_dynamodb);
-            crate::scale::scale(store, Some(&proxy), kind.name(), small, full).await
+            crate::scale::scale(store, api, Some(&proxy), kind.name(), small, full).await
         }
     }
 }
