@@ -274,12 +274,18 @@ pub async fn stats(tasker: &Tasker<Store>, json: bool) -> Result<(), CliError> {
         return Ok(());
     }
     for status in TaskStatus::ALL {
-        out!("{:<10} {:>10}", status.as_str(), stats.counts.get(status));
+        // A count whose reads reached their cap is at least the number shown.
+        let at_least = if stats.lower_bounds.contains(&status) { ">=" } else { "" };
+        let count = format!("{at_least}{}", stats.counts.get(status));
+        out!("{:<10} {count:>10}", status.as_str());
     }
     out!("{:<10} {:>10}", "total", stats.counts.total());
     match stats.oldest_due_age_seconds {
         Some(age) => out!("due now    {:>10}  (oldest waiting {age} s)", stats.due),
         None => out!("due now    {:>10}", stats.due),
+    }
+    if let Some(seen) = stats.active_seen_at {
+        out!("(pending, running and due as a processor saw them at {seen})");
     }
     Ok(())
 }
