@@ -220,6 +220,17 @@ fn scale_table(scale: &Scale) -> String {
             f(c.full_ms)
         );
     }
+    for (size, stats) in [(&small, &scale.stats_small), (&full, &scale.stats_full)] {
+        let _ = writeln!(
+            out,
+            "\n`GET /stats` at {size}: counts {}, due {}, exact {}, lowerBounds {}, activeSeenAt {}",
+            stats["counts"],
+            stats["due"],
+            stats["exact"],
+            stats["lowerBounds"],
+            stats["activeSeenAt"]
+        );
+    }
     let _ = writeln!(out, "\n(load of {full} tasks: {:.0} s)", scale.load_seconds);
     out
 }

@@ -43,6 +43,10 @@ pub struct Scale {
     pub load_seconds: f64,
     /// One row per call.
     pub calls: Vec<ScaleCall>,
+    /// `GET /stats` at the small size, as answered (how exact it is included).
+    pub stats_small: serde_json::Value,
+    /// The same at the full size.
+    pub stats_full: serde_json::Value,
 }
 
 /// One call at both sizes: median milliseconds and, on DynamoDB, read units.

@@ -7,7 +7,7 @@ use std::time::Duration;
 use futures::StreamExt;
 use indicatif::{ProgressBar, ProgressStyle};
 use serde_json::{Value, json};
-use tasker::store::{ListFilter, ListKey, TaskPage};
+use tasker::store::{ListFilter, ListKey, LowerBound, TaskPage};
 use tasker::tasker::MAX_LIST_LIMIT;
 use tasker::{Store, Task, TaskId, TaskStatus, Tasker, TaskerError};
 
@@ -275,14 +275,29 @@ pub async fn stats(tasker: &Tasker<Store>, json: bool) -> Result<(), CliError> {
     }
     for status in TaskStatus::ALL {
         // A count whose reads reached their cap is at least the number shown.
-        let at_least = if stats.lower_bounds.contains(&status) { ">=" } else { "" };
+        let bound = match status {
+            TaskStatus::Pending => Some(LowerBound::Pending),
+            TaskStatus::Running => Some(LowerBound::Running),
+            _ => None,
+        };
+        let at_least = if bound.is_some_and(|b| stats.lower_bounds.contains(&b)) {
+            ">="
+        } else {
+            ""
+        };
         let count = format!("{at_least}{}", stats.counts.get(status));
         out!("{:<10} {count:>10}", status.as_str());
     }
     out!("{:<10} {:>10}", "total", stats.counts.total());
+    let at_least = if stats.lower_bounds.contains(&LowerBound::Due) {
+        ">="
+    } else {
+        ""
+    };
+    let due = format!("{at_least}{}", stats.due);
     match stats.oldest_due_age_seconds {
-        Some(age) => out!("due now    {:>10}  (oldest waiting {age} s)", stats.due),
-        None => out!("due now    {:>10}", stats.due),
+        Some(age) => out!("due now    {due:>10}  (oldest waiting {age} s)"),
+        None => out!("due now    {due:>10}"),
     }
     if let Some(seen) = stats.active_seen_at {
         out!("(pending, running and due as a processor saw them at {seen})");

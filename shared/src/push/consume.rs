@@ -28,7 +28,11 @@ pub async fn consume<S: TaskDelivery + TaskQueue>(
     let mut stop = std::pin::pin!(stop);
     loop {
         let received = tokio::select! {
-            () = &mut stop => return summary,
+            () = &mut stop => {
+                // What the worker counted of finished tasks, written before it goes.
+                tasker.store().flush(tasker.now(), true).await;
+                return summary;
+            }
             received = queue.receive(BATCH_MAX, wait) => received,
         };
         let received = match received {

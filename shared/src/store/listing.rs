@@ -117,10 +117,22 @@ pub struct Overview {
     /// When the unfinished tasks (pending due, running, the backlog) were seen, if not by this
     /// call: a processor's last look at the queue.
     pub active_seen_at: Option<Timestamp>,
-    /// Counts that are at least the number shown: the reads they needed went past their cap.
-    pub lower_bounds: Vec<TaskStatus>,
+    /// Numbers that are at least what is shown: the reads they needed reached their cap.
+    pub lower_bounds: Vec<LowerBound>,
     /// Whether every number is exact as of now (SQLite's are).
     pub exact: bool,
+}
+
+/// A number of [`Overview`] that may be larger than shown.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+pub enum LowerBound {
+    /// The count of pending tasks.
+    Pending,
+    /// The count of running tasks.
+    Running,
+    /// The backlog (`due`), and so the age of its oldest task.
+    Due,
 }
 
 /// How many tasks are in each status.

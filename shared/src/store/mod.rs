@@ -31,7 +31,9 @@ pub use delivery::{ClaimById, TaskDelivery};
 pub use dynamodb::DynamoStore;
 pub use error::{Cause, StoreError};
 pub use lease::Leases;
-pub use listing::{InvalidCursor, ListFilter, ListKey, Overview, StatusCounts, TaskPage};
+pub use listing::{
+    InvalidCursor, ListFilter, ListKey, LowerBound, Overview, StatusCounts, TaskPage,
+};
 pub use schedules::{Expect, SCHEDULES_SEEN_WITHIN, ScheduleStore, ScheduleWrite};
 #[cfg(feature = "sqlite")]
 pub use sqlite::SqliteStore;

@@ -219,6 +219,8 @@ impl<S: TaskQueue> Tasker<S> {
                     flushing = None;
                 }
                 () = sleep_until(timer), if timer.is_some() => {}
+                // With every slot busy on long tasks nothing else wakes the loop.
+                () = sleep_until(Some(flush_checked + FLUSH_CHECK_EVERY)), if flushing.is_none() => {}
                 () = self.due_now.notified(), if open && !refill.is_woken() => refill.woken(),
                 () = &mut stop, if !stopped => stopped = true,
                 else => break,

@@ -21,11 +21,11 @@ use serde::Serialize;
 use crate::clock::{Clock, SystemClock, Timestamp};
 use crate::push::{Delivery, Push};
 use crate::store::{
-    Backlog, Created, Leases, ListFilter, ListKey, QueueStats, QueueSweeper, StatusCounts,
-    StoreError, SweepSummary, TaskCanceller, TaskLister, TaskPage, TaskPurger, TaskReader,
-    TaskRetrier, TaskWriter,
+    Backlog, Created, Leases, ListFilter, ListKey, LowerBound, QueueStats, QueueSweeper,
+    StatusCounts, StoreError, SweepSummary, TaskCanceller, TaskLister, TaskPage, TaskPurger,
+    TaskReader, TaskRetrier, TaskWriter,
 };
-use crate::task::{NewTask, Task, TaskId, TaskStatus, ValidationError};
+use crate::task::{NewTask, Task, TaskId, ValidationError};
 use crate::tasks::{Registry, TypeSettings};
 
 /// How a processor run behaves.
@@ -426,8 +426,8 @@ pub struct Stats {
     /// When pending, running, `due` and the oldest due age were seen, when not by this call:
     /// a processor's last look at the queue (DynamoDB).
     pub active_seen_at: Option<Timestamp>,
-    /// Counts that are at least the number shown (their reads reached a cap).
-    pub lower_bounds: Vec<TaskStatus>,
+    /// Numbers that are at least what is shown (their reads reached a cap).
+    pub lower_bounds: Vec<LowerBound>,
 }
 
 impl<S: TaskLister> Tasker<S> {

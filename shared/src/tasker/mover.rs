@@ -14,7 +14,7 @@ use super::{Tasker, TaskerError};
 use crate::clock::Timestamp;
 use crate::push::{Delivery, MAX_DELAY};
 use crate::report::Report;
-use crate::store::TaskDelivery;
+use crate::store::{TaskDelivery, TaskQueue};
 use crate::task::{Task, TaskId, TaskStatus};
 
 /// How late a task whose writer sent its message must be before the mover sends another:
@@ -81,7 +81,7 @@ fn needs_message(task: &Task, now: Timestamp, queue_busy: bool) -> Option<bool> 
     }
 }
 
-impl<S: TaskDelivery> Tasker<S> {
+impl<S: TaskDelivery + TaskQueue> Tasker<S> {
     /// One mover run (SQS mode); see the module's documentation.
     pub async fn move_due(&self) -> Result<MoveSummary, TaskerError> {
         let started = Instant::now();
@@ -93,6 +93,8 @@ impl<S: TaskDelivery> Tasker<S> {
             .store
             .deliverable(now.plus(MAX_DELAY), now, MOVE_LIMIT)
             .await?;
+        // The expired final attempts that read failed, in the counts of finished tasks.
+        self.store.flush(now, true).await;
         let queue_busy = match push.waiting().await {
             Ok(waiting) => waiting > 0,
             Err(err) => {

@@ -58,6 +58,8 @@ impl TaskDelivery for DynamoStore {
             want: limit,
             read_cap: limit.saturating_mul(READS_PER_WANTED),
             read_ahead: false,
+            entry_cap: usize::MAX,
+            reread_leased: false,
         };
         let found = Box::pin(self.due.scan(&goal)).await?;
         let queue = self.queue();

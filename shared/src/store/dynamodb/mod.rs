@@ -153,7 +153,8 @@ impl TaskQueue for DynamoStore {
             .tally()
             .flush(&self.table, self.ttl_after, end)
             .await;
-        let publish = {
+        // Not at the end of a run: its look would cost the run's last seconds.
+        let publish = !end && {
             let mut seen = self.seen.lock().unwrap_or_else(|p| p.into_inner());
             match seen.as_mut() {
                 Some(last) if last.is_none_or(|at| at.elapsed() >= overview::SEEN_EVERY) => {

@@ -1,17 +1,20 @@
 //! `GET /stats` on DynamoDB in a bounded number of reads, whatever the table holds.
 //!
-//! - Finished tasks: the hourly counts of [`super::tally`] over the retention (a read of one
-//!   or two day items with the default 24 h).
+//! - Finished tasks: the hourly counts of [`super::tally`] over the retention (one or two day
+//!   items with the default 24 h).
 //! - Unfinished tasks up to now (pending and due, running) and the backlog: this process's own
-//!   look at the due queue, reading at most [`OVERVIEW_READS`] items. When that is not enough
-//!   (a cold process facing minutes of finished entries above the watermarks, or a large
-//!   backlog), what a processor last saw, if it is at most [`SEEN_FRESH`] old: processors
-//!   publish their look (one item, `seen#due`) every [`SEEN_EVERY`] while they work. Without
-//!   either, the numbers are what the capped look saw, and are marked as lower bounds.
-//! - Pending tasks scheduled later: a count of index entries above now, at most
-//!   [`LATER_COUNT`] per shard (keys only); past that, `pending` is a lower bound.
+//!   look at the due queue, reading at most [`OVERVIEW_READS`] items and [`OVERVIEW_ENTRIES`]
+//!   index entries. When that does not reach now (a cold process facing minutes of finished
+//!   entries above the watermarks, or a large backlog), what a processor last saw, if at most
+//!   [`SEEN_FRESH`] old: processors publish their look (item `seen#due`) every [`SEEN_EVERY`]
+//!   while they claim; the entries whose time came after that look are counted as pending.
+//!   Without either, the numbers are what the capped look saw, marked as lower bounds.
+//! - Pending tasks scheduled later: index entries above now, counted (keys only) up to
+//!   [`COUNT_CAP`] per shard; past that, `pending` is a lower bound.
 
 use std::time::Duration;
+
+use aws_sdk_dynamodb::types::AttributeValue;
 
 use super::due::{Active, DueQueue};
 use super::expr::Expr;
@@ -20,19 +23,24 @@ use super::schema::{ID, QUEUE_SEEN_ID, QUEUE_SHARDS};
 use super::table::{KeyRange, Table};
 use super::tally;
 use crate::clock::Timestamp;
-use crate::store::{Backlog, ListKey, Overview, StoreError};
+use crate::store::{Backlog, ListKey, LowerBound, Overview, StoreError};
 use crate::task::TaskStatus;
 
-/// Items this process's own look at the due queue reads at most (half a read unit each).
-const OVERVIEW_READS: usize = 40;
-/// Index entries above now counted per shard, at most.
-const LATER_COUNT: usize = 250;
+/// Items this process's own look at the due queue reads at most (half a read unit each, for
+/// items up to 4 KB: a large payload costs more).
+const OVERVIEW_READS: usize = 30;
+/// Index entries that look takes at most (about 80 per read unit).
+const OVERVIEW_ENTRIES: usize = 320;
+/// Index entries counted per shard and range, at most.
+const COUNT_CAP: usize = 200;
 /// How old a processor's published look may be and still be shown.
 pub const SEEN_FRESH: Duration = Duration::from_secs(120);
-/// How often a working processor publishes its look.
+/// How often a claiming processor publishes its look.
 pub const SEEN_EVERY: Duration = Duration::from_secs(30);
-/// Items a processor's look reads at most before it publishes nothing.
-const SEEN_READS: usize = 5000;
+/// Items and index entries a processor's look reads at most (at most about 560 read units,
+/// every [`SEEN_EVERY`]; far less with the warm cursors of a processor that keeps up).
+const SEEN_READS: usize = 1000;
+const SEEN_ENTRIES: usize = 5000;
 
 /// The counts and the backlog at `now`; see the module's documentation.
 pub async fn overview(
@@ -41,28 +49,42 @@ pub async fn overview(
     retention: Duration,
     now: Timestamp,
 ) -> Result<Overview, StoreError> {
-    let (finished, own, (later, later_complete)) = futures::future::try_join3(
+    let (finished, own, (later, later_whole)) = futures::future::try_join3(
         tally::finished(table, now, retention),
-        due.active(now, OVERVIEW_READS),
-        later(table, now),
+        due.active(now, OVERVIEW_READS, OVERVIEW_ENTRIES),
+        count_between(table, now, None),
     )
     .await?;
     let mut lower_bounds = Vec::new();
+    let mut counts = finished;
     let (active, active_seen_at) = if own.complete {
         (own, None)
     } else {
         match read_seen(table).await? {
-            Some((seen, at)) if now.since(at) <= SEEN_FRESH => (seen, Some(at)),
+            Some((seen, at)) if now.since(at) <= SEEN_FRESH => {
+                if !seen.complete {
+                    lower_bounds.extend(ALL_BOUNDS);
+                }
+                // Entries whose time came after the look: pending then (some may have run
+                // since, and are counted here as well as where they are now).
+                let (since, whole) = count_between(table, at, Some(now)).await?;
+                if !whole {
+                    lower_bounds.push(LowerBound::Pending);
+                }
+                counts.add(TaskStatus::Pending, since);
+                (seen, Some(at))
+            }
             _ => {
-                lower_bounds.extend([TaskStatus::Pending, TaskStatus::Running]);
+                lower_bounds.extend(ALL_BOUNDS);
                 (own, None)
             }
         }
     };
-    if !later_complete && !lower_bounds.contains(&TaskStatus::Pending) {
-        lower_bounds.push(TaskStatus::Pending);
+    if !later_whole {
+        lower_bounds.push(LowerBound::Pending);
     }
-    let mut counts = finished;
+    lower_bounds.sort();
+    lower_bounds.dedup();
     counts.add(TaskStatus::Pending, active.pending + later);
     counts.add(TaskStatus::Running, active.running);
     Ok(Overview {
@@ -74,16 +96,22 @@ pub async fn overview(
     })
 }
 
-/// Entries above `now` in every shard (pending tasks scheduled later), counted up to
-/// [`LATER_COUNT`] each; and whether every shard was counted whole.
-async fn later(table: &Table, now: Timestamp) -> Result<(u64, bool), StoreError> {
+const ALL_BOUNDS: [LowerBound; 3] = [LowerBound::Pending, LowerBound::Running, LowerBound::Due];
+
+/// Entries after `from` (up to `to`, included, or all) in every shard, counted up to
+/// [`COUNT_CAP`] each; and whether every shard was counted whole.
+async fn count_between(
+    table: &Table,
+    from: Timestamp,
+    to: Option<Timestamp>,
+) -> Result<(u64, bool), StoreError> {
     let counts = (0..QUEUE_SHARDS).map(|shard| {
         let range = KeyRange {
             queue: Queue::Due.shard(shard),
-            lo: Some(ListKey::after_all_at(now)),
-            hi: None,
+            lo: Some(ListKey::after_all_at(from)),
+            hi: to.map(ListKey::after_all_at),
         };
-        async move { table.count_up_to(&range, LATER_COUNT).await }
+        async move { table.count_up_to(&range, COUNT_CAP).await }
     });
     let counted = futures::future::try_join_all(counts).await?;
     Ok(counted
@@ -93,32 +121,37 @@ async fn later(table: &Table, now: Timestamp) -> Result<(u64, bool), StoreError>
         }))
 }
 
-/// A processor's look at the due queue, published: scans up to [`SEEN_READS`] items and
-/// writes what it saw, unless that was not the whole queue up to `now`.
+/// A processor's look at the due queue, published (also when it stopped at its cap, marked
+/// so).
 pub async fn publish(table: &Table, due: &DueQueue, now: Timestamp) -> Result<(), StoreError> {
-    let active = due.active(now, SEEN_READS).await?;
-    if !active.complete {
-        return Ok(());
+    let active = due.active(now, SEEN_READS, SEEN_ENTRIES).await?;
+    let (set, oldest) = match active.backlog.oldest_due_at {
+        Some(oldest) => (", #oldest = :oldest", Some(oldest)),
+        None => ("", None),
+    };
+    let remove = if oldest.is_some() {
+        ""
+    } else {
+        " REMOVE #oldest"
+    };
+    let mut update = Expr::new(format!(
+        "SET #pending = :pending, #running = :running, #due = :due, #at = :at, \
+         #complete = :complete{set}{remove}"
+    ))
+    .name("#pending", "pending")
+    .name("#running", "running")
+    .name("#due", "due")
+    .name("#at", "seenAt")
+    .name("#complete", "complete")
+    .name("#oldest", "oldestDueAt")
+    .value(":pending", n(active.pending))
+    .value(":running", n(active.running))
+    .value(":due", n(active.backlog.due))
+    .value(":at", s(now.to_text()))
+    .value(":complete", AttributeValue::Bool(active.complete));
+    if let Some(oldest) = oldest {
+        update = update.value(":oldest", s(oldest.to_text()));
     }
-    let mut update = Expr::new(
-        "SET #pending = :pending, #running = :running, #due = :due, #at = :at REMOVE #oldest",
-    );
-    if let Some(oldest) = active.backlog.oldest_due_at {
-        update = Expr::new(
-            "SET #pending = :pending, #running = :running, #due = :due, #at = :at, #oldest = :oldest",
-        )
-        .value(":oldest", s(oldest.to_text()));
-    }
-    let update = update
-        .name("#pending", "pending")
-        .name("#running", "running")
-        .name("#due", "due")
-        .name("#at", "seenAt")
-        .name("#oldest", "oldestDueAt")
-        .value(":pending", n(active.pending))
-        .value(":running", n(active.running))
-        .value(":due", n(active.backlog.due))
-        .value(":at", s(now.to_text()));
     table.update_always(QUEUE_SEEN_ID, update).await
 }
 
@@ -154,7 +187,11 @@ async fn read_seen(table: &Table) -> Result<Option<(Active, Timestamp)>, StoreEr
             due: number("due"),
             oldest_due_at: time("oldestDueAt"),
         },
-        complete: true,
+        complete: item
+            .get("complete")
+            .and_then(|v| v.as_bool().ok())
+            .copied()
+            .unwrap_or(false),
     };
     Ok(Some((active, at)))
 }

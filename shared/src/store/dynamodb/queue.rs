@@ -46,6 +46,8 @@ impl Queue<'_> {
             want: limit,
             read_cap: usize::MAX,
             read_ahead: true,
+            entry_cap: usize::MAX,
+            reread_leased: false,
         };
         let mut claimed = Vec::with_capacity(limit);
         let mut first_error = None;

@@ -94,14 +94,22 @@ impl Tally {
                 by_day.entry(day).or_default().push((attribute, delta));
             }
         }
-        for (day, adds) in by_day {
-            if let Err(err) = write_day(table, ttl_after, &day, &adds).await {
-                tracing::warn!(error = %Report(&err), day, "could not write the counts of finished tasks; kept for the next write");
-                let mut state = self.lock();
-                for (attribute, delta) in adds {
-                    *state.deltas.entry((day.clone(), attribute)).or_default() += delta;
+        // The writes run as a task of their own: a caller dropped half way (an HTTP client
+        // that hung up during a cancel) does not lose the changes it took.
+        let table = table.clone();
+        let writes = tokio::spawn(async move {
+            for (day, adds) in by_day {
+                if let Err(err) = write_day(&table, ttl_after, &day, &adds).await {
+                    tracing::warn!(error = %Report(&err), day, "could not write the counts of finished tasks; kept for the next write");
+                    let mut state = table.tally().lock();
+                    for (attribute, delta) in adds {
+                        *state.deltas.entry((day.clone(), attribute)).or_default() += delta;
+                    }
                 }
             }
+        });
+        if let Err(err) = writes.await {
+            tracing::warn!(error = %Report(&err), "the write of the counts of finished tasks stopped");
         }
     }
 

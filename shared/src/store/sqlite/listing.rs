@@ -43,53 +43,78 @@ impl TaskLister for SqliteStore {
     }
 
     async fn counts(&self, _now: Timestamp) -> Result<StatusCounts, StoreError> {
-        self.with_reader(move |conn| {
-            let mut stmt = conn
-                .prepare_cached("SELECT status, n FROM task_counts")
-                .map_err(sqlite_error)?;
-            let rows: Vec<(String, i64)> = stmt
-                .query_map([], |row| Ok((row.get(0)?, row.get(1)?)))
-                .map_err(sqlite_error)?
-                .collect::<rusqlite::Result<_>>()
-                .map_err(sqlite_error)?;
-            let mut counts = StatusCounts::default();
-            for (status, count) in rows {
-                let status: TaskStatus = status
-                    .parse()
-                    .map_err(|err| StoreError::backend_from("SQLite: a stored status", err))?;
-                counts.add(status, u64::try_from(count).unwrap_or_default());
-            }
-            Ok(counts)
-        })
-        .await
+        self.with_reader(|conn| counts_in(conn)).await
     }
 }
 
-/// The query of one listing page and its values. The statement names the index that holds
-/// the filter's rows in listing order (see `schema.rs`), so a page reads about `want` index
-/// entries whatever the table holds; a reference's tasks are few, and read through its own
-/// index.
+/// The counts the triggers keep (see `schema.rs`).
+fn counts_in(conn: &rusqlite::Connection) -> Result<StatusCounts, StoreError> {
+    let mut stmt = conn
+        .prepare_cached("SELECT status, n FROM task_counts")
+        .map_err(sqlite_error)?;
+    let rows: Vec<(String, i64)> = stmt
+        .query_map([], |row| Ok((row.get(0)?, row.get(1)?)))
+        .map_err(sqlite_error)?
+        .collect::<rusqlite::Result<_>>()
+        .map_err(sqlite_error)?;
+    let mut counts = StatusCounts::default();
+    for (status, count) in rows {
+        let status: TaskStatus = status
+            .parse()
+            .map_err(|err| StoreError::backend_from("SQLite: a stored status", err))?;
+        counts.add(status, u64::try_from(count).unwrap_or_default());
+    }
+    Ok(counts)
+}
+
+/// Tasks due at `now`: a range of the due index as long as the backlog.
+fn backlog_in(conn: &rusqlite::Connection, now: Timestamp) -> Result<Backlog, StoreError> {
+    let (due, oldest): (i64, Option<String>) = conn
+        .query_row(
+            "SELECT COUNT(*), MIN(due_at) FROM tasks WHERE due_at <= ?1",
+            params![now.to_text()],
+            |row| Ok((row.get(0)?, row.get(1)?)),
+        )
+        .map_err(sqlite_error)?;
+    Ok(Backlog {
+        due: u64::try_from(due).unwrap_or_default(),
+        oldest_due_at: oldest.and_then(|text| text.parse().ok()),
+    })
+}
+
+/// The query of one listing page and its values. The statement names an index that holds the
+/// filter's rows in listing order (see `schema.rs`), so a page reads about `want` index
+/// entries whatever the table holds, plus, for some filters, entries of other tasks it skips:
+///
+/// - `status` failed or cancelled: their own index (with `type`, the status's tasks of other
+///   types are skipped);
+/// - `status` pending or running: the unfinished tasks' index (the other of the two is
+///   skipped: running tasks are few, but a listing of them skips the due backlog);
+/// - `status` succeeded: the type's index or the whole listing's (other statuses skipped: most
+///   tasks in a table have succeeded);
+/// - `type`, `schedule`: their own index; `referenceUid`: the reference's few tasks, sorted.
 fn list_query(filter: &ListFilter, after: Option<&ListKey>, want: i64) -> (String, Vec<Value>) {
-    let index = match filter {
-        ListFilter {
-            reference_uid: Some(_),
-            ..
-        } => "",
-        ListFilter {
-            schedule: Some(_), ..
-        } => " INDEXED BY tasks_schedule_list",
-        ListFilter {
-            task_type: Some(_),
-            status: Some(_),
-            ..
-        } => " INDEXED BY tasks_type_status_list",
-        ListFilter {
-            task_type: Some(_), ..
-        } => " INDEXED BY tasks_type_list",
-        ListFilter {
-            status: Some(_), ..
-        } => " INDEXED BY tasks_status_list",
-        ListFilter { .. } => " INDEXED BY tasks_list",
+    let mut conditions: Vec<String> = Vec::new();
+    let index = if filter.reference_uid.is_some() {
+        ""
+    } else if filter.schedule.is_some() {
+        " INDEXED BY tasks_schedule_list"
+    } else {
+        match filter.status {
+            Some(TaskStatus::Failed | TaskStatus::Cancelled) => {
+                // The partial index's own condition, so the planner may use it.
+                conditions.push("status IN ('failed', 'cancelled')".to_owned());
+                " INDEXED BY tasks_closed"
+            }
+            Some(TaskStatus::Pending | TaskStatus::Running) => {
+                conditions.push("finished_at IS NULL".to_owned());
+                " INDEXED BY tasks_open"
+            }
+            Some(TaskStatus::Succeeded) | None if filter.task_type.is_some() => {
+                " INDEXED BY tasks_type_list"
+            }
+            Some(TaskStatus::Succeeded) | None => " INDEXED BY tasks_list",
+        }
     };
     let given = [
         (
@@ -100,7 +125,6 @@ fn list_query(filter: &ListFilter, after: Option<&ListKey>, want: i64) -> (Strin
         ("reference_uid", filter.reference_uid.clone()),
         ("schedule_name", filter.schedule.clone()),
     ];
-    let mut conditions = Vec::new();
     let mut values = Vec::new();
     for (column, value) in given {
         if let Some(value) = value {
@@ -127,30 +151,24 @@ fn list_query(filter: &ListFilter, after: Option<&ListKey>, want: i64) -> (Strin
 
 impl QueueStats for SqliteStore {
     async fn backlog(&self, now: Timestamp) -> Result<Backlog, StoreError> {
-        self.with_reader(move |conn| {
-            let (due, oldest): (i64, Option<String>) = conn
-                .query_row(
-                    "SELECT COUNT(*), MIN(due_at) FROM tasks WHERE due_at <= ?1",
-                    params![now.to_text()],
-                    |row| Ok((row.get(0)?, row.get(1)?)),
-                )
-                .map_err(sqlite_error)?;
-            Ok(Backlog {
-                due: u64::try_from(due).unwrap_or_default(),
-                oldest_due_at: oldest.and_then(|text| text.parse().ok()),
-            })
-        })
-        .await
+        self.with_reader(move |conn| backlog_in(conn, now)).await
     }
 
     async fn overview(&self, now: Timestamp) -> Result<Overview, StoreError> {
-        Ok(Overview {
-            counts: self.counts(now).await?,
-            backlog: self.backlog(now).await?,
-            active_seen_at: None,
-            lower_bounds: Vec::new(),
-            exact: true,
+        // One read transaction: the counts and the backlog of the same commit.
+        self.with_reader(move |conn| {
+            let tx = conn.transaction().map_err(sqlite_error)?;
+            let overview = Overview {
+                counts: counts_in(&tx)?,
+                backlog: backlog_in(&tx, now)?,
+                active_seen_at: None,
+                lower_bounds: Vec::new(),
+                exact: true,
+            };
+            tx.commit().map_err(sqlite_error)?;
+            Ok(overview)
         })
+        .await
     }
 }
 
@@ -161,33 +179,32 @@ mod tests {
     use crate::task::NewTask;
 
     fn filters() -> Vec<ListFilter> {
-        let status = || Some(TaskStatus::Failed);
-        let task_type = || Some("sendWebhook".to_owned());
-        vec![
+        let mut filters = vec![
             ListFilter::default(),
             ListFilter {
-                status: status(),
-                ..ListFilter::default()
-            },
-            ListFilter {
-                task_type: task_type(),
-                ..ListFilter::default()
-            },
-            ListFilter {
-                status: status(),
-                task_type: task_type(),
+                task_type: Some("sendWebhook".to_owned()),
                 ..ListFilter::default()
             },
             ListFilter {
                 schedule: Some("nightly".to_owned()),
                 ..ListFilter::default()
             },
-            ListFilter {
+        ];
+        for status in TaskStatus::ALL {
+            for task_type in [None, Some("sendWebhook".to_owned())] {
+                filters.push(ListFilter {
+                    status: Some(status),
+                    task_type,
+                    ..ListFilter::default()
+                });
+            }
+            filters.push(ListFilter {
+                status: Some(status),
                 schedule: Some("nightly".to_owned()),
-                status: status(),
                 ..ListFilter::default()
-            },
-        ]
+            });
+        }
+        filters
     }
 
     /// Each listing (first page and a cursor) reads its index in order: no scan of the table

@@ -26,6 +26,9 @@ use super::{
 use crate::clock::Timestamp;
 use crate::task::{Task, TaskId};
 
+/// Prepared statements kept per connection: the listings' (one per filter) and the updates'
+/// (one per set of changed columns) besides the others.
+const STATEMENT_CACHE: usize = 64;
 /// How long a writer waits for another process's write transaction before giving up.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -51,6 +54,7 @@ impl SqliteStore {
         let mut store = Self::init(conn)?;
         let reader = Connection::open(path.as_ref()).map_err(backend)?;
         reader.busy_timeout(BUSY_TIMEOUT).map_err(backend)?;
+        reader.set_prepared_statement_cache_capacity(STATEMENT_CACHE);
         reader
             .pragma_update(None, "query_only", true)
             .map_err(backend)?;
@@ -65,6 +69,7 @@ impl SqliteStore {
 
     fn init(mut conn: Connection) -> Result<Self, StoreError> {
         conn.busy_timeout(BUSY_TIMEOUT).map_err(backend)?;
+        conn.set_prepared_statement_cache_capacity(STATEMENT_CACHE);
         // WAL lets readers in other processes work while a processor writes.
         conn.pragma_update(None, "journal_mode", "WAL")
             .map_err(backend)?;

@@ -1,5 +1,6 @@
 //! The mapping between rows and tasks, and the writes of one task.
 
+use rusqlite::types::Value;
 use rusqlite::{Connection, OptionalExtension, params};
 
 use crate::clock::Timestamp;
@@ -122,46 +123,50 @@ pub fn insert(conn: &Connection, task: &Task) -> rusqlite::Result<()> {
     Ok(())
 }
 
-/// Rewrites every mutable column of `after`, the task `before` was. The listing key is written
-/// only when it moved: SQLite rewrites the entries of every index on a column a statement
-/// sets, even to the same value, and a claim or a success leaves the key where it is.
+/// Writes the columns in which `after` differs from `before`, the task as read in the same
+/// transaction. Only those: SQLite rewrites the entries of every index on a column a statement
+/// sets, even to the value it had, and most indexes (the listing key's, the type's) do not
+/// change in a claim or a success.
 pub fn update(conn: &Connection, before: &Task, after: &Task) -> rusqlite::Result<()> {
-    let key = ListKey::of(after);
-    let moved = ListKey::of(before) != key;
-    let sql = if moved {
-        "UPDATE tasks SET status = ?2, scheduled_at = ?3, updated_at = ?4, attempts = ?5, \
-         last_error = ?6, last_failed_attempt_at = ?7, succeeded_at = ?8, finished_at = ?9, \
-         lease_expires_at = ?10, due_at = ?11, lease_token = ?12, list_key = ?13 WHERE id = ?1"
-    } else {
-        "UPDATE tasks SET status = ?2, scheduled_at = ?3, updated_at = ?4, attempts = ?5, \
-         last_error = ?6, last_failed_attempt_at = ?7, succeeded_at = ?8, finished_at = ?9, \
-         lease_expires_at = ?10, due_at = ?11, lease_token = ?12 WHERE id = ?1"
+    let text_of =
+        |value: Option<Timestamp>| value.map_or(Value::Null, |t| Value::Text(t.to_text()));
+    let optional = |value: &Option<String>| value.clone().map_or(Value::Null, Value::Text);
+    let columns = |task: &Task| -> [(&'static str, Value); 12] {
+        [
+            ("status", Value::Text(task.status.as_str().to_owned())),
+            ("scheduled_at", Value::Text(task.scheduled_at.to_text())),
+            ("updated_at", Value::Text(task.updated_at.to_text())),
+            ("attempts", Value::Integer(i64::from(task.attempts))),
+            ("last_error", optional(&task.last_error)),
+            (
+                "last_failed_attempt_at",
+                text_of(task.last_failed_attempt_at),
+            ),
+            ("succeeded_at", text_of(task.succeeded_at)),
+            ("finished_at", text_of(task.finished_at)),
+            ("lease_expires_at", text_of(task.lease_expires_at)),
+            ("due_at", text_of(task.due_at())),
+            ("lease_token", optional(&task.lease_token)),
+            (
+                "list_key",
+                Value::Text(ListKey::of(task).as_str().to_owned()),
+            ),
+        ]
     };
-    let (id, status, key) = (after.id.to_string(), after.status.as_str(), key.as_str());
-    let (scheduled_at, updated_at) = (after.scheduled_at.to_text(), after.updated_at.to_text());
-    let (failed_at, succeeded_at) = (text(after.last_failed_attempt_at), text(after.succeeded_at));
-    let (finished_at, lease_expires_at, due_at) = (
-        text(after.finished_at),
-        text(after.lease_expires_at),
-        text(after.due_at()),
-    );
-    let values: [&dyn rusqlite::ToSql; 13] = [
-        &id,
-        &status,
-        &scheduled_at,
-        &updated_at,
-        &after.attempts,
-        &after.last_error,
-        &failed_at,
-        &succeeded_at,
-        &finished_at,
-        &lease_expires_at,
-        &due_at,
-        &after.lease_token,
-        &key,
-    ];
-    let used = if moved { 13 } else { 12 };
-    conn.prepare_cached(sql)?.execute(&values[..used])?;
+    let mut sets = Vec::new();
+    let mut values = vec![Value::Text(after.id.to_string())];
+    for ((column, old), (_, new)) in columns(before).into_iter().zip(columns(after)) {
+        if old != new {
+            values.push(new);
+            sets.push(format!("{column} = ?{}", values.len()));
+        }
+    }
+    if sets.is_empty() {
+        return Ok(());
+    }
+    let sql = format!("UPDATE tasks SET {} WHERE id = ?1", sets.join(", "));
+    conn.prepare_cached(&sql)?
+        .execute(rusqlite::params_from_iter(values))?;
     Ok(())
 }
 

@@ -79,6 +79,13 @@ pub struct ScanGoal {
     /// Go on from the entries the last such scan read ahead, if it was a moment ago (see
     /// [`ahead`]), and keep this scan's for the next.
     pub read_ahead: bool,
+    /// Stop after taking this many index entries (read or known), so that a scan through
+    /// entries this process knows are finished costs a bounded number of index pages too.
+    pub entry_cap: usize,
+    /// Read the items of entries this process remembers as running under another's lease
+    /// (or on their way as a message), instead of trusting the memory: for counts, since such a
+    /// task may have finished since.
+    pub reread_leased: bool,
 }
 
 /// What a scan found.
@@ -92,6 +99,8 @@ pub struct ScanFound {
     pub unread: Vec<(u32, Option<ListKey>)>,
     /// Entries of tasks running under a live lease (or not readable yet) the scan passed.
     pub blocking: usize,
+    /// The scan stopped at its read or entry cap before it reached `goal.upper`.
+    pub capped: bool,
 }
 
 /// The tasks of the due queue up to now that are not finished, as one scan saw them.
@@ -141,6 +150,7 @@ impl DueQueue {
         let preferred = lock(&self.state).preferred_shard(goal.now);
         let mut scan = Scan::new(goal, preferred, goal.now.minus(MARGIN));
         let capped = scan.read(&self.table, &self.state, &mut readers).await?;
+        scan.found.capped = capped;
         if capped {
             scan.found.unread = readers
                 .iter()
@@ -161,7 +171,7 @@ impl DueQueue {
             if !behind.is_empty() {
                 // Few entries, and behind the cursor: in key order.
                 scan.preferred = None;
-                scan.read(&self.table, &self.state, &mut behind).await?;
+                scan.found.capped |= scan.read(&self.table, &self.state, &mut behind).await?;
                 scan.found.claimable.sort_by_cached_key(ListKey::of);
                 // A kept reader and the look-back may meet at the cursor's millisecond.
                 scan.found.claimable.dedup_by_key(|task| task.id);
@@ -192,6 +202,8 @@ impl DueQueue {
             want: usize::MAX,
             read_cap: BACKLOG_READS,
             read_ahead: false,
+            entry_cap: usize::MAX,
+            reread_leased: false,
         };
         let found = Box::pin(self.scan(&goal)).await?;
         let due_tasks = found.claimable.iter().chain(&found.exhausted);
@@ -210,8 +222,15 @@ impl DueQueue {
         Ok(backlog)
     }
 
-    /// The unfinished tasks up to `now`, from a scan that reads at most `read_cap` items.
-    pub async fn active(&self, now: Timestamp, read_cap: usize) -> Result<Active, StoreError> {
+    /// The unfinished tasks up to `now`, from a scan that reads at most `read_cap` items and
+    /// takes at most `entry_cap` index entries; tasks remembered as running are read again,
+    /// since they may have finished.
+    pub async fn active(
+        &self,
+        now: Timestamp,
+        read_cap: usize,
+        entry_cap: usize,
+    ) -> Result<Active, StoreError> {
         let goal = ScanGoal {
             upper: ListKey::after_all_at(now),
             due_by: now,
@@ -219,6 +238,8 @@ impl DueQueue {
             want: usize::MAX,
             read_cap,
             read_ahead: false,
+            entry_cap,
+            reread_leased: true,
         };
         let found = Box::pin(self.scan(&goal)).await?;
         let count = |n: usize| u64::try_from(n).unwrap_or(u64::MAX);
@@ -237,7 +258,7 @@ impl DueQueue {
                 due: count(found.claimable.len() + found.exhausted.len()),
                 oldest_due_at: due.filter_map(Task::due_at).min(),
             },
-            complete: found.unread.is_empty(),
+            complete: !found.capped,
         })
     }
 

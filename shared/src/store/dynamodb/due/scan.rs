@@ -188,6 +188,8 @@ pub struct Scan<'a> {
     pub leased: Vec<(ListKey, Timestamp)>,
     /// Items read so far.
     reads: usize,
+    /// Index entries taken so far.
+    taken: usize,
 }
 
 impl<'a> Scan<'a> {
@@ -201,6 +203,7 @@ impl<'a> Scan<'a> {
             learned: Vec::new(),
             leased: Vec::new(),
             reads: 0,
+            taken: 0,
         }
     }
 
@@ -214,9 +217,13 @@ impl<'a> Scan<'a> {
     ) -> Result<bool, StoreError> {
         // A query is billed by the 4 KB it reads, so a page shorter than PAGE_MIN costs the
         // same; what the scan does not reach is kept for the next claim (see `ahead`).
-        let page = (self.goal.want.min(self.goal.read_cap))
-            .saturating_add(8)
-            .clamp(PAGE_MIN, PAGE_MAX);
+        let page = (self
+            .goal
+            .want
+            .min(self.goal.read_cap)
+            .min(self.goal.entry_cap))
+        .saturating_add(8)
+        .clamp(PAGE_MIN, PAGE_MAX);
         loop {
             let refills = readers
                 .iter_mut()
@@ -227,6 +234,7 @@ impl<'a> Scan<'a> {
                 return Ok(false);
             }
             let chunk = self.next_chunk(readers, &lock(state));
+            self.taken += chunk.len();
             let items = self.read_items(table, &chunk).await?;
             for candidate in chunk {
                 let classified = self.classify(&candidate, &items);
@@ -235,7 +243,7 @@ impl<'a> Scan<'a> {
             if self.found.claimable.len() >= self.goal.want {
                 return Ok(false);
             }
-            if self.reads >= self.goal.read_cap {
+            if self.reads >= self.goal.read_cap || self.taken >= self.goal.entry_cap {
                 return Ok(true);
             }
         }
@@ -252,7 +260,7 @@ impl<'a> Scan<'a> {
             .clamp(1, BATCH_GET_KEYS);
         let mut chunk = Vec::new();
         let mut unknown = 0;
-        while unknown < need {
+        while unknown < need && self.taken + chunk.len() < self.goal.entry_cap {
             let Some(i) = self.next_reader(readers) else {
                 break;
             };
@@ -260,7 +268,10 @@ impl<'a> Scan<'a> {
                 break;
             };
             readers[i].last_taken = Some(entry.key.clone());
-            let known = state.known(&entry.key, self.goal.due_by);
+            let known = match state.known(&entry.key, self.goal.due_by) {
+                Known::Running if self.goal.reread_leased => Known::Unknown,
+                known => known,
+            };
             if known == Known::Unknown {
                 unknown += 1;
             }
