@@ -433,8 +433,8 @@ export interface components {
              * @description When pending, running, due and the oldest due task were seen, if not by this call: a processor's last look at the queue (DynamoDB only); null otherwise.
              */
             activeSeenAt: string | null;
-            /** @description Counts that are at least the number shown, because their reads reached a cap. */
-            lowerBounds: ("pending" | "running" | "succeeded" | "failed" | "cancelled")[];
+            /** @description Numbers that are at least what is shown, because their reads reached a cap (DynamoDB only; `due` covers oldestDueAgeSeconds too). */
+            lowerBounds: ("pending" | "running" | "due")[];
         };
         Error: {
             error: {
