@@ -72,6 +72,7 @@ echo "== benchmark smoke run (every phase on tiny numbers; the real run is in do
   --mixed-tasks 100 --mixed-rate 50 --slow-ms 1000 \
   --crash-tasks 40 --crash-timeout 2 --crash-grace 1 \
   --sqs-tasks 100 --schedules 5 --schedule-seconds 3 \
+  --scale-small 200 --scale-sqlite 1000 --scale-dynamodb 500 \
   --no-peer --no-lambda --json "$(mktemp -t tasker-bench.XXXXXX.json)" >/dev/null
 
 echo "== local Lambda workflow (cargo lambda watch + invoke)"
