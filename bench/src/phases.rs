@@ -9,7 +9,9 @@ use indicatif::ProgressBar;
 use serde_json::json;
 use tasker::store::dynamodb::probe as dynamodb_probe;
 use tasker::store::sqlite::probe as sqlite_probe;
-use tasker::store::{Leases, Settlement, StoreError, TaskQueue};
+use tasker::store::{
+    ClaimGate, FlowControl, Leases, PausedTypes, Settlement, StoreError, TaskQueue, TypeCounts,
+};
 use tasker::{
     AuthMode, NewTask, PollSettings, ProcessorSettings, Registry, Store, Task, TaskError, Tasker,
     Timestamp, api,
@@ -45,14 +47,18 @@ impl<S> Counting<S> {
 }
 
 impl<S: TaskQueue> TaskQueue for Counting<S> {
-    async fn claim_due(
+    async fn claim_gated(
         &self,
         due_by: Timestamp,
         now: Timestamp,
         limit: usize,
         leases: &Leases,
+        gate: &ClaimGate,
     ) -> Result<Vec<Task>, StoreError> {
-        let claimed = self.inner.claim_due(due_by, now, limit, leases).await?;
+        let claimed = self
+            .inner
+            .claim_gated(due_by, now, limit, leases, gate)
+            .await?;
         self.claims
             .fetch_add(claimed.len() as u64, Ordering::Relaxed);
         Ok(claimed)
@@ -66,6 +72,25 @@ impl<S: TaskQueue> TaskQueue for Counting<S> {
     ) -> Result<Task, StoreError> {
         self.settles.fetch_add(1, Ordering::Relaxed);
         self.inner.settle(claimed, outcome, now).await
+    }
+}
+
+impl<S: FlowControl> FlowControl for Counting<S> {
+    async fn paused_types(&self) -> Result<PausedTypes, StoreError> {
+        self.inner.paused_types().await
+    }
+
+    async fn set_paused(
+        &self,
+        task_type: &str,
+        paused: bool,
+        now: Timestamp,
+    ) -> Result<PausedTypes, StoreError> {
+        self.inner.set_paused(task_type, paused, now).await
+    }
+
+    async fn type_counts(&self, now: Timestamp) -> Result<TypeCounts, StoreError> {
+        self.inner.type_counts(now).await
     }
 }
 

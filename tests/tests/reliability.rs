@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use futures::StreamExt;
 use tasker::store::conformance::FullStore;
-use tasker::store::{TaskQueue, TaskReader, TaskWriter};
+use tasker::store::{FlowControl, TaskQueue, TaskReader, TaskWriter};
 use tasker::{
     DynamoStore, ManualClock, NewTask, ProcessorSettings, Registry, SqliteStore, Task, TaskId,
     TaskStatus, Tasker, Timestamp,
@@ -87,7 +87,7 @@ async fn statuses<S: TaskReader + Clone + 'static>(
 }
 
 /// Runs `tasker` until a run claims nothing; store errors only pause it.
-async fn drain<S: TaskQueue + Clone + 'static>(tasker: Tasker<S>) -> usize {
+async fn drain<S: TaskQueue + FlowControl + Clone + 'static>(tasker: Tasker<S>) -> usize {
     let mut claimed = 0;
     let mut idle_runs = 0;
     for _ in 0..500 {

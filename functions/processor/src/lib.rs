@@ -8,7 +8,7 @@ use std::time::{Instant, SystemTime};
 
 use lambda_runtime::LambdaEvent;
 use tasker::lambda::PLAUSIBLE_DEADLINE_MS;
-use tasker::store::{QueueStats, ScheduleStore, TaskDelivery, TaskQueue, TaskWriter};
+use tasker::store::{FlowControl, QueueStats, ScheduleStore, TaskDelivery, TaskQueue, TaskWriter};
 use tasker::{PollSettings, Report, RunSummary, Tasker, TaskerError, metrics};
 
 /// How long before the invocation's deadline schedules stop firing.
@@ -37,7 +37,9 @@ async fn fire_once<S: ScheduleStore + TaskWriter>(tasker: &Tasker<S>) {
 /// Runs the queue until the invocation's deadline leaves less than the configured margin (in
 /// poll mode, again every `poll.interval` until `poll.window` has passed), then hands the
 /// metrics line to `emit` (stdout in Lambda, where CloudWatch picks it up).
-pub async fn handle<S: TaskQueue + TaskDelivery + QueueStats + ScheduleStore + TaskWriter>(
+pub async fn handle<
+    S: TaskQueue + TaskDelivery + QueueStats + ScheduleStore + TaskWriter + FlowControl,
+>(
     tasker: &Tasker<S>,
     service: &str,
     poll: PollSettings,

@@ -8,7 +8,7 @@ use aws_lambda_events::event::sqs::{BatchItemFailure, SqsBatchResponse, SqsEvent
 use lambda_runtime::LambdaEvent;
 use tasker::Tasker;
 use tasker::lambda::PLAUSIBLE_DEADLINE_MS;
-use tasker::store::{TaskDelivery, TaskQueue};
+use tasker::store::{FlowControl, TaskDelivery, TaskQueue};
 use tasker::tasker::{Handled, Message, WorkSummary};
 
 /// Time kept back from the invocation's deadline to answer Lambda.
@@ -18,7 +18,7 @@ const ANSWER_RESERVE: std::time::Duration = std::time::Duration::from_millis(500
 /// in time, is reported back, so SQS delivers it again (and its redrive policy moves a
 /// poison message to the dead-letter queue). Then hands the batch's metrics line (the
 /// processor's counts, under `service`) to `emit`, so the alarms see the worker's failures.
-pub async fn handle<S: TaskQueue + TaskDelivery>(
+pub async fn handle<S: TaskQueue + TaskDelivery + FlowControl>(
     tasker: &Tasker<S>,
     service: &str,
     event: LambdaEvent<SqsEvent>,

@@ -112,6 +112,7 @@ pub struct Config {
     /// `TASKER_LEASE_GRACE` (default 30s).
     pub processor: ProcessorSettings,
     /// Settings of the built-in task types: `TASKER_HANDLER_TIMEOUT` (default 30s),
+    /// `TASKER_HANDLER_CONCURRENCY` (per process; default 0: no cap but `TASKER_CONCURRENCY`),
     /// `TASKER_RETRY_INITIAL` (30s), `TASKER_RETRY_FACTOR` (2), `TASKER_RETRY_MAX` (1h),
     /// `TASKER_RETRY_MIN` (0s).
     pub task_defaults: TypeSettings,
@@ -378,7 +379,8 @@ fn processor_settings(get: &Get<'_>) -> Result<ProcessorSettings, ConfigError> {
     })
 }
 
-/// The built-in types' settings: `TASKER_RETRY_*` and `TASKER_HANDLER_TIMEOUT`.
+/// The built-in types' settings: `TASKER_RETRY_*`, `TASKER_HANDLER_TIMEOUT` and
+/// `TASKER_HANDLER_CONCURRENCY`.
 fn task_defaults(get: &Get<'_>) -> Result<TypeSettings, ConfigError> {
     let base = TypeSettings::default();
     let retry = RetryPolicy {
@@ -400,6 +402,13 @@ fn task_defaults(get: &Get<'_>) -> Result<TypeSettings, ConfigError> {
         max_attempts: base.max_attempts,
         retry,
         timeout: parse(get, "TASKER_HANDLER_TIMEOUT", base.timeout, duration)?,
+        concurrency: parse(get, "TASKER_HANDLER_CONCURRENCY", None, |v| {
+            match v.parse::<usize>() {
+                Ok(0) => Ok(None),
+                Ok(n) if n <= 256 => Ok(Some(n)),
+                _ => Err(format!("expected 0 (no cap) to 256, got {v:?}")),
+            }
+        })?,
     })
 }
 

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use super::sqs::{BATCH_MAX, SqsQueue};
 use crate::report::Report;
-use crate::store::{TaskDelivery, TaskQueue};
+use crate::store::{FlowControl, TaskDelivery, TaskQueue};
 use crate::tasker::{Handled, Message, Tasker, WorkSummary};
 
 /// The pause after an empty short poll (`wait` of zero), so an idle worker asks 50 times a
@@ -18,7 +18,7 @@ const SHORT_POLL_PAUSE: Duration = Duration::from_millis(20);
 /// while the queue is empty; each is a billed request). A message left undeleted is
 /// delivered again after the queue's visibility timeout, and its claim then drops it or runs
 /// it.
-pub async fn consume<S: TaskDelivery + TaskQueue>(
+pub async fn consume<S: TaskDelivery + TaskQueue + FlowControl>(
     tasker: &Tasker<S>,
     queue: &SqsQueue,
     wait: Duration,

@@ -2,10 +2,10 @@
 //! has, so handlers stay generic without `dyn`.
 
 use super::{
-    Backlog, ClaimById, Created, Expect, Leases, ListFilter, ListKey, Overview, QueueStats,
-    QueueSweeper, ScheduleStore, ScheduleWrite, Settlement, StatusCounts, StoreError, SweepSummary,
-    TaskCanceller, TaskDelivery, TaskLister, TaskPage, TaskPurger, TaskQueue, TaskReader,
-    TaskRetrier, TaskWriter,
+    Backlog, ClaimById, ClaimGate, Created, Expect, FlowControl, Leases, ListFilter, ListKey,
+    Overview, PausedTypes, QueueStats, QueueSweeper, ScheduleStore, ScheduleWrite, Settlement,
+    StatusCounts, StoreError, SweepSummary, TaskCanceller, TaskDelivery, TaskLister, TaskPage,
+    TaskPurger, TaskQueue, TaskReader, TaskRetrier, TaskWriter, TypeCounts,
 };
 use crate::clock::Timestamp;
 use crate::schedule::Schedule;
@@ -49,14 +49,15 @@ impl TaskWriter for Store {
 }
 
 impl TaskDelivery for Store {
-    async fn claim_by_id(
+    async fn claim_by_id_gated(
         &self,
         id: TaskId,
         due_by: Timestamp,
         now: Timestamp,
         leases: &Leases,
+        gate: &ClaimGate,
     ) -> Result<ClaimById, StoreError> {
-        on_backend!(self, store => store.claim_by_id(id, due_by, now, leases))
+        on_backend!(self, store => store.claim_by_id_gated(id, due_by, now, leases, gate))
     }
 
     async fn deliverable(
@@ -79,14 +80,15 @@ impl TaskDelivery for Store {
 }
 
 impl TaskQueue for Store {
-    async fn claim_due(
+    async fn claim_gated(
         &self,
         due_by: Timestamp,
         now: Timestamp,
         limit: usize,
         leases: &Leases,
+        gate: &ClaimGate,
     ) -> Result<Vec<Task>, StoreError> {
-        on_backend!(self, store => store.claim_due(due_by, now, limit, leases))
+        on_backend!(self, store => store.claim_gated(due_by, now, limit, leases, gate))
     }
 
     async fn settle(
@@ -131,6 +133,25 @@ impl QueueStats for Store {
 
     async fn overview(&self, now: Timestamp) -> Result<Overview, StoreError> {
         on_backend!(self, store => store.overview(now))
+    }
+}
+
+impl FlowControl for Store {
+    async fn paused_types(&self) -> Result<PausedTypes, StoreError> {
+        on_backend!(self, store => store.paused_types())
+    }
+
+    async fn set_paused(
+        &self,
+        task_type: &str,
+        paused: bool,
+        now: Timestamp,
+    ) -> Result<PausedTypes, StoreError> {
+        on_backend!(self, store => store.set_paused(task_type, paused, now))
+    }
+
+    async fn type_counts(&self, now: Timestamp) -> Result<TypeCounts, StoreError> {
+        on_backend!(self, store => store.type_counts(now))
     }
 }
 

@@ -3,7 +3,7 @@
 
 use std::future::Future;
 
-use super::{Leases, StoreError};
+use super::{ClaimGate, Leases, StoreError};
 use crate::clock::Timestamp;
 use crate::task::{Task, TaskId};
 
@@ -32,6 +32,19 @@ pub trait TaskDelivery: Send + Sync {
         due_by: Timestamp,
         now: Timestamp,
         leases: &Leases,
+    ) -> impl Future<Output = Result<ClaimById, StoreError>> + Send {
+        self.claim_by_id_gated(id, due_by, now, leases, &super::flow::OPEN_GATE)
+    }
+
+    /// [`TaskDelivery::claim_by_id`], claiming only a task `gate` admits: one of a type it
+    /// closes is answered [`ClaimById::NotDue`], unchanged.
+    fn claim_by_id_gated(
+        &self,
+        id: TaskId,
+        due_by: Timestamp,
+        now: Timestamp,
+        leases: &Leases,
+        gate: &ClaimGate,
     ) -> impl Future<Output = Result<ClaimById, StoreError>> + Send;
 
     /// Up to `limit` tasks a message should be on its way for, earliest due first: pending

@@ -17,6 +17,7 @@ mod delivery;
 #[cfg(feature = "dynamodb")]
 pub mod dynamodb;
 mod error;
+mod flow;
 mod lease;
 mod listing;
 mod schedules;
@@ -30,6 +31,7 @@ pub use delivery::{ClaimById, TaskDelivery};
 #[cfg(feature = "dynamodb")]
 pub use dynamodb::DynamoStore;
 pub use error::{Cause, StoreError};
+pub use flow::{ClaimGate, FlowControl, PausedTypes, TypeCount, TypeCounts};
 pub use lease::Leases;
 pub use listing::{
     InvalidCursor, ListFilter, ListKey, LowerBound, Overview, StatusCounts, TaskPage,
@@ -96,6 +98,19 @@ pub trait TaskQueue: Send + Sync {
         now: Timestamp,
         limit: usize,
         leases: &Leases,
+    ) -> impl Future<Output = Result<Vec<Task>, StoreError>> + Send {
+        self.claim_gated(due_by, now, limit, leases, &flow::OPEN_GATE)
+    }
+
+    /// [`TaskQueue::claim_due`], taking only tasks `gate` admits (none of a paused type, no
+    /// more of a capped type than its room). The tasks it leaves stay pending and due.
+    fn claim_gated(
+        &self,
+        due_by: Timestamp,
+        now: Timestamp,
+        limit: usize,
+        leases: &Leases,
+        gate: &ClaimGate,
     ) -> impl Future<Output = Result<Vec<Task>, StoreError>> + Send;
 
     /// Records the outcome of the attempt `claimed` (as [`TaskQueue::claim_due`] returned it).
@@ -238,6 +253,7 @@ pub trait ApiStore:
     + TaskLister
     + QueueStats
     + ScheduleStore
+    + FlowControl
     + Clone
     + 'static
 {
@@ -250,6 +266,7 @@ impl<S> ApiStore for S where
         + TaskLister
         + QueueStats
         + ScheduleStore
+        + FlowControl
         + Clone
         + 'static
 {

@@ -2,6 +2,7 @@
 //! up, so a slow task holds one slot and never the tasks behind it. One loop serves a single
 //! run, a poll window and `tasker serve`'s whole life.
 
+use std::collections::HashMap;
 use std::future::Future;
 use std::pin::Pin;
 use std::time::{Duration, Instant};
@@ -13,7 +14,7 @@ use super::attempt::{Claimed, Outcome, RunLimits};
 use super::refill::Refill;
 use super::{PollSettings, RunSummary, Tasker, TaskerError};
 use crate::report::Report;
-use crate::store::{StoreError, TaskQueue};
+use crate::store::{FlowControl, StoreError, TaskQueue};
 use crate::task::Task;
 
 /// The longest a busy period goes unlogged.
@@ -49,10 +50,11 @@ impl Span {
 }
 
 /// A claim in flight: when it started (its leases count from then) and its answer.
-type Claiming<'a> =
-    Pin<Box<dyn Future<Output = (Instant, usize, Result<Vec<Task>, StoreError>)> + Send + 'a>>;
+/// And whether its gate held a capped type back: tasks of it may still be due.
+type Claiming<'a> = Pin<Box<dyn Future<Output = ClaimAnswer> + Send + 'a>>;
+type ClaimAnswer = (Instant, usize, bool, Result<Vec<Task>, StoreError>);
 
-impl<S: TaskQueue> Tasker<S> {
+impl<S: TaskQueue + FlowControl> Tasker<S> {
     /// One run: keeps up to `concurrency` attempts in flight, claiming due tasks (including
     /// tasks that fall due during the run) as slots free up, until a claim finds nothing due
     /// while nothing runs, or `deadline` (capped at `max_run` from now) leaves less than the
@@ -144,6 +146,8 @@ impl<S: TaskQueue> Tasker<S> {
         let batch = self.settings.batch_size.max(1);
         let mut refill = Refill::new(slots, batch, interval, span == Span::UntilIdle);
         let mut running = FuturesUnordered::new();
+        // Attempts in flight per type, for the types' concurrency caps.
+        let mut by_type: HashMap<String, usize> = HashMap::new();
         let mut claiming: Option<Claiming<'_>> = None;
         let mut asked = 0;
         let mut stopped = false;
@@ -172,7 +176,7 @@ impl<S: TaskQueue> Tasker<S> {
                 .filter(|_| open && claiming.is_none());
             if next_claim.is_some_and(|at| at <= now) {
                 let want = free.min(batch);
-                claiming = Some(self.claim(want));
+                claiming = Some(self.claim(want, by_type.clone()));
                 refill.claiming(now);
                 asked = want;
                 continue;
@@ -193,8 +197,11 @@ impl<S: TaskQueue> Tasker<S> {
                 .min()
                 .filter(|_| open);
             tokio::select! {
-                Some(outcome) = running.next(), if !running.is_empty() => {
+                Some((task_type, outcome)) = running.next(), if !running.is_empty() => {
                     period.summary.count(outcome);
+                    if let Some(busy) = by_type.get_mut(&task_type) {
+                        *busy = busy.saturating_sub(1);
+                    }
                     // Under steady load the queue is never idle: log at least once a minute.
                     if period.started.is_some_and(|at| at.elapsed() >= PERIOD_LOG_EVERY) {
                         period.finish(&mut total);
@@ -202,7 +209,7 @@ impl<S: TaskQueue> Tasker<S> {
                     out_of_time |= outcome == Outcome::ReleasedOutOfTime;
                     refill.attempt_ended(Instant::now());
                 }
-                (claim_started, want, result) = poll_claim(&mut claiming), if claiming.is_some() => {
+                (claim_started, want, held, result) = poll_claim(&mut claiming), if claiming.is_some() => {
                     claiming = None;
                     asked = 0;
                     claims += 1;
@@ -210,9 +217,16 @@ impl<S: TaskQueue> Tasker<S> {
                     // reports the outage.
                     let fatal = claims == 1 && span != Span::UntilStopped;
                     let batch = taken(result, want, fatal, &mut refill, &mut period)?;
+                    if held {
+                        // Not proof that nothing is due: look again once a slot of it frees.
+                        refill.held_back();
+                    }
                     for task in batch {
                         let lease_ends = claim_started + self.leases.duration(&task.task_type);
-                        running.push(self.run_one(Claimed { task, lease_ends }, limits));
+                        let task_type = task.task_type.clone();
+                        *by_type.entry(task_type.clone()).or_default() += 1;
+                        let attempt = self.run_one(Claimed { task, lease_ends }, limits);
+                        running.push(async move { (task_type, attempt.await) });
                     }
                 }
                 () = async { if let Some(flush) = flushing.as_mut() { flush.await } }, if flushing.is_some() => {
@@ -236,13 +250,23 @@ impl<S: TaskQueue> Tasker<S> {
         Ok(total)
     }
 
-    /// Starts a claim of up to `want` tasks due now.
-    fn claim(&self, want: usize) -> Claiming<'_> {
+    /// Starts a claim of up to `want` tasks due now, through the gate of the paused types
+    /// and of the capped types' room while `running` (by type) run.
+    fn claim(&self, want: usize, running: HashMap<String, usize>) -> Claiming<'_> {
         Box::pin(async move {
             let started = Instant::now();
-            let now = self.clock.now();
-            let result = self.store.claim_due(now, now, want, &self.leases).await;
-            (started, want, result)
+            let (held, result) = match self.gate(&running).await {
+                Ok(gate) => {
+                    let now = self.clock.now();
+                    let result = self
+                        .store
+                        .claim_gated(now, now, want, &self.leases, &gate)
+                        .await;
+                    (gate.any_full(), result)
+                }
+                Err(err) => (false, Err(err)),
+            };
+            (started, want, held, result)
         })
     }
 }
@@ -275,9 +299,7 @@ fn taken(
     }
 }
 
-async fn poll_claim(
-    claiming: &mut Option<Claiming<'_>>,
-) -> (Instant, usize, Result<Vec<Task>, StoreError>) {
+async fn poll_claim(claiming: &mut Option<Claiming<'_>>) -> ClaimAnswer {
     match claiming.as_mut() {
         Some(claim) => claim.await,
         None => std::future::pending().await,

@@ -3,12 +3,14 @@
 
 mod attempt;
 mod dispatch;
+mod flow;
 mod mover;
 mod refill;
 mod schedules;
 mod worker;
 
 pub use attempt::Outcome;
+pub use flow::{PAUSES_SEEN_WITHIN, TypeView, TypesView};
 pub use mover::{MoveSummary, OVERDUE, RESEND_AFTER};
 pub use schedules::{FireSummary, ScheduleView, ticks_to_fire};
 pub use worker::{Handled, Message, Work, WorkSummary};
@@ -180,6 +182,8 @@ pub struct Tasker<S> {
     moved: Arc<mover::Sent>,
     /// Schedules this process cannot fire, left to others for a while.
     held_schedules: Arc<schedules::Held>,
+    /// The paused task types as this process last read them.
+    pauses: Arc<flow::Pauses>,
 }
 
 impl<S> Tasker<S> {
@@ -219,6 +223,7 @@ impl<S> Tasker<S> {
             push: None,
             moved: Arc::default(),
             held_schedules: Arc::default(),
+            pauses: Arc::default(),
         }
     }
 
@@ -467,5 +472,7 @@ impl<S: TaskLister + QueueStats> Tasker<S> {
 
 #[cfg(test)]
 mod dispatch_tests;
+#[cfg(test)]
+mod flow_tests;
 #[cfg(test)]
 mod tests;

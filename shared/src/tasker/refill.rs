@@ -94,6 +94,12 @@ impl Refill {
         self.empty = got.is_none_or(|got| got == 0);
     }
 
+    /// The last claim's gate held back a type at its concurrency cap: what it found says
+    /// nothing of that type's tasks, so a run does not end on it.
+    pub(super) fn held_back(&mut self) {
+        self.empty = false;
+    }
+
     /// An attempt ended at `now`, freeing its slot.
     pub(super) fn attempt_ended(&mut self, now: Instant) {
         self.freed.get_or_insert(now);

@@ -12,7 +12,7 @@ use super::Tasker;
 use super::attempt::{Claimed, Outcome, RunLimits};
 use crate::push::EARLY_WAIT;
 use crate::report::Report;
-use crate::store::{ClaimById, TaskDelivery, TaskQueue};
+use crate::store::{ClaimById, ClaimGate, FlowControl, TaskDelivery, TaskQueue};
 use crate::task::{TaskId, TaskStatus};
 
 /// One message handed to a worker.
@@ -112,7 +112,7 @@ impl WorkSummary {
     }
 }
 
-impl<S: TaskDelivery + TaskQueue> Tasker<S> {
+impl<S: TaskDelivery + TaskQueue + FlowControl> Tasker<S> {
     /// Works the `messages` of one batch, up to `concurrency` at once, each within `deadline`
     /// (the invocation's, in Lambda); answers what became of each, in order.
     pub async fn work(&self, messages: &[Message], deadline: Option<Instant>) -> Vec<Handled> {
@@ -149,7 +149,7 @@ impl<S: TaskDelivery + TaskQueue> Tasker<S> {
         };
         // Delays are whole seconds, rounded down: a message up to a second early waits here
         // for its task rather than a second more on the queue.
-        if let (_, ClaimById::NotDue(task)) = &claimed {
+        if let (_, ClaimById::NotDue(task), false) = &claimed {
             let early = task.scheduled_at.since(self.clock.now());
             if task.status == TaskStatus::Pending && !early.is_zero() && early <= EARLY_WAIT {
                 tokio::time::sleep(early).await;
@@ -159,12 +159,16 @@ impl<S: TaskDelivery + TaskQueue> Tasker<S> {
                 };
             }
         }
-        let (started, claimed) = claimed;
+        let (started, claimed, paused) = claimed;
         let task = match claimed {
             ClaimById::Claimed(task) => task,
             ClaimById::Missing => {
                 tracing::info!(task_id = %id, message_id = %message.message_id, "no such task; message dropped");
                 return Handled::Done(Work::Missing);
+            }
+            ClaimById::NotDue(task) if task.status == TaskStatus::Pending && paused => {
+                tracing::info!(task_id = %id, task_type = %task.task_type, "task type paused; message dropped (the mover sends one once it is resumed)");
+                return Handled::Done(Work::Dropped);
             }
             ClaimById::NotDue(task) => {
                 // Early (a clock behind SQS's, or a copy of an older message): a task still
@@ -192,13 +196,26 @@ impl<S: TaskDelivery + TaskQueue> Tasker<S> {
         Handled::Done(Work::Ran(outcome))
     }
 
-    /// Claims the task `id` now: when the claim started (its lease counts from then) and what
-    /// it found; a store failure leaves the message on the queue.
-    async fn claim_message(&self, id: TaskId) -> Result<(Instant, ClaimById), Handled> {
+    /// Claims the task `id` now, unless its type is paused: when the claim started (its lease
+    /// counts from then), what it found, and whether the task's type is paused; a store
+    /// failure leaves the message on the queue.
+    async fn claim_message(&self, id: TaskId) -> Result<(Instant, ClaimById, bool), Handled> {
         let started = Instant::now();
-        let now = self.clock.now();
-        match self.store.claim_by_id(id, now, now, &self.leases).await {
-            Ok(claimed) => Ok((started, claimed)),
+        let claimed = async {
+            let gate = ClaimGate::new(self.paused_now().await?, Default::default());
+            let now = self.clock.now();
+            let claimed = self
+                .store
+                .claim_by_id_gated(id, now, now, &self.leases, &gate)
+                .await?;
+            let paused = match &claimed {
+                ClaimById::NotDue(task) => gate.is_paused(&task.task_type),
+                _ => false,
+            };
+            Ok::<_, crate::store::StoreError>((claimed, paused))
+        };
+        match claimed.await {
+            Ok((claimed, paused)) => Ok((started, claimed, paused)),
             Err(err) => {
                 tracing::warn!(task_id = %id, error = %Report(&err), "claiming the message's task failed; it will be delivered again");
                 Err(Handled::Again)

@@ -61,6 +61,10 @@ pub struct TypeSettings {
     pub retry: RetryPolicy,
     /// Longest a single attempt may run (never beyond the invocation's remaining time).
     pub timeout: Duration,
+    /// Most of the type's tasks one process runs at once (`None`: only the process's own
+    /// concurrency caps them), so a slow type cannot take every slot. Per process: several
+    /// processors (or Lambda invocations) each run up to this many.
+    pub concurrency: Option<usize>,
 }
 
 impl Default for TypeSettings {
@@ -69,6 +73,7 @@ impl Default for TypeSettings {
             max_attempts: DEFAULT_MAX_ATTEMPTS,
             retry: RetryPolicy::default(),
             timeout: Duration::from_secs(30),
+            concurrency: None,
         }
     }
 }
@@ -152,6 +157,9 @@ impl Registry {
             .retry
             .validate()
             .map_err(|err| invalid(err.to_string()))?;
+        if settings.concurrency == Some(0) {
+            return Err(invalid("concurrency must be at least 1".to_owned()));
+        }
         if !(1..=MAX_ATTEMPTS_LIMIT).contains(&settings.max_attempts) {
             return Err(invalid(format!(
                 "max_attempts must be 1 to {MAX_ATTEMPTS_LIMIT}"

@@ -7,6 +7,7 @@ mod cancel;
 mod claim;
 mod create;
 mod delivery;
+mod flow;
 mod listing;
 mod purge;
 mod retry;
@@ -20,13 +21,17 @@ pub use self::cancel::*;
 pub use self::claim::*;
 pub use self::create::*;
 pub use self::delivery::*;
+pub use self::flow::*;
 pub use self::listing::*;
 pub use self::purge::*;
 pub use self::retry::*;
 pub use self::schedules::*;
 pub use self::transitions::*;
 pub use super::FullStore;
-use super::{Backlog, Created, Leases, ListFilter, ListKey, Settlement, StatusCounts, StoreError};
+use super::{
+    Backlog, Created, Leases, ListFilter, ListKey, PausedTypes, Settlement, StatusCounts,
+    StoreError,
+};
 use crate::clock::Timestamp;
 use crate::retry::RetryPolicy;
 use crate::task::{NewTask, Task, TaskId, TaskStatus};
@@ -84,7 +89,10 @@ macro_rules! store_conformance_tests {
             a_schedule_write_is_conditioned_on_its_revision,
             a_deleted_schedule_is_gone,
             due_schedules_are_the_running_ones_whose_tick_came,
-            a_tick_task_stored_twice_is_stored_once_and_listed_by_schedule
+            a_tick_task_stored_twice_is_stored_once_and_listed_by_schedule,
+            a_paused_type_is_not_claimed_until_resumed,
+            a_gate_caps_a_type_within_one_claim,
+            type_counts_are_due_and_running_per_type
         );
     };
     (@cases $make:expr; $($case:ident),* $(,)?) => {

@@ -6,7 +6,8 @@ use super::due::ScanGoal;
 use super::tasks::{self, Applied};
 use crate::clock::Timestamp;
 use crate::store::{
-    ClaimById, Leases, ListKey, StoreError, TaskDelivery, Transition, is_expired_final_attempt,
+    ClaimById, ClaimGate, Leases, ListKey, StoreError, TaskDelivery, Transition,
+    is_expired_final_attempt,
 };
 use crate::task::{Task, TaskId};
 
@@ -15,24 +16,34 @@ use crate::task::{Task, TaskId};
 const READS_PER_WANTED: usize = 4;
 
 impl TaskDelivery for DynamoStore {
-    async fn claim_by_id(
+    async fn claim_by_id_gated(
         &self,
         id: TaskId,
         due_by: Timestamp,
         now: Timestamp,
         leases: &Leases,
+        gate: &ClaimGate,
     ) -> Result<ClaimById, StoreError> {
         // An eventually consistent read first (half the units); a task it misses or shows not
         // due is read again consistently, since the message may have overtaken the write that
         // made it due.
         let found = tasks::get_many(&self.table, &[id], false).await?;
         if let Some(task) = found.get(&id).cloned() {
+            // A task's type never changes, so a stale read tells it as well as a fresh one.
+            if !gate.admits(&task.task_type) && !is_expired_final_attempt(&task, due_by) {
+                return Ok(ClaimById::NotDue(task));
+            }
             if let Some(claimed) = self.try_claim(task, due_by, now, leases).await? {
                 return Ok(claimed);
             }
         }
         match tasks::get(&self.table, id).await? {
             None => Ok(ClaimById::Missing),
+            Some(task)
+                if !gate.admits(&task.task_type) && !is_expired_final_attempt(&task, due_by) =>
+            {
+                Ok(ClaimById::NotDue(task))
+            }
             Some(task) => Ok(self
                 .try_claim(task.clone(), due_by, now, leases)
                 .await?
@@ -60,6 +71,7 @@ impl TaskDelivery for DynamoStore {
             read_ahead: false,
             entry_cap: usize::MAX,
             reread_leased: false,
+            gate: crate::store::ClaimGate::default(),
         };
         let found = Box::pin(self.due.scan(&goal)).await?;
         let queue = self.queue();

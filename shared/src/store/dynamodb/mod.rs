@@ -13,6 +13,7 @@ mod client;
 mod delivery;
 pub mod due;
 mod expr;
+mod flow;
 mod guards;
 pub mod item;
 mod listing;
@@ -38,10 +39,10 @@ use self::due::DueQueue;
 use self::queue::Queue;
 use self::table::Table;
 use super::{
-    Backlog, Created, Expect, Leases, ListFilter, ListKey, Overview, QueueStats, QueueSweeper,
-    ScheduleStore, ScheduleWrite, Settlement, StatusCounts, StoreError, SweepSummary,
-    TaskCanceller, TaskLister, TaskPage, TaskPurger, TaskQueue, TaskReader, TaskRetrier,
-    TaskWriter, Transition,
+    Backlog, ClaimGate, Created, Expect, FlowControl, Leases, ListFilter, ListKey, Overview,
+    PausedTypes, QueueStats, QueueSweeper, ScheduleStore, ScheduleWrite, Settlement, StatusCounts,
+    StoreError, SweepSummary, TaskCanceller, TaskLister, TaskPage, TaskPurger, TaskQueue,
+    TaskReader, TaskRetrier, TaskWriter, Transition, TypeCounts,
 };
 use crate::clock::Timestamp;
 use crate::schedule::Schedule;
@@ -125,18 +126,21 @@ impl TaskWriter for DynamoStore {
 }
 
 impl TaskQueue for DynamoStore {
-    async fn claim_due(
+    async fn claim_gated(
         &self,
         due_by: Timestamp,
         now: Timestamp,
         limit: usize,
         leases: &Leases,
+        gate: &ClaimGate,
     ) -> Result<Vec<Task>, StoreError> {
         self.seen
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .get_or_insert(None);
-        self.queue().claim_due(due_by, now, limit, leases).await
+        self.queue()
+            .claim_due(due_by, now, limit, leases, gate)
+            .await
     }
 
     async fn settle(
@@ -214,6 +218,25 @@ impl QueueStats for DynamoStore {
 
     async fn overview(&self, now: Timestamp) -> Result<Overview, StoreError> {
         overview::overview(&self.table, &self.due, self.ttl_after, now).await
+    }
+}
+
+impl FlowControl for DynamoStore {
+    async fn paused_types(&self) -> Result<PausedTypes, StoreError> {
+        flow::paused(&self.table).await
+    }
+
+    async fn set_paused(
+        &self,
+        task_type: &str,
+        paused: bool,
+        now: Timestamp,
+    ) -> Result<PausedTypes, StoreError> {
+        flow::set_paused(&self.table, task_type, paused, now).await
+    }
+
+    async fn type_counts(&self, now: Timestamp) -> Result<TypeCounts, StoreError> {
+        flow::counts(&self.due, now).await
     }
 }
 

@@ -9,7 +9,9 @@ use super::table::Table;
 use super::tasks::{self, Applied};
 use crate::clock::Timestamp;
 use crate::report::Report;
-use crate::store::{Leases, ListKey, Settlement, StoreError, Transition, is_expired_final_attempt};
+use crate::store::{
+    ClaimGate, Leases, ListKey, Settlement, StoreError, Transition, is_expired_final_attempt,
+};
 use crate::task::Task;
 
 /// Scans a claim makes at most when every claim of a round lost to another processor.
@@ -35,6 +37,7 @@ impl Queue<'_> {
         now: Timestamp,
         limit: usize,
         leases: &Leases,
+        gate: &ClaimGate,
     ) -> Result<Vec<Task>, StoreError> {
         if limit == 0 {
             return Ok(Vec::new());
@@ -48,6 +51,7 @@ impl Queue<'_> {
             read_ahead: true,
             entry_cap: usize::MAX,
             reread_leased: false,
+            gate: gate.clone(),
         };
         let mut claimed = Vec::with_capacity(limit);
         let mut first_error = None;

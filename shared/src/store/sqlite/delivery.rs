@@ -7,25 +7,29 @@ use super::SqliteStore;
 use super::rows::{COLUMNS, load, row_to_task, sqlite_error, update};
 use crate::clock::Timestamp;
 use crate::store::{
-    ClaimById, Leases, StoreError, TaskDelivery, Transition, is_expired_final_attempt,
+    ClaimById, ClaimGate, Leases, StoreError, TaskDelivery, Transition, is_expired_final_attempt,
 };
 use crate::task::{Task, TaskId};
 
 impl TaskDelivery for SqliteStore {
-    async fn claim_by_id(
+    async fn claim_by_id_gated(
         &self,
         id: TaskId,
         due_by: Timestamp,
         now: Timestamp,
         leases: &Leases,
+        gate: &ClaimGate,
     ) -> Result<ClaimById, StoreError> {
         let leases = leases.clone();
+        let gate = gate.clone();
         self.write(move |tx| {
             let Some(task) = load(tx, id)? else {
                 return Ok(ClaimById::Missing);
             };
             let transition = if is_expired_final_attempt(&task, due_by) {
                 Transition::expire(due_by, now)
+            } else if !gate.admits(&task.task_type) {
+                return Ok(ClaimById::NotDue(task));
             } else {
                 Transition::claim(due_by, now, leases.until(&task.task_type, now))
             };

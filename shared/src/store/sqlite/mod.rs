@@ -3,6 +3,7 @@
 //! group commit of outcomes, [`listing`] the reads for operators.
 
 mod delivery;
+mod flow;
 mod listing;
 #[cfg(feature = "testing")]
 pub mod probe;

@@ -8,7 +8,7 @@ use super::rows::{COLUMNS, load, row_to_task, sqlite_error, update};
 use super::{SqliteStore, apply};
 use crate::clock::Timestamp;
 use crate::store::{
-    Leases, Settlement, StoreError, TaskQueue, Transition, is_expired_final_attempt,
+    ClaimGate, Leases, Settlement, StoreError, TaskQueue, Transition, is_expired_final_attempt,
 };
 use crate::task::{Task, TaskId};
 
@@ -47,30 +47,38 @@ fn settle_in(tx: &rusqlite::Transaction<'_>, request: &SettleRequest) -> Result<
 }
 
 impl TaskQueue for SqliteStore {
-    async fn claim_due(
+    async fn claim_gated(
         &self,
         due_by: Timestamp,
         now: Timestamp,
         limit: usize,
         leases: &Leases,
+        gate: &ClaimGate,
     ) -> Result<Vec<Task>, StoreError> {
         let leases = leases.clone();
+        let mut gate = gate.clone();
         self.write(move |tx| {
             let mut claimed = Vec::new();
             // Exhausted tasks with an expired lease are failed here, so they never block the
             // head of the queue; keep reading until `limit` runnable tasks are found. A pending
-            // task with no attempts left is never due.
+            // task with no attempts left is never due. Each round leaves out the types the
+            // gate has closed, so one that closes in a round is not read again.
             loop {
+                let closed: Vec<String> = gate.closed().map(str::to_owned).collect();
                 let due: Vec<Task> = {
                     let mut stmt = tx
                         .prepare_cached(&format!(
                             "SELECT {COLUMNS} FROM tasks WHERE due_at <= ?1 \
                              AND (status = 'running' OR attempts < max_attempts) \
+                             AND type NOT IN (SELECT value FROM json_each(?3)) \
                              ORDER BY due_at, id LIMIT ?2"
                         ))
                         .map_err(sqlite_error)?;
                     let want = i64::try_from(limit - claimed.len()).unwrap_or(i64::MAX);
-                    stmt.query_map(params![due_by.to_text(), want], row_to_task)
+                    let closed = serde_json::to_string(&closed).map_err(|err| {
+                        StoreError::backend_from("encoding the closed task types", err)
+                    })?;
+                    stmt.query_map(params![due_by.to_text(), want, closed], row_to_task)
                         .map_err(sqlite_error)?
                         .collect::<rusqlite::Result<_>>()
                         .map_err(sqlite_error)?
@@ -79,8 +87,12 @@ impl TaskQueue for SqliteStore {
                     break;
                 }
                 for task in due {
+                    let exhausted = is_expired_final_attempt(&task, due_by);
+                    if !exhausted && !gate.take(&task.task_type) {
+                        continue;
+                    }
                     // Each claim gets a token of its own.
-                    let (transition, runs) = if is_expired_final_attempt(&task, due_by) {
+                    let (transition, runs) = if exhausted {
                         (Transition::expire(due_by, now), false)
                     } else {
                         (

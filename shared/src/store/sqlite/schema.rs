@@ -7,7 +7,7 @@ use super::rows::backend;
 use crate::store::StoreError;
 
 /// The schema version this code writes (`PRAGMA user_version`).
-pub const SCHEMA_VERSION: i64 = 3;
+pub const SCHEMA_VERSION: i64 = 4;
 
 /// `due_at` is the claimable instant (see [`crate::task::Task::due_at`]) and `list_key` the
 /// listing key ([`crate::store::ListKey`]), kept as columns so that an index answers "what is
@@ -42,6 +42,10 @@ CREATE TABLE IF NOT EXISTS schedules (
     body TEXT NOT NULL,
     due_at TEXT,
     revision INTEGER NOT NULL
+) STRICT;
+CREATE TABLE IF NOT EXISTS paused_types (
+    type TEXT PRIMARY KEY NOT NULL,
+    paused_at TEXT NOT NULL
 ) STRICT;
 ";
 

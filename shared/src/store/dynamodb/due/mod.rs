@@ -35,7 +35,7 @@ use super::table::{KeyRange, Table};
 use super::watermark;
 use crate::clock::Timestamp;
 use crate::report::Report;
-use crate::store::{Backlog, ListKey, StoreError};
+use crate::store::{Backlog, ClaimGate, ListKey, StoreError, TypeCount, TypeCounts};
 use crate::task::{Task, TaskStatus};
 
 /// How old an entry must be before a watermark may pass it: longer than any write of an entry
@@ -86,6 +86,10 @@ pub struct ScanGoal {
     /// (or on their way as a message), instead of trusting the memory: for counts, since such a
     /// task may have finished since.
     pub reread_leased: bool,
+    /// The types a claim may take (see [`ClaimGate`]): a due task of a type it does not admit
+    /// is passed over like a running one, and one of a paused type is remembered as held, so
+    /// later scans do not read its item again while the pause lasts.
+    pub gate: ClaimGate,
 }
 
 /// What a scan found.
@@ -101,6 +105,8 @@ pub struct ScanFound {
     pub blocking: usize,
     /// The scan stopped at its read or entry cap before it reached `goal.upper`.
     pub capped: bool,
+    /// The types of the tasks it read as running under a live lease.
+    pub running_types: Vec<String>,
 }
 
 /// The tasks of the due queue up to now that are not finished, as one scan saw them.
@@ -180,6 +186,7 @@ impl DueQueue {
         }
         let progress = readers.iter_mut().map(ShardReader::take_progress).collect();
         lock(&self.state).remember_leases(scan.leased);
+        lock(&self.state).remember_held(scan.held);
         self.advance(goal.now, &starts, progress, scan.learned)
             .await;
         if goal.read_ahead {
@@ -204,6 +211,7 @@ impl DueQueue {
             read_ahead: false,
             entry_cap: usize::MAX,
             reread_leased: false,
+            gate: ClaimGate::default(),
         };
         let found = Box::pin(self.scan(&goal)).await?;
         let due_tasks = found.claimable.iter().chain(&found.exhausted);
@@ -240,6 +248,7 @@ impl DueQueue {
             read_ahead: false,
             entry_cap,
             reread_leased: true,
+            gate: ClaimGate::default(),
         };
         let found = Box::pin(self.scan(&goal)).await?;
         let count = |n: usize| u64::try_from(n).unwrap_or(u64::MAX);
@@ -260,6 +269,43 @@ impl DueQueue {
             },
             complete: !found.capped,
         })
+    }
+
+    /// Due and running tasks per type up to `now`, from a scan like [`DueQueue::active`]'s; a
+    /// running task whose item the scan did not read (not readable yet) is not counted.
+    pub async fn active_by_type(
+        &self,
+        now: Timestamp,
+        read_cap: usize,
+        entry_cap: usize,
+    ) -> Result<TypeCounts, StoreError> {
+        let goal = ScanGoal {
+            upper: ListKey::after_all_at(now),
+            due_by: now,
+            now,
+            want: usize::MAX,
+            read_cap,
+            read_ahead: false,
+            entry_cap,
+            reread_leased: true,
+            gate: ClaimGate::default(),
+        };
+        let found = Box::pin(self.scan(&goal)).await?;
+        let mut counts = TypeCounts {
+            by_type: std::collections::BTreeMap::new(),
+            exact: !found.capped,
+        };
+        for task in found.claimable.iter().chain(&found.exhausted) {
+            let entry: &mut TypeCount = counts.by_type.entry(task.task_type.clone()).or_default();
+            entry.due += 1;
+            if task.status == TaskStatus::Running {
+                entry.running += 1;
+            }
+        }
+        for name in found.running_types {
+            counts.by_type.entry(name).or_default().running += 1;
+        }
+        Ok(counts)
     }
 
     /// This process wrote `task` (a create, a retry, an outcome): if it is pending, a scan

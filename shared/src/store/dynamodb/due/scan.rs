@@ -9,7 +9,7 @@ use super::{PAGE_MAX, PAGE_MIN, ScanFound, ScanGoal, lock};
 use crate::clock::Timestamp;
 use crate::store::dynamodb::item::{Item, Queue, from_item, item_id};
 use crate::store::dynamodb::table::{BATCH_GET_KEYS, Entry, KeyRange, Table};
-use crate::store::{ListKey, StoreError};
+use crate::store::{ClaimGate, ListKey, StoreError};
 use crate::task::{Task, TaskId, TaskStatus};
 
 /// Reads one shard's entries in pages, oldest first.
@@ -186,6 +186,10 @@ pub struct Scan<'a> {
     /// Entries of tasks this scan read as running under an unexpired lease (another
     /// processor's), with the lease's expiry: until then later scans need not read them.
     pub leased: Vec<(ListKey, Timestamp)>,
+    /// Entries of due tasks of a paused type, with the type.
+    pub held: Vec<(ListKey, String)>,
+    /// What the gate still admits in this scan.
+    gate: ClaimGate,
     /// Items read so far.
     reads: usize,
     /// Index entries taken so far.
@@ -202,6 +206,8 @@ impl<'a> Scan<'a> {
             found: ScanFound::default(),
             learned: Vec::new(),
             leased: Vec::new(),
+            held: Vec::new(),
+            gate: goal.gate.clone(),
             reads: 0,
             taken: 0,
         }
@@ -268,8 +274,8 @@ impl<'a> Scan<'a> {
                 break;
             };
             readers[i].last_taken = Some(entry.key.clone());
-            let known = match state.known(&entry.key, self.goal.due_by) {
-                Known::Running if self.goal.reread_leased => Known::Unknown,
+            let known = match state.known(&entry.key, self.goal.due_by, &self.goal.gate) {
+                Known::Running | Known::Held if self.goal.reread_leased => Known::Unknown,
                 known => known,
             };
             if known == Known::Unknown {
@@ -346,7 +352,7 @@ impl<'a> Scan<'a> {
         let key = &candidate.entry.key;
         let read = match candidate.known {
             Known::Finished => return Classified::Passable,
-            Known::Running => return Classified::Blocking,
+            Known::Running | Known::Held => return Classified::Blocking,
             Known::Unknown => items.get(&candidate.entry.id),
         };
         let (classified, for_good) = match read {
@@ -357,6 +363,15 @@ impl<'a> Scan<'a> {
         if for_good {
             self.learned.push(key.clone());
         }
+        let classified = match classified {
+            Classified::Claimable(task) if !self.gate.take(&task.task_type) => {
+                if self.gate.is_paused(&task.task_type) && ListKey::of(&task) == *key {
+                    self.held.push((key.clone(), task.task_type.clone()));
+                }
+                Classified::Blocking
+            }
+            classified => classified,
+        };
         // Only a task read at this very entry: a read of one that moved on may be stale.
         if let (Classified::Blocking, Some(Some(task))) = (&classified, read) {
             let here = ListKey::of(task) == *key;
@@ -365,6 +380,7 @@ impl<'a> Scan<'a> {
                 .filter(|_| here && task.status == TaskStatus::Running);
             if let Some(lease) = lease.filter(|lease| *lease > self.goal.due_by) {
                 self.leased.push((key.clone(), lease));
+                self.found.running_types.push(task.task_type.clone());
             }
         }
         classified

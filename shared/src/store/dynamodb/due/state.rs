@@ -6,8 +6,8 @@ use std::collections::{HashMap, HashSet, VecDeque};
 
 use super::{CONTENTION_SPELL, FINISHED_CAP, RESCAN, WATERMARK_BATCH, WATERMARK_MAX_LAG};
 use crate::clock::Timestamp;
-use crate::store::ListKey;
 use crate::store::dynamodb::schema::QUEUE_SHARDS;
+use crate::store::{ClaimGate, ListKey};
 
 /// What a process knows about one shard of the due queue.
 #[derive(Debug, Default)]
@@ -57,6 +57,8 @@ pub enum Known {
     Finished,
     /// Claimed by this process, its lease still running.
     Running,
+    /// Due, but of a type that is paused: held until it is resumed.
+    Held,
     /// Nothing: the item must be read.
     Unknown,
 }
@@ -74,6 +76,9 @@ pub struct DueState {
     /// under another's lease), with their lease expiry: until then a scan knows they are
     /// running without reading them.
     running: HashMap<ListKey, Timestamp>,
+    /// Keys of due tasks read while their type was paused, with the type: a scan passes them
+    /// unread while the type stays paused.
+    held: HashMap<ListKey, String>,
 }
 
 impl Default for DueState {
@@ -83,6 +88,7 @@ impl Default for DueState {
             preferred: None,
             finished: HashSet::new(),
             running: HashMap::new(),
+            held: HashMap::new(),
         }
     }
 }
@@ -138,12 +144,18 @@ impl DueState {
             .map(|(shard, _)| shard as usize)
     }
 
-    /// What is known of the entry `key` for a scan due by `due_by`.
-    pub fn known(&self, key: &ListKey, due_by: Timestamp) -> Known {
+    /// What is known of the entry `key` for a scan due by `due_by` through `gate`.
+    pub fn known(&self, key: &ListKey, due_by: Timestamp, gate: &ClaimGate) -> Known {
         if self.finished.contains(key) {
             Known::Finished
         } else if self.running.get(key).is_some_and(|lease| *lease > due_by) {
             Known::Running
+        } else if self
+            .held
+            .get(key)
+            .is_some_and(|task_type| gate.is_paused(task_type))
+        {
+            Known::Held
         } else {
             Known::Unknown
         }
@@ -173,6 +185,16 @@ impl DueState {
                 self.running.clear();
             }
             self.running.insert(key, lease);
+        }
+    }
+
+    /// Remembers entries of due tasks whose type is paused, with their type.
+    pub fn remember_held(&mut self, held: impl IntoIterator<Item = (ListKey, String)>) {
+        for (key, task_type) in held {
+            if self.held.len() >= FINISHED_CAP {
+                self.held.clear();
+            }
+            self.held.insert(key, task_type);
         }
     }
 

@@ -1,0 +1,110 @@
+//! Flow control: paused types stay pending until resumed, a gate caps a type within a claim,
+//! and the due and running tasks are counted per type.
+
+use std::collections::BTreeMap;
+
+use super::*;
+use crate::store::ClaimGate;
+
+async fn claim_through<S: FullStore>(
+    store: &S,
+    now: Timestamp,
+    limit: usize,
+    gate: &ClaimGate,
+) -> Vec<Task> {
+    store
+        .claim_gated(
+            now,
+            now,
+            limit,
+            &Leases::fixed(Duration::from_secs(60)),
+            gate,
+        )
+        .await
+        .expect("claim through a gate")
+}
+
+async fn paused_gate<S: FullStore>(store: &S) -> ClaimGate {
+    let paused = store.paused_types().await.expect("read the paused types");
+    ClaimGate::new(paused, BTreeMap::new())
+}
+
+/// GIVEN due tasks of two types, one paused WHEN claiming THEN only the other type's are
+/// claimed, the paused ones stay pending, and once resumed they are claimed.
+pub async fn a_paused_type_is_not_claimed_until_resumed<S: FullStore>(store: S) {
+    let mail = create_at(&store, new_task("mail"), t0()).await;
+    let report = create_at(&store, new_task("report"), at(1)).await;
+    assert!(store.paused_types().await.expect("read").is_empty());
+
+    let paused = store.set_paused("mail", true, at(2)).await.expect("pause");
+    assert_eq!(paused.get("mail"), Some(&at(2)));
+    let again = store
+        .set_paused("mail", true, at(3))
+        .await
+        .expect("pause again");
+    assert_eq!(
+        again.get("mail"),
+        Some(&at(2)),
+        "a pause keeps its first instant"
+    );
+
+    let gate = paused_gate(&store).await;
+    assert_eq!(
+        ids(&claim_through(&store, at(5), 10, &gate).await),
+        [report.id]
+    );
+    // Read again: a scan that remembers the paused task must still pass it.
+    assert!(claim_through(&store, at(6), 10, &gate).await.is_empty());
+    assert_eq!(fetch(&store, mail.id).await.status, TaskStatus::Pending);
+
+    let resumed = store
+        .set_paused("mail", false, at(7))
+        .await
+        .expect("resume");
+    assert!(resumed.is_empty());
+    let gate = paused_gate(&store).await;
+    assert_eq!(
+        ids(&claim_through(&store, at(8), 10, &gate).await),
+        [mail.id]
+    );
+}
+
+/// GIVEN five due tasks of a capped type and two of another WHEN one claim asks for ten with
+/// room for two of the capped type THEN it takes two of it and both others; the rest stay due.
+pub async fn a_gate_caps_a_type_within_one_claim<S: FullStore>(store: S) {
+    let mut slow = Vec::new();
+    for i in 0..5 {
+        slow.push(create_at(&store, new_task("slow"), at(i)).await);
+    }
+    for i in 5..7 {
+        create_at(&store, new_task("fast"), at(i)).await;
+    }
+    let gate = ClaimGate::new(PausedTypes::new(), BTreeMap::from([("slow".to_owned(), 2)]));
+    let claimed = claim_through(&store, at(10), 10, &gate).await;
+    let of = |name: &str| claimed.iter().filter(|t| t.task_type == name).count();
+    assert_eq!((of("slow"), of("fast")), (2, 2));
+    assert_eq!(ids(&claimed[..1]), [slow[0].id], "earliest first");
+    let rest = claim(&store, at(11), 10).await;
+    assert_eq!(rest.len(), 3, "the capped type's other tasks stayed due");
+}
+
+/// GIVEN due, later and running tasks of two types WHEN counting per type THEN each type has
+/// its due and running tasks, and the later one is not due.
+pub async fn type_counts_are_due_and_running_per_type<S: FullStore>(store: S) {
+    create_at(&store, new_task("b"), t0()).await;
+    create_at(&store, new_task("b"), at(1)).await;
+    for i in 2..5 {
+        create_at(&store, new_task("a"), at(i)).await;
+    }
+    let mut later = new_task("a");
+    later.scheduled_at = Some(at(3600));
+    create_at(&store, later, at(5)).await;
+    let claimed = claim(&store, at(6), 1).await;
+    assert_eq!(claimed[0].task_type, "b");
+
+    let counts = store.type_counts(at(10)).await.expect("count per type");
+    assert!(counts.exact);
+    let count = |name: &str| counts.by_type.get(name).copied().unwrap_or_default();
+    assert_eq!((count("a").due, count("a").running), (3, 0));
+    assert_eq!((count("b").due, count("b").running), (1, 1));
+}

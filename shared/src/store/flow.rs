@@ -1,0 +1,128 @@
+//! Flow control in the store: task types an operator paused (stored, so every process sees
+//! them), the tasks of each type due and running, and which types a claim may take.
+
+use std::collections::BTreeMap;
+use std::future::Future;
+
+use super::StoreError;
+use crate::clock::Timestamp;
+
+/// The paused types, each with when it was paused.
+pub type PausedTypes = BTreeMap<String, Timestamp>;
+
+/// Due and running tasks of one type.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct TypeCount {
+    /// Due now and not running: pending past their time, or running with an expired lease.
+    pub due: u64,
+    /// Running, their lease expired or not.
+    pub running: u64,
+}
+
+/// Due and running tasks per type, and whether every one was counted.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct TypeCounts {
+    /// By type; a type with neither is absent.
+    pub by_type: BTreeMap<String, TypeCount>,
+    /// False when a bounded look stopped before it saw every due or running task (DynamoDB):
+    /// the numbers are then at least what they say.
+    pub exact: bool,
+}
+
+/// Pauses and resumes task types, and counts their due and running tasks.
+pub trait FlowControl: Send + Sync {
+    /// The paused types. Cheap enough to read every few seconds (one row or item).
+    fn paused_types(&self) -> impl Future<Output = Result<PausedTypes, StoreError>> + Send;
+
+    /// Pauses (`paused`) or resumes `task_type` as of `now`; pausing a paused type keeps its
+    /// first instant. Returns the paused types after the write.
+    fn set_paused(
+        &self,
+        task_type: &str,
+        paused: bool,
+        now: Timestamp,
+    ) -> impl Future<Output = Result<PausedTypes, StoreError>> + Send;
+
+    /// Due and running tasks per type at `now`, in a number of reads bounded by what is due
+    /// and running (never by the finished tasks or the ones scheduled later).
+    fn type_counts(
+        &self,
+        now: Timestamp,
+    ) -> impl Future<Output = Result<TypeCounts, StoreError>> + Send;
+}
+
+/// Which tasks a claim may take, by type: none of a paused type, and at most `room` more of a
+/// type with a concurrency cap in this process. Types not named are open.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ClaimGate {
+    paused: PausedTypes,
+    room: BTreeMap<String, usize>,
+}
+
+/// The gate that admits every task.
+pub static OPEN_GATE: ClaimGate = ClaimGate {
+    paused: BTreeMap::new(),
+    room: BTreeMap::new(),
+};
+
+impl ClaimGate {
+    /// A gate closed to the `paused` types, and to more than `room` tasks of each capped type.
+    pub fn new(paused: PausedTypes, room: BTreeMap<String, usize>) -> Self {
+        Self { paused, room }
+    }
+
+    /// True when `task_type` is paused.
+    pub fn is_paused(&self, task_type: &str) -> bool {
+        self.paused.contains_key(task_type)
+    }
+
+    /// True when a task of `task_type` may be claimed now.
+    pub fn admits(&self, task_type: &str) -> bool {
+        !self.is_paused(task_type) && self.room.get(task_type).is_none_or(|room| *room > 0)
+    }
+
+    /// Takes one task of `task_type` through the gate, if it admits one.
+    pub fn take(&mut self, task_type: &str) -> bool {
+        if !self.admits(task_type) {
+            return false;
+        }
+        if let Some(room) = self.room.get_mut(task_type) {
+            *room -= 1;
+        }
+        true
+    }
+
+    /// True when a capped type has no room left.
+    pub fn any_full(&self) -> bool {
+        self.room.values().any(|room| *room == 0)
+    }
+
+    /// The types it admits no task of now.
+    pub fn closed(&self) -> impl Iterator<Item = &str> {
+        self.paused.keys().map(String::as_str).chain(
+            self.room
+                .iter()
+                .filter(|(_, room)| **room == 0)
+                .map(|(name, _)| name.as_str()),
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_gate_admits_open_types_and_capped_ones_while_room_lasts() {
+        let paused = PausedTypes::from([("report".to_owned(), Timestamp::now_utc())]);
+        let mut gate = ClaimGate::new(paused, BTreeMap::from([("mail".to_owned(), 2)]));
+        assert!(!gate.take("report"));
+        assert!(gate.take("mail") && gate.take("mail"));
+        assert!(!gate.take("mail"));
+        assert!(gate.take("anything"));
+        let mut closed: Vec<&str> = gate.closed().collect();
+        closed.sort_unstable();
+        assert_eq!(closed, ["mail", "report"]);
+    }
+}
