@@ -142,6 +142,35 @@ enum Command {
         #[command(flatten)]
         store: StoreArgs,
     },
+    /// Show each registered task type: paused or running, its tasks due and running now, its
+    /// concurrency cap and timeout.
+    Types {
+        #[command(flatten)]
+        output: OutputArgs,
+        #[command(flatten)]
+        store: StoreArgs,
+    },
+    /// Pause a task type: its tasks stay pending, and no processor claims them (within 5 s)
+    /// until it is resumed; creates still succeed.
+    Pause {
+        /// The task type.
+        #[arg(value_name = "TYPE")]
+        task_type: String,
+        #[command(flatten)]
+        output: OutputArgs,
+        #[command(flatten)]
+        store: StoreArgs,
+    },
+    /// Resume a paused task type.
+    Resume {
+        /// The task type.
+        #[arg(value_name = "TYPE")]
+        task_type: String,
+        #[command(flatten)]
+        output: OutputArgs,
+        #[command(flatten)]
+        store: StoreArgs,
+    },
     /// Recurring tasks: list, show, add, rm, pause, resume, trigger, apply FILE.
     #[command(subcommand)]
     Schedules(schedules::SchedulesCommand),
@@ -321,6 +350,26 @@ async fn run(cli: Cli) -> Result<(), CliError> {
         Command::Stats { output, store } => {
             let tasker = config(&store)?.build_tasker().await?;
             operator::stats(&tasker, output.json).await
+        }
+        Command::Types { output, store } => {
+            let tasker = config(&store)?.build_tasker().await?;
+            operator::types(&tasker, output.json).await
+        }
+        Command::Pause {
+            task_type,
+            output,
+            store,
+        } => {
+            let tasker = config(&store)?.build_tasker().await?;
+            operator::pause(&tasker, &task_type, true, output.json).await
+        }
+        Command::Resume {
+            task_type,
+            output,
+            store,
+        } => {
+            let tasker = config(&store)?.build_tasker().await?;
+            operator::pause(&tasker, &task_type, false, output.json).await
         }
         Command::Schedules(command) => schedules::run(command).await,
         Command::CreateTable { table } => {

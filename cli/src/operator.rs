@@ -4,17 +4,14 @@
 
 use std::time::Duration;
 
-use futures::StreamExt;
 use indicatif::{ProgressBar, ProgressStyle};
 use serde_json::{Value, json};
 use tasker::store::{ListFilter, ListKey, LowerBound, TaskPage};
 use tasker::tasker::MAX_LIST_LIMIT;
-use tasker::{Store, Task, TaskId, TaskStatus, Tasker, TaskerError};
+use tasker::{Store, Task, TaskId, TaskStatus, Tasker};
 
 use crate::CliError;
 
-/// Retries one bulk retry has in flight at once.
-const RETRY_CONCURRENCY: usize = 8;
 /// Longest `lastError` shown in a listing row.
 const ERROR_WIDTH: usize = 60;
 
@@ -210,30 +207,20 @@ pub async fn retry_all_failed(
         Some(_) => None,
     };
     let bar = progress(total, "retrying failed tasks");
-    let filter = ListFilter {
-        status: Some(TaskStatus::Failed),
-        task_type,
-        ..ListFilter::default()
-    };
     let mut retried = Vec::new();
     let mut skipped = Vec::new();
     let mut after = None;
     loop {
-        let page = tasker.list(&filter, after, MAX_LIST_LIMIT).await?;
-        let outcomes: Vec<(TaskId, Result<Task, TaskerError>)> = futures::stream::iter(page.tasks)
-            .map(|task| async move { (task.id, tasker.retry(task.id).await) })
-            .buffer_unordered(RETRY_CONCURRENCY)
-            .collect()
-            .await;
-        for (id, outcome) in outcomes {
-            bar.inc(1);
-            match outcome {
-                Ok(_) => retried.push(id.to_string()),
-                // Skipped with its reason (a reference held by an active task, a contended
-                // guard, a passing outage), so one task never stops the rest.
-                Err(err) => skipped.push(json!({"id": id.to_string(), "error": err.to_string()})),
-            }
-        }
+        let page = tasker
+            .retry_failed_page(task_type.clone(), after, MAX_LIST_LIMIT)
+            .await?;
+        bar.inc((page.retried.len() + page.skipped.len()) as u64);
+        retried.extend(page.retried.iter().map(ToString::to_string));
+        skipped.extend(
+            page.skipped
+                .iter()
+                .map(|(id, error)| json!({"id": id.to_string(), "error": error})),
+        );
         after = page.next;
         if after.is_none() {
             break;
@@ -301,6 +288,59 @@ pub async fn stats(tasker: &Tasker<Store>, json: bool) -> Result<(), CliError> {
     }
     if let Some(seen) = stats.active_seen_at {
         out!("(pending, running and due as a processor saw them at {seen})");
+    }
+    Ok(())
+}
+
+/// `tasker types`: each registered type with its settings, paused flag and counts.
+pub async fn types(tasker: &Tasker<Store>, json: bool) -> Result<(), CliError> {
+    let view = tasker.types().await?;
+    if json {
+        out!("{}", serde_json::to_string(&view)?);
+        return Ok(());
+    }
+    let at_least = if view.exact { "" } else { ">=" };
+    out!(
+        "{:<24} {:<8} {:>10} {:>10} {:>12} {:>9}",
+        "TYPE",
+        "STATE",
+        "DUE",
+        "RUNNING",
+        "CONCURRENCY",
+        "TIMEOUT"
+    );
+    for t in &view.types {
+        let state = if t.paused { "paused" } else { "running" };
+        let cap = t.concurrency.map_or("-".to_owned(), |n| n.to_string());
+        out!(
+            "{:<24} {state:<8} {:>10} {:>10} {cap:>12} {:>8}s",
+            t.name,
+            format!("{at_least}{}", t.counts.due),
+            format!("{at_least}{}", t.counts.running),
+            t.timeout_ms / 1000
+        );
+    }
+    Ok(())
+}
+
+/// `tasker pause TYPE` / `tasker resume TYPE`.
+pub async fn pause(
+    tasker: &Tasker<Store>,
+    task_type: &str,
+    paused: bool,
+    json: bool,
+) -> Result<(), CliError> {
+    let after = tasker.pause_type(task_type, paused).await?;
+    let at = after.get(task_type);
+    if json {
+        out!(
+            "{}",
+            json!({"name": task_type, "paused": at.is_some(), "pausedAt": at})
+        );
+    } else if let Some(at) = at {
+        out!("{task_type} paused since {at}: its tasks stay pending until `tasker resume {task_type}`");
+    } else {
+        out!("{task_type} running: its due tasks are claimed again");
     }
     Ok(())
 }

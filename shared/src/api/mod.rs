@@ -6,6 +6,7 @@ pub mod hosts;
 pub mod requests;
 pub mod schedules;
 pub mod strict_json;
+pub mod types;
 
 use std::sync::Arc;
 
@@ -51,6 +52,9 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("POST", "/schedules/{name}/pause"),
     ("POST", "/schedules/{name}/resume"),
     ("POST", "/schedules/{name}/trigger"),
+    ("GET", "/types"),
+    ("POST", "/types/{type}/pause"),
+    ("POST", "/types/{type}/resume"),
     ("GET", HEALTH_PATH),
 ];
 
@@ -112,6 +116,15 @@ pub fn router<S: ApiStore>(tasker: Arc<Tasker<S>>, auth: AuthMode) -> Router {
         .route(
             "/schedules/{name}/trigger",
             post(schedules::trigger::<S>).fallback(method_not_allowed),
+        )
+        .route("/types", get(types::list::<S>).fallback(method_not_allowed))
+        .route(
+            "/types/{type}/pause",
+            post(types::pause::<S>).fallback(method_not_allowed),
+        )
+        .route(
+            "/types/{type}/resume",
+            post(types::resume::<S>).fallback(method_not_allowed),
         )
         .route(HEALTH_PATH, get(health).fallback(method_not_allowed))
         .fallback(not_found)

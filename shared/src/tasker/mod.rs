@@ -451,6 +451,57 @@ impl<S: TaskLister> Tasker<S> {
     }
 }
 
+/// What one page of a bulk retry of failed tasks did.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct RetriedPage {
+    /// Tasks put back in the queue.
+    pub retried: Vec<TaskId>,
+    /// Tasks that could not be, with why (a reference held by an active task, a contended
+    /// guard, a passing outage): one never stops the rest.
+    pub skipped: Vec<(TaskId, String)>,
+    /// Where the next page starts; `None` after the last.
+    pub next: Option<ListKey>,
+}
+
+/// Retries one bulk retry has in flight at once.
+const RETRY_CONCURRENCY: usize = 8;
+
+impl<S: TaskLister + TaskRetrier> Tasker<S> {
+    /// Retries one page of up to `limit` failed tasks (of `task_type`, when given) below
+    /// `after`, several at once.
+    pub async fn retry_failed_page(
+        &self,
+        task_type: Option<String>,
+        after: Option<ListKey>,
+        limit: usize,
+    ) -> Result<RetriedPage, TaskerError> {
+        use futures::StreamExt;
+        let filter = ListFilter {
+            status: Some(crate::task::TaskStatus::Failed),
+            task_type,
+            ..ListFilter::default()
+        };
+        let page = self.list(&filter, after, limit).await?;
+        let outcomes: Vec<(TaskId, Result<Task, TaskerError>)> =
+            futures::stream::iter(page.tasks)
+                .map(|task| async move { (task.id, self.retry(task.id).await) })
+                .buffer_unordered(RETRY_CONCURRENCY)
+                .collect()
+                .await;
+        let mut done = RetriedPage {
+            next: page.next,
+            ..RetriedPage::default()
+        };
+        for (id, outcome) in outcomes {
+            match outcome {
+                Ok(_) => done.retried.push(id),
+                Err(err) => done.skipped.push((id, err.to_string())),
+            }
+        }
+        Ok(done)
+    }
+}
+
 impl<S: TaskLister + QueueStats> Tasker<S> {
     /// Counts per status and the backlog, in reads that do not grow with the table.
     pub async fn stats(&self) -> Result<Stats, TaskerError> {
