@@ -338,7 +338,9 @@ pub async fn pause(
             json!({"name": task_type, "paused": at.is_some(), "pausedAt": at})
         );
     } else if let Some(at) = at {
-        out!("{task_type} paused since {at}: its tasks stay pending until `tasker resume {task_type}`");
+        out!(
+            "{task_type} paused since {at}: its tasks stay pending until `tasker resume {task_type}`"
+        );
     } else {
         out!("{task_type} running: its due tasks are claimed again");
     }

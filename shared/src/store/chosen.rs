@@ -134,6 +134,10 @@ impl QueueStats for Store {
     async fn overview(&self, now: Timestamp) -> Result<Overview, StoreError> {
         on_backend!(self, store => store.overview(now))
     }
+
+    async fn throughput(&self, now: Timestamp) -> Result<super::Throughput, StoreError> {
+        on_backend!(self, store => store.throughput(now))
+    }
 }
 
 impl FlowControl for Store {

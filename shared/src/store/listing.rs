@@ -123,6 +123,17 @@ pub struct Overview {
     pub exact: bool,
 }
 
+/// Tasks finished (succeeded, failed or cancelled) per time bucket, up to now: the dashboard's
+/// chart.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Throughput {
+    /// Each bucket's length: a minute on SQLite, an hour on DynamoDB (its counts are kept per
+    /// hour).
+    pub bucket: std::time::Duration,
+    /// The buckets, oldest first, each with its start; the last holds now.
+    pub buckets: Vec<(Timestamp, u64)>,
+}
+
 /// A number of [`Overview`] that may be larger than shown.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, serde::Serialize)]
 #[serde(rename_all = "camelCase")]

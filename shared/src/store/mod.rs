@@ -34,7 +34,7 @@ pub use error::{Cause, StoreError};
 pub use flow::{ClaimGate, FlowControl, PausedTypes, TypeCount, TypeCounts};
 pub use lease::Leases;
 pub use listing::{
-    InvalidCursor, ListFilter, ListKey, LowerBound, Overview, StatusCounts, TaskPage,
+    InvalidCursor, ListFilter, ListKey, LowerBound, Overview, StatusCounts, TaskPage, Throughput,
 };
 pub use schedules::{Expect, SCHEDULES_SEEN_WITHIN, ScheduleStore, ScheduleWrite};
 #[cfg(feature = "sqlite")]
@@ -183,6 +183,13 @@ pub trait QueueStats: Send + Sync {
     /// reads that does not grow with the table, and how exact they are.
     fn overview(&self, now: Timestamp)
     -> impl Future<Output = Result<Overview, StoreError>> + Send;
+
+    /// Tasks finished per bucket up to `now`: the last 60 minutes on SQLite, the last 24
+    /// hours on DynamoDB.
+    fn throughput(
+        &self,
+        now: Timestamp,
+    ) -> impl Future<Output = Result<Throughput, StoreError>> + Send;
 }
 
 /// Deletes finished tasks.

@@ -482,12 +482,11 @@ impl<S: TaskLister + TaskRetrier> Tasker<S> {
             ..ListFilter::default()
         };
         let page = self.list(&filter, after, limit).await?;
-        let outcomes: Vec<(TaskId, Result<Task, TaskerError>)> =
-            futures::stream::iter(page.tasks)
-                .map(|task| async move { (task.id, self.retry(task.id).await) })
-                .buffer_unordered(RETRY_CONCURRENCY)
-                .collect()
-                .await;
+        let outcomes: Vec<(TaskId, Result<Task, TaskerError>)> = futures::stream::iter(page.tasks)
+            .map(|task| async move { (task.id, self.retry(task.id).await) })
+            .buffer_unordered(RETRY_CONCURRENCY)
+            .collect()
+            .await;
         let mut done = RetriedPage {
             next: page.next,
             ..RetriedPage::default()

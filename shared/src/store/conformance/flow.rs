@@ -108,3 +108,28 @@ pub async fn type_counts_are_due_and_running_per_type<S: FullStore>(store: S) {
     assert_eq!((count("a").due, count("a").running), (3, 0));
     assert_eq!((count("b").due, count("b").running), (1, 1));
 }
+
+/// GIVEN tasks that succeeded and one cancelled a minute ago WHEN reading the throughput THEN
+/// its buckets, oldest first up to now's, hold all three.
+pub async fn throughput_counts_what_finished_lately<S: FullStore>(store: S) {
+    for i in 0..2 {
+        create_at(&store, new_task("t"), at(i)).await;
+    }
+    let pending = create_at(&store, new_task("t"), at(2)).await;
+    for task in claim(&store, at(10), 2).await {
+        store
+            .settle(&task, Settlement::Succeeded, at(20))
+            .await
+            .expect("settle");
+    }
+    store.cancel(pending.id, at(30)).await.expect("cancel");
+    store.flush(at(30), true).await;
+
+    let now = at(100);
+    let throughput = store.throughput(now).await.expect("throughput");
+    let total: u64 = throughput.buckets.iter().map(|(_, n)| n).sum();
+    assert_eq!(total, 3, "{throughput:?}");
+    let (last, _) = throughput.buckets.last().expect("buckets");
+    assert!(*last <= now && now.since(*last) < throughput.bucket);
+    assert!(throughput.buckets.windows(2).all(|w| w[0].0 < w[1].0));
+}

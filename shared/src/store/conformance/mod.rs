@@ -92,7 +92,8 @@ macro_rules! store_conformance_tests {
             a_tick_task_stored_twice_is_stored_once_and_listed_by_schedule,
             a_paused_type_is_not_claimed_until_resumed,
             a_gate_caps_a_type_within_one_claim,
-            type_counts_are_due_and_running_per_type
+            type_counts_are_due_and_running_per_type,
+            throughput_counts_what_finished_lately
         );
     };
     (@cases $make:expr; $($case:ident),* $(,)?) => {

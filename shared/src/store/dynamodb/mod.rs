@@ -219,6 +219,10 @@ impl QueueStats for DynamoStore {
     async fn overview(&self, now: Timestamp) -> Result<Overview, StoreError> {
         overview::overview(&self.table, &self.due, self.ttl_after, now).await
     }
+
+    async fn throughput(&self, now: Timestamp) -> Result<super::Throughput, StoreError> {
+        tally::hourly(&self.table, now).await
+    }
 }
 
 impl FlowControl for DynamoStore {

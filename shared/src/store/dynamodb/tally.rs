@@ -22,7 +22,7 @@ use super::schema::{EXPIRES_AT, TALLY_PREFIX};
 use super::table::Table;
 use crate::clock::Timestamp;
 use crate::report::Report;
-use crate::store::{StatusCounts, StoreError};
+use crate::store::{StatusCounts, StoreError, Throughput};
 use crate::task::{Task, TaskStatus};
 
 /// The longest a busy process keeps changes unwritten.
@@ -156,6 +156,69 @@ fn expiry(day: &str, ttl_after: Duration) -> i64 {
 
 /// The counts of tasks that finished within `window` before `now`: the stored days plus this
 /// process's unwritten changes. Half a read unit per day of the window.
+/// Tasks finished per hour over the last 24 hours up to `now`'s hour, from the day items of
+/// today and yesterday (one unit at most) and this process's unwritten counts.
+pub async fn hourly(table: &Table, now: Timestamp) -> Result<Throughput, StoreError> {
+    const HOUR: Duration = Duration::from_secs(3600);
+    let this_hour: Timestamp =
+        format!("{}:00:00.000Z", now.to_text().get(..13).unwrap_or_default())
+            .parse()
+            .unwrap_or(now);
+    let starts: Vec<Timestamp> = (0..24u32)
+        .rev()
+        .map(|back| this_hour.minus(HOUR * back))
+        .collect();
+    // "YYYY-MM-DD" and "HH" of each hour, the keys the counts are kept under.
+    let slot_of = |at: Timestamp| {
+        let text = at.to_text();
+        (
+            text.get(..10).unwrap_or_default().to_owned(),
+            text.get(11..13).unwrap_or_default().to_owned(),
+        )
+    };
+    let mut days: Vec<String> = starts.iter().map(|at| slot_of(*at).0).collect();
+    days.dedup();
+    let keys: Vec<String> = days.iter().map(|d| format!("{TALLY_PREFIX}{d}")).collect();
+    let mut sums: std::collections::HashMap<(String, String), i64> =
+        std::collections::HashMap::new();
+    let mut add = |day: &str, attribute: &str, value: i64| {
+        let finished =
+            attribute.len() == 3 && matches!(attribute.chars().next(), Some('s' | 'f' | 'c'));
+        if let (true, Some(hour)) = (finished, attribute.get(1..3)) {
+            *sums.entry((day.to_owned(), hour.to_owned())).or_default() += value;
+        }
+    };
+    for item in table.batch_get(&keys, false).await? {
+        let Some(day) = item
+            .get(super::schema::ID)
+            .and_then(|id| id.as_s().ok())
+            .and_then(|id| id.strip_prefix(TALLY_PREFIX))
+            .map(str::to_owned)
+        else {
+            continue;
+        };
+        for (attribute, value) in &item {
+            if let Some(value) = value.as_n().ok().and_then(|v| v.parse::<i64>().ok()) {
+                add(&day, attribute, value);
+            }
+        }
+    }
+    for ((day, attribute), delta) in table.tally().unwritten() {
+        add(&day, &attribute, delta);
+    }
+    let buckets = starts
+        .into_iter()
+        .map(|at| {
+            let sum = sums.get(&slot_of(at)).copied().unwrap_or_default();
+            (at, u64::try_from(sum).unwrap_or_default())
+        })
+        .collect();
+    Ok(Throughput {
+        bucket: HOUR,
+        buckets,
+    })
+}
+
 pub async fn finished(
     table: &Table,
     now: Timestamp,

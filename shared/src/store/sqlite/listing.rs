@@ -8,7 +8,7 @@ use super::rows::{COLUMNS, row_to_task, sqlite_error};
 use crate::clock::Timestamp;
 use crate::store::{
     Backlog, ListFilter, ListKey, Overview, QueueStats, StatusCounts, StoreError, TaskLister,
-    TaskPage,
+    TaskPage, Throughput,
 };
 use crate::task::{Task, TaskStatus};
 
@@ -167,6 +167,45 @@ impl QueueStats for SqliteStore {
             };
             tx.commit().map_err(sqlite_error)?;
             Ok(overview)
+        })
+        .await
+    }
+
+    async fn throughput(&self, now: Timestamp) -> Result<Throughput, StoreError> {
+        const MINUTE: std::time::Duration = std::time::Duration::from_secs(60);
+        let this_minute: Timestamp =
+            format!("{}:00.000Z", now.to_text().get(..16).unwrap_or_default())
+                .parse()
+                .unwrap_or(now);
+        let first = this_minute.minus(MINUTE * 59);
+        self.with_reader(move |conn| {
+            // The finished tasks' index, from the first minute on: as long as the last hour's
+            // finishes, never the history.
+            let mut stmt = conn
+                .prepare_cached(
+                    "SELECT substr(finished_at, 1, 16), COUNT(*) FROM tasks \
+                     INDEXED BY tasks_finished WHERE finished_at >= ?1 GROUP BY 1",
+                )
+                .map_err(sqlite_error)?;
+            let rows: std::collections::HashMap<String, i64> = stmt
+                .query_map(params![first.to_text()], |row| {
+                    Ok((row.get(0)?, row.get(1)?))
+                })
+                .map_err(sqlite_error)?
+                .collect::<rusqlite::Result<_>>()
+                .map_err(sqlite_error)?;
+            let buckets = (0..60u32)
+                .map(|i| {
+                    let at = first.plus(MINUTE * i);
+                    let key = at.to_text().get(..16).unwrap_or_default().to_owned();
+                    let count = rows.get(&key).copied().unwrap_or_default();
+                    (at, u64::try_from(count).unwrap_or_default())
+                })
+                .collect();
+            Ok(Throughput {
+                bucket: MINUTE,
+                buckets,
+            })
         })
         .await
     }
