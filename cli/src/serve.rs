@@ -37,7 +37,9 @@ pub async fn serve(args: ServeArgs) -> Result<(), CliError> {
     tracing::info!(address = %local, store = %store, interval_s = args.interval, hosts = ?allowlist, "tasker listening on http://{local}");
 
     let (stop_tx, stop_rx) = watch::channel(false);
-    let mut app = api::router(Arc::clone(&tasker), config.local_auth()).layer(
+    let auth = config.local_auth();
+    let api = api::router(Arc::clone(&tasker), auth.clone());
+    let mut app = tasker::dashboard::beside(api, Arc::clone(&tasker), auth, true).layer(
         middleware::from_fn_with_state(Arc::new(allowlist), hosts::require_allowed_host),
     );
     if open_to_network {

@@ -9,6 +9,8 @@
 pub mod api;
 pub mod clock;
 pub mod config;
+#[cfg(feature = "dashboard")]
+pub mod dashboard;
 #[cfg(feature = "lambda")]
 pub mod lambda;
 pub mod metrics;

@@ -1,6 +1,7 @@
 //! Support for Tasker's end-to-end tests: DynamoDB Local tables, a webhook receiver on
 //! 127.0.0.1, a real `tasker` process, and the sample Lambda events.
 
+pub mod browser;
 pub mod capacity;
 pub mod dynamo;
 pub mod events;

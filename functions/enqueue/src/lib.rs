@@ -22,5 +22,10 @@ pub fn app<S: ApiStore>(
         tasker = tasker.with_push(queue);
     }
     let tasker = Arc::new(tasker);
-    Ok(api::router(tasker, auth))
+    let api = api::router(Arc::clone(&tasker), auth.clone());
+    if config.dashboard {
+        // Beside the API, with its own sessions; closed like the API without a token.
+        return Ok(tasker::dashboard::beside(api, tasker, auth, false));
+    }
+    Ok(api)
 }

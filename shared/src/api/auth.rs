@@ -58,7 +58,7 @@ fn bearer_token(value: &str) -> Option<&str> {
 
 /// Compares digests in constant time, so neither the content nor the length of the expected
 /// token leaks through timing.
-fn token_matches(presented: &str, expected: &str) -> bool {
+pub(crate) fn token_matches(presented: &str, expected: &str) -> bool {
     let presented = Sha256::digest(presented.as_bytes());
     let expected = Sha256::digest(expected.as_bytes());
     presented.as_slice().ct_eq(expected.as_slice()).into()

@@ -138,6 +138,9 @@ pub struct Config {
     /// `TASKER_ALLOWED_HOSTS`: comma-separated `Host` names `tasker serve` answers besides the
     /// loopback ones (`*`: any); `tasker serve --allowed-host` adds to them.
     pub allowed_hosts: Vec<String>,
+    /// `TASKER_DASHBOARD` (default false): the enqueue Lambda serves the web dashboard at
+    /// `/ui/` (`tasker serve` always does).
+    pub dashboard: bool,
     /// `TASKER_AUTH`: `token` (default) or `iam`.
     pub iam_auth: bool,
     /// `TASKER_WEBHOOK_SECRET`, `TASKER_WEBHOOK_TIMEOUT` (default 10s),
@@ -172,6 +175,7 @@ impl Config {
                 bounded(v, 0, 10_000_000).map(|n| n as u64)
             })?,
             api_token: api_token(&get)?,
+            dashboard: parse(&get, "TASKER_DASHBOARD", false, boolean)?,
             allowed_hosts: get("TASKER_ALLOWED_HOSTS")
                 .map(|list| {
                     list.split(',')

@@ -358,6 +358,11 @@ impl<S: TaskRetrier> Tasker<S> {
 }
 
 impl<S: QueueStats> Tasker<S> {
+    /// Tasks finished per minute (SQLite) or hour (DynamoDB) up to now.
+    pub async fn throughput(&self) -> Result<crate::store::Throughput, TaskerError> {
+        Ok(self.store.throughput(self.clock.now()).await?)
+    }
+
     /// Due tasks now and the oldest due instant.
     pub async fn backlog(&self) -> Result<Backlog, TaskerError> {
         Ok(self.store.backlog(self.clock.now()).await?)

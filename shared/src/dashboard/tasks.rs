@@ -1,0 +1,218 @@
+//! The tasks pages: a filtered, paged listing (the API's `GET /tasks` rules) and one task with
+//! its payload, attempts, last error and timeline.
+
+use axum::extract::rejection::PathRejection;
+use axum::extract::{Path, Query, RawQuery};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::Response;
+use maud::{Markup, html};
+
+use super::pages::Notice;
+use super::{Page, Shared};
+use crate::api::ApiStore;
+use crate::api::requests::parse_list_query;
+use crate::clock::Timestamp;
+use crate::task::{Task, TaskId, TaskStatus};
+use axum::extract::State;
+
+/// Longest `lastError` shown in a listing row.
+const ERROR_WIDTH: usize = 80;
+
+/// `text` cut to `width` characters, marked when cut.
+fn cut(text: &str, width: usize) -> String {
+    if text.chars().count() <= width {
+        text.to_owned()
+    } else {
+        format!("{}…", text.chars().take(width).collect::<String>())
+    }
+}
+
+/// The link to a task's action's confirmation, if its status allows one.
+fn action(task: &Task) -> Markup {
+    let id = task.id;
+    match task.status {
+        TaskStatus::Pending => {
+            html! { a.button.secondary href=(format!("/ui/confirm?action=cancel&id={id}")) { "Cancel" } }
+        }
+        TaskStatus::Failed | TaskStatus::Cancelled => {
+            html! { a.button href=(format!("/ui/confirm?action=retry&id={id}")) { "Retry" } }
+        }
+        _ => html! {},
+    }
+}
+
+/// The form's pairs without the empty fields a form submits (the API refuses those) and
+/// without the dashboard's own.
+fn api_query(query: Option<&str>) -> String {
+    let mut kept = url::form_urlencoded::Serializer::new(String::new());
+    for (name, value) in url::form_urlencoded::parse(query.unwrap_or_default().as_bytes()) {
+        if !value.is_empty() && name != "done" && name != "n" {
+            kept.append_pair(&name, &value);
+        }
+    }
+    kept.finish()
+}
+
+pub async fn list<S: ApiStore>(
+    State(dashboard): Shared<S>,
+    headers: HeaderMap,
+    RawQuery(raw): RawQuery,
+) -> Response {
+    let page = match Page::open(&dashboard, &headers) {
+        Ok(page) => page,
+        Err(answer) => return answer,
+    };
+    let query = api_query(raw.as_deref());
+    let parsed = parse_list_query(Some(&query));
+    let listing = match &parsed {
+        Ok(parsed) => Some(
+            dashboard
+                .tasker
+                .list(&parsed.filter, parsed.cursor.clone(), parsed.limit)
+                .await,
+        ),
+        Err(_) => None,
+    };
+    let (tasks, next, problem) = match (listing, &parsed) {
+        (Some(Ok(found)), _) => (found.tasks, found.next, None),
+        (Some(Err(err)), _) => return page.failure(&err),
+        (None, Err(err)) => (Vec::new(), None, Some(err.message.clone())),
+        (None, Ok(_)) => (Vec::new(), None, None),
+    };
+    let filter = parsed.map(|q| q.filter).unwrap_or_default();
+    let next_link = next.map(|cursor| {
+        let mut link = url::form_urlencoded::Serializer::new(String::new());
+        for (name, value) in url::form_urlencoded::parse(query.as_bytes()) {
+            if name != "cursor" {
+                link.append_pair(&name, &value);
+            }
+        }
+        link.append_pair("cursor", cursor.as_str());
+        format!("/ui/tasks?{}", link.finish())
+    });
+    let status = filter.status;
+    let current = if status == Some(TaskStatus::Failed) {
+        "Failed"
+    } else {
+        "Tasks"
+    };
+    let body = html! {
+        h1 { "Tasks" }
+        @if let Some(problem) = &problem { p.error role="alert" { (problem) } }
+        form.filters method="get" action="/ui/tasks" {
+            label { "Status"
+                select name="status" {
+                    option value="" { "any" }
+                    @for s in TaskStatus::ALL {
+                        option value=(s.as_str()) selected[status == Some(s)] { (s.as_str()) }
+                    }
+                }
+            }
+            label { "Type" input name="type" value=(filter.task_type.clone().unwrap_or_default()); }
+            label { "Reference" input name="referenceUid" value=(filter.reference_uid.clone().unwrap_or_default()); }
+            label { "Schedule" input name="schedule" value=(filter.schedule.clone().unwrap_or_default()); }
+            button type="submit" { "Filter" }
+        }
+        @if status == Some(TaskStatus::Failed) {
+            p { a.button href=(format!("/ui/confirm?action=retry-failed{}", filter.task_type.as_ref().map(|t| format!("&type={t}")).unwrap_or_default())) { "Retry every failed task shown by this filter" } }
+        }
+        @if tasks.is_empty() {
+            p { "No tasks match." }
+        } @else {
+            div.scroll { table {
+                thead { tr {
+                    th scope="col" { "Task" } th scope="col" { "Type" } th scope="col" { "Status" }
+                    th scope="col" { "Scheduled" } th.num scope="col" { "Attempts" }
+                    th scope="col" { "Last error" } th scope="col" { "Action" }
+                } }
+                tbody {
+                    @for task in &tasks {
+                        tr data-id=(task.id) {
+                            td { a href=(format!("/ui/tasks/{}", task.id)) { code { (task.id) } } }
+                            td { (task.task_type) }
+                            td class=(format!("status-{}", task.status.as_str())) { (task.status.as_str()) }
+                            td { (task.scheduled_at.to_text()) }
+                            td.num { (task.attempts) "/" (task.max_attempts) }
+                            td { (task.last_error.as_deref().map(|e| cut(e, ERROR_WIDTH)).unwrap_or_default()) }
+                            td { (action(task)) }
+                        }
+                    }
+                }
+            } }
+        }
+        @if let Some(link) = next_link { p { a href=(link) rel="next" { "Next page →" } } }
+    };
+    page.render(StatusCode::OK, "Tasks", current, body)
+}
+
+pub async fn show<S: ApiStore>(
+    State(dashboard): Shared<S>,
+    headers: HeaderMap,
+    id: Result<Path<String>, PathRejection>,
+    Query(notice): Query<Notice>,
+) -> Response {
+    let page = match Page::open(&dashboard, &headers) {
+        Ok(page) => page,
+        Err(answer) => return answer,
+    };
+    let id = id.ok().and_then(|Path(id)| id.parse::<TaskId>().ok());
+    let Some(id) = id else {
+        let body = html! {
+            h1 { "No such task" }
+            p.error role="alert" { "That is not a task id." }
+            p { a href="/ui/tasks" { "All tasks" } }
+        };
+        return page.render(StatusCode::NOT_FOUND, "Task", "Tasks", body);
+    };
+    let task = match dashboard.tasker.get(id).await {
+        Ok(task) => task,
+        Err(err) => return page.failure(&err),
+    };
+    // Pretty-printed when it is JSON (it always is when created through the API).
+    let payload = serde_json::from_str::<serde_json::Value>(&task.payload)
+        .and_then(|value| serde_json::to_string_pretty(&value))
+        .unwrap_or_else(|_| task.payload.clone());
+    let mut timeline: Vec<(Timestamp, &str)> = vec![
+        (task.created_at, "created"),
+        (task.scheduled_at, "scheduled"),
+    ];
+    timeline.extend(
+        task.last_failed_attempt_at
+            .map(|at| (at, "last attempt failed")),
+    );
+    if task.status == TaskStatus::Running {
+        timeline.extend(task.lease_expires_at.map(|at| (at, "lease ends")));
+    }
+    timeline.extend(task.succeeded_at.map(|at| (at, "succeeded")));
+    if task.status != TaskStatus::Succeeded {
+        timeline.extend(task.finished_at.map(|at| (at, task.status.as_str())));
+    }
+    timeline.sort_by_key(|(at, _)| *at);
+    let body = html! {
+        h1 { "Task " code { (task.id) } }
+        (notice.show())
+        p { (action(&task)) }
+        dl {
+            dt { "Type" } dd { (task.task_type) }
+            dt { "Status" } dd class=(format!("status-{}", task.status.as_str())) { (task.status.as_str()) }
+            dt { "Attempts" } dd { (task.attempts) " of " (task.max_attempts) }
+            @if let Some(reference) = &task.reference_uid { dt { "Reference" } dd { (reference) } }
+            @if let Some(key) = &task.idempotency_key { dt { "Idempotency key" } dd { (key) } }
+            @if let Some(schedule) = &task.schedule_name { dt { "Schedule" } dd { a href="/ui/schedules" { (schedule) } } }
+        }
+        h2 { "Last error" }
+        @match &task.last_error {
+            Some(error) => pre.last-error { (error) },
+            None => p.muted { "None." },
+        }
+        h2 { "Payload" }
+        pre.payload { (payload) }
+        h2 { "Timeline" }
+        ol {
+            @for (at, what) in &timeline {
+                li { time datetime=(at.to_text()) { (at.to_text()) } " — " (what) }
+            }
+        }
+    };
+    page.render(StatusCode::OK, "Task", "Tasks", body)
+}

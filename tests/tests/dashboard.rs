@@ -1,0 +1,289 @@
+//! The dashboard in a real headless Chromium, over a real `tasker serve` on SQLite: the token
+//! login, each view with seeded tasks, retry, cancel, pause and resume through the pages, and
+//! a payload that tries to run a script. Screenshots of each view go to `target/dashboard/`.
+//!
+//! The one wait on the clock (a paused type's task staying pending for 3 s) is what "nothing of
+//! it runs" means; every other step waits for an event.
+
+use std::time::Duration;
+
+use fantoccini::Locator;
+use reqwest::Method;
+use serde_json::{Value, json};
+use tasker_tests::browser::Browser;
+use tasker_tests::fixtures::ApiClient;
+use tasker_tests::process::Serve;
+
+const TOKEN: &str = "dashboard-test-token";
+const SCRIPT: &str = "<script>window.__xss = 1; alert(1)</script>";
+
+async fn serve() -> (Serve, ApiClient, tempfile::TempDir) {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let db = dir.path().join("tasker.db").display().to_string();
+    let serve = Serve::start(
+        &["--db", &db, "--interval", "1"],
+        &[("TASKER_API_TOKEN", TOKEN.to_owned())],
+    )
+    .await;
+    let api = ApiClient::new(&serve.base, TOKEN);
+    (serve, api, dir)
+}
+
+/// Creates a `sendWebhook` task from `body`; its id.
+async fn create(api: &ApiClient, body: Value) -> String {
+    let (status, task) = api.send(Method::POST, "/tasks", Some(&body)).await;
+    assert_eq!(status, 201, "{task}");
+    task["id"].as_str().expect("an id").to_owned()
+}
+
+async fn task(api: &ApiClient, id: &str) -> Value {
+    let (status, task) = api.send(Method::GET, &format!("/tasks/{id}"), None).await;
+    assert_eq!(status, 200, "{task}");
+    task
+}
+
+async fn status_becomes(api: &ApiClient, id: &str, wanted: &[&str]) -> Value {
+    tasker_tests::eventually(
+        &format!("task {id} to be {wanted:?}"),
+        Duration::from_secs(30),
+        || async {
+            let task = task(api, id).await;
+            wanted
+                .contains(&task["status"].as_str().unwrap_or_default())
+                .then_some(task)
+        },
+    )
+    .await
+}
+
+/// A webhook to a loopback address: refused at once, so the task fails for good.
+fn failing() -> Value {
+    json!({"type": "sendWebhook", "payload": {"url": "http://127.0.0.1:9/hook", "body": {}}})
+}
+
+fn later(body: Value) -> Value {
+    json!({"type": "sendWebhook", "delaySeconds": 3600, "payload": {"url": "https://example.com/hook", "body": body}})
+}
+
+async fn goto(browser: &Browser, base: &str, path: &str) {
+    browser
+        .client
+        .goto(&format!("{base}{path}"))
+        .await
+        .unwrap_or_else(|err| panic!("open {path}: {err}"));
+}
+
+/// Follows a confirmation: the action link `css` on the current page, then Confirm.
+async fn confirm(browser: &Browser, css: &str) {
+    browser.click(css).await;
+    browser.wait_text("h1", "Confirm").await;
+    browser
+        .click("form[action='/ui/act'] button[type=submit]")
+        .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_dashboard_shows_the_queue_and_its_actions_change_the_store() {
+    let (serve, api, _dir) = serve().await;
+    let base = serve.base.clone();
+    let failed = create(&api, failing()).await;
+    let pending = create(&api, later(json!({"n": 1}))).await;
+    let hostile = create(&api, later(json!({"note": SCRIPT}))).await;
+    status_becomes(&api, &failed, &["failed"]).await;
+    let browser = Browser::start().await;
+
+    // Without a session every page leads to the login; a wrong token is refused.
+    goto(&browser, &base, "/").await;
+    assert_eq!(browser.text("h1").await, "Log in");
+    let cookies = browser.client.get_all_cookies().await.expect("cookies");
+    assert!(cookies.iter().all(|c| c.name() != "tasker_session"));
+    let field = browser
+        .client
+        .find(Locator::Css("input[name=token]"))
+        .await
+        .expect("the token field");
+    field.send_keys("wrong").await.expect("type");
+    browser.click("button[type=submit]").await;
+    assert_eq!(browser.text("p.error").await, "That token is not valid.");
+    let field = browser
+        .client
+        .find(Locator::Css("input[name=token]"))
+        .await
+        .expect("the token field");
+    field.send_keys(TOKEN).await.expect("type");
+    browser.click("button[type=submit]").await;
+    browser.wait_text("h1", "Overview").await;
+    let cookies = browser.client.get_all_cookies().await.expect("cookies");
+    let session = cookies
+        .iter()
+        .find(|c| c.name() == "tasker_session")
+        .expect("a session cookie");
+    assert_eq!(session.http_only(), Some(true));
+    assert_eq!(format!("{:?}", session.same_site()), "Some(Strict)");
+    let cards = browser.text("section.cards").await;
+    assert!(cards.contains("failed"), "{cards}");
+    browser.screenshot("overview").await;
+
+    // The listing shows every seeded task; the failed view shows the failed one.
+    goto(&browser, &base, "/ui/tasks").await;
+    for id in [&failed, &pending, &hostile] {
+        let row = browser.text(&format!("tr[data-id='{id}']")).await;
+        assert!(row.contains("sendWebhook"), "{row}");
+    }
+    browser.screenshot("tasks").await;
+    goto(&browser, &base, "/ui/tasks?status=failed").await;
+    let row = browser.text(&format!("tr[data-id='{failed}']")).await;
+    assert!(row.contains("refused to send"), "{row}");
+
+    // Pause the type, then retry the failed task: it stays pending, as the store says.
+    goto(&browser, &base, "/ui/types").await;
+    confirm(
+        &browser,
+        "tr[data-type='sendWebhook'] a[href*='action=pause']",
+    )
+    .await;
+    assert!(browser.text("p.notice").await.contains("paused"));
+    let (_, types) = api.send(Method::GET, "/types", None).await;
+    assert_eq!(types["types"][0]["paused"], true, "{types}");
+    browser.screenshot("types").await;
+
+    goto(&browser, &base, &format!("/ui/tasks/{failed}")).await;
+    browser.screenshot("task").await;
+    confirm(&browser, "a[href*='action=retry']").await;
+    assert!(browser.text("p.notice").await.contains("pending again"));
+    assert_eq!(task(&api, &failed).await["status"], "pending");
+
+    // Nothing of a paused type runs, even due now.
+    let due = create(&api, failing()).await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(task(&api, &due).await["status"], "pending");
+    assert_eq!(task(&api, &failed).await["status"], "pending");
+
+    // Cancel the pending one.
+    goto(&browser, &base, &format!("/ui/tasks/{pending}")).await;
+    confirm(&browser, "a[href*='action=cancel']").await;
+    assert!(browser.text("p.notice").await.contains("cancelled"));
+    assert_eq!(task(&api, &pending).await["status"], "cancelled");
+
+    // Resume: the held tasks run (and fail again, their webhook being refused).
+    goto(&browser, &base, "/ui/types").await;
+    confirm(
+        &browser,
+        "tr[data-type='sendWebhook'] a[href*='action=resume']",
+    )
+    .await;
+    status_becomes(&api, &due, &["failed"]).await;
+    status_becomes(&api, &failed, &["failed"]).await;
+
+    // The hostile payload shows as text and runs nothing.
+    goto(&browser, &base, &format!("/ui/tasks/{hostile}")).await;
+    let shown = browser.text("pre.payload").await;
+    assert!(shown.contains(SCRIPT), "{shown}");
+    match browser.client.get_alert_text().await {
+        Err(err) if err.is_no_such_alert() => {}
+        other => panic!("an alert opened: {other:?}"),
+    }
+    let ran = browser
+        .client
+        .execute("return window.__xss === undefined;", vec![])
+        .await
+        .expect("run a check");
+    assert_eq!(ran, json!(true), "the payload's script ran");
+
+    // Schedules show too.
+    let schedule = json!({"name": "nightly", "cron": "0 3 * * *", "type": "sendWebhook",
+        "payload": {"url": "https://example.com/n", "body": {}}});
+    let (status, _) = api.send(Method::POST, "/schedules", Some(&schedule)).await;
+    assert_eq!(status, 201);
+    goto(&browser, &base, "/ui/schedules").await;
+    assert!(browser.text("table").await.contains("nightly"));
+    browser.screenshot("schedules").await;
+
+    // Log out: the pages ask for the token again.
+    browser.click("header form button[type=submit]").await;
+    browser.wait_text("h1", "Log in").await;
+    browser.close().await;
+}
+
+const FORM: &str = "application/x-www-form-urlencoded";
+
+fn form(pairs: &[(&str, &str)]) -> String {
+    url::form_urlencoded::Serializer::new(String::new())
+        .extend_pairs(pairs)
+        .finish()
+}
+
+#[tokio::test]
+async fn a_form_without_its_csrf_token_changes_nothing() {
+    let (serve, api, _dir) = serve().await;
+    let pending = create(&api, later(json!({}))).await;
+    let client = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .expect("client");
+    // Log in as a browser would, keeping the cookies by hand.
+    let login = client
+        .get(format!("{}/ui/login", serve.base))
+        .send()
+        .await
+        .expect("login page");
+    let csrf = login
+        .headers()
+        .get_all("set-cookie")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .find_map(|v| v.strip_prefix("tasker_csrf="))
+        .and_then(|v| v.split(';').next())
+        .expect("a csrf cookie")
+        .to_owned();
+    let answer = client
+        .post(format!("{}/ui/login", serve.base))
+        .header("cookie", format!("tasker_csrf={csrf}"))
+        .header("content-type", FORM)
+        .body(form(&[("token", TOKEN), ("csrf", &csrf)]))
+        .send()
+        .await
+        .expect("log in");
+    assert_eq!(answer.status(), 303);
+    let session = answer
+        .headers()
+        .get_all("set-cookie")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .find_map(|v| v.strip_prefix("tasker_session="))
+        .and_then(|v| v.split(';').next())
+        .expect("a session cookie")
+        .to_owned();
+    let cookies = format!("tasker_session={session}; tasker_csrf={csrf}");
+    for token in ["", "0123456789abcdef0123456789abcdef"] {
+        let answer = client
+            .post(format!("{}/ui/act", serve.base))
+            .header("cookie", &cookies)
+            .header("content-type", FORM)
+            .body(form(&[
+                ("action", "cancel"),
+                ("id", &pending),
+                ("csrf", token),
+            ]))
+            .send()
+            .await
+            .expect("post");
+        assert_eq!(answer.status(), 403, "csrf {token:?}");
+    }
+    assert_eq!(task(&api, &pending).await["status"], "pending");
+    // With it, the same form works.
+    let answer = client
+        .post(format!("{}/ui/act", serve.base))
+        .header("cookie", &cookies)
+        .header("content-type", FORM)
+        .body(form(&[
+            ("action", "cancel"),
+            ("id", &pending),
+            ("csrf", &csrf),
+        ]))
+        .send()
+        .await
+        .expect("post");
+    assert_eq!(answer.status(), 303);
+    assert_eq!(task(&api, &pending).await["status"], "cancelled");
+}
