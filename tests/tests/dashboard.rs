@@ -122,7 +122,6 @@ async fn the_dashboard_shows_the_queue_and_its_actions_change_the_store() {
     assert_eq!(format!("{:?}", session.same_site()), "Some(Strict)");
     let cards = browser.text("section.cards").await;
     assert!(cards.contains("failed"), "{cards}");
-    browser.screenshot("overview").await;
 
     // The listing shows every seeded task; the failed view shows the failed one.
     goto(&browser, &base, "/ui/tasks").await;
@@ -198,6 +197,11 @@ async fn the_dashboard_shows_the_queue_and_its_actions_change_the_store() {
     goto(&browser, &base, "/ui/schedules").await;
     assert!(browser.text("table").await.contains("nightly"));
     browser.screenshot("schedules").await;
+
+    // The overview after all that (the README's picture).
+    goto(&browser, &base, "/ui").await;
+    browser.wait_text("h1", "Overview").await;
+    browser.screenshot("overview").await;
 
     // Log out: the pages ask for the token again.
     browser.click("header form button[type=submit]").await;

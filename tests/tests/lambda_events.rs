@@ -9,6 +9,7 @@ use tasker::{Config, NewTask, PollSettings, Store, Task, TaskStatus, Timestamp};
 use tasker_tests::events::send;
 use tasker_tests::fixtures::config;
 use tasker_tests::{dynamo, events};
+use tower::ServiceExt;
 
 /// The token the sample events carry.
 fn token_config() -> Config {
@@ -373,4 +374,81 @@ async fn poll_mode_starts_tasks_that_fall_due_during_the_invocation() {
         assert_eq!(task.status, TaskStatus::Succeeded);
         assert!(task.succeeded_at.expect("succeeded") >= task.scheduled_at);
     }
+}
+
+/// A plain GET of `path` through `app`, with `headers`; the status, headers and body text.
+async fn browse(
+    app: &axum::Router,
+    path: &str,
+    headers: &[(&str, &str)],
+) -> (StatusCode, http::HeaderMap, String) {
+    let mut request = http::Request::get(path);
+    for (name, value) in headers {
+        request = request.header(*name, *value);
+    }
+    let response = app
+        .clone()
+        .oneshot(request.body(axum::body::Body::empty()).expect("request"))
+        .await
+        .expect("the router answers");
+    let status = response.status();
+    let headers = response.headers().clone();
+    let bytes = axum::body::to_bytes(response.into_body(), usize::MAX)
+        .await
+        .expect("read the body");
+    (
+        status,
+        headers,
+        String::from_utf8_lossy(&bytes).into_owned(),
+    )
+}
+
+#[tokio::test]
+async fn the_lambda_dashboard_is_off_by_default_and_fails_closed_without_a_token() {
+    // GIVEN TASKER_DASHBOARD=true but no token (or IAM, which a browser cannot sign)
+    for vars in [
+        vec![("TASKER_DASHBOARD", "true")],
+        vec![("TASKER_DASHBOARD", "true"), ("TASKER_AUTH", "iam")],
+    ] {
+        let app = enqueue::app(&config(&vars), fresh_store().await, None).expect("app");
+        // THEN every page is refused
+        for path in ["/ui", "/ui/", "/ui/tasks", "/ui/login"] {
+            let (status, _, body) = browse(&app, path, &[]).await;
+            assert_eq!(status, StatusCode::UNAUTHORIZED, "{vars:?} {path}");
+            assert!(body.contains("Dashboard closed"), "{body}");
+        }
+    }
+    // GIVEN the default (off): /ui is just an unknown API path behind the token
+    let app = enqueue::app(&token_config(), fresh_store().await, None).expect("app");
+    let (status, _, _) = browse(&app, "/ui/", &[]).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    // GIVEN it on with a token, behind API Gateway's HTTPS
+    let app = enqueue::app(
+        &config(&[("TASKER_DASHBOARD", "true"), ("TASKER_API_TOKEN", "t0k")]),
+        fresh_store().await,
+        None,
+    )
+    .expect("app");
+    let (status, headers, _) = browse(&app, "/ui/", &[]).await;
+    assert_eq!(status, StatusCode::SEE_OTHER);
+    assert_eq!(headers["location"], "/ui/login");
+    let (status, headers, body) =
+        browse(&app, "/ui/login", &[("x-forwarded-proto", "https")]).await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(body.contains("API token"), "{body}");
+    let cookie = headers["set-cookie"].to_str().expect("text");
+    for part in [
+        "tasker_csrf=",
+        "HttpOnly",
+        "SameSite=Strict",
+        "Secure",
+        "Path=/ui",
+    ] {
+        assert!(cookie.contains(part), "{cookie}");
+    }
+    let policy = headers["content-security-policy"].to_str().expect("text");
+    assert!(policy.contains("default-src 'none'") && !policy.contains("script-src"));
+    // AND the API itself is unchanged
+    let (status, _, _) = browse(&app, "/stats", &[]).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
 }

@@ -29,6 +29,12 @@ export type Cancelled = Schemas["Cancelled"];
 export type Schedule = Schemas["Schedule"];
 /** A schedule as `schedules.create` and `schedules.put` take it. */
 export type NewSchedule = Schemas["NewSchedule"];
+/** A registered task type: settings, paused flag, tasks due and running. */
+export type TaskTypeInfo = Schemas["TaskType"];
+/** Every registered type, and whether the counts are exact. */
+export type TypeList = Schemas["TypeList"];
+/** A type after a pause or a resume. */
+export type TypePause = Schemas["TypePause"];
 
 /** When and how a task runs; every field optional. */
 export interface CreateOptions {
@@ -128,6 +134,18 @@ export interface Tasker {
   stats(): Promise<Stats>;
   /** Recurring tasks: each tick of a schedule creates one task. */
   schedules: Schedules;
+  /** Task types: their settings and counts; pause and resume. */
+  types: Types;
+}
+
+/** The `/types` routes. */
+export interface Types {
+  /** Every registered type with its settings, paused flag and tasks due and running. */
+  list(): Promise<TypeList>;
+  /** Pauses a type: its tasks stay pending and unclaimed until it is resumed. */
+  pause(name: string): Promise<TypePause>;
+  /** Resumes a paused type. */
+  resume(name: string): Promise<TypePause>;
 }
 
 /** The `/schedules` routes. */
@@ -217,6 +235,11 @@ export function createTasker(options: TaskerOptions): Tasker {
       pause: (name) => call<Schedule>("POST", `/schedules/${id(name)}/pause`),
       resume: (name) => call<Schedule>("POST", `/schedules/${id(name)}/resume`),
       trigger: (name) => call<Task>("POST", `/schedules/${id(name)}/trigger`),
+    },
+    types: {
+      list: () => call<TypeList>("GET", "/types"),
+      pause: (name) => call<TypePause>("POST", `/types/${id(name)}/pause`),
+      resume: (name) => call<TypePause>("POST", `/types/${id(name)}/resume`),
     },
   };
 }

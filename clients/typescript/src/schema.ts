@@ -247,6 +247,72 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/types": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * Every task type this process registers, with its settings, paused flag, and its tasks due and running now.
+         * @description On SQLite the counts are exact. On DynamoDB they come from a look at the due queue that reads at most 1,000 items; past that `exact` is false and each count is at least what it says.
+         */
+        get: operations["listTypes"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/types/{type}/pause": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                /**
+                 * @description A registered task type.
+                 * @example sendWebhook
+                 */
+                type: string;
+            };
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /** Pause a task type - its tasks stay pending and are not claimed (nor sent, in SQS mode) until it is resumed; creates still succeed. */
+        post: operations["pauseType"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/types/{type}/resume": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                /**
+                 * @description A registered task type.
+                 * @example sendWebhook
+                 */
+                type: string;
+            };
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /** Resume a paused task type; its due tasks are claimed again. */
+        post: operations["resumeType"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/healthz": {
         parameters: {
             query?: never;
@@ -414,6 +480,37 @@ export interface components {
             /** @description Pass as `cursor` for the next page; null once the listing is complete. */
             nextCursor: string | null;
         };
+        TypeList: {
+            types: components["schemas"]["TaskType"][];
+            /** @description False when a bounded look (DynamoDB) did not see every due or running task. */
+            exact: boolean;
+        };
+        TaskType: {
+            /** @example sendWebhook */
+            name: string;
+            paused: boolean;
+            /**
+             * Format: date-time
+             * @description When it was paused; only while paused.
+             */
+            pausedAt?: string;
+            /** @description Attempts a task gets unless its create says otherwise. */
+            maxAttempts: number;
+            /** @description Longest one attempt may run. */
+            timeoutMs: number;
+            /** @description Most of its tasks one process runs at once (absent - no cap but the process's own). Per process - several processors or Lambda invocations each run up to this many. */
+            concurrency?: number;
+            /** @description Tasks due now and not running (pending past their time, or with an expired lease). */
+            due: number;
+            running: number;
+        };
+        TypePause: {
+            /** @example sendWebhook */
+            name: string;
+            paused: boolean;
+            /** Format: date-time */
+            pausedAt?: string;
+        };
         Stats: {
             counts: {
                 pending: number;
@@ -478,6 +575,15 @@ export interface components {
         };
         /** @description No schedule has that name (`not_found`). */
         ScheduleNotFound: {
+            headers: {
+                [name: string]: unknown;
+            };
+            content: {
+                "application/json": components["schemas"]["Error"];
+            };
+        };
+        /** @description This process registers no task type of that name (`not_found`). */
+        TypeNotFound: {
             headers: {
                 [name: string]: unknown;
             };
@@ -1235,6 +1341,95 @@ export interface operations {
             401: components["responses"]["Unauthorized"];
             403: components["responses"]["OriginRefused"];
             404: components["responses"]["ScheduleNotFound"];
+            421: components["responses"]["HostRefused"];
+            500: components["responses"]["Internal"];
+            503: components["responses"]["StoreUnavailable"];
+        };
+    };
+    listTypes: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description The types, by name. */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["TypeList"];
+                };
+            };
+            401: components["responses"]["Unauthorized"];
+            403: components["responses"]["OriginRefused"];
+            421: components["responses"]["HostRefused"];
+            500: components["responses"]["Internal"];
+            503: components["responses"]["StoreUnavailable"];
+        };
+    };
+    pauseType: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                /**
+                 * @description A registered task type.
+                 * @example sendWebhook
+                 */
+                type: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description The type, paused (pausing a paused type keeps its first `pausedAt`). Every process stops claiming it within 5 s. */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["TypePause"];
+                };
+            };
+            401: components["responses"]["Unauthorized"];
+            403: components["responses"]["OriginRefused"];
+            404: components["responses"]["TypeNotFound"];
+            421: components["responses"]["HostRefused"];
+            500: components["responses"]["Internal"];
+            503: components["responses"]["StoreUnavailable"];
+        };
+    };
+    resumeType: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                /**
+                 * @description A registered task type.
+                 * @example sendWebhook
+                 */
+                type: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description The type, running again. */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["TypePause"];
+                };
+            };
+            401: components["responses"]["Unauthorized"];
+            403: components["responses"]["OriginRefused"];
+            404: components["responses"]["TypeNotFound"];
             421: components["responses"]["HostRefused"];
             500: components["responses"]["Internal"];
             503: components["responses"]["StoreUnavailable"];

@@ -238,3 +238,22 @@ test("a schedule fires on the server, and can be paused, triggered and removed",
   assert.equal(gone.code, "not_found");
   assert.equal(gone.status, 404);
 });
+
+test("types: a paused type shows as paused until resumed; an unknown one is a 404", async () => {
+  const paused = await tasker.types.pause("sendWebhook");
+  try {
+    assert.equal(paused.paused, true);
+    assert.ok(paused.pausedAt);
+    const { types, exact } = await tasker.types.list();
+    assert.equal(exact, true);
+    const webhook = types.find((t) => t.name === "sendWebhook");
+    assert.equal(webhook?.paused, true);
+    assert.ok((webhook?.timeoutMs ?? 0) > 0);
+  } finally {
+    const resumed = await tasker.types.resume("sendWebhook");
+    assert.equal(resumed.paused, false);
+  }
+  const unknown = await rejection(tasker.types.pause("noSuchType"));
+  assert.equal(unknown.code, "not_found");
+  assert.equal(unknown.status, 404);
+});

@@ -95,7 +95,7 @@ fn problem(page: &Page, status: StatusCode, message: &str) -> Response {
     let body = html! {
         h1 { "Cannot do that" }
         p.error role="alert" { (message) }
-        p { a href="/ui/" { "Back to the overview" } }
+        p { a href="/ui" { "Back to the overview" } }
     };
     page.render(status, "Error", "", body)
 }
@@ -107,7 +107,7 @@ pub async fn confirm<S: ApiStore>(
 ) -> Response {
     let page = match Page::open(&dashboard, &headers) {
         Ok(page) => page,
-        Err(answer) => return answer,
+        Err(answer) => return *answer,
     };
     let planned = match Planned::of(&act, &dashboard.tasker) {
         Ok(planned) => planned,
@@ -123,7 +123,7 @@ pub async fn confirm<S: ApiStore>(
             @if let Some(name) = &act.task_type { input type="hidden" name="type" value=(name); }
             button type="submit" class=(if matches!(planned, Planned::Cancel(_) | Planned::Pause(_)) { "danger" } else { "" }) { "Confirm" }
             " "
-            a.button.secondary href="/ui/" { "Back" }
+            a.button.secondary href="/ui" { "Back" }
         }
     };
     page.render(StatusCode::OK, "Confirm", "", body)
@@ -136,7 +136,7 @@ pub async fn act<S: ApiStore>(
 ) -> Response {
     let page = match Page::open(&dashboard, &headers) {
         Ok(page) => page,
-        Err(answer) => return answer,
+        Err(answer) => return *answer,
     };
     if !csrf_matches(&headers, &act.csrf) {
         return problem(
@@ -242,7 +242,7 @@ fn login_form<S>(dashboard: &Dashboard<S>, headers: &HeaderMap, error: Option<&s
 pub async fn login_page<S: ApiStore>(State(dashboard): Shared<S>, headers: HeaderMap) -> Response {
     match &dashboard.auth {
         AuthMode::Token(_) => login_form(&dashboard, &headers, None),
-        AuthMode::Open => see_other("/ui/"),
+        AuthMode::Open => see_other("/ui"),
         other => refused(other),
     }
 }
@@ -263,7 +263,7 @@ pub async fn log_in<S: ApiStore>(
         return login_form(&dashboard, &headers, Some("That token is not valid."));
     }
     let now = u64::try_from(crate::clock::Timestamp::now_utc().unix_seconds()).unwrap_or(0);
-    let mut response = see_other("/ui/");
+    let mut response = see_other("/ui");
     let cookie = session::set_cookie(
         SESSION_COOKIE,
         &session::new_session(expected, now),

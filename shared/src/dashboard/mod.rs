@@ -48,7 +48,8 @@ type Shared<S> = axum::extract::State<Arc<Dashboard<S>>>;
 pub fn router<S: ApiStore>(tasker: Arc<Tasker<S>>, auth: AuthMode) -> Router {
     let dashboard = Arc::new(Dashboard { tasker, auth });
     Router::new()
-        .route(PREFIX, get(|| async { Redirect::to("/ui/") }))
+        // Both: API Gateway routes `/ui` and `/ui/{proxy+}`, which `/ui/` is not.
+        .route(PREFIX, get(pages::overview::<S>))
         .route("/ui/", get(pages::overview::<S>))
         .route("/ui/tasks", get(tasks::list::<S>))
         .route("/ui/tasks/{id}", get(tasks::show::<S>))
@@ -77,7 +78,7 @@ pub fn beside<S: ApiStore>(
 ) -> Router {
     let mut app = router(tasker, auth);
     if at_root {
-        app = app.route("/", get(|| async { Redirect::to("/ui/") }));
+        app = app.route("/", get(|| async { Redirect::to("/ui") }));
     }
     app.fallback_service(api)
 }
@@ -120,12 +121,12 @@ pub(crate) struct Page {
 impl Page {
     /// The page for a request with `headers`, or the answer instead of it: a login page for a
     /// request without a session, a refusal when the dashboard cannot be used at all.
-    fn open<S>(dashboard: &Dashboard<S>, headers: &HeaderMap) -> Result<Self, Response> {
+    fn open<S>(dashboard: &Dashboard<S>, headers: &HeaderMap) -> Result<Self, Box<Response>> {
         let now = u64::try_from(crate::clock::Timestamp::now_utc().unix_seconds()).unwrap_or(0);
         match access(&dashboard.auth, headers, now) {
             Access::Granted => {}
-            Access::LogIn => return Err(see_other("/ui/login")),
-            Access::Refused => return Err(refused(&dashboard.auth)),
+            Access::LogIn => return Err(Box::new(see_other("/ui/login"))),
+            Access::Refused => return Err(Box::new(refused(&dashboard.auth))),
         }
         let (csrf, new_csrf) = csrf_token(headers);
         Ok(Self {
@@ -145,7 +146,7 @@ impl Page {
     /// `body` in the layout, titled `title`, with `current` marked in the navigation.
     fn render(&self, status: StatusCode, title: &str, current: &str, body: Markup) -> Response {
         let nav = [
-            ("/ui/", "Overview"),
+            ("/ui", "Overview"),
             ("/ui/tasks", "Tasks"),
             ("/ui/tasks?status=failed", "Failed"),
             ("/ui/types", "Types"),
@@ -201,7 +202,7 @@ impl Page {
         let body = html! {
             h1 { "Something went wrong" }
             p.error role="alert" { (err.to_string()) }
-            p { a href="/ui/" { "Back to the overview" } }
+            p { a href="/ui" { "Back to the overview" } }
         };
         self.render(status, "Error", "", body)
     }

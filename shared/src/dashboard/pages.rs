@@ -97,7 +97,7 @@ pub async fn overview<S: ApiStore>(
 ) -> Response {
     let mut page = match Page::open(&dashboard, &headers) {
         Ok(page) => page,
-        Err(answer) => return answer,
+        Err(answer) => return *answer,
     };
     page.refresh = Some(5);
     let tasker = &dashboard.tasker;
@@ -158,7 +158,7 @@ pub async fn types<S: ApiStore>(
 ) -> Response {
     let page = match Page::open(&dashboard, &headers) {
         Ok(page) => page,
-        Err(answer) => return answer,
+        Err(answer) => return *answer,
     };
     let view = match dashboard.tasker.types().await {
         Ok(view) => view,
@@ -204,7 +204,7 @@ pub async fn types<S: ApiStore>(
 pub async fn schedules<S: ApiStore>(State(dashboard): Shared<S>, headers: HeaderMap) -> Response {
     let page = match Page::open(&dashboard, &headers) {
         Ok(page) => page,
-        Err(answer) => return answer,
+        Err(answer) => return *answer,
     };
     let schedules = match dashboard.tasker.schedules().await {
         Ok(schedules) => schedules,

@@ -60,7 +60,7 @@ pub async fn list<S: ApiStore>(
 ) -> Response {
     let page = match Page::open(&dashboard, &headers) {
         Ok(page) => page,
-        Err(answer) => return answer,
+        Err(answer) => return *answer,
     };
     let query = api_query(raw.as_deref());
     let parsed = parse_list_query(Some(&query));
@@ -153,7 +153,7 @@ pub async fn show<S: ApiStore>(
 ) -> Response {
     let page = match Page::open(&dashboard, &headers) {
         Ok(page) => page,
-        Err(answer) => return answer,
+        Err(answer) => return *answer,
     };
     let id = id.ok().and_then(|Path(id)| id.parse::<TaskId>().ok());
     let Some(id) = id else {
