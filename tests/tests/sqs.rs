@@ -247,6 +247,41 @@ async fn a_cancelled_task_never_runs_and_its_message_is_dropped() {
     );
 }
 
+/// GIVEN a paused type WHEN its task's message arrives THEN the worker drops it and the task
+/// stays pending; the mover sends nothing for it until the type is resumed, then the task runs.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_paused_types_message_is_dropped_and_the_mover_sends_it_after_the_resume() {
+    let Queues { queue, .. } = fresh_queues(5, Duration::from_secs(30)).await;
+    let store = dynamo::fresh_store().await;
+    let runs: Runs = Arc::default();
+    let clock = Arc::new(ManualClock::new(Timestamp::now_utc()));
+    let tasker = Tasker::with_clock(store.clone(), registry(&runs), settings(), clock.clone())
+        .with_push(Arc::new(queue.clone()));
+    tasker.pause_type(RECORD, true).await.expect("pause");
+    let task = tasker
+        .create(NewTask::new(RECORD, "{}"))
+        .await
+        .expect("create")
+        .into_task();
+    assert_eq!(queue.calls(), 1, "the create still sends its message");
+    let handled = work_messages(&tasker, &queue, 1, Duration::from_secs(20)).await;
+    assert_eq!(handled, vec![Handled::Done(Work::Dropped)]);
+    assert_eq!(runs_of(&runs, task.id), 0);
+    let stored = store.get(task.id).await.expect("get").expect("task");
+    assert_eq!(stored.status, TaskStatus::Pending);
+
+    clock.advance(Duration::from_secs(60));
+    let held = tasker.move_due().await.expect("mover");
+    assert_eq!((held.found, held.sent), (0, 0), "paused: nothing sent");
+
+    tasker.pause_type(RECORD, false).await.expect("resume");
+    let moved = tasker.move_due().await.expect("mover");
+    assert_eq!((moved.sent, moved.repaired), (1, 1), "late now: sent again");
+    let handled = work_messages(&tasker, &queue, 1, Duration::from_secs(20)).await;
+    assert_eq!(handled, vec![Handled::Done(Work::Ran(Outcome::Succeeded))]);
+    assert_eq!(runs_of(&runs, task.id), 1);
+}
+
 /// GIVEN a task 20 minutes out WHEN it is created THEN nothing is sent; the mover sends it once
 /// it is within 15 minutes, and it runs when due, not before.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -151,7 +151,7 @@ pub async fn act<S: ApiStore>(
     };
     match perform(&dashboard.tasker, planned).await {
         Ok(location) => see_other(&location),
-        Err(err) => page.failure(&err),
+        Err(err) => page.failure(err),
     }
 }
 

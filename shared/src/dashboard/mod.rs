@@ -23,7 +23,6 @@ use maud::{DOCTYPE, Markup, html};
 use self::session::{Access, access, csrf_token, over_https, remember_csrf};
 use crate::api::ApiStore;
 use crate::config::AuthMode;
-use crate::store::StoreError;
 use crate::tasker::{Tasker, TaskerError};
 
 /// Where the dashboard lives, in `tasker serve` and in the enqueue Lambda.
@@ -80,7 +79,9 @@ pub fn beside<S: ApiStore>(
     if at_root {
         app = app.route("/", get(|| async { Redirect::to("/ui") }));
     }
+    // The API's headers (no caching of task data, no sniffing) on the pages too.
     app.fallback_service(api)
+        .layer(axum::middleware::map_response(crate::api::harden))
 }
 
 /// The policy headers every dashboard answer carries.
@@ -196,29 +197,16 @@ impl Page {
         response
     }
 
-    /// An error page for `err`, with its status.
-    fn failure(&self, err: &TaskerError) -> Response {
-        let status = status_of(err);
+    /// An error page for `err`, with the status and message the API would answer (a store's
+    /// own failure logged, and shown only as "internal").
+    fn failure(&self, err: TaskerError) -> Response {
+        let err = crate::api::error::ApiError::from(err);
         let body = html! {
             h1 { "Something went wrong" }
-            p.error role="alert" { (err.to_string()) }
+            p.error role="alert" { (err.message) }
             p { a href="/ui" { "Back to the overview" } }
         };
-        self.render(status, "Error", "", body)
-    }
-}
-
-/// The HTTP status for a failure, as the API would answer it.
-fn status_of(err: &TaskerError) -> StatusCode {
-    match err {
-        TaskerError::Invalid(_) | TaskerError::UnknownType(_) => StatusCode::BAD_REQUEST,
-        TaskerError::ScheduleNotFound(_) => StatusCode::NOT_FOUND,
-        TaskerError::Store(StoreError::NotFound(_)) => StatusCode::NOT_FOUND,
-        TaskerError::Store(StoreError::Conflict { .. } | StoreError::Duplicate { .. }) => {
-            StatusCode::CONFLICT
-        }
-        TaskerError::Store(store) if store.is_retryable() => StatusCode::SERVICE_UNAVAILABLE,
-        _ => StatusCode::INTERNAL_SERVER_ERROR,
+        self.render(err.status, "Error", "", body)
     }
 }
 

@@ -103,7 +103,7 @@ pub async fn overview<S: ApiStore>(
     let tasker = &dashboard.tasker;
     let (stats, throughput) = match futures::try_join!(tasker.stats(), tasker.throughput()) {
         Ok(both) => both,
-        Err(err) => return page.failure(&err),
+        Err(err) => return page.failure(err),
     };
     let at_least = |bound: LowerBound| {
         if stats.lower_bounds.contains(&bound) {
@@ -162,7 +162,7 @@ pub async fn types<S: ApiStore>(
     };
     let view = match dashboard.tasker.types().await {
         Ok(view) => view,
-        Err(err) => return page.failure(&err),
+        Err(err) => return page.failure(err),
     };
     let at_least = if view.exact { "" } else { "≥ " };
     let body = html! {
@@ -208,7 +208,7 @@ pub async fn schedules<S: ApiStore>(State(dashboard): Shared<S>, headers: Header
     };
     let schedules = match dashboard.tasker.schedules().await {
         Ok(schedules) => schedules,
-        Err(err) => return page.failure(&err),
+        Err(err) => return page.failure(err),
     };
     let when = |at: Option<Timestamp>| at.map_or("—".to_owned(), Timestamp::to_text);
     let body = html! {

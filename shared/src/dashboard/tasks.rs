@@ -53,6 +53,16 @@ fn api_query(query: Option<&str>) -> String {
     kept.finish()
 }
 
+/// The confirmation of a bulk retry of failed tasks (of `task_type`).
+fn retry_failed_link(task_type: Option<&str>) -> String {
+    let mut query = url::form_urlencoded::Serializer::new(String::new());
+    query.append_pair("action", "retry-failed");
+    if let Some(name) = task_type {
+        query.append_pair("type", name);
+    }
+    format!("/ui/confirm?{}", query.finish())
+}
+
 pub async fn list<S: ApiStore>(
     State(dashboard): Shared<S>,
     headers: HeaderMap,
@@ -75,7 +85,7 @@ pub async fn list<S: ApiStore>(
     };
     let (tasks, next, problem) = match (listing, &parsed) {
         (Some(Ok(found)), _) => (found.tasks, found.next, None),
-        (Some(Err(err)), _) => return page.failure(&err),
+        (Some(Err(err)), _) => return page.failure(err),
         (None, Err(err)) => (Vec::new(), None, Some(err.message.clone())),
         (None, Ok(_)) => (Vec::new(), None, None),
     };
@@ -113,8 +123,14 @@ pub async fn list<S: ApiStore>(
             label { "Schedule" input name="schedule" value=(filter.schedule.clone().unwrap_or_default()); }
             button type="submit" { "Filter" }
         }
-        @if status == Some(TaskStatus::Failed) {
-            p { a.button href=(format!("/ui/confirm?action=retry-failed{}", filter.task_type.as_ref().map(|t| format!("&type={t}")).unwrap_or_default())) { "Retry every failed task shown by this filter" } }
+        // Bulk retry goes by type only: offered when the filter is no narrower than that.
+        @if status == Some(TaskStatus::Failed) && filter.reference_uid.is_none() && filter.schedule.is_none() {
+            p { a.button href=(retry_failed_link(filter.task_type.as_deref())) {
+                @match &filter.task_type {
+                    Some(name) => { "Retry every failed " (name) " task" },
+                    None => "Retry every failed task",
+                }
+            } }
         }
         @if tasks.is_empty() {
             p { "No tasks match." }
@@ -166,7 +182,7 @@ pub async fn show<S: ApiStore>(
     };
     let task = match dashboard.tasker.get(id).await {
         Ok(task) => task,
-        Err(err) => return page.failure(&err),
+        Err(err) => return page.failure(err),
     };
     // Pretty-printed when it is JSON (it always is when created through the API).
     let payload = serde_json::from_str::<serde_json::Value>(&task.payload)

@@ -60,13 +60,14 @@ impl TaskDelivery for Store {
         on_backend!(self, store => store.claim_by_id_gated(id, due_by, now, leases, gate))
     }
 
-    async fn deliverable(
+    async fn deliverable_gated(
         &self,
         horizon: Timestamp,
         now: Timestamp,
         limit: usize,
+        gate: &ClaimGate,
     ) -> Result<Vec<Task>, StoreError> {
-        on_backend!(self, store => store.deliverable(horizon, now, limit))
+        on_backend!(self, store => store.deliverable_gated(horizon, now, limit, gate))
     }
 
     fn expect_delivery(&self, task: &Task, until: Timestamp) {

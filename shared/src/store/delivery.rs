@@ -56,6 +56,19 @@ pub trait TaskDelivery: Send + Sync {
         horizon: Timestamp,
         now: Timestamp,
         limit: usize,
+    ) -> impl Future<Output = Result<Vec<Task>, StoreError>> + Send {
+        self.deliverable_gated(horizon, now, limit, &super::flow::OPEN_GATE)
+    }
+
+    /// [`TaskDelivery::deliverable`] without the tasks of the types `gate` has paused (their
+    /// running final attempts whose lease expired are still failed): a large paused backlog
+    /// never crowds out the other types' tasks.
+    fn deliverable_gated(
+        &self,
+        horizon: Timestamp,
+        now: Timestamp,
+        limit: usize,
+        gate: &ClaimGate,
     ) -> impl Future<Output = Result<Vec<Task>, StoreError>> + Send;
 
     /// A message for `task` is on its way and due by `until`: a backend may skip reading the

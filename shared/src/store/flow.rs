@@ -44,8 +44,9 @@ pub trait FlowControl: Send + Sync {
         now: Timestamp,
     ) -> impl Future<Output = Result<PausedTypes, StoreError>> + Send;
 
-    /// Due and running tasks per type at `now`, in a number of reads bounded by what is due
-    /// and running (never by the finished tasks or the ones scheduled later).
+    /// Due and running tasks per type at `now`, in a number of reads that never grows with the
+    /// finished tasks: SQLite reads the unfinished ones (later ones included), DynamoDB a
+    /// capped look at the due queue.
     fn type_counts(
         &self,
         now: Timestamp,
@@ -54,22 +55,37 @@ pub trait FlowControl: Send + Sync {
 
 /// Which tasks a claim may take, by type: none of a paused type, and at most `room` more of a
 /// type with a concurrency cap in this process. Types not named are open.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default)]
 pub struct ClaimGate {
     paused: PausedTypes,
     room: BTreeMap<String, usize>,
+    /// Set (and seen by every clone) when a due task of a capped type was turned away for
+    /// want of room: the claim's answer says nothing of that type's other due tasks.
+    turned_away: Option<std::sync::Arc<std::sync::atomic::AtomicBool>>,
 }
 
 /// The gate that admits every task.
 pub static OPEN_GATE: ClaimGate = ClaimGate {
     paused: BTreeMap::new(),
     room: BTreeMap::new(),
+    turned_away: None,
 };
 
 impl ClaimGate {
     /// A gate closed to the `paused` types, and to more than `room` tasks of each capped type.
     pub fn new(paused: PausedTypes, room: BTreeMap<String, usize>) -> Self {
-        Self { paused, room }
+        Self {
+            paused,
+            room,
+            turned_away: Some(std::sync::Arc::default()),
+        }
+    }
+
+    /// True when this gate, or a clone of it, turned a due task away for want of room.
+    pub fn turned_away(&self) -> bool {
+        self.turned_away
+            .as_ref()
+            .is_some_and(|flag| flag.load(std::sync::atomic::Ordering::Relaxed))
     }
 
     /// True when `task_type` is paused.
@@ -85,6 +101,11 @@ impl ClaimGate {
     /// Takes one task of `task_type` through the gate, if it admits one.
     pub fn take(&mut self, task_type: &str) -> bool {
         if !self.admits(task_type) {
+            if !self.is_paused(task_type) {
+                if let Some(flag) = &self.turned_away {
+                    flag.store(true, std::sync::atomic::Ordering::Relaxed);
+                }
+            }
             return false;
         }
         if let Some(room) = self.room.get_mut(task_type) {
@@ -119,7 +140,9 @@ mod tests {
         let mut gate = ClaimGate::new(paused, BTreeMap::from([("mail".to_owned(), 2)]));
         assert!(!gate.take("report"));
         assert!(gate.take("mail") && gate.take("mail"));
+        assert!(!gate.turned_away());
         assert!(!gate.take("mail"));
+        assert!(gate.clone().turned_away(), "seen by clones");
         assert!(gate.take("anything"));
         let mut closed: Vec<&str> = gate.closed().collect();
         closed.sort_unstable();

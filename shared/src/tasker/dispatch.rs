@@ -262,7 +262,8 @@ impl<S: TaskQueue + FlowControl> Tasker<S> {
                         .store
                         .claim_gated(now, now, want, &self.leases, &gate)
                         .await;
-                    (gate.any_full(), result)
+                    // A capped type full before the claim, or one it turned a task of away.
+                    (gate.any_full() || gate.turned_away(), result)
                 }
                 Err(err) => (false, Err(err)),
             };

@@ -14,7 +14,7 @@ use super::{Tasker, TaskerError};
 use crate::clock::Timestamp;
 use crate::push::{Delivery, MAX_DELAY};
 use crate::report::Report;
-use crate::store::{FlowControl, TaskDelivery, TaskQueue};
+use crate::store::{ClaimGate, FlowControl, TaskDelivery, TaskQueue};
 use crate::task::{Task, TaskId, TaskStatus};
 
 /// How late a task whose writer sent its message must be before the mover sends another:
@@ -47,8 +47,6 @@ impl Sent {
 pub struct MoveSummary {
     /// Tasks due within the window that the store returned.
     pub found: usize,
-    /// Of those, tasks of a paused type, left without a message until it is resumed.
-    pub paused: usize,
     /// Messages sent for tasks that had none on its way.
     pub sent: usize,
     /// Of those, tasks late past [`OVERDUE`] or with an expired lease: lost or failed sends.
@@ -91,15 +89,14 @@ impl<S: TaskDelivery + TaskQueue + FlowControl> Tasker<S> {
             return Err(TaskerError::NoQueue);
         };
         let now = self.clock.now();
-        let mut tasks = self
-            .store
-            .deliverable(now.plus(MAX_DELAY), now, MOVE_LIMIT)
-            .await?;
         // A paused type's tasks get their messages once it is resumed (a worker drops any
-        // that arrive meanwhile).
+        // that arrive meanwhile); the store leaves them out, so they never crowd out others.
         let paused = self.paused_now().await?;
-        let found = tasks.len();
-        tasks.retain(|task| !paused.contains_key(&task.task_type));
+        let gate = ClaimGate::new(paused, std::collections::BTreeMap::new());
+        let tasks = self
+            .store
+            .deliverable_gated(now.plus(MAX_DELAY), now, MOVE_LIMIT, &gate)
+            .await?;
         // The expired final attempts that read failed, in the counts of finished tasks.
         self.store.flush(now, true).await;
         let queue_busy = match push.waiting().await {
@@ -110,8 +107,7 @@ impl<S: TaskDelivery + TaskQueue + FlowControl> Tasker<S> {
             }
         };
         let mut summary = MoveSummary {
-            found,
-            paused: found - tasks.len(),
+            found: tasks.len(),
             ..MoveSummary::default()
         };
         let mut to_send = Vec::new();

@@ -133,3 +133,47 @@ pub async fn throughput_counts_what_finished_lately<S: FullStore>(store: S) {
     assert!(*last <= now && now.since(*last) < throughput.bucket);
     assert!(throughput.buckets.windows(2).all(|w| w[0].0 < w[1].0));
 }
+
+/// GIVEN five due tasks of a type capped at two WHEN three claims follow each other at once
+/// (a processor refilling as its slots free up) THEN they take two, two and one: a task the
+/// gate turned away is not skipped by the next claim.
+pub async fn claims_right_after_a_capped_one_take_the_rest<S: FullStore>(store: S) {
+    for i in 0..5 {
+        create_at(&store, new_task("slow"), at(i)).await;
+    }
+    let room = || ClaimGate::new(PausedTypes::new(), BTreeMap::from([("slow".to_owned(), 2)]));
+    let mut taken = Vec::new();
+    for want in [2, 2, 1] {
+        let gate = room();
+        // Long after they fell due: no look behind a cursor reaches back to them.
+        let claimed = claim_through(&store, at(100), 10, &gate).await;
+        assert_eq!(claimed.len(), want, "{taken:?}");
+        assert_eq!(gate.turned_away(), want == 2, "turned away");
+        taken.extend(ids(&claimed));
+    }
+    let mut unique = taken.clone();
+    unique.sort_unstable();
+    unique.dedup();
+    assert_eq!(unique.len(), 5);
+}
+
+/// GIVEN due tasks of a paused type created before one of another type WHEN looking for the
+/// tasks a message is due for, with room for one THEN the other type's task is found.
+pub async fn deliverable_tasks_leave_out_paused_types<S: FullStore>(store: S) {
+    for i in 0..3 {
+        create_at(&store, new_task("mail"), at(i)).await;
+    }
+    let report = create_at(&store, new_task("report"), at(3)).await;
+    let paused = PausedTypes::from([("mail".to_owned(), at(4))]);
+    let gate = ClaimGate::new(paused, BTreeMap::new());
+    let found = store
+        .deliverable_gated(at(10), at(10), 1, &gate)
+        .await
+        .expect("deliverable");
+    assert_eq!(ids(&found), [report.id]);
+    let all = store
+        .deliverable(at(10), at(10), 10)
+        .await
+        .expect("deliverable");
+    assert_eq!(all.len(), 4);
+}

@@ -93,7 +93,9 @@ macro_rules! store_conformance_tests {
             a_paused_type_is_not_claimed_until_resumed,
             a_gate_caps_a_type_within_one_claim,
             type_counts_are_due_and_running_per_type,
-            throughput_counts_what_finished_lately
+            throughput_counts_what_finished_lately,
+            claims_right_after_a_capped_one_take_the_rest,
+            deliverable_tasks_leave_out_paused_types
         );
     };
     (@cases $make:expr; $($case:ident),* $(,)?) => {

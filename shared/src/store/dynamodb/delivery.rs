@@ -51,11 +51,12 @@ impl TaskDelivery for DynamoStore {
         }
     }
 
-    async fn deliverable(
+    async fn deliverable_gated(
         &self,
         horizon: Timestamp,
         now: Timestamp,
         limit: usize,
+        gate: &ClaimGate,
     ) -> Result<Vec<Task>, StoreError> {
         if limit == 0 {
             return Ok(Vec::new());
@@ -71,7 +72,14 @@ impl TaskDelivery for DynamoStore {
             read_ahead: false,
             entry_cap: usize::MAX,
             reread_leased: false,
-            gate: crate::store::ClaimGate::default(),
+            // Only the pauses: the mover sends for any type, capped or not.
+            gate: ClaimGate::new(
+                gate.closed()
+                    .filter(|name| gate.is_paused(name))
+                    .map(|name| (name.to_owned(), now))
+                    .collect(),
+                std::collections::BTreeMap::new(),
+            ),
         };
         let found = Box::pin(self.due.scan(&goal)).await?;
         let queue = self.queue();

@@ -45,12 +45,20 @@ impl TaskDelivery for SqliteStore {
         .await
     }
 
-    async fn deliverable(
+    async fn deliverable_gated(
         &self,
         horizon: Timestamp,
         now: Timestamp,
         limit: usize,
+        gate: &ClaimGate,
     ) -> Result<Vec<Task>, StoreError> {
+        let paused: Vec<String> = gate
+            .closed()
+            .filter(|name| gate.is_paused(name))
+            .map(str::to_owned)
+            .collect();
+        let paused = serde_json::to_string(&paused)
+            .map_err(|err| StoreError::backend_from("encoding the paused task types", err))?;
         self.write(move |tx| {
             // Running tasks are due from their lease's expiry, pending ones from their
             // schedule: one range of the due index up to the horizon, then the running ones
@@ -61,14 +69,19 @@ impl TaskDelivery for SqliteStore {
                         "SELECT {COLUMNS} FROM tasks WHERE due_at <= ?1 \
                          AND (status = 'running' AND due_at <= ?2 \
                               OR status = 'pending' AND attempts < max_attempts) \
+                         AND (type NOT IN (SELECT value FROM json_each(?4)) \
+                              OR status = 'running' AND attempts >= max_attempts) \
                          ORDER BY due_at, id LIMIT ?3"
                     ))
                     .map_err(sqlite_error)?;
                 let want = i64::try_from(limit).unwrap_or(i64::MAX);
-                stmt.query_map(params![horizon.to_text(), now.to_text(), want], row_to_task)
-                    .map_err(sqlite_error)?
-                    .collect::<rusqlite::Result<_>>()
-                    .map_err(sqlite_error)?
+                stmt.query_map(
+                    params![horizon.to_text(), now.to_text(), want, paused],
+                    row_to_task,
+                )
+                .map_err(sqlite_error)?
+                .collect::<rusqlite::Result<_>>()
+                .map_err(sqlite_error)?
             };
             let mut deliverable = Vec::with_capacity(candidates.len());
             for task in candidates {

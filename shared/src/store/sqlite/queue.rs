@@ -65,16 +65,30 @@ impl TaskQueue for SqliteStore {
             // gate has closed, so one that closes in a round is not read again.
             loop {
                 let closed: Vec<String> = gate.closed().map(str::to_owned).collect();
-                let due: Vec<Task> = {
+                let want = i64::try_from(limit - claimed.len()).unwrap_or(i64::MAX);
+                // The filter only when a type is closed: the common claim stays as it was.
+                let due: Vec<Task> = if closed.is_empty() {
                     let mut stmt = tx
                         .prepare_cached(&format!(
                             "SELECT {COLUMNS} FROM tasks WHERE due_at <= ?1 \
                              AND (status = 'running' OR attempts < max_attempts) \
-                             AND type NOT IN (SELECT value FROM json_each(?3)) \
                              ORDER BY due_at, id LIMIT ?2"
                         ))
                         .map_err(sqlite_error)?;
-                    let want = i64::try_from(limit - claimed.len()).unwrap_or(i64::MAX);
+                    stmt.query_map(params![due_by.to_text(), want], row_to_task)
+                        .map_err(sqlite_error)?
+                        .collect::<rusqlite::Result<_>>()
+                        .map_err(sqlite_error)?
+                } else {
+                    let mut stmt = tx
+                        .prepare_cached(&format!(
+                            "SELECT {COLUMNS} FROM tasks WHERE due_at <= ?1 \
+                             AND (status = 'running' OR attempts < max_attempts) \
+                             AND (type NOT IN (SELECT value FROM json_each(?3)) \
+                                  OR status = 'running' AND attempts >= max_attempts) \
+                             ORDER BY due_at, id LIMIT ?2"
+                        ))
+                        .map_err(sqlite_error)?;
                     let closed = serde_json::to_string(&closed).map_err(|err| {
                         StoreError::backend_from("encoding the closed task types", err)
                     })?;

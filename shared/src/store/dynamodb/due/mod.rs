@@ -184,12 +184,15 @@ impl DueQueue {
                 scan.found.claimable.truncate(goal.want);
             }
         }
+        let turned_away = scan.turned_away();
         let progress = readers.iter_mut().map(ShardReader::take_progress).collect();
         lock(&self.state).remember_leases(scan.leased);
         lock(&self.state).remember_held(scan.held);
         self.advance(goal.now, &starts, progress, scan.learned)
             .await;
-        if goal.read_ahead {
+        // A kept reader goes on above what it read: it would skip a task the gate turned
+        // away for want of room, which the next claim may have room for.
+        if goal.read_ahead && !turned_away {
             let generations = lock(&self.state).generations();
             *lock(&self.ahead) = Some(ReadAhead::new(readers, since, generations));
         }

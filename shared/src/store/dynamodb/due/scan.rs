@@ -213,6 +213,12 @@ impl<'a> Scan<'a> {
         }
     }
 
+    /// True when the gate turned a due task away for want of room: the entries past it must
+    /// be read again by the next claim, not skipped by a kept reader.
+    pub fn turned_away(&self) -> bool {
+        self.gate.turned_away()
+    }
+
     /// Reads the entries of `readers` in key order across them, classifying each, until the
     /// scan has what it wants or the entries run out; true when it stopped on its read cap.
     pub async fn read(
