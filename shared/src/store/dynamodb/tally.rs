@@ -156,6 +156,34 @@ fn expiry(day: &str, ttl_after: Duration) -> i64 {
 
 /// The counts of tasks that finished within `window` before `now`: the stored days plus this
 /// process's unwritten changes. Half a read unit per day of the window.
+/// Calls `add(day, attribute, value)` for every count in the day items `keys` and every count
+/// this process has not written yet.
+async fn each_count(
+    table: &Table,
+    keys: &[String],
+    add: &mut impl FnMut(&str, &str, i64),
+) -> Result<(), StoreError> {
+    for item in table.batch_get(keys, false).await? {
+        let Some(day) = item
+            .get(super::schema::ID)
+            .and_then(|id| id.as_s().ok())
+            .and_then(|id| id.strip_prefix(TALLY_PREFIX))
+            .map(str::to_owned)
+        else {
+            continue;
+        };
+        for (attribute, value) in &item {
+            if let Some(value) = value.as_n().ok().and_then(|v| v.parse::<i64>().ok()) {
+                add(&day, attribute, value);
+            }
+        }
+    }
+    for ((day, attribute), delta) in table.tally().unwritten() {
+        add(&day, &attribute, delta);
+    }
+    Ok(())
+}
+
 /// Tasks finished per hour over the last 24 hours up to `now`'s hour, from the day items of
 /// today and yesterday (one unit at most) and this process's unwritten counts.
 pub async fn hourly(table: &Table, now: Timestamp) -> Result<Throughput, StoreError> {
@@ -188,24 +216,7 @@ pub async fn hourly(table: &Table, now: Timestamp) -> Result<Throughput, StoreEr
             *sums.entry((day.to_owned(), hour.to_owned())).or_default() += value;
         }
     };
-    for item in table.batch_get(&keys, false).await? {
-        let Some(day) = item
-            .get(super::schema::ID)
-            .and_then(|id| id.as_s().ok())
-            .and_then(|id| id.strip_prefix(TALLY_PREFIX))
-            .map(str::to_owned)
-        else {
-            continue;
-        };
-        for (attribute, value) in &item {
-            if let Some(value) = value.as_n().ok().and_then(|v| v.parse::<i64>().ok()) {
-                add(&day, attribute, value);
-            }
-        }
-    }
-    for ((day, attribute), delta) in table.tally().unwritten() {
-        add(&day, &attribute, delta);
-    }
+    each_count(table, &keys, &mut add).await?;
     let buckets = starts
         .into_iter()
         .map(|at| {
@@ -256,24 +267,7 @@ pub async fn finished(
             *sums.entry(status).or_default() += value;
         }
     };
-    for item in table.batch_get(&keys, false).await? {
-        let Some(day) = item
-            .get(super::schema::ID)
-            .and_then(|id| id.as_s().ok())
-            .and_then(|id| id.strip_prefix(TALLY_PREFIX))
-            .map(str::to_owned)
-        else {
-            continue;
-        };
-        for (attribute, value) in &item {
-            if let Some(value) = value.as_n().ok().and_then(|v| v.parse::<i64>().ok()) {
-                add(&day, attribute, value);
-            }
-        }
-    }
-    for ((day, attribute), delta) in table.tally().unwritten() {
-        add(&day, &attribute, delta);
-    }
+    each_count(table, &keys, &mut add).await?;
     let mut counts = StatusCounts::default();
     for (status, sum) in sums {
         counts.add(status, u64::try_from(sum).unwrap_or(0));

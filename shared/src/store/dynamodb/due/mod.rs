@@ -92,6 +92,24 @@ pub struct ScanGoal {
     pub gate: ClaimGate,
 }
 
+impl ScanGoal {
+    /// A look at every unfinished task up to `now` (for counts): at most `read_cap` items and
+    /// `entry_cap` index entries, tasks remembered as running read again, nothing claimed.
+    fn look(now: Timestamp, read_cap: usize, entry_cap: usize) -> Self {
+        Self {
+            upper: ListKey::after_all_at(now),
+            due_by: now,
+            now,
+            want: usize::MAX,
+            read_cap,
+            read_ahead: false,
+            entry_cap,
+            reread_leased: true,
+            gate: ClaimGate::default(),
+        }
+    }
+}
+
 /// What a scan found.
 #[derive(Debug, Default)]
 pub struct ScanFound {
@@ -242,17 +260,7 @@ impl DueQueue {
         read_cap: usize,
         entry_cap: usize,
     ) -> Result<Active, StoreError> {
-        let goal = ScanGoal {
-            upper: ListKey::after_all_at(now),
-            due_by: now,
-            now,
-            want: usize::MAX,
-            read_cap,
-            read_ahead: false,
-            entry_cap,
-            reread_leased: true,
-            gate: ClaimGate::default(),
-        };
+        let goal = ScanGoal::look(now, read_cap, entry_cap);
         let found = Box::pin(self.scan(&goal)).await?;
         let count = |n: usize| u64::try_from(n).unwrap_or(u64::MAX);
         let due = found.claimable.iter().chain(&found.exhausted);
@@ -282,17 +290,7 @@ impl DueQueue {
         read_cap: usize,
         entry_cap: usize,
     ) -> Result<TypeCounts, StoreError> {
-        let goal = ScanGoal {
-            upper: ListKey::after_all_at(now),
-            due_by: now,
-            now,
-            want: usize::MAX,
-            read_cap,
-            read_ahead: false,
-            entry_cap,
-            reread_leased: true,
-            gate: ClaimGate::default(),
-        };
+        let goal = ScanGoal::look(now, read_cap, entry_cap);
         let found = Box::pin(self.scan(&goal)).await?;
         let mut counts = TypeCounts {
             by_type: std::collections::BTreeMap::new(),
