@@ -9,9 +9,9 @@ use std::time::{Duration, Instant, SystemTime};
 use futures::{StreamExt, TryStreamExt};
 use indicatif::ProgressBar;
 use serde_json::json;
-use tasker::store::TaskLister;
+use tasker::store::StatusCounts;
 use tasker::tasks::TypeSettings;
-use tasker::{NewTask, ProcessorSettings, Registry, Store, TaskError, Tasker};
+use tasker::{NewTask, ProcessorSettings, Registry, Store, TaskError, TaskId, TaskStatus, Tasker};
 use tokio::sync::{Notify, watch};
 
 use crate::phases::{CONCURRENCY, percentiles, unix_ms};
@@ -249,19 +249,29 @@ pub async fn crash_recovery(
     interval: Duration,
 ) -> Crash {
     let tasker = Tasker::new(store, crash_registry(settings), crash_processor(settings));
-    futures::stream::iter(0..settings.tasks)
+    let ids: Vec<TaskId> = futures::stream::iter(0..settings.tasks)
         .map(|_| tasker.create(NewTask::new("work", "{}")))
         .buffer_unordered(CONCURRENCY)
-        .try_collect::<Vec<_>>()
+        .map_ok(|created| created.into_task().id)
+        .try_collect()
         .await
         .expect("create the crash pass's tasks");
     let mut child = worker.spawn().expect("start the crash worker");
-    let counts = || async {
-        tasker
-            .store()
-            .counts(tasker.now())
-            .await
-            .expect("count tasks")
+    // Each task read: DynamoDB's counts of finished tasks are a process's, written every few
+    // seconds, and the killed process's last ones are lost with it.
+    let tasker = &tasker;
+    let ids = &ids;
+    let counts = || async move {
+        let statuses: Vec<TaskStatus> = futures::stream::iter(ids)
+            .map(|id| async move { tasker.get(*id).await.expect("read a crash task").status })
+            .buffer_unordered(CONCURRENCY)
+            .collect()
+            .await;
+        let mut counts = StatusCounts::default();
+        for status in statuses {
+            counts.add(status, 1);
+        }
+        counts
     };
     let mid_run = (settings.tasks / 5).max(1) as u64;
     while counts().await.succeeded < mid_run {
