@@ -12,6 +12,7 @@ use super::{Page, Shared};
 use crate::api::ApiStore;
 use crate::api::requests::parse_list_query;
 use crate::clock::Timestamp;
+use crate::store::ListFilter;
 use crate::task::{Task, TaskId, TaskStatus};
 use axum::extract::State;
 
@@ -51,6 +52,53 @@ fn api_query(query: Option<&str>) -> String {
         }
     }
     kept.finish()
+}
+
+/// The filter form, showing `filter`.
+fn filters(filter: &ListFilter) -> Markup {
+    let text = |value: &Option<String>| value.clone().unwrap_or_default();
+    html! {
+        form.filters method="get" action="/ui/tasks" {
+            label { "Status"
+                select name="status" {
+                    option value="" { "any" }
+                    @for s in TaskStatus::ALL {
+                        option value=(s.as_str()) selected[filter.status == Some(s)] { (s.as_str()) }
+                    }
+                }
+            }
+            label { "Type" input name="type" value=(text(&filter.task_type)); }
+            label { "Reference" input name="referenceUid" value=(text(&filter.reference_uid)); }
+            label { "Schedule" input name="schedule" value=(text(&filter.schedule)); }
+            button type="submit" { "Filter" }
+        }
+    }
+}
+
+/// A listing's rows, each with its action.
+fn table(tasks: &[Task]) -> Markup {
+    html! {
+        div.scroll { table {
+            thead { tr {
+                th scope="col" { "Task" } th scope="col" { "Type" } th scope="col" { "Status" }
+                th scope="col" { "Scheduled" } th.num scope="col" { "Attempts" }
+                th scope="col" { "Last error" } th scope="col" { "Action" }
+            } }
+            tbody {
+                @for task in tasks {
+                    tr data-id=(task.id) {
+                        td { a href=(format!("/ui/tasks/{}", task.id)) { code { (task.id) } } }
+                        td { (task.task_type) }
+                        td class=(format!("status-{}", task.status.as_str())) { (task.status.as_str()) }
+                        td { (task.scheduled_at.to_text()) }
+                        td.num { (task.attempts) "/" (task.max_attempts) }
+                        td { (task.last_error.as_deref().map(|e| cut(e, ERROR_WIDTH)).unwrap_or_default()) }
+                        td { (action(task)) }
+                    }
+                }
+            }
+        } }
+    }
 }
 
 /// The confirmation of a bulk retry of failed tasks (of `task_type`).
@@ -109,20 +157,7 @@ pub async fn list<S: ApiStore>(
     let body = html! {
         h1 { "Tasks" }
         @if let Some(problem) = &problem { p.error role="alert" { (problem) } }
-        form.filters method="get" action="/ui/tasks" {
-            label { "Status"
-                select name="status" {
-                    option value="" { "any" }
-                    @for s in TaskStatus::ALL {
-                        option value=(s.as_str()) selected[status == Some(s)] { (s.as_str()) }
-                    }
-                }
-            }
-            label { "Type" input name="type" value=(filter.task_type.clone().unwrap_or_default()); }
-            label { "Reference" input name="referenceUid" value=(filter.reference_uid.clone().unwrap_or_default()); }
-            label { "Schedule" input name="schedule" value=(filter.schedule.clone().unwrap_or_default()); }
-            button type="submit" { "Filter" }
-        }
+        (filters(&filter))
         // Bulk retry goes by type only: offered when the filter is no narrower than that.
         @if status == Some(TaskStatus::Failed) && filter.reference_uid.is_none() && filter.schedule.is_none() {
             p { a.button href=(retry_failed_link(filter.task_type.as_deref())) {
@@ -135,26 +170,7 @@ pub async fn list<S: ApiStore>(
         @if tasks.is_empty() {
             p { "No tasks match." }
         } @else {
-            div.scroll { table {
-                thead { tr {
-                    th scope="col" { "Task" } th scope="col" { "Type" } th scope="col" { "Status" }
-                    th scope="col" { "Scheduled" } th.num scope="col" { "Attempts" }
-                    th scope="col" { "Last error" } th scope="col" { "Action" }
-                } }
-                tbody {
-                    @for task in &tasks {
-                        tr data-id=(task.id) {
-                            td { a href=(format!("/ui/tasks/{}", task.id)) { code { (task.id) } } }
-                            td { (task.task_type) }
-                            td class=(format!("status-{}", task.status.as_str())) { (task.status.as_str()) }
-                            td { (task.scheduled_at.to_text()) }
-                            td.num { (task.attempts) "/" (task.max_attempts) }
-                            td { (task.last_error.as_deref().map(|e| cut(e, ERROR_WIDTH)).unwrap_or_default()) }
-                            td { (action(task)) }
-                        }
-                    }
-                }
-            } }
+            (table(&tasks))
         }
         @if let Some(link) = next_link { p { a href=(link) rel="next" { "Next page →" } } }
     };
