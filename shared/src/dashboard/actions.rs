@@ -262,7 +262,7 @@ pub async fn log_in<S: ApiStore>(
         tracing::warn!("dashboard login refused: wrong token");
         return login_form(&dashboard, &headers, Some("That token is not valid."));
     }
-    let now = u64::try_from(crate::clock::Timestamp::now_utc().unix_seconds()).unwrap_or(0);
+    let now = session::now_seconds();
     let mut response = see_other("/ui");
     let cookie = session::set_cookie(
         SESSION_COOKIE,
@@ -279,7 +279,7 @@ pub async fn log_out<S: ApiStore>(
     headers: HeaderMap,
     Form(form): Form<LogIn>,
 ) -> Response {
-    let now = u64::try_from(crate::clock::Timestamp::now_utc().unix_seconds()).unwrap_or(0);
+    let now = session::now_seconds();
     if session::access(&dashboard.auth, &headers, now) != Access::Granted
         || !csrf_matches(&headers, &form.csrf)
     {

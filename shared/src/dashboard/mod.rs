@@ -123,7 +123,7 @@ impl Page {
     /// The page for a request with `headers`, or the answer instead of it: a login page for a
     /// request without a session, a refusal when the dashboard cannot be used at all.
     fn open<S>(dashboard: &Dashboard<S>, headers: &HeaderMap) -> Result<Self, Box<Response>> {
-        let now = u64::try_from(crate::clock::Timestamp::now_utc().unix_seconds()).unwrap_or(0);
+        let now = session::now_seconds();
         match access(&dashboard.auth, headers, now) {
             Access::Granted => {}
             Access::LogIn => return Err(Box::new(see_other("/ui/login"))),

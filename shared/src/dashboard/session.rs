@@ -62,6 +62,11 @@ pub fn set_cookie(name: &str, value: &str, max_age: u64, secure: bool) -> Header
     HeaderValue::from_str(&text).unwrap_or_else(|_| HeaderValue::from_static("invalid=1"))
 }
 
+/// Now, in Unix seconds: what sessions are dated with.
+pub fn now_seconds() -> u64 {
+    u64::try_from(crate::clock::Timestamp::now_utc().unix_seconds()).unwrap_or(0)
+}
+
 /// The signature of a session issued at `issued` (Unix seconds), keyed by the token.
 fn signature(token: &str, issued: u64) -> String {
     // HMAC takes keys of any length; the error branch cannot happen.
