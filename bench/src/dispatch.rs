@@ -9,9 +9,11 @@ use std::time::{Duration, Instant, SystemTime};
 use futures::{StreamExt, TryStreamExt};
 use indicatif::ProgressBar;
 use serde_json::json;
+use tasker::handlers::TypeSettings;
 use tasker::store::StatusCounts;
-use tasker::tasks::TypeSettings;
-use tasker::{NewTask, ProcessorSettings, Registry, Store, TaskError, TaskId, TaskStatus, Tasker};
+use tasker::{
+    AnyStore, NewTask, ProcessorSettings, Registry, TaskError, TaskId, TaskStatus, Tasker,
+};
 use tokio::sync::{Notify, watch};
 
 use crate::phases::{CONCURRENCY, percentiles, unix_ms};
@@ -116,7 +118,7 @@ pub enum Mode {
 /// `mix.tasks` tasks created due now at `rate` per second while one processor runs them; the
 /// fast tasks' due → start delays.
 pub async fn mixed_latency(
-    store: Store,
+    store: AnyStore,
     mix: Mix,
     rate: f64,
     mode: Mode,
@@ -149,7 +151,10 @@ pub async fn mixed_latency(
         let _ = stop_tx.send(true);
     };
     let (summary, ()) = tokio::join!(processor, load);
-    assert_eq!(summary.succeeded, mix.tasks, "every mixed task succeeded");
+    assert_eq!(
+        summary.outcomes.succeeded, mix.tasks,
+        "every mixed task succeeded"
+    );
     let delays = seen
         .fast_delays
         .lock()
@@ -166,7 +171,7 @@ pub async fn mixed_latency(
 }
 
 /// The same mix, all due at once: drain time against the ideal.
-pub async fn occupancy(store: Store, mix: Mix, bar: &ProgressBar) -> Occupancy {
+pub async fn occupancy(store: AnyStore, mix: Mix, bar: &ProgressBar) -> Occupancy {
     let seen = Arc::new(Seen::default());
     let registry = mixed_registry(mix, mix.tasks, Arc::clone(&seen), bar.clone());
     let tasker = Tasker::new(store, registry, settings());
@@ -189,7 +194,7 @@ pub async fn occupancy(store: Store, mix: Mix, bar: &ProgressBar) -> Occupancy {
     };
     let (summary, took) = tokio::join!(processor, drained);
     assert_eq!(
-        summary.succeeded, mix.tasks,
+        summary.outcomes.succeeded, mix.tasks,
         "every task of the mix succeeded"
     );
     let ideal = mix.ideal();
@@ -243,7 +248,7 @@ pub fn crash_processor(settings: CrashSettings) -> ProcessorSettings {
 /// loop over the same store), kills it with SIGKILL once a fifth of the tasks succeeded, and
 /// runs a processor here: the time from the kill until every task succeeded.
 pub async fn crash_recovery(
-    store: Store,
+    store: AnyStore,
     settings: CrashSettings,
     mut worker: std::process::Command,
     interval: Duration,
@@ -308,7 +313,7 @@ pub async fn crash_recovery(
 }
 
 /// The child side of the crash pass: `tasker serve`'s processor loop over `store` until killed.
-pub async fn crash_worker(store: Store, settings: CrashSettings, interval: Duration) {
+pub async fn crash_worker(store: AnyStore, settings: CrashSettings, interval: Duration) {
     let tasker = Tasker::new(store, crash_registry(settings), crash_processor(settings));
     tasker.serve_queue(interval, std::future::pending()).await;
 }

@@ -14,7 +14,7 @@ use axum::http::HeaderMap;
 use axum::response::IntoResponse;
 use axum::routing::{get, post};
 use indicatif::ProgressBar;
-use tasker::{ProcessorSettings, RunSummary, Store, Tasker};
+use tasker::{AnyStore, ProcessorSettings, RunSummary, Tasker};
 use tokio::sync::{Mutex, mpsc};
 
 use crate::phases;
@@ -260,7 +260,7 @@ pub async fn measure(endpoint: &str, target_dir: &Path, tasks: usize) -> LambdaR
     // registered types only: these are `noop`, which it does not know, so each attempt fails at
     // once and is retried later: a drain of real store work.
     let tasker = Tasker::new(
-        Store::DynamoDb(store),
+        AnyStore::DynamoDb(store),
         phases::noop_registry(ProgressBar::hidden()),
         ProcessorSettings::default(),
     );

@@ -1,7 +1,6 @@
 //! The measured phases on one store: ceiling, enqueue, drain, write units, start delay.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use futures::{StreamExt, TryStreamExt};
@@ -9,90 +8,14 @@ use indicatif::ProgressBar;
 use serde_json::json;
 use tasker::store::dynamodb::probe as dynamodb_probe;
 use tasker::store::sqlite::probe as sqlite_probe;
-use tasker::store::{
-    ClaimGate, FlowControl, Leases, PausedTypes, Settlement, StoreError, TaskQueue, TypeCounts,
-};
 use tasker::{
-    AuthMode, NewTask, PollSettings, ProcessorSettings, Registry, Store, Task, TaskError, Tasker,
-    Timestamp, api,
+    AnyStore, AuthMode, NewTask, PollSettings, ProcessorSettings, Registry, RunSummary, Store,
+    TaskError, Tasker, Timestamp, api,
 };
 use tasker_tests::dynamo;
 
 /// Writes in flight at once: the processor's default concurrency and the store's claim fan-out.
 pub const CONCURRENCY: usize = 16;
-
-/// A store wrapper that counts the processor's row writes: each task a claim hands out, and
-/// each outcome written.
-#[derive(Clone)]
-pub struct Counting<S> {
-    inner: S,
-    claims: Arc<AtomicU64>,
-    settles: Arc<AtomicU64>,
-}
-
-impl<S> Counting<S> {
-    /// Wraps `inner` with zeroed counters.
-    pub fn new(inner: S) -> Self {
-        Self {
-            inner,
-            claims: Arc::default(),
-            settles: Arc::default(),
-        }
-    }
-
-    /// Tasks claimed plus outcomes written so far.
-    pub fn writes(&self) -> u64 {
-        self.claims.load(Ordering::Relaxed) + self.settles.load(Ordering::Relaxed)
-    }
-}
-
-impl<S: TaskQueue> TaskQueue for Counting<S> {
-    async fn claim_gated(
-        &self,
-        due_by: Timestamp,
-        now: Timestamp,
-        limit: usize,
-        leases: &Leases,
-        gate: &ClaimGate,
-    ) -> Result<Vec<Task>, StoreError> {
-        let claimed = self
-            .inner
-            .claim_gated(due_by, now, limit, leases, gate)
-            .await?;
-        self.claims
-            .fetch_add(claimed.len() as u64, Ordering::Relaxed);
-        Ok(claimed)
-    }
-
-    async fn settle(
-        &self,
-        claimed: &Task,
-        outcome: Settlement,
-        now: Timestamp,
-    ) -> Result<Task, StoreError> {
-        self.settles.fetch_add(1, Ordering::Relaxed);
-        self.inner.settle(claimed, outcome, now).await
-    }
-}
-
-impl<S: FlowControl> FlowControl for Counting<S> {
-    async fn paused_types(&self) -> Result<PausedTypes, StoreError> {
-        self.inner.paused_types().await
-    }
-
-    async fn set_paused(
-        &self,
-        task_type: &str,
-        paused: bool,
-        now: Timestamp,
-    ) -> Result<PausedTypes, StoreError> {
-        self.inner.set_paused(task_type, paused, now).await
-    }
-
-    async fn type_counts(&self, now: Timestamp) -> Result<TypeCounts, StoreError> {
-        self.inner.type_counts(now).await
-    }
-}
 
 /// A registry whose `noop` handler only ticks `bar`.
 pub fn noop_registry(bar: ProgressBar) -> Registry {
@@ -132,7 +55,7 @@ pub async fn sqlite_ceiling(path: &std::path::Path, n: usize, bar: &ProgressBar)
 
 /// Creates `n` no-op tasks through the library, `concurrency` at once; tasks per second.
 pub async fn enqueue_library(
-    tasker: &Tasker<Store>,
+    tasker: &Tasker<AnyStore>,
     n: usize,
     concurrency: usize,
     bar: &ProgressBar,
@@ -154,7 +77,7 @@ pub async fn enqueue_library(
 }
 
 /// The HTTP API over `tasker` on a free 127.0.0.1 port; the base URL.
-pub async fn serve_api(tasker: Arc<Tasker<Store>>) -> String {
+pub async fn serve_api(tasker: Arc<Tasker<AnyStore>>) -> String {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
         .expect("bind");
@@ -220,27 +143,28 @@ pub struct Drain {
 }
 
 /// Runs the queue (as `tasker serve` and the processor do) until `n` tasks succeeded.
-pub async fn drain(store: Store, n: usize, bar: &ProgressBar) -> Drain {
-    let counting = Counting::new(store);
+pub async fn drain(store: AnyStore, n: usize, bar: &ProgressBar) -> Drain {
     let tasker = Tasker::new(
-        counting.clone(),
+        store,
         noop_registry(bar.clone()),
         ProcessorSettings::default(),
     );
     let started = Instant::now();
-    let mut succeeded = 0;
-    while succeeded < n {
+    let mut total = RunSummary::default();
+    while total.outcomes.succeeded < n {
         let run = tasker.process_queue(None).await.expect("processor run");
-        succeeded += run.succeeded;
+        total.absorb(&run);
         if run.claimed == 0 {
             break;
         }
     }
     let took = started.elapsed();
+    // Each task a claim handed out is one row write, and so is each outcome written or tried.
+    let writes = total.claimed + total.outcomes.total();
     Drain {
-        per_second: rate(succeeded, took),
-        writes_per_task: counting.writes() as f64 / succeeded.max(1) as f64,
-        succeeded,
+        per_second: rate(total.outcomes.succeeded, took),
+        writes_per_task: writes as f64 / total.outcomes.succeeded.max(1) as f64,
+        succeeded: total.outcomes.succeeded,
     }
 }
 
@@ -292,7 +216,7 @@ pub fn timed_registry(delays: &Delays, bar: &ProgressBar) -> Registry {
 
 /// Creates `n` `timed` tasks through `tasker`, due at spread-out instants over 10 s from 3 s
 /// ahead; fails if that took longer than the lead (their delays would include the setup).
-pub async fn create_timed<S: tasker::store::TaskWriter>(tasker: &Tasker<S>, n: usize) {
+pub async fn create_timed<S: Store>(tasker: &Tasker<S>, n: usize) {
     let start = SystemTime::now() + Duration::from_secs(3);
     futures::stream::iter(0..n)
         .map(|i| {
@@ -330,7 +254,7 @@ pub fn delay_summary(delays: &Delays, n: usize) -> StartDelay {
 /// `n` tasks due at spread-out instants over 10 s (from 3 s ahead), and one processor
 /// invocation in poll mode (`poll`, window 15 s) that runs them: how long after its due instant each one started.
 pub async fn start_delay(
-    store: Store,
+    store: AnyStore,
     n: usize,
     poll: PollSettings,
     bar: &ProgressBar,

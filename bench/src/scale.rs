@@ -7,11 +7,12 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+use tasker::store::Claim;
 
 use futures::{StreamExt, TryStreamExt};
 use indicatif::ProgressBar;
-use tasker::store::{Leases, ListKey, Settlement, TaskCanceller, TaskQueue, TaskWriter};
-use tasker::{NewTask, Store, Task, TaskId, Timestamp};
+use tasker::store::{Leases, ListKey, Settlement};
+use tasker::{AnyStore, NewTask, Store, Task, TaskId, Timestamp};
 use tasker_tests::capacity::CapacityProxy;
 
 use crate::phases::{self, CONCURRENCY};
@@ -67,7 +68,7 @@ fn task(i: usize, now: Timestamp) -> Task {
 
 /// Loads tasks `from..to` into `store`; the listing key of task `mark` if it is among them.
 async fn load(
-    store: &Store,
+    store: &AnyStore,
     from: usize,
     to: usize,
     mark: usize,
@@ -84,7 +85,7 @@ async fn load(
         if let Some((_, t)) = tasks.iter().find(|(i, _)| *i == mark) {
             marked = Some(ListKey::of(t));
         }
-        futures::stream::iter(tasks.into_iter().map(|(_, t)| store.create(t)))
+        futures::stream::iter(tasks.into_iter().map(|(_, t)| store.task_create(t)))
             .buffer_unordered(CONCURRENCY)
             .try_collect::<Vec<_>>()
             .await
@@ -93,7 +94,7 @@ async fn load(
             .iter()
             .filter(|(_, f)| **f == Fate::Cancelled)
             .map(|(id, _)| *id);
-        futures::stream::iter(cancels.map(|id| store.cancel(id, now)))
+        futures::stream::iter(cancels.map(|id| store.task_cancel(id, now)))
             .buffer_unordered(CONCURRENCY)
             .try_collect::<Vec<_>>()
             .await
@@ -108,7 +109,7 @@ async fn load(
         while settled < due {
             let now = Timestamp::now_utc();
             let claimed = store
-                .claim_due(now, now, 100, &leases)
+                .task_claim(Claim::due(now, 100, &leases))
                 .await
                 .expect("claim");
             if claimed.is_empty() {
@@ -126,7 +127,7 @@ async fn load(
                     },
                     _ => Settlement::Succeeded,
                 };
-                store.settle(t, outcome, now)
+                store.task_settle(t, outcome, now)
             });
             futures::stream::iter(outcomes)
                 .buffer_unordered(CONCURRENCY)
@@ -143,14 +144,14 @@ async fn load(
 /// then one in 100 due now and left there (a backlog), as a busy queue has. The running ones,
 /// to be ended before loading more: a task running under a long lease holds the due queue's
 /// cursors, and every later claim's scan pages through the entries after it.
-async fn busy(store: &Store, size: usize) -> Vec<Task> {
+async fn busy(store: &AnyStore, size: usize) -> Vec<Task> {
     let mut held = Vec::new();
     let now = Timestamp::now_utc();
     let leases = Leases::fixed(Duration::from_secs(3600));
     for n in [size / 1000, size / 100] {
         let tasks = (0..n)
             .map(|i| Task::from_new(NewTask::new("report", format!("{{\"busy\":{i}}}")), now));
-        futures::stream::iter(tasks.map(|t| store.create(t)))
+        futures::stream::iter(tasks.map(|t| store.task_create(t)))
             .buffer_unordered(CONCURRENCY)
             .try_collect::<Vec<_>>()
             .await
@@ -160,7 +161,7 @@ async fn busy(store: &Store, size: usize) -> Vec<Task> {
             while running < n {
                 let now = Timestamp::now_utc();
                 let claimed = store
-                    .claim_due(now, now, (n - running).min(100), &leases)
+                    .task_claim(Claim::due(now, (n - running).min(100), &leases))
                     .await
                     .expect("claim");
                 if claimed.is_empty() {
@@ -177,10 +178,10 @@ async fn busy(store: &Store, size: usize) -> Vec<Task> {
 /// Makes the loaded table look like a processor's at work: a backlog and running tasks, the
 /// loader's counts written (as at the end of a run) and its look at the queue published (as
 /// every 30 s while it claims).
-async fn settle_in(store: &Store, size: usize) -> Vec<Task> {
+async fn settle_in(store: &AnyStore, size: usize) -> Vec<Task> {
     let held = busy(store, size).await;
-    store.flush(Timestamp::now_utc(), true).await;
-    store.flush(Timestamp::now_utc(), false).await;
+    store.queue_flush(Timestamp::now_utc(), true).await;
+    store.queue_flush(Timestamp::now_utc(), false).await;
     held
 }
 
@@ -297,8 +298,8 @@ fn median(mut values: Vec<f64>) -> f64 {
 /// end of each load, as a processor run does); `api`, another process on the same tasks,
 /// serves the HTTP calls (metered by `proxy` on DynamoDB).
 pub async fn scale(
-    store: Store,
-    api: Store,
+    store: AnyStore,
+    api: AnyStore,
     proxy: Option<&CapacityProxy>,
     label: &str,
     small: usize,
@@ -321,7 +322,7 @@ pub async fn scale(
     let now = Timestamp::now_utc();
     for task in &held {
         store
-            .settle(task, Settlement::Succeeded, now)
+            .task_settle(task, Settlement::Succeeded, now)
             .await
             .expect("end a held task");
     }

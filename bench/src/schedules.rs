@@ -4,11 +4,13 @@
 //! units of a tick from firing to its task's success.
 
 use std::time::Duration;
+use tasker::store::ListPage;
 
 use indicatif::ProgressBar;
+use tasker::runtime::{self, Invocation};
 use tasker::schedule::{Missed, ScheduleSpec};
-use tasker::store::{ListFilter, TaskLister};
-use tasker::{PollSettings, ProcessorSettings, Store, Tasker, Timestamp};
+use tasker::store::ListFilter;
+use tasker::{AnyStore, Dispatch, PollSettings, ProcessorSettings, Store, Tasker, Timestamp};
 use tasker_tests::capacity::CapacityProxy;
 
 use crate::phases::{self, percentiles};
@@ -17,7 +19,7 @@ use crate::results::{FireLag, sums};
 /// `schedules` schedules firing every second for `seconds`, on `store` (whose capacity
 /// `proxy` meters, on DynamoDB).
 pub async fn fire_lag(
-    store: Store,
+    store: AnyStore,
     proxy: Option<&CapacityProxy>,
     schedules: usize,
     seconds: u64,
@@ -53,11 +55,14 @@ pub async fn fire_lag(
         window,
         interval: Duration::from_secs(1),
     };
-    let (run, ()) = tokio::join!(
-        tasker.poll_queue(None, poll),
-        tasker.fire_schedules_until(tokio::time::sleep(window))
-    );
-    run.expect("poll window");
+    // A processor's poll window: schedules fire every second beside the dispatch.
+    let invocation = Invocation {
+        deadline: None,
+        poll,
+    };
+    runtime::invoke(&tasker, Dispatch::Poll, invocation)
+        .await
+        .expect("poll window");
     // Let the last ticks' tasks finish, so each tick's units include its run.
     tasker.process_queue(None).await.expect("a last run");
     let consumed = proxy.map(CapacityProxy::take);
@@ -73,7 +78,12 @@ pub async fn fire_lag(
         let mut after = None;
         loop {
             let page = store
-                .list(&filter, after, 100, Timestamp::MAX)
+                .task_list(ListPage {
+                    filter: &filter,
+                    after: after.as_ref(),
+                    limit: 100,
+                    now: Timestamp::MAX,
+                })
                 .await
                 .expect("list a schedule's tasks");
             for task in &page.tasks {

@@ -8,10 +8,10 @@ use std::time::{Duration, Instant};
 use futures::{StreamExt, TryStreamExt};
 use indicatif::ProgressBar;
 use tasker::push::Push;
-use tasker::push::consume::consume;
 use tasker::push::sqs::SqsQueue;
+use tasker::runtime::receive::receive;
 use tasker::store::Created;
-use tasker::{DynamoStore, NewTask, ProcessorSettings, Registry, Store, Tasker};
+use tasker::{AnyStore, DynamoStore, NewTask, ProcessorSettings, Registry, Tasker};
 use tasker_tests::capacity::CapacityProxy;
 use tasker_tests::dynamo;
 use tasker_tests::sqs::fresh_queues_at;
@@ -62,7 +62,7 @@ fn workers(
         .map(|_| {
             let store = DynamoStore::new(dynamo::client_for(endpoint), table, Duration::ZERO);
             let tasker = Tasker::new(
-                Store::DynamoDb(store),
+                AnyStore::DynamoDb(store),
                 registry(),
                 ProcessorSettings::default(),
             )
@@ -70,7 +70,7 @@ fn workers(
             let queue = queue.clone();
             let mut stop = stop.clone();
             tokio::spawn(async move {
-                consume(&tasker, &queue, wait, async move {
+                receive(&tasker, &queue, wait, async move {
                     let _ = stop.wait_for(|s| *s).await;
                 })
                 .await;
@@ -106,7 +106,7 @@ async fn start_delay(ddb: &str, sqs: &str, n: usize, wait: Duration) -> StartDel
         &stopped,
     );
     let tasker = Tasker::new(
-        Store::DynamoDb(store),
+        AnyStore::DynamoDb(store),
         registry(),
         ProcessorSettings::default(),
     )
@@ -145,7 +145,7 @@ async fn drain(ddb: &str, sqs: &str, n: usize, count: usize) -> SqsDrain {
     proxy.take();
     let progress = bar(n, &format!("DynamoDB Local: SQS mode, {count} worker(s)"));
     let tasker = Tasker::new(
-        Store::DynamoDb(store.clone()),
+        AnyStore::DynamoDb(store.clone()),
         noop_registry(ProgressBar::hidden()),
         ProcessorSettings::default(),
     )

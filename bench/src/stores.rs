@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use indicatif::ProgressBar;
-use tasker::{DynamoStore, PollSettings, ProcessorSettings, SqliteStore, Store, Tasker};
+use tasker::{AnyStore, DynamoStore, PollSettings, ProcessorSettings, SqliteStore, Tasker};
 use tasker_tests::capacity::CapacityProxy;
 use tasker_tests::dynamo;
 
@@ -46,17 +46,17 @@ pub struct Bench {
 
 impl Bench {
     /// A fresh store of `kind` (`label` names its SQLite file).
-    async fn store(&self, kind: Kind, label: &str) -> Store {
+    async fn store(&self, kind: Kind, label: &str) -> AnyStore {
         match kind {
-            Kind::Sqlite => Store::Sqlite(
+            Kind::Sqlite => AnyStore::Sqlite(
                 SqliteStore::open(self.dir.path().join(format!("{label}.db"))).expect("SQLite"),
             ),
-            Kind::DynamoDb => Store::DynamoDb(dynamo::fresh_store_at(self.endpoint()).await),
+            Kind::DynamoDb => AnyStore::DynamoDb(dynamo::fresh_store_at(self.endpoint()).await),
         }
     }
 
     /// A Tasker over a fresh store of `kind` whose `noop` tasks do nothing.
-    async fn tasker(&self, kind: Kind, label: &str) -> Tasker<Store> {
+    async fn tasker(&self, kind: Kind, label: &str) -> Tasker<AnyStore> {
         noop_tasker(self.store(kind, label).await)
     }
 
@@ -65,7 +65,7 @@ impl Bench {
     }
 }
 
-fn noop_tasker(store: Store) -> Tasker<Store> {
+fn noop_tasker(store: AnyStore) -> Tasker<AnyStore> {
     let registry = phases::noop_registry(ProgressBar::hidden());
     Tasker::new(store, registry, ProcessorSettings::default())
 }
@@ -131,7 +131,7 @@ pub async fn scale(bench: &Bench, kind: Kind) -> crate::results::Scale {
     match kind {
         Kind::Sqlite => {
             let store = bench.store(kind, "scale").await;
-            let api = Store::Sqlite(
+            let api = AnyStore::Sqlite(
                 SqliteStore::open(bench.dir.path().join("scale.db")).expect("SQLite"),
             );
             let (small, full) = (args.scale_small, args.scale_sqlite);
@@ -145,7 +145,7 @@ pub async fn scale(bench: &Bench, kind: Kind) -> crate::results::Scale {
                 loader.table(),
                 dynamo::RETENTION,
             );
-            let (store, api) = (Store::DynamoDb(loader), Store::DynamoDb(api));
+            let (store, api) = (AnyStore::DynamoDb(loader), AnyStore::DynamoDb(api));
             let (small, full) = (args.scale_small, args.scale_dynamodb);
             crate::scale::scale(store, api, Some(&proxy), kind.name(), small, full).await
         }
@@ -163,12 +163,12 @@ pub fn crash_settings(args: &Args) -> CrashSettings {
 }
 
 /// The store a crash worker names: `sqlite:PATH` or `dynamodb:ENDPOINT#TABLE`.
-pub fn worker_store(spec: &str) -> Store {
+pub fn worker_store(spec: &str) -> AnyStore {
     match spec.split_once(':') {
-        Some(("sqlite", path)) => Store::Sqlite(SqliteStore::open(path).expect("SQLite")),
+        Some(("sqlite", path)) => AnyStore::Sqlite(SqliteStore::open(path).expect("SQLite")),
         Some(("dynamodb", rest)) => {
             let (endpoint, table) = rest.split_once('#').expect("ENDPOINT#TABLE");
-            Store::DynamoDb(DynamoStore::new(
+            AnyStore::DynamoDb(DynamoStore::new(
                 dynamo::client_for(endpoint),
                 table,
                 Duration::ZERO,
@@ -206,8 +206,8 @@ async fn dispatch(bench: &Bench, kind: Kind) -> Dispatch {
     eprintln!("{label}: crash recovery (a processor killed mid-run)");
     let store = bench.store(kind, "crash").await;
     let spec = match &store {
-        Store::Sqlite(_) => format!("sqlite:{}", bench.dir.path().join("crash.db").display()),
-        Store::DynamoDb(dynamo) => format!("dynamodb:{}#{}", bench.endpoint(), dynamo.table()),
+        AnyStore::Sqlite(_) => format!("sqlite:{}", bench.dir.path().join("crash.db").display()),
+        AnyStore::DynamoDb(dynamo) => format!("dynamodb:{}#{}", bench.endpoint(), dynamo.table()),
     };
     let mut worker = std::process::Command::new(std::env::current_exe().expect("bench binary"));
     worker
@@ -271,7 +271,7 @@ async fn enqueue_http(bench: &Bench, kind: Kind) -> (f64, f64) {
 async fn units(bench: &Bench) -> Units {
     let n = bench.args.tasks;
     let proxy = CapacityProxy::start(bench.endpoint()).await;
-    let tasker = noop_tasker(Store::DynamoDb(
+    let tasker = noop_tasker(AnyStore::DynamoDb(
         dynamo::fresh_store_at(&proxy.endpoint).await,
     ));
     proxy.take();
@@ -305,15 +305,15 @@ async fn race(proxy: &CapacityProxy, n: usize) -> Race {
         first.table(),
         Duration::ZERO,
     );
-    let tasker = noop_tasker(Store::DynamoDb(first.clone()));
+    let tasker = noop_tasker(AnyStore::DynamoDb(first.clone()));
     let progress = bar(n, "DynamoDB Local: race pass, enqueue");
     phases::enqueue_library(&tasker, n, CONCURRENCY, &progress).await;
     progress.finish_and_clear();
     proxy.take();
     let progress = bar(n, "DynamoDB Local: race pass, two processors");
     let (a, b) = tokio::join!(
-        phases::drain(Store::DynamoDb(first), n, &progress),
-        phases::drain(Store::DynamoDb(second), n, &progress),
+        phases::drain(AnyStore::DynamoDb(first), n, &progress),
+        phases::drain(AnyStore::DynamoDb(second), n, &progress),
     );
     progress.finish_and_clear();
     let race = proxy.take();
@@ -342,7 +342,7 @@ async fn fire_lag(bench: &Bench, kind: Kind) -> crate::results::FireLag {
         }
         Kind::DynamoDb => {
             let proxy = CapacityProxy::start(bench.endpoint()).await;
-            let store = Store::DynamoDb(dynamo::fresh_store_at(&proxy.endpoint).await);
+            let store = AnyStore::DynamoDb(dynamo::fresh_store_at(&proxy.endpoint).await);
             crate::schedules::fire_lag(store, Some(&proxy), schedules, seconds).await
         }
     }

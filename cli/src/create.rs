@@ -8,7 +8,7 @@ use tasker::api::requests::{self, MAX_DELAY_SECONDS};
 use tasker::api::strict_json::{self, StrictJsonError};
 use tasker::clock::InvalidTimestamp;
 use tasker::store::Created;
-use tasker::{NewTask, Store, Tasker, Timestamp};
+use tasker::{AnyStore, NewTask, Tasker, Timestamp};
 
 use crate::operator::print_task;
 use crate::{CliError, OutputArgs, StoreArgs};
@@ -58,7 +58,7 @@ fn parse_at(text: &str) -> Result<Timestamp, String> {
 }
 
 /// Creates the task and prints it; an idempotent repeat prints the first task and says so.
-pub async fn create(tasker: &Tasker<Store>, args: CreateArgs) -> Result<(), CliError> {
+pub async fn create(tasker: &Tasker<AnyStore>, args: CreateArgs) -> Result<(), CliError> {
     let new = NewTask {
         task_type: args.task_type,
         payload: payload_text(&args.payload)?,

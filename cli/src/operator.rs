@@ -6,9 +6,9 @@ use std::time::Duration;
 
 use indicatif::{ProgressBar, ProgressStyle};
 use serde_json::{Value, json};
+use tasker::engine::MAX_LIST_LIMIT;
 use tasker::store::{ListFilter, ListKey, LowerBound, TaskPage};
-use tasker::tasker::MAX_LIST_LIMIT;
-use tasker::{Store, Task, TaskId, TaskStatus, Tasker};
+use tasker::{AnyStore, Task, TaskId, TaskStatus, Tasker};
 
 use crate::CliError;
 
@@ -100,7 +100,7 @@ fn print_rows(tasks: &[Task]) -> Result<(), CliError> {
 
 /// `tasker list`: one page (or every page with `all`), newest first.
 pub async fn list(
-    tasker: &Tasker<Store>,
+    tasker: &Tasker<AnyStore>,
     filter: &ListFilter,
     limit: usize,
     cursor: Option<String>,
@@ -158,7 +158,7 @@ pub async fn list(
 
 /// `tasker cancel ID` or `tasker cancel --reference R [--type T]`.
 pub async fn cancel(
-    tasker: &Tasker<Store>,
+    tasker: &Tasker<AnyStore>,
     id: Option<String>,
     reference: Option<String>,
     task_type: Option<String>,
@@ -175,7 +175,7 @@ pub async fn cancel(
 
 /// `tasker cancel --reference`.
 pub async fn cancel_by_reference(
-    tasker: &Tasker<Store>,
+    tasker: &Tasker<AnyStore>,
     reference: &str,
     task_type: Option<&str>,
     json: bool,
@@ -198,7 +198,7 @@ pub async fn cancel_by_reference(
 /// the store failing) are reported and skipped; the rest go on. Exits non-zero if any was
 /// skipped.
 pub async fn retry_all_failed(
-    tasker: &Tasker<Store>,
+    tasker: &Tasker<AnyStore>,
     task_type: Option<String>,
     json: bool,
 ) -> Result<(), CliError> {
@@ -254,7 +254,7 @@ pub async fn retry_all_failed(
 }
 
 /// `tasker stats`: tasks per status and the backlog.
-pub async fn stats(tasker: &Tasker<Store>, json: bool) -> Result<(), CliError> {
+pub async fn stats(tasker: &Tasker<AnyStore>, json: bool) -> Result<(), CliError> {
     let stats = tasker.stats().await?;
     if json {
         out!("{}", serde_json::to_string(&stats)?);
@@ -293,7 +293,7 @@ pub async fn stats(tasker: &Tasker<Store>, json: bool) -> Result<(), CliError> {
 }
 
 /// `tasker types`: each registered type with its settings, paused flag and counts.
-pub async fn types(tasker: &Tasker<Store>, json: bool) -> Result<(), CliError> {
+pub async fn types(tasker: &Tasker<AnyStore>, json: bool) -> Result<(), CliError> {
     let view = tasker.types().await?;
     if json {
         out!("{}", serde_json::to_string(&view)?);
@@ -325,7 +325,7 @@ pub async fn types(tasker: &Tasker<Store>, json: bool) -> Result<(), CliError> {
 
 /// `tasker pause TYPE` / `tasker resume TYPE`.
 pub async fn pause(
-    tasker: &Tasker<Store>,
+    tasker: &Tasker<AnyStore>,
     task_type: &str,
     paused: bool,
     json: bool,
@@ -350,7 +350,7 @@ pub async fn pause(
 /// `tasker cleanup`: deletes finished tasks older than `retention`, with a running count, then
 /// sweeps at most `sweep_entries` entries below the due queue's watermarks.
 pub async fn cleanup(
-    tasker: &Tasker<Store>,
+    tasker: &Tasker<AnyStore>,
     retention: Duration,
     sweep_entries: u64,
 ) -> Result<(), CliError> {

@@ -8,12 +8,12 @@ use clap::Subcommand;
 use serde_json::{Value, json};
 use tasker::api::requests::payload_text;
 use tasker::api::schedules::parse_schedule;
+use tasker::engine::ScheduleView;
 use tasker::schedule::{Schedule, ScheduleSpec};
-use tasker::tasker::ScheduleView;
-use tasker::{Store, Tasker, TaskerError};
+use tasker::{AnyStore, Tasker, TaskerError};
 
 use crate::operator::{print_object, print_task};
-use crate::{CliError, OutputArgs, StoreArgs, config};
+use crate::{CliError, OutputArgs, StoreArgs};
 
 #[derive(Subcommand)]
 pub(crate) enum SchedulesCommand {
@@ -114,10 +114,29 @@ pub(crate) enum SchedulesCommand {
     },
 }
 
-pub(crate) async fn run(command: SchedulesCommand) -> Result<(), CliError> {
+impl SchedulesCommand {
+    /// Where the schedules are.
+    pub(crate) fn store(&self) -> &StoreArgs {
+        match self {
+            Self::List { store, .. }
+            | Self::Show { store, .. }
+            | Self::Add { store, .. }
+            | Self::Rm { store, .. }
+            | Self::Pause { store, .. }
+            | Self::Resume { store, .. }
+            | Self::Trigger { store, .. }
+            | Self::Apply { store, .. } => store,
+        }
+    }
+}
+
+/// Runs `command` over `tasker`.
+pub(crate) async fn run(
+    command: SchedulesCommand,
+    tasker: &Tasker<AnyStore>,
+) -> Result<(), CliError> {
     match command {
-        SchedulesCommand::List { output, store } => {
-            let tasker = config(&store)?.build_tasker().await?;
+        SchedulesCommand::List { output, .. } => {
             let views: Vec<ScheduleView> = tasker
                 .schedules()
                 .await?
@@ -154,12 +173,7 @@ pub(crate) async fn run(command: SchedulesCommand) -> Result<(), CliError> {
             }
             Ok(())
         }
-        SchedulesCommand::Show {
-            name,
-            output,
-            store,
-        } => {
-            let tasker = config(&store)?.build_tasker().await?;
+        SchedulesCommand::Show { name, output, .. } => {
             print_schedule(tasker.schedule(&name).await?, output.json)
         }
         SchedulesCommand::Add {
@@ -172,9 +186,8 @@ pub(crate) async fn run(command: SchedulesCommand) -> Result<(), CliError> {
             missed,
             paused,
             output,
-            store,
+            ..
         } => {
-            let tasker = config(&store)?.build_tasker().await?;
             let payload: Value = serde_json::from_str(&payload)
                 .map_err(|err| CliError::Usage(format!("--payload is not JSON: {err}")))?;
             let payload = payload_text(&payload)
@@ -193,45 +206,28 @@ pub(crate) async fn run(command: SchedulesCommand) -> Result<(), CliError> {
             };
             print_schedule(tasker.create_schedule(spec).await?, output.json)
         }
-        SchedulesCommand::Rm { name, store } => {
-            let tasker = config(&store)?.build_tasker().await?;
+        SchedulesCommand::Rm { name, .. } => {
             tasker.delete_schedule(&name).await?;
             out!("deleted schedule {name}");
             Ok(())
         }
-        SchedulesCommand::Pause {
-            name,
-            output,
-            store,
-        } => {
-            let tasker = config(&store)?.build_tasker().await?;
+        SchedulesCommand::Pause { name, output, .. } => {
             print_schedule(tasker.pause_schedule(&name).await?, output.json)
         }
-        SchedulesCommand::Resume {
-            name,
-            output,
-            store,
-        } => {
-            let tasker = config(&store)?.build_tasker().await?;
+        SchedulesCommand::Resume { name, output, .. } => {
             print_schedule(tasker.resume_schedule(&name).await?, output.json)
         }
-        SchedulesCommand::Trigger {
-            name,
-            output,
-            store,
-        } => {
-            let tasker = config(&store)?.build_tasker().await?;
+        SchedulesCommand::Trigger { name, output, .. } => {
             print_task(&tasker.trigger_schedule(&name).await?, output.json)
         }
         SchedulesCommand::Apply {
             file,
             dry_run,
             output,
-            store,
+            ..
         } => {
             let specs = read_file(&file)?;
-            let tasker = config(&store)?.build_tasker().await?;
-            apply(&tasker, specs, dry_run, output.json).await
+            apply(tasker, specs, dry_run, output.json).await
         }
     }
 }
@@ -275,7 +271,7 @@ fn read_file(file: &PathBuf) -> Result<Vec<ScheduleSpec>, CliError> {
 /// Creates, updates and deletes so that the stored schedules are `specs`. Every schedule is
 /// checked (rules and registered types) before anything is written.
 async fn apply(
-    tasker: &Tasker<Store>,
+    tasker: &Tasker<AnyStore>,
     specs: Vec<ScheduleSpec>,
     dry_run: bool,
     json: bool,

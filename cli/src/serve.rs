@@ -1,5 +1,7 @@
-//! `tasker serve`: the HTTP API and the processor loop in one process, until Ctrl-C or SIGTERM.
+//! `tasker serve`: the HTTP API, the dashboard and the services of the dispatch mode in one
+//! process, until Ctrl-C or SIGTERM.
 
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
@@ -7,23 +9,47 @@ use std::time::Duration;
 use axum::extract::Request;
 use axum::middleware::{self, Next};
 use axum::response::Response;
+use clap::Args;
 use tasker::api::hosts::{self, HostAllowlist};
-use tasker::{Config, Store, Tasker, api};
-use tokio::sync::watch;
+use tasker::compose::TaskTypes;
+use tasker::runtime::{self, CleanupSettings, ServeSettings};
+use tasker::{AnyStore, Config, api};
 
-use crate::{CliError, ServeArgs, config};
+use crate::{CliError, StoreArgs};
 
-/// How often `serve` runs cleanup.
-const CLEANUP_EVERY: Duration = Duration::from_secs(24 * 3600);
+#[derive(Args)]
+pub(crate) struct ServeArgs {
+    #[command(flatten)]
+    store: StoreArgs,
+    /// Address of the HTTP API.
+    #[arg(long, default_value = "127.0.0.1:3000")]
+    listen: SocketAddr,
+    /// Seconds between processQueue runs.
+    #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u64).range(1..=3600))]
+    interval: u64,
+    /// A Host name to answer besides the loopback ones (repeatable; `*` for any); required
+    /// when listening beyond loopback [env: TASKER_ALLOWED_HOSTS, comma-separated].
+    #[arg(long = "allowed-host", value_name = "NAME")]
+    allowed_hosts: Vec<String>,
+    /// Serve beyond loopback without TASKER_API_TOKEN (the API is then open to anyone who can
+    /// reach it; logged as a warning).
+    #[arg(long)]
+    insecure_no_auth: bool,
+    /// Most connections open at once; more wait until one closes.
+    #[arg(long, default_value_t = 512, value_parser = clap::value_parser!(u64).range(1..=65536))]
+    max_connections: u64,
+}
 
-pub async fn serve(args: ServeArgs) -> Result<(), CliError> {
-    let config = config(&args.store)?;
+/// Serves the API and the dashboard, and runs the services of the dispatch mode (see
+/// [`tasker::runtime::serve`]), until Ctrl-C or SIGTERM.
+pub(crate) async fn serve(args: ServeArgs, types: TaskTypes) -> Result<(), CliError> {
+    let (config, tasker) = crate::open(&args.store, types).await?;
     let open_to_network = exposure(&args, &config)?;
     let mut names = config.allowed_hosts.clone();
     names.extend(args.allowed_hosts.iter().cloned());
     let allowlist = HostAllowlist::for_bind(args.listen, &names)
         .map_err(|err| CliError::Usage(err.to_string()))?;
-    let tasker = Arc::new(config.build_tasker().await?);
+    let tasker = Arc::new(tasker);
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await
         .map_err(|err| CliError::Listen(args.listen, err))?;
@@ -31,12 +57,11 @@ pub async fn serve(args: ServeArgs) -> Result<(), CliError> {
         .local_addr()
         .map_err(|err| CliError::Listen(args.listen, err))?;
     let store = match tasker.store() {
-        Store::Sqlite(_) => format!("sqlite {}", config.db_path.display()),
-        Store::DynamoDb(store) => format!("dynamodb table {}", store.table()),
+        AnyStore::Sqlite(_) => format!("sqlite {}", config.db_path.display()),
+        AnyStore::DynamoDb(store) => format!("dynamodb table {}", store.table()),
     };
     tracing::info!(address = %local, store = %store, interval_s = args.interval, hosts = ?allowlist, "tasker listening on http://{local}");
 
-    let (stop_tx, stop_rx) = watch::channel(false);
     let auth = config.local_auth();
     let api = api::router(Arc::clone(&tasker), auth.clone());
     let mut app = tasker::dashboard::beside(api, Arc::clone(&tasker), auth, true).layer(
@@ -47,55 +72,33 @@ pub async fn serve(args: ServeArgs) -> Result<(), CliError> {
         app = app.layer(middleware::from_fn(remind_open));
     }
     let app = app.layer(middleware::map_response(api::harden));
-    let mut http_stop = stop_rx.clone();
+    let (stopper, stop) = runtime::stop_signal();
     let max_connections = usize::try_from(args.max_connections).unwrap_or(512);
-    let server = tokio::spawn(async move {
-        crate::http::serve(listener, app, max_connections, async move {
-            let _ = http_stop.wait_for(|stop| *stop).await;
-        })
-        .await;
-    });
-    let worker = tokio::spawn({
-        let tasker = Arc::clone(&tasker);
-        let mut stop = stop_rx.clone();
-        let interval = Duration::from_secs(args.interval);
-        async move {
-            if tasker.pushes() {
-                // SQS mode: `tasker worker` runs the tasks; this process moves them onto the
-                // queue as they fall due, like the processor Lambda every minute.
-                return mover_loop(&tasker, stop).await;
-            }
-            tasker
-                .serve_queue(interval, async move {
-                    let _ = stop.wait_for(|stop| *stop).await;
-                })
-                .await;
-        }
-    });
-    // Both dispatch modes: the due schedules' ticks become tasks here.
-    let scheduler = tokio::spawn({
-        let tasker = Arc::clone(&tasker);
-        let mut stop = stop_rx.clone();
-        async move {
-            tasker
-                .fire_schedules_until(async move {
-                    let _ = stop.wait_for(|stop| *stop).await;
-                })
-                .await;
-        }
-    });
-    let cleaner = tokio::spawn(cleanup_loop(
-        Arc::clone(&tasker),
-        (config.cleanup_age(), config.sweep_entries),
-        stop_rx,
+    let server = tokio::spawn(crate::http::serve(
+        listener,
+        app,
+        max_connections,
+        stop.wait(),
     ));
+    let settings = ServeSettings {
+        interval: Duration::from_secs(args.interval),
+        cleanup: CleanupSettings {
+            age: config.cleanup_age(),
+            sweep_entries: config.sweep_entries,
+        },
+    };
+    let services = tokio::spawn({
+        let tasker = Arc::clone(&tasker);
+        let stop = stop.clone();
+        async move { runtime::serve(&tasker, settings, stop).await }
+    });
 
     shutdown_signal().await;
     tracing::info!("stopping: finishing the attempts in flight and open requests");
-    let _ = stop_tx.send(true);
-    let _ = worker.await;
-    let _ = scheduler.await;
-    let _ = cleaner.await;
+    stopper.stop();
+    if let Err(join) = services.await {
+        tracing::error!(error = %join, "the services failed");
+    }
     if let Err(join) = server.await {
         tracing::error!(error = %join, "HTTP server task failed");
     }
@@ -131,40 +134,6 @@ async fn remind_open(request: Request, next: Next) -> Response {
         );
     }
     next.run(request).await
-}
-
-/// How often `serve` runs the mover in SQS mode (as the template schedules the processor).
-const MOVE_EVERY: Duration = Duration::from_secs(60);
-
-/// SQS mode: one mover run a minute until `stop` turns true.
-async fn mover_loop(tasker: &Tasker<Store>, mut stop: watch::Receiver<bool>) {
-    loop {
-        if let Err(err) = tasker.move_due().await {
-            tracing::error!(error = %tasker::Report(&err), "mover run failed");
-        }
-        tokio::select! {
-            _ = stop.wait_for(|stop| *stop) => return,
-            () = tokio::time::sleep(MOVE_EVERY) => {}
-        }
-    }
-}
-
-/// Cleans up at start and then once a day, until `stop` turns true; a cleanup in progress
-/// completes. It runs beside the processor loop, which it never holds up.
-async fn cleanup_loop(
-    tasker: Arc<Tasker<Store>>,
-    (retention, sweep_entries): (Duration, u64),
-    mut stop: watch::Receiver<bool>,
-) {
-    loop {
-        if let Err(err) = tasker.cleanup(retention, sweep_entries).await {
-            tracing::error!(error = %err, "cleanup failed");
-        }
-        tokio::select! {
-            _ = stop.wait_for(|stop| *stop) => return,
-            () = tokio::time::sleep(CLEANUP_EVERY) => {}
-        }
-    }
 }
 
 pub(crate) async fn shutdown_signal() {

@@ -70,7 +70,6 @@ fn seed(db: &std::path::Path, count: usize) -> Vec<String> {
         .build()
         .expect("runtime");
     runtime.block_on(async {
-        use tasker::store::TaskWriter;
         let store = tasker::SqliteStore::open(db).expect("open");
         let mut ids = Vec::new();
         for i in 0..count {
@@ -81,7 +80,7 @@ fn seed(db: &std::path::Path, count: usize) -> Vec<String> {
             let task = tasker::Task::from_new(new, tasker::Timestamp::now_utc());
             ids.push(
                 store
-                    .create(task)
+                    .task_create(task)
                     .await
                     .expect("create")
                     .into_task()

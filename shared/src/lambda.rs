@@ -2,15 +2,35 @@
 //! so every function reports `errorType` and the whole error chain the same way; and what an
 //! invocation's deadline means.
 
-use lambda_runtime::Diagnostic;
+use std::time::{Duration, Instant, SystemTime};
+
+use lambda_runtime::{Context, Diagnostic};
+
+use crate::engine::TaskerError;
+use crate::report::Report;
 
 /// 2001-09-09 in Unix milliseconds: any real invocation deadline is later. Some local
 /// emulators send a duration instead (cargo lambda watch sends its `--timeout`, e.g. 60000):
 /// a "deadline" before this is no deadline.
 pub const PLAUSIBLE_DEADLINE_MS: u64 = 1_000_000_000_000;
 
-use crate::report::Report;
-use crate::tasker::TaskerError;
+/// The invocation's deadline by this process's monotonic clock, `reserve` early (time kept
+/// back to answer Lambda); `None` when the event's deadline is not a Unix time (a local
+/// emulator's): the work is then bounded by its own limits (`TASKER_MAX_RUN`, the poll window,
+/// each attempt's timeout).
+pub fn deadline(context: &Context, reserve: Duration) -> Option<Instant> {
+    (context.deadline >= PLAUSIBLE_DEADLINE_MS)
+        .then(|| Instant::now() + remaining(context, reserve))
+}
+
+/// Time left before the invocation's deadline, less `reserve`; zero once past it.
+pub fn remaining(context: &Context, reserve: Duration) -> Duration {
+    context
+        .deadline()
+        .duration_since(SystemTime::now())
+        .unwrap_or_default()
+        .saturating_sub(reserve)
+}
 
 impl From<TaskerError> for Diagnostic {
     fn from(err: TaskerError) -> Self {
@@ -25,6 +45,25 @@ impl From<TaskerError> for Diagnostic {
 mod tests {
     use super::*;
     use crate::store::StoreError;
+
+    #[test]
+    fn a_deadline_that_is_no_unix_time_is_no_deadline() {
+        let mut context = Context::default();
+        context.deadline = 60_000;
+        assert_eq!(deadline(&context, Duration::ZERO), None);
+        let in_a_minute = SystemTime::now() + Duration::from_secs(60);
+        context.deadline = in_a_minute
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .map(|d| d.as_millis() as u64)
+            .unwrap_or_default();
+        let left = deadline(&context, Duration::from_secs(10))
+            .expect("a deadline")
+            .saturating_duration_since(Instant::now());
+        assert!(
+            left > Duration::from_secs(45) && left <= Duration::from_secs(50),
+            "{left:?}"
+        );
+    }
 
     #[test]
     fn a_store_outage_is_reported_with_its_type_and_cause() {

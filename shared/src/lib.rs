@@ -8,34 +8,39 @@
 #[cfg(feature = "api")]
 pub mod api;
 pub mod clock;
+pub mod compose;
 pub mod config;
 #[cfg(feature = "dashboard")]
 pub mod dashboard;
+pub mod engine;
+pub mod handlers;
 #[cfg(feature = "lambda")]
 pub mod lambda;
 pub mod metrics;
 pub mod push;
 pub mod report;
 pub mod retry;
+pub mod runtime;
 pub mod schedule;
 pub mod store;
 pub mod task;
-pub mod tasker;
-pub mod tasks;
 
+#[cfg(feature = "api")]
+pub use api::auth::AuthMode;
 pub use clock::{Clock, ManualClock, SystemClock, Timestamp};
-pub use config::{AuthMode, Config, ConfigError, Dispatch, StartupError, StoreKind};
+pub use compose::StartupError;
+pub use config::{Config, ConfigError, Dispatch, StoreKind};
+pub use engine::{
+    CleanupSummary, PollSettings, ProcessorSettings, RunSummary, Stats, Tasker, TaskerError,
+};
+pub use handlers::{Registry, RegistryError, TaskContext, TaskError};
 pub use report::Report;
 pub use retry::{RetryPolicy, RetryPolicyError};
+#[cfg(any(feature = "sqlite", feature = "dynamodb"))]
+pub use store::AnyStore;
 #[cfg(feature = "dynamodb")]
 pub use store::DynamoStore;
 #[cfg(feature = "sqlite")]
 pub use store::SqliteStore;
-#[cfg(any(feature = "sqlite", feature = "dynamodb"))]
-pub use store::Store;
-pub use store::StoreError;
+pub use store::{Store, StoreError};
 pub use task::{NewTask, Task, TaskId, TaskStatus, ValidationError};
-pub use tasker::{
-    CleanupSummary, PollSettings, ProcessorSettings, RunSummary, Stats, Tasker, TaskerError,
-};
-pub use tasks::{Registry, RegistryError, TaskContext, TaskError};

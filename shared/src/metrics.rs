@@ -5,8 +5,8 @@
 use serde_json::{Map, Value, json};
 
 use crate::clock::Timestamp;
+use crate::engine::{CleanupSummary, RunSummary};
 use crate::store::Backlog;
-use crate::tasker::{CleanupSummary, RunSummary};
 
 /// The CloudWatch namespace of Tasker's metrics.
 pub const NAMESPACE: &str = "Tasker";
@@ -22,11 +22,11 @@ pub fn run_metrics(
 ) -> String {
     let mut values: Vec<(&str, &str, Value)> = vec![
         ("Claimed", "Count", json!(summary.claimed)),
-        ("Succeeded", "Count", json!(summary.succeeded)),
-        ("Retried", "Count", json!(summary.retried)),
-        ("Failed", "Count", json!(summary.failed)),
-        ("Released", "Count", json!(summary.released)),
-        ("StoreErrors", "Count", json!(summary.errors)),
+        ("Succeeded", "Count", json!(summary.outcomes.succeeded)),
+        ("Retried", "Count", json!(summary.outcomes.retried)),
+        ("Failed", "Count", json!(summary.outcomes.failed)),
+        ("Released", "Count", json!(summary.outcomes.released)),
+        ("StoreErrors", "Count", json!(summary.errors())),
         ("RunDuration", "Milliseconds", json!(summary.duration_ms)),
     ];
     if let Some(backlog) = backlog {
@@ -84,11 +84,13 @@ mod tests {
         let at: Timestamp = "2030-01-01T00:10:00Z".parse().unwrap();
         let summary = RunSummary {
             claimed: 5,
-            succeeded: 3,
-            retried: 1,
-            failed: 1,
-            released: 0,
-            errors: 0,
+            outcomes: crate::engine::Outcomes {
+                succeeded: 3,
+                retried: 1,
+                failed: 1,
+                ..Default::default()
+            },
+            failed_claims: 0,
             duration_ms: 1234,
         };
         let backlog = Backlog {

@@ -7,7 +7,7 @@
 use std::collections::BTreeMap;
 
 use futures::StreamExt;
-use tasker::store::{ListFilter, TaskLister, TaskPurger, TaskWriter};
+use tasker::store::{ListFilter, ListPage};
 use tasker::{NewTask, ProcessorSettings, Registry, Task, Tasker, Timestamp};
 use tasker_tests::capacity::{CapacityProxy, Consumed, WRITE_OPERATIONS};
 use tasker_tests::dynamo::{self, OwnDynamoLocal};
@@ -52,7 +52,7 @@ async fn main() {
             let store = store.clone();
             async move {
                 let task = Task::from_new(NewTask::new("noop", format!("{{\"n\":{i}}}")), now);
-                store.create(task).await.expect("create");
+                store.task_create(task).await.expect("create");
             }
         })
         .await;
@@ -69,15 +69,23 @@ async fn main() {
         if summary.claimed == 0 {
             break;
         }
-        processed += summary.succeeded;
+        processed += summary.outcomes.succeeded;
     }
     total += report("process", tasks, &proxy.take());
 
     // What operators' reads cost at this size: the counts behind GET /stats, and one page.
-    let counts = store.counts(Timestamp::now_utc()).await.expect("counts");
+    let counts = store
+        .task_count_by_status(Timestamp::now_utc())
+        .await
+        .expect("counts");
     let stats_units: f64 = proxy.take().values().map(Consumed::units).sum();
     let page = store
-        .list(&ListFilter::default(), None, 100, Timestamp::now_utc())
+        .task_list(ListPage {
+            filter: &ListFilter::default(),
+            after: None,
+            limit: 100,
+            now: Timestamp::now_utc(),
+        })
         .await
         .expect("list");
     let list_units: f64 = proxy.take().values().map(Consumed::units).sum();
@@ -88,7 +96,7 @@ async fn main() {
     );
 
     let deleted = store
-        .purge_finished_before(Timestamp::now_utc(), &|_| ())
+        .task_purge_finished(Timestamp::now_utc(), &|_| ())
         .await
         .expect("cleanup");
     total += report("cleanup", tasks, &proxy.take());

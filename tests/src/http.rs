@@ -5,11 +5,12 @@ use std::sync::Arc;
 use axum::body::Body;
 use http::{Method, Request, StatusCode};
 use serde_json::Value;
-use tasker::api::{self, ApiStore};
+use tasker::Store;
+use tasker::api;
 use tasker::{AuthMode, ProcessorSettings, Registry, Tasker};
 
 /// The router over `store`, where `sendWebhook` is registered and always succeeds.
-pub fn router<S: ApiStore>(store: S, auth: AuthMode) -> axum::Router {
+pub fn router<S: Store>(store: S, auth: AuthMode) -> axum::Router {
     let mut registry = Registry::new();
     registry
         .register("sendWebhook", |_| async { Ok(()) })

@@ -3,9 +3,10 @@
 
 use std::collections::BTreeMap;
 use std::time::Duration;
+use tasker::store::Claim;
 
 use tasker::store::dynamodb::due::{MARGIN, WATERMARK_MAX_LAG};
-use tasker::store::{Leases, Settlement, TaskQueue, TaskWriter};
+use tasker::store::{Leases, Settlement};
 use tasker::{DynamoStore, NewTask, Task, Timestamp};
 
 use crate::capacity::{Consumed, WRITE_OPERATIONS};
@@ -15,7 +16,7 @@ use crate::fixtures::at;
 /// Creates a `noop` task at `now`.
 pub async fn create(store: &DynamoStore, now: Timestamp) -> Task {
     store
-        .create(Task::from_new(NewTask::new("noop", "{}"), now))
+        .task_create(Task::from_new(NewTask::new("noop", "{}"), now))
         .await
         .expect("create")
         .into_task()
@@ -24,13 +25,17 @@ pub async fn create(store: &DynamoStore, now: Timestamp) -> Task {
 /// Claims everything due at `now` and records each as a success a second later.
 pub async fn run_all(store: &DynamoStore, now: Timestamp) -> Vec<Task> {
     let claimed = store
-        .claim_due(now, now, 1000, &Leases::fixed(Duration::from_secs(60)))
+        .task_claim(Claim::due(
+            now,
+            1000,
+            &Leases::fixed(Duration::from_secs(60)),
+        ))
         .await
         .expect("claim");
     for task in &claimed {
         let done = now.plus(Duration::from_secs(1));
         store
-            .settle(task, Settlement::Succeeded, done)
+            .task_settle(task, Settlement::Succeeded, done)
             .await
             .expect("settle");
     }

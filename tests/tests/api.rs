@@ -3,8 +3,7 @@
 use axum::body::Body;
 use http::{Method, StatusCode};
 use serde_json::json;
-use tasker::api::ApiStore;
-use tasker::{AuthMode, SqliteStore, Store};
+use tasker::{AnyStore, AuthMode, SqliteStore, Store};
 use tasker_tests::http::{call, router};
 
 /// (body, expected status, expected code): one row per case, so the table is as long as the
@@ -172,7 +171,7 @@ fn bad_creates() -> Vec<(Vec<u8>, StatusCode, &'static str)> {
     ]
 }
 
-async fn bad_input_is_refused_with_a_code<S: ApiStore>(store: S) {
+async fn bad_input_is_refused_with_a_code<S: Store>(store: S) {
     let app = router(store, AuthMode::Open);
     bad_creates_are_refused(&app).await;
     bad_cancels_are_refused(&app).await;
@@ -288,7 +287,7 @@ async fn bad_input_is_refused_with_a_code_on_dynamodb() {
 
 /// GIVEN 7 tasks, 2 of them cancelled WHEN listed 3 at a time through the API THEN the pages
 /// follow `nextCursor` to every task once, newest first, and the stats count them.
-async fn listing_pages_through_the_api<S: ApiStore>(store: S) {
+async fn listing_pages_through_the_api<S: Store>(store: S) {
     let app = router(store, AuthMode::Open);
     let mut created = Vec::new();
     for i in 0..7 {
@@ -355,7 +354,7 @@ async fn listing_pages_through_the_api_on_dynamodb() {
 #[tokio::test]
 async fn a_valid_create_round_trips_through_the_api() {
     let app = router(
-        Store::Sqlite(SqliteStore::in_memory().expect("sqlite")),
+        AnyStore::Sqlite(SqliteStore::in_memory().expect("sqlite")),
         AuthMode::Open,
     );
     let body = json!({
@@ -383,7 +382,7 @@ async fn a_valid_create_round_trips_through_the_api() {
 #[tokio::test]
 async fn a_repeated_idempotency_key_answers_200_with_the_first_task() {
     let app = router(
-        Store::Sqlite(SqliteStore::in_memory().expect("sqlite")),
+        AnyStore::Sqlite(SqliteStore::in_memory().expect("sqlite")),
         AuthMode::Open,
     );
     let body = json!({"type": "sendWebhook", "payload": {"n": 1}, "idempotencyKey": "order-7"});
@@ -407,7 +406,7 @@ async fn a_repeated_idempotency_key_answers_200_with_the_first_task() {
 #[tokio::test]
 async fn the_token_is_required_everywhere_but_healthz() {
     let app = router(
-        Store::Sqlite(SqliteStore::in_memory().expect("sqlite")),
+        AnyStore::Sqlite(SqliteStore::in_memory().expect("sqlite")),
         AuthMode::Token("s3cret-token".into()),
     );
     let create = r#"{"type":"sendWebhook","payload":{}}"#;
@@ -451,7 +450,7 @@ async fn answer_with_header(
 #[tokio::test]
 async fn json_bodies_need_the_json_content_type() {
     let app = router(
-        Store::Sqlite(SqliteStore::in_memory().expect("sqlite")),
+        AnyStore::Sqlite(SqliteStore::in_memory().expect("sqlite")),
         AuthMode::Open,
     );
     let bodies = [
@@ -514,7 +513,7 @@ async fn json_bodies_need_the_json_content_type() {
 #[tokio::test]
 async fn the_bearer_scheme_ignores_case_and_a_401_says_how_to_authenticate() {
     let app = router(
-        Store::Sqlite(SqliteStore::in_memory().expect("sqlite")),
+        AnyStore::Sqlite(SqliteStore::in_memory().expect("sqlite")),
         AuthMode::Token("s3cret-token".into()),
     );
     let stats = |authorization: Option<&str>| {

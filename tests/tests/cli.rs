@@ -202,7 +202,6 @@ fn a_reader_that_stops_early_ends_the_listing_quietly() {
     // Far more output than a pipe buffers (64 KiB), so the writer meets the closed pipe.
     let runtime = tokio::runtime::Runtime::new().expect("runtime");
     runtime.block_on(async {
-        use tasker::store::TaskWriter;
         let store = SqliteStore::open(&db).expect("open");
         for n in 0..400 {
             let new = NewTask::new(
@@ -210,7 +209,7 @@ fn a_reader_that_stops_early_ends_the_listing_quietly() {
                 format!("{{\"n\":{n},\"pad\":\"{}\"}}", "x".repeat(200)),
             );
             store
-                .create(tasker::Task::from_new(new, Timestamp::now_utc()))
+                .task_create(tasker::Task::from_new(new, Timestamp::now_utc()))
                 .await
                 .expect("insert");
         }

@@ -6,8 +6,7 @@ use std::time::Duration;
 
 use reqwest::Method;
 use serde_json::json;
-use tasker::store::TaskReader;
-use tasker::{DynamoStore, SqliteStore, Store, TaskId, TaskStatus};
+use tasker::{AnyStore, DynamoStore, SqliteStore, Store, TaskId, TaskStatus};
 use tasker_tests::fixtures::ApiClient;
 use tasker_tests::process::Serve;
 use tasker_tests::receiver::Receiver;
@@ -71,7 +70,7 @@ async fn slow_webhooks(serve: &Serve, receiver: &Receiver) -> Vec<TaskId> {
 async fn kill_mid_batch(
     serve: Serve,
     receiver: &Receiver,
-    store: &Store,
+    store: &AnyStore,
     ids: &[TaskId],
 ) -> AtTheKill {
     eventually(
@@ -87,7 +86,11 @@ async fn kill_mid_batch(
         deliveries: receiver.all().len(),
     };
     for id in ids {
-        let task = store.get(*id).await.expect("get").expect("task not lost");
+        let task = store
+            .task_get(*id)
+            .await
+            .expect("get")
+            .expect("task not lost");
         match task.status {
             TaskStatus::Running => kill.in_flight.insert(*id),
             TaskStatus::Succeeded => kill.done.insert(*id),
@@ -109,7 +112,7 @@ async fn kill_mid_batch(
 async fn a_restart_completes_every_task(
     args: &[&str],
     envs: &[(&str, String)],
-    store: &Store,
+    store: &AnyStore,
     ids: &[TaskId],
 ) {
     let _restarted = Serve::start(args, envs).await;
@@ -118,7 +121,7 @@ async fn a_restart_completes_every_task(
             &format!("task {id} to succeed"),
             Duration::from_secs(60),
             || async {
-                let task = store.get(*id).await.ok().flatten()?;
+                let task = store.task_get(*id).await.ok().flatten()?;
                 (task.status == TaskStatus::Succeeded).then_some(())
             },
         )
@@ -184,7 +187,7 @@ fn only_tasks_in_flight_ran_twice(receiver: &Receiver, ids: &[TaskId], kill: &At
 async fn crash_and_recover(
     store_args: &[&str],
     mut envs: Vec<(&'static str, String)>,
-    store: Store,
+    store: AnyStore,
 ) {
     let receiver = Receiver::start().await;
     envs.extend(settings());
@@ -201,7 +204,7 @@ async fn crash_and_recover(
 async fn sigkill_mid_batch_on_sqlite() {
     let dir = tempfile::tempdir().expect("temp dir");
     let db = dir.path().join("crash.db");
-    let store = Store::Sqlite(SqliteStore::open(&db).expect("open"));
+    let store = AnyStore::Sqlite(SqliteStore::open(&db).expect("open"));
     let db = db.to_str().expect("utf-8 path").to_owned();
     crash_and_recover(&["--db", &db], Vec::new(), store).await;
 }
@@ -210,7 +213,7 @@ async fn sigkill_mid_batch_on_sqlite() {
 async fn sigkill_mid_batch_on_dynamodb() {
     let client = dynamo::client();
     let table = dynamo::fresh_table(&client).await;
-    let store = Store::DynamoDb(DynamoStore::new(client, &table, dynamo::RETENTION));
+    let store = AnyStore::DynamoDb(DynamoStore::new(client, &table, dynamo::RETENTION));
     crash_and_recover(
         &["--store", "dynamodb", "--table", &table],
         dynamo::child_env(),

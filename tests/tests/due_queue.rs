@@ -2,11 +2,12 @@
 //! (`tasker::store::dynamodb::due`), against DynamoDB Local through a capacity-counting proxy.
 
 use std::time::Duration;
+use tasker::store::{Claim, ListPage};
 
 use tasker::store::dynamodb::due::{LOOKBACK, RESCAN};
 use tasker::store::dynamodb::item::shard_of;
 use tasker::store::dynamodb::schema::QUEUE_SHARDS;
-use tasker::store::{Leases, ListFilter, ListKey, TaskLister, TaskPurger, TaskQueue, TaskWriter};
+use tasker::store::{Leases, ListFilter, ListKey};
 use tasker::task::TaskStatus;
 use tasker::{DynamoStore, NewTask, Task, Timestamp};
 use tasker_tests::capacity::CapacityProxy;
@@ -82,9 +83,9 @@ async fn the_watermark_lets_new_processes_skip_finished_tasks() {
     );
 
     // The first process's counts of finished tasks, written as at the end of its run.
-    store.flush(later, true).await;
-    other.flush(later, true).await;
-    let counts = other.counts(later).await.expect("counts");
+    store.queue_flush(later, true).await;
+    other.queue_flush(later, true).await;
+    let counts = other.task_count_by_status(later).await.expect("counts");
     assert_eq!((counts.succeeded, counts.total()), (121, 121));
     let mut listed = 0;
     let mut after = None;
@@ -93,7 +94,15 @@ async fn the_watermark_lets_new_processes_skip_finished_tasks() {
             status: Some(TaskStatus::Succeeded),
             ..ListFilter::default()
         };
-        let page = other.list(&filter, after, 50, later).await.expect("list");
+        let page = other
+            .task_list(ListPage {
+                filter: &filter,
+                after: after.as_ref(),
+                limit: 50,
+                now: later,
+            })
+            .await
+            .expect("list");
         listed += page.tasks.len();
         match page.next {
             Some(next) => after = Some(next),
@@ -103,7 +112,7 @@ async fn the_watermark_lets_new_processes_skip_finished_tasks() {
     assert_eq!(listed, 121);
 
     let purged = other
-        .purge_finished_before(at(30), &|_| {})
+        .task_purge_finished(at(30), &|_| {})
         .await
         .expect("purge");
     assert_eq!(purged, 120, "the old ones go; the one that just ran stays");
@@ -114,7 +123,7 @@ async fn create_in_shard_of(store: &DynamoStore, other: &Task, now: Timestamp) -
     loop {
         let task = Task::from_new(NewTask::new("noop", "{}"), now);
         if shard_of(task.id) == shard_of(other.id) {
-            return store.create(task).await.expect("create").into_task();
+            return store.task_create(task).await.expect("create").into_task();
         }
     }
 }
@@ -163,14 +172,18 @@ async fn tasks_running_under_another_lease_are_read_once_per_lease() {
         create(&store, t0()).await;
     }
     let held = store
-        .claim_due(at(1), at(1), 1000, &Leases::fixed(Duration::from_secs(600)))
+        .task_claim(Claim::due(
+            at(1),
+            1000,
+            &Leases::fixed(Duration::from_secs(600)),
+        ))
         .await
         .expect("claim");
     assert_eq!(held.len(), 40);
     let other = another_process(&store, &proxy.endpoint);
     proxy.take();
     let leases = Leases::fixed(Duration::from_secs(60));
-    let scan = |now: Timestamp| other.claim_due(now, now, 100, &leases);
+    let scan = |now: Timestamp| other.task_claim(Claim::due(now, 100, &leases));
     assert!(scan(at(2)).await.expect("scan").is_empty());
     let first = read_units(&proxy.take(), "BatchGetItem");
     for second in 3..12 {

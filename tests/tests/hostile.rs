@@ -3,12 +3,13 @@
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
+use tasker::store::Claim;
 
 use http::{Method, StatusCode};
 use proptest::prelude::*;
 use serde_json::{Value, json};
-use tasker::store::{Leases, TaskQueue};
-use tasker::{AuthMode, SqliteStore, Store, Timestamp};
+use tasker::store::Leases;
+use tasker::{AnyStore, AuthMode, SqliteStore, Store, Timestamp};
 use tasker_tests::http::{call, router};
 
 /// Cases tried across all properties, printed at the end of each property.
@@ -17,7 +18,7 @@ static TRIED: AtomicUsize = AtomicUsize::new(0);
 struct Fixture {
     runtime: tokio::runtime::Runtime,
     app: axum::Router,
-    store: Store,
+    store: AnyStore,
 }
 
 /// The router over a fresh SQLite store.
@@ -33,9 +34,9 @@ fn fixture_on(dynamodb: bool) -> Fixture {
         .build()
         .expect("runtime");
     let store = if dynamodb {
-        Store::DynamoDb(runtime.block_on(tasker_tests::dynamo::fresh_store()))
+        AnyStore::DynamoDb(runtime.block_on(tasker_tests::dynamo::fresh_store()))
     } else {
-        Store::Sqlite(SqliteStore::in_memory().expect("sqlite"))
+        AnyStore::Sqlite(SqliteStore::in_memory().expect("sqlite"))
     };
     let app = router(store.clone(), AuthMode::Token("hostile-token".into()));
     Fixture {
@@ -67,7 +68,11 @@ impl Fixture {
             let far = Timestamp::MAX;
             let due = self
                 .store
-                .claim_due(far, far, 10_000, &Leases::fixed(Duration::from_secs(60)))
+                .task_claim(Claim::due(
+                    far,
+                    10_000,
+                    &Leases::fixed(Duration::from_secs(60)),
+                ))
                 .await
                 .expect("claim");
             assert!(

@@ -4,12 +4,13 @@
 
 use std::collections::BTreeSet;
 use std::time::Duration;
+use tasker::store::{Claim, Store};
 
 use std::sync::Arc;
 
 use tasker::schedule::{Missed, Schedule, ScheduleSpec};
-use tasker::store::{Expect, Leases, ScheduleStore, TaskQueue, TaskWriter};
-use tasker::{NewTask, PollSettings, Store, Task};
+use tasker::store::{Expect, Leases};
+use tasker::{AnyStore, NewTask, PollSettings, Task, compose};
 use tasker_tests::capacity::CapacityProxy;
 use tasker_tests::dynamo;
 use tasker_tests::events::{self, send};
@@ -50,9 +51,9 @@ fn assert_granted(function: &str, used: &BTreeSet<String>) {
 }
 
 /// A store through a fresh recording proxy, and the proxy (cleared after the table's creation).
-async fn recorded() -> (Store, CapacityProxy) {
+async fn recorded() -> (AnyStore, CapacityProxy) {
     let proxy = CapacityProxy::start(&dynamo::endpoint()).await;
-    let store = Store::DynamoDb(dynamo::fresh_store_at(&proxy.endpoint).await);
+    let store = AnyStore::DynamoDb(dynamo::fresh_store_at(&proxy.endpoint).await);
     proxy.take();
     (store, proxy)
 }
@@ -60,8 +61,13 @@ async fn recorded() -> (Store, CapacityProxy) {
 #[tokio::test]
 async fn the_enqueue_function_calls_only_what_it_may() {
     let (store, proxy) = recorded().await;
-    let app =
-        enqueue::app(&config(&[("TASKER_API_TOKEN", "test-token")]), store, None).expect("app");
+    let app = enqueue::app(
+        &config(&[("TASKER_API_TOKEN", "test-token")]),
+        store,
+        None,
+        compose::builtin_types,
+    )
+    .expect("app");
     let (_, created) = send(&app, "apigw-create-task.json", None).await;
     let id = created["id"].as_str().expect("id").to_owned();
     for (event, id) in [
@@ -93,24 +99,28 @@ async fn the_enqueue_function_calls_only_what_it_may() {
 async fn the_processor_function_calls_only_what_it_may() {
     let (store, proxy) = recorded().await;
     let config = config(&[("TASKER_API_TOKEN", "test-token")]);
-    let tasker = config.tasker_over(store.clone()).expect("tasker");
+    let tasker =
+        compose::tasker_over(&config, store.clone(), compose::builtin_types).expect("tasker");
     // A task whose webhook the production default refuses (it fails), and a final attempt
     // whose lease expired (the run fails it).
     let now = tasker.now();
     let refused = r#"{"url":"http://127.0.0.1:9/hook","body":{}}"#;
     store
-        .create(Task::from_new(NewTask::new("sendWebhook", refused), now))
+        .task_create(Task::from_new(NewTask::new("sendWebhook", refused), now))
         .await
         .expect("create");
     let mut last = NewTask::new("sendWebhook", refused);
     last.max_attempts = Some(1);
     store
-        .create(Task::from_new(last, now))
+        .task_create(Task::from_new(last, now))
         .await
         .expect("create");
     let past = now.minus(Duration::from_secs(120));
     store
-        .claim_due(now, past, 1, &Leases::fixed(Duration::from_secs(1)))
+        .task_claim(Claim {
+            due_by: now,
+            ..Claim::due(past, 1, &Leases::fixed(Duration::from_secs(1)))
+        })
         .await
         .expect("claim");
     // A schedule whose tick came a minute ago: the run fires it (the tick's task, then the
@@ -128,7 +138,7 @@ async fn the_processor_function_calls_only_what_it_may() {
     let timing = spec.validate().expect("valid");
     let due = Schedule::new(spec, &timing, past);
     store
-        .put_schedule(&due, Expect::Absent)
+        .schedule_put(&due, Expect::Absent)
         .await
         .expect("put a schedule");
     proxy.take();
@@ -141,7 +151,7 @@ async fn the_processor_function_calls_only_what_it_may() {
     assert!(used.contains("PutItem"), "the schedule fired: {used:?}");
     assert_granted("ProcessorFunction", &used);
     let fired = store
-        .get_schedule("every-minute")
+        .schedule_get("every-minute")
         .await
         .expect("get")
         .expect("kept");
@@ -157,7 +167,7 @@ async fn the_cleanup_function_calls_only_what_it_may() {
         tasker::ProcessorSettings::default(),
     );
     let task = Task::from_new(NewTask::new("noop", "{}"), tasker.now());
-    store.create(task).await.expect("create");
+    store.task_create(task).await.expect("create");
     proxy.take();
     let settings = cleanup::CleanupSettings {
         age: Duration::ZERO,
@@ -184,8 +194,7 @@ async fn the_worker_and_the_mover_call_only_what_they_may() {
     let (store, proxy) = recorded().await;
     let queues = fresh_queues(5, Duration::from_secs(30)).await;
     let config = config(&[("TASKER_API_TOKEN", "test-token")]);
-    let tasker = config
-        .tasker_over(store.clone())
+    let tasker = compose::tasker_over(&config, store.clone(), compose::builtin_types)
         .expect("tasker")
         .with_push(Arc::new(queues.queue.clone()));
     let now = tasker.now();
@@ -195,7 +204,7 @@ async fn the_worker_and_the_mover_call_only_what_they_may() {
     later.scheduled_at = Some(now.plus(Duration::from_secs(3600)));
     let later = Task::from_new(later, now);
     for task in [&fails, &later] {
-        store.create(task.clone()).await.expect("create");
+        store.task_create(task.clone()).await.expect("create");
     }
     proxy.take();
     let bodies = [fails.id.to_string(), later.id.to_string()];
@@ -227,16 +236,18 @@ async fn the_worker_and_the_mover_call_only_what_they_may() {
     let mut last = NewTask::new("sendWebhook", refused);
     last.max_attempts = Some(1);
     store
-        .create(Task::from_new(last, now))
+        .task_create(Task::from_new(last, now))
         .await
         .expect("create");
     store
-        .claim_due(
-            now,
-            now.minus(Duration::from_secs(120)),
-            1,
-            &Leases::fixed(Duration::from_secs(1)),
-        )
+        .task_claim(Claim {
+            due_by: now,
+            ..Claim::due(
+                now.minus(Duration::from_secs(120)),
+                1,
+                &Leases::fixed(Duration::from_secs(1)),
+            )
+        })
         .await
         .expect("claim");
     proxy.take();

@@ -4,8 +4,7 @@ use std::time::Duration;
 
 use http::StatusCode;
 use serde_json::Value;
-use tasker::store::TaskWriter;
-use tasker::{Config, NewTask, PollSettings, Store, Task, TaskStatus, Timestamp};
+use tasker::{AnyStore, Config, NewTask, PollSettings, Store, Task, TaskStatus, Timestamp};
 use tasker_tests::events::send;
 use tasker_tests::fixtures::config;
 use tasker_tests::{dynamo, events};
@@ -16,13 +15,19 @@ fn token_config() -> Config {
     config(&[("TASKER_API_TOKEN", "test-token")])
 }
 
-async fn fresh_store() -> Store {
-    Store::DynamoDb(dynamo::fresh_store().await)
+async fn fresh_store() -> AnyStore {
+    AnyStore::DynamoDb(dynamo::fresh_store().await)
 }
 
 /// The enqueue function over a fresh table, configured with the events' token.
 async fn enqueue_app() -> axum::Router {
-    enqueue::app(&token_config(), fresh_store().await, None).expect("app")
+    enqueue::app(
+        &token_config(),
+        fresh_store().await,
+        None,
+        tasker::compose::builtin_types,
+    )
+    .expect("app")
 }
 
 /// Creates the sample event's task; its id.
@@ -170,7 +175,13 @@ async fn health_needs_no_token_and_bad_requests_are_refused_with_codes() {
 #[tokio::test]
 async fn enqueue_fails_closed_without_auth_configuration() {
     // GIVEN neither TASKER_API_TOKEN nor TASKER_AUTH=iam
-    let app = enqueue::app(&config(&[]), fresh_store().await, None).expect("app");
+    let app = enqueue::app(
+        &config(&[]),
+        fresh_store().await,
+        None,
+        tasker::compose::builtin_types,
+    )
+    .expect("app");
     // THEN every route but /healthz answers 401
     for name in [
         "apigw-create-task.json",
@@ -192,6 +203,7 @@ async fn enqueue_fails_closed_without_auth_configuration() {
         &config(&[("TASKER_AUTH", "iam")]),
         fresh_store().await,
         None,
+        tasker::compose::builtin_types,
     )
     .expect("app");
     let (status, _) = send(&iam, "apigw-create-task.json", None).await;
@@ -200,18 +212,23 @@ async fn enqueue_fails_closed_without_auth_configuration() {
 
 /// GIVEN a task created through the API event, whose webhook targets 127.0.0.1 (which the
 /// production default refuses), and the processor's Tasker over the same table.
-async fn a_task_the_webhook_refuses() -> (tasker::Tasker<Store>, tasker::TaskId) {
+async fn a_task_the_webhook_refuses() -> (tasker::Tasker<AnyStore>, tasker::TaskId) {
     let store = fresh_store().await;
     let config = token_config();
-    let app = enqueue::app(&config, store.clone(), None).expect("app");
+    let app =
+        enqueue::app(&config, store.clone(), None, tasker::compose::builtin_types).expect("app");
     let id = create_sample(&app).await.parse().expect("task id");
-    (config.tasker_over(store).expect("tasker"), id)
+    (
+        tasker::compose::tasker_over(&config, store, tasker::compose::builtin_types)
+            .expect("tasker"),
+        id,
+    )
 }
 
 /// Runs the processor for the scheduled event, with `remaining` before its deadline; the run
 /// and the metrics lines it emitted.
 async fn run_processor(
-    tasker: &tasker::Tasker<Store>,
+    tasker: &tasker::Tasker<AnyStore>,
     remaining: Duration,
 ) -> (tasker::RunSummary, Vec<String>) {
     let event = events::scheduled("scheduled-processor.json", remaining);
@@ -254,7 +271,7 @@ fn assert_metrics_line(lines: &[String], summary: &tasker::RunSummary) {
         assert!(emf[name].is_number(), "{name} has no value");
     }
     assert_eq!(emf["Claimed"], summary.claimed);
-    assert_eq!(emf["Failed"], summary.failed);
+    assert_eq!(emf["Failed"], summary.outcomes.failed);
     assert_eq!(emf["QueueDepth"], 0);
 }
 
@@ -270,7 +287,7 @@ async fn the_processor_event_runs_the_queue_and_emits_its_metrics() {
         assert!(json.get(key).is_some(), "summary lacks {key}: {json}");
     }
     // AND the refusal failed the task for good
-    assert_eq!((summary.claimed, summary.failed), (1, 1), "{json}");
+    assert_eq!((summary.claimed, summary.outcomes.failed), (1, 1), "{json}");
     let task = tasker.get(id).await.expect("task");
     assert_eq!(task.status, TaskStatus::Failed);
     assert!(task.last_error.unwrap_or_default().contains("refused"));
@@ -295,6 +312,7 @@ async fn the_cleanup_event_deletes_finished_tasks() {
         run_processor(&tasker, Duration::from_secs(60))
             .await
             .0
+            .outcomes
             .failed,
         1
     );
@@ -354,7 +372,7 @@ async fn poll_mode_starts_tasks_that_fall_due_during_the_invocation() {
         new.scheduled_at = Some(now.plus(Duration::from_millis(offset)));
         let task = Task::from_new(new, now);
         ids.push(task.id);
-        store.create(task).await.expect("create");
+        store.task_create(task).await.expect("create");
     }
     let poll = PollSettings {
         window: Duration::from_secs(3),
@@ -368,7 +386,11 @@ async fn poll_mode_starts_tasks_that_fall_due_during_the_invocation() {
         .expect("processor run");
 
     // THEN that one invocation ran both, each after its due instant
-    assert_eq!((summary.claimed, summary.succeeded), (2, 2), "{summary:?}");
+    assert_eq!(
+        (summary.claimed, summary.outcomes.succeeded),
+        (2, 2),
+        "{summary:?}"
+    );
     for id in ids {
         let task = tasker.get(id).await.expect("task");
         assert_eq!(task.status, TaskStatus::Succeeded);
@@ -410,7 +432,13 @@ async fn the_lambda_dashboard_is_off_by_default_and_fails_closed_without_a_token
         vec![("TASKER_DASHBOARD", "true")],
         vec![("TASKER_DASHBOARD", "true"), ("TASKER_AUTH", "iam")],
     ] {
-        let app = enqueue::app(&config(&vars), fresh_store().await, None).expect("app");
+        let app = enqueue::app(
+            &config(&vars),
+            fresh_store().await,
+            None,
+            tasker::compose::builtin_types,
+        )
+        .expect("app");
         // THEN every page is refused
         for path in ["/ui", "/ui/", "/ui/tasks", "/ui/login"] {
             let (status, _, body) = browse(&app, path, &[]).await;
@@ -419,7 +447,13 @@ async fn the_lambda_dashboard_is_off_by_default_and_fails_closed_without_a_token
         }
     }
     // GIVEN the default (off): /ui is just an unknown API path behind the token
-    let app = enqueue::app(&token_config(), fresh_store().await, None).expect("app");
+    let app = enqueue::app(
+        &token_config(),
+        fresh_store().await,
+        None,
+        tasker::compose::builtin_types,
+    )
+    .expect("app");
     let (status, _, _) = browse(&app, "/ui/", &[]).await;
     assert_eq!(status, StatusCode::UNAUTHORIZED);
     // GIVEN it on with a token, behind API Gateway's HTTPS
@@ -427,6 +461,7 @@ async fn the_lambda_dashboard_is_off_by_default_and_fails_closed_without_a_token
         &config(&[("TASKER_DASHBOARD", "true"), ("TASKER_API_TOKEN", "t0k")]),
         fresh_store().await,
         None,
+        tasker::compose::builtin_types,
     )
     .expect("app");
     let (status, headers, _) = browse(&app, "/ui/", &[]).await;

@@ -2,10 +2,11 @@
 //! in a backlog go on from the entries the last scan read, and what that skips is bounded.
 
 use std::time::Duration;
+use tasker::store::Claim;
 
 use tasker::store::dynamodb::due::READ_AHEAD_AGE;
 use tasker::store::dynamodb::item::shard_of;
-use tasker::store::{Leases, Settlement, TaskQueue, TaskWriter};
+use tasker::store::{Leases, Settlement};
 use tasker::{DynamoStore, NewTask, Task, Timestamp};
 use tasker_tests::capacity::CapacityProxy;
 use tasker_tests::dynamo;
@@ -14,7 +15,11 @@ use tasker_tests::queue::another_process;
 
 async fn claim(store: &DynamoStore, now: Timestamp, limit: usize) -> Vec<Task> {
     store
-        .claim_due(now, now, limit, &Leases::fixed(Duration::from_secs(60)))
+        .task_claim(Claim::due(
+            now,
+            limit,
+            &Leases::fixed(Duration::from_secs(60)),
+        ))
         .await
         .expect("claim")
 }
@@ -23,7 +28,7 @@ async fn create_in_shard(store: &DynamoStore, shard: u32, scheduled: Timestamp) 
     loop {
         let task = Task::from_new(NewTask::new("noop", "{}"), scheduled);
         if shard_of(task.id) == shard {
-            return store.create(task).await.expect("create").into_task();
+            return store.task_create(task).await.expect("create").into_task();
         }
     }
 }
@@ -37,7 +42,7 @@ async fn small_claims_in_a_backlog_go_on_from_the_entries_read_ahead() {
     let store = dynamo::fresh_store_at(&proxy.endpoint).await;
     for _ in 0..160 {
         store
-            .create(Task::from_new(NewTask::new("noop", "{}"), t0()))
+            .task_create(Task::from_new(NewTask::new("noop", "{}"), t0()))
             .await
             .expect("create");
     }
@@ -53,7 +58,7 @@ async fn small_claims_in_a_backlog_go_on_from_the_entries_read_ahead() {
         }
         for task in &batch {
             store
-                .settle(task, Settlement::Succeeded, now)
+                .task_settle(task, Settlement::Succeeded, now)
                 .await
                 .expect("settle");
         }

@@ -6,11 +6,10 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use futures::StreamExt;
-use tasker::store::conformance::FullStore;
-use tasker::store::{FlowControl, TaskQueue, TaskReader, TaskWriter};
+
 use tasker::{
-    DynamoStore, ManualClock, NewTask, ProcessorSettings, Registry, SqliteStore, Task, TaskId,
-    TaskStatus, Tasker, Timestamp,
+    DynamoStore, ManualClock, NewTask, ProcessorSettings, Registry, SqliteStore, Store, Task,
+    TaskId, TaskStatus, Tasker, Timestamp,
 };
 use tasker_tests::dynamo::{self, OwnDynamoLocal};
 use tasker_tests::throttle::ThrottlingProxy;
@@ -54,14 +53,19 @@ fn settings() -> ProcessorSettings {
     }
 }
 
-async fn create_many<S: TaskWriter + Clone + 'static>(store: &S, count: usize) -> Vec<TaskId> {
+async fn create_many<S: Store>(store: &S, count: usize) -> Vec<TaskId> {
     let now = Timestamp::now_utc();
     futures::stream::iter(0..count)
         .map(|i| {
             let store = store.clone();
             async move {
                 let task = Task::from_new(NewTask::new(RECORD, format!("{{\"n\":{i}}}")), now);
-                store.create(task).await.expect("create").into_task().id
+                store
+                    .task_create(task)
+                    .await
+                    .expect("create")
+                    .into_task()
+                    .id
             }
         })
         .buffer_unordered(32)
@@ -69,15 +73,16 @@ async fn create_many<S: TaskWriter + Clone + 'static>(store: &S, count: usize) -
         .await
 }
 
-async fn statuses<S: TaskReader + Clone + 'static>(
-    store: &S,
-    ids: &[TaskId],
-) -> HashMap<TaskId, TaskStatus> {
+async fn statuses<S: Store>(store: &S, ids: &[TaskId]) -> HashMap<TaskId, TaskStatus> {
     futures::stream::iter(ids.to_vec())
         .map(|id| {
             let store = store.clone();
             async move {
-                let task = store.get(id).await.expect("get").expect("task not lost");
+                let task = store
+                    .task_get(id)
+                    .await
+                    .expect("get")
+                    .expect("task not lost");
                 (id, task.status)
             }
         })
@@ -87,12 +92,12 @@ async fn statuses<S: TaskReader + Clone + 'static>(
 }
 
 /// Runs `tasker` until a run claims nothing; store errors only pause it.
-async fn drain<S: TaskQueue + FlowControl + Clone + 'static>(tasker: Tasker<S>) -> usize {
+async fn drain<S: Store>(tasker: Tasker<S>) -> usize {
     let mut claimed = 0;
     let mut idle_runs = 0;
     for _ in 0..500 {
         match tasker.process_queue(None).await {
-            Ok(summary) if summary.claimed == 0 && summary.errors == 0 => {
+            Ok(summary) if summary.claimed == 0 && summary.errors() == 0 => {
                 idle_runs += 1;
                 if idle_runs >= 2 {
                     break;
@@ -110,7 +115,7 @@ async fn drain<S: TaskQueue + FlowControl + Clone + 'static>(tasker: Tasker<S>) 
 
 /// GIVEN 2,000 due tasks WHEN 4 processors drain the queue at the same time THEN every task ran
 /// exactly once and succeeded.
-async fn four_processors_race<S: FullStore>(stores: Vec<S>) {
+async fn four_processors_race<S: Store>(stores: Vec<S>) {
     let ids = create_many(&stores[0], 2000).await;
     let (registry, executions) = recording_registry(Duration::ZERO);
     let processors: Vec<_> = stores
@@ -230,8 +235,8 @@ async fn a_store_outage_mid_run_loses_nothing() {
     assert_eq!(summary.claimed, 8);
     // 8 outcomes could not be written, plus each claim tried (one per interval) while the
     // handlers ran and their outcomes were retried.
-    assert!(summary.errors >= 8, "{summary:?}");
-    assert_eq!(summary.succeeded, 0);
+    assert!(summary.errors() >= 8, "{summary:?}");
+    assert_eq!(summary.outcomes.succeeded, 0);
 
     // WHEN DynamoDB Local is back with the same data and the leases have expired
     local.resume().await;
@@ -244,7 +249,7 @@ async fn a_store_outage_mid_run_loses_nothing() {
     let summary = tasker.process_queue(None).await.expect("second run");
 
     // THEN the next run finishes every task; only the 8 in flight at the outage ran twice
-    assert_eq!(summary.succeeded, 8, "{summary:?}");
+    assert_eq!(summary.outcomes.succeeded, 8, "{summary:?}");
     let statuses = statuses(&store, &ids).await;
     assert!(statuses.values().all(|s| *s == TaskStatus::Succeeded));
     let executions = executions.lock().unwrap_or_else(|p| p.into_inner()).clone();
@@ -272,7 +277,7 @@ async fn writes_whose_answer_was_lost_are_not_mistaken_for_conflicts() {
         new.reference_uid = Some(format!("ref-{i}"));
         new.idempotency_key = Some(format!("key-{i}"));
         let created = flaky
-            .create(Task::from_new(new, now))
+            .task_create(Task::from_new(new, now))
             .await
             .unwrap_or_else(|err| panic!("create {i} failed: {err}"));
         assert!(
@@ -286,13 +291,13 @@ async fn writes_whose_answer_was_lost_are_not_mistaken_for_conflicts() {
         let mut again = NewTask::new(RECORD, "{}");
         again.idempotency_key = Some(format!("key-{i}"));
         let existing = direct
-            .create(Task::from_new(again, now))
+            .task_create(Task::from_new(again, now))
             .await
             .expect("create");
         assert_eq!(existing.task().id, *id, "key-{i}");
         let mut duplicate = NewTask::new(RECORD, "{}");
         duplicate.reference_uid = Some(format!("ref-{i}"));
-        let refused = direct.create(Task::from_new(duplicate, now)).await;
+        let refused = direct.task_create(Task::from_new(duplicate, now)).await;
         assert!(
             matches!(refused, Err(tasker::StoreError::Duplicate { existing }) if existing == *id),
             "ref-{i}: {refused:?}"

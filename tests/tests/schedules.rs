@@ -4,11 +4,13 @@
 use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::Duration;
+use tasker::store::ListPage;
 
 use tasker::schedule::{Missed, ScheduleSpec, tick_task_id};
-use tasker::store::{ListFilter, TaskLister, TaskReader};
+use tasker::store::ListFilter;
 use tasker::{
-    DynamoStore, ManualClock, ProcessorSettings, Registry, SqliteStore, Store, Tasker, Timestamp,
+    AnyStore, DynamoStore, ManualClock, ProcessorSettings, Registry, SqliteStore, Store, Tasker,
+    Timestamp,
 };
 use tasker_tests::dynamo;
 
@@ -28,13 +30,13 @@ fn instant(text: &str) -> Timestamp {
 
 /// `count` handles on one empty store, each with its own connection or client (and so its
 /// own cache of schedules): what separate processes would have.
-async fn stores(backend: &str, count: usize) -> Vec<Store> {
+async fn stores(backend: &str, count: usize) -> Vec<AnyStore> {
     match backend {
         "sqlite" => {
             let dir = tempfile::tempdir().expect("temp dir");
             let path = dir.path().join("tasks.db");
             let stores = (0..count)
-                .map(|_| Store::Sqlite(SqliteStore::open(&path).expect("open")))
+                .map(|_| AnyStore::Sqlite(SqliteStore::open(&path).expect("open")))
                 .collect();
             std::mem::forget(dir);
             stores
@@ -44,7 +46,7 @@ async fn stores(backend: &str, count: usize) -> Vec<Store> {
             let table = first.table().to_owned();
             (0..count)
                 .map(|_| {
-                    Store::DynamoDb(DynamoStore::new(
+                    AnyStore::DynamoDb(DynamoStore::new(
                         dynamo::client(),
                         table.clone(),
                         Duration::ZERO,
@@ -55,7 +57,7 @@ async fn stores(backend: &str, count: usize) -> Vec<Store> {
     }
 }
 
-fn tasker(store: Store, clock: &Arc<ManualClock>) -> Tasker<Store> {
+fn tasker(store: AnyStore, clock: &Arc<ManualClock>) -> Tasker<AnyStore> {
     Tasker::with_clock(
         store,
         registry(),
@@ -78,7 +80,7 @@ fn spec(name: &str, cron: &str, timezone: &str, missed: Missed) -> ScheduleSpec 
 }
 
 /// The ticks of `name`'s tasks, in order, read through the listing filter.
-async fn ticks_of(store: &Store, name: &str) -> Vec<Timestamp> {
+async fn ticks_of(store: &AnyStore, name: &str) -> Vec<Timestamp> {
     let filter = ListFilter {
         schedule: Some(name.to_owned()),
         ..ListFilter::default()
@@ -87,7 +89,12 @@ async fn ticks_of(store: &Store, name: &str) -> Vec<Timestamp> {
     let mut after = None;
     loop {
         let page = store
-            .list(&filter, after, 100, Timestamp::MAX)
+            .task_list(ListPage {
+                filter: &filter,
+                after: after.as_ref(),
+                limit: 100,
+                now: Timestamp::MAX,
+            })
             .await
             .expect("list");
         for task in &page.tasks {
@@ -134,7 +141,7 @@ async fn every_five_minutes_across_an_hour(backend: &str) {
         .collect();
     assert_eq!(texts(&ticks), expected);
     let first = store
-        .get(tick_task_id("five", ticks[0]))
+        .task_get(tick_task_id("five", ticks[0]))
         .await
         .expect("get")
         .expect("the first tick's task");
@@ -277,7 +284,7 @@ fn clock_now_minute(clock: &ManualClock) -> Timestamp {
 async fn racing_processors_store_one_task_per_tick(backend: &str) {
     let stores = stores(backend, 4).await;
     let clock = Arc::new(ManualClock::new(instant("2030-01-01T00:00:30Z")));
-    let taskers: Vec<Tasker<Store>> = stores.iter().map(|s| tasker(s.clone(), &clock)).collect();
+    let taskers: Vec<Tasker<AnyStore>> = stores.iter().map(|s| tasker(s.clone(), &clock)).collect();
     let names: Vec<String> = (0..50).map(|i| format!("race-{i:02}")).collect();
     for name in &names {
         taskers[0]
@@ -311,7 +318,7 @@ async fn racing_processors_store_one_task_per_tick(backend: &str) {
         assert_eq!(texts(&ticks), expected, "{name}");
         for tick in ticks {
             let task = stores[3]
-                .get(tick_task_id(name, tick))
+                .task_get(tick_task_id(name, tick))
                 .await
                 .expect("get")
                 .expect("each tick's task has the id its tick derives");
@@ -324,7 +331,12 @@ async fn racing_processors_store_one_task_per_tick(backend: &str) {
     let mut after = None;
     loop {
         let page = stores[2]
-            .list(&ListFilter::default(), after, 100, Timestamp::MAX)
+            .task_list(ListPage {
+                filter: &ListFilter::default(),
+                after: after.as_ref(),
+                limit: 100,
+                now: Timestamp::MAX,
+            })
             .await
             .expect("list");
         listed += page.tasks.len();
@@ -413,7 +425,7 @@ async fn pause_resume_and_trigger(backend: &str) {
 /// pass advances it THEN the stale advance is refused (revisions are random per write), and
 /// the new definition stands.
 async fn a_stale_pass_cannot_overwrite_a_recreated_schedule(backend: &str) {
-    use tasker::store::{Expect, ScheduleStore, ScheduleWrite};
+    use tasker::store::{Expect, ScheduleWrite};
     let store = stores(backend, 1).await.remove(0);
     let clock = Arc::new(ManualClock::new(instant("2030-01-01T09:00:30Z")));
     let tasker = tasker(store.clone(), &clock);
@@ -431,7 +443,7 @@ async fn a_stale_pass_cannot_overwrite_a_recreated_schedule(backend: &str) {
     stale.last_run_at = Some(instant("2030-01-01T09:01:00Z"));
     stale.revision = tasker::schedule::fresh_revision();
     let written = store
-        .put_schedule(&stale, Expect::Revision(old.revision))
+        .schedule_put(&stale, Expect::Revision(old.revision))
         .await
         .expect("put");
     assert!(
@@ -510,7 +522,7 @@ on_both_backends!(
 async fn a_tick_costs_its_task_plus_one_write_unit() {
     use tasker_tests::capacity::{CapacityProxy, WRITE_OPERATIONS};
     let proxy = CapacityProxy::start(&dynamo::endpoint()).await;
-    let store = Store::DynamoDb(dynamo::fresh_store_at(&proxy.endpoint).await);
+    let store = AnyStore::DynamoDb(dynamo::fresh_store_at(&proxy.endpoint).await);
     let clock = Arc::new(ManualClock::new(instant("2030-01-01T09:00:30Z")));
     let tasker = tasker(store.clone(), &clock);
     const SCHEDULES: usize = 20;
@@ -534,7 +546,7 @@ async fn a_tick_costs_its_task_plus_one_write_unit() {
     assert_eq!(fired.created, SCHEDULES);
     let firing = proxy.take();
     let summary = tasker.process_queue(None).await.expect("run");
-    assert_eq!(summary.succeeded, SCHEDULES);
+    assert_eq!(summary.outcomes.succeeded, SCHEDULES);
     let running = proxy.take();
     let writes = |ledger: &std::collections::BTreeMap<String, tasker_tests::capacity::Consumed>| {
         ledger

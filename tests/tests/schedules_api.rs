@@ -3,8 +3,7 @@
 
 use http::{Method, StatusCode};
 use serde_json::{Value, json};
-use tasker::api::ApiStore;
-use tasker::{AuthMode, SqliteStore, Store};
+use tasker::{AnyStore, AuthMode, SqliteStore, Store};
 use tasker_tests::http::{call, router};
 
 async fn send(app: &axum::Router, method: Method, path: &str, body: Value) -> (StatusCode, Value) {
@@ -27,7 +26,7 @@ fn nightly() -> Value {
     })
 }
 
-async fn operations_work<S: ApiStore>(store: S) {
+async fn operations_work<S: Store>(store: S) {
     let app = router(store, AuthMode::Open);
     let (status, created) = send(&app, Method::POST, "/schedules", nightly()).await;
     assert_eq!(status, StatusCode::CREATED, "{created}");
@@ -207,7 +206,7 @@ fn bad_schedules() -> Vec<(Value, StatusCode, &'static str, &'static str)> {
     ]
 }
 
-async fn bad_input_gets_a_4xx_naming_the_field<S: ApiStore>(store: S) {
+async fn bad_input_gets_a_4xx_naming_the_field<S: Store>(store: S) {
     let app = router(store, AuthMode::Open);
     for (body, status, code, words) in bad_schedules() {
         let (got, answer) = send(&app, Method::POST, "/schedules", body.clone()).await;
@@ -242,7 +241,10 @@ async fn operations_work_on_sqlite() {
 
 #[tokio::test]
 async fn operations_work_on_dynamodb() {
-    operations_work(Store::DynamoDb(tasker_tests::dynamo::fresh_store().await)).await;
+    operations_work(AnyStore::DynamoDb(
+        tasker_tests::dynamo::fresh_store().await,
+    ))
+    .await;
 }
 
 #[tokio::test]
@@ -252,7 +254,7 @@ async fn bad_input_is_refused_on_sqlite() {
 
 #[tokio::test]
 async fn bad_input_is_refused_on_dynamodb() {
-    bad_input_gets_a_4xx_naming_the_field(Store::DynamoDb(
+    bad_input_gets_a_4xx_naming_the_field(AnyStore::DynamoDb(
         tasker_tests::dynamo::fresh_store().await,
     ))
     .await;

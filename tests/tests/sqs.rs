@@ -9,10 +9,10 @@ use std::time::Duration;
 use futures::StreamExt;
 use http::{Method, StatusCode};
 use serde_json::json;
-use tasker::push::consume::consume;
+use tasker::engine::{Handled, Message, Outcome, Work, WorkSummary};
 use tasker::push::sqs::SqsQueue;
-use tasker::store::{Created, TaskLister, TaskReader};
-use tasker::tasker::{Handled, Message, Outcome, Work, WorkSummary};
+use tasker::runtime::receive::receive;
+use tasker::store::Created;
 use tasker::{
     AuthMode, Clock, DynamoStore, ManualClock, NewTask, ProcessorSettings, Registry, RetryPolicy,
     TaskError, TaskId, TaskStatus, Tasker, Timestamp,
@@ -44,7 +44,7 @@ fn registry(runs: &Runs) -> Registry {
         .expect("register record");
     let seen = Arc::clone(runs);
     // Three attempts, exactly one second apart: the minimum equals the cap.
-    let failing = tasker::tasks::TypeSettings {
+    let failing = tasker::handlers::TypeSettings {
         max_attempts: 3,
         retry: RetryPolicy {
             initial_interval_ms: 1000,
@@ -52,7 +52,7 @@ fn registry(runs: &Runs) -> Registry {
             max_interval_ms: 1000,
             min_interval_ms: 1000,
         },
-        ..tasker::tasks::TypeSettings::default()
+        ..tasker::handlers::TypeSettings::default()
     };
     registry
         .register_with(FAIL, failing, move |ctx| {
@@ -167,7 +167,7 @@ async fn four_workers_run_each_task_once_though_every_message_comes_twice() {
             let queue = queue.clone();
             let mut stopped = stopped.clone();
             tokio::spawn(async move {
-                consume(&worker, &queue, Duration::from_secs(1), async move {
+                receive(&worker, &queue, Duration::from_secs(1), async move {
                     let _ = stopped.wait_for(|s| *s).await;
                 })
                 .await
@@ -183,7 +183,10 @@ async fn four_workers_run_each_task_once_though_every_message_comes_twice() {
     eventually("every task to succeed", Duration::from_secs(240), || {
         let store = store.clone();
         async move {
-            let counts = store.counts(Timestamp::now_utc()).await.ok()?;
+            let counts = store
+                .task_count_by_status(Timestamp::now_utc())
+                .await
+                .ok()?;
             (counts.succeeded == TASKS as u64).then_some(())
         }
     })
@@ -208,7 +211,7 @@ async fn four_workers_run_each_task_once_though_every_message_comes_twice() {
     assert_eq!(runs.len(), TASKS);
     let twice: Vec<_> = runs.iter().filter(|(_, n)| **n != 1).collect();
     assert!(twice.is_empty(), "tasks that ran more than once: {twice:?}");
-    assert_eq!(total.succeeded, TASKS);
+    assert_eq!(total.outcomes.succeeded, TASKS);
     // SQS (and moto) deliver at least once: a few messages may come a third time.
     assert!(
         total.messages >= 2 * TASKS,
@@ -239,7 +242,7 @@ async fn a_cancelled_task_never_runs_and_its_message_is_dropped() {
     let handled = work_messages(&tasker, &queue, 1, Duration::from_secs(20)).await;
     assert_eq!(handled, vec![Handled::Done(Work::Dropped)]);
     assert_eq!(runs_of(&runs, task.id), 0);
-    let stored = store.get(task.id).await.expect("get").expect("task");
+    let stored = store.task_get(task.id).await.expect("get").expect("task");
     assert_eq!(stored.status, TaskStatus::Cancelled);
     assert!(
         peek(&client, queue.url()).await.is_empty(),
@@ -267,7 +270,7 @@ async fn a_paused_types_message_is_dropped_and_the_mover_sends_it_after_the_resu
     let handled = work_messages(&tasker, &queue, 1, Duration::from_secs(20)).await;
     assert_eq!(handled, vec![Handled::Done(Work::Dropped)]);
     assert_eq!(runs_of(&runs, task.id), 0);
-    let stored = store.get(task.id).await.expect("get").expect("task");
+    let stored = store.task_get(task.id).await.expect("get").expect("task");
     assert_eq!(stored.status, TaskStatus::Pending);
 
     clock.advance(Duration::from_secs(60));
@@ -324,7 +327,7 @@ async fn a_far_task_is_sent_by_the_mover_and_runs_when_due() {
     let handled = work_messages(&tasker, &queue, 1, Duration::from_secs(20)).await;
     assert_eq!(handled, vec![Handled::Done(Work::Ran(Outcome::Succeeded))]);
     assert_eq!(runs_of(&runs, task.id), 1);
-    let stored = store.get(task.id).await.expect("get").expect("task");
+    let stored = store.task_get(task.id).await.expect("get").expect("task");
     assert_eq!(stored.status, TaskStatus::Succeeded);
     assert!(stored.succeeded_at.is_some_and(|at| at >= due));
 }
@@ -394,7 +397,7 @@ async fn a_failing_task_retries_through_delayed_messages_then_fails() {
             Handled::Done(Work::Ran(Outcome::Failed)),
         ]
     );
-    let stored = store.get(task.id).await.expect("get").expect("task");
+    let stored = store.task_get(task.id).await.expect("get").expect("task");
     assert_eq!(stored.status, TaskStatus::Failed);
     assert_eq!(stored.attempts, 3);
     assert_eq!(runs_of(&runs, task.id), 3);
@@ -423,7 +426,7 @@ async fn a_poison_message_ends_in_the_dead_letter_queue() {
     let worker = {
         let queue = queue.clone();
         tokio::spawn(async move {
-            consume(&tasker, &queue, Duration::from_secs(1), async move {
+            receive(&tasker, &queue, Duration::from_secs(1), async move {
                 let _ = stopped.wait_for(|s| *s).await;
             })
             .await

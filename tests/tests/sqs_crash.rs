@@ -8,8 +8,6 @@ use std::collections::HashMap;
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::Duration;
-
-use tasker::store::TaskReader;
 use tasker::{NewTask, ProcessorSettings, Registry, TaskId, TaskStatus, Tasker};
 use tasker_tests::receiver::Receiver;
 use tasker_tests::sqs::{Queues, fresh_queues};
@@ -91,7 +89,7 @@ async fn serve_sends_and_a_worker_runs() {
         "the worker to run the task",
         Duration::from_secs(30),
         || async {
-            let task = store.get(id).await.ok()??;
+            let task = store.task_get(id).await.ok()??;
             (task.status == TaskStatus::Succeeded).then_some(())
         },
     )
@@ -151,7 +149,11 @@ async fn a_killed_worker_loses_nothing_and_reruns_only_what_was_in_flight() {
     drop(worker);
     let mut in_flight = Vec::new();
     for id in &ids {
-        let task = store.get(*id).await.expect("get").expect("task not lost");
+        let task = store
+            .task_get(*id)
+            .await
+            .expect("get")
+            .expect("task not lost");
         if task.status == TaskStatus::Running {
             in_flight.push(*id);
         }
@@ -170,7 +172,7 @@ async fn a_killed_worker_loses_nothing_and_reruns_only_what_was_in_flight() {
             &format!("task {id} to succeed"),
             Duration::from_secs(60),
             || async {
-                let task = store.get(*id).await.ok()??;
+                let task = store.task_get(*id).await.ok()??;
                 (task.status == TaskStatus::Succeeded).then_some(())
             },
         )

@@ -5,12 +5,10 @@
 
 use std::collections::BTreeMap;
 use std::time::Duration;
+use tasker::store::{Claim, ListPage};
 
 use futures::{StreamExt, TryStreamExt};
-use tasker::store::{
-    Leases, LowerBound, QueueStats, Settlement, TaskCanceller, TaskLister, TaskQueue, TaskRetrier,
-    TaskWriter,
-};
+use tasker::store::{Leases, LowerBound, Settlement};
 use tasker::task::TaskStatus;
 use tasker::{DynamoStore, NewTask, Task, Timestamp};
 use tasker_tests::capacity::{CapacityProxy, Consumed, WRITE_OPERATIONS};
@@ -34,7 +32,7 @@ async fn create(store: &DynamoStore, n: usize, scheduled: Option<Timestamp>) -> 
             let mut new = NewTask::new("noop", "{}");
             new.scheduled_at = scheduled;
             store
-                .create(Task::from_new(new, t0()))
+                .task_create(Task::from_new(new, t0()))
                 .await
                 .map(|created| created.into_task())
         })
@@ -50,7 +48,7 @@ async fn run(store: &DynamoStore, mut failing: usize) -> usize {
     let mut ran = 0;
     loop {
         let claimed = store
-            .claim_due(at(1), at(1), 100, &leases)
+            .task_claim(Claim::due(at(1), 100, &leases))
             .await
             .expect("claim");
         if claimed.is_empty() {
@@ -65,7 +63,10 @@ async fn run(store: &DynamoStore, mut failing: usize) -> usize {
             } else {
                 Settlement::Succeeded
             };
-            store.settle(task, outcome, at(1)).await.expect("settle");
+            store
+                .task_settle(task, outcome, at(1))
+                .await
+                .expect("settle");
             ran += 1;
         }
     }
@@ -83,16 +84,16 @@ async fn stats_read_at_most_50_units_whatever_the_table_holds() {
     let now = create(&processor, 2_200, None).await;
     create(&processor, 600, Some(at(86_400))).await;
     for task in now.iter().take(100) {
-        processor.cancel(task.id, t0()).await.expect("cancel");
+        processor.task_cancel(task.id, t0()).await.expect("cancel");
     }
     assert_eq!(run(&processor, 100).await, 2_100);
     // The end of its run writes its counts; while it works it publishes its look.
-    processor.flush(at(2), true).await;
-    processor.flush(at(2), false).await;
+    processor.queue_flush(at(2), true).await;
+    processor.queue_flush(at(2), false).await;
 
     let api = another_process(&processor, &proxy.endpoint);
     proxy.take();
-    let overview = api.overview(at(3)).await.expect("overview");
+    let overview = api.queue_overview(at(3)).await.expect("overview");
     let units = read_units(&proxy.take());
     eprintln!("stats with a processor's look: {units} read units");
     assert!(units <= 50.0, "GET /stats read {units} units");
@@ -108,7 +109,7 @@ async fn stats_read_at_most_50_units_whatever_the_table_holds() {
 
     let stale = at(2).plus(Duration::from_secs(180));
     proxy.take();
-    let overview = api.overview(stale).await.expect("overview");
+    let overview = api.queue_overview(stale).await.expect("overview");
     let units = read_units(&proxy.take());
     eprintln!("stats without one: {units} read units");
     assert!(units <= 50.0, "GET /stats read {units} units");
@@ -129,37 +130,37 @@ async fn each_process_writes_its_counts_and_any_reads_them() {
     let processor = dynamo::fresh_store().await;
     let api = another_process(&processor, &dynamo::endpoint());
     let tasks = create(&processor, 4, None).await;
-    api.cancel(tasks[3].id, t0()).await.expect("cancel");
+    api.task_cancel(tasks[3].id, t0()).await.expect("cancel");
     assert_eq!(run(&processor, 1).await, 3);
 
-    let counts = api.counts(at(2)).await.expect("counts");
+    let counts = api.task_count_by_status(at(2)).await.expect("counts");
     assert_eq!(
         (counts.succeeded, counts.failed, counts.cancelled),
         (0, 0, 1),
         "the processor has not written its counts yet"
     );
-    processor.flush(at(2), true).await;
-    let counts = api.counts(at(2)).await.expect("counts");
+    processor.queue_flush(at(2), true).await;
+    let counts = api.task_count_by_status(at(2)).await.expect("counts");
     assert_eq!(
         (counts.succeeded, counts.failed, counts.cancelled),
         (2, 1, 1)
     );
 
     let failed = api
-        .list(
-            &tasker::store::ListFilter {
+        .task_list(ListPage {
+            filter: &tasker::store::ListFilter {
                 status: Some(TaskStatus::Failed),
                 ..Default::default()
             },
-            None,
-            10,
-            at(2),
-        )
+            after: None,
+            limit: 10,
+            now: at(2),
+        })
         .await
         .expect("list")
         .tasks;
-    api.retry(failed[0].id, at(3)).await.expect("retry");
-    let counts = processor.counts(at(3)).await.expect("counts");
+    api.task_retry(failed[0].id, at(3)).await.expect("retry");
+    let counts = processor.task_count_by_status(at(3)).await.expect("counts");
     assert_eq!(
         (
             counts.succeeded,

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use serde_json::Value;
 use tasker::store::dynamodb::due::{MARGIN, WATERMARK_MAX_LAG};
-use tasker::store::{QueueSweeper, TaskReader, TaskWriter};
+
 use tasker::{DynamoStore, ManualClock, NewTask, ProcessorSettings, Registry, Task, Tasker};
 use tasker_tests::capacity::CapacityProxy;
 use tasker_tests::fixtures::at;
@@ -19,7 +19,7 @@ use tasker_tests::{dynamo, events};
 async fn a_stranded_task(store: &DynamoStore) -> (Task, tasker::Timestamp) {
     let (_, later) = finished_below_watermarks(store).await;
     let late = Task::from_new(NewTask::new("noop", "{}"), at(5));
-    store.create(late.clone()).await.expect("create");
+    store.task_create(late.clone()).await.expect("create");
     assert!(
         run_all(store, later).await.is_empty(),
         "no scan sees an entry below the watermark"
@@ -75,7 +75,7 @@ async fn a_task_below_the_watermark_is_swept_back_and_runs_once() {
     assert!(reads / 121.0 <= 0.6, "{reads} read units for 121 entries");
 
     // AND the task is due at once: the next scan claims it, its one attempt
-    let rescued = store.get(late.id).await.expect("get").expect("kept");
+    let rescued = store.task_get(late.id).await.expect("get").expect("kept");
     assert_eq!(rescued.scheduled_at, later);
     let claimed = run_all(&store, later.plus(Duration::from_secs(1))).await;
     assert_eq!(
@@ -87,7 +87,7 @@ async fn a_task_below_the_watermark_is_swept_back_and_runs_once() {
     // AND a second sweep (a new pass from the bottom) finds nothing to rescue: the task's
     // entry is above the watermark now
     let again = store
-        .sweep(later.plus(Duration::from_secs(5)), 10_000)
+        .queue_sweep(later.plus(Duration::from_secs(5)), 10_000)
         .await
         .expect("sweep");
     assert_eq!(
@@ -115,12 +115,12 @@ async fn capped_sweeps_pass_over_the_older_entries_in_turn() {
         "raises the watermarks"
     );
     let stranded = Task::from_new(NewTask::new("noop", "{}"), at(3));
-    store.create(stranded.clone()).await.expect("create");
+    store.task_create(stranded.clone()).await.expect("create");
 
     let mut rescued = 0;
     let mut sweeps = 0;
     loop {
-        let summary = store.sweep(later, 50).await.expect("sweep");
+        let summary = store.queue_sweep(later, 50).await.expect("sweep");
         assert!(summary.entries <= 50, "{summary:?}");
         rescued += summary.rescued;
         sweeps += 1;
@@ -134,6 +134,10 @@ async fn capped_sweeps_pass_over_the_older_entries_in_turn() {
         "61 old entries take more than one capped pass: {sweeps}"
     );
     assert_eq!(rescued, 1);
-    let task = store.get(stranded.id).await.expect("get").expect("kept");
+    let task = store
+        .task_get(stranded.id)
+        .await
+        .expect("get")
+        .expect("kept");
     assert_eq!(task.scheduled_at, later);
 }

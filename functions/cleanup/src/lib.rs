@@ -4,9 +4,27 @@
 
 use std::time::Duration;
 
-use lambda_runtime::LambdaEvent;
-use tasker::store::{QueueSweeper, TaskPurger};
-use tasker::{CleanupSummary, Tasker, TaskerError, metrics};
+use lambda_runtime::{LambdaEvent, service_fn};
+use tasker::{CleanupSummary, Config, Store, Tasker, TaskerError, compose, metrics};
+
+/// The cleanup function: reads the configuration, opens the store once per cold start, and
+/// cleans up once per scheduled event.
+pub async fn run() -> Result<(), lambda_runtime::Error> {
+    lambda_runtime::tracing::init_default_subscriber();
+    let config = Config::from_env()?;
+    let store = compose::open_store(&config).await?;
+    let tasker = compose::tasker_over(&config, store, compose::no_types)?;
+    let settings = CleanupSettings {
+        age: config.cleanup_age(),
+        sweep_entries: config.sweep_entries,
+        service: &config.service,
+    };
+    let emit = |line: &str| println!("{line}");
+    lambda_runtime::run(service_fn(|event: LambdaEvent<serde_json::Value>| {
+        handle(&tasker, settings, event, &emit)
+    }))
+    .await
+}
 
 /// What a cleanup run does.
 #[derive(Debug, Clone, Copy)]
@@ -21,7 +39,7 @@ pub struct CleanupSettings<'a> {
 
 /// Deletes finished tasks that finished more than `settings.age` ago and sweeps, then hands the
 /// metrics line to `emit` (stdout in Lambda, where CloudWatch picks it up).
-pub async fn handle<S: TaskPurger + QueueSweeper>(
+pub async fn handle<S: Store>(
     tasker: &Tasker<S>,
     settings: CleanupSettings<'_>,
     event: LambdaEvent<serde_json::Value>,

@@ -1,17 +1,6 @@
-use lambda_http::{Error, run, tracing};
-use std::sync::Arc;
-
-use tasker::Config;
-use tasker::push::Push;
+//! The enqueue function as shipped: the built-in task types.
 
 #[tokio::main]
-async fn main() -> Result<(), Error> {
-    tracing::init_default_subscriber();
-    let config = Config::from_env()?;
-    let store = config.open_store().await?;
-    let queue = config
-        .open_queue()
-        .await
-        .map(|queue| Arc::new(queue) as Arc<dyn Push>);
-    run(enqueue::app(&config, store, queue)?).await
+async fn main() -> Result<(), lambda_http::Error> {
+    enqueue::run(tasker::compose::builtin_types).await
 }

@@ -1,14 +1,6 @@
-use lambda_runtime::{Error, LambdaEvent, run, service_fn, tracing};
-use tasker::Config;
+//! The processor function as shipped: the built-in task types.
 
 #[tokio::main]
-async fn main() -> Result<(), Error> {
-    tracing::init_default_subscriber();
-    let config = Config::from_env()?;
-    let tasker = config.build_tasker().await?;
-    let emit = |line: &str| println!("{line}");
-    run(service_fn(|event: LambdaEvent<serde_json::Value>| {
-        processor::handle(&tasker, &config.service, config.poll, event, &emit)
-    }))
-    .await
+async fn main() -> Result<(), lambda_runtime::Error> {
+    processor::run(tasker::compose::builtin_types).await
 }

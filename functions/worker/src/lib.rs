@@ -2,23 +2,35 @@
 //! and run as the processor would, and the messages to deliver again are reported as batch
 //! item failures (the event source mapping has `ReportBatchItemFailures` on).
 
-use std::time::{Instant, SystemTime};
+use std::time::{Duration, Instant};
 
 use aws_lambda_events::event::sqs::{BatchItemFailure, SqsBatchResponse, SqsEvent};
-use lambda_runtime::LambdaEvent;
-use tasker::Tasker;
-use tasker::lambda::PLAUSIBLE_DEADLINE_MS;
-use tasker::store::{FlowControl, TaskDelivery, TaskQueue};
-use tasker::tasker::{Handled, Message, WorkSummary};
+use lambda_runtime::{LambdaEvent, service_fn};
+use tasker::compose::{self, TaskTypes};
+use tasker::engine::{Handled, Message, WorkSummary};
+use tasker::{Config, Store, Tasker};
 
 /// Time kept back from the invocation's deadline to answer Lambda.
-const ANSWER_RESERVE: std::time::Duration = std::time::Duration::from_millis(500);
+const ANSWER_RESERVE: Duration = Duration::from_millis(500);
+
+/// The worker function with `types`: reads the configuration, opens the store and the queue
+/// (for retries' next messages) once per cold start, and serves batches.
+pub async fn run(types: TaskTypes) -> Result<(), lambda_runtime::Error> {
+    lambda_runtime::tracing::init_default_subscriber();
+    let config = Config::from_env()?;
+    let tasker = compose::build_tasker(&config, types).await?;
+    let emit = |line: &str| println!("{line}");
+    lambda_runtime::run(service_fn(|event: LambdaEvent<SqsEvent>| async {
+        Ok::<_, lambda_runtime::Error>(handle(&tasker, &config.service, event, &emit).await)
+    }))
+    .await
+}
 
 /// Works one batch; a message that names no task, or whose task could not be claimed or run
 /// in time, is reported back, so SQS delivers it again (and its redrive policy moves a
 /// poison message to the dead-letter queue). Then hands the batch's metrics line (the
 /// processor's counts, under `service`) to `emit`, so the alarms see the worker's failures.
-pub async fn handle<S: TaskQueue + TaskDelivery + FlowControl>(
+pub async fn handle<S: Store>(
     tasker: &Tasker<S>,
     service: &str,
     event: LambdaEvent<SqsEvent>,
@@ -27,15 +39,7 @@ pub async fn handle<S: TaskQueue + TaskDelivery + FlowControl>(
     let started = Instant::now();
     // A local emulator's "deadline" that is not a Unix time is no deadline: each attempt is
     // still bounded by its type's timeout.
-    let deadline = (event.context.deadline >= PLAUSIBLE_DEADLINE_MS).then(|| {
-        let remaining = event
-            .context
-            .deadline()
-            .duration_since(SystemTime::now())
-            .unwrap_or_default()
-            .saturating_sub(ANSWER_RESERVE);
-        Instant::now() + remaining
-    });
+    let deadline = tasker::lambda::deadline(&event.context, ANSWER_RESERVE);
     let messages: Vec<Message> = event
         .payload
         .records
@@ -59,10 +63,10 @@ pub async fn handle<S: TaskQueue + TaskDelivery + FlowControl>(
     tracing::info!(
         request_id = %event.context.request_id,
         messages = summary.messages,
-        succeeded = summary.succeeded,
-        retried = summary.retried,
-        failed = summary.failed,
-        released = summary.released,
+        succeeded = summary.outcomes.succeeded,
+        retried = summary.outcomes.retried,
+        failed = summary.outcomes.failed,
+        released = summary.outcomes.released,
         dropped = summary.dropped,
         again = summary.again,
         "worker batch finished"

@@ -10,7 +10,18 @@ use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
 use super::error::ApiError;
-use crate::config::AuthMode;
+/// How the HTTP API authenticates callers.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AuthMode {
+    /// `Authorization: Bearer <TASKER_API_TOKEN>` on every route but `/healthz`.
+    Token(String),
+    /// API Gateway IAM authorization in front; the function trusts what reaches it.
+    Iam,
+    /// No authentication (only `tasker serve` on loopback without a token).
+    Open,
+    /// Misconfigured: every route but `/healthz` answers 401; the reason is logged.
+    Deny(String),
+}
 
 /// Lets a request through only if `mode` allows it.
 pub async fn require_auth(

@@ -5,10 +5,10 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 
+use crate::engine::TaskerError;
 use crate::report::Report;
 use crate::store::StoreError;
 use crate::task::{TaskId, ValidationError};
-use crate::tasker::TaskerError;
 
 /// An error answer: a status, a machine-readable code and a message for people.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -21,11 +21,11 @@ use axum::routing::{delete, get, post, put};
 use futures::StreamExt;
 use serde_json::json;
 
+use self::auth::AuthMode;
 use self::error::ApiError;
-use crate::config::AuthMode;
-use crate::store::Created;
+use crate::engine::Tasker;
+use crate::store::{Created, Store};
 use crate::task::{MAX_PAYLOAD_BYTES, Task, TaskId};
-use crate::tasker::Tasker;
 
 /// The unauthenticated liveness route.
 pub const HEALTH_PATH: &str = "/healthz";
@@ -58,12 +58,10 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("GET", HEALTH_PATH),
 ];
 
-pub use crate::store::ApiStore;
-
 type AppState<S> = Arc<Tasker<S>>;
 
 /// The router with every route, authentication and JSON errors for unknown routes and methods.
-pub fn router<S: ApiStore>(tasker: Arc<Tasker<S>>, auth: AuthMode) -> Router {
+pub fn router<S: Store>(tasker: Arc<Tasker<S>>, auth: AuthMode) -> Router {
     Router::new()
         .route(
             "/tasks",
@@ -200,7 +198,7 @@ fn task_id(path: Result<Path<String>, PathRejection>) -> Result<TaskId, ApiError
         .map_err(|_| ApiError::not_found(&raw.chars().take(64).collect::<String>()))
 }
 
-async fn create<S: ApiStore>(
+async fn create<S: Store>(
     State(tasker): State<AppState<S>>,
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
@@ -231,7 +229,7 @@ async fn create<S: ApiStore>(
     }
 }
 
-async fn list<S: ApiStore>(
+async fn list<S: Store>(
     State(tasker): State<AppState<S>>,
     RawQuery(query): RawQuery,
 ) -> Result<Response, ApiError> {
@@ -243,11 +241,11 @@ async fn list<S: ApiStore>(
     Ok(Json(json!({ "tasks": page.tasks, "nextCursor": next })).into_response())
 }
 
-async fn stats<S: ApiStore>(State(tasker): State<AppState<S>>) -> Result<Response, ApiError> {
+async fn stats<S: Store>(State(tasker): State<AppState<S>>) -> Result<Response, ApiError> {
     Ok(Json(tasker.stats().await?).into_response())
 }
 
-async fn get_task<S: ApiStore>(
+async fn get_task<S: Store>(
     State(tasker): State<AppState<S>>,
     id: Result<Path<String>, PathRejection>,
 ) -> Result<Response, ApiError> {
@@ -255,7 +253,7 @@ async fn get_task<S: ApiStore>(
     Ok(Json(task).into_response())
 }
 
-async fn cancel<S: ApiStore>(
+async fn cancel<S: Store>(
     State(tasker): State<AppState<S>>,
     id: Result<Path<String>, PathRejection>,
 ) -> Result<Response, ApiError> {
@@ -264,7 +262,7 @@ async fn cancel<S: ApiStore>(
     Ok(Json(task).into_response())
 }
 
-async fn cancel_by_reference<S: ApiStore>(
+async fn cancel_by_reference<S: Store>(
     State(tasker): State<AppState<S>>,
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
@@ -279,7 +277,7 @@ async fn cancel_by_reference<S: ApiStore>(
     Ok(Json(json!({ "cancelled": ids.len(), "ids": ids })).into_response())
 }
 
-async fn retry<S: ApiStore>(
+async fn retry<S: Store>(
     State(tasker): State<AppState<S>>,
     id: Result<Path<String>, PathRejection>,
 ) -> Result<Response, ApiError> {
@@ -288,7 +286,7 @@ async fn retry<S: ApiStore>(
     Ok(Json(task).into_response())
 }
 
-async fn batch<S: ApiStore>(
+async fn batch<S: Store>(
     State(tasker): State<AppState<S>>,
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,

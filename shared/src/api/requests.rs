@@ -7,11 +7,11 @@ use serde_json::{Map, Value};
 use super::error::ApiError;
 use super::strict_json::{self, StrictJsonError};
 use crate::clock::Timestamp;
+use crate::engine::MAX_LIST_LIMIT;
 use crate::store::{InvalidCursor, ListFilter, ListKey};
 use crate::task::{
     MAX_ATTEMPTS_LIMIT, MAX_REFERENCE_UID_CHARS, MAX_TYPE_CHARS, NewTask, ValidationError,
 };
-use crate::tasker::MAX_LIST_LIMIT;
 
 /// Longest accepted `delaySeconds`: one year.
 pub const MAX_DELAY_SECONDS: u64 = 366 * 24 * 3600;

@@ -11,10 +11,10 @@ use super::error::ApiError;
 use super::requests::{
     invalid, object, optional_integer, optional_string, payload_text, required_string,
 };
-use super::{ApiStore, AppState, json_body};
+use super::{AppState, Store, json_body};
+use crate::engine::ScheduleView;
 use crate::schedule::{Missed, ScheduleSpec, validate_name};
 use crate::task::MAX_ATTEMPTS_LIMIT;
-use crate::tasker::ScheduleView;
 
 const FIELDS: &[&str] = &[
     "name",
@@ -96,7 +96,7 @@ fn view(status: StatusCode, schedule: crate::schedule::Schedule) -> Response {
     (status, Json(ScheduleView::of(schedule))).into_response()
 }
 
-pub async fn create<S: ApiStore>(
+pub async fn create<S: Store>(
     State(tasker): State<AppState<S>>,
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
@@ -107,7 +107,7 @@ pub async fn create<S: ApiStore>(
     Ok(view(StatusCode::CREATED, schedule))
 }
 
-pub async fn list<S: ApiStore>(State(tasker): State<AppState<S>>) -> Result<Response, ApiError> {
+pub async fn list<S: Store>(State(tasker): State<AppState<S>>) -> Result<Response, ApiError> {
     let schedules: Vec<ScheduleView> = tasker
         .schedules()
         .await?
@@ -117,7 +117,7 @@ pub async fn list<S: ApiStore>(State(tasker): State<AppState<S>>) -> Result<Resp
     Ok(Json(json!({ "schedules": schedules })).into_response())
 }
 
-pub async fn get<S: ApiStore>(
+pub async fn get<S: Store>(
     State(tasker): State<AppState<S>>,
     name: Result<Path<String>, PathRejection>,
 ) -> Result<Response, ApiError> {
@@ -127,7 +127,7 @@ pub async fn get<S: ApiStore>(
     ))
 }
 
-pub async fn put<S: ApiStore>(
+pub async fn put<S: Store>(
     State(tasker): State<AppState<S>>,
     name: Result<Path<String>, PathRejection>,
     headers: HeaderMap,
@@ -147,7 +147,7 @@ pub async fn put<S: ApiStore>(
     Ok(view(status, schedule))
 }
 
-pub async fn delete<S: ApiStore>(
+pub async fn delete<S: Store>(
     State(tasker): State<AppState<S>>,
     name: Result<Path<String>, PathRejection>,
 ) -> Result<Response, ApiError> {
@@ -157,7 +157,7 @@ pub async fn delete<S: ApiStore>(
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 
-pub async fn pause<S: ApiStore>(
+pub async fn pause<S: Store>(
     State(tasker): State<AppState<S>>,
     name: Result<Path<String>, PathRejection>,
 ) -> Result<Response, ApiError> {
@@ -166,7 +166,7 @@ pub async fn pause<S: ApiStore>(
     Ok(view(StatusCode::OK, schedule))
 }
 
-pub async fn resume<S: ApiStore>(
+pub async fn resume<S: Store>(
     State(tasker): State<AppState<S>>,
     name: Result<Path<String>, PathRejection>,
 ) -> Result<Response, ApiError> {
@@ -175,7 +175,7 @@ pub async fn resume<S: ApiStore>(
     Ok(view(StatusCode::OK, schedule))
 }
 
-pub async fn trigger<S: ApiStore>(
+pub async fn trigger<S: Store>(
     State(tasker): State<AppState<S>>,
     name: Result<Path<String>, PathRejection>,
 ) -> Result<Response, ApiError> {

@@ -8,14 +8,14 @@ use axum::response::{IntoResponse, Json, Response};
 use serde_json::json;
 
 use super::error::ApiError;
-use super::{ApiStore, AppState};
+use super::{AppState, Store};
 
-pub async fn list<S: ApiStore>(State(tasker): State<AppState<S>>) -> Result<Response, ApiError> {
+pub async fn list<S: Store>(State(tasker): State<AppState<S>>) -> Result<Response, ApiError> {
     Ok(Json(tasker.types().await?).into_response())
 }
 
 /// The registered type in the path; any other is a 404.
-fn type_in<S: ApiStore>(
+fn type_in<S: Store>(
     tasker: &AppState<S>,
     path: Result<Path<String>, PathRejection>,
 ) -> Result<String, ApiError> {
@@ -37,7 +37,7 @@ fn type_in<S: ApiStore>(
     }
 }
 
-async fn set<S: ApiStore>(
+async fn set<S: Store>(
     tasker: AppState<S>,
     path: Result<Path<String>, PathRejection>,
     paused: bool,
@@ -51,14 +51,14 @@ async fn set<S: ApiStore>(
     Ok(Json(body).into_response())
 }
 
-pub async fn pause<S: ApiStore>(
+pub async fn pause<S: Store>(
     State(tasker): State<AppState<S>>,
     path: Result<Path<String>, PathRejection>,
 ) -> Result<Response, ApiError> {
     set(tasker, path, true).await
 }
 
-pub async fn resume<S: ApiStore>(
+pub async fn resume<S: Store>(
     State(tasker): State<AppState<S>>,
     path: Result<Path<String>, PathRejection>,
 ) -> Result<Response, ApiError> {

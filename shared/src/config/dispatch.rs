@@ -2,7 +2,7 @@
 
 use std::str::FromStr;
 
-use super::{Config, ConfigError, Get};
+use super::{ConfigError, Get};
 
 /// How due tasks reach a worker.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -57,15 +57,4 @@ pub(super) fn dispatch(get: &Get<'_>) -> Result<(Dispatch, Option<String>), Conf
         }
     }
     Ok((dispatch, queue_url))
-}
-
-impl Config {
-    /// SQS mode's queue, when `TASKER_DISPATCH=sqs`.
-    #[cfg(feature = "sqs")]
-    pub async fn open_queue(&self) -> Option<crate::push::sqs::SqsQueue> {
-        match (self.dispatch, &self.queue_url) {
-            (Dispatch::Sqs, Some(url)) => Some(crate::push::sqs::SqsQueue::from_env(url).await),
-            _ => None,
-        }
-    }
 }

@@ -1,36 +1,20 @@
-//! Every environment variable Tasker reads, parsed once at start-up with documented defaults.
+//! Every environment variable Tasker reads, parsed once at start-up with documented defaults,
+//! into the settings types of what they configure. Only the binaries and the composition root
+//! ([`crate::compose`]) read it.
 
 use std::path::PathBuf;
 use std::str::FromStr;
 use std::time::Duration;
 
+#[cfg(feature = "api")]
+use crate::api::auth::AuthMode;
+use crate::engine::{PollSettings, ProcessorSettings};
+use crate::handlers::TypeSettings;
+use crate::handlers::webhook::WebhookSettings;
 use crate::retry::{RetryPolicy, RetryPolicyError};
-use crate::tasker::{PollSettings, ProcessorSettings};
-use crate::tasks::TypeSettings;
 
 mod dispatch;
 pub use dispatch::Dispatch;
-
-/// Settings of the webhook sender.
-#[derive(Debug, Clone)]
-pub struct WebhookSettings {
-    /// Signs each body when set.
-    pub secret: Option<String>,
-    /// Whole-request timeout.
-    pub timeout: Duration,
-    /// Allows loopback, private and link-local targets (for local development and tests).
-    pub allow_private: bool,
-}
-
-impl Default for WebhookSettings {
-    fn default() -> Self {
-        Self {
-            secret: None,
-            timeout: Duration::from_secs(10),
-            allow_private: false,
-        }
-    }
-}
 
 /// Which backend holds the tasks.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -69,19 +53,6 @@ impl FromStr for StoreKind {
             other => Err(format!("expected sqlite or dynamodb, got {other:?}")),
         }
     }
-}
-
-/// How the HTTP API authenticates callers.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum AuthMode {
-    /// `Authorization: Bearer <TASKER_API_TOKEN>` on every route but `/healthz`.
-    Token(String),
-    /// API Gateway IAM authorization in front; the function trusts what reaches it.
-    Iam,
-    /// No authentication (only `tasker serve` on loopback without a token).
-    Open,
-    /// Misconfigured: every route but `/healthz` answers 401; the reason is logged.
-    Deny(String),
 }
 
 /// A variable has a value Tasker cannot use.
@@ -232,6 +203,7 @@ impl Config {
         self.retention.saturating_add(self.cleanup_grace)
     }
 
+    #[cfg(feature = "api")]
     /// The auth mode of the API in Lambda: fails closed when neither a token nor IAM is set.
     pub fn lambda_auth(&self) -> AuthMode {
         match (&self.api_token, self.iam_auth) {
@@ -244,6 +216,7 @@ impl Config {
         }
     }
 
+    #[cfg(feature = "api")]
     /// The auth mode of `tasker serve`: open without a token.
     pub fn local_auth(&self) -> AuthMode {
         match &self.api_token {
@@ -251,73 +224,6 @@ impl Config {
             None => AuthMode::Open,
         }
     }
-
-    /// Opens the configured store (DynamoDB from the standard AWS environment).
-    #[cfg(any(feature = "sqlite", feature = "dynamodb"))]
-    pub async fn open_store(&self) -> Result<crate::store::Store, crate::store::StoreError> {
-        use crate::store::{Store, StoreError};
-        match self.store {
-            #[cfg(feature = "sqlite")]
-            StoreKind::Sqlite => Ok(Store::Sqlite(crate::store::SqliteStore::open(
-                &self.db_path,
-            )?)),
-            #[cfg(feature = "dynamodb")]
-            StoreKind::DynamoDb => {
-                let table = self
-                    .table
-                    .clone()
-                    .ok_or_else(|| StoreError::backend("TASKER_TABLE is required for DynamoDB"))?;
-                let client = crate::store::dynamodb::client_from_env().await;
-                Ok(Store::DynamoDb(crate::store::DynamoStore::new(
-                    client,
-                    table,
-                    self.retention,
-                )))
-            }
-            // `from_lookup` refuses a backend this binary lacks.
-            #[allow(unreachable_patterns)]
-            other => Err(StoreError::backend(format!(
-                "this binary is built without the {} backend",
-                other.as_str()
-            ))),
-        }
-    }
-
-    /// Tasker over the configured store with the built-in task handlers.
-    #[cfg(all(feature = "webhook", any(feature = "sqlite", feature = "dynamodb")))]
-    pub async fn build_tasker(
-        &self,
-    ) -> Result<crate::tasker::Tasker<crate::store::Store>, StartupError> {
-        let store = self.open_store().await?;
-        let tasker = self.tasker_over(store)?;
-        #[cfg(feature = "sqs")]
-        if let Some(queue) = self.open_queue().await {
-            return Ok(tasker.with_push(std::sync::Arc::new(queue)));
-        }
-        Ok(tasker)
-    }
-
-    /// Tasker over an already opened `store` with the built-in task handlers.
-    #[cfg(feature = "webhook")]
-    pub fn tasker_over<S>(&self, store: S) -> Result<crate::tasker::Tasker<S>, StartupError> {
-        use crate::tasks::webhook::WebhookSender;
-        let registry = crate::tasks::builtin_registry(
-            WebhookSender::new(self.webhook.clone()),
-            self.task_defaults,
-        )?;
-        Ok(crate::tasker::Tasker::new(store, registry, self.processor))
-    }
-}
-
-/// Start-up failed: the store could not be opened or a handler not registered.
-#[derive(Debug, thiserror::Error)]
-pub enum StartupError {
-    /// Opening the store failed.
-    #[error(transparent)]
-    Store(#[from] crate::store::StoreError),
-    /// A task handler could not be registered.
-    #[error(transparent)]
-    Registry(#[from] crate::tasks::RegistryError),
 }
 
 /// The retry settings' error, naming the variables at fault.

@@ -16,10 +16,10 @@ use super::session::{
     self, Access, SESSION_COOKIE, SESSION_SECONDS, csrf_matches, csrf_token, over_https,
 };
 use super::{Dashboard, Page, Shared, refused, see_other};
-use crate::api::ApiStore;
-use crate::config::AuthMode;
+use crate::api::auth::AuthMode;
+use crate::engine::{MAX_LIST_LIMIT, Tasker, TaskerError};
+use crate::store::Store;
 use crate::task::TaskId;
-use crate::tasker::{MAX_LIST_LIMIT, Tasker, TaskerError};
 use axum::extract::State;
 
 /// How long one press of "retry every failed task" goes on before it answers (API Gateway
@@ -100,7 +100,7 @@ fn problem(page: &Page, status: StatusCode, message: &str) -> Response {
     page.render(status, "Error", "", body)
 }
 
-pub async fn confirm<S: ApiStore>(
+pub async fn confirm<S: Store>(
     State(dashboard): Shared<S>,
     headers: HeaderMap,
     Query(act): Query<Act>,
@@ -129,7 +129,7 @@ pub async fn confirm<S: ApiStore>(
     page.render(StatusCode::OK, "Confirm", "", body)
 }
 
-pub async fn act<S: ApiStore>(
+pub async fn act<S: Store>(
     State(dashboard): Shared<S>,
     headers: HeaderMap,
     Form(act): Form<Act>,
@@ -156,7 +156,7 @@ pub async fn act<S: ApiStore>(
 }
 
 /// Does `planned`; where its result shows.
-async fn perform<S: ApiStore>(tasker: &Tasker<S>, planned: Planned) -> Result<String, TaskerError> {
+async fn perform<S: Store>(tasker: &Tasker<S>, planned: Planned) -> Result<String, TaskerError> {
     match planned {
         Planned::Retry(id) => {
             tasker.retry(id).await?;
@@ -239,7 +239,7 @@ fn login_form<S>(dashboard: &Dashboard<S>, headers: &HeaderMap, error: Option<&s
     page.render(status, "Log in", "", body)
 }
 
-pub async fn login_page<S: ApiStore>(State(dashboard): Shared<S>, headers: HeaderMap) -> Response {
+pub async fn login_page<S: Store>(State(dashboard): Shared<S>, headers: HeaderMap) -> Response {
     match &dashboard.auth {
         AuthMode::Token(_) => login_form(&dashboard, &headers, None),
         AuthMode::Open => see_other("/ui"),
@@ -247,7 +247,7 @@ pub async fn login_page<S: ApiStore>(State(dashboard): Shared<S>, headers: Heade
     }
 }
 
-pub async fn log_in<S: ApiStore>(
+pub async fn log_in<S: Store>(
     State(dashboard): Shared<S>,
     headers: HeaderMap,
     Form(form): Form<LogIn>,
@@ -274,7 +274,7 @@ pub async fn log_in<S: ApiStore>(
     response
 }
 
-pub async fn log_out<S: ApiStore>(
+pub async fn log_out<S: Store>(
     State(dashboard): Shared<S>,
     headers: HeaderMap,
     Form(form): Form<LogIn>,

@@ -21,9 +21,9 @@ use axum::routing::{get, post};
 use maud::{DOCTYPE, Markup, html};
 
 use self::session::{Access, access, csrf_token, over_https, remember_csrf};
-use crate::api::ApiStore;
-use crate::config::AuthMode;
-use crate::tasker::{Tasker, TaskerError};
+use crate::api::auth::AuthMode;
+use crate::engine::{Tasker, TaskerError};
+use crate::store::Store;
 
 /// Where the dashboard lives, in `tasker serve` and in the enqueue Lambda.
 pub const PREFIX: &str = "/ui";
@@ -44,7 +44,7 @@ pub struct Dashboard<S> {
 type Shared<S> = axum::extract::State<Arc<Dashboard<S>>>;
 
 /// The dashboard's routes, all under [`PREFIX`].
-pub fn router<S: ApiStore>(tasker: Arc<Tasker<S>>, auth: AuthMode) -> Router {
+pub fn router<S: Store>(tasker: Arc<Tasker<S>>, auth: AuthMode) -> Router {
     let dashboard = Arc::new(Dashboard { tasker, auth });
     Router::new()
         // Both: API Gateway routes `/ui` and `/ui/{proxy+}`, which `/ui/` is not.
@@ -69,7 +69,7 @@ pub fn router<S: ApiStore>(tasker: Arc<Tasker<S>>, auth: AuthMode) -> Router {
 /// `api` with the dashboard beside it: the dashboard's paths go to it, every other path to
 /// the API (with its own authentication and errors). With `at_root`, `/` leads to the
 /// dashboard (`tasker serve`).
-pub fn beside<S: ApiStore>(
+pub fn beside<S: Store>(
     api: Router,
     tasker: Arc<Tasker<S>>,
     auth: AuthMode,

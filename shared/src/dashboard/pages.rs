@@ -7,8 +7,8 @@ use maud::{Markup, html};
 use serde::Deserialize;
 
 use super::{Page, Shared};
-use crate::api::ApiStore;
 use crate::clock::Timestamp;
+use crate::store::Store;
 use crate::store::{LowerBound, Throughput};
 use crate::task::TaskStatus;
 use axum::extract::State;
@@ -90,7 +90,7 @@ fn chart(throughput: &Throughput) -> Markup {
     }
 }
 
-pub async fn overview<S: ApiStore>(
+pub async fn overview<S: Store>(
     State(dashboard): Shared<S>,
     headers: HeaderMap,
     Query(notice): Query<Notice>,
@@ -151,7 +151,7 @@ pub async fn overview<S: ApiStore>(
     page.render(StatusCode::OK, "Overview", "Overview", body)
 }
 
-pub async fn types<S: ApiStore>(
+pub async fn types<S: Store>(
     State(dashboard): Shared<S>,
     headers: HeaderMap,
     Query(notice): Query<Notice>,
@@ -201,7 +201,7 @@ pub async fn types<S: ApiStore>(
     page.render(StatusCode::OK, "Types", "Types", body)
 }
 
-pub async fn schedules<S: ApiStore>(State(dashboard): Shared<S>, headers: HeaderMap) -> Response {
+pub async fn schedules<S: Store>(State(dashboard): Shared<S>, headers: HeaderMap) -> Response {
     let page = match Page::open(&dashboard, &headers) {
         Ok(page) => page,
         Err(answer) => return *answer,

@@ -11,7 +11,7 @@ use hmac::{Hmac, KeyInit, Mac};
 use sha2::Sha256;
 use subtle::ConstantTimeEq;
 
-use crate::config::AuthMode;
+use crate::api::auth::AuthMode;
 
 /// The session cookie's name.
 pub const SESSION_COOKIE: &str = "tasker_session";

@@ -9,10 +9,10 @@ use maud::{Markup, html};
 
 use super::pages::Notice;
 use super::{Page, Shared};
-use crate::api::ApiStore;
 use crate::api::requests::parse_list_query;
 use crate::clock::Timestamp;
 use crate::store::ListFilter;
+use crate::store::Store;
 use crate::task::{Task, TaskId, TaskStatus};
 use axum::extract::State;
 
@@ -111,7 +111,7 @@ fn retry_failed_link(task_type: Option<&str>) -> String {
     format!("/ui/confirm?{}", query.finish())
 }
 
-pub async fn list<S: ApiStore>(
+pub async fn list<S: Store>(
     State(dashboard): Shared<S>,
     headers: HeaderMap,
     RawQuery(raw): RawQuery,
@@ -177,7 +177,7 @@ pub async fn list<S: ApiStore>(
     page.render(StatusCode::OK, "Tasks", current, body)
 }
 
-pub async fn show<S: ApiStore>(
+pub async fn show<S: Store>(
     State(dashboard): Shared<S>,
     headers: HeaderMap,
     id: Result<Path<String>, PathRejection>,

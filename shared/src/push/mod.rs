@@ -4,8 +4,6 @@
 //! dropped.
 
 #[cfg(feature = "sqs")]
-pub mod consume;
-#[cfg(feature = "sqs")]
 pub mod sqs;
 
 use std::future::Future;

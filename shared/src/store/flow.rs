@@ -2,9 +2,7 @@
 //! them), the tasks of each type due and running, and which types a claim may take.
 
 use std::collections::BTreeMap;
-use std::future::Future;
 
-use super::StoreError;
 use crate::clock::Timestamp;
 
 /// The paused types, each with when it was paused.
@@ -28,29 +26,6 @@ pub struct TypeCounts {
     /// False when a bounded look stopped before it saw every due or running task (DynamoDB):
     /// the numbers are then at least what they say.
     pub exact: bool,
-}
-
-/// Pauses and resumes task types, and counts their due and running tasks.
-pub trait FlowControl: Send + Sync {
-    /// The paused types. Cheap enough to read every few seconds (one row or item).
-    fn paused_types(&self) -> impl Future<Output = Result<PausedTypes, StoreError>> + Send;
-
-    /// Pauses (`paused`) or resumes `task_type` as of `now`; pausing a paused type keeps its
-    /// first instant. Returns the paused types after the write.
-    fn set_paused(
-        &self,
-        task_type: &str,
-        paused: bool,
-        now: Timestamp,
-    ) -> impl Future<Output = Result<PausedTypes, StoreError>> + Send;
-
-    /// Due and running tasks per type at `now`, in a number of reads that never grows with the
-    /// finished tasks: SQLite reads the unfinished ones (later ones included), DynamoDB a
-    /// capped look at the due queue.
-    fn type_counts(
-        &self,
-        now: Timestamp,
-    ) -> impl Future<Output = Result<TypeCounts, StoreError>> + Send;
 }
 
 /// Which tasks a claim may take, by type: none of a paused type, and at most `room` more of a

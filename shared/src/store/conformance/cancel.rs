@@ -3,14 +3,14 @@
 use super::*;
 
 /// Cancel: pending → cancelled; cancelled, running and missing tasks are refused.
-pub async fn cancel_follows_the_status_rules<S: FullStore>(store: S) {
+pub async fn cancel_follows_the_status_rules<S: Store>(store: S) {
     let pending = create_at(&store, new_task("t"), t0()).await;
-    let cancelled = store.cancel(pending.id, at(5)).await.expect("cancel");
+    let cancelled = store.task_cancel(pending.id, at(5)).await.expect("cancel");
     assert_eq!(cancelled.status, TaskStatus::Cancelled);
     assert_eq!(cancelled.finished_at, Some(at(5)));
     assert_eq!(fetch(&store, pending.id).await, cancelled);
     assert!(matches!(
-        store.cancel(pending.id, at(6)).await,
+        store.task_cancel(pending.id, at(6)).await,
         Err(StoreError::Conflict {
             status: TaskStatus::Cancelled,
             ..
@@ -24,7 +24,7 @@ pub async fn cancel_follows_the_status_rules<S: FullStore>(store: S) {
     let running = create_at(&store, new_task("t"), t0()).await;
     claim(&store, at(1), 1).await;
     assert!(matches!(
-        store.cancel(running.id, at(6)).await,
+        store.task_cancel(running.id, at(6)).await,
         Err(StoreError::Conflict {
             status: TaskStatus::Running,
             ..
@@ -32,14 +32,14 @@ pub async fn cancel_follows_the_status_rules<S: FullStore>(store: S) {
     ));
     let missing = TaskId::new(at(999).0);
     assert!(matches!(
-        store.cancel(missing, at(6)).await,
+        store.task_cancel(missing, at(6)).await,
         Err(StoreError::NotFound(id)) if id == missing
     ));
 }
 
 /// GIVEN tasks sharing a reference in several states WHEN cancelled by reference THEN only the
 /// pending ones (of the given type) are cancelled.
-pub async fn cancel_by_reference_cancels_pending_only<S: FullStore>(store: S) {
+pub async fn cancel_by_reference_cancels_pending_only<S: Store>(store: S) {
     let with_ref = |task_type: &str, reference: &str| {
         let mut new = new_task(task_type);
         new.reference_uid = Some(reference.into());
@@ -55,12 +55,12 @@ pub async fn cancel_by_reference_cancels_pending_only<S: FullStore>(store: S) {
     assert_eq!(running.len(), 2);
 
     let none = store
-        .cancel_by_reference("booking-1", Some("email"), at(2))
+        .task_cancel_by_reference("booking-1", Some("email"), at(2))
         .await
         .expect("cancel");
     assert!(none.is_empty());
     let cancelled = store
-        .cancel_by_reference("booking-1", None, at(2))
+        .task_cancel_by_reference("booking-1", None, at(2))
         .await
         .expect("cancel");
     assert_eq!(cancelled, vec![webhook.id]);
@@ -72,7 +72,7 @@ pub async fn cancel_by_reference_cancels_pending_only<S: FullStore>(store: S) {
     assert_eq!(fetch(&store, other.id).await.status, TaskStatus::Running);
     assert!(
         store
-            .cancel_by_reference("no-such-ref", None, at(2))
+            .task_cancel_by_reference("no-such-ref", None, at(2))
             .await
             .expect("cancel")
             .is_empty()

@@ -3,7 +3,7 @@
 use super::*;
 
 /// GIVEN a task due now and one due later WHEN claiming now THEN only the first is claimed.
-pub async fn only_due_tasks_are_claimed<S: FullStore>(store: S) {
+pub async fn only_due_tasks_are_claimed<S: Store>(store: S) {
     let now_task = create_at(&store, new_task("t"), t0()).await;
     let mut later = new_task("t");
     later.scheduled_at = Some(at(3600));
@@ -12,7 +12,7 @@ pub async fn only_due_tasks_are_claimed<S: FullStore>(store: S) {
     let claimed = claim(&store, at(1), 10).await;
     assert_eq!(ids(&claimed), vec![now_task.id]);
     store
-        .settle(&claimed[0], Settlement::Succeeded, at(2))
+        .task_settle(&claimed[0], Settlement::Succeeded, at(2))
         .await
         .expect("settle");
     assert!(claim(&store, at(3599), 10).await.is_empty());
@@ -21,7 +21,7 @@ pub async fn only_due_tasks_are_claimed<S: FullStore>(store: S) {
 
 /// GIVEN tasks scheduled in reverse creation order WHEN claiming with a limit THEN the earliest
 /// scheduled come first and no more than the limit.
-pub async fn claims_are_oldest_first_and_limited<S: FullStore>(store: S) {
+pub async fn claims_are_oldest_first_and_limited<S: Store>(store: S) {
     let mut created = Vec::new();
     for i in 0..6u64 {
         let mut new = new_task("t");
@@ -47,7 +47,7 @@ pub async fn claims_are_oldest_first_and_limited<S: FullStore>(store: S) {
 
 /// GIVEN due tasks of two types WHEN claimed together THEN each lease runs for its own type's
 /// duration, so a dead processor's short tasks are due again before its long ones.
-pub async fn claim_leases_each_task_for_its_type<S: FullStore>(store: S) {
+pub async fn claim_leases_each_task_for_its_type<S: Store>(store: S) {
     let short = create_at(&store, new_task("short"), t0()).await;
     let long = create_at(&store, new_task("long"), t0()).await;
     let leases = Leases::by_type(
@@ -55,7 +55,7 @@ pub async fn claim_leases_each_task_for_its_type<S: FullStore>(store: S) {
         std::collections::HashMap::from([("long".to_owned(), Duration::from_secs(600))]),
     );
     let claimed = store
-        .claim_due(at(1), at(1), 10, &leases)
+        .task_claim(Claim::due(at(1), 10, &leases))
         .await
         .expect("claim");
     let lease_of = |id| {
@@ -80,11 +80,15 @@ pub async fn claim_leases_each_task_for_its_type<S: FullStore>(store: S) {
 }
 
 /// GIVEN a due task WHEN claimed THEN it is running, its attempt counted, its lease set.
-pub async fn claim_starts_an_attempt_under_lease<S: FullStore>(store: S) {
+pub async fn claim_starts_an_attempt_under_lease<S: Store>(store: S) {
     let task = create_at(&store, new_task("t"), t0()).await;
     let lease = at(61);
     let claimed = store
-        .claim_due(at(1), at(1), 10, &Leases::fixed(Duration::from_secs(60)))
+        .task_claim(Claim::due(
+            at(1),
+            10,
+            &Leases::fixed(Duration::from_secs(60)),
+        ))
         .await
         .expect("claim");
     assert_eq!(claimed.len(), 1);
@@ -97,7 +101,7 @@ pub async fn claim_starts_an_attempt_under_lease<S: FullStore>(store: S) {
 }
 
 /// GIVEN a claimed task WHEN another claim runs before the lease ends THEN it gets nothing.
-pub async fn a_claimed_task_is_not_claimed_again_while_leased<S: FullStore>(store: S) {
+pub async fn a_claimed_task_is_not_claimed_again_while_leased<S: Store>(store: S) {
     create_at(&store, new_task("t"), t0()).await;
     assert_eq!(claim(&store, at(1), 10).await.len(), 1);
     assert!(claim(&store, at(2), 10).await.is_empty());
@@ -105,7 +109,7 @@ pub async fn a_claimed_task_is_not_claimed_again_while_leased<S: FullStore>(stor
 }
 
 /// GIVEN 60 due tasks WHEN 4 claimers race THEN every task is claimed exactly once.
-pub async fn concurrent_claimers_never_share_a_task<S: FullStore>(store: S) {
+pub async fn concurrent_claimers_never_share_a_task<S: Store>(store: S) {
     let mut all = HashSet::new();
     for _ in 0..60 {
         all.insert(create_at(&store, new_task("t"), t0()).await.id);
@@ -134,11 +138,11 @@ pub async fn concurrent_claimers_never_share_a_task<S: FullStore>(store: S) {
 }
 
 /// GIVEN a claimed task WHEN settled as succeeded THEN it is succeeded and finished.
-pub async fn success_is_recorded<S: FullStore>(store: S) {
+pub async fn success_is_recorded<S: Store>(store: S) {
     create_at(&store, new_task("t"), t0()).await;
     let running = claim(&store, at(1), 1).await.remove(0);
     let done = store
-        .settle(&running, Settlement::Succeeded, at(2))
+        .task_settle(&running, Settlement::Succeeded, at(2))
         .await
         .expect("settle");
     assert_eq!(done.status, TaskStatus::Succeeded);
@@ -151,14 +155,17 @@ pub async fn success_is_recorded<S: FullStore>(store: S) {
 
 /// GIVEN a failed attempt with attempts left WHEN retried THEN it is pending until `retry_at`,
 /// keeps the error, and the next claim counts attempt 2.
-pub async fn retry_makes_the_task_due_again<S: FullStore>(store: S) {
+pub async fn retry_makes_the_task_due_again<S: Store>(store: S) {
     create_at(&store, new_task("t"), t0()).await;
     let running = claim(&store, at(1), 1).await.remove(0);
     let retry = Settlement::Retry {
         error: "HTTP 503".into(),
         retry_at: at(30),
     };
-    let pending = store.settle(&running, retry, at(2)).await.expect("settle");
+    let pending = store
+        .task_settle(&running, retry, at(2))
+        .await
+        .expect("settle");
     assert_eq!(pending.status, TaskStatus::Pending);
     assert_eq!(pending.last_error.as_deref(), Some("HTTP 503"));
     assert_eq!(pending.last_failed_attempt_at, Some(at(2)));
@@ -170,11 +177,11 @@ pub async fn retry_makes_the_task_due_again<S: FullStore>(store: S) {
 }
 
 /// GIVEN a final failure WHEN settled THEN the task is failed, finished and never claimed again.
-pub async fn final_failure_is_kept_for_inspection<S: FullStore>(store: S) {
+pub async fn final_failure_is_kept_for_inspection<S: Store>(store: S) {
     create_at(&store, new_task("t"), t0()).await;
     let running = claim(&store, at(1), 1).await.remove(0);
     let failed = store
-        .settle(
+        .task_settle(
             &running,
             Settlement::Failed {
                 error: "boom".into(),
@@ -194,12 +201,14 @@ pub async fn final_failure_is_kept_for_inspection<S: FullStore>(store: S) {
 
 /// GIVEN a lease that expired and a second claim WHEN the first processor settles THEN it is
 /// refused and the second attempt's outcome stands.
-pub async fn a_lost_lease_cannot_overwrite_the_new_attempt<S: FullStore>(store: S) {
+pub async fn a_lost_lease_cannot_overwrite_the_new_attempt<S: Store>(store: S) {
     create_at(&store, new_task("t"), t0()).await;
     let first = claim_one_leased(&store, 1, 10).await.remove(0);
     let second = claim_one_leased(&store, 11, 100).await.remove(0);
     assert_eq!(second.attempts, 2);
-    let late = store.settle(&first, Settlement::Succeeded, at(12)).await;
+    let late = store
+        .task_settle(&first, Settlement::Succeeded, at(12))
+        .await;
     assert!(
         matches!(late, Err(StoreError::LeaseLost(id)) if id == first.id),
         "{late:?}"
@@ -208,13 +217,13 @@ pub async fn a_lost_lease_cannot_overwrite_the_new_attempt<S: FullStore>(store: 
     assert_eq!(current.status, TaskStatus::Running);
     assert_eq!(current.attempts, 2);
     store
-        .settle(&second, Settlement::Succeeded, at(13))
+        .task_settle(&second, Settlement::Succeeded, at(13))
         .await
         .expect("the new holder settles");
 }
 
 /// GIVEN a running task whose processor died WHEN its lease expires THEN it is claimable again.
-pub async fn an_expired_lease_makes_the_task_due_again<S: FullStore>(store: S) {
+pub async fn an_expired_lease_makes_the_task_due_again<S: Store>(store: S) {
     create_at(&store, new_task("t"), t0()).await;
     claim_one_leased(&store, 1, 10).await;
     assert!(claim_one_leased(&store, 9, 20).await.is_empty());
@@ -224,7 +233,7 @@ pub async fn an_expired_lease_makes_the_task_due_again<S: FullStore>(store: S) {
 }
 
 /// GIVEN the final attempt's lease expired WHEN claiming THEN the task fails instead of running.
-pub async fn an_expired_final_attempt_fails_the_task<S: FullStore>(store: S) {
+pub async fn an_expired_final_attempt_fails_the_task<S: Store>(store: S) {
     let mut new = new_task("t");
     new.max_attempts = Some(1);
     let task = create_at(&store, new, t0()).await;
@@ -243,11 +252,11 @@ pub async fn an_expired_final_attempt_fails_the_task<S: FullStore>(store: S) {
 
 /// GIVEN a claimed task that never started WHEN released THEN it is pending with the attempt
 /// given back.
-pub async fn release_gives_the_attempt_back<S: FullStore>(store: S) {
+pub async fn release_gives_the_attempt_back<S: Store>(store: S) {
     create_at(&store, new_task("t"), t0()).await;
     let running = claim(&store, at(1), 1).await.remove(0);
     let released = store
-        .settle(&running, Settlement::Released, at(2))
+        .task_settle(&running, Settlement::Released, at(2))
         .await
         .expect("release");
     assert_eq!(released.status, TaskStatus::Pending);
@@ -257,20 +266,20 @@ pub async fn release_gives_the_attempt_back<S: FullStore>(store: S) {
 
 /// GIVEN an outcome that was written WHEN the processor writes it again (its answer was lost)
 /// THEN the same outcome stands and is answered; a different one is a lost lease.
-pub async fn a_repeated_outcome_is_recognised_as_written<S: FullStore>(store: S) {
+pub async fn a_repeated_outcome_is_recognised_as_written<S: Store>(store: S) {
     create_at(&store, new_task("t"), t0()).await;
     let running = claim(&store, at(1), 1).await.remove(0);
     let done = store
-        .settle(&running, Settlement::Succeeded, at(2))
+        .task_settle(&running, Settlement::Succeeded, at(2))
         .await
         .expect("settle");
     let again = store
-        .settle(&running, Settlement::Succeeded, at(2))
+        .task_settle(&running, Settlement::Succeeded, at(2))
         .await
         .expect("the same outcome again");
     assert_eq!(again, done);
     let other = store
-        .settle(
+        .task_settle(
             &running,
             Settlement::Failed {
                 error: "late".into(),
@@ -285,7 +294,7 @@ pub async fn a_repeated_outcome_is_recognised_as_written<S: FullStore>(store: S)
 /// GIVEN a final attempt whose lease expired, failed by a later claim WHEN its processor
 /// reports late, even with the very outcome the expiry wrote THEN it is told its lease was
 /// lost, and the expiry's failure stands: each outcome is reported by the writer that wrote it.
-pub async fn a_late_outcome_after_an_expiry_is_a_lost_lease<S: FullStore>(store: S) {
+pub async fn a_late_outcome_after_an_expiry_is_a_lost_lease<S: Store>(store: S) {
     let mut new = new_task("t");
     new.max_attempts = Some(1);
     let task = create_at(&store, new, t0()).await;
@@ -304,7 +313,7 @@ pub async fn a_late_outcome_after_an_expiry_is_a_lost_lease<S: FullStore>(store:
         (Settlement::Released, at(12)),
     ];
     for (outcome, now) in late_outcomes {
-        let late = store.settle(&claimed, outcome, now).await;
+        let late = store.task_settle(&claimed, outcome, now).await;
         assert!(matches!(late, Err(StoreError::LeaseLost(_))), "{late:?}");
     }
     assert_eq!(fetch(&store, task.id).await, expired);

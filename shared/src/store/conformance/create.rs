@@ -3,7 +3,7 @@
 use super::*;
 
 /// GIVEN a created task WHEN it is read back THEN every field is as created.
-pub async fn create_then_get_round_trips<S: FullStore>(store: S) {
+pub async fn create_then_get_round_trips<S: Store>(store: S) {
     let mut new = new_task("roundTrip");
     new.reference_uid = Some("ref-ü-1".into());
     new.max_attempts = Some(7);
@@ -16,7 +16,11 @@ pub async fn create_then_get_round_trips<S: FullStore>(store: S) {
         min_interval_ms: 250,
     };
     let created = Task::from_new_with(new, t0(), 3, policy);
-    let created = store.create(created).await.expect("create").into_task();
+    let created = store
+        .task_create(created)
+        .await
+        .expect("create")
+        .into_task();
     assert_eq!(created.max_attempts, 7);
     assert_eq!(created.retry_policy, policy);
     assert_eq!(created.status, TaskStatus::Pending);
@@ -25,19 +29,19 @@ pub async fn create_then_get_round_trips<S: FullStore>(store: S) {
 }
 
 /// GIVEN an empty store WHEN an unknown id is read THEN there is no task.
-pub async fn get_of_unknown_id_is_none<S: FullStore>(store: S) {
+pub async fn get_of_unknown_id_is_none<S: Store>(store: S) {
     let id = TaskId::new(t0().0);
-    assert!(store.get(id).await.expect("get").is_none());
+    assert!(store.task_get(id).await.expect("get").is_none());
 }
 
 /// GIVEN an active task with a reference WHEN another with the same reference and type is
 /// created THEN it is refused naming the first; another type, or a finished first, is fine.
-pub async fn duplicate_reference_is_refused_while_active<S: FullStore>(store: S) {
+pub async fn duplicate_reference_is_refused_while_active<S: Store>(store: S) {
     let mut new = new_task("email");
     new.reference_uid = Some("booking-9".into());
     let first = create_at(&store, new.clone(), t0()).await;
 
-    let again = store.create(Task::from_new(new.clone(), at(1))).await;
+    let again = store.task_create(Task::from_new(new.clone(), at(1))).await;
     assert!(
         matches!(again, Err(StoreError::Duplicate { existing }) if existing == first.id),
         "{again:?}"
@@ -54,23 +58,23 @@ pub async fn duplicate_reference_is_refused_while_active<S: FullStore>(store: S)
         .find(|t| t.id == first.id)
         .expect("first is claimed");
     assert!(matches!(
-        store.create(Task::from_new(new.clone(), at(3))).await,
+        store.task_create(Task::from_new(new.clone(), at(3))).await,
         Err(StoreError::Duplicate { .. })
     ));
     store
-        .settle(&running, Settlement::Succeeded, at(4))
+        .task_settle(&running, Settlement::Succeeded, at(4))
         .await
         .expect("settle");
     let second = create_at(&store, new.clone(), at(5)).await;
     assert_ne!(second.id, first.id);
 
     // A cancelled holder frees the reference too.
-    store.cancel(second.id, at(6)).await.expect("cancel");
+    store.task_cancel(second.id, at(6)).await.expect("cancel");
     create_at(&store, new, at(7)).await;
 }
 
 /// GIVEN 8 creates with one reference at the same moment THEN exactly one is stored.
-pub async fn concurrent_duplicate_creates_admit_one<S: FullStore>(store: S) {
+pub async fn concurrent_duplicate_creates_admit_one<S: Store>(store: S) {
     let mut new = new_task("email");
     new.reference_uid = Some("booking-race".into());
     let mut created = Vec::new();
@@ -89,7 +93,7 @@ pub async fn concurrent_duplicate_creates_admit_one<S: FullStore>(store: S) {
 /// GIVEN a task created with an idempotency key WHEN the same key and type come again (even
 /// after it finished) THEN the first task is returned; another type or key makes a new task;
 /// once purged, the key is free.
-pub async fn a_repeated_idempotency_key_returns_the_first_task<S: FullStore>(store: S) {
+pub async fn a_repeated_idempotency_key_returns_the_first_task<S: Store>(store: S) {
     let keyed = |task_type: &str, key: &str| {
         let mut new = new_task(task_type);
         new.idempotency_key = Some(key.into());
@@ -97,7 +101,7 @@ pub async fn a_repeated_idempotency_key_returns_the_first_task<S: FullStore>(sto
     };
     let first = create_at(&store, keyed("email", "order-1"), t0()).await;
     let again = store
-        .create(Task::from_new(keyed("email", "order-1"), at(1)))
+        .task_create(Task::from_new(keyed("email", "order-1"), at(1)))
         .await
         .expect("create");
     assert_eq!(again, Created::Existing(first.clone()));
@@ -110,9 +114,9 @@ pub async fn a_repeated_idempotency_key_returns_the_first_task<S: FullStore>(sto
         first.id
     );
 
-    store.cancel(first.id, at(2)).await.expect("cancel");
+    store.task_cancel(first.id, at(2)).await.expect("cancel");
     let after_finish = store
-        .create(Task::from_new(keyed("email", "order-1"), at(3)))
+        .task_create(Task::from_new(keyed("email", "order-1"), at(3)))
         .await
         .expect("create");
     assert!(
@@ -120,7 +124,7 @@ pub async fn a_repeated_idempotency_key_returns_the_first_task<S: FullStore>(sto
     );
 
     store
-        .purge_finished_before(at(2), &|_| ())
+        .task_purge_finished(at(2), &|_| ())
         .await
         .expect("purge");
     let fresh = create_at(&store, keyed("email", "order-1"), at(4)).await;
@@ -129,7 +133,7 @@ pub async fn a_repeated_idempotency_key_returns_the_first_task<S: FullStore>(sto
 
 /// GIVEN 8 creates with one idempotency key at the same moment THEN one task is made and every
 /// caller gets it.
-pub async fn concurrent_creates_with_one_idempotency_key_make_one_task<S: FullStore>(store: S) {
+pub async fn concurrent_creates_with_one_idempotency_key_make_one_task<S: Store>(store: S) {
     let mut new = new_task("email");
     new.idempotency_key = Some("order-race".into());
     let mut new_ids = Vec::new();

@@ -3,12 +3,17 @@
 use super::*;
 
 /// Every page of a listing from the start, checking each page's size; the ids in order.
-async fn walk<S: FullStore>(store: &S, filter: &ListFilter, limit: usize) -> Vec<TaskId> {
+async fn walk<S: Store>(store: &S, filter: &ListFilter, limit: usize) -> Vec<TaskId> {
     let mut listed = Vec::new();
     let mut after = None;
     for _ in 0..1000 {
         let page = store
-            .list(filter, after.clone(), limit, at(40))
+            .task_list(ListPage {
+                filter,
+                after: after.clone().as_ref(),
+                limit,
+                now: at(40),
+            })
             .await
             .expect("list a page");
         assert!(page.tasks.len() <= limit, "a page holds at most the limit");
@@ -28,7 +33,7 @@ async fn walk<S: FullStore>(store: &S, filter: &ListFilter, limit: usize) -> Vec
 }
 
 /// The tasks with `ids` as stored now, newest first: the order every listing must give.
-async fn newest_first<S: FullStore>(store: &S, filter: &ListFilter, all: &[TaskId]) -> Vec<TaskId> {
+async fn newest_first<S: Store>(store: &S, filter: &ListFilter, all: &[TaskId]) -> Vec<TaskId> {
     let mut tasks = Vec::new();
     for &id in all {
         let task = fetch(store, id).await;
@@ -43,7 +48,7 @@ async fn newest_first<S: FullStore>(store: &S, filter: &ListFilter, all: &[TaskI
 /// GIVEN tasks in every status, of two types, some sharing a reference and many sharing an
 /// instant WHEN listed with each filter and page size THEN pages hold at most the limit and
 /// together list every match exactly once, newest first (queue instant, then id).
-pub async fn listings_are_newest_first_and_pages_cover_every_match<S: FullStore>(store: S) {
+pub async fn listings_are_newest_first_and_pages_cover_every_match<S: Store>(store: S) {
     let mut all = Vec::new();
     for i in 0..24u64 {
         let mut new = new_task(if i % 3 == 0 { "email" } else { "webhook" });
@@ -67,14 +72,14 @@ pub async fn listings_are_newest_first_and_pages_cover_every_match<S: FullStore>
             }
         };
         store
-            .settle(task, outcome, at(20 + i as u64))
+            .task_settle(task, outcome, at(20 + i as u64))
             .await
             .expect("settle");
     }
     let mut cancelled = 0;
     for &id in &all {
         if cancelled < 3 && fetch(&store, id).await.status == TaskStatus::Pending {
-            store.cancel(id, at(30)).await.expect("cancel");
+            store.task_cancel(id, at(30)).await.expect("cancel");
             cancelled += 1;
         }
     }
@@ -123,9 +128,9 @@ pub async fn listings_are_newest_first_and_pages_cover_every_match<S: FullStore>
 }
 
 /// GIVEN tasks in every status WHEN counted THEN each status has its own count.
-pub async fn counts_are_per_status<S: FullStore>(store: S) {
+pub async fn counts_are_per_status<S: Store>(store: S) {
     assert_eq!(
-        store.counts(t0()).await.expect("counts"),
+        store.task_count_by_status(t0()).await.expect("counts"),
         StatusCounts::default()
     );
     for i in 0..7 {
@@ -135,11 +140,11 @@ pub async fn counts_are_per_status<S: FullStore>(store: S) {
     }
     let claimed = claim(&store, at(10), 4).await;
     store
-        .settle(&claimed[0], Settlement::Succeeded, at(11))
+        .task_settle(&claimed[0], Settlement::Succeeded, at(11))
         .await
         .expect("settle");
     store
-        .settle(
+        .task_settle(
             &claimed[1],
             Settlement::Failed { error: "no".into() },
             at(11),
@@ -148,12 +153,12 @@ pub async fn counts_are_per_status<S: FullStore>(store: S) {
         .expect("settle");
     let pending = claim(&store, at(10), 1).await;
     store
-        .settle(&pending[0], Settlement::Released, at(11))
+        .task_settle(&pending[0], Settlement::Released, at(11))
         .await
         .expect("release");
     let victim = pending[0].id;
-    store.cancel(victim, at(12)).await.expect("cancel");
-    let counts = store.counts(at(12)).await.expect("counts");
+    store.task_cancel(victim, at(12)).await.expect("cancel");
+    let counts = store.task_count_by_status(at(12)).await.expect("counts");
     assert_eq!(
         counts,
         StatusCounts {
@@ -169,9 +174,9 @@ pub async fn counts_are_per_status<S: FullStore>(store: S) {
 
 /// GIVEN due, future, running and finished tasks WHEN the backlog is read THEN it counts the due
 /// ones and names the oldest instant among them.
-pub async fn backlog_counts_what_is_due_and_its_oldest_instant<S: FullStore>(store: S) {
+pub async fn backlog_counts_what_is_due_and_its_oldest_instant<S: Store>(store: S) {
     assert_eq!(
-        store.backlog(t0()).await.expect("backlog"),
+        store.queue_backlog(t0()).await.expect("backlog"),
         Backlog::default()
     );
     for offset in [0, 5, 10] {
@@ -185,7 +190,7 @@ pub async fn backlog_counts_what_is_due_and_its_oldest_instant<S: FullStore>(sto
     let running = claim(&store, at(20), 1).await;
     assert_eq!(running.len(), 1);
 
-    let backlog = store.backlog(at(20)).await.expect("backlog");
+    let backlog = store.queue_backlog(at(20)).await.expect("backlog");
     assert_eq!(backlog.due, 2);
     assert_eq!(backlog.oldest_due_at, Some(at(5)));
 }

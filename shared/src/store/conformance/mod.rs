@@ -27,10 +27,10 @@ pub use self::purge::*;
 pub use self::retry::*;
 pub use self::schedules::*;
 pub use self::transitions::*;
-pub use super::FullStore;
+pub use super::Store;
 use super::{
-    Backlog, Created, Leases, ListFilter, ListKey, PausedTypes, Settlement, StatusCounts,
-    StoreError,
+    Backlog, Claim, ClaimById, ClaimedById, Created, Deliverable, Leases, ListFilter, ListKey,
+    ListPage, OPEN_GATE, PausedTypes, Settlement, StatusCounts, StoreError,
 };
 use crate::clock::Timestamp;
 use crate::retry::RetryPolicy;
@@ -124,9 +124,9 @@ fn new_task(task_type: &str) -> NewTask {
     NewTask::new(task_type, r#"{"n":1}"#)
 }
 
-async fn create_at<S: FullStore>(store: &S, new: NewTask, now: Timestamp) -> Task {
+async fn create_at<S: Store>(store: &S, new: NewTask, now: Timestamp) -> Task {
     match store
-        .create(Task::from_new(new, now))
+        .task_create(Task::from_new(new, now))
         .await
         .expect("create a task")
     {
@@ -136,7 +136,7 @@ async fn create_at<S: FullStore>(store: &S, new: NewTask, now: Timestamp) -> Tas
 }
 
 /// Creates `count` tasks from `new` at the same moment, each at its own instant.
-async fn create_concurrently<S: FullStore>(
+async fn create_concurrently<S: Store>(
     store: &S,
     new: NewTask,
     count: u64,
@@ -145,7 +145,7 @@ async fn create_concurrently<S: FullStore>(
         .map(|i| {
             let store = store.clone();
             let new = new.clone();
-            tokio::spawn(async move { store.create(Task::from_new(new, at(i))).await })
+            tokio::spawn(async move { store.task_create(Task::from_new(new, at(i))).await })
         })
         .collect();
     let mut results = Vec::new();
@@ -155,28 +155,31 @@ async fn create_concurrently<S: FullStore>(
     results
 }
 
-async fn claim<S: FullStore>(store: &S, now: Timestamp, limit: usize) -> Vec<Task> {
+async fn claim<S: Store>(store: &S, now: Timestamp, limit: usize) -> Vec<Task> {
     store
-        .claim_due(now, now, limit, &Leases::fixed(Duration::from_secs(60)))
+        .task_claim(Claim::due(
+            now,
+            limit,
+            &Leases::fixed(Duration::from_secs(60)),
+        ))
         .await
         .expect("claim due tasks")
 }
 
 /// Claims at most one task at `at(now)` with a lease until `at(lease)`.
-async fn claim_one_leased<S: FullStore>(store: &S, now: u64, lease: u64) -> Vec<Task> {
+async fn claim_one_leased<S: Store>(store: &S, now: u64, lease: u64) -> Vec<Task> {
     store
-        .claim_due(
-            at(now),
+        .task_claim(Claim::due(
             at(now),
             1,
             &Leases::fixed(Duration::from_secs(lease - now)),
-        )
+        ))
         .await
         .expect("claim")
 }
 
-async fn fetch<S: FullStore>(store: &S, id: TaskId) -> Task {
-    store.get(id).await.expect("get").expect("task exists")
+async fn fetch<S: Store>(store: &S, id: TaskId) -> Task {
+    store.task_get(id).await.expect("get").expect("task exists")
 }
 
 fn ids(tasks: &[Task]) -> Vec<TaskId> {

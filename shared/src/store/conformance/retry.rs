@@ -4,7 +4,7 @@ use super::*;
 
 /// GIVEN a failed and a cancelled task WHEN retried THEN each is pending, due now, with a fresh
 /// attempt budget and its history kept; other statuses and unknown ids are refused.
-pub async fn retry_puts_failed_and_cancelled_tasks_back<S: FullStore>(store: S) {
+pub async fn retry_puts_failed_and_cancelled_tasks_back<S: Store>(store: S) {
     let mut new = new_task("t");
     new.max_attempts = Some(1);
     let failing = create_at(&store, new, t0()).await;
@@ -12,9 +12,12 @@ pub async fn retry_puts_failed_and_cancelled_tasks_back<S: FullStore>(store: S) 
     let error = Settlement::Failed {
         error: "boom".into(),
     };
-    store.settle(&running, error, at(2)).await.expect("settle");
+    store
+        .task_settle(&running, error, at(2))
+        .await
+        .expect("settle");
 
-    let retried = store.retry(failing.id, at(10)).await.expect("retry");
+    let retried = store.task_retry(failing.id, at(10)).await.expect("retry");
     assert_eq!(retried.status, TaskStatus::Pending);
     assert_eq!(retried.attempts, 0);
     assert_eq!(retried.scheduled_at, at(10));
@@ -25,7 +28,7 @@ pub async fn retry_puts_failed_and_cancelled_tasks_back<S: FullStore>(store: S) 
     assert!(claim(&store, at(9), 10).await.is_empty());
     assert_eq!(ids(&claim(&store, at(10), 10).await), vec![failing.id]);
     assert!(matches!(
-        store.retry(failing.id, at(11)).await,
+        store.task_retry(failing.id, at(11)).await,
         Err(StoreError::Conflict {
             status: TaskStatus::Running,
             ..
@@ -33,17 +36,20 @@ pub async fn retry_puts_failed_and_cancelled_tasks_back<S: FullStore>(store: S) 
     ));
 
     let cancelled = create_at(&store, new_task("t"), t0()).await;
-    store.cancel(cancelled.id, at(3)).await.expect("cancel");
+    store
+        .task_cancel(cancelled.id, at(3))
+        .await
+        .expect("cancel");
     assert_eq!(
         store
-            .retry(cancelled.id, at(12))
+            .task_retry(cancelled.id, at(12))
             .await
             .expect("retry")
             .status,
         TaskStatus::Pending
     );
     assert!(matches!(
-        store.retry(cancelled.id, at(13)).await,
+        store.task_retry(cancelled.id, at(13)).await,
         Err(StoreError::Conflict {
             status: TaskStatus::Pending,
             ..
@@ -51,13 +57,13 @@ pub async fn retry_puts_failed_and_cancelled_tasks_back<S: FullStore>(store: S) 
     ));
     let missing = TaskId::new(at(777).0);
     assert!(
-        matches!(store.retry(missing, at(13)).await, Err(StoreError::NotFound(id)) if id == missing)
+        matches!(store.task_retry(missing, at(13)).await, Err(StoreError::NotFound(id)) if id == missing)
     );
 }
 
 /// GIVEN a task that failed at t=101 WHEN a host whose clock says t=50 retries it THEN it is due
 /// just after its failure, and the next claim runs it.
-pub async fn a_retry_stamped_before_the_failure_still_runs<S: FullStore>(store: S) {
+pub async fn a_retry_stamped_before_the_failure_still_runs<S: Store>(store: S) {
     let mut new = new_task("t");
     new.max_attempts = Some(1);
     let task = create_at(&store, new, at(100)).await;
@@ -65,10 +71,10 @@ pub async fn a_retry_stamped_before_the_failure_still_runs<S: FullStore>(store: 
     assert_eq!(ids(&claimed), vec![task.id]);
     let failed = Settlement::Failed { error: "no".into() };
     store
-        .settle(&claimed[0], failed, at(101))
+        .task_settle(&claimed[0], failed, at(101))
         .await
         .expect("settle");
-    let retried = store.retry(task.id, at(50)).await.expect("retry");
+    let retried = store.task_retry(task.id, at(50)).await.expect("retry");
     assert_eq!(retried.status, TaskStatus::Pending);
     assert!(retried.scheduled_at > at(101), "{retried:?}");
     assert!(claim(&store, at(101), 10).await.is_empty());
@@ -77,35 +83,35 @@ pub async fn a_retry_stamped_before_the_failure_still_runs<S: FullStore>(store: 
 
 /// GIVEN a task scheduled an hour ahead, cancelled WHEN retried now THEN it runs now (its queue
 /// entry moves to an earlier instant).
-pub async fn a_cancelled_later_task_retried_now_runs_now<S: FullStore>(store: S) {
+pub async fn a_cancelled_later_task_retried_now_runs_now<S: Store>(store: S) {
     let mut new = new_task("t");
     new.scheduled_at = Some(at(3600));
     let task = create_at(&store, new, at(0)).await;
     assert!(claim(&store, at(10), 10).await.is_empty());
-    store.cancel(task.id, at(20)).await.expect("cancel");
-    store.retry(task.id, at(30)).await.expect("retry");
+    store.task_cancel(task.id, at(20)).await.expect("cancel");
+    store.task_retry(task.id, at(30)).await.expect("retry");
     assert_eq!(ids(&claim(&store, at(31), 10).await), vec![task.id]);
 }
 
 /// GIVEN a cancelled task whose reference another pending task now holds WHEN it is retried
 /// THEN it is refused naming the holder; once the holder is gone the retry takes the reference.
-pub async fn retry_respects_an_active_reference<S: FullStore>(store: S) {
+pub async fn retry_respects_an_active_reference<S: Store>(store: S) {
     let mut new = new_task("email");
     new.reference_uid = Some("booking-retry".into());
     let first = create_at(&store, new.clone(), t0()).await;
-    store.cancel(first.id, at(1)).await.expect("cancel");
+    store.task_cancel(first.id, at(1)).await.expect("cancel");
     let second = create_at(&store, new.clone(), at(2)).await;
 
-    let refused = store.retry(first.id, at(3)).await;
+    let refused = store.task_retry(first.id, at(3)).await;
     assert!(
         matches!(refused, Err(StoreError::Duplicate { existing }) if existing == second.id),
         "{refused:?}"
     );
     assert_eq!(fetch(&store, first.id).await.status, TaskStatus::Cancelled);
 
-    store.cancel(second.id, at(4)).await.expect("cancel");
-    store.retry(first.id, at(5)).await.expect("retry");
-    let again = store.create(Task::from_new(new, at(6))).await;
+    store.task_cancel(second.id, at(4)).await.expect("cancel");
+    store.task_retry(first.id, at(5)).await.expect("retry");
+    let again = store.task_create(Task::from_new(new, at(6))).await;
     assert!(
         matches!(again, Err(StoreError::Duplicate { existing }) if existing == first.id),
         "{again:?}"
@@ -114,20 +120,20 @@ pub async fn retry_respects_an_active_reference<S: FullStore>(store: S) {
 
 /// GIVEN two cancelled tasks with the same reference WHEN both are retried at the same moment
 /// THEN exactly one becomes pending; the other is refused naming it.
-pub async fn concurrent_retries_of_one_reference_make_one_active<S: FullStore>(store: S) {
+pub async fn concurrent_retries_of_one_reference_make_one_active<S: Store>(store: S) {
     for round in 0..5u64 {
         let mut new = new_task("email");
         new.reference_uid = Some(format!("booking-retry-race-{round}"));
         let first = create_at(&store, new.clone(), t0()).await;
-        store.cancel(first.id, at(1)).await.expect("cancel");
+        store.task_cancel(first.id, at(1)).await.expect("cancel");
         let second = create_at(&store, new, at(2)).await;
-        store.cancel(second.id, at(3)).await.expect("cancel");
+        store.task_cancel(second.id, at(3)).await.expect("cancel");
 
         let retries: Vec<_> = [first.id, second.id]
             .into_iter()
             .map(|id| {
                 let store = store.clone();
-                tokio::spawn(async move { store.retry(id, at(10)).await })
+                tokio::spawn(async move { store.task_retry(id, at(10)).await })
             })
             .collect();
         let mut active = Vec::new();

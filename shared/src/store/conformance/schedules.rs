@@ -22,15 +22,15 @@ fn schedule(name: &str, next: Option<Timestamp>) -> Schedule {
     }
 }
 
-async fn put<S: FullStore>(store: &S, schedule: &Schedule, expect: Expect) -> ScheduleWrite {
+async fn put<S: Store>(store: &S, schedule: &Schedule, expect: Expect) -> ScheduleWrite {
     store
-        .put_schedule(schedule, expect)
+        .schedule_put(schedule, expect)
         .await
         .expect("put a schedule")
 }
 
 /// GIVEN no schedule WHEN one is created twice THEN the second create finds the first.
-pub async fn schedules_are_created_once_and_read_back<S: FullStore>(store: S) {
+pub async fn schedules_are_created_once_and_read_back<S: Store>(store: S) {
     let first = schedule("nightly", Some(at(60)));
     assert_eq!(
         put(&store, &first, Expect::Absent).await,
@@ -42,13 +42,13 @@ pub async fn schedules_are_created_once_and_read_back<S: FullStore>(store: S) {
         put(&store, &other, Expect::Absent).await,
         ScheduleWrite::Conflict(Some(Box::new(first.clone())))
     );
-    let got = store.get_schedule("nightly").await.expect("get");
+    let got = store.schedule_get("nightly").await.expect("get");
     assert_eq!(got, Some(first.clone()));
     assert_eq!(got.map(|s| s.revision), Some(1));
-    assert_eq!(store.get_schedule("missing").await.expect("get"), None);
+    assert_eq!(store.schedule_get("missing").await.expect("get"), None);
     put(&store, &schedule("alpha", None), Expect::Absent).await;
     let names: Vec<String> = store
-        .list_schedules()
+        .schedule_list()
         .await
         .expect("list")
         .into_iter()
@@ -59,7 +59,7 @@ pub async fn schedules_are_created_once_and_read_back<S: FullStore>(store: S) {
 
 /// GIVEN a schedule WHEN it is written at a stale revision THEN nothing is written and the
 /// current one is returned; at its revision, the write lands.
-pub async fn a_schedule_write_is_conditioned_on_its_revision<S: FullStore>(store: S) {
+pub async fn a_schedule_write_is_conditioned_on_its_revision<S: Store>(store: S) {
     let first = schedule("hourly", Some(at(60)));
     put(&store, &first, Expect::Absent).await;
     let mut advanced = first.clone();
@@ -78,7 +78,7 @@ pub async fn a_schedule_write_is_conditioned_on_its_revision<S: FullStore>(store
         ScheduleWrite::Conflict(Some(Box::new(advanced.clone())))
     );
     let got = store
-        .get_schedule("hourly")
+        .schedule_get("hourly")
         .await
         .expect("get")
         .expect("kept");
@@ -90,15 +90,15 @@ pub async fn a_schedule_write_is_conditioned_on_its_revision<S: FullStore>(store
 }
 
 /// GIVEN a schedule WHEN it is deleted THEN it is gone, and a second delete says so.
-pub async fn a_deleted_schedule_is_gone<S: FullStore>(store: S) {
+pub async fn a_deleted_schedule_is_gone<S: Store>(store: S) {
     put(&store, &schedule("old", Some(at(60))), Expect::Absent).await;
-    assert!(store.delete_schedule("old").await.expect("delete"));
-    assert!(!store.delete_schedule("old").await.expect("delete again"));
-    assert_eq!(store.get_schedule("old").await.expect("get"), None);
-    assert!(store.list_schedules().await.expect("list").is_empty());
+    assert!(store.schedule_delete("old").await.expect("delete"));
+    assert!(!store.schedule_delete("old").await.expect("delete again"));
+    assert_eq!(store.schedule_get("old").await.expect("get"), None);
+    assert!(store.schedule_list().await.expect("list").is_empty());
     assert!(
         store
-            .due_schedules(at(100), 10)
+            .schedule_list_due(at(100), 10)
             .await
             .expect("due")
             .is_empty()
@@ -107,7 +107,7 @@ pub async fn a_deleted_schedule_is_gone<S: FullStore>(store: S) {
 
 /// GIVEN running, paused and later schedules WHEN the due ones are asked for THEN only running
 /// ones whose tick came are returned, earliest first, at most `limit`.
-pub async fn due_schedules_are_the_running_ones_whose_tick_came<S: FullStore>(store: S) {
+pub async fn due_schedules_are_the_running_ones_whose_tick_came<S: Store>(store: S) {
     put(&store, &schedule("b-late", Some(at(10))), Expect::Absent).await;
     put(&store, &schedule("a-early", Some(at(5))), Expect::Absent).await;
     let mut paused = schedule("paused", Some(at(1)));
@@ -116,13 +116,13 @@ pub async fn due_schedules_are_the_running_ones_whose_tick_came<S: FullStore>(st
     put(&store, &schedule("future", Some(at(100))), Expect::Absent).await;
     put(&store, &schedule("never", None), Expect::Absent).await;
     let names = |due: Vec<Schedule>| due.into_iter().map(|s| s.name).collect::<Vec<_>>();
-    let due = store.due_schedules(at(20), 10).await.expect("due");
+    let due = store.schedule_list_due(at(20), 10).await.expect("due");
     assert_eq!(names(due), ["a-early", "b-late"]);
-    let due = store.due_schedules(at(20), 1).await.expect("due");
+    let due = store.schedule_list_due(at(20), 1).await.expect("due");
     assert_eq!(names(due), ["a-early"]);
     assert!(
         store
-            .due_schedules(at(4), 10)
+            .schedule_list_due(at(4), 10)
             .await
             .expect("due")
             .is_empty()
@@ -131,15 +131,13 @@ pub async fn due_schedules_are_the_running_ones_whose_tick_came<S: FullStore>(st
     let mut advanced = schedule("a-early", Some(at(65)));
     advanced.revision = 2;
     put(&store, &advanced, Expect::Revision(1)).await;
-    let due = store.due_schedules(at(20), 10).await.expect("due");
+    let due = store.schedule_list_due(at(20), 10).await.expect("due");
     assert_eq!(names(due), ["b-late"]);
 }
 
 /// GIVEN a tick's task (its id derived from the tick) WHEN it is created again THEN the first
 /// is returned, one task is stored, and listings find it by its schedule.
-pub async fn a_tick_task_stored_twice_is_stored_once_and_listed_by_schedule<S: FullStore>(
-    store: S,
-) {
+pub async fn a_tick_task_stored_twice_is_stored_once_and_listed_by_schedule<S: Store>(store: S) {
     let tick = at(60);
     let mut task = Task::from_new(new_task("report"), at(61));
     task.id = tick_task_id("nightly", tick);
@@ -147,14 +145,14 @@ pub async fn a_tick_task_stored_twice_is_stored_once_and_listed_by_schedule<S: F
     task.schedule_name = Some("nightly".to_owned());
     task.schedule_tick = Some(tick);
     assert_eq!(
-        store.create(task.clone()).await.expect("create"),
+        store.task_create(task.clone()).await.expect("create"),
         Created::New(task.clone())
     );
     let mut again = task.clone();
     again.created_at = at(62);
     again.updated_at = at(62);
     assert_eq!(
-        store.create(again).await.expect("create again"),
+        store.task_create(again).await.expect("create again"),
         Created::Existing(task.clone())
     );
     create_at(&store, new_task("report"), at(63)).await;
@@ -162,7 +160,22 @@ pub async fn a_tick_task_stored_twice_is_stored_once_and_listed_by_schedule<S: F
         schedule: Some("nightly".to_owned()),
         ..ListFilter::default()
     };
-    let page = store.list(&filter, None, 10, at(100)).await.expect("list");
+    let page = store
+        .task_list(ListPage {
+            filter: &filter,
+            after: None,
+            limit: 10,
+            now: at(100),
+        })
+        .await
+        .expect("list");
     assert_eq!(page.tasks, vec![task]);
-    assert_eq!(store.counts(at(100)).await.expect("counts").pending, 2);
+    assert_eq!(
+        store
+            .task_count_by_status(at(100))
+            .await
+            .expect("counts")
+            .pending,
+        2
+    );
 }

@@ -28,7 +28,7 @@ fn differing_fields(stored: &Task, defined: &Task) -> Vec<String> {
 
 /// Asserts that `returned` (what the store call answered) and the task now stored are both
 /// `defined`, naming every field that differs.
-async fn assert_stores<S: FullStore>(store: &S, returned: &Task, defined: &Task) {
+async fn assert_stores<S: Store>(store: &S, returned: &Task, defined: &Task) {
     let differ = differing_fields(returned, defined);
     assert!(
         differ.is_empty(),
@@ -43,7 +43,7 @@ async fn assert_stores<S: FullStore>(store: &S, returned: &Task, defined: &Task)
 }
 
 /// GIVEN a due task WHEN it is claimed THEN the store holds `Transition::Claim` of it.
-pub async fn a_claim_stores_what_the_transition_defines<S: FullStore>(store: S) {
+pub async fn a_claim_stores_what_the_transition_defines<S: Store>(store: S) {
     let created = create_at(&store, new_task("t"), t0()).await;
     let before = fetch(&store, created.id).await;
     let claimed = claim_one_leased(&store, 1, 61).await.remove(0);
@@ -59,7 +59,7 @@ pub async fn a_claim_stores_what_the_transition_defines<S: FullStore>(store: S) 
 
 /// GIVEN a running attempt WHEN each kind of outcome is recorded THEN the store holds
 /// `Transition::Settle` of it.
-pub async fn every_settlement_stores_what_the_transition_defines<S: FullStore>(store: S) {
+pub async fn every_settlement_stores_what_the_transition_defines<S: Store>(store: S) {
     let outcomes = [
         Settlement::Succeeded,
         Settlement::Retry {
@@ -79,20 +79,20 @@ pub async fn every_settlement_stores_what_the_transition_defines<S: FullStore>(s
         let settle = Transition::settle(&claimed, outcome.clone(), at(5)).expect("claimed");
         let defined = settle.apply(&before).expect("the claimant settles");
         let returned = store
-            .settle(&claimed, outcome, at(5))
+            .task_settle(&claimed, outcome, at(5))
             .await
             .expect("settle");
         assert_stores(&store, &returned, &defined).await;
         // Out of the way of the next round's claim.
         if returned.status == TaskStatus::Pending {
-            store.cancel(returned.id, at(6)).await.expect("cancel");
+            store.task_cancel(returned.id, at(6)).await.expect("cancel");
         }
     }
 }
 
 /// GIVEN a final attempt whose lease expired WHEN a claim runs THEN the store holds
 /// `Transition::Expire` of it.
-pub async fn an_expiry_stores_what_the_transition_defines<S: FullStore>(store: S) {
+pub async fn an_expiry_stores_what_the_transition_defines<S: Store>(store: S) {
     let mut new = new_task("t");
     new.max_attempts = Some(1);
     let created = create_at(&store, new, t0()).await;
@@ -114,7 +114,7 @@ pub async fn an_expiry_stores_what_the_transition_defines<S: FullStore>(store: S
 }
 
 /// GIVEN a pending task WHEN it is cancelled THEN the store holds `Transition::Cancel` of it.
-pub async fn a_cancel_stores_what_the_transition_defines<S: FullStore>(store: S) {
+pub async fn a_cancel_stores_what_the_transition_defines<S: Store>(store: S) {
     let mut new = new_task("t");
     new.scheduled_at = Some(at(3600));
     let created = create_at(&store, new, t0()).await;
@@ -122,13 +122,13 @@ pub async fn a_cancel_stores_what_the_transition_defines<S: FullStore>(store: S)
     let defined = Transition::Cancel { now: at(5) }
         .apply(&before)
         .expect("pending");
-    let returned = store.cancel(created.id, at(5)).await.expect("cancel");
+    let returned = store.task_cancel(created.id, at(5)).await.expect("cancel");
     assert_stores(&store, &returned, &defined).await;
 }
 
 /// GIVEN a failed task and a cancelled task with a reference WHEN each is retried THEN the
 /// store holds `Transition::Retry` of it.
-pub async fn a_retry_stores_what_the_transition_defines<S: FullStore>(store: S) {
+pub async fn a_retry_stores_what_the_transition_defines<S: Store>(store: S) {
     let mut failing = new_task("t");
     failing.max_attempts = Some(1);
     let failing = create_at(&store, failing, t0()).await;
@@ -137,20 +137,23 @@ pub async fn a_retry_stores_what_the_transition_defines<S: FullStore>(store: S) 
         error: "boom".into(),
     };
     store
-        .settle(&running, failure, at(2))
+        .task_settle(&running, failure, at(2))
         .await
         .expect("settle");
     let mut referenced = new_task("t");
     referenced.reference_uid = Some("booking-transition".into());
     let referenced = create_at(&store, referenced, t0()).await;
-    store.cancel(referenced.id, at(3)).await.expect("cancel");
+    store
+        .task_cancel(referenced.id, at(3))
+        .await
+        .expect("cancel");
 
     for id in [failing.id, referenced.id] {
         let before = fetch(&store, id).await;
         let defined = Transition::Retry { now: at(10) }
             .apply(&before)
             .expect("finished");
-        let returned = store.retry(id, at(10)).await.expect("retry");
+        let returned = store.task_retry(id, at(10)).await.expect("retry");
         assert_stores(&store, &returned, &defined).await;
     }
 }

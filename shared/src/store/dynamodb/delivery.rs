@@ -6,24 +6,25 @@ use super::due::ScanGoal;
 use super::tasks::{self, Applied};
 use crate::clock::Timestamp;
 use crate::store::{
-    ClaimById, ClaimGate, Leases, ListKey, StoreError, TaskDelivery, Transition,
+    ClaimById, ClaimGate, ClaimedById, Deliverable, Leases, ListKey, StoreError, Transition,
     is_expired_final_attempt,
 };
-use crate::task::{Task, TaskId};
+use crate::task::Task;
 
 /// Items one mover scan reads at most per task it may return: finished entries it passes
 /// count against it, so a scan over a long stretch of them ends and the next goes on.
 const READS_PER_WANTED: usize = 4;
 
-impl TaskDelivery for DynamoStore {
-    async fn claim_by_id_gated(
-        &self,
-        id: TaskId,
-        due_by: Timestamp,
-        now: Timestamp,
-        leases: &Leases,
-        gate: &ClaimGate,
-    ) -> Result<ClaimById, StoreError> {
+impl DynamoStore {
+    /// Claims the task a message names; see [`crate::store::Store::task_claim_by_id`].
+    pub async fn task_claim_by_id(&self, claim: ClaimById<'_>) -> Result<ClaimedById, StoreError> {
+        let ClaimById {
+            id,
+            due_by,
+            now,
+            leases,
+            gate,
+        } = claim;
         // An eventually consistent read first (half the units); a task it misses or shows not
         // due is read again consistently, since the message may have overtaken the write that
         // made it due.
@@ -31,33 +32,37 @@ impl TaskDelivery for DynamoStore {
         if let Some(task) = found.get(&id).cloned() {
             // A task's type never changes, so a stale read tells it as well as a fresh one.
             if !gate.admits(&task.task_type) && !is_expired_final_attempt(&task, due_by) {
-                return Ok(ClaimById::NotDue(task));
+                return Ok(ClaimedById::NotDue(task));
             }
             if let Some(claimed) = self.try_claim(task, due_by, now, leases).await? {
                 return Ok(claimed);
             }
         }
         match tasks::get(&self.table, id).await? {
-            None => Ok(ClaimById::Missing),
+            None => Ok(ClaimedById::Missing),
             Some(task)
                 if !gate.admits(&task.task_type) && !is_expired_final_attempt(&task, due_by) =>
             {
-                Ok(ClaimById::NotDue(task))
+                Ok(ClaimedById::NotDue(task))
             }
             Some(task) => Ok(self
                 .try_claim(task.clone(), due_by, now, leases)
                 .await?
-                .unwrap_or(ClaimById::NotDue(task))),
+                .unwrap_or(ClaimedById::NotDue(task))),
         }
     }
 
-    async fn deliverable_gated(
+    /// The tasks due for a message; see [`crate::store::Store::task_list_deliverable`].
+    pub async fn task_list_deliverable(
         &self,
-        horizon: Timestamp,
-        now: Timestamp,
-        limit: usize,
-        gate: &ClaimGate,
+        find: Deliverable<'_>,
     ) -> Result<Vec<Task>, StoreError> {
+        let Deliverable {
+            horizon,
+            now,
+            limit,
+            gate,
+        } = find;
         if limit == 0 {
             return Ok(Vec::new());
         }
@@ -82,14 +87,14 @@ impl TaskDelivery for DynamoStore {
             ),
         };
         let found = Box::pin(self.due.scan(&goal)).await?;
-        let queue = self.queue();
         for task in found.exhausted {
-            queue.expire(task, now, now).await?;
+            self.expire(task, now, now).await?;
         }
         Ok(found.claimable)
     }
 
-    fn expect_delivery(&self, task: &Task, until: Timestamp) {
+    /// A message for `task` is on its way, due by `until`: scans skip its item until then.
+    pub async fn task_expect_delivery(&self, task: &Task, until: Timestamp) {
         self.due.expect_delivery(ListKey::of(task), until);
     }
 }
@@ -103,13 +108,13 @@ impl DynamoStore {
         due_by: Timestamp,
         now: Timestamp,
         leases: &Leases,
-    ) -> Result<Option<ClaimById>, StoreError> {
+    ) -> Result<Option<ClaimedById>, StoreError> {
         if is_expired_final_attempt(&task, due_by) {
             let expire = Transition::expire(due_by, now);
             return Ok(
                 match tasks::apply(&self.table, self.ttl_after, task, &expire).await? {
-                    Applied::Written(failed) => Some(ClaimById::NotDue(failed)),
-                    Applied::Refused(current, _) => Some(ClaimById::NotDue(current)),
+                    Applied::Written(failed) => Some(ClaimedById::NotDue(failed)),
+                    Applied::Refused(current, _) => Some(ClaimedById::NotDue(current)),
                     Applied::Gone => None,
                 },
             );
@@ -119,7 +124,7 @@ impl DynamoStore {
             match tasks::apply(&self.table, self.ttl_after, task, &claim).await? {
                 Applied::Written(running) => {
                     self.due.remember_running(std::slice::from_ref(&running));
-                    Some(ClaimById::Claimed(running))
+                    Some(ClaimedById::Claimed(running))
                 }
                 Applied::Refused(..) | Applied::Gone => None,
             },

@@ -2,7 +2,7 @@
 //! `paused:<type>` per paused type holding when it was paused; and the due and running tasks
 //! per type from a bounded look at the due queue.
 
-use super::due::DueQueue;
+use super::DynamoStore;
 use super::expr::Expr;
 use super::item::{Item, s};
 use super::table::Table;
@@ -42,19 +42,39 @@ fn paused_in(item: Option<Item>) -> Result<PausedTypes, StoreError> {
         .collect()
 }
 
-/// The paused types, read eventually consistently (half a read unit): a pause reaches a
-/// processor within its next read plus the index-free item's replication, under a second.
-pub async fn paused(table: &Table) -> Result<PausedTypes, StoreError> {
-    let item = table
-        .batch_get(&[FLOW_KEY.to_owned()], false)
-        .await?
-        .into_iter()
-        .next();
-    paused_in(item)
+impl DynamoStore {
+    /// The paused types, read eventually consistently (half a read unit): a pause reaches a
+    /// processor within its next read plus the index-free item's replication, under a second.
+    pub async fn type_list_paused(&self) -> Result<PausedTypes, StoreError> {
+        let item = self
+            .table
+            .batch_get(&[FLOW_KEY.to_owned()], false)
+            .await?
+            .into_iter()
+            .next();
+        paused_in(item)
+    }
+
+    /// Pauses or resumes `task_type`; the paused types after the write, read consistently.
+    pub async fn type_set_paused(
+        &self,
+        task_type: &str,
+        paused: bool,
+        now: Timestamp,
+    ) -> Result<PausedTypes, StoreError> {
+        set_paused(&self.table, task_type, paused, now).await
+    }
+
+    /// Due and running tasks per type, from a look at the due queue that reads at most
+    /// [`COUNT_READS`] items: `exact` is false when it stopped there.
+    pub async fn type_count(&self, now: Timestamp) -> Result<TypeCounts, StoreError> {
+        self.due
+            .active_by_type(now, COUNT_READS, COUNT_ENTRIES)
+            .await
+    }
 }
 
-/// Pauses or resumes `task_type`; the paused types after the write, read consistently.
-pub async fn set_paused(
+async fn set_paused(
     table: &Table,
     task_type: &str,
     paused: bool,
@@ -68,12 +88,6 @@ pub async fn set_paused(
     .name("#t", &format!("{PAUSED_PREFIX}{task_type}"));
     table.update_always(FLOW_KEY, update).await?;
     paused_in(table.get(FLOW_KEY).await?)
-}
-
-/// Due and running tasks per type, from a look at the due queue that reads at most
-/// [`COUNT_READS`] items: `exact` is false when it stopped there.
-pub async fn counts(due: &DueQueue, now: Timestamp) -> Result<TypeCounts, StoreError> {
-    due.active_by_type(now, COUNT_READS, COUNT_ENTRIES).await
 }
 
 #[cfg(test)]

@@ -3,12 +3,13 @@
 
 use std::time::Duration;
 
+use super::DynamoStore;
 use super::item::Queue;
 use super::schema::QUEUE_SHARDS;
 use super::table::{Entry, KeyRange, Table};
 use super::{tasks, watermark};
 use crate::clock::Timestamp;
-use crate::store::{ListFilter, ListKey, StoreError, TaskPage};
+use crate::store::{ListFilter, ListKey, ListPage, StoreError, TaskPage};
 use crate::task::{Task, TaskId, TaskStatus};
 
 /// Index reads one listing page makes at most before it returns a short page.
@@ -17,9 +18,21 @@ const LIST_ROUNDS: usize = 4;
 /// are looked for up to this much after it.
 const LIST_SKEW: Duration = Duration::from_secs(300);
 
-/// Up to `limit` tasks matching `filter`, newest first, below `after`; see
-/// [`crate::store::TaskLister::list`].
-pub async fn list(
+impl DynamoStore {
+    /// One page of tasks, newest first; see [`crate::store::Store::task_list`].
+    pub async fn task_list(&self, page: ListPage<'_>) -> Result<TaskPage, StoreError> {
+        list(
+            &self.table,
+            page.filter,
+            page.after.cloned(),
+            page.limit,
+            page.now,
+        )
+        .await
+    }
+}
+
+async fn list(
     table: &Table,
     filter: &ListFilter,
     after: Option<ListKey>,

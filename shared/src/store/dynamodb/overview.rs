@@ -16,6 +16,7 @@ use std::time::Duration;
 
 use aws_sdk_dynamodb::types::AttributeValue;
 
+use super::DynamoStore;
 use super::due::{Active, DueQueue};
 use super::expr::Expr;
 use super::item::{Queue, n, s};
@@ -23,7 +24,7 @@ use super::schema::{ID, QUEUE_SEEN_ID, QUEUE_SHARDS};
 use super::table::{KeyRange, Table};
 use super::tally;
 use crate::clock::Timestamp;
-use crate::store::{Backlog, ListKey, LowerBound, Overview, StoreError};
+use crate::store::{Backlog, ListKey, LowerBound, Overview, StatusCounts, StoreError};
 use crate::task::TaskStatus;
 
 /// Items this process's own look at the due queue reads at most (half a read unit each, for
@@ -42,8 +43,51 @@ pub const SEEN_EVERY: Duration = Duration::from_secs(30);
 const SEEN_READS: usize = 1000;
 const SEEN_ENTRIES: usize = 5000;
 
+impl DynamoStore {
+    /// Tasks due at `now` and the oldest of their due instants, from this process's look.
+    pub async fn queue_backlog(&self, now: Timestamp) -> Result<Backlog, StoreError> {
+        self.due.backlog(now).await
+    }
+
+    /// The counts per status and the backlog; see the module's documentation.
+    pub async fn queue_overview(&self, now: Timestamp) -> Result<Overview, StoreError> {
+        overview(&self.table, &self.due, self.ttl_after, now).await
+    }
+
+    /// Writes this process's counts of finished tasks when it is time to (at once at the
+    /// `end` of a run), and publishes its look at the due queue every [`SEEN_EVERY`] while
+    /// it claims; see [`crate::store::Store::queue_flush`].
+    pub async fn queue_flush(&self, now: Timestamp, end: bool) {
+        self.table
+            .tally()
+            .flush(&self.table, self.ttl_after, end)
+            .await;
+        // Not at the end of a run: its look would cost the run's last seconds.
+        let publish_now = !end && {
+            let mut seen = self.seen.lock().unwrap_or_else(|p| p.into_inner());
+            match seen.as_mut() {
+                Some(last) if last.is_none_or(|at| at.elapsed() >= SEEN_EVERY) => {
+                    *last = Some(std::time::Instant::now());
+                    true
+                }
+                _ => false,
+            }
+        };
+        if publish_now {
+            if let Err(err) = publish(&self.table, &self.due, now).await {
+                tracing::warn!(error = %crate::report::Report(&err), "could not publish this processor's look at the due queue");
+            }
+        }
+    }
+
+    /// The counts per status, as [`DynamoStore::queue_overview`] has them.
+    pub async fn task_count_by_status(&self, now: Timestamp) -> Result<StatusCounts, StoreError> {
+        Ok(self.queue_overview(now).await?.counts)
+    }
+}
+
 /// The counts and the backlog at `now`; see the module's documentation.
-pub async fn overview(
+async fn overview(
     table: &Table,
     due: &DueQueue,
     retention: Duration,

@@ -7,58 +7,63 @@ use super::guards;
 use super::item::{Queue, from_item};
 use super::schema::QUEUE_SHARDS;
 use super::table::{Entry, KeyRange, Table, Write};
-use super::{WRITE_CONCURRENCY, tasks, watermark};
+use super::{DynamoStore, tasks, watermark};
 use crate::clock::Timestamp;
 use crate::report::Report;
 use crate::store::{ListKey, StoreError};
 use crate::task::{TaskId, TaskStatus};
 
+/// Deletes of one chunk written at once.
+const DELETE_CONCURRENCY: usize = 16;
 /// Index entries read per cleanup chunk.
 const PURGE_CHUNK: usize = 1000;
 
-/// Deletes finished tasks that finished at or before `cutoff`; see
-/// [`crate::store::TaskPurger::purge_finished_before`]. Failed and cancelled tasks are found
-/// in their queues by finish. Succeeded tasks are in the due queue by scheduled instant: below
-/// the watermark every entry is finished; above it the items are read first, so pending and
-/// running tasks cost no failed delete.
-pub async fn purge_finished_before(
-    table: &Table,
-    cutoff: Timestamp,
-    progress: &(dyn Fn(u64) + Send + Sync),
-) -> Result<u64, StoreError> {
-    let mut deleted = 0;
-    let upper = ListKey::after_all_at(cutoff);
-    let marks = watermark::read_all(table).await?;
-    for shard in 0..QUEUE_SHARDS {
-        let mark = marks.get(shard as usize).cloned().flatten();
-        for queue in [Queue::Due, Queue::Failed, Queue::Cancelled] {
-            let range = KeyRange {
-                queue: queue.shard(shard),
-                lo: None,
-                hi: Some(upper.clone()),
-            };
-            let mut start = None;
-            loop {
-                let (entries, next) = table.entries(&range, false, PURGE_CHUNK, start).await?;
-                let ids = purgeable(table, queue, mark.as_ref(), entries, cutoff).await?;
-                let gone: Vec<bool> = futures::stream::iter(ids)
-                    .map(|id| purge_one(table, id, queue, cutoff))
-                    .buffer_unordered(WRITE_CONCURRENCY)
-                    .try_collect()
-                    .await?;
-                let chunk = gone.into_iter().filter(|gone| *gone).count() as u64;
-                deleted += chunk;
-                if chunk > 0 {
-                    progress(chunk);
-                }
-                start = next;
-                if start.is_none() {
-                    break;
+impl DynamoStore {
+    /// Deletes finished tasks that finished at or before `cutoff`; see
+    /// [`crate::store::Store::task_purge_finished`]. Failed and cancelled tasks are found
+    /// in their queues by finish. Succeeded tasks are in the due queue by scheduled instant:
+    /// below the watermark every entry is finished; above it the items are read first, so
+    /// pending and running tasks cost no failed delete.
+    pub async fn task_purge_finished(
+        &self,
+        cutoff: Timestamp,
+        progress: &(dyn Fn(u64) + Send + Sync),
+    ) -> Result<u64, StoreError> {
+        let table = &self.table;
+        let mut deleted = 0;
+        let upper = ListKey::after_all_at(cutoff);
+        let marks = watermark::read_all(table).await?;
+        for shard in 0..QUEUE_SHARDS {
+            let mark = marks.get(shard as usize).cloned().flatten();
+            for queue in [Queue::Due, Queue::Failed, Queue::Cancelled] {
+                let range = KeyRange {
+                    queue: queue.shard(shard),
+                    lo: None,
+                    hi: Some(upper.clone()),
+                };
+                let mut start = None;
+                loop {
+                    let (entries, next) = table.entries(&range, false, PURGE_CHUNK, start).await?;
+                    let ids = purgeable(table, queue, mark.as_ref(), entries, cutoff).await?;
+                    let gone: Vec<bool> = futures::stream::iter(ids)
+                        .map(|id| purge_one(table, id, queue, cutoff))
+                        .buffer_unordered(DELETE_CONCURRENCY)
+                        .try_collect()
+                        .await?;
+                    let chunk = gone.into_iter().filter(|gone| *gone).count() as u64;
+                    deleted += chunk;
+                    if chunk > 0 {
+                        progress(chunk);
+                    }
+                    start = next;
+                    if start.is_none() {
+                        break;
+                    }
                 }
             }
         }
+        Ok(deleted)
     }
-    Ok(deleted)
 }
 
 /// The tasks of `entries` (of `queue`) to delete: every failed or cancelled one (their

@@ -1,44 +1,38 @@
 //! The task queue on DynamoDB: claims of due tasks found by the due queue, and outcomes.
 
-use std::time::Duration;
-
 use futures::StreamExt;
 
-use super::due::{DueQueue, ScanGoal};
-use super::table::Table;
+use super::DynamoStore;
+use super::due::ScanGoal;
 use super::tasks::{self, Applied};
 use crate::clock::Timestamp;
 use crate::report::Report;
 use crate::store::{
-    ClaimGate, Leases, ListKey, Settlement, StoreError, Transition, is_expired_final_attempt,
+    Claim, Leases, ListKey, Settlement, StoreError, Transition, is_expired_final_attempt,
 };
 use crate::task::Task;
 
+/// Claims of one round written at once.
+const CLAIM_CONCURRENCY: usize = 16;
 /// Scans a claim makes at most when every claim of a round lost to another processor.
 const CLAIM_ROUNDS: usize = 3;
 
-/// The table, the TTL of finished items and the due queue: what claims and outcomes use.
-pub struct Queue<'a> {
-    /// The table.
-    pub table: &'a Table,
-    /// How long finished items live.
-    pub ttl_after: Duration,
-    /// The due queue and what this process knows of it.
-    pub due: &'a DueQueue,
-}
-
-impl Queue<'_> {
-    /// Claims up to `limit` due tasks; see [`crate::store::TaskQueue::claim_due`]. The due
+impl DynamoStore {
+    /// Claims up to `claim.limit` due tasks; see [`crate::store::Store::task_claim`]. The due
     /// entries and their items are read first, and only what is due is claimed: a claim that
     /// fails its condition is billed like one that succeeds.
-    pub async fn claim_due(
-        &self,
-        due_by: Timestamp,
-        now: Timestamp,
-        limit: usize,
-        leases: &Leases,
-        gate: &ClaimGate,
-    ) -> Result<Vec<Task>, StoreError> {
+    pub async fn task_claim(&self, claim: Claim<'_>) -> Result<Vec<Task>, StoreError> {
+        self.seen
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get_or_insert(None);
+        let Claim {
+            due_by,
+            now,
+            limit,
+            leases,
+            gate,
+        } = claim;
         if limit == 0 {
             return Ok(Vec::new());
         }
@@ -67,7 +61,7 @@ impl Queue<'_> {
             let results: Vec<Result<Option<Task>, StoreError>> =
                 futures::stream::iter(found.claimable.into_iter().take(limit))
                     .map(|task| self.claim_one(task, due_by, now, leases))
-                    .buffered(super::WRITE_CONCURRENCY)
+                    .buffered(CLAIM_CONCURRENCY)
                     .collect()
                     .await;
             let won_before = claimed.len();
@@ -110,7 +104,7 @@ impl Queue<'_> {
         leases: &Leases,
     ) -> Result<Option<Task>, StoreError> {
         let claim = Transition::claim(due_by, now, leases.until(&task.task_type, now));
-        match tasks::apply(self.table, self.ttl_after, task, &claim).await? {
+        match tasks::apply(&self.table, self.ttl_after, task, &claim).await? {
             Applied::Written(running) => Ok(Some(running)),
             Applied::Refused(current, _) => {
                 self.expire(current, due_by, now).await?;
@@ -132,7 +126,8 @@ impl Queue<'_> {
         }
         let entry = ListKey::of(&task);
         let expire = Transition::expire(due_by, now);
-        if let Applied::Written(_) = tasks::apply(self.table, self.ttl_after, task, &expire).await?
+        if let Applied::Written(_) =
+            tasks::apply(&self.table, self.ttl_after, task, &expire).await?
         {
             // The task left the due queue for the failed one.
             self.due.forget_running(entry, true);
@@ -140,15 +135,15 @@ impl Queue<'_> {
         Ok(())
     }
 
-    /// Records the outcome of the attempt `claimed`; see [`crate::store::TaskQueue::settle`].
-    pub async fn settle(
+    /// Records the outcome of the attempt `claimed`; see [`crate::store::Store::task_settle`].
+    pub async fn task_settle(
         &self,
         claimed: &Task,
         outcome: Settlement,
         now: Timestamp,
     ) -> Result<Task, StoreError> {
         let settle = Transition::settle(claimed, outcome, now)?;
-        let applied = tasks::apply(self.table, self.ttl_after, claimed.clone(), &settle).await?;
+        let applied = tasks::apply(&self.table, self.ttl_after, claimed.clone(), &settle).await?;
         let recorded = tasks::written(applied, claimed.id, &settle)?;
         self.due.entry_written(&recorded);
         // The entry the task was claimed from is finished, or left behind by a move.

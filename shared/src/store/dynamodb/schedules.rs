@@ -13,10 +13,11 @@ use std::sync::{Arc, Mutex};
 
 use serde::{Deserialize, Serialize};
 
+use super::DynamoStore;
 use super::expr;
 use super::item::Item;
 use super::schema::{SCHEDULE_PREFIX, SCHEDULE_QUEUE};
-use super::table::{Table, Write};
+use super::table::Write;
 use crate::clock::Timestamp;
 use crate::schedule::Schedule;
 use crate::store::{Expect, SCHEDULES_SEEN_WITHIN, ScheduleWrite, StoreError};
@@ -88,25 +89,21 @@ struct Known {
     written: BTreeMap<String, u64>,
 }
 
-/// The schedules of one table, with this process's list of them (shared by clones).
-#[derive(Debug, Clone)]
-pub struct Schedules {
-    table: Table,
-    known: Arc<Mutex<Known>>,
-}
+/// This process's list of the schedules, shared by clones of the store.
+#[derive(Debug, Clone, Default)]
+pub struct KnownSchedules(Arc<Mutex<Known>>);
 
-impl Schedules {
-    pub fn new(table: Table) -> Self {
-        Self {
-            table,
-            known: Arc::default(),
-        }
-    }
-
-    fn known(&self) -> std::sync::MutexGuard<'_, Known> {
-        self.known
+impl KnownSchedules {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Known> {
+        self.0
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+}
+
+impl DynamoStore {
+    fn known(&self) -> std::sync::MutexGuard<'_, Known> {
+        self.schedules.lock()
     }
 
     /// Records what this process wrote or read of `name` (`None`: it is gone).
@@ -121,7 +118,8 @@ impl Schedules {
         };
     }
 
-    pub async fn get(&self, name: &str) -> Result<Option<Schedule>, StoreError> {
+    /// The schedule `name`, read consistently.
+    pub async fn schedule_get(&self, name: &str) -> Result<Option<Schedule>, StoreError> {
         let schedule = self
             .table
             .get(&key(name))
@@ -132,14 +130,16 @@ impl Schedules {
         Ok(schedule)
     }
 
-    pub async fn list(&self) -> Result<Vec<Schedule>, StoreError> {
+    /// Every schedule, by name (eventually consistent).
+    pub async fn schedule_list(&self) -> Result<Vec<Schedule>, StoreError> {
         let ids = self.table.partition_ids(SCHEDULE_QUEUE).await?;
         let mut schedules = decode_all(self.table.batch_get(&ids, false).await?);
         schedules.sort_by(|a, b| a.name.cmp(&b.name));
         Ok(schedules)
     }
 
-    pub async fn put(
+    /// Writes `schedule` if `expect` holds.
+    pub async fn schedule_put(
         &self,
         schedule: &Schedule,
         expect: Expect,
@@ -167,7 +167,8 @@ impl Schedules {
         }
     }
 
-    pub async fn delete(&self, name: &str) -> Result<bool, StoreError> {
+    /// Deletes the schedule `name`; false when there was none.
+    pub async fn schedule_delete(&self, name: &str) -> Result<bool, StoreError> {
         let deleted = matches!(
             self.table.delete(&key(name), expr::item_exists()).await?,
             Write::Done(_)
@@ -180,7 +181,7 @@ impl Schedules {
     /// on its way is kept: the list comes from an eventually consistent index.
     async fn refresh(&self, now: Timestamp) -> Result<(), StoreError> {
         let since = self.known().writes;
-        let all = self.list().await?;
+        let all = self.schedule_list().await?;
         let mut known = self.known();
         let mut by_name: BTreeMap<String, Schedule> =
             all.into_iter().map(|s| (s.name.clone(), s)).collect();
@@ -202,7 +203,12 @@ impl Schedules {
         Ok(())
     }
 
-    pub async fn due(&self, now: Timestamp, limit: usize) -> Result<Vec<Schedule>, StoreError> {
+    /// Up to `limit` due schedules, read consistently; see the module's documentation.
+    pub async fn schedule_list_due(
+        &self,
+        now: Timestamp,
+        limit: usize,
+    ) -> Result<Vec<Schedule>, StoreError> {
         let stale = self
             .known()
             .read_at

@@ -23,6 +23,7 @@
 
 use std::time::Duration;
 
+use super::DynamoStore;
 use super::expr;
 use super::item::{Queue, SweepItem, from_item, sweep_key};
 use super::schema::QUEUE_SHARDS;
@@ -37,9 +38,19 @@ use crate::store::{ListKey, StoreError, SweepSummary, Transition};
 /// How far below each watermark every sweep reads before it goes on with its pass.
 pub const RECENT: Duration = Duration::from_secs(24 * 3600);
 
-/// Sweeps at most `max_entries` entries below the watermarks; see
-/// [`crate::store::QueueSweeper::sweep`].
-pub async fn sweep(
+impl DynamoStore {
+    /// Sweeps at most `max_entries` entries below the watermarks; see
+    /// [`crate::store::Store::queue_sweep`] and the module's documentation.
+    pub async fn queue_sweep(
+        &self,
+        now: Timestamp,
+        max_entries: u64,
+    ) -> Result<SweepSummary, StoreError> {
+        sweep(&self.table, self.ttl_after, now, max_entries).await
+    }
+}
+
+async fn sweep(
     table: &Table,
     ttl_after: Duration,
     now: Timestamp,

@@ -16,6 +16,7 @@ use std::collections::BTreeMap;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
+use super::DynamoStore;
 use super::expr::Expr;
 use super::item::n;
 use super::schema::{EXPIRES_AT, TALLY_PREFIX};
@@ -184,9 +185,16 @@ async fn each_count(
     Ok(())
 }
 
+impl DynamoStore {
+    /// Tasks finished per hour over the last 24 hours up to `now`'s hour.
+    pub async fn queue_throughput(&self, now: Timestamp) -> Result<Throughput, StoreError> {
+        hourly(&self.table, now).await
+    }
+}
+
 /// Tasks finished per hour over the last 24 hours up to `now`'s hour, from the day items of
 /// today and yesterday (one unit at most) and this process's unwritten counts.
-pub async fn hourly(table: &Table, now: Timestamp) -> Result<Throughput, StoreError> {
+async fn hourly(table: &Table, now: Timestamp) -> Result<Throughput, StoreError> {
     const HOUR: Duration = Duration::from_secs(3600);
     let this_hour: Timestamp =
         format!("{}:00:00.000Z", now.to_text().get(..13).unwrap_or_default())

@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use futures::{StreamExt, TryStreamExt};
 
+use super::DynamoStore;
 use super::expr;
 use super::guards;
 use super::item::{from_item, to_item};
@@ -17,6 +18,8 @@ use crate::task::{Task, TaskId};
 
 /// How old a create may be when it writes its task; older ones give up (see `due::MARGIN`).
 const CREATE_DEADLINE: Duration = Duration::from_secs(60);
+/// Concurrent single-item writes one call issues (cancels of a reference's tasks).
+const WRITE_CONCURRENCY: usize = 16;
 /// How often a transition is computed again from the item a failed condition returned,
 /// before the caller is told to try again.
 const TRANSITION_TRIES: usize = 4;
@@ -52,8 +55,55 @@ pub async fn get_many(
     Ok(found)
 }
 
-/// Stores the new `task` with its guards; see [`crate::store::TaskWriter::create`].
-pub async fn create(table: &Table, ttl_after: Duration, task: Task) -> Result<Created, StoreError> {
+impl DynamoStore {
+    /// The task `id`, read consistently.
+    pub async fn task_get(&self, id: TaskId) -> Result<Option<Task>, StoreError> {
+        get(&self.table, id).await
+    }
+
+    /// Stores the new `task` with its guards; see [`crate::store::Store::task_create`].
+    pub async fn task_create(&self, task: Task) -> Result<Created, StoreError> {
+        let created = create(&self.table, self.ttl_after, task).await?;
+        self.due.entry_written(created.task());
+        Ok(created)
+    }
+
+    /// Cancels the pending task `id`; see [`crate::store::Store::task_cancel`].
+    pub async fn task_cancel(&self, id: TaskId, now: Timestamp) -> Result<Task, StoreError> {
+        let cancel = Transition::Cancel { now };
+        let cancelled = apply_to(&self.table, self.ttl_after, id, &cancel).await;
+        self.flush_tally().await;
+        cancelled
+    }
+
+    /// Cancels every pending task with `reference_uid` (and `task_type`); the ids cancelled.
+    pub async fn task_cancel_by_reference(
+        &self,
+        reference_uid: &str,
+        task_type: Option<&str>,
+        now: Timestamp,
+    ) -> Result<Vec<TaskId>, StoreError> {
+        let cancelled =
+            cancel_by_reference(&self.table, self.ttl_after, reference_uid, task_type, now).await;
+        self.flush_tally().await;
+        cancelled
+    }
+
+    /// Retries the failed or cancelled task `id`; see [`crate::store::Store::task_retry`].
+    pub async fn task_retry(&self, id: TaskId, now: Timestamp) -> Result<Task, StoreError> {
+        let task = get(&self.table, id)
+            .await?
+            .ok_or(StoreError::NotFound(id))?;
+        let retried = retry(&self.table, self.ttl_after, task, now).await;
+        self.flush_tally().await;
+        let retried = retried?;
+        self.due.entry_written(&retried);
+        Ok(retried)
+    }
+}
+
+/// Stores the new `task` with its guards.
+async fn create(table: &Table, ttl_after: Duration, task: Task) -> Result<Created, StoreError> {
     if let Some(key) = &task.idempotency_key {
         if let Some(existing) = guards::idempotent_replay(table, &task, key).await? {
             return Ok(existing);
@@ -141,7 +191,7 @@ pub async fn apply(
 }
 
 /// Writes `transition` over the task `id` as it is now.
-pub async fn apply_to(
+async fn apply_to(
     table: &Table,
     ttl_after: Duration,
     id: TaskId,
@@ -166,12 +216,11 @@ pub fn written(applied: Applied, id: TaskId, transition: &Transition) -> Result<
     }
 }
 
-/// Retries the failed or cancelled task `before` (read just now); see
-/// [`crate::store::TaskRetrier::retry`]. A task with a reference takes it again first, then
+/// Retries the failed or cancelled task `before` (read just now). A task with a reference takes it again first, then
 /// flips the task and re-versions the guard in one transaction: a create or another retry that
 /// read the guard before the flip fails its own conditional write instead of becoming a second
 /// active holder.
-pub async fn retry(
+async fn retry(
     table: &Table,
     ttl_after: Duration,
     before: Task,
@@ -226,7 +275,7 @@ pub async fn retry(
 }
 
 /// Cancels every pending task with `reference_uid` (and `task_type`); the ids cancelled.
-pub async fn cancel_by_reference(
+async fn cancel_by_reference(
     table: &Table,
     ttl_after: Duration,
     reference_uid: &str,
@@ -251,7 +300,7 @@ pub async fn cancel_by_reference(
     let transition = Transition::Cancel { now };
     let cancelled: Vec<Applied> = futures::stream::iter(pending)
         .map(|task| apply(table, ttl_after, task, &transition))
-        .buffered(super::WRITE_CONCURRENCY)
+        .buffered(WRITE_CONCURRENCY)
         .try_collect()
         .await?;
     let mut ids: Vec<TaskId> = cancelled

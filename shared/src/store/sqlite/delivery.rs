@@ -7,51 +7,52 @@ use super::SqliteStore;
 use super::rows::{COLUMNS, load, row_to_task, sqlite_error, update};
 use crate::clock::Timestamp;
 use crate::store::{
-    ClaimById, ClaimGate, Leases, StoreError, TaskDelivery, Transition, is_expired_final_attempt,
+    ClaimById, ClaimedById, Deliverable, StoreError, Transition, is_expired_final_attempt,
 };
-use crate::task::{Task, TaskId};
+use crate::task::Task;
 
-impl TaskDelivery for SqliteStore {
-    async fn claim_by_id_gated(
-        &self,
-        id: TaskId,
-        due_by: Timestamp,
-        now: Timestamp,
-        leases: &Leases,
-        gate: &ClaimGate,
-    ) -> Result<ClaimById, StoreError> {
-        let leases = leases.clone();
-        let gate = gate.clone();
+impl SqliteStore {
+    /// Claims the task a message names; see [`crate::store::Store::task_claim_by_id`].
+    pub async fn task_claim_by_id(&self, claim: ClaimById<'_>) -> Result<ClaimedById, StoreError> {
+        let ClaimById {
+            id, due_by, now, ..
+        } = claim;
+        let leases = claim.leases.clone();
+        let gate = claim.gate.clone();
         self.write(move |tx| {
             let Some(task) = load(tx, id)? else {
-                return Ok(ClaimById::Missing);
+                return Ok(ClaimedById::Missing);
             };
             let transition = if is_expired_final_attempt(&task, due_by) {
                 Transition::expire(due_by, now)
             } else if !gate.admits(&task.task_type) {
-                return Ok(ClaimById::NotDue(task));
+                return Ok(ClaimedById::NotDue(task));
             } else {
                 Transition::claim(due_by, now, leases.until(&task.task_type, now))
             };
             let Ok(changed) = transition.apply(&task) else {
-                return Ok(ClaimById::NotDue(task));
+                return Ok(ClaimedById::NotDue(task));
             };
             update(tx, &task, &changed).map_err(sqlite_error)?;
             Ok(match transition {
-                Transition::Claim { .. } => ClaimById::Claimed(changed),
-                _ => ClaimById::NotDue(changed),
+                Transition::Claim { .. } => ClaimedById::Claimed(changed),
+                _ => ClaimedById::NotDue(changed),
             })
         })
         .await
     }
 
-    async fn deliverable_gated(
+    /// The tasks due for a message; see [`crate::store::Store::task_list_deliverable`].
+    pub async fn task_list_deliverable(
         &self,
-        horizon: Timestamp,
-        now: Timestamp,
-        limit: usize,
-        gate: &ClaimGate,
+        find: Deliverable<'_>,
     ) -> Result<Vec<Task>, StoreError> {
+        let Deliverable {
+            horizon,
+            now,
+            limit,
+            gate,
+        } = find;
         let paused: Vec<String> = gate
             .closed()
             .filter(|name| gate.is_paused(name))
@@ -99,4 +100,7 @@ impl TaskDelivery for SqliteStore {
         })
         .await
     }
+
+    /// Nothing to note: the mover's reads go through an index, never a cursor to skip with.
+    pub async fn task_expect_delivery(&self, _task: &Task, _until: Timestamp) {}
 }

@@ -6,7 +6,7 @@ use rusqlite::{Connection, params};
 use super::SqliteStore;
 use super::rows::sqlite_error;
 use crate::clock::Timestamp;
-use crate::store::{FlowControl, PausedTypes, StoreError, TypeCount, TypeCounts};
+use crate::store::{PausedTypes, StoreError, TypeCount, TypeCounts};
 
 fn paused_in(conn: &Connection) -> Result<PausedTypes, StoreError> {
     let mut stmt = conn
@@ -27,12 +27,12 @@ fn paused_in(conn: &Connection) -> Result<PausedTypes, StoreError> {
         .collect()
 }
 
-impl FlowControl for SqliteStore {
-    async fn paused_types(&self) -> Result<PausedTypes, StoreError> {
+impl SqliteStore {
+    pub async fn type_list_paused(&self) -> Result<PausedTypes, StoreError> {
         self.with_reader(|conn| paused_in(conn)).await
     }
 
-    async fn set_paused(
+    pub async fn type_set_paused(
         &self,
         task_type: &str,
         paused: bool,
@@ -58,7 +58,7 @@ impl FlowControl for SqliteStore {
         .await
     }
 
-    async fn type_counts(&self, now: Timestamp) -> Result<TypeCounts, StoreError> {
+    pub async fn type_count(&self, now: Timestamp) -> Result<TypeCounts, StoreError> {
         self.with_reader(move |conn| {
             // The unfinished tasks' index: as long as what is pending (later ones included)
             // and running, never the history.

@@ -7,22 +7,23 @@ use super::SqliteStore;
 use super::rows::{COLUMNS, row_to_task, sqlite_error};
 use crate::clock::Timestamp;
 use crate::store::{
-    Backlog, ListFilter, ListKey, Overview, QueueStats, StatusCounts, StoreError, TaskLister,
-    TaskPage, Throughput,
+    Backlog, ListFilter, ListKey, ListPage, Overview, StatusCounts, StoreError, TaskPage,
+    Throughput,
 };
 use crate::task::{Task, TaskStatus};
 
-impl TaskLister for SqliteStore {
-    async fn list(
-        &self,
-        filter: &ListFilter,
-        after: Option<ListKey>,
-        limit: usize,
-        _now: Timestamp,
-    ) -> Result<TaskPage, StoreError> {
+impl SqliteStore {
+    /// One page of tasks through the filter's index; see [`crate::store::Store::task_list`].
+    pub async fn task_list(&self, page: ListPage<'_>) -> Result<TaskPage, StoreError> {
+        let ListPage {
+            filter,
+            after,
+            limit,
+            ..
+        } = page;
         // One more than asked says whether another page exists.
         let want = i64::try_from(limit).unwrap_or(i64::MAX).saturating_add(1);
-        let (sql, values) = list_query(filter, after.as_ref(), want);
+        let (sql, values) = list_query(filter, after, want);
         self.with_reader(move |conn| {
             let mut stmt = conn.prepare_cached(&sql).map_err(sqlite_error)?;
             let mut tasks: Vec<Task> = stmt
@@ -42,7 +43,7 @@ impl TaskLister for SqliteStore {
         .await
     }
 
-    async fn counts(&self, _now: Timestamp) -> Result<StatusCounts, StoreError> {
+    pub async fn task_count_by_status(&self, _now: Timestamp) -> Result<StatusCounts, StoreError> {
         self.with_reader(|conn| counts_in(conn)).await
     }
 }
@@ -149,12 +150,12 @@ fn list_query(filter: &ListFilter, after: Option<&ListKey>, want: i64) -> (Strin
     (sql, values)
 }
 
-impl QueueStats for SqliteStore {
-    async fn backlog(&self, now: Timestamp) -> Result<Backlog, StoreError> {
+impl SqliteStore {
+    pub async fn queue_backlog(&self, now: Timestamp) -> Result<Backlog, StoreError> {
         self.with_reader(move |conn| backlog_in(conn, now)).await
     }
 
-    async fn overview(&self, now: Timestamp) -> Result<Overview, StoreError> {
+    pub async fn queue_overview(&self, now: Timestamp) -> Result<Overview, StoreError> {
         // One read transaction: the counts and the backlog of the same commit.
         self.with_reader(move |conn| {
             let tx = conn.transaction().map_err(sqlite_error)?;
@@ -171,7 +172,7 @@ impl QueueStats for SqliteStore {
         .await
     }
 
-    async fn throughput(&self, now: Timestamp) -> Result<Throughput, StoreError> {
+    pub async fn queue_throughput(&self, now: Timestamp) -> Result<Throughput, StoreError> {
         const MINUTE: std::time::Duration = std::time::Duration::from_secs(60);
         let this_minute: Timestamp =
             format!("{}:00.000Z", now.to_text().get(..16).unwrap_or_default())
@@ -214,7 +215,7 @@ impl QueueStats for SqliteStore {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::store::{Leases, Settlement, TaskCanceller, TaskPurger, TaskQueue, TaskWriter};
+    use crate::store::{Claim, Leases, Settlement};
     use crate::task::NewTask;
 
     fn filters() -> Vec<ListFilter> {
@@ -285,26 +286,29 @@ mod tests {
         for _ in 0..6 {
             let task = Task::from_new(NewTask::new("t", "{}"), now);
             ids.push(task.id);
-            store.create(task).await.expect("create");
+            store.task_create(task).await.expect("create");
         }
-        store.cancel(ids[0], now).await.expect("cancel");
+        store.task_cancel(ids[0], now).await.expect("cancel");
         let leases = Leases::fixed(std::time::Duration::from_secs(60));
-        let claimed = store.claim_due(now, now, 3, &leases).await.expect("claim");
+        let claimed = store
+            .task_claim(Claim::due(now, 3, &leases))
+            .await
+            .expect("claim");
         store
-            .settle(&claimed[0], Settlement::Succeeded, now)
+            .task_settle(&claimed[0], Settlement::Succeeded, now)
             .await
             .expect("succeed");
         let error = "no".to_owned();
         store
-            .settle(&claimed[1], Settlement::Failed { error }, now)
+            .task_settle(&claimed[1], Settlement::Failed { error }, now)
             .await
             .expect("fail");
         let later = now.plus(std::time::Duration::from_secs(60));
         store
-            .purge_finished_before(later, &|_| {})
+            .task_purge_finished(later, &|_| {})
             .await
             .expect("purge");
-        let kept = store.counts(now).await.expect("counts");
+        let kept = store.task_count_by_status(now).await.expect("counts");
         let counted = store
             .with_reader(|conn| {
                 let mut counts = StatusCounts::default();

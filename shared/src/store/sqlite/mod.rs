@@ -20,10 +20,7 @@ use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
 
 use self::queue::SettleRequest;
 use self::rows::{COLUMNS, backend, insert, load, row_to_task, sqlite_error, store_with, update};
-use super::{
-    Created, QueueSweeper, StoreError, SweepSummary, TaskCanceller, TaskPurger, TaskReader,
-    TaskRetrier, TaskWriter, Transition,
-};
+use super::{Created, StoreError, SweepSummary, Transition};
 use crate::clock::Timestamp;
 use crate::task::{Task, TaskId};
 
@@ -136,14 +133,14 @@ where
     .map_err(|err| StoreError::backend_from("the SQLite worker failed", err))?
 }
 
-impl TaskReader for SqliteStore {
-    async fn get(&self, id: TaskId) -> Result<Option<Task>, StoreError> {
+impl SqliteStore {
+    pub async fn task_get(&self, id: TaskId) -> Result<Option<Task>, StoreError> {
         self.with_reader(move |conn| load(conn, id)).await
     }
 }
 
-impl TaskWriter for SqliteStore {
-    async fn create(&self, task: Task) -> Result<Created, StoreError> {
+impl SqliteStore {
+    pub async fn task_create(&self, task: Task) -> Result<Created, StoreError> {
         self.write(move |tx| {
             if let Some(key) = &task.idempotency_key {
                 let existing = tx
@@ -176,13 +173,13 @@ impl TaskWriter for SqliteStore {
     }
 }
 
-impl TaskCanceller for SqliteStore {
-    async fn cancel(&self, id: TaskId, now: Timestamp) -> Result<Task, StoreError> {
+impl SqliteStore {
+    pub async fn task_cancel(&self, id: TaskId, now: Timestamp) -> Result<Task, StoreError> {
         self.write(move |tx| apply(tx, id, &Transition::Cancel { now }))
             .await
     }
 
-    async fn cancel_by_reference(
+    pub async fn task_cancel_by_reference(
         &self,
         reference_uid: &str,
         task_type: Option<&str>,
@@ -222,8 +219,8 @@ impl TaskCanceller for SqliteStore {
 /// Tasks deleted per purge transaction: short transactions let processors write in between.
 const PURGE_CHUNK: i64 = 1000;
 
-impl TaskPurger for SqliteStore {
-    async fn purge_finished_before(
+impl SqliteStore {
+    pub async fn task_purge_finished(
         &self,
         cutoff: Timestamp,
         progress: &(dyn Fn(u64) + Send + Sync),
@@ -252,17 +249,24 @@ impl TaskPurger for SqliteStore {
     }
 }
 
-impl TaskRetrier for SqliteStore {
-    async fn retry(&self, id: TaskId, now: Timestamp) -> Result<Task, StoreError> {
+impl SqliteStore {
+    pub async fn task_retry(&self, id: TaskId, now: Timestamp) -> Result<Task, StoreError> {
         self.write(move |tx| apply(tx, id, &Transition::Retry { now }))
             .await
     }
 }
 
-impl QueueSweeper for SqliteStore {
+impl SqliteStore {
+    /// Nothing to write later: every change is written as it is made.
+    pub async fn queue_flush(&self, _now: Timestamp, _end: bool) {}
+
     /// Nothing to sweep: claims find due tasks through an index that the same transaction
     /// keeps, so no task is ever out of a claim's sight.
-    async fn sweep(&self, _now: Timestamp, _max_entries: u64) -> Result<SweepSummary, StoreError> {
+    pub async fn queue_sweep(
+        &self,
+        _now: Timestamp,
+        _max_entries: u64,
+    ) -> Result<SweepSummary, StoreError> {
         Ok(SweepSummary {
             complete: true,
             ..SweepSummary::default()
@@ -284,7 +288,7 @@ fn apply(tx: &Connection, id: TaskId, transition: &Transition) -> Result<Task, S
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::store::{ListFilter, TaskLister};
+    use crate::store::{ListFilter, ListPage};
 
     #[tokio::test]
     async fn reads_of_a_file_do_not_wait_for_the_writer() {
@@ -292,7 +296,7 @@ mod tests {
         let store = SqliteStore::open(dir.path().join("tasks.db")).expect("open");
         let now = Timestamp::now_utc();
         let task = Task::from_new(crate::task::NewTask::new("t", "{}"), now);
-        store.create(task.clone()).await.expect("create");
+        store.task_create(task.clone()).await.expect("create");
         // A long write holds the writing connection...
         let writer = Arc::clone(&store.conn);
         let (locked_tx, locked_rx) = std::sync::mpsc::channel();
@@ -306,9 +310,16 @@ mod tests {
         // ...and listings, counts and reads still answer.
         let reads = async {
             let now = Timestamp::now_utc();
-            let page = store.list(&ListFilter::default(), None, 10, now).await?;
-            let counts = store.counts(now).await?;
-            let got = store.get(task.id).await?;
+            let page = store
+                .task_list(ListPage {
+                    filter: &ListFilter::default(),
+                    after: None,
+                    limit: 10,
+                    now,
+                })
+                .await?;
+            let counts = store.task_count_by_status(now).await?;
+            let got = store.task_get(task.id).await?;
             Ok::<_, StoreError>((page, counts, got))
         };
         let (page, counts, got) = tokio::time::timeout(Duration::from_secs(30), reads)
@@ -344,17 +355,29 @@ mod tests {
         }
         let store = SqliteStore::open(&path).expect("upgrade");
         let id: TaskId = "01JD0000000000000000000000".parse().expect("id");
-        let task = store.get(id).await.expect("get").expect("kept");
+        let task = store.task_get(id).await.expect("get").expect("kept");
         assert_eq!(task.retry_policy, crate::retry::RetryPolicy::default());
         assert_eq!(task.idempotency_key, None);
         // The listing key and the counts are filled in from the rows.
         let now = Timestamp::now_utc();
         let page = store
-            .list(&ListFilter::default(), None, 10, now)
+            .task_list(ListPage {
+                filter: &ListFilter::default(),
+                after: None,
+                limit: 10,
+                now,
+            })
             .await
             .expect("list");
         assert_eq!(page.tasks, vec![task]);
-        assert_eq!(store.counts(now).await.expect("counts").pending, 1);
+        assert_eq!(
+            store
+                .task_count_by_status(now)
+                .await
+                .expect("counts")
+                .pending,
+            1
+        );
         // Opening again is a no-op.
         SqliteStore::open(&path).expect("reopen");
     }

@@ -7,9 +7,7 @@ use rusqlite::{TransactionBehavior, params};
 use super::rows::{COLUMNS, load, row_to_task, sqlite_error, update};
 use super::{SqliteStore, apply};
 use crate::clock::Timestamp;
-use crate::store::{
-    ClaimGate, Leases, Settlement, StoreError, TaskQueue, Transition, is_expired_final_attempt,
-};
+use crate::store::{Claim, Settlement, StoreError, Transition, is_expired_final_attempt};
 use crate::task::{Task, TaskId};
 
 /// An outcome write waiting for the next group commit, and where its answer goes.
@@ -46,17 +44,14 @@ fn settle_in(tx: &rusqlite::Transaction<'_>, request: &SettleRequest) -> Result<
     }
 }
 
-impl TaskQueue for SqliteStore {
-    async fn claim_gated(
-        &self,
-        due_by: Timestamp,
-        now: Timestamp,
-        limit: usize,
-        leases: &Leases,
-        gate: &ClaimGate,
-    ) -> Result<Vec<Task>, StoreError> {
-        let leases = leases.clone();
-        let mut gate = gate.clone();
+impl SqliteStore {
+    /// Claims due tasks in one immediate transaction; see [`crate::store::Store::task_claim`].
+    pub async fn task_claim(&self, claim: Claim<'_>) -> Result<Vec<Task>, StoreError> {
+        let Claim {
+            due_by, now, limit, ..
+        } = claim;
+        let leases = claim.leases.clone();
+        let mut gate = claim.gate.clone();
         self.write(move |tx| {
             let mut claimed = Vec::new();
             // Exhausted tasks with an expired lease are failed here, so they never block the
@@ -131,7 +126,8 @@ impl TaskQueue for SqliteStore {
         .await
     }
 
-    async fn settle(
+    /// Records an outcome by group commit; see [`crate::store::Store::task_settle`].
+    pub async fn task_settle(
         &self,
         claimed: &Task,
         outcome: Settlement,

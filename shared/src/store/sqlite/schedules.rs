@@ -6,7 +6,7 @@ use super::SqliteStore;
 use super::rows::sqlite_error;
 use crate::clock::Timestamp;
 use crate::schedule::Schedule;
-use crate::store::{Expect, ScheduleStore, ScheduleWrite, StoreError};
+use crate::store::{Expect, ScheduleWrite, StoreError};
 
 fn decode(body: &str, revision: i64) -> rusqlite::Result<Schedule> {
     let mut schedule: Schedule = serde_json::from_str(body).map_err(|err| {
@@ -60,13 +60,13 @@ fn due_at(schedule: &Schedule) -> Option<String> {
         .map(Timestamp::to_text)
 }
 
-impl ScheduleStore for SqliteStore {
-    async fn get_schedule(&self, name: &str) -> Result<Option<Schedule>, StoreError> {
+impl SqliteStore {
+    pub async fn schedule_get(&self, name: &str) -> Result<Option<Schedule>, StoreError> {
         let name = name.to_owned();
         self.with_reader(move |conn| load(conn, &name)).await
     }
 
-    async fn list_schedules(&self) -> Result<Vec<Schedule>, StoreError> {
+    pub async fn schedule_list(&self) -> Result<Vec<Schedule>, StoreError> {
         self.with_reader(|conn| {
             read_all(
                 conn,
@@ -77,7 +77,7 @@ impl ScheduleStore for SqliteStore {
         .await
     }
 
-    async fn put_schedule(
+    pub async fn schedule_put(
         &self,
         schedule: &Schedule,
         expect: Expect,
@@ -120,7 +120,7 @@ impl ScheduleStore for SqliteStore {
         .await
     }
 
-    async fn delete_schedule(&self, name: &str) -> Result<bool, StoreError> {
+    pub async fn schedule_delete(&self, name: &str) -> Result<bool, StoreError> {
         let name = name.to_owned();
         self.write(move |tx| {
             let deleted = tx
@@ -131,7 +131,7 @@ impl ScheduleStore for SqliteStore {
         .await
     }
 
-    async fn due_schedules(
+    pub async fn schedule_list_due(
         &self,
         now: Timestamp,
         limit: usize,

@@ -6,15 +6,14 @@ mod clock_driven {
 
     use std::sync::Arc;
     use std::sync::atomic::{AtomicU32, Ordering};
-    use std::time::Instant;
+    use std::time::{Duration, Instant};
 
     use super::super::*;
     use crate::clock::ManualClock;
+    use crate::handlers::{TaskError, TypeSettings};
     use crate::retry::RetryPolicy;
-    use crate::store::SqliteStore;
-    use crate::store::TaskQueue;
-    use crate::task::TaskStatus;
-    use crate::tasks::{TaskError, TypeSettings};
+    use crate::store::{Claim, SqliteStore};
+    use crate::task::{NewTask, TaskId, TaskStatus};
 
     fn start() -> Timestamp {
         "2030-01-01T00:00:00Z"
@@ -71,7 +70,7 @@ mod clock_driven {
         clock.advance(Duration::from_millis(59_999));
         assert_eq!(run(&tasker).await.claimed, 0);
         clock.advance(Duration::from_millis(1));
-        assert_eq!(run(&tasker).await.succeeded, 1);
+        assert_eq!(run(&tasker).await.outcomes.succeeded, 1);
         assert_eq!(runs.load(Ordering::SeqCst), 1);
         let task = tasker.get(id).await.expect("get");
         assert_eq!(task.status, TaskStatus::Succeeded);
@@ -98,7 +97,7 @@ mod clock_driven {
 
         // Ceilings 10 s, 30 s, then capped at 60 s: waits of 5 s, 15 s, 30 s.
         for expected_wait in [5, 15, 30] {
-            assert_eq!(run(&tasker).await.retried, 1);
+            assert_eq!(run(&tasker).await.outcomes.retried, 1);
             let task = tasker.get(id).await.expect("get");
             let now = clock.now();
             assert_eq!(
@@ -113,7 +112,7 @@ mod clock_driven {
         }
 
         // Attempt 4 is the last.
-        assert_eq!(run(&tasker).await.failed, 1);
+        assert_eq!(run(&tasker).await.outcomes.failed, 1);
         let task = tasker.get(id).await.expect("get");
         assert_eq!((task.status, task.attempts), (TaskStatus::Failed, 4));
         assert_eq!(runs.load(Ordering::SeqCst), 4);
@@ -128,7 +127,7 @@ mod clock_driven {
         let (tasker, clock) = tasker(registry);
         let tasker = tasker.with_jitter(|| 0.0);
         let id = create(&tasker, NewTask::new("t", "{}")).await;
-        assert_eq!(run(&tasker).await.retried, 1);
+        assert_eq!(run(&tasker).await.outcomes.retried, 1);
         assert_eq!(runs.load(Ordering::SeqCst), 1, "not rerun within the run");
         let task = tasker.get(id).await.expect("get");
         assert_eq!(
@@ -143,7 +142,7 @@ mod clock_driven {
         let (registry, _) = counting("t", TypeSettings::default(), failure);
         let (tasker, _) = tasker(registry);
         let id = create(&tasker, NewTask::new("t", "{}")).await;
-        assert_eq!(run(&tasker).await.failed, 1);
+        assert_eq!(run(&tasker).await.outcomes.failed, 1);
         let task = tasker.get(id).await.expect("get");
         assert_eq!((task.status, task.attempts), (TaskStatus::Failed, 1));
     }
@@ -157,7 +156,7 @@ mod clock_driven {
         let now = clock.now();
         let claimed = tasker
             .store()
-            .claim_due(now, now, 10, &Leases::fixed(Duration::from_secs(60)))
+            .task_claim(Claim::due(now, 10, &Leases::fixed(Duration::from_secs(60))))
             .await
             .expect("claim");
         assert_eq!(claimed.len(), 1);
@@ -168,7 +167,7 @@ mod clock_driven {
             "leased to the dead processor"
         );
         clock.advance(Duration::from_secs(60));
-        assert_eq!(run(&tasker).await.succeeded, 1);
+        assert_eq!(run(&tasker).await.outcomes.succeeded, 1);
         let task = tasker.get(id).await.expect("get");
         assert_eq!((task.status, task.attempts), (TaskStatus::Succeeded, 2));
         assert_eq!(runs.load(Ordering::SeqCst), 1);
@@ -179,11 +178,15 @@ mod clock_driven {
         let (registry, _) = counting("known", TypeSettings::default(), None);
         let (tasker, clock) = tasker(registry);
         let orphan = Task::from_new(NewTask::new("retired.type", "{}"), clock.now());
-        tasker.store().create(orphan.clone()).await.expect("create");
+        tasker
+            .store()
+            .task_create(orphan.clone())
+            .await
+            .expect("create");
 
         let summary = run(&tasker).await;
         assert_eq!(
-            (summary.claimed, summary.retried),
+            (summary.claimed, summary.outcomes.retried),
             (1, 1),
             "one attempt per run, no tight loop"
         );
@@ -223,7 +226,11 @@ mod clock_driven {
         }
         let summary = run(&tasker).await;
         assert_eq!(
-            (summary.claimed, summary.succeeded, summary.retried),
+            (
+                summary.claimed,
+                summary.outcomes.succeeded,
+                summary.outcomes.retried
+            ),
             (3, 1, 2)
         );
         let panicked = tasker.get(ids[1]).await.expect("get");
@@ -254,11 +261,11 @@ mod deadline {
     use std::sync::Arc;
     use std::sync::atomic::{AtomicU32, Ordering};
 
-    use std::time::Instant;
+    use std::time::{Duration, Instant};
 
     use super::super::*;
     use crate::store::SqliteStore;
-    use crate::task::TaskStatus;
+    use crate::task::{NewTask, TaskStatus};
 
     #[tokio::test]
     async fn tasks_that_cannot_start_before_the_deadline_are_left_unstarted() {
@@ -298,18 +305,21 @@ mod deadline {
         let summary = tasker.process_queue(Some(deadline)).await.expect("run");
         assert_eq!(
             summary.claimed,
-            summary.succeeded + summary.released,
+            summary.outcomes.succeeded + summary.outcomes.released,
             "{summary:?}"
         );
         assert!(
-            summary.succeeded >= 2,
+            summary.outcomes.succeeded >= 2,
             "short invocations still run tasks: {summary:?}"
         );
         assert!(
-            summary.succeeded < 6,
+            summary.outcomes.succeeded < 6,
             "the deadline stops claims: {summary:?}"
         );
-        assert_eq!(runs.load(Ordering::SeqCst) as usize, summary.succeeded);
+        assert_eq!(
+            runs.load(Ordering::SeqCst) as usize,
+            summary.outcomes.succeeded
+        );
         for id in ids {
             let task = tasker.get(id).await.expect("get");
             match task.status {

@@ -9,11 +9,12 @@ use futures::StreamExt;
 use serde::Serialize;
 
 use super::Tasker;
-use super::attempt::{Claimed, Outcome, RunLimits};
+use super::attempt::{Claimed, RunLimits};
+use super::outcomes::{Outcome, Outcomes, RunSummary};
 use crate::push::EARLY_WAIT;
 use crate::report::Report;
-use crate::store::{ClaimById, ClaimGate, FlowControl, TaskDelivery, TaskQueue};
-use crate::task::{TaskId, TaskStatus};
+use crate::store::{ClaimById, ClaimGate, ClaimedById, Store};
+use crate::task::{Task, TaskId, TaskStatus};
 
 /// One message handed to a worker.
 #[derive(Debug, Clone)]
@@ -54,14 +55,9 @@ pub enum Work {
 pub struct WorkSummary {
     /// Messages handled.
     pub messages: usize,
-    /// Attempts that succeeded.
-    pub succeeded: usize,
-    /// Attempts that failed and will be retried.
-    pub retried: usize,
-    /// Attempts that failed for good.
-    pub failed: usize,
-    /// Tasks given back unstarted, or whose outcome could not be written.
-    pub released: usize,
+    /// The attempts the messages led to, by outcome.
+    #[serde(flatten)]
+    pub outcomes: Outcomes,
     /// Messages for tasks that were not due (duplicates, cancels, late copies): deleted.
     pub dropped: usize,
     /// Messages left on the queue to be delivered again.
@@ -70,15 +66,12 @@ pub struct WorkSummary {
 
 impl WorkSummary {
     /// The same counts as a processor run's, for the metrics line the alarms read: messages
-    /// left on the queue count as errors.
-    pub fn as_run(&self, duration_ms: u64) -> super::RunSummary {
-        super::RunSummary {
-            claimed: self.succeeded + self.retried + self.failed + self.released,
-            succeeded: self.succeeded,
-            retried: self.retried,
-            failed: self.failed,
-            released: self.released,
-            errors: self.again,
+    /// left on the queue count with the failed claims.
+    pub fn as_run(&self, duration_ms: u64) -> RunSummary {
+        RunSummary {
+            claimed: self.outcomes.total(),
+            outcomes: self.outcomes,
+            failed_claims: self.again,
             duration_ms,
         }
     }
@@ -86,10 +79,7 @@ impl WorkSummary {
     /// Adds the counts of `other` (another receive loop's) to these.
     pub fn absorb(&mut self, other: &Self) {
         self.messages += other.messages;
-        self.succeeded += other.succeeded;
-        self.retried += other.retried;
-        self.failed += other.failed;
-        self.released += other.released;
+        self.outcomes.absorb(&other.outcomes);
         self.dropped += other.dropped;
         self.again += other.again;
     }
@@ -100,19 +90,21 @@ impl WorkSummary {
         match handled {
             Handled::Again => self.again += 1,
             Handled::Done(Work::Dropped | Work::Missing) => self.dropped += 1,
-            Handled::Done(Work::Ran(outcome)) => match outcome {
-                Outcome::Succeeded => self.succeeded += 1,
-                Outcome::Retried => self.retried += 1,
-                Outcome::Failed => self.failed += 1,
-                Outcome::Released | Outcome::ReleasedOutOfTime | Outcome::Unrecorded => {
-                    self.released += 1;
-                }
-            },
+            Handled::Done(Work::Ran(outcome)) => self.outcomes.count(outcome),
         }
     }
 }
 
-impl<S: TaskDelivery + TaskQueue + FlowControl> Tasker<S> {
+/// What a claim of a message's task found.
+struct MessageClaim {
+    /// When the claim started: the lease counts from then.
+    started: Instant,
+    found: ClaimedById,
+    /// The task's type is paused.
+    paused: bool,
+}
+
+impl<S: Store> Tasker<S> {
     /// Works the `messages` of one batch, up to `concurrency` at once, each within `deadline`
     /// (the invocation's, in Lambda); answers what became of each, in order.
     pub async fn work(&self, messages: &[Message], deadline: Option<Instant>) -> Vec<Handled> {
@@ -126,7 +118,7 @@ impl<S: TaskDelivery + TaskQueue + FlowControl> Tasker<S> {
             .await;
         // The counts of finished tasks, at most every few seconds: a write per batch would add
         // a write unit per ten tasks.
-        self.store.flush(self.clock.now(), false).await;
+        self.store.queue_flush(self.clock.now(), false).await;
         handled
     }
 
@@ -143,47 +135,19 @@ impl<S: TaskDelivery + TaskQueue + FlowControl> Tasker<S> {
         if !limits.may_claim() {
             return Handled::Again;
         }
-        let mut claimed = match self.claim_message(id).await {
-            Ok(claimed) => claimed,
+        let claim = match self.claim_message(id).await {
+            Ok(claim) => claim,
             Err(handled) => return handled,
         };
-        // Delays are whole seconds, rounded down: a message up to a second early waits here
-        // for its task rather than a second more on the queue.
-        if let (_, ClaimById::NotDue(task), false) = &claimed {
-            let early = task.scheduled_at.since(self.clock.now());
-            if task.status == TaskStatus::Pending && !early.is_zero() && early <= EARLY_WAIT {
-                tokio::time::sleep(early).await;
-                claimed = match self.claim_message(id).await {
-                    Ok(claimed) => claimed,
-                    Err(handled) => return handled,
-                };
-            }
-        }
-        let (started, claimed, paused) = claimed;
-        let task = match claimed {
-            ClaimById::Claimed(task) => task,
-            ClaimById::Missing => {
+        let task = match claim.found {
+            ClaimedById::Claimed(task) => task,
+            ClaimedById::Missing => {
                 tracing::info!(task_id = %id, message_id = %message.message_id, "no such task; message dropped");
                 return Handled::Done(Work::Missing);
             }
-            ClaimById::NotDue(task) if task.status == TaskStatus::Pending && paused => {
-                tracing::info!(task_id = %id, task_type = %task.task_type, "task type paused; message dropped (the mover sends one once it is resumed)");
-                return Handled::Done(Work::Dropped);
-            }
-            ClaimById::NotDue(task) => {
-                // Early (a clock behind SQS's, or a copy of an older message): a task still
-                // pending gets a message for its time, and this one is dropped, unless that
-                // send failed: then this one comes back after its visibility timeout.
-                if task.status == TaskStatus::Pending
-                    && !self.deliver(std::slice::from_ref(&task)).await
-                {
-                    return Handled::Again;
-                }
-                tracing::debug!(task_id = %id, status = %task.status, "task not due; message dropped");
-                return Handled::Done(Work::Dropped);
-            }
+            ClaimedById::NotDue(task) => return self.not_due(task, claim.paused).await,
         };
-        let lease_ends = started + self.leases.duration(&task.task_type);
+        let lease_ends = claim.started + self.leases.duration(&task.task_type);
         let (outcome, recorded) = self.run_attempt(Claimed { task, lease_ends }, limits).await;
         // A retry, or a task given back: its next message, if due within the longest delay
         // (otherwise the mover sends it when it falls due). When that send fails this message
@@ -196,26 +160,57 @@ impl<S: TaskDelivery + TaskQueue + FlowControl> Tasker<S> {
         Handled::Done(Work::Ran(outcome))
     }
 
-    /// Claims the task `id` now, unless its type is paused: when the claim started (its lease
-    /// counts from then), what it found, and whether the task's type is paused; a store
-    /// failure leaves the message on the queue.
-    async fn claim_message(&self, id: TaskId) -> Result<(Instant, ClaimById, bool), Handled> {
+    /// A message for `task`, which is not due: dropped. A paused type's task gets its message
+    /// from the mover once resumed; one that came early (a clock behind SQS's, or a copy of an
+    /// older message) and is still pending gets a message for its time, unless that send
+    /// fails: then this one comes back after its visibility timeout.
+    async fn not_due(&self, task: Task, paused: bool) -> Handled {
+        if task.status == TaskStatus::Pending && paused {
+            tracing::info!(task_id = %task.id, task_type = %task.task_type, "task type paused; message dropped (the mover sends one once it is resumed)");
+            return Handled::Done(Work::Dropped);
+        }
+        if task.status == TaskStatus::Pending && !self.deliver(std::slice::from_ref(&task)).await {
+            return Handled::Again;
+        }
+        tracing::debug!(task_id = %task.id, status = %task.status, "task not due; message dropped");
+        Handled::Done(Work::Dropped)
+    }
+
+    /// Claims the task `id` now (after a short wait for one less than [`EARLY_WAIT`] early:
+    /// delays are whole seconds, rounded down, so a message may come up to a second before its
+    /// task is due); a store failure leaves the message on the queue.
+    async fn claim_message(&self, id: TaskId) -> Result<MessageClaim, Handled> {
+        let claim = self.claim_message_now(id).await?;
+        if let (ClaimedById::NotDue(task), false) = (&claim.found, claim.paused) {
+            let early = task.scheduled_at.since(self.clock.now());
+            if task.status == TaskStatus::Pending && !early.is_zero() && early <= EARLY_WAIT {
+                tokio::time::sleep(early).await;
+                return self.claim_message_now(id).await;
+            }
+        }
+        Ok(claim)
+    }
+
+    /// Claims the task `id` now, unless its type is paused.
+    async fn claim_message_now(&self, id: TaskId) -> Result<MessageClaim, Handled> {
         let started = Instant::now();
         let claimed = async {
             let gate = ClaimGate::new(self.paused_now().await?, Default::default());
             let now = self.clock.now();
-            let claimed = self
-                .store
-                .claim_by_id_gated(id, now, now, &self.leases, &gate)
-                .await?;
+            let claim = ClaimById::due(id, now, &self.leases).through(&gate);
+            let claimed = self.store.task_claim_by_id(claim).await?;
             let paused = match &claimed {
-                ClaimById::NotDue(task) => gate.is_paused(&task.task_type),
+                ClaimedById::NotDue(task) => gate.is_paused(&task.task_type),
                 _ => false,
             };
             Ok::<_, crate::store::StoreError>((claimed, paused))
         };
         match claimed.await {
-            Ok((claimed, paused)) => Ok((started, claimed, paused)),
+            Ok((found, paused)) => Ok(MessageClaim {
+                started,
+                found,
+                paused,
+            }),
             Err(err) => {
                 tracing::warn!(task_id = %id, error = %Report(&err), "claiming the message's task failed; it will be delivered again");
                 Err(Handled::Again)

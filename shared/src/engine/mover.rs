@@ -12,9 +12,9 @@ use serde::Serialize;
 
 use super::{Tasker, TaskerError};
 use crate::clock::Timestamp;
-use crate::push::{Delivery, MAX_DELAY};
+use crate::push::{Delivery, MAX_DELAY, Push, PushError};
 use crate::report::Report;
-use crate::store::{ClaimGate, FlowControl, TaskDelivery, TaskQueue};
+use crate::store::{ClaimGate, Deliverable, Store};
 use crate::task::{Task, TaskId, TaskStatus};
 
 /// How late a task whose writer sent its message must be before the mover sends another:
@@ -81,7 +81,7 @@ fn needs_message(task: &Task, now: Timestamp, queue_busy: bool) -> Option<bool> 
     }
 }
 
-impl<S: TaskDelivery + TaskQueue + FlowControl> Tasker<S> {
+impl<S: Store> Tasker<S> {
     /// One mover run (SQS mode); see the module's documentation.
     pub async fn move_due(&self) -> Result<MoveSummary, TaskerError> {
         let started = Instant::now();
@@ -93,12 +93,15 @@ impl<S: TaskDelivery + TaskQueue + FlowControl> Tasker<S> {
         // that arrive meanwhile); the store leaves them out, so they never crowd out others.
         let paused = self.paused_now().await?;
         let gate = ClaimGate::new(paused, std::collections::BTreeMap::new());
-        let tasks = self
-            .store
-            .deliverable_gated(now.plus(MAX_DELAY), now, MOVE_LIMIT, &gate)
-            .await?;
+        let find = Deliverable {
+            horizon: now.plus(MAX_DELAY),
+            now,
+            limit: MOVE_LIMIT,
+            gate: &gate,
+        };
+        let tasks = self.store.task_list_deliverable(find).await?;
         // The expired final attempts that read failed, in the counts of finished tasks.
-        self.store.flush(now, true).await;
+        self.store.queue_flush(now, true).await;
         let queue_busy = match push.waiting().await {
             Ok(waiting) => waiting > 0,
             Err(err) => {
@@ -110,49 +113,14 @@ impl<S: TaskDelivery + TaskQueue + FlowControl> Tasker<S> {
             found: tasks.len(),
             ..MoveSummary::default()
         };
-        let mut to_send = Vec::new();
-        {
-            let mut sent = self.moved.lock();
-            sent.retain(|_, (_, until)| *until > now);
-            for task in tasks {
-                let ours = sent
-                    .get(&task.id)
-                    .is_some_and(|(state, _)| *state == task.updated_at);
-                let due = task.due_at().unwrap_or(now);
-                match needs_message(&task, now, queue_busy) {
-                    Some(repair) if !ours => to_send.push((task, repair)),
-                    // On its way: a scan need not read it again before it is due and late; a
-                    // late one behind a backlog, not for two runs or until it is long late.
-                    _ if task.status == TaskStatus::Pending => {
-                        let until = if due > now.minus(OVERDUE) {
-                            due.plus(OVERDUE)
-                        } else {
-                            now.plus(LATE_REREAD).min(due.plus(RESEND_AFTER))
-                        };
-                        self.store.expect_delivery(&task, until);
-                    }
-                    _ => {}
-                }
-            }
+        let Sorted {
+            to_send,
+            on_their_way,
+        } = self.sort_found(tasks, now, queue_busy);
+        for (task, until) in &on_their_way {
+            self.store.task_expect_delivery(task, *until).await;
         }
-        // Delays from the instant of sending, not of the scan.
-        let sending = self.clock.now();
-        let deliveries: Vec<Delivery> = to_send
-            .iter()
-            .filter_map(|(task, _)| Delivery::of(task, sending))
-            .collect();
-        let refused: Vec<TaskId> = match push.send(&deliveries).await {
-            Ok(()) => Vec::new(),
-            Err(crate::push::PushError::Refused { ids, first }) => {
-                tracing::warn!(refused = ids.len(), first = %first, "the queue refused some messages; the next run sends them again");
-                ids
-            }
-            Err(err) => {
-                tracing::warn!(error = %Report(&err), tasks = deliveries.len(), "could not send to the queue; the next run tries again");
-                deliveries.iter().map(|d| d.id).collect()
-            }
-        };
-        let mut sent = self.moved.lock();
+        let refused = send_all(push.as_ref(), &to_send, self.clock.now()).await;
         for (task, repair) in &to_send {
             if refused.contains(&task.id) {
                 summary.send_failures += 1;
@@ -161,13 +129,12 @@ impl<S: TaskDelivery + TaskQueue + FlowControl> Tasker<S> {
             summary.sent += 1;
             summary.repaired += usize::from(*repair);
             let until = task.due_at().unwrap_or(now).max(now).plus(RESEND_AFTER);
-            sent.insert(task.id, (task.updated_at, until));
-            self.store.expect_delivery(task, until);
+            self.moved.lock().insert(task.id, (task.updated_at, until));
+            self.store.task_expect_delivery(task, until).await;
             if *repair {
                 tracing::warn!(task_id = %task.id, status = %task.status, due_at = ?task.due_at(), "no message was on its way for a due task; sent one");
             }
         }
-        drop(sent);
         summary.duration_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
         tracing::info!(
             found = summary.found,
@@ -178,6 +145,68 @@ impl<S: TaskDelivery + TaskQueue + FlowControl> Tasker<S> {
             "mover run finished"
         );
         Ok(summary)
+    }
+
+    /// Sorts what a scan found at `now`: the tasks to send a message for (with whether it is a
+    /// repair), and those whose message is on its way with the instant until which a scan need
+    /// not read them again (before they are due and late; a late one behind a backlog, not for
+    /// two runs or until it is long late).
+    fn sort_found(&self, tasks: Vec<Task>, now: Timestamp, queue_busy: bool) -> Sorted {
+        let mut to_send = Vec::new();
+        let mut on_their_way = Vec::new();
+        let mut sent = self.moved.lock();
+        sent.retain(|_, (_, until)| *until > now);
+        for task in tasks {
+            let ours = sent
+                .get(&task.id)
+                .is_some_and(|(state, _)| *state == task.updated_at);
+            let due = task.due_at().unwrap_or(now);
+            match needs_message(&task, now, queue_busy) {
+                Some(repair) if !ours => to_send.push((task, repair)),
+                _ if task.status == TaskStatus::Pending => {
+                    let until = if due > now.minus(OVERDUE) {
+                        due.plus(OVERDUE)
+                    } else {
+                        now.plus(LATE_REREAD).min(due.plus(RESEND_AFTER))
+                    };
+                    on_their_way.push((task, until));
+                }
+                _ => {}
+            }
+        }
+        Sorted {
+            to_send,
+            on_their_way,
+        }
+    }
+}
+
+/// What a mover run does with the tasks its scan found.
+struct Sorted {
+    /// Tasks to send a message for, each with whether it is a repair (its message should have
+    /// come).
+    to_send: Vec<(Task, bool)>,
+    /// Tasks whose message is on its way, each with when a scan should read it again.
+    on_their_way: Vec<(Task, Timestamp)>,
+}
+
+/// Sends a message for each of `to_send` with its delay from `sending`; the tasks whose
+/// message did not go (logged), for the next run to send again.
+async fn send_all(push: &dyn Push, to_send: &[(Task, bool)], sending: Timestamp) -> Vec<TaskId> {
+    let deliveries: Vec<Delivery> = to_send
+        .iter()
+        .filter_map(|(task, _)| Delivery::of(task, sending))
+        .collect();
+    match push.send(&deliveries).await {
+        Ok(()) => Vec::new(),
+        Err(PushError::Refused { ids, first }) => {
+            tracing::warn!(refused = ids.len(), first = %first, "the queue refused some messages; the next run sends them again");
+            ids
+        }
+        Err(err) => {
+            tracing::warn!(error = %Report(&err), tasks = deliveries.len(), "could not send to the queue; the next run tries again");
+            deliveries.iter().map(|d| d.id).collect()
+        }
     }
 }
 

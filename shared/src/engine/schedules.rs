@@ -6,7 +6,6 @@
 //! that dies between the writes leaves the schedule due, and the next one finds the task
 //! already there and advances. No leader, no per-process list.
 
-use std::future::Future;
 use std::time::Duration;
 
 use serde::Serialize;
@@ -17,7 +16,7 @@ use crate::report::Report;
 use crate::schedule::{
     MAX_MISSED_TICKS, Missed, ON_TIME, Schedule, ScheduleSpec, Timing, fresh_revision, tick_task_id,
 };
-use crate::store::{Created, Expect, ScheduleStore, ScheduleWrite, StoreError, TaskWriter};
+use crate::store::{Created, Expect, ScheduleWrite, Store, StoreError};
 use crate::task::{NewTask, Task, ValidationError};
 
 /// Most schedules one pass fires; the rest are fired by the next pass.
@@ -127,14 +126,14 @@ fn invalid_stored(schedule: &Schedule, err: crate::schedule::TimingError) -> Tas
     })
 }
 
-impl<S: ScheduleStore + TaskWriter> Tasker<S> {
+impl<S: Store> Tasker<S> {
     /// Fires every due schedule (at most 100 a pass): see the module's documentation.
     pub async fn fire_schedules(&self) -> Result<FireSummary, TaskerError> {
         let now = self.clock.now();
         let held = self.held_schedules.at(now);
         let due: Vec<Schedule> = self
             .store
-            .due_schedules(now, FIRE_LIMIT + held.len())
+            .schedule_list_due(now, FIRE_LIMIT + held.len())
             .await?
             .into_iter()
             .filter(|schedule| !held.contains(&schedule.name))
@@ -169,30 +168,6 @@ impl<S: ScheduleStore + TaskWriter> Tasker<S> {
             );
         }
         Ok(summary)
-    }
-
-    /// Fires due schedules now, then just after every whole second (ticks fall on whole
-    /// seconds), until `stop` completes. Failures are logged; the loop goes on.
-    pub async fn fire_schedules_until(&self, stop: impl Future<Output = ()> + Send) {
-        tokio::pin!(stop);
-        loop {
-            if let Err(err) = self.fire_schedules().await {
-                tracing::warn!(error = %Report(&err), "could not read the due schedules");
-            }
-            let millis = u64::try_from(
-                std::time::SystemTime::now()
-                    .duration_since(std::time::UNIX_EPOCH)
-                    .unwrap_or_default()
-                    .as_millis()
-                    % 1000,
-            )
-            .unwrap_or_default();
-            let pause = Duration::from_millis(1000 - millis + 5);
-            tokio::select! {
-                () = &mut stop => return,
-                () = tokio::time::sleep(pause) => {}
-            }
-        }
     }
 
     async fn fire(
@@ -241,7 +216,7 @@ impl<S: ScheduleStore + TaskWriter> Tasker<S> {
         for &tick in ticks {
             let mut task = self.tick_task(schedule, tick, now)?;
             task.id = tick_task_id(&schedule.name, tick);
-            let created = self.store.create(task).await?;
+            let created = self.store.task_create(task).await?;
             match &created {
                 Created::New(task) => {
                     tracing::info!(schedule = %schedule.name, tick = %tick, task_id = %task.id, "schedule fired");
@@ -297,7 +272,7 @@ impl<S: ScheduleStore + TaskWriter> Tasker<S> {
         next.revision = fresh_revision();
         let written = self
             .store
-            .put_schedule(&next, Expect::Revision(schedule.revision))
+            .schedule_put(&next, Expect::Revision(schedule.revision))
             .await?;
         Ok(written == ScheduleWrite::Written)
     }
@@ -308,14 +283,14 @@ impl<S: ScheduleStore + TaskWriter> Tasker<S> {
         let schedule = self.schedule(name).await?;
         let now = self.clock.now();
         let task = self.tick_task(&schedule, now, now)?;
-        let task = self.store.create(task).await?.into_task();
+        let task = self.store.task_create(task).await?.into_task();
         self.due_now.notify_one();
         self.deliver(std::slice::from_ref(&task)).await;
         Ok(task)
     }
 }
 
-impl<S: ScheduleStore> Tasker<S> {
+impl<S: Store> Tasker<S> {
     /// Checks `spec` as a create would (field rules, and a type registered here) without
     /// writing anything.
     pub fn validate_schedule(&self, spec: &ScheduleSpec) -> Result<(), TaskerError> {
@@ -336,7 +311,7 @@ impl<S: ScheduleStore> Tasker<S> {
     pub async fn create_schedule(&self, spec: ScheduleSpec) -> Result<Schedule, TaskerError> {
         let timing = self.check(&spec)?;
         let schedule = Schedule::new(spec, &timing, self.clock.now());
-        match self.store.put_schedule(&schedule, Expect::Absent).await? {
+        match self.store.schedule_put(&schedule, Expect::Absent).await? {
             ScheduleWrite::Written => Ok(schedule),
             ScheduleWrite::Conflict(_) => Err(TaskerError::ScheduleExists(schedule.name)),
         }
@@ -347,7 +322,7 @@ impl<S: ScheduleStore> Tasker<S> {
     pub async fn put_schedule(&self, spec: ScheduleSpec) -> Result<(Schedule, bool), TaskerError> {
         let timing = self.check(&spec)?;
         for _ in 0..CHANGE_TRIES {
-            let current = self.store.get_schedule(&spec.name).await?;
+            let current = self.store.schedule_get(&spec.name).await?;
             let now = self.clock.now();
             let (schedule, expect) = match &current {
                 None => (Schedule::new(spec.clone(), &timing, now), Expect::Absent),
@@ -357,7 +332,7 @@ impl<S: ScheduleStore> Tasker<S> {
                     Expect::Revision(current.revision),
                 ),
             };
-            if self.store.put_schedule(&schedule, expect).await? == ScheduleWrite::Written {
+            if self.store.schedule_put(&schedule, expect).await? == ScheduleWrite::Written {
                 return Ok((schedule, current.is_none()));
             }
         }
@@ -390,7 +365,7 @@ impl<S: ScheduleStore> Tasker<S> {
             };
             let next = current.replaced(spec, &timing, self.clock.now());
             let expect = Expect::Revision(current.revision);
-            if self.store.put_schedule(&next, expect).await? == ScheduleWrite::Written {
+            if self.store.schedule_put(&next, expect).await? == ScheduleWrite::Written {
                 return Ok(next);
             }
         }
@@ -400,19 +375,19 @@ impl<S: ScheduleStore> Tasker<S> {
     /// The schedule `name`.
     pub async fn schedule(&self, name: &str) -> Result<Schedule, TaskerError> {
         self.store
-            .get_schedule(name)
+            .schedule_get(name)
             .await?
             .ok_or_else(|| TaskerError::ScheduleNotFound(name.to_owned()))
     }
 
     /// Every schedule, by name.
     pub async fn schedules(&self) -> Result<Vec<Schedule>, TaskerError> {
-        Ok(self.store.list_schedules().await?)
+        Ok(self.store.schedule_list().await?)
     }
 
     /// Deletes the schedule `name`; the tasks its ticks created stay.
     pub async fn delete_schedule(&self, name: &str) -> Result<(), TaskerError> {
-        if self.store.delete_schedule(name).await? {
+        if self.store.schedule_delete(name).await? {
             Ok(())
         } else {
             Err(TaskerError::ScheduleNotFound(name.to_owned()))

@@ -3,11 +3,12 @@
 
 use std::time::{Duration, Instant};
 
+use super::outcomes::Outcome;
 use super::{ProcessorSettings, Tasker};
+use crate::handlers::{TaskContext, TaskError, TypeSettings};
 use crate::report::Report;
-use crate::store::{Settlement, TaskQueue};
+use crate::store::{Settlement, Store};
 use crate::task::Task;
-use crate::tasks::{TaskContext, TaskError, TypeSettings};
 
 /// Time kept back after a handler's timeout to write its outcome before the deadline.
 const SETTLE_RESERVE: Duration = Duration::from_secs(2);
@@ -83,24 +84,7 @@ pub(super) struct Claimed {
     pub(super) lease_ends: Instant,
 }
 
-/// The outcome of one claimed task inside a run.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Outcome {
-    /// The handler succeeded.
-    Succeeded,
-    /// It failed and the task is due again later.
-    Retried,
-    /// It failed for good.
-    Failed,
-    /// The task was given back unstarted (its lease was spent before it could start).
-    Released,
-    /// Given back because the run's deadline left no time for a fair attempt.
-    ReleasedOutOfTime,
-    /// The outcome could not be written (lease lost or store error); logged.
-    Unrecorded,
-}
-
-impl<S: TaskQueue> Tasker<S> {
+impl<S: Store> Tasker<S> {
     pub(super) async fn run_one(&self, claimed: Claimed, limits: RunLimits) -> Outcome {
         self.run_attempt(claimed, limits).await.0
     }
@@ -220,7 +204,7 @@ impl<S: TaskQueue> Tasker<S> {
         // One outcome, one instant: a try after one whose answer was lost writes exactly what
         // the first did, so the store recognises its own landed write.
         let now = self.clock.now();
-        let mut written = self.store.settle(task, settlement.clone(), now).await;
+        let mut written = self.store.task_settle(task, settlement.clone(), now).await;
         let mut pause = SETTLE_RETRY_PAUSE;
         for _ in 0..SETTLE_RETRIES {
             match &written {
@@ -228,7 +212,7 @@ impl<S: TaskQueue> Tasker<S> {
                     tracing::warn!(task_id = %task.id, error = %Report(err), "recording the outcome failed; trying again");
                     tokio::time::sleep(pause).await;
                     pause *= 2;
-                    written = self.store.settle(task, settlement.clone(), now).await;
+                    written = self.store.task_settle(task, settlement.clone(), now).await;
                 }
                 _ => break,
             }

@@ -1,4 +1,5 @@
-//! `sendWebhook`: POST a JSON body to a URL, signed with HMAC-SHA256 when a secret is set.
+//! The webhook sender: one HTTP client, a resolver that refuses private addresses, and the
+//! HMAC-SHA256 signature.
 
 use std::collections::BTreeMap;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
@@ -10,14 +11,8 @@ use reqwest::header::{CONTENT_TYPE, HeaderMap, HeaderName, HeaderValue};
 use serde::Deserialize;
 use sha2::Sha256;
 
-use super::{TaskContext, TaskError};
-
-/// The task type this handler is registered under.
-pub const TASK_TYPE: &str = "sendWebhook";
-/// Header carrying the task id.
-pub const TASK_ID_HEADER: &str = "x-tasker-task-id";
-/// Header carrying `sha256=<hex HMAC-SHA256 of the raw body>`.
-pub const SIGNATURE_HEADER: &str = "x-tasker-signature";
+use super::{SIGNATURE_HEADER, TASK_ID_HEADER, WebhookSettings};
+use crate::handlers::{TaskContext, TaskError};
 
 /// The payload of a `sendWebhook` task.
 #[derive(Debug, Deserialize)]
@@ -28,8 +23,6 @@ struct WebhookPayload {
     #[serde(default)]
     headers: BTreeMap<String, String>,
 }
-
-pub use crate::config::WebhookSettings;
 
 /// Sends webhooks; one HTTP client, shared by every attempt.
 #[derive(Debug, Clone)]
@@ -287,6 +280,7 @@ fn is_public_v6(ip: Ipv6Addr) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::handlers::webhook::TASK_TYPE;
 
     #[test]
     fn only_public_addresses_pass() {

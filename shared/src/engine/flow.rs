@@ -11,7 +11,7 @@ use serde::Serialize;
 use super::{Tasker, TaskerError};
 use crate::clock::Timestamp;
 use crate::report::Report;
-use crate::store::{ClaimGate, FlowControl, PausedTypes, StoreError, TypeCount};
+use crate::store::{ClaimGate, PausedTypes, Store, StoreError, TypeCount};
 
 /// How stale a process's copy of the paused types may get: a pause stops new claims of its
 /// type within this (plus a claim in flight), in every process.
@@ -73,7 +73,7 @@ pub struct TypesView {
     pub exact: bool,
 }
 
-impl<S: FlowControl> Tasker<S> {
+impl<S: Store> Tasker<S> {
     /// The paused types, read again when this process's copy is older than
     /// [`PAUSES_SEEN_WITHIN`]. A failed read keeps the last copy (logged); with none yet, it
     /// fails, and so does the claim that asked.
@@ -81,7 +81,7 @@ impl<S: FlowControl> Tasker<S> {
         if let Some(paused) = self.pauses.fresh() {
             return Ok(paused);
         }
-        match self.store.paused_types().await {
+        match self.store.type_list_paused().await {
             Ok(paused) => {
                 self.pauses.keep(paused.clone());
                 Ok(paused)
@@ -124,7 +124,7 @@ impl<S: FlowControl> Tasker<S> {
             return Err(TaskerError::UnknownType(task_type.to_owned()));
         }
         let now = self.clock.now();
-        let after = self.store.set_paused(task_type, paused, now).await?;
+        let after = self.store.type_set_paused(task_type, paused, now).await?;
         self.pauses.keep(after.clone());
         if paused {
             tracing::info!(task_type, "task type paused");
@@ -140,7 +140,7 @@ impl<S: FlowControl> Tasker<S> {
     pub async fn types(&self) -> Result<TypesView, TaskerError> {
         let now = self.clock.now();
         let (paused, counts) =
-            futures::try_join!(self.store.paused_types(), self.store.type_counts(now))?;
+            futures::try_join!(self.store.type_list_paused(), self.store.type_count(now))?;
         let mut names: Vec<&str> = self.registry.types().collect();
         names.sort_unstable();
         let types = names

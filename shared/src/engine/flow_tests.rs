@@ -9,7 +9,7 @@ use tokio::sync::{mpsc, watch};
 
 use super::*;
 use crate::store::SqliteStore;
-use crate::task::TaskStatus;
+use crate::task::{NewTask, TaskId, TaskStatus};
 
 const HANG: Duration = Duration::from_secs(30);
 
@@ -67,7 +67,11 @@ async fn a_paused_type_waits_and_runs_once_resumed() {
 
     tasker.pause_type("mail", false).await.expect("resume");
     let summary = tasker.process_queue(None).await.expect("run");
-    assert_eq!((summary.claimed, summary.succeeded), (3, 3), "{summary:?}");
+    assert_eq!(
+        (summary.claimed, summary.outcomes.succeeded),
+        (3, 3),
+        "{summary:?}"
+    );
 }
 
 #[tokio::test]
@@ -140,7 +144,7 @@ async fn a_capped_type_takes_no_more_than_its_slots_while_other_types_run() {
         .expect("run task")
         .expect("run");
     assert_eq!(
-        (summary.claimed, summary.succeeded),
+        (summary.claimed, summary.outcomes.succeeded),
         (15, 15),
         "{summary:?}"
     );

@@ -9,8 +9,8 @@ use tokio::sync::{mpsc, watch};
 
 use super::*;
 use crate::clock::ManualClock;
-use crate::store::{SqliteStore, TaskQueue};
-use crate::task::TaskStatus;
+use crate::store::{Claim, SqliteStore};
+use crate::task::{NewTask, TaskId, TaskStatus};
 
 /// Long enough for any event here; reaching it is a failure, not a measurement.
 const HANG: Duration = Duration::from_secs(30);
@@ -139,7 +139,7 @@ async fn a_blocked_handler_holds_one_slot_while_the_tasks_behind_it_run() {
     h.release.send_replace(true);
     let summary = finished(run).await;
     assert_eq!(
-        (summary.claimed, summary.succeeded),
+        (summary.claimed, summary.outcomes.succeeded),
         (21, 21),
         "{summary:?}"
     );
@@ -159,7 +159,11 @@ async fn a_task_created_during_a_run_is_claimed_in_that_run() {
     assert_eq!(next(&mut h.fast_done, "the late task").await, late);
     h.release.send_replace(true);
     let summary = finished(run).await;
-    assert_eq!((summary.claimed, summary.succeeded), (2, 2), "{summary:?}");
+    assert_eq!(
+        (summary.claimed, summary.outcomes.succeeded),
+        (2, 2),
+        "{summary:?}"
+    );
 }
 
 #[tokio::test]
@@ -190,7 +194,11 @@ async fn serve_starts_a_task_created_due_now_without_waiting_for_the_interval() 
         .await
         .expect("serve stops")
         .expect("serve task");
-    assert_eq!((summary.claimed, summary.succeeded), (4, 4), "{summary:?}");
+    assert_eq!(
+        (summary.claimed, summary.outcomes.succeeded),
+        (4, 4),
+        "{summary:?}"
+    );
 }
 
 #[tokio::test]
@@ -220,11 +228,17 @@ async fn a_dead_processors_task_is_due_again_at_claim_plus_timeout_plus_grace() 
     clock.advance(lease.since(start()) - Duration::from_millis(1));
     let now = clock.now();
     let leases = Leases::fixed(Duration::from_secs(60));
-    let early = other.claim_due(now, now, 10, &leases).await.expect("claim");
+    let early = other
+        .task_claim(Claim::due(now, 10, &leases))
+        .await
+        .expect("claim");
     assert!(early.is_empty(), "still leased a millisecond before");
     clock.advance(Duration::from_millis(1));
     let now = clock.now();
-    let again = other.claim_due(now, now, 10, &leases).await.expect("claim");
+    let again = other
+        .task_claim(Claim::due(now, 10, &leases))
+        .await
+        .expect("claim");
     assert_eq!(again.iter().map(|t| t.id).collect::<Vec<_>>(), [id]);
     assert_eq!(again[0].attempts, 2);
 }
@@ -253,5 +267,9 @@ async fn a_lease_grace_below_the_settle_reserve_still_runs_tasks_with_short_time
         .await
         .expect("the run ends")
         .expect("run");
-    assert_eq!((summary.succeeded, summary.released), (3, 0), "{summary:?}");
+    assert_eq!(
+        (summary.outcomes.succeeded, summary.outcomes.released),
+        (3, 0),
+        "{summary:?}"
+    );
 }

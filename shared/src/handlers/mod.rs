@@ -1,6 +1,5 @@
 //! Task handlers: the registry that maps a task type to its handler, and the shipped handlers.
 
-#[cfg(feature = "webhook")]
 pub mod webhook;
 
 use std::collections::HashMap;
