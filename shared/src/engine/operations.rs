@@ -3,6 +3,9 @@
 
 use serde::Serialize;
 
+/// Creates of one batch written at once.
+pub const BATCH_CONCURRENCY: usize = 8;
+
 use super::{Tasker, TaskerError};
 use crate::clock::Timestamp;
 use crate::store::{
@@ -22,8 +25,29 @@ impl<S: Store> Tasker<S> {
         Ok(created)
     }
 
-    /// [`Tasker::create`] without its message in SQS mode: a batch creates its tasks, then
-    /// sends their messages ten per call with [`Tasker::deliver`].
+    /// Creates each of `news` as [`Tasker::create`] does, up to [`BATCH_CONCURRENCY`] at
+    /// once, answering each one's outcome in order; one never stops the others. In SQS mode
+    /// the new tasks' messages go out together afterwards, ten per call.
+    pub async fn create_many(&self, news: Vec<NewTask>) -> Vec<Result<Created, TaskerError>> {
+        use futures::StreamExt;
+        let outcomes: Vec<Result<Created, TaskerError>> = futures::stream::iter(news)
+            .map(|new| self.create_held(new))
+            .buffered(BATCH_CONCURRENCY)
+            .collect()
+            .await;
+        let fresh: Vec<Task> = outcomes
+            .iter()
+            .filter_map(|outcome| match outcome {
+                Ok(Created::New(task)) => Some(task.clone()),
+                _ => None,
+            })
+            .collect();
+        self.deliver(&fresh).await;
+        outcomes
+    }
+
+    /// [`Tasker::create`] without its message in SQS mode, for a caller that sends the
+    /// messages itself ([`Tasker::deliver`]).
     pub async fn create_held(&self, new: NewTask) -> Result<Created, TaskerError> {
         new.validate()?;
         let Some(settings) = self.registry.settings(&new.task_type) else {

@@ -111,23 +111,19 @@ impl DynamoStore {
     ) -> Result<Option<ClaimedById>, StoreError> {
         if is_expired_final_attempt(&task, due_by) {
             let expire = Transition::expire(due_by, now);
-            return Ok(
-                match tasks::apply(&self.table, self.ttl_after, task, &expire).await? {
-                    Applied::Written(failed) => Some(ClaimedById::NotDue(failed)),
-                    Applied::Refused(current, _) => Some(ClaimedById::NotDue(current)),
-                    Applied::Gone => None,
-                },
-            );
+            return Ok(match self.apply(task, &expire).await? {
+                Applied::Written(failed) => Some(ClaimedById::NotDue(failed)),
+                Applied::Refused(current, _) => Some(ClaimedById::NotDue(current)),
+                Applied::Gone => None,
+            });
         }
         let claim = Transition::claim(due_by, now, leases.until(&task.task_type, now));
-        Ok(
-            match tasks::apply(&self.table, self.ttl_after, task, &claim).await? {
-                Applied::Written(running) => {
-                    self.due.remember_running(std::slice::from_ref(&running));
-                    Some(ClaimedById::Claimed(running))
-                }
-                Applied::Refused(..) | Applied::Gone => None,
-            },
-        )
+        Ok(match self.apply(task, &claim).await? {
+            Applied::Written(running) => {
+                self.due.remember_running(std::slice::from_ref(&running));
+                Some(ClaimedById::Claimed(running))
+            }
+            Applied::Refused(..) | Applied::Gone => None,
+        })
     }
 }

@@ -46,6 +46,8 @@ pub struct DynamoStore {
     ttl_after: Duration,
     /// What this process knows of the due queue, shared by clones.
     due: DueQueue,
+    /// This process's changes to the counts of finished tasks, not yet written.
+    tally: tally::Tally,
     /// This process's list of the schedules.
     schedules: schedules::KnownSchedules,
     /// When this process last published its look at the due queue; `None` until it claims
@@ -59,6 +61,7 @@ impl DynamoStore {
         let table = Table::new(client, table);
         Self {
             due: DueQueue::new(table.clone()),
+            tally: tally::Tally::default(),
             schedules: schedules::KnownSchedules::default(),
             table,
             ttl_after,
@@ -69,10 +72,7 @@ impl DynamoStore {
     /// Writes this process's counts of finished tasks now (after an operator's change, which
     /// no later run of this process may follow).
     async fn flush_tally(&self) {
-        self.table
-            .tally()
-            .flush(&self.table, self.ttl_after, true)
-            .await;
+        self.tally.flush(&self.table, self.ttl_after, true).await;
     }
 
     /// The table name.

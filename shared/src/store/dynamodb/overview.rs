@@ -51,17 +51,14 @@ impl DynamoStore {
 
     /// The counts per status and the backlog; see the module's documentation.
     pub async fn queue_overview(&self, now: Timestamp) -> Result<Overview, StoreError> {
-        overview(&self.table, &self.due, self.ttl_after, now).await
+        overview(self, now).await
     }
 
     /// Writes this process's counts of finished tasks when it is time to (at once at the
     /// `end` of a run), and publishes its look at the due queue every [`SEEN_EVERY`] while
     /// it claims; see [`crate::store::Store::queue_flush`].
     pub async fn queue_flush(&self, now: Timestamp, end: bool) {
-        self.table
-            .tally()
-            .flush(&self.table, self.ttl_after, end)
-            .await;
+        self.tally.flush(&self.table, self.ttl_after, end).await;
         // Not at the end of a run: its look would cost the run's last seconds.
         let publish_now = !end && {
             let mut seen = self.seen.lock().unwrap_or_else(|p| p.into_inner());
@@ -87,15 +84,11 @@ impl DynamoStore {
 }
 
 /// The counts and the backlog at `now`; see the module's documentation.
-async fn overview(
-    table: &Table,
-    due: &DueQueue,
-    retention: Duration,
-    now: Timestamp,
-) -> Result<Overview, StoreError> {
+async fn overview(store: &DynamoStore, now: Timestamp) -> Result<Overview, StoreError> {
+    let table = &store.table;
     let (finished, own, (later, later_whole)) = futures::future::try_join3(
-        tally::finished(table, now, retention),
-        due.active(now, OVERVIEW_READS, OVERVIEW_ENTRIES),
+        tally::finished(table, &store.tally, now, store.ttl_after),
+        store.due.active(now, OVERVIEW_READS, OVERVIEW_ENTRIES),
         count_between(table, now, None),
     )
     .await?;

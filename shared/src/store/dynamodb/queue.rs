@@ -104,7 +104,7 @@ impl DynamoStore {
         leases: &Leases,
     ) -> Result<Option<Task>, StoreError> {
         let claim = Transition::claim(due_by, now, leases.until(&task.task_type, now));
-        match tasks::apply(&self.table, self.ttl_after, task, &claim).await? {
+        match self.apply(task, &claim).await? {
             Applied::Written(running) => Ok(Some(running)),
             Applied::Refused(current, _) => {
                 self.expire(current, due_by, now).await?;
@@ -126,9 +126,7 @@ impl DynamoStore {
         }
         let entry = ListKey::of(&task);
         let expire = Transition::expire(due_by, now);
-        if let Applied::Written(_) =
-            tasks::apply(&self.table, self.ttl_after, task, &expire).await?
-        {
+        if let Applied::Written(_) = self.apply(task, &expire).await? {
             // The task left the due queue for the failed one.
             self.due.forget_running(entry, true);
         }
@@ -143,7 +141,7 @@ impl DynamoStore {
         now: Timestamp,
     ) -> Result<Task, StoreError> {
         let settle = Transition::settle(claimed, outcome, now)?;
-        let applied = tasks::apply(&self.table, self.ttl_after, claimed.clone(), &settle).await?;
+        let applied = self.apply(claimed.clone(), &settle).await?;
         let recorded = tasks::written(applied, claimed.id, &settle)?;
         self.due.entry_written(&recorded);
         // The entry the task was claimed from is finished, or left behind by a move.

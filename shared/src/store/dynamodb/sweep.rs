@@ -28,7 +28,7 @@ use super::expr;
 use super::item::{Queue, SweepItem, from_item, sweep_key};
 use super::schema::QUEUE_SHARDS;
 use super::table::{BATCH_GET_KEYS, Entry, KeyRange, Table, Write};
-use super::tasks::{self, Applied};
+use super::tasks::Applied;
 use super::watermark;
 use crate::clock::Timestamp;
 use crate::report::Report;
@@ -46,23 +46,22 @@ impl DynamoStore {
         now: Timestamp,
         max_entries: u64,
     ) -> Result<SweepSummary, StoreError> {
-        sweep(&self.table, self.ttl_after, now, max_entries).await
+        sweep(self, now, max_entries).await
     }
 }
 
 async fn sweep(
-    table: &Table,
-    ttl_after: Duration,
+    store: &DynamoStore,
     now: Timestamp,
     max_entries: u64,
 ) -> Result<SweepSummary, StoreError> {
+    let table = &store.table;
     if max_entries == 0 {
         return Ok(SweepSummary::default());
     }
     let marks = watermark::read_all(table).await?;
     let mut sweep = Sweep {
-        table,
-        ttl_after,
+        store,
         now,
         summary: SweepSummary::default(),
     };
@@ -98,8 +97,7 @@ fn window_start(mark: &ListKey) -> Option<ListKey> {
 
 /// One sweep in progress.
 struct Sweep<'a> {
-    table: &'a Table,
-    ttl_after: Duration,
+    store: &'a DynamoStore,
     now: Timestamp,
     summary: SweepSummary,
 }
@@ -121,7 +119,7 @@ impl Sweep<'_> {
                 let limit = usize::try_from(left)
                     .unwrap_or(usize::MAX)
                     .min(BATCH_GET_KEYS);
-                let (entries, next) = self.table.entries(&range, true, limit, start).await?;
+                let (entries, next) = self.store.table.entries(&range, true, limit, start).await?;
                 self.rescue_due(&entries, mark).await?;
                 left -= entries.len() as u64;
                 self.summary.entries += entries.len() as u64;
@@ -180,7 +178,7 @@ impl Sweep<'_> {
             let limit = usize::try_from(*budget)
                 .unwrap_or(usize::MAX)
                 .min(BATCH_GET_KEYS);
-            let (entries, next) = self.table.entries(range, false, limit, None).await?;
+            let (entries, next) = self.store.table.entries(range, false, limit, None).await?;
             self.rescue_due(&entries, mark).await?;
             *budget -= entries.len() as u64;
             self.summary.entries += entries.len() as u64;
@@ -196,7 +194,7 @@ impl Sweep<'_> {
     /// Rescues the tasks of `entries` still due at their entry.
     async fn rescue_due(&mut self, entries: &[Entry], mark: &ListKey) -> Result<(), StoreError> {
         let ids: Vec<String> = entries.iter().map(|entry| entry.id.to_string()).collect();
-        for item in self.table.batch_get(&ids, false).await? {
+        for item in self.store.table.batch_get(&ids, false).await? {
             let task = match from_item(item) {
                 Ok(task) => task,
                 Err(err) => {
@@ -214,9 +212,7 @@ impl Sweep<'_> {
                 now: self.now,
                 entry: entry.clone(),
             };
-            if let Applied::Written(_) =
-                tasks::apply(self.table, self.ttl_after, task, &rescue).await?
-            {
+            if let Applied::Written(_) = self.store.apply(task, &rescue).await? {
                 self.summary.rescued += 1;
                 log_rescue(id, &entry, mark, self.now);
             }

@@ -17,7 +17,6 @@ use super::client::sdk_error;
 use super::expr::Expr;
 use super::item::{Item, s};
 use super::schema::{self, names};
-use super::tally::Tally;
 use crate::store::{ListKey, StoreError};
 use crate::task::TaskId;
 
@@ -81,8 +80,6 @@ fn just_above(key: &ListKey) -> String {
 pub struct Table {
     client: Client,
     name: String,
-    /// This process's changes to the counts of finished tasks, not yet written.
-    tally: std::sync::Arc<Tally>,
 }
 
 impl Table {
@@ -91,13 +88,7 @@ impl Table {
         Self {
             client,
             name: name.into(),
-            tally: std::sync::Arc::default(),
         }
-    }
-
-    /// This process's changes to the counts of finished tasks, shared by clones.
-    pub fn tally(&self) -> &Tally {
-        &self.tally
     }
 
     /// The table's name.

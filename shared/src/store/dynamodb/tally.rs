@@ -13,7 +13,7 @@
 //! has all left the window). A process stopped before it writes loses its unwritten changes.
 
 use std::collections::BTreeMap;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use super::DynamoStore;
@@ -33,10 +33,10 @@ const DAY: Duration = Duration::from_secs(86_400);
 /// A day (`YYYY-MM-DD`) and an attribute (`s07`) to add to.
 type Slot = (String, String);
 
-/// This process's changes not yet written.
-#[derive(Debug, Default)]
+/// This process's changes not yet written, shared by clones.
+#[derive(Debug, Default, Clone)]
 pub struct Tally {
-    state: Mutex<State>,
+    state: Arc<Mutex<State>>,
 }
 
 #[derive(Debug, Default)]
@@ -98,11 +98,12 @@ impl Tally {
         // The writes run as a task of their own: a caller dropped half way (an HTTP client
         // that hung up during a cancel) does not lose the changes it took.
         let table = table.clone();
+        let tally = self.clone();
         let writes = tokio::spawn(async move {
             for (day, adds) in by_day {
                 if let Err(err) = write_day(&table, ttl_after, &day, &adds).await {
                     tracing::warn!(error = %Report(&err), day, "could not write the counts of finished tasks; kept for the next write");
-                    let mut state = table.tally().lock();
+                    let mut state = tally.lock();
                     for (attribute, delta) in adds {
                         *state.deltas.entry((day.clone(), attribute)).or_default() += delta;
                     }
@@ -161,6 +162,7 @@ fn expiry(day: &str, ttl_after: Duration) -> i64 {
 /// this process has not written yet.
 async fn each_count(
     table: &Table,
+    tally: &Tally,
     keys: &[String],
     add: &mut impl FnMut(&str, &str, i64),
 ) -> Result<(), StoreError> {
@@ -179,7 +181,7 @@ async fn each_count(
             }
         }
     }
-    for ((day, attribute), delta) in table.tally().unwritten() {
+    for ((day, attribute), delta) in tally.unwritten() {
         add(&day, &attribute, delta);
     }
     Ok(())
@@ -188,13 +190,13 @@ async fn each_count(
 impl DynamoStore {
     /// Tasks finished per hour over the last 24 hours up to `now`'s hour.
     pub async fn queue_throughput(&self, now: Timestamp) -> Result<Throughput, StoreError> {
-        hourly(&self.table, now).await
+        hourly(&self.table, &self.tally, now).await
     }
 }
 
 /// Tasks finished per hour over the last 24 hours up to `now`'s hour, from the day items of
 /// today and yesterday (one unit at most) and this process's unwritten counts.
-async fn hourly(table: &Table, now: Timestamp) -> Result<Throughput, StoreError> {
+async fn hourly(table: &Table, tally: &Tally, now: Timestamp) -> Result<Throughput, StoreError> {
     const HOUR: Duration = Duration::from_secs(3600);
     let this_hour: Timestamp =
         format!("{}:00:00.000Z", now.to_text().get(..13).unwrap_or_default())
@@ -224,7 +226,7 @@ async fn hourly(table: &Table, now: Timestamp) -> Result<Throughput, StoreError>
             *sums.entry((day.to_owned(), hour.to_owned())).or_default() += value;
         }
     };
-    each_count(table, &keys, &mut add).await?;
+    each_count(table, tally, &keys, &mut add).await?;
     let buckets = starts
         .into_iter()
         .map(|at| {
@@ -240,6 +242,7 @@ async fn hourly(table: &Table, now: Timestamp) -> Result<Throughput, StoreError>
 
 pub async fn finished(
     table: &Table,
+    tally: &Tally,
     now: Timestamp,
     window: Duration,
 ) -> Result<StatusCounts, StoreError> {
@@ -275,7 +278,7 @@ pub async fn finished(
             *sums.entry(status).or_default() += value;
         }
     };
-    each_count(table, &keys, &mut add).await?;
+    each_count(table, tally, &keys, &mut add).await?;
     let mut counts = StatusCounts::default();
     for (status, sum) in sums {
         counts.add(status, u64::try_from(sum).unwrap_or(0));

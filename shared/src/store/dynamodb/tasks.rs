@@ -71,7 +71,7 @@ impl DynamoStore {
     /// Cancels the pending task `id`; see [`crate::store::Store::task_cancel`].
     pub async fn task_cancel(&self, id: TaskId, now: Timestamp) -> Result<Task, StoreError> {
         let cancel = Transition::Cancel { now };
-        let cancelled = apply_to(&self.table, self.ttl_after, id, &cancel).await;
+        let cancelled = self.apply_to(id, &cancel).await;
         self.flush_tally().await;
         cancelled
     }
@@ -83,8 +83,7 @@ impl DynamoStore {
         task_type: Option<&str>,
         now: Timestamp,
     ) -> Result<Vec<TaskId>, StoreError> {
-        let cancelled =
-            cancel_by_reference(&self.table, self.ttl_after, reference_uid, task_type, now).await;
+        let cancelled = self.cancel_reference(reference_uid, task_type, now).await;
         self.flush_tally().await;
         cancelled
     }
@@ -94,7 +93,7 @@ impl DynamoStore {
         let task = get(&self.table, id)
             .await?
             .ok_or(StoreError::NotFound(id))?;
-        let retried = retry(&self.table, self.ttl_after, task, now).await;
+        let retried = self.retry_read(task, now).await;
         self.flush_tally().await;
         let retried = retried?;
         self.due.entry_written(&retried);
@@ -148,65 +147,6 @@ async fn create(table: &Table, ttl_after: Duration, task: Task) -> Result<Create
     Ok(Created::New(task))
 }
 
-/// Writes `transition` over `before`, the task as read: the update sets what the transition
-/// changes, conditioned on the item being unchanged since. When it changed, the transition is
-/// computed again from the item as it is now.
-pub async fn apply(
-    table: &Table,
-    ttl_after: Duration,
-    mut before: Task,
-    transition: &Transition,
-) -> Result<Applied, StoreError> {
-    for _ in 0..TRANSITION_TRIES {
-        let after = match transition.apply(&before) {
-            Ok(after) => after,
-            Err(refused) => return Ok(Applied::Refused(before, refused)),
-        };
-        let (old, new) = (to_item(&before, ttl_after)?, to_item(&after, ttl_after)?);
-        let update = expr::changes(&old, &new);
-        match table
-            .update(&before.id.to_string(), update, expr::unchanged(&old))
-            .await?
-        {
-            Write::Done(()) => {
-                table.tally().record(&before, &after);
-                return Ok(Applied::Written(after));
-            }
-            Write::ConditionFailed(None) => return Ok(Applied::Gone),
-            Write::ConditionFailed(Some(item)) => {
-                let current = from_item(item)?;
-                // An SDK retry of this very write, whose first try landed.
-                if current == after {
-                    table.tally().record(&before, &after);
-                    return Ok(Applied::Written(after));
-                }
-                before = current;
-            }
-        }
-    }
-    Err(StoreError::unavailable(format!(
-        "task {} kept changing while it was written; try again",
-        before.id
-    )))
-}
-
-/// Writes `transition` over the task `id` as it is now.
-async fn apply_to(
-    table: &Table,
-    ttl_after: Duration,
-    id: TaskId,
-    transition: &Transition,
-) -> Result<Task, StoreError> {
-    let Some(before) = get(table, id).await? else {
-        return Err(transition.missing(id));
-    };
-    written(
-        apply(table, ttl_after, before, transition).await?,
-        id,
-        transition,
-    )
-}
-
 /// The task a transition wrote, or the caller's error for why it did not.
 pub fn written(applied: Applied, id: TaskId, transition: &Transition) -> Result<Task, StoreError> {
     match applied {
@@ -216,100 +156,144 @@ pub fn written(applied: Applied, id: TaskId, transition: &Transition) -> Result<
     }
 }
 
-/// Retries the failed or cancelled task `before` (read just now). A task with a reference takes it again first, then
-/// flips the task and re-versions the guard in one transaction: a create or another retry that
-/// read the guard before the flip fails its own conditional write instead of becoming a second
-/// active holder.
-async fn retry(
-    table: &Table,
-    ttl_after: Duration,
-    before: Task,
-    now: Timestamp,
-) -> Result<Task, StoreError> {
-    let id = before.id;
-    let transition = Transition::Retry { now };
-    let after = transition
-        .apply(&before)
-        .map_err(|refused| transition.refusal(id, refused))?;
-    let Some(reference) = before.reference_uid.clone() else {
-        return written(
-            apply(table, ttl_after, before, &transition).await?,
-            id,
-            &transition,
-        );
-    };
-    guards::take_reference(table, &before, now).await?;
-    let old = to_item(&before, ttl_after)?;
-    let writes = vec![
-        guards::retake_reference(table, &before, &reference, now)?,
-        table.update_in_transaction(
-            &id.to_string(),
-            expr::changes(&old, &to_item(&after, ttl_after)?),
-            expr::unchanged(&old),
-        )?,
-    ];
-    let failed = match table.transact(writes, &new_lease_token()).await? {
-        Transact::Done => {
-            table.tally().record(&before, &after);
-            return Ok(after);
+impl DynamoStore {
+    /// Writes `transition` over `before`, the task as read: the update sets what the transition
+    /// changes, conditioned on the item being unchanged since. When it changed, the transition is
+    /// computed again from the item as it is now.
+    pub(super) async fn apply(
+        &self,
+        mut before: Task,
+        transition: &Transition,
+    ) -> Result<Applied, StoreError> {
+        let (table, ttl_after) = (&self.table, self.ttl_after);
+        for _ in 0..TRANSITION_TRIES {
+            let after = match transition.apply(&before) {
+                Ok(after) => after,
+                Err(refused) => return Ok(Applied::Refused(before, refused)),
+            };
+            let (old, new) = (to_item(&before, ttl_after)?, to_item(&after, ttl_after)?);
+            let update = expr::changes(&old, &new);
+            match table
+                .update(&before.id.to_string(), update, expr::unchanged(&old))
+                .await?
+            {
+                Write::Done(()) => {
+                    self.tally.record(&before, &after);
+                    return Ok(Applied::Written(after));
+                }
+                Write::ConditionFailed(None) => return Ok(Applied::Gone),
+                Write::ConditionFailed(Some(item)) => {
+                    let current = from_item(item)?;
+                    // An SDK retry of this very write, whose first try landed.
+                    if current == after {
+                        self.tally.record(&before, &after);
+                        return Ok(Applied::Written(after));
+                    }
+                    before = current;
+                }
+            }
         }
-        Transact::ConditionsFailed(failed) => failed,
-    };
-    if failed.first() == Some(&true) {
-        // Another create or retry took the reference in between.
-        return Err(
-            match guards::reference_holder(table, &before.task_type, &reference).await? {
-                Some(existing) => StoreError::Duplicate { existing },
-                None => StoreError::unavailable("the reference changed; try again"),
-            },
-        );
+        Err(StoreError::unavailable(format!(
+            "task {} kept changing while it was written; try again",
+            before.id
+        )))
     }
-    // The task changed since it was read.
-    let current = get(table, id).await?.ok_or(StoreError::NotFound(id))?;
-    match transition.apply(&current) {
-        Err(refused) => Err(transition.refusal(id, refused)),
-        Ok(_) => Err(StoreError::unavailable(format!(
-            "task {id} changed while it was retried; try again"
-        ))),
-    }
-}
 
-/// Cancels every pending task with `reference_uid` (and `task_type`); the ids cancelled.
-async fn cancel_by_reference(
-    table: &Table,
-    ttl_after: Duration,
-    reference_uid: &str,
-    task_type: Option<&str>,
-    now: Timestamp,
-) -> Result<Vec<TaskId>, StoreError> {
-    let mut ids = table.reference_ids(reference_uid, task_type).await?;
-    // The index is eventually consistent; the guard item is read consistently, so a task
-    // created a moment ago is found too when the type is known.
-    if let Some(task_type) = task_type {
-        let holder = guards::reference_holder(table, task_type, reference_uid).await?;
-        if let Some(holder) = holder.filter(|holder| !ids.contains(holder)) {
-            ids.push(holder);
+    /// Writes `transition` over the task `id` as it is now.
+    async fn apply_to(&self, id: TaskId, transition: &Transition) -> Result<Task, StoreError> {
+        let Some(before) = get(&self.table, id).await? else {
+            return Err(transition.missing(id));
+        };
+        written(self.apply(before, transition).await?, id, transition)
+    }
+
+    /// Retries the failed or cancelled task `before` (read just now). A task with a reference takes it again first, then
+    /// flips the task and re-versions the guard in one transaction: a create or another retry that
+    /// read the guard before the flip fails its own conditional write instead of becoming a second
+    /// active holder.
+    async fn retry_read(&self, before: Task, now: Timestamp) -> Result<Task, StoreError> {
+        let (table, ttl_after) = (&self.table, self.ttl_after);
+        let id = before.id;
+        let transition = Transition::Retry { now };
+        let after = transition
+            .apply(&before)
+            .map_err(|refused| transition.refusal(id, refused))?;
+        let Some(reference) = before.reference_uid.clone() else {
+            return written(self.apply(before, &transition).await?, id, &transition);
+        };
+        guards::take_reference(table, &before, now).await?;
+        let old = to_item(&before, ttl_after)?;
+        let writes = vec![
+            guards::retake_reference(table, &before, &reference, now)?,
+            table.update_in_transaction(
+                &id.to_string(),
+                expr::changes(&old, &to_item(&after, ttl_after)?),
+                expr::unchanged(&old),
+            )?,
+        ];
+        let failed = match table.transact(writes, &new_lease_token()).await? {
+            Transact::Done => {
+                self.tally.record(&before, &after);
+                return Ok(after);
+            }
+            Transact::ConditionsFailed(failed) => failed,
+        };
+        if failed.first() == Some(&true) {
+            // Another create or retry took the reference in between.
+            return Err(
+                match guards::reference_holder(table, &before.task_type, &reference).await? {
+                    Some(existing) => StoreError::Duplicate { existing },
+                    None => StoreError::unavailable("the reference changed; try again"),
+                },
+            );
+        }
+        // The task changed since it was read.
+        let current = get(table, id).await?.ok_or(StoreError::NotFound(id))?;
+        match transition.apply(&current) {
+            Err(refused) => Err(transition.refusal(id, refused)),
+            Ok(_) => Err(StoreError::unavailable(format!(
+                "task {id} changed while it was retried; try again"
+            ))),
         }
     }
-    // The index holds keys only: read the tasks, and write only to the pending ones.
-    let pending: Vec<Task> = get_many(table, &ids, true)
-        .await?
-        .into_values()
-        .filter(|task| task.status == crate::task::TaskStatus::Pending)
-        .collect();
-    let transition = Transition::Cancel { now };
-    let cancelled: Vec<Applied> = futures::stream::iter(pending)
-        .map(|task| apply(table, ttl_after, task, &transition))
-        .buffered(WRITE_CONCURRENCY)
-        .try_collect()
-        .await?;
-    let mut ids: Vec<TaskId> = cancelled
-        .into_iter()
-        .filter_map(|applied| match applied {
-            Applied::Written(task) => Some(task.id),
-            Applied::Refused(..) | Applied::Gone => None,
-        })
-        .collect();
-    ids.sort();
-    Ok(ids)
+
+    /// Cancels every pending task with `reference_uid` (and `task_type`); the ids cancelled.
+    async fn cancel_reference(
+        &self,
+        reference_uid: &str,
+        task_type: Option<&str>,
+        now: Timestamp,
+    ) -> Result<Vec<TaskId>, StoreError> {
+        let table = &self.table;
+        let mut ids = table.reference_ids(reference_uid, task_type).await?;
+        // The index is eventually consistent; the guard item is read consistently, so a task
+        // created a moment ago is found too when the type is known.
+        if let Some(task_type) = task_type {
+            let holder = guards::reference_holder(table, task_type, reference_uid).await?;
+            if let Some(holder) = holder.filter(|holder| !ids.contains(holder)) {
+                ids.push(holder);
+            }
+        }
+        // The index holds keys only: read the tasks, and write only to the pending ones.
+        let pending: Vec<Task> = get_many(table, &ids, true)
+            .await?
+            .into_values()
+            .filter(|task| task.status == crate::task::TaskStatus::Pending)
+            .collect();
+        let transition = Transition::Cancel { now };
+        let cancelled: Vec<Applied> = futures::stream::iter(pending)
+            .map(|task| self.apply(task, &transition))
+            .buffered(WRITE_CONCURRENCY)
+            .try_collect()
+            .await?;
+        let mut ids: Vec<TaskId> = cancelled
+            .into_iter()
+            .filter_map(|applied| match applied {
+                Applied::Written(task) => Some(task.id),
+                Applied::Refused(..) | Applied::Gone => None,
+            })
+            .collect();
+        ids.sort();
+        Ok(ids)
+    }
 }
