@@ -88,7 +88,9 @@ pub async fn build_tasker(
     config: &Config,
     types: TaskTypes,
 ) -> Result<Tasker<crate::store::AnyStore>, StartupError> {
-    let tasker = tasker_over(config, open_store(config).await?, types)?;
+    // The task types first: a bad setting of theirs stops the start before the store opens.
+    let registry = types(config)?;
+    let tasker = Tasker::new(open_store(config).await?, registry, config.processor);
     #[cfg(feature = "sqs")]
     if let Some(queue) = open_queue(config).await {
         return Ok(tasker.with_push(std::sync::Arc::new(queue)));
