@@ -1,11 +1,17 @@
 #!/usr/bin/env bash
-# End-to-end test of the local Lambda workflow of docs/operations.md: `cargo lambda watch` runs the four
-# functions against DynamoDB Local, a task is enqueued through the function URL path, the
-# processor is invoked with the sample scheduled event, and the task must have succeeded; a
-# second task is run by the worker from the sample SQS event. Then an application's own task
-# type (examples/custom-type, docs/tasks.md): its `custom-tasker serve` runs one on SQLite, and
-# its processor function, invoked the same way, one on DynamoDB Local.
-# Needs: TASKER_TEST_DYNAMODB_ENDPOINT (scripts/test.sh sets it) and cargo-lambda on PATH.
+# End-to-end test of the local Lambda workflow of docs/operations.md: `cargo lambda watch` serves
+# the Lambda runtime API and the function URLs, the four functions run against DynamoDB Local, a
+# task is enqueued through the function URL path, the processor is invoked with the sample
+# scheduled event, and the task must have succeeded; a second task is run by the worker from
+# the sample SQS event. Then an application's own task type (examples/custom-type,
+# docs/tasks.md): its `custom-tasker serve` runs one on SQLite, and its processor function,
+# invoked the same way, one on DynamoDB Local.
+#
+# The functions are the binaries the workspace build made (`--only-lambda-apis`, each started
+# here against the emulator): `cargo lambda watch` building each itself would compile Tasker
+# once more per function, with that function's features alone.
+# Needs: TASKER_TEST_DYNAMODB_ENDPOINT (scripts/test.sh sets it), cargo-lambda on PATH, and the
+# workspace built (`cargo build --workspace`).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -16,16 +22,16 @@ hook_port=$(free_port)
 table="tasker-watch-$RANDOM$RANDOM"
 work=$(mktemp -d)
 pids=()
+bin="${CARGO_TARGET_DIR:-target}/debug"
 cleanup() {
-  # Each background job leads its own process group (setsid), so the functions that
-  # cargo lambda watch starts go down with it.
+  # Each background job leads its own process group (setsid).
   for pid in "${pids[@]}"; do kill -- "-$pid" 2>/dev/null || kill "$pid" 2>/dev/null || true; done
 }
 trap cleanup EXIT
 
 export AWS_ENDPOINT_URL_DYNAMODB="$endpoint" AWS_REGION=us-east-1 \
   AWS_ACCESS_KEY_ID=local AWS_SECRET_ACCESS_KEY=local AWS_EC2_METADATA_DISABLED=true
-cargo run --quiet -p tasker-cli -- create-table --table "$table"
+"$bin/tasker" create-table --table "$table"
 
 # A webhook receiver on 127.0.0.1 that records what it gets.
 setsid python3 - "$hook_port" "$work/hooks.log" <<'PY' &
@@ -44,20 +50,31 @@ http.server.HTTPServer(("127.0.0.1", port), Hook).serve_forever()
 PY
 pids+=($!)
 
-setsid cargo lambda watch --invoke-address 127.0.0.1 --invoke-port "$watch_port" --timeout 60 \
-  --env-vars "TASKER_STORE=dynamodb,TASKER_TABLE=$table,TASKER_API_TOKEN=dev,TASKER_WEBHOOK_ALLOW_PRIVATE=true,CHAT_WEBHOOK_URL=http://127.0.0.1:$hook_port/chat,AWS_ENDPOINT_URL_DYNAMODB=$endpoint,AWS_REGION=us-east-1,AWS_ACCESS_KEY_ID=local,AWS_SECRET_ACCESS_KEY=local,AWS_EC2_METADATA_DISABLED=true,RUST_LOG=info" \
-  >"$work/watch.log" 2>&1 &
+setsid cargo lambda watch --only-lambda-apis --invoke-address 127.0.0.1 --invoke-port "$watch_port" \
+  --timeout 60 >"$work/watch.log" 2>&1 &
 pids+=($!)
 for _ in $(seq 1 300); do
   (exec 3<>"/dev/tcp/127.0.0.1/$watch_port") 2>/dev/null && break
   sleep 0.2
+done
+# Each function as Lambda runs it: the runtime API (the emulator's, by function name) and the
+# variables Lambda sets, then the function's own.
+for function in enqueue processor worker cleanup custom-processor; do
+  setsid env AWS_LAMBDA_RUNTIME_API="http://127.0.0.1:$watch_port/.rt/$function" \
+    AWS_LAMBDA_FUNCTION_NAME="$function" AWS_LAMBDA_FUNCTION_MEMORY_SIZE=256 \
+    AWS_LAMBDA_FUNCTION_VERSION='$LATEST' AWS_LAMBDA_LOG_GROUP_NAME="/aws/lambda/$function" \
+    AWS_LAMBDA_LOG_STREAM_NAME=local TASKER_STORE=dynamodb TASKER_TABLE="$table" \
+    TASKER_API_TOKEN=dev TASKER_WEBHOOK_ALLOW_PRIVATE=true \
+    CHAT_WEBHOOK_URL="http://127.0.0.1:$hook_port/chat" RUST_LOG=info \
+    "$bin/$function" >>"$work/watch.log" 2>&1 &
+  pids+=($!)
 done
 
 fail() { echo "lambda-watch-e2e: $*" >&2; tail -n 40 "$work/watch.log" >&2; exit 1; }
 passed=0
 pass() { passed=$((passed + 1)); echo "ok: $*"; }
 
-# Enqueue through the function URL path (the first call builds and starts the function).
+# Enqueue through the function URL path.
 created=$(curl -sS --max-time 600 -X POST "http://127.0.0.1:$watch_port/lambda-url/enqueue/tasks" \
   -H 'authorization: Bearer dev' -H 'content-type: application/json' \
   -d "{\"type\":\"sendWebhook\",\"payload\":{\"url\":\"http://127.0.0.1:$hook_port/watch\",\"body\":{\"via\":\"cargo lambda watch\"}}}") \
@@ -99,7 +116,7 @@ pass "the worker function ran the task its SQS event named"
 
 # An application's own task type, through the example's binaries.
 export CHAT_WEBHOOK_URL="http://127.0.0.1:$hook_port/chat"
-custom_tasker() { cargo run --quiet -p custom-type --bin custom-tasker -- "$@"; }
+custom_tasker() { "$bin/custom-tasker" "$@"; }
 status_of() { python3 -c 'import json,sys; print(json.load(sys.stdin)["status"])'; }
 wait_for_chat() {
   for _ in $(seq 1 300); do
@@ -111,7 +128,7 @@ wait_for_chat() {
 # On SQLite: `custom-tasker serve` runs it as `tasker serve` runs a built-in one.
 serve_port=$(free_port)
 setsid env TASKER_DB_PATH="$work/custom.db" TASKER_STORE=sqlite RUST_LOG=warn \
-  cargo run --quiet -p custom-type --bin custom-tasker -- serve --listen "127.0.0.1:$serve_port" --interval 1 \
+  "$bin/custom-tasker" serve --listen "127.0.0.1:$serve_port" --interval 1 \
   >"$work/custom-serve.log" 2>&1 &
 pids+=($!)
 for _ in $(seq 1 600); do

@@ -7,7 +7,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 CACHE="${TASKER_CACHE:-$HOME/.cache/tasker}"
-TASKER="${TASKER_BIN:-target/debug/tasker}"
+TASKER="${TASKER_BIN:-${CARGO_TARGET_DIR:-target}/debug/tasker}"
 EXAMPLES="${SCHEMATHESIS_EXAMPLES:-300}"
 work=$(mktemp -d -t tasker-schemathesis.XXXXXX)
 source scripts/lib/serve.sh

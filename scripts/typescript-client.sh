@@ -7,7 +7,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$PWD
 CACHE="${TASKER_CACHE:-$HOME/.cache/tasker}"
-TASKER="${TASKER_BIN:-$root/target/debug/tasker}"
+TASKER="${TASKER_BIN:-${CARGO_TARGET_DIR:-$root/target}/debug/tasker}"
 work=$(mktemp -d -t tasker-ts.XXXXXX)
 source scripts/lib/serve.sh
 cd clients/typescript

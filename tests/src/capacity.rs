@@ -34,7 +34,36 @@ pub struct Consumed {
     pub index_units: f64,
     /// Calls refused by their condition expression.
     pub condition_failures: u64,
+    /// Calls whose answer reported the capacity it consumed.
+    pub reported: u64,
 }
+
+/// Read units of the `operations` in `ledger`, for a bound on them. Fails the test unless at
+/// least one such call was recorded and every one reported its capacity: a bound on units
+/// that were never reported would hold whatever the code read.
+pub fn measured_reads(ledger: &BTreeMap<String, Consumed>, operations: &[&str]) -> f64 {
+    let calls: Vec<&Consumed> = operations.iter().filter_map(|op| ledger.get(*op)).collect();
+    let made: u64 = calls.iter().map(|c| c.calls).sum();
+    let reported: u64 = calls.iter().map(|c| c.reported).sum();
+    assert!(
+        made > 0,
+        "no {operations:?} call went through the proxy: {ledger:?}"
+    );
+    assert_eq!(
+        reported, made,
+        "only {reported} of {made} {operations:?} calls reported their capacity"
+    );
+    calls.iter().map(|c| c.units()).sum()
+}
+
+/// Every read operation DynamoDB has, as the proxy names them.
+pub const READ_OPERATIONS: &[&str] = &[
+    "GetItem",
+    "BatchGetItem",
+    "Query",
+    "Scan",
+    "TransactGetItems",
+];
 
 impl Consumed {
     /// Table plus index units.
@@ -166,6 +195,9 @@ async fn forward(
             .is_some_and(|t| t.ends_with("ConditionalCheckFailedException"))
         {
             entry.condition_failures += 1;
+        }
+        if !parsed["ConsumedCapacity"].is_null() {
+            entry.reported += 1;
         }
         add_consumed(entry, &parsed["ConsumedCapacity"]);
     }

@@ -21,7 +21,7 @@ pub fn binary() -> PathBuf {
     binary
 }
 
-/// Runs `tasker <args>` to completion with `envs`.
+/// Runs `tasker <args>` to completion with `envs`, within a minute.
 pub fn run(args: &[&str], envs: &[(&str, String)]) -> Output {
     let mut command = Command::new(binary());
     command
@@ -31,7 +31,47 @@ pub fn run(args: &[&str], envs: &[(&str, String)]) -> Output {
     for (key, value) in envs {
         command.env(key, value);
     }
-    command.output().expect("run tasker")
+    output_within(&mut command, Duration::from_secs(60))
+}
+
+/// Runs `command` to completion and returns what it printed; kills it and fails the test when
+/// it is still running after `limit` (a command expected to refuse and exit that starts
+/// instead would otherwise hold the test forever).
+pub fn output_within(command: &mut Command, limit: Duration) -> Output {
+    let mut child = command
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start the command");
+    let read = |pipe: Option<Box<dyn std::io::Read + Send>>| {
+        std::thread::spawn(move || {
+            let mut bytes = Vec::new();
+            if let Some(mut pipe) = pipe {
+                let _ = pipe.read_to_end(&mut bytes);
+            }
+            bytes
+        })
+    };
+    let stdout = read(child.stdout.take().map(|p| Box::new(p) as _));
+    let stderr = read(child.stderr.take().map(|p| Box::new(p) as _));
+    let started = Instant::now();
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("wait for the command") {
+            break status;
+        }
+        if started.elapsed() >= limit {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("{command:?} was still running after {limit:?}");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    Output {
+        status,
+        stdout: stdout.join().unwrap_or_default(),
+        stderr: stderr.join().unwrap_or_default(),
+    }
 }
 
 /// A running `tasker serve`; killed when dropped.

@@ -133,3 +133,28 @@ pub async fn peek(client: &Client, url: &str) -> Vec<String> {
         .filter_map(|m| m.body)
         .collect()
 }
+
+/// Messages in the queue at `url`: waiting to be received, and received but neither deleted
+/// nor visible again yet (in flight), as the queue counts them.
+pub async fn messages_in(client: &Client, url: &str) -> (u64, u64) {
+    let answer = client
+        .get_queue_attributes()
+        .queue_url(url)
+        .attribute_names(QueueAttributeName::ApproximateNumberOfMessages)
+        .attribute_names(QueueAttributeName::ApproximateNumberOfMessagesNotVisible)
+        .send()
+        .await
+        .expect("queue attributes");
+    let count = |name: QueueAttributeName| {
+        answer
+            .attributes
+            .as_ref()
+            .and_then(|attributes| attributes.get(&name))
+            .and_then(|value| value.parse().ok())
+            .unwrap_or(u64::MAX)
+    };
+    (
+        count(QueueAttributeName::ApproximateNumberOfMessages),
+        count(QueueAttributeName::ApproximateNumberOfMessagesNotVisible),
+    )
+}

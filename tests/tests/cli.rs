@@ -3,6 +3,7 @@
 
 use std::io::Read;
 use std::process::{Command, Stdio};
+use std::time::Duration;
 
 use serde_json::Value;
 use tasker::{NewTask, SqliteStore, Timestamp};
@@ -199,11 +200,12 @@ fn create_refuses_bad_input_naming_what_is_wrong() {
 fn a_reader_that_stops_early_ends_the_listing_quietly() {
     let dir = tempfile::tempdir().expect("temp dir");
     let db = dir.path().join("tasker.db");
-    // Far more output than a pipe buffers (64 KiB), so the writer meets the closed pipe.
+    // Far more output than a pipe buffers (64 KiB) in either format, so the writer meets the
+    // closed pipe (checked below on the whole listing).
     let runtime = tokio::runtime::Runtime::new().expect("runtime");
     runtime.block_on(async {
         let store = SqliteStore::open(&db).expect("open");
-        for n in 0..400 {
+        for n in 0..2000 {
             let new = NewTask::new(
                 "sendWebhook",
                 format!("{{\"n\":{n},\"pad\":\"{}\"}}", "x".repeat(200)),
@@ -222,6 +224,18 @@ fn a_reader_that_stops_early_ends_the_listing_quietly() {
             db.display().to_string(),
         ];
         args.extend(format.iter().map(|a| (*a).to_owned()));
+        let whole = process::output_within(
+            Command::new(process::binary())
+                .args(&args)
+                .env_clear()
+                .env("PATH", std::env::var("PATH").unwrap_or_default()),
+            Duration::from_secs(60),
+        );
+        assert!(
+            whole.stdout.len() > 2 * 64 * 1024,
+            "{format:?}: the whole listing ({} bytes) would fit a pipe's buffer",
+            whole.stdout.len()
+        );
         let mut child = Command::new(process::binary())
             .args(&args)
             .env_clear()

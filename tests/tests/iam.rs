@@ -26,9 +26,12 @@ fn allowed(function: &str) -> BTreeSet<String> {
         .collect()
 }
 
-/// The operations the proxy saw since it was last read.
+/// The operations the proxy saw since it was last read; fails the test when it saw none (a
+/// handler that went around the proxy would otherwise pass every check).
 fn used(proxy: &CapacityProxy) -> BTreeSet<String> {
-    proxy.take().into_keys().collect()
+    let used: BTreeSet<String> = proxy.take().into_keys().collect();
+    assert!(!used.is_empty(), "no DynamoDB call went through the proxy");
+    used
 }
 
 /// Asserts `used` needs nothing `function` is not granted. A transaction is authorized per

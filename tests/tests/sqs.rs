@@ -140,7 +140,7 @@ async fn work_messages(
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn four_workers_run_each_task_once_though_every_message_comes_twice() {
     const TASKS: usize = 2000;
-    let Queues { queue, .. } = fresh_queues(5, Duration::from_secs(30)).await;
+    let Queues { queue, client, .. } = fresh_queues(5, Duration::from_secs(30)).await;
     let store = dynamo::fresh_store().await;
     let runs: Runs = Arc::default();
     let tasker =
@@ -191,16 +191,16 @@ async fn four_workers_run_each_task_once_though_every_message_comes_twice() {
         }
     })
     .await;
-    // The copies still queued are claimed and dropped.
+    // The copies still queued are claimed and dropped: none waits, and none is in a worker's
+    // hands (received, not yet deleted).
     eventually("the queue to empty", Duration::from_secs(120), || {
-        let queue = queue.clone();
+        let (client, url) = (client.clone(), queue.url().to_owned());
         async move {
-            let waiting = tasker::push::Push::waiting(&queue).await.ok()?;
-            (waiting == 0).then_some(())
+            let (waiting, in_flight) = tasker_tests::sqs::messages_in(&client, &url).await;
+            (waiting == 0 && in_flight == 0).then_some(())
         }
     })
     .await;
-    tokio::time::sleep(Duration::from_secs(2)).await;
     let _ = stop.send(true);
     let mut total = WorkSummary::default();
     for worker in workers {

@@ -56,7 +56,7 @@ impl Drop for Worker {
 /// through the API THEN the worker runs it (serve runs no tasks itself: only the mover).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn serve_sends_and_a_worker_runs() {
-    let Queues { queue, .. } = fresh_queues(5, Duration::from_secs(30)).await;
+    let Queues { queue, client, .. } = fresh_queues(5, Duration::from_secs(30)).await;
     let store = dynamo::fresh_store().await;
     let receiver = Receiver::start().await;
     let mut env = dynamo::child_env();
@@ -81,8 +81,22 @@ async fn serve_sends_and_a_worker_runs() {
         .expect("id")
         .parse()
         .expect("task id");
-    // Nothing runs it but a worker: serve only sends and moves.
-    tokio::time::sleep(Duration::from_secs(2)).await;
+    // Nothing runs it but a worker: serve only sends and moves. Once its message waits in
+    // the queue, the task is still pending and nothing was delivered.
+    eventually("serve to send the message", Duration::from_secs(30), || {
+        let (client, url) = (client.clone(), queue.url().to_owned());
+        async move {
+            let (waiting, in_flight) = tasker_tests::sqs::messages_in(&client, &url).await;
+            (waiting + in_flight == 1).then_some(())
+        }
+    })
+    .await;
+    let task = store.task_get(id).await.expect("read").expect("the task");
+    assert_eq!(
+        task.status,
+        TaskStatus::Pending,
+        "serve claimed the task itself"
+    );
     assert!(receiver.all().is_empty(), "serve ran the task itself");
     let _worker = Worker::start(store.table(), queue.url());
     eventually(

@@ -11,18 +11,14 @@ use futures::{StreamExt, TryStreamExt};
 use tasker::store::{Leases, LowerBound, Settlement};
 use tasker::task::TaskStatus;
 use tasker::{DynamoStore, NewTask, Task, Timestamp};
-use tasker_tests::capacity::{CapacityProxy, Consumed, WRITE_OPERATIONS};
+use tasker_tests::capacity::{CapacityProxy, Consumed, READ_OPERATIONS, measured_reads};
 use tasker_tests::dynamo;
 use tasker_tests::fixtures::{at, t0};
 use tasker_tests::queue::another_process;
 
-/// Read units of every call in `ledger`.
+/// Read units of every read in `ledger`: at least one read, each reporting its capacity.
 fn read_units(ledger: &BTreeMap<String, Consumed>) -> f64 {
-    ledger
-        .iter()
-        .filter(|(operation, _)| !WRITE_OPERATIONS.contains(&operation.as_str()))
-        .map(|(_, consumed)| consumed.units())
-        .sum()
+    measured_reads(ledger, READ_OPERATIONS)
 }
 
 /// `n` tasks created at `t0` (scheduled at `scheduled`, if given), 16 at a time.

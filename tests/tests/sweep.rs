@@ -9,9 +9,9 @@ use serde_json::Value;
 use tasker::store::dynamodb::due::{MARGIN, WATERMARK_MAX_LAG};
 
 use tasker::{DynamoStore, ManualClock, NewTask, ProcessorSettings, Registry, Task, Tasker};
-use tasker_tests::capacity::CapacityProxy;
+use tasker_tests::capacity::{CapacityProxy, measured_reads};
 use tasker_tests::fixtures::at;
-use tasker_tests::queue::{create, finished_below_watermarks, read_units, run_all, write_units};
+use tasker_tests::queue::{create, finished_below_watermarks, run_all, write_units};
 use tasker_tests::{dynamo, events};
 
 /// GIVEN a pending task whose entry is below the watermark (written with an instant the
@@ -65,7 +65,7 @@ async fn a_task_below_the_watermark_is_swept_back_and_runs_once() {
     assert_eq!(line["Rescued"], 1);
     assert_eq!(line["SweptEntries"], 121);
     // AND what it cost: half a read unit per entry for its item, plus the index pages
-    let reads = read_units(&ledger, "BatchGetItem") + read_units(&ledger, "Query");
+    let reads = measured_reads(&ledger, &["BatchGetItem", "Query"]);
     let (table, index, _) = write_units(&ledger);
     eprintln!(
         "sweep of 121 entries below the watermarks: {reads} read units ({:.3} per entry), \
@@ -73,6 +73,10 @@ async fn a_task_below_the_watermark_is_swept_back_and_runs_once() {
         reads / 121.0
     );
     assert!(reads / 121.0 <= 0.6, "{reads} read units for 121 entries");
+    assert!(
+        reads / 121.0 >= 0.5,
+        "each entry's item is read: {reads} units for 121"
+    );
 
     // AND the task is due at once: the next scan claims it, its one attempt
     let rescued = store.task_get(late.id).await.expect("get").expect("kept");

@@ -92,7 +92,16 @@ test("list walks every page, newest first", async () => {
     seen.push(...page.tasks.map((task) => task.id));
   }
   assert.ok(pages >= 3, `5 tasks in pages of 2 take at least 3 pages, got ${pages}`);
-  assert.deepEqual(new Set(seen), new Set(created.map((task) => task.id)));
+  // Cancelled tasks come by their finish, newest first, then by id (docs/api.md).
+  const stored = await Promise.all(created.map((task) => tasker.get(task.id)));
+  const expected = stored
+    .map((task) => ({ id: task.id, at: task.finishedAt ?? "" }))
+    .sort((a, b) => {
+      const [x, y] = a.at === b.at ? [a.id, b.id] : [a.at, b.at];
+      return x < y ? 1 : x > y ? -1 : 0;
+    })
+    .map((task) => task.id);
+  assert.deepEqual(seen, expected);
 });
 
 test("createBatch results narrow on status", async () => {

@@ -32,17 +32,26 @@ async fn walk<S: Store>(store: &S, filter: &ListFilter, limit: usize) -> Vec<Tas
     panic!("the listing did not end");
 }
 
-/// The tasks with `ids` as stored now, newest first: the order every listing must give.
+/// The tasks with `ids` as stored now, newest first: the order every listing must give, from
+/// the documented rule (docs/api.md) rather than the backends' own listing key: by the
+/// scheduled instant (the creation, if later) while pending, running or succeeded, by the
+/// finish once failed or cancelled; then by id, both descending.
 async fn newest_first<S: Store>(store: &S, filter: &ListFilter, all: &[TaskId]) -> Vec<TaskId> {
     let mut tasks = Vec::new();
     for &id in all {
         let task = fetch(store, id).await;
         if filter.matches(&task) {
-            tasks.push((ListKey::of(&task), id));
+            let instant = match task.status {
+                TaskStatus::Failed | TaskStatus::Cancelled => {
+                    task.finished_at.expect("a finished task has its finish")
+                }
+                _ => task.scheduled_at.max(task.created_at),
+            };
+            tasks.push((instant, id.to_string(), id));
         }
     }
-    tasks.sort_by(|a, b| b.0.cmp(&a.0));
-    tasks.into_iter().map(|(_, id)| id).collect()
+    tasks.sort_by(|a, b| (&b.0, &b.1).cmp(&(&a.0, &a.1)));
+    tasks.into_iter().map(|(_, _, id)| id).collect()
 }
 
 /// GIVEN tasks in every status, of two types, some sharing a reference and many sharing an

@@ -3,7 +3,7 @@
 use std::process::Command;
 
 fn tasker() -> Command {
-    let mut command = Command::new(env!("CARGO_BIN_EXE_tasker"));
+    let mut command = Command::new(tasker_tests::process::binary());
     command.env_clear();
     command
 }
