@@ -32,6 +32,35 @@ pub const WRITE_TIMEOUT: Duration = Duration::from_secs(30);
 /// DynamoDB call may take with its retries.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(60);
 
+/// Serves `app` on one accepted connection with the read and write limits, in a task of its
+/// own that gives its `permit` back when the connection ends; `graceful` stops it at a stop.
+fn serve_connection(
+    stream: tokio::net::TcpStream,
+    app: Router,
+    permit: tokio::sync::OwnedSemaphorePermit,
+    graceful: &GracefulShutdown,
+) {
+    let service = hyper::service::service_fn(move |request: hyper::Request<Incoming>| {
+        let request = request.map(|body| Body::new(TimeoutBody::new(BODY_READ_TIMEOUT, body)));
+        let app = app.clone();
+        async move { Ok::<_, Infallible>(app.oneshot(request).await.unwrap_or_else(|e| match e {})) }
+    });
+    let mut stream = TimeoutStream::new(stream);
+    stream.set_write_timeout(Some(WRITE_TIMEOUT));
+    let mut builder = http1::Builder::new();
+    builder
+        .timer(TokioTimer::new())
+        .header_read_timeout(HEADER_READ_TIMEOUT);
+    let connection =
+        graceful.watch(builder.serve_connection(TokioIo::new(Box::pin(stream)), service));
+    tokio::spawn(async move {
+        if let Err(err) = connection.await {
+            tracing::debug!(error = %err, "connection ended with an error");
+        }
+        drop(permit);
+    });
+}
+
 /// Serves `app` on `listener` with at most `max_connections` open connections until `stop`
 /// completes, then lets the requests in progress finish (for up to 30 s).
 pub async fn serve(
@@ -65,26 +94,7 @@ pub async fn serve(
             },
             () = &mut stop => break,
         };
-        let app = app.clone();
-        let service = hyper::service::service_fn(move |request: hyper::Request<Incoming>| {
-            let request = request.map(|body| Body::new(TimeoutBody::new(BODY_READ_TIMEOUT, body)));
-            let app = app.clone();
-            async move { Ok::<_, Infallible>(app.oneshot(request).await.unwrap_or_else(|e| match e {})) }
-        });
-        let mut stream = TimeoutStream::new(stream);
-        stream.set_write_timeout(Some(WRITE_TIMEOUT));
-        let mut builder = http1::Builder::new();
-        builder
-            .timer(TokioTimer::new())
-            .header_read_timeout(HEADER_READ_TIMEOUT);
-        let connection =
-            graceful.watch(builder.serve_connection(TokioIo::new(Box::pin(stream)), service));
-        tokio::spawn(async move {
-            if let Err(err) = connection.await {
-                tracing::debug!(error = %err, "connection ended with an error");
-            }
-            drop(permit);
-        });
+        serve_connection(stream, app.clone(), permit, &graceful);
     }
     // New clients are refused from now on instead of waiting in the backlog.
     drop(listener);

@@ -136,43 +136,7 @@ pub(crate) async fn run(
     tasker: &Tasker<AnyStore>,
 ) -> Result<(), CliError> {
     match command {
-        SchedulesCommand::List { output, .. } => {
-            let views: Vec<ScheduleView> = tasker
-                .schedules()
-                .await?
-                .into_iter()
-                .map(ScheduleView::of)
-                .collect();
-            if output.json {
-                out!("{}", json!({ "schedules": views }));
-                return Ok(());
-            }
-            out!(
-                "{:<32} {:<20} {:<20} {:<20} {:<24} {}",
-                "NAME",
-                "CRON",
-                "TIMEZONE",
-                "TYPE",
-                "NEXT RUN",
-                "PAUSED"
-            );
-            for view in &views {
-                let s = &view.schedule;
-                let next = s
-                    .next_run_at
-                    .map_or_else(|| "-".to_owned(), |t| t.to_text());
-                let paused = if s.paused { "yes" } else { "no" };
-                out!(
-                    "{:<32} {:<20} {:<20} {:<20} {:<24} {paused}",
-                    s.name,
-                    s.cron,
-                    s.timezone,
-                    s.task_type,
-                    next
-                );
-            }
-            Ok(())
-        }
+        SchedulesCommand::List { output, .. } => list(tasker, output.json).await,
         SchedulesCommand::Show { name, output, .. } => {
             print_schedule(tasker.schedule(&name).await?, output.json)
         }
@@ -188,16 +152,12 @@ pub(crate) async fn run(
             output,
             ..
         } => {
-            let payload: Value = serde_json::from_str(&payload)
-                .map_err(|err| CliError::Usage(format!("--payload is not JSON: {err}")))?;
-            let payload = payload_text(&payload)
-                .ok_or_else(|| CliError::Usage("--payload must not be null".to_owned()))?;
             let spec = ScheduleSpec {
                 name,
                 cron,
                 timezone,
                 task_type,
-                payload,
+                payload: payload_arg(&payload)?,
                 max_attempts,
                 missed: missed
                     .parse()
@@ -230,6 +190,52 @@ pub(crate) async fn run(
             apply(tasker, specs, dry_run, output.json).await
         }
     }
+}
+
+/// `--payload`: JSON, stored as the API stores it (a JSON string as its text).
+fn payload_arg(payload: &str) -> Result<String, CliError> {
+    let payload: Value = serde_json::from_str(payload)
+        .map_err(|err| CliError::Usage(format!("--payload is not JSON: {err}")))?;
+    payload_text(&payload).ok_or_else(|| CliError::Usage("--payload must not be null".to_owned()))
+}
+
+/// `tasker schedules list`: every schedule with its next run, as a table or JSON.
+async fn list(tasker: &Tasker<AnyStore>, json: bool) -> Result<(), CliError> {
+    let views: Vec<ScheduleView> = tasker
+        .schedules()
+        .await?
+        .into_iter()
+        .map(ScheduleView::of)
+        .collect();
+    if json {
+        out!("{}", json!({ "schedules": views }));
+        return Ok(());
+    }
+    out!(
+        "{:<32} {:<20} {:<20} {:<20} {:<24} {}",
+        "NAME",
+        "CRON",
+        "TIMEZONE",
+        "TYPE",
+        "NEXT RUN",
+        "PAUSED"
+    );
+    for view in &views {
+        let s = &view.schedule;
+        let next = s
+            .next_run_at
+            .map_or_else(|| "-".to_owned(), |t| t.to_text());
+        let paused = if s.paused { "yes" } else { "no" };
+        out!(
+            "{:<32} {:<20} {:<20} {:<20} {:<24} {paused}",
+            s.name,
+            s.cron,
+            s.timezone,
+            s.task_type,
+            next
+        );
+    }
+    Ok(())
 }
 
 fn print_schedule(schedule: Schedule, json: bool) -> Result<(), CliError> {

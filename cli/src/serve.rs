@@ -13,7 +13,7 @@ use clap::Args;
 use tasker::api::hosts::{self, HostAllowlist};
 use tasker::compose::TaskTypes;
 use tasker::runtime::{self, CleanupSettings, ServeSettings};
-use tasker::{AnyStore, Config, api};
+use tasker::{AnyStore, Config, Tasker, api};
 
 use crate::{CliError, StoreArgs};
 
@@ -62,16 +62,10 @@ pub(crate) async fn serve(args: ServeArgs, types: TaskTypes) -> Result<(), CliEr
     };
     tracing::info!(address = %local, store = %store, interval_s = args.interval, hosts = ?allowlist, "tasker listening on http://{local}");
 
-    let auth = config.local_auth();
-    let api = api::router(Arc::clone(&tasker), auth.clone());
-    let mut app = tasker::dashboard::beside(api, Arc::clone(&tasker), auth, true).layer(
-        middleware::from_fn_with_state(Arc::new(allowlist), hosts::require_allowed_host),
-    );
     if open_to_network {
         tracing::warn!(address = %local, "serving the API to the network WITHOUT A TOKEN (--insecure-no-auth): anyone who can reach {local} can read, create and cancel tasks");
-        app = app.layer(middleware::from_fn(remind_open));
     }
-    let app = app.layer(middleware::map_response(api::harden));
+    let app = app(&tasker, &config, allowlist, open_to_network);
     let (stopper, stop) = runtime::stop_signal();
     let max_connections = usize::try_from(args.max_connections).unwrap_or(512);
     let server = tokio::spawn(crate::http::serve(
@@ -104,6 +98,25 @@ pub(crate) async fn serve(args: ServeArgs, types: TaskTypes) -> Result<(), CliEr
     }
     tracing::info!("stopped");
     Ok(())
+}
+
+/// The API and the dashboard behind the `Host`/`Origin` allowlist, with the hardening headers
+/// on every answer (and the open-API reminder when `open_to_network`).
+fn app(
+    tasker: &Arc<Tasker<AnyStore>>,
+    config: &Config,
+    allowlist: HostAllowlist,
+    open_to_network: bool,
+) -> axum::Router {
+    let auth = config.local_auth();
+    let api = api::router(Arc::clone(tasker), auth.clone());
+    let mut app = tasker::dashboard::beside(api, Arc::clone(tasker), auth, true).layer(
+        middleware::from_fn_with_state(Arc::new(allowlist), hosts::require_allowed_host),
+    );
+    if open_to_network {
+        app = app.layer(middleware::from_fn(remind_open));
+    }
+    app.layer(middleware::map_response(api::harden))
 }
 
 /// Refuses to serve the API beyond this machine without a token, unless `--insecure-no-auth`

@@ -3,6 +3,7 @@
 #
 #   step NAME COMMAND...        runs it now
 #   background NAME COMMAND...  starts it; `finish` waits for it
+#   await_step NAME             waits for the background step NAME to end
 #   passed NAME                 true when the step ended successfully
 #   skip NAME...                counts steps that could not run (their prerequisite failed)
 #   finish                      waits for every step, prints their times and the closing line
@@ -44,6 +45,14 @@ step() {
 background() {
   run_step "$@" &
   STEPS_PIDS+=($!)
+  eval "STEP_PID_${1//-/_}=$!"
+}
+
+# Waits for the background step NAME to end (its log is printed as it ends).
+await_step() {
+  local var="STEP_PID_${1//-/_}"
+  [ -n "${!var:-}" ] && wait "${!var}"
+  return 0
 }
 
 passed() {
@@ -62,12 +71,12 @@ reported_tests() {
   local log="$STEPS_DIR/$1.log"
   case $1 in
     tests)
-      # "Summary [ 150.5s] 372 tests run: 371 passed (4 slow), 1 failed, 0 skipped"
+      # "Summary [ 300.1s] 372 tests run: 369 passed (2 slow), 2 failed, 1 timed out, 0 skipped"
       grep -E '^ *Summary \[' "$log" | tail -n 1 | awk '{
         passed = 0; failed = 0
         for (i = 1; i <= NF; i++) {
           if ($(i + 1) ~ /^passed/) passed = $i
-          if ($(i + 1) ~ /^failed/) failed = $i
+          if ($(i + 1) ~ /^failed/ || ($(i + 1) == "timed" && $(i + 2) ~ /^out/)) failed += $i
         }
         print passed, failed }' ;;
     typescript-client)

@@ -461,8 +461,9 @@ fn a_client_that_never_reads_its_answers_is_dropped() {
         .expect("timeout");
     let request = "GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n".repeat(50_000);
     let _ = stream.write_all(request.as_bytes());
-    // The client reads nothing for longer than the server's 30 s write timeout.
-    std::thread::sleep(Duration::from_secs(35));
+    // The client reads nothing for longer than the server's 30 s write timeout, with room for
+    // the server to answer enough requests to fill the buffers first on a busy machine.
+    std::thread::sleep(Duration::from_secs(50));
     // Then it reads what is there: the answers the buffers held, and the end. A server that
     // had kept the connection would answer all 50,000 requests.
     stream

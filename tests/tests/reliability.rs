@@ -91,7 +91,8 @@ async fn statuses<S: Store>(store: &S, ids: &[TaskId]) -> HashMap<TaskId, TaskSt
         .await
 }
 
-/// Runs `tasker` until a run claims nothing; store errors only pause it.
+/// Runs `tasker` until a run claims nothing; store errors only pause it. The claims that
+/// started an attempt (not those given back unstarted: a run out of time, a spent lease).
 async fn drain<S: Store>(tasker: Tasker<S>) -> usize {
     let mut claimed = 0;
     let mut idle_runs = 0;
@@ -105,7 +106,7 @@ async fn drain<S: Store>(tasker: Tasker<S>) -> usize {
             }
             Ok(summary) => {
                 idle_runs = 0;
-                claimed += summary.claimed;
+                claimed += summary.claimed - summary.outcomes.released;
             }
             Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
         }

@@ -272,6 +272,58 @@ fn invalid_parameter(name: &str, reason: &str) -> ApiError {
     )
 }
 
+/// At most `max` characters, or the parameter `name` is refused.
+fn capped(name: &str, value: String, max: usize) -> Result<String, ApiError> {
+    if value.chars().count() > max {
+        return Err(invalid_parameter(
+            name,
+            &format!("is longer than {max} characters"),
+        ));
+    }
+    Ok(value)
+}
+
+/// Sets the known parameter `name` of `GET /tasks` to `value` (not empty, not seen before).
+fn set_list_parameter(parsed: &mut ListQuery, name: &str, value: String) -> Result<(), ApiError> {
+    match name {
+        "status" => {
+            let status = value.parse().map_err(|_| {
+                invalid_parameter(
+                    "status",
+                    "must be one of pending, running, succeeded, failed, cancelled",
+                )
+            })?;
+            parsed.filter.status = Some(status);
+        }
+        "type" => parsed.filter.task_type = Some(capped(name, value, MAX_TYPE_CHARS)?),
+        "referenceUid" => {
+            parsed.filter.reference_uid = Some(capped(name, value, MAX_REFERENCE_UID_CHARS)?);
+        }
+        "schedule" => {
+            parsed.filter.schedule = Some(capped(name, value, crate::schedule::MAX_NAME_CHARS)?);
+        }
+        "limit" => {
+            parsed.limit = value
+                .parse()
+                .ok()
+                .filter(|limit| (1..=MAX_LIST_LIMIT).contains(limit))
+                .ok_or_else(|| {
+                    invalid_parameter(
+                        "limit",
+                        &format!("must be an integer from 1 to {MAX_LIST_LIMIT}"),
+                    )
+                })?;
+        }
+        _ => {
+            let cursor = value.parse().map_err(|err: InvalidCursor| {
+                ApiError::bad_request("invalid_cursor", err.to_string())
+            })?;
+            parsed.cursor = Some(cursor);
+        }
+    }
+    Ok(())
+}
+
 /// Parses the query string of `GET /tasks`: unknown, repeated or empty parameters are refused,
 /// so a typo never silently widens a listing.
 pub fn parse_list_query(query: Option<&str>) -> Result<ListQuery, ApiError> {
@@ -298,65 +350,7 @@ pub fn parse_list_query(query: Option<&str>) -> Result<ListQuery, ApiError> {
         if value.is_empty() {
             return Err(invalid_parameter(&name, "is empty"));
         }
-        match name.as_ref() {
-            "status" => {
-                let status = value.parse().map_err(|_| {
-                    invalid_parameter(
-                        "status",
-                        "must be one of pending, running, succeeded, failed, cancelled",
-                    )
-                })?;
-                parsed.filter.status = Some(status);
-            }
-            "type" => {
-                if value.chars().count() > MAX_TYPE_CHARS {
-                    return Err(invalid_parameter(
-                        "type",
-                        &format!("is longer than {MAX_TYPE_CHARS} characters"),
-                    ));
-                }
-                parsed.filter.task_type = Some(value.into_owned());
-            }
-            "referenceUid" => {
-                if value.chars().count() > MAX_REFERENCE_UID_CHARS {
-                    return Err(invalid_parameter(
-                        "referenceUid",
-                        &format!("is longer than {MAX_REFERENCE_UID_CHARS} characters"),
-                    ));
-                }
-                parsed.filter.reference_uid = Some(value.into_owned());
-            }
-            "schedule" => {
-                if value.chars().count() > crate::schedule::MAX_NAME_CHARS {
-                    return Err(invalid_parameter(
-                        "schedule",
-                        &format!(
-                            "is longer than {} characters",
-                            crate::schedule::MAX_NAME_CHARS
-                        ),
-                    ));
-                }
-                parsed.filter.schedule = Some(value.into_owned());
-            }
-            "limit" => {
-                parsed.limit = value
-                    .parse()
-                    .ok()
-                    .filter(|limit| (1..=MAX_LIST_LIMIT).contains(limit))
-                    .ok_or_else(|| {
-                        invalid_parameter(
-                            "limit",
-                            &format!("must be an integer from 1 to {MAX_LIST_LIMIT}"),
-                        )
-                    })?;
-            }
-            _ => {
-                let cursor = value.parse().map_err(|err: InvalidCursor| {
-                    ApiError::bad_request("invalid_cursor", err.to_string())
-                })?;
-                parsed.cursor = Some(cursor);
-            }
-        }
+        set_list_parameter(&mut parsed, &name, value.into_owned())?;
     }
     Ok(parsed)
 }

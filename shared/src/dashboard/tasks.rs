@@ -11,8 +11,8 @@ use super::pages::Notice;
 use super::{Page, Shared};
 use crate::api::requests::parse_list_query;
 use crate::clock::Timestamp;
-use crate::store::ListFilter;
 use crate::store::Store;
+use crate::store::{ListFilter, ListKey};
 use crate::task::{Task, TaskId, TaskStatus};
 use axum::extract::State;
 
@@ -111,6 +111,18 @@ fn retry_failed_link(task_type: Option<&str>) -> String {
     format!("/ui/confirm?{}", query.finish())
 }
 
+/// The link to the page after `cursor`, with the listing's other parameters kept.
+fn next_page_link(query: &str, cursor: &ListKey) -> String {
+    let mut link = url::form_urlencoded::Serializer::new(String::new());
+    for (name, value) in url::form_urlencoded::parse(query.as_bytes()) {
+        if name != "cursor" {
+            link.append_pair(&name, &value);
+        }
+    }
+    link.append_pair("cursor", cursor.as_str());
+    format!("/ui/tasks?{}", link.finish())
+}
+
 pub async fn list<S: Store>(
     State(dashboard): Shared<S>,
     headers: HeaderMap,
@@ -138,16 +150,7 @@ pub async fn list<S: Store>(
         (None, Ok(_)) => (Vec::new(), None, None),
     };
     let filter = parsed.map(|q| q.filter).unwrap_or_default();
-    let next_link = next.map(|cursor| {
-        let mut link = url::form_urlencoded::Serializer::new(String::new());
-        for (name, value) in url::form_urlencoded::parse(query.as_bytes()) {
-            if name != "cursor" {
-                link.append_pair(&name, &value);
-            }
-        }
-        link.append_pair("cursor", cursor.as_str());
-        format!("/ui/tasks?{}", link.finish())
-    });
+    let next_link = next.map(|cursor| next_page_link(&query, &cursor));
     let status = filter.status;
     let current = if status == Some(TaskStatus::Failed) {
         "Failed"
@@ -177,6 +180,27 @@ pub async fn list<S: Store>(
     page.render(StatusCode::OK, "Tasks", current, body)
 }
 
+/// What happened to `task` and when, in order.
+fn timeline(task: &Task) -> Vec<(Timestamp, &str)> {
+    let mut timeline: Vec<(Timestamp, &str)> = vec![
+        (task.created_at, "created"),
+        (task.scheduled_at, "scheduled"),
+    ];
+    timeline.extend(
+        task.last_failed_attempt_at
+            .map(|at| (at, "last attempt failed")),
+    );
+    if task.status == TaskStatus::Running {
+        timeline.extend(task.lease_expires_at.map(|at| (at, "lease ends")));
+    }
+    timeline.extend(task.succeeded_at.map(|at| (at, "succeeded")));
+    if task.status != TaskStatus::Succeeded {
+        timeline.extend(task.finished_at.map(|at| (at, task.status.as_str())));
+    }
+    timeline.sort_by_key(|(at, _)| *at);
+    timeline
+}
+
 pub async fn show<S: Store>(
     State(dashboard): Shared<S>,
     headers: HeaderMap,
@@ -204,22 +228,7 @@ pub async fn show<S: Store>(
     let payload = serde_json::from_str::<serde_json::Value>(&task.payload)
         .and_then(|value| serde_json::to_string_pretty(&value))
         .unwrap_or_else(|_| task.payload.clone());
-    let mut timeline: Vec<(Timestamp, &str)> = vec![
-        (task.created_at, "created"),
-        (task.scheduled_at, "scheduled"),
-    ];
-    timeline.extend(
-        task.last_failed_attempt_at
-            .map(|at| (at, "last attempt failed")),
-    );
-    if task.status == TaskStatus::Running {
-        timeline.extend(task.lease_expires_at.map(|at| (at, "lease ends")));
-    }
-    timeline.extend(task.succeeded_at.map(|at| (at, "succeeded")));
-    if task.status != TaskStatus::Succeeded {
-        timeline.extend(task.finished_at.map(|at| (at, task.status.as_str())));
-    }
-    timeline.sort_by_key(|(at, _)| *at);
+    let timeline = timeline(&task);
     let body = html! {
         h1 { "Task " code { (task.id) } }
         (notice.show())

@@ -134,26 +134,17 @@ impl<S: Store> Tasker<S> {
                     attempt: task.attempts,
                     payload: task.payload.clone(),
                 };
-                // A separate task contains a panic to this attempt.
-                let mut running = tokio::spawn(handler(ctx));
-                match tokio::time::timeout(timeout, &mut running).await {
-                    Ok(Ok(result)) => result,
-                    Ok(Err(join)) if join.is_panic() => Err(TaskError::Retryable(format!(
-                        "handler panicked: {}",
-                        panic_message(join.into_panic())
-                    ))),
-                    Ok(Err(join)) => Err(TaskError::Retryable(format!("handler aborted: {join}"))),
-                    Err(_) => {
-                        running.abort();
-                        Err(TaskError::Retryable(format!(
-                            "handler timed out after {}",
-                            humantime::format_duration(timeout)
-                        )))
-                    }
-                }
+                run_handler(handler(ctx), timeout).await
             }
         };
-        let settlement = match result {
+        let settlement = self.settlement_of(&task, result);
+        self.record(&task, settlement, started.elapsed()).await
+    }
+
+    /// What an attempt of `task` that ended with `result` records: a success, a retry after
+    /// the task's backoff, or a failure once the error is permanent or no attempt is left.
+    fn settlement_of(&self, task: &Task, result: Result<(), TaskError>) -> Settlement {
+        match result {
             Ok(()) => Settlement::Succeeded,
             Err(err) if err.is_permanent() || task.attempts >= task.max_attempts => {
                 Settlement::Failed {
@@ -169,8 +160,7 @@ impl<S: Store> Tasker<S> {
                         .max(Duration::from_millis(1)),
                 ),
             },
-        };
-        self.record(&task, settlement, started.elapsed()).await
+        }
     }
 
     /// Gives `task` back unstarted; `out_of_time` when the run's deadline is why (the run then
@@ -241,6 +231,30 @@ impl<S: Store> Tasker<S> {
                 );
                 (Outcome::Unrecorded, None)
             }
+        }
+    }
+}
+
+/// Runs a handler's future within `timeout`, in a task of its own so that a panic is contained
+/// to this attempt: a panic, an abort and a timeout are retryable failures.
+async fn run_handler(
+    attempt: crate::handlers::HandlerFuture,
+    timeout: Duration,
+) -> Result<(), TaskError> {
+    let mut running = tokio::spawn(attempt);
+    match tokio::time::timeout(timeout, &mut running).await {
+        Ok(Ok(result)) => result,
+        Ok(Err(join)) if join.is_panic() => Err(TaskError::Retryable(format!(
+            "handler panicked: {}",
+            panic_message(join.into_panic())
+        ))),
+        Ok(Err(join)) => Err(TaskError::Retryable(format!("handler aborted: {join}"))),
+        Err(_) => {
+            running.abort();
+            Err(TaskError::Retryable(format!(
+                "handler timed out after {}",
+                humantime::format_duration(timeout)
+            )))
         }
     }
 }

@@ -74,6 +74,8 @@ async fn a_paused_type_waits_and_runs_once_resumed() {
     );
 }
 
+// One scenario from its GIVEN to its THEN, its handlers held by channels the test releases
+// step by step: longer than most functions, and clearer whole.
 #[tokio::test]
 async fn a_capped_type_takes_no_more_than_its_slots_while_other_types_run() {
     let (started_tx, mut started) = mpsc::unbounded_channel::<TaskId>();

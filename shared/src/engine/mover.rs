@@ -89,19 +89,7 @@ impl<S: Store> Tasker<S> {
             return Err(TaskerError::NoQueue);
         };
         let now = self.clock.now();
-        // A paused type's tasks get their messages once it is resumed (a worker drops any
-        // that arrive meanwhile); the store leaves them out, so they never crowd out others.
-        let paused = self.paused_now().await?;
-        let gate = ClaimGate::new(paused, std::collections::BTreeMap::new());
-        let find = Deliverable {
-            horizon: now.plus(MAX_DELAY),
-            now,
-            limit: MOVE_LIMIT,
-            gate: &gate,
-        };
-        let tasks = self.store.task_list_deliverable(find).await?;
-        // The expired final attempts that read failed, in the counts of finished tasks.
-        self.store.queue_flush(now, true).await;
+        let tasks = self.deliverable(now).await?;
         let queue_busy = match push.waiting().await {
             Ok(waiting) => waiting > 0,
             Err(err) => {
@@ -145,6 +133,24 @@ impl<S: Store> Tasker<S> {
             "mover run finished"
         );
         Ok(summary)
+    }
+
+    /// The tasks due for a message at `now`. A paused type's tasks get theirs once it is
+    /// resumed (a worker drops any that arrive meanwhile); the store leaves them out, so they
+    /// never crowd out others.
+    async fn deliverable(&self, now: Timestamp) -> Result<Vec<Task>, TaskerError> {
+        let paused = self.paused_now().await?;
+        let gate = ClaimGate::new(paused, std::collections::BTreeMap::new());
+        let find = Deliverable {
+            horizon: now.plus(MAX_DELAY),
+            now,
+            limit: MOVE_LIMIT,
+            gate: &gate,
+        };
+        let tasks = self.store.task_list_deliverable(find).await?;
+        // The expired final attempts that read failed, in the counts of finished tasks.
+        self.store.queue_flush(now, true).await;
+        Ok(tasks)
     }
 
     /// Sorts what a scan found at `now`: the tasks to send a message for (with whether it is a

@@ -267,6 +267,8 @@ mod deadline {
     use crate::store::SqliteStore;
     use crate::task::{NewTask, TaskStatus};
 
+    // Three deadlines in one scenario, each with its own run over the same tasks: longer than
+    // most functions, and clearer whole.
     #[tokio::test]
     async fn tasks_that_cannot_start_before_the_deadline_are_left_unstarted() {
         let runs = Arc::new(AtomicU32::new(0));

@@ -154,11 +154,7 @@ impl Transition {
                 if !due || task.attempts >= task.max_attempts {
                     return Err(refused);
                 }
-                next.status = TaskStatus::Running;
-                next.attempts += 1;
-                next.updated_at = *now;
-                next.lease_expires_at = Some(*lease_until);
-                next.lease_token = Some(token.clone());
+                start_attempt(&mut next, *now, *lease_until, token);
             }
             Self::Settle {
                 attempt,
@@ -166,10 +162,7 @@ impl Transition {
                 outcome,
                 now,
             } => {
-                let holds = task.status == TaskStatus::Running
-                    && task.attempts == *attempt
-                    && task.lease_token.as_deref() == Some(token.as_str());
-                if !holds {
+                if !holds_lease(task, *attempt, token) {
                     return Err(refused);
                 }
                 settle(&mut next, outcome, *now);
@@ -178,47 +171,25 @@ impl Transition {
                 if !is_expired_final_attempt(task, *due_by) {
                     return Err(refused);
                 }
-                let failed = Settlement::Failed {
-                    error: LEASE_EXPIRED_ERROR.to_owned(),
-                };
-                settle(&mut next, &failed, *now);
+                settle(&mut next, &lease_expired(), *now);
                 next.lease_token = Some(token.clone());
             }
             Self::Rescue { now, entry } => {
-                let due = match task.status {
-                    TaskStatus::Pending => task.attempts < task.max_attempts,
-                    TaskStatus::Running => task.lease_expires_at.is_some_and(|at| at <= *now),
-                    _ => false,
-                };
-                if !due || task.scheduled_at >= *now || ListKey::of(task) != *entry {
+                if !rescue(task, &mut next, *now, entry) {
                     return Err(refused);
                 }
-                next.scheduled_at = *now;
-                next.updated_at = *now;
             }
             Self::Cancel { now } => {
                 if task.status != TaskStatus::Pending {
                     return Err(refused);
                 }
                 next.status = TaskStatus::Cancelled;
-                next.updated_at = *now;
-                next.finished_at = Some(*now);
+                (next.updated_at, next.finished_at) = (*now, Some(*now));
             }
             Self::Retry { now } => {
-                if !matches!(task.status, TaskStatus::Failed | TaskStatus::Cancelled) {
+                if !retry(task, &mut next, *now) {
                     return Err(refused);
                 }
-                // "Now" is never before the finish it follows (a host whose clock is behind),
-                // so the task's queue instant is a new one: on DynamoDB, an entry at a key the
-                // task had before may be known as finished.
-                let after = task.queue_at().plus(Duration::from_millis(1));
-                next.status = TaskStatus::Pending;
-                next.attempts = 0;
-                next.scheduled_at = (*now).max(after);
-                next.updated_at = *now;
-                next.succeeded_at = None;
-                next.finished_at = None;
-                next.lease_expires_at = None;
             }
         }
         Ok(next)
@@ -242,6 +213,66 @@ impl Transition {
             _ => StoreError::NotFound(id),
         }
     }
+}
+
+/// True while `task` is running the attempt `attempt` under the lease `token`.
+fn holds_lease(task: &Task, attempt: u32, token: &str) -> bool {
+    task.status == TaskStatus::Running
+        && task.attempts == attempt
+        && task.lease_token.as_deref() == Some(token)
+}
+
+/// The failure an expired final attempt is settled with.
+fn lease_expired() -> Settlement {
+    Settlement::Failed {
+        error: LEASE_EXPIRED_ERROR.to_owned(),
+    }
+}
+
+/// A claimed task's next attempt, running from `now` under the lease `token` until
+/// `lease_until`.
+fn start_attempt(next: &mut Task, now: Timestamp, lease_until: Timestamp, token: &str) {
+    next.status = TaskStatus::Running;
+    next.attempts += 1;
+    next.updated_at = now;
+    next.lease_expires_at = Some(lease_until);
+    next.lease_token = Some(token.to_owned());
+}
+
+/// A rescue of `task` into `next` at `now`, if the task is still due at the entry the sweep
+/// read (`entry`) and due before `now`: it gets a new entry at `now`.
+fn rescue(task: &Task, next: &mut Task, now: Timestamp, entry: &ListKey) -> bool {
+    let due = match task.status {
+        TaskStatus::Pending => task.attempts < task.max_attempts,
+        TaskStatus::Running => task.lease_expires_at.is_some_and(|at| at <= now),
+        _ => false,
+    };
+    if !due || task.scheduled_at >= now || ListKey::of(task) != *entry {
+        return false;
+    }
+    next.scheduled_at = now;
+    next.updated_at = now;
+    true
+}
+
+/// A retry of the failed or cancelled `task` into `next` at `now`: pending, due now, with
+/// fresh attempts.
+fn retry(task: &Task, next: &mut Task, now: Timestamp) -> bool {
+    if !matches!(task.status, TaskStatus::Failed | TaskStatus::Cancelled) {
+        return false;
+    }
+    // "Now" is never before the finish it follows (a host whose clock is behind), so the task's
+    // queue instant is a new one: on DynamoDB, an entry at a key the task had before may be
+    // known as finished.
+    let after = task.queue_at().plus(Duration::from_millis(1));
+    next.status = TaskStatus::Pending;
+    next.attempts = 0;
+    next.scheduled_at = now.max(after);
+    next.updated_at = now;
+    next.succeeded_at = None;
+    next.finished_at = None;
+    next.lease_expires_at = None;
+    true
 }
 
 /// True for a running task whose final attempt's lease expired by `due_by`: it is failed

@@ -54,10 +54,9 @@ async fn newest_first<S: Store>(store: &S, filter: &ListFilter, all: &[TaskId]) 
     tasks.into_iter().map(|(_, _, id)| id).collect()
 }
 
-/// GIVEN tasks in every status, of two types, some sharing a reference and many sharing an
-/// instant WHEN listed with each filter and page size THEN pages hold at most the limit and
-/// together list every match exactly once, newest first (queue instant, then id).
-pub async fn listings_are_newest_first_and_pages_cover_every_match<S: Store>(store: S) {
+/// 24 tasks of two types, groups of four sharing a due instant, some sharing a reference: 6
+/// claimed at t=10 (2 succeed, 2 fail, 2 stay running), then 3 more cancelled. Their ids.
+async fn tasks_in_every_status<S: Store>(store: &S) -> Vec<TaskId> {
     let mut all = Vec::new();
     for i in 0..24u64 {
         let mut new = new_task(if i % 3 == 0 { "email" } else { "webhook" });
@@ -67,10 +66,10 @@ pub async fn listings_are_newest_first_and_pages_cover_every_match<S: Store>(sto
         if i % 5 == 0 {
             new.reference_uid = Some(format!("booking-{}", i % 4));
         }
-        all.push(create_at(&store, new, t0()).await.id);
+        all.push(create_at(store, new, t0()).await.id);
     }
     // 6 claimed at t=10: 2 succeed, 2 fail, 2 stay running; 3 more cancelled.
-    let claimed = claim(&store, at(10), 6).await;
+    let claimed = claim(store, at(10), 6).await;
     assert_eq!(claimed.len(), 6);
     for (i, task) in claimed.iter().enumerate().take(4) {
         let outcome = if i < 2 {
@@ -87,12 +86,19 @@ pub async fn listings_are_newest_first_and_pages_cover_every_match<S: Store>(sto
     }
     let mut cancelled = 0;
     for &id in &all {
-        if cancelled < 3 && fetch(&store, id).await.status == TaskStatus::Pending {
+        if cancelled < 3 && fetch(store, id).await.status == TaskStatus::Pending {
             store.task_cancel(id, at(30)).await.expect("cancel");
             cancelled += 1;
         }
     }
+    all
+}
 
+/// GIVEN tasks in every status, of two types, some sharing a reference and many sharing an
+/// instant WHEN listed with each filter and page size THEN pages hold at most the limit and
+/// together list every match exactly once, newest first (queue instant, then id).
+pub async fn listings_are_newest_first_and_pages_cover_every_match<S: Store>(store: S) {
+    let all = tasks_in_every_status(&store).await;
     let mut filters = vec![ListFilter::default()];
     for status in TaskStatus::ALL {
         filters.push(ListFilter {

@@ -17,6 +17,17 @@ const CLAIM_CONCURRENCY: usize = 16;
 /// Scans a claim makes at most when every claim of a round lost to another processor.
 const CLAIM_ROUNDS: usize = 3;
 
+/// What one round of a claim did.
+#[derive(Default)]
+struct Round {
+    /// The tasks it claimed.
+    won: Vec<Task>,
+    /// Candidates another processor claimed first.
+    lost: usize,
+    /// The first claim that failed, if one did.
+    error: Option<StoreError>,
+}
+
 impl DynamoStore {
     /// Claims up to `claim.limit` due tasks; see [`crate::store::Store::task_claim`]. The due
     /// entries and their items are read first, and only what is due is claimed: a claim that
@@ -30,8 +41,8 @@ impl DynamoStore {
             due_by,
             now,
             limit,
-            leases,
             gate,
+            ..
         } = claim;
         if limit == 0 {
             return Ok(Vec::new());
@@ -52,33 +63,14 @@ impl DynamoStore {
         // A round that lost every claim to another processor says nothing about what is still
         // due: look again (from another shard, see `after_claim_round`) before answering empty.
         for _ in 0..CLAIM_ROUNDS {
-            // Boxed: the scan's future is deep, and callers' futures nest it several levels down.
-            let found = Box::pin(self.due.scan(&goal)).await?;
-            for task in found.exhausted {
-                self.expire(task, due_by, now).await?;
+            let round = self.claim_round(&goal, &claim).await?;
+            self.due.after_claim_round(round.lost, now);
+            self.due.remember_running(&round.won);
+            claimed.extend(round.won);
+            if let Some(err) = round.error {
+                first_error.get_or_insert(err);
             }
-            let tried = found.claimable.len().min(limit);
-            let results: Vec<Result<Option<Task>, StoreError>> =
-                futures::stream::iter(found.claimable.into_iter().take(limit))
-                    .map(|task| self.claim_one(task, due_by, now, leases))
-                    .buffered(CLAIM_CONCURRENCY)
-                    .collect()
-                    .await;
-            let won_before = claimed.len();
-            let mut failed = 0;
-            for result in results {
-                match result {
-                    Ok(won) => claimed.extend(won),
-                    Err(err) => {
-                        failed += 1;
-                        first_error.get_or_insert(err);
-                    }
-                }
-            }
-            let lost = tried - (claimed.len() - won_before) - failed;
-            self.due.after_claim_round(lost, now);
-            self.due.remember_running(&claimed[won_before..]);
-            if !claimed.is_empty() || lost == 0 || first_error.is_some() {
+            if !claimed.is_empty() || round.lost == 0 || first_error.is_some() {
                 break;
             }
         }
@@ -92,6 +84,36 @@ impl DynamoStore {
             }
             None => Ok(claimed),
         }
+    }
+
+    /// One round of a claim: a scan, the exhausted tasks it found failed, the candidates
+    /// claimed at once.
+    async fn claim_round(&self, goal: &ScanGoal, claim: &Claim<'_>) -> Result<Round, StoreError> {
+        // Boxed: the scan's future is deep, and callers' futures nest it several levels down.
+        let found = Box::pin(self.due.scan(goal)).await?;
+        for task in found.exhausted {
+            self.expire(task, claim.due_by, claim.now).await?;
+        }
+        let tried = found.claimable.len().min(claim.limit);
+        let results: Vec<Result<Option<Task>, StoreError>> =
+            futures::stream::iter(found.claimable.into_iter().take(claim.limit))
+                .map(|task| self.claim_one(task, claim.due_by, claim.now, claim.leases))
+                .buffered(CLAIM_CONCURRENCY)
+                .collect()
+                .await;
+        let mut round = Round::default();
+        let mut failed = 0;
+        for result in results {
+            match result {
+                Ok(won) => round.won.extend(won),
+                Err(err) => {
+                    failed += 1;
+                    round.error.get_or_insert(err);
+                }
+            }
+        }
+        round.lost = tried - round.won.len() - failed;
+        Ok(round)
     }
 
     /// Claims the candidate `task` (as the scan read it); `None` when another processor got

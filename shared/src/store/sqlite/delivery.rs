@@ -47,12 +47,7 @@ impl SqliteStore {
         &self,
         find: Deliverable<'_>,
     ) -> Result<Vec<Task>, StoreError> {
-        let Deliverable {
-            horizon,
-            now,
-            limit,
-            gate,
-        } = find;
+        let (horizon, now, limit, gate) = (find.horizon, find.now, find.limit, find.gate);
         let paused: Vec<String> = gate
             .closed()
             .filter(|name| gate.is_paused(name))

@@ -27,6 +27,31 @@ impl std::fmt::Debug for SettleRequest {
     }
 }
 
+/// Writes the outcomes of `batch` in one transaction: each one's answer, or the failure of the
+/// whole group. A lost lease writes nothing and the others go on. Any other failure may have
+/// rolled the transaction back (SQLite does so on its own for some errors): the whole group
+/// fails, and its outcomes are written again by the processor's retries.
+fn write_group(
+    conn: &mut rusqlite::Connection,
+    batch: &[SettleRequest],
+) -> Result<Vec<Result<Task, StoreError>>, StoreError> {
+    let tx = conn
+        .transaction_with_behavior(TransactionBehavior::Immediate)
+        .map_err(sqlite_error)?;
+    let mut results = Vec::with_capacity(batch.len());
+    for request in batch {
+        let result = settle_in(&tx, request);
+        if let Err(err) = &result {
+            if !matches!(err, StoreError::LeaseLost(_)) {
+                return Err(err.clone());
+            }
+        }
+        results.push(result);
+    }
+    tx.commit().map_err(sqlite_error)?;
+    Ok(results)
+}
+
 /// The outcome of one request inside the group commit's transaction.
 fn settle_in(tx: &rusqlite::Transaction<'_>, request: &SettleRequest) -> Result<Task, StoreError> {
     match apply(tx, request.id, &request.settle) {
@@ -42,6 +67,46 @@ fn settle_in(tx: &rusqlite::Transaction<'_>, request: &SettleRequest) -> Result<
         }
         other => other,
     }
+}
+
+/// Up to `want` tasks due by `due_by`, earliest first, none of the `closed` types but their
+/// expired final attempts (which the claim fails). The filter only when a type is closed: the
+/// common claim's query stays as simple as it was.
+fn due_candidates(
+    tx: &rusqlite::Transaction<'_>,
+    due_by: Timestamp,
+    want: i64,
+    closed: &[String],
+) -> Result<Vec<Task>, StoreError> {
+    if closed.is_empty() {
+        let mut stmt = tx
+            .prepare_cached(&format!(
+                "SELECT {COLUMNS} FROM tasks WHERE due_at <= ?1 \
+                 AND (status = 'running' OR attempts < max_attempts) \
+                 ORDER BY due_at, id LIMIT ?2"
+            ))
+            .map_err(sqlite_error)?;
+        return stmt
+            .query_map(params![due_by.to_text(), want], row_to_task)
+            .map_err(sqlite_error)?
+            .collect::<rusqlite::Result<_>>()
+            .map_err(sqlite_error);
+    }
+    let mut stmt = tx
+        .prepare_cached(&format!(
+            "SELECT {COLUMNS} FROM tasks WHERE due_at <= ?1 \
+             AND (status = 'running' OR attempts < max_attempts) \
+             AND (type NOT IN (SELECT value FROM json_each(?3)) \
+                  OR status = 'running' AND attempts >= max_attempts) \
+             ORDER BY due_at, id LIMIT ?2"
+        ))
+        .map_err(sqlite_error)?;
+    let closed = serde_json::to_string(closed)
+        .map_err(|err| StoreError::backend_from("encoding the closed task types", err))?;
+    stmt.query_map(params![due_by.to_text(), want, closed], row_to_task)
+        .map_err(sqlite_error)?
+        .collect::<rusqlite::Result<_>>()
+        .map_err(sqlite_error)
 }
 
 impl SqliteStore {
@@ -61,37 +126,7 @@ impl SqliteStore {
             loop {
                 let closed: Vec<String> = gate.closed().map(str::to_owned).collect();
                 let want = i64::try_from(limit - claimed.len()).unwrap_or(i64::MAX);
-                // The filter only when a type is closed: the common claim stays as it was.
-                let due: Vec<Task> = if closed.is_empty() {
-                    let mut stmt = tx
-                        .prepare_cached(&format!(
-                            "SELECT {COLUMNS} FROM tasks WHERE due_at <= ?1 \
-                             AND (status = 'running' OR attempts < max_attempts) \
-                             ORDER BY due_at, id LIMIT ?2"
-                        ))
-                        .map_err(sqlite_error)?;
-                    stmt.query_map(params![due_by.to_text(), want], row_to_task)
-                        .map_err(sqlite_error)?
-                        .collect::<rusqlite::Result<_>>()
-                        .map_err(sqlite_error)?
-                } else {
-                    let mut stmt = tx
-                        .prepare_cached(&format!(
-                            "SELECT {COLUMNS} FROM tasks WHERE due_at <= ?1 \
-                             AND (status = 'running' OR attempts < max_attempts) \
-                             AND (type NOT IN (SELECT value FROM json_each(?3)) \
-                                  OR status = 'running' AND attempts >= max_attempts) \
-                             ORDER BY due_at, id LIMIT ?2"
-                        ))
-                        .map_err(sqlite_error)?;
-                    let closed = serde_json::to_string(&closed).map_err(|err| {
-                        StoreError::backend_from("encoding the closed task types", err)
-                    })?;
-                    stmt.query_map(params![due_by.to_text(), want, closed], row_to_task)
-                        .map_err(sqlite_error)?
-                        .collect::<rusqlite::Result<_>>()
-                        .map_err(sqlite_error)?
-                };
+                let due = due_candidates(tx, due_by, want, &closed)?;
                 if due.is_empty() {
                     break;
                 }
@@ -101,19 +136,16 @@ impl SqliteStore {
                         continue;
                     }
                     // Each claim gets a token of its own.
-                    let (transition, runs) = if exhausted {
-                        (Transition::expire(due_by, now), false)
+                    let transition = if exhausted {
+                        Transition::expire(due_by, now)
                     } else {
-                        (
-                            Transition::claim(due_by, now, leases.until(&task.task_type, now)),
-                            true,
-                        )
+                        Transition::claim(due_by, now, leases.until(&task.task_type, now))
                     };
                     let changed = transition
                         .apply(&task)
                         .map_err(|refused| transition.refusal(task.id, refused))?;
                     update(tx, &task, &changed).map_err(sqlite_error)?;
-                    if runs {
+                    if !exhausted {
                         claimed.push(changed);
                     }
                 }
@@ -157,28 +189,7 @@ impl SqliteStore {
                 .with_conn(move |conn| {
                     let batch =
                         std::mem::take(&mut *queue.lock().unwrap_or_else(|p| p.into_inner()));
-                    let written = conn
-                        .transaction_with_behavior(TransactionBehavior::Immediate)
-                        .map_err(sqlite_error)
-                        .and_then(|tx| {
-                            let mut results = Vec::with_capacity(batch.len());
-                            for request in &batch {
-                                let result = settle_in(&tx, request);
-                                // A lost lease writes nothing and the others go on. Any other
-                                // failure may have rolled the transaction back (SQLite does so on
-                                // its own for some errors): the whole group fails, and its
-                                // outcomes are written again by the processor's retries.
-                                if let Err(err) = &result {
-                                    if !matches!(err, StoreError::LeaseLost(_)) {
-                                        return Err(err.clone());
-                                    }
-                                }
-                                results.push(result);
-                            }
-                            tx.commit().map_err(sqlite_error)?;
-                            Ok(results)
-                        });
-                    match written {
+                    match write_group(conn, &batch) {
                         Ok(results) => {
                             for (request, result) in batch.into_iter().zip(results) {
                                 let _ = request.reply.send(result);
