@@ -22,11 +22,17 @@ run_step() {
   shift
   local log="$STEPS_DIR/$name.log" started status
   started=$(date +%s)
-  "$@" >"$log" 2>&1 </dev/null
+  # In a subshell of its own, whose `times` then hold the CPU the step's processes used.
+  (
+    "$@" </dev/null
+    step_status=$?
+    times >"$STEPS_DIR/$name.times"
+    exit "$step_status"
+  ) >"$log" 2>&1
   status=$?
   local took=$(($(date +%s) - started))
   local ended=$(($(date +%s) - STEPS_STARTED))
-  echo "$status $took $ended" >"$STEPS_DIR/$name.status"
+  echo "$status $took $ended $(cpu_seconds "$STEPS_DIR/$name.times")" >"$STEPS_DIR/$name.status"
   local verdict=passed
   [ "$status" -eq 0 ] || verdict="FAILED (exit $status)"
   # One log at a time, whole, so steps that end together do not interleave.
@@ -37,6 +43,21 @@ run_step() {
   } 9>"$STEPS_DIR/print.lock"
   return "$status"
 }
+
+# User plus system seconds of a step's processes, from `times`' second line ("0m12.3s 0m1.2s").
+cpu_seconds() {
+  [ -f "$1" ] || { echo 0; return; }
+  sed -n 2p "$1" | awk '{
+    total = 0
+    for (i = 1; i <= 2; i++) { split($i, t, /[ms]/); total += t[1] * 60 + t[2] }
+    printf "%d", total }'
+}
+
+# Busy and total jiffies of every CPU since boot, from /proc/stat.
+cpu_jiffies() {
+  awk '/^cpu / { busy = $2 + $3 + $4 + $7 + $8; total = busy + $5 + $6; print busy, total }' /proc/stat
+}
+STEPS_CPU_START=$(cpu_jiffies)
 
 step() {
   run_step "$@"
@@ -62,7 +83,7 @@ passed() {
 skip() {
   for name in "$@"; do
     echo "== $name: not run (a step it needs failed)"
-    echo "skipped 0 0" >"$STEPS_DIR/$name.status"
+    echo "skipped 0 0 0" >"$STEPS_DIR/$name.status"
   done
 }
 
@@ -91,11 +112,11 @@ finish() {
     wait "$pid"
   done
   local total_passed=0 total_failed=0 skipped=0
-  echo "== steps (seconds taken, and when each ended)"
+  echo "== steps (seconds taken, when each ended, and its processes' CPU seconds)"
   for file in "$STEPS_DIR"/*.status; do
-    local name status took ended
+    local name status took ended cpu
     name=$(basename "$file" .status)
-    read -r status took ended <"$file"
+    read -r status took ended cpu <"$file"
     if [ "$status" = skipped ]; then
       skipped=$((skipped + 1))
       printf '%-20s %s\n' "$name" "not run"
@@ -114,9 +135,13 @@ finish() {
     [ "$status" -ne 0 ] && [ "$f" -eq 0 ] && f=1
     total_passed=$((total_passed + p))
     total_failed=$((total_failed + f))
-    printf '%-20s %5ss %6ss  %s passed, %s failed\n' "$name" "$took" "$ended" "$p" "$f"
+    printf '%-20s %5ss %6ss %6ss cpu  %s passed, %s failed\n' "$name" "$took" "$ended" "$cpu" "$p" "$f"
   done
-  echo "whole run: $(($(date +%s) - STEPS_STARTED)) s"
+  local busy_start total_start busy_end total_end
+  read -r busy_start total_start <<<"$STEPS_CPU_START"
+  read -r busy_end total_end < <(cpu_jiffies)
+  echo "whole run: $(($(date +%s) - STEPS_STARTED)) s, the machine's CPUs busy" \
+    "$((100 * (busy_end - busy_start) / (total_end - total_start + 1))) % of it"
   echo "suite: $total_passed passed, $((total_failed + skipped)) failed"
   [ "$total_failed" -eq 0 ] && [ "$skipped" -eq 0 ]
   exit $?

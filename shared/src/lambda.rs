@@ -1,6 +1,6 @@
-//! Tasker at the Lambda edge: the one conversion of its errors to the runtime's `Diagnostic`,
-//! so every function reports `errorType` and the whole error chain the same way; and what an
-//! invocation's deadline means.
+//! Tasker at the Lambda edge: a function's cold start, the one conversion of its errors to the
+//! runtime's `Diagnostic` (so every function reports `errorType` and the whole error chain the
+//! same way), and what an invocation's deadline means.
 
 use std::time::{Duration, Instant, SystemTime};
 
@@ -8,6 +8,18 @@ use lambda_runtime::{Context, Diagnostic};
 
 use crate::engine::TaskerError;
 use crate::report::Report;
+
+/// A function's cold start: the default subscriber (JSON logs when Lambda asks for them), the
+/// configuration, and Tasker over the configured store (and SQS mode's queue) with `types`.
+#[cfg(any(feature = "sqlite", feature = "dynamodb"))]
+pub async fn cold_start(
+    types: crate::compose::TaskTypes,
+) -> Result<(crate::Config, crate::Tasker<crate::AnyStore>), crate::StartupError> {
+    lambda_runtime::tracing::init_default_subscriber();
+    let config = crate::Config::from_env()?;
+    let tasker = crate::compose::build_tasker(&config, types).await?;
+    Ok((config, tasker))
+}
 
 /// 2001-09-09 in Unix milliseconds: any real invocation deadline is later. Some local
 /// emulators send a duration instead (cargo lambda watch sends its `--timeout`, e.g. 60000):

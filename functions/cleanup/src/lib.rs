@@ -5,15 +5,12 @@
 use std::time::Duration;
 
 use lambda_runtime::{LambdaEvent, service_fn};
-use tasker::{CleanupSummary, Config, Store, Tasker, TaskerError, compose, metrics};
+use tasker::{CleanupSummary, Store, Tasker, TaskerError, compose, metrics};
 
 /// The cleanup function: reads the configuration, opens the store once per cold start, and
 /// cleans up once per scheduled event.
 pub async fn run() -> Result<(), lambda_runtime::Error> {
-    lambda_runtime::tracing::init_default_subscriber();
-    let config = Config::from_env()?;
-    let store = compose::open_store(&config).await?;
-    let tasker = compose::tasker_over(&config, store, compose::no_types)?;
+    let (config, tasker) = tasker::lambda::cold_start(compose::no_types).await?;
     let settings = CleanupSettings {
         age: config.cleanup_age(),
         sweep_entries: config.sweep_entries,

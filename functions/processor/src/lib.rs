@@ -7,9 +7,9 @@
 use std::time::Duration;
 
 use lambda_runtime::{LambdaEvent, service_fn};
-use tasker::compose::{self, TaskTypes};
+use tasker::compose::TaskTypes;
 use tasker::runtime::{self, Invocation};
-use tasker::{Config, PollSettings, Report, RunSummary, Store, Tasker, TaskerError, metrics};
+use tasker::{PollSettings, Report, RunSummary, Store, Tasker, TaskerError, metrics};
 
 /// The longest the backlog read for the metrics may take (less if the deadline is nearer).
 const BACKLOG_BUDGET: Duration = Duration::from_secs(5);
@@ -19,9 +19,7 @@ const ANSWER_RESERVE: Duration = Duration::from_millis(500);
 /// The processor function with `types`: reads the configuration, opens the store (and the
 /// queue in SQS mode) once per cold start, and serves invocations.
 pub async fn run(types: TaskTypes) -> Result<(), lambda_runtime::Error> {
-    lambda_runtime::tracing::init_default_subscriber();
-    let config = Config::from_env()?;
-    let tasker = compose::build_tasker(&config, types).await?;
+    let (config, tasker) = tasker::lambda::cold_start(types).await?;
     let emit = |line: &str| println!("{line}");
     lambda_runtime::run(service_fn(|event: LambdaEvent<serde_json::Value>| {
         handle(&tasker, &config.service, config.poll, event, &emit)

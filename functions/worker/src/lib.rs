@@ -6,9 +6,9 @@ use std::time::{Duration, Instant};
 
 use aws_lambda_events::event::sqs::{BatchItemFailure, SqsBatchResponse, SqsEvent};
 use lambda_runtime::{LambdaEvent, service_fn};
-use tasker::compose::{self, TaskTypes};
+use tasker::compose::TaskTypes;
 use tasker::engine::{Handled, Message, WorkSummary};
-use tasker::{Config, Store, Tasker};
+use tasker::{Store, Tasker};
 
 /// Time kept back from the invocation's deadline to answer Lambda.
 const ANSWER_RESERVE: Duration = Duration::from_millis(500);
@@ -16,9 +16,7 @@ const ANSWER_RESERVE: Duration = Duration::from_millis(500);
 /// The worker function with `types`: reads the configuration, opens the store and the queue
 /// (for retries' next messages) once per cold start, and serves batches.
 pub async fn run(types: TaskTypes) -> Result<(), lambda_runtime::Error> {
-    lambda_runtime::tracing::init_default_subscriber();
-    let config = Config::from_env()?;
-    let tasker = compose::build_tasker(&config, types).await?;
+    let (config, tasker) = tasker::lambda::cold_start(types).await?;
     let emit = |line: &str| println!("{line}");
     lambda_runtime::run(service_fn(|event: LambdaEvent<SqsEvent>| async {
         Ok::<_, lambda_runtime::Error>(handle(&tasker, &config.service, event, &emit).await)
