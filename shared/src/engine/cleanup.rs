@@ -61,9 +61,7 @@ impl<S: Store> Tasker<S> {
         );
         Ok(summary)
     }
-}
 
-impl<S: Store> Tasker<S> {
     /// Sweeps at most `max_entries` entries below the due queue's watermarks, making every task
     /// found there still due again (see [`Store::queue_sweep`]).
     pub async fn sweep(&self, max_entries: u64) -> Result<SweepSummary, TaskerError> {

@@ -14,6 +14,43 @@ use crate::store::{
 };
 use crate::task::{NewTask, Task, TaskId};
 
+/// Largest page a listing returns.
+pub const MAX_LIST_LIMIT: usize = 100;
+
+/// Counts per status and the backlog, as `GET /stats` and `tasker stats` show them.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Stats {
+    /// Tasks in each status.
+    pub counts: StatusCounts,
+    /// Tasks due now and not running (pending past their time, or with an expired lease).
+    pub due: u64,
+    /// Seconds since the oldest of them became due; `None` when nothing is due.
+    pub oldest_due_age_seconds: Option<u64>,
+    /// True when every number is exact as of the call (SQLite); see docs/api.md#stats.
+    pub exact: bool,
+    /// When pending, running, `due` and the oldest due age were seen, when not by this call:
+    /// a processor's last look at the queue (DynamoDB).
+    pub active_seen_at: Option<Timestamp>,
+    /// Numbers that are at least what is shown (their reads reached a cap).
+    pub lower_bounds: Vec<LowerBound>,
+}
+
+/// What one page of a bulk retry of failed tasks did.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct RetriedPage {
+    /// Tasks put back in the queue.
+    pub retried: Vec<TaskId>,
+    /// Tasks that could not be, with why (a reference held by an active task, a contended
+    /// guard, a passing outage): one never stops the rest.
+    pub skipped: Vec<(TaskId, String)>,
+    /// Where the next page starts; `None` after the last.
+    pub next: Option<ListKey>,
+}
+
+/// Retries one bulk retry has in flight at once.
+const RETRY_CONCURRENCY: usize = 8;
+
 impl<S: Store> Tasker<S> {
     /// Validates and stores a new task with its type's default attempts and retry policy; a
     /// repeated idempotency key returns the task it made the first time.
@@ -63,9 +100,7 @@ impl<S: Store> Tasker<S> {
         }
         Ok(created)
     }
-}
 
-impl<S: Store> Tasker<S> {
     /// The task with `id`.
     pub async fn get(&self, id: TaskId) -> Result<Task, TaskerError> {
         self.store
@@ -73,9 +108,7 @@ impl<S: Store> Tasker<S> {
             .await?
             .ok_or(TaskerError::Store(StoreError::NotFound(id)))
     }
-}
 
-impl<S: Store> Tasker<S> {
     /// Cancels the pending task `id`.
     pub async fn cancel(&self, id: TaskId) -> Result<Task, TaskerError> {
         Ok(self.store.task_cancel(id, self.clock.now()).await?)
@@ -93,9 +126,7 @@ impl<S: Store> Tasker<S> {
             .task_cancel_by_reference(reference_uid, task_type, now)
             .await?)
     }
-}
 
-impl<S: Store> Tasker<S> {
     /// Puts the failed or cancelled task `id` back in the queue, due now, with fresh attempts.
     pub async fn retry(&self, id: TaskId) -> Result<Task, TaskerError> {
         let task = self.store.task_retry(id, self.clock.now()).await?;
@@ -103,9 +134,7 @@ impl<S: Store> Tasker<S> {
         self.deliver(std::slice::from_ref(&task)).await;
         Ok(task)
     }
-}
 
-impl<S: Store> Tasker<S> {
     /// Tasks finished per minute (SQLite) or hour (DynamoDB) up to now.
     pub async fn throughput(&self) -> Result<crate::store::Throughput, TaskerError> {
         Ok(self.store.queue_throughput(self.clock.now()).await?)
@@ -115,31 +144,7 @@ impl<S: Store> Tasker<S> {
     pub async fn backlog(&self) -> Result<Backlog, TaskerError> {
         Ok(self.store.queue_backlog(self.clock.now()).await?)
     }
-}
 
-/// Largest page a listing returns.
-pub const MAX_LIST_LIMIT: usize = 100;
-
-/// Counts per status and the backlog, as `GET /stats` and `tasker stats` show them.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "camelCase")]
-pub struct Stats {
-    /// Tasks in each status.
-    pub counts: StatusCounts,
-    /// Tasks due now and not running (pending past their time, or with an expired lease).
-    pub due: u64,
-    /// Seconds since the oldest of them became due; `None` when nothing is due.
-    pub oldest_due_age_seconds: Option<u64>,
-    /// True when every number is exact as of the call (SQLite); see docs/api.md#stats.
-    pub exact: bool,
-    /// When pending, running, `due` and the oldest due age were seen, when not by this call:
-    /// a processor's last look at the queue (DynamoDB).
-    pub active_seen_at: Option<Timestamp>,
-    /// Numbers that are at least what is shown (their reads reached a cap).
-    pub lower_bounds: Vec<LowerBound>,
-}
-
-impl<S: Store> Tasker<S> {
     /// Up to `limit` (at most [`MAX_LIST_LIMIT`]) tasks matching `filter`, newest first, below
     /// `after`.
     pub async fn list(
@@ -156,24 +161,7 @@ impl<S: Store> Tasker<S> {
         };
         Ok(self.store.task_list(page).await?)
     }
-}
 
-/// What one page of a bulk retry of failed tasks did.
-#[derive(Debug, Clone, Default, PartialEq)]
-pub struct RetriedPage {
-    /// Tasks put back in the queue.
-    pub retried: Vec<TaskId>,
-    /// Tasks that could not be, with why (a reference held by an active task, a contended
-    /// guard, a passing outage): one never stops the rest.
-    pub skipped: Vec<(TaskId, String)>,
-    /// Where the next page starts; `None` after the last.
-    pub next: Option<ListKey>,
-}
-
-/// Retries one bulk retry has in flight at once.
-const RETRY_CONCURRENCY: usize = 8;
-
-impl<S: Store> Tasker<S> {
     /// Retries one page of up to `limit` failed tasks (of `task_type`, when given) below
     /// `after`, several at once.
     pub async fn retry_failed_page(
@@ -206,9 +194,7 @@ impl<S: Store> Tasker<S> {
         }
         Ok(done)
     }
-}
 
-impl<S: Store> Tasker<S> {
     /// Counts per status and the backlog, in reads that do not grow with the table.
     pub async fn stats(&self) -> Result<Stats, TaskerError> {
         let now = self.clock.now();

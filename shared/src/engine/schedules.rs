@@ -288,9 +288,7 @@ impl<S: Store> Tasker<S> {
         self.deliver(std::slice::from_ref(&task)).await;
         Ok(task)
     }
-}
 
-impl<S: Store> Tasker<S> {
     /// Checks `spec` as a create would (field rules, and a type registered here) without
     /// writing anything.
     pub fn validate_schedule(&self, spec: &ScheduleSpec) -> Result<(), TaskerError> {
