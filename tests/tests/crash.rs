@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use reqwest::Method;
 use serde_json::json;
-use tasker::{AnyStore, DynamoStore, SqliteStore, Store, TaskId, TaskStatus};
+use tasker::{AnyStore, DynamoStore, SqliteStore, Store, Task, TaskId, TaskStatus};
 use tasker_tests::fixtures::ApiClient;
 use tasker_tests::process::Serve;
 use tasker_tests::receiver::Receiver;
@@ -16,15 +16,17 @@ const TASKS: usize = 12;
 
 /// The server's settings: 4 slots so that at the kill some tasks are done, some in flight and
 /// some not yet claimed; finished tasks kept (the restarted process runs cleanup when it
-/// starts); a short handler timeout and lease grace, so a claim of the killed process expires
-/// 3 s + 1 s after it was made.
+/// starts); a handler timeout and lease grace that let a claim of the killed process expire
+/// 10 s + 1 s after it was made. The timeout leaves the 1.5 s webhooks a wide margin: with 3 s,
+/// a delivery slowed past it on a loaded 2-core CI machine timed out and was retried, a second
+/// delivery the kill did not cause.
 fn settings() -> Vec<(&'static str, String)> {
     [
         ("TASKER_WEBHOOK_ALLOW_PRIVATE", "true"),
         ("TASKER_CONCURRENCY", "4"),
         ("TASKER_BATCH_SIZE", "4"),
         ("TASKER_RETENTION", "1h"),
-        ("TASKER_HANDLER_TIMEOUT", "3s"),
+        ("TASKER_HANDLER_TIMEOUT", "10s"),
         ("TASKER_LEASE_GRACE", "1s"),
         ("TASKER_RETRY_INITIAL", "1s"),
     ]
@@ -43,6 +45,8 @@ struct AtTheKill {
     done: HashSet<TaskId>,
     /// Deliveries the receiver had seen start.
     deliveries: usize,
+    /// Each task as stored at the kill, for the failure messages.
+    stored: HashMap<TaskId, Task>,
 }
 
 /// GIVEN 12 webhooks that each take 1.5 s to answer, created through `serve`.
@@ -84,6 +88,7 @@ async fn kill_mid_batch(
         in_flight: HashSet::new(),
         done: HashSet::new(),
         deliveries: receiver.all().len(),
+        stored: HashMap::new(),
     };
     for id in ids {
         let task = store
@@ -96,6 +101,7 @@ async fn kill_mid_batch(
             TaskStatus::Succeeded => kill.done.insert(*id),
             _ => false,
         };
+        kill.stored.insert(*id, task);
     }
     assert!(
         !kill.done.is_empty(),
@@ -150,10 +156,14 @@ fn only_tasks_in_flight_ran_twice(receiver: &Receiver, ids: &[TaskId], kill: &At
             "{} ran more than twice",
             slow_path(i)
         );
+        let at_kill = &kill.stored[&ids[i]];
         assert!(
             kill.in_flight.contains(&ids[i]),
-            "{} ran twice but was not in flight at the kill",
-            slow_path(i)
+            "{} ran twice but was not in flight at the kill: {:?}, attempts {}, last error {:?}",
+            slow_path(i),
+            at_kill.status,
+            at_kill.attempts,
+            at_kill.last_error
         );
     }
     assert!(
