@@ -7,8 +7,8 @@ use std::future::Future;
 use super::interface::store_methods;
 use super::{
     Backlog, Claim, ClaimById, ClaimedById, Created, Deliverable, Expect, ListPage, Overview,
-    PausedTypes, ScheduleWrite, Settlement, StatusCounts, Store, StoreError, SweepSummary,
-    TaskPage, Throughput, TypeCounts,
+    PausedTypes, QueueReads, ScheduleWrite, Settlement, StatusCounts, Store, StoreError,
+    SweepSummary, TaskPage, Throughput, TypeCounts,
 };
 use crate::clock::Timestamp;
 use crate::schedule::Schedule;

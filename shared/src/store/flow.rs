@@ -73,13 +73,23 @@ impl ClaimGate {
         !self.is_paused(task_type) && self.room.get(task_type).is_none_or(|room| *room > 0)
     }
 
+    /// How many more tasks of `task_type` it admits, when the type is capped.
+    pub fn room(&self, task_type: &str) -> Option<usize> {
+        self.room.get(task_type).copied()
+    }
+
+    /// Records that a due task of a capped type was left for want of room.
+    pub fn turn_away(&self) {
+        if let Some(flag) = &self.turned_away {
+            flag.store(true, std::sync::atomic::Ordering::Relaxed);
+        }
+    }
+
     /// Takes one task of `task_type` through the gate, if it admits one.
     pub fn take(&mut self, task_type: &str) -> bool {
         if !self.admits(task_type) {
             if !self.is_paused(task_type) {
-                if let Some(flag) = &self.turned_away {
-                    flag.store(true, std::sync::atomic::Ordering::Relaxed);
-                }
+                self.turn_away();
             }
             return false;
         }

@@ -12,8 +12,8 @@ use std::future::Future;
 
 use super::{
     Backlog, Claim, ClaimById, ClaimedById, Created, Deliverable, Expect, ListPage, Overview,
-    PausedTypes, ScheduleWrite, Settlement, StatusCounts, StoreError, SweepSummary, TaskPage,
-    Throughput, TypeCounts,
+    PausedTypes, QueueReads, ScheduleWrite, Settlement, StatusCounts, StoreError, SweepSummary,
+    TaskPage, Throughput, TypeCounts,
 };
 use crate::clock::Timestamp;
 use crate::schedule::Schedule;
@@ -140,6 +140,9 @@ macro_rules! store_methods {
                 now: Timestamp,
                 max_entries: u64,
             ) -> Result<SweepSummary, StoreError>;
+
+            /// What this store instance's claims have read so far (see [`super::QueueReads`]).
+            fn queue_reads(&self) -> QueueReads;
 
             /// Writes what this process keeps for a while before writing (DynamoDB's counts of
             /// finished tasks, what it saw of the due queue), if it is time to, or at once at

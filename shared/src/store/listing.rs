@@ -32,6 +32,11 @@ impl ListKey {
         self.0.split_once('#').and_then(|(at, _)| at.parse().ok())
     }
 
+    /// The id of the task the key stands for.
+    pub fn task_id(&self) -> Option<TaskId> {
+        self.0.split_once('#').and_then(|(_, id)| id.parse().ok())
+    }
+
     /// The key's text.
     pub fn as_str(&self) -> &str {
         &self.0

@@ -20,6 +20,7 @@ mod interface;
 mod lease;
 mod listing;
 mod params;
+mod reads;
 mod schedules;
 #[cfg(feature = "sqlite")]
 pub mod sqlite;
@@ -37,6 +38,7 @@ pub use listing::{
     InvalidCursor, ListFilter, ListKey, LowerBound, Overview, StatusCounts, TaskPage, Throughput,
 };
 pub use params::{Claim, ClaimById, ClaimedById, Deliverable, ListPage};
+pub use reads::{QueueReads, ReadCounter};
 pub use schedules::{Expect, SCHEDULES_SEEN_WITHIN, ScheduleWrite};
 #[cfg(feature = "sqlite")]
 pub use sqlite::SqliteStore;

@@ -148,7 +148,10 @@ pub async fn claims_right_after_a_capped_one_take_the_rest<S: Store>(store: S) {
         // Long after they fell due: no look behind a cursor reaches back to them.
         let claimed = claim_through(&store, at(100), 10, &gate).await;
         assert_eq!(claimed.len(), want, "{taken:?}");
-        assert_eq!(gate.turned_away(), want == 2, "turned away");
+        // What the dispatcher reads as "held back": the type's room was used up (and, on a
+        // scan that met more of its tasks, some were turned away).
+        let held_back = gate.any_full() || gate.turned_away();
+        assert_eq!(held_back, want == 2, "held back");
         taken.extend(ids(&claimed));
     }
     let mut unique = taken.clone();

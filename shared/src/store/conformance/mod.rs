@@ -3,6 +3,7 @@
 //! empty store and passes explicit instants, so nothing sleeps. Instantiate the whole suite
 //! with [`crate::store_conformance_tests!`].
 
+mod blocked;
 mod cancel;
 mod claim;
 mod create;
@@ -17,6 +18,7 @@ mod transitions;
 use std::collections::HashSet;
 use std::time::Duration;
 
+pub use self::blocked::*;
 pub use self::cancel::*;
 pub use self::claim::*;
 pub use self::create::*;
@@ -95,7 +97,10 @@ macro_rules! store_conformance_tests {
             type_counts_are_due_and_running_per_type,
             throughput_counts_what_finished_lately,
             claims_right_after_a_capped_one_take_the_rest,
-            deliverable_tasks_leave_out_paused_types
+            deliverable_tasks_leave_out_paused_types,
+            a_long_lease_ahead_does_not_slow_claims,
+            a_paused_backlog_ahead_does_not_slow_claims,
+            a_capped_backlog_ahead_does_not_slow_claims
         );
     };
     (@cases $make:expr; $($case:ident),* $(,)?) => {

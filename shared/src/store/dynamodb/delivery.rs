@@ -95,7 +95,7 @@ impl DynamoStore {
 
     /// A message for `task` is on its way, due by `until`: scans skip its item until then.
     pub async fn task_expect_delivery(&self, task: &Task, until: Timestamp) {
-        self.due.expect_delivery(ListKey::of(task), until);
+        self.due.expect_delivery(task, until);
     }
 }
 

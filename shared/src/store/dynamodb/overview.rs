@@ -54,6 +54,12 @@ impl DynamoStore {
         overview(self, now).await
     }
 
+    /// What this process's scans of the due queue have read; see
+    /// [`crate::store::Store::queue_reads`].
+    pub async fn queue_reads(&self) -> crate::store::QueueReads {
+        self.due.reads()
+    }
+
     /// Writes this process's counts of finished tasks when it is time to (at once at the
     /// `end` of a run), and publishes its look at the due queue every [`SEEN_EVERY`] while
     /// it claims; see [`crate::store::Store::queue_flush`].

@@ -150,7 +150,7 @@ impl DynamoStore {
         let expire = Transition::expire(due_by, now);
         if let Applied::Written(_) = self.apply(task, &expire).await? {
             // The task left the due queue for the failed one.
-            self.due.forget_running(entry, true);
+            self.due.forget_running(entry, true, now);
         }
         Ok(())
     }
@@ -169,7 +169,7 @@ impl DynamoStore {
         // The entry the task was claimed from is finished, or left behind by a move.
         let entry = ListKey::of(claimed);
         let left = recorded.status.is_finished() || ListKey::of(&recorded) != entry;
-        self.due.forget_running(entry, left);
+        self.due.forget_running(entry, left, now);
         Ok(recorded)
     }
 }

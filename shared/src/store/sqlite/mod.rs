@@ -20,7 +20,7 @@ use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
 
 use self::queue::SettleRequest;
 use self::rows::{COLUMNS, backend, insert, load, row_to_task, sqlite_error, store_with, update};
-use super::{Created, StoreError, SweepSummary, Transition};
+use super::{Created, QueueReads, ReadCounter, StoreError, SweepSummary, Transition};
 use crate::clock::Timestamp;
 use crate::task::{Task, TaskId};
 
@@ -38,6 +38,8 @@ pub struct SqliteStore {
     /// on it, so they never hold up the processor's writes (WAL lets both work at once).
     reader: Option<Arc<Mutex<Connection>>>,
     settles: Arc<Mutex<Vec<SettleRequest>>>,
+    /// What the claims have read.
+    reads: Arc<ReadCounter>,
 }
 
 impl SqliteStore {
@@ -78,6 +80,7 @@ impl SqliteStore {
             conn: Arc::new(Mutex::new(conn)),
             reader: None,
             settles: Arc::default(),
+            reads: Arc::default(),
         })
     }
 
@@ -259,6 +262,11 @@ impl SqliteStore {
 impl SqliteStore {
     /// Nothing to write later: every change is written as it is made.
     pub async fn queue_flush(&self, _now: Timestamp, _end: bool) {}
+
+    /// What the claims have read; see [`crate::store::Store::queue_reads`].
+    pub async fn queue_reads(&self) -> QueueReads {
+        self.reads.get()
+    }
 
     /// Nothing to sweep: claims find due tasks through an index that the same transaction
     /// keeps, so no task is ever out of a claim's sight.

@@ -2,7 +2,7 @@
 
 use std::sync::Arc;
 
-use rusqlite::{TransactionBehavior, params};
+use rusqlite::{StatementStatus, TransactionBehavior, params};
 
 use super::rows::{COLUMNS, load, row_to_task, sqlite_error, update};
 use super::{SqliteStore, apply};
@@ -70,43 +70,93 @@ fn settle_in(tx: &rusqlite::Transaction<'_>, request: &SettleRequest) -> Result<
 }
 
 /// Up to `want` tasks due by `due_by`, earliest first, none of the `closed` types but their
-/// expired final attempts (which the claim fails). The filter only when a type is closed: the
-/// common claim's query stays as simple as it was.
+/// expired final attempts (which the claim fails). With nothing closed, one walk of
+/// `tasks_due`; otherwise each open type's own range of `tasks_type_due` and the expired final
+/// attempts from `tasks_final`, so that a claim never steps over a closed type's due tasks,
+/// however many there are. `steps` adds up the statements' virtual-machine steps (see
+/// [`SqliteStore::queue_reads`]).
 fn due_candidates(
     tx: &rusqlite::Transaction<'_>,
     due_by: Timestamp,
     want: i64,
     closed: &[String],
+    steps: &mut u64,
 ) -> Result<Vec<Task>, StoreError> {
+    let due_by = due_by.to_text();
     if closed.is_empty() {
-        let mut stmt = tx
-            .prepare_cached(&format!(
-                "SELECT {COLUMNS} FROM tasks WHERE due_at <= ?1 \
-                 AND (status = 'running' OR attempts < max_attempts) \
-                 ORDER BY due_at, id LIMIT ?2"
-            ))
-            .map_err(sqlite_error)?;
-        return stmt
-            .query_map(params![due_by.to_text(), want], row_to_task)
-            .map_err(sqlite_error)?
-            .collect::<rusqlite::Result<_>>()
-            .map_err(sqlite_error);
-    }
-    let mut stmt = tx
-        .prepare_cached(&format!(
+        let sql = format!(
             "SELECT {COLUMNS} FROM tasks WHERE due_at <= ?1 \
              AND (status = 'running' OR attempts < max_attempts) \
-             AND (type NOT IN (SELECT value FROM json_each(?3)) \
-                  OR status = 'running' AND attempts >= max_attempts) \
              ORDER BY due_at, id LIMIT ?2"
-        ))
-        .map_err(sqlite_error)?;
-    let closed = serde_json::to_string(closed)
+        );
+        return query_tasks(tx, &sql, params![due_by, want], steps);
+    }
+    let closed_json = serde_json::to_string(closed)
         .map_err(|err| StoreError::backend_from("encoding the closed task types", err))?;
-    stmt.query_map(params![due_by.to_text(), want, closed], row_to_task)
+    let sql = format!(
+        "SELECT {COLUMNS} FROM tasks INDEXED BY tasks_final \
+         WHERE status = 'running' AND attempts >= max_attempts AND due_at <= ?1 \
+         AND type IN (SELECT value FROM json_each(?3)) ORDER BY due_at, id LIMIT ?2"
+    );
+    let mut due = query_tasks(tx, &sql, params![due_by, want, closed_json], steps)?;
+    let sql = format!(
+        "SELECT {COLUMNS} FROM tasks INDEXED BY tasks_type_due WHERE type = ?1 AND due_at <= ?2 \
+         AND (status = 'running' OR attempts < max_attempts) ORDER BY due_at, id LIMIT ?3"
+    );
+    for task_type in due_types(tx, steps)? {
+        if !closed.contains(&task_type) {
+            due.extend(query_tasks(
+                tx,
+                &sql,
+                params![task_type, due_by, want],
+                steps,
+            )?);
+        }
+    }
+    due.sort_by_key(|task| (task.due_at(), task.id));
+    due.truncate(usize::try_from(want).unwrap_or(usize::MAX));
+    Ok(due)
+}
+
+/// The types that have a task with a due instant (pending, or running), one index seek each
+/// (a loose scan of `tasks_type_due`), however many tasks each has.
+fn due_types(tx: &rusqlite::Transaction<'_>, steps: &mut u64) -> Result<Vec<String>, StoreError> {
+    let mut stmt = tx
+        .prepare_cached(
+            "WITH RECURSIVE seen(type) AS ( \
+               SELECT (SELECT type FROM tasks INDEXED BY tasks_type_due \
+                       WHERE due_at IS NOT NULL ORDER BY type LIMIT 1) \
+               UNION ALL \
+               SELECT (SELECT type FROM tasks INDEXED BY tasks_type_due \
+                       WHERE due_at IS NOT NULL AND type > seen.type ORDER BY type LIMIT 1) \
+               FROM seen WHERE seen.type IS NOT NULL) \
+             SELECT type FROM seen WHERE type IS NOT NULL",
+        )
+        .map_err(sqlite_error)?;
+    let types = stmt
+        .query_map([], |row| row.get(0))
         .map_err(sqlite_error)?
-        .collect::<rusqlite::Result<_>>()
-        .map_err(sqlite_error)
+        .collect::<rusqlite::Result<Vec<String>>>()
+        .map_err(sqlite_error)?;
+    *steps += u64::try_from(stmt.reset_status(StatementStatus::VmStep)).unwrap_or(0);
+    Ok(types)
+}
+
+/// The tasks `sql` selects with `params`, its steps added to `steps`.
+fn query_tasks(
+    tx: &rusqlite::Transaction<'_>,
+    sql: &str,
+    params: impl rusqlite::Params,
+    steps: &mut u64,
+) -> Result<Vec<Task>, StoreError> {
+    let mut stmt = tx.prepare_cached(sql).map_err(sqlite_error)?;
+    let tasks = stmt
+        .query_map(params, row_to_task)
+        .map_err(sqlite_error)?
+        .collect::<rusqlite::Result<Vec<Task>>>()
+        .map_err(sqlite_error)?;
+    *steps += u64::try_from(stmt.reset_status(StatementStatus::VmStep)).unwrap_or(0);
+    Ok(tasks)
 }
 
 impl SqliteStore {
@@ -117,8 +167,10 @@ impl SqliteStore {
         } = claim;
         let leases = claim.leases.clone();
         let mut gate = claim.gate.clone();
+        let reads = Arc::clone(&self.reads);
         self.write(move |tx| {
             let mut claimed = Vec::new();
+            let mut steps = 0;
             // Exhausted tasks with an expired lease are failed here, so they never block the
             // head of the queue; keep reading until `limit` runnable tasks are found. A pending
             // task with no attempts left is never due. Each round leaves out the types the
@@ -126,7 +178,9 @@ impl SqliteStore {
             loop {
                 let closed: Vec<String> = gate.closed().map(str::to_owned).collect();
                 let want = i64::try_from(limit - claimed.len()).unwrap_or(i64::MAX);
-                let due = due_candidates(tx, due_by, want, &closed)?;
+                let due = due_candidates(tx, due_by, want, &closed, &mut steps)?;
+                reads.add(steps, due.len());
+                steps = 0;
                 if due.is_empty() {
                     break;
                 }

@@ -7,7 +7,7 @@ use super::rows::backend;
 use crate::store::StoreError;
 
 /// The schema version this code writes (`PRAGMA user_version`).
-pub const SCHEMA_VERSION: i64 = 4;
+pub const SCHEMA_VERSION: i64 = 5;
 
 /// `due_at` is the claimable instant (see [`crate::task::Task::due_at`]) and `list_key` the
 /// listing key ([`crate::store::ListKey`]), kept as columns so that an index answers "what is
@@ -62,9 +62,15 @@ INSERT INTO task_counts (status, n)
 /// others) at any depth of cursor. Each is chosen so that a task's run writes as few index
 /// entries as it can: a claim moves none of them (it writes only changed columns, and neither
 /// `list_key`, `type` nor `finished_at` changes), a success one (it leaves `tasks_open`).
-/// Unfinished tasks are exactly those without `finished_at`.
+/// Unfinished tasks are exactly those without `finished_at`. Claims read three: `tasks_due`
+/// (due tasks by instant), `tasks_type_due` (the same per type, so that a claim with a paused
+/// or capped type reads only the open types' ranges) and `tasks_final` (running final
+/// attempts, whose expiry a claim fails whatever their type).
 const INDEXES: &str = "
 CREATE INDEX IF NOT EXISTS tasks_due ON tasks (due_at) WHERE due_at IS NOT NULL;
+CREATE INDEX IF NOT EXISTS tasks_type_due ON tasks (type, due_at) WHERE due_at IS NOT NULL;
+CREATE INDEX IF NOT EXISTS tasks_final ON tasks (due_at)
+    WHERE status = 'running' AND attempts >= max_attempts;
 CREATE INDEX IF NOT EXISTS tasks_finished ON tasks (finished_at) WHERE finished_at IS NOT NULL;
 CREATE INDEX IF NOT EXISTS tasks_reference ON tasks (reference_uid, type) WHERE reference_uid IS NOT NULL;
 CREATE UNIQUE INDEX IF NOT EXISTS tasks_active_reference ON tasks (reference_uid, type)

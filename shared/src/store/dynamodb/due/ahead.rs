@@ -5,15 +5,15 @@
 //!
 //! A kept reader goes on above the last entry it read, so an entry that lands behind that
 //! point from another process waits for the next fresh scan: at most [`READ_AHEAD_AGE`]
-//! later (this process's own writes there drop the reader at once). A shard where a
-//! lease this process knows of expired among the entries a kept reader would skip is read
-//! afresh: a dead processor's task is due again the moment its lease ends.
+//! later (this process's own writes there drop the reader at once). A task a kept reader
+//! skips because it was open (a dead processor's lease, a type at its cap) is read again as
+//! an open entry the moment its wait is over.
 
 use std::time::Duration;
 
 use super::ScanGoal;
 use super::scan::ShardReader;
-use super::state::{DueState, Start};
+use super::state::Start;
 use crate::clock::Timestamp;
 use crate::store::ListKey;
 use crate::store::dynamodb::schema::QUEUE_SHARDS;
@@ -60,15 +60,15 @@ impl ReadAhead {
     }
 
     /// The readers of a scan for `goal` from `starts`: a shard's kept reader while it is
-    /// fresh, its cursor has not moved since (a fall back to the watermark, another scan) and
-    /// no lease `state` knows of expired among the entries it skips; a new one from the
-    /// cursor otherwise. With them, since when the oldest reader has read: kept readers stay no
-    /// longer than the fresh scan that made them allows.
+    /// fresh and its cursor has not moved since (a fall back to the watermark, another scan);
+    /// a new one from the cursor otherwise. (An entry a kept reader skips that becomes due
+    /// later, a lease that expires, is an open entry: the scan reads it again on its own.)
+    /// With them, since when the oldest reader has read: kept readers stay no longer than the
+    /// fresh scan that made them allows.
     pub fn readers(
         kept: Option<Self>,
         starts: &[Start],
         goal: &ScanGoal,
-        state: &DueState,
     ) -> (Vec<ShardReader>, Timestamp) {
         let fresh =
             |ahead: &Self| goal.now >= ahead.since && goal.now.since(ahead.since) < READ_AHEAD_AGE;
@@ -82,15 +82,7 @@ impl ReadAhead {
             .map(|(start, shard)| {
                 let i = shard as usize;
                 let unmoved = generations.get(i) == Some(&start.generation);
-                let skips_nothing_due = |reader: &ShardReader| {
-                    reader.last_read().is_none_or(|last| {
-                        !state.lease_expired_within(start.key.as_ref(), last, goal.due_by)
-                    })
-                };
-                let reader = kept
-                    .get_mut(i)
-                    .and_then(Option::take)
-                    .filter(|reader| unmoved && skips_nothing_due(reader));
+                let reader = kept.get_mut(i).and_then(Option::take).filter(|_| unmoved);
                 match reader {
                     Some(reader) => reader.resume(goal.upper.clone(), start.key.as_ref()),
                     None => ShardReader::new(shard, start.key.clone(), goal.upper.clone()),

@@ -28,14 +28,16 @@ use std::time::Duration;
 pub use self::ahead::READ_AHEAD_AGE;
 use self::ahead::ReadAhead;
 use self::scan::{Scan, ShardReader};
-use self::state::{DueState, Progress, Start};
+use self::state::{DueState, Open, Progress, Start};
 use super::item::{Queue, shard_of};
 use super::schema::QUEUE_SHARDS;
 use super::table::{KeyRange, Table};
 use super::watermark;
 use crate::clock::Timestamp;
 use crate::report::Report;
-use crate::store::{Backlog, ClaimGate, ListKey, StoreError, TypeCount, TypeCounts};
+use crate::store::{
+    Backlog, ClaimGate, ListKey, QueueReads, ReadCounter, StoreError, TypeCount, TypeCounts,
+};
 use crate::task::{Task, TaskStatus};
 
 /// How old an entry must be before a watermark may pass it: longer than any write of an entry
@@ -51,6 +53,9 @@ pub const WATERMARK_MAX_LAG: Duration = Duration::from_secs(3600);
 /// Keys of finished entries a process remembers (about 100 bytes each), so its scans need not
 /// read their items again.
 const FINISHED_CAP: usize = 50_000;
+/// Open entries a process tracks at most (about 150 bytes each); past that a cursor stops at
+/// an open entry, as every cursor did before open entries were tracked.
+const OPEN_CAP: usize = 50_000;
 /// How long a process keeps to its shard after a claim of its lost to another processor.
 pub const CONTENTION_SPELL: Duration = Duration::from_secs(60);
 /// How far behind its cursor a scan that comes up short looks again.
@@ -146,6 +151,7 @@ pub struct DueQueue {
     table: Table,
     state: Arc<Mutex<DueState>>,
     ahead: Arc<Mutex<Option<ReadAhead>>>,
+    reads: Arc<ReadCounter>,
 }
 
 impl DueQueue {
@@ -155,7 +161,13 @@ impl DueQueue {
             table,
             state: Arc::default(),
             ahead: Arc::default(),
+            reads: Arc::default(),
         }
+    }
+
+    /// What this process's scans have read.
+    pub fn reads(&self) -> QueueReads {
+        self.reads.get()
     }
 
     /// Reads the due queue from each shard's cursor up to `goal.upper`, earliest entry first
@@ -170,10 +182,29 @@ impl DueQueue {
         } else {
             None
         };
-        let (mut readers, since) = ReadAhead::readers(kept, &starts, goal, &lock(&self.state));
-        let preferred = lock(&self.state).preferred_shard(goal.now);
-        let mut scan = Scan::new(goal, preferred, goal.now.minus(MARGIN));
-        let capped = scan.read(&self.table, &self.state, &mut readers).await?;
+        let (mut readers, since) = ReadAhead::readers(kept, &starts, goal);
+        let (preferred, open_room, open_due) = {
+            let state = lock(&self.state);
+            let open_due = state.open_due(
+                &goal.upper,
+                goal.due_by,
+                &goal.gate,
+                goal.want,
+                goal.reread_leased,
+            );
+            (state.preferred_shard(goal.now), state.open_room(), open_due)
+        };
+        let mut scan = Scan::new(goal, preferred, goal.now.minus(MARGIN), open_room);
+        // The open entries whose wait is over first: they are older than what the cursors
+        // read, and no cursor reads them again.
+        let mut capped = false;
+        if !open_due.is_empty() {
+            let mut recheck = [ShardReader::recheck(open_due)];
+            capped = scan.read(&self.table, &self.state, &mut recheck).await?;
+        }
+        if !capped && scan.found.claimable.len() < goal.want {
+            capped = scan.read(&self.table, &self.state, &mut readers).await?;
+        }
         scan.found.capped = capped;
         if capped {
             scan.found.unread = readers
@@ -202,15 +233,15 @@ impl DueQueue {
                 scan.found.claimable.truncate(goal.want);
             }
         }
-        let turned_away = scan.turned_away();
+        let (entries, items) = scan.counted();
+        self.reads.add(entries, items);
         let progress = readers.iter_mut().map(ShardReader::take_progress).collect();
-        lock(&self.state).remember_leases(scan.leased);
-        lock(&self.state).remember_held(scan.held);
+        lock(&self.state).update_open(scan.opened, scan.closed);
         self.advance(goal.now, &starts, progress, scan.learned)
             .await;
-        // A kept reader goes on above what it read: it would skip a task the gate turned
-        // away for want of room, which the next claim may have room for.
-        if goal.read_ahead && !turned_away {
+        // A task the gate turned away is open now, read again once its type has room: a
+        // kept reader may go on above it.
+        if goal.read_ahead {
             let generations = lock(&self.state).generations();
             *lock(&self.ahead) = Some(ReadAhead::new(readers, since, generations));
         }
@@ -327,22 +358,30 @@ impl DueQueue {
 
     /// Remembers tasks this process just claimed, so scans skip them while their lease runs.
     pub fn remember_running(&self, tasks: &[Task]) {
-        let leases = tasks
-            .iter()
-            .filter_map(|task| Some((ListKey::of(task), task.lease_expires_at?)));
-        lock(&self.state).remember_leases(leases);
+        let leases = tasks.iter().filter_map(|task| {
+            let open = Open {
+                task_type: task.task_type.clone(),
+                until: task.lease_expires_at?,
+            };
+            Some((ListKey::of(task), open))
+        });
+        lock(&self.state).update_open(leases, []);
     }
 
-    /// A message for the task at `key` is on its way, due by `until`: scans need not read
-    /// the entry before then (SQS mode's mover).
-    pub fn expect_delivery(&self, key: ListKey, until: Timestamp) {
-        lock(&self.state).remember_leases([(key, until)]);
+    /// A message for `task` is on its way, due by `until`: scans need not read its entry
+    /// before then (SQS mode's mover).
+    pub fn expect_delivery(&self, task: &Task, until: Timestamp) {
+        let open = Open {
+            task_type: task.task_type.clone(),
+            until,
+        };
+        lock(&self.state).update_open([(ListKey::of(task), open)], []);
     }
 
-    /// Records the end of an attempt this process claimed from the entry `key`; `finished`
-    /// when the entry is finished, or left behind, for good.
-    pub fn forget_running(&self, key: ListKey, finished: bool) {
-        lock(&self.state).forget_running(key, finished);
+    /// Records the end of an attempt this process claimed from the entry `key` at `now`;
+    /// `finished` when the entry is finished, or left behind, for good.
+    pub fn forget_running(&self, key: ListKey, finished: bool, now: Timestamp) {
+        lock(&self.state).forget_running(key, finished, now);
     }
 
     /// Where a scan at `now` starts in each shard, reading the watermarks when a cursor

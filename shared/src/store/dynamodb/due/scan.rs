@@ -4,7 +4,7 @@
 use std::collections::{HashMap, VecDeque};
 use std::sync::Mutex;
 
-use super::state::{DueState, Known, Progress};
+use super::state::{DueState, Known, Open, Progress};
 use super::{PAGE_MAX, PAGE_MIN, ScanFound, ScanGoal, lock};
 use crate::clock::Timestamp;
 use crate::store::dynamodb::item::{Item, Queue, from_item, item_id};
@@ -28,9 +28,11 @@ pub struct ShardReader {
     last_read: Option<ListKey>,
     /// How far the scan moved this shard's cursor.
     pub progress: Progress,
-    /// The cursor stops here: an entry that is not finished was met (or this reader reads
-    /// behind the cursor, where nothing moves it).
+    /// The cursor stops here: an entry that is neither finished nor open and tracked was met
+    /// (or this reader reads behind the cursor, where nothing moves it).
     blocked: bool,
+    /// Reads open entries again (their items are read, whatever is known of them).
+    recheck: bool,
 }
 
 impl ShardReader {
@@ -50,7 +52,19 @@ impl ShardReader {
             last_read: None,
             progress: Progress::default(),
             blocked: false,
+            recheck: false,
         }
+    }
+
+    /// A reader of the open entries `entries` (keys in order), read again: it queries nothing
+    /// and never moves a cursor.
+    pub fn recheck(entries: Vec<Entry>) -> Self {
+        let mut reader = Self::new(u32::MAX, None, ListKey::after_all_at(Timestamp::MAX));
+        reader.buffer = entries.into();
+        reader.more = false;
+        reader.blocked = true;
+        reader.recheck = true;
+        reader
     }
 
     /// A reader behind the cursor: what it reads never moves the cursor.
@@ -127,28 +141,78 @@ impl ShardReader {
         Ok(())
     }
 
-    /// Takes what the scan made of the entry `key`.
+    /// Takes what the scan made of the entry `key`: a cursor passes what is finished, and what
+    /// is open while the process has room to track it.
     fn take(&mut self, key: ListKey, entry: Classified, scan: &mut Scan<'_>) {
-        match entry {
+        let opened = match entry {
             Classified::Passable => {
-                if !self.blocked {
-                    let eligible = key.instant().is_some_and(|at| at <= scan.old_enough);
-                    self.progress.cursor = Some(key.clone());
-                    self.progress.passed.push((key, eligible));
-                }
+                scan.closed.push(key.clone());
+                self.pass(key, true, scan);
+                return;
+            }
+            Classified::Tracked => {
+                self.pass_open(key, scan);
+                return;
             }
             Classified::Claimable(task) => {
-                self.blocked = true;
+                let open = Open {
+                    task_type: task.task_type.clone(),
+                    until: scan.goal.now,
+                };
                 scan.found.claimable.push(task);
+                Some(open)
             }
             Classified::Exhausted(task) => {
-                self.blocked = true;
+                let open = Open {
+                    task_type: task.task_type.clone(),
+                    until: scan.goal.now,
+                };
                 scan.found.exhausted.push(task);
+                Some(open)
             }
-            Classified::Blocking => {
-                self.blocked = true;
+            Classified::Waiting(open) => {
                 scan.found.blocking += 1;
+                Some(open)
             }
+            Classified::Blocking(task_type) => {
+                scan.found.blocking += 1;
+                // Read again a while later; a cursor stops here.
+                self.recheck.then(|| Open {
+                    task_type,
+                    until: scan.goal.due_by.plus(super::RESCAN),
+                })
+            }
+        };
+        match opened {
+            Some(open) if self.recheck || scan.open_room > 0 => {
+                if !self.recheck {
+                    scan.open_room -= 1;
+                }
+                scan.opened.push((key.clone(), open));
+                self.pass_open(key, scan);
+            }
+            _ => self.blocked = true,
+        }
+    }
+
+    /// Moves the cursor past the open entry `key` once it is [`super::LOOKBACK`] old: behind a
+    /// younger one, an entry that lands a moment late (a create in flight) is still read by
+    /// the next fresh scan rather than only by a look back.
+    fn pass_open(&mut self, key: ListKey, scan: &Scan<'_>) {
+        if key.instant().is_some_and(|at| at <= scan.settled) {
+            self.pass(key, false, scan);
+        } else {
+            self.blocked = true;
+        }
+    }
+
+    /// Moves the cursor past `key`, unless it stopped already; `finished` entries old enough
+    /// may be passed by a watermark too.
+    fn pass(&mut self, key: ListKey, finished: bool, scan: &Scan<'_>) {
+        if !self.blocked {
+            let eligible = finished && key.instant().is_some_and(|at| at <= scan.old_enough);
+            self.progress.cursor = Some(key.clone());
+            self.progress.passed.push((key, eligible));
         }
     }
 }
@@ -157,12 +221,18 @@ impl ShardReader {
 enum Classified {
     /// Finished or moved away: a cursor may pass it.
     Passable,
+    /// Open and tracked already: a cursor passes it unread.
+    Tracked,
     /// Due now.
     Claimable(Task),
     /// Running out of attempts with an expired lease.
     Exhausted(Task),
-    /// Pending or running, not due, or unreadable: a cursor stops here.
-    Blocking,
+    /// Running under a live lease, or due but of a type the gate closed: open, waiting for
+    /// what it says.
+    Waiting(Open),
+    /// Not readable yet, unreadable, read stale, or pending with no attempts left (of the type
+    /// named, if known): a cursor stops here.
+    Blocking(String),
 }
 
 /// An entry taken for the next read, with what this process knew of it.
@@ -179,15 +249,18 @@ pub struct Scan<'a> {
     pub preferred: Option<usize>,
     /// Entries at or before this instant are old enough for a watermark.
     old_enough: Timestamp,
+    /// Open entries at or before this instant may be passed by a cursor.
+    settled: Timestamp,
     /// What the scan found so far.
     pub found: ScanFound,
     /// Keys this scan read as finished for good.
     pub learned: Vec<ListKey>,
-    /// Entries of tasks this scan read as running under an unexpired lease (another
-    /// processor's), with the lease's expiry: until then later scans need not read them.
-    pub leased: Vec<(ListKey, Timestamp)>,
-    /// Entries of due tasks of a paused type, with the type.
-    pub held: Vec<(ListKey, String)>,
+    /// Entries this scan found open, with what each waits for.
+    pub opened: Vec<(ListKey, Open)>,
+    /// Entries this scan read as finished or moved on.
+    pub closed: Vec<ListKey>,
+    /// How many more open entries the process can track.
+    open_room: usize,
     /// What the gate still admits in this scan.
     gate: ClaimGate,
     /// Items read so far.
@@ -197,26 +270,32 @@ pub struct Scan<'a> {
 }
 
 impl<'a> Scan<'a> {
-    /// A scan for `goal`.
-    pub fn new(goal: &'a ScanGoal, preferred: Option<usize>, old_enough: Timestamp) -> Self {
+    /// A scan for `goal`, with room to track `open_room` more open entries.
+    pub fn new(
+        goal: &'a ScanGoal,
+        preferred: Option<usize>,
+        old_enough: Timestamp,
+        open_room: usize,
+    ) -> Self {
         Self {
             goal,
             preferred,
             old_enough,
+            settled: goal.now.minus(super::LOOKBACK),
             found: ScanFound::default(),
             learned: Vec::new(),
-            leased: Vec::new(),
-            held: Vec::new(),
+            opened: Vec::new(),
+            closed: Vec::new(),
+            open_room,
             gate: goal.gate.clone(),
             reads: 0,
             taken: 0,
         }
     }
 
-    /// True when the gate turned a due task away for want of room: the entries past it must
-    /// be read again by the next claim, not skipped by a kept reader.
-    pub fn turned_away(&self) -> bool {
-        self.gate.turned_away()
+    /// The index entries this scan took and the items it read.
+    pub fn counted(&self) -> (u64, usize) {
+        (u64::try_from(self.taken).unwrap_or(u64::MAX), self.reads)
     }
 
     /// Reads the entries of `readers` in key order across them, classifying each, until the
@@ -280,8 +359,8 @@ impl<'a> Scan<'a> {
                 break;
             };
             readers[i].last_taken = Some(entry.key.clone());
-            let known = match state.known(&entry.key, self.goal.due_by, &self.goal.gate) {
-                Known::Running | Known::Held if self.goal.reread_leased => Known::Unknown,
+            let known = match state.known(&entry.key) {
+                Known::Open if readers[i].recheck => Known::Unknown,
                 known => known,
             };
             if known == Known::Unknown {
@@ -358,38 +437,27 @@ impl<'a> Scan<'a> {
         let key = &candidate.entry.key;
         let read = match candidate.known {
             Known::Finished => return Classified::Passable,
-            Known::Running | Known::Held => return Classified::Blocking,
+            Known::Open => return Classified::Tracked,
             Known::Unknown => items.get(&candidate.entry.id),
         };
-        let (classified, for_good) = match read {
-            Some(None) => (Classified::Blocking, false),
-            Some(Some(task)) => classify(key, Some(task), self.goal.due_by, self.old_enough),
-            None => classify(key, None, self.goal.due_by, self.old_enough),
-        };
+        let task = read.and_then(Option::as_ref);
+        let (classified, for_good) = classify(key, task, self.goal.due_by, self.old_enough);
         if for_good {
             self.learned.push(key.clone());
         }
-        let classified = match classified {
+        match classified {
             Classified::Claimable(task) if !self.gate.take(&task.task_type) => {
-                if self.gate.is_paused(&task.task_type) && ListKey::of(&task) == *key {
-                    self.held.push((key.clone(), task.task_type.clone()));
-                }
-                Classified::Blocking
+                Classified::Waiting(Open {
+                    task_type: task.task_type,
+                    until: self.goal.now,
+                })
+            }
+            Classified::Waiting(open) => {
+                self.found.running_types.push(open.task_type.clone());
+                Classified::Waiting(open)
             }
             classified => classified,
-        };
-        // Only a task read at this very entry: a read of one that moved on may be stale.
-        if let (Classified::Blocking, Some(Some(task))) = (&classified, read) {
-            let here = ListKey::of(task) == *key;
-            let lease = task
-                .lease_expires_at
-                .filter(|_| here && task.status == TaskStatus::Running);
-            if let Some(lease) = lease.filter(|lease| *lease > self.goal.due_by) {
-                self.leased.push((key.clone(), lease));
-                self.found.running_types.push(task.task_type.clone());
-            }
         }
-        classified
     }
 }
 
@@ -404,12 +472,13 @@ fn classify(
     old_enough: Timestamp,
 ) -> (Classified, bool) {
     let Some(task) = task else {
-        // Deleted, or created a moment ago and not readable yet: only an old entry is gone.
+        // Deleted, or created a moment ago and not readable yet (or unreadable by this
+        // version): only an old entry is gone.
         let old = key.instant().is_some_and(|at| at <= old_enough);
         return if old {
             (Classified::Passable, true)
         } else {
-            (Classified::Blocking, false)
+            (Classified::Blocking(String::new()), false)
         };
     };
     let current = ListKey::of(task);
@@ -420,7 +489,7 @@ fn classify(
         return if Queue::of(task.status) != Queue::Due || current > *key {
             (Classified::Passable, false)
         } else {
-            (Classified::Blocking, false)
+            (Classified::Blocking(task.task_type.clone()), false)
         };
     }
     let attempts_left = task.attempts < task.max_attempts;
@@ -428,15 +497,16 @@ fn classify(
         TaskStatus::Succeeded => return (Classified::Passable, true),
         TaskStatus::Failed | TaskStatus::Cancelled => Classified::Passable,
         TaskStatus::Pending if attempts_left => Classified::Claimable(task.clone()),
-        TaskStatus::Pending => Classified::Blocking,
-        TaskStatus::Running => {
-            let expired = task.lease_expires_at.is_some_and(|lease| lease <= due_by);
-            match (expired, attempts_left) {
-                (true, true) => Classified::Claimable(task.clone()),
-                (true, false) => Classified::Exhausted(task.clone()),
-                (false, _) => Classified::Blocking,
-            }
-        }
+        TaskStatus::Pending => Classified::Blocking(task.task_type.clone()),
+        TaskStatus::Running => match task.lease_expires_at {
+            Some(lease) if lease > due_by => Classified::Waiting(Open {
+                task_type: task.task_type.clone(),
+                until: lease,
+            }),
+            Some(_) if attempts_left => Classified::Claimable(task.clone()),
+            Some(_) => Classified::Exhausted(task.clone()),
+            None => Classified::Blocking(task.task_type.clone()),
+        },
     };
     (classified, false)
 }

@@ -1,12 +1,13 @@
 //! What one process knows of the due queue: a cursor per shard, the entries it knows are
-//! finished, its own running claims, and where to claim from while it races another
-//! processor. Pure bookkeeping, no I/O.
+//! finished, the open entries its cursors passed (with when to look at each again), and where
+//! to claim from while it races another processor. Pure bookkeeping, no I/O.
 
-use std::collections::{HashMap, HashSet, VecDeque};
+use std::collections::{BTreeMap, HashSet, VecDeque};
 
-use super::{CONTENTION_SPELL, FINISHED_CAP, RESCAN, WATERMARK_BATCH, WATERMARK_MAX_LAG};
+use super::{CONTENTION_SPELL, FINISHED_CAP, OPEN_CAP, RESCAN, WATERMARK_BATCH, WATERMARK_MAX_LAG};
 use crate::clock::Timestamp;
 use crate::store::dynamodb::schema::QUEUE_SHARDS;
+use crate::store::dynamodb::table::Entry;
 use crate::store::{ClaimGate, ListKey};
 
 /// What a process knows about one shard of the due queue.
@@ -55,12 +56,22 @@ pub struct Progress {
 pub enum Known {
     /// Finished or left for good.
     Finished,
-    /// Claimed by this process, its lease still running.
-    Running,
-    /// Due, but of a type that is paused: held until it is resumed.
-    Held,
+    /// Open and tracked: a scan looks at it again from [`DueState::open_due`], when it waits
+    /// for nothing any more, so a cursor passes it unread.
+    Open,
     /// Nothing: the item must be read.
     Unknown,
+}
+
+/// An entry that is not finished but that the cursors may pass: what it waits for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Open {
+    /// The task's type: a claim looks at the entry again only when its gate admits the type
+    /// (a paused type's tasks wait for the resume, a capped type's for room).
+    pub task_type: String,
+    /// And not before this instant: a lease's expiry, a message's delivery, or the instant
+    /// the entry was read at for a task that was due then.
+    pub until: Timestamp,
 }
 
 /// The due-queue knowledge of one process, shared by the store's clones.
@@ -72,13 +83,10 @@ pub struct DueState {
     preferred: Option<(u32, Timestamp)>,
     /// Keys of due entries known to be finished or left: settled by this process, or read.
     finished: HashSet<ListKey>,
-    /// Keys of running tasks (claimed by this process and not settled yet, or read as running
-    /// under another's lease), with their lease expiry: until then a scan knows they are
-    /// running without reading them.
-    running: HashMap<ListKey, Timestamp>,
-    /// Keys of due tasks read while their type was paused, with the type: a scan passes them
-    /// unread while the type stays paused.
-    held: HashMap<ListKey, String>,
+    /// Entries known to be open (running under a lease, this process's or another's; due but
+    /// of a type the gate closed; on their way as a message), with what each waits for. A
+    /// cursor passes them: they leave the scan path and come back when they may be claimable.
+    open: BTreeMap<ListKey, Open>,
 }
 
 impl Default for DueState {
@@ -87,8 +95,7 @@ impl Default for DueState {
             shards: (0..QUEUE_SHARDS).map(|_| ShardCursor::default()).collect(),
             preferred: None,
             finished: HashSet::new(),
-            running: HashMap::new(),
-            held: HashMap::new(),
+            open: BTreeMap::new(),
         }
     }
 }
@@ -119,19 +126,6 @@ impl DueState {
             .collect()
     }
 
-    /// True when a running task this process knows of, with its entry above `lo` up to `hi`,
-    /// has a lease expired by `due_by`: a scan that skips those entries would miss it.
-    pub fn lease_expired_within(
-        &self,
-        lo: Option<&ListKey>,
-        hi: &ListKey,
-        due_by: Timestamp,
-    ) -> bool {
-        self.running
-            .iter()
-            .any(|(key, lease)| *lease <= due_by && key <= hi && lo.is_none_or(|lo| key > lo))
-    }
-
     /// Each shard's cursor generation now.
     pub fn generations(&self) -> Vec<u64> {
         self.shards.iter().map(|cursor| cursor.generation).collect()
@@ -144,21 +138,60 @@ impl DueState {
             .map(|(shard, _)| shard as usize)
     }
 
-    /// What is known of the entry `key` for a scan due by `due_by` through `gate`.
-    pub fn known(&self, key: &ListKey, due_by: Timestamp, gate: &ClaimGate) -> Known {
+    /// What is known of the entry `key`.
+    pub fn known(&self, key: &ListKey) -> Known {
         if self.finished.contains(key) {
             Known::Finished
-        } else if self.running.get(key).is_some_and(|lease| *lease > due_by) {
-            Known::Running
-        } else if self
-            .held
-            .get(key)
-            .is_some_and(|task_type| gate.is_paused(task_type))
-        {
-            Known::Held
+        } else if self.open.contains_key(key) {
+            Known::Open
         } else {
             Known::Unknown
         }
+    }
+
+    /// Room for more open entries: past [`OPEN_CAP`] a cursor stops at an open entry again.
+    pub fn open_room(&self) -> usize {
+        OPEN_CAP.saturating_sub(self.open.len())
+    }
+
+    /// The open entries up to `upper` a scan due by `due_by` through `gate` should read
+    /// again, earliest first: those whose wait is over and whose type the gate admits, at most
+    /// the gate's room of a capped type (the gate hears of any left for want of room) and
+    /// `want` in all; with `every`, all of them (a look that counts).
+    pub fn open_due(
+        &self,
+        upper: &ListKey,
+        due_by: Timestamp,
+        gate: &ClaimGate,
+        want: usize,
+        every: bool,
+    ) -> Vec<Entry> {
+        let mut taken: BTreeMap<&str, usize> = BTreeMap::new();
+        let mut due = Vec::new();
+        for (key, open) in self.open.range(..=upper.clone()) {
+            if !every {
+                if due.len() >= want {
+                    break;
+                }
+                let room = gate.room(&open.task_type).unwrap_or(usize::MAX);
+                let count = taken.entry(open.task_type.as_str()).or_default();
+                if open.until > due_by || !gate.admits(&open.task_type) {
+                    continue;
+                }
+                if *count >= room {
+                    gate.turn_away();
+                    continue;
+                }
+                *count += 1;
+            }
+            if let Some(id) = key.task_id() {
+                due.push(Entry {
+                    key: key.clone(),
+                    id,
+                });
+            }
+        }
+        due
     }
 
     /// After a round of claims: when `lost` of them lost their condition to another
@@ -174,36 +207,32 @@ impl DueState {
         }
     }
 
-    /// Remembers the entries of running tasks with their lease's expiry, so scans skip them
-    /// while the lease runs: this process's own claims, and tasks a scan read as running under
-    /// another processor's lease. (If that processor gives a task back unstarted at the end of
-    /// its run, this process claims it once the lease expires: within the run's margin and
-    /// lease grace, under a minute.)
-    pub fn remember_leases(&mut self, leases: impl IntoIterator<Item = (ListKey, Timestamp)>) {
-        for (key, lease) in leases {
-            if self.running.len() >= FINISHED_CAP {
-                self.running.clear();
-            }
-            self.running.insert(key, lease);
+    /// Records open entries with what each waits for (replacing what was known of them), and
+    /// forgets `closed` ones, read as finished or moved on.
+    pub fn update_open(
+        &mut self,
+        opened: impl IntoIterator<Item = (ListKey, Open)>,
+        closed: impl IntoIterator<Item = ListKey>,
+    ) {
+        for key in closed {
+            self.open.remove(&key);
         }
-    }
-
-    /// Remembers entries of due tasks whose type is paused, with their type.
-    pub fn remember_held(&mut self, held: impl IntoIterator<Item = (ListKey, String)>) {
-        for (key, task_type) in held {
-            if self.held.len() >= FINISHED_CAP {
-                self.held.clear();
+        for (key, open) in opened {
+            if self.open.len() < OPEN_CAP || self.open.contains_key(&key) {
+                self.open.insert(key, open);
             }
-            self.held.insert(key, task_type);
         }
     }
 
     /// Records the end of an attempt this process claimed from the entry `key`: when
-    /// `finished`, the entry is finished or left behind for good, so scans pass it unread.
-    pub fn forget_running(&mut self, key: ListKey, finished: bool) {
-        self.running.remove(&key);
+    /// `finished`, the entry is finished or left behind for good, so scans pass it unread;
+    /// otherwise the task is due again there (given back), from `now`.
+    pub fn forget_running(&mut self, key: ListKey, finished: bool, now: Timestamp) {
         if finished {
+            self.open.remove(&key);
             self.remember_finished([key]);
+        } else if let Some(open) = self.open.get_mut(&key) {
+            open.until = now;
         }
     }
 
