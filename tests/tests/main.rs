@@ -9,6 +9,7 @@ mod cli_surface;
 mod conformance;
 mod crash;
 mod dashboard;
+mod due_open;
 mod due_queue;
 mod e2e;
 mod exposure;

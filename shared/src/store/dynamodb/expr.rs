@@ -5,7 +5,7 @@ use std::collections::HashMap;
 
 use aws_sdk_dynamodb::types::AttributeValue;
 
-use super::item::{Item, queue_of, s};
+use super::item::{Item, OpenMark, queue_of, s};
 use super::schema::{self, names};
 use crate::clock::Timestamp;
 use crate::store::ListKey;
@@ -160,11 +160,22 @@ pub fn watermark_rises(up_to: &str) -> Expr {
     Expr::new(schema::COND_WATERMARK_RISES).value(":up_to", s(up_to))
 }
 
-/// The update that sets a watermark to `up_to` at `now`.
-pub fn set_watermark(up_to: &str, now: Timestamp) -> Expr {
+/// The update that sets a watermark to `up_to` at `now`, with the `open` entries below it.
+pub fn set_watermark(up_to: &str, now: Timestamp, open: &[OpenMark]) -> Expr {
+    let open = open
+        .iter()
+        .map(|mark| {
+            AttributeValue::M(HashMap::from([
+                ("k".to_owned(), s(&mark.key)),
+                ("t".to_owned(), s(&mark.task_type)),
+                ("u".to_owned(), s(&mark.until)),
+            ]))
+        })
+        .collect();
     Expr::new(schema::UPDATE_WATERMARK)
         .value(":up_to", s(up_to))
         .value(":now", s(now.to_text()))
+        .value(":open", AttributeValue::L(open))
 }
 
 /// The sweep's progress is still the one read: at `version`, or none at all.

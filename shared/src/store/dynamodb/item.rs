@@ -264,15 +264,33 @@ fn lenient_timestamp<'de, D: serde::Deserializer<'de>>(
     Ok(text.and_then(|text| text.parse().ok()))
 }
 
-/// A shard's watermark: every `due#N` entry at or below `up_to` is finished.
+/// A shard's watermark: every `due#N` entry at or below `up_to` is finished, but the open
+/// ones it lists.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct WatermarkItem {
     /// `mark#due#N`.
     pub id: String,
-    /// The highest entry key known finished, with everything below it (absent: no mark).
+    /// The highest entry key passed, with everything below it (absent: no mark).
     #[serde(default)]
     pub up_to: Option<String>,
+    /// The entries at or below `up_to` that were open when it was written.
+    #[serde(default)]
+    pub open_entries: Vec<OpenMark>,
+}
+
+/// An open entry below a watermark, as the watermark item lists it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OpenMark {
+    /// The entry's key.
+    #[serde(rename = "k")]
+    pub key: String,
+    /// Its task's type.
+    #[serde(rename = "t")]
+    pub task_type: String,
+    /// Not claimable before then (a lease's expiry).
+    #[serde(rename = "u")]
+    pub until: String,
 }
 
 impl WatermarkItem {

@@ -45,12 +45,12 @@ async fn list(
     if let Some(reference_uid) = &filter.reference_uid {
         return list_by_reference(table, reference_uid, filter, after, limit).await;
     }
-    let ranges = ranges_of(table, filter.status, now).await?;
+    let (ranges, listed) = ranges_of(table, filter.status, now).await?;
     let mut page = TaskPage::default();
     let mut below = after;
     for _ in 0..LIST_ROUNDS {
         let want = limit - page.tasks.len();
-        let (entries, next) = newest_entries(table, &ranges, below.as_ref(), want).await?;
+        let (entries, next) = newest_entries(table, &ranges, &listed, below.as_ref(), want).await?;
         let ids: Vec<TaskId> = entries.iter().map(|entry| entry.id).collect();
         let found = tasks::get_many(table, &ids, true).await?;
         for entry in &entries {
@@ -74,11 +74,12 @@ async fn list(
     Ok(page)
 }
 
-/// The next `want` entries below `below` across `ranges`, newest first, and the key to
-/// continue below when more remain.
+/// The next `want` entries below `below` across `ranges` and the `listed` ones, newest
+/// first, and the key to continue below when more remain.
 async fn newest_entries(
     table: &Table,
     ranges: &[KeyRange],
+    listed: &[Entry],
     below: Option<&ListKey>,
     want: usize,
 ) -> Result<(Vec<Entry>, Option<ListKey>), StoreError> {
@@ -111,9 +112,14 @@ async fn newest_entries(
         .filter_map(|(entries, _)| entries.last().map(|entry| entry.key.clone()))
         .max();
     let unread = results.iter().any(|(_, more)| *more);
+    let listed = listed
+        .iter()
+        .filter(|entry| below.is_none_or(|below| entry.key < *below))
+        .cloned();
     let mut entries: Vec<Entry> = results
         .into_iter()
         .flat_map(|(entries, _)| entries)
+        .chain(listed)
         .filter(|entry| bound.as_ref().is_none_or(|bound| entry.key >= *bound))
         .collect();
     entries.sort_by(|a, b| b.key.cmp(&a.key));
@@ -129,17 +135,28 @@ async fn newest_entries(
 
 /// The index ranges a listing of `status` (every status when `None`) reads: running and
 /// succeeded tasks are due-queue entries whose instant has come, pending ones are above the
-/// watermark.
+/// watermark; and for pending or running, the open entries the watermarks list below them.
 async fn ranges_of(
     table: &Table,
     status: Option<TaskStatus>,
     now: Timestamp,
-) -> Result<Vec<KeyRange>, StoreError> {
+) -> Result<(Vec<KeyRange>, Vec<Entry>), StoreError> {
     let come = Some(ListKey::after_all_at(now.plus(LIST_SKEW)));
     let marks = match status {
         Some(TaskStatus::Pending | TaskStatus::Running) => watermark::read_all(table).await?,
         _ => vec![None; QUEUE_SHARDS as usize],
     };
+    let listed: Vec<Entry> = marks
+        .iter()
+        .flatten()
+        .flat_map(|mark| &mark.open)
+        .filter_map(|(key, _)| {
+            Some(Entry {
+                key: key.clone(),
+                id: key.task_id()?,
+            })
+        })
+        .collect();
     let due = |above_mark: bool, hi: Option<ListKey>| {
         (0..QUEUE_SHARDS)
             .map(|shard| KeyRange {
@@ -148,6 +165,7 @@ async fn ranges_of(
                     .get(shard as usize)
                     .cloned()
                     .flatten()
+                    .map(|mark| mark.up_to)
                     .filter(|_| above_mark),
                 hi: hi.clone(),
             })
@@ -162,7 +180,7 @@ async fn ranges_of(
             })
             .collect::<Vec<_>>()
     };
-    Ok(match status {
+    let ranges = match status {
         None => [
             due(false, None),
             whole(Queue::Failed),
@@ -174,7 +192,8 @@ async fn ranges_of(
         Some(TaskStatus::Succeeded) => due(false, come),
         Some(TaskStatus::Failed) => whole(Queue::Failed),
         Some(TaskStatus::Cancelled) => whole(Queue::Cancelled),
-    })
+    };
+    Ok((ranges, listed))
 }
 
 /// A listing by reference: every task of the reference is read, filtered and ordered here.

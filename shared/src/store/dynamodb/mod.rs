@@ -87,6 +87,18 @@ impl DynamoStore {
 
     /// The watermark of each due-queue shard as the table has it (`None`: never raised).
     pub async fn watermarks(&self) -> Result<Vec<Option<ListKey>>, StoreError> {
-        watermark::read_all(&self.table).await
+        let marks = watermark::read_all(&self.table).await?;
+        Ok(marks.into_iter().map(|mark| Some(mark?.up_to)).collect())
+    }
+
+    /// The open entries each due-queue shard's watermark lists, by shard.
+    pub async fn watermark_open(&self) -> Result<Vec<Vec<ListKey>>, StoreError> {
+        let marks = watermark::read_all(&self.table).await?;
+        let listed = |mark: Option<watermark::Mark>| {
+            mark.map_or_else(Vec::new, |mark| {
+                mark.open.into_iter().map(|(key, _)| key).collect()
+            })
+        };
+        Ok(marks.into_iter().map(listed).collect())
     }
 }

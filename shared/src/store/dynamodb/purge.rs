@@ -7,7 +7,8 @@ use super::guards;
 use super::item::{Queue, from_item};
 use super::schema::QUEUE_SHARDS;
 use super::table::{Entry, KeyRange, Table, Write};
-use super::{DynamoStore, tasks, watermark};
+use super::watermark::{self, Mark};
+use super::{DynamoStore, tasks};
 use crate::clock::Timestamp;
 use crate::report::Report;
 use crate::store::{ListKey, StoreError};
@@ -67,18 +68,18 @@ impl DynamoStore {
 }
 
 /// The tasks of `entries` (of `queue`) to delete: every failed or cancelled one (their
-/// delete is conditioned on their finish); in the due queue, those below the watermark `mark`
-/// and, above it, those read as succeeded by `cutoff`.
+/// delete is conditioned on their finish); in the due queue, those the watermark `mark`
+/// passed (below it and not listed open) and the others read as succeeded by `cutoff`.
 async fn purgeable(
     table: &Table,
     queue: Queue,
-    mark: Option<&ListKey>,
+    mark: Option<&Mark>,
     entries: Vec<Entry>,
     cutoff: Timestamp,
 ) -> Result<Vec<TaskId>, StoreError> {
     let (sure, unsure): (Vec<Entry>, Vec<Entry>) = entries
         .into_iter()
-        .partition(|entry| queue != Queue::Due || mark.is_some_and(|mark| entry.key <= *mark));
+        .partition(|entry| queue != Queue::Due || mark.is_some_and(|mark| mark.passed(&entry.key)));
     let mut ids: Vec<TaskId> = sure.into_iter().map(|entry| entry.id).collect();
     if !unsure.is_empty() {
         let unsure: Vec<TaskId> = unsure.into_iter().map(|entry| entry.id).collect();

@@ -119,7 +119,7 @@ pub const COND_PURGEABLE_SUCCESS: &str = "#status = :succeeded AND finishedAt <=
 /// Condition for raising a watermark: it only ever rises.
 pub const COND_WATERMARK_RISES: &str = "attribute_not_exists(upTo) OR upTo < :up_to";
 /// Update expression of a watermark.
-pub const UPDATE_WATERMARK: &str = "SET upTo = :up_to, updatedAt = :now";
+pub const UPDATE_WATERMARK: &str = "SET upTo = :up_to, updatedAt = :now, openEntries = :open";
 /// Condition for deleting a guard, or re-taking it in a retry: it still names the task.
 pub const COND_GUARD_HELD_BY: &str = "taskId = :task";
 /// Condition for writing the sweep's progress: it is still at the version read.

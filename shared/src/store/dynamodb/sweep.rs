@@ -29,7 +29,7 @@ use super::item::{Queue, SweepItem, from_item, sweep_key};
 use super::schema::QUEUE_SHARDS;
 use super::table::{BATCH_GET_KEYS, Entry, KeyRange, Table, Write};
 use super::tasks::Applied;
-use super::watermark;
+use super::watermark::{self, Mark};
 use crate::clock::Timestamp;
 use crate::report::Report;
 use crate::store::transition::new_lease_token;
@@ -104,14 +104,14 @@ struct Sweep<'a> {
 
 impl Sweep<'_> {
     /// Reads the window below each shard's watermark, newest first, `budget` entries in all.
-    async fn window(&mut self, marks: &[Option<ListKey>], budget: u64) -> Result<(), StoreError> {
+    async fn window(&mut self, marks: &[Option<Mark>], budget: u64) -> Result<(), StoreError> {
         let shards = marks.iter().flatten().count().max(1) as u64;
         for (shard, mark) in (0..QUEUE_SHARDS).zip(marks) {
             let Some(mark) = mark else { continue };
             let range = KeyRange {
                 queue: Queue::Due.shard(shard),
-                lo: window_start(mark),
-                hi: Some(mark.clone()),
+                lo: window_start(&mark.up_to),
+                hi: Some(mark.up_to.clone()),
             };
             let mut left = budget / shards;
             let mut start = None;
@@ -135,7 +135,7 @@ impl Sweep<'_> {
     /// Goes on with the pass from `at` with `budget` entries, moving `at` as it reads.
     async fn pass(
         &mut self,
-        marks: &[Option<ListKey>],
+        marks: &[Option<Mark>],
         at: &mut SweepItem,
         mut budget: u64,
     ) -> Result<(), StoreError> {
@@ -143,7 +143,7 @@ impl Sweep<'_> {
             // No watermark, or none older than the window: nothing lies in the pass region.
             let Some((mark, end)) = marks[at.shard as usize]
                 .as_ref()
-                .and_then(|mark| Some((mark, window_start(mark)?)))
+                .and_then(|mark| Some((mark, window_start(&mark.up_to)?)))
             else {
                 (at.shard, at.up_to) = (at.shard + 1, None);
                 continue;
@@ -168,7 +168,7 @@ impl Sweep<'_> {
     async fn read_up(
         &mut self,
         range: &mut KeyRange,
-        mark: &ListKey,
+        mark: &Mark,
         budget: &mut u64,
     ) -> Result<bool, StoreError> {
         loop {
@@ -191,8 +191,9 @@ impl Sweep<'_> {
         }
     }
 
-    /// Rescues the tasks of `entries` still due at their entry.
-    async fn rescue_due(&mut self, entries: &[Entry], mark: &ListKey) -> Result<(), StoreError> {
+    /// Rescues the tasks of `entries` still due at their entry, but the open entries the
+    /// watermark lists (the scans read those again themselves).
+    async fn rescue_due(&mut self, entries: &[Entry], mark: &Mark) -> Result<(), StoreError> {
         let ids: Vec<String> = entries.iter().map(|entry| entry.id.to_string()).collect();
         for item in self.store.table.batch_get(&ids, false).await? {
             let task = match from_item(item) {
@@ -204,7 +205,7 @@ impl Sweep<'_> {
             };
             let entry = ListKey::of(&task);
             // A task that moved on is read at its new entry.
-            if !entries.iter().any(|e| e.id == task.id && e.key == entry) {
+            if !entries.iter().any(|e| e.id == task.id && e.key == entry) || !mark.passed(&entry) {
                 continue;
             }
             let id = task.id;
@@ -214,7 +215,7 @@ impl Sweep<'_> {
             };
             if let Applied::Written(_) = self.store.apply(task, &rescue).await? {
                 self.summary.rescued += 1;
-                log_rescue(id, &entry, mark, self.now);
+                log_rescue(id, &entry, &mark.up_to, self.now);
             }
         }
         Ok(())

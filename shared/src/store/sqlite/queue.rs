@@ -71,9 +71,9 @@ fn settle_in(tx: &rusqlite::Transaction<'_>, request: &SettleRequest) -> Result<
 
 /// Up to `want` tasks due by `due_by`, earliest first, none of the `closed` types but their
 /// expired final attempts (which the claim fails). With nothing closed, one walk of
-/// `tasks_due`; otherwise each open type's own range of `tasks_type_due` and the expired final
-/// attempts from `tasks_final`, so that a claim never steps over a closed type's due tasks,
-/// however many there are. `steps` adds up the statements' virtual-machine steps (see
+/// `tasks_due`; otherwise each open type's own range of `tasks_type_due` and, when those leave
+/// room, the expired final attempts from `tasks_final`, so that a claim never steps over a
+/// closed type's due tasks, however many there are. `steps` adds up the statements' virtual-machine steps (see
 /// [`SqliteStore::queue_reads`]).
 fn due_candidates(
     tx: &rusqlite::Transaction<'_>,
@@ -91,18 +91,12 @@ fn due_candidates(
         );
         return query_tasks(tx, &sql, params![due_by, want], steps);
     }
-    let closed_json = serde_json::to_string(closed)
-        .map_err(|err| StoreError::backend_from("encoding the closed task types", err))?;
-    let sql = format!(
-        "SELECT {COLUMNS} FROM tasks INDEXED BY tasks_final \
-         WHERE status = 'running' AND attempts >= max_attempts AND due_at <= ?1 \
-         AND type IN (SELECT value FROM json_each(?3)) ORDER BY due_at, id LIMIT ?2"
-    );
-    let mut due = query_tasks(tx, &sql, params![due_by, want, closed_json], steps)?;
+    let want_rows = usize::try_from(want).unwrap_or(usize::MAX);
     let sql = format!(
         "SELECT {COLUMNS} FROM tasks INDEXED BY tasks_type_due WHERE type = ?1 AND due_at <= ?2 \
          AND (status = 'running' OR attempts < max_attempts) ORDER BY due_at, id LIMIT ?3"
     );
+    let mut due = Vec::new();
     for task_type in due_types(tx, steps)? {
         if !closed.contains(&task_type) {
             due.extend(query_tasks(
@@ -113,8 +107,25 @@ fn due_candidates(
             )?);
         }
     }
+    // A closed type's expired final attempts are failed when the open types leave room: they
+    // wait for nothing else, but need not cost every claim a statement.
+    if due.len() < want_rows {
+        let closed_json = serde_json::to_string(closed)
+            .map_err(|err| StoreError::backend_from("encoding the closed task types", err))?;
+        let sql = format!(
+            "SELECT {COLUMNS} FROM tasks INDEXED BY tasks_final \
+             WHERE status = 'running' AND attempts >= max_attempts AND due_at <= ?1 \
+             AND type IN (SELECT value FROM json_each(?3)) ORDER BY due_at, id LIMIT ?2"
+        );
+        due.extend(query_tasks(
+            tx,
+            &sql,
+            params![due_by, want, closed_json],
+            steps,
+        )?);
+    }
     due.sort_by_key(|task| (task.due_at(), task.id));
-    due.truncate(usize::try_from(want).unwrap_or(usize::MAX));
+    due.truncate(want_rows);
     Ok(due)
 }
 

@@ -28,7 +28,8 @@ use std::time::Duration;
 pub use self::ahead::READ_AHEAD_AGE;
 use self::ahead::ReadAhead;
 use self::scan::{Scan, ShardReader};
-use self::state::{DueState, Open, Progress, Start};
+pub use self::state::Open;
+use self::state::{DueState, Progress, Raise, Start};
 use super::item::{Queue, shard_of};
 use super::schema::QUEUE_SHARDS;
 use super::table::{KeyRange, Table};
@@ -405,7 +406,7 @@ impl DueQueue {
         progress: Vec<Progress>,
         learned: Vec<ListKey>,
     ) {
-        let raises: Vec<(u32, ListKey)> = {
+        let raises: Vec<(u32, Raise)> = {
             let mut state = lock(&self.state);
             state.remember_finished(learned);
             progress
@@ -418,9 +419,9 @@ impl DueQueue {
                 })
                 .collect()
         };
-        for (shard, key) in raises {
+        for (shard, Raise { key, open }) in raises {
             // Only an optimisation: a watermark left behind costs reads, never a task.
-            if let Err(err) = watermark::raise(&self.table, shard, &key, now).await {
+            if let Err(err) = watermark::raise(&self.table, shard, &key, &open, now).await {
                 tracing::warn!(error = %Report(&err), shard, "could not raise the due-queue watermark");
             }
         }

@@ -147,7 +147,7 @@ impl ShardReader {
         let opened = match entry {
             Classified::Passable => {
                 scan.closed.push(key.clone());
-                self.pass(key, true, scan);
+                self.pass(key, scan);
                 return;
             }
             Classified::Tracked => {
@@ -200,17 +200,17 @@ impl ShardReader {
     /// the next fresh scan rather than only by a look back.
     fn pass_open(&mut self, key: ListKey, scan: &Scan<'_>) {
         if key.instant().is_some_and(|at| at <= scan.settled) {
-            self.pass(key, false, scan);
+            self.pass(key, scan);
         } else {
             self.blocked = true;
         }
     }
 
-    /// Moves the cursor past `key`, unless it stopped already; `finished` entries old enough
-    /// may be passed by a watermark too.
-    fn pass(&mut self, key: ListKey, finished: bool, scan: &Scan<'_>) {
+    /// Moves the cursor past `key`, unless it stopped already; entries old enough may be
+    /// passed by a watermark too (an open one is listed in it).
+    fn pass(&mut self, key: ListKey, scan: &Scan<'_>) {
         if !self.blocked {
-            let eligible = finished && key.instant().is_some_and(|at| at <= scan.old_enough);
+            let eligible = key.instant().is_some_and(|at| at <= scan.old_enough);
             self.progress.cursor = Some(key.clone());
             self.progress.passed.push((key, eligible));
         }

@@ -3,11 +3,14 @@
 //! to claim from while it races another processor. Pure bookkeeping, no I/O.
 
 use std::collections::{BTreeMap, HashSet, VecDeque};
+use std::time::Duration;
 
 use super::{CONTENTION_SPELL, FINISHED_CAP, OPEN_CAP, RESCAN, WATERMARK_BATCH, WATERMARK_MAX_LAG};
 use crate::clock::Timestamp;
+use crate::store::dynamodb::item::shard_of;
 use crate::store::dynamodb::schema::QUEUE_SHARDS;
 use crate::store::dynamodb::table::Entry;
+use crate::store::dynamodb::watermark::{Mark, OPEN_LISTED};
 use crate::store::{ClaimGate, ListKey};
 
 /// What a process knows about one shard of the due queue.
@@ -40,6 +43,15 @@ pub struct Start {
     pub key: Option<ListKey>,
     /// The cursor's generation when the scan started.
     pub generation: u64,
+}
+
+/// A watermark to write: its key and the open entries at or below it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Raise {
+    /// The new watermark.
+    pub key: ListKey,
+    /// The open entries it lists.
+    pub open: Vec<(ListKey, Open)>,
 }
 
 /// How far a scan moved one shard's cursor.
@@ -106,22 +118,38 @@ impl DueState {
         self.shards.iter().any(|cursor| cursor.stale(now))
     }
 
-    /// Where a scan at `now` starts in each shard; stale cursors fall back to `marks`.
-    pub fn starts(&mut self, now: Timestamp, marks: Option<&[Option<ListKey>]>) -> Vec<Start> {
+    /// Where a scan at `now` starts in each shard; stale cursors fall back to `marks`, and
+    /// the open entries the marks list are tracked from then on (a cursor starts below one
+    /// there is no room to track: it reads it again).
+    pub fn starts(&mut self, now: Timestamp, marks: Option<&[Option<Mark>]>) -> Vec<Start> {
+        for shard in 0..self.shards.len() {
+            let Some(marks) = marks.filter(|_| self.shards[shard].stale(now)) else {
+                continue;
+            };
+            let mark = marks.get(shard).cloned().flatten();
+            let mut key = mark.as_ref().map(|mark| mark.up_to.clone());
+            for (listed, open) in mark.into_iter().flat_map(|mark| mark.open) {
+                if self.finished.contains(&listed) || self.open.contains_key(&listed) {
+                    continue;
+                }
+                if self.open.len() < OPEN_CAP {
+                    self.open.insert(listed, open);
+                } else if let Some(at) = listed.instant() {
+                    let below = ListKey::after_all_at(at.minus(Duration::from_millis(1)));
+                    key = key.map(|key| key.min(below));
+                }
+            }
+            let cursor = &mut self.shards[shard];
+            cursor.key = key;
+            cursor.since = Some(now);
+            cursor.passed.clear();
+            cursor.generation += 1;
+        }
         self.shards
-            .iter_mut()
-            .enumerate()
-            .map(|(shard, cursor)| {
-                if let Some(marks) = marks.filter(|_| cursor.stale(now)) {
-                    cursor.key = marks.get(shard).cloned().flatten();
-                    cursor.since = Some(now);
-                    cursor.passed.clear();
-                    cursor.generation += 1;
-                }
-                Start {
-                    key: cursor.key.clone(),
-                    generation: cursor.generation,
-                }
+            .iter()
+            .map(|cursor| Start {
+                key: cursor.key.clone(),
+                generation: cursor.generation,
             })
             .collect()
     }
@@ -247,15 +275,18 @@ impl DueState {
     }
 
     /// Moves the cursor of `shard` as a scan that started at `start` progressed (unless
-    /// another scan moved it first), and answers the key to raise the watermark to, when
-    /// enough old finished entries lie below the cursor.
+    /// another scan moved it first), and answers the key to raise the watermark to, with the
+    /// open entries at or below it, when enough old entries lie below the cursor and no more
+    /// than [`OPEN_LISTED`] of them are open.
     pub fn advance(
         &mut self,
         shard: usize,
         start: &Start,
         progress: Progress,
         now: Timestamp,
-    ) -> Option<ListKey> {
+    ) -> Option<Raise> {
+        let in_shard = |key: &ListKey| key.task_id().map(shard_of) == u32::try_from(shard).ok();
+        let open = &self.open;
         let cursor = self.shards.get_mut(shard)?;
         if cursor.generation == start.generation && !progress.passed.is_empty() {
             cursor.key = progress.cursor;
@@ -272,10 +303,26 @@ impl DueState {
             .front()
             .and_then(|(key, _)| key.instant())
             .is_some_and(|at| now.since(at) >= WATERMARK_MAX_LAG);
-        if ready >= WATERMARK_BATCH || (ready > 0 && waited) {
-            cursor.passed.drain(..ready).next_back().map(|(key, _)| key)
-        } else {
-            None
+        if !(ready >= WATERMARK_BATCH || (ready > 0 && waited)) {
+            return None;
         }
+        // Not past the first open entry a watermark item has no room to list.
+        let unlisted = open.keys().filter(|key| in_shard(key)).nth(OPEN_LISTED);
+        let ready = match unlisted {
+            Some(unlisted) => cursor
+                .passed
+                .iter()
+                .take(ready)
+                .take_while(|(key, _)| key < unlisted)
+                .count(),
+            None => ready,
+        };
+        let key = cursor.passed.drain(..ready).next_back()?.0;
+        let open = open
+            .range(..=key.clone())
+            .filter(|(open, _)| in_shard(open))
+            .map(|(key, open)| (key.clone(), open.clone()))
+            .collect();
+        Some(Raise { key, open })
     }
 }
