@@ -59,6 +59,7 @@ if passed build; then
     --crash-tasks 40 --crash-timeout 2 --crash-grace 1 \
     --sqs-tasks 100 --schedules 5 --schedule-seconds 3 \
     --scale-small 200 --scale-sqlite 1000 --scale-dynamodb 500 \
+    --blocked-tasks 200 --blocked-paused 400 --blocked-capped 30 --blocked-paused-sqlite 2000 \
     --no-peer --no-lambda --json "$(mktemp -t tasker-bench.XXXXXX.json)"
 else
   skip tests schemathesis typescript-client lambda-workflow bench-smoke

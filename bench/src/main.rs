@@ -14,6 +14,7 @@
 //! Local (from `scripts/setup-test-tools.sh`), started here on 127.0.0.1. It prints a Markdown
 //! report and writes the numbers as JSON.
 
+mod blocked;
 mod dispatch;
 mod lambda;
 mod peer;
@@ -116,6 +117,24 @@ struct Args {
     /// Skip the scale phase.
     #[arg(long)]
     no_scale: bool,
+    /// Fast tasks of each blocked-work drain.
+    #[arg(long, default_value_t = 10_000)]
+    blocked_tasks: usize,
+    /// Due tasks of the paused type in the blocked-work phase.
+    #[arg(long, default_value_t = 20_000)]
+    blocked_paused: usize,
+    /// Due tasks of the capped type in the blocked-work phase.
+    #[arg(long, default_value_t = 1_000)]
+    blocked_capped: usize,
+    /// Paused tasks ahead of the claims timed on SQLite.
+    #[arg(long, default_value_t = 100_000)]
+    blocked_paused_sqlite: usize,
+    /// Skip the blocked-work phase.
+    #[arg(long)]
+    no_blocked: bool,
+    /// Run only the blocked-work phase.
+    #[arg(long)]
+    only_blocked: bool,
     /// Where to write the JSON results (default: <target>/bench/results.json).
     #[arg(long)]
     json: Option<PathBuf>,
@@ -153,6 +172,23 @@ fn start_dynamodb_local(root: &Path, log: &Path) -> (u32, String) {
 /// Every measurement the arguments ask for.
 async fn run(bench: &Bench, kinds: &[Kind], root: &Path, target_dir: &Path) -> Results {
     let started = Instant::now();
+    let mut blocked = Vec::new();
+    for &kind in kinds.iter().filter(|_| !bench.args.no_blocked) {
+        blocked.push(blocked::measure(bench, kind).await);
+    }
+    if bench.args.only_blocked {
+        return Results {
+            tasks: bench.args.blocked_tasks,
+            machine: Machine::here(),
+            seconds: started.elapsed().as_secs_f64(),
+            stores: Vec::new(),
+            peer: None,
+            lambda: None,
+            sqs: None,
+            scale: Vec::new(),
+            blocked,
+        };
+    }
     let mut stores = Vec::new();
     for &kind in kinds {
         stores.push(stores::bench_store(bench, kind).await);
@@ -184,14 +220,13 @@ async fn run(bench: &Bench, kinds: &[Kind], root: &Path, target_dir: &Path) -> R
     Results {
         scale,
         tasks: jobs,
-        machine: Machine {
-            cpus: std::thread::available_parallelism().map_or(0, |n| n.get()),
-        },
+        machine: Machine::here(),
         seconds: started.elapsed().as_secs_f64(),
         stores,
         peer,
         lambda,
         sqs,
+        blocked,
     }
 }
 
@@ -231,9 +266,9 @@ async fn main() {
         "dynamodb" => vec![Kind::DynamoDb],
         _ => vec![Kind::Sqlite, Kind::DynamoDb],
     };
-    let wants_dynamo = kinds.contains(&Kind::DynamoDb) || !args.no_lambda;
+    let wants_dynamo = kinds.contains(&Kind::DynamoDb) || !(args.no_lambda || args.only_blocked);
     let local = wants_dynamo.then(|| start_dynamodb_local(&root, &dir.path().join("ddb.log")));
-    let moto = (kinds.contains(&Kind::DynamoDb) && !args.no_sqs)
+    let moto = (kinds.contains(&Kind::DynamoDb) && !args.no_sqs && !args.only_blocked)
         .then(|| start_moto(&root, &dir.path().join("moto.log")));
     let json = args
         .json

@@ -7,7 +7,7 @@ use crate::results::{
 };
 
 /// A number with as many decimals as its size deserves.
-fn f(x: f64) -> String {
+pub fn f(x: f64) -> String {
     if !x.is_finite() {
         "—".to_owned()
     } else if x >= 100.0 {
@@ -177,7 +177,11 @@ const ROWS: [Row; 23] = [
 
 /// The report: a table per store, then the peer and the Lambda binaries when measured.
 pub fn report(results: &Results) -> String {
-    let mut out = stores_table(&results.stores);
+    let mut out = if results.stores.is_empty() {
+        String::new()
+    } else {
+        stores_table(&results.stores)
+    };
     if let Some(peer) = &results.peer {
         out += &peer_table(peer);
     }
@@ -190,6 +194,9 @@ pub fn report(results: &Results) -> String {
     }
     for scale in &results.scale {
         out += &scale_table(scale);
+    }
+    for blocked in &results.blocked {
+        out += &crate::blocked::table(blocked);
     }
     out
 }

@@ -27,6 +27,58 @@ pub struct Results {
     pub sqs: Option<SqsResults>,
     /// Listings and counts at two table sizes, per store.
     pub scale: Vec<Scale>,
+    /// Drains behind blocked work, per store.
+    pub blocked: Vec<BlockedResults>,
+}
+
+/// Drains of fast tasks behind blocked work on one store.
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct BlockedResults {
+    /// The store.
+    pub store: String,
+    /// Fast tasks per drain.
+    pub tasks: usize,
+    /// One row per case, the first with nothing blocked.
+    pub cases: Vec<BlockedCase>,
+    /// SQLite: a claim behind a paused backlog.
+    pub paused_claim: Option<PausedClaim>,
+}
+
+/// One case: what is ahead of the fast tasks, and the two drains.
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct BlockedCase {
+    /// What is ahead.
+    pub case: String,
+    /// Drained by the process that met the blocked work.
+    pub warm: BlockedDrain,
+    /// Drained by a new process over the same store.
+    pub fresh: BlockedDrain,
+}
+
+/// One drain of the fast tasks.
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct BlockedDrain {
+    /// Wall time until every fast task succeeded.
+    pub seconds: f64,
+    /// DynamoDB read units of the drain per fast task.
+    pub read_units_per_task: Option<f64>,
+    /// DynamoDB write units of the drain per fast task.
+    pub write_units_per_task: Option<f64>,
+}
+
+/// SQLite: the median claim of 16 due tasks with and without a paused backlog ahead.
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PausedClaim {
+    /// Paused tasks ahead.
+    pub backlog: usize,
+    /// Median ms of a claim behind them.
+    pub median_ms: f64,
+    /// Median ms of the same claim with none.
+    pub median_ms_without: f64,
 }
 
 /// Listings and counts on a table of `small` tasks and of `full` tasks.
@@ -102,6 +154,15 @@ pub struct SqsDrain {
 pub struct Machine {
     /// Cores available.
     pub cpus: usize,
+}
+
+impl Machine {
+    /// This machine.
+    pub fn here() -> Self {
+        Self {
+            cpus: std::thread::available_parallelism().map_or(0, |n| n.get()),
+        }
+    }
 }
 
 /// Every phase on one store.

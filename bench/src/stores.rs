@@ -24,7 +24,8 @@ pub enum Kind {
 }
 
 impl Kind {
-    fn name(self) -> &'static str {
+    /// The store's name in the report.
+    pub fn name(self) -> &'static str {
         match self {
             Self::Sqlite => "SQLite",
             Self::DynamoDb => "DynamoDB Local",
@@ -60,7 +61,8 @@ impl Bench {
         noop_tasker(self.store(kind, label).await)
     }
 
-    fn endpoint(&self) -> &str {
+    /// DynamoDB Local's endpoint.
+    pub fn endpoint(&self) -> &str {
         self.endpoint.as_deref().expect("DynamoDB Local is running")
     }
 }
