@@ -9,12 +9,15 @@ use tasker::Store;
 use tasker::api;
 use tasker::{AuthMode, ProcessorSettings, Registry, Tasker};
 
-/// The router over `store`, where `sendWebhook` is registered and always succeeds.
+/// The router over `store`, where `sendWebhook` is registered with its payload rules and
+/// always succeeds (it sends nothing).
 pub fn router<S: Store>(store: S, auth: AuthMode) -> axum::Router {
     let mut registry = Registry::new();
     registry
         .register("sendWebhook", |_| async { Ok(()) })
         .expect("register");
+    // The real type's payload rules, with a handler that sends nothing.
+    registry.set_payload_check("sendWebhook", tasker::handlers::webhook::check_payload);
     let tasker = Tasker::new(store, registry, ProcessorSettings::default());
     api::router(Arc::new(tasker), auth)
 }

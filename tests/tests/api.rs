@@ -540,3 +540,57 @@ async fn the_bearer_scheme_ignores_case_and_a_401_says_how_to_authenticate() {
         Some(r#"Bearer realm="tasker", error="invalid_token""#)
     );
 }
+
+/// GIVEN webhook payloads that set a framing, host or hop-by-hop header WHEN created one at a
+/// time, in a batch or as a schedule THEN each is refused with a 400 naming the field and the
+/// header, and nothing is stored; a payload with ordinary headers is created.
+#[tokio::test]
+async fn webhook_framing_and_host_headers_are_refused_at_create() {
+    let app = router(
+        AnyStore::Sqlite(SqliteStore::in_memory().expect("sqlite")),
+        AuthMode::Open,
+    );
+    for header in [
+        "Content-Length",
+        "host",
+        "Transfer-Encoding",
+        "Connection",
+        "Upgrade",
+    ] {
+        let payload =
+            json!({"url": "http://127.0.0.1:9/", "body": {"a": 1}, "headers": {header: "1"}});
+        let task = json!({"type": "sendWebhook", "payload": payload});
+        let (status, json) = call(&app, Method::POST, "/tasks", task.to_string(), None).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{header}: {json}");
+        assert_eq!(json["error"]["code"], "invalid_field", "{json}");
+        let message = json["error"]["message"].as_str().unwrap_or_default();
+        assert!(
+            message.contains("payload.headers") && message.contains(header),
+            "{message}"
+        );
+
+        let batch = json!({"tasks": [task]});
+        let (status, json) =
+            call(&app, Method::POST, "/tasks/batch", batch.to_string(), None).await;
+        assert_eq!(status, StatusCode::OK, "{json}");
+        assert_eq!(json["results"][0]["status"], "error", "{json}");
+
+        let schedule = json!({
+            "name": format!("refused-{}", header.to_lowercase()),
+            "cron": "0 * * * *",
+            "type": "sendWebhook",
+            "payload": payload,
+        });
+        let (status, json) =
+            call(&app, Method::POST, "/schedules", schedule.to_string(), None).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{header}: {json}");
+    }
+    let (_, listed) = call(&app, Method::GET, "/tasks", Body::empty(), None).await;
+    assert_eq!(listed["tasks"], json!([]), "nothing stored");
+
+    let fine =
+        json!({"url": "http://127.0.0.1:9/", "body": 1, "headers": {"Authorization": "Bearer t"}});
+    let task = json!({"type": "sendWebhook", "payload": fine});
+    let (status, json) = call(&app, Method::POST, "/tasks", task.to_string(), None).await;
+    assert_eq!(status, StatusCode::CREATED, "{json}");
+}

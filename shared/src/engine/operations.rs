@@ -90,6 +90,7 @@ impl<S: Store> Tasker<S> {
         let Some(settings) = self.registry.settings(&new.task_type) else {
             return Err(TaskerError::UnknownType(new.task_type));
         };
+        self.registry.check_payload(&new.task_type, &new.payload)?;
         let now = self.clock.now();
         let task = Task::from_new_with(new, now, settings.max_attempts, settings.retry);
         let created = self.store.task_create(task).await?;

@@ -301,6 +301,8 @@ impl<S: Store> Tasker<S> {
         if self.registry.settings(&spec.task_type).is_none() {
             return Err(TaskerError::UnknownType(spec.task_type.clone()));
         }
+        self.registry
+            .check_payload(&spec.task_type, &spec.payload)?;
         Ok(timing)
     }
 

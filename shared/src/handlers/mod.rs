@@ -91,10 +91,15 @@ pub enum RegistryError {
     InvalidSettings(String, String),
 }
 
+/// A type's check of a payload at create (and at a schedule's create): the rules its handler
+/// would refuse the task for, answered before the task exists.
+pub type PayloadCheck = fn(&str) -> Result<(), ValidationError>;
+
 #[derive(Clone)]
 struct Entry {
     handler: Handler,
     settings: TypeSettings,
+    check: Option<PayloadCheck>,
 }
 
 /// Maps each task type to the one handler that runs it.
@@ -165,9 +170,30 @@ impl Registry {
             )));
         }
         let handler: Handler = Arc::new(move |ctx| Box::pin(handler(ctx)));
-        self.entries
-            .insert(task_type.to_owned(), Entry { handler, settings });
+        let entry = Entry {
+            handler,
+            settings,
+            check: None,
+        };
+        self.entries.insert(task_type.to_owned(), entry);
         Ok(())
+    }
+
+    /// Gives the registered `task_type` a check of its payloads at create; false when the
+    /// type is not registered.
+    pub fn set_payload_check(&mut self, task_type: &str, check: PayloadCheck) -> bool {
+        self.entries
+            .get_mut(task_type)
+            .map(|entry| entry.check = Some(check))
+            .is_some()
+    }
+
+    /// Checks `payload` against `task_type`'s rules, if it has any.
+    pub fn check_payload(&self, task_type: &str, payload: &str) -> Result<(), ValidationError> {
+        match self.entries.get(task_type).and_then(|entry| entry.check) {
+            Some(check) => check(payload),
+            None => Ok(()),
+        }
     }
 
     /// The handler for `task_type`, if registered.
@@ -205,6 +231,7 @@ pub fn builtin_registry(
         let webhook = Arc::clone(&webhook);
         async move { webhook.send(&ctx).await }
     })?;
+    registry.set_payload_check(webhook::TASK_TYPE, webhook::check_payload);
     Ok(registry)
 }
 
