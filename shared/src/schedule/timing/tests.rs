@@ -167,3 +167,20 @@ fn bad_expressions_and_zones_say_what_is_wrong() {
     let err = Timing::parse("0 0 30 2 *", "UTC").unwrap_err();
     assert!(matches!(err, TimingError::Never(_)), "{err}");
 }
+
+#[test]
+fn an_expression_with_no_day_within_five_years_is_refused() {
+    // April 31 does not exist: refused from the calendar, without the parser's search to the
+    // year 5000.
+    let err = Timing::parse("0 0 0 31 4 *", "UTC").unwrap_err();
+    assert!(matches!(err, TimingError::Never(_)), "{err}");
+    assert!(err.to_string().contains("within 5 years"), "{err}");
+    // The fifth Friday of February: only a leap February that starts on a Friday (2036,
+    // then 2064): it fires, but not within five years of any day before 2031.
+    if Timestamp::now_utc() < "2031-01-01T00:00:00Z".parse().expect("instant") {
+        let err = Timing::parse("0 0 * 2 5#5", "UTC").unwrap_err();
+        assert!(matches!(err, TimingError::Never(_)), "{err}");
+    }
+    // Every February 29 fires within five years of any day.
+    assert!(Timing::parse("0 0 29 2 *", "Europe/Berlin").is_ok());
+}
