@@ -125,8 +125,18 @@ impl Config {
         Self::from_lookup(|name| std::env::var(name).ok())
     }
 
-    /// Reads variables through `lookup` (tests pass a map); a blank value counts as unset.
+    /// Reads variables through `lookup` (tests pass a map); a blank value counts as unset, but
+    /// for the token's two variables: a blank one stops the start-up, since running open may
+    /// not be what a token left empty by mistake meant (an empty token file does the same).
     pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
+        for name in ["TASKER_API_TOKEN", "TASKER_API_TOKEN_FILE"] {
+            if lookup(name).is_some_and(|value| value.trim().is_empty()) {
+                return Err(ConfigError {
+                    name,
+                    reason: "is set but blank; give a token, or unset it to run without one".into(),
+                });
+            }
+        }
         let get = |name: &str| lookup(name).filter(|value| !value.trim().is_empty());
         let (dispatch, queue_url) = dispatch::dispatch(&get)?;
         let config = Self {

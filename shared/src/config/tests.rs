@@ -118,6 +118,20 @@ fn the_token_can_come_from_a_file_and_fails_closed() {
 }
 
 #[test]
+fn a_blank_token_stops_the_start_up_instead_of_opening_the_api() {
+    for (name, value) in [
+        ("TASKER_API_TOKEN", ""),
+        ("TASKER_API_TOKEN", "   "),
+        ("TASKER_API_TOKEN_FILE", " "),
+    ] {
+        let err = config(&[(name, value)]).unwrap_err();
+        assert_eq!(err.name, name);
+        assert!(err.to_string().contains("blank"), "{err}");
+    }
+    assert_eq!(config(&[]).unwrap().local_auth(), AuthMode::Open);
+}
+
+#[test]
 fn lambda_auth_prefers_iam_then_token() {
     let iam = config(&[("TASKER_AUTH", "iam")]).unwrap();
     assert_eq!(iam.lambda_auth(), AuthMode::Iam);
