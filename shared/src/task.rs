@@ -59,10 +59,16 @@ pub struct InvalidTaskId(pub String);
 impl FromStr for TaskId {
     type Err = InvalidTaskId;
 
+    /// Only the canonical spelling (26 upper-case Crockford characters, the first at most
+    /// `7`): the decoder also takes lower case and an overflowing first character, which would
+    /// give one task several ids.
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        ulid::Ulid::from_string(s)
-            .map(Self)
-            .map_err(|_| InvalidTaskId(s.chars().take(64).collect()))
+        let invalid = || InvalidTaskId(s.chars().take(64).collect());
+        let ulid = ulid::Ulid::from_string(s).map_err(|_| invalid())?;
+        if ulid.to_string() != s {
+            return Err(invalid());
+        }
+        Ok(Self(ulid))
     }
 }
 
@@ -392,6 +398,23 @@ mod tests {
         let late = TaskId::new(time::macros::datetime!(2026-01-01 00:00:01 UTC));
         assert!(early < late);
         assert_eq!(early.to_string().parse::<TaskId>().unwrap(), early);
+    }
+
+    #[test]
+    fn an_id_has_one_spelling() {
+        let id = TaskId::new(time::macros::datetime!(2026-01-01 00:00 UTC));
+        let canonical = id.to_string();
+        assert!(canonical.starts_with('0'), "{canonical}");
+        let lower = canonical.to_lowercase();
+        let overflowing = format!("8{}", &canonical[1..]);
+        let also_overflowing = format!("G{}", &canonical[1..]);
+        for other in [lower, overflowing, also_overflowing] {
+            assert!(
+                other.parse::<TaskId>().is_err(),
+                "{other} is not {canonical}"
+            );
+        }
+        assert_eq!(canonical.parse::<TaskId>().unwrap(), id);
     }
 
     #[test]
