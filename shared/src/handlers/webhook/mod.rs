@@ -4,7 +4,12 @@
 use std::time::Duration;
 
 #[cfg(feature = "webhook")]
+mod addresses;
+mod check;
+#[cfg(feature = "webhook")]
 mod send;
+
+pub use check::{REFUSED_HEADERS, check_payload};
 
 #[cfg(feature = "webhook")]
 pub use send::{WebhookSender, is_public, sign};

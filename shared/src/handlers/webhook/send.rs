@@ -2,7 +2,7 @@
 //! HMAC-SHA256 signature.
 
 use std::collections::BTreeMap;
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, OnceLock};
 
 use hmac::{Hmac, KeyInit, Mac};
@@ -11,6 +11,7 @@ use reqwest::header::{CONTENT_TYPE, HeaderMap, HeaderName, HeaderValue};
 use serde::Deserialize;
 use sha2::Sha256;
 
+pub use super::addresses::is_public;
 use super::{SIGNATURE_HEADER, TASK_ID_HEADER, WebhookSettings};
 use crate::handlers::{TaskContext, TaskError};
 
@@ -68,6 +69,8 @@ impl WebhookSender {
 
     /// Delivers the webhook of one attempt.
     pub async fn send(&self, ctx: &TaskContext) -> Result<(), TaskError> {
+        // Also at send: a task created before the check, or written to the store directly.
+        super::check_payload(&ctx.payload).map_err(|err| TaskError::Permanent(err.to_string()))?;
         let payload: WebhookPayload = serde_json::from_str(&ctx.payload).map_err(|err| {
             TaskError::Permanent(format!(
                 "payload is not {{\"url\": string, \"body\": any, \"headers\"?: object}}: {err}"
@@ -214,67 +217,6 @@ impl Resolve for PublicResolver {
             Ok(addrs)
         })
     }
-}
-
-/// True for addresses on the public internet.
-pub fn is_public(ip: IpAddr) -> bool {
-    match ip {
-        IpAddr::V4(v4) => is_public_v4(v4),
-        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
-            Some(v4) => is_public_v4(v4),
-            None => is_public_v6(v6),
-        },
-    }
-}
-
-fn is_public_v4(ip: Ipv4Addr) -> bool {
-    let [a, b, c, _] = ip.octets();
-    let shared_cgnat = a == 100 && (64..128).contains(&b);
-    let benchmarking = a == 198 && (b == 18 || b == 19);
-    let protocol_assignments = a == 192 && b == 0 && c == 0;
-    !(ip.is_loopback()
-        || protocol_assignments
-        || ip.is_private()
-        || ip.is_link_local()
-        || ip.is_unspecified()
-        || ip.is_broadcast()
-        || ip.is_multicast()
-        || ip.is_documentation()
-        || shared_cgnat
-        || benchmarking
-        || a == 0
-        || a >= 240)
-}
-
-fn is_public_v6(ip: Ipv6Addr) -> bool {
-    let segments = ip.segments();
-    let octets = ip.octets();
-    let embedded_v4 =
-        |at: usize| Ipv4Addr::new(octets[at], octets[at + 1], octets[at + 2], octets[at + 3]);
-    // Translation prefixes reach IPv4 hosts: judge the IPv4 address inside.
-    let nat64 = segments[..6] == [0x64, 0xff9b, 0, 0, 0, 0];
-    if nat64 {
-        return is_public_v4(embedded_v4(12));
-    }
-    if segments[0] == 0x2002 {
-        return is_public_v4(embedded_v4(2));
-    }
-    let first = segments[0];
-    let unique_local = (first & 0xfe00) == 0xfc00;
-    let link_local = (first & 0xffc0) == 0xfe80;
-    let ipv4_compatible = segments[..6] == [0; 6];
-    let documentation = segments[0] == 0x2001 && segments[1] == 0x0db8;
-    let teredo = segments[0] == 0x2001 && segments[1] == 0;
-    let local_nat64 = segments[0] == 0x64 && segments[1] == 0xff9b && segments[2] == 1;
-    !(ip.is_loopback()
-        || ip.is_unspecified()
-        || ip.is_multicast()
-        || unique_local
-        || link_local
-        || ipv4_compatible
-        || documentation
-        || teredo
-        || local_nat64)
 }
 
 #[cfg(test)]
