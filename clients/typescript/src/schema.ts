@@ -357,7 +357,7 @@ export interface components {
              * @enum {string}
              */
             type: "sendWebhook";
-            /** @description Any JSON but null; a string is stored as is, anything else as its compact JSON text (at most 256 KiB). `sendWebhook` takes `{"url": "...", "body": <any JSON>, "headers": {"name": "value"}}` (`headers` optional). */
+            /** @description Any JSON but null; a string is stored as is, anything else as its compact JSON text (at most 256 KiB). `sendWebhook` takes `{"url": "...", "body": <any JSON>, "headers": {"name": "value"}}` (`headers` optional; not Host, Content-Length, Transfer-Encoding or a hop-by-hop header: 400 `invalid_field`). */
             payload: unknown;
             /**
              * Format: date-time
