@@ -217,17 +217,15 @@ fn form(pairs: &[(&str, &str)]) -> String {
         .finish()
 }
 
-#[tokio::test]
-async fn a_form_without_its_csrf_token_changes_nothing() {
-    let (serve, api, _dir) = serve().await;
-    let pending = create(&api, later(json!({}))).await;
+/// Logs in as a browser would, keeping the cookies by hand: the client, the cookies to send and
+/// the CSRF token.
+async fn log_in(base: &str) -> (reqwest::Client, String, String) {
     let client = reqwest::Client::builder()
         .redirect(reqwest::redirect::Policy::none())
         .build()
         .expect("client");
-    // Log in as a browser would, keeping the cookies by hand.
     let login = client
-        .get(format!("{}/ui/login", serve.base))
+        .get(format!("{base}/ui/login"))
         .send()
         .await
         .expect("login page");
@@ -241,7 +239,7 @@ async fn a_form_without_its_csrf_token_changes_nothing() {
         .expect("a csrf cookie")
         .to_owned();
     let answer = client
-        .post(format!("{}/ui/login", serve.base))
+        .post(format!("{base}/ui/login"))
         .header("cookie", format!("tasker_csrf={csrf}"))
         .header("content-type", FORM)
         .body(form(&[("token", TOKEN), ("csrf", &csrf)]))
@@ -259,6 +257,14 @@ async fn a_form_without_its_csrf_token_changes_nothing() {
         .expect("a session cookie")
         .to_owned();
     let cookies = format!("tasker_session={session}; tasker_csrf={csrf}");
+    (client, cookies, csrf)
+}
+
+#[tokio::test]
+async fn a_form_without_its_csrf_token_changes_nothing() {
+    let (serve, api, _dir) = serve().await;
+    let pending = create(&api, later(json!({}))).await;
+    let (client, cookies, csrf) = log_in(&serve.base).await;
     for token in ["", "0123456789abcdef0123456789abcdef"] {
         let answer = client
             .post(format!("{}/ui/act", serve.base))
@@ -290,4 +296,59 @@ async fn a_form_without_its_csrf_token_changes_nothing() {
         .expect("post");
     assert_eq!(answer.status(), 303);
     assert_eq!(task(&api, &pending).await["status"], "cancelled");
+}
+
+/// GIVEN a task whose 250 KB payload nests 124 deep WHEN its page is shown THEN the page shows
+/// the first 16 KiB of the stored text and links to the whole, which comes back as sent (the
+/// page used to pretty-print it to 31.7 MB).
+#[tokio::test]
+async fn a_huge_deep_payload_is_cut_on_its_page_and_linked_whole() {
+    let (serve, api, _dir) = serve().await;
+    let mut nested = json!("leaf");
+    for level in 0..124 {
+        nested = json!({ format!("k{level}"): nested, "pad": "x".repeat(2_000) });
+    }
+    let id = create(&api, later(nested)).await;
+    let stored = task(&api, &id).await["payload"]
+        .as_str()
+        .expect("the stored payload")
+        .to_owned();
+    assert!(stored.len() > 200_000, "{} bytes", stored.len());
+    let (client, cookies, _) = log_in(&serve.base).await;
+    let page = client
+        .get(format!("{}/ui/tasks/{id}", serve.base))
+        .header("cookie", &cookies)
+        .send()
+        .await
+        .expect("task page");
+    assert_eq!(page.status(), 200);
+    let page = page.text().await.expect("page text");
+    assert!(page.len() < 64 * 1024, "a page of {} bytes", page.len());
+    assert!(
+        page.contains(&format!("/ui/tasks/{id}/payload")),
+        "no link to the whole"
+    );
+    let raw = client
+        .get(format!("{}/ui/tasks/{id}/payload", serve.base))
+        .header("cookie", &cookies)
+        .send()
+        .await
+        .expect("raw payload");
+    assert_eq!(raw.status(), 200);
+    assert!(
+        raw.headers()["content-type"]
+            .to_str()
+            .unwrap_or_default()
+            .starts_with("text/plain")
+    );
+    assert_eq!(raw.text().await.expect("raw text"), stored);
+    let anonymous = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .expect("client")
+        .get(format!("{}/ui/tasks/{id}/payload", serve.base))
+        .send()
+        .await
+        .expect("raw payload without a session");
+    assert_eq!(anonymous.status(), 303, "a session is needed");
 }

@@ -8,6 +8,7 @@
 
 mod actions;
 mod pages;
+mod payload;
 pub mod session;
 mod tasks;
 
@@ -52,6 +53,7 @@ pub fn router<S: Store>(tasker: Arc<Tasker<S>>, auth: AuthMode) -> Router {
         .route("/ui/", get(pages::overview::<S>))
         .route("/ui/tasks", get(tasks::list::<S>))
         .route("/ui/tasks/{id}", get(tasks::show::<S>))
+        .route("/ui/tasks/{id}/payload", get(payload::raw::<S>))
         .route("/ui/types", get(pages::types::<S>))
         .route("/ui/schedules", get(pages::schedules::<S>))
         .route("/ui/confirm", get(actions::confirm::<S>))

@@ -224,10 +224,8 @@ pub async fn show<S: Store>(
         Ok(task) => task,
         Err(err) => return page.failure(err),
     };
-    // Pretty-printed when it is JSON (it always is when created through the API).
-    let payload = serde_json::from_str::<serde_json::Value>(&task.payload)
-        .and_then(|value| serde_json::to_string_pretty(&value))
-        .unwrap_or_else(|_| task.payload.clone());
+    // Pretty-printed when it is JSON (it always is when created through the API) and small.
+    let (payload, whole) = super::payload::shown(&task.payload);
     let timeline = timeline(&task);
     let body = html! {
         h1 { "Task " code { (task.id) } }
@@ -247,6 +245,12 @@ pub async fn show<S: Store>(
             None => p.muted { "None." },
         }
         h2 { "Payload" }
+        @if !whole {
+            p.muted {
+                "The first " (payload.len()) " of " (task.payload.len()) " bytes; "
+                a href=(format!("/ui/tasks/{}/payload", task.id)) { "the whole payload" } "."
+            }
+        }
         pre.payload { (payload) }
         h2 { "Timeline" }
         ol {
