@@ -352,3 +352,56 @@ async fn a_huge_deep_payload_is_cut_on_its_page_and_linked_whole() {
         .expect("raw payload without a session");
     assert_eq!(anonymous.status(), 303, "a session is needed");
 }
+
+/// GIVEN ten wrong tokens in a minute WHEN a login follows, with the right token THEN it is
+/// answered 429 with `Retry-After`, the token not even compared, and no session is set.
+#[tokio::test]
+async fn failed_logins_are_limited() {
+    let (serve, _api, _dir) = serve().await;
+    let client = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .expect("client");
+    let login = client
+        .get(format!("{}/ui/login", serve.base))
+        .send()
+        .await
+        .expect("login page");
+    let csrf = login
+        .headers()
+        .get_all("set-cookie")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .find_map(|v| v.strip_prefix("tasker_csrf="))
+        .and_then(|v| v.split(';').next())
+        .expect("a csrf cookie")
+        .to_owned();
+    let csrf = csrf.as_str();
+    let attempt = |token: &'static str| {
+        client
+            .post(format!("{}/ui/login", serve.base))
+            .header("cookie", format!("tasker_csrf={csrf}"))
+            .header("content-type", FORM)
+            .body(form(&[("token", token), ("csrf", csrf)]))
+            .send()
+    };
+    for _ in 0..10 {
+        let answer = attempt("wrong-token").await.expect("log in");
+        assert_eq!(answer.status(), 401);
+    }
+    let answer = attempt(TOKEN).await.expect("log in");
+    assert_eq!(answer.status(), 429);
+    let retry: u64 = answer.headers()["retry-after"]
+        .to_str()
+        .expect("text")
+        .parse()
+        .expect("seconds");
+    assert!((1..=60).contains(&retry), "{retry}");
+    assert!(
+        !answer.headers().get_all("set-cookie").iter().any(|v| v
+            .to_str()
+            .unwrap_or_default()
+            .starts_with("tasker_session=")),
+        "no session"
+    );
+}

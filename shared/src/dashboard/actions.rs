@@ -6,8 +6,8 @@ use std::time::{Duration, Instant};
 
 use axum::Form;
 use axum::extract::Query;
-use axum::http::header::SET_COOKIE;
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::header::{RETRY_AFTER, SET_COOKIE};
+use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::Response;
 use maud::{Markup, html};
 use serde::Deserialize;
@@ -258,7 +258,19 @@ pub async fn log_in<S: Store>(
     if !csrf_matches(&headers, &form.csrf) {
         return login_form(&dashboard, &headers, Some("This form expired; try again."));
     }
+    let now = std::time::Instant::now();
+    if let Some(wait) = dashboard.logins.wait(now) {
+        let seconds = wait.as_secs().max(1);
+        let message = format!("Too many failed logins; try again in {seconds} s.");
+        let mut response = login_form(&dashboard, &headers, Some(&message));
+        *response.status_mut() = StatusCode::TOO_MANY_REQUESTS;
+        if let Ok(value) = HeaderValue::from_str(&seconds.to_string()) {
+            response.headers_mut().insert(RETRY_AFTER, value);
+        }
+        return response;
+    }
     if !crate::api::auth::token_matches(form.token.trim(), expected) {
+        dashboard.logins.failed(now);
         tracing::warn!("dashboard login refused: wrong token");
         return login_form(&dashboard, &headers, Some("That token is not valid."));
     }

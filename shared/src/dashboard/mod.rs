@@ -7,6 +7,7 @@
 //! [`session`] decides who may use it.
 
 mod actions;
+mod limit;
 mod pages;
 mod payload;
 pub mod session;
@@ -40,13 +41,19 @@ const STYLE: &str = include_str!("style.css");
 pub struct Dashboard<S> {
     tasker: Arc<Tasker<S>>,
     auth: AuthMode,
+    /// Failed logins in this process.
+    logins: limit::LoginLimit,
 }
 
 type Shared<S> = axum::extract::State<Arc<Dashboard<S>>>;
 
 /// The dashboard's routes, all under [`PREFIX`].
 pub fn router<S: Store>(tasker: Arc<Tasker<S>>, auth: AuthMode) -> Router {
-    let dashboard = Arc::new(Dashboard { tasker, auth });
+    let dashboard = Arc::new(Dashboard {
+        tasker,
+        auth,
+        logins: limit::LoginLimit::default(),
+    });
     Router::new()
         // Both: API Gateway routes `/ui` and `/ui/{proxy+}`, which `/ui/` is not.
         .route(PREFIX, get(pages::overview::<S>))
