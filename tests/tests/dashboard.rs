@@ -217,19 +217,14 @@ fn form(pairs: &[(&str, &str)]) -> String {
         .finish()
 }
 
-/// Logs in as a browser would, keeping the cookies by hand: the client, the cookies to send and
-/// the CSRF token.
-async fn log_in(base: &str) -> (reqwest::Client, String, String) {
-    let client = reqwest::Client::builder()
-        .redirect(reqwest::redirect::Policy::none())
-        .build()
-        .expect("client");
+/// The CSRF token the login page sets, fetched as a browser would.
+async fn login_csrf(client: &reqwest::Client, base: &str) -> String {
     let login = client
         .get(format!("{base}/ui/login"))
         .send()
         .await
         .expect("login page");
-    let csrf = login
+    login
         .headers()
         .get_all("set-cookie")
         .iter()
@@ -237,7 +232,17 @@ async fn log_in(base: &str) -> (reqwest::Client, String, String) {
         .find_map(|v| v.strip_prefix("tasker_csrf="))
         .and_then(|v| v.split(';').next())
         .expect("a csrf cookie")
-        .to_owned();
+        .to_owned()
+}
+
+/// Logs in as a browser would, keeping the cookies by hand: the client, the cookies to send and
+/// the CSRF token.
+async fn log_in(base: &str) -> (reqwest::Client, String, String) {
+    let client = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .expect("client");
+    let csrf = login_csrf(&client, base).await;
     let answer = client
         .post(format!("{base}/ui/login"))
         .header("cookie", format!("tasker_csrf={csrf}"))
@@ -362,20 +367,7 @@ async fn failed_logins_are_limited() {
         .redirect(reqwest::redirect::Policy::none())
         .build()
         .expect("client");
-    let login = client
-        .get(format!("{}/ui/login", serve.base))
-        .send()
-        .await
-        .expect("login page");
-    let csrf = login
-        .headers()
-        .get_all("set-cookie")
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .find_map(|v| v.strip_prefix("tasker_csrf="))
-        .and_then(|v| v.split(';').next())
-        .expect("a csrf cookie")
-        .to_owned();
+    let csrf = login_csrf(&client, &serve.base).await;
     let csrf = csrf.as_str();
     let attempt = |token: &'static str| {
         client

@@ -6,7 +6,7 @@
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::sync::LazyLock;
 
-use ipnet::{IpNet, Ipv6Net};
+use ipnet::IpNet;
 
 /// Blocks a webhook may not reach, with what each is.
 const REFUSED: [(&str, &str); 31] = [
@@ -67,16 +67,15 @@ pub fn refused_block(ip: IpAddr) -> Option<&'static str> {
 /// The IPv4 address an IPv6 address carries, for the prefixes that reach it: IPv4-mapped,
 /// NAT64's well-known prefix and 6to4.
 fn embedded_v4(ip: Ipv6Addr) -> Option<Ipv4Addr> {
+    // Checked on every resolved address: by segments, nothing parsed per call.
     let octets = ip.octets();
     let at = |i: usize| Ipv4Addr::new(octets[i], octets[i + 1], octets[i + 2], octets[i + 3]);
-    let within = |block: &str| {
-        block
-            .parse::<Ipv6Net>()
-            .is_ok_and(|block| block.contains(&ip))
-    };
-    if within("::ffff:0:0/96") || within("64:ff9b::/96") {
+    let segments = ip.segments();
+    if let Some(mapped) = ip.to_ipv4_mapped() {
+        Some(mapped)
+    } else if segments[..6] == [0x64, 0xff9b, 0, 0, 0, 0] {
         Some(at(12))
-    } else if within("2002::/16") {
+    } else if segments[0] == 0x2002 {
         Some(at(2))
     } else {
         None
