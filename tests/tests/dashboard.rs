@@ -217,51 +217,63 @@ fn form(pairs: &[(&str, &str)]) -> String {
         .finish()
 }
 
-/// The CSRF token the login page sets, fetched as a browser would.
-async fn login_csrf(client: &reqwest::Client, base: &str) -> String {
+/// The value of the first form's hidden `csrf` field in `html`.
+fn csrf_field(html: &str) -> String {
+    let (_, after) = html
+        .split_once(r#"name="csrf" value=""#)
+        .expect("a csrf field");
+    after.split('"').next().expect("its value").to_owned()
+}
+
+/// The value of the cookie `name` an answer sets.
+fn set_cookie(answer: &reqwest::Response, name: &str) -> Option<String> {
+    answer
+        .headers()
+        .get_all("set-cookie")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .find_map(|v| v.strip_prefix(&format!("{name}=")).map(str::to_owned))
+        .and_then(|v| v.split(';').next().map(str::to_owned))
+}
+
+/// The login page as a browser gets it: the nonce cookie it sets and its form's CSRF token.
+async fn login_csrf(client: &reqwest::Client, base: &str) -> (String, String) {
     let login = client
         .get(format!("{base}/ui/login"))
         .send()
         .await
         .expect("login page");
-    login
-        .headers()
-        .get_all("set-cookie")
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .find_map(|v| v.strip_prefix("tasker_csrf="))
-        .and_then(|v| v.split(';').next())
-        .expect("a csrf cookie")
-        .to_owned()
+    let nonce = set_cookie(&login, "tasker_csrf").expect("a nonce cookie");
+    let html = login.text().await.expect("the page");
+    (nonce, csrf_field(&html))
 }
 
 /// Logs in as a browser would, keeping the cookies by hand: the client, the cookies to send and
-/// the CSRF token.
+/// the session's CSRF token (read from the overview's logout form).
 async fn log_in(base: &str) -> (reqwest::Client, String, String) {
     let client = reqwest::Client::builder()
         .redirect(reqwest::redirect::Policy::none())
         .build()
         .expect("client");
-    let csrf = login_csrf(&client, base).await;
+    let (nonce, csrf) = login_csrf(&client, base).await;
     let answer = client
         .post(format!("{base}/ui/login"))
-        .header("cookie", format!("tasker_csrf={csrf}"))
+        .header("cookie", format!("tasker_csrf={nonce}"))
         .header("content-type", FORM)
         .body(form(&[("token", TOKEN), ("csrf", &csrf)]))
         .send()
         .await
         .expect("log in");
     assert_eq!(answer.status(), 303);
-    let session = answer
-        .headers()
-        .get_all("set-cookie")
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .find_map(|v| v.strip_prefix("tasker_session="))
-        .and_then(|v| v.split(';').next())
-        .expect("a session cookie")
-        .to_owned();
-    let cookies = format!("tasker_session={session}; tasker_csrf={csrf}");
+    let session = set_cookie(&answer, "tasker_session").expect("a session cookie");
+    let cookies = format!("tasker_session={session}; tasker_csrf={nonce}");
+    let overview = client
+        .get(format!("{base}/ui"))
+        .header("cookie", &cookies)
+        .send()
+        .await
+        .expect("overview");
+    let csrf = csrf_field(&overview.text().await.expect("the page"));
     (client, cookies, csrf)
 }
 
@@ -299,6 +311,60 @@ async fn a_form_without_its_csrf_token_changes_nothing() {
         .send()
         .await
         .expect("post");
+    assert_eq!(answer.status(), 303);
+    assert_eq!(task(&api, &pending).await["status"], "cancelled");
+}
+
+/// GIVEN a signed-in browser WHEN a sibling site plants its own `tasker_csrf` cookie and posts
+/// a form repeating it, or a page on another site posts the real form THEN nothing changes (a
+/// planted cookie with a matching field used to be accepted).
+#[tokio::test]
+async fn a_planted_csrf_cookie_or_a_cross_site_form_changes_nothing() {
+    let (serve, api, _dir) = serve().await;
+    let pending = create(&api, later(json!({}))).await;
+    let (client, cookies, csrf) = log_in(&serve.base).await;
+    let session = cookies.split(';').next().expect("the session cookie");
+    let planted = "0123456789abcdef0123456789abcdef";
+    let post = |cookies: String, field: String, extra: Option<(&'static str, &'static str)>| {
+        let mut request = client
+            .post(format!("{}/ui/act", serve.base))
+            .header("cookie", cookies)
+            .header("content-type", FORM)
+            .body(form(&[
+                ("action", "cancel"),
+                ("id", &pending),
+                ("csrf", &field),
+            ]));
+        if let Some((name, value)) = extra {
+            request = request.header(name, value);
+        }
+        request.send()
+    };
+    for cookies in [
+        format!("tasker_csrf={planted}; {session}"),
+        format!("{session}; tasker_csrf={planted}"),
+    ] {
+        let answer = post(cookies, planted.to_owned(), None).await.expect("post");
+        assert_eq!(answer.status(), 403, "a planted cookie");
+    }
+    for header in [
+        ("sec-fetch-site", "cross-site"),
+        ("sec-fetch-site", "same-site"),
+        ("origin", "null"),
+    ] {
+        let answer = post(cookies.clone(), csrf.clone(), Some(header))
+            .await
+            .expect("post");
+        assert_eq!(answer.status(), 403, "{header:?}");
+    }
+    assert_eq!(task(&api, &pending).await["status"], "pending");
+    let answer = post(
+        cookies.clone(),
+        csrf.clone(),
+        Some(("sec-fetch-site", "same-origin")),
+    )
+    .await
+    .expect("post");
     assert_eq!(answer.status(), 303);
     assert_eq!(task(&api, &pending).await["status"], "cancelled");
 }
@@ -367,12 +433,12 @@ async fn failed_logins_are_limited() {
         .redirect(reqwest::redirect::Policy::none())
         .build()
         .expect("client");
-    let csrf = login_csrf(&client, &serve.base).await;
-    let csrf = csrf.as_str();
+    let (nonce, csrf) = login_csrf(&client, &serve.base).await;
+    let (nonce, csrf) = (nonce.as_str(), csrf.as_str());
     let attempt = |token: &'static str| {
         client
             .post(format!("{}/ui/login", serve.base))
-            .header("cookie", format!("tasker_csrf={csrf}"))
+            .header("cookie", format!("tasker_csrf={nonce}"))
             .header("content-type", FORM)
             .body(form(&[("token", token), ("csrf", csrf)]))
             .send()

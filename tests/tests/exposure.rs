@@ -485,3 +485,69 @@ fn a_client_that_never_reads_its_answers_is_dropped() {
     );
     assert_eq!(server.send("GET", "/healthz", "127.0.0.1", &[]).0, 200);
 }
+
+/// What comes back on `stream` within `limit` (until the server closes it or the time is up).
+fn answer_within(stream: &mut TcpStream, limit: Duration) -> String {
+    stream.set_read_timeout(Some(limit)).expect("timeout");
+    let mut answer = Vec::new();
+    let mut buffer = [0u8; 1024];
+    while let Ok(n @ 1..) = stream.read(&mut buffer) {
+        answer.extend_from_slice(&buffer[..n]);
+    }
+    String::from_utf8_lossy(&answer).into_owned()
+}
+
+/// GIVEN form posts that announce a body and never send it WHEN they have no session THEN they
+/// are answered at once, before the body (they used to wait for it); a login form announcing
+/// more than 2 KiB is refused 413 at once.
+#[test]
+fn dashboard_forms_are_checked_before_their_bodies_are_read() {
+    let server = Server::start("127.0.0.1", &[], &[("TASKER_API_TOKEN", TOKEN)]);
+    for path in ["/ui/act", "/ui/logout"] {
+        let mut stream = stall(
+            server.port,
+            &format!(
+                "POST {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/x-www-form-urlencoded\r\nContent-Length: 500\r\n\r\n"
+            ),
+        );
+        let started = Instant::now();
+        let answer = answer_within(&mut stream, Duration::from_secs(3));
+        assert!(answer.starts_with("HTTP/1.1 303"), "{path}: {answer:?}");
+        assert!(answer.contains("location: /ui/login"), "{path}: {answer}");
+        assert!(started.elapsed() < Duration::from_secs(3), "{path}");
+    }
+    let mut big = stall(
+        server.port,
+        "POST /ui/login HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/x-www-form-urlencoded\r\nContent-Length: 4096\r\n\r\ntoken=",
+    );
+    let answer = answer_within(&mut big, Duration::from_secs(3));
+    assert!(answer.starts_with("HTTP/1.1 413"), "{answer:?}");
+}
+
+/// GIVEN a login form sent one byte every 2 s (each pause under the 10 s pause limit) THEN the
+/// server gives up on it at the 10 s form deadline; it used to read on for as long as the
+/// 2 MiB body limit let it (hours at this pace).
+#[test]
+fn a_trickled_login_form_is_cut_at_its_deadline() {
+    let server = Server::start("127.0.0.1", &[], &[("TASKER_API_TOKEN", TOKEN)]);
+    let mut stream = stall(
+        server.port,
+        "POST /ui/login HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/x-www-form-urlencoded\r\nContent-Length: 900\r\n\r\n",
+    );
+    let mut writer = stream.try_clone().expect("a second handle");
+    let trickle = std::thread::spawn(move || {
+        for _ in 0..30 {
+            if writer.write_all(b"x").is_err() {
+                return;
+            }
+            std::thread::sleep(Duration::from_secs(2));
+        }
+    });
+    let started = Instant::now();
+    let answer = answer_within(&mut stream, Duration::from_secs(25));
+    let took = started.elapsed();
+    assert!(answer.starts_with("HTTP/1.1 408"), "{answer:?}");
+    assert!(took < Duration::from_secs(20), "answered after {took:?}");
+    drop(stream);
+    let _ = trickle.join();
+}

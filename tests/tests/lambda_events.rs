@@ -487,3 +487,126 @@ async fn the_lambda_dashboard_is_off_by_default_and_fails_closed_without_a_token
     let (status, _, _) = browse(&app, "/stats", &[]).await;
     assert_eq!(status, StatusCode::UNAUTHORIZED);
 }
+
+/// A form POST of `body` to `path` through `app`, with `headers`; the status, headers and body.
+async fn post_form(
+    app: &axum::Router,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: String,
+) -> (StatusCode, http::HeaderMap, String) {
+    let mut request = http::Request::post(path)
+        .header("host", "abc123.execute-api.eu-west-1.amazonaws.com")
+        .header("content-type", "application/x-www-form-urlencoded");
+    for (name, value) in headers {
+        request = request.header(*name, *value);
+    }
+    let response = app
+        .clone()
+        .oneshot(request.body(axum::body::Body::from(body)).expect("request"))
+        .await
+        .expect("the router answers");
+    let status = response.status();
+    let headers = response.headers().clone();
+    let bytes = axum::body::to_bytes(response.into_body(), usize::MAX)
+        .await
+        .expect("read the body");
+    (
+        status,
+        headers,
+        String::from_utf8_lossy(&bytes).into_owned(),
+    )
+}
+
+fn cookie_set(headers: &http::HeaderMap, name: &str) -> String {
+    headers
+        .get_all("set-cookie")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .find_map(|v| v.strip_prefix(&format!("{name}=")))
+        .and_then(|v| v.split(';').next())
+        .unwrap_or_else(|| panic!("a {name} cookie"))
+        .to_owned()
+}
+
+fn csrf_in(html: &str) -> String {
+    let (_, after) = html
+        .split_once(r#"name="csrf" value=""#)
+        .expect("a csrf field");
+    after.split('"').next().expect("its value").to_owned()
+}
+
+/// GIVEN the enqueue Lambda's dashboard (which has no Host allowlist in front of it) WHEN a
+/// login or an action comes from another site's page (`Origin`, `Sec-Fetch-Site`) or repeats a
+/// planted CSRF cookie THEN it is refused 403 and the task stays as it was; from its own pages
+/// the same forms work.
+#[tokio::test]
+async fn the_lambda_dashboard_refuses_forms_from_other_sites() {
+    let store = fresh_store().await;
+    let config = config(&[("TASKER_DASHBOARD", "true"), ("TASKER_API_TOKEN", "t0k")]);
+    let app =
+        enqueue::app(&config, store.clone(), None, tasker::compose::builtin_types).expect("app");
+    let tasker = tasker::compose::tasker_over(&config, store, tasker::compose::builtin_types)
+        .expect("tasker");
+    let new = NewTask {
+        scheduled_at: Some(Timestamp::now_utc().plus(Duration::from_secs(3600))),
+        ..NewTask::new(
+            "sendWebhook",
+            r#"{"url": "https://example.com/hook", "body": {}}"#,
+        )
+    };
+    let id = tasker.create(new).await.expect("create").task().id;
+    let evil = ("origin", "https://evil.example");
+    let own = (
+        "origin",
+        "https://abc123.execute-api.eu-west-1.amazonaws.com",
+    );
+
+    let (_, headers, html) = browse(&app, "/ui/login", &[]).await;
+    let nonce = format!("tasker_csrf={}", cookie_set(&headers, "tasker_csrf"));
+    let login = format!("token=t0k&csrf={}", csrf_in(&html));
+    let with = |extra: (&'static str, &'static str)| vec![("cookie", nonce.as_str()), extra];
+    let (status, _, _) = post_form(&app, "/ui/login", &with(evil), login.clone()).await;
+    assert_eq!(status, StatusCode::FORBIDDEN, "a login from another site");
+    let (status, headers, _) = post_form(&app, "/ui/login", &with(own), login).await;
+    assert_eq!(status, StatusCode::SEE_OTHER);
+    let session = format!("tasker_session={}", cookie_set(&headers, "tasker_session"));
+
+    let (_, _, html) = browse(&app, "/ui", &[("cookie", session.as_str())]).await;
+    let cancel = |csrf: &str| format!("action=cancel&id={id}&csrf={csrf}");
+    let planted = "0123456789abcdef0123456789abcdef";
+    let tossed = format!("tasker_csrf={planted}; {session}");
+    for (headers, body) in [
+        (
+            vec![("cookie", session.as_str()), evil],
+            cancel(&csrf_in(&html)),
+        ),
+        (
+            vec![
+                ("cookie", session.as_str()),
+                ("sec-fetch-site", "cross-site"),
+            ],
+            cancel(&csrf_in(&html)),
+        ),
+        (vec![("cookie", tossed.as_str())], cancel(planted)),
+    ] {
+        let (status, _, _) = post_form(&app, "/ui/act", &headers, body).await;
+        assert_eq!(status, StatusCode::FORBIDDEN, "{headers:?}");
+    }
+    assert_eq!(
+        tasker.get(id).await.expect("task").status,
+        TaskStatus::Pending
+    );
+    let (status, _, _) = post_form(
+        &app,
+        "/ui/act",
+        &[("cookie", session.as_str()), own],
+        cancel(&csrf_in(&html)),
+    )
+    .await;
+    assert_eq!(status, StatusCode::SEE_OTHER);
+    assert_eq!(
+        tasker.get(id).await.expect("task").status,
+        TaskStatus::Cancelled
+    );
+}

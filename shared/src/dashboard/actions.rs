@@ -4,17 +4,14 @@
 
 use std::time::{Duration, Instant};
 
-use axum::Form;
-use axum::extract::Query;
+use axum::extract::{Query, Request};
 use axum::http::header::{RETRY_AFTER, SET_COOKIE};
 use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::Response;
 use maud::{Markup, html};
 use serde::Deserialize;
 
-use super::session::{
-    self, Access, SESSION_COOKIE, SESSION_SECONDS, csrf_matches, csrf_token, over_https,
-};
+use super::session::{self, Access, SESSION_COOKIE, SESSION_SECONDS, over_https};
 use super::{Dashboard, Page, Shared, refused, see_other};
 use crate::api::auth::AuthMode;
 use crate::engine::{MAX_LIST_LIMIT, Tasker, TaskerError};
@@ -129,16 +126,24 @@ pub async fn confirm<S: Store>(
     page.render(StatusCode::OK, "Confirm", "", body)
 }
 
-pub async fn act<S: Store>(
-    State(dashboard): Shared<S>,
-    headers: HeaderMap,
-    Form(act): Form<Act>,
-) -> Response {
+/// True when `field` is the CSRF token of the request with `headers`.
+fn csrf_matches<S>(dashboard: &Dashboard<S>, headers: &HeaderMap, field: &str) -> bool {
+    let now = session::now_seconds();
+    session::csrf_matches(&dashboard.csrf_key, &dashboard.auth, headers, now, field)
+}
+
+pub async fn act<S: Store>(State(dashboard): Shared<S>, request: Request) -> Response {
+    let headers = request.headers().clone();
+    // The session first: a request without one is answered before its body is read.
     let page = match Page::open(&dashboard, &headers) {
         Ok(page) => page,
         Err(answer) => return *answer,
     };
-    if !csrf_matches(&headers, &act.csrf) {
+    let act: Act = match super::form::read(request).await {
+        Ok(act) => act,
+        Err(answer) => return answer,
+    };
+    if !csrf_matches(&dashboard, &headers, &act.csrf) {
         return problem(
             &page,
             StatusCode::FORBIDDEN,
@@ -211,15 +216,13 @@ pub struct LogIn {
 
 /// The login page, with `error` when a token was refused.
 fn login_form<S>(dashboard: &Dashboard<S>, headers: &HeaderMap, error: Option<&str>) -> Response {
-    let (csrf, new_csrf) = csrf_token(headers);
+    let now = session::now_seconds();
     let page = Page {
-        csrf,
-        new_csrf,
+        csrf: session::csrf(&dashboard.csrf_key, &dashboard.auth, headers, now),
         secure: over_https(headers),
         logout: false,
         refresh: None,
     };
-    let _ = dashboard;
     let status = if error.is_some() {
         StatusCode::UNAUTHORIZED
     } else {
@@ -247,17 +250,12 @@ pub async fn login_page<S: Store>(State(dashboard): Shared<S>, headers: HeaderMa
     }
 }
 
-pub async fn log_in<S: Store>(
-    State(dashboard): Shared<S>,
-    headers: HeaderMap,
-    Form(form): Form<LogIn>,
-) -> Response {
+pub async fn log_in<S: Store>(State(dashboard): Shared<S>, request: Request) -> Response {
+    let headers = request.headers().clone();
     let AuthMode::Token(expected) = &dashboard.auth else {
         return login_page(axum::extract::State(dashboard), headers).await;
     };
-    if !csrf_matches(&headers, &form.csrf) {
-        return login_form(&dashboard, &headers, Some("This form expired; try again."));
-    }
+    // What can be refused before the body is: a login past the limit.
     let now = std::time::Instant::now();
     if let Some(wait) = dashboard.logins.wait(now) {
         let seconds = wait.as_secs().max(1);
@@ -268,6 +266,13 @@ pub async fn log_in<S: Store>(
             response.headers_mut().insert(RETRY_AFTER, value);
         }
         return response;
+    }
+    let form: LogIn = match super::form::read(request).await {
+        Ok(form) => form,
+        Err(answer) => return answer,
+    };
+    if !csrf_matches(&dashboard, &headers, &form.csrf) {
+        return login_form(&dashboard, &headers, Some("This form expired; try again."));
     }
     if !crate::api::auth::token_matches(form.token.trim(), expected) {
         dashboard.logins.failed(now);
@@ -286,15 +291,18 @@ pub async fn log_in<S: Store>(
     response
 }
 
-pub async fn log_out<S: Store>(
-    State(dashboard): Shared<S>,
-    headers: HeaderMap,
-    Form(form): Form<LogIn>,
-) -> Response {
+pub async fn log_out<S: Store>(State(dashboard): Shared<S>, request: Request) -> Response {
+    let headers = request.headers().clone();
     let now = session::now_seconds();
-    if session::access(&dashboard.auth, &headers, now) != Access::Granted
-        || !csrf_matches(&headers, &form.csrf)
-    {
+    // The session first: a request without one is answered before its body is read.
+    if session::access(&dashboard.auth, &headers, now) != Access::Granted {
+        return see_other("/ui/login");
+    }
+    let form: LogIn = match super::form::read(request).await {
+        Ok(form) => form,
+        Err(answer) => return answer,
+    };
+    if !csrf_matches(&dashboard, &headers, &form.csrf) {
         return see_other("/ui/login");
     }
     let mut response = see_other("/ui/login");

@@ -7,7 +7,9 @@
 //! [`session`] decides who may use it.
 
 mod actions;
+mod form;
 mod limit;
+mod origin;
 mod pages;
 mod payload;
 pub mod session;
@@ -16,13 +18,14 @@ mod tasks;
 use std::sync::Arc;
 
 use axum::Router;
+use axum::extract::DefaultBodyLimit;
 use axum::http::header::{CONTENT_SECURITY_POLICY, LOCATION};
 use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Redirect, Response};
 use axum::routing::{get, post};
 use maud::{DOCTYPE, Markup, html};
 
-use self::session::{Access, access, csrf_token, over_https, remember_csrf};
+use self::session::{Access, Csrf, access, over_https, remember_csrf};
 use crate::api::auth::AuthMode;
 use crate::engine::{Tasker, TaskerError};
 use crate::store::Store;
@@ -43,6 +46,8 @@ pub struct Dashboard<S> {
     auth: AuthMode,
     /// Failed logins in this process.
     logins: limit::LoginLimit,
+    /// What CSRF tokens are derived under.
+    csrf_key: Vec<u8>,
 }
 
 type Shared<S> = axum::extract::State<Arc<Dashboard<S>>>;
@@ -51,9 +56,11 @@ type Shared<S> = axum::extract::State<Arc<Dashboard<S>>>;
 pub fn router<S: Store>(tasker: Arc<Tasker<S>>, auth: AuthMode) -> Router {
     let dashboard = Arc::new(Dashboard {
         tasker,
+        csrf_key: session::csrf_key(&auth),
         auth,
         logins: limit::LoginLimit::default(),
     });
+    let forms = DefaultBodyLimit::max(form::FORM_BODY_BYTES);
     Router::new()
         // Both: API Gateway routes `/ui` and `/ui/{proxy+}`, which `/ui/` is not.
         .route(PREFIX, get(pages::overview::<S>))
@@ -64,14 +71,17 @@ pub fn router<S: Store>(tasker: Arc<Tasker<S>>, auth: AuthMode) -> Router {
         .route("/ui/types", get(pages::types::<S>))
         .route("/ui/schedules", get(pages::schedules::<S>))
         .route("/ui/confirm", get(actions::confirm::<S>))
-        .route("/ui/act", post(actions::act::<S>))
+        .route("/ui/act", post(actions::act::<S>).layer(forms))
         .route(
             "/ui/login",
-            get(actions::login_page::<S>).post(actions::log_in::<S>),
+            get(actions::login_page::<S>)
+                .post(actions::log_in::<S>)
+                .layer(forms),
         )
-        .route("/ui/logout", post(actions::log_out::<S>))
+        .route("/ui/logout", post(actions::log_out::<S>).layer(forms))
         .route("/ui/style.css", get(style))
         .with_state(dashboard)
+        .layer(axum::middleware::from_fn(origin::same_origin_only))
         .layer(axum::middleware::map_response(protect))
 }
 
@@ -120,8 +130,7 @@ async fn style() -> Response {
 
 /// One page being answered: the request's headers and its CSRF token.
 pub(crate) struct Page {
-    csrf: String,
-    new_csrf: bool,
+    csrf: Csrf,
     secure: bool,
     logout: bool,
     /// Reload the page every this many seconds (a meta refresh: no script).
@@ -138,10 +147,9 @@ impl Page {
             Access::LogIn => return Err(Box::new(see_other("/ui/login"))),
             Access::Refused => return Err(Box::new(refused(&dashboard.auth))),
         }
-        let (csrf, new_csrf) = csrf_token(headers);
+        let csrf = session::csrf(&dashboard.csrf_key, &dashboard.auth, headers, now);
         Ok(Self {
             csrf,
-            new_csrf,
             secure: over_https(headers),
             logout: matches!(dashboard.auth, AuthMode::Token(_)),
             refresh: None,
@@ -150,7 +158,7 @@ impl Page {
 
     /// The hidden field every form carries.
     fn csrf_field(&self) -> Markup {
-        html! { input type="hidden" name="csrf" value=(self.csrf); }
+        html! { input type="hidden" name="csrf" value=(self.csrf.token); }
     }
 
     /// `body` in the layout, titled `title`, with `current` marked in the navigation.
@@ -197,12 +205,7 @@ impl Page {
             }
         };
         let mut response = (status, markup).into_response();
-        remember_csrf(
-            response.headers_mut(),
-            &self.csrf,
-            self.new_csrf,
-            self.secure,
-        );
+        remember_csrf(response.headers_mut(), &self.csrf, self.secure);
         response
     }
 

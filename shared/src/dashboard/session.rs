@@ -1,5 +1,6 @@
 //! Who may use the dashboard: a session cookie, signed with the API token, after the token is
-//! typed once; a CSRF token in a cookie that every form repeats; and nobody at all when the
+//! typed once; a CSRF token every form repeats, derived from the session (or, before a login,
+//! from a random nonce cookie) under a key only the server holds; and nobody at all when the
 //! API's authentication is not configured (or is IAM, which a browser cannot sign).
 //!
 //! Cookies are parsed by hand: two names, no attributes to read back, where a cookie crate
@@ -15,7 +16,8 @@ use crate::api::auth::AuthMode;
 
 /// The session cookie's name.
 pub const SESSION_COOKIE: &str = "tasker_session";
-/// The CSRF cookie's name; forms carry the same value in their `csrf` field.
+/// The nonce cookie a page without a session binds its CSRF token to (the login page, and
+/// every page of a server without a token).
 pub const CSRF_COOKIE: &str = "tasker_csrf";
 /// How long a session lasts.
 pub const SESSION_SECONDS: u64 = 12 * 3600;
@@ -110,29 +112,80 @@ pub fn access(auth: &AuthMode, headers: &HeaderMap, now: u64) -> Access {
     }
 }
 
-/// The request's CSRF token, or a new one to set (`true`): random, 128 bits.
-pub fn csrf_token(headers: &HeaderMap) -> (String, bool) {
-    match cookie(headers, CSRF_COOKIE).filter(|value| value.len() == 32) {
-        Some(value) => (value.to_owned(), false),
-        None => (hex::encode(rand::random::<[u8; 16]>()), true),
+/// The key CSRF tokens are derived under: the API token where there is one (every process
+/// and Lambda container of a deployment then agrees), else a random key of this process.
+pub fn csrf_key(auth: &AuthMode) -> Vec<u8> {
+    match auth {
+        AuthMode::Token(token) => token.as_bytes().to_vec(),
+        _ => rand::random::<[u8; 32]>().to_vec(),
     }
 }
 
-/// True when a form's `csrf` field repeats the request's CSRF cookie. A page on another site
-/// can neither read the cookie nor (`SameSite=Strict`) have it sent with its POST.
-pub fn csrf_matches(headers: &HeaderMap, field: &str) -> bool {
-    match cookie(headers, CSRF_COOKIE) {
-        Some(value) if value.len() == 32 => value.as_bytes().ct_eq(field.as_bytes()).into(),
-        _ => false,
+/// A request's CSRF token, and the nonce cookie to set when the token is bound to a new one.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Csrf {
+    pub token: String,
+    pub new_nonce: Option<String>,
+}
+
+/// The HMAC under `key` of what a token is bound to, as 32 hex characters.
+fn csrf_mac(key: &[u8], binding: &str) -> String {
+    // HMAC takes keys of any length; the error branch cannot happen.
+    let Ok(mut mac) = <Hmac<Sha256> as KeyInit>::new_from_slice(key) else {
+        return String::new();
+    };
+    mac.update(format!("tasker-dashboard-csrf:{binding}").as_bytes());
+    hex::encode(&mac.finalize().into_bytes()[..16])
+}
+
+/// The CSRF token of a request with `headers` at `now`: bound to its session when it has a
+/// valid one, else to its nonce cookie (a new nonce when it has none). A cookie planted by a
+/// sibling site is worth nothing: the token that goes with it needs the key.
+pub fn csrf(key: &[u8], auth: &AuthMode, headers: &HeaderMap, now: u64) -> Csrf {
+    if let (AuthMode::Token(token), Some(session)) = (auth, cookie(headers, SESSION_COOKIE)) {
+        if valid_session(token, session, now) {
+            return Csrf {
+                token: csrf_mac(key, &format!("session:{session}")),
+                new_nonce: None,
+            };
+        }
+    }
+    let nonce = cookie(headers, CSRF_COOKIE)
+        .filter(|value| value.len() == 32 && value.bytes().all(|b| b.is_ascii_hexdigit()));
+    match nonce {
+        Some(nonce) => Csrf {
+            token: csrf_mac(key, &format!("nonce:{nonce}")),
+            new_nonce: None,
+        },
+        None => {
+            let nonce = hex::encode(rand::random::<[u8; 16]>());
+            Csrf {
+                token: csrf_mac(key, &format!("nonce:{nonce}")),
+                new_nonce: Some(nonce),
+            }
+        }
     }
 }
 
-/// Adds the CSRF cookie to `headers` when the token is new.
-pub fn remember_csrf(headers: &mut HeaderMap, token: &str, new: bool, secure: bool) {
-    if new {
+/// True when a form's `csrf` field is the token of the request it came with. A page on another
+/// site can neither read the token nor (`SameSite=Strict`) have the cookies sent with its POST.
+pub fn csrf_matches(
+    key: &[u8],
+    auth: &AuthMode,
+    headers: &HeaderMap,
+    now: u64,
+    field: &str,
+) -> bool {
+    let expected = csrf(key, auth, headers, now);
+    expected.new_nonce.is_none() && bool::from(expected.token.as_bytes().ct_eq(field.as_bytes()))
+}
+
+/// Adds the nonce cookie to `headers` when the page's CSRF token is bound to a new one.
+pub fn remember_csrf(headers: &mut HeaderMap, csrf: &Csrf, secure: bool) {
+    if let Some(nonce) = &csrf.new_nonce {
         headers.append(
             SET_COOKIE,
-            set_cookie(CSRF_COOKIE, token, SESSION_SECONDS, secure),
+            set_cookie(CSRF_COOKIE, nonce, SESSION_SECONDS, secure),
         );
     }
 }
@@ -161,6 +214,54 @@ mod tests {
         let forged = value.replacen("1000.", "1001.", 1);
         assert!(!valid_session("s3cret", &forged, 1_060), "re-dated");
         assert!(!valid_session("s3cret", "garbage", 1_060));
+    }
+
+    fn with_cookies(text: &str) -> HeaderMap {
+        let mut headers = HeaderMap::new();
+        headers.insert(COOKIE, HeaderValue::from_str(text).expect("a header"));
+        headers
+    }
+
+    #[test]
+    fn a_csrf_token_is_bound_to_its_session_and_needs_the_key() {
+        let auth = AuthMode::Token("s3cret".to_owned());
+        let key = csrf_key(&auth);
+        let session = new_session("s3cret", 1_000);
+        let signed_in = with_cookies(&format!("tasker_session={session}"));
+        let token = csrf(&key, &auth, &signed_in, 1_000).token;
+        assert!(csrf_matches(&key, &auth, &signed_in, 1_000, &token));
+        // Another session (a minute later) has another token.
+        let later = with_cookies(&format!("tasker_session={}", new_session("s3cret", 1_060)));
+        assert!(!csrf_matches(&key, &auth, &later, 1_060, &token));
+        // A planted nonce cookie with a field of the planter's choosing: refused (it used to be
+        // accepted whenever the field repeated the cookie).
+        let planted = "0123456789abcdef0123456789abcdef";
+        let tossed = with_cookies(&format!("tasker_csrf={planted}; tasker_session={session}"));
+        assert!(!csrf_matches(&key, &auth, &tossed, 1_000, planted));
+        let no_session = with_cookies(&format!("tasker_csrf={planted}"));
+        assert!(!csrf_matches(&key, &auth, &no_session, 1_000, planted));
+        // Before a login the token goes with the nonce, under the key.
+        let before = csrf(&key, &auth, &no_session, 1_000);
+        assert_eq!(before.new_nonce, None);
+        assert!(csrf_matches(&key, &auth, &no_session, 1_000, &before.token));
+        let other_key = csrf_key(&AuthMode::Token("other".to_owned()));
+        assert!(!csrf_matches(
+            &other_key,
+            &auth,
+            &no_session,
+            1_000,
+            &before.token
+        ));
+        // Without any cookie there is nothing to match.
+        let fresh = csrf(&key, &auth, &HeaderMap::new(), 1_000);
+        assert!(fresh.new_nonce.is_some());
+        assert!(!csrf_matches(
+            &key,
+            &auth,
+            &HeaderMap::new(),
+            1_000,
+            &fresh.token
+        ));
     }
 
     #[test]

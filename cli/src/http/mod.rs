@@ -1,8 +1,11 @@
 //! The HTTP server of `tasker serve`, with the limits `axum::serve` has no settings for: a
-//! client gets a few seconds to send its request head, may not pause mid-body for long, and
-//! must read its answers; the open connections are capped, so stalled clients cannot pile up
+//! client gets a few seconds to send its request head, may not pause mid-body for long nor
+//! take more than a minute for all of it, and must read its answers; the open connections are capped, so stalled clients cannot pile up
 //! until file descriptors run out. hyper's, tower-http's and tokio-io-timeout's settings do the
-//! work; this file only wires them.
+//! work; this file only wires them, with
+//! [`deadline`] for the whole body.
+
+mod deadline;
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -26,6 +29,9 @@ use tower_http::timeout::TimeoutBody;
 pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(5);
 /// The longest pause allowed while a request body arrives.
 pub const BODY_READ_TIMEOUT: Duration = Duration::from_secs(10);
+/// The longest a whole request body may take, from its head (the largest, a 5 MiB batch,
+/// needs ~90 KB/s).
+pub const BODY_DEADLINE: Duration = Duration::from_secs(60);
 /// The longest a write of an answer may wait for the client to read.
 pub const WRITE_TIMEOUT: Duration = Duration::from_secs(30);
 /// How long a stop waits for open connections to finish their requests: as long as one
@@ -41,7 +47,10 @@ fn serve_connection(
     graceful: &GracefulShutdown,
 ) {
     let service = hyper::service::service_fn(move |request: hyper::Request<Incoming>| {
-        let request = request.map(|body| Body::new(TimeoutBody::new(BODY_READ_TIMEOUT, body)));
+        let request = request.map(|body| {
+            let body = deadline::Deadline::new(body, BODY_DEADLINE);
+            Body::new(TimeoutBody::new(BODY_READ_TIMEOUT, body))
+        });
         let app = app.clone();
         async move { Ok::<_, Infallible>(app.oneshot(request).await.unwrap_or_else(|e| match e {})) }
     });
