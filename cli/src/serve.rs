@@ -11,7 +11,7 @@ use axum::middleware::{self, Next};
 use axum::response::Response;
 use clap::Args;
 use tasker::api::hosts::{self, HostAllowlist};
-use tasker::compose::TaskTypes;
+use tasker::compose::{self, TaskTypes};
 use tasker::runtime::{self, CleanupSettings, ServeSettings};
 use tasker::{AnyStore, Config, Tasker, api};
 
@@ -44,6 +44,9 @@ pub(crate) struct ServeArgs {
 /// [`tasker::runtime::serve`]), until Ctrl-C or SIGTERM.
 pub(crate) async fn serve(args: ServeArgs, types: TaskTypes) -> Result<(), CliError> {
     let (config, tasker) = crate::open(&args.store, types).await?;
+    if let Some(queue) = compose::open_queue(&config).await {
+        compose::check_visibility(&tasker, &queue).await?;
+    }
     let open_to_network = exposure(&args, &config)?;
     let mut names = config.allowed_hosts.clone();
     names.extend(args.allowed_hosts.iter().cloned());

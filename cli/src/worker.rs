@@ -30,6 +30,7 @@ pub(crate) async fn worker(args: WorkerArgs, types: TaskTypes) -> Result<(), Cli
     let queue = SqsQueue::from_env(&args.queue_url).await;
     let store = compose::open_store(&config).await?;
     let tasker = compose::tasker_over(&config, store, types)?.with_push(Arc::new(queue.clone()));
+    compose::check_visibility(&tasker, &queue).await?;
     tracing::info!(queue = %args.queue_url, "tasker worker reading the queue");
     let (stopper, stop) = runtime::stop_signal();
     let wait = Duration::from_secs(args.wait);

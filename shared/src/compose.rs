@@ -25,6 +25,9 @@ pub enum StartupError {
     /// A task handler could not be registered.
     #[error(transparent)]
     Registry(#[from] RegistryError),
+    /// A task type's claims outlast what the configuration gives an attempt.
+    #[error("configuration: {0}")]
+    LeaseTooLong(#[from] crate::engine::LeaseTooLong),
 }
 
 /// The task types Tasker ships (`sendWebhook`), with the configured defaults.
@@ -80,6 +83,36 @@ pub async fn open_queue(config: &Config) -> Option<crate::push::sqs::SqsQueue> {
         }
         _ => None,
     }
+}
+
+/// Refuses SQS mode when a task type's claims last as long as the queue's visibility timeout
+/// or longer: a message would come back while its task is still claimed, be dropped, and the
+/// task would wait for the mover instead of its retry. A queue that cannot be asked is let
+/// be, with a warning: the check is then the operator's.
+#[cfg(feature = "sqs")]
+pub async fn check_visibility<S>(
+    tasker: &Tasker<S>,
+    queue: &crate::push::sqs::SqsQueue,
+) -> Result<(), StartupError> {
+    let visibility = match queue.visibility_timeout().await {
+        Ok(visibility) => visibility,
+        Err(err) => {
+            tracing::warn!(error = %crate::Report(&err), queue = queue.url(), "cannot read the queue's visibility timeout; not checking it against the task types' leases");
+            return Ok(());
+        }
+    };
+    tasker.check_leases_fit(
+        visibility,
+        true,
+        || {
+            format!(
+                "the queue's VisibilityTimeout is {} s and must be longer",
+                visibility.as_secs()
+            )
+        },
+        "raise the queue's VisibilityTimeout (the template derives it from HandlerTimeout)",
+    )?;
+    Ok(())
 }
 
 /// Tasker over the configured store with `types`, sending to the queue in SQS mode.

@@ -2,6 +2,7 @@
 //! runtime's `Diagnostic` (so every function reports `errorType` and the whole error chain the
 //! same way), and what an invocation's deadline means.
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant, SystemTime};
 
 use lambda_runtime::{Context, Diagnostic};
@@ -42,6 +43,51 @@ pub fn remaining(context: &Context, reserve: Duration) -> Duration {
         .duration_since(SystemTime::now())
         .unwrap_or_default()
         .saturating_sub(reserve)
+}
+
+/// Refuses an invocation of a function whose Timeout is shorter than a task type's claims
+/// last (its timeout plus the lease grace): no attempt of that type could finish here. The
+/// time left at the invocation's start is the function's Timeout, less what the runtime took
+/// to hand it over (rounded up to whole seconds); no check without a real deadline.
+pub fn check_leases_fit<S>(
+    tasker: &crate::Tasker<S>,
+    context: &Context,
+) -> Result<(), TaskerError> {
+    if context.deadline < PLAUSIBLE_DEADLINE_MS {
+        return Ok(());
+    }
+    let seconds = remaining(context, Duration::ZERO)
+        .as_millis()
+        .div_ceil(1000);
+    let allowed = Duration::from_secs(u64::try_from(seconds).unwrap_or(u64::MAX));
+    tasker.check_leases_fit(
+        allowed,
+        false,
+        || format!("this Lambda function's Timeout gives an invocation {seconds} s"),
+        "raise the function's Timeout",
+    )?;
+    Ok(())
+}
+
+/// [`check_leases_fit`] until one invocation passes it: a function's first invocation has its
+/// whole Timeout ahead of it, and the configuration does not change while it lives.
+#[derive(Debug, Default)]
+pub struct FitCheck(AtomicBool);
+
+impl FitCheck {
+    /// Checks the invocation with `context`, unless an earlier one passed.
+    pub fn check<S>(
+        &self,
+        tasker: &crate::Tasker<S>,
+        context: &Context,
+    ) -> Result<(), TaskerError> {
+        if self.0.load(Ordering::Relaxed) {
+            return Ok(());
+        }
+        check_leases_fit(tasker, context)?;
+        self.0.store(true, Ordering::Relaxed);
+        Ok(())
+    }
 }
 
 impl From<TaskerError> for Diagnostic {

@@ -610,3 +610,42 @@ async fn the_lambda_dashboard_refuses_forms_from_other_sites() {
         TaskStatus::Cancelled
     );
 }
+
+/// GIVEN the built-in types with a 280 s timeout (a claim of 310 s with the default 30 s grace)
+/// WHEN the first invocation of a 300 s function arrives THEN it is refused, naming the type,
+/// the variables and the function's Timeout (such a function used to claim tasks it could never
+/// finish); 270 s fits, and once an invocation passed, later ones are not checked again.
+#[tokio::test]
+async fn a_type_whose_claim_outlasts_the_function_is_refused_at_the_first_invocation() {
+    let store = fresh_store().await;
+    let tasker_with = |timeout: &str| {
+        let config = config(&[("TASKER_HANDLER_TIMEOUT", timeout)]);
+        tasker::compose::tasker_over(&config, store.clone(), tasker::compose::builtin_types)
+            .expect("tasker")
+    };
+    let first = || events::scheduled("scheduled-processor.json", Duration::from_secs(300));
+
+    let too_long = tasker_with("280s");
+    let err = tasker::lambda::FitCheck::default()
+        .check(&too_long, &first().context)
+        .expect_err("a 310 s claim in a 300 s function");
+    assert_eq!(err.error_type(), "LeaseTooLong");
+    let message = err.to_string();
+    for part in [
+        "\"sendWebhook\" holds each claim 310 s",
+        "TASKER_HANDLER_TIMEOUT",
+        "TASKER_LEASE_GRACE, 30 s",
+        "gives an invocation 300 s",
+        "raise the function's Timeout",
+    ] {
+        assert!(message.contains(part), "{part} missing from {message}");
+    }
+
+    let fits = tasker_with("270s");
+    let check = tasker::lambda::FitCheck::default();
+    check.check(&fits, &first().context).expect("300 s fits");
+    let late = events::scheduled("scheduled-processor.json", Duration::ZERO);
+    check
+        .check(&fits, &late.context)
+        .expect("checked once per function instance");
+}

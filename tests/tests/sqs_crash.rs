@@ -67,6 +67,9 @@ async fn serve_sends_and_a_worker_runs() {
         ("TASKER_QUEUE_URL", queue.url().to_owned()),
         ("AWS_ENDPOINT_URL_SQS", tasker_tests::sqs::endpoint()),
         ("TASKER_WEBHOOK_ALLOW_PRIVATE", "true".to_owned()),
+        // The worker's claims (3 s + 1 s), inside the queue's 30 s visibility.
+        ("TASKER_HANDLER_TIMEOUT", "3s".to_owned()),
+        ("TASKER_LEASE_GRACE", "1s".to_owned()),
     ]);
     let serve = process::Serve::start(&[], &env).await;
     let api = tasker_tests::fixtures::ApiClient::open(&serve.base);
@@ -207,5 +210,47 @@ async fn a_killed_worker_loses_nothing_and_reruns_only_what_was_in_flight() {
             "task {i} ({id}): in flight at the kill: {}",
             in_flight.contains(id)
         );
+    }
+}
+
+/// GIVEN a queue whose visibility timeout (30 s) ends before the default claim (30 s timeout +
+/// 30 s grace) WHEN `tasker worker` or `tasker serve` in SQS mode starts THEN it refuses to,
+/// naming the type, the variables and the queue's setting (both used to start and run).
+#[tokio::test]
+async fn a_queue_whose_visibility_ends_before_a_claim_is_refused_at_start() {
+    let Queues { queue, .. } = fresh_queues(5, Duration::from_secs(30)).await;
+    let store = dynamo::fresh_store().await;
+    let start = |args: &[&str]| {
+        let mut command = Command::new(process::binary());
+        command
+            .args(args)
+            .env_clear()
+            .env("PATH", std::env::var("PATH").unwrap_or_default())
+            .env("RUST_LOG", "warn")
+            .env("TASKER_STORE", "dynamodb")
+            .env("TASKER_TABLE", store.table())
+            .env("TASKER_DISPATCH", "sqs")
+            .env("TASKER_QUEUE_URL", queue.url())
+            .env("AWS_ENDPOINT_URL_SQS", tasker_tests::sqs::endpoint());
+        for (key, value) in dynamo::child_env() {
+            command.env(key, value);
+        }
+        process::output_within(&mut command, Duration::from_secs(30))
+    };
+    for args in [
+        vec!["worker", "--queue-url", queue.url(), "--wait", "1"],
+        vec!["serve", "--listen", "127.0.0.1:0"],
+    ] {
+        let output = start(&args);
+        assert!(!output.status.success(), "{args:?} started");
+        let err = String::from_utf8_lossy(&output.stderr);
+        for part in [
+            "\"sendWebhook\" holds each claim 60 s",
+            "TASKER_HANDLER_TIMEOUT",
+            "TASKER_LEASE_GRACE",
+            "VisibilityTimeout is 30 s",
+        ] {
+            assert!(err.contains(part), "{args:?}: {part} missing from {err}");
+        }
     }
 }

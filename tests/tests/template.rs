@@ -251,11 +251,8 @@ fn sqs_mode_deploys_its_queue_worker_and_mapping_only_when_chosen() {
         queue["RedrivePolicy"]["deadLetterTargetArn"],
         json!({"Fn::GetAtt": ["DeadLetterQueue", "Arn"]})
     );
-    // A redelivery after a worker died must find the lease expired: longer than the worker
-    // function's timeout, and so than any attempt it runs.
+    // The queue's visibility and the worker's timeout: see the test below.
     let worker = &resource(&template, "WorkerFunction")["Properties"];
-    let visibility = queue["VisibilityTimeout"].as_u64().expect("visibility");
-    assert!(visibility >= 6 * worker["Timeout"].as_u64().expect("timeout"));
     let mapping = &resource(&template, "WorkerEventSource")["Properties"];
     assert_eq!(
         mapping["FunctionResponseTypes"],
@@ -281,4 +278,55 @@ fn sqs_mode_deploys_its_queue_worker_and_mapping_only_when_chosen() {
             .get("TASKER_DISPATCH")
             .is_none()
     );
+}
+
+/// GIVEN each HandlerTimeout the template allows WHEN a claim lasts it plus the default lease
+/// grace THEN the processor and the worker functions outlast the claim, and the queue's
+/// visibility (six times the worker's timeout) outlasts it too, so a message redelivered after
+/// a crash finds its task's claim ended (the visibility used to be a fixed 360 s whatever the
+/// timeout).
+#[test]
+fn every_handler_timeout_fits_the_functions_and_the_queue() {
+    let template = template();
+    let grace = tasker::ProcessorSettings::default().lease_grace.as_secs();
+    let processor = &resource(&template, "ProcessorFunction")["Properties"];
+    let processor_timeout = processor["Timeout"].as_u64().expect("processor timeout");
+    let allowed = template["Parameters"]["HandlerTimeout"]["AllowedValues"]
+        .as_array()
+        .expect("allowed values");
+    assert!(allowed.contains(&json!("30")), "the default timeout");
+    for value in allowed {
+        let value = value.as_str().expect("text");
+        // The value reaches the functions as `<value>s`, which the configuration reads.
+        let config =
+            tasker_tests::fixtures::config(&[("TASKER_HANDLER_TIMEOUT", &format!("{value}s"))]);
+        let timeout = config.task_defaults.timeout.as_secs();
+        assert_eq!(timeout.to_string(), value);
+        let lease = timeout + grace;
+        let row = &template["Mappings"]["Timeouts"][value];
+        let worker = row["WorkerTimeout"].as_u64().expect("worker timeout");
+        let visibility = row["QueueVisibility"].as_u64().expect("visibility");
+        assert!(
+            lease <= processor_timeout,
+            "{value}: the processor's {processor_timeout} s"
+        );
+        assert!(
+            lease <= worker && worker <= 900,
+            "{value}: the worker's {worker} s"
+        );
+        assert_eq!(visibility, 6 * worker, "{value}");
+        assert!(lease < visibility, "{value}");
+    }
+    let queue = &resource(&template, "TaskQueue")["Properties"];
+    let mapped =
+        |name: &str| json!({"Fn::FindInMap": ["Timeouts", {"Ref": "HandlerTimeout"}, name]});
+    assert_eq!(queue["VisibilityTimeout"], mapped("QueueVisibility"));
+    let worker = &resource(&template, "WorkerFunction")["Properties"];
+    assert_eq!(worker["Timeout"], mapped("WorkerTimeout"));
+    for function in [processor, worker] {
+        assert_eq!(
+            function["Environment"]["Variables"]["TASKER_HANDLER_TIMEOUT"],
+            json!({"Fn::Sub": "${HandlerTimeout}s"})
+        );
+    }
 }

@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use lambda_runtime::{LambdaEvent, service_fn};
 use tasker::compose::TaskTypes;
+use tasker::lambda::FitCheck;
 use tasker::runtime::{self, Invocation};
 use tasker::{PollSettings, Report, RunSummary, Store, Tasker, TaskerError, metrics};
 
@@ -21,8 +22,13 @@ const ANSWER_RESERVE: Duration = Duration::from_millis(500);
 pub async fn run(types: TaskTypes) -> Result<(), lambda_runtime::Error> {
     let (config, tasker) = tasker::lambda::cold_start(types).await?;
     let emit = |line: &str| println!("{line}");
-    lambda_runtime::run(service_fn(|event: LambdaEvent<serde_json::Value>| {
-        handle(&tasker, &config.service, config.poll, event, &emit)
+    let fit = FitCheck::default();
+    lambda_runtime::run(service_fn(|event: LambdaEvent<serde_json::Value>| async {
+        // Poll mode runs attempts in the invocation: each type's claims must fit in it.
+        if runtime::mode_of(&tasker) == tasker::Dispatch::Poll {
+            fit.check(&tasker, &event.context)?;
+        }
+        handle(&tasker, &config.service, config.poll, event, &emit).await
     }))
     .await
 }

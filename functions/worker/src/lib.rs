@@ -8,7 +8,7 @@ use aws_lambda_events::event::sqs::{BatchItemFailure, SqsBatchResponse, SqsEvent
 use lambda_runtime::{LambdaEvent, service_fn};
 use tasker::compose::TaskTypes;
 use tasker::engine::{Handled, Message, WorkSummary};
-use tasker::{Store, Tasker};
+use tasker::{Store, Tasker, TaskerError};
 
 /// Time kept back from the invocation's deadline to answer Lambda.
 const ANSWER_RESERVE: Duration = Duration::from_millis(500);
@@ -18,8 +18,12 @@ const ANSWER_RESERVE: Duration = Duration::from_millis(500);
 pub async fn run(types: TaskTypes) -> Result<(), lambda_runtime::Error> {
     let (config, tasker) = tasker::lambda::cold_start(types).await?;
     let emit = |line: &str| println!("{line}");
+    let fit = tasker::lambda::FitCheck::default();
     lambda_runtime::run(service_fn(|event: LambdaEvent<SqsEvent>| async {
-        Ok::<_, lambda_runtime::Error>(handle(&tasker, &config.service, event, &emit).await)
+        // A failed check fails the whole batch, naming the setting: the messages come back
+        // and end in the dead-letter queue.
+        fit.check(&tasker, &event.context)?;
+        Ok::<_, TaskerError>(handle(&tasker, &config.service, event, &emit).await)
     }))
     .await
 }

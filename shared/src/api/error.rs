@@ -166,11 +166,12 @@ impl From<TaskerError> for ApiError {
             TaskerError::ScheduleExists(_) => {
                 Self::new(StatusCode::CONFLICT, "schedule_exists", err.to_string())
             }
-            // Only the mover asks for the queue; no route does.
-            TaskerError::NoQueue => Self::new(
+            // Only the mover asks for the queue, and only a run checks the leases; no route
+            // does either.
+            TaskerError::NoQueue | TaskerError::LeaseTooLong(_) => Self::new(
                 StatusCode::INTERNAL_SERVER_ERROR,
                 "internal",
-                "the queue is not configured; see the service logs",
+                "the service is misconfigured; see the service logs",
             ),
         }
     }

@@ -6,6 +6,7 @@
 mod attempt;
 mod cleanup;
 mod dispatch;
+mod fit;
 mod flow;
 mod mover;
 mod operations;
@@ -16,6 +17,7 @@ mod settings;
 mod worker;
 
 pub use cleanup::CleanupSummary;
+pub use fit::LeaseTooLong;
 pub use flow::{PAUSES_SEEN_WITHIN, TypeView, TypesView};
 pub use mover::{MoveSummary, OVERDUE, RESEND_AFTER};
 pub use operations::{MAX_LIST_LIMIT, RetriedPage, Stats};
@@ -55,6 +57,9 @@ pub enum TaskerError {
         "no queue is configured: the mover runs only with TASKER_DISPATCH=sqs and TASKER_QUEUE_URL"
     )]
     NoQueue,
+    /// A task type's claims outlast what this home gives an attempt.
+    #[error(transparent)]
+    LeaseTooLong(#[from] LeaseTooLong),
 }
 
 impl TaskerError {
@@ -66,6 +71,7 @@ impl TaskerError {
             Self::Store(store) if store.is_retryable() => "StoreUnavailable",
             Self::Store(_) => "StoreError",
             Self::NoQueue => "NoQueue",
+            Self::LeaseTooLong(_) => "LeaseTooLong",
             Self::ScheduleNotFound(_) => "ScheduleNotFound",
             Self::ScheduleExists(_) => "ScheduleExists",
         }

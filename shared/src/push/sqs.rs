@@ -221,6 +221,30 @@ impl SqsQueue {
         }
     }
 
+    /// The queue's visibility timeout: how long a received message stays hidden before SQS
+    /// hands it out again.
+    pub async fn visibility_timeout(&self) -> Result<Duration, PushError> {
+        self.count();
+        let answer = self
+            .client
+            .get_queue_attributes()
+            .queue_url(&self.url)
+            .attribute_names(QueueAttributeName::VisibilityTimeout)
+            .send()
+            .await
+            .map_err(|err| call_error("GetQueueAttributes", err))?;
+        answer
+            .attributes
+            .as_ref()
+            .and_then(|a| a.get(&QueueAttributeName::VisibilityTimeout))
+            .and_then(|seconds| seconds.parse().ok())
+            .map(Duration::from_secs)
+            .ok_or_else(|| PushError::Call {
+                message: "GetQueueAttributes answered without a VisibilityTimeout".to_owned(),
+                source: None,
+            })
+    }
+
     async fn waiting_now(&self) -> Result<u64, PushError> {
         self.count();
         let answer = self
