@@ -4,7 +4,8 @@ use std::path::Path;
 use std::time::Duration;
 
 use clap::Args;
-use tasker::api::requests::{self, MAX_DELAY_SECONDS};
+use tasker::api::payload_text;
+use tasker::api::requests::MAX_DELAY_SECONDS;
 use tasker::api::strict_json::{self, StrictJsonError};
 use tasker::clock::InvalidTimestamp;
 use tasker::store::Created;
@@ -83,9 +84,9 @@ pub async fn create(tasker: &Tasker<AnyStore>, args: CreateArgs) -> Result<(), C
     }
 }
 
-/// The payload as the API stores it ([`requests::payload_text`]).
-/// `@path` reads the file, `@-` standard input.
-fn payload_text(given: &str) -> Result<String, CliError> {
+/// The payload as the API stores it ([`payload_text::payload_text`]: the JSON text as given,
+/// without its whitespace). `@path` reads the file, `@-` standard input.
+pub(crate) fn payload_text(given: &str) -> Result<String, CliError> {
     let text = match given.strip_prefix('@') {
         Some("-") => std::io::read_to_string(std::io::stdin())
             .map_err(|err| CliError::Usage(format!("--payload @-: cannot read stdin: {err}")))?,
@@ -93,7 +94,7 @@ fn payload_text(given: &str) -> Result<String, CliError> {
             .map_err(|err| CliError::Usage(format!("--payload @{path}: {err}")))?,
         None => given.to_owned(),
     };
-    let value = strict_json::parse(text.as_bytes()).map_err(|err| {
+    strict_json::parse(text.as_bytes()).map_err(|err| {
         CliError::Usage(match err {
             StrictJsonError::Syntax(err) => format!(
                 "--payload is not JSON ({err}); to send text, quote it as a JSON string: '\"text\"'"
@@ -103,7 +104,7 @@ fn payload_text(given: &str) -> Result<String, CliError> {
             }
         })
     })?;
-    requests::payload_text(&value)
+    payload_text::payload_text(&text)
         .ok_or_else(|| CliError::Usage("--payload must be a JSON value other than null".to_owned()))
 }
 
@@ -114,6 +115,10 @@ mod tests {
     #[test]
     fn payloads_are_stored_as_the_api_stores_them() {
         assert_eq!(payload_text(r#"{"a": [1, 2]}"#).unwrap(), r#"{"a":[1,2]}"#);
+        assert_eq!(
+            payload_text(r#"{"n": 123456789012345678901234567890, "f": 1.10}"#).unwrap(),
+            r#"{"n":123456789012345678901234567890,"f":1.10}"#
+        );
         assert_eq!(payload_text(r#""raw text""#).unwrap(), "raw text");
         assert!(payload_text("raw text").is_err());
         assert!(payload_text("null").is_err());

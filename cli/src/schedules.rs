@@ -6,7 +6,6 @@ use std::path::PathBuf;
 
 use clap::Subcommand;
 use serde_json::{Value, json};
-use tasker::api::requests::payload_text;
 use tasker::api::schedules::parse_schedule;
 use tasker::engine::ScheduleView;
 use tasker::schedule::{Schedule, ScheduleSpec};
@@ -157,7 +156,7 @@ pub(crate) async fn run(
                 cron,
                 timezone,
                 task_type,
-                payload: payload_arg(&payload)?,
+                payload: crate::create::payload_text(&payload)?,
                 max_attempts,
                 missed: missed
                     .parse()
@@ -190,13 +189,6 @@ pub(crate) async fn run(
             apply(tasker, specs, dry_run, output.json).await
         }
     }
-}
-
-/// `--payload`: JSON, stored as the API stores it (a JSON string as its text).
-fn payload_arg(payload: &str) -> Result<String, CliError> {
-    let payload: Value = serde_json::from_str(payload)
-        .map_err(|err| CliError::Usage(format!("--payload is not JSON: {err}")))?;
-    payload_text(&payload).ok_or_else(|| CliError::Usage("--payload must not be null".to_owned()))
 }
 
 /// `tasker schedules list`: every schedule with its next run, as a table or JSON.

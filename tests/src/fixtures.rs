@@ -89,6 +89,34 @@ impl ApiClient {
         if let Some(body) = body {
             request = request.json(body);
         }
+        self.answer(request, &method, path).await
+    }
+
+    /// `method path` with `text` as the JSON body, sent as written (a `Value` would reformat
+    /// its numbers); the status and the JSON answer.
+    pub async fn send_text(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        text: &str,
+    ) -> (reqwest::StatusCode, Value) {
+        let mut request = self
+            .client
+            .request(method.clone(), format!("{}{path}", self.base))
+            .header("content-type", "application/json")
+            .body(text.to_owned());
+        if let Some(token) = &self.token {
+            request = request.bearer_auth(token);
+        }
+        self.answer(request, &method, path).await
+    }
+
+    async fn answer(
+        &self,
+        request: reqwest::RequestBuilder,
+        method: &reqwest::Method,
+        path: &str,
+    ) -> (reqwest::StatusCode, Value) {
         let response = request
             .send()
             .await

@@ -151,6 +151,78 @@ async fn a_webhook_is_delivered_signed(life: &Life) -> Value {
     delivered
 }
 
+/// A webhook body with what a parsed value would change: a number past 64 bits, trailing
+/// zeros, an exponent, escapes and keys out of order, with whitespace between its tokens.
+const EXACT_BODY: &str = r#"{ "n": 123456789012345678901234567890, "f": 1.10, "e": 1E3,
+    "s": "\u00e9 \/", "k": {"y": 1, "x": [2, 3]} }"#;
+/// [`EXACT_BODY`] as stored and delivered: every token as sent, no whitespace between them.
+const EXACT_STORED: &str = r#"{"n":123456789012345678901234567890,"f":1.10,"e":1E3,"s":"\u00e9 \/","k":{"y":1,"x":[2,3]}}"#;
+
+/// GIVEN a payload with a 30-digit number, `1.10`, `1E3`, escapes and unordered keys WHEN it
+/// is created through the API, a batch, the CLI and a schedule THEN each stores it byte for
+/// byte (only the whitespace between tokens goes), and the webhook delivers its body so; it
+/// used to arrive as `1.2345678901234568e29`, `1.1`, `1000.0`, `"é /"`.
+async fn exact_payloads_are_kept_byte_for_byte(life: &Life) -> Value {
+    let hook = life.hook("/hooks/exact");
+    let payload = format!(r#"{{"url": "{hook}", "body": {EXACT_BODY}}}"#);
+    let stored = format!(r#"{{"url":"{hook}","body":{EXACT_STORED}}}"#);
+    let (status, created) = life
+        .api
+        .send_text(
+            Method::POST,
+            "/tasks",
+            &format!(r#"{{"type": "sendWebhook", "payload": {payload}}}"#),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{created}");
+    assert_eq!(created["payload"], stored.as_str(), "create");
+    life.wait_for_status(&created, "succeeded").await;
+    let requests = life.receiver.requests_to("/hooks/exact");
+    assert_eq!(requests.len(), 1);
+    assert_eq!(String::from_utf8_lossy(&requests[0].body), EXACT_STORED);
+
+    let later = format!(r#"{{"type": "sendWebhook", "delaySeconds": 3600, "payload": {payload}}}"#);
+    let (status, batch) = life
+        .api
+        .send_text(
+            Method::POST,
+            "/tasks/batch",
+            &format!(r#"{{"tasks": [{later}]}}"#),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{batch}");
+    let (_, task) = life.get(&batch["results"][0]).await;
+    assert_eq!(task["payload"], stored.as_str(), "batch: {batch}");
+
+    let cli = life.cli(&[
+        "create",
+        "--type",
+        "sendWebhook",
+        "--delay",
+        "1h",
+        "--payload",
+        &payload,
+    ]);
+    assert_eq!(cli["payload"], stored.as_str(), "tasker create");
+
+    let (status, schedule) = life
+        .api
+        .send_text(
+            Method::PUT,
+            "/schedules/exact",
+            &format!(r#"{{"cron": "0 0 1 1 *", "type": "sendWebhook", "payload": {payload}}}"#),
+        )
+        .await;
+    assert!(status.is_success(), "{schedule}");
+    assert_eq!(schedule["payload"], stored.as_str(), "schedule");
+    let (status, _) = life
+        .api
+        .send(Method::DELETE, "/schedules/exact", None)
+        .await;
+    assert!(status.is_success());
+    created
+}
+
 /// WHEN a webhook always fails THEN it is tried `maxAttempts` times, then kept as failed with
 /// its error.
 async fn a_failing_webhook_uses_its_attempts(life: &Life) -> Value {
@@ -305,12 +377,13 @@ async fn full_lifecycle(store_args: &[&str], envs: Vec<(&'static str, String)>) 
         }))
         .await;
     let delivered = a_webhook_is_delivered_signed(&life).await;
+    let exact = exact_payloads_are_kept_byte_for_byte(&life).await;
     let failing = a_failing_webhook_uses_its_attempts(&life).await;
     the_operator_retries_failed_tasks(&life, &failing).await;
     a_delayed_webhook_waits_for_its_time(&life, &delayed).await;
     let later = cancel_by_id_follows_the_status_rules(&life).await;
     let (first, replacement) = a_reference_is_held_until_cancelled(&life).await;
-    let finished = [&delivered, &failing, &delayed, &later, &first];
+    let finished = [&delivered, &exact, &failing, &delayed, &later, &first];
     cleanup_deletes_only_finished_tasks(&life, &finished, &replacement).await;
     a_clean_stop_keeps_pending_tasks(life, &replacement).await;
 }

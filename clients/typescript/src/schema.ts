@@ -357,7 +357,7 @@ export interface components {
              * @enum {string}
              */
             type: "sendWebhook";
-            /** @description Any JSON but null; a string is stored as is, anything else as its compact JSON text (at most 256 KiB). `sendWebhook` takes `{"url": "...", "body": <any JSON>, "headers": {"name": "value"}}` (`headers` optional; not Host, Content-Length, Transfer-Encoding or a hop-by-hop header: 400 `invalid_field`). */
+            /** @description Any JSON but null; a string is stored as is, anything else as the JSON text sent, every token byte for byte (numbers of any size and precision, key order, escapes) without the whitespace between tokens (at most 256 KiB). `sendWebhook` takes `{"url": "...", "body": <any JSON>, "headers": {"name": "value"}}` (`headers` optional; not Host, Content-Length, Transfer-Encoding or a hop-by-hop header: 400 `invalid_field`). */
             payload: unknown;
             /**
              * Format: date-time
@@ -417,7 +417,7 @@ export interface components {
              * @enum {string}
              */
             type: "sendWebhook";
-            /** @description The payload of each tick's task: any JSON but null; a JSON string is kept as is, any other value is stored as its compact text (at most 256 KiB). Default `{}`. */
+            /** @description The payload of each tick's task: any JSON but null; a JSON string is kept as is, any other value as the JSON text sent, tokens byte for byte, without the whitespace between them (at most 256 KiB). Default `{}`. */
             payload?: unknown;
             maxAttempts?: number;
             /**

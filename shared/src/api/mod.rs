@@ -3,6 +3,7 @@
 pub mod auth;
 pub mod error;
 pub mod hosts;
+pub mod payload_text;
 pub mod requests;
 pub mod schedules;
 pub mod strict_json;

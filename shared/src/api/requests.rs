@@ -5,6 +5,7 @@ use std::time::Duration;
 use serde_json::{Map, Value};
 
 use super::error::ApiError;
+use super::payload_text::{payload_text, raw_items, raw_members};
 use super::strict_json::{self, StrictJsonError};
 use crate::clock::Timestamp;
 use crate::engine::MAX_LIST_LIMIT;
@@ -145,9 +146,11 @@ pub(super) fn optional_integer(
 }
 
 /// Parses `POST /tasks`. The payload is kept verbatim when it is a JSON string, and stored as
-/// its compact JSON text otherwise (like `JSON.stringify`).
+/// the JSON text sent otherwise, without its whitespace ([`payload_text`]).
 pub fn parse_create(body: &[u8], now: Timestamp) -> Result<NewTask, ApiError> {
-    create_from(object(body, CREATE_FIELDS)?, now)
+    let map = object(body, CREATE_FIELDS)?;
+    let raw = raw_members(body);
+    create_from(map, raw.get("payload").map(|raw| raw.get()), now)
 }
 
 /// Most creates in one `POST /tasks/batch`.
@@ -160,6 +163,10 @@ pub fn parse_batch(
     now: Timestamp,
 ) -> Result<Vec<Result<NewTask, ApiError>>, ApiError> {
     let mut map = object(body, &["tasks"])?;
+    let raw = raw_members(body)
+        .get("tasks")
+        .map(|tasks| raw_items(tasks))
+        .unwrap_or_default();
     let Some(Value::Array(items)) = map.remove("tasks") else {
         return Err(invalid("tasks", "must be an array of create requests"));
     };
@@ -174,17 +181,26 @@ pub fn parse_batch(
     }
     Ok(items
         .into_iter()
-        .map(|item| fields(item, CREATE_FIELDS).and_then(|map| create_from(map, now)))
+        .enumerate()
+        .map(|(i, item)| {
+            let members = raw.get(i).map(|item| raw_members(item.get().as_bytes()));
+            let payload = members
+                .as_ref()
+                .and_then(|m| m.get("payload"))
+                .map(|p| p.get());
+            fields(item, CREATE_FIELDS).and_then(|map| create_from(map, payload, now))
+        })
         .collect())
 }
 
-fn create_from(map: Map<String, Value>, now: Timestamp) -> Result<NewTask, ApiError> {
+/// A create from its fields; `raw_payload` is the payload's JSON text as sent.
+fn create_from(
+    map: Map<String, Value>,
+    raw_payload: Option<&str>,
+    now: Timestamp,
+) -> Result<NewTask, ApiError> {
     let task_type = required_string(&map, "type")?;
-    let payload = match map.get("payload") {
-        None => return Err(ValidationError::Missing("payload").into()),
-        Some(value) => payload_text(value)
-            .ok_or_else(|| invalid("payload", "must be a JSON value other than null"))?,
-    };
+    let payload = stored_payload(&map, raw_payload)?.ok_or(ValidationError::Missing("payload"))?;
     let scheduled_at = optional_string(&map, "scheduledAt")?
         .map(|text| {
             text.parse::<Timestamp>()
@@ -218,14 +234,21 @@ fn create_from(map: Map<String, Value>, now: Timestamp) -> Result<NewTask, ApiEr
     Ok(new)
 }
 
-/// A payload as it is stored: a JSON string's text as is, any other value as its compact JSON
-/// text (like `JSON.stringify`); `None` for null, which is no payload.
-pub fn payload_text(value: &Value) -> Option<String> {
-    match value {
-        Value::Null => None,
-        Value::String(text) => Some(text.clone()),
-        other => Some(other.to_string()),
-    }
+/// The stored text of the `payload` field (`None` when it is left out), from its JSON text as
+/// sent (`raw`, which the body's parse always finds for a field it has).
+pub(super) fn stored_payload(
+    map: &Map<String, Value>,
+    raw: Option<&str>,
+) -> Result<Option<String>, ApiError> {
+    let Some(value) = map.get("payload") else {
+        return Ok(None);
+    };
+    let text = match raw {
+        Some(raw) => payload_text(raw),
+        None => payload_text(&value.to_string()),
+    };
+    text.map(Some)
+        .ok_or_else(|| invalid("payload", "must be a JSON value other than null"))
 }
 
 /// Parses `POST /tasks/cancel`.

@@ -8,8 +8,9 @@ use axum::response::{IntoResponse, Json, Response};
 use serde_json::{Value, json};
 
 use super::error::ApiError;
+use super::payload_text::raw_members;
 use super::requests::{
-    invalid, object, optional_integer, optional_string, payload_text, required_string,
+    invalid, object, optional_integer, optional_string, required_string, stored_payload,
 };
 use super::{AppState, Store, json_body};
 use crate::engine::ScheduleView;
@@ -44,11 +45,9 @@ pub fn parse_schedule(body: &[u8], path_name: Option<&str>) -> Result<ScheduleSp
         }
         (Some(path), _) => path.to_owned(),
     };
-    let payload = match map.get("payload") {
-        None => "{}".to_owned(),
-        Some(value) => payload_text(value)
-            .ok_or_else(|| invalid("payload", "must be a JSON value other than null"))?,
-    };
+    let raw = raw_members(body);
+    let payload = stored_payload(&map, raw.get("payload").map(|raw| raw.get()))?
+        .unwrap_or_else(|| "{}".to_owned());
     let missed = match optional_string(&map, "missed")? {
         None => Missed::default(),
         Some(text) => text.parse::<Missed>()?,

@@ -20,7 +20,8 @@ use crate::handlers::{TaskContext, TaskError};
 #[serde(deny_unknown_fields)]
 struct WebhookPayload {
     url: String,
-    body: serde_json::Value,
+    /// Sent as its text in the payload: numbers, key order and escapes as the client wrote them.
+    body: Box<serde_json::value::RawValue>,
     #[serde(default)]
     headers: BTreeMap<String, String>,
 }
@@ -94,8 +95,7 @@ impl WebhookSender {
             return Err(TaskError::Permanent(refused(&ip.to_string())));
         }
 
-        let body = serde_json::to_vec(&payload.body)
-            .map_err(|err| TaskError::Permanent(format!("cannot encode body: {err}")))?;
+        let body = payload.body.get().as_bytes().to_vec();
         let headers = self.headers(ctx, &payload.headers, &body)?;
         let response = self
             .client()?
