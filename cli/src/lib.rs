@@ -18,7 +18,7 @@ mod create;
 mod http;
 mod operator;
 mod output;
-mod schedules;
+pub mod schedules;
 mod serve;
 mod worker;
 

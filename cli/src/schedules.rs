@@ -240,26 +240,31 @@ fn read_file(file: &PathBuf) -> Result<Vec<ScheduleSpec>, CliError> {
     let place = file.display();
     let text = std::fs::read_to_string(file)
         .map_err(|err| CliError::Usage(format!("cannot read {place}: {err}")))?;
-    let document: Value = serde_yaml_ng::from_str(&text)
-        .map_err(|err| CliError::Usage(format!("{place} is not valid YAML: {err}")))?;
+    parse_file(&text).map_err(|err| CliError::Usage(format!("{place}{err}")))
+}
+
+/// The schedules of a schedules file's `text`, each checked by the API's rules (not yet
+/// against the registered types); a problem is told as `: schedule N: <what>`, to follow the
+/// file's name.
+pub fn parse_file(text: &str) -> Result<Vec<ScheduleSpec>, String> {
+    let document: Value =
+        serde_yaml_ng::from_str(text).map_err(|err| format!(" is not valid YAML: {err}"))?;
     let Some(items) = document.get("schedules").and_then(Value::as_array) else {
-        return Err(CliError::Usage(format!(
-            "{place}: expected a top-level `schedules:` list"
-        )));
+        return Err(": expected a top-level `schedules:` list".to_owned());
     };
     let mut specs = Vec::with_capacity(items.len());
     let mut names = BTreeSet::new();
     for (index, item) in items.iter().enumerate() {
-        let body = serde_json::to_vec(item)?;
-        let spec = parse_schedule(&body, None).map_err(|err| {
-            CliError::Usage(format!("{place}: schedule {}: {}", index + 1, err.message))
-        })?;
+        let body =
+            serde_json::to_vec(item).map_err(|err| format!(": schedule {}: {err}", index + 1))?;
+        let spec = parse_schedule(&body, None)
+            .map_err(|err| format!(": schedule {}: {}", index + 1, err.message))?;
         if !names.insert(spec.name.clone()) {
-            return Err(CliError::Usage(format!(
-                "{place}: schedule {}: the name {:?} is given twice",
+            return Err(format!(
+                ": schedule {}: the name {:?} is given twice",
                 index + 1,
                 spec.name
-            )));
+            ));
         }
         specs.push(spec);
     }

@@ -13,6 +13,7 @@ mod due_open;
 mod due_queue;
 mod e2e;
 mod exposure;
+mod fuzz;
 mod hostile;
 mod iam;
 mod lambda_events;
