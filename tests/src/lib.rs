@@ -1,4 +1,4 @@
-//! Support for Tasker's end-to-end tests: DynamoDB Local tables, a webhook receiver on
+//! Support for Tasker's end-to-end tests: DynamoDB Local tables, PostgreSQL databases, a webhook receiver on
 //! 127.0.0.1, a real `tasker` process, and the sample Lambda events.
 
 pub mod browser;
@@ -7,6 +7,7 @@ pub mod dynamo;
 pub mod events;
 pub mod fixtures;
 pub mod http;
+pub mod postgres;
 pub mod process;
 pub mod proxy;
 pub mod queue;

@@ -18,6 +18,7 @@ mod hostile;
 mod iam;
 mod lambda_events;
 mod openapi;
+mod postgres;
 mod read_ahead;
 mod reliability;
 mod schedules;

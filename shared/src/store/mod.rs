@@ -20,6 +20,8 @@ mod interface;
 mod lease;
 mod listing;
 mod params;
+#[cfg(feature = "postgres")]
+pub mod postgres;
 mod reads;
 mod schedules;
 #[cfg(feature = "sqlite")]

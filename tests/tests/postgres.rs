@@ -1,0 +1,119 @@
+//! The PostgreSQL store's foundation against a real server: Tasker's schema is applied once
+//! however many processes start together, a database a newer Tasker migrated is refused, the
+//! counts per status follow every change, and a bad URL is refused with its reason.
+
+use tasker::store::postgres::{PgStore, schema};
+use tasker_tests::postgres::{fresh_database, raw_client};
+
+/// GIVEN a new database WHEN eight stores connect at once THEN each version is applied once
+/// and every store sees the current version; connecting again applies nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn migrations_run_once_when_processes_start_together() {
+    let url = fresh_database().await;
+    let connects = (0..8).map(|_| {
+        let url = url.clone();
+        tokio::spawn(async move { PgStore::connect(&url, 2).await })
+    });
+    for store in futures::future::join_all(connects).await {
+        let store = store.expect("joined").expect("connected and migrated");
+        assert_eq!(
+            store.schema_version().await.expect("version"),
+            schema::SCHEMA_VERSION
+        );
+    }
+    PgStore::connect(&url, 1).await.expect("again");
+    let client = raw_client(&url).await;
+    let rows = client
+        .query(
+            "SELECT version FROM tasker.migrations ORDER BY version",
+            &[],
+        )
+        .await
+        .expect("migrations");
+    let versions: Vec<i32> = rows.iter().map(|row| row.get(0)).collect();
+    assert_eq!(versions, (1..=schema::SCHEMA_VERSION).collect::<Vec<_>>());
+}
+
+/// GIVEN a database a newer Tasker migrated to version 99 THEN this one refuses it, saying so.
+#[tokio::test]
+async fn a_database_a_newer_tasker_migrated_is_refused() {
+    let url = fresh_database().await;
+    PgStore::connect(&url, 1).await.expect("connected");
+    raw_client(&url)
+        .await
+        .execute("INSERT INTO tasker.migrations (version) VALUES (99)", &[])
+        .await
+        .expect("a newer version");
+    let err = PgStore::connect(&url, 1).await.expect_err("refused");
+    assert!(!err.is_retryable());
+    assert!(err.to_string().contains("schema version 99"), "{err}");
+}
+
+/// GIVEN tasks inserted, moved between statuses and deleted, in several transactions THEN the
+/// counts per status (kept by triggers in 16 slots each) equal a count of the table.
+#[tokio::test]
+async fn the_counts_follow_every_change_of_status() {
+    let url = fresh_database().await;
+    PgStore::connect(&url, 1).await.expect("connected");
+    let client = raw_client(&url).await;
+    let statuses = ["pending", "running", "succeeded", "failed", "cancelled"];
+    for i in 0..200 {
+        client
+            .execute(
+                "INSERT INTO tasker.tasks (id, type, payload, status, scheduled_at, created_at, \
+                 updated_at, attempts, max_attempts, retry_policy, list_key) \
+                 VALUES ($1, 't', '{}', $2, now(), now(), now(), 0, 3, '{}', $1)",
+                &[&format!("task-{i:03}"), &statuses[i % 5]],
+            )
+            .await
+            .expect("insert");
+    }
+    client
+        .batch_execute(
+            "UPDATE tasker.tasks SET status = 'running' WHERE id < 'task-050' AND status = 'pending';
+             UPDATE tasker.tasks SET status = 'succeeded' WHERE id LIKE 'task-1%' AND status = 'running';
+             UPDATE tasker.tasks SET payload = 'x' WHERE id LIKE 'task-0%';
+             DELETE FROM tasker.tasks WHERE id LIKE 'task-19%';",
+        )
+        .await
+        .expect("changes");
+    let counted = client
+        .query(
+            "SELECT status, SUM(n)::bigint FROM tasker.task_counts GROUP BY status ORDER BY status",
+            &[],
+        )
+        .await
+        .expect("counts");
+    let actual = client
+        .query(
+            "SELECT s, (SELECT COUNT(*) FROM tasker.tasks WHERE status = s) \
+             FROM unnest($1::text[]) AS s ORDER BY s",
+            &[&statuses.to_vec()],
+        )
+        .await
+        .expect("table");
+    let pairs = |rows: &[tokio_postgres::Row]| -> Vec<(String, i64)> {
+        rows.iter().map(|row| (row.get(0), row.get(1))).collect()
+    };
+    assert_eq!(pairs(&counted), pairs(&actual));
+    assert_eq!(pairs(&actual).iter().map(|(_, n)| n).sum::<i64>(), 190);
+}
+
+/// A URL that is not one, and a server that is not there, are refused with their reasons; the
+/// second is passing (a server restarting comes back).
+#[tokio::test]
+async fn a_bad_or_unreachable_url_is_refused_with_its_reason() {
+    let err = PgStore::connect("not a url at all", 1)
+        .await
+        .expect_err("refused");
+    assert!(err.to_string().contains("TASKER_DATABASE_URL"), "{err}");
+    assert!(!err.is_retryable());
+    let err = PgStore::connect("postgres://postgres@127.0.0.1:1/postgres", 1)
+        .await
+        .expect_err("nothing listens on port 1");
+    assert!(
+        err.to_string().contains("connecting to PostgreSQL"),
+        "{err}"
+    );
+    assert!(err.is_retryable(), "{err:?}");
+}
