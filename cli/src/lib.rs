@@ -63,8 +63,8 @@ pub fn main(types: TaskTypes) -> ExitCode {
 
 #[derive(Args)]
 pub(crate) struct StoreArgs {
-    /// Backend: sqlite (default) or dynamodb [env: TASKER_STORE].
-    #[arg(long, value_parser = ["sqlite", "dynamodb"])]
+    /// Backend: sqlite (default), dynamodb or postgres [env: TASKER_STORE].
+    #[arg(long, value_parser = ["sqlite", "dynamodb", "postgres"])]
     store: Option<String>,
     /// SQLite database file [env: TASKER_DB_PATH, default: ./tasker.db].
     #[arg(long)]
@@ -72,6 +72,9 @@ pub(crate) struct StoreArgs {
     /// DynamoDB table [env: TASKER_TABLE].
     #[arg(long)]
     table: Option<String>,
+    /// PostgreSQL database, postgres://user@host:port/database [env: TASKER_DATABASE_URL].
+    #[arg(long)]
+    database_url: Option<String>,
 }
 
 #[derive(Args)]
@@ -111,6 +114,10 @@ fn config(args: &StoreArgs) -> Result<Config, CliError> {
             .map(|p| p.display().to_string())
             .or_else(|| std::env::var(name).ok()),
         "TASKER_TABLE" => args.table.clone().or_else(|| std::env::var(name).ok()),
+        "TASKER_DATABASE_URL" => args
+            .database_url
+            .clone()
+            .or_else(|| std::env::var(name).ok()),
         _ => std::env::var(name).ok(),
     })?;
     if config.store == StoreKind::Sqlite {

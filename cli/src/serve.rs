@@ -62,6 +62,7 @@ pub(crate) async fn serve(args: ServeArgs, types: TaskTypes) -> Result<(), CliEr
     let store = match tasker.store() {
         AnyStore::Sqlite(_) => format!("sqlite {}", config.db_path.display()),
         AnyStore::DynamoDb(store) => format!("dynamodb table {}", store.table()),
+        AnyStore::Postgres(_) => "postgres".to_owned(),
     };
     tracing::info!(address = %local, store = %store, interval_s = args.interval, hosts = ?allowlist, "tasker listening on http://{local}");
 

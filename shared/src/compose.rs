@@ -43,7 +43,7 @@ pub fn no_types(config: &Config) -> Result<Registry, RegistryError> {
 }
 
 /// Opens the configured store (DynamoDB from the standard AWS environment).
-#[cfg(any(feature = "sqlite", feature = "dynamodb"))]
+#[cfg(any(feature = "sqlite", feature = "dynamodb", feature = "postgres"))]
 pub async fn open_store(config: &Config) -> Result<crate::store::AnyStore, StoreError> {
     use crate::config::StoreKind;
     use crate::store::AnyStore;
@@ -64,6 +64,15 @@ pub async fn open_store(config: &Config) -> Result<crate::store::AnyStore, Store
                 table,
                 config.retention,
             )))
+        }
+        #[cfg(feature = "postgres")]
+        StoreKind::Postgres => {
+            let url = config.database_url.as_deref().ok_or_else(|| {
+                StoreError::backend("TASKER_DATABASE_URL is required for PostgreSQL")
+            })?;
+            Ok(AnyStore::Postgres(
+                crate::store::postgres::PgStore::connect(url, config.database_pool).await?,
+            ))
         }
         // `Config::from_lookup` refuses a backend this binary lacks.
         #[allow(unreachable_patterns)]
@@ -116,7 +125,7 @@ pub async fn check_visibility<S>(
 }
 
 /// Tasker over the configured store with `types`, sending to the queue in SQS mode.
-#[cfg(any(feature = "sqlite", feature = "dynamodb"))]
+#[cfg(any(feature = "sqlite", feature = "dynamodb", feature = "postgres"))]
 pub async fn build_tasker(
     config: &Config,
     types: TaskTypes,

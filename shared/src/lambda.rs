@@ -12,7 +12,7 @@ use crate::report::Report;
 
 /// A function's cold start: the default subscriber (JSON logs when Lambda asks for them), the
 /// configuration, and Tasker over the configured store (and SQS mode's queue) with `types`.
-#[cfg(any(feature = "sqlite", feature = "dynamodb"))]
+#[cfg(any(feature = "sqlite", feature = "dynamodb", feature = "postgres"))]
 pub async fn cold_start(
     types: crate::compose::TaskTypes,
 ) -> Result<(crate::Config, crate::Tasker<crate::AnyStore>), crate::StartupError> {

@@ -36,7 +36,7 @@ pub use engine::{
 pub use handlers::{Registry, RegistryError, TaskContext, TaskError};
 pub use report::Report;
 pub use retry::{RetryPolicy, RetryPolicyError};
-#[cfg(any(feature = "sqlite", feature = "dynamodb"))]
+#[cfg(any(feature = "sqlite", feature = "dynamodb", feature = "postgres"))]
 pub use store::AnyStore;
 #[cfg(feature = "dynamodb")]
 pub use store::DynamoStore;

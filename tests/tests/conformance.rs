@@ -28,3 +28,17 @@ mod sqlite_file {
 mod dynamodb {
     tasker::store_conformance_tests!(tasker_tests::dynamo::fresh_store());
 }
+
+mod postgres {
+    use tasker::store::postgres::PgStore;
+
+    /// A new database on the test server for each case.
+    async fn fresh() -> PgStore {
+        let url = tasker_tests::postgres::fresh_database().await;
+        PgStore::connect(&url, 4)
+            .await
+            .expect("connect to PostgreSQL")
+    }
+
+    tasker::store_conformance_tests!(fresh());
+}

@@ -419,3 +419,10 @@ async fn full_lifecycle_on_dynamodb_local() {
     )
     .await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn full_lifecycle_on_postgres() {
+    // A database of its own, in Tasker's schema, made by `tasker serve` at its start.
+    let url = tasker_tests::postgres::fresh_database().await;
+    full_lifecycle(&["--store", "postgres", "--database-url", &url], Vec::new()).await;
+}

@@ -50,12 +50,13 @@ async fn a_database_a_newer_tasker_migrated_is_refused() {
 }
 
 /// GIVEN tasks inserted, moved between statuses and deleted, in several transactions THEN the
-/// counts per status (kept by triggers in 16 slots each) equal a count of the table.
+/// counts per status (kept by statement triggers as appended changes) equal a count of the
+/// table, before and after the changes are folded.
 #[tokio::test]
 async fn the_counts_follow_every_change_of_status() {
     let url = fresh_database().await;
     PgStore::connect(&url, 1).await.expect("connected");
-    let client = raw_client(&url).await;
+    let mut client = raw_client(&url).await;
     let statuses = ["pending", "running", "succeeded", "failed", "cancelled"];
     for i in 0..200 {
         client
@@ -79,7 +80,9 @@ async fn the_counts_follow_every_change_of_status() {
         .expect("changes");
     let counted = client
         .query(
-            "SELECT status, SUM(n)::bigint FROM tasker.task_counts GROUP BY status ORDER BY status",
+            "SELECT status, SUM(n)::bigint FROM (SELECT status, n FROM tasker.task_counts \
+             UNION ALL SELECT status, n FROM tasker.task_count_changes) AS c \
+             GROUP BY status ORDER BY status",
             &[],
         )
         .await
@@ -97,6 +100,21 @@ async fn the_counts_follow_every_change_of_status() {
     };
     assert_eq!(pairs(&counted), pairs(&actual));
     assert_eq!(pairs(&actual).iter().map(|(_, n)| n).sum::<i64>(), 190);
+    schema::fold_counts(&mut client).await.expect("fold");
+    let folded = client
+        .query(
+            "SELECT status, n FROM tasker.task_counts ORDER BY status",
+            &[],
+        )
+        .await
+        .expect("folded counts");
+    assert_eq!(pairs(&folded), pairs(&actual));
+    let left: i64 = client
+        .query_one("SELECT COUNT(*) FROM tasker.task_count_changes", &[])
+        .await
+        .expect("changes")
+        .get(0);
+    assert_eq!(left, 0);
 }
 
 /// A URL that is not one, and a server that is not there, are refused with their reasons; the

@@ -23,6 +23,8 @@ pub enum StoreKind {
     Sqlite,
     /// DynamoDB table (`TASKER_TABLE`).
     DynamoDb,
+    /// PostgreSQL database (`TASKER_DATABASE_URL`).
+    Postgres,
 }
 
 impl StoreKind {
@@ -31,6 +33,7 @@ impl StoreKind {
         match self {
             Self::Sqlite => "sqlite",
             Self::DynamoDb => "dynamodb",
+            Self::Postgres => "postgres",
         }
     }
 
@@ -39,6 +42,7 @@ impl StoreKind {
         match self {
             Self::Sqlite => cfg!(feature = "sqlite"),
             Self::DynamoDb => cfg!(feature = "dynamodb"),
+            Self::Postgres => cfg!(feature = "postgres"),
         }
     }
 }
@@ -50,7 +54,10 @@ impl FromStr for StoreKind {
         match s {
             "sqlite" => Ok(Self::Sqlite),
             "dynamodb" => Ok(Self::DynamoDb),
-            other => Err(format!("expected sqlite or dynamodb, got {other:?}")),
+            "postgres" => Ok(Self::Postgres),
+            other => Err(format!(
+                "expected sqlite, dynamodb or postgres, got {other:?}"
+            )),
         }
     }
 }
@@ -68,7 +75,7 @@ pub struct ConfigError {
 /// The whole configuration.
 #[derive(Debug, Clone)]
 pub struct Config {
-    /// `TASKER_STORE`: `sqlite` (default) or `dynamodb`.
+    /// `TASKER_STORE`: `sqlite` (default), `dynamodb` or `postgres`.
     pub store: StoreKind,
     /// `TASKER_DISPATCH`: `poll` (default) or `sqs`.
     pub dispatch: Dispatch,
@@ -78,6 +85,10 @@ pub struct Config {
     pub db_path: PathBuf,
     /// `TASKER_TABLE`: DynamoDB table, required with `dynamodb`.
     pub table: Option<String>,
+    /// `TASKER_DATABASE_URL`: the PostgreSQL database, required with `postgres`.
+    pub database_url: Option<String>,
+    /// `TASKER_DATABASE_POOL` (1–100, default 10): connections a process opens at most.
+    pub database_pool: usize,
     /// `TASKER_BATCH_SIZE` (1–1000, default 100), `TASKER_CONCURRENCY` (1–256, default 16),
     /// `TASKER_MAX_RUN` (default 5m), `TASKER_TIME_MARGIN` (default 10s),
     /// `TASKER_LEASE_GRACE` (default 30s).
@@ -146,6 +157,8 @@ impl Config {
             db_path: get("TASKER_DB_PATH")
                 .map_or_else(|| PathBuf::from("tasker.db"), PathBuf::from),
             table: get("TASKER_TABLE"),
+            database_url: get("TASKER_DATABASE_URL"),
+            database_pool: parse(&get, "TASKER_DATABASE_POOL", 10, |v| bounded(v, 1, 100))?,
             processor: processor_settings(&get)?,
             task_defaults: task_defaults(&get)?,
             poll: poll_settings(&get)?,
@@ -197,6 +210,20 @@ impl Config {
                     self.store.as_str(),
                     self.store.as_str()
                 ),
+            });
+        }
+        if self.store == StoreKind::Postgres && self.database_url.is_none() {
+            return Err(ConfigError {
+                name: "TASKER_DATABASE_URL",
+                reason:
+                    "is required when TASKER_STORE=postgres (postgres://user@host:port/database)"
+                        .into(),
+            });
+        }
+        if self.store == StoreKind::Postgres && self.dispatch == Dispatch::Sqs {
+            return Err(ConfigError {
+                name: "TASKER_DISPATCH",
+                reason: "SQS mode is not available with TASKER_STORE=postgres yet; use poll".into(),
             });
         }
         if self.store == StoreKind::DynamoDb && self.table.is_none() {

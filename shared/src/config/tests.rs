@@ -54,7 +54,7 @@ fn a_bad_value_names_its_variable() {
         ("TASKER_BATCH_SIZE", "0"),
         ("TASKER_CONCURRENCY", "lots"),
         ("TASKER_RETENTION", "forever"),
-        ("TASKER_STORE", "postgres"),
+        ("TASKER_STORE", "mysql"),
         ("TASKER_AUTH", "none"),
         ("TASKER_WEBHOOK_ALLOW_PRIVATE", "maybe"),
         ("TASKER_RETRY_FACTOR", "0.5"),
@@ -137,4 +137,39 @@ fn lambda_auth_prefers_iam_then_token() {
     assert_eq!(iam.lambda_auth(), AuthMode::Iam);
     let token = config(&[("TASKER_API_TOKEN", "s3cret")]).unwrap();
     assert_eq!(token.lambda_auth(), AuthMode::Token("s3cret".into()));
+}
+
+#[test]
+fn postgres_needs_its_database_url_and_a_bounded_pool() {
+    // Built without the backend, the store's own variable is the one at fault.
+    let built = cfg!(feature = "postgres");
+    let err = config(&[("TASKER_STORE", "postgres")]).unwrap_err();
+    let expected = if built {
+        "TASKER_DATABASE_URL"
+    } else {
+        "TASKER_STORE"
+    };
+    assert_eq!(err.name, expected, "{err}");
+    let url = ("TASKER_DATABASE_URL", "postgres://app@127.0.0.1:5432/app");
+    match config(&[("TASKER_STORE", "postgres"), url]) {
+        Ok(config) if built => {
+            assert_eq!(config.store, StoreKind::Postgres);
+            assert_eq!(config.database_pool, 10);
+        }
+        Err(err) if !built => assert_eq!(err.name, "TASKER_STORE", "{err}"),
+        other => panic!("{other:?}"),
+    }
+    if built {
+        let sqs = [
+            ("TASKER_STORE", "postgres"),
+            url,
+            ("TASKER_DISPATCH", "sqs"),
+            ("TASKER_QUEUE_URL", "http://127.0.0.1:1/q"),
+        ];
+        assert_eq!(config(&sqs).unwrap_err().name, "TASKER_DISPATCH");
+    }
+    let err = config(&[url, ("TASKER_DATABASE_POOL", "0")]).unwrap_err();
+    assert_eq!(err.name, "TASKER_DATABASE_POOL", "{err}");
+    let err = config(&[("TASKER_STORE", "mysql")]).unwrap_err();
+    assert!(err.reason.contains("sqlite, dynamodb or postgres"), "{err}");
 }

@@ -23,6 +23,9 @@ pub enum AnyStore {
     /// DynamoDB, for Lambda.
     #[cfg(feature = "dynamodb")]
     DynamoDb(super::DynamoStore),
+    /// PostgreSQL, for several servers sharing the application's database.
+    #[cfg(feature = "postgres")]
+    Postgres(super::postgres::PgStore),
 }
 
 /// Each method calls the same one of whichever backend the store holds. The DynamoDB futures
@@ -43,6 +46,8 @@ macro_rules! dispatch_to_backend {
                             Self::Sqlite(store) => store.$name($($arg),*).await,
                             #[cfg(feature = "dynamodb")]
                             Self::DynamoDb(store) => Box::pin(store.$name($($arg),*)).await,
+                            #[cfg(feature = "postgres")]
+                            Self::Postgres(store) => Box::pin(store.$name($($arg),*)).await,
                         }
                     }
                 }

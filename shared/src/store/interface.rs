@@ -243,5 +243,7 @@ store_methods!(store_trait);
 store_methods!(store_by_inherent_methods super::SqliteStore);
 #[cfg(feature = "dynamodb")]
 store_methods!(store_by_inherent_methods super::DynamoStore);
-#[cfg(any(feature = "sqlite", feature = "dynamodb"))]
+#[cfg(feature = "postgres")]
+store_methods!(store_by_inherent_methods super::postgres::PgStore);
+#[cfg(any(feature = "sqlite", feature = "dynamodb", feature = "postgres"))]
 pub(super) use store_methods;

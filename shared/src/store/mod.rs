@@ -8,7 +8,7 @@
 use crate::clock::Timestamp;
 use crate::task::Task;
 
-#[cfg(any(feature = "sqlite", feature = "dynamodb"))]
+#[cfg(any(feature = "sqlite", feature = "dynamodb", feature = "postgres"))]
 mod any;
 #[cfg(feature = "testing")]
 pub mod conformance;
@@ -28,7 +28,7 @@ mod schedules;
 pub mod sqlite;
 mod transition;
 
-#[cfg(any(feature = "sqlite", feature = "dynamodb"))]
+#[cfg(any(feature = "sqlite", feature = "dynamodb", feature = "postgres"))]
 pub use any::AnyStore;
 #[cfg(feature = "dynamodb")]
 pub use dynamodb::DynamoStore;

@@ -1,21 +1,34 @@
-//! The PostgreSQL backend's foundation: a bounded pool of connections to the application's own
-//! database and Tasker's schema in it (`tasker`), brought up to date at start by
-//! [`schema::migrate`], safely when several processes start at once. The store interface on
-//! top of it (claims with `FOR UPDATE SKIP LOCKED`, wake-ups with `LISTEN/NOTIFY`) is issue 29's
-//! next step; until then `TASKER_STORE` does not offer it.
+//! The PostgreSQL backend: a bounded pool of connections to the application's own database and
+//! Tasker's schema in it (`tasker`), brought up to date at start by [`schema::migrate`], safely
+//! when several processes start at once. Every change is a transaction that locks the rows it
+//! changes; claims skip the rows other claims hold (`FOR UPDATE SKIP LOCKED`). [`rows`] maps
+//! rows and tasks, [`queue`] claims and settles, [`listing`] reads for operators.
 
+mod delivery;
+mod flow;
+mod listing;
+mod queue;
+mod rows;
+mod schedules;
 pub mod schema;
 
 use std::str::FromStr;
 use std::time::Duration;
 
-use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
-use tokio_postgres::NoTls;
+use std::sync::Arc;
 
-use super::StoreError;
+use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
+use tokio_postgres::{NoTls, Transaction};
+
+use self::rows::{broken_unique, insert, load, reference_holder, update};
+use super::{Created, QueueReads, ReadCounter, StoreError, SweepSummary, Transition};
+use crate::clock::Timestamp;
+use crate::task::{Task, TaskId};
 
 /// Connections a pool opens at most unless told otherwise.
 pub const DEFAULT_POOL_SIZE: usize = 10;
+/// How often a process folds the counts' changes into their rows.
+const FOLD_EVERY: Duration = Duration::from_secs(10);
 /// How long a call waits for a free connection, and for a new one to open.
 const POOL_WAIT: Duration = Duration::from_secs(10);
 
@@ -23,6 +36,10 @@ const POOL_WAIT: Duration = Duration::from_secs(10);
 #[derive(Clone)]
 pub struct PgStore {
     pool: Pool,
+    /// What the claims have read.
+    reads: Arc<ReadCounter>,
+    /// When this process last folded the counts (Unix seconds).
+    folded: Arc<std::sync::atomic::AtomicU64>,
 }
 
 impl std::fmt::Debug for PgStore {
@@ -59,7 +76,11 @@ impl PgStore {
             .runtime(deadpool_postgres::Runtime::Tokio1)
             .build()
             .map_err(|err| StoreError::backend_from("building the connection pool", err))?;
-        let store = Self { pool };
+        let store = Self {
+            pool,
+            reads: Arc::default(),
+            folded: Arc::default(),
+        };
         let mut client = store.client().await?;
         schema::migrate(&mut client).await?;
         Ok(store)
@@ -104,4 +125,241 @@ pub(crate) fn pg_error(context: &str, err: tokio_postgres::Error) -> StoreError 
     } else {
         StoreError::backend_from(context.to_owned(), err)
     }
+}
+
+/// The driver's client behind a pooled connection (its own transactions, not the pool
+/// wrapper's).
+fn raw(object: &mut deadpool_postgres::Object) -> &mut tokio_postgres::Client {
+    object
+}
+
+/// Why a write inside a transaction did not happen.
+enum Refused {
+    /// The store refused it (missing, conflict, lost lease) or failed.
+    Store(StoreError),
+    /// It broke a unique index (the transaction is aborted): the task it tried to write.
+    Unique(Box<Task>, tokio_postgres::Error),
+}
+
+impl From<StoreError> for Refused {
+    fn from(err: StoreError) -> Self {
+        Self::Store(err)
+    }
+}
+
+/// Applies `transition` to the task `id` (locked) inside `tx`: the one encoding of every
+/// state change.
+async fn apply(
+    tx: &Transaction<'_>,
+    id: TaskId,
+    transition: &Transition,
+) -> Result<(Task, Task), Refused> {
+    let before = load(tx, id, true)
+        .await?
+        .ok_or_else(|| transition.missing(id))?;
+    let after = transition
+        .apply(&before)
+        .map_err(|refused| transition.refusal(id, refused))?;
+    match update(tx, &before, &after).await {
+        Ok(()) => Ok((before, after)),
+        Err(err) if broken_unique(&err).is_some() => Err(Refused::Unique(Box::new(after), err)),
+        Err(err) => Err(Refused::Store(pg_error("writing a task", err))),
+    }
+}
+
+impl PgStore {
+    /// Runs one transition of the task `id` in a transaction of its own; a broken reference
+    /// rule becomes [`StoreError::Duplicate`] naming the active task.
+    async fn transition(&self, id: TaskId, transition: &Transition) -> Result<Task, StoreError> {
+        let mut client = self.client().await?;
+        let tx = raw(&mut client)
+            .transaction()
+            .await
+            .map_err(|err| pg_error("starting a transaction", err))?;
+        match apply(&tx, id, transition).await {
+            Ok((_, after)) => {
+                tx.commit()
+                    .await
+                    .map_err(|err| pg_error("committing a task's change", err))?;
+                Ok(after)
+            }
+            Err(Refused::Store(err)) => Err(err),
+            Err(Refused::Unique(task, err)) => {
+                drop(tx);
+                duplicate(&client, &task, err).await
+            }
+        }
+    }
+}
+
+/// The answer to a write that broke a unique index: [`StoreError::Duplicate`] when another
+/// active task holds `task`'s reference, the database's error otherwise.
+async fn duplicate<T>(
+    client: &tokio_postgres::Client,
+    task: &Task,
+    err: tokio_postgres::Error,
+) -> Result<T, StoreError> {
+    match reference_holder(client, task).await? {
+        Some(existing) => Err(StoreError::Duplicate { existing }),
+        None => Err(pg_error("writing a task", err)),
+    }
+}
+
+impl PgStore {
+    pub async fn task_get(&self, id: TaskId) -> Result<Option<Task>, StoreError> {
+        let client = self.client().await?;
+        load(&**client, id, false).await
+    }
+
+    pub async fn task_create(&self, task: Task) -> Result<Created, StoreError> {
+        let client = self.client().await?;
+        if let Some(existing) = by_idempotency_key(&client, &task).await? {
+            return Ok(Created::Existing(existing));
+        }
+        let Err(err) = insert(&**client, &task).await else {
+            return Ok(Created::New(task));
+        };
+        match broken_unique(&err) {
+            // Another create with the key got in first.
+            Some("tasks_idempotency") => by_idempotency_key(&client, &task)
+                .await?
+                .map(Created::Existing)
+                .ok_or_else(|| pg_error("creating a task", err)),
+            // A derived id (a schedule's tick) that an earlier create stored.
+            Some("tasks_pkey") => load(&**client, task.id, false)
+                .await?
+                .map(Created::Existing)
+                .ok_or_else(|| pg_error("creating a task", err)),
+            Some(_) => duplicate(&client, &task, err).await,
+            None => Err(pg_error("creating a task", err)),
+        }
+    }
+
+    pub async fn task_cancel(&self, id: TaskId, now: Timestamp) -> Result<Task, StoreError> {
+        self.transition(id, &Transition::Cancel { now }).await
+    }
+
+    pub async fn task_cancel_by_reference(
+        &self,
+        reference_uid: &str,
+        task_type: Option<&str>,
+        now: Timestamp,
+    ) -> Result<Vec<TaskId>, StoreError> {
+        let mut client = self.client().await?;
+        let tx = raw(&mut client)
+            .transaction()
+            .await
+            .map_err(|err| pg_error("starting a transaction", err))?;
+        let rows = tx
+            .query(
+                "SELECT id FROM tasker.tasks WHERE reference_uid = $1 \
+                 AND ($2::text IS NULL OR type = $2) AND status = 'pending' ORDER BY id FOR UPDATE",
+                &[&reference_uid, &task_type],
+            )
+            .await
+            .map_err(|err| pg_error("finding a reference's pending tasks", err))?;
+        let pending: Vec<TaskId> = rows
+            .iter()
+            .map(|row| row.get::<_, &str>(0).parse())
+            .collect::<Result<_, _>>()
+            .map_err(|err| StoreError::backend_from("PostgreSQL: a stored task id", err))?;
+        let cancel = Transition::Cancel { now };
+        for &id in &pending {
+            match apply(&tx, id, &cancel).await {
+                Ok(_) => {}
+                Err(Refused::Store(err)) => return Err(err),
+                Err(Refused::Unique(_, err)) => return Err(pg_error("cancelling a task", err)),
+            }
+        }
+        tx.commit()
+            .await
+            .map_err(|err| pg_error("committing the cancels", err))?;
+        Ok(pending)
+    }
+
+    pub async fn task_retry(&self, id: TaskId, now: Timestamp) -> Result<Task, StoreError> {
+        self.transition(id, &Transition::Retry { now }).await
+    }
+
+    pub async fn task_purge_finished(
+        &self,
+        cutoff: Timestamp,
+        progress: &(dyn Fn(u64) + Send + Sync),
+    ) -> Result<u64, StoreError> {
+        let client = self.client().await?;
+        let mut total = 0;
+        loop {
+            // Short statements, so processors write in between.
+            let deleted = client
+                .execute(
+                    "DELETE FROM tasker.tasks WHERE id IN (SELECT id FROM tasker.tasks \
+                     WHERE finished_at IS NOT NULL AND finished_at <= $1 \
+                     AND status IN ('succeeded', 'failed', 'cancelled') LIMIT 1000)",
+                    &[&cutoff.0],
+                )
+                .await
+                .map_err(|err| pg_error("purging finished tasks", err))?;
+            total += deleted;
+            if deleted == 0 {
+                return Ok(total);
+            }
+            progress(deleted);
+        }
+    }
+
+    /// Folds the counts' changes (see `schema.rs`) at most every [`FOLD_EVERY`], or at once
+    /// at the `end` of a run; a failure is logged, and the next call tries again.
+    pub async fn queue_flush(&self, now: Timestamp, end: bool) {
+        let at = u64::try_from(now.0.unix_timestamp()).unwrap_or_default();
+        let last = self.folded.load(std::sync::atomic::Ordering::Relaxed);
+        if !end && at < last.saturating_add(FOLD_EVERY.as_secs()) {
+            return;
+        }
+        self.folded.store(at, std::sync::atomic::Ordering::Relaxed);
+        let folded = match self.client().await {
+            Ok(mut client) => schema::fold_counts(&mut client).await,
+            Err(err) => Err(err),
+        };
+        if let Err(err) = folded {
+            tracing::warn!(error = %crate::Report(&err), "could not fold the task counts");
+        }
+    }
+
+    /// What the claims have read; see [`crate::store::Store::queue_reads`].
+    pub async fn queue_reads(&self) -> QueueReads {
+        self.reads.get()
+    }
+
+    /// Nothing to sweep: claims find due tasks through an index the same transaction keeps.
+    pub async fn queue_sweep(
+        &self,
+        _now: Timestamp,
+        _max_entries: u64,
+    ) -> Result<SweepSummary, StoreError> {
+        Ok(SweepSummary {
+            complete: true,
+            ..SweepSummary::default()
+        })
+    }
+}
+
+/// The task with `task`'s type and idempotency key, if it has one and it exists.
+async fn by_idempotency_key(
+    client: &tokio_postgres::Client,
+    task: &Task,
+) -> Result<Option<Task>, StoreError> {
+    let Some(key) = &task.idempotency_key else {
+        return Ok(None);
+    };
+    let row = client
+        .query_opt(
+            &format!(
+                "SELECT {} FROM tasker.tasks WHERE type = $1 AND idempotency_key = $2",
+                rows::COLUMNS
+            ),
+            &[&task.task_type, key],
+        )
+        .await
+        .map_err(|err| pg_error("reading a task by its idempotency key", err))?;
+    row.as_ref().map(rows::row_to_task).transpose()
 }

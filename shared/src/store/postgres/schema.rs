@@ -17,15 +17,19 @@ const MIGRATIONS: &[&str] = &[V1];
 /// The version this code writes.
 pub const SCHEMA_VERSION: i32 = MIGRATIONS.len() as i32;
 
-/// Tasks, schedules and paused types as in the SQLite store, with instants as `timestamptz`.
+/// Tasks, schedules and paused types as in the SQLite store, with instants as `timestamptz`;
+/// ids and listing keys compare byte by byte (`COLLATE "C"`), as their text order is the
+/// order of their instants whatever the database's own collation.
 /// `due_at` is the claimable instant and `list_key` the listing key, kept as columns so
 /// partial indexes answer "what is due" and each listing page without reading other rows.
-/// The counts per status are kept in 16 slots per status, changed by triggers in the
-/// transaction that changes a task: concurrent writers seldom share a slot's row lock, and
-/// `GET /stats` sums 80 small rows instead of counting the table.
-const V1: &str = "
+/// The counts per status are kept by statement triggers in the transaction that changes a
+/// task, as rows appended to `task_count_changes` (appends take no row lock, so concurrent
+/// claims and outcomes never wait on each other or deadlock over a count); `fold_counts` moves
+/// them into the five rows of `task_counts` now and then, so `GET /stats` reads five rows and
+/// the changes since the last fold instead of counting the table.
+const V1: &str = r#"
 CREATE TABLE tasker.tasks (
-    id text PRIMARY KEY,
+    id text COLLATE "C" PRIMARY KEY,
     type text NOT NULL,
     payload text NOT NULL,
     status text NOT NULL
@@ -47,7 +51,7 @@ CREATE TABLE tasker.tasks (
     lease_token text,
     schedule_name text,
     schedule_tick timestamptz,
-    list_key text NOT NULL
+    list_key text COLLATE "C" NOT NULL
 );
 CREATE TABLE tasker.schedules (
     name text PRIMARY KEY,
@@ -59,9 +63,9 @@ CREATE TABLE tasker.paused_types (
     type text PRIMARY KEY,
     paused_at timestamptz NOT NULL
 );
-CREATE INDEX tasks_due ON tasker.tasks (due_at) WHERE due_at IS NOT NULL;
-CREATE INDEX tasks_type_due ON tasker.tasks (type, due_at) WHERE due_at IS NOT NULL;
-CREATE INDEX tasks_final ON tasker.tasks (due_at)
+CREATE INDEX tasks_due ON tasker.tasks (due_at, id) WHERE due_at IS NOT NULL;
+CREATE INDEX tasks_type_due ON tasker.tasks (type, due_at, id) WHERE due_at IS NOT NULL;
+CREATE INDEX tasks_final ON tasker.tasks (due_at, id)
     WHERE status = 'running' AND attempts >= max_attempts;
 CREATE INDEX tasks_finished ON tasker.tasks (finished_at) WHERE finished_at IS NOT NULL;
 CREATE INDEX tasks_reference ON tasker.tasks (reference_uid, type)
@@ -80,33 +84,49 @@ CREATE INDEX tasks_schedule_list ON tasker.tasks (schedule_name, list_key)
 CREATE INDEX schedules_due ON tasker.schedules (due_at) WHERE due_at IS NOT NULL;
 
 CREATE TABLE tasker.task_counts (
-    status text NOT NULL,
-    slot smallint NOT NULL,
-    n bigint NOT NULL,
-    PRIMARY KEY (status, slot)
+    status text PRIMARY KEY,
+    n bigint NOT NULL
 );
-INSERT INTO tasker.task_counts (status, slot, n)
-    SELECT s, slot, 0
-    FROM unnest(ARRAY['pending', 'running', 'succeeded', 'failed', 'cancelled']) AS s,
-         generate_series(0, 15) AS slot;
-CREATE FUNCTION tasker.count_tasks() RETURNS trigger LANGUAGE plpgsql AS $$
+INSERT INTO tasker.task_counts (status, n)
+    SELECT s, 0 FROM unnest(ARRAY['pending', 'running', 'succeeded', 'failed', 'cancelled']) AS s;
+CREATE TABLE tasker.task_count_changes (
+    status text NOT NULL,
+    n bigint NOT NULL
+);
+CREATE FUNCTION tasker.count_inserted() RETURNS trigger LANGUAGE plpgsql AS $$
 BEGIN
-    IF TG_OP IN ('UPDATE', 'DELETE') THEN
-        UPDATE tasker.task_counts SET n = n - 1
-            WHERE status = OLD.status AND slot = abs(hashtext(OLD.id)) % 16;
-    END IF;
-    IF TG_OP IN ('INSERT', 'UPDATE') THEN
-        UPDATE tasker.task_counts SET n = n + 1
-            WHERE status = NEW.status AND slot = abs(hashtext(NEW.id)) % 16;
-    END IF;
+    INSERT INTO tasker.task_count_changes (status, n)
+        SELECT status, COUNT(*) FROM new_rows GROUP BY status;
     RETURN NULL;
 END $$;
-CREATE TRIGGER tasks_counted_insert_delete AFTER INSERT OR DELETE ON tasker.tasks
-    FOR EACH ROW EXECUTE FUNCTION tasker.count_tasks();
-CREATE TRIGGER tasks_counted_update AFTER UPDATE OF status ON tasker.tasks
-    FOR EACH ROW WHEN (OLD.status IS DISTINCT FROM NEW.status)
-    EXECUTE FUNCTION tasker.count_tasks();
-";
+CREATE FUNCTION tasker.count_deleted() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    INSERT INTO tasker.task_count_changes (status, n)
+        SELECT status, -COUNT(*) FROM old_rows GROUP BY status;
+    RETURN NULL;
+END $$;
+CREATE FUNCTION tasker.count_updated() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    INSERT INTO tasker.task_count_changes (status, n)
+        SELECT status, SUM(n) FROM (
+            SELECT o.status, -1 AS n FROM old_rows o JOIN new_rows w USING (id)
+                WHERE o.status <> w.status
+            UNION ALL
+            SELECT w.status, 1 AS n FROM old_rows o JOIN new_rows w USING (id)
+                WHERE o.status <> w.status
+        ) AS moved GROUP BY status HAVING SUM(n) <> 0;
+    RETURN NULL;
+END $$;
+CREATE TRIGGER tasks_counted_insert AFTER INSERT ON tasker.tasks
+    REFERENCING NEW TABLE AS new_rows FOR EACH STATEMENT
+    EXECUTE FUNCTION tasker.count_inserted();
+CREATE TRIGGER tasks_counted_delete AFTER DELETE ON tasker.tasks
+    REFERENCING OLD TABLE AS old_rows FOR EACH STATEMENT
+    EXECUTE FUNCTION tasker.count_deleted();
+CREATE TRIGGER tasks_counted_update AFTER UPDATE ON tasker.tasks
+    REFERENCING OLD TABLE AS old_rows NEW TABLE AS new_rows FOR EACH STATEMENT
+    EXECUTE FUNCTION tasker.count_updated();
+"#;
 
 /// Brings the `tasker` schema to [`SCHEMA_VERSION`] in one transaction, under the migration
 /// lock; refuses a database a newer Tasker has migrated past what this one knows.
@@ -161,4 +181,35 @@ pub async fn version(client: &impl tokio_postgres::GenericClient) -> Result<i32,
         .await
         .map_err(|err| pg_error("reading the schema version", err))?;
     Ok(row.get(0))
+}
+
+/// The advisory lock a fold of the counts takes (one folds at a time; the others skip).
+const FOLD_LOCK: i64 = 0x7461_736b_6572_0001;
+
+/// Moves the appended count changes into `task_counts`, in one statement, unless another
+/// process is folding them now. Readers see the counts whole before or after.
+pub async fn fold_counts(client: &mut Client) -> Result<(), StoreError> {
+    let tx = client
+        .transaction()
+        .await
+        .map_err(|err| pg_error("starting a fold of the counts", err))?;
+    let locked: bool = tx
+        .query_one("SELECT pg_try_advisory_xact_lock($1)", &[&FOLD_LOCK])
+        .await
+        .map_err(|err| pg_error("taking the fold lock", err))?
+        .get(0);
+    if locked {
+        tx.execute(
+            "WITH moved AS (DELETE FROM tasker.task_count_changes RETURNING status, n), \
+                  totals AS (SELECT status, SUM(n) AS n FROM moved GROUP BY status) \
+             UPDATE tasker.task_counts c SET n = c.n + totals.n FROM totals \
+             WHERE c.status = totals.status",
+            &[],
+        )
+        .await
+        .map_err(|err| pg_error("folding the counts", err))?;
+    }
+    tx.commit()
+        .await
+        .map_err(|err| pg_error("committing a fold of the counts", err))
 }

@@ -1,0 +1,99 @@
+//! Claims by id (SQS mode's workers) and the tasks a message should be on its way for.
+
+use super::rows::{COLUMNS, load, rows_to_tasks, update};
+use super::{PgStore, pg_error, raw};
+use crate::clock::Timestamp;
+use crate::store::{
+    ClaimById, ClaimedById, Deliverable, StoreError, Transition, is_expired_final_attempt,
+};
+use crate::task::Task;
+
+impl PgStore {
+    /// See [`crate::store::Store::task_claim_by_id`].
+    pub async fn task_claim_by_id(&self, claim: ClaimById<'_>) -> Result<ClaimedById, StoreError> {
+        let ClaimById {
+            id, due_by, now, ..
+        } = claim;
+        let mut client = self.client().await?;
+        let tx = raw(&mut client)
+            .transaction()
+            .await
+            .map_err(|err| pg_error("starting a claim", err))?;
+        let Some(task) = load(&tx, id, true).await? else {
+            return Ok(ClaimedById::Missing);
+        };
+        let transition = if is_expired_final_attempt(&task, due_by) {
+            Transition::expire(due_by, now)
+        } else if !claim.gate.admits(&task.task_type) {
+            return Ok(ClaimedById::NotDue(task));
+        } else {
+            Transition::claim(due_by, now, claim.leases.until(&task.task_type, now))
+        };
+        let Ok(changed) = transition.apply(&task) else {
+            return Ok(ClaimedById::NotDue(task));
+        };
+        update(&tx, &task, &changed)
+            .await
+            .map_err(|err| pg_error("claiming a task", err))?;
+        tx.commit()
+            .await
+            .map_err(|err| pg_error("committing a claim", err))?;
+        Ok(match transition {
+            Transition::Claim { .. } => ClaimedById::Claimed(changed),
+            _ => ClaimedById::NotDue(changed),
+        })
+    }
+
+    /// See [`crate::store::Store::task_list_deliverable`].
+    pub async fn task_list_deliverable(
+        &self,
+        find: Deliverable<'_>,
+    ) -> Result<Vec<Task>, StoreError> {
+        let (horizon, now, limit, gate) = (find.horizon, find.now, find.limit, find.gate);
+        let paused: Vec<String> = gate
+            .closed()
+            .filter(|name| gate.is_paused(name))
+            .map(str::to_owned)
+            .collect();
+        let mut client = self.client().await?;
+        let tx = raw(&mut client)
+            .transaction()
+            .await
+            .map_err(|err| pg_error("starting a delivery scan", err))?;
+        let want = i64::try_from(limit).unwrap_or(i64::MAX);
+        let rows = tx
+            .query(
+                &format!(
+                    "SELECT {COLUMNS} FROM tasker.tasks WHERE due_at <= $1 \
+                     AND (status = 'running' AND due_at <= $2 \
+                          OR status = 'pending' AND attempts < max_attempts) \
+                     AND (type <> ALL($4) OR status = 'running' AND attempts >= max_attempts) \
+                     ORDER BY due_at, id LIMIT $3 FOR UPDATE SKIP LOCKED"
+                ),
+                &[&horizon.0, &now.0, &want, &paused],
+            )
+            .await
+            .map_err(|err| pg_error("finding deliverable tasks", err))?;
+        let mut deliverable = Vec::with_capacity(rows.len());
+        for task in rows_to_tasks(&rows)? {
+            if is_expired_final_attempt(&task, now) {
+                let expire = Transition::expire(now, now);
+                let failed = expire
+                    .apply(&task)
+                    .map_err(|refused| expire.refusal(task.id, refused))?;
+                update(&tx, &task, &failed)
+                    .await
+                    .map_err(|err| pg_error("failing an expired final attempt", err))?;
+            } else {
+                deliverable.push(task);
+            }
+        }
+        tx.commit()
+            .await
+            .map_err(|err| pg_error("committing a delivery scan", err))?;
+        Ok(deliverable)
+    }
+
+    /// Nothing to remember: the scan reads an index.
+    pub async fn task_expect_delivery(&self, _task: &Task, _until: Timestamp) {}
+}

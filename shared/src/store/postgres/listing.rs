@@ -1,0 +1,192 @@
+//! Listings, counts and the backlog on PostgreSQL.
+
+use time::OffsetDateTime;
+use tokio_postgres::GenericClient;
+
+use super::rows::{COLUMNS, Param, refs, rows_to_tasks};
+use super::{PgStore, pg_error, raw};
+use crate::clock::Timestamp;
+use crate::store::{
+    Backlog, ListFilter, ListKey, ListPage, Overview, StatusCounts, StoreError, TaskPage,
+    Throughput,
+};
+use crate::task::{Task, TaskStatus};
+
+impl PgStore {
+    /// One page of tasks in listing order; see [`crate::store::Store::task_list`].
+    pub async fn task_list(&self, page: ListPage<'_>) -> Result<TaskPage, StoreError> {
+        let ListPage {
+            filter,
+            after,
+            limit,
+            ..
+        } = page;
+        // One more than asked says whether another page exists.
+        let want = i64::try_from(limit).unwrap_or(i64::MAX).saturating_add(1);
+        let (sql, params) = list_query(filter, after, want);
+        let client = self.client().await?;
+        let rows = client
+            .query(&sql, &refs(&params))
+            .await
+            .map_err(|err| pg_error("listing tasks", err))?;
+        let mut tasks: Vec<Task> = rows_to_tasks(&rows)?;
+        let more = tasks.len() > limit;
+        tasks.truncate(limit);
+        let next = if more {
+            tasks.last().map(ListKey::of)
+        } else {
+            None
+        };
+        Ok(TaskPage { tasks, next })
+    }
+
+    pub async fn task_count_by_status(&self, _now: Timestamp) -> Result<StatusCounts, StoreError> {
+        let client = self.client().await?;
+        counts_in(&**client).await
+    }
+
+    pub async fn queue_backlog(&self, now: Timestamp) -> Result<Backlog, StoreError> {
+        let client = self.client().await?;
+        backlog_in(&**client, now).await
+    }
+
+    pub async fn queue_overview(&self, now: Timestamp) -> Result<Overview, StoreError> {
+        let mut client = self.client().await?;
+        // One snapshot: the counts and the backlog of the same commit.
+        let tx = raw(&mut client)
+            .build_transaction()
+            .isolation_level(tokio_postgres::IsolationLevel::RepeatableRead)
+            .read_only(true)
+            .start()
+            .await
+            .map_err(|err| pg_error("starting a read", err))?;
+        let overview = Overview {
+            counts: counts_in(&tx).await?,
+            backlog: backlog_in(&tx, now).await?,
+            active_seen_at: None,
+            lower_bounds: Vec::new(),
+            exact: true,
+        };
+        tx.commit()
+            .await
+            .map_err(|err| pg_error("ending a read", err))?;
+        Ok(overview)
+    }
+
+    pub async fn queue_throughput(&self, now: Timestamp) -> Result<Throughput, StoreError> {
+        const MINUTE: std::time::Duration = std::time::Duration::from_secs(60);
+        let this_minute: Timestamp =
+            format!("{}:00.000Z", now.to_text().get(..16).unwrap_or_default())
+                .parse()
+                .unwrap_or(now);
+        let first = this_minute.minus(MINUTE * 59);
+        let client = self.client().await?;
+        // The finished tasks' index from the first minute on: the last hour's finishes only.
+        let rows = client
+            .query(
+                "SELECT date_trunc('minute', finished_at), COUNT(*) FROM tasker.tasks \
+                 WHERE finished_at >= $1 GROUP BY 1",
+                &[&first.0],
+            )
+            .await
+            .map_err(|err| pg_error("counting finished tasks", err))?;
+        let counted: std::collections::HashMap<Timestamp, i64> = rows
+            .iter()
+            .map(|row| (Timestamp::new(row.get::<_, OffsetDateTime>(0)), row.get(1)))
+            .collect();
+        let buckets = (0..60u32)
+            .map(|i| {
+                let at = first.plus(MINUTE * i);
+                let count = counted.get(&at).copied().unwrap_or_default();
+                (at, u64::try_from(count).unwrap_or_default())
+            })
+            .collect();
+        Ok(Throughput {
+            bucket: MINUTE,
+            buckets,
+        })
+    }
+}
+
+/// The counts the triggers keep (see `schema.rs`): the folded ones and the changes since.
+async fn counts_in(client: &impl GenericClient) -> Result<StatusCounts, StoreError> {
+    let rows = client
+        .query(
+            "SELECT status, SUM(n)::bigint FROM (SELECT status, n FROM tasker.task_counts \
+             UNION ALL SELECT status, n FROM tasker.task_count_changes) AS c GROUP BY status",
+            &[],
+        )
+        .await
+        .map_err(|err| pg_error("reading the counts", err))?;
+    let mut counts = StatusCounts::default();
+    for row in rows {
+        let status: TaskStatus = row
+            .get::<_, &str>(0)
+            .parse()
+            .map_err(|err| StoreError::backend_from("PostgreSQL: a stored status", err))?;
+        counts.add(
+            status,
+            u64::try_from(row.get::<_, i64>(1)).unwrap_or_default(),
+        );
+    }
+    Ok(counts)
+}
+
+/// Tasks due at `now`: a range of the due index as long as the backlog.
+async fn backlog_in(client: &impl GenericClient, now: Timestamp) -> Result<Backlog, StoreError> {
+    let row = client
+        .query_one(
+            "SELECT COUNT(*), MIN(due_at) FROM tasker.tasks WHERE due_at <= $1",
+            &[&now.0],
+        )
+        .await
+        .map_err(|err| pg_error("reading the backlog", err))?;
+    Ok(Backlog {
+        due: u64::try_from(row.get::<_, i64>(0)).unwrap_or_default(),
+        oldest_due_at: row.get::<_, Option<OffsetDateTime>>(1).map(Timestamp::new),
+    })
+}
+
+/// The query of one listing page and its parameters: the filter's columns, the cursor, and a
+/// condition that matches a partial index where the filter has one (see `schema.rs`), so a
+/// page reads about `want` index entries whatever the table holds.
+fn list_query(filter: &ListFilter, after: Option<&ListKey>, want: i64) -> (String, Vec<Param>) {
+    let mut conditions: Vec<String> = Vec::new();
+    match filter.status {
+        Some(TaskStatus::Failed | TaskStatus::Cancelled) => {
+            conditions.push("status IN ('failed', 'cancelled')".to_owned());
+        }
+        Some(TaskStatus::Pending | TaskStatus::Running) => {
+            conditions.push("finished_at IS NULL".to_owned());
+        }
+        _ => {}
+    }
+    let given = [
+        ("status", filter.status.map(|s| s.as_str().to_owned())),
+        ("type", filter.task_type.clone()),
+        ("reference_uid", filter.reference_uid.clone()),
+        ("schedule_name", filter.schedule.clone()),
+    ];
+    let mut params: Vec<Param> = Vec::new();
+    for (column, value) in given {
+        if let Some(value) = value {
+            params.push(Box::new(value));
+            conditions.push(format!("{column} = ${}", params.len()));
+        }
+    }
+    if let Some(after) = after {
+        params.push(Box::new(after.as_str().to_owned()));
+        conditions.push(format!("list_key < ${}", params.len()));
+    }
+    let conditions = if conditions.is_empty() {
+        String::new()
+    } else {
+        format!(" WHERE {}", conditions.join(" AND "))
+    };
+    params.push(Box::new(want));
+    let sql = format!(
+        "SELECT {COLUMNS} FROM tasker.tasks{conditions} ORDER BY list_key DESC LIMIT ${}",
+        params.len()
+    );
+    (sql, params)
+}

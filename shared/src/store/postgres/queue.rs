@@ -1,0 +1,206 @@
+//! The task queue on PostgreSQL: a claim locks the due rows it takes and skips those another
+//! claim holds (`FOR UPDATE SKIP LOCKED`), in one transaction; an outcome is a transaction
+//! that locks its row and checks the attempt it settles.
+
+use tokio_postgres::Transaction;
+
+use super::rows::{COLUMNS, rows_to_tasks, update};
+use super::{PgStore, Refused, apply, pg_error, raw};
+use crate::clock::Timestamp;
+use crate::store::{Claim, Settlement, StoreError, Transition, is_expired_final_attempt};
+use crate::task::Task;
+
+/// Rows of `tasks` this connection has read by index or by scan and not yet reported to the
+/// statistics (`pg_stat_xact_user_tables`): read before and after a claim, the difference is
+/// what [`crate::store::Store::queue_reads`] reports as the claim's entries.
+async fn read_so_far(tx: &Transaction<'_>) -> Result<u64, StoreError> {
+    let row = tx
+        .query_one(
+            "SELECT COALESCE(SUM(seq_tup_read + COALESCE(idx_tup_fetch, 0)), 0)::bigint \
+             FROM pg_stat_xact_user_tables WHERE schemaname = 'tasker' AND relname = 'tasks'",
+            &[],
+        )
+        .await
+        .map_err(|err| pg_error("reading the claim's counters", err))?;
+    Ok(u64::try_from(row.get::<_, i64>(0)).unwrap_or_default())
+}
+
+/// Up to `want` tasks due by `due_by`, earliest first, locked for this transaction, none that
+/// another transaction holds, none of the `closed` types but their expired final attempts
+/// (which the claim fails). With nothing closed, one range of `tasks_due`; otherwise each open
+/// type's range of `tasks_type_due` and, when those leave room, the expired final attempts, so
+/// a claim never steps over a closed type's due tasks, however many there are.
+async fn due_candidates(
+    tx: &Transaction<'_>,
+    due_by: Timestamp,
+    want: i64,
+    closed: &[String],
+) -> Result<Vec<Task>, StoreError> {
+    let query = |sql: String, extra: Option<String>| async move {
+        let rows = match extra {
+            None => tx.query(&sql, &[&due_by.0, &want]).await,
+            Some(task_type) => tx.query(&sql, &[&due_by.0, &want, &task_type]).await,
+        }
+        .map_err(|err| pg_error("finding due tasks", err))?;
+        rows_to_tasks(&rows)
+    };
+    let runnable = "(status = 'running' OR attempts < max_attempts)";
+    if closed.is_empty() {
+        let sql = format!(
+            "SELECT {COLUMNS} FROM tasker.tasks WHERE due_at <= $1 AND {runnable} \
+             ORDER BY due_at, id LIMIT $2 FOR UPDATE SKIP LOCKED"
+        );
+        return query(sql, None).await;
+    }
+    let want_rows = usize::try_from(want).unwrap_or(usize::MAX);
+    let mut due = Vec::new();
+    for task_type in due_types(tx).await? {
+        if !closed.contains(&task_type) {
+            let sql = format!(
+                "SELECT {COLUMNS} FROM tasker.tasks WHERE type = $3 AND due_at <= $1 \
+                 AND {runnable} ORDER BY due_at, id LIMIT $2 FOR UPDATE SKIP LOCKED"
+            );
+            due.extend(query(sql, Some(task_type)).await?);
+        }
+    }
+    if due.len() < want_rows {
+        let rows = tx
+            .query(
+                &format!(
+                    "SELECT {COLUMNS} FROM tasker.tasks WHERE status = 'running' \
+                     AND attempts >= max_attempts AND due_at <= $1 AND type = ANY($3) \
+                     ORDER BY due_at, id LIMIT $2 FOR UPDATE SKIP LOCKED"
+                ),
+                &[&due_by.0, &want, &closed],
+            )
+            .await
+            .map_err(|err| pg_error("finding expired final attempts", err))?;
+        due.extend(rows_to_tasks(&rows)?);
+    }
+    due.sort_by_key(|task| (task.due_at(), task.id));
+    due.truncate(want_rows);
+    Ok(due)
+}
+
+/// The types that have a task with a due instant, one index seek each (a loose scan of
+/// `tasks_type_due`), however many tasks each has.
+async fn due_types(tx: &Transaction<'_>) -> Result<Vec<String>, StoreError> {
+    let rows = tx
+        .query(
+            // Each step's order is the index's whole order, so the planner takes its first
+            // entry instead of sorting another index's.
+            "WITH RECURSIVE seen(type) AS ( \
+               SELECT (SELECT type FROM tasker.tasks WHERE due_at IS NOT NULL \
+                       ORDER BY type, due_at, id LIMIT 1) \
+               UNION ALL \
+               SELECT (SELECT t.type FROM tasker.tasks t WHERE t.due_at IS NOT NULL \
+                       AND t.type > seen.type ORDER BY t.type, t.due_at, t.id LIMIT 1) \
+               FROM seen WHERE seen.type IS NOT NULL) \
+             SELECT type FROM seen WHERE type IS NOT NULL",
+            &[],
+        )
+        .await
+        .map_err(|err| pg_error("finding the types with due tasks", err))?;
+    Ok(rows.iter().map(|row| row.get(0)).collect())
+}
+
+impl PgStore {
+    /// Claims due tasks in one transaction; see [`crate::store::Store::task_claim`].
+    pub async fn task_claim(&self, claim: Claim<'_>) -> Result<Vec<Task>, StoreError> {
+        let Claim {
+            due_by, now, limit, ..
+        } = claim;
+        let mut gate = claim.gate.clone();
+        let mut client = self.client().await?;
+        let tx = raw(&mut client)
+            .transaction()
+            .await
+            .map_err(|err| pg_error("starting a claim", err))?;
+        // The claim's statements are written for the due indexes; the planner would scan a
+        // small table instead, and read every row of it.
+        tx.batch_execute("SET LOCAL enable_seqscan = off")
+            .await
+            .map_err(|err| pg_error("starting a claim", err))?;
+        // The counters also hold earlier transactions' reads not yet reported (PostgreSQL
+        // reports them at most once a second): what this claim read is the difference.
+        let before = read_so_far(&tx).await?;
+        let mut claimed = Vec::new();
+        let mut read_rows = 0;
+        // Exhausted tasks with an expired lease are failed here, so they never block the head
+        // of the queue; keep reading until `limit` runnable tasks are found. Each round leaves
+        // out the types the gate has closed.
+        loop {
+            let closed: Vec<String> = gate.closed().map(str::to_owned).collect();
+            let want = i64::try_from(limit - claimed.len()).unwrap_or(i64::MAX);
+            let due = due_candidates(&tx, due_by, want, &closed).await?;
+            read_rows += due.len();
+            if due.is_empty() {
+                break;
+            }
+            for task in due {
+                let exhausted = is_expired_final_attempt(&task, due_by);
+                if !exhausted && !gate.take(&task.task_type) {
+                    continue;
+                }
+                let transition = if exhausted {
+                    Transition::expire(due_by, now)
+                } else {
+                    Transition::claim(due_by, now, claim.leases.until(&task.task_type, now))
+                };
+                let changed = transition
+                    .apply(&task)
+                    .map_err(|refused| transition.refusal(task.id, refused))?;
+                update(&tx, &task, &changed)
+                    .await
+                    .map_err(|err| pg_error("claiming a task", err))?;
+                if !exhausted {
+                    claimed.push(changed);
+                }
+            }
+            if claimed.len() >= limit {
+                break;
+            }
+        }
+        let entries = read_so_far(&tx).await?.saturating_sub(before);
+        tx.commit()
+            .await
+            .map_err(|err| pg_error("committing a claim", err))?;
+        self.reads.add(entries, read_rows);
+        Ok(claimed)
+    }
+
+    /// Records an outcome; see [`crate::store::Store::task_settle`].
+    pub async fn task_settle(
+        &self,
+        claimed: &Task,
+        outcome: Settlement,
+        now: Timestamp,
+    ) -> Result<Task, StoreError> {
+        let settle = Transition::settle(claimed, outcome, now)?;
+        let written = settle.apply(claimed).ok();
+        let mut client = self.client().await?;
+        let tx = raw(&mut client)
+            .transaction()
+            .await
+            .map_err(|err| pg_error("starting an outcome", err))?;
+        let result = match apply(&tx, claimed.id, &settle).await {
+            Ok((_, after)) => Ok(after),
+            // The same outcome, written before (the processor tries again when an answer is
+            // lost): it stands.
+            Err(Refused::Store(StoreError::LeaseLost(id))) => {
+                let now_stored = super::rows::load(&tx, id, false).await?;
+                match written {
+                    Some(task) if now_stored.as_ref() == Some(&task) => Ok(task),
+                    _ => Err(StoreError::LeaseLost(id)),
+                }
+            }
+            Err(Refused::Store(err)) => Err(err),
+            Err(Refused::Unique(_, err)) => Err(pg_error("writing an outcome", err)),
+        };
+        let task = result?;
+        tx.commit()
+            .await
+            .map_err(|err| pg_error("committing an outcome", err))?;
+        Ok(task)
+    }
+}
