@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Each Lambda links only what it runs: the processor, worker and cleanup functions neither the
-# HTTP server (axum) nor SQLite (rusqlite), the enqueue function no SQLite, cleanup no SQS. Checked on the
+# HTTP server (axum) nor SQLite (rusqlite), the enqueue function no SQLite, cleanup no SQS, and
+# none of them PostgreSQL's driver (tokio-postgres). Checked on the
 # dependency tree cargo resolves for each function alone, as `sam build` builds it.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -18,8 +19,8 @@ check() {
   done
   echo "$function: $(sort -u <<<"$tree" | wc -l) crates, none of: $*"
 }
-check processor axum rusqlite
-check worker axum rusqlite
-check cleanup axum rusqlite reqwest aws-sdk-sqs
-check enqueue rusqlite
+check processor axum rusqlite tokio-postgres
+check worker axum rusqlite tokio-postgres
+check cleanup axum rusqlite reqwest aws-sdk-sqs tokio-postgres
+check enqueue rusqlite tokio-postgres
 exit $status

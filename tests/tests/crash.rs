@@ -231,3 +231,19 @@ async fn sigkill_mid_batch_on_dynamodb() {
     )
     .await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigkill_mid_batch_on_postgres() {
+    let url = tasker_tests::postgres::fresh_database().await;
+    let store = AnyStore::Postgres(
+        tasker::store::postgres::PgStore::connect(&url, 2)
+            .await
+            .expect("connect to PostgreSQL"),
+    );
+    crash_and_recover(
+        &["--store", "postgres", "--database-url", &url],
+        Vec::new(),
+        store,
+    )
+    .await;
+}

@@ -135,3 +135,82 @@ async fn a_bad_or_unreachable_url_is_refused_with_its_reason() {
     );
     assert!(err.is_retryable(), "{err:?}");
 }
+
+/// GIVEN a store listening for due tasks WHEN another store (another process's pool) creates a
+/// task due in an hour, then one due now THEN only the second wakes the listener.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_task_created_due_now_wakes_other_processes() {
+    use std::sync::Arc;
+    use std::time::Duration;
+    use tasker::{NewTask, Task, Timestamp};
+
+    let url = fresh_database().await;
+    let creator = PgStore::connect(&url, 1).await.expect("connected");
+    let listener = PgStore::connect(&url, 1).await.expect("connected");
+    let wake = Arc::new(tokio::sync::Notify::new());
+    listener.queue_listen(Arc::clone(&wake)).await;
+    // It wakes once when it starts listening (it may have missed something before).
+    tokio::time::timeout(Duration::from_secs(10), wake.notified())
+        .await
+        .expect("listening");
+    let now = Timestamp::now_utc();
+    let later = NewTask {
+        scheduled_at: Some(now.plus(Duration::from_secs(3600))),
+        ..NewTask::new("t", "{}")
+    };
+    creator
+        .task_create(Task::from_new(later, now))
+        .await
+        .expect("create later");
+    assert!(
+        tokio::time::timeout(Duration::from_secs(1), wake.notified())
+            .await
+            .is_err(),
+        "a task due in an hour woke the listener"
+    );
+    creator
+        .task_create(Task::from_new(NewTask::new("t", "{}"), now))
+        .await
+        .expect("create now");
+    tokio::time::timeout(Duration::from_secs(10), wake.notified())
+        .await
+        .expect("a task due now wakes the listener");
+}
+
+/// GIVEN `tasker serve` on PostgreSQL looking at the queue only once an hour WHEN another
+/// process (`tasker create`) makes a webhook due now THEN the server delivers it at once: the
+/// create's notification wakes it (without it the task would wait for the hour).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serve_starts_a_task_another_process_created() {
+    use std::time::Duration;
+    use tasker_tests::process::{self, Serve};
+    use tasker_tests::receiver::Receiver;
+
+    let url = fresh_database().await;
+    let receiver = Receiver::start().await;
+    let envs = vec![("TASKER_WEBHOOK_ALLOW_PRIVATE", "true".to_owned())];
+    let store = ["--store", "postgres", "--database-url", url.as_str()];
+    let mut serve_args = store.to_vec();
+    serve_args.extend(["--interval", "3600"]);
+    let _serve = Serve::start(&serve_args, &envs).await;
+    // Past the server's first look at the queue.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let payload = format!(
+        r#"{{"url": "{}/hooks/woken", "body": {{}}}}"#,
+        receiver.base
+    );
+    let mut create = vec!["create", "--type", "sendWebhook", "--payload", &payload];
+    create.extend(store);
+    let output = process::run(&create, &envs);
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    tasker_tests::eventually(
+        "the webhook another process created",
+        Duration::from_secs(20),
+        || async { (!receiver.requests_to("/hooks/woken").is_empty()).then_some(()) },
+    )
+    .await;
+}

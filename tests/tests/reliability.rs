@@ -337,3 +337,17 @@ async fn writes_whose_answer_was_lost_are_not_mistaken_for_conflicts() {
         proxy.counts().0
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn four_processors_race_on_postgres() {
+    let url = tasker_tests::postgres::fresh_database().await;
+    // Four pools on one database, as four processes would have.
+    let mut stores = Vec::new();
+    for _ in 0..4 {
+        let store = tasker::store::postgres::PgStore::connect(&url, 4)
+            .await
+            .expect("connect to PostgreSQL");
+        stores.push(store);
+    }
+    four_processors_race(stores).await;
+}

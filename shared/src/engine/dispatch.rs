@@ -5,6 +5,7 @@
 use std::collections::HashMap;
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use futures::StreamExt;
@@ -115,6 +116,8 @@ impl<S: Store> Tasker<S> {
         interval: Duration,
         stop: impl Future<Output = ()> + Send,
     ) -> RunSummary {
+        // Tasks other processes make due now wake the loop as this process's own do.
+        self.store.queue_listen(Arc::clone(&self.due_now)).await;
         match Dispatcher::new(self, Span::UntilStopped, None, interval)
             .run(stop)
             .await

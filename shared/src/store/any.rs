@@ -3,6 +3,9 @@
 //! the interface's one list of methods.
 
 use std::future::Future;
+use std::sync::Arc;
+
+use tokio::sync::Notify;
 
 use super::interface::store_methods;
 use super::{

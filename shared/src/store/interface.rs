@@ -9,6 +9,9 @@
 //! here and one method per backend.
 
 use std::future::Future;
+use std::sync::Arc;
+
+use tokio::sync::Notify;
 
 use super::{
     Backlog, Claim, ClaimById, ClaimedById, Created, Deliverable, Expect, ListPage, Overview,
@@ -149,6 +152,12 @@ macro_rules! store_methods {
             /// the `end` of a run. Failures are logged and kept for the next call. Nothing to
             /// do for a store that writes everything as it goes.
             fn queue_flush(&self, now: Timestamp, end: bool) -> ();
+
+            /// From now until the process ends, wakes `wake` when another process makes a task
+            /// due now (PostgreSQL's `LISTEN/NOTIFY`), so a process that serves the queue starts
+            /// it at once instead of at its next look. Nothing on a store that cannot tell
+            /// (SQLite, DynamoDB): their processes look every interval.
+            fn queue_listen(&self, wake: Arc<Notify>) -> ();
 
             // Schedules.
 

@@ -60,6 +60,10 @@ impl DynamoStore {
         self.due.reads()
     }
 
+    /// Nothing to listen to: DynamoDB cannot tell a process of another's writes (SQS mode is
+    /// how a task starts at once there).
+    pub async fn queue_listen(&self, _wake: std::sync::Arc<tokio::sync::Notify>) {}
+
     /// Writes this process's counts of finished tasks when it is time to (at once at the
     /// `end` of a run), and publishes its look at the due queue every [`SEEN_EVERY`] while
     /// it claims; see [`crate::store::Store::queue_flush`].

@@ -36,6 +36,8 @@ const POOL_WAIT: Duration = Duration::from_secs(10);
 #[derive(Clone)]
 pub struct PgStore {
     pool: Pool,
+    /// Where the pool connects: also the listener's connection.
+    config: tokio_postgres::Config,
     /// What the claims have read.
     reads: Arc<ReadCounter>,
     /// When this process last folded the counts (Unix seconds).
@@ -63,7 +65,7 @@ impl PgStore {
             )
         })?;
         let manager = Manager::from_config(
-            config,
+            config.clone(),
             NoTls,
             ManagerConfig {
                 recycling_method: RecyclingMethod::Fast,
@@ -78,6 +80,7 @@ impl PgStore {
             .map_err(|err| StoreError::backend_from("building the connection pool", err))?;
         let store = Self {
             pool,
+            config,
             reads: Arc::default(),
             folded: Arc::default(),
         };
@@ -325,6 +328,12 @@ impl PgStore {
         }
     }
 
+    /// Listens on [`schema::DUE_CHANNEL`] on a connection of its own, outside the pool, for as
+    /// long as the process runs; see [`crate::store::Store::queue_listen`].
+    pub async fn queue_listen(&self, wake: Arc<tokio::sync::Notify>) {
+        tokio::spawn(listen(self.config.clone(), wake));
+    }
+
     /// What the claims have read; see [`crate::store::Store::queue_reads`].
     pub async fn queue_reads(&self) -> QueueReads {
         self.reads.get()
@@ -362,4 +371,59 @@ async fn by_idempotency_key(
         .await
         .map_err(|err| pg_error("reading a task by its idempotency key", err))?;
     row.as_ref().map(rows::row_to_task).transpose()
+}
+
+/// Holds a connection that listens on [`schema::DUE_CHANNEL`] and wakes `wake` at each
+/// notification. After a failure it connects again (a second later, then up to 30 s apart)
+/// and wakes once: a notification may have been missed in between.
+async fn listen(config: tokio_postgres::Config, wake: Arc<tokio::sync::Notify>) {
+    use futures::StreamExt;
+    const MOST: Duration = Duration::from_secs(30);
+    let mut pause = Duration::from_secs(1);
+    loop {
+        match config.connect(NoTls).await {
+            Ok((client, mut connection)) => {
+                // The connection's messages carry the notifications; they must be read for
+                // the client's statements to be answered as well.
+                let (heard, mut hearing) = tokio::sync::mpsc::unbounded_channel();
+                let driver = tokio::spawn(async move {
+                    let mut messages =
+                        futures::stream::poll_fn(move |cx| connection.poll_message(cx));
+                    while let Some(message) = messages.next().await {
+                        match message {
+                            Ok(tokio_postgres::AsyncMessage::Notification(_)) => {
+                                let _ = heard.send(());
+                            }
+                            Ok(_) => {}
+                            Err(err) => {
+                                tracing::warn!(error = %err, "the PostgreSQL listener's connection failed");
+                                break;
+                            }
+                        }
+                    }
+                });
+                match client
+                    .batch_execute(&format!("LISTEN {}", schema::DUE_CHANNEL))
+                    .await
+                {
+                    Ok(()) => {
+                        pause = Duration::from_secs(1);
+                        wake.notify_one();
+                        while hearing.recv().await.is_some() {
+                            wake.notify_one();
+                        }
+                    }
+                    Err(err) => {
+                        tracing::warn!(error = %err, "cannot LISTEN for due tasks");
+                    }
+                }
+                driver.abort();
+            }
+            Err(err) => {
+                tracing::warn!(error = %err, "cannot connect the PostgreSQL listener");
+            }
+        }
+        tokio::time::sleep(pause).await;
+        pause = (pause * 2).min(MOST);
+    }
 }

@@ -12,7 +12,7 @@ use crate::store::StoreError;
 const MIGRATION_LOCK: i64 = 0x7461_736b_6572; // "tasker"
 
 /// The migrations, in order; version N is `MIGRATIONS[N - 1]`. A released one never changes.
-const MIGRATIONS: &[&str] = &[V1];
+const MIGRATIONS: &[&str] = &[V1, V2];
 
 /// The version this code writes.
 pub const SCHEMA_VERSION: i32 = MIGRATIONS.len() as i32;
@@ -126,6 +126,44 @@ CREATE TRIGGER tasks_counted_delete AFTER DELETE ON tasker.tasks
 CREATE TRIGGER tasks_counted_update AFTER UPDATE ON tasker.tasks
     REFERENCING OLD TABLE AS old_rows NEW TABLE AS new_rows FOR EACH STATEMENT
     EXECUTE FUNCTION tasker.count_updated();
+"#;
+
+/// The channel on which a transaction that makes a task due now says so, at its commit.
+pub const DUE_CHANNEL: &str = "tasker_due";
+
+/// Announcements on [`DUE_CHANNEL`]: a create of a task due now (a second of slack for the
+/// clocks of the processes), a retry that makes a task pending and due now, and a resumed type.
+/// One notification per transaction at most (PostgreSQL folds equal ones).
+const V2: &str = r#"
+CREATE FUNCTION tasker.announce_created() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    IF EXISTS (SELECT 1 FROM new_rows WHERE due_at <= now() + interval '1 second') THEN
+        PERFORM pg_notify('tasker_due', '');
+    END IF;
+    RETURN NULL;
+END $$;
+CREATE FUNCTION tasker.announce_retried() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    IF EXISTS (SELECT 1 FROM new_rows w JOIN old_rows o USING (id)
+               WHERE w.status = 'pending' AND o.status <> 'pending'
+               AND w.due_at <= now() + interval '1 second') THEN
+        PERFORM pg_notify('tasker_due', '');
+    END IF;
+    RETURN NULL;
+END $$;
+CREATE FUNCTION tasker.announce_resumed() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    PERFORM pg_notify('tasker_due', '');
+    RETURN NULL;
+END $$;
+CREATE TRIGGER tasks_announce_insert AFTER INSERT ON tasker.tasks
+    REFERENCING NEW TABLE AS new_rows FOR EACH STATEMENT
+    EXECUTE FUNCTION tasker.announce_created();
+CREATE TRIGGER tasks_announce_update AFTER UPDATE ON tasker.tasks
+    REFERENCING OLD TABLE AS old_rows NEW TABLE AS new_rows FOR EACH STATEMENT
+    EXECUTE FUNCTION tasker.announce_retried();
+CREATE TRIGGER paused_types_announce_delete AFTER DELETE ON tasker.paused_types
+    FOR EACH STATEMENT EXECUTE FUNCTION tasker.announce_resumed();
 "#;
 
 /// Brings the `tasker` schema to [`SCHEMA_VERSION`] in one transaction, under the migration

@@ -263,6 +263,9 @@ impl SqliteStore {
     /// Nothing to write later: every change is written as it is made.
     pub async fn queue_flush(&self, _now: Timestamp, _end: bool) {}
 
+    /// Nothing to listen to: another process's tasks are found at the next look.
+    pub async fn queue_listen(&self, _wake: Arc<tokio::sync::Notify>) {}
+
     /// What the claims have read; see [`crate::store::Store::queue_reads`].
     pub async fn queue_reads(&self) -> QueueReads {
         self.reads.get()
