@@ -63,7 +63,6 @@ CREATE TABLE tasker.paused_types (
     type text PRIMARY KEY,
     paused_at timestamptz NOT NULL
 );
-CREATE INDEX tasks_due ON tasker.tasks (due_at, id) WHERE due_at IS NOT NULL;
 CREATE INDEX tasks_type_due ON tasker.tasks (type, due_at, id) WHERE due_at IS NOT NULL;
 CREATE INDEX tasks_final ON tasker.tasks (due_at, id)
     WHERE status = 'running' AND attempts >= max_attempts;
