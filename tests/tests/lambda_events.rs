@@ -408,9 +408,21 @@ async fn browse(
     for (name, value) in headers {
         request = request.header(*name, *value);
     }
+    answer(
+        app,
+        request.body(axum::body::Body::empty()).expect("request"),
+    )
+    .await
+}
+
+/// `request` through `app`: the status, headers and body text.
+async fn answer(
+    app: &axum::Router,
+    request: http::Request<axum::body::Body>,
+) -> (StatusCode, http::HeaderMap, String) {
     let response = app
         .clone()
-        .oneshot(request.body(axum::body::Body::empty()).expect("request"))
+        .oneshot(request)
         .await
         .expect("the router answers");
     let status = response.status();
@@ -501,21 +513,11 @@ async fn post_form(
     for (name, value) in headers {
         request = request.header(*name, *value);
     }
-    let response = app
-        .clone()
-        .oneshot(request.body(axum::body::Body::from(body)).expect("request"))
-        .await
-        .expect("the router answers");
-    let status = response.status();
-    let headers = response.headers().clone();
-    let bytes = axum::body::to_bytes(response.into_body(), usize::MAX)
-        .await
-        .expect("read the body");
-    (
-        status,
-        headers,
-        String::from_utf8_lossy(&bytes).into_owned(),
+    answer(
+        app,
+        request.body(axum::body::Body::from(body)).expect("request"),
     )
+    .await
 }
 
 fn cookie_set(headers: &http::HeaderMap, name: &str) -> String {

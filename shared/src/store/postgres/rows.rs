@@ -141,71 +141,8 @@ pub async fn insert(client: &impl GenericClient, task: &Task) -> Result<(), toki
     Ok(())
 }
 
-/// The columns a transition may change, with their values in `task`.
-fn changing(task: &Task) -> [(&'static str, Param, String); 12] {
-    let text = |v: Option<Timestamp>| v.map(Timestamp::to_text).unwrap_or_default();
-    [
-        (
-            "status",
-            Box::new(task.status.as_str().to_owned()),
-            task.status.as_str().to_owned(),
-        ),
-        (
-            "scheduled_at",
-            Box::new(task.scheduled_at.0),
-            task.scheduled_at.to_text(),
-        ),
-        (
-            "updated_at",
-            Box::new(task.updated_at.0),
-            task.updated_at.to_text(),
-        ),
-        (
-            "attempts",
-            Box::new(int(task.attempts)),
-            task.attempts.to_string(),
-        ),
-        (
-            "last_error",
-            Box::new(task.last_error.clone()),
-            format!("{:?}", task.last_error),
-        ),
-        (
-            "last_failed_attempt_at",
-            Box::new(at(task.last_failed_attempt_at)),
-            text(task.last_failed_attempt_at),
-        ),
-        (
-            "succeeded_at",
-            Box::new(at(task.succeeded_at)),
-            text(task.succeeded_at),
-        ),
-        (
-            "finished_at",
-            Box::new(at(task.finished_at)),
-            text(task.finished_at),
-        ),
-        (
-            "lease_expires_at",
-            Box::new(at(task.lease_expires_at)),
-            text(task.lease_expires_at),
-        ),
-        ("due_at", Box::new(at(task.due_at())), text(task.due_at())),
-        (
-            "lease_token",
-            Box::new(task.lease_token.clone()),
-            format!("{:?}", task.lease_token),
-        ),
-        (
-            "list_key",
-            Box::new(ListKey::of(task).as_str().to_owned()),
-            ListKey::of(task).to_string(),
-        ),
-    ]
-}
-
-/// Writes the columns in which `after` differs from `before` (a partial index's entry moves
-/// only when a column it holds changes).
+/// Writes the columns a transition may change in which `after` differs from `before` (a
+/// partial index's entry moves only when a column it holds changes).
 pub async fn update(
     client: &impl GenericClient,
     before: &Task,
@@ -213,12 +150,55 @@ pub async fn update(
 ) -> Result<(), tokio_postgres::Error> {
     let mut params: Vec<Param> = vec![Box::new(after.id.to_string())];
     let mut sets = Vec::new();
-    for ((column, _, old), (_, new_value, new)) in changing(before).into_iter().zip(changing(after))
-    {
+    let mut set = |column: &str, value: Param| {
+        params.push(value);
+        sets.push(format!("{column} = ${}", params.len()));
+    };
+    if before.status != after.status {
+        set("status", Box::new(after.status.as_str()));
+    }
+    let instants = [
+        (
+            "scheduled_at",
+            Some(before.scheduled_at),
+            Some(after.scheduled_at),
+        ),
+        (
+            "updated_at",
+            Some(before.updated_at),
+            Some(after.updated_at),
+        ),
+        (
+            "last_failed_attempt_at",
+            before.last_failed_attempt_at,
+            after.last_failed_attempt_at,
+        ),
+        ("succeeded_at", before.succeeded_at, after.succeeded_at),
+        ("finished_at", before.finished_at, after.finished_at),
+        (
+            "lease_expires_at",
+            before.lease_expires_at,
+            after.lease_expires_at,
+        ),
+        ("due_at", before.due_at(), after.due_at()),
+    ];
+    for (column, old, new) in instants {
         if old != new {
-            params.push(new_value);
-            sets.push(format!("{column} = ${}", params.len()));
+            set(column, Box::new(at(new)));
         }
+    }
+    if before.attempts != after.attempts {
+        set("attempts", Box::new(int(after.attempts)));
+    }
+    if before.last_error != after.last_error {
+        set("last_error", Box::new(after.last_error.clone()));
+    }
+    if before.lease_token != after.lease_token {
+        set("lease_token", Box::new(after.lease_token.clone()));
+    }
+    let key = ListKey::of(after);
+    if ListKey::of(before) != key {
+        set("list_key", Box::new(key.as_str().to_owned()));
     }
     if sets.is_empty() {
         return Ok(());
