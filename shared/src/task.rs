@@ -323,13 +323,7 @@ impl NewTask {
             validate_reference_uid(reference)?;
         }
         if let Some(key) = &self.idempotency_key {
-            let chars = key.chars().count();
-            if chars == 0 || chars > MAX_REFERENCE_UID_CHARS {
-                return Err(ValidationError::Invalid {
-                    field: "idempotencyKey",
-                    reason: format!("must be 1 to {MAX_REFERENCE_UID_CHARS} characters"),
-                });
-            }
+            validate_key("idempotencyKey", key)?;
         }
         Ok(())
     }
@@ -378,11 +372,24 @@ pub fn validate_name_like(
 
 /// Checks a reference: 1–256 characters.
 pub fn validate_reference_uid(reference: &str) -> Result<(), ValidationError> {
-    let chars = reference.chars().count();
+    validate_key("referenceUid", reference)
+}
+
+/// Checks a free-form key of `field` (`referenceUid`, `idempotencyKey`): 1 to
+/// [`MAX_REFERENCE_UID_CHARS`] characters, none of them U+0000, which PostgreSQL's text cannot
+/// hold (refused on every store, so a task means the same wherever it is kept).
+pub fn validate_key(field: &'static str, value: &str) -> Result<(), ValidationError> {
+    let chars = value.chars().count();
     if chars == 0 || chars > MAX_REFERENCE_UID_CHARS {
         return Err(ValidationError::Invalid {
-            field: "referenceUid",
+            field,
             reason: format!("must be 1 to {MAX_REFERENCE_UID_CHARS} characters"),
+        });
+    }
+    if value.contains('\0') {
+        return Err(ValidationError::Invalid {
+            field,
+            reason: "must not contain the character U+0000".into(),
         });
     }
     Ok(())

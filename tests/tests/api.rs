@@ -1,4 +1,4 @@
-//! The HTTP API in process: bad input always gets a 4xx with a code, on both stores.
+//! The HTTP API in process: bad input always gets a 4xx with a code, on every store.
 
 use axum::body::Body;
 use http::{Method, StatusCode};
@@ -24,6 +24,17 @@ fn bad_creates() -> Vec<(Vec<u8>, StatusCode, &'static str)> {
         case(r#"{"type":"","payload":{}}"#, bad, "invalid_field"),
         case(r#"{"type":"bad type!","payload":{}}"#, bad, "invalid_field"),
         case(r#"{"type":"noSuchType","payload":{}}"#, bad, "unknown_type"),
+        // U+0000: PostgreSQL's text cannot hold it, and no store takes it.
+        case(
+            r#"{"type":"sendWebhook","payload":{"body":"\u0000"},"referenceUid":"a\u0000"}"#,
+            bad,
+            "invalid_field",
+        ),
+        case(
+            r#"{"type":"sendWebhook","payload":{},"idempotencyKey":"\u0000"}"#,
+            bad,
+            "invalid_field",
+        ),
         case(
             r#"{"type":"sendWebhook","payload":{},"scheduledAt":"31/12/2026"}"#,
             bad,
@@ -203,6 +214,7 @@ async fn bad_cancels_are_refused(app: &axum::Router) {
         (r#"{"referenceUid":1}"#, "invalid_field"),
         (r#"{"referenceUid":"r","type":"bad type"}"#, "invalid_field"),
         (r#"{"referenceUid":"r","other":1}"#, "unknown_field"),
+        (r#"{"referenceUid":"r\u0000"}"#, "invalid_field"),
     ] {
         let (status, json) = call(app, Method::POST, "/tasks/cancel", body, None).await;
         assert_eq!(status, StatusCode::BAD_REQUEST, "{body}: {json}");
@@ -220,6 +232,9 @@ async fn bad_listings_are_refused(app: &axum::Router) {
         ("limit=101", "invalid_parameter"),
         ("limit=-1", "invalid_parameter"),
         ("type=", "invalid_parameter"),
+        ("type=a%00b", "invalid_parameter"),
+        ("referenceUid=%00", "invalid_parameter"),
+        ("schedule=s%00", "invalid_parameter"),
         ("cursor=abc", "invalid_cursor"),
         ("cursor=%ff%fe", "invalid_cursor"),
     ] {
@@ -283,6 +298,15 @@ async fn bad_input_is_refused_with_a_code_on_sqlite() {
 #[tokio::test]
 async fn bad_input_is_refused_with_a_code_on_dynamodb() {
     bad_input_is_refused_with_a_code(tasker_tests::dynamo::fresh_store().await).await;
+}
+
+#[tokio::test]
+async fn bad_input_is_refused_with_a_code_on_postgres() {
+    let url = tasker_tests::postgres::fresh_database().await;
+    let store = tasker::store::postgres::PgStore::connect(&url, 2)
+        .await
+        .expect("connected");
+    bad_input_is_refused_with_a_code(store).await;
 }
 
 /// GIVEN 7 tasks, 2 of them cancelled WHEN listed 3 at a time through the API THEN the pages
@@ -349,6 +373,15 @@ async fn listing_pages_through_the_api_on_sqlite() {
 #[tokio::test]
 async fn listing_pages_through_the_api_on_dynamodb() {
     listing_pages_through_the_api(tasker_tests::dynamo::fresh_store().await).await;
+}
+
+#[tokio::test]
+async fn listing_pages_through_the_api_on_postgres() {
+    let url = tasker_tests::postgres::fresh_database().await;
+    let store = tasker::store::postgres::PgStore::connect(&url, 2)
+        .await
+        .expect("connected");
+    listing_pages_through_the_api(store).await;
 }
 
 #[tokio::test]

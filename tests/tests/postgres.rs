@@ -214,3 +214,38 @@ async fn serve_starts_a_task_another_process_created() {
     )
     .await;
 }
+
+/// GIVEN a handler whose error holds U+0000 (PostgreSQL's text cannot) and runs to 10,000
+/// characters WHEN its attempt fails on PostgreSQL THEN the outcome is written (the task is
+/// not stuck running): the error kept with U+FFFD in its place, cut at 4,096 characters.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_error_with_a_nul_character_is_recorded() {
+    use tasker::handlers::{TaskError, TypeSettings};
+    use tasker::{NewTask, ProcessorSettings, Registry, TaskStatus, Tasker};
+
+    let url = fresh_database().await;
+    let store = PgStore::connect(&url, 2).await.expect("connected");
+    let mut registry = Registry::new();
+    registry
+        .register_with("t", TypeSettings::default(), |_| async {
+            Err(TaskError::Retryable(format!(
+                "bad\0byte {}",
+                "x".repeat(10_000)
+            )))
+        })
+        .expect("register");
+    let tasker = Tasker::new(store, registry, ProcessorSettings::default());
+    let id = tasker
+        .create(NewTask::new("t", "{}"))
+        .await
+        .expect("create")
+        .into_task()
+        .id;
+    let summary = tasker.process_queue(None).await.expect("run");
+    assert_eq!(summary.outcomes.retried, 1, "{summary:?}");
+    let task = tasker.get(id).await.expect("get");
+    assert_eq!(task.status, TaskStatus::Pending);
+    let error = task.last_error.expect("an error");
+    assert!(error.starts_with("bad\u{fffd}byte x"), "{}", &error[..20]);
+    assert_eq!(error.chars().count(), 4096);
+}

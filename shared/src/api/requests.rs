@@ -295,12 +295,19 @@ fn invalid_parameter(name: &str, reason: &str) -> ApiError {
     )
 }
 
-/// At most `max` characters, or the parameter `name` is refused.
+/// At most `max` characters and no U+0000 (no stored value holds one), or the parameter
+/// `name` is refused.
 fn capped(name: &str, value: String, max: usize) -> Result<String, ApiError> {
     if value.chars().count() > max {
         return Err(invalid_parameter(
             name,
             &format!("is longer than {max} characters"),
+        ));
+    }
+    if value.contains('\0') {
+        return Err(invalid_parameter(
+            name,
+            "must not contain the character U+0000",
         ));
     }
     Ok(value)

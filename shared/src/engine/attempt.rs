@@ -148,11 +148,11 @@ impl<S: Store> Tasker<S> {
             Ok(()) => Settlement::Succeeded,
             Err(err) if err.is_permanent() || task.attempts >= task.max_attempts => {
                 Settlement::Failed {
-                    error: err.to_string(),
+                    error: error_text(&err),
                 }
             }
             Err(err) => Settlement::Retry {
-                error: err.to_string(),
+                error: error_text(&err),
                 // At least 1 ms later than now, so never due again within this run.
                 retry_at: self.clock.now().plus(
                     task.retry_policy
@@ -267,4 +267,24 @@ fn panic_message(payload: Box<dyn std::any::Any + Send>) -> String {
     } else {
         "non-string panic payload".to_owned()
     }
+}
+
+/// Longest `lastError` kept, in characters: a task's item stays within DynamoDB's 400 KB with
+/// the largest payload beside it.
+const MAX_ERROR_CHARS: usize = 4096;
+
+/// An attempt's error as its task keeps it: at most [`MAX_ERROR_CHARS`] characters, and U+0000
+/// (which PostgreSQL's text cannot hold) as U+FFFD, so the outcome is written on every store.
+fn error_text(err: &TaskError) -> String {
+    err.to_string()
+        .chars()
+        .take(MAX_ERROR_CHARS)
+        .map(|c| {
+            if c == '\0' {
+                char::REPLACEMENT_CHARACTER
+            } else {
+                c
+            }
+        })
+        .collect()
 }
