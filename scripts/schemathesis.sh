@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # The HTTP contract checked from outside: schemathesis generates requests from openapi.yaml
 # (examples, coverage, fuzzing and stateful phases, every check) against a real `tasker serve`
-# on SQLite with a token, and fails on any answer outside the spec. Run by scripts/test.sh
-# after the workspace is built; SCHEMATHESIS_EXAMPLES bounds the cases per operation.
+# with a token, and fails on any answer outside the spec. Usage: scripts/schemathesis.sh
+# [sqlite|postgres]: SQLite (the default) or a new database on the PostgreSQL server at
+# TASKER_TEST_POSTGRES_URL. Run by scripts/test.sh after the workspace is built;
+# SCHEMATHESIS_EXAMPLES bounds the cases per operation.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -13,11 +15,23 @@ work=$(mktemp -d -t tasker-schemathesis.XXXXXX)
 source scripts/lib/serve.sh
 export TASKER_SCHEMATHESIS_TOKEN="schemathesis-$RANDOM$RANDOM"
 port=$(free_port)
+store=()
+case "${1:-sqlite}" in
+  sqlite) ;;
+  postgres)
+    url="${TASKER_TEST_POSTGRES_URL:?the PostgreSQL server: run scripts/postgres.sh and export its URL}"
+    psql=$(ls /usr/lib/postgresql/*/bin/psql | sort -V | tail -n 1)
+    db="tasker_schemathesis_$RANDOM$RANDOM"
+    "$psql" -qX "$url" -c "CREATE DATABASE $db" >/dev/null
+    store=(TASKER_STORE=postgres "TASKER_DATABASE_URL=${url%/*}/$db")
+    ;;
+  *) echo "usage: scripts/schemathesis.sh [sqlite|postgres]" >&2; exit 2 ;;
+esac
 
 # The processor runs too, so tasks move (run, fail, retry) under the generated requests. No
 # webhook leaves the machine: private targets are refused (TASKER_WEBHOOK_ALLOW_PRIVATE unset)
 # and the spec's examples point at localhost.
-start_serve "$work" "$port" TASKER_API_TOKEN="$TASKER_SCHEMATHESIS_TOKEN"
+start_serve "$work" "$port" TASKER_API_TOKEN="$TASKER_SCHEMATHESIS_TOKEN" "${store[@]}"
 
 # Checks and their exceptions are in scripts/schemathesis.toml.
 # -w 1: two workers trip a race inside Hypothesis's cache in schemathesis 4.32.5.

@@ -2,8 +2,8 @@
 # The whole test suite: installs the test tools, then runs every check and counts what ran:
 # the template and contract lints, formatting, each Lambda's dependencies, clippy, the
 # workspace build, every Rust test (cargo-nextest, one suite binary), schemathesis against a
-# real `tasker serve`, the TypeScript client, the benchmark on tiny numbers, the local Lambda
-# workflow, and the release build of the functions. What does not need the CPU-bound debug
+# real `tasker serve` on SQLite and on PostgreSQL, the TypeScript client, the benchmark on tiny
+# numbers, the local Lambda workflow, and the release build of the functions. What does not need the CPU-bound debug
 # build runs beside it; the closing line counts every step and test from their own output.
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -59,7 +59,8 @@ step build cargo build --workspace --all-targets --locked
 
 if passed build; then
   background tests cargo nextest run --workspace --locked --no-fail-fast
-  background schemathesis scripts/schemathesis.sh
+  background schemathesis scripts/schemathesis.sh sqlite
+  background schemathesis-postgres scripts/schemathesis.sh postgres
   background typescript-client scripts/typescript-client.sh
   PATH="$CACHE/venv/bin:$PATH" background lambda-workflow scripts/lambda-watch-e2e.sh
   # After the tests, whose races and leases want the CPU they have: every phase of the
@@ -73,6 +74,6 @@ if passed build; then
     --blocked-tasks 200 --blocked-paused 400 --blocked-capped 30 --blocked-paused-sqlite 2000 \
     --no-peer --no-lambda --json "$(mktemp -t tasker-bench.XXXXXX.json)"
 else
-  skip tests schemathesis typescript-client lambda-workflow bench-smoke
+  skip tests schemathesis schemathesis-postgres typescript-client lambda-workflow bench-smoke
 fi
 finish
