@@ -1,5 +1,5 @@
-//! The dashboard in a real headless Chromium, over a real `tasker serve` on SQLite: the token
-//! login, each view with seeded tasks, retry, cancel, pause and resume through the pages, and
+//! The dashboard in a real headless Chromium, over a real `tasker serve` on SQLite (and the
+//! browser walk again on PostgreSQL): the token login, each view with seeded tasks, retry, cancel, pause and resume through the pages, and
 //! a payload that tries to run a script. Screenshots of each view go to `target/dashboard/`.
 //!
 //! The one wait on the clock (a paused type's task staying pending for 3 s) is what "nothing of
@@ -18,13 +18,26 @@ const TOKEN: &str = "dashboard-test-token";
 const SCRIPT: &str = "<script>window.__xss = 1; alert(1)</script>";
 
 async fn serve() -> (Serve, ApiClient, tempfile::TempDir) {
+    serve_on(false).await
+}
+
+/// `tasker serve` with a token on a SQLite file, or on a new PostgreSQL database.
+async fn serve_on(postgres: bool) -> (Serve, ApiClient, tempfile::TempDir) {
     let dir = tempfile::tempdir().expect("temp dir");
     let db = dir.path().join("tasker.db").display().to_string();
-    let serve = Serve::start(
-        &["--db", &db, "--interval", "1"],
-        &[("TASKER_API_TOKEN", TOKEN.to_owned())],
-    )
-    .await;
+    let url = if postgres {
+        tasker_tests::postgres::fresh_database().await
+    } else {
+        String::new()
+    };
+    let store = if postgres {
+        ["--store", "postgres", "--database-url", &url]
+    } else {
+        ["--store", "sqlite", "--db", &db]
+    };
+    let mut args = store.to_vec();
+    args.extend(["--interval", "1"]);
+    let serve = Serve::start(&args, &[("TASKER_API_TOKEN", TOKEN.to_owned())]).await;
     let api = ApiClient::new(&serve.base, TOKEN);
     (serve, api, dir)
 }
@@ -84,7 +97,24 @@ async fn confirm(browser: &Browser, css: &str) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_dashboard_shows_the_queue_and_its_actions_change_the_store() {
-    let (serve, api, _dir) = serve().await;
+    walk_the_dashboard(false).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_dashboard_shows_the_queue_and_its_actions_change_the_store_on_postgres() {
+    walk_the_dashboard(true).await;
+}
+
+async fn walk_the_dashboard(postgres: bool) {
+    let (serve, api, _dir) = serve_on(postgres).await;
+    // Each store's pictures of its own, so the two walks never write one file.
+    let shot = |name: &str| {
+        if postgres {
+            format!("postgres-{name}")
+        } else {
+            name.to_owned()
+        }
+    };
     let base = serve.base.clone();
     let failed = create(&api, failing()).await;
     let pending = create(&api, later(json!({"n": 1}))).await;
@@ -129,7 +159,7 @@ async fn the_dashboard_shows_the_queue_and_its_actions_change_the_store() {
         let row = browser.text(&format!("tr[data-id='{id}']")).await;
         assert!(row.contains("sendWebhook"), "{row}");
     }
-    browser.screenshot("tasks").await;
+    browser.screenshot(&shot("tasks")).await;
     goto(&browser, &base, "/ui/tasks?status=failed").await;
     let row = browser.text(&format!("tr[data-id='{failed}']")).await;
     assert!(row.contains("refused to send"), "{row}");
@@ -144,10 +174,10 @@ async fn the_dashboard_shows_the_queue_and_its_actions_change_the_store() {
     assert!(browser.text("p.notice").await.contains("paused"));
     let (_, types) = api.send(Method::GET, "/types", None).await;
     assert_eq!(types["types"][0]["paused"], true, "{types}");
-    browser.screenshot("types").await;
+    browser.screenshot(&shot("types")).await;
 
     goto(&browser, &base, &format!("/ui/tasks/{failed}")).await;
-    browser.screenshot("task").await;
+    browser.screenshot(&shot("task")).await;
     confirm(&browser, "a[href*='action=retry']").await;
     assert!(browser.text("p.notice").await.contains("pending again"));
     assert_eq!(task(&api, &failed).await["status"], "pending");
@@ -196,12 +226,12 @@ async fn the_dashboard_shows_the_queue_and_its_actions_change_the_store() {
     assert_eq!(status, 201);
     goto(&browser, &base, "/ui/schedules").await;
     assert!(browser.text("table").await.contains("nightly"));
-    browser.screenshot("schedules").await;
+    browser.screenshot(&shot("schedules")).await;
 
     // The overview after all that (the README's picture).
     goto(&browser, &base, "/ui").await;
     browser.wait_text("h1", "Overview").await;
-    browser.screenshot("overview").await;
+    browser.screenshot(&shot("overview")).await;
 
     // Log out: the pages ask for the token again.
     browser.click("header form button[type=submit]").await;
