@@ -44,3 +44,78 @@ pub async fn raw_client(url: &str) -> tokio_postgres::Client {
     tokio::spawn(connection);
     client
 }
+
+/// A PostgreSQL server of a test's own (`scripts/postgres.sh`), for tests that stop and start
+/// it; stopped and removed when dropped.
+pub struct Cluster {
+    /// `postgres://postgres@127.0.0.1:<port>/postgres`
+    pub url: String,
+    pid: u32,
+    dir: std::path::PathBuf,
+}
+
+impl Cluster {
+    /// Starts a new cluster on a free port.
+    pub fn start() -> Self {
+        let output = Self::script(&[]);
+        let line = String::from_utf8_lossy(&output.stdout).into_owned();
+        let mut fields = line.split_whitespace();
+        let (Some(pid), Some(url), Some(dir)) = (fields.next(), fields.next(), fields.next())
+        else {
+            panic!("scripts/postgres.sh printed {line:?}");
+        };
+        Self {
+            url: url.to_owned(),
+            pid: pid.parse().expect("a pid"),
+            dir: dir.into(),
+        }
+    }
+
+    /// A fast shutdown (every connection cut, as a crash or a failover does to its clients);
+    /// returns once the server has exited.
+    pub fn stop(&self) {
+        let _ = std::process::Command::new("kill")
+            .args(["-INT", &self.pid.to_string()])
+            .status();
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        while std::path::Path::new(&format!("/proc/{}", self.pid)).exists() {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "PostgreSQL did not stop"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+    }
+
+    /// Starts the stopped server again on the same port, data and settings.
+    pub fn start_again(&mut self) {
+        let dir = self.dir.display().to_string();
+        let output = Self::script(&["--start-again", &dir]);
+        self.pid = String::from_utf8_lossy(&output.stdout)
+            .trim()
+            .parse()
+            .expect("the new pid");
+    }
+
+    fn script(args: &[&str]) -> std::process::Output {
+        let script = crate::workspace_root().join("scripts/postgres.sh");
+        let output = std::process::Command::new(&script)
+            .args(args)
+            .output()
+            .unwrap_or_else(|err| panic!("run {}: {err}", script.display()));
+        assert!(
+            output.status.success(),
+            "{} {args:?}: {}",
+            script.display(),
+            String::from_utf8_lossy(&output.stderr)
+        );
+        output
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        self.stop();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}

@@ -324,9 +324,10 @@ impl<'a, S: Store> Dispatcher<'a, S> {
                 return Err(err.into());
             }
             Err(err) => {
-                tracing::error!(error = %Report(&err), "claiming due tasks failed; trying again after the interval");
                 self.period.summary.failed_claims += 1;
                 self.refill.claimed(answer.asked, None);
+                let wait_ms = u64::try_from(self.refill.retry_wait().as_millis()).unwrap_or(0);
+                tracing::error!(error = %Report(&err), wait_ms, "claiming due tasks failed; trying again after a wait");
                 Vec::new()
             }
         };

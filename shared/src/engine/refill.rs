@@ -11,6 +11,14 @@ pub(super) const LINGER: Duration = Duration::from_millis(20);
 /// tasks once the queue was found empty.
 const EARLY_LOOKS_PER_INTERVAL: u32 = 2;
 
+/// After a failed claim the next waits this long, doubling with each failure in a row up to
+/// [`RETRY_MOST`], and never longer than the interval: a store back from an outage is used
+/// again within seconds even when the interval is an hour, and a store still down is asked
+/// at most every 30 s.
+const RETRY_FIRST: Duration = Duration::from_secs(1);
+/// The longest wait after failed claims (when the interval is longer).
+const RETRY_MOST: Duration = Duration::from_secs(30);
+
 /// What the dispatcher knows when it decides to claim.
 #[derive(Debug, Clone, Copy)]
 pub(super) struct Refill {
@@ -27,8 +35,10 @@ pub(super) struct Refill {
     drained: bool,
     /// The last claim found nothing (or failed).
     empty: bool,
-    /// The last claim failed: only the interval brings the next one.
+    /// The last claim failed: only the retry wait brings the next one.
     failed: bool,
+    /// Claims failed in a row.
+    failures: u32,
     /// Since when a slot freed by a finished attempt has waited for a claim.
     freed: Option<Instant>,
     /// A task due now was created through this process since the last claim.
@@ -46,6 +56,7 @@ impl Refill {
             drained: false,
             empty: false,
             failed: false,
+            failures: 0,
             freed: None,
             woken: false,
         }
@@ -64,12 +75,14 @@ impl Refill {
             if (self.woken || (self.until_idle && running == 0 && !self.empty)) && !self.failed {
                 return Some(now);
             }
+            if self.failed {
+                return Some(last + self.retry_wait());
+            }
             let poll = last + self.interval;
             // A slot freed while the queue was empty looks again sooner: what fell due since is
             // started without waiting the whole interval, and empty looks stay few.
             let early = self
                 .freed
-                .filter(|_| !self.failed)
                 .map(|_| last + self.interval / EARLY_LOOKS_PER_INTERVAL);
             return Some(early.map_or(poll, |early| early.min(poll)));
         }
@@ -78,6 +91,14 @@ impl Refill {
             return Some(now);
         }
         self.freed.map(|since| since + LINGER)
+    }
+
+    /// How long after a failed claim the next one starts: see [`RETRY_FIRST`].
+    pub(super) fn retry_wait(&self) -> Duration {
+        let doublings = self.failures.saturating_sub(1).min(16);
+        (RETRY_FIRST * 2u32.pow(doublings))
+            .min(RETRY_MOST)
+            .min(self.interval)
     }
 
     /// A claim starts at `now`.
@@ -90,6 +111,7 @@ impl Refill {
     /// The claim asked for `asked` tasks and got `got`, or failed (`None`).
     pub(super) fn claimed(&mut self, asked: usize, got: Option<usize>) {
         self.failed = got.is_none();
+        self.failures = if self.failed { self.failures + 1 } else { 0 };
         self.drained = got.is_none_or(|got| got < asked);
         self.empty = got.is_none_or(|got| got == 0);
     }
@@ -193,6 +215,31 @@ mod tests {
         refill.attempt_ended(after(t0, 10));
         refill.woken();
         assert_eq!(refill.next_claim(after(t0, 20), 16, 0), Some(t0 + SECOND));
+    }
+
+    #[test]
+    fn failed_claims_are_tried_again_within_seconds_however_long_the_interval() {
+        let hour = Duration::from_secs(3600);
+        let t0 = Instant::now();
+        let mut refill = Refill::new(16, 100, hour, false);
+        let mut at = t0;
+        for wait in [1, 2, 4, 8, 16, 30, 30] {
+            refill.claiming(at);
+            refill.claimed(16, None);
+            refill.woken();
+            let next = at + Duration::from_secs(wait);
+            assert_eq!(refill.next_claim(at, 16, 0), Some(next), "after {wait} s");
+            at = next;
+        }
+        refill.claiming(at);
+        refill.claimed(16, Some(0));
+        refill.claiming(at);
+        refill.claimed(16, None);
+        assert_eq!(
+            refill.retry_wait(),
+            SECOND,
+            "a success starts the waits over"
+        );
     }
 
     #[test]
