@@ -5,7 +5,7 @@ use tasker::engine::MAX_LIST_LIMIT;
 use tasker::runtime::{self, Invocation};
 use tasker::store::ListFilter;
 use tasker::store::dynamodb::{self, schema};
-use tasker::{AnyStore, Config, Dispatch, TaskStatus, Tasker};
+use tasker::{AnyStore, Config, Dispatch, StoreKind, TaskStatus, Tasker};
 
 use crate::operator::{parse_id, print_task};
 use crate::{CliError, OutputArgs, StoreArgs, create, operator, schedules, serve, worker};
@@ -156,6 +156,9 @@ pub(crate) enum Command {
     /// Recurring tasks: list, show, add, rm, pause, resume, trigger, apply FILE.
     #[command(subcommand)]
     Schedules(schedules::SchedulesCommand),
+    /// PostgreSQL: bring Tasker's schema in TASKER_DATABASE_URL up to date (what every process
+    /// does at start unless TASKER_DATABASE_MIGRATE=never) and print its version.
+    Migrate(StoreArgs),
     /// Create the DynamoDB table with the same schema as template.yaml.
     CreateTable {
         /// Table name.
@@ -180,7 +183,7 @@ impl Command {
             | Self::Resume { store, .. } => Some(store),
             Self::Create(args) => Some(&args.store),
             Self::Schedules(command) => Some(command.store()),
-            Self::Serve(_) | Self::Worker(_) | Self::CreateTable { .. } => None,
+            Self::Serve(_) | Self::Worker(_) | Self::Migrate(_) | Self::CreateTable { .. } => None,
         }
     }
 }
@@ -191,6 +194,7 @@ pub(crate) async fn run(cli: Cli, types: TaskTypes) -> Result<(), CliError> {
         return match cli.command {
             Command::Serve(args) => serve::serve(args, types).await,
             Command::Worker(args) => worker::worker(args, types).await,
+            Command::Migrate(args) => migrate(&args).await,
             Command::CreateTable { table } => {
                 let client = dynamodb::client_from_env().await;
                 schema::create_table(&client, &table).await?;
@@ -276,9 +280,12 @@ async fn run_with(
             task_type, output, ..
         } => operator::pause(tasker, &task_type, false, output.json).await,
         Command::Schedules(command) => schedules::run(command, tasker).await,
-        Command::Serve(_) | Command::Worker(_) | Command::CreateTable { .. } => Err(
-            CliError::Usage("this command opens its own store".to_owned()),
-        ),
+        Command::Serve(_)
+        | Command::Worker(_)
+        | Command::Migrate(_)
+        | Command::CreateTable { .. } => Err(CliError::Usage(
+            "this command opens its own store".to_owned(),
+        )),
     }
 }
 
@@ -290,6 +297,45 @@ async fn one_pass(tasker: &Tasker<AnyStore>, dispatch: Dispatch) -> Result<(), C
     match summary.moved {
         Some(moved) => out!("{}", serde_json::to_string(&moved)?),
         None => out!("{}", serde_json::to_string(&summary.run)?),
+    }
+    Ok(())
+}
+
+/// `tasker migrate`: Tasker's PostgreSQL schema brought up to date; the other stores have no
+/// such step, and say where theirs is.
+async fn migrate(args: &StoreArgs) -> Result<(), CliError> {
+    let config = crate::config(args)?;
+    let url = match (config.store, config.database_url) {
+        (StoreKind::Postgres, Some(url)) => url,
+        (StoreKind::Postgres, None) => {
+            return Err(CliError::Usage(
+                "TASKER_DATABASE_URL (--database-url) is required".to_owned(),
+            ));
+        }
+        (StoreKind::Sqlite, _) => {
+            return Err(CliError::Usage(
+                "tasker migrate is for TASKER_STORE=postgres: SQLite brings its file up to \
+                 date when it opens it"
+                    .to_owned(),
+            ));
+        }
+        (StoreKind::DynamoDb, _) => {
+            return Err(CliError::Usage(
+                "tasker migrate is for TASKER_STORE=postgres: DynamoDB's table is made by \
+                 `tasker create-table` or template.yaml"
+                    .to_owned(),
+            ));
+        }
+    };
+    let migrated = tasker::store::postgres::PgStore::migrate(&url).await?;
+    if migrated.from == migrated.to {
+        out!("Tasker's schema is up to date (version {})", migrated.to);
+    } else {
+        out!(
+            "Tasker's schema migrated from version {} to {}",
+            migrated.from,
+            migrated.to
+        );
     }
     Ok(())
 }

@@ -1,6 +1,6 @@
 //! `tasker`: run Tasker on one machine (the API, the processor and cleanup in one process),
 //! one pass of each, or the operator commands (list, show, cancel, retry, stats, schedules)
-//! against SQLite or DynamoDB.
+//! against SQLite, DynamoDB or PostgreSQL.
 //!
 //! The `tasker` binary is [`main`] with the built-in task types. An application that brings
 //! its own task types runs the same commands with them: its binary's `main` calls
@@ -105,7 +105,7 @@ pub(crate) enum CliError {
 }
 
 /// The environment's configuration with the command-line flags on top.
-fn config(args: &StoreArgs) -> Result<Config, CliError> {
+pub(crate) fn config(args: &StoreArgs) -> Result<Config, CliError> {
     let mut config = Config::from_lookup(|name| match name {
         "TASKER_STORE" => args.store.clone().or_else(|| std::env::var(name).ok()),
         "TASKER_DB_PATH" => args

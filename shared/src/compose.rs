@@ -71,7 +71,12 @@ pub async fn open_store(config: &Config) -> Result<crate::store::AnyStore, Store
                 StoreError::backend("TASKER_DATABASE_URL is required for PostgreSQL")
             })?;
             Ok(AnyStore::Postgres(
-                crate::store::postgres::PgStore::connect(url, config.database_pool).await?,
+                crate::store::postgres::PgStore::open(
+                    url,
+                    config.database_pool,
+                    config.database_migrate,
+                )
+                .await?,
             ))
         }
         // `Config::from_lookup` refuses a backend this binary lacks.

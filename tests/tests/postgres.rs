@@ -365,3 +365,64 @@ async fn a_postgres_restart_mid_drain_loses_nothing() {
     );
     drop((first, second));
 }
+
+/// GIVEN a new database WHEN a command runs with `TASKER_DATABASE_MIGRATE=never` THEN it is
+/// refused, naming `tasker migrate`, and creates nothing; `tasker migrate` applies every version
+/// and says so, a second run finds it up to date, and the refused command then works.
+#[tokio::test]
+async fn tasker_migrate_applies_the_schema_that_never_mode_only_checks() {
+    use tasker_tests::process;
+
+    let url = fresh_database().await;
+    let envs = vec![
+        ("TASKER_STORE", "postgres".to_owned()),
+        ("TASKER_DATABASE_URL", url.clone()),
+    ];
+    let mut never = envs.clone();
+    never.push(("TASKER_DATABASE_MIGRATE", "never".to_owned()));
+    let text = |output: &std::process::Output| {
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr)
+        )
+    };
+
+    let refused = process::run(&["stats"], &never);
+    assert!(!refused.status.success(), "{}", text(&refused));
+    assert!(
+        text(&refused).contains("version 0") && text(&refused).contains("tasker migrate"),
+        "{}",
+        text(&refused)
+    );
+    let schema_exists: bool = raw_client(&url)
+        .await
+        .query_one("SELECT to_regnamespace('tasker') IS NOT NULL", &[])
+        .await
+        .expect("query")
+        .get(0);
+    assert!(!schema_exists, "a checking process created the schema");
+
+    let migrated = process::run(&["migrate"], &envs);
+    assert!(migrated.status.success(), "{}", text(&migrated));
+    assert!(
+        text(&migrated).contains(&format!(
+            "migrated from version 0 to {}",
+            schema::SCHEMA_VERSION
+        )),
+        "{}",
+        text(&migrated)
+    );
+    let again = process::run(&["migrate"], &envs);
+    assert!(text(&again).contains("up to date"), "{}", text(&again));
+    let stats = process::run(&["stats", "--json"], &never);
+    assert!(stats.status.success(), "{}", text(&stats));
+
+    let sqlite = process::run(&["migrate", "--store", "sqlite"], &[]);
+    assert!(!sqlite.status.success());
+    assert!(
+        text(&sqlite).contains("TASKER_STORE=postgres"),
+        "{}",
+        text(&sqlite)
+    );
+}

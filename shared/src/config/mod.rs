@@ -89,6 +89,10 @@ pub struct Config {
     pub database_url: Option<String>,
     /// `TASKER_DATABASE_POOL` (1–100, default 10): connections a process opens at most.
     pub database_pool: usize,
+    /// `TASKER_DATABASE_MIGRATE` (`start`, the default, or `never`): whether a process brings
+    /// Tasker's PostgreSQL schema up to date when it starts, or only checks it (`tasker
+    /// migrate` applies it, for a database user without the right to change the schema).
+    pub database_migrate: bool,
     /// `TASKER_BATCH_SIZE` (1–1000, default 100), `TASKER_CONCURRENCY` (1–256, default 16),
     /// `TASKER_MAX_RUN` (default 5m), `TASKER_TIME_MARGIN` (default 10s),
     /// `TASKER_LEASE_GRACE` (default 30s).
@@ -159,6 +163,11 @@ impl Config {
             table: get("TASKER_TABLE"),
             database_url: get("TASKER_DATABASE_URL"),
             database_pool: parse(&get, "TASKER_DATABASE_POOL", 10, |v| bounded(v, 1, 100))?,
+            database_migrate: parse(&get, "TASKER_DATABASE_MIGRATE", true, |v| match v {
+                "start" => Ok(true),
+                "never" => Ok(false),
+                other => Err(format!("expected start or never, got {other:?}")),
+            })?,
             processor: processor_settings(&get)?,
             task_defaults: task_defaults(&get)?,
             poll: poll_settings(&get)?,

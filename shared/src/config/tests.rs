@@ -170,6 +170,8 @@ fn postgres_needs_its_database_url_and_a_bounded_pool() {
     }
     let err = config(&[url, ("TASKER_DATABASE_POOL", "0")]).unwrap_err();
     assert_eq!(err.name, "TASKER_DATABASE_POOL", "{err}");
+    let err = config(&[url, ("TASKER_DATABASE_MIGRATE", "later")]).unwrap_err();
+    assert_eq!(err.name, "TASKER_DATABASE_MIGRATE", "{err}");
     let err = config(&[("TASKER_STORE", "mysql")]).unwrap_err();
     assert!(err.reason.contains("sqlite, dynamodb or postgres"), "{err}");
 }

@@ -58,12 +58,13 @@ impl PgStore {
     /// Connects to the database at `url` (`postgres://user@host:port/database`, or key=value
     /// pairs) with at most `pool_size` connections, and brings Tasker's schema up to date.
     pub async fn connect(url: &str, pool_size: usize) -> Result<Self, StoreError> {
-        let config = tokio_postgres::Config::from_str(url).map_err(|err| {
-            StoreError::backend_from(
-                "TASKER_DATABASE_URL is not a PostgreSQL connection URL",
-                err,
-            )
-        })?;
+        Self::open(url, pool_size, true).await
+    }
+
+    /// As [`Self::connect`], or, when `migrate` is false, only checks that Tasker's schema is
+    /// up to date (`TASKER_DATABASE_MIGRATE=never`).
+    pub async fn open(url: &str, pool_size: usize, migrate: bool) -> Result<Self, StoreError> {
+        let config = parse_url(url)?;
         let manager = Manager::from_config(
             config.clone(),
             NoTls,
@@ -85,8 +86,26 @@ impl PgStore {
             folded: Arc::default(),
         };
         let mut client = store.client().await?;
-        schema::migrate(&mut client).await?;
+        if migrate {
+            schema::migrate(&mut client).await?;
+        } else {
+            schema::check(&client).await?;
+        }
         Ok(store)
+    }
+
+    /// Brings Tasker's schema in the database at `url` up to date over one connection of its
+    /// own (`tasker migrate`); what it did.
+    pub async fn migrate(url: &str) -> Result<schema::Migrated, StoreError> {
+        let (mut client, connection) = parse_url(url)?
+            .connect(NoTls)
+            .await
+            .map_err(|err| pg_error("connecting to PostgreSQL", err))?;
+        let driver = tokio::spawn(connection);
+        let migrated = schema::migrate(&mut client).await;
+        drop(client);
+        let _ = driver.await;
+        migrated
     }
 
     /// A connection from the pool.
@@ -102,6 +121,16 @@ impl PgStore {
         let client = self.client().await?;
         schema::version(&**client).await
     }
+}
+
+/// `url` as the driver's connection settings.
+fn parse_url(url: &str) -> Result<tokio_postgres::Config, StoreError> {
+    tokio_postgres::Config::from_str(url).map_err(|err| {
+        StoreError::backend_from(
+            "TASKER_DATABASE_URL is not a PostgreSQL connection URL",
+            err,
+        )
+    })
 }
 
 /// A PostgreSQL error as a store error: passing (retryable) when the connection failed or the

@@ -165,9 +165,45 @@ CREATE TRIGGER paused_types_announce_delete AFTER DELETE ON tasker.paused_types
     FOR EACH STATEMENT EXECUTE FUNCTION tasker.announce_resumed();
 "#;
 
+/// What a migration did: the schema's version before and after.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Migrated {
+    /// The version found (0: no Tasker schema yet).
+    pub from: i32,
+    /// The version now: [`SCHEMA_VERSION`].
+    pub to: i32,
+}
+
+/// The database's error for a version newer than this Tasker knows.
+fn newer(current: i32) -> StoreError {
+    StoreError::backend(format!(
+        "the database has Tasker schema version {current}; this Tasker knows up to \
+         {SCHEMA_VERSION}: run the newer Tasker, or a database of its own"
+    ))
+}
+
+/// Checks, without changing anything, that the schema is at [`SCHEMA_VERSION`]: for processes
+/// started with `TASKER_DATABASE_MIGRATE=never`, whose user may not change the schema.
+pub async fn check(client: &Client) -> Result<(), StoreError> {
+    let exists: bool = client
+        .query_one("SELECT to_regclass('tasker.migrations') IS NOT NULL", &[])
+        .await
+        .map_err(|err| pg_error("looking for the tasker schema", err))?
+        .get(0);
+    let current = if exists { version(client).await? } else { 0 };
+    match current {
+        SCHEMA_VERSION => Ok(()),
+        newer_one if newer_one > SCHEMA_VERSION => Err(newer(newer_one)),
+        older => Err(StoreError::backend(format!(
+            "the database has Tasker schema version {older}, this Tasker needs \
+             {SCHEMA_VERSION}, and TASKER_DATABASE_MIGRATE=never: run `tasker migrate` first"
+        ))),
+    }
+}
+
 /// Brings the `tasker` schema to [`SCHEMA_VERSION`] in one transaction, under the migration
 /// lock; refuses a database a newer Tasker has migrated past what this one knows.
-pub async fn migrate(client: &mut Client) -> Result<(), StoreError> {
+pub async fn migrate(client: &mut Client) -> Result<Migrated, StoreError> {
     let tx = client
         .transaction()
         .await
@@ -186,10 +222,7 @@ pub async fn migrate(client: &mut Client) -> Result<(), StoreError> {
     .map_err(|err| pg_error("creating the tasker schema", err))?;
     let current = version(&tx).await?;
     if current > SCHEMA_VERSION {
-        return Err(StoreError::backend(format!(
-            "the database has Tasker schema version {current}; this Tasker knows up to \
-             {SCHEMA_VERSION}: run the newer Tasker, or a database of its own"
-        )));
+        return Err(newer(current));
     }
     for (index, migration) in MIGRATIONS.iter().enumerate().skip(current as usize) {
         let version = index as i32 + 1;
@@ -205,7 +238,11 @@ pub async fn migrate(client: &mut Client) -> Result<(), StoreError> {
     }
     tx.commit()
         .await
-        .map_err(|err| pg_error("committing the migration", err))
+        .map_err(|err| pg_error("committing the migration", err))?;
+    Ok(Migrated {
+        from: current,
+        to: SCHEMA_VERSION,
+    })
 }
 
 /// The highest version applied (0 for none).
