@@ -2,24 +2,61 @@
 //! `tasker worker` killed with SIGKILL in the middle of a batch of slow tasks. The messages it
 //! held come back after the queue's visibility timeout, which outlasts the lease, so a new
 //! worker claims the interrupted tasks again; only those in flight at the kill ran twice, and
-//! none is lost.
+//! none is lost. The tasks are kept in DynamoDB Local or in PostgreSQL: SQS delivers them
+//! either way.
 
 use std::collections::HashMap;
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::Duration;
-use tasker::{NewTask, ProcessorSettings, Registry, TaskId, TaskStatus, Tasker};
+use tasker::{AnyStore, NewTask, ProcessorSettings, Registry, Store, TaskId, TaskStatus, Tasker};
 use tasker_tests::receiver::Receiver;
 use tasker_tests::sqs::{Queues, fresh_queues};
 use tasker_tests::{dynamo, eventually, process};
 
 const TASKS: usize = 10;
 
+/// The store a test's processes share: its handle here, and the environment that names it
+/// to a child process (with the AWS settings the SQS client needs).
+struct Shared {
+    store: AnyStore,
+    env: Vec<(&'static str, String)>,
+}
+
+async fn on_dynamodb() -> Shared {
+    let store = dynamo::fresh_store().await;
+    let mut env = dynamo::child_env();
+    env.extend([
+        ("TASKER_STORE", "dynamodb".to_owned()),
+        ("TASKER_TABLE", store.table().to_owned()),
+    ]);
+    Shared {
+        store: AnyStore::DynamoDb(store),
+        env,
+    }
+}
+
+async fn on_postgres() -> Shared {
+    let url = tasker_tests::postgres::fresh_database().await;
+    let store = tasker::store::postgres::PgStore::connect(&url, 4)
+        .await
+        .expect("connected");
+    let mut env = dynamo::child_env();
+    env.extend([
+        ("TASKER_STORE", "postgres".to_owned()),
+        ("TASKER_DATABASE_URL", url),
+    ]);
+    Shared {
+        store: AnyStore::Postgres(store),
+        env,
+    }
+}
+
 /// A running `tasker worker`; killed (SIGKILL) when dropped.
 struct Worker(Child);
 
 impl Worker {
-    fn start(table: &str, queue_url: &str) -> Self {
+    fn start(shared: &Shared, queue_url: &str) -> Self {
         let mut command = Command::new(process::binary());
         command
             .args(["worker", "--queue-url", queue_url, "--wait", "1"])
@@ -29,8 +66,6 @@ impl Worker {
                 "RUST_LOG",
                 std::env::var("TASKER_TEST_CHILD_LOG").unwrap_or_else(|_| "warn".into()),
             )
-            .env("TASKER_STORE", "dynamodb")
-            .env("TASKER_TABLE", table)
             .env("AWS_ENDPOINT_URL_SQS", tasker_tests::sqs::endpoint())
             // Four at a time out of each batch of ten; a claim lasts 3 s + 1 s.
             .env("TASKER_CONCURRENCY", "4")
@@ -38,7 +73,7 @@ impl Worker {
             .env("TASKER_LEASE_GRACE", "1s")
             .env("TASKER_WEBHOOK_ALLOW_PRIVATE", "true")
             .stdin(Stdio::null());
-        for (key, value) in dynamo::child_env() {
+        for (key, value) in &shared.env {
             command.env(key, value);
         }
         Self(command.spawn().expect("start tasker worker"))
@@ -56,13 +91,20 @@ impl Drop for Worker {
 /// through the API THEN the worker runs it (serve runs no tasks itself: only the mover).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn serve_sends_and_a_worker_runs() {
+    serve_sends_and_a_worker_runs_on(on_dynamodb().await).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serve_sends_and_a_worker_runs_on_postgres() {
+    serve_sends_and_a_worker_runs_on(on_postgres().await).await;
+}
+
+async fn serve_sends_and_a_worker_runs_on(shared: Shared) {
     let Queues { queue, client, .. } = fresh_queues(5, Duration::from_secs(30)).await;
-    let store = dynamo::fresh_store().await;
+    let store = &shared.store;
     let receiver = Receiver::start().await;
-    let mut env = dynamo::child_env();
+    let mut env = shared.env.clone();
     env.extend([
-        ("TASKER_STORE", "dynamodb".to_owned()),
-        ("TASKER_TABLE", store.table().to_owned()),
         ("TASKER_DISPATCH", "sqs".to_owned()),
         ("TASKER_QUEUE_URL", queue.url().to_owned()),
         ("AWS_ENDPOINT_URL_SQS", tasker_tests::sqs::endpoint()),
@@ -101,7 +143,7 @@ async fn serve_sends_and_a_worker_runs() {
         "serve claimed the task itself"
     );
     assert!(receiver.all().is_empty(), "serve ran the task itself");
-    let _worker = Worker::start(store.table(), queue.url());
+    let _worker = Worker::start(&shared, queue.url());
     eventually(
         "the worker to run the task",
         Duration::from_secs(30),
@@ -133,8 +175,17 @@ fn slow_path(i: usize) -> String {
 /// run THEN a new worker completes every task, and only those in flight ran twice.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_killed_worker_loses_nothing_and_reruns_only_what_was_in_flight() {
+    a_killed_worker_loses_nothing_on(on_dynamodb().await).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_worker_loses_nothing_and_reruns_only_what_was_in_flight_on_postgres() {
+    a_killed_worker_loses_nothing_on(on_postgres().await).await;
+}
+
+async fn a_killed_worker_loses_nothing_on(shared: Shared) {
     let Queues { queue, .. } = fresh_queues(5, Duration::from_secs(6)).await;
-    let store = dynamo::fresh_store().await;
+    let store = &shared.store;
     let receiver = Receiver::start().await;
     let mut registry = Registry::new();
     registry
@@ -156,7 +207,7 @@ async fn a_killed_worker_loses_nothing_and_reruns_only_what_was_in_flight() {
         ids.push(task.id);
     }
 
-    let worker = Worker::start(store.table(), queue.url());
+    let worker = Worker::start(&shared, queue.url());
     eventually(
         "the second four to start",
         Duration::from_secs(60),
@@ -183,7 +234,7 @@ async fn a_killed_worker_loses_nothing_and_reruns_only_what_was_in_flight() {
     // now is what the killed worker delivered.
     let delivered_before = deliveries(&receiver);
 
-    let _restarted = Worker::start(store.table(), queue.url());
+    let _restarted = Worker::start(&shared, queue.url());
     for id in &ids {
         eventually(
             &format!("task {id} to succeed"),

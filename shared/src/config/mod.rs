@@ -229,12 +229,6 @@ impl Config {
                         .into(),
             });
         }
-        if self.store == StoreKind::Postgres && self.dispatch == Dispatch::Sqs {
-            return Err(ConfigError {
-                name: "TASKER_DISPATCH",
-                reason: "SQS mode is not available with TASKER_STORE=postgres yet; use poll".into(),
-            });
-        }
         if self.store == StoreKind::DynamoDb && self.table.is_none() {
             return Err(ConfigError {
                 name: "TASKER_TABLE",

@@ -60,22 +60,42 @@ impl PgStore {
             .transaction()
             .await
             .map_err(|err| pg_error("starting a delivery scan", err))?;
+        // Enough for the `limit` earliest: each type's range of the per-type due index,
+        // merged (there is no index of due tasks across types; see `queue.rs`).
         let want = i64::try_from(limit).unwrap_or(i64::MAX);
-        let rows = tx
-            .query(
-                &format!(
-                    "SELECT {COLUMNS} FROM tasker.tasks WHERE due_at <= $1 \
-                     AND (status = 'running' AND due_at <= $2 \
-                          OR status = 'pending' AND attempts < max_attempts) \
-                     AND (type <> ALL($4) OR status = 'running' AND attempts >= max_attempts) \
-                     ORDER BY due_at, id LIMIT $3 FOR UPDATE SKIP LOCKED"
-                ),
-                &[&horizon.0, &now.0, &want, &paused],
-            )
+        tx.batch_execute("SET LOCAL enable_seqscan = off")
             .await
-            .map_err(|err| pg_error("finding deliverable tasks", err))?;
-        let mut deliverable = Vec::with_capacity(rows.len());
-        for task in rows_to_tasks(&rows)? {
+            .map_err(|err| pg_error("starting a delivery scan", err))?;
+        let open = format!(
+            "SELECT {COLUMNS} FROM tasker.tasks WHERE type = $4 AND due_at <= $1 \
+             AND (status = 'running' AND due_at <= $2 \
+                  OR status = 'pending' AND attempts < max_attempts) \
+             ORDER BY due_at, id LIMIT $3 FOR UPDATE SKIP LOCKED"
+        );
+        // A paused type's tasks wait, but its expired final attempts are failed.
+        let closed = format!(
+            "SELECT {COLUMNS} FROM tasker.tasks WHERE type = $4 AND due_at <= $2 \
+             AND status = 'running' AND attempts >= max_attempts AND due_at <= $1 \
+             ORDER BY due_at, id LIMIT $3 FOR UPDATE SKIP LOCKED"
+        );
+        let mut rows = Vec::new();
+        for task_type in super::queue::due_types(&tx).await? {
+            let statement = if paused.contains(&task_type) {
+                &closed
+            } else {
+                &open
+            };
+            rows.extend(
+                tx.query(statement, &[&horizon.0, &now.0, &want, &task_type])
+                    .await
+                    .map_err(|err| pg_error("finding deliverable tasks", err))?,
+            );
+        }
+        let mut found = rows_to_tasks(&rows)?;
+        found.sort_by_key(|task| (task.due_at(), task.id));
+        found.truncate(limit);
+        let mut deliverable = Vec::with_capacity(found.len());
+        for task in found {
             if is_expired_final_attempt(&task, now) {
                 let expire = Transition::expire(now, now);
                 let failed = expire

@@ -75,7 +75,7 @@ async fn due_candidates(
 
 /// The types that have a task with a due instant, one index seek each (a loose scan of
 /// `tasks_type_due`), however many tasks each has.
-async fn due_types(tx: &Transaction<'_>) -> Result<Vec<String>, StoreError> {
+pub(super) async fn due_types(tx: &Transaction<'_>) -> Result<Vec<String>, StoreError> {
     let rows = tx
         .query(
             // Each step's order is the index's whole order, so the planner takes its first
