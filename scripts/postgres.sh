@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Starts a throwaway PostgreSQL cluster on a free 127.0.0.1 port (data and socket in a new
 # temporary directory, trust authentication, fsync off: the tests measure behaviour, not
-# durability) and prints `<pid> <url> <dir>` once it accepts connections. The URL names the
+# durability; TASKER_POSTGRES_DURABLE=1 keeps PostgreSQL's durable defaults, for the
+# benchmark) and prints `<pid> <url> <dir>` once it accepts connections. The URL names the
 # `postgres` database as the `postgres` user; each test makes a database of its own. Stop it
 # with `kill -INT <pid>` and remove <dir>.
 # Usage: scripts/postgres.sh [LOG_FILE]
@@ -40,6 +41,8 @@ listen_addresses = '127.0.0.1'
 port = $port
 unix_socket_directories = '$dir'
 max_connections = 400
+CONF
+[ "${TASKER_POSTGRES_DURABLE:-0}" = 1 ] || cat >>"$dir/data/postgresql.conf" <<CONF
 fsync = off
 synchronous_commit = off
 full_page_writes = off

@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 
 use futures::{StreamExt, TryStreamExt};
 use tasker::handlers::TypeSettings;
+use tasker::store::postgres::PgStore;
 use tasker::store::{Claim, ClaimGate, Leases};
 use tasker::{
     AnyStore, DynamoStore, NewTask, ProcessorSettings, Registry, SqliteStore, Store, TaskError,
@@ -124,7 +125,7 @@ pub async fn measure(bench: &Bench, kind: Kind) -> BlockedResults {
     }
     let paused_claim = match kind {
         Kind::Sqlite => Some(paused_claim(bench).await),
-        Kind::DynamoDb => None,
+        Kind::DynamoDb | Kind::Postgres => None,
     };
     BlockedResults {
         store: kind.name().to_owned(),
@@ -160,6 +161,17 @@ async fn two_stores(
                 AnyStore::DynamoDb(second),
                 Some(proxy),
             )
+        }
+        Kind::Postgres => {
+            let url = bench.fresh_database().await;
+            let open = || async {
+                AnyStore::Postgres(
+                    PgStore::connect(&url, crate::stores::PG_POOL)
+                        .await
+                        .expect("PostgreSQL"),
+                )
+            };
+            (open().await, open().await, None)
         }
     }
 }

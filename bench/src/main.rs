@@ -38,8 +38,8 @@ use crate::stores::{Bench, Kind};
 #[derive(Parser)]
 #[command(about = "Tasker's benchmark: one run, a Markdown report and a JSON file")]
 struct Args {
-    /// Which stores to measure.
-    #[arg(long, default_value = "both", value_parser = ["sqlite", "dynamodb", "both"])]
+    /// Which stores to measure (`all`: SQLite, DynamoDB Local and PostgreSQL).
+    #[arg(long, default_value = "all", value_parser = ["sqlite", "dynamodb", "postgres", "all"])]
     store: String,
     /// Tasks per phase (ceiling writes, enqueue, drain, units).
     #[arg(long, default_value_t = 10_000)]
@@ -83,8 +83,8 @@ struct Args {
     /// Skip the dispatcher passes (mixed latency, occupancy, crash).
     #[arg(long)]
     no_dispatch: bool,
-    /// Internal: run as the crash pass's processor over `sqlite:PATH` or
-    /// `dynamodb:ENDPOINT#TABLE` until killed.
+    /// Internal: run as the crash pass's processor over `sqlite:PATH`,
+    /// `dynamodb:ENDPOINT#TABLE` or `postgres:URL` until killed.
     #[arg(long, hide = true)]
     crash_worker: Option<String>,
     /// Skip the apalis peer.
@@ -114,6 +114,9 @@ struct Args {
     /// Tasks of the scale phase's full table on DynamoDB Local.
     #[arg(long, default_value_t = 100_000)]
     scale_dynamodb: usize,
+    /// Tasks of the scale phase's full table on PostgreSQL.
+    #[arg(long, default_value_t = 1_000_000)]
+    scale_postgres: usize,
     /// Skip the scale phase.
     #[arg(long)]
     no_scale: bool,
@@ -252,7 +255,7 @@ fn start_moto(root: &Path, log: &Path) -> (u32, String) {
 async fn main() {
     let args = Args::parse();
     if let Some(spec) = &args.crash_worker {
-        let store = stores::worker_store(spec);
+        let store = stores::worker_store(spec).await;
         let interval = std::time::Duration::from_secs_f64(args.poll_interval);
         dispatch::crash_worker(store, stores::crash_settings(&args), interval).await;
         return;
@@ -264,8 +267,14 @@ async fn main() {
     let kinds: Vec<Kind> = match args.store.as_str() {
         "sqlite" => vec![Kind::Sqlite],
         "dynamodb" => vec![Kind::DynamoDb],
-        _ => vec![Kind::Sqlite, Kind::DynamoDb],
+        "postgres" => vec![Kind::Postgres],
+        _ => vec![Kind::Sqlite, Kind::DynamoDb, Kind::Postgres],
     };
+    // PostgreSQL with its durable defaults (fsync, synchronous commits), as an application
+    // runs it; stopped when the run ends.
+    let postgres = kinds
+        .contains(&Kind::Postgres)
+        .then(tasker_tests::postgres::Cluster::start_durable);
     let wants_dynamo = kinds.contains(&Kind::DynamoDb) || !(args.no_lambda || args.only_blocked);
     let local = wants_dynamo.then(|| start_dynamodb_local(&root, &dir.path().join("ddb.log")));
     let moto = (kinds.contains(&Kind::DynamoDb) && !args.no_sqs && !args.only_blocked)
@@ -278,6 +287,7 @@ async fn main() {
         dir,
         endpoint: local.as_ref().map(|(_, endpoint)| endpoint.clone()),
         sqs_endpoint: moto.as_ref().map(|(_, endpoint)| endpoint.clone()),
+        postgres: postgres.as_ref().map(|cluster| cluster.url.clone()),
         args,
     };
     let results = run(&bench, &kinds, &root, &target_dir).await;
@@ -293,4 +303,5 @@ async fn main() {
             .arg(pid.to_string())
             .status();
     }
+    drop(postgres);
 }

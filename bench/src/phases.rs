@@ -53,6 +53,18 @@ pub async fn sqlite_ceiling(path: &std::path::Path, n: usize, bar: &ProgressBar)
     rate(n, took)
 }
 
+/// Single conditional writes per second on PostgreSQL: one-row updates, each its own
+/// transaction, `CONCURRENCY` at once over as many pooled connections, in the database at
+/// `url`.
+pub async fn postgres_ceiling(url: &str, n: usize, bar: &ProgressBar) -> f64 {
+    let took = tasker::store::postgres::probe::conditional_writes(url, n, CONCURRENCY, &|| {
+        bar.inc(1);
+    })
+    .await
+    .expect("ceiling writes");
+    rate(n, took)
+}
+
 /// Creates `n` no-op tasks through the library, `concurrency` at once; tasks per second.
 pub async fn enqueue_library(
     tasker: &Tasker<AnyStore>,

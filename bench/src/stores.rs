@@ -5,6 +5,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use indicatif::ProgressBar;
+use tasker::store::postgres::PgStore;
 use tasker::{AnyStore, DynamoStore, PollSettings, ProcessorSettings, SqliteStore, Tasker};
 use tasker_tests::capacity::CapacityProxy;
 use tasker_tests::dynamo;
@@ -21,6 +22,8 @@ pub enum Kind {
     Sqlite,
     /// DynamoDB Local.
     DynamoDb,
+    /// A PostgreSQL server started for the run (durable defaults).
+    Postgres,
 }
 
 impl Kind {
@@ -29,6 +32,7 @@ impl Kind {
         match self {
             Self::Sqlite => "SQLite",
             Self::DynamoDb => "DynamoDB Local",
+            Self::Postgres => "PostgreSQL",
         }
     }
 }
@@ -41,6 +45,8 @@ pub struct Bench {
     pub endpoint: Option<String>,
     /// moto's SQS, when it runs.
     pub sqs_endpoint: Option<String>,
+    /// The PostgreSQL server's `postgres` database, when it runs.
+    pub postgres: Option<String>,
     /// The command line.
     pub args: Args,
 }
@@ -53,7 +59,18 @@ impl Bench {
                 SqliteStore::open(self.dir.path().join(format!("{label}.db"))).expect("SQLite"),
             ),
             Kind::DynamoDb => AnyStore::DynamoDb(dynamo::fresh_store_at(self.endpoint()).await),
+            Kind::Postgres => AnyStore::Postgres(
+                PgStore::connect(&self.fresh_database().await, PG_POOL)
+                    .await
+                    .expect("PostgreSQL"),
+            ),
         }
+    }
+
+    /// A new database on the run's PostgreSQL server; its URL.
+    pub async fn fresh_database(&self) -> String {
+        let admin = self.postgres.as_deref().expect("PostgreSQL is running");
+        tasker_tests::postgres::fresh_database_at(admin).await
     }
 
     /// A Tasker over a fresh store of `kind` whose `noop` tasks do nothing.
@@ -66,6 +83,10 @@ impl Bench {
         self.endpoint.as_deref().expect("DynamoDB Local is running")
     }
 }
+
+/// Connections of each PostgreSQL store: the claims' and outcomes' `CONCURRENCY` and a few
+/// for the loops beside them.
+pub const PG_POOL: usize = CONCURRENCY + 4;
 
 fn noop_tasker(store: AnyStore) -> Tasker<AnyStore> {
     let registry = phases::noop_registry(ProgressBar::hidden());
@@ -98,7 +119,7 @@ pub async fn bench_store(bench: &Bench, kind: Kind) -> StoreResults {
     let (http_single, http_batch) = enqueue_http(bench, kind).await;
     let units = match kind {
         Kind::DynamoDb => Some(units(bench).await),
-        Kind::Sqlite => None,
+        Kind::Sqlite | Kind::Postgres => None,
     };
     let writes_per_task = units
         .as_ref()
@@ -151,6 +172,15 @@ pub async fn scale(bench: &Bench, kind: Kind) -> crate::results::Scale {
             let (small, full) = (args.scale_small, args.scale_dynamodb);
             crate::scale::scale(store, api, Some(&proxy), kind.name(), small, full).await
         }
+        Kind::Postgres => {
+            let url = bench.fresh_database().await;
+            let open = || async {
+                AnyStore::Postgres(PgStore::connect(&url, PG_POOL).await.expect("PostgreSQL"))
+            };
+            let (store, api) = (open().await, open().await);
+            let (small, full) = (args.scale_small, args.scale_postgres);
+            crate::scale::scale(store, api, None, kind.name(), small, full).await
+        }
     }
 }
 
@@ -164,8 +194,8 @@ pub fn crash_settings(args: &Args) -> CrashSettings {
     }
 }
 
-/// The store a crash worker names: `sqlite:PATH` or `dynamodb:ENDPOINT#TABLE`.
-pub fn worker_store(spec: &str) -> AnyStore {
+/// The store a crash worker names: `sqlite:PATH`, `dynamodb:ENDPOINT#TABLE` or `postgres:URL`.
+pub async fn worker_store(spec: &str) -> AnyStore {
     match spec.split_once(':') {
         Some(("sqlite", path)) => AnyStore::Sqlite(SqliteStore::open(path).expect("SQLite")),
         Some(("dynamodb", rest)) => {
@@ -176,7 +206,12 @@ pub fn worker_store(spec: &str) -> AnyStore {
                 Duration::ZERO,
             ))
         }
-        _ => panic!("--crash-worker takes sqlite:PATH or dynamodb:ENDPOINT#TABLE, not {spec:?}"),
+        Some(("postgres", url)) => {
+            AnyStore::Postgres(PgStore::connect(url, PG_POOL).await.expect("PostgreSQL"))
+        }
+        _ => panic!(
+            "--crash-worker takes sqlite:PATH, dynamodb:ENDPOINT#TABLE or postgres:URL, not {spec:?}"
+        ),
     }
 }
 
@@ -206,14 +241,21 @@ async fn dispatch(bench: &Bench, kind: Kind) -> Dispatch {
     progress.finish_and_clear();
 
     eprintln!("{label}: crash recovery (a processor killed mid-run)");
-    let store = bench.store(kind, "crash").await;
-    let spec = match &store {
-        AnyStore::Sqlite(_) => format!("sqlite:{}", bench.dir.path().join("crash.db").display()),
-        AnyStore::DynamoDb(dynamo) => format!("dynamodb:{}#{}", bench.endpoint(), dynamo.table()),
-        // Built beside the workspace's other members, the library has PostgreSQL too; the
-        // benchmark makes only the two stores above (built alone, this arm is unreachable).
-        #[allow(unreachable_patterns)]
-        _ => unreachable!("the benchmark makes no PostgreSQL store"),
+    let (store, spec) = match kind {
+        Kind::Sqlite => (
+            bench.store(kind, "crash").await,
+            format!("sqlite:{}", bench.dir.path().join("crash.db").display()),
+        ),
+        Kind::DynamoDb => {
+            let dynamo = dynamo::fresh_store_at(bench.endpoint()).await;
+            let spec = format!("dynamodb:{}#{}", bench.endpoint(), dynamo.table());
+            (AnyStore::DynamoDb(dynamo), spec)
+        }
+        Kind::Postgres => {
+            let url = bench.fresh_database().await;
+            let store = PgStore::connect(&url, PG_POOL).await.expect("PostgreSQL");
+            (AnyStore::Postgres(store), format!("postgres:{url}"))
+        }
     };
     let mut worker = std::process::Command::new(std::env::current_exe().expect("bench binary"));
     worker
@@ -251,6 +293,10 @@ async fn ceiling(bench: &Bench, kind: Kind) -> f64 {
             // up, which would make the ceiling look low and every ratio to it look good.
             phases::dynamo_ceiling(bench.endpoint(), n.min(5_000), &ProgressBar::hidden()).await;
             phases::dynamo_ceiling(bench.endpoint(), n, &progress).await
+        }
+        Kind::Postgres => {
+            let url = bench.fresh_database().await;
+            phases::postgres_ceiling(&url, n, &progress).await
         }
     };
     progress.finish_and_clear();
@@ -342,7 +388,7 @@ async fn fire_lag(bench: &Bench, kind: Kind) -> crate::results::FireLag {
         kind.name()
     );
     match kind {
-        Kind::Sqlite => {
+        Kind::Sqlite | Kind::Postgres => {
             let store = bench.store(kind, "schedules").await;
             crate::schedules::fire_lag(store, None, schedules, seconds).await
         }

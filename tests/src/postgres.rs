@@ -19,8 +19,12 @@ pub fn url() -> String {
 
 /// A new, empty database on the test server; its URL.
 pub async fn fresh_database() -> String {
-    let admin = url();
-    let (client, connection) = tokio_postgres::connect(&admin, NoTls)
+    fresh_database_at(&url()).await
+}
+
+/// A new, empty database on the server whose `postgres` database is at `admin`; its URL.
+pub async fn fresh_database_at(admin: &str) -> String {
+    let (client, connection) = tokio_postgres::connect(admin, NoTls)
         .await
         .unwrap_or_else(|err| panic!("connect to {admin}: {err}"));
     tokio::spawn(connection);
@@ -55,9 +59,19 @@ pub struct Cluster {
 }
 
 impl Cluster {
-    /// Starts a new cluster on a free port.
+    /// Starts a new cluster on a free port, with fsync off (tests measure behaviour).
     pub fn start() -> Self {
-        let output = Self::script(&[]);
+        Self::start_with(false)
+    }
+
+    /// Starts a new cluster on a free port with PostgreSQL's durable defaults (fsync and
+    /// synchronous commits on), as the benchmark measures it.
+    pub fn start_durable() -> Self {
+        Self::start_with(true)
+    }
+
+    fn start_with(durable: bool) -> Self {
+        let output = Self::script(&[], durable);
         let line = String::from_utf8_lossy(&output.stdout).into_owned();
         let mut fields = line.split_whitespace();
         let (Some(pid), Some(url), Some(dir)) = (fields.next(), fields.next(), fields.next())
@@ -90,17 +104,18 @@ impl Cluster {
     /// Starts the stopped server again on the same port, data and settings.
     pub fn start_again(&mut self) {
         let dir = self.dir.display().to_string();
-        let output = Self::script(&["--start-again", &dir]);
+        let output = Self::script(&["--start-again", &dir], false);
         self.pid = String::from_utf8_lossy(&output.stdout)
             .trim()
             .parse()
             .expect("the new pid");
     }
 
-    fn script(args: &[&str]) -> std::process::Output {
+    fn script(args: &[&str], durable: bool) -> std::process::Output {
         let script = crate::workspace_root().join("scripts/postgres.sh");
         let output = std::process::Command::new(&script)
             .args(args)
+            .env("TASKER_POSTGRES_DURABLE", if durable { "1" } else { "0" })
             .output()
             .unwrap_or_else(|err| panic!("run {}: {err}", script.display()));
         assert!(

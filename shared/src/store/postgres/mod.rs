@@ -7,6 +7,7 @@
 mod delivery;
 mod flow;
 mod listing;
+pub mod probe;
 mod queue;
 mod rows;
 mod schedules;
