@@ -105,7 +105,7 @@ struct Args {
     /// Skip SQS mode.
     #[arg(long)]
     no_sqs: bool,
-    /// Tasks of the scale phase's smaller table (both stores).
+    /// Tasks of the scale phase's smaller table (every store).
     #[arg(long, default_value_t = 10_000)]
     scale_small: usize,
     /// Tasks of the scale phase's full table on SQLite.
@@ -115,7 +115,7 @@ struct Args {
     #[arg(long, default_value_t = 100_000)]
     scale_dynamodb: usize,
     /// Tasks of the scale phase's full table on PostgreSQL.
-    #[arg(long, default_value_t = 1_000_000)]
+    #[arg(long, default_value_t = 100_000)]
     scale_postgres: usize,
     /// Skip the scale phase.
     #[arg(long)]

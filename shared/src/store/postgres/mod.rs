@@ -7,6 +7,7 @@
 mod delivery;
 mod flow;
 mod listing;
+mod outcomes;
 pub mod probe;
 mod queue;
 mod rows;
@@ -43,6 +44,8 @@ pub struct PgStore {
     reads: Arc<ReadCounter>,
     /// When this process last folded the counts (Unix seconds).
     folded: Arc<std::sync::atomic::AtomicU64>,
+    /// Outcomes waiting for their group commit.
+    groups: Arc<outcomes::Groups>,
 }
 
 impl std::fmt::Debug for PgStore {
@@ -85,6 +88,7 @@ impl PgStore {
             config,
             reads: Arc::default(),
             folded: Arc::default(),
+            groups: Arc::default(),
         };
         let mut client = store.client().await?;
         if migrate {

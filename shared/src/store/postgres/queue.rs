@@ -1,13 +1,12 @@
 //! The task queue on PostgreSQL: a claim locks the due rows it takes and skips those another
-//! claim holds (`FOR UPDATE SKIP LOCKED`), in one transaction; an outcome is a transaction
-//! that locks its row and checks the attempt it settles.
+//! claim holds (`FOR UPDATE SKIP LOCKED`), in one transaction (outcomes: `outcomes.rs`).
 
 use tokio_postgres::Transaction;
 
 use super::rows::{COLUMNS, rows_to_tasks, update};
-use super::{PgStore, Refused, apply, pg_error, raw};
+use super::{PgStore, pg_error, raw};
 use crate::clock::Timestamp;
-use crate::store::{Claim, Settlement, StoreError, Transition, is_expired_final_attempt};
+use crate::store::{Claim, StoreError, Transition, is_expired_final_attempt};
 use crate::task::Task;
 
 /// Rows of `tasks` this connection has read by index or by scan and not yet reported to the
@@ -158,40 +157,5 @@ impl PgStore {
             .map_err(|err| pg_error("committing a claim", err))?;
         self.reads.add(entries, read_rows);
         Ok(claimed)
-    }
-
-    /// Records an outcome; see [`crate::store::Store::task_settle`].
-    pub async fn task_settle(
-        &self,
-        claimed: &Task,
-        outcome: Settlement,
-        now: Timestamp,
-    ) -> Result<Task, StoreError> {
-        let settle = Transition::settle(claimed, outcome, now)?;
-        let written = settle.apply(claimed).ok();
-        let mut client = self.client().await?;
-        let tx = raw(&mut client)
-            .transaction()
-            .await
-            .map_err(|err| pg_error("starting an outcome", err))?;
-        let result = match apply(&tx, claimed.id, &settle).await {
-            Ok((_, after)) => Ok(after),
-            // The same outcome, written before (the processor tries again when an answer is
-            // lost): it stands.
-            Err(Refused::Store(StoreError::LeaseLost(id))) => {
-                let now_stored = super::rows::load(&tx, id, false).await?;
-                match written {
-                    Some(task) if now_stored.as_ref() == Some(&task) => Ok(task),
-                    _ => Err(StoreError::LeaseLost(id)),
-                }
-            }
-            Err(Refused::Store(err)) => Err(err),
-            Err(Refused::Unique(_, err)) => Err(pg_error("writing an outcome", err)),
-        };
-        let task = result?;
-        tx.commit()
-            .await
-            .map_err(|err| pg_error("committing an outcome", err))?;
-        Ok(task)
     }
 }
