@@ -168,7 +168,8 @@ async fn two_stores(
                 AnyStore::Postgres(
                     PgStore::connect(&url, crate::stores::PG_POOL)
                         .await
-                        .expect("PostgreSQL"),
+                        .expect("PostgreSQL")
+                        .metered(),
                 )
             };
             (open().await, open().await, None)

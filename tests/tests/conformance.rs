@@ -32,12 +32,14 @@ mod dynamodb {
 mod postgres {
     use tasker::store::postgres::PgStore;
 
-    /// A new database on the test server for each case.
+    /// A new database on the test server for each case, metered: the blocked-work cases
+    /// bound what a claim reads by PostgreSQL's own counters.
     async fn fresh() -> PgStore {
         let url = tasker_tests::postgres::fresh_database().await;
         PgStore::connect(&url, 4)
             .await
             .expect("connect to PostgreSQL")
+            .metered()
     }
 
     tasker::store_conformance_tests!(fresh());

@@ -4,6 +4,7 @@
 //! changes; claims skip the rows other claims hold (`FOR UPDATE SKIP LOCKED`). [`rows`] maps
 //! rows and tasks, [`queue`] claims and settles, [`listing`] reads for operators.
 
+mod bulk;
 mod delivery;
 mod flow;
 mod listing;
@@ -42,6 +43,8 @@ pub struct PgStore {
     config: tokio_postgres::Config,
     /// What the claims have read.
     reads: Arc<ReadCounter>,
+    /// Claims also read PostgreSQL's counters of rows read ([`Self::metered`]).
+    metered: bool,
     /// When this process last folded the counts (Unix seconds).
     folded: Arc<std::sync::atomic::AtomicU64>,
     /// Outcomes waiting for their group commit.
@@ -87,6 +90,7 @@ impl PgStore {
             pool,
             config,
             reads: Arc::default(),
+            metered: false,
             folded: Arc::default(),
             groups: Arc::default(),
         };
@@ -97,6 +101,15 @@ impl PgStore {
             schema::check(&client).await?;
         }
         Ok(store)
+    }
+
+    /// This store with claims that also count the index entries and rows they read, from
+    /// PostgreSQL's own counters (two statements more per claim), for
+    /// [`crate::store::Store::queue_reads`]: for the tests and the benchmark that bound what
+    /// a claim reads. Unmetered, a claim reports only the rows it returned.
+    pub fn metered(mut self) -> Self {
+        self.metered = true;
+        self
     }
 
     /// Brings Tasker's schema in the database at `url` up to date over one connection of its

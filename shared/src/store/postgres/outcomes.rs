@@ -6,7 +6,7 @@ use std::sync::Mutex;
 
 use tokio::sync::oneshot;
 
-use super::{PgStore, Refused, apply, pg_error, raw};
+use super::{PgStore, bulk, pg_error, raw};
 use crate::clock::Timestamp;
 use crate::store::{Settlement, StoreError, Transition};
 use crate::task::{Task, TaskId};
@@ -82,9 +82,10 @@ impl PgStore {
         })?
     }
 
-    /// Writes the outcomes of `group` in one transaction: each one's answer, or the failure of
-    /// the whole group (the transaction rolled back; the processor tries its outcomes again).
-    /// A lost lease writes nothing and the others go on.
+    /// Writes the outcomes of `group` in one transaction of four statements (begin, lock the
+    /// rows, write the changes, commit): each one's answer, or, when the database fails, the
+    /// failure of the whole group (rolled back; the processor tries its outcomes again). An
+    /// outcome the store refuses (a lost lease) writes nothing and the others go on.
     async fn write_group(
         &self,
         group: &[SettleRequest],
@@ -94,16 +95,25 @@ impl PgStore {
             .transaction()
             .await
             .map_err(|err| pg_error("starting a group of outcomes", err))?;
-        let mut results = Vec::with_capacity(group.len());
-        for request in group {
-            let result = settle_in(&tx, request).await;
-            if let Err(err) = &result {
-                if !matches!(err, StoreError::LeaseLost(_)) {
-                    return Err(err.clone());
+        let ids: Vec<TaskId> = group.iter().map(|request| request.id).collect();
+        let stored = bulk::load_locked(&tx, &ids).await?;
+        let results: Vec<Result<Task, StoreError>> = group
+            .iter()
+            .map(|request| settle_one(request, stored.get(&request.id)))
+            .collect();
+        // A task settled twice in one group (an answer lost, the outcome tried again) is
+        // written once.
+        let mut changed: Vec<&Task> = Vec::new();
+        for (request, result) in group.iter().zip(&results) {
+            if let (Ok(after), Some(before)) = (result, stored.get(&request.id)) {
+                if after != before && !changed.iter().any(|task| task.id == after.id) {
+                    changed.push(after);
                 }
             }
-            results.push(result);
         }
+        bulk::write_changes(&tx, &changed)
+            .await
+            .map_err(|err| pg_error("writing a group of outcomes", err))?;
         tx.commit()
             .await
             .map_err(|err| pg_error("committing a group of outcomes", err))?;
@@ -111,23 +121,18 @@ impl PgStore {
     }
 }
 
-/// One outcome inside the group's transaction.
-async fn settle_in(
-    tx: &tokio_postgres::Transaction<'_>,
-    request: &SettleRequest,
-) -> Result<Task, StoreError> {
-    match apply(tx, request.id, &request.settle).await {
-        Ok((_, after)) => Ok(after),
-        // The same outcome, written before (the processor tries again when an answer is
-        // lost): it stands.
-        Err(Refused::Store(StoreError::LeaseLost(id))) => {
-            let stored = super::rows::load(tx, id, false).await?;
-            match &request.written {
-                Some(task) if stored.as_ref() == Some(task) => Ok(task.clone()),
-                _ => Err(StoreError::LeaseLost(id)),
-            }
-        }
-        Err(Refused::Store(err)) => Err(err),
-        Err(Refused::Unique(_, err)) => Err(pg_error("writing an outcome", err)),
+/// What `request` makes of the task as `stored` (locked): the task after its outcome; the
+/// outcome written before (the processor tries again when an answer is lost) stands; a lost
+/// lease or a missing task is refused.
+fn settle_one(request: &SettleRequest, stored: Option<&Task>) -> Result<Task, StoreError> {
+    let Some(before) = stored else {
+        return Err(request.settle.missing(request.id));
+    };
+    match request.settle.apply(before) {
+        Ok(after) => Ok(after),
+        Err(refused) => match &request.written {
+            Some(task) if task == before => Ok(task.clone()),
+            _ => Err(request.settle.refusal(request.id, refused)),
+        },
     }
 }
