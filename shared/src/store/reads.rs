@@ -8,10 +8,12 @@ use std::sync::atomic::{AtomicU64, Ordering};
 pub struct QueueReads {
     /// Index entries the claims stepped over: on DynamoDB the due queue's entries a scan took
     /// (read or known), on SQLite the claim statements' virtual-machine steps
-    /// (`SQLITE_STMTSTATUS_VM_STEP`), which grow with every row a statement visits.
+    /// (`SQLITE_STMTSTATUS_VM_STEP`), which grow with every row a statement visits; on
+    /// PostgreSQL the rows read by index or scan as its statistics count them, for a store
+    /// made `metered` (0 otherwise).
     pub entries: u64,
-    /// Items read: on DynamoDB the task items a scan read, on SQLite the rows the claim
-    /// statements returned.
+    /// Items read: on DynamoDB the task items a scan read, on SQLite and PostgreSQL the rows
+    /// the claim statements returned.
     pub items: u64,
 }
 
