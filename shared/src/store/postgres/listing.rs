@@ -40,7 +40,10 @@ impl PgStore {
         Ok(TaskPage { tasks, next })
     }
 
-    pub async fn task_count_by_status(&self, _now: Timestamp) -> Result<StatusCounts, StoreError> {
+    pub async fn task_count_by_status(&self, now: Timestamp) -> Result<StatusCounts, StoreError> {
+        // A process that only reads (no dispatch loop folds for it) keeps the change log short
+        // too: at most 10 s of changes are summed, whatever the table holds.
+        self.queue_flush(now, false).await;
         let client = self.client().await?;
         counts_in(&**client).await
     }
@@ -51,6 +54,7 @@ impl PgStore {
     }
 
     pub async fn queue_overview(&self, now: Timestamp) -> Result<Overview, StoreError> {
+        self.queue_flush(now, false).await;
         let mut client = self.client().await?;
         // One snapshot: the counts and the backlog of the same commit.
         let tx = raw(&mut client)
