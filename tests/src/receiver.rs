@@ -54,6 +54,15 @@ impl Receiver {
         self.seen.lock().unwrap_or_else(|p| p.into_inner()).clone()
     }
 
+    /// How many requests each path has had so far.
+    pub fn count_by_path(&self) -> std::collections::HashMap<String, usize> {
+        let mut by_path = std::collections::HashMap::new();
+        for request in self.seen.lock().unwrap_or_else(|p| p.into_inner()).iter() {
+            *by_path.entry(request.path.clone()).or_default() += 1;
+        }
+        by_path
+    }
+
     /// Every request to `path` so far.
     pub fn requests_to(&self, path: &str) -> Vec<Received> {
         self.seen

@@ -287,7 +287,6 @@ async fn batch_of_webhooks(
 /// other process starts at once (its listener is back: the hour is never waited out).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_postgres_restart_mid_drain_loses_nothing() {
-    use std::collections::HashMap;
     use std::time::Duration;
     use tasker_tests::fixtures::ApiClient;
     use tasker_tests::postgres::Cluster;
@@ -353,10 +352,7 @@ async fn a_postgres_restart_mid_drain_loses_nothing() {
         )
         .await;
     }
-    let mut deliveries: HashMap<String, usize> = HashMap::new();
-    for request in receiver.all() {
-        *deliveries.entry(request.path).or_default() += 1;
-    }
+    let deliveries = receiver.count_by_path();
     let twice: Vec<_> = deliveries.iter().filter(|(_, n)| **n > 1).collect();
     assert_eq!(deliveries.len(), TASKS + 1, "every task delivered");
     assert!(

@@ -5,7 +5,6 @@
 //! none is lost. The tasks are kept in DynamoDB Local or in PostgreSQL: SQS delivers them
 //! either way.
 
-use std::collections::HashMap;
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::Duration;
@@ -157,15 +156,6 @@ async fn serve_sends_and_a_worker_runs_on(shared: Shared) {
 }
 
 /// The path the webhook of task `i` posts to: the receiver answers it after 1.5 s.
-/// Requests the receiver has had, by path.
-fn deliveries(receiver: &Receiver) -> HashMap<String, usize> {
-    let mut by_path = HashMap::new();
-    for request in receiver.all() {
-        *by_path.entry(request.path).or_default() += 1;
-    }
-    by_path
-}
-
 fn slow_path(i: usize) -> String {
     format!("/delay/1500/task-{i}")
 }
@@ -232,7 +222,7 @@ async fn a_killed_worker_loses_nothing_on(shared: Shared) {
     );
     // A task claimed just before the kill may not have sent its webhook yet: what arrived by
     // now is what the killed worker delivered.
-    let delivered_before = deliveries(&receiver);
+    let delivered_before = receiver.count_by_path();
 
     let _restarted = Worker::start(&shared, queue.url());
     for id in &ids {
@@ -246,7 +236,7 @@ async fn a_killed_worker_loses_nothing_on(shared: Shared) {
         )
         .await;
     }
-    let deliveries = deliveries(&receiver);
+    let deliveries = receiver.count_by_path();
     for (i, id) in ids.iter().enumerate() {
         // Once, or again once more when the kill interrupted it after its delivery.
         let before = delivered_before.get(&slow_path(i)).copied().unwrap_or(0);

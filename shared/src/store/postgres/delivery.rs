@@ -1,7 +1,7 @@
 //! Claims by id (SQS mode's workers) and the tasks a message should be on its way for.
 
 use super::rows::{COLUMNS, load, rows_to_tasks, update};
-use super::{PgStore, pg_error, raw};
+use super::{PgStore, bulk, pg_error, raw};
 use crate::clock::Timestamp;
 use crate::store::{
     ClaimById, ClaimedById, Deliverable, StoreError, Transition, is_expired_final_attempt,
@@ -94,20 +94,25 @@ impl PgStore {
         let mut found = rows_to_tasks(&rows)?;
         found.sort_by_key(|task| (task.due_at(), task.id));
         found.truncate(limit);
+        // Expired final attempts are failed here, all in one statement; the rest are sent.
         let mut deliverable = Vec::with_capacity(found.len());
+        let mut failed = Vec::new();
         for task in found {
             if is_expired_final_attempt(&task, now) {
                 let expire = Transition::expire(now, now);
-                let failed = expire
-                    .apply(&task)
-                    .map_err(|refused| expire.refusal(task.id, refused))?;
-                update(&tx, &task, &failed)
-                    .await
-                    .map_err(|err| pg_error("failing an expired final attempt", err))?;
+                failed.push(
+                    expire
+                        .apply(&task)
+                        .map_err(|refused| expire.refusal(task.id, refused))?,
+                );
             } else {
                 deliverable.push(task);
             }
         }
+        let failed: Vec<&Task> = failed.iter().collect();
+        bulk::write_changes(&tx, &failed)
+            .await
+            .map_err(|err| pg_error("failing expired final attempts", err))?;
         tx.commit()
             .await
             .map_err(|err| pg_error("committing a delivery scan", err))?;
