@@ -19,6 +19,7 @@ mod iam;
 mod lambda_events;
 mod openapi;
 mod postgres;
+mod postgres_processes;
 mod read_ahead;
 mod reliability;
 mod schedules;
