@@ -19,6 +19,7 @@ mod dispatch;
 mod lambda;
 mod peer;
 mod phases;
+mod racing;
 mod report;
 mod results;
 mod scale;
@@ -138,6 +139,9 @@ struct Args {
     /// Run only the blocked-work phase.
     #[arg(long)]
     only_blocked: bool,
+    /// Run only the scale phase.
+    #[arg(long, conflicts_with = "only_blocked")]
+    only_scale: bool,
     /// Where to write the JSON results (default: <target>/bench/results.json).
     #[arg(long)]
     json: Option<PathBuf>,
@@ -176,7 +180,9 @@ fn start_dynamodb_local(root: &Path, log: &Path) -> (u32, String) {
 async fn run(bench: &Bench, kinds: &[Kind], root: &Path, target_dir: &Path) -> Results {
     let started = Instant::now();
     let mut blocked = Vec::new();
-    for &kind in kinds.iter().filter(|_| !bench.args.no_blocked) {
+    // Everything but the scale phase, unless only that was asked for.
+    let all = !bench.args.only_scale;
+    for &kind in kinds.iter().filter(|_| all && !bench.args.no_blocked) {
         blocked.push(blocked::measure(bench, kind).await);
     }
     if bench.args.only_blocked {
@@ -193,7 +199,7 @@ async fn run(bench: &Bench, kinds: &[Kind], root: &Path, target_dir: &Path) -> R
         };
     }
     let mut stores = Vec::new();
-    for &kind in kinds {
+    for &kind in kinds.iter().filter(|_| all) {
         stores.push(stores::bench_store(bench, kind).await);
     }
     let jobs = bench.args.tasks;
@@ -206,12 +212,12 @@ async fn run(bench: &Bench, kinds: &[Kind], root: &Path, target_dir: &Path) -> R
             jobs,
         )
     });
-    let lambda = match (&bench.endpoint, bench.args.no_lambda) {
+    let lambda = match (&bench.endpoint, bench.args.no_lambda || !all) {
         (Some(endpoint), false) => Some(lambda::measure(endpoint, target_dir, jobs).await),
         _ => None,
     };
     let sqs = match (&bench.endpoint, &bench.sqs_endpoint) {
-        (Some(ddb), Some(sqs)) => {
+        (Some(ddb), Some(sqs)) if all => {
             Some(sqs::measure(ddb, sqs, bench.args.sqs_tasks, bench.args.delay_tasks).await)
         }
         _ => None,

@@ -41,7 +41,7 @@ fn delays(latency: &MixedLatency) -> String {
 /// One row of the per-store table: its name and how it shows one store.
 type Row = (&'static str, fn(&StoreResults) -> String);
 
-const ROWS: [Row; 23] = [
+const ROWS: [Row; 25] = [
     ("ceiling: single conditional writes/s, 16 at once", |s| {
         f(s.ceiling_writes_per_second)
     }),
@@ -89,6 +89,13 @@ const ROWS: [Row; 23] = [
             })
         },
     ),
+    (
+        "racing processors, own client each: tasks/s (× one processor)",
+        |s| crate::racing::cell(&s.racing),
+    ),
+    ("racing processors: tasks each (2; 4)", |s| {
+        crate::racing::split(&s.racing)
+    }),
     ("start delay p50 / p99 / max (ms), poll mode", |s| {
         let delay = &s.start_delay;
         format!(

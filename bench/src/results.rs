@@ -195,6 +195,8 @@ pub struct StoreResults {
     pub drain_ratio: f64,
     /// DynamoDB capacity units (DynamoDB only).
     pub units: Option<Units>,
+    /// One backlog drained by one, two and four processors.
+    pub racing: Vec<crate::racing::Racing>,
     /// Due → start delays in poll mode.
     pub start_delay: StartDelay,
     /// Schedules' fire lag in poll mode.

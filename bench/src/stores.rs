@@ -1,5 +1,6 @@
 //! Every phase on one store, in the order a reader of the report meets them: ceiling, enqueue
-//! (library and HTTP), drain, DynamoDB capacity units and a race of two processors, start delay.
+//! (library and HTTP), drain, DynamoDB capacity units and a race of two processors, racing
+//! processors on every store, start delay.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -88,7 +89,7 @@ impl Bench {
 /// for the loops beside them.
 pub const PG_POOL: usize = CONCURRENCY + 4;
 
-fn noop_tasker(store: AnyStore) -> Tasker<AnyStore> {
+pub fn noop_tasker(store: AnyStore) -> Tasker<AnyStore> {
     let registry = phases::noop_registry(ProgressBar::hidden());
     Tasker::new(store, registry, ProcessorSettings::default())
 }
@@ -121,6 +122,7 @@ pub async fn bench_store(bench: &Bench, kind: Kind) -> StoreResults {
         Kind::DynamoDb => Some(units(bench).await),
         Kind::Sqlite | Kind::Postgres => None,
     };
+    let racing = crate::racing::racing(bench, kind).await;
     let writes_per_task = units
         .as_ref()
         .map_or(drain.writes_per_task, |u| u.drain_write_calls_per_task);
@@ -138,6 +140,7 @@ pub async fn bench_store(bench: &Bench, kind: Kind) -> StoreResults {
         writes_per_task,
         drain_ratio: drain.per_second / (ceiling / writes_per_task),
         units,
+        racing,
         start_delay: start_delay(bench, kind).await,
         fire_lag: fire_lag(bench, kind).await,
         dispatch: if bench.args.no_dispatch {
