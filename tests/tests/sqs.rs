@@ -135,6 +135,29 @@ async fn work_messages(
     handled
 }
 
+/// Like [`work_messages`], but counts only the messages that led to an attempt: a retry's
+/// delayed message that comes earlier than the worker waits is dropped once a new message is
+/// sent for the task's time (nothing is lost), which a loaded machine makes happen now and then.
+async fn work_attempts(
+    tasker: &Tasker<DynamoStore>,
+    queue: &SqsQueue,
+    count: usize,
+    limit: Duration,
+) -> Vec<Handled> {
+    let started = std::time::Instant::now();
+    let mut attempts = Vec::new();
+    while attempts.len() < count {
+        let left = limit.saturating_sub(started.elapsed());
+        let handled = work_messages(tasker, queue, 1, left).await;
+        attempts.extend(
+            handled
+                .into_iter()
+                .filter(|h| *h != Handled::Done(Work::Dropped)),
+        );
+    }
+    attempts
+}
+
 /// GIVEN 2,000 tasks whose messages are each sent twice WHEN four workers (each with its own
 /// store client, as separate Lambdas) drain the queue THEN every task ran exactly once.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -388,7 +411,7 @@ async fn a_failing_task_retries_through_delayed_messages_then_fails() {
         .await
         .expect("create")
         .into_task();
-    let handled = work_messages(&tasker, &queue, 3, Duration::from_secs(30)).await;
+    let handled = work_attempts(&tasker, &queue, 3, Duration::from_secs(30)).await;
     assert_eq!(
         handled,
         vec![

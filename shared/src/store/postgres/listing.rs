@@ -49,8 +49,18 @@ impl PgStore {
     }
 
     pub async fn queue_backlog(&self, now: Timestamp) -> Result<Backlog, StoreError> {
-        let client = self.client().await?;
-        backlog_in(&**client, now).await
+        let mut client = self.client().await?;
+        let tx = raw(&mut client)
+            .build_transaction()
+            .read_only(true)
+            .start()
+            .await
+            .map_err(|err| pg_error("starting a read", err))?;
+        let backlog = backlog_in(&tx, now).await?;
+        tx.commit()
+            .await
+            .map_err(|err| pg_error("ending a read", err))?;
+        Ok(backlog)
     }
 
     pub async fn queue_overview(&self, now: Timestamp) -> Result<Overview, StoreError> {
@@ -136,9 +146,18 @@ async fn counts_in(client: &impl GenericClient) -> Result<StatusCounts, StoreErr
     Ok(counts)
 }
 
-/// Tasks due at `now`: a range of the due index as long as the backlog.
-async fn backlog_in(client: &impl GenericClient, now: Timestamp) -> Result<Backlog, StoreError> {
-    let row = client
+/// Tasks due at `now`: a range of the due index as long as the backlog. In a transaction of
+/// its own: the planner, from statistics a busy queue outdates within seconds and an index
+/// its dead entries have grown, scans the whole table instead (14 ms at 100,000 tasks
+/// against 0.2).
+async fn backlog_in(
+    tx: &tokio_postgres::Transaction<'_>,
+    now: Timestamp,
+) -> Result<Backlog, StoreError> {
+    tx.batch_execute("SET LOCAL enable_seqscan = off")
+        .await
+        .map_err(|err| pg_error("reading the backlog", err))?;
+    let row = tx
         .query_one(
             "SELECT COUNT(*), MIN(due_at) FROM tasker.tasks WHERE due_at <= $1",
             &[&now.0],
