@@ -111,6 +111,51 @@ impl Cluster {
             .expect("the new pid");
     }
 
+    /// Restarts the server accepting TCP connections over TLS only, with a certificate for
+    /// 127.0.0.1 signed by a certificate authority of its own (made by `openssl`); the path
+    /// of that authority's PEM file.
+    pub fn require_tls(&mut self) -> std::path::PathBuf {
+        use std::os::unix::fs::{MetadataExt, PermissionsExt};
+        self.stop();
+        let data = self.dir.join("data");
+        let certs = self.dir.join("certs");
+        std::fs::create_dir_all(&certs).expect("a folder for the certificates");
+        let made = std::process::Command::new("bash")
+            .current_dir(&certs)
+            .args(["-euc", MAKE_CERTIFICATES])
+            .output()
+            .expect("run openssl");
+        assert!(
+            made.status.success(),
+            "openssl: {}",
+            String::from_utf8_lossy(&made.stderr)
+        );
+        let owner = std::fs::metadata(&data).expect("the data folder").uid();
+        for file in ["server.pem", "server.key"] {
+            let to = data.join(file);
+            std::fs::copy(certs.join(file), &to).expect("copy into the data folder");
+            std::os::unix::fs::chown(&to, Some(owner), None).expect("owned by the server");
+            std::fs::set_permissions(&to, std::fs::Permissions::from_mode(0o600))
+                .expect("readable by the server only");
+        }
+        let mut conf = std::fs::OpenOptions::new()
+            .append(true)
+            .open(data.join("postgresql.conf"))
+            .expect("the server's configuration");
+        std::io::Write::write_all(
+            &mut conf,
+            b"ssl = on\nssl_cert_file = 'server.pem'\nssl_key_file = 'server.key'\n",
+        )
+        .expect("TLS settings");
+        std::fs::write(
+            data.join("pg_hba.conf"),
+            "local all all trust\nhostssl all all 127.0.0.1/32 trust\n",
+        )
+        .expect("TLS-only access rules");
+        self.start_again();
+        certs.join("ca.pem")
+    }
+
     fn script(args: &[&str], durable: bool) -> std::process::Output {
         let script = crate::workspace_root().join("scripts/postgres.sh");
         let output = std::process::Command::new(&script)
@@ -127,6 +172,18 @@ impl Cluster {
         output
     }
 }
+
+/// A certificate authority (`ca.pem`) and a server certificate for 127.0.0.1 it signed
+/// (`server.pem`, `server.key`), valid for two days.
+const MAKE_CERTIFICATES: &str = r#"
+openssl req -x509 -newkey rsa:2048 -nodes -days 2 -subj "/CN=Tasker test CA" \
+  -keyout ca.key -out ca.pem 2>/dev/null
+openssl req -newkey rsa:2048 -nodes -subj "/CN=127.0.0.1" \
+  -keyout server.key -out server.csr 2>/dev/null
+printf 'subjectAltName = IP:127.0.0.1\nbasicConstraints = CA:FALSE\n' > server.ext
+openssl x509 -req -in server.csr -CA ca.pem -CAkey ca.key -CAcreateserial -days 2 \
+  -extfile server.ext -out server.pem 2>/dev/null
+"#;
 
 impl Drop for Cluster {
     fn drop(&mut self) {

@@ -20,6 +20,7 @@ mod lambda_events;
 mod openapi;
 mod postgres;
 mod postgres_processes;
+mod postgres_tls;
 mod read_ahead;
 mod reliability;
 mod schedules;

@@ -14,14 +14,15 @@ mod queue;
 mod rows;
 mod schedules;
 pub mod schema;
+mod tls;
 
-use std::str::FromStr;
 use std::time::Duration;
 
 use std::sync::Arc;
 
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
-use tokio_postgres::{NoTls, Transaction};
+use tokio_postgres::Transaction;
+use tokio_postgres_rustls::MakeRustlsConnect;
 
 use self::rows::{broken_unique, insert, load, reference_holder, update};
 use super::{Created, QueueReads, ReadCounter, StoreError, SweepSummary, Transition};
@@ -41,6 +42,8 @@ pub struct PgStore {
     pool: Pool,
     /// Where the pool connects: also the listener's connection.
     config: tokio_postgres::Config,
+    /// TLS, when the URL asks for it ([`tls`]).
+    tls: MakeRustlsConnect,
     /// What the claims have read.
     reads: Arc<ReadCounter>,
     /// Claims also read PostgreSQL's counters of rows read ([`Self::metered`]).
@@ -71,10 +74,10 @@ impl PgStore {
     /// As [`Self::connect`], or, when `migrate` is false, only checks that Tasker's schema is
     /// up to date (`TASKER_DATABASE_MIGRATE=never`).
     pub async fn open(url: &str, pool_size: usize, migrate: bool) -> Result<Self, StoreError> {
-        let config = parse_url(url)?;
+        let tls::Target { config, tls } = tls::target(url)?;
         let manager = Manager::from_config(
             config.clone(),
-            NoTls,
+            tls.clone(),
             ManagerConfig {
                 recycling_method: RecyclingMethod::Fast,
             },
@@ -89,6 +92,7 @@ impl PgStore {
         let store = Self {
             pool,
             config,
+            tls,
             reads: Arc::default(),
             metered: false,
             folded: Arc::default(),
@@ -115,8 +119,9 @@ impl PgStore {
     /// Brings Tasker's schema in the database at `url` up to date over one connection of its
     /// own (`tasker migrate`); what it did.
     pub async fn migrate(url: &str) -> Result<schema::Migrated, StoreError> {
-        let (mut client, connection) = parse_url(url)?
-            .connect(NoTls)
+        let tls::Target { config, tls } = tls::target(url)?;
+        let (mut client, connection) = config
+            .connect(tls)
             .await
             .map_err(|err| pg_error("connecting to PostgreSQL", err))?;
         let driver = tokio::spawn(connection);
@@ -139,16 +144,6 @@ impl PgStore {
         let client = self.client().await?;
         schema::version(&**client).await
     }
-}
-
-/// `url` as the driver's connection settings.
-fn parse_url(url: &str) -> Result<tokio_postgres::Config, StoreError> {
-    tokio_postgres::Config::from_str(url).map_err(|err| {
-        StoreError::backend_from(
-            "TASKER_DATABASE_URL is not a PostgreSQL connection URL",
-            err,
-        )
-    })
 }
 
 /// A PostgreSQL error as a store error: passing (retryable) when the connection failed or the
@@ -378,7 +373,7 @@ impl PgStore {
     /// Listens on [`schema::DUE_CHANNEL`] on a connection of its own, outside the pool, for as
     /// long as the process runs; see [`crate::store::Store::queue_listen`].
     pub async fn queue_listen(&self, wake: Arc<tokio::sync::Notify>) {
-        tokio::spawn(listen(self.config.clone(), wake));
+        tokio::spawn(listen(self.config.clone(), self.tls.clone(), wake));
     }
 
     /// What the claims have read; see [`crate::store::Store::queue_reads`].
@@ -423,12 +418,16 @@ async fn by_idempotency_key(
 /// Holds a connection that listens on [`schema::DUE_CHANNEL`] and wakes `wake` at each
 /// notification. After a failure it connects again (a second later, then up to 30 s apart)
 /// and wakes once: a notification may have been missed in between.
-async fn listen(config: tokio_postgres::Config, wake: Arc<tokio::sync::Notify>) {
+async fn listen(
+    config: tokio_postgres::Config,
+    tls: MakeRustlsConnect,
+    wake: Arc<tokio::sync::Notify>,
+) {
     use futures::StreamExt;
     const MOST: Duration = Duration::from_secs(30);
     let mut pause = Duration::from_secs(1);
     loop {
-        match config.connect(NoTls).await {
+        match config.connect(tls.clone()).await {
             Ok((client, mut connection)) => {
                 // The connection's messages carry the notifications; they must be read for
                 // the client's statements to be answered as well.
