@@ -24,11 +24,26 @@ impl PgStore {
         // One more than asked says whether another page exists.
         let want = i64::try_from(limit).unwrap_or(i64::MAX).saturating_add(1);
         let (sql, params) = list_query(filter, after, want);
-        let client = self.client().await?;
-        let rows = client
+        let mut client = self.client().await?;
+        let tx = raw(&mut client)
+            .build_transaction()
+            .read_only(true)
+            .start()
+            .await
+            .map_err(|err| pg_error("starting a listing", err))?;
+        // Each filter has an index that yields its page in order (see `list_query`); from
+        // statistics a busy queue outdates, the planner may instead collect every match and
+        // sort them (a bitmap scan), which grows with the table.
+        tx.batch_execute("SET LOCAL enable_seqscan = off; SET LOCAL enable_bitmapscan = off")
+            .await
+            .map_err(|err| pg_error("starting a listing", err))?;
+        let rows = tx
             .query(&sql, &refs(&params))
             .await
             .map_err(|err| pg_error("listing tasks", err))?;
+        tx.commit()
+            .await
+            .map_err(|err| pg_error("ending a listing", err))?;
         let mut tasks: Vec<Task> = rows_to_tasks(&rows)?;
         let more = tasks.len() > limit;
         tasks.truncate(limit);
