@@ -70,11 +70,15 @@ if passed build; then
   background bench-smoke "$CARGO_TARGET_DIR/debug/tasker-bench" --tasks 300 --http-tasks 30 \
     --delay-tasks 20 --mixed-tasks 100 --mixed-rate 50 --slow-ms 1000 \
     --crash-tasks 40 --crash-timeout 2 --crash-grace 1 \
-    --sqs-tasks 100 --schedules 5 --schedule-seconds 3 \
+    --sqs-tasks 100 --schedules 5 --schedule-seconds 3 --wake-tasks 10 \
     --scale-small 200 --scale-sqlite 1000 --scale-dynamodb 500 --scale-postgres 1000 \
     --blocked-tasks 200 --blocked-paused 400 --blocked-capped 30 --blocked-paused-sqlite 2000 \
     --no-peer --no-lambda --json "$(mktemp -t tasker-bench.XXXXXX.json)"
 else
   skip tests schemathesis schemathesis-postgres typescript-client lambda-workflow bench-smoke
 fi
+# The shared services' own CPU, which no step's count includes.
+for step_pid in "${STEPS_PIDS[@]}"; do wait "$step_pid"; done
+echo "services' CPU seconds: DynamoDB Local $(process_cpu "$ddb_pid")," \
+  "moto $(process_cpu "$moto_pid"), PostgreSQL $(process_cpu "$pg_pid")"
 finish

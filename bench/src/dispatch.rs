@@ -33,6 +33,16 @@ pub struct Mix {
 }
 
 impl Mix {
+    /// `tasks` tasks of `fast` each and none slow.
+    pub fn fast_only(tasks: usize, fast: Duration) -> Self {
+        Self {
+            tasks,
+            slow_every: usize::MAX,
+            slow: fast,
+            fast,
+        }
+    }
+
     fn is_slow(&self, index: usize) -> bool {
         index % self.slow_every.max(1) == self.slow_every.max(1) / 2
     }
@@ -116,9 +126,11 @@ pub enum Mode {
 }
 
 /// `mix.tasks` tasks created due now at `rate` per second while one processor runs them; the
-/// fast tasks' due → start delays.
+/// fast tasks' due → start delays. In poll mode the tasks are created through another Tasker,
+/// over `creator` when given (a store client of its own, as another process has).
 pub async fn mixed_latency(
     store: AnyStore,
+    creator: Option<AnyStore>,
     mix: Mix,
     rate: f64,
     mode: Mode,
@@ -128,7 +140,7 @@ pub async fn mixed_latency(
     let seen = Arc::new(Seen::default());
     let registry = mixed_registry(mix, mix.tasks, Arc::clone(&seen), bar.clone());
     let tasker = Tasker::new(store.clone(), registry.clone(), settings());
-    let other = Tasker::new(store, registry, settings());
+    let other = Tasker::new(creator.unwrap_or(store), registry, settings());
     let creator = match mode {
         Mode::Serve => &tasker,
         Mode::Poll => &other,

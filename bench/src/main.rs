@@ -66,6 +66,9 @@ struct Args {
     /// A fast task's handler time in the mix, in milliseconds.
     #[arg(long, default_value_t = 10)]
     fast_ms: u64,
+    /// Tasks of the idle-wake pass (PostgreSQL), created 5 per second by another process.
+    #[arg(long, default_value_t = 100)]
+    wake_tasks: usize,
     /// One task of the mix in this many is slow.
     #[arg(long, default_value_t = 20)]
     slow_every: usize,

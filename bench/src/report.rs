@@ -41,7 +41,7 @@ fn delays(latency: &MixedLatency) -> String {
 /// One row of the per-store table: its name and how it shows one store.
 type Row = (&'static str, fn(&StoreResults) -> String);
 
-const ROWS: [Row; 25] = [
+const ROWS: [Row; 26] = [
     ("ceiling: single conditional writes/s, 16 at once", |s| {
         f(s.ceiling_writes_per_second)
     }),
@@ -153,6 +153,14 @@ const ROWS: [Row; 25] = [
     (
         "mix: fast tasks' start delay p50 / p99 / max (ms), poll",
         |s| dispatch_or_dash(s, |d| delays(&d.poll)),
+    ),
+    (
+        "wake-up on an idle server, created by another process: start p50 / p99 / max (ms)",
+        |s| {
+            dispatch_or_dash(s, |d| {
+                d.idle_wake.as_ref().map_or_else(|| "—".to_owned(), delays)
+            })
+        },
     ),
     ("mix, all due at once: ideal ÷ drain (s / s)", |s| {
         dispatch_or_dash(s, |d| {

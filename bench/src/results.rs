@@ -219,6 +219,8 @@ pub struct Dispatch {
     pub serve: MixedLatency,
     /// Tasks created by another process, found by polling.
     pub poll: MixedLatency,
+    /// PostgreSQL: fast tasks created one by one by another process on an idle server.
+    pub idle_wake: Option<MixedLatency>,
     /// The poll interval of both passes.
     pub poll_interval_seconds: f64,
     /// The same mix, all due at once.

@@ -151,6 +151,37 @@ pub async fn bench_store(bench: &Bench, kind: Kind) -> StoreResults {
     }
 }
 
+/// PostgreSQL's wake-up across processes on an idle server: fast tasks created 5 per second
+/// through a store of their own (another pool, as another process has) while a processor
+/// polling once a minute runs them, so only LISTEN/NOTIFY can start them soon.
+async fn idle_wake(bench: &Bench) -> crate::results::MixedLatency {
+    let url = bench.fresh_database().await;
+    let connect =
+        || async { AnyStore::Postgres(PgStore::connect(&url, PG_POOL).await.expect("PostgreSQL")) };
+    let (store, creator) = (connect().await, connect().await);
+    let mix = dispatch::Mix::fast_only(
+        bench.args.wake_tasks,
+        Duration::from_millis(bench.args.fast_ms),
+    );
+    let progress = bar(
+        mix.tasks,
+        "PostgreSQL: wake-up on an idle server, another process creates",
+    );
+    let interval = Duration::from_secs(60);
+    let wake = dispatch::mixed_latency(
+        store,
+        Some(creator),
+        mix,
+        5.0,
+        Mode::Poll,
+        interval,
+        &progress,
+    )
+    .await;
+    progress.finish_and_clear();
+    wake
+}
+
 /// The scale phase on a fresh store of `kind` (through the metering proxy on DynamoDB).
 pub async fn scale(bench: &Bench, kind: Kind) -> crate::results::Scale {
     let args = &bench.args;
@@ -234,10 +265,15 @@ async fn dispatch(bench: &Bench, kind: Kind) -> Dispatch {
         let progress = bar(mix.tasks, &format!("{label}: mixed latency, {name} mode"));
         let store = bench.store(kind, &format!("mixed-{name}")).await;
         latency.push(
-            dispatch::mixed_latency(store, mix, args.mixed_rate, mode, interval, &progress).await,
+            dispatch::mixed_latency(store, None, mix, args.mixed_rate, mode, interval, &progress)
+                .await,
         );
         progress.finish_and_clear();
     }
+    let idle_wake = match kind {
+        Kind::Postgres => Some(idle_wake(bench).await),
+        Kind::Sqlite | Kind::DynamoDb => None,
+    };
     let progress = bar(mix.tasks, &format!("{label}: occupancy"));
     let store = bench.store(kind, "occupancy").await;
     let occupancy = dispatch::occupancy(store, mix, &progress).await;
@@ -277,6 +313,7 @@ async fn dispatch(bench: &Bench, kind: Kind) -> Dispatch {
         slow_every: mix.slow_every,
         serve: latency.next().expect("serve pass"),
         poll: latency.next().expect("poll pass"),
+        idle_wake,
         poll_interval_seconds: args.poll_interval,
         occupancy,
         crash,
