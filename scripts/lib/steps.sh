@@ -53,6 +53,13 @@ cpu_seconds() {
     printf "%d", total }'
 }
 
+# CPU seconds a long-lived process (a service no step counts) and its reaped children have
+# used so far, from /proc/PID/stat; "?" once it is gone.
+process_cpu() {
+  awk -v tick="$(getconf CLK_TCK)" '{ printf "%d", ($14 + $15 + $16 + $17) / tick }' \
+    "/proc/$1/stat" 2>/dev/null || echo "?"
+}
+
 # Busy and total jiffies of every CPU since boot, from /proc/stat.
 cpu_jiffies() {
   awk '/^cpu / { busy = $2 + $3 + $4 + $7 + $8; total = busy + $5 + $6; print busy, total }' /proc/stat
