@@ -169,6 +169,8 @@ CREATE TRIGGER paused_types_announce_delete AFTER DELETE ON tasker.paused_types
 /// dirties it.
 /// - Unfinished tasks by status: a listing of `running` tasks read every pending one's entry
 ///   (and `pending` every running one's) in the old index of unfinished tasks.
+/// - A reference's tasks in listing order, so its listing walks them in order like every
+///   other (cancels and the holder of a reference find them by its first column as before).
 /// - Autovacuum by a fixed number of dead rows, not a fifth of the table (the default): every
 ///   task leaves two or three dead versions behind, and until they are vacuumed their entries
 ///   stay in the partial indexes the claims and listings read. The change log of the counts is
@@ -176,6 +178,9 @@ CREATE TRIGGER paused_types_announce_delete AFTER DELETE ON tasker.paused_types
 const V3: &str = r#"
 CREATE INDEX tasks_open_status ON tasker.tasks (status, list_key) WHERE finished_at IS NULL;
 DROP INDEX tasker.tasks_open;
+CREATE INDEX tasks_reference_list ON tasker.tasks (reference_uid, list_key)
+    WHERE reference_uid IS NOT NULL;
+DROP INDEX tasker.tasks_reference;
 ALTER TABLE tasker.tasks SET (
     autovacuum_vacuum_scale_factor = 0.01,
     autovacuum_vacuum_threshold = 1000,
