@@ -54,12 +54,16 @@ fn settings() -> ProcessorSettings {
 }
 
 async fn create_many<S: Store>(store: &S, count: usize) -> Vec<TaskId> {
-    let now = Timestamp::now_utc();
     futures::stream::iter(0..count)
         .map(|i| {
             let store = store.clone();
             async move {
-                let task = Task::from_new(NewTask::new(RECORD, format!("{{\"n\":{i}}}")), now);
+                // Stamped as it is created: DynamoDB refuses a create that reaches it long
+                // after its task's creation instant, which one shared stamp hit under load.
+                let task = Task::from_new(
+                    NewTask::new(RECORD, format!("{{\"n\":{i}}}")),
+                    Timestamp::now_utc(),
+                );
                 store
                     .task_create(task)
                     .await
@@ -271,14 +275,13 @@ async fn writes_whose_answer_was_lost_are_not_mistaken_for_conflicts() {
     );
 
     // WHEN 100 tasks with a reference and an idempotency key each are created through it
-    let now = Timestamp::now_utc();
     let mut ids = Vec::new();
     for i in 0..100 {
         let mut new = NewTask::new(RECORD, "{}");
         new.reference_uid = Some(format!("ref-{i}"));
         new.idempotency_key = Some(format!("key-{i}"));
         let created = flaky
-            .task_create(Task::from_new(new, now))
+            .task_create(Task::from_new(new, Timestamp::now_utc()))
             .await
             .unwrap_or_else(|err| panic!("create {i} failed: {err}"));
         assert!(
@@ -292,13 +295,15 @@ async fn writes_whose_answer_was_lost_are_not_mistaken_for_conflicts() {
         let mut again = NewTask::new(RECORD, "{}");
         again.idempotency_key = Some(format!("key-{i}"));
         let existing = direct
-            .task_create(Task::from_new(again, now))
+            .task_create(Task::from_new(again, Timestamp::now_utc()))
             .await
             .expect("create");
         assert_eq!(existing.task().id, *id, "key-{i}");
         let mut duplicate = NewTask::new(RECORD, "{}");
         duplicate.reference_uid = Some(format!("ref-{i}"));
-        let refused = direct.task_create(Task::from_new(duplicate, now)).await;
+        let refused = direct
+            .task_create(Task::from_new(duplicate, Timestamp::now_utc()))
+            .await;
         assert!(
             matches!(refused, Err(tasker::StoreError::Duplicate { existing }) if existing == *id),
             "ref-{i}: {refused:?}"
