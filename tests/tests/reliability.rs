@@ -6,6 +6,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use futures::StreamExt;
+use tokio::sync::watch;
 
 use tasker::{
     DynamoStore, ManualClock, NewTask, ProcessorSettings, Registry, SqliteStore, Store, Task,
@@ -19,22 +20,25 @@ type Executions = Arc<Mutex<HashMap<TaskId, u32>>>;
 
 const RECORD: &str = "record";
 
-/// A registry whose `record` handler counts its runs, after sleeping `work`.
-fn recording_registry(work: Duration) -> (Registry, Executions) {
+/// A registry whose handler counts its runs of each task; with a `gate`, each run waits until
+/// the gate is open (the outage test holds every handler while it stops the store).
+fn recording_registry(gate: Option<watch::Receiver<bool>>) -> (Registry, Executions) {
     let executions: Executions = Arc::default();
     let seen = Arc::clone(&executions);
     let mut registry = Registry::new();
     registry
         .register(RECORD, move |ctx| {
             let seen = Arc::clone(&seen);
+            let gate = gate.clone();
             async move {
                 *seen
                     .lock()
                     .unwrap_or_else(|p| p.into_inner())
                     .entry(ctx.id)
                     .or_default() += 1;
-                if !work.is_zero() {
-                    tokio::time::sleep(work).await;
+                if let Some(mut gate) = gate {
+                    // A closed channel counts as open: nothing holds the handler any more.
+                    let _ = gate.wait_for(|open| *open).await;
                 }
                 Ok(())
             }
@@ -122,7 +126,7 @@ async fn drain<S: Store>(tasker: Tasker<S>) -> usize {
 /// exactly once and succeeded.
 async fn four_processors_race<S: Store>(stores: Vec<S>) {
     let ids = create_many(&stores[0], 2000).await;
-    let (registry, executions) = recording_registry(Duration::ZERO);
+    let (registry, executions) = recording_registry(None);
     let processors: Vec<_> = stores
         .iter()
         .map(|store| {
@@ -176,7 +180,7 @@ async fn throttled_dynamodb_still_runs_every_task_once() {
     let direct = DynamoStore::new(dynamo::client(), &table, dynamo::RETENTION);
     let ids = create_many(&direct, 300).await;
     let proxy = ThrottlingProxy::start(&dynamo::endpoint(), 200).await;
-    let (registry, executions) = recording_registry(Duration::ZERO);
+    let (registry, executions) = recording_registry(None);
     let processors: Vec<_> = (0..2)
         .map(|_| {
             let store = DynamoStore::new(
@@ -209,14 +213,15 @@ async fn throttled_dynamodb_still_runs_every_task_once() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_store_outage_mid_run_loses_nothing() {
-    // GIVEN a DynamoDB Local of our own with 8 tasks whose handler takes 2 s (time enough to
-    // stop the store while every handler runs, even on a loaded machine)
+    // GIVEN a DynamoDB Local of our own with 8 tasks whose handlers run until the store is
+    // stopped (a fixed 2 s once ended first on a loaded machine)
     let mut local = OwnDynamoLocal::start().await;
     let client = dynamo::client_for(&local.endpoint());
     let table = dynamo::fresh_table(&client).await;
     let store = DynamoStore::new(client, &table, dynamo::RETENTION);
     let ids = create_many(&store, 8).await;
-    let (registry, executions) = recording_registry(Duration::from_secs(2));
+    let (open, gate) = watch::channel(false);
+    let (registry, executions) = recording_registry(Some(gate));
     let clock = Arc::new(ManualClock::new(Timestamp::now_utc()));
     let mut settings = settings();
     settings.max_run = Duration::from_secs(10);
@@ -234,6 +239,7 @@ async fn a_store_outage_mid_run_loses_nothing() {
     })
     .await;
     local.stop();
+    open.send_replace(true);
     let summary = run.await.expect("run").expect("the run itself completes");
 
     // THEN the run reports the outcomes it could not record
@@ -311,7 +317,7 @@ async fn writes_whose_answer_was_lost_are_not_mistaken_for_conflicts() {
     }
 
     // WHEN two processors run them through the same proxy
-    let (registry, executions) = recording_registry(Duration::ZERO);
+    let (registry, executions) = recording_registry(None);
     let processors: Vec<_> = (0..2)
         .map(|_| {
             let store = DynamoStore::new(
