@@ -1,6 +1,8 @@
 //! A webhook receiver on 127.0.0.1 that records every request and answers the status code
 //! named in its path: `/status/500/...` answers 500, anything else 200. `/delay/1500/...`
-//! answers after 1.5 s (the request is recorded when it arrives).
+//! answers after 1.5 s (the request is recorded when it arrives). A query sets `Retry-After`:
+//! `?retry-after=5` as written, `?retry-after-in=3` as the HTTP date 3 s from the answer.
+//! Answers other than 2xx carry the body `answered <status> to <path>`.
 
 use std::sync::{Arc, Mutex};
 use std::time::SystemTime;
@@ -8,7 +10,9 @@ use std::time::SystemTime;
 use axum::Router;
 use axum::body::Bytes;
 use axum::extract::State;
-use axum::http::{HeaderMap, StatusCode, Uri};
+use axum::http::header::RETRY_AFTER;
+use axum::http::{HeaderMap, HeaderValue, StatusCode, Uri};
+use axum::response::{IntoResponse, Response};
 
 /// One request the receiver saw.
 #[derive(Debug, Clone)]
@@ -86,7 +90,7 @@ async fn record(
     uri: Uri,
     headers: HeaderMap,
     body: Bytes,
-) -> StatusCode {
+) -> Response {
     let path = uri.path().to_owned();
     let status = path
         .strip_prefix("/status/")
@@ -109,5 +113,28 @@ async fn record(
     if let Some(ms) = delay {
         tokio::time::sleep(std::time::Duration::from_millis(ms)).await;
     }
-    status
+    let mut answer = if status.is_success() {
+        status.into_response()
+    } else {
+        (status, format!("answered {status} to {}", uri.path())).into_response()
+    };
+    if let Some(value) = retry_after(uri.query().unwrap_or_default()) {
+        answer.headers_mut().insert(RETRY_AFTER, value);
+    }
+    answer
+}
+
+/// The `Retry-After` a query asks for, if any.
+fn retry_after(query: &str) -> Option<HeaderValue> {
+    query.split('&').find_map(|pair| {
+        let (name, value) = pair.split_once('=')?;
+        let text = match name {
+            "retry-after" => value.replace("%20", " "),
+            "retry-after-in" => httpdate::fmt_http_date(
+                SystemTime::now() + std::time::Duration::from_secs(value.parse().ok()?),
+            ),
+            _ => return None,
+        };
+        HeaderValue::try_from(text).ok()
+    })
 }

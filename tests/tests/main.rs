@@ -30,3 +30,4 @@ mod sqs_crash;
 mod stats;
 mod sweep;
 mod template;
+mod webhook_answers;

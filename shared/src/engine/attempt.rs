@@ -151,15 +151,19 @@ impl<S: Store> Tasker<S> {
                     error: error_text(&err),
                 }
             }
-            Err(err) => Settlement::Retry {
-                error: error_text(&err),
-                // At least 1 ms later than now, so never due again within this run.
-                retry_at: self.clock.now().plus(
-                    task.retry_policy
-                        .delay(task.attempts, (self.jitter)())
-                        .max(Duration::from_millis(1)),
-                ),
-            },
+            Err(err) => {
+                let backoff = task.retry_policy.delay(task.attempts, (self.jitter)());
+                // The receiver's wait when it named one (a retry storm is what it asks us
+                // not to make), the backoff when that is longer; at least 1 ms later than
+                // now, so never due again within this run.
+                let wait = backoff
+                    .max(err.retry_after().unwrap_or_default())
+                    .max(Duration::from_millis(1));
+                Settlement::Retry {
+                    error: error_text(&err),
+                    retry_at: self.clock.now().plus(wait),
+                }
+            }
         }
     }
 

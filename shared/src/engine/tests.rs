@@ -136,6 +136,69 @@ mod clock_driven {
         );
     }
 
+    /// A failure that names its own wait (a receiver's `Retry-After`) is retried after the
+    /// longer of that wait and the backoff, at most a day later; the last attempt still fails.
+    #[tokio::test]
+    async fn a_named_wait_is_kept_when_longer_than_the_backoff() {
+        let settings = TypeSettings {
+            max_attempts: 4,
+            retry: RetryPolicy {
+                initial_interval_ms: 20_000,
+                factor: 1.0,
+                max_interval_ms: 20_000,
+                min_interval_ms: 0,
+            },
+            ..TypeSettings::default()
+        };
+        // Taken from the end: 90 s, 5 s, a week, then 1 s for the last attempt.
+        let waits = Arc::new(std::sync::Mutex::new(vec![
+            Duration::from_secs(1),
+            Duration::from_secs(7 * 24 * 3600),
+            Duration::from_secs(5),
+            Duration::from_secs(90),
+        ]));
+        let mut registry = Registry::new();
+        registry
+            .register_with("t", settings, move |_| {
+                let after = waits
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .pop()
+                    .unwrap_or_default();
+                async move {
+                    Err(TaskError::RetryAfter {
+                        error: "HTTP 429".into(),
+                        after,
+                    })
+                }
+            })
+            .expect("register");
+        let (tasker, clock) = tasker(registry);
+        // Backoff pinned to 10 s (half the 20 s ceiling).
+        let tasker = tasker.with_jitter(|| 0.5);
+        let id = create(&tasker, NewTask::new("t", "{}")).await;
+        // Asked 90 s: 90 s. Asked 5 s: the 10 s backoff. Asked a week: a day.
+        for expected in [90, 10, 24 * 3600] {
+            assert_eq!(run(&tasker).await.outcomes.retried, 1);
+            let task = tasker.get(id).await.expect("get");
+            assert_eq!(
+                task.scheduled_at,
+                clock.now().plus(Duration::from_secs(expected))
+            );
+            assert_eq!(task.last_error.as_deref(), Some("HTTP 429"));
+            clock.advance(Duration::from_millis(expected * 1000 - 1));
+            assert_eq!(run(&tasker).await.claimed, 0, "not 1 ms early");
+            clock.advance(Duration::from_millis(1));
+        }
+        assert_eq!(
+            run(&tasker).await.outcomes.failed,
+            1,
+            "the last attempt fails"
+        );
+        let task = tasker.get(id).await.expect("get");
+        assert_eq!((task.status, task.attempts), (TaskStatus::Failed, 4));
+    }
+
     #[tokio::test]
     async fn a_permanent_error_fails_at_once() {
         let failure = Some(TaskError::Permanent("bad payload".into()));

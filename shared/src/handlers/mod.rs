@@ -23,12 +23,34 @@ pub enum TaskError {
     /// The task can never succeed (e.g. a malformed payload): fail it now, whatever attempts remain.
     #[error("{0}")]
     Permanent(String),
+    /// The attempt failed and the other side named the earliest time to try again (an HTTP
+    /// `Retry-After`): retried while attempts remain, not sooner than `after` from now (nor
+    /// sooner than the task's backoff; at most [`MAX_RETRY_AFTER`]).
+    #[error("{error}")]
+    RetryAfter {
+        /// What went wrong, as `lastError` keeps it.
+        error: String,
+        /// How long the other side asked to wait.
+        after: Duration,
+    },
 }
+
+/// The longest wait a [`TaskError::RetryAfter`] is granted: a receiver cannot park a task for
+/// longer than a day per attempt.
+pub const MAX_RETRY_AFTER: Duration = Duration::from_secs(24 * 60 * 60);
 
 impl TaskError {
     /// True when no further attempt should be made.
     pub fn is_permanent(&self) -> bool {
         matches!(self, Self::Permanent(_))
+    }
+
+    /// The wait the other side asked for before the next attempt, at most [`MAX_RETRY_AFTER`].
+    pub fn retry_after(&self) -> Option<Duration> {
+        match self {
+            Self::RetryAfter { after, .. } => Some((*after).min(MAX_RETRY_AFTER)),
+            _ => None,
+        }
     }
 }
 

@@ -5,6 +5,8 @@ use std::time::Duration;
 
 #[cfg(feature = "webhook")]
 mod addresses;
+#[cfg(feature = "webhook")]
+mod answer;
 mod check;
 #[cfg(feature = "webhook")]
 mod send;

@@ -105,13 +105,10 @@ impl WebhookSender {
             .send()
             .await
             .map_err(|err| self.transport_error(&err))?;
-        let status = response.status();
-        if status.is_success() {
+        if response.status().is_success() {
             Ok(())
         } else {
-            Err(TaskError::Retryable(format!(
-                "webhook answered HTTP {status}"
-            )))
+            Err(super::answer::failure(response).await)
         }
     }
 
