@@ -7,7 +7,7 @@ use tasker::store::ListFilter;
 use tasker::store::dynamodb::{self, schema};
 use tasker::{AnyStore, Config, Dispatch, StoreKind, TaskStatus, Tasker};
 
-use crate::operator::{parse_id, print_task};
+use crate::operator::{parse_id, print_task, print_task_waiting};
 use crate::{CliError, OutputArgs, StoreArgs, create, operator, schedules, serve, worker};
 
 #[derive(clap::Parser)]
@@ -250,7 +250,8 @@ async fn run_with(
         }
         Command::Create(args) => create::create(tasker, args).await,
         Command::Show { id, output, .. } => {
-            print_task(&tasker.get(parse_id(&id)?).await?, output.json)
+            let (task, waiting) = tasker.get_waiting(parse_id(&id)?).await?;
+            print_task_waiting(&task, waiting.as_ref(), output.json)
         }
         Command::Cancel {
             id,

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use indicatif::{ProgressBar, ProgressStyle};
 use serde_json::{Value, json};
-use tasker::engine::MAX_LIST_LIMIT;
+use tasker::engine::{MAX_LIST_LIMIT, Waiting};
 use tasker::store::{ListFilter, ListKey, LowerBound, TaskPage};
 use tasker::{AnyStore, Task, TaskId, TaskStatus, Tasker};
 
@@ -42,6 +42,20 @@ fn progress(total: Option<u64>, what: &str) -> ProgressBar {
 /// Prints a task as JSON, or as aligned `field: value` lines for people.
 pub fn print_task(task: &Task, json: bool) -> Result<(), CliError> {
     print_object(&serde_json::to_value(task)?, json)
+}
+
+/// Prints `task` with why it waits: in JSON as the API answers `GET /tasks/{id}`, as text with
+/// `waiting` in a line.
+pub fn print_task_waiting(
+    task: &Task,
+    waiting: Option<&Waiting>,
+    json: bool,
+) -> Result<(), CliError> {
+    let mut value = Waiting::task_json(task, waiting);
+    if !json && let Some(fields) = value.as_object_mut() {
+        fields.insert("waiting".to_owned(), waiting.map(Waiting::describe).into());
+    }
+    print_object(&value, json)
 }
 
 /// Prints `value` as JSON, or each field of the object as an aligned `field value` line (a

@@ -406,10 +406,96 @@ async fn a_valid_create_round_trips_through_the_api() {
     assert_eq!(created["scheduledAt"], "2030-06-01T10:00:00.000Z");
     assert_eq!(created["attempts"], 0);
     let path = format!("/tasks/{}", created["id"].as_str().expect("id"));
-    let (status, fetched) = call(&app, Method::GET, &path, Body::empty(), None).await;
+    let (status, mut fetched) = call(&app, Method::GET, &path, Body::empty(), None).await;
     assert_eq!(status, StatusCode::OK);
-    assert_eq!(fetched, created);
+    let waiting = fetched
+        .as_object_mut()
+        .and_then(|fields| fields.remove("waiting"));
+    assert_eq!(fetched, created, "the task as created, and why it waits");
+    assert_eq!(
+        waiting,
+        Some(json!({
+            "reason": "scheduled",
+            "until": "2030-06-01T10:00:00.000Z",
+            "message": "scheduled for 2030-06-01T10:00:00.000Z",
+        }))
+    );
     assert_eq!(created["retryPolicy"]["initialIntervalMs"], 30_000);
+}
+
+/// GIVEN a task for later and one due now, and no processor WHEN each is read by id THEN the
+/// first is scheduled, the second due; once its type is paused, paused since then; once
+/// cancelled, nothing.
+async fn a_task_read_by_id_says_why_it_waits<S: Store>(store: S) {
+    let app = router(store, AuthMode::Open);
+    let create = |body: serde_json::Value| {
+        let app = app.clone();
+        async move {
+            let (status, task) = call(&app, Method::POST, "/tasks", body.to_string(), None).await;
+            assert_eq!(status, StatusCode::CREATED, "{task}");
+            format!("/tasks/{}", task["id"].as_str().expect("id"))
+        }
+    };
+    let waiting = |path: String| {
+        let app = app.clone();
+        async move {
+            let (status, task) = call(&app, Method::GET, &path, Body::empty(), None).await;
+            assert_eq!(status, StatusCode::OK, "{task}");
+            task["waiting"].clone()
+        }
+    };
+    let later = create(json!({"type": "sendWebhook", "payload": {}, "delaySeconds": 3600})).await;
+    let now = create(json!({"type": "sendWebhook", "payload": {}})).await;
+    assert_eq!(waiting(later.clone()).await["reason"], "scheduled");
+    let due = waiting(now.clone()).await;
+    assert_eq!(due["reason"], "due", "{due}");
+    assert!(
+        due["message"]
+            .as_str()
+            .unwrap_or_default()
+            .starts_with("due since ")
+    );
+
+    let (status, _) = call(
+        &app,
+        Method::POST,
+        "/types/sendWebhook/pause",
+        Body::empty(),
+        None,
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK);
+    let paused = waiting(now.clone()).await;
+    assert_eq!(paused["reason"], "typePaused", "{paused}");
+    assert!(paused["since"].is_string(), "{paused}");
+    assert_eq!(
+        waiting(later.clone()).await["reason"],
+        "scheduled",
+        "not due yet"
+    );
+
+    let (status, _) = call(&app, Method::DELETE, &now, Body::empty(), None).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(waiting(now).await, serde_json::Value::Null, "finished");
+}
+
+#[tokio::test]
+async fn a_task_read_by_id_says_why_it_waits_on_sqlite() {
+    a_task_read_by_id_says_why_it_waits(SqliteStore::in_memory().expect("sqlite")).await;
+}
+
+#[tokio::test]
+async fn a_task_read_by_id_says_why_it_waits_on_dynamodb() {
+    a_task_read_by_id_says_why_it_waits(tasker_tests::dynamo::fresh_store().await).await;
+}
+
+#[tokio::test]
+async fn a_task_read_by_id_says_why_it_waits_on_postgres() {
+    let url = tasker_tests::postgres::fresh_database().await;
+    let store = tasker::store::postgres::PgStore::connect(&url, 2)
+        .await
+        .expect("connected");
+    a_task_read_by_id_says_why_it_waits(store).await;
 }
 
 #[tokio::test]

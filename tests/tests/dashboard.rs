@@ -187,6 +187,14 @@ async fn walk_the_dashboard(postgres: bool) {
     tokio::time::sleep(Duration::from_secs(3)).await;
     assert_eq!(task(&api, &due).await["status"], "pending");
     assert_eq!(task(&api, &failed).await["status"], "pending");
+    // And the task says why it waits, in the API and on its page.
+    assert_eq!(task(&api, &due).await["waiting"]["reason"], "typePaused");
+    goto(&browser, &base, &format!("/ui/tasks/{due}")).await;
+    let waiting = browser.text("dd.waiting").await;
+    assert!(
+        waiting.starts_with("its type is paused (since "),
+        "{waiting}"
+    );
 
     // Cancel the pending one.
     goto(&browser, &base, &format!("/ui/tasks/{pending}")).await;

@@ -289,6 +289,10 @@ async fn cancel_by_id_follows_the_status_rules(life: &Life) -> Value {
     let later = life
         .created(json!({"type": "sendWebhook", "payload": {"url": life.hook("/hooks/delivered"), "body": {}}, "delaySeconds": 3600}))
         .await;
+    // The operator's CLI says why it waits, as the API does.
+    let shown = life.cli(&["show", &id_of(&later)]);
+    assert_eq!(shown["waiting"]["reason"], "scheduled", "{shown}");
+    assert_eq!(shown["waiting"]["until"], later["scheduledAt"], "{shown}");
     let path = format!("/tasks/{}", id_of(&later));
     let (status, cancelled) = life.api.send(Method::DELETE, &path, None).await;
     assert_eq!(status, StatusCode::OK);

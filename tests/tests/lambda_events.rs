@@ -57,10 +57,14 @@ async fn the_create_event_stores_the_task_once_per_reference() {
     assert_eq!(status, StatusCode::CONFLICT);
     assert_eq!(duplicate["error"]["code"], "duplicate");
     assert_eq!(duplicate["error"]["existingId"], id);
-    // AND the get event reads the same task
-    let (status, fetched) = send(&app, "apigw-get-task.json", Some(id)).await;
+    // AND the get event reads the same task, due now (no processor runs here)
+    let (status, mut fetched) = send(&app, "apigw-get-task.json", Some(id)).await;
     assert_eq!(status, StatusCode::OK);
+    let waiting = fetched
+        .as_object_mut()
+        .and_then(|fields| fields.remove("waiting"));
     assert_eq!(fetched, created);
+    assert_eq!(waiting.map(|w| w["reason"].clone()), Some("due".into()));
 }
 
 #[tokio::test]

@@ -152,4 +152,8 @@ async fn receivers_answers_steer_the_next_attempt() {
         error_of(&week).contains("(Retry-After: 7days): answered 429"),
         "{week}"
     );
+    // And it says why it waits.
+    assert_eq!(week["waiting"]["reason"], "backingOff", "{week}");
+    assert_eq!(week["waiting"]["afterAttempt"], 1, "{week}");
+    assert_eq!(week["waiting"]["until"], week["scheduledAt"], "{week}");
 }

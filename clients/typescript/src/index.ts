@@ -13,6 +13,10 @@ export { verifySignature, SIGNATURE_HEADER } from "./signature.js";
 type Schemas = components["schemas"];
 /** A task as the API returns it. */
 export type Task = Schemas["Task"];
+/** A task read by id: with why it waits (`waiting`, null while it runs and once finished). */
+export type TaskWithWaiting = Schemas["TaskWithWaiting"];
+/** Why a task waits: its reason, the instant it names, and a line for people. */
+export type Waiting = Schemas["Waiting"];
 /** A task type the service registers. */
 export type TaskType = Schemas["NewTask"]["type"];
 /** A task's status. */
@@ -124,8 +128,8 @@ export interface Tasker {
   cancel(id: string): Promise<Task>;
   /** Cancels every pending task with `referenceUid` (and `type`, when given). */
   cancelWithReference(referenceUid: string, type?: string): Promise<Cancelled>;
-  /** Reads a task. */
-  get(id: string): Promise<Task>;
+  /** Reads a task, with why it waits if it does. */
+  get(id: string): Promise<TaskWithWaiting>;
   /** Every page of a listing, newest first, fetched as the loop asks for it. */
   list(options?: ListOptions): AsyncIterableIterator<TaskPage>;
   /** Puts a failed or cancelled task back in the queue, due now, with fresh attempts. */
@@ -222,7 +226,7 @@ export function createTasker(options: TaskerOptions): Tasker {
     cancel: (taskId) => call<Task>("DELETE", `/tasks/${id(taskId)}`),
     cancelWithReference: (referenceUid, type) =>
       call<Cancelled>("POST", "/tasks/cancel", type === undefined ? { referenceUid } : { referenceUid, type }),
-    get: (taskId) => call<Task>("GET", `/tasks/${id(taskId)}`),
+    get: (taskId) => call<TaskWithWaiting>("GET", `/tasks/${id(taskId)}`),
     list: (listOptions = {}) => pages(call, listOptions),
     retry: (taskId) => call<Task>("POST", `/tasks/${id(taskId)}/retry`),
     stats: () => call<Stats>("GET", "/stats"),

@@ -58,7 +58,7 @@ export interface paths {
             };
             cookie?: never;
         };
-        /** Read a task. */
+        /** Read a task, and why it waits if it does. */
         get: operations["getTask"];
         put?: never;
         post?: never;
@@ -401,6 +401,22 @@ export interface components {
             scheduleName: string | null;
             /** @description The tick of that schedule the task is for. */
             scheduleTick: components["schemas"]["Timestamp"] | null;
+        };
+        TaskWithWaiting: components["schemas"]["Task"] & {
+            /** @description Why the task is not running now; null while it runs and once finished. */
+            waiting: components["schemas"]["Waiting"] | null;
+        };
+        Waiting: {
+            /**
+             * @description `scheduled`: created for later, due at `until`. `backingOff`: attempt `afterAttempt` failed, the next is due at `until` (the backoff, or the wait a webhook's receiver asked for). `typePaused`: due, but its type is paused since `since`. `due`: due since `since`, the next claim with room takes it. `leaseExpired`: claimed, but the lease ended at `since` without an outcome; due again.
+             * @enum {string}
+             */
+            reason: "scheduled" | "backingOff" | "typePaused" | "due" | "leaseExpired";
+            until?: components["schemas"]["Timestamp"];
+            since?: components["schemas"]["Timestamp"];
+            afterAttempt?: number;
+            /** @description The reason and its instant in a line, for people. */
+            message: string;
         };
         NewSchedule: {
             /** @description Unique name; required by `POST /schedules`, the path's in `PUT`. */
@@ -793,13 +809,13 @@ export interface operations {
         };
         requestBody?: never;
         responses: {
-            /** @description The task. */
+            /** @description The task, with `waiting`. */
             200: {
                 headers: {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": components["schemas"]["Task"];
+                    "application/json": components["schemas"]["TaskWithWaiting"];
                 };
             };
             401: components["responses"]["Unauthorized"];

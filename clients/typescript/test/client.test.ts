@@ -38,7 +38,11 @@ test("the seed's call creates a task whose string payload is kept as is", async 
   assert.equal(task.type, "sendWebhook");
   assert.equal(task.payload, payload);
   assert.equal(task.status, "pending");
-  assert.equal((await tasker.get(task.id)).id, task.id);
+  const read = await tasker.get(task.id);
+  assert.equal(read.id, task.id);
+  assert.equal(read.waiting?.reason, "scheduled");
+  assert.equal(read.waiting?.until, task.scheduledAt);
+  assert.equal(read.waiting?.message, `scheduled for ${task.scheduledAt}`);
 });
 
 test("options reach the API: scheduledAt as a Date, maxAttempts, idempotencyKey", async () => {

@@ -10,7 +10,7 @@ use serde_json::json;
 
 use super::error::ApiError;
 use super::{AppState, json_body, requests};
-use crate::engine::TaskerError;
+use crate::engine::{TaskerError, Waiting};
 use crate::store::{Created, Store, StoreError};
 use crate::task::{NewTask, TaskId};
 
@@ -76,8 +76,8 @@ pub(super) async fn get_task<S: Store>(
     State(tasker): State<AppState<S>>,
     id: Result<Path<String>, PathRejection>,
 ) -> Result<Response, ApiError> {
-    let task = tasker.get(task_id(id)?).await?;
-    Ok(Json(task).into_response())
+    let (task, waiting) = tasker.get_waiting(task_id(id)?).await?;
+    Ok(Json(Waiting::task_json(&task, waiting.as_ref())).into_response())
 }
 
 pub(super) async fn cancel<S: Store>(

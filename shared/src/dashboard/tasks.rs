@@ -220,8 +220,8 @@ pub async fn show<S: Store>(
         };
         return page.render(StatusCode::NOT_FOUND, "Task", "Tasks", body);
     };
-    let task = match dashboard.tasker.get(id).await {
-        Ok(task) => task,
+    let (task, waiting) = match dashboard.tasker.get_waiting(id).await {
+        Ok(read) => read,
         Err(err) => return page.failure(err),
     };
     // Pretty-printed when it is JSON (it always is when created through the API) and small.
@@ -234,6 +234,7 @@ pub async fn show<S: Store>(
         dl {
             dt { "Type" } dd { (task.task_type) }
             dt { "Status" } dd class=(format!("status-{}", task.status.as_str())) { (task.status.as_str()) }
+            @if let Some(waiting) = &waiting { dt { "Waiting" } dd.waiting { (waiting.describe()) } }
             dt { "Attempts" } dd { (task.attempts) " of " (task.max_attempts) }
             @if let Some(reference) = &task.reference_uid { dt { "Reference" } dd { (reference) } }
             @if let Some(key) = &task.idempotency_key { dt { "Idempotency key" } dd { (key) } }

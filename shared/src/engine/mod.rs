@@ -14,6 +14,7 @@ mod outcomes;
 mod refill;
 mod schedules;
 mod settings;
+mod waiting;
 mod worker;
 
 pub use cleanup::CleanupSummary;
@@ -24,6 +25,7 @@ pub use operations::{MAX_LIST_LIMIT, RetriedPage, Stats};
 pub use outcomes::{Outcome, Outcomes, RunSummary};
 pub use schedules::{FireSummary, ScheduleView, ticks_to_fire};
 pub use settings::{PollSettings, ProcessorSettings};
+pub use waiting::Waiting;
 pub use worker::{Handled, Message, Work, WorkSummary};
 
 use std::sync::Arc;

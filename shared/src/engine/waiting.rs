@@ -1,0 +1,217 @@
+//! Why an unfinished task is not running: what `GET /tasks/{id}`, `tasker show` and the
+//! dashboard say of a task that waits.
+
+use serde::Serialize;
+
+use super::Tasker;
+use crate::clock::Timestamp;
+use crate::store::{PausedTypes, Store};
+use crate::task::{Task, TaskId, TaskStatus};
+
+/// Why a task waits, with the instant it stops waiting where one is known.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(
+    tag = "reason",
+    rename_all = "camelCase",
+    rename_all_fields = "camelCase"
+)]
+pub enum Waiting {
+    /// Created for later: due at `until`.
+    Scheduled {
+        /// When it becomes due.
+        until: Timestamp,
+    },
+    /// Attempt `after_attempt` failed; the next one is due at `until` (the backoff, or the
+    /// wait the other side asked for).
+    BackingOff {
+        /// When the next attempt becomes due.
+        until: Timestamp,
+        /// The attempt that failed.
+        after_attempt: u32,
+    },
+    /// Due, but its type is paused (since `since`): nothing claims it until it is resumed.
+    TypePaused {
+        /// When the type was paused.
+        since: Timestamp,
+    },
+    /// Due since `since`: the next claim with room takes it.
+    Due {
+        /// When it became due.
+        since: Timestamp,
+    },
+    /// Claimed, but its lease ended at `since` without an outcome (the processor stopped or
+    /// lost its store): the next claim takes it again.
+    LeaseExpired {
+        /// When the lease ended.
+        since: Timestamp,
+    },
+}
+
+impl Waiting {
+    /// Why `task` waits at `now`, given the paused types; none for a running task whose lease
+    /// holds, and for a finished one.
+    pub fn of(task: &Task, now: Timestamp, paused: &PausedTypes) -> Option<Self> {
+        match task.status {
+            TaskStatus::Pending if task.scheduled_at > now => Some(if task.attempts == 0 {
+                Self::Scheduled {
+                    until: task.scheduled_at,
+                }
+            } else {
+                Self::BackingOff {
+                    until: task.scheduled_at,
+                    after_attempt: task.attempts,
+                }
+            }),
+            TaskStatus::Pending => Some(match paused.get(&task.task_type) {
+                Some(since) => Self::TypePaused { since: *since },
+                None => Self::Due {
+                    since: task.scheduled_at,
+                },
+            }),
+            TaskStatus::Running => task
+                .lease_expires_at
+                .filter(|ends| *ends <= now)
+                .map(|since| Self::LeaseExpired { since }),
+            TaskStatus::Succeeded | TaskStatus::Failed | TaskStatus::Cancelled => None,
+        }
+    }
+
+    /// One line for people: the reason and its instant.
+    pub fn describe(&self) -> String {
+        match self {
+            Self::Scheduled { until } => format!("scheduled for {until}"),
+            Self::BackingOff {
+                until,
+                after_attempt,
+            } => format!("backing off until {until} after attempt {after_attempt} failed"),
+            Self::TypePaused { since } => format!("its type is paused (since {since})"),
+            Self::Due { since } => format!("due since {since}, waiting for a processor"),
+            Self::LeaseExpired { since } => {
+                format!("its lease ended at {since} without an outcome; due again")
+            }
+        }
+    }
+}
+
+impl Waiting {
+    /// `task` as the API shows it read by id: its fields and `waiting`, the reason with its
+    /// instants and [`Waiting::describe`] as `message`, or null.
+    pub fn task_json(task: &Task, waiting: Option<&Self>) -> serde_json::Value {
+        let waiting = waiting.map(|waiting| {
+            let mut reason = serde_json::json!(waiting);
+            if let Some(fields) = reason.as_object_mut() {
+                fields.insert("message".to_owned(), waiting.describe().into());
+            }
+            reason
+        });
+        let mut value = serde_json::json!(task);
+        if let Some(fields) = value.as_object_mut() {
+            fields.insert("waiting".to_owned(), serde_json::json!(waiting));
+        }
+        value
+    }
+}
+
+impl<S: Store> Tasker<S> {
+    /// The task with `id` and why it waits now, if it does.
+    pub async fn get_waiting(
+        &self,
+        id: TaskId,
+    ) -> Result<(Task, Option<Waiting>), super::TaskerError> {
+        let task = self.get(id).await?;
+        let paused = if task.status == TaskStatus::Pending {
+            self.paused_now().await?
+        } else {
+            PausedTypes::new()
+        };
+        let waiting = Waiting::of(&task, self.clock.now(), &paused);
+        Ok((task, waiting))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+    use crate::task::NewTask;
+
+    fn at(seconds: u64) -> Timestamp {
+        "2030-01-01T00:00:00Z"
+            .parse::<Timestamp>()
+            .map(|t| t.plus(Duration::from_secs(seconds)))
+            .unwrap_or_else(|_| Timestamp::now_utc())
+    }
+
+    fn task(status: TaskStatus, attempts: u32, scheduled: u64) -> Task {
+        let mut new = NewTask::new("t", "{}");
+        new.scheduled_at = Some(at(scheduled));
+        let mut task = Task::from_new(new, at(0));
+        task.status = status;
+        task.attempts = attempts;
+        task
+    }
+
+    #[test]
+    fn each_unfinished_task_says_why_it_waits() {
+        let none = PausedTypes::new();
+        let paused = PausedTypes::from([("t".to_owned(), at(5))]);
+        let now = at(10);
+        let later = task(TaskStatus::Pending, 0, 60);
+        assert_eq!(
+            Waiting::of(&later, now, &paused),
+            Some(Waiting::Scheduled { until: at(60) }),
+            "a pause does not matter before the task is due"
+        );
+        assert_eq!(
+            Waiting::of(&task(TaskStatus::Pending, 2, 60), now, &none),
+            Some(Waiting::BackingOff {
+                until: at(60),
+                after_attempt: 2
+            })
+        );
+        let due = task(TaskStatus::Pending, 0, 3);
+        assert_eq!(
+            Waiting::of(&due, now, &paused),
+            Some(Waiting::TypePaused { since: at(5) })
+        );
+        assert_eq!(
+            Waiting::of(&due, now, &none),
+            Some(Waiting::Due { since: at(3) })
+        );
+        let mut running = task(TaskStatus::Running, 1, 0);
+        running.lease_expires_at = Some(at(30));
+        assert_eq!(Waiting::of(&running, now, &none), None, "running");
+        assert_eq!(
+            Waiting::of(&running, at(30), &none),
+            Some(Waiting::LeaseExpired { since: at(30) })
+        );
+        for finished in [
+            TaskStatus::Succeeded,
+            TaskStatus::Failed,
+            TaskStatus::Cancelled,
+        ] {
+            assert_eq!(Waiting::of(&task(finished, 1, 0), now, &paused), None);
+        }
+    }
+
+    #[test]
+    fn the_reason_is_tagged_json_with_its_instant() {
+        let waiting = Waiting::BackingOff {
+            until: at(60),
+            after_attempt: 2,
+        };
+        assert_eq!(
+            serde_json::to_value(&waiting).ok(),
+            Some(serde_json::json!({
+                "reason": "backingOff",
+                "until": "2030-01-01T00:01:00.000Z",
+                "afterAttempt": 2,
+            }))
+        );
+        assert_eq!(
+            waiting.describe(),
+            "backing off until 2030-01-01T00:01:00.000Z after attempt 2 failed"
+        );
+    }
+}
