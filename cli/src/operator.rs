@@ -51,7 +51,7 @@ pub fn print_task_waiting(
     waiting: Option<&Waiting>,
     json: bool,
 ) -> Result<(), CliError> {
-    let mut value = Waiting::task_json(task, waiting);
+    let mut value = serde_json::to_value(Waiting::view(task, waiting))?;
     if !json && let Some(fields) = value.as_object_mut() {
         fields.insert("waiting".to_owned(), waiting.map(Waiting::describe).into());
     }

@@ -408,13 +408,15 @@ export interface components {
         };
         Waiting: {
             /**
-             * @description `scheduled`: created for later, due at `until`. `backingOff`: attempt `afterAttempt` failed, the next is due at `until` (the backoff, or the wait a webhook's receiver asked for). `typePaused`: due, but its type is paused since `since`. `due`: due since `since`, the next claim with room takes it. `leaseExpired`: claimed, but the lease ended at `since` without an outcome; due again.
+             * @description `scheduled`: created for later, due at `until`. `backingOff`: attempt `afterAttempt` failed, the next is due at `until` (the backoff, or the wait a webhook's receiver asked for). `typePaused`: due, but its type is paused since `since`. `due`: due since `since`, the next claim with room takes it. `leaseExpired`: claimed, but the lease ended at `since` without an outcome; due again, failed by the next claim when `lastAttempt`, left alone while `typePaused`. `until` comes with scheduled and backingOff, `since` with the others.
              * @enum {string}
              */
             reason: "scheduled" | "backingOff" | "typePaused" | "due" | "leaseExpired";
             until?: components["schemas"]["Timestamp"];
             since?: components["schemas"]["Timestamp"];
             afterAttempt?: number;
+            lastAttempt?: boolean;
+            typePaused?: boolean;
             /** @description The reason and its instant in a line, for people. */
             message: string;
         };

@@ -77,7 +77,7 @@ pub(super) async fn get_task<S: Store>(
     id: Result<Path<String>, PathRejection>,
 ) -> Result<Response, ApiError> {
     let (task, waiting) = tasker.get_waiting(task_id(id)?).await?;
-    Ok(Json(Waiting::task_json(&task, waiting.as_ref())).into_response())
+    Ok(Json(Waiting::view(&task, waiting.as_ref())).into_response())
 }
 
 pub(super) async fn cancel<S: Store>(

@@ -5,6 +5,7 @@ use serde::Serialize;
 
 use super::Tasker;
 use crate::clock::Timestamp;
+use crate::report::Report;
 use crate::store::{PausedTypes, Store};
 use crate::task::{Task, TaskId, TaskStatus};
 
@@ -40,10 +41,15 @@ pub enum Waiting {
         since: Timestamp,
     },
     /// Claimed, but its lease ended at `since` without an outcome (the processor stopped or
-    /// lost its store): the next claim takes it again.
+    /// lost its store): the next claim takes it again, or fails it when that was its last
+    /// attempt (`last_attempt`); while its type is paused, nothing does (`type_paused`).
     LeaseExpired {
         /// When the lease ended.
         since: Timestamp,
+        /// The attempt was its last: the next claim fails the task instead of running it.
+        last_attempt: bool,
+        /// Its type is paused: no claim takes it until the type is resumed.
+        type_paused: bool,
     },
 }
 
@@ -71,7 +77,11 @@ impl Waiting {
             TaskStatus::Running => task
                 .lease_expires_at
                 .filter(|ends| *ends <= now)
-                .map(|since| Self::LeaseExpired { since }),
+                .map(|since| Self::LeaseExpired {
+                    since,
+                    last_attempt: task.attempts >= task.max_attempts,
+                    type_paused: paused.contains_key(&task.task_type),
+                }),
             TaskStatus::Succeeded | TaskStatus::Failed | TaskStatus::Cancelled => None,
         }
     }
@@ -86,45 +96,68 @@ impl Waiting {
             } => format!("backing off until {until} after attempt {after_attempt} failed"),
             Self::TypePaused { since } => format!("its type is paused (since {since})"),
             Self::Due { since } => format!("due since {since}, waiting for a processor"),
-            Self::LeaseExpired { since } => {
-                format!("its lease ended at {since} without an outcome; due again")
+            Self::LeaseExpired {
+                since,
+                last_attempt,
+                type_paused,
+            } => {
+                let next = match (type_paused, last_attempt) {
+                    (true, _) => "its type is paused, so nothing takes it until resumed",
+                    (false, true) => "it was the last attempt: the next claim fails it",
+                    (false, false) => "due again",
+                };
+                format!("its lease ended at {since} without an outcome; {next}")
             }
+        }
+    }
+
+    /// `task` as the API shows it read by id: its fields and `waiting` (the reason with its
+    /// instants and [`Waiting::describe`] as `message`), or null.
+    pub fn view<'a>(task: &'a Task, waiting: Option<&'a Self>) -> TaskWithWaiting<'a> {
+        TaskWithWaiting {
+            task,
+            waiting: waiting.map(|reason| Described {
+                message: reason.describe(),
+                reason,
+            }),
         }
     }
 }
 
-impl Waiting {
-    /// `task` as the API shows it read by id: its fields and `waiting`, the reason with its
-    /// instants and [`Waiting::describe`] as `message`, or null.
-    pub fn task_json(task: &Task, waiting: Option<&Self>) -> serde_json::Value {
-        let waiting = waiting.map(|waiting| {
-            let mut reason = serde_json::json!(waiting);
-            if let Some(fields) = reason.as_object_mut() {
-                fields.insert("message".to_owned(), waiting.describe().into());
-            }
-            reason
-        });
-        let mut value = serde_json::json!(task);
-        if let Some(fields) = value.as_object_mut() {
-            fields.insert("waiting".to_owned(), serde_json::json!(waiting));
-        }
-        value
-    }
+/// A task read by id, as the API, `tasker show --json` and the TypeScript client see it.
+#[derive(Debug, Serialize)]
+pub struct TaskWithWaiting<'a> {
+    #[serde(flatten)]
+    task: &'a Task,
+    waiting: Option<Described<'a>>,
+}
+
+/// A reason and its line for people.
+#[derive(Debug, Serialize)]
+struct Described<'a> {
+    #[serde(flatten)]
+    reason: &'a Waiting,
+    message: String,
 }
 
 impl<S: Store> Tasker<S> {
-    /// The task with `id` and why it waits now, if it does.
+    /// The task with `id` and why it waits now, if it does. The paused types are this
+    /// process's copy (at most [`super::PAUSES_SEEN_WITHIN`] old); when they cannot be read,
+    /// the task is still answered, as if its type were not paused.
     pub async fn get_waiting(
         &self,
         id: TaskId,
     ) -> Result<(Task, Option<Waiting>), super::TaskerError> {
         let task = self.get(id).await?;
-        let paused = if task.status == TaskStatus::Pending {
-            self.paused_now().await?
-        } else {
-            PausedTypes::new()
+        let now = self.clock.now();
+        let paused = match task.due_at() {
+            Some(due) if due <= now => self.paused_now().await.unwrap_or_else(|err| {
+                tracing::warn!(task_id = %task.id, error = %Report(&err), "could not read the paused types; the task's waiting reason leaves them out");
+                PausedTypes::new()
+            }),
+            _ => PausedTypes::new(),
         };
-        let waiting = Waiting::of(&task, self.clock.now(), &paused);
+        let waiting = Waiting::of(&task, now, &paused);
         Ok((task, waiting))
     }
 }
@@ -137,10 +170,8 @@ mod tests {
     use crate::task::NewTask;
 
     fn at(seconds: u64) -> Timestamp {
-        "2030-01-01T00:00:00Z"
-            .parse::<Timestamp>()
-            .map(|t| t.plus(Duration::from_secs(seconds)))
-            .unwrap_or_else(|_| Timestamp::now_utc())
+        let t0: Timestamp = "2030-01-01T00:00:00Z".parse().expect("a timestamp");
+        t0.plus(Duration::from_secs(seconds))
     }
 
     fn task(status: TaskStatus, attempts: u32, scheduled: u64) -> Task {
@@ -184,7 +215,26 @@ mod tests {
         assert_eq!(Waiting::of(&running, now, &none), None, "running");
         assert_eq!(
             Waiting::of(&running, at(30), &none),
-            Some(Waiting::LeaseExpired { since: at(30) })
+            Some(Waiting::LeaseExpired {
+                since: at(30),
+                last_attempt: false,
+                type_paused: false
+            })
+        );
+        running.attempts = running.max_attempts;
+        let last = Waiting::of(&running, at(30), &paused);
+        assert_eq!(
+            last,
+            Some(Waiting::LeaseExpired {
+                since: at(30),
+                last_attempt: true,
+                type_paused: true
+            })
+        );
+        assert!(
+            last.map(|w| w.describe())
+                .unwrap_or_default()
+                .ends_with("its type is paused, so nothing takes it until resumed")
         );
         for finished in [
             TaskStatus::Succeeded,
@@ -210,8 +260,18 @@ mod tests {
             }))
         );
         assert_eq!(
-            waiting.describe(),
-            "backing off until 2030-01-01T00:01:00.000Z after attempt 2 failed"
+            serde_json::to_value(Waiting::view(
+                &task(TaskStatus::Pending, 2, 60),
+                Some(&waiting)
+            ))
+            .ok()
+            .map(|view| view["waiting"].clone()),
+            Some(serde_json::json!({
+                "reason": "backingOff",
+                "until": "2030-01-01T00:01:00.000Z",
+                "afterAttempt": 2,
+                "message": "backing off until 2030-01-01T00:01:00.000Z after attempt 2 failed",
+            }))
         );
     }
 }

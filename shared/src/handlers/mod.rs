@@ -14,8 +14,10 @@ use crate::task::{
     DEFAULT_MAX_ATTEMPTS, MAX_ATTEMPTS_LIMIT, TaskId, ValidationError, validate_type,
 };
 
-/// What a handler reports when its attempt fails.
+/// What a handler reports when its attempt fails. New kinds may be added: match with a
+/// wildcard arm.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
 pub enum TaskError {
     /// The attempt failed; the task is retried while attempts remain.
     #[error("{0}")]

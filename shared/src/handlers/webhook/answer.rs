@@ -15,6 +15,8 @@ const BODY_BYTES: usize = 256;
 /// The failure a non-2xx `response` makes; reads at most [`BODY_BYTES`] of its body.
 pub(super) async fn failure(mut response: reqwest::Response) -> TaskError {
     let status = response.status();
+    // An HTTP date is wall-clock time, so it is measured against the system's clock (the
+    // attempt's own clock only differs from it in tests).
     let wait = matches!(
         status,
         StatusCode::TOO_MANY_REQUESTS | StatusCode::SERVICE_UNAVAILABLE
@@ -26,9 +28,13 @@ pub(super) async fn failure(mut response: reqwest::Response) -> TaskError {
     let body = first_bytes(&mut response).await;
     let mut error = format!("webhook answered HTTP {status}");
     if let Some(wait) = wait {
+        // Whole seconds, rounded up: a date's wait has the sub-second part of "now".
+        let seconds = wait
+            .as_secs()
+            .saturating_add(u64::from(wait.subsec_nanos() > 0));
         error.push_str(&format!(
             " (Retry-After: {})",
-            humantime::format_duration(wait)
+            humantime::format_duration(Duration::from_secs(seconds))
         ));
     }
     if !body.is_empty() {
@@ -54,11 +60,13 @@ pub(super) fn retry_after(value: &str, now: SystemTime) -> Option<Duration> {
     Some(at.duration_since(now).unwrap_or_default())
 }
 
-/// The body's first [`BODY_BYTES`] bytes as text (invalid UTF-8 and control characters
-/// replaced, whitespace runs made one space); empty when it cannot be read.
+/// The body's first [`BODY_BYTES`] bytes as text, `…` when there was more (invalid UTF-8,
+/// control characters and the invisible ones that reorder or hide text replaced by U+FFFD,
+/// whitespace runs made one space); empty when it cannot be read.
 async fn first_bytes(response: &mut reqwest::Response) -> String {
     let mut bytes = Vec::new();
-    while bytes.len() < BODY_BYTES {
+    // One byte past the limit tells a body that ends there from one that goes on.
+    while bytes.len() <= BODY_BYTES {
         match response.chunk().await {
             Ok(Some(chunk)) => bytes.extend_from_slice(&chunk),
             Ok(None) | Err(_) => break,
@@ -66,6 +74,12 @@ async fn first_bytes(response: &mut reqwest::Response) -> String {
     }
     let cut = bytes.len() > BODY_BYTES;
     bytes.truncate(BODY_BYTES);
+    if cut && let Err(err) = std::str::from_utf8(&bytes) {
+        // A character split by the cut is dropped, not shown as invalid.
+        if err.error_len().is_none() {
+            bytes.truncate(err.valid_up_to());
+        }
+    }
     let text = String::from_utf8_lossy(&bytes);
     let mut shown: String = text
         .split_whitespace()
@@ -73,10 +87,10 @@ async fn first_bytes(response: &mut reqwest::Response) -> String {
         .join(" ")
         .chars()
         .map(|c| {
-            if c.is_control() {
-                char::REPLACEMENT_CHARACTER
-            } else {
+            if shown_as_is(c) {
                 c
+            } else {
+                char::REPLACEMENT_CHARACTER
             }
         })
         .collect();
@@ -84,6 +98,13 @@ async fn first_bytes(response: &mut reqwest::Response) -> String {
         shown.push('…');
     }
     shown
+}
+
+/// False for control characters and for the invisible ones that reorder or hide what an
+/// operator reads (bidirectional controls, zero-width characters, the byte order mark).
+fn shown_as_is(c: char) -> bool {
+    !(c.is_control()
+        || matches!(c, '\u{200B}'..='\u{200F}' | '\u{202A}'..='\u{202E}' | '\u{2060}'..='\u{2069}' | '\u{FEFF}'))
 }
 
 #[cfg(test)]
@@ -164,6 +185,34 @@ mod tests {
             .expect("the status first");
         let expected = format!("{}\u{FFFD}{}…", "a".repeat(100), "b".repeat(155));
         assert_eq!(shown, expected);
+
+        // Exactly 256 bytes: all of it, no mark; a character the cut splits is dropped.
+        let whole = "c".repeat(BODY_BYTES);
+        let TaskError::Retryable(error) = failure(answer(502, None, &whole)).await else {
+            panic!("a retryable failure");
+        };
+        assert!(error.ends_with(&format!(": {whole}")), "{error}");
+        let split = format!("{}é and more", "d".repeat(BODY_BYTES - 1));
+        let TaskError::Retryable(error) = failure(answer(502, None, &split)).await else {
+            panic!("a retryable failure");
+        };
+        assert!(
+            error.ends_with(&format!(": {}…", "d".repeat(BODY_BYTES - 1))),
+            "{error}"
+        );
+    }
+
+    #[tokio::test]
+    async fn invisible_characters_that_reorder_text_are_replaced() {
+        let TaskError::Retryable(error) =
+            failure(answer(500, None, "a\u{202E}b\u{200B}c\u{FEFF}d é")).await
+        else {
+            panic!("a retryable failure");
+        };
+        assert!(
+            error.ends_with(": a\u{FFFD}b\u{FFFD}c\u{FFFD}d é"),
+            "{error}"
+        );
     }
 
     #[test]
