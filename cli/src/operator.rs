@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use indicatif::{ProgressBar, ProgressStyle};
 use serde_json::{Value, json};
-use tasker::engine::{MAX_LIST_LIMIT, Waiting};
+use tasker::engine::{MAX_LIST_LIMIT, PageWithWaiting, Waiting};
 use tasker::store::{ListFilter, ListKey, LowerBound, TaskPage};
 use tasker::{AnyStore, Task, TaskId, TaskStatus, Tasker};
 
@@ -142,12 +142,17 @@ pub async fn list(
         shown += page.tasks.len();
         if json {
             let next = page.next.as_ref().map(ToString::to_string);
+            let waiting = tasker.waiting_of(&page.tasks).await;
             if all {
-                for task in &page.tasks {
-                    out!("{}", serde_json::to_string(task)?);
+                for (task, waiting) in page.tasks.iter().zip(&waiting) {
+                    out!(
+                        "{}",
+                        serde_json::to_string(&Waiting::view(task, waiting.as_ref()))?
+                    );
                 }
             } else {
-                out!("{}", json!({"tasks": page.tasks, "nextCursor": next}));
+                let page = PageWithWaiting::new(&page.tasks, &waiting, next);
+                out!("{}", serde_json::to_string(&page)?);
             }
         } else {
             print_rows(&page.tasks)?;

@@ -473,6 +473,20 @@ async fn a_task_read_by_id_says_why_it_waits<S: Store>(store: S) {
         "scheduled",
         "not due yet"
     );
+    // A listing says the same of each (newest first: the later one is queued later).
+    let (status, page) = call(&app, Method::GET, "/tasks", Body::empty(), None).await;
+    assert_eq!(status, StatusCode::OK, "{page}");
+    let reasons: Vec<_> = page["tasks"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|task| task["waiting"]["reason"].clone())
+        .collect();
+    assert_eq!(
+        reasons,
+        vec![json!("scheduled"), json!("typePaused")],
+        "{page}"
+    );
 
     let (status, _) = call(&app, Method::DELETE, &now, Body::empty(), None).await;
     assert_eq!(status, StatusCode::OK);

@@ -13,7 +13,7 @@ export { verifySignature, SIGNATURE_HEADER } from "./signature.js";
 type Schemas = components["schemas"];
 /** A task as the API returns it. */
 export type Task = Schemas["Task"];
-/** A task read by id: with why it waits (`waiting`, null while it runs and once finished). */
+/** A task read by id or listed: with why it waits (`waiting`, null while it runs and once finished). */
 export type TaskWithWaiting = Schemas["TaskWithWaiting"];
 /** Why a task waits: its reason, the instant it names, and a line for people. */
 export type Waiting = Schemas["Waiting"];
@@ -75,7 +75,7 @@ export interface ListOptions {
 
 /** One page of a listing. */
 export interface TaskPage {
-  tasks: Task[];
+  tasks: TaskWithWaiting[];
   /** The cursor of the next page; null on the last. */
   nextCursor: string | null;
 }

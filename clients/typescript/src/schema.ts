@@ -494,7 +494,7 @@ export interface components {
         /** @enum {string} */
         Status: "pending" | "running" | "succeeded" | "failed" | "cancelled";
         TaskPage: {
-            tasks: components["schemas"]["Task"][];
+            tasks: components["schemas"]["TaskWithWaiting"][];
             /** @description Pass as `cursor` for the next page; null once the listing is complete. */
             nextCursor: string | null;
         };

@@ -92,6 +92,7 @@ test("list walks every page, newest first", async () => {
   let pages = 0;
   for await (const page of tasker.list({ referenceUid, limit: 2 })) {
     assert.ok(page.tasks.length <= 2);
+    assert.ok(page.tasks.every((task) => task.waiting === null), "cancelled tasks wait for nothing");
     pages += 1;
     seen.push(...page.tasks.map((task) => task.id));
   }

@@ -10,7 +10,7 @@ use serde_json::json;
 
 use super::error::ApiError;
 use super::{AppState, json_body, requests};
-use crate::engine::{TaskerError, Waiting};
+use crate::engine::{PageWithWaiting, TaskerError, Waiting};
 use crate::store::{Created, Store, StoreError};
 use crate::task::{NewTask, TaskId};
 
@@ -63,7 +63,8 @@ pub(super) async fn list<S: Store>(
         .list(&query.filter, query.cursor, query.limit)
         .await?;
     let next = page.next.map(|key| key.to_string());
-    Ok(Json(json!({ "tasks": page.tasks, "nextCursor": next })).into_response())
+    let waiting = tasker.waiting_of(&page.tasks).await;
+    Ok(Json(PageWithWaiting::new(&page.tasks, &waiting, next)).into_response())
 }
 
 pub(super) async fn stats<S: Store>(

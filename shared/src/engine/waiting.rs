@@ -132,6 +132,29 @@ pub struct TaskWithWaiting<'a> {
     waiting: Option<Described<'a>>,
 }
 
+/// A page of a listing, each task with why it waits: as `GET /tasks` and `tasker list --json`
+/// answer.
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PageWithWaiting<'a> {
+    tasks: Vec<TaskWithWaiting<'a>>,
+    next_cursor: Option<String>,
+}
+
+impl<'a> PageWithWaiting<'a> {
+    /// `tasks` with their reasons (in the same order) and the next page's cursor.
+    pub fn new(tasks: &'a [Task], waiting: &'a [Option<Waiting>], next: Option<String>) -> Self {
+        Self {
+            tasks: tasks
+                .iter()
+                .zip(waiting)
+                .map(|(task, waiting)| Waiting::view(task, waiting.as_ref()))
+                .collect(),
+            next_cursor: next,
+        }
+    }
+}
+
 /// A reason and its line for people.
 #[derive(Debug, Serialize)]
 struct Described<'a> {
@@ -141,24 +164,41 @@ struct Described<'a> {
 }
 
 impl<S: Store> Tasker<S> {
-    /// The task with `id` and why it waits now, if it does. The paused types are this
-    /// process's copy (at most [`super::PAUSES_SEEN_WITHIN`] old); when they cannot be read,
-    /// the task is still answered, as if its type were not paused.
+    /// The task with `id` and why it waits now, if it does.
     pub async fn get_waiting(
         &self,
         id: TaskId,
     ) -> Result<(Task, Option<Waiting>), super::TaskerError> {
         let task = self.get(id).await?;
-        let now = self.clock.now();
-        let paused = match task.due_at() {
-            Some(due) if due <= now => self.paused_now().await.unwrap_or_else(|err| {
-                tracing::warn!(task_id = %task.id, error = %Report(&err), "could not read the paused types; the task's waiting reason leaves them out");
-                PausedTypes::new()
-            }),
-            _ => PausedTypes::new(),
-        };
-        let waiting = Waiting::of(&task, now, &paused);
+        let waiting = self
+            .waiting_of(std::slice::from_ref(&task))
+            .await
+            .pop()
+            .flatten();
         Ok((task, waiting))
+    }
+
+    /// Why each of `tasks` waits now, in order. The paused types are read once, and only when
+    /// one of them is due; they are this process's copy (at most
+    /// [`super::PAUSES_SEEN_WITHIN`] old), and when they cannot be read the tasks are still
+    /// answered, as if no type were paused.
+    pub async fn waiting_of(&self, tasks: &[Task]) -> Vec<Option<Waiting>> {
+        let now = self.clock.now();
+        let due = tasks
+            .iter()
+            .any(|task| task.due_at().is_some_and(|due| due <= now));
+        let paused = if due {
+            self.paused_now().await.unwrap_or_else(|err| {
+                tracing::warn!(error = %Report(&err), "could not read the paused types; waiting reasons leave them out");
+                PausedTypes::new()
+            })
+        } else {
+            PausedTypes::new()
+        };
+        tasks
+            .iter()
+            .map(|task| Waiting::of(task, now, &paused))
+            .collect()
     }
 }
 
