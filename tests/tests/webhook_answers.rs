@@ -44,9 +44,15 @@ impl Server {
 
     /// A webhook to `path_and_query` on the receiver, with `max_attempts`.
     async fn webhook(&self, path_and_query: &str, max_attempts: u32) -> String {
+        let url = format!("{}{path_and_query}", self.receiver.base);
+        self.webhook_to(&url, max_attempts).await
+    }
+
+    /// A webhook to `url`, with `max_attempts`.
+    async fn webhook_to(&self, url: &str, max_attempts: u32) -> String {
         let body = json!({
             "type": "sendWebhook",
-            "payload": {"url": format!("{}{path_and_query}", self.receiver.base), "body": {}},
+            "payload": {"url": url, "body": {}},
             "maxAttempts": max_attempts,
         });
         let (status, task) = self.api.send(Method::POST, "/tasks", Some(&body)).await;
@@ -89,9 +95,10 @@ fn gap(arrivals: &[SystemTime]) -> Duration {
 }
 
 /// GIVEN receivers answering 410, 429 with `Retry-After: 3`, 503 with a date 3 s ahead, and
-/// 429 asking for a week WHEN their webhooks run THEN the 410 fails on its first attempt; the
-/// 429's second attempt comes 3 s or more after the first, the 503's 2 s or more (a date has
-/// whole seconds); the week is cut to a day; every `lastError` names status and body.
+/// 429 asking for a week, and a port nothing listens on WHEN their webhooks run THEN the 410
+/// fails on its first attempt; the 429's second attempt comes 3 s or more after the first,
+/// the 503's 2 s or more (a date has whole seconds); the week is cut to a day; the dead port
+/// uses its attempts; every `lastError` names status and body.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn receivers_answers_steer_the_next_attempt() {
     let server = Server::start().await;
@@ -100,6 +107,14 @@ async fn receivers_answers_steer_the_next_attempt() {
     let date = server.webhook("/status/503/date?retry-after-in=3", 2).await;
     let week = server
         .webhook("/status/429/week?retry-after=604800", 2)
+        .await;
+    // A port nothing listens on: one bound and closed at once.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|listener| listener.local_addr())
+        .expect("a free port")
+        .port();
+    let dead = server
+        .webhook_to(&format!("http://127.0.0.1:{port}/x"), 2)
         .await;
 
     let failed = |t: &Value| t["status"] == "failed";
@@ -131,6 +146,15 @@ async fn receivers_answers_steer_the_next_attempt() {
     let arrivals = server.arrivals("/status/503/date");
     assert_eq!(arrivals.len(), 2);
     assert!(gap(&arrivals) >= Duration::from_secs(2), "{arrivals:?}");
+
+    // The dead port: each attempt fails to connect, the second after the backoff; then the
+    // task fails.
+    let dead = server.task_when(&dead, "failed", failed).await;
+    assert_eq!(dead["attempts"], 2, "{dead}");
+    assert!(
+        error_of(&dead).starts_with("webhook request failed: "),
+        "{dead}"
+    );
 
     // The week-long wait: pending again after one attempt, due a day after it.
     let week = server
