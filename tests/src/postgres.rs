@@ -22,6 +22,14 @@ pub async fn fresh_database() -> String {
     fresh_database_at(&url()).await
 }
 
+/// A store over a new, empty database on the test server (a pool of 2 connections).
+pub async fn fresh_store() -> tasker::store::postgres::PgStore {
+    let url = fresh_database().await;
+    tasker::store::postgres::PgStore::connect(&url, 2)
+        .await
+        .unwrap_or_else(|err| panic!("connect to {url}: {err}"))
+}
+
 /// A new, empty database on the server whose `postgres` database is at `admin`; its URL.
 pub async fn fresh_database_at(admin: &str) -> String {
     let (client, connection) = tokio_postgres::connect(admin, NoTls)

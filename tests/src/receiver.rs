@@ -129,7 +129,7 @@ fn retry_after(query: &str) -> Option<HeaderValue> {
     query.split('&').find_map(|pair| {
         let (name, value) = pair.split_once('=')?;
         let text = match name {
-            "retry-after" => value.replace("%20", " "),
+            "retry-after" => value.to_owned(),
             "retry-after-in" => httpdate::fmt_http_date(
                 SystemTime::now() + std::time::Duration::from_secs(value.parse().ok()?),
             ),

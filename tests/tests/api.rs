@@ -302,11 +302,7 @@ async fn bad_input_is_refused_with_a_code_on_dynamodb() {
 
 #[tokio::test]
 async fn bad_input_is_refused_with_a_code_on_postgres() {
-    let url = tasker_tests::postgres::fresh_database().await;
-    let store = tasker::store::postgres::PgStore::connect(&url, 2)
-        .await
-        .expect("connected");
-    bad_input_is_refused_with_a_code(store).await;
+    bad_input_is_refused_with_a_code(tasker_tests::postgres::fresh_store().await).await;
 }
 
 /// GIVEN 7 tasks, 2 of them cancelled WHEN listed 3 at a time through the API THEN the pages
@@ -377,11 +373,7 @@ async fn listing_pages_through_the_api_on_dynamodb() {
 
 #[tokio::test]
 async fn listing_pages_through_the_api_on_postgres() {
-    let url = tasker_tests::postgres::fresh_database().await;
-    let store = tasker::store::postgres::PgStore::connect(&url, 2)
-        .await
-        .expect("connected");
-    listing_pages_through_the_api(store).await;
+    listing_pages_through_the_api(tasker_tests::postgres::fresh_store().await).await;
 }
 
 #[tokio::test]
@@ -505,11 +497,7 @@ async fn a_task_read_by_id_says_why_it_waits_on_dynamodb() {
 
 #[tokio::test]
 async fn a_task_read_by_id_says_why_it_waits_on_postgres() {
-    let url = tasker_tests::postgres::fresh_database().await;
-    let store = tasker::store::postgres::PgStore::connect(&url, 2)
-        .await
-        .expect("connected");
-    a_task_read_by_id_says_why_it_waits(store).await;
+    a_task_read_by_id_says_why_it_waits(tasker_tests::postgres::fresh_store().await).await;
 }
 
 #[tokio::test]
