@@ -24,5 +24,6 @@ npx --no-install tsc -p tsconfig.json
 port=$(free_port)
 export TASKER_URL="http://127.0.0.1:$port" TASKER_TOKEN="ts-$RANDOM$RANDOM" TASKER_WEBHOOK_SECRET="ts-secret-$RANDOM"
 start_serve "$work" "$port" TASKER_API_TOKEN="$TASKER_TOKEN" \
-  TASKER_WEBHOOK_SECRET="$TASKER_WEBHOOK_SECRET" TASKER_WEBHOOK_ALLOW_PRIVATE=true
+  TASKER_WEBHOOK_SECRET="$TASKER_WEBHOOK_SECRET" TASKER_WEBHOOK_ALLOW_PRIVATE=true \
+  TASKER_KEY_LIMITS='[{"keyPrefix": "ts-rate-", "rate": "1/1h"}]'
 node --test --test-reporter=spec dist/test/

@@ -38,6 +38,12 @@ pub struct CreateArgs {
     /// A repeated create with this key returns the first task.
     #[arg(long)]
     idempotency_key: Option<String>,
+    /// concurrencyKey: tasks sharing it run at most its limit at once (TASKER_KEY_LIMITS).
+    #[arg(long)]
+    concurrency_key: Option<String>,
+    /// rateKey: tasks sharing it start at most at its rate (TASKER_KEY_LIMITS).
+    #[arg(long)]
+    rate_key: Option<String>,
     #[command(flatten)]
     output: OutputArgs,
     #[command(flatten)]
@@ -71,6 +77,8 @@ pub async fn create(tasker: &Tasker<AnyStore>, args: CreateArgs) -> Result<(), C
         max_attempts: args.max_attempts,
         reference_uid: args.reference,
         idempotency_key: args.idempotency_key,
+        concurrency_key: args.concurrency_key,
+        rate_key: args.rate_key,
     };
     match tasker.create(new).await? {
         Created::New(task) => print_task(&task, args.output.json),

@@ -137,7 +137,8 @@ pub async fn build_tasker(
 ) -> Result<Tasker<crate::store::AnyStore>, StartupError> {
     // The task types first: a bad setting of theirs stops the start before the store opens.
     let registry = types(config)?;
-    let tasker = Tasker::new(open_store(config).await?, registry, config.processor);
+    let tasker = Tasker::new(open_store(config).await?, registry, config.processor)
+        .with_key_limits(config.key_limits.clone());
     #[cfg(feature = "sqs")]
     if let Some(queue) = open_queue(config).await {
         return Ok(tasker.with_push(std::sync::Arc::new(queue)));
@@ -151,5 +152,6 @@ pub fn tasker_over<S>(
     store: S,
     types: TaskTypes,
 ) -> Result<Tasker<S>, StartupError> {
-    Ok(Tasker::new(store, types(config)?, config.processor))
+    Ok(Tasker::new(store, types(config)?, config.processor)
+        .with_key_limits(config.key_limits.clone()))
 }

@@ -85,6 +85,35 @@ impl<'de> Deserialize<'de> for TaskId {
     }
 }
 
+/// The key limit a pending task was held back for (see [`Task::held`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Held {
+    /// Its `concurrencyKey` had as many tasks running as its limit allows.
+    Concurrency,
+    /// Its `rateKey` had started as many tasks as its rate allows for now.
+    Rate,
+}
+
+impl Held {
+    /// The reason as stored.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Concurrency => "concurrency",
+            Self::Rate => "rate",
+        }
+    }
+
+    /// The stored reason, if it is one.
+    pub fn parse(text: &str) -> Option<Self> {
+        match text {
+            "concurrency" => Some(Self::Concurrency),
+            "rate" => Some(Self::Rate),
+            _ => None,
+        }
+    }
+}
+
 /// Where a task is in its life.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -197,6 +226,17 @@ pub struct Task {
     pub schedule_name: Option<String>,
     /// The tick of that schedule the task is for.
     pub schedule_tick: Option<Timestamp>,
+    /// Tasks sharing this key run at most its limit's number at once, in every process
+    /// together (see [`crate::store::KeyLimits`]).
+    #[serde(default)]
+    pub concurrency_key: Option<String>,
+    /// Tasks sharing this key start at most at its limit's rate, in every process together.
+    #[serde(default)]
+    pub rate_key: Option<String>,
+    /// While pending: the key limit a claim found full and held the task back for, until its
+    /// `scheduledAt`. Shown through `waiting`, never by itself.
+    #[serde(skip)]
+    pub held: Option<Held>,
     /// Unique per claim: fences outcome writes, and lets a retried write recognise that its
     /// first try landed. Internal to the stores, never shown by the API.
     #[serde(skip)]
@@ -237,6 +277,9 @@ impl Task {
             retry_policy,
             schedule_name: None,
             schedule_tick: None,
+            concurrency_key: new.concurrency_key,
+            rate_key: new.rate_key,
+            held: None,
             lease_token: None,
         }
     }
@@ -281,6 +324,10 @@ pub struct NewTask {
     pub reference_uid: Option<String>,
     /// Optional key: repeating a create with the same key and type returns the first task.
     pub idempotency_key: Option<String>,
+    /// Optional key whose concurrency limit the task runs under.
+    pub concurrency_key: Option<String>,
+    /// Optional key whose rate limit the task starts under.
+    pub rate_key: Option<String>,
 }
 
 /// Why a create request is invalid; each names the field at fault.
@@ -312,6 +359,8 @@ impl NewTask {
             max_attempts: None,
             reference_uid: None,
             idempotency_key: None,
+            concurrency_key: None,
+            rate_key: None,
         }
     }
 
@@ -324,6 +373,12 @@ impl NewTask {
         }
         if let Some(key) = &self.idempotency_key {
             validate_key("idempotencyKey", key)?;
+        }
+        if let Some(key) = &self.concurrency_key {
+            validate_key("concurrencyKey", key)?;
+        }
+        if let Some(key) = &self.rate_key {
+            validate_key("rateKey", key)?;
         }
         Ok(())
     }

@@ -1,6 +1,6 @@
 //! A webhook receiver on 127.0.0.1 that records every request and answers the status code
 //! named in its path: `/status/500/...` answers 500, anything else 200. `/delay/1500/...`
-//! answers after 1.5 s (the request is recorded when it arrives). A query sets `Retry-After`:
+//! answers after 1.5 s (the request is recorded when it arrives, and again when answered). A query sets `Retry-After`:
 //! `?retry-after=5` as written, `?retry-after-in=3` as the HTTP date 3 s from the answer.
 //! Answers other than 2xx carry the body `answered <status> to <path>`.
 
@@ -25,6 +25,8 @@ pub struct Received {
     pub body: Bytes,
     /// When it arrived.
     pub at: SystemTime,
+    /// When its answer was ready (after any `/delay/`); none while it waits.
+    pub answered: Option<SystemTime>,
 }
 
 /// The running receiver; stops when dropped.
@@ -102,16 +104,26 @@ async fn record(
         .strip_prefix("/delay/")
         .and_then(|rest| rest.split('/').next())
         .and_then(|ms| ms.parse::<u64>().ok());
-    seen.lock()
-        .unwrap_or_else(|p| p.into_inner())
-        .push(Received {
+    let index = {
+        let mut seen = seen.lock().unwrap_or_else(|p| p.into_inner());
+        seen.push(Received {
             path,
             headers,
             body,
             at: SystemTime::now(),
+            answered: None,
         });
+        seen.len() - 1
+    };
     if let Some(ms) = delay {
         tokio::time::sleep(std::time::Duration::from_millis(ms)).await;
+    }
+    if let Some(request) = seen
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .get_mut(index)
+    {
+        request.answered = Some(SystemTime::now());
     }
     let mut answer = if status.is_success() {
         status.into_response()

@@ -16,6 +16,7 @@ mod exposure;
 mod fuzz;
 mod hostile;
 mod iam;
+mod key_limits;
 mod lambda_events;
 mod openapi;
 mod postgres;

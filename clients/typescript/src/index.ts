@@ -52,6 +52,10 @@ export interface CreateOptions {
   referenceUid?: string | undefined;
   /** A repeated create with this key returns the first task instead of a new one. */
   idempotencyKey?: string | undefined;
+  /** Tasks sharing it run at most the key's limit at once (the service's TASKER_KEY_LIMITS). */
+  concurrencyKey?: string | undefined;
+  /** Tasks sharing it start at most at the key's rate (the service's TASKER_KEY_LIMITS). */
+  rateKey?: string | undefined;
 }
 
 /** One create of `createBatch`. */

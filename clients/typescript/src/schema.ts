@@ -370,6 +370,10 @@ export interface components {
             maxAttempts?: number;
             referenceUid?: string;
             idempotencyKey?: string;
+            /** @description Tasks sharing it run at most their limit's number at once, across every process, when `TASKER_KEY_LIMITS` gives the type or key a `concurrency` (docs/limits.md). SQLite and PostgreSQL; the DynamoDB store answers 400 `unsupported_field`. */
+            concurrencyKey?: string;
+            /** @description Tasks sharing it start at most at their limit's `rate`, across every process (docs/limits.md). SQLite and PostgreSQL; the DynamoDB store answers 400 `unsupported_field`. */
+            rateKey?: string;
         };
         RetryPolicy: {
             initialIntervalMs: number;
@@ -401,6 +405,8 @@ export interface components {
             scheduleName: string | null;
             /** @description The tick of that schedule the task is for. */
             scheduleTick: components["schemas"]["Timestamp"] | null;
+            concurrencyKey: string | null;
+            rateKey: string | null;
         };
         TaskWithWaiting: components["schemas"]["Task"] & {
             /** @description Why the task is not running now; null while it runs and once finished. */
@@ -408,15 +414,17 @@ export interface components {
         };
         Waiting: {
             /**
-             * @description `scheduled`: created for later, due at `until`. `backingOff`: attempt `afterAttempt` failed, the next is due at `until` (the backoff, or the wait a webhook's receiver asked for). `typePaused`: due, but its type is paused since `since`. `due`: due since `since`, the next claim with room takes it. `leaseExpired`: claimed, but the lease ended at `since` without an outcome; due again, failed by the next claim when `lastAttempt`, left alone while `typePaused`. `until` comes with scheduled and backingOff, `since` with the others.
+             * @description `scheduled`: created for later, due at `until`. `backingOff`: attempt `afterAttempt` failed, the next is due at `until` (the backoff, or the wait a webhook's receiver asked for). `typePaused`: due, but its type is paused since `since`. `due`: due since `since`, the next claim with room takes it. `keyConcurrency`: its concurrency key `key` ran its limit when a claim found it due; held until `until` at the latest (sooner when one of the key's tasks ends). `keyRate`: its rate key `key` had used its rate; held until `until`. `leaseExpired`: claimed, but the lease ended at `since` without an outcome; due again, failed by the next claim when `lastAttempt`, left alone while `typePaused`. `until` comes with scheduled, backingOff, keyConcurrency and keyRate, `since` with the others.
              * @enum {string}
              */
-            reason: "scheduled" | "backingOff" | "typePaused" | "due" | "leaseExpired";
+            reason: "scheduled" | "backingOff" | "keyConcurrency" | "keyRate" | "typePaused" | "due" | "leaseExpired";
             until?: components["schemas"]["Timestamp"];
             since?: components["schemas"]["Timestamp"];
             afterAttempt?: number;
             lastAttempt?: boolean;
             typePaused?: boolean;
+            /** @description The key a keyConcurrency or keyRate task waits for. */
+            key?: string;
             /** @description The reason and its instant in a line, for people. */
             message: string;
         };
@@ -554,7 +562,7 @@ export interface components {
         Error: {
             error: {
                 /** @enum {string} */
-                code: "invalid_json" | "invalid_body" | "duplicate_field" | "missing_field" | "invalid_field" | "unknown_field" | "unknown_type" | "unknown_parameter" | "invalid_parameter" | "invalid_cursor" | "payload_too_large" | "unsupported_media_type" | "duplicate" | "conflict" | "not_found" | "schedule_exists" | "route_not_found" | "method_not_allowed" | "unauthorized" | "host_not_allowed" | "origin_not_allowed" | "store_unavailable" | "internal";
+                code: "invalid_json" | "invalid_body" | "duplicate_field" | "missing_field" | "invalid_field" | "unsupported_field" | "unknown_field" | "unknown_type" | "unknown_parameter" | "invalid_parameter" | "invalid_cursor" | "payload_too_large" | "unsupported_media_type" | "duplicate" | "conflict" | "not_found" | "schedule_exists" | "route_not_found" | "method_not_allowed" | "unauthorized" | "host_not_allowed" | "origin_not_allowed" | "store_unavailable" | "internal";
                 message: string;
                 /** @description With `duplicate`, the task that is still pending or running. */
                 existingId?: string;
@@ -562,7 +570,7 @@ export interface components {
         };
     };
     responses: {
-        /** @description Invalid input: `invalid_json`, `invalid_body`, `duplicate_field`, `missing_field`, `invalid_field`, `unknown_field` or `unknown_type`. */
+        /** @description Invalid input: `invalid_json`, `invalid_body`, `duplicate_field`, `missing_field`, `invalid_field`, `unknown_field`, `unknown_type`, or `unsupported_field` (a field the store does not keep: `concurrencyKey` and `rateKey` on DynamoDB). */
         BadRequest: {
             headers: {
                 [name: string]: unknown;

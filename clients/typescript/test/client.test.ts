@@ -59,6 +59,26 @@ test("options reach the API: scheduledAt as a Date, maxAttempts, idempotencyKey"
   assert.equal(again.id, first.id);
 });
 
+test("keys reach the API, and a task held for its rate key says so in waiting", async () => {
+  // scripts/typescript-client.sh limits keys starting with ts-rate- to one start an hour.
+  const rateKey = `ts-rate-${run}`;
+  const options = { rateKey, concurrencyKey: `ts-c-${run}` };
+  const first = await tasker.create("sendWebhook", { url: "http://localhost:9/k", body: 1 }, options);
+  assert.equal(first.rateKey, rateKey);
+  assert.equal(first.concurrencyKey, `ts-c-${run}`);
+  const second = await tasker.create("sendWebhook", { url: "http://localhost:9/k", body: 2 }, options);
+  for (let tries = 0; ; tries++) {
+    const read = await tasker.get(second.id);
+    if (read.waiting?.reason === "keyRate") {
+      assert.equal(read.waiting.key, rateKey);
+      assert.ok(read.waiting.message.startsWith(`rate key "${rateKey}" is at its rate`), read.waiting.message);
+      break;
+    }
+    assert.ok(tries < 100, `still ${JSON.stringify(read.waiting)} after 10 s`);
+    await new Promise((resolve) => setTimeout(resolve, 100));
+  }
+});
+
 test("a reference holds one active task; cancelWithReference frees it and retry brings it back", async () => {
   const referenceUid = `booking-${run}`;
   const first = await tasker.create("sendWebhook", "{}", { delaySeconds: 600, referenceUid });

@@ -12,6 +12,7 @@ use crate::engine::{PollSettings, ProcessorSettings};
 use crate::handlers::TypeSettings;
 use crate::handlers::webhook::WebhookSettings;
 use crate::retry::{RetryPolicy, RetryPolicyError};
+use crate::store::KeyLimits;
 
 mod dispatch;
 pub use dispatch::Dispatch;
@@ -132,6 +133,9 @@ pub struct Config {
     /// `TASKER_WEBHOOK_SECRET`, `TASKER_WEBHOOK_TIMEOUT` (default 10s),
     /// `TASKER_WEBHOOK_ALLOW_PRIVATE` (default false).
     pub webhook: WebhookSettings,
+    /// `TASKER_KEY_LIMITS`: limits per `concurrencyKey` and `rateKey`, a JSON array of rules
+    /// (docs/limits.md); none by default. SQLite and PostgreSQL only.
+    pub key_limits: std::sync::Arc<KeyLimits>,
 }
 
 impl Config {
@@ -203,6 +207,12 @@ impl Config {
                 )?,
                 allow_private: parse(&get, "TASKER_WEBHOOK_ALLOW_PRIVATE", false, boolean)?,
             },
+            key_limits: std::sync::Arc::new(parse(
+                &get,
+                "TASKER_KEY_LIMITS",
+                KeyLimits::default(),
+                |v| KeyLimits::parse(v).map_err(|err| err.to_string()),
+            )?),
         };
         config.check_store()?;
         Ok(config)
@@ -227,6 +237,14 @@ impl Config {
                 reason:
                     "is required when TASKER_STORE=postgres (postgres://user@host:port/database)"
                         .into(),
+            });
+        }
+        if self.store == StoreKind::DynamoDb && !self.key_limits.is_empty() {
+            return Err(ConfigError {
+                name: "TASKER_KEY_LIMITS",
+                reason: "limits per key are kept by the SQLite and PostgreSQL stores only; \
+                         the DynamoDB store does not keep them yet"
+                    .into(),
             });
         }
         if self.store == StoreKind::DynamoDb && self.table.is_none() {

@@ -238,6 +238,8 @@ pub async fn show<S: Store>(
             dt { "Attempts" } dd { (task.attempts) " of " (task.max_attempts) }
             @if let Some(reference) = &task.reference_uid { dt { "Reference" } dd { (reference) } }
             @if let Some(key) = &task.idempotency_key { dt { "Idempotency key" } dd { (key) } }
+            @if let Some(key) = &task.concurrency_key { dt { "Concurrency key" } dd { (key) } }
+            @if let Some(key) = &task.rate_key { dt { "Rate key" } dd { (key) } }
             @if let Some(schedule) = &task.schedule_name { dt { "Schedule" } dd { a href="/ui/schedules" { (schedule) } } }
         }
         h2 { "Last error" }

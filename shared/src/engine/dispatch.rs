@@ -56,6 +56,8 @@ struct ClaimAnswer {
     asked: usize,
     /// Its gate held a capped type back: tasks of that type may still be due.
     held_back: bool,
+    /// When the tasks it held for their keys are due again.
+    holds: Vec<Instant>,
     /// The tasks claimed, or why none were.
     result: Result<Vec<Task>, StoreError>,
 }
@@ -139,19 +141,26 @@ impl<S: Store> Tasker<S> {
     fn claim(&self, want: usize, running: HashMap<String, usize>) -> Claiming<'_> {
         Box::pin(async move {
             let started = Instant::now();
-            let (held_back, result) = match self.gate(&running).await {
+            let (held_back, holds, result) = match self.gate(&running).await {
                 Ok(gate) => {
-                    let claim = Claim::due(self.clock.now(), want, &self.leases).through(&gate);
+                    let now = self.clock.now();
+                    let claim = Claim::due(now, want, &self.leases).through(&gate);
                     let result = self.store.task_claim(claim).await;
+                    let holds = gate
+                        .holds()
+                        .into_iter()
+                        .map(|until| started + until.since(now))
+                        .collect();
                     // A capped type full before the claim, or one it turned a task of away.
-                    (gate.any_full() || gate.turned_away(), result)
+                    (gate.any_full() || gate.turned_away(), holds, result)
                 }
-                Err(err) => (false, Err(err)),
+                Err(err) => (false, Vec::new(), Err(err)),
             };
             ClaimAnswer {
                 started,
                 asked: want,
                 held_back,
+                holds,
                 result,
             }
         })
@@ -335,6 +344,8 @@ impl<'a, S: Store> Dispatcher<'a, S> {
             // Not proof that nothing is due: look again once a slot of it frees.
             self.refill.held_back();
         }
+        // Tasks held for their keys are due at known instants: look then, not a poll later.
+        self.refill.held_until(answer.holds);
         for task in batch {
             let lease_ends = answer.started + self.tasker.leases.duration(&task.task_type);
             let task_type = task.task_type.clone();

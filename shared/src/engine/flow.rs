@@ -111,7 +111,7 @@ impl<S: Store> Tasker<S> {
                 Some((name.to_owned(), cap.saturating_sub(busy)))
             })
             .collect();
-        Ok(ClaimGate::new(paused, room))
+        Ok(ClaimGate::new(paused, room).with_limits(self.key_limits.clone()))
     }
 
     /// Pauses (`paused`) or resumes the registered type `task_type`; the paused types after.

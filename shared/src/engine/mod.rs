@@ -33,7 +33,7 @@ use std::sync::Arc;
 use crate::clock::{Clock, SystemClock, Timestamp};
 use crate::handlers::{Registry, TypeSettings};
 use crate::push::{Delivery, Push};
-use crate::store::{Leases, StoreError};
+use crate::store::{KeyLimits, Leases, StoreError};
 use crate::task::{Task, ValidationError};
 
 /// Why an operation failed.
@@ -98,6 +98,8 @@ pub struct Tasker<S> {
     held_schedules: Arc<schedules::Held>,
     /// The paused task types as this process last read them.
     pauses: Arc<flow::Pauses>,
+    /// The limits per key every claim keeps.
+    key_limits: Arc<KeyLimits>,
 }
 
 impl<S> Tasker<S> {
@@ -138,7 +140,19 @@ impl<S> Tasker<S> {
             moved: Arc::default(),
             held_schedules: Arc::default(),
             pauses: Arc::default(),
+            key_limits: Arc::default(),
         }
+    }
+
+    /// Claims keep `limits` per `concurrencyKey` and `rateKey` (SQLite and PostgreSQL).
+    pub fn with_key_limits(mut self, limits: Arc<KeyLimits>) -> Self {
+        self.key_limits = limits;
+        self
+    }
+
+    /// The limits per key this Tasker's claims keep.
+    pub fn key_limits(&self) -> &KeyLimits {
+        &self.key_limits
     }
 
     /// SQS mode: a message for each task due within SQS's longest delay goes to `push` when it

@@ -20,7 +20,7 @@ const RETRY_FIRST: Duration = Duration::from_secs(1);
 const RETRY_MOST: Duration = Duration::from_secs(30);
 
 /// What the dispatcher knows when it decides to claim.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub(super) struct Refill {
     slots: usize,
     /// The most one claim asks for.
@@ -43,6 +43,9 @@ pub(super) struct Refill {
     freed: Option<Instant>,
     /// A task due now was created through this process since the last claim.
     woken: bool,
+    /// When tasks this process's claims held for their keys are due again (the earliest
+    /// [`crate::store::HOLDS_NOTED`] of them).
+    holds: std::collections::BTreeSet<Instant>,
 }
 
 impl Refill {
@@ -59,6 +62,7 @@ impl Refill {
             failures: 0,
             freed: None,
             woken: false,
+            holds: std::collections::BTreeSet::new(),
         }
     }
 
@@ -79,6 +83,7 @@ impl Refill {
                 return Some(last + self.retry_wait());
             }
             let poll = last + self.interval;
+            let poll = self.holds.first().map_or(poll, |held| poll.min(*held));
             // A slot freed while the queue was empty looks again sooner: what fell due since is
             // started without waiting the whole interval, and empty looks stay few.
             let early = self
@@ -103,6 +108,8 @@ impl Refill {
 
     /// A claim starts at `now`.
     pub(super) fn claiming(&mut self, now: Instant) {
+        // What is due by now, this claim sees.
+        self.holds = self.holds.split_off(&(now + Duration::from_nanos(1)));
         self.last_claim = Some(now);
         self.freed = None;
         self.woken = false;
@@ -120,6 +127,15 @@ impl Refill {
     /// nothing of that type's tasks, so a run does not end on it.
     pub(super) fn held_back(&mut self) {
         self.empty = false;
+    }
+
+    /// A claim held tasks for their keys until `holds`: the next look is no later than the
+    /// first of them.
+    pub(super) fn held_until(&mut self, holds: Vec<Instant>) {
+        self.holds.extend(holds);
+        while self.holds.len() > crate::store::HOLDS_NOTED {
+            self.holds.pop_last();
+        }
     }
 
     /// An attempt ended at `now`, freeing its slot.
@@ -183,6 +199,29 @@ mod tests {
             refill.next_claim(after(t0, 7), 1, 0),
             Some(after(t0, 7)),
             "idle slots"
+        );
+    }
+
+    #[test]
+    fn tasks_held_for_their_keys_bring_looks_at_their_instants() {
+        let t0 = Instant::now();
+        let mut refill = Refill::new(16, 100, SECOND, false);
+        refill.claiming(t0);
+        refill.claimed(16, Some(1));
+        refill.held_until(vec![after(t0, 400), after(t0, 200), after(t0, 3_000)]);
+        assert_eq!(refill.next_claim(t0, 15, 1), Some(after(t0, 200)));
+        refill.claiming(after(t0, 200));
+        refill.claimed(15, Some(1));
+        assert_eq!(
+            refill.next_claim(after(t0, 200), 14, 2),
+            Some(after(t0, 400))
+        );
+        refill.claiming(after(t0, 400));
+        refill.claimed(14, Some(0));
+        assert_eq!(
+            refill.next_claim(after(t0, 400), 14, 2),
+            Some(after(t0, 1_400)),
+            "the interval comes before the last hold"
         );
     }
 

@@ -7,7 +7,7 @@ use super::Tasker;
 use crate::clock::Timestamp;
 use crate::report::Report;
 use crate::store::{PausedTypes, Store};
-use crate::task::{Task, TaskId, TaskStatus};
+use crate::task::{Held, Task, TaskId, TaskStatus};
 
 /// Why a task waits, with the instant it stops waiting where one is known.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -29,6 +29,22 @@ pub enum Waiting {
         until: Timestamp,
         /// The attempt that failed.
         after_attempt: u32,
+    },
+    /// Its `concurrencyKey` `key` ran as many tasks as its limit allows when a claim found it
+    /// due: held until `until` (the first of those tasks' leases ends), or sooner when one of
+    /// them finishes.
+    KeyConcurrency {
+        /// The concurrency key.
+        key: String,
+        /// When it is due again at the latest.
+        until: Timestamp,
+    },
+    /// Its `rateKey` `key` had started as many tasks as its rate allows: held until `until`.
+    KeyRate {
+        /// The rate key.
+        key: String,
+        /// When it is due again.
+        until: Timestamp,
     },
     /// Due, but its type is paused (since `since`): nothing claims it until it is resumed.
     TypePaused {
@@ -57,7 +73,19 @@ impl Waiting {
     /// Why `task` waits at `now`, given the paused types; none for a running task whose lease
     /// holds, and for a finished one.
     pub fn of(task: &Task, now: Timestamp, paused: &PausedTypes) -> Option<Self> {
+        let held_key = match task.held {
+            Some(Held::Concurrency) => task.concurrency_key.clone(),
+            Some(Held::Rate) => task.rate_key.clone(),
+            None => None,
+        };
         match task.status {
+            TaskStatus::Pending if task.scheduled_at > now && held_key.is_some() => {
+                let (key, until) = (held_key.unwrap_or_default(), task.scheduled_at);
+                Some(match task.held {
+                    Some(Held::Concurrency) => Self::KeyConcurrency { key, until },
+                    _ => Self::KeyRate { key, until },
+                })
+            }
             TaskStatus::Pending if task.scheduled_at > now => Some(if task.attempts == 0 {
                 Self::Scheduled {
                     until: task.scheduled_at,
@@ -94,6 +122,13 @@ impl Waiting {
                 until,
                 after_attempt,
             } => format!("backing off until {until} after attempt {after_attempt} failed"),
+            Self::KeyConcurrency { key, until } => format!(
+                "concurrency key {key:?} is at its limit; held until {until} at the latest \
+                 (sooner when one of its running tasks ends)"
+            ),
+            Self::KeyRate { key, until } => {
+                format!("rate key {key:?} is at its rate; held until {until}")
+            }
             Self::TypePaused { since } => format!("its type is paused (since {since})"),
             Self::Due { since } => format!("due since {since}, waiting for a processor"),
             Self::LeaseExpired {

@@ -195,7 +195,8 @@ impl<S: Store> Tasker<S> {
     async fn claim_message_now(&self, id: TaskId) -> Result<MessageClaim, Handled> {
         let started = Instant::now();
         let claimed = async {
-            let gate = ClaimGate::new(self.paused_now().await?, Default::default());
+            let gate = ClaimGate::new(self.paused_now().await?, Default::default())
+                .with_limits(self.key_limits.clone());
             let now = self.clock.now();
             let claim = ClaimById::due(id, now, &self.leases).through(&gate);
             let claimed = self.store.task_claim_by_id(claim).await?;

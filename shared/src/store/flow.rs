@@ -3,6 +3,7 @@
 
 use std::collections::BTreeMap;
 
+use super::keys::{KeyLimits, NO_LIMITS};
 use crate::clock::Timestamp;
 
 /// The paused types, each with when it was paused.
@@ -37,13 +38,23 @@ pub struct ClaimGate {
     /// Set (and seen by every clone) when a due task of a capped type was turned away for
     /// want of room: the claim's answer says nothing of that type's other due tasks.
     turned_away: Option<std::sync::Arc<std::sync::atomic::AtomicBool>>,
+    /// The limits per key every claim through the gate keeps.
+    limits: Option<std::sync::Arc<KeyLimits>>,
+    /// When the tasks a claim through this gate (or a clone) held for their keys are due
+    /// again, so the caller can look then (at most [`HOLDS_NOTED`]).
+    holds: Option<std::sync::Arc<std::sync::Mutex<Vec<Timestamp>>>>,
 }
+
+/// The most hold instants a gate notes.
+pub const HOLDS_NOTED: usize = 1024;
 
 /// The gate that admits every task.
 pub static OPEN_GATE: ClaimGate = ClaimGate {
     paused: BTreeMap::new(),
     room: BTreeMap::new(),
     turned_away: None,
+    limits: None,
+    holds: None,
 };
 
 impl ClaimGate {
@@ -53,7 +64,37 @@ impl ClaimGate {
             paused,
             room,
             turned_away: Some(std::sync::Arc::default()),
+            limits: None,
+            holds: Some(std::sync::Arc::default()),
         }
+    }
+
+    /// Notes that a claim through this gate held a task until `until`.
+    pub fn note_hold(&self, until: Timestamp) {
+        if let Some(holds) = &self.holds {
+            let mut holds = holds.lock().unwrap_or_else(|p| p.into_inner());
+            if holds.len() < HOLDS_NOTED {
+                holds.push(until);
+            }
+        }
+    }
+
+    /// When the tasks held through this gate are due again, as noted.
+    pub fn holds(&self) -> Vec<Timestamp> {
+        self.holds.as_ref().map_or_else(Vec::new, |holds| {
+            holds.lock().unwrap_or_else(|p| p.into_inner()).clone()
+        })
+    }
+
+    /// This gate, keeping `limits` per key.
+    pub fn with_limits(mut self, limits: std::sync::Arc<KeyLimits>) -> Self {
+        self.limits = (!limits.is_empty()).then_some(limits);
+        self
+    }
+
+    /// The limits per key a claim through this gate keeps.
+    pub fn limits(&self) -> &KeyLimits {
+        self.limits.as_deref().unwrap_or(&NO_LIMITS)
     }
 
     /// True when this gate, or a clone of it, turned a due task away for want of room.

@@ -17,6 +17,7 @@ pub mod dynamodb;
 mod error;
 mod flow;
 mod interface;
+mod keys;
 mod lease;
 mod listing;
 mod params;
@@ -33,8 +34,11 @@ pub use any::AnyStore;
 #[cfg(feature = "dynamodb")]
 pub use dynamodb::DynamoStore;
 pub use error::{Cause, StoreError};
-pub use flow::{ClaimGate, OPEN_GATE, PausedTypes, TypeCount, TypeCounts};
+pub use flow::{ClaimGate, HOLDS_NOTED, OPEN_GATE, PausedTypes, TypeCount, TypeCounts};
 pub use interface::Store;
+pub use keys::{
+    Holders, InvalidKeyLimits, KeyBook, KeyLimits, KeyRule, NO_LIMITS, Need, Rate, Verdict,
+};
 pub use lease::Leases;
 pub use listing::{
     InvalidCursor, ListFilter, ListKey, LowerBound, Overview, StatusCounts, TaskPage, Throughput,

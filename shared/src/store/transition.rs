@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use super::{ListKey, StoreError};
 use crate::clock::Timestamp;
-use crate::task::{Task, TaskId, TaskStatus};
+use crate::task::{Held, Task, TaskId, TaskStatus};
 
 /// Why a task whose last attempt never reported back is failed instead of run again.
 pub const LEASE_EXPIRED_ERROR: &str =
@@ -82,6 +82,26 @@ pub enum Transition {
         now: Timestamp,
         /// The entry the task is stranded at.
         entry: ListKey,
+    },
+    /// A claim finds a task due by `due_by` (as [`Transition::Claim`] would take it) whose key
+    /// is at its limit: instead of starting an attempt, the task waits, pending, until `until`
+    /// (out of every claim's path until then), `held` for that limit. A running task whose
+    /// lease expired keeps the attempt it used.
+    Hold {
+        /// Pending tasks scheduled by then, and leases expired by then, are due.
+        due_by: Timestamp,
+        /// The hold's instant.
+        now: Timestamp,
+        /// When the task is due again.
+        until: Timestamp,
+        /// The limit it waits for.
+        held: Held,
+    },
+    /// A task held for its key's concurrency is made due at `now`, because a task of its key
+    /// stopped running before the hold's end.
+    Wake {
+        /// The wake's instant.
+        now: Timestamp,
     },
     /// A pending task is cancelled.
     Cancel {
@@ -174,6 +194,34 @@ impl Transition {
                 settle(&mut next, &lease_expired(), *now);
                 next.lease_token = Some(token.clone());
             }
+            Self::Hold {
+                due_by,
+                now,
+                until,
+                held,
+            } => {
+                let due = task.due_at().is_some_and(|at| at <= *due_by);
+                if !due || task.attempts >= task.max_attempts {
+                    return Err(refused);
+                }
+                next.status = TaskStatus::Pending;
+                next.scheduled_at = *until;
+                next.updated_at = *now;
+                next.lease_expires_at = None;
+                next.lease_token = None;
+                next.held = Some(*held);
+            }
+            Self::Wake { now } => {
+                let held = task.status == TaskStatus::Pending
+                    && task.held == Some(Held::Concurrency)
+                    && task.scheduled_at > *now;
+                if !held {
+                    return Err(refused);
+                }
+                next.scheduled_at = *now;
+                next.updated_at = *now;
+                next.held = None;
+            }
             Self::Rescue { now, entry } => {
                 if !rescue(task, &mut next, *now, entry) {
                     return Err(refused);
@@ -237,6 +285,7 @@ fn start_attempt(next: &mut Task, now: Timestamp, lease_until: Timestamp, token:
     next.updated_at = now;
     next.lease_expires_at = Some(lease_until);
     next.lease_token = Some(token.to_owned());
+    next.held = None;
 }
 
 /// A rescue of `task` into `next` at `now`, if the task is still due at the entry the sweep

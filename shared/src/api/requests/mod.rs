@@ -25,6 +25,8 @@ const CREATE_FIELDS: &[&str] = &[
     "delaySeconds",
     "maxAttempts",
     "referenceUid",
+    "concurrencyKey",
+    "rateKey",
 ];
 const CANCEL_FIELDS: &[&str] = &["referenceUid", "type"];
 
@@ -229,6 +231,8 @@ fn create_from(
         max_attempts,
         reference_uid: optional_string(&map, "referenceUid")?,
         idempotency_key: optional_string(&map, "idempotencyKey")?,
+        concurrency_key: optional_string(&map, "concurrencyKey")?,
+        rate_key: optional_string(&map, "rateKey")?,
     };
     new.validate()?;
     Ok(new)

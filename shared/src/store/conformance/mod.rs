@@ -9,6 +9,7 @@ mod claim;
 mod create;
 mod delivery;
 mod flow;
+mod keys;
 mod listing;
 mod purge;
 mod retry;
@@ -24,6 +25,7 @@ pub use self::claim::*;
 pub use self::create::*;
 pub use self::delivery::*;
 pub use self::flow::*;
+pub use self::keys::*;
 pub use self::listing::*;
 pub use self::purge::*;
 pub use self::retry::*;
@@ -100,7 +102,12 @@ macro_rules! store_conformance_tests {
             deliverable_tasks_leave_out_paused_types,
             a_long_lease_ahead_does_not_slow_claims,
             a_paused_backlog_ahead_does_not_slow_claims,
-            a_capped_backlog_ahead_does_not_slow_claims
+            a_capped_backlog_ahead_does_not_slow_claims,
+            a_key_at_its_concurrency_limit_holds_the_rest,
+            a_held_task_is_due_when_its_holders_lease_ends,
+            a_rate_key_starts_one_task_per_interval,
+            concurrent_claimers_never_pass_a_keys_limit,
+            a_claim_by_id_holds_a_task_whose_key_is_full
         );
     };
     (@cases $make:expr; $($case:ident),* $(,)?) => {

@@ -194,6 +194,9 @@ pub fn from_item(item: Item) -> Result<Task, StoreError> {
         lease_token: item.lease_token,
         schedule_name: item.schedule_name,
         schedule_tick: item.schedule_tick,
+        concurrency_key: None,
+        rate_key: None,
+        held: None,
     })
 }
 

@@ -12,7 +12,7 @@ use tokio_postgres::types::{ToSql, Type};
 use super::pg_error;
 use super::rows::{COLUMNS, row_to_task};
 use crate::store::{ListKey, StoreError};
-use crate::task::{Task, TaskId};
+use crate::task::{Held, Task, TaskId};
 
 /// The tasks `ids` that exist, locked for this transaction (in id order, so two writers never
 /// wait on each other in a circle), by id.
@@ -71,7 +71,11 @@ pub async fn write_changes(
         .iter()
         .map(|task| ListKey::of(task).as_str().to_owned())
         .collect();
-    let params: [(&(dyn ToSql + Sync), Type); 13] = [
+    let held: Vec<Option<&str>> = tasks
+        .iter()
+        .map(|task| task.held.map(Held::as_str))
+        .collect();
+    let params: [(&(dyn ToSql + Sync), Type); 14] = [
         (&ids, Type::TEXT_ARRAY),
         (&statuses, Type::TEXT_ARRAY),
         (&scheduled, Type::TIMESTAMPTZ_ARRAY),
@@ -85,16 +89,17 @@ pub async fn write_changes(
         (&errors, Type::TEXT_ARRAY),
         (&tokens, Type::TEXT_ARRAY),
         (&keys, Type::TEXT_ARRAY),
+        (&held, Type::TEXT_ARRAY),
     ];
     tx.execute_typed(
         "UPDATE tasker.tasks t SET status = u.status, scheduled_at = u.scheduled_at, \
          updated_at = u.updated_at, last_failed_attempt_at = u.failed, \
          succeeded_at = u.succeeded, finished_at = u.finished, lease_expires_at = u.lease, \
          due_at = u.due, attempts = u.attempts, last_error = u.error, lease_token = u.token, \
-         list_key = u.list_key \
-         FROM unnest($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13) \
+         list_key = u.list_key, held = u.held \
+         FROM unnest($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14) \
            AS u(id, status, scheduled_at, updated_at, failed, succeeded, finished, lease, due, \
-                attempts, error, token, list_key) \
+                attempts, error, token, list_key, held) \
          WHERE t.id = u.id COLLATE \"C\"",
         &params,
     )

@@ -1,10 +1,12 @@
 //! Claims by id (SQS mode's workers) and the tasks a message should be on its way for.
 
+use super::keys::{self, Busy};
 use super::rows::{COLUMNS, load, rows_to_tasks, update};
 use super::{PgStore, bulk, pg_error, raw};
 use crate::clock::Timestamp;
 use crate::store::{
-    ClaimById, ClaimedById, Deliverable, StoreError, Transition, is_expired_final_attempt,
+    ClaimById, ClaimedById, Deliverable, KeyBook, StoreError, Transition, Verdict,
+    is_expired_final_attempt,
 };
 use crate::task::Task;
 
@@ -22,12 +24,31 @@ impl PgStore {
         let Some(task) = load(&tx, id, true).await? else {
             return Ok(ClaimedById::Missing);
         };
+        let lease_until = claim.leases.until(&task.task_type, now);
+        let limits = claim.gate.limits().clone();
+        let mut book = KeyBook::new(&limits, now);
+        let due = task.due_at().is_some_and(|at| at <= due_by);
         let transition = if is_expired_final_attempt(&task, due_by) {
             Transition::expire(due_by, now)
         } else if !claim.gate.admits(&task.task_type) {
             return Ok(ClaimedById::NotDue(task));
+        } else if due && book.limits(&task) {
+            let mut busy = Busy::default();
+            if !keys::read_needs(&tx, &mut book, &mut busy, &task, now).await? {
+                // Another claim is judging its key: the message comes again.
+                return Ok(ClaimedById::NotDue(task));
+            }
+            match book.judge(&task, lease_until) {
+                Verdict::Hold { held, until } => Transition::Hold {
+                    due_by,
+                    now,
+                    until,
+                    held,
+                },
+                Verdict::Start => Transition::claim(due_by, now, lease_until),
+            }
         } else {
-            Transition::claim(due_by, now, claim.leases.until(&task.task_type, now))
+            Transition::claim(due_by, now, lease_until)
         };
         let Ok(changed) = transition.apply(&task) else {
             return Ok(ClaimedById::NotDue(task));
@@ -35,6 +56,7 @@ impl PgStore {
         update(&tx, &task, &changed)
             .await
             .map_err(|err| pg_error("claiming a task", err))?;
+        keys::write_moved(&tx, &book).await?;
         tx.commit()
             .await
             .map_err(|err| pg_error("committing a claim", err))?;

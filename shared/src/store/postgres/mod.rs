@@ -7,6 +7,7 @@
 mod bulk;
 mod delivery;
 mod flow;
+mod keys;
 mod listing;
 mod outcomes;
 pub mod probe;
@@ -346,6 +347,7 @@ impl PgStore {
                 .map_err(|err| pg_error("purging finished tasks", err))?;
             total += deleted;
             if deleted == 0 {
+                keys::purge_rates(&**client, cutoff).await?;
                 return Ok(total);
             }
             progress(deleted);

@@ -6,7 +6,7 @@ use std::sync::Mutex;
 
 use tokio::sync::oneshot;
 
-use super::{PgStore, bulk, pg_error, raw};
+use super::{PgStore, bulk, keys, pg_error, raw};
 use crate::clock::Timestamp;
 use crate::store::{Settlement, StoreError, Transition};
 use crate::task::{Task, TaskId};
@@ -114,6 +114,12 @@ impl PgStore {
         bulk::write_changes(&tx, &changed)
             .await
             .map_err(|err| pg_error("writing a group of outcomes", err))?;
+        if let Some(now) = group.iter().find_map(|request| match &request.settle {
+            Transition::Settle { now, .. } => Some(*now),
+            _ => None,
+        }) {
+            keys::wake_held(&tx, &changed, now).await?;
+        }
         tx.commit()
             .await
             .map_err(|err| pg_error("committing a group of outcomes", err))?;

@@ -5,10 +5,11 @@ use tokio_postgres::Transaction;
 
 use tokio_postgres::types::Type;
 
+use super::keys::{self, Busy};
 use super::rows::{COLUMNS, rows_to_tasks};
 use super::{PgStore, bulk, pg_error, raw};
 use crate::clock::Timestamp;
-use crate::store::{Claim, StoreError, Transition, is_expired_final_attempt};
+use crate::store::{Claim, KeyBook, StoreError, Transition, Verdict, is_expired_final_attempt};
 use crate::task::Task;
 
 /// Rows of `tasks` this connection has read by index or by scan and not yet reported to the
@@ -128,6 +129,9 @@ impl PgStore {
         } else {
             0
         };
+        let limits = gate.limits().clone();
+        let mut book = KeyBook::new(&limits, now);
+        let mut busy = Busy::default();
         let mut claimed = Vec::new();
         let mut read_rows = 0;
         // Exhausted tasks with an expired lease are failed here, so they never block the head
@@ -146,18 +150,38 @@ impl PgStore {
             let mut claims = Vec::with_capacity(due.len());
             for task in due {
                 let exhausted = is_expired_final_attempt(&task, due_by);
-                if !exhausted && !gate.take(&task.task_type) {
+                if !exhausted && !gate.admits(&task.task_type) {
+                    gate.take(&task.task_type);
                     continue;
                 }
-                let transition = if exhausted {
+                let lease_until = claim.leases.until(&task.task_type, now);
+                let mut transition = if exhausted {
                     Transition::expire(due_by, now)
                 } else {
-                    Transition::claim(due_by, now, claim.leases.until(&task.task_type, now))
+                    Transition::claim(due_by, now, lease_until)
                 };
+                if !exhausted && book.limits(&task) {
+                    if !keys::read_needs(&tx, &mut book, &mut busy, &task, now).await? {
+                        continue;
+                    }
+                    if let Verdict::Hold { held, until } = book.judge(&task, lease_until) {
+                        gate.note_hold(until);
+                        transition = Transition::Hold {
+                            due_by,
+                            now,
+                            until,
+                            held,
+                        };
+                    }
+                }
+                let starts = matches!(transition, Transition::Claim { .. });
+                if starts {
+                    gate.take(&task.task_type);
+                }
                 let changed = transition
                     .apply(&task)
                     .map_err(|refused| transition.refusal(task.id, refused))?;
-                if !exhausted {
+                if starts {
                     claims.push(changes.len());
                 }
                 changes.push(changed);
@@ -167,10 +191,13 @@ impl PgStore {
                 .await
                 .map_err(|err| pg_error("claiming tasks", err))?;
             claimed.extend(claims.into_iter().map(|at| changes[at].clone()));
-            if claimed.len() >= limit {
+            // A task left for a claim holding its key would be read again, locked by this
+            // claim's own transaction: this claim ends here.
+            if claimed.len() >= limit || busy.any() {
                 break;
             }
         }
+        keys::write_moved(&tx, &book).await?;
         let entries = if self.metered {
             read_so_far(&tx).await?.saturating_sub(before)
         } else {

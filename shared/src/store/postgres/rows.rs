@@ -7,12 +7,12 @@ use tokio_postgres::types::ToSql;
 use super::pg_error;
 use crate::clock::Timestamp;
 use crate::store::{ListKey, StoreError};
-use crate::task::{Task, TaskId};
+use crate::task::{Held, Task, TaskId};
 
 pub const COLUMNS: &str = "id, type, payload, status, scheduled_at, created_at, updated_at, \
     attempts, max_attempts, last_error, last_failed_attempt_at, succeeded_at, finished_at, \
     reference_uid, lease_expires_at, due_at, idempotency_key, retry_policy, lease_token, \
-    schedule_name, schedule_tick";
+    schedule_name, schedule_tick, concurrency_key, rate_key, held";
 
 /// A parameter of a statement.
 pub type Param = Box<dyn ToSql + Sync + Send>;
@@ -70,6 +70,12 @@ pub fn row_to_task(row: &tokio_postgres::Row) -> Result<Task, StoreError> {
         lease_token: row.try_get(18).map_err(get)?,
         schedule_name: row.try_get(19).map_err(get)?,
         schedule_tick: instant(row.try_get(20).map_err(get)?),
+        concurrency_key: row.try_get(21).map_err(get)?,
+        rate_key: row.try_get(22).map_err(get)?,
+        held: row
+            .try_get::<_, Option<&str>>(23)
+            .map_err(get)?
+            .and_then(Held::parse),
     })
 }
 
@@ -110,7 +116,7 @@ pub async fn insert(client: &impl GenericClient, task: &Task) -> Result<(), toki
         .execute(
             &format!(
                 "INSERT INTO tasker.tasks ({COLUMNS}, list_key) VALUES ($1, $2, $3, $4, $5, $6, \
-                 $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21, $22)"
+                 $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21, $22, $23, $24, $25)"
             ),
             &[
                 &task.id.to_string(),
@@ -134,6 +140,9 @@ pub async fn insert(client: &impl GenericClient, task: &Task) -> Result<(), toki
                 &task.lease_token,
                 &task.schedule_name,
                 &at(task.schedule_tick),
+                &task.concurrency_key,
+                &task.rate_key,
+                &task.held.map(Held::as_str),
                 &ListKey::of(task).as_str(),
             ],
         )
@@ -195,6 +204,9 @@ pub async fn update(
     }
     if before.lease_token != after.lease_token {
         set("lease_token", Box::new(after.lease_token.clone()));
+    }
+    if before.held != after.held {
+        set("held", Box::new(after.held.map(Held::as_str)));
     }
     let key = ListKey::of(after);
     if ListKey::of(before) != key {

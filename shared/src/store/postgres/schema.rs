@@ -12,7 +12,7 @@ use crate::store::StoreError;
 const MIGRATION_LOCK: i64 = 0x7461_736b_6572; // "tasker"
 
 /// The migrations, in order; version N is `MIGRATIONS[N - 1]`. A released one never changes.
-const MIGRATIONS: &[&str] = &[V1, V2, V3];
+const MIGRATIONS: &[&str] = &[V1, V2, V3, V4];
 
 /// The version this code writes.
 pub const SCHEMA_VERSION: i32 = MIGRATIONS.len() as i32;
@@ -189,6 +189,26 @@ ALTER TABLE tasker.tasks SET (
 ALTER TABLE tasker.task_count_changes SET (
     autovacuum_vacuum_scale_factor = 0,
     autovacuum_vacuum_threshold = 1000
+);
+"#;
+
+/// Version 4: limits per key.
+/// - A task's `concurrency_key` and `rate_key` (fixed at its create) and `held`, the limit a
+///   claim held it back for.
+/// - `tasks_key_running`: a key's running tasks, which a claim counts (their `due_at` is their
+///   lease's end); `tasks_key_held`: the tasks held for a key's concurrency, which an outcome
+///   of the key's wakes.
+/// - `key_rates`: each rate key's next start (GCRA's theoretical arrival time).
+const V4: &str = r#"
+ALTER TABLE tasker.tasks ADD COLUMN concurrency_key text, ADD COLUMN rate_key text,
+    ADD COLUMN held text CHECK (held IN ('concurrency', 'rate'));
+CREATE INDEX tasks_key_running ON tasker.tasks (concurrency_key, due_at)
+    WHERE status = 'running' AND concurrency_key IS NOT NULL;
+CREATE INDEX tasks_key_held ON tasker.tasks (concurrency_key, due_at, id)
+    WHERE held = 'concurrency' AND status = 'pending';
+CREATE TABLE tasker.key_rates (
+    key text PRIMARY KEY,
+    next_start timestamptz NOT NULL
 );
 "#;
 

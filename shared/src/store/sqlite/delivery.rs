@@ -4,10 +4,12 @@
 use rusqlite::params;
 
 use super::SqliteStore;
+use super::keys::{read_needs, write_moved};
 use super::rows::{COLUMNS, load, row_to_task, sqlite_error, update};
 use crate::clock::Timestamp;
 use crate::store::{
-    ClaimById, ClaimedById, Deliverable, StoreError, Transition, is_expired_final_attempt,
+    ClaimById, ClaimedById, Deliverable, KeyBook, StoreError, Transition, Verdict,
+    is_expired_final_attempt,
 };
 use crate::task::Task;
 
@@ -23,17 +25,33 @@ impl SqliteStore {
             let Some(task) = load(tx, id)? else {
                 return Ok(ClaimedById::Missing);
             };
+            let lease_until = leases.until(&task.task_type, now);
+            let limits = gate.limits().clone();
+            let mut book = KeyBook::new(&limits, now);
+            let due = task.due_at().is_some_and(|at| at <= due_by);
             let transition = if is_expired_final_attempt(&task, due_by) {
                 Transition::expire(due_by, now)
             } else if !gate.admits(&task.task_type) {
                 return Ok(ClaimedById::NotDue(task));
+            } else if due && book.limits(&task) {
+                read_needs(tx, &mut book, &task, now)?;
+                match book.judge(&task, lease_until) {
+                    Verdict::Hold { held, until } => Transition::Hold {
+                        due_by,
+                        now,
+                        until,
+                        held,
+                    },
+                    Verdict::Start => Transition::claim(due_by, now, lease_until),
+                }
             } else {
-                Transition::claim(due_by, now, leases.until(&task.task_type, now))
+                Transition::claim(due_by, now, lease_until)
             };
             let Ok(changed) = transition.apply(&task) else {
                 return Ok(ClaimedById::NotDue(task));
             };
             update(tx, &task, &changed).map_err(sqlite_error)?;
+            write_moved(tx, &book)?;
             Ok(match transition {
                 Transition::Claim { .. } => ClaimedById::Claimed(changed),
                 _ => ClaimedById::NotDue(changed),

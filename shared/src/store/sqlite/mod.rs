@@ -4,6 +4,7 @@
 
 mod delivery;
 mod flow;
+mod keys;
 mod listing;
 #[cfg(feature = "testing")]
 pub mod probe;
@@ -245,6 +246,7 @@ impl SqliteStore {
                 .await?;
             total += deleted;
             if deleted == 0 {
+                self.write(move |tx| keys::purge_rates(tx, cutoff)).await?;
                 return Ok(total);
             }
             progress(deleted);

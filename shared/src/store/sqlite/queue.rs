@@ -4,10 +4,13 @@ use std::sync::Arc;
 
 use rusqlite::{StatementStatus, TransactionBehavior, params};
 
+use super::keys::{read_needs, wake_held, write_moved};
 use super::rows::{COLUMNS, load, row_to_task, sqlite_error, update};
 use super::{SqliteStore, apply};
 use crate::clock::Timestamp;
-use crate::store::{Claim, Settlement, StoreError, Transition, is_expired_final_attempt};
+use crate::store::{
+    Claim, KeyBook, Settlement, StoreError, Transition, Verdict, is_expired_final_attempt,
+};
 use crate::task::{Task, TaskId};
 
 /// An outcome write waiting for the next group commit, and where its answer goes.
@@ -54,7 +57,11 @@ fn write_group(
 
 /// The outcome of one request inside the group commit's transaction.
 fn settle_in(tx: &rusqlite::Transaction<'_>, request: &SettleRequest) -> Result<Task, StoreError> {
-    match apply(tx, request.id, &request.settle) {
+    let written = apply(tx, request.id, &request.settle);
+    if let (Ok(task), Transition::Settle { now, .. }) = (&written, &request.settle) {
+        wake_held(tx, task, *now)?;
+    }
+    match written {
         // The same outcome, written before (the processor tries again when an answer is lost):
         // it stands, as on DynamoDB.
         Err(StoreError::LeaseLost(_))
@@ -180,6 +187,8 @@ impl SqliteStore {
         let mut gate = claim.gate.clone();
         let reads = Arc::clone(&self.reads);
         self.write(move |tx| {
+            let limits = gate.limits().clone();
+            let mut book = KeyBook::new(&limits, now);
             let mut claimed = Vec::new();
             let mut steps = 0;
             // Exhausted tasks with an expired lease are failed here, so they never block the
@@ -197,14 +206,34 @@ impl SqliteStore {
                 }
                 for task in due {
                     let exhausted = is_expired_final_attempt(&task, due_by);
-                    if !exhausted && !gate.take(&task.task_type) {
+                    if !exhausted && !gate.admits(&task.task_type) {
+                        gate.take(&task.task_type);
                         continue;
+                    }
+                    let lease_until = leases.until(&task.task_type, now);
+                    if !exhausted && book.limits(&task) {
+                        read_needs(tx, &mut book, &task, now)?;
+                        if let Verdict::Hold { held, until } = book.judge(&task, lease_until) {
+                            let hold = Transition::Hold {
+                                due_by,
+                                now,
+                                until,
+                                held,
+                            };
+                            let waiting = hold
+                                .apply(&task)
+                                .map_err(|refused| hold.refusal(task.id, refused))?;
+                            update(tx, &task, &waiting).map_err(sqlite_error)?;
+                            gate.note_hold(until);
+                            continue;
+                        }
                     }
                     // Each claim gets a token of its own.
                     let transition = if exhausted {
                         Transition::expire(due_by, now)
                     } else {
-                        Transition::claim(due_by, now, leases.until(&task.task_type, now))
+                        gate.take(&task.task_type);
+                        Transition::claim(due_by, now, lease_until)
                     };
                     let changed = transition
                         .apply(&task)
@@ -218,6 +247,7 @@ impl SqliteStore {
                     break;
                 }
             }
+            write_moved(tx, &book)?;
             Ok(claimed)
         })
         .await

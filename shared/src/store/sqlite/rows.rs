@@ -5,11 +5,12 @@ use rusqlite::{Connection, OptionalExtension, params};
 
 use crate::clock::Timestamp;
 use crate::store::{ListKey, StoreError};
-use crate::task::{Task, TaskId};
+use crate::task::{Held, Task, TaskId};
 
 pub const COLUMNS: &str = "id, type, payload, status, scheduled_at, created_at, updated_at, attempts, \
     max_attempts, last_error, last_failed_attempt_at, succeeded_at, finished_at, reference_uid, \
-    lease_expires_at, due_at, idempotency_key, retry_policy, lease_token, schedule_name, schedule_tick";
+    lease_expires_at, due_at, idempotency_key, retry_policy, lease_token, schedule_name, schedule_tick, \
+    concurrency_key, rate_key, held";
 
 pub fn backend(err: rusqlite::Error) -> StoreError {
     StoreError::backend_from("SQLite", err)
@@ -76,6 +77,12 @@ pub fn row_to_task(row: &rusqlite::Row<'_>) -> rusqlite::Result<Task> {
         lease_token: row.get(18)?,
         schedule_name: row.get(19)?,
         schedule_tick: parse_optional(20, row.get(20)?)?,
+        concurrency_key: row.get(21)?,
+        rate_key: row.get(22)?,
+        held: row
+            .get::<_, Option<String>>(23)?
+            .as_deref()
+            .and_then(Held::parse),
     })
 }
 
@@ -93,7 +100,7 @@ pub fn insert(conn: &Connection, task: &Task) -> rusqlite::Result<()> {
     conn.execute(
         &format!(
             "INSERT INTO tasks ({COLUMNS}, list_key) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, \
-             ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20, ?21, ?22)"
+             ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20, ?21, ?22, ?23, ?24, ?25)"
         ),
         params![
             task.id.to_string(),
@@ -117,6 +124,9 @@ pub fn insert(conn: &Connection, task: &Task) -> rusqlite::Result<()> {
             task.lease_token,
             task.schedule_name,
             text(task.schedule_tick),
+            task.concurrency_key,
+            task.rate_key,
+            task.held.map(Held::as_str),
             ListKey::of(task).as_str(),
         ],
     )?;
@@ -131,7 +141,7 @@ pub fn update(conn: &Connection, before: &Task, after: &Task) -> rusqlite::Resul
     let text_of =
         |value: Option<Timestamp>| value.map_or(Value::Null, |t| Value::Text(t.to_text()));
     let optional = |value: &Option<String>| value.clone().map_or(Value::Null, Value::Text);
-    let columns = |task: &Task| -> [(&'static str, Value); 12] {
+    let columns = |task: &Task| -> [(&'static str, Value); 13] {
         [
             ("status", Value::Text(task.status.as_str().to_owned())),
             ("scheduled_at", Value::Text(task.scheduled_at.to_text())),
@@ -147,6 +157,11 @@ pub fn update(conn: &Connection, before: &Task, after: &Task) -> rusqlite::Resul
             ("lease_expires_at", text_of(task.lease_expires_at)),
             ("due_at", text_of(task.due_at())),
             ("lease_token", optional(&task.lease_token)),
+            (
+                "held",
+                task.held
+                    .map_or(Value::Null, |held| Value::Text(held.as_str().to_owned())),
+            ),
             (
                 "list_key",
                 Value::Text(ListKey::of(task).as_str().to_owned()),

@@ -7,7 +7,7 @@ use super::rows::backend;
 use crate::store::StoreError;
 
 /// The schema version this code writes (`PRAGMA user_version`).
-pub const SCHEMA_VERSION: i64 = 5;
+pub const SCHEMA_VERSION: i64 = 6;
 
 /// `due_at` is the claimable instant (see [`crate::task::Task::due_at`]) and `list_key` the
 /// listing key ([`crate::store::ListKey`]), kept as columns so that an index answers "what is
@@ -35,7 +35,10 @@ CREATE TABLE IF NOT EXISTS tasks (
     lease_token TEXT,
     schedule_name TEXT,
     schedule_tick TEXT,
-    list_key TEXT NOT NULL
+    list_key TEXT NOT NULL,
+    concurrency_key TEXT,
+    rate_key TEXT,
+    held TEXT
 ) STRICT;
 CREATE TABLE IF NOT EXISTS schedules (
     name TEXT PRIMARY KEY NOT NULL,
@@ -47,6 +50,10 @@ CREATE TABLE IF NOT EXISTS paused_types (
     type TEXT PRIMARY KEY NOT NULL,
     paused_at TEXT NOT NULL
 ) STRICT;
+CREATE TABLE IF NOT EXISTS key_rates (
+    key TEXT PRIMARY KEY NOT NULL,
+    next_start TEXT NOT NULL
+) STRICT, WITHOUT ROWID;
 ";
 
 /// The counts per status, one row each, changed by triggers in the transaction that changes a
@@ -62,7 +69,9 @@ INSERT INTO task_counts (status, n)
 /// others) at any depth of cursor. Each is chosen so that a task's run writes as few index
 /// entries as it can: a claim moves none of them (it writes only changed columns, and neither
 /// `list_key`, `type` nor `finished_at` changes), a success one (it leaves `tasks_open`).
-/// Unfinished tasks are exactly those without `finished_at`. Claims read three: `tasks_due`
+/// Unfinished tasks are exactly those without `finished_at`. A claim that keeps limits per
+/// key counts a key's running tasks in `tasks_key_running`; an outcome wakes a task held for
+/// its key from `tasks_key_held`. Claims read three: `tasks_due`
 /// (due tasks by instant), `tasks_type_due` (the same per type, so that a claim with a paused
 /// or capped type reads only the open types' ranges) and `tasks_final` (running final
 /// attempts, whose expiry a claim fails whatever their type).
@@ -88,6 +97,10 @@ CREATE INDEX IF NOT EXISTS tasks_type_list ON tasks (type, list_key);
 CREATE INDEX IF NOT EXISTS tasks_schedule_list ON tasks (schedule_name, list_key)
     WHERE schedule_name IS NOT NULL;
 CREATE INDEX IF NOT EXISTS schedules_due ON schedules (due_at) WHERE due_at IS NOT NULL;
+CREATE INDEX IF NOT EXISTS tasks_key_running ON tasks (concurrency_key, due_at)
+    WHERE status = 'running' AND concurrency_key IS NOT NULL;
+CREATE INDEX IF NOT EXISTS tasks_key_held ON tasks (concurrency_key, due_at)
+    WHERE held = 'concurrency' AND status = 'pending';
 CREATE TRIGGER IF NOT EXISTS tasks_counted_insert AFTER INSERT ON tasks BEGIN
     UPDATE task_counts SET n = n + 1 WHERE status = NEW.status;
 END;
@@ -172,6 +185,9 @@ fn add_missing_columns(conn: &Connection) -> Result<(), StoreError> {
         ("schedule_tick", "TEXT".to_owned()),
         // Filled in from the other columns by `migrate`.
         ("list_key", "TEXT NOT NULL DEFAULT ''".to_owned()),
+        ("concurrency_key", "TEXT".to_owned()),
+        ("rate_key", "TEXT".to_owned()),
+        ("held", "TEXT".to_owned()),
     ];
     for (column, definition) in added {
         if !existing.iter().any(|name| name == column) {

@@ -1,0 +1,243 @@
+//! Limits per key: a key at its concurrency limit holds its other due tasks (out of the claims'
+//! path) until a slot frees, a rate key starts its burst and then one task per interval, and
+//! concurrent claimers never pass a key's limit together. A store that does not keep limits
+//! (DynamoDB, for now) refuses a task with a key, naming the field.
+
+use std::sync::Arc;
+
+use super::*;
+use crate::store::{ClaimGate, KeyLimits, Transition};
+use crate::task::Held;
+
+fn gate(rules: &str) -> ClaimGate {
+    ClaimGate::new(PausedTypes::new(), Default::default())
+        .with_limits(Arc::new(KeyLimits::parse(rules).expect("valid rules")))
+}
+
+fn keyed(concurrency: Option<&str>, rate: Option<&str>) -> NewTask {
+    let mut new = new_task("hook");
+    new.concurrency_key = concurrency.map(str::to_owned);
+    new.rate_key = rate.map(str::to_owned);
+    new
+}
+
+/// Creates a task with keys at `now`; `None` when the store refuses keys (checked to name
+/// the field and to store nothing).
+async fn create_keyed<S: Store>(store: &S, new: NewTask, now: Timestamp) -> Option<Task> {
+    let field = if new.concurrency_key.is_some() {
+        "concurrencyKey"
+    } else {
+        "rateKey"
+    };
+    let task = Task::from_new(new, now);
+    match store.task_create(task.clone()).await {
+        Ok(created) => Some(created.task().clone()),
+        Err(StoreError::Unsupported { field: named, .. }) => {
+            assert_eq!(named, field, "the refusal names the field");
+            assert!(
+                store.task_get(task.id).await.expect("get").is_none(),
+                "a refused task is not stored"
+            );
+            None
+        }
+        Err(err) => panic!("create a task with a key: {err}"),
+    }
+}
+
+async fn claim_with<S: Store>(
+    store: &S,
+    now: Timestamp,
+    limit: usize,
+    gate: &ClaimGate,
+) -> Vec<Task> {
+    store
+        .task_claim(Claim::due(now, limit, &Leases::fixed(Duration::from_secs(60))).through(gate))
+        .await
+        .expect("claim through limits")
+}
+
+/// GIVEN four due tasks of a key limited to 2 at once, one of another key and one without
+/// WHEN claiming THEN two of the key start with the others, the other two are held (pending,
+/// due when the first lease ends, as `Transition::Hold` defines); a later claim takes none of
+/// them; an outcome of the key wakes one held task, which the next claim takes.
+pub async fn a_key_at_its_concurrency_limit_holds_the_rest<S: Store>(store: S) {
+    let gate = gate(r#"[{"type": "hook", "concurrency": 2}]"#);
+    let Some(first) = create_keyed(&store, keyed(Some("a"), None), t0()).await else {
+        return;
+    };
+    let mut of_a = vec![first.id];
+    for i in 1..4 {
+        let task = create_keyed(&store, keyed(Some("a"), None), at(i)).await;
+        of_a.push(task.expect("created like the first").id);
+    }
+    let other = create_keyed(&store, keyed(Some("b"), None), at(4))
+        .await
+        .expect("key b");
+    let plain = create_at(&store, new_task("hook"), at(5)).await;
+
+    let claimed = claim_with(&store, at(10), 10, &gate).await;
+    assert_eq!(ids(&claimed), [of_a[0], of_a[1], other.id, plain.id]);
+    for id in &of_a[2..] {
+        let held = fetch(&store, *id).await;
+        assert_eq!(
+            (held.status, held.held, held.scheduled_at, held.attempts),
+            (TaskStatus::Pending, Some(Held::Concurrency), at(70), 0),
+            "held until the first holder's lease ends"
+        );
+    }
+    assert!(claim_with(&store, at(11), 10, &gate).await.is_empty());
+
+    store
+        .task_settle(&claimed[0], Settlement::Succeeded, at(12))
+        .await
+        .expect("settle a holder");
+    let woken = fetch(&store, of_a[2]).await;
+    assert_eq!(
+        (woken.status, woken.held, woken.scheduled_at),
+        (TaskStatus::Pending, None, at(12)),
+        "the first held task is due at the outcome"
+    );
+    assert_eq!(fetch(&store, of_a[3]).await.held, Some(Held::Concurrency));
+    assert_eq!(ids(&claim_with(&store, at(13), 10, &gate).await), [of_a[2]]);
+}
+
+/// GIVEN a key limited to 1 at once whose holder's lease expires WHEN claiming after it THEN
+/// exactly one task of the key runs again (the holder's retry or the held one), and the held
+/// task is due by then with no outcome to wake it.
+pub async fn a_held_task_is_due_when_its_holders_lease_ends<S: Store>(store: S) {
+    let gate = gate(r#"[{"keyPrefix": "a", "concurrency": 1}]"#);
+    let Some(holder) = create_keyed(&store, keyed(Some("a1"), None), t0()).await else {
+        return;
+    };
+    let waiter = create_keyed(&store, keyed(Some("a1"), None), at(1))
+        .await
+        .expect("created like the first");
+    assert_eq!(
+        ids(&claim_with(&store, at(2), 10, &gate).await),
+        [holder.id]
+    );
+    assert_eq!(fetch(&store, waiter.id).await.scheduled_at, at(62));
+    let again = claim_with(&store, at(63), 10, &gate).await;
+    assert_eq!(again.len(), 1, "one slot: {:?}", ids(&again));
+    let other = if again[0].id == holder.id {
+        waiter.id
+    } else {
+        holder.id
+    };
+    let left = fetch(&store, other).await;
+    assert_eq!(
+        (left.status, left.held),
+        (TaskStatus::Pending, Some(Held::Concurrency))
+    );
+}
+
+/// GIVEN three due tasks of a rate key allowed 2 starts per 10 s (burst 1) WHEN claiming over
+/// a manual clock THEN one starts, the others are held 5 s apart and each starts at its time,
+/// not before.
+pub async fn a_rate_key_starts_one_task_per_interval<S: Store>(store: S) {
+    let gate = gate(r#"[{"type": "hook", "rate": "2/10s"}]"#);
+    let Some(first) = create_keyed(&store, keyed(None, Some("r")), t0()).await else {
+        return;
+    };
+    let second = create_keyed(&store, keyed(None, Some("r")), at(1))
+        .await
+        .expect("r");
+    let third = create_keyed(&store, keyed(None, Some("r")), at(2))
+        .await
+        .expect("r");
+    assert_eq!(
+        ids(&claim_with(&store, at(10), 10, &gate).await),
+        [first.id]
+    );
+    let (held2, held3) = (
+        fetch(&store, second.id).await,
+        fetch(&store, third.id).await,
+    );
+    assert_eq!(
+        (
+            held2.held,
+            held2.scheduled_at,
+            held3.held,
+            held3.scheduled_at
+        ),
+        (Some(Held::Rate), at(15), Some(Held::Rate), at(20))
+    );
+    let transition = Transition::Hold {
+        due_by: at(10),
+        now: at(10),
+        until: at(15),
+        held: Held::Rate,
+    };
+    let expected = transition.apply(&second).expect("applies to the due task");
+    assert_eq!(
+        held2, expected,
+        "the store holds what the transition defines"
+    );
+    assert!(claim_with(&store, at(14), 10, &gate).await.is_empty());
+    assert_eq!(
+        ids(&claim_with(&store, at(15), 10, &gate).await),
+        [second.id]
+    );
+    assert!(claim_with(&store, at(19), 10, &gate).await.is_empty());
+    assert_eq!(
+        ids(&claim_with(&store, at(20), 10, &gate).await),
+        [third.id]
+    );
+}
+
+/// GIVEN 20 due tasks of a key limited to 3 at once WHEN four claimers claim at once THEN 3
+/// start in all, whichever claimer took them.
+pub async fn concurrent_claimers_never_pass_a_keys_limit<S: Store>(store: S) {
+    let Some(_) = create_keyed(&store, keyed(Some("k"), None), t0()).await else {
+        return;
+    };
+    for i in 1..20 {
+        create_keyed(&store, keyed(Some("k"), None), at(i)).await;
+    }
+    let gate = gate(r#"[{"type": "hook", "concurrency": 3}]"#);
+    let claimers: Vec<_> = (0..4)
+        .map(|_| {
+            let (store, gate) = (store.clone(), gate.clone());
+            tokio::spawn(async move { claim_with(&store, at(30), 10, &gate).await.len() })
+        })
+        .collect();
+    let mut started = 0;
+    for claimer in claimers {
+        started += claimer.await.expect("claimer");
+    }
+    assert_eq!(started, 3, "the key's limit holds across claimers");
+    // Whatever a claimer left for another is held or claimed by now.
+    assert!(claim_with(&store, at(31), 10, &gate).await.is_empty());
+}
+
+/// GIVEN a task of a full key WHEN a message's claim by id finds it due THEN it is held, not
+/// started, and answered as not due.
+pub async fn a_claim_by_id_holds_a_task_whose_key_is_full<S: Store>(store: S) {
+    let gate = gate(r#"[{"type": "hook", "concurrency": 1}]"#);
+    let Some(holder) = create_keyed(&store, keyed(Some("k"), None), t0()).await else {
+        return;
+    };
+    let waiter = create_keyed(&store, keyed(Some("k"), None), at(1))
+        .await
+        .expect("k");
+    let leases = Leases::fixed(Duration::from_secs(60));
+    let by_id = |id| ClaimById::due(id, at(2), &leases).through(&gate);
+    let first = store
+        .task_claim_by_id(by_id(holder.id))
+        .await
+        .expect("claim");
+    assert!(matches!(first, ClaimedById::Claimed(_)), "{first:?}");
+    match store
+        .task_claim_by_id(by_id(waiter.id))
+        .await
+        .expect("claim")
+    {
+        ClaimedById::NotDue(task) => {
+            assert_eq!(
+                (task.held, task.scheduled_at),
+                (Some(Held::Concurrency), at(62))
+            );
+        }
+        other => panic!("expected the task held, got {other:?}"),
+    }
+}

@@ -1,0 +1,184 @@
+//! Limits per key across processes: two `tasker serve` over one SQLite file, and over one
+//! PostgreSQL database, share one key's limits (2 at once, 5 starts a second) while tasks of
+//! other keys and without one run beside them unslowed.
+
+use std::time::{Duration, SystemTime};
+
+use tasker_tests::fixtures::ApiClient;
+use tasker_tests::process::Serve;
+use tasker_tests::receiver::{Received, Receiver};
+
+/// Tasks on the limited key, and as many on other keys.
+const KEYED: usize = 40;
+/// Each webhook's answer takes this long, so two at once is a limit that binds.
+const ANSWER_MS: u64 = 300;
+const LIMITS: &str =
+    r#"[{"type": "sendWebhook", "keyPrefix": "slow.", "concurrency": 2, "rate": "5/1s"}]"#;
+
+fn envs() -> Vec<(&'static str, String)> {
+    [
+        ("TASKER_WEBHOOK_ALLOW_PRIVATE", "true"),
+        ("TASKER_CONCURRENCY", "8"),
+        ("TASKER_KEY_LIMITS", LIMITS),
+    ]
+    .map(|(name, value)| (name, value.to_owned()))
+    .to_vec()
+}
+
+/// Creates the keyed tasks through `first` and the others through `second`, all at once.
+async fn create_all(first: &Serve, second: &Serve, receiver: &str) {
+    let keyed: Vec<_> = (0..KEYED)
+        .map(|i| {
+            serde_json::json!({
+                "type": "sendWebhook",
+                "payload": {"url": format!("{receiver}/delay/{ANSWER_MS}/slow-{i}"), "body": i},
+                "concurrencyKey": "slow.example",
+                "rateKey": "slow.example",
+            })
+        })
+        .collect();
+    let others: Vec<_> = (0..KEYED)
+        .map(|i| {
+            let mut task = serde_json::json!({
+                "type": "sendWebhook",
+                "payload": {"url": format!("{receiver}/delay/{ANSWER_MS}/other-{i}"), "body": i},
+            });
+            if i % 2 == 0 {
+                task["concurrencyKey"] = format!("other-{i}").into();
+            }
+            task
+        })
+        .collect();
+    let send = |serve: &Serve, tasks: Vec<serde_json::Value>| {
+        let api = ApiClient::open(&serve.base);
+        async move {
+            let body = serde_json::json!({ "tasks": tasks });
+            let (status, answer) = api
+                .send(reqwest::Method::POST, "/tasks/batch", Some(&body))
+                .await;
+            assert_eq!(status, 200, "{answer}");
+        }
+    };
+    futures::join!(send(first, keyed), send(second, others));
+}
+
+fn seconds(at: SystemTime, from: SystemTime) -> f64 {
+    at.duration_since(from).unwrap_or_default().as_secs_f64()
+}
+
+/// The most of `requests` answering at once.
+fn most_at_once(requests: &[&Received]) -> usize {
+    let mut edges: Vec<(SystemTime, i32)> = Vec::new();
+    for request in requests {
+        edges.push((request.at, 1));
+        edges.push((request.answered.unwrap_or(SystemTime::now()), -1));
+    }
+    // An answer and a start at the same instant: the answer first.
+    edges.sort();
+    let (mut now, mut most) = (0i32, 0i32);
+    for (_, step) in edges {
+        now += step;
+        most = most.max(now);
+    }
+    usize::try_from(most).unwrap_or_default()
+}
+
+/// The most starts among `starts` (sorted) in any window of one second.
+fn most_in_a_second(starts: &[SystemTime]) -> usize {
+    let mut most = 0;
+    for (i, first) in starts.iter().enumerate() {
+        let within = starts[i..]
+            .iter()
+            .take_while(|at| seconds(**at, *first) < 1.0)
+            .count();
+        most = most.max(within);
+    }
+    most
+}
+
+/// Runs the case over two processes started with `args`: every task delivered once; the key's
+/// never more than 2 at once nor 6 starts in a second (5, plus one for the edges of the
+/// receiver's clock), its span at least what 5 a second allow; every other task started
+/// before the key's last quarter.
+async fn two_processes_share_a_keys_limits(args: &[&str]) {
+    let receiver = Receiver::start().await;
+    let first = Serve::start(args, &envs()).await;
+    let second = Serve::start(args, &envs()).await;
+    let created = SystemTime::now();
+    create_all(&first, &second, &receiver.base).await;
+    tasker_tests::eventually(
+        "every webhook answered",
+        Duration::from_secs(120),
+        || async {
+            let all = receiver.all();
+            (all.len() >= 2 * KEYED && all.iter().all(|r| r.answered.is_some())).then_some(())
+        },
+    )
+    .await;
+    let all = receiver.all();
+    let twice: Vec<_> = receiver
+        .count_by_path()
+        .into_iter()
+        .filter(|(_, n)| *n > 1)
+        .collect();
+    assert!(twice.is_empty(), "delivered twice: {twice:?}");
+    let keyed: Vec<&Received> = all.iter().filter(|r| r.path.contains("/slow-")).collect();
+    let others: Vec<&Received> = all.iter().filter(|r| r.path.contains("/other-")).collect();
+    assert_eq!((keyed.len(), others.len()), (KEYED, KEYED));
+
+    let mut starts: Vec<SystemTime> = keyed.iter().map(|r| r.at).collect();
+    starts.sort();
+    let span = seconds(starts[KEYED - 1], starts[0]);
+    let (at_once, per_second) = (most_at_once(&keyed), most_in_a_second(&starts));
+    let others_last = others
+        .iter()
+        .map(|r| seconds(r.at, created))
+        .fold(0.0, f64::max);
+    eprintln!(
+        "{args:?}: the key's {KEYED} tasks over {span:.1} s, at most {at_once} at once and \
+         {per_second} starts in a second; the other tasks all started {others_last:.2} s after \
+         their create"
+    );
+    assert!(at_once <= 2, "the key ran {at_once} at once");
+    assert!(
+        per_second <= 6,
+        "the key started {per_second} in one second"
+    );
+    let least = (KEYED - 1) as f64 / 5.0 - 0.5;
+    assert!(
+        span >= least,
+        "{KEYED} starts at 5 a second take {least} s or more, not {span}"
+    );
+    assert!(
+        others_last < span * 0.75,
+        "tasks of other keys waited behind the limited key: the last started after \
+         {others_last:.1} s of the key's {span:.1} s"
+    );
+    drop((first, second));
+}
+
+/// GIVEN two `tasker serve` over one SQLite file WHEN 40 tasks of a key limited to 2 at once
+/// and 5 a second, and 40 of other keys or none, are created at once THEN the limits hold
+/// across both and the others run beside them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_processes_share_a_keys_limits_on_sqlite() {
+    let dir = tempfile::tempdir().expect("temporary directory");
+    let db = dir.path().join("tasker.db");
+    let db = db.to_str().expect("utf-8 path");
+    two_processes_share_a_keys_limits(&["--db", db, "--interval", "1"]).await;
+}
+
+/// The same over one PostgreSQL database.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_processes_share_a_keys_limits_on_postgres() {
+    let url = tasker_tests::postgres::fresh_database().await;
+    two_processes_share_a_keys_limits(&[
+        "--store",
+        "postgres",
+        "--database-url",
+        &url,
+        "--interval",
+        "1",
+    ])
+    .await;
+}
