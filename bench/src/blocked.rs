@@ -1,5 +1,6 @@
 //! Blocked work: the drain of fast tasks created behind work that is due but cannot be claimed
-//! (tasks under long leases, a paused type's backlog, a type at its cap), by the process that
+//! (tasks under long leases, a paused type's backlog, a type at its cap, one key's backlog
+//! under its limits: SQLite and PostgreSQL, which keep them), by the process that
 //! met that work (warm) and by a new one (fresh), against the same drains with nothing
 //! blocked. On DynamoDB every call goes through the capacity proxy, so each drain has its read
 //! and write units.
@@ -39,7 +40,11 @@ enum Case {
     Leases,
     Paused,
     Capped,
+    Keyed,
 }
+
+/// The keyed case's limits: one task of the key at a time, one start a second.
+const KEY_LIMITS: &str = r#"[{"type": "keyed", "concurrency": 1, "rate": "1/1s"}]"#;
 
 impl Case {
     fn describe(self, bench: &Bench) -> String {
@@ -49,6 +54,10 @@ impl Case {
             Self::Leases => format!("{HELD} tasks under 15-minute leases"),
             Self::Paused => format!("a paused type, {} due", args.blocked_paused),
             Self::Capped => format!("a type capped at 1, {} due", args.blocked_capped),
+            Self::Keyed => format!(
+                "one key limited to 1 at once and 1 a second, {} due",
+                args.blocked_capped
+            ),
         }
     }
 }
@@ -100,6 +109,12 @@ fn registry(counter: &Arc<Counter>) -> Registry {
         })
         .expect("register capped");
     registry
+        .register("keyed", |_| async {
+            tokio::time::sleep(CAPPED_WORK).await;
+            Ok::<(), TaskError>(())
+        })
+        .expect("register keyed");
+    registry
 }
 
 fn tasker(store: AnyStore, counter: &Arc<Counter>) -> Tasker<AnyStore> {
@@ -107,7 +122,8 @@ fn tasker(store: AnyStore, counter: &Arc<Counter>) -> Tasker<AnyStore> {
         concurrency: CONCURRENCY,
         ..ProcessorSettings::default()
     };
-    Tasker::new(store, registry(counter), settings)
+    let limits = tasker::store::KeyLimits::parse(KEY_LIMITS).expect("valid key limits");
+    Tasker::new(store, registry(counter), settings).with_key_limits(Arc::new(limits))
 }
 
 /// Every case on the store `kind`.
@@ -119,7 +135,11 @@ pub async fn measure(bench: &Bench, kind: Kind) -> BlockedResults {
         one_case(bench, kind, Case::Nothing).await;
     }
     let mut cases = Vec::new();
-    for case in [Case::Nothing, Case::Leases, Case::Paused, Case::Capped] {
+    let keyed = (kind != Kind::DynamoDb).then_some(Case::Keyed);
+    let cases_here = [Case::Nothing, Case::Leases, Case::Paused, Case::Capped]
+        .into_iter()
+        .chain(keyed);
+    for case in cases_here {
         eprintln!("{}: blocked work, {}", kind.name(), case.describe(bench));
         cases.push(one_case(bench, kind, case).await);
     }
@@ -224,6 +244,19 @@ async fn block(bench: &Bench, tasker: &Tasker<AnyStore>, case: Case) {
             create_type(tasker, "paused", bench.args.blocked_paused).await;
         }
         Case::Capped => create_type(tasker, "capped", bench.args.blocked_capped).await,
+        Case::Keyed => {
+            futures::stream::iter(0..bench.args.blocked_capped)
+                .map(|i| {
+                    let mut new = NewTask::new("keyed", format!("{{\"n\":{i}}}"));
+                    new.concurrency_key = Some("k".to_owned());
+                    new.rate_key = Some("k".to_owned());
+                    tasker.create(new)
+                })
+                .buffer_unordered(CONCURRENCY)
+                .try_collect::<Vec<_>>()
+                .await
+                .expect("create the keyed tasks");
+        }
     }
 }
 

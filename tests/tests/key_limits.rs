@@ -182,3 +182,68 @@ async fn two_processes_share_a_keys_limits_on_postgres() {
     ])
     .await;
 }
+
+/// GIVEN a `tasker serve` whose rate key allows 100 starts a second WHEN the key's receiver
+/// answers a task `429` with `Retry-After: 2` THEN no other task of the key starts within those
+/// 2 s (the whole key waits, not only the task), and then they all run.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_429_with_retry_after_pauses_its_rate_key() {
+    let dir = tempfile::tempdir().expect("temporary directory");
+    let db = dir.path().join("tasker.db");
+    let db = db.to_str().expect("utf-8 path");
+    let receiver = Receiver::start().await;
+    let mut envs = envs();
+    envs.retain(|(name, _)| *name != "TASKER_KEY_LIMITS");
+    envs.push((
+        "TASKER_KEY_LIMITS",
+        r#"[{"keyPrefix": "host.", "rate": "100/1s", "burst": 10}]"#.to_owned(),
+    ));
+    let serve = Serve::start(&["--db", db, "--interval", "1"], &envs).await;
+    let api = ApiClient::open(&serve.base);
+    let create = |path: String| {
+        let body = serde_json::json!({
+            "type": "sendWebhook",
+            "payload": {"url": format!("{}{path}", receiver.base), "body": 1},
+            "rateKey": "host.example",
+            "maxAttempts": 1,
+        });
+        let api = &api;
+        async move {
+            let (status, answer) = api.send(reqwest::Method::POST, "/tasks", Some(&body)).await;
+            assert_eq!(status, 201, "{answer}");
+            answer["id"].as_str().expect("an id").to_owned()
+        }
+    };
+    let first = create("/status/429/first?retry-after=2".to_owned()).await;
+    // Failed (its only attempt): the key's wait was written before the outcome.
+    tasker_tests::eventually(
+        "the first webhook's task to fail",
+        Duration::from_secs(30),
+        || async {
+            let (_, task) = api
+                .send(reqwest::Method::GET, &format!("/tasks/{first}"), None)
+                .await;
+            (task["status"] == "failed").then_some(())
+        },
+    )
+    .await;
+    let answered = receiver.all()[0].answered.expect("answered");
+    for i in 0..3 {
+        create(format!("/after-{i}")).await;
+    }
+    tasker_tests::eventually(
+        "the key's other webhooks",
+        Duration::from_secs(30),
+        || async { (receiver.all().len() >= 4).then_some(()) },
+    )
+    .await;
+    for request in &receiver.all()[1..] {
+        let waited = seconds(request.at, answered);
+        assert!(
+            waited >= 1.9,
+            "{} started {waited:.2} s after the 429 asked for 2 s",
+            request.path
+        );
+    }
+    drop(serve);
+}

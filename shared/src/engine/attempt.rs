@@ -137,8 +137,26 @@ impl<S: Store> Tasker<S> {
                 run_handler(handler(ctx), timeout).await
             }
         };
+        // The key waits first, so no task of it starts in between the outcome and the wait.
+        if let Some(wait) = result.as_ref().err().and_then(TaskError::retry_after) {
+            self.defer_rate_key(&task, wait).await;
+        }
         let settlement = self.settlement_of(&task, result);
         self.record(&task, settlement, started.elapsed()).await
+    }
+
+    /// The other side asked for a pause of `wait` (`Retry-After`): when `task`'s rate key has
+    /// a rate, no task of the key starts before then, in any process (the next one after it
+    /// at the key's rate). A failure is logged: the task's own retry waits either way.
+    async fn defer_rate_key(&self, task: &Task, wait: Duration) {
+        let Some(key) = &task.rate_key else { return };
+        let Some(rate) = self.key_limits.rate(&task.task_type, key) else {
+            return;
+        };
+        let until = self.clock.now().plus(wait + rate.tolerance());
+        if let Err(err) = self.store.key_defer(key, until).await {
+            tracing::warn!(task_id = %task.id, key = %key, error = %Report(&err), "could not defer the rate key the receiver asked to wait");
+        }
     }
 
     /// What an attempt of `task` that ended with `result` records: a success, a retry after

@@ -143,13 +143,15 @@ impl<S: Store> Tasker<S> {
             let started = Instant::now();
             let (held_back, holds, result) = match self.gate(&running).await {
                 Ok(gate) => {
-                    let now = self.clock.now();
+                    let (now, at) = (self.clock.now(), Instant::now());
                     let claim = Claim::due(now, want, &self.leases).through(&gate);
                     let result = self.store.task_claim(claim).await;
+                    // A millisecond late rather than early: a look before the instant finds
+                    // the task not yet due.
                     let holds = gate
                         .holds()
                         .into_iter()
-                        .map(|until| started + until.since(now))
+                        .map(|until| at + until.since(now) + Duration::from_millis(1))
                         .collect();
                     // A capped type full before the claim, or one it turned a task of away.
                     (gate.any_full() || gate.turned_away(), holds, result)

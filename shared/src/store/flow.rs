@@ -69,12 +69,17 @@ impl ClaimGate {
         }
     }
 
-    /// Notes that a claim through this gate held a task until `until`.
+    /// Notes that a claim through this gate held a task until `until` (or asks its caller to
+    /// look again then): the earliest [`HOLDS_NOTED`] are kept.
     pub fn note_hold(&self, until: Timestamp) {
         if let Some(holds) = &self.holds {
             let mut holds = holds.lock().unwrap_or_else(|p| p.into_inner());
             if holds.len() < HOLDS_NOTED {
                 holds.push(until);
+            } else if let Some(latest) = holds.iter_mut().max() {
+                if until < *latest {
+                    *latest = until;
+                }
             }
         }
     }

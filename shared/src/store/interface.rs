@@ -187,6 +187,13 @@ macro_rules! store_methods {
             /// Deletes the schedule `name`; false when there was none.
             fn schedule_delete(&self, name: &str) -> Result<bool, StoreError>;
 
+            // Keys (limits per key).
+
+            /// The rate key `key` starts no task before `until` (its next start moves there
+            /// unless it is later already): its receiver asked for a pause. Nothing on a store
+            /// that keeps no keys (DynamoDB).
+            fn key_defer(&self, key: &str, until: Timestamp) -> Result<(), StoreError>;
+
             // Task types (flow control).
 
             /// The paused types. Cheap enough to read every few seconds (one row or item).

@@ -233,6 +233,7 @@ impl Transition {
                 }
                 next.status = TaskStatus::Cancelled;
                 (next.updated_at, next.finished_at) = (*now, Some(*now));
+                next.held = None;
             }
             Self::Retry { now } => {
                 if !retry(task, &mut next, *now) {
@@ -321,6 +322,7 @@ fn retry(task: &Task, next: &mut Task, now: Timestamp) -> bool {
     next.succeeded_at = None;
     next.finished_at = None;
     next.lease_expires_at = None;
+    next.held = None;
     true
 }
 

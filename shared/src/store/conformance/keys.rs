@@ -241,3 +241,60 @@ pub async fn a_claim_by_id_holds_a_task_whose_key_is_full<S: Store>(store: S) {
         other => panic!("expected the task held, got {other:?}"),
     }
 }
+
+/// GIVEN a rate key deferred to a later instant (its receiver asked for a pause) WHEN a task of
+/// it is due before then THEN it is held until then and starts at it; a deferral to an earlier
+/// instant than the key's next start changes nothing.
+pub async fn a_deferred_rate_key_starts_nothing_before_its_time<S: Store>(store: S) {
+    let gate = gate(r#"[{"type": "hook", "rate": "1/1s"}]"#);
+    let Some(task) = create_keyed(&store, keyed(None, Some("r")), t0()).await else {
+        store
+            .key_defer("r", at(30))
+            .await
+            .expect("nothing to defer");
+        return;
+    };
+    store.key_defer("r", at(30)).await.expect("defer");
+    store
+        .key_defer("r", at(20))
+        .await
+        .expect("an earlier deferral");
+    assert!(claim_with(&store, at(10), 10, &gate).await.is_empty());
+    let held = fetch(&store, task.id).await;
+    assert_eq!((held.held, held.scheduled_at), (Some(Held::Rate), at(30)));
+    assert_eq!(ids(&claim_with(&store, at(30), 10, &gate).await), [task.id]);
+}
+
+/// GIVEN a key limited to 1 at once, its holder running and two tasks held (the second a lease
+/// later) WHEN the holder's outcome comes after the first hold ended THEN the outcome wakes the
+/// second (the first is due already), and a cancel or retry clears a task's hold.
+pub async fn an_outcome_wakes_a_held_task_not_yet_due<S: Store>(store: S) {
+    let gate = gate(r#"[{"type": "hook", "concurrency": 1}]"#);
+    let Some(holder) = create_keyed(&store, keyed(Some("k"), None), t0()).await else {
+        return;
+    };
+    let first = create_keyed(&store, keyed(Some("k"), None), at(1))
+        .await
+        .expect("k");
+    let second = create_keyed(&store, keyed(Some("k"), None), at(2))
+        .await
+        .expect("k");
+    let claimed = claim_with(&store, at(10), 10, &gate).await;
+    assert_eq!(ids(&claimed), [holder.id]);
+    assert_eq!(fetch(&store, first.id).await.scheduled_at, at(70));
+    assert_eq!(
+        fetch(&store, second.id).await.scheduled_at,
+        at(130),
+        "one lease after the first"
+    );
+    store
+        .task_settle(&claimed[0], Settlement::Succeeded, at(75))
+        .await
+        .expect("the holder's outcome");
+    let woken = fetch(&store, second.id).await;
+    assert_eq!((woken.held, woken.scheduled_at), (None, at(75)));
+    let cancelled = store.task_cancel(first.id, at(76)).await.expect("cancel");
+    assert_eq!(cancelled.held, None, "a cancel clears the hold");
+    let retried = store.task_retry(first.id, at(77)).await.expect("retry");
+    assert_eq!((retried.held, retried.status), (None, TaskStatus::Pending));
+}

@@ -53,6 +53,8 @@ pub struct KeyBook<'a> {
     /// Per rate key: tasks this claim held, so the held ones are spread one interval apart
     /// instead of all due again at the same instant.
     rate_held: HashMap<String, u32>,
+    /// Per concurrency key: tasks this claim held, spread the same way (see [`KeyBook::judge`]).
+    concurrency_held: HashMap<String, u32>,
     /// Rate keys whose next start this claim moved: the backend writes them back.
     moved: Vec<String>,
 }
@@ -66,6 +68,7 @@ impl<'a> KeyBook<'a> {
             holders: HashMap::new(),
             next_start: HashMap::new(),
             rate_held: HashMap::new(),
+            concurrency_held: HashMap::new(),
             moved: Vec::new(),
         }
     }
@@ -116,16 +119,25 @@ impl<'a> KeyBook<'a> {
     /// sooner wakes it), else for rate when its rate key's next start is beyond the burst
     /// (until then, and later tasks of the key one interval apart). A start is counted in the
     /// book. The backend gave the book every [`Need`] first (a missing one counts as none).
+    ///
+    /// The k-th task a claim holds for a key's concurrency (from 0) is due again `k / limit`
+    /// lease lengths after the first holder's lease ends: no sooner can it start if every
+    /// holder runs its whole lease, and outcomes wake held tasks earliest first, so a backlog
+    /// is not read again at once when the first lease ends.
     pub fn judge(&mut self, task: &Task, lease_until: Timestamp) -> Verdict {
         let concurrency = self.concurrency_of(task).map(|(k, n)| (k.to_owned(), n));
         let rate = self.rate_of(task).map(|(k, r)| (k.to_owned(), r));
         if let Some((key, limit)) = &concurrency {
             let holders = self.holders.get(key).copied().unwrap_or_default();
             if holders.running >= *limit {
+                let queued = self.concurrency_held.entry(key.clone()).or_default();
+                let lease = lease_until.since(self.now);
                 let until = holders
                     .first_end
                     .unwrap_or(self.now.plus(Duration::from_secs(1)))
-                    .max(self.now.plus(Duration::from_millis(1)));
+                    .max(self.now.plus(Duration::from_millis(1)))
+                    .plus(lease * (*queued / limit));
+                *queued += 1;
                 return Verdict::Hold {
                     held: Held::Concurrency,
                     until,

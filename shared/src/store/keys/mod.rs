@@ -12,3 +12,12 @@ pub use limits::{InvalidKeyLimits, KeyLimits, KeyRule, Rate};
 
 /// The rules when none are configured: keys limit nothing.
 pub static NO_LIMITS: KeyLimits = KeyLimits::none();
+
+/// The most tasks one claim holds for their keys: a claim that reaches it ends after its round
+/// (the rest stay due for the next), so a large backlog of one key never holds the store's
+/// writer long in one transaction.
+pub const HOLDS_PER_CLAIM: usize = 1000;
+
+/// How soon a claim that left tasks due (at [`HOLDS_PER_CLAIM`], or on PostgreSQL their key
+/// judged by another claim) asks its caller to look again, through the gate's noted holds.
+pub const LOOK_AGAIN: std::time::Duration = std::time::Duration::from_millis(50);

@@ -127,14 +127,23 @@ pub(super) async fn wake_held(
     let wake = Transition::Wake { now };
     let mut woken = Vec::new();
     for (key, slots) in freed {
+        // Waits for a claim judging the key to commit, so a task it holds is seen held here
+        // (else its wake would be lost); claims only try the lock, so none waits for this.
+        // Keys in order: two outcome groups never wait for each other in a circle.
+        tx.execute(
+            "SELECT pg_advisory_xact_lock($1, hashtext($2))",
+            &[&CONCURRENCY_LOCKS, &key],
+        )
+        .await
+        .map_err(|err| pg_error("locking a task key", err))?;
         let rows = tx
             .query(
                 &format!(
                     "SELECT {COLUMNS} FROM tasker.tasks WHERE held = 'concurrency' \
-                     AND status = 'pending' AND concurrency_key = $1 \
+                     AND status = 'pending' AND concurrency_key = $1 AND due_at > $3 \
                      ORDER BY concurrency_key, due_at, id LIMIT $2 FOR UPDATE SKIP LOCKED"
                 ),
-                &[&key, &slots],
+                &[&key, &slots, &now.0],
             )
             .await
             .map_err(|err| pg_error("finding tasks held for a key", err))?;
@@ -163,4 +172,21 @@ pub(super) async fn purge_rates(
         )
         .await
         .map_err(|err| pg_error("purging idle rate keys", err))
+}
+
+impl super::PgStore {
+    /// See [`crate::store::Store::key_defer`].
+    pub async fn key_defer(&self, key: &str, until: Timestamp) -> Result<(), StoreError> {
+        let client = self.client().await?;
+        client
+            .execute(
+                "INSERT INTO tasker.key_rates (key, next_start) VALUES ($1, $2) \
+                 ON CONFLICT (key) DO UPDATE \
+                 SET next_start = GREATEST(tasker.key_rates.next_start, excluded.next_start)",
+                &[&key, &until.0],
+            )
+            .await
+            .map_err(|err| pg_error("deferring a rate key", err))?;
+        Ok(())
+    }
 }

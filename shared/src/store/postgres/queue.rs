@@ -9,7 +9,11 @@ use super::keys::{self, Busy};
 use super::rows::{COLUMNS, rows_to_tasks};
 use super::{PgStore, bulk, pg_error, raw};
 use crate::clock::Timestamp;
-use crate::store::{Claim, KeyBook, StoreError, Transition, Verdict, is_expired_final_attempt};
+use crate::store::{
+    Claim, HOLDS_PER_CLAIM, KeyBook, LOOK_AGAIN, StoreError, Transition, Verdict,
+    is_expired_final_attempt,
+};
+
 use crate::task::Task;
 
 /// Rows of `tasks` this connection has read by index or by scan and not yet reported to the
@@ -132,6 +136,7 @@ impl PgStore {
         let limits = gate.limits().clone();
         let mut book = KeyBook::new(&limits, now);
         let mut busy = Busy::default();
+        let mut holds = 0;
         let mut claimed = Vec::new();
         let mut read_rows = 0;
         // Exhausted tasks with an expired lease are failed here, so they never block the head
@@ -166,6 +171,7 @@ impl PgStore {
                     }
                     if let Verdict::Hold { held, until } = book.judge(&task, lease_until) {
                         gate.note_hold(until);
+                        holds += 1;
                         transition = Transition::Hold {
                             due_by,
                             now,
@@ -191,9 +197,15 @@ impl PgStore {
                 .await
                 .map_err(|err| pg_error("claiming tasks", err))?;
             claimed.extend(claims.into_iter().map(|at| changes[at].clone()));
-            // A task left for a claim holding its key would be read again, locked by this
-            // claim's own transaction: this claim ends here.
-            if claimed.len() >= limit || busy.any() {
+            if claimed.len() >= limit {
+                break;
+            }
+            // A task left for a claim judging its key would be read again, locked by this
+            // claim's own transaction: this claim ends here, and its caller claims again soon
+            // (not a whole interval later), when that claim has committed.
+            if busy.any() || holds >= HOLDS_PER_CLAIM {
+                gate.turn_away();
+                gate.note_hold(now.plus(LOOK_AGAIN));
                 break;
             }
         }

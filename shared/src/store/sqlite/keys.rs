@@ -79,9 +79,12 @@ pub(super) fn wake_held(
         .prepare_cached(&format!(
             "SELECT {COLUMNS} FROM tasks INDEXED BY tasks_key_held \
              WHERE held = 'concurrency' AND status = 'pending' AND concurrency_key = ?1 \
-             ORDER BY due_at, id LIMIT 1"
+             AND due_at > ?2 ORDER BY due_at, id LIMIT 1"
         ))
-        .and_then(|mut stmt| stmt.query_row(params![key], row_to_task).optional())
+        .and_then(|mut stmt| {
+            stmt.query_row(params![key, now.to_text()], row_to_task)
+                .optional()
+        })
         .map_err(sqlite_error)?;
     let Some(held) = held else {
         return Ok(());
@@ -111,4 +114,22 @@ pub(super) fn purge_rates(
 fn parse(text: &str) -> Result<Timestamp, StoreError> {
     text.parse()
         .map_err(|err| StoreError::backend_from("SQLite: a stored instant", err))
+}
+
+impl super::SqliteStore {
+    /// See [`crate::store::Store::key_defer`].
+    pub async fn key_defer(&self, key: &str, until: Timestamp) -> Result<(), StoreError> {
+        let key = key.to_owned();
+        self.write(move |tx| {
+            // Instants are stored as fixed-width UTC text: text order is time order.
+            tx.execute(
+                "INSERT INTO key_rates (key, next_start) VALUES (?1, ?2) \
+                 ON CONFLICT (key) DO UPDATE SET next_start = MAX(next_start, excluded.next_start)",
+                params![key, until.to_text()],
+            )
+            .map_err(sqlite_error)?;
+            Ok(())
+        })
+        .await
+    }
 }

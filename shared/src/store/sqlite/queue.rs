@@ -9,7 +9,8 @@ use super::rows::{COLUMNS, load, row_to_task, sqlite_error, update};
 use super::{SqliteStore, apply};
 use crate::clock::Timestamp;
 use crate::store::{
-    Claim, KeyBook, Settlement, StoreError, Transition, Verdict, is_expired_final_attempt,
+    Claim, HOLDS_PER_CLAIM, KeyBook, LOOK_AGAIN, Settlement, StoreError, Transition, Verdict,
+    is_expired_final_attempt,
 };
 use crate::task::{Task, TaskId};
 
@@ -189,6 +190,7 @@ impl SqliteStore {
         self.write(move |tx| {
             let limits = gate.limits().clone();
             let mut book = KeyBook::new(&limits, now);
+            let mut holds = 0;
             let mut claimed = Vec::new();
             let mut steps = 0;
             // Exhausted tasks with an expired lease are failed here, so they never block the
@@ -225,6 +227,7 @@ impl SqliteStore {
                                 .map_err(|refused| hold.refusal(task.id, refused))?;
                             update(tx, &task, &waiting).map_err(sqlite_error)?;
                             gate.note_hold(until);
+                            holds += 1;
                             continue;
                         }
                     }
@@ -244,6 +247,12 @@ impl SqliteStore {
                     }
                 }
                 if claimed.len() >= limit {
+                    break;
+                }
+                if holds >= HOLDS_PER_CLAIM {
+                    // More may be due: the caller claims again soon rather than ending its run.
+                    gate.turn_away();
+                    gate.note_hold(now.plus(LOOK_AGAIN));
                     break;
                 }
             }
