@@ -96,16 +96,22 @@ fn most_in_a_second(starts: &[SystemTime]) -> usize {
     most
 }
 
-/// Runs the case over two processes started with `args`: every task delivered once; the key's
-/// never more than 2 at once nor 6 starts in a second (5, plus one for the edges of the
-/// receiver's clock), its span at least what 5 a second allow; every other task started
-/// before the key's last quarter.
+/// Runs the case over two processes started with `args`.
 async fn two_processes_share_a_keys_limits(args: &[&str]) {
     let receiver = Receiver::start().await;
     let first = Serve::start(args, &envs()).await;
     let second = Serve::start(args, &envs()).await;
     let created = SystemTime::now();
     create_all(&first, &second, &receiver.base).await;
+    check_the_limits(&receiver, created, &format!("{args:?}")).await;
+    drop((first, second));
+}
+
+/// Waits for every webhook, then checks: every task delivered once; the key's never more than
+/// 2 at once nor 6 starts in a second (5, plus one for the edges of the receiver's clock), its
+/// span at least what 5 a second allow; every other task started before the key's last
+/// quarter.
+async fn check_the_limits(receiver: &Receiver, created: SystemTime, label: &str) {
     tasker_tests::eventually(
         "every webhook answered",
         Duration::from_secs(120),
@@ -135,7 +141,7 @@ async fn two_processes_share_a_keys_limits(args: &[&str]) {
         .map(|r| seconds(r.at, created))
         .fold(0.0, f64::max);
     eprintln!(
-        "{args:?}: the key's {KEYED} tasks over {span:.1} s, at most {at_once} at once and \
+        "{label}: the key's {KEYED} tasks over {span:.1} s, at most {at_once} at once and \
          {per_second} starts in a second; the other tasks all started {others_last:.2} s after \
          their create"
     );
@@ -154,7 +160,6 @@ async fn two_processes_share_a_keys_limits(args: &[&str]) {
         "tasks of other keys waited behind the limited key: the last started after \
          {others_last:.1} s of the key's {span:.1} s"
     );
-    drop((first, second));
 }
 
 /// GIVEN two `tasker serve` over one SQLite file WHEN 40 tasks of a key limited to 2 at once
@@ -246,4 +251,59 @@ async fn a_429_with_retry_after_pauses_its_rate_key() {
         );
     }
     drop(serve);
+}
+
+/// A running `tasker worker`; killed when dropped.
+struct Worker(std::process::Child);
+
+impl Drop for Worker {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// GIVEN SQS mode over one PostgreSQL database: `tasker serve` sending and two `tasker worker`
+/// running WHEN the same 80 webhooks are created THEN the key's limits hold across both
+/// workers as they do in poll mode.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_sqs_workers_share_a_keys_limits_on_postgres() {
+    let url = tasker_tests::postgres::fresh_database().await;
+    let tasker_tests::sqs::Queues { queue, .. } =
+        tasker_tests::sqs::fresh_queues(5, Duration::from_secs(30)).await;
+    let receiver = Receiver::start().await;
+    let mut env = tasker_tests::dynamo::child_env();
+    env.extend(envs());
+    env.extend([
+        ("TASKER_STORE", "postgres".to_owned()),
+        ("TASKER_DATABASE_URL", url),
+        ("TASKER_DISPATCH", "sqs".to_owned()),
+        ("TASKER_QUEUE_URL", queue.url().to_owned()),
+        ("AWS_ENDPOINT_URL_SQS", tasker_tests::sqs::endpoint()),
+        ("TASKER_HANDLER_TIMEOUT", "3s".to_owned()),
+        ("TASKER_LEASE_GRACE", "1s".to_owned()),
+    ]);
+    let workers: Vec<Worker> = (0..2)
+        .map(|_| {
+            let mut command = std::process::Command::new(tasker_tests::process::binary());
+            command
+                .args(["worker", "--queue-url", queue.url(), "--wait", "1"])
+                .env_clear()
+                .env("PATH", std::env::var("PATH").unwrap_or_default())
+                .env(
+                    "RUST_LOG",
+                    std::env::var("TASKER_TEST_CHILD_LOG").unwrap_or_else(|_| "warn".into()),
+                )
+                .stdin(std::process::Stdio::null());
+            for (key, value) in &env {
+                command.env(key, value);
+            }
+            Worker(command.spawn().expect("start tasker worker"))
+        })
+        .collect();
+    let serve = Serve::start(&[], &env).await;
+    let created = SystemTime::now();
+    create_all(&serve, &serve, &receiver.base).await;
+    check_the_limits(&receiver, created, "SQS mode, two workers").await;
+    drop((serve, workers));
 }

@@ -12,6 +12,11 @@ use super::Tasker;
 use super::attempt::{Claimed, RunLimits};
 use super::outcomes::{Outcome, Outcomes, RunSummary};
 use crate::push::EARLY_WAIT;
+
+/// The longest a worker's claim holds a task for its key's concurrency (see
+/// [`crate::store::ClaimGate::with_concurrency_hold_cap`]): the latency of a slot freed in
+/// SQS mode, against one message and one write per held task per hold.
+pub const SQS_CONCURRENCY_HOLD: std::time::Duration = std::time::Duration::from_secs(2);
 use crate::report::Report;
 use crate::store::{ClaimById, ClaimGate, ClaimedById, Store};
 use crate::task::{Task, TaskId, TaskStatus};
@@ -195,8 +200,11 @@ impl<S: Store> Tasker<S> {
     async fn claim_message_now(&self, id: TaskId) -> Result<MessageClaim, Handled> {
         let started = Instant::now();
         let claimed = async {
+            // An outcome makes a task held for its key due at once, but its message comes
+            // when it was sent for: holds stay short, each ending in a new message.
             let gate = ClaimGate::new(self.paused_now().await?, Default::default())
-                .with_limits(self.key_limits.clone());
+                .with_limits(self.key_limits.clone())
+                .with_concurrency_hold_cap(SQS_CONCURRENCY_HOLD);
             let now = self.clock.now();
             let claim = ClaimById::due(id, now, &self.leases).through(&gate);
             let claimed = self.store.task_claim_by_id(claim).await?;

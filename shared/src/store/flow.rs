@@ -43,6 +43,9 @@ pub struct ClaimGate {
     /// When the tasks a claim through this gate (or a clone) held for their keys are due
     /// again, so the caller can look then (at most [`HOLDS_NOTED`]).
     holds: Option<std::sync::Arc<std::sync::Mutex<Vec<Timestamp>>>>,
+    /// The longest a claim through this gate holds a task for its key's concurrency (SQS
+    /// mode: a held task runs when its next message comes, which an outcome cannot hasten).
+    concurrency_hold_cap: Option<std::time::Duration>,
 }
 
 /// The most hold instants a gate notes.
@@ -55,6 +58,7 @@ pub static OPEN_GATE: ClaimGate = ClaimGate {
     turned_away: None,
     limits: None,
     holds: None,
+    concurrency_hold_cap: None,
 };
 
 impl ClaimGate {
@@ -66,7 +70,19 @@ impl ClaimGate {
             turned_away: Some(std::sync::Arc::default()),
             limits: None,
             holds: Some(std::sync::Arc::default()),
+            concurrency_hold_cap: None,
         }
+    }
+
+    /// This gate, holding a task for its key's concurrency at most `cap`.
+    pub fn with_concurrency_hold_cap(mut self, cap: std::time::Duration) -> Self {
+        self.concurrency_hold_cap = Some(cap);
+        self
+    }
+
+    /// The longest a claim through this gate holds a task for its key's concurrency.
+    pub fn concurrency_hold_cap(&self) -> Option<std::time::Duration> {
+        self.concurrency_hold_cap
     }
 
     /// Notes that a claim through this gate held a task until `until` (or asks its caller to

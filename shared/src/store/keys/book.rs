@@ -57,6 +57,8 @@ pub struct KeyBook<'a> {
     concurrency_held: HashMap<String, u32>,
     /// Rate keys whose next start this claim moved: the backend writes them back.
     moved: Vec<String>,
+    /// The longest a concurrency hold lasts, when capped.
+    concurrency_hold_cap: Option<Duration>,
 }
 
 impl<'a> KeyBook<'a> {
@@ -70,7 +72,14 @@ impl<'a> KeyBook<'a> {
             rate_held: HashMap::new(),
             concurrency_held: HashMap::new(),
             moved: Vec::new(),
+            concurrency_hold_cap: None,
         }
+    }
+
+    /// This book, holding a task for its key's concurrency at most `cap` (when given).
+    pub fn with_concurrency_hold_cap(mut self, cap: Option<Duration>) -> Self {
+        self.concurrency_hold_cap = cap;
+        self
     }
 
     fn concurrency_of<'t>(&self, task: &'t Task) -> Option<(&'t str, u32)> {
@@ -137,6 +146,9 @@ impl<'a> KeyBook<'a> {
                     .unwrap_or(self.now.plus(Duration::from_secs(1)))
                     .max(self.now.plus(Duration::from_millis(1)))
                     .plus(lease * (*queued / limit));
+                let until = self
+                    .concurrency_hold_cap
+                    .map_or(until, |cap| until.min(self.now.plus(cap)));
                 *queued += 1;
                 return Verdict::Hold {
                     held: Held::Concurrency,

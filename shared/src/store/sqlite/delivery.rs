@@ -27,7 +27,8 @@ impl SqliteStore {
             };
             let lease_until = leases.until(&task.task_type, now);
             let limits = gate.limits().clone();
-            let mut book = KeyBook::new(&limits, now);
+            let mut book =
+                KeyBook::new(&limits, now).with_concurrency_hold_cap(gate.concurrency_hold_cap());
             let due = task.due_at().is_some_and(|at| at <= due_by);
             let transition = if is_expired_final_attempt(&task, due_by) {
                 Transition::expire(due_by, now)
