@@ -308,6 +308,21 @@ pub async fn stats(tasker: &Tasker<AnyStore>, json: bool) -> Result<(), CliError
     if let Some(seen) = stats.active_seen_at {
         out!("(pending, running and due as a processor saw them at {seen})");
     }
+    if let Some(waiting) = &stats.waiting {
+        let at_least = if waiting.exact { "" } else { ">=" };
+        out!("waiting, by reason:");
+        for (reason, count) in [
+            ("scheduled", waiting.scheduled),
+            ("backingOff", waiting.backing_off),
+            ("keyConcurrency", waiting.key_concurrency),
+            ("keyRate", waiting.key_rate),
+            ("typePaused", waiting.type_paused),
+            ("due", waiting.due),
+            ("leaseExpired", waiting.lease_expired),
+        ] {
+            out!("  {reason:<16} {:>10}", format!("{at_least}{count}"));
+        }
+    }
     Ok(())
 }
 

@@ -558,6 +558,17 @@ export interface components {
             activeSeenAt: string | null;
             /** @description Numbers that are at least what is shown, because their reads reached a cap (DynamoDB only; `due` covers oldestDueAgeSeconds too). */
             lowerBounds: ("pending" | "running" | "due")[];
+            /** @description The unfinished tasks not running now, by why they wait (the reasons of a task's `waiting`), from one read of at most 10,000 of them (`exact` false past that: the counts are then at least what they say); null on DynamoDB, whose reads of them would grow with the queue. */
+            waiting: null | {
+                scheduled: number;
+                backingOff: number;
+                keyConcurrency: number;
+                keyRate: number;
+                typePaused: number;
+                due: number;
+                leaseExpired: number;
+                exact: boolean;
+            };
         };
         Error: {
             error: {

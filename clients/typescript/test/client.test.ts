@@ -189,6 +189,11 @@ test("stats counts every status", async () => {
   assert.equal(stats.exact, true);
   assert.deepEqual(stats.lowerBounds, []);
   assert.equal(stats.activeSeenAt, null);
+  // Earlier tests left tasks scheduled for later and one held for its rate key.
+  assert.ok(stats.waiting, "counted on SQLite");
+  assert.ok(stats.waiting.scheduled >= 1, JSON.stringify(stats.waiting));
+  assert.ok(stats.waiting.keyRate >= 1, JSON.stringify(stats.waiting));
+  assert.equal(stats.waiting.exact, true);
 });
 
 test("verifySignature matches the RFC 4231 vector and refuses anything else", async () => {

@@ -144,6 +144,23 @@ pub async fn overview<S: Store>(
         @if !stats.exact {
             p.muted { "DynamoDB: finished counts may be up to 10 s behind; see docs/dynamodb.md." }
         }
+        @if let Some(waiting) = &stats.waiting {
+            @let at_least = if waiting.exact { "" } else { "≥ " };
+            h2 { "Why tasks wait" }
+            section.cards aria-label="Waiting tasks by reason" {
+                @for (reason, count) in [
+                    ("scheduled for later", waiting.scheduled),
+                    ("backing off", waiting.backing_off),
+                    ("held: key at its concurrency", waiting.key_concurrency),
+                    ("held: key at its rate", waiting.key_rate),
+                    ("type paused", waiting.type_paused),
+                    ("due, waiting for a processor", waiting.due),
+                    ("lease ended, no outcome", waiting.lease_expired),
+                ] {
+                    div.card { span.n { (at_least) (count) } span { (reason) } }
+                }
+            }
+        }
         h2 { "Throughput" }
         (chart(&throughput))
         p.muted { "Refreshed every 5 seconds." }

@@ -25,7 +25,7 @@ pub use operations::{MAX_LIST_LIMIT, RetriedPage, Stats};
 pub use outcomes::{Outcome, Outcomes, RunSummary};
 pub use schedules::{FireSummary, ScheduleView, ticks_to_fire};
 pub use settings::{PollSettings, ProcessorSettings};
-pub use waiting::{PageWithWaiting, TaskWithWaiting, Waiting};
+pub use waiting::{PageWithWaiting, TaskWithWaiting, Waiting, WaitingTally};
 pub use worker::{Handled, Message, Work, WorkSummary};
 
 use std::sync::Arc;

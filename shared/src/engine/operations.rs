@@ -34,6 +34,8 @@ pub struct Stats {
     pub active_seen_at: Option<Timestamp>,
     /// Numbers that are at least what is shown (their reads reached a cap).
     pub lower_bounds: Vec<LowerBound>,
+    /// The unfinished tasks not running, by why they wait; `None` on DynamoDB.
+    pub waiting: Option<super::waiting::WaitingTally>,
 }
 
 /// What one page of a bulk retry of failed tasks did.
@@ -200,6 +202,7 @@ impl<S: Store> Tasker<S> {
     pub async fn stats(&self) -> Result<Stats, TaskerError> {
         let now = self.clock.now();
         let overview = self.store.queue_overview(now).await?;
+        let waiting = self.waiting_tally().await?;
         Ok(Stats {
             counts: overview.counts,
             due: overview.backlog.due,
@@ -210,6 +213,7 @@ impl<S: Store> Tasker<S> {
             exact: overview.exact,
             active_seen_at: overview.active_seen_at,
             lower_bounds: overview.lower_bounds,
+            waiting,
         })
     }
 }

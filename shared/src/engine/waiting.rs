@@ -6,7 +6,7 @@ use serde::Serialize;
 use super::Tasker;
 use crate::clock::Timestamp;
 use crate::report::Report;
-use crate::store::{PausedTypes, Store};
+use crate::store::{PausedTypes, Store, StoreError, WAITING_COUNT_CAP, WaitingCounts};
 use crate::task::{Held, Task, TaskId, TaskStatus};
 
 /// Why a task waits, with the instant it stops waiting where one is known.
@@ -217,6 +217,27 @@ impl<S: Store> Tasker<S> {
     /// one of them is due; they are this process's copy (at most
     /// [`super::PAUSES_SEEN_WITHIN`] old), and when they cannot be read the tasks are still
     /// answered, as if no type were paused.
+    /// The unfinished tasks not running now, by why they wait (`None` where the store does
+    /// not count them). A failed read of the paused types counts their due tasks as `due`.
+    pub async fn waiting_tally(&self) -> Result<Option<WaitingTally>, StoreError> {
+        let counts = self
+            .store
+            .task_count_waiting(self.clock.now(), WAITING_COUNT_CAP)
+            .await?;
+        let Some(counts) = counts else {
+            return Ok(None);
+        };
+        let paused = if counts.due_by_type.is_empty() {
+            PausedTypes::new()
+        } else {
+            self.paused_now().await.unwrap_or_else(|err| {
+                tracing::warn!(error = %Report(&err), "could not read the paused types; waiting counts leave them out");
+                PausedTypes::new()
+            })
+        };
+        Ok(Some(WaitingTally::of(counts, &paused)))
+    }
+
     pub async fn waiting_of(&self, tasks: &[Task]) -> Vec<Option<Waiting>> {
         let now = self.clock.now();
         let due = tasks
@@ -348,5 +369,53 @@ mod tests {
                 "message": "backing off until 2030-01-01T00:01:00.000Z after attempt 2 failed",
             }))
         );
+    }
+}
+
+/// The unfinished tasks that are not running, by why they wait, as `GET /stats` and the
+/// dashboard show them: one count per [`Waiting`] reason.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct WaitingTally {
+    /// Created for later.
+    pub scheduled: u64,
+    /// Between attempts.
+    pub backing_off: u64,
+    /// Held for their concurrency key.
+    pub key_concurrency: u64,
+    /// Held for their rate key.
+    pub key_rate: u64,
+    /// Due, of a paused type.
+    pub type_paused: u64,
+    /// Due, waiting for a processor.
+    pub due: u64,
+    /// Running, their lease ended without an outcome.
+    pub lease_expired: u64,
+    /// False when the count stopped at its cap ([`WAITING_COUNT_CAP`] tasks read): the counts
+    /// are then at least what they say.
+    pub exact: bool,
+}
+
+impl WaitingTally {
+    /// The store's `counts`, their due tasks split by the `paused` types.
+    pub fn of(counts: WaitingCounts, paused: &PausedTypes) -> Self {
+        let (mut type_paused, mut due) = (0, 0);
+        for (task_type, count) in &counts.due_by_type {
+            if paused.contains_key(task_type) {
+                type_paused += count;
+            } else {
+                due += count;
+            }
+        }
+        Self {
+            scheduled: counts.scheduled,
+            backing_off: counts.backing_off,
+            key_concurrency: counts.key_concurrency,
+            key_rate: counts.key_rate,
+            type_paused,
+            due,
+            lease_expired: counts.lease_expired,
+            exact: counts.exact,
+        }
     }
 }

@@ -11,7 +11,7 @@ use super::interface::store_methods;
 use super::{
     Backlog, Claim, ClaimById, ClaimedById, Created, Deliverable, Expect, ListPage, Overview,
     PausedTypes, QueueReads, ScheduleWrite, Settlement, StatusCounts, Store, StoreError,
-    SweepSummary, TaskPage, Throughput, TypeCounts,
+    SweepSummary, TaskPage, Throughput, TypeCounts, WaitingCounts,
 };
 use crate::clock::Timestamp;
 use crate::schedule::Schedule;

@@ -16,7 +16,7 @@ use tokio::sync::Notify;
 use super::{
     Backlog, Claim, ClaimById, ClaimedById, Created, Deliverable, Expect, ListPage, Overview,
     PausedTypes, QueueReads, ScheduleWrite, Settlement, StatusCounts, StoreError, SweepSummary,
-    TaskPage, Throughput, TypeCounts,
+    TaskPage, Throughput, TypeCounts, WaitingCounts,
 };
 use crate::clock::Timestamp;
 use crate::schedule::Schedule;
@@ -93,6 +93,15 @@ macro_rules! store_methods {
 
             /// The number of tasks in each status, as of `now`.
             fn task_count_by_status(&self, now: Timestamp) -> Result<StatusCounts, StoreError>;
+
+            /// The unfinished tasks not running at `now`, by why they wait, reading at most
+            /// `cap` of them; `None` on a store whose reads of them would grow with the queue
+            /// (DynamoDB: `GET /stats` leaves them out there).
+            fn task_count_waiting(
+                &self,
+                now: Timestamp,
+                cap: u64,
+            ) -> Result<Option<WaitingCounts>, StoreError>;
 
             /// Deletes `succeeded`, `failed` and `cancelled` tasks that finished at or before
             /// `cutoff`; returns how many were deleted. Never touches pending or running tasks.

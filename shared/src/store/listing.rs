@@ -128,6 +128,69 @@ pub struct Overview {
     pub exact: bool,
 }
 
+/// Unfinished tasks that are not running now, by why they wait (the reasons of
+/// `crate::engine::Waiting`), as a store counts them in one bounded read.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct WaitingCounts {
+    /// Pending, created for later.
+    pub scheduled: u64,
+    /// Pending, between attempts.
+    pub backing_off: u64,
+    /// Pending, held for their concurrency key.
+    pub key_concurrency: u64,
+    /// Pending, held for their rate key.
+    pub key_rate: u64,
+    /// Pending and due, by type: the caller tells a paused type's from the others.
+    pub due_by_type: std::collections::BTreeMap<String, u64>,
+    /// Running, their lease ended without an outcome.
+    pub lease_expired: u64,
+    /// False when the read stopped at its cap: the counts are then at least what they say.
+    pub exact: bool,
+}
+
+impl WaitingCounts {
+    /// Adds `count` tasks of `task_type` waiting for `reason` (as the stores' queries name the
+    /// reasons); false for a reason it does not know.
+    pub fn add(&mut self, reason: &str, task_type: Option<String>, count: u64) -> bool {
+        let slot = match reason {
+            "scheduled" => &mut self.scheduled,
+            "backingOff" => &mut self.backing_off,
+            "keyConcurrency" => &mut self.key_concurrency,
+            "keyRate" => &mut self.key_rate,
+            "leaseExpired" => &mut self.lease_expired,
+            "due" => self
+                .due_by_type
+                .entry(task_type.unwrap_or_default())
+                .or_default(),
+            _ => return false,
+        };
+        *slot += count;
+        true
+    }
+
+    /// The tasks counted.
+    pub fn total(&self) -> u64 {
+        self.scheduled
+            + self.backing_off
+            + self.key_concurrency
+            + self.key_rate
+            + self.lease_expired
+            + self.due_by_type.values().sum::<u64>()
+    }
+}
+
+/// Unfinished tasks a store's count of [`WaitingCounts`] reads at most.
+pub const WAITING_COUNT_CAP: u64 = 10_000;
+
+/// Each waiting task's reason and, when due, its type: the one query SQLite and PostgreSQL
+/// count them with (`?1`/`$1`: now); the reasons are those [`WaitingCounts::add`] knows.
+pub const WAITING_REASON_SQL: &str = "CASE WHEN status = 'running' THEN 'leaseExpired' \
+     WHEN scheduled_at > {now} AND held = 'concurrency' THEN 'keyConcurrency' \
+     WHEN scheduled_at > {now} AND held = 'rate' THEN 'keyRate' \
+     WHEN scheduled_at > {now} AND attempts = 0 THEN 'scheduled' \
+     WHEN scheduled_at > {now} THEN 'backingOff' ELSE 'due' END AS reason, \
+     CASE WHEN status = 'pending' AND scheduled_at <= {now} THEN type END AS due_type";
+
 /// Tasks finished (succeeded, failed or cancelled) per time bucket, up to now: the dashboard's
 /// chart.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]

@@ -43,6 +43,7 @@ pub use keys::{
 pub use lease::Leases;
 pub use listing::{
     InvalidCursor, ListFilter, ListKey, LowerBound, Overview, StatusCounts, TaskPage, Throughput,
+    WAITING_COUNT_CAP, WAITING_REASON_SQL, WaitingCounts,
 };
 pub use params::{Claim, ClaimById, ClaimedById, Deliverable, ListPage};
 pub use reads::{QueueReads, ReadCounter};

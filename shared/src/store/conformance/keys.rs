@@ -298,3 +298,83 @@ pub async fn an_outcome_wakes_a_held_task_not_yet_due<S: Store>(store: S) {
     let retried = store.task_retry(first.id, at(77)).await.expect("retry");
     assert_eq!((retried.held, retried.status), (None, TaskStatus::Pending));
 }
+
+/// GIVEN unfinished tasks waiting for every reason a store knows WHEN counting them THEN each
+/// reason has its tasks and the due ones are counted per type; a cap below their number marks
+/// the count inexact. (DynamoDB does not count them.)
+pub async fn waiting_tasks_are_counted_by_reason<S: Store>(store: S) {
+    if store
+        .task_count_waiting(at(0), 100)
+        .await
+        .expect("count")
+        .is_none()
+    {
+        return;
+    }
+    let mut later = new_task("mail");
+    later.scheduled_at = Some(at(1_000));
+    create_at(&store, later, t0()).await;
+    let retried = create_at(&store, new_task("retried"), t0()).await;
+    let lapsed = create_at(&store, new_task("lapsed"), at(1)).await;
+    let claimed = store
+        .task_claim(Claim::due(
+            at(2),
+            2,
+            &Leases::fixed(Duration::from_secs(20)),
+        ))
+        .await
+        .expect("claim");
+    assert_eq!(ids(&claimed), [retried.id, lapsed.id]);
+    let retry = Settlement::Retry {
+        error: "later".into(),
+        retry_at: at(500),
+    };
+    store
+        .task_settle(&claimed[0], retry, at(3))
+        .await
+        .expect("retry");
+    create_at(&store, new_task("mail"), at(4)).await;
+    create_at(&store, new_task("mail"), at(5)).await;
+    create_at(&store, new_task("report"), at(6)).await;
+    for (i, keys) in [
+        (Some("k"), None),
+        (Some("k"), None),
+        (None, Some("r")),
+        (None, Some("r")),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        create_keyed(&store, keyed(keys.0, keys.1), at(7 + i as u64))
+            .await
+            .expect("a store that counts keeps keys");
+    }
+    // Starts one task of each key and holds the other; the plain due ones stay due.
+    let paused = PausedTypes::from([("mail".to_owned(), at(0)), ("report".to_owned(), at(0))]);
+    let rules = r#"[{"keyPrefix": "k", "concurrency": 1}, {"keyPrefix": "r", "rate": "1/1h"}]"#;
+    let keys_only = ClaimGate::new(paused, Default::default())
+        .with_limits(Arc::new(KeyLimits::parse(rules).expect("valid rules")));
+    assert_eq!(claim_with(&store, at(11), 10, &keys_only).await.len(), 2);
+
+    let counts = store
+        .task_count_waiting(at(50), 100)
+        .await
+        .expect("count")
+        .expect("counted");
+    let expected = crate::store::WaitingCounts {
+        scheduled: 1,
+        backing_off: 1,
+        key_concurrency: 1,
+        key_rate: 1,
+        due_by_type: [("mail".to_owned(), 2), ("report".to_owned(), 1)].into(),
+        lease_expired: 1,
+        exact: true,
+    };
+    assert_eq!(counts, expected);
+    let capped = store
+        .task_count_waiting(at(50), 5)
+        .await
+        .expect("count")
+        .expect("counted");
+    assert_eq!((capped.total(), capped.exact), (5, false));
+}

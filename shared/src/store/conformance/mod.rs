@@ -109,7 +109,8 @@ macro_rules! store_conformance_tests {
             concurrent_claimers_never_pass_a_keys_limit,
             a_claim_by_id_holds_a_task_whose_key_is_full,
             a_deferred_rate_key_starts_nothing_before_its_time,
-            an_outcome_wakes_a_held_task_not_yet_due
+            an_outcome_wakes_a_held_task_not_yet_due,
+            waiting_tasks_are_counted_by_reason
         );
     };
     (@cases $make:expr; $($case:ident),* $(,)?) => {

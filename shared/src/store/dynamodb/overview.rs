@@ -87,6 +87,15 @@ impl DynamoStore {
         }
     }
 
+    /// None: the due queue's bounded look does not see why each task waits.
+    pub async fn task_count_waiting(
+        &self,
+        _now: Timestamp,
+        _cap: u64,
+    ) -> Result<Option<crate::store::WaitingCounts>, StoreError> {
+        Ok(None)
+    }
+
     /// The counts per status, as [`DynamoStore::queue_overview`] has them.
     pub async fn task_count_by_status(&self, now: Timestamp) -> Result<StatusCounts, StoreError> {
         Ok(self.queue_overview(now).await?.counts)

@@ -8,7 +8,7 @@ use super::{PgStore, pg_error, raw};
 use crate::clock::Timestamp;
 use crate::store::{
     Backlog, ListFilter, ListKey, ListPage, Overview, StatusCounts, StoreError, TaskPage,
-    Throughput,
+    Throughput, WAITING_REASON_SQL, WaitingCounts,
 };
 use crate::task::{Task, TaskStatus};
 
@@ -51,6 +51,38 @@ impl PgStore {
         self.queue_flush(now, false).await;
         let client = self.client().await?;
         counts_in(&**client).await
+    }
+
+    /// See [`crate::store::Store::task_count_waiting`]: the unfinished tasks' index, at most
+    /// `cap` rows of it.
+    pub async fn task_count_waiting(
+        &self,
+        now: Timestamp,
+        cap: u64,
+    ) -> Result<Option<WaitingCounts>, StoreError> {
+        let mut client = self.client().await?;
+        let tx = indexed_read(&mut client, IsolationLevel::ReadCommitted).await?;
+        let sql = format!(
+            "SELECT reason, due_type, COUNT(*) FROM (SELECT {} FROM tasker.tasks \
+             WHERE finished_at IS NULL AND (status = 'pending' OR due_at <= $1) LIMIT $2) w \
+             GROUP BY 1, 2",
+            WAITING_REASON_SQL.replace("{now}", "$1")
+        );
+        let cap_rows = i64::try_from(cap).unwrap_or(i64::MAX);
+        let rows = tx
+            .query(&sql, &[&now.0, &cap_rows])
+            .await
+            .map_err(|err| pg_error("counting the waiting tasks", err))?;
+        tx.commit()
+            .await
+            .map_err(|err| pg_error("ending a read", err))?;
+        let mut counts = WaitingCounts::default();
+        for row in rows {
+            let count = u64::try_from(row.get::<_, i64>(2)).unwrap_or_default();
+            counts.add(row.get(0), row.get(1), count);
+        }
+        counts.exact = counts.total() < cap;
+        Ok(Some(counts))
     }
 
     pub async fn queue_backlog(&self, now: Timestamp) -> Result<Backlog, StoreError> {

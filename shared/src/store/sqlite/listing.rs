@@ -8,7 +8,7 @@ use super::rows::{COLUMNS, row_to_task, sqlite_error};
 use crate::clock::Timestamp;
 use crate::store::{
     Backlog, ListFilter, ListKey, ListPage, Overview, StatusCounts, StoreError, TaskPage,
-    Throughput,
+    Throughput, WAITING_REASON_SQL, WaitingCounts,
 };
 use crate::task::{Task, TaskStatus};
 
@@ -45,6 +45,39 @@ impl SqliteStore {
 
     pub async fn task_count_by_status(&self, _now: Timestamp) -> Result<StatusCounts, StoreError> {
         self.with_reader(|conn| counts_in(conn)).await
+    }
+
+    /// See [`crate::store::Store::task_count_waiting`]: the unfinished tasks' index, at most
+    /// `cap` rows of it.
+    pub async fn task_count_waiting(
+        &self,
+        now: Timestamp,
+        cap: u64,
+    ) -> Result<Option<WaitingCounts>, StoreError> {
+        self.with_reader(move |conn| {
+            let sql = format!(
+                "SELECT reason, due_type, COUNT(*) FROM (SELECT {} FROM tasks INDEXED BY \
+                 tasks_open WHERE finished_at IS NULL AND (status = 'pending' OR due_at <= ?1) \
+                 LIMIT ?2) GROUP BY 1, 2",
+                WAITING_REASON_SQL.replace("{now}", "?1")
+            );
+            let mut stmt = conn.prepare_cached(&sql).map_err(sqlite_error)?;
+            let rows: Vec<(String, Option<String>, i64)> = stmt
+                .query_map(
+                    params![now.to_text(), i64::try_from(cap).unwrap_or(i64::MAX)],
+                    |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?)),
+                )
+                .map_err(sqlite_error)?
+                .collect::<rusqlite::Result<_>>()
+                .map_err(sqlite_error)?;
+            let mut counts = WaitingCounts::default();
+            for (reason, task_type, count) in rows {
+                counts.add(&reason, task_type, u64::try_from(count).unwrap_or_default());
+            }
+            counts.exact = counts.total() < cap;
+            Ok(Some(counts))
+        })
+        .await
     }
 }
 
