@@ -316,6 +316,7 @@ pub async fn stats(tasker: &Tasker<AnyStore>, json: bool) -> Result<(), CliError
             ("backingOff", waiting.backing_off),
             ("keyConcurrency", waiting.key_concurrency),
             ("keyRate", waiting.key_rate),
+            ("circuitOpen", waiting.circuit_open),
             ("typePaused", waiting.type_paused),
             ("due", waiting.due),
             ("leaseExpired", waiting.lease_expired),

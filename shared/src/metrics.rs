@@ -26,6 +26,7 @@ pub fn run_metrics(
         ("Retried", "Count", json!(summary.outcomes.retried)),
         ("Failed", "Count", json!(summary.outcomes.failed)),
         ("Released", "Count", json!(summary.outcomes.released)),
+        ("HeldByCircuit", "Count", json!(summary.outcomes.held)),
         ("StoreErrors", "Count", json!(summary.errors())),
         ("RunDuration", "Milliseconds", json!(summary.duration_ms)),
     ];
@@ -102,7 +103,7 @@ mod tests {
         let metrics = line["_aws"]["CloudWatchMetrics"][0]["Metrics"]
             .as_array()
             .unwrap();
-        assert_eq!(metrics.len(), 9);
+        assert_eq!(metrics.len(), 10);
         for metric in metrics {
             assert!(line.get(metric["Name"].as_str().unwrap()).is_some());
         }

@@ -93,6 +93,8 @@ pub enum Held {
     Concurrency,
     /// Its `rateKey` had started as many tasks as its rate allows for now.
     Rate,
+    /// Its receiver's circuit was open: too many of the last attempts to it failed.
+    Circuit,
 }
 
 impl Held {
@@ -101,6 +103,7 @@ impl Held {
         match self {
             Self::Concurrency => "concurrency",
             Self::Rate => "rate",
+            Self::Circuit => "circuit",
         }
     }
 
@@ -109,6 +112,7 @@ impl Held {
         match text {
             "concurrency" => Some(Self::Concurrency),
             "rate" => Some(Self::Rate),
+            "circuit" => Some(Self::Circuit),
             _ => None,
         }
     }

@@ -265,6 +265,7 @@ fn assert_metrics_line(lines: &[String], summary: &tasker::RunSummary) {
         "Retried",
         "Failed",
         "Released",
+        "HeldByCircuit",
         "StoreErrors",
         "RunDuration",
         "QueueDepth",

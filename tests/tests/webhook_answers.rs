@@ -24,15 +24,25 @@ struct Server {
 impl Server {
     /// `tasker serve` on a new SQLite file, polling every second, backing off 100-200 ms.
     async fn start() -> Self {
+        Self::start_with(&[]).await
+    }
+
+    /// The same with the variables `extra` besides.
+    async fn start_with(extra: &[(&'static str, &str)]) -> Self {
         let dir = tempfile::tempdir().expect("temp dir");
         let db = dir.path().join("tasker.db");
         let db = db.to_str().expect("utf-8 path");
-        let envs = [
+        let mut envs = vec![
             ("TASKER_WEBHOOK_ALLOW_PRIVATE", "true".to_owned()),
             ("TASKER_API_TOKEN", TOKEN.to_owned()),
             ("TASKER_RETRY_INITIAL", "100ms".to_owned()),
             ("TASKER_RETRY_MAX", "200ms".to_owned()),
         ];
+        envs.extend(
+            extra
+                .iter()
+                .map(|(name, value)| (*name, (*value).to_owned())),
+        );
         let serve = Serve::start(&["--db", db, "--interval", "1"], &envs).await;
         Self {
             api: ApiClient::new(&serve.base, TOKEN),
@@ -180,4 +190,60 @@ async fn receivers_answers_steer_the_next_attempt() {
     assert_eq!(week["waiting"]["reason"], "backingOff", "{week}");
     assert_eq!(week["waiting"]["afterAttempt"], 1, "{week}");
     assert_eq!(week["waiting"]["until"], week["scheduledAt"], "{week}");
+}
+
+/// GIVEN the circuit breaker on (open 4 s) WHEN ten webhooks to one host all answer 503 THEN its
+/// circuit opens: a webhook to the same host is held, not sent, its attempt uncounted and its
+/// `waiting` naming the host; after the 4 s it goes out as the probe, succeeds, and the
+/// circuit is closed again: the next webhook to the host runs at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_open_circuit_holds_a_hosts_webhooks_until_a_probe_succeeds() {
+    let server = Server::start_with(&[("TASKER_WEBHOOK_BREAKER", "4s")]).await;
+    let mut failing = Vec::new();
+    for i in 0..10 {
+        failing.push(server.webhook(&format!("/status/503/down-{i}"), 1).await);
+    }
+    for id in &failing {
+        server
+            .task_when(id, "failed", |task| task["status"] == "failed")
+            .await;
+    }
+    let opened = SystemTime::now();
+    let held = server.webhook("/after", 3).await;
+    let waiting = server
+        .task_when(&held, "held for the circuit", |task| {
+            task["waiting"]["reason"] == "circuitOpen"
+        })
+        .await;
+    let host = server
+        .receiver
+        .base
+        .trim_start_matches("http://")
+        .to_owned();
+    assert_eq!(waiting["waiting"]["host"], host.as_str(), "{waiting}");
+    assert_eq!(
+        waiting["attempts"], 0,
+        "a held attempt is not counted: {waiting}"
+    );
+    assert_eq!(waiting["status"], "pending");
+    let (_, stats) = server.api.send(Method::GET, "/stats", None).await;
+    assert_eq!(stats["waiting"]["circuitOpen"], 1, "{stats}");
+
+    let done = server
+        .task_when(&held, "sent as the probe", |task| {
+            task["status"] == "succeeded"
+        })
+        .await;
+    assert_eq!(done["attempts"], 1, "{done}");
+    let probe = server.arrivals("/after");
+    assert_eq!(probe.len(), 1);
+    let waited = probe[0].duration_since(opened).unwrap_or_default();
+    assert!(
+        waited >= Duration::from_secs(3),
+        "the probe went out after {waited:?}"
+    );
+    let next = server.webhook("/next", 1).await;
+    server
+        .task_when(&next, "run at once", |task| task["status"] == "succeeded")
+        .await;
 }

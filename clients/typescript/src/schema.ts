@@ -414,10 +414,10 @@ export interface components {
         };
         Waiting: {
             /**
-             * @description `scheduled`: created for later, due at `until`. `backingOff`: attempt `afterAttempt` failed, the next is due at `until` (the backoff, or the wait a webhook's receiver asked for). `typePaused`: due, but its type is paused since `since`. `due`: due since `since`, the next claim with room takes it. `keyConcurrency`: its concurrency key `key` ran its limit when a claim found it due; held until `until` at the latest (sooner when one of the key's tasks ends). `keyRate`: its rate key `key` had used its rate; held until `until`. `leaseExpired`: claimed, but the lease ended at `since` without an outcome; due again, failed by the next claim when `lastAttempt`, left alone while `typePaused`. `until` comes with scheduled, backingOff, keyConcurrency and keyRate, `since` with the others.
+             * @description `scheduled`: created for later, due at `until`. `backingOff`: attempt `afterAttempt` failed, the next is due at `until` (the backoff, or the wait a webhook's receiver asked for). `typePaused`: due, but its type is paused since `since`. `due`: due since `since`, the next claim with room takes it. `keyConcurrency`: its concurrency key `key` ran its limit when a claim found it due; held until `until` at the latest (sooner when one of the key's tasks ends). `keyRate`: its rate key `key` had used its rate; held until `until`. `circuitOpen`: most of the last attempts to its receiver `host` failed (the optional webhook circuit breaker): given back unsent, its attempt uncounted, and held until `until`. `leaseExpired`: claimed, but the lease ended at `since` without an outcome; due again, failed by the next claim when `lastAttempt`, left alone while `typePaused`. `until` comes with scheduled, backingOff, keyConcurrency, keyRate and circuitOpen, `since` with the others.
              * @enum {string}
              */
-            reason: "scheduled" | "backingOff" | "keyConcurrency" | "keyRate" | "typePaused" | "due" | "leaseExpired";
+            reason: "scheduled" | "backingOff" | "keyConcurrency" | "keyRate" | "circuitOpen" | "typePaused" | "due" | "leaseExpired";
             until?: components["schemas"]["Timestamp"];
             since?: components["schemas"]["Timestamp"];
             afterAttempt?: number;
@@ -425,6 +425,8 @@ export interface components {
             typePaused?: boolean;
             /** @description The key a keyConcurrency or keyRate task waits for. */
             key?: string;
+            /** @description The receiving host of a circuitOpen task, when its payload names one. */
+            host?: string | null;
             /** @description The reason and its instant in a line, for people. */
             message: string;
         };
@@ -564,6 +566,7 @@ export interface components {
                 backingOff: number;
                 keyConcurrency: number;
                 keyRate: number;
+                circuitOpen: number;
                 typePaused: number;
                 due: number;
                 leaseExpired: number;

@@ -131,7 +131,8 @@ pub struct Config {
     /// `TASKER_AUTH`: `token` (default) or `iam`.
     pub iam_auth: bool,
     /// `TASKER_WEBHOOK_SECRET`, `TASKER_WEBHOOK_TIMEOUT` (default 10s),
-    /// `TASKER_WEBHOOK_ALLOW_PRIVATE` (default false).
+    /// `TASKER_WEBHOOK_ALLOW_PRIVATE` (default false), `TASKER_WEBHOOK_BREAKER` (how long a
+    /// host's circuit stays open; unset: no breaker).
     pub webhook: WebhookSettings,
     /// `TASKER_KEY_LIMITS`: limits per `concurrencyKey` and `rateKey`, a JSON array of rules
     /// (docs/limits.md); none by default. SQLite and PostgreSQL only.
@@ -206,6 +207,9 @@ impl Config {
                     duration,
                 )?,
                 allow_private: parse(&get, "TASKER_WEBHOOK_ALLOW_PRIVATE", false, boolean)?,
+                breaker: parse(&get, "TASKER_WEBHOOK_BREAKER", None, |v| {
+                    duration(v).map(Some)
+                })?,
             },
             key_limits: std::sync::Arc::new(parse(
                 &get,

@@ -153,6 +153,7 @@ pub async fn overview<S: Store>(
                     ("backing off", waiting.backing_off),
                     ("held: key at its concurrency", waiting.key_concurrency),
                     ("held: key at its rate", waiting.key_rate),
+                    ("held: receiver's circuit open", waiting.circuit_open),
                     ("type paused", waiting.type_paused),
                     ("due, waiting for a processor", waiting.due),
                     ("lease ended, no outcome", waiting.lease_expired),

@@ -5,7 +5,7 @@ use std::time::{Duration, Instant};
 
 use super::outcomes::Outcome;
 use super::{ProcessorSettings, Tasker};
-use crate::handlers::{TaskContext, TaskError, TypeSettings};
+use crate::handlers::{MAX_RETRY_AFTER, TaskContext, TaskError, TypeSettings};
 use crate::report::Report;
 use crate::store::{Settlement, Store};
 use crate::task::Task;
@@ -164,6 +164,13 @@ impl<S: Store> Tasker<S> {
     fn settlement_of(&self, task: &Task, result: Result<(), TaskError>) -> Settlement {
         match result {
             Ok(()) => Settlement::Succeeded,
+            // Not a failure of the task's: nothing was sent.
+            Err(TaskError::Hold { after, .. }) => Settlement::Held {
+                until: self
+                    .clock
+                    .now()
+                    .plus(after.clamp(Duration::from_millis(1), MAX_RETRY_AFTER)),
+            },
             Err(err) if err.is_permanent() || task.attempts >= task.max_attempts => {
                 Settlement::Failed {
                     error: error_text(&err),
@@ -208,6 +215,7 @@ impl<S: Store> Tasker<S> {
             Settlement::Retry { .. } => Outcome::Retried,
             Settlement::Failed { .. } => Outcome::Failed,
             Settlement::Released => Outcome::Released,
+            Settlement::Held { .. } => Outcome::Held,
         };
         let error = match &settlement {
             Settlement::Retry { error, .. } | Settlement::Failed { error } => Some(error.clone()),

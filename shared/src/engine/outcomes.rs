@@ -16,6 +16,8 @@ pub enum Outcome {
     Released,
     /// Given back because the run's deadline left no time for a fair attempt.
     ReleasedOutOfTime,
+    /// Given back unsent because its receiver's circuit is open; due again when it may close.
+    Held,
     /// The outcome could not be written (lease lost or store error); logged. The lease expires
     /// and the task runs again.
     Unrecorded,
@@ -36,6 +38,9 @@ pub struct Outcomes {
     pub released: usize,
     /// Outcomes that could not be written: the task runs again once its lease expires.
     pub unrecorded: usize,
+    /// Tasks given back unsent, their receiver's circuit open.
+    #[serde(default)]
+    pub held: usize,
 }
 
 impl Outcomes {
@@ -47,6 +52,7 @@ impl Outcomes {
             Outcome::Failed => self.failed += 1,
             Outcome::Released | Outcome::ReleasedOutOfTime => self.released += 1,
             Outcome::Unrecorded => self.unrecorded += 1,
+            Outcome::Held => self.held += 1,
         }
     }
 
@@ -57,11 +63,12 @@ impl Outcomes {
         self.failed += other.failed;
         self.released += other.released;
         self.unrecorded += other.unrecorded;
+        self.held += other.held;
     }
 
     /// Every claimed task counted, whatever its outcome.
     pub fn total(&self) -> usize {
-        self.succeeded + self.retried + self.failed + self.released + self.unrecorded
+        self.succeeded + self.retried + self.failed + self.released + self.unrecorded + self.held
     }
 }
 

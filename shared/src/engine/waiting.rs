@@ -46,6 +46,14 @@ pub enum Waiting {
         /// When it is due again.
         until: Timestamp,
     },
+    /// Its receiver's circuit was open (most of the last attempts to `host` failed): given
+    /// back unsent, its attempt uncounted, and held until `until`.
+    CircuitOpen {
+        /// The receiving host, when the payload names one (`sendWebhook`'s `url`).
+        host: Option<String>,
+        /// When it is due again.
+        until: Timestamp,
+    },
     /// Due, but its type is paused (since `since`): nothing claims it until it is resumed.
     TypePaused {
         /// When the type was paused.
@@ -76,9 +84,15 @@ impl Waiting {
         let held_key = match task.held {
             Some(Held::Concurrency) => task.concurrency_key.clone(),
             Some(Held::Rate) => task.rate_key.clone(),
-            None => None,
+            Some(Held::Circuit) | None => None,
         };
         match task.status {
+            TaskStatus::Pending if task.scheduled_at > now && task.held == Some(Held::Circuit) => {
+                Some(Self::CircuitOpen {
+                    host: crate::handlers::webhook::target_host(&task.payload),
+                    until: task.scheduled_at,
+                })
+            }
             TaskStatus::Pending if task.scheduled_at > now && held_key.is_some() => {
                 let (key, until) = (held_key.unwrap_or_default(), task.scheduled_at);
                 Some(match task.held {
@@ -129,6 +143,10 @@ impl Waiting {
             Self::KeyRate { key, until } => {
                 format!("rate key {key:?} is at its rate; held until {until}")
             }
+            Self::CircuitOpen { host, until } => match host {
+                Some(host) => format!("the circuit for {host} is open; held until {until}"),
+                None => format!("its receiver's circuit is open; held until {until}"),
+            },
             Self::TypePaused { since } => format!("its type is paused (since {since})"),
             Self::Due { since } => format!("due since {since}, waiting for a processor"),
             Self::LeaseExpired {
@@ -385,6 +403,8 @@ pub struct WaitingTally {
     pub key_concurrency: u64,
     /// Held for their rate key.
     pub key_rate: u64,
+    /// Held while their receiver's circuit is open.
+    pub circuit_open: u64,
     /// Due, of a paused type.
     pub type_paused: u64,
     /// Due, waiting for a processor.
@@ -412,6 +432,7 @@ impl WaitingTally {
             backing_off: counts.backing_off,
             key_concurrency: counts.key_concurrency,
             key_rate: counts.key_rate,
+            circuit_open: counts.circuit_open,
             type_paused,
             due,
             lease_expired: counts.lease_expired,

@@ -35,6 +35,15 @@ pub enum TaskError {
         /// How long the other side asked to wait.
         after: Duration,
     },
+    /// The attempt did not run: its receiver is known to be down (an open circuit). The task
+    /// is given back with its attempt uncounted and due again after `after`.
+    #[error("{reason}")]
+    Hold {
+        /// Why, for the log.
+        reason: String,
+        /// How long to wait.
+        after: Duration,
+    },
 }
 
 /// The longest wait a [`TaskError::RetryAfter`] is granted: a receiver cannot park a task for

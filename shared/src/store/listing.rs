@@ -140,6 +140,8 @@ pub struct WaitingCounts {
     pub key_concurrency: u64,
     /// Pending, held for their rate key.
     pub key_rate: u64,
+    /// Pending, held while their receiver's circuit is open.
+    pub circuit_open: u64,
     /// Pending and due, by type: the caller tells a paused type's from the others.
     pub due_by_type: std::collections::BTreeMap<String, u64>,
     /// Running, their lease ended without an outcome.
@@ -157,6 +159,7 @@ impl WaitingCounts {
             "backingOff" => &mut self.backing_off,
             "keyConcurrency" => &mut self.key_concurrency,
             "keyRate" => &mut self.key_rate,
+            "circuitOpen" => &mut self.circuit_open,
             "leaseExpired" => &mut self.lease_expired,
             "due" => self
                 .due_by_type
@@ -174,6 +177,7 @@ impl WaitingCounts {
             + self.backing_off
             + self.key_concurrency
             + self.key_rate
+            + self.circuit_open
             + self.lease_expired
             + self.due_by_type.values().sum::<u64>()
     }
@@ -187,6 +191,7 @@ pub const WAITING_COUNT_CAP: u64 = 10_000;
 pub const WAITING_REASON_SQL: &str = "CASE WHEN status = 'running' THEN 'leaseExpired' \
      WHEN scheduled_at > {now} AND held = 'concurrency' THEN 'keyConcurrency' \
      WHEN scheduled_at > {now} AND held = 'rate' THEN 'keyRate' \
+     WHEN scheduled_at > {now} AND held = 'circuit' THEN 'circuitOpen' \
      WHEN scheduled_at > {now} AND attempts = 0 THEN 'scheduled' \
      WHEN scheduled_at > {now} THEN 'backingOff' ELSE 'due' END AS reason, \
      CASE WHEN status = 'pending' AND scheduled_at <= {now} THEN type END AS due_type";

@@ -34,6 +34,12 @@ pub enum Settlement {
     },
     /// The attempt never started (the invocation ran out of time): give it back uncounted.
     Released,
+    /// The attempt did not run because its receiver is known to be down (an open circuit):
+    /// given back uncounted, the task due again at `until` and marked held for it.
+    Held {
+        /// When the task is due again.
+        until: Timestamp,
+    },
 }
 
 /// One change of a task's state, with everything it needs to be applied.
@@ -359,6 +365,12 @@ fn settle(task: &mut Task, outcome: &Settlement, now: Timestamp) {
         Settlement::Released => {
             task.status = TaskStatus::Pending;
             task.attempts = task.attempts.saturating_sub(1);
+        }
+        Settlement::Held { until } => {
+            task.status = TaskStatus::Pending;
+            task.attempts = task.attempts.saturating_sub(1);
+            task.scheduled_at = *until;
+            task.held = Some(Held::Circuit);
         }
     }
 }

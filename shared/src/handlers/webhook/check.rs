@@ -46,6 +46,21 @@ pub fn check_payload(payload: &str) -> Result<(), ValidationError> {
     }
 }
 
+/// The host (and port, when the URL names one) a `sendWebhook` payload's `url` points at, in
+/// lower case: what its circuit breaker is per. `None` for a payload without a readable one.
+pub fn target_host(payload: &str) -> Option<String> {
+    let serde_json::Value::Object(payload) = serde_json::from_str(payload).ok()? else {
+        return None;
+    };
+    let url = payload.get("url")?.as_str()?;
+    let (_, rest) = url.split_once("://")?;
+    let authority = rest.split(['/', '?', '#']).next()?;
+    let host = authority
+        .rsplit_once('@')
+        .map_or(authority, |(_, host)| host);
+    (!host.is_empty()).then(|| host.to_ascii_lowercase())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -73,5 +88,20 @@ mod tests {
         assert!(check_payload(ok).is_ok());
         assert!(check_payload(r#"{"url":"http://x","body":1}"#).is_ok());
         assert!(check_payload("[1,2]").is_ok());
+    }
+
+    #[test]
+    fn the_target_host_is_the_urls_authority_in_lower_case() {
+        let host = |url: &str| target_host(&format!(r#"{{"url": "{url}", "body": 1}}"#));
+        assert_eq!(
+            host("https://Hooks.Example.com/a?b#c").as_deref(),
+            Some("hooks.example.com")
+        );
+        assert_eq!(
+            host("http://u:p@127.0.0.1:8080/x").as_deref(),
+            Some("127.0.0.1:8080")
+        );
+        assert_eq!(host("not a url"), None);
+        assert_eq!(target_host("[1]"), None);
     }
 }

@@ -7,11 +7,13 @@ use std::time::Duration;
 mod addresses;
 #[cfg(feature = "webhook")]
 mod answer;
+#[cfg(feature = "webhook")]
+pub mod breaker;
 mod check;
 #[cfg(feature = "webhook")]
 mod send;
 
-pub use check::{REFUSED_HEADERS, check_payload};
+pub use check::{REFUSED_HEADERS, check_payload, target_host};
 
 #[cfg(feature = "webhook")]
 pub use send::{WebhookSender, is_public, sign};
@@ -32,6 +34,9 @@ pub struct WebhookSettings {
     pub timeout: Duration,
     /// Allows loopback, private and link-local targets (for local development and tests).
     pub allow_private: bool,
+    /// A circuit breaker per host, open this long once most of its last attempts failed
+    /// (`TASKER_WEBHOOK_BREAKER`); none by default.
+    pub breaker: Option<Duration>,
 }
 
 impl Default for WebhookSettings {
@@ -40,6 +45,7 @@ impl Default for WebhookSettings {
             secret: None,
             timeout: Duration::from_secs(10),
             allow_private: false,
+            breaker: None,
         }
     }
 }

@@ -4,6 +4,7 @@
 use std::collections::BTreeMap;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, OnceLock};
+use std::time::{Duration, Instant};
 
 use hmac::{Hmac, KeyInit, Mac};
 use reqwest::dns::{Addrs, Name, Resolve, Resolving};
@@ -12,6 +13,7 @@ use serde::Deserialize;
 use sha2::Sha256;
 
 pub use super::addresses::is_public;
+use super::breaker::{Admit, Breakers};
 use super::{SIGNATURE_HEADER, TASK_ID_HEADER, WebhookSettings};
 use crate::handlers::{TaskContext, TaskError};
 
@@ -33,6 +35,8 @@ pub struct WebhookSender {
     /// init time, and the enqueue and cleanup functions never send a webhook.
     client: Arc<OnceLock<Result<reqwest::Client, String>>>,
     settings: WebhookSettings,
+    /// Each host's circuit, when the breaker is on.
+    breakers: Option<Arc<Breakers>>,
 }
 
 impl WebhookSender {
@@ -40,6 +44,9 @@ impl WebhookSender {
     pub fn new(settings: WebhookSettings) -> Self {
         Self {
             client: Arc::default(),
+            breakers: settings
+                .breaker
+                .map(|open_for| Arc::new(Breakers::new(open_for))),
             settings,
         }
     }
@@ -97,14 +104,40 @@ impl WebhookSender {
 
         let body = payload.body.get().as_bytes().to_vec();
         let headers = self.headers(ctx, &payload.headers, &body)?;
-        let response = self
+        let host = super::target_host(&ctx.payload).unwrap_or_default();
+        let admitted = match &self.breakers {
+            Some(breakers) => breakers.admit(&host, Instant::now()),
+            None => Admit::Send,
+        };
+        if let Admit::Hold(after) = admitted {
+            return Err(TaskError::Hold {
+                reason: format!(
+                    "the circuit for {host} is open (most of its last attempts failed); \
+                     held for {}",
+                    humantime::format_duration(Duration::from_millis(
+                        u64::try_from(after.as_millis()).unwrap_or(u64::MAX)
+                    ))
+                ),
+                after,
+            });
+        }
+        let sent = self
             .client()?
             .post(url)
             .headers(headers)
             .body(body)
             .send()
-            .await
-            .map_err(|err| self.transport_error(&err))?;
+            .await;
+        // A request that never got an answer, or a 5xx: the host is down, not the task wrong.
+        let down = sent
+            .as_ref()
+            .map_or(true, |response| response.status().is_server_error());
+        if let Some(breakers) = &self.breakers {
+            if breakers.record(&host, admitted, down, Instant::now()) {
+                tracing::warn!(host = %host, "most of the last webhooks to this host failed: its circuit is open, its webhooks held");
+            }
+        }
+        let response = sent.map_err(|err| self.transport_error(&err))?;
         if response.status().is_success() {
             Ok(())
         } else {

@@ -366,6 +366,7 @@ pub async fn waiting_tasks_are_counted_by_reason<S: Store>(store: S) {
         backing_off: 1,
         key_concurrency: 1,
         key_rate: 1,
+        circuit_open: 0,
         due_by_type: [("mail".to_owned(), 2), ("report".to_owned(), 1)].into(),
         lease_expired: 1,
         exact: true,

@@ -70,6 +70,7 @@ pub async fn every_settlement_stores_what_the_transition_defines<S: Store>(store
             error: "HTTP 410".into(),
         },
         Settlement::Released,
+        Settlement::Held { until: at(120) },
     ];
     for outcome in outcomes {
         let created = create_at(&store, new_task("t"), t0()).await;

@@ -13,7 +13,7 @@ use super::schema::{
 use crate::clock::Timestamp;
 use crate::retry::RetryPolicy;
 use crate::store::{ListKey, StoreError};
-use crate::task::{Task, TaskId, TaskStatus};
+use crate::task::{Held, Task, TaskId, TaskStatus};
 
 /// A DynamoDB item.
 pub type Item = HashMap<String, AttributeValue>;
@@ -55,6 +55,8 @@ struct TaskItem {
     schedule_name: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     schedule_tick: Option<Timestamp>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    held: Option<Held>,
     #[serde(default)]
     queue: String,
     #[serde(default)]
@@ -159,6 +161,7 @@ pub fn to_item(task: &Task, ttl_after: Duration) -> Result<Item, StoreError> {
         lease_token: task.lease_token.clone(),
         schedule_name: task.schedule_name.clone(),
         schedule_tick: task.schedule_tick,
+        held: task.held,
         queue: queue_of(task.id, task.status),
         queue_at: ListKey::of(task).to_string(),
         expires_at: task
@@ -196,7 +199,7 @@ pub fn from_item(item: Item) -> Result<Task, StoreError> {
         schedule_tick: item.schedule_tick,
         concurrency_key: None,
         rate_key: None,
-        held: None,
+        held: item.held,
     })
 }
 

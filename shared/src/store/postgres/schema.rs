@@ -12,7 +12,7 @@ use crate::store::StoreError;
 const MIGRATION_LOCK: i64 = 0x7461_736b_6572; // "tasker"
 
 /// The migrations, in order; version N is `MIGRATIONS[N - 1]`. A released one never changes.
-const MIGRATIONS: &[&str] = &[V1, V2, V3, V4];
+const MIGRATIONS: &[&str] = &[V1, V2, V3, V4, V5];
 
 /// The version this code writes.
 pub const SCHEMA_VERSION: i32 = MIGRATIONS.len() as i32;
@@ -210,6 +210,13 @@ CREATE TABLE tasker.key_rates (
     key text PRIMARY KEY,
     next_start timestamptz NOT NULL
 );
+"#;
+
+/// Version 5: a task may be held for its receiver's open circuit (`held = 'circuit'`).
+const V5: &str = r#"
+ALTER TABLE tasker.tasks DROP CONSTRAINT tasks_held_check;
+ALTER TABLE tasker.tasks ADD CONSTRAINT tasks_held_check
+    CHECK (held IN ('concurrency', 'rate', 'circuit'));
 "#;
 
 /// What a migration did: the schema's version before and after.
