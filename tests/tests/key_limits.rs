@@ -307,3 +307,45 @@ async fn two_sqs_workers_share_a_keys_limits_on_postgres() {
     check_the_limits(&receiver, created, "SQS mode, two workers").await;
     drop((serve, workers));
 }
+
+/// GIVEN `keysFromHost` for webhooks, limited to one at a time WHEN webhooks are created
+/// without keys THEN each gets its receiver's host as both keys, and they run one at a time.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn webhooks_keyed_by_their_host_run_under_its_limit() {
+    let dir = tempfile::tempdir().expect("temporary directory");
+    let db = dir.path().join("tasker.db");
+    let db = db.to_str().expect("utf-8 path");
+    let receiver = Receiver::start().await;
+    let mut envs = envs();
+    envs.retain(|(name, _)| *name != "TASKER_KEY_LIMITS");
+    envs.push((
+        "TASKER_KEY_LIMITS",
+        r#"[{"type": "sendWebhook", "keysFromHost": true, "concurrency": 1}]"#.to_owned(),
+    ));
+    let serve = Serve::start(&["--db", db, "--interval", "1"], &envs).await;
+    let api = ApiClient::open(&serve.base);
+    let host = receiver.base.trim_start_matches("http://").to_owned();
+    for i in 0..4 {
+        let body = serde_json::json!({
+            "type": "sendWebhook",
+            "payload": {"url": format!("{}/delay/{ANSWER_MS}/host-{i}", receiver.base), "body": i},
+        });
+        let (status, task) = api.send(reqwest::Method::POST, "/tasks", Some(&body)).await;
+        assert_eq!(status, 201, "{task}");
+        assert_eq!(task["concurrencyKey"], host.as_str(), "{task}");
+        assert_eq!(task["rateKey"], host.as_str(), "{task}");
+    }
+    tasker_tests::eventually(
+        "every webhook answered",
+        Duration::from_secs(30),
+        || async {
+            let all = receiver.all();
+            (all.len() >= 4 && all.iter().all(|r| r.answered.is_some())).then_some(())
+        },
+    )
+    .await;
+    let all = receiver.all();
+    let requests: Vec<&Received> = all.iter().collect();
+    assert_eq!(most_at_once(&requests), 1, "one at a time per host");
+    drop(serve);
+}

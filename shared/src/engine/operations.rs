@@ -64,6 +64,22 @@ impl<S: Store> Tasker<S> {
         Ok(created)
     }
 
+    /// Gives `new` its payload `url`'s host as both keys when its type's limits say so
+    /// (`keysFromHost`) and it has none; a host no key may be (too long) leaves it without.
+    fn default_keys(&self, new: &mut NewTask) {
+        let keyless = new.concurrency_key.is_none() && new.rate_key.is_none();
+        if !keyless || !self.key_limits.keys_from_host(&new.task_type) {
+            return;
+        }
+        let Some(host) = crate::handlers::webhook::target_host(&new.payload) else {
+            return;
+        };
+        if crate::task::validate_key("concurrencyKey", &host).is_ok() {
+            new.concurrency_key = Some(host.clone());
+            new.rate_key = Some(host);
+        }
+    }
+
     /// Creates each of `news` as [`Tasker::create`] does, up to [`BATCH_CONCURRENCY`] at
     /// once, answering each one's outcome in order; one never stops the others. In SQS mode
     /// the new tasks' messages go out together afterwards, ten per call.
@@ -87,8 +103,9 @@ impl<S: Store> Tasker<S> {
 
     /// [`Tasker::create`] without its message in SQS mode, for a caller that sends the
     /// messages itself ([`Tasker::deliver`]).
-    pub async fn create_held(&self, new: NewTask) -> Result<Created, TaskerError> {
+    pub async fn create_held(&self, mut new: NewTask) -> Result<Created, TaskerError> {
         new.validate()?;
+        self.default_keys(&mut new);
         let Some(settings) = self.registry.settings(&new.task_type) else {
             return Err(TaskerError::UnknownType(new.task_type));
         };

@@ -38,6 +38,8 @@ struct RuleText {
     concurrency: Option<u32>,
     rate: Option<String>,
     burst: Option<u32>,
+    #[serde(default)]
+    keys_from_host: bool,
 }
 
 /// Which tasks a rule covers and its limits, checked.
@@ -51,6 +53,9 @@ pub struct KeyRule {
     pub concurrency: Option<u32>,
     /// Starts of one `rateKey`.
     pub rate: Option<Rate>,
+    /// Tasks of the rule's type created without keys get their payload `url`'s host as both
+    /// keys (`sendWebhook`: limits per receiving host).
+    pub keys_from_host: bool,
 }
 
 impl KeyRule {
@@ -88,8 +93,13 @@ impl KeyLimits {
             if rule.task_type.is_none() && rule.key_prefix.is_none() {
                 return Err(at("give `type`, `keyPrefix` or both"));
             }
-            if rule.concurrency.is_none() && rule.rate.is_none() {
+            if rule.concurrency.is_none() && rule.rate.is_none() && !rule.keys_from_host {
                 return Err(at("give `concurrency`, `rate` or both"));
+            }
+            if rule.keys_from_host && rule.task_type.is_none() {
+                return Err(at(
+                    "`keysFromHost` needs the `type` whose tasks get the keys",
+                ));
             }
             if rule.concurrency == Some(0) {
                 return Err(at(
@@ -123,6 +133,7 @@ impl KeyLimits {
                 key_prefix: rule.key_prefix,
                 concurrency: rule.concurrency,
                 rate,
+                keys_from_host: rule.keys_from_host,
             });
         }
         Self::new(rules)
@@ -131,6 +142,13 @@ impl KeyLimits {
     /// True when no rule is set: keys limit nothing.
     pub fn is_empty(&self) -> bool {
         self.rules.is_empty()
+    }
+
+    /// True when tasks of `task_type` created without keys get their target host as both.
+    pub fn keys_from_host(&self, task_type: &str) -> bool {
+        self.rules
+            .iter()
+            .any(|rule| rule.keys_from_host && rule.task_type.as_deref() == Some(task_type))
     }
 
     /// The concurrency limit of a task of `task_type` with the concurrency key `key`.
@@ -209,6 +227,10 @@ mod tests {
             (r#"[{"type": "t", "concurrency": 0}]"#, "at least 1"),
             (r#"[{"type": "t", "rate": "1/s", "burst": 0}]"#, "`burst`"),
             (r#"[{"type": "t", "concurency": 1}]"#, "unknown field"),
+            (
+                r#"[{"keyPrefix": "h", "keysFromHost": true, "rate": "1/s"}]"#,
+                "`keysFromHost`",
+            ),
             (r#"{"type": "t"}"#, "JSON array"),
         ] {
             let err = KeyLimits::parse(text).expect_err(text).to_string();
