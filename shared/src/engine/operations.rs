@@ -219,7 +219,11 @@ impl<S: Store> Tasker<S> {
     pub async fn stats(&self) -> Result<Stats, TaskerError> {
         let now = self.clock.now();
         let overview = self.store.queue_overview(now).await?;
-        let waiting = self.waiting_tally().await?;
+        // The counts per status stand without the reasons.
+        let waiting = self.waiting_tally().await.unwrap_or_else(|err| {
+            tracing::warn!(error = %crate::report::Report(&err), "could not count the waiting tasks by reason");
+            None
+        });
         Ok(Stats {
             counts: overview.counts,
             due: overview.backlog.due,

@@ -110,6 +110,8 @@ impl WebhookSender {
             None => Admit::Send,
         };
         if let Admit::Hold(after) = admitted {
+            // Spread over half the wait again, so a backlog held together is not due together.
+            let after = after + after.mul_f64(rand::random::<f64>() / 2.0);
             return Err(TaskError::Hold {
                 reason: format!(
                     "the circuit for {host} is open (most of its last attempts failed); \
@@ -128,10 +130,14 @@ impl WebhookSender {
             .body(body)
             .send()
             .await;
-        // A request that never got an answer, or a 5xx: the host is down, not the task wrong.
-        let down = sent
-            .as_ref()
-            .map_or(true, |response| response.status().is_server_error());
+        // A request that never got an answer, or a 5xx: the host is down, not the task wrong;
+        // but a 503 that says when to come back is the receiver pacing us (`Retry-After`).
+        let down = sent.as_ref().map_or(true, |response| {
+            response.status().is_server_error()
+                && !response
+                    .headers()
+                    .contains_key(reqwest::header::RETRY_AFTER)
+        });
         if let Some(breakers) = &self.breakers {
             if breakers.record(&host, admitted, down, Instant::now()) {
                 tracing::warn!(host = %host, "most of the last webhooks to this host failed: its circuit is open, its webhooks held");
