@@ -372,7 +372,7 @@ export interface components {
             idempotencyKey?: string;
             /** @description Tasks sharing it run at most their limit's number at once, across every process, when `TASKER_KEY_LIMITS` gives the type or key a `concurrency` (docs/limits.md). SQLite and PostgreSQL; the DynamoDB store answers 400 `unsupported_field`. */
             concurrencyKey?: string;
-            /** @description Tasks sharing it start at most at their limit's `rate`, across every process (docs/limits.md). SQLite and PostgreSQL; the DynamoDB store answers 400 `unsupported_field`. */
+            /** @description Tasks sharing it start at most at their limit's `rate`, across every process (docs/limits.md). Every store (on DynamoDB in poll mode). */
             rateKey?: string;
         };
         RetryPolicy: {
@@ -584,7 +584,7 @@ export interface components {
         };
     };
     responses: {
-        /** @description Invalid input: `invalid_json`, `invalid_body`, `duplicate_field`, `missing_field`, `invalid_field`, `unknown_field`, `unknown_type`, or `unsupported_field` (a field the store does not keep: `concurrencyKey` and `rateKey` on DynamoDB). */
+        /** @description Invalid input: `invalid_json`, `invalid_body`, `duplicate_field`, `missing_field`, `invalid_field`, `unknown_field`, `unknown_type`, or `unsupported_field` (a field the store does not keep: `concurrencyKey` on DynamoDB). */
         BadRequest: {
             headers: {
                 [name: string]: unknown;

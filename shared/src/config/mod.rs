@@ -135,7 +135,8 @@ pub struct Config {
     /// host's circuit stays open; unset: no breaker).
     pub webhook: WebhookSettings,
     /// `TASKER_KEY_LIMITS`: limits per `concurrencyKey` and `rateKey`, a JSON array of rules
-    /// (docs/limits.md); none by default. SQLite and PostgreSQL only.
+    /// (docs/limits.md); none by default. Concurrency on SQLite and PostgreSQL only; rates on
+    /// every store (DynamoDB in poll mode).
     pub key_limits: std::sync::Arc<KeyLimits>,
 }
 
@@ -243,11 +244,22 @@ impl Config {
                         .into(),
             });
         }
-        if self.store == StoreKind::DynamoDb && !self.key_limits.is_empty() {
+        if self.store == StoreKind::DynamoDb && self.key_limits.has_concurrency() {
             return Err(ConfigError {
                 name: "TASKER_KEY_LIMITS",
-                reason: "limits per key are kept by the SQLite and PostgreSQL stores only; \
-                         the DynamoDB store does not keep them yet"
+                reason: "concurrency limits per key are kept by the SQLite and PostgreSQL stores \
+                         only; on DynamoDB give rules a `rate`"
+                    .into(),
+            });
+        }
+        if self.store == StoreKind::DynamoDb
+            && self.dispatch == Dispatch::Sqs
+            && !self.key_limits.is_empty()
+        {
+            return Err(ConfigError {
+                name: "TASKER_KEY_LIMITS",
+                reason: "limits per key in SQS mode are kept by the SQLite and PostgreSQL stores \
+                         only"
                     .into(),
             });
         }

@@ -176,3 +176,27 @@ fn postgres_needs_its_database_url_and_a_bounded_pool() {
     let err = config(&[("TASKER_STORE", "mysql")]).unwrap_err();
     assert!(err.reason.contains("sqlite, dynamodb or postgres"), "{err}");
 }
+
+#[test]
+fn key_limits_are_checked_against_the_store() {
+    let dynamodb = [("TASKER_STORE", "dynamodb"), ("TASKER_TABLE", "t")];
+    let with = |rules: &'static str, extra: &[(&'static str, &'static str)]| {
+        let mut vars = dynamodb.to_vec();
+        vars.push(("TASKER_KEY_LIMITS", rules));
+        vars.extend_from_slice(extra);
+        config(&vars)
+    };
+    let rate = r#"[{"keyPrefix": "h", "rate": "5/s"}]"#;
+    assert!(with(rate, &[]).is_ok(), "rates run on DynamoDB");
+    let err = with(r#"[{"keyPrefix": "h", "concurrency": 2}]"#, &[]).unwrap_err();
+    assert_eq!(err.name, "TASKER_KEY_LIMITS");
+    assert!(err.reason.contains("concurrency"), "{err}");
+    let sqs = [
+        ("TASKER_DISPATCH", "sqs"),
+        ("TASKER_QUEUE_URL", "http://127.0.0.1:1/000000000000/q"),
+    ];
+    let err = with(rate, &sqs).unwrap_err();
+    assert!(err.reason.contains("SQS mode"), "{err}");
+    let bad = config(&[("TASKER_KEY_LIMITS", "[{}]")]).unwrap_err();
+    assert!(bad.to_string().contains("rule 0"), "{bad}");
+}

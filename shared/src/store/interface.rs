@@ -203,6 +203,11 @@ macro_rules! store_methods {
             /// that keeps no keys (DynamoDB).
             fn key_defer(&self, key: &str, until: Timestamp) -> Result<(), StoreError>;
 
+            /// True when a claim writes the tasks it holds for their keys
+            /// ([`super::Transition::Hold`]: SQLite, PostgreSQL); false when it leaves them as
+            /// they are and passes their entries until their time in its own memory (DynamoDB).
+            fn key_holds_written(&self) -> bool;
+
             // Task types (flow control).
 
             /// The paused types. Cheap enough to read every few seconds (one row or item).

@@ -153,26 +153,32 @@ pub async fn a_rate_key_starts_one_task_per_interval<S: Store>(store: S) {
         fetch(&store, second.id).await,
         fetch(&store, third.id).await,
     );
-    assert_eq!(
-        (
+    if store.key_holds_written().await {
+        let stored = (
             held2.held,
             held2.scheduled_at,
             held3.held,
-            held3.scheduled_at
-        ),
-        (Some(Held::Rate), at(15), Some(Held::Rate), at(20))
-    );
-    let transition = Transition::Hold {
-        due_by: at(10),
-        now: at(10),
-        until: at(15),
-        held: Held::Rate,
-    };
-    let expected = transition.apply(&second).expect("applies to the due task");
-    assert_eq!(
-        held2, expected,
-        "the store holds what the transition defines"
-    );
+            held3.scheduled_at,
+        );
+        assert_eq!(stored, (Some(Held::Rate), at(15), Some(Held::Rate), at(20)));
+        let transition = Transition::Hold {
+            due_by: at(10),
+            now: at(10),
+            until: at(15),
+            held: Held::Rate,
+        };
+        let expected = transition.apply(&second).expect("applies to the due task");
+        assert_eq!(
+            held2, expected,
+            "the store holds what the transition defines"
+        );
+    } else {
+        assert_eq!(
+            (held2, held3),
+            (second.clone(), third.clone()),
+            "held in memory only"
+        );
+    }
     assert!(claim_with(&store, at(14), 10, &gate).await.is_empty());
     assert_eq!(
         ids(&claim_with(&store, at(15), 10, &gate).await),
@@ -261,7 +267,11 @@ pub async fn a_deferred_rate_key_starts_nothing_before_its_time<S: Store>(store:
         .expect("an earlier deferral");
     assert!(claim_with(&store, at(10), 10, &gate).await.is_empty());
     let held = fetch(&store, task.id).await;
-    assert_eq!((held.held, held.scheduled_at), (Some(Held::Rate), at(30)));
+    if store.key_holds_written().await {
+        assert_eq!((held.held, held.scheduled_at), (Some(Held::Rate), at(30)));
+    } else {
+        assert_eq!(held, task, "held in memory only");
+    }
     assert_eq!(ids(&claim_with(&store, at(30), 10, &gate).await), [task.id]);
 }
 

@@ -43,11 +43,6 @@ fn paused_in(item: Option<Item>) -> Result<PausedTypes, StoreError> {
 }
 
 impl DynamoStore {
-    /// Nothing: this store keeps no keys (a task with one is refused at create).
-    pub async fn key_defer(&self, _key: &str, _until: Timestamp) -> Result<(), StoreError> {
-        Ok(())
-    }
-
     /// The paused types, read eventually consistently (half a read unit): a pause reaches a
     /// processor within its next read plus the index-free item's replication, under a second.
     pub async fn type_list_paused(&self) -> Result<PausedTypes, StoreError> {

@@ -57,6 +57,10 @@ struct TaskItem {
     schedule_tick: Option<Timestamp>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     held: Option<Held>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    concurrency_key: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    rate_key: Option<String>,
     #[serde(default)]
     queue: String,
     #[serde(default)]
@@ -162,6 +166,8 @@ pub fn to_item(task: &Task, ttl_after: Duration) -> Result<Item, StoreError> {
         schedule_name: task.schedule_name.clone(),
         schedule_tick: task.schedule_tick,
         held: task.held,
+        concurrency_key: task.concurrency_key.clone(),
+        rate_key: task.rate_key.clone(),
         queue: queue_of(task.id, task.status),
         queue_at: ListKey::of(task).to_string(),
         expires_at: task
@@ -197,8 +203,8 @@ pub fn from_item(item: Item) -> Result<Task, StoreError> {
         lease_token: item.lease_token,
         schedule_name: item.schedule_name,
         schedule_tick: item.schedule_tick,
-        concurrency_key: None,
-        rate_key: None,
+        concurrency_key: item.concurrency_key,
+        rate_key: item.rate_key,
         held: item.held,
     })
 }

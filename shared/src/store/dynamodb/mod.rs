@@ -16,6 +16,7 @@ mod expr;
 mod flow;
 mod guards;
 pub mod item;
+mod keys;
 mod listing;
 mod overview;
 #[cfg(feature = "testing")]

@@ -94,13 +94,14 @@ impl DynamoStore {
         for task in found.exhausted {
             self.expire(task, claim.due_by, claim.now).await?;
         }
-        let tried = found.claimable.len().min(claim.limit);
-        let results: Vec<Result<Option<Task>, StoreError>> =
-            futures::stream::iter(found.claimable.into_iter().take(claim.limit))
-                .map(|task| self.claim_one(task, claim.due_by, claim.now, claim.leases))
-                .buffered(CLAIM_CONCURRENCY)
-                .collect()
-                .await;
+        let candidates: Vec<Task> = found.claimable.into_iter().take(claim.limit).collect();
+        let candidates = self.judge_keys(candidates, claim).await?;
+        let tried = candidates.len();
+        let results: Vec<Result<Option<Task>, StoreError>> = futures::stream::iter(candidates)
+            .map(|task| self.claim_one(task, claim.due_by, claim.now, claim.leases))
+            .buffered(CLAIM_CONCURRENCY)
+            .collect()
+            .await;
         let mut round = Round::default();
         let mut failed = 0;
         for result in results {

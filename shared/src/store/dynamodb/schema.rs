@@ -70,6 +70,11 @@ pub const WATERMARK_PREFIX: &str = "mark#";
 /// Prefix of the item holding the sweep's progress (`sweep#due`).
 pub const SWEEP_PREFIX: &str = "sweep#";
 
+/// Prefix of a rate key's item's [`ID`] (`rate#<key>`, see `keys.rs`).
+pub const RATE_PREFIX: &str = "rate#";
+/// A rate key item's next start (GCRA's theoretical arrival time).
+pub const NEXT_START: &str = "nextStart";
+
 /// Prefix of a schedule item's [`ID`] (`sched#<name>`).
 pub const SCHEDULE_PREFIX: &str = "sched#";
 /// Prefix of a day's counts of finished tasks: `count#<YYYY-MM-DD>` (see `tally.rs`).

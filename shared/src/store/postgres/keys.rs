@@ -175,6 +175,11 @@ pub(super) async fn purge_rates(
 }
 
 impl super::PgStore {
+    /// See [`crate::store::Store::key_holds_written`]: holds are written in the claim's transaction.
+    pub async fn key_holds_written(&self) -> bool {
+        true
+    }
+
     /// See [`crate::store::Store::key_defer`].
     pub async fn key_defer(&self, key: &str, until: Timestamp) -> Result<(), StoreError> {
         let client = self.client().await?;

@@ -117,6 +117,11 @@ fn parse(text: &str) -> Result<Timestamp, StoreError> {
 }
 
 impl super::SqliteStore {
+    /// See [`crate::store::Store::key_holds_written`]: holds are written in the claim's transaction.
+    pub async fn key_holds_written(&self) -> bool {
+        true
+    }
+
     /// See [`crate::store::Store::key_defer`].
     pub async fn key_defer(&self, key: &str, until: Timestamp) -> Result<(), StoreError> {
         let key = key.to_owned();
