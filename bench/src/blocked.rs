@@ -41,10 +41,16 @@ enum Case {
     Paused,
     Capped,
     Keyed,
+    RateKeyed,
 }
 
-/// The keyed case's limits: one task of the key at a time, one start a second.
-const KEY_LIMITS: &str = r#"[{"type": "keyed", "concurrency": 1, "rate": "1/1s"}]"#;
+/// The keyed case's limits: one task of the key at a time (where the store keeps that), one
+/// start a second; and a rate for the fast tasks of the rate-keyed case that never binds, so
+/// its drain shows what keeping a rate costs.
+const KEY_LIMITS: &str = r#"[{"type": "keyed", "concurrency": 1, "rate": "1/1s"},
+    {"type": "noop", "rate": "100000/1s", "burst": 1000}]"#;
+/// Rate keys the fast tasks of the rate-keyed case share.
+const FAST_KEYS: usize = 10;
 
 impl Case {
     fn describe(self, bench: &Bench) -> String {
@@ -55,9 +61,12 @@ impl Case {
             Self::Paused => format!("a paused type, {} due", args.blocked_paused),
             Self::Capped => format!("a type capped at 1, {} due", args.blocked_capped),
             Self::Keyed => format!(
-                "one key limited to 1 at once and 1 a second, {} due",
+                "one key limited to 1 a second (and 1 at once but on DynamoDB), {} due",
                 args.blocked_capped
             ),
+            Self::RateKeyed => {
+                format!("nothing; each fast task with one of {FAST_KEYS} rate keys (never binding)")
+            }
         }
     }
 }
@@ -135,10 +144,14 @@ pub async fn measure(bench: &Bench, kind: Kind) -> BlockedResults {
         one_case(bench, kind, Case::Nothing).await;
     }
     let mut cases = Vec::new();
-    let keyed = (kind != Kind::DynamoDb).then_some(Case::Keyed);
-    let cases_here = [Case::Nothing, Case::Leases, Case::Paused, Case::Capped]
-        .into_iter()
-        .chain(keyed);
+    let cases_here = [
+        Case::Nothing,
+        Case::Leases,
+        Case::Paused,
+        Case::Capped,
+        Case::Keyed,
+        Case::RateKeyed,
+    ];
     for case in cases_here {
         eprintln!("{}: blocked work, {}", kind.name(), case.describe(bench));
         cases.push(one_case(bench, kind, case).await);
@@ -209,10 +222,11 @@ async fn one_case(bench: &Bench, kind: Kind, case: Case) -> BlockedCase {
     warm.process_queue(Some(Instant::now() + Duration::from_secs(3)))
         .await
         .expect("a first run over the blocked work");
-    create(&warm, n).await;
+    let keyed = case == Case::RateKeyed;
+    create(&warm, n, keyed).await;
     let warm_drain = drain(&warm, &counter, n, proxy.as_ref()).await;
     let fresh = tasker(second, &counter);
-    create(&fresh, n).await;
+    create(&fresh, n, keyed).await;
     let fresh_drain = drain(&fresh, &counter, n, proxy.as_ref()).await;
     BlockedCase {
         case: case.describe(bench),
@@ -224,7 +238,6 @@ async fn one_case(bench: &Bench, kind: Kind, case: Case) -> BlockedCase {
 /// Puts the case's blocked work in the queue.
 async fn block(bench: &Bench, tasker: &Tasker<AnyStore>, case: Case) {
     match case {
-        Case::Nothing => {}
         Case::Leases => {
             create_type(tasker, "held", HELD).await;
             let leases = Leases::fixed(HELD_LEASE);
@@ -244,11 +257,14 @@ async fn block(bench: &Bench, tasker: &Tasker<AnyStore>, case: Case) {
             create_type(tasker, "paused", bench.args.blocked_paused).await;
         }
         Case::Capped => create_type(tasker, "capped", bench.args.blocked_capped).await,
+        Case::Nothing | Case::RateKeyed => {}
         Case::Keyed => {
+            // DynamoDB keeps rates only: its tasks carry no concurrency key.
+            let concurrency = !matches!(tasker.store(), AnyStore::DynamoDb(_));
             futures::stream::iter(0..bench.args.blocked_capped)
                 .map(|i| {
                     let mut new = NewTask::new("keyed", format!("{{\"n\":{i}}}"));
-                    new.concurrency_key = Some("k".to_owned());
+                    new.concurrency_key = concurrency.then(|| "k".to_owned());
                     new.rate_key = Some("k".to_owned());
                     tasker.create(new)
                 })
@@ -260,8 +276,21 @@ async fn block(bench: &Bench, tasker: &Tasker<AnyStore>, case: Case) {
     }
 }
 
-async fn create(tasker: &Tasker<AnyStore>, n: usize) {
-    create_type(tasker, "noop", n).await;
+/// `n` fast tasks; `keyed`: each with one of [`FAST_KEYS`] rate keys.
+async fn create(tasker: &Tasker<AnyStore>, n: usize, keyed: bool) {
+    if !keyed {
+        return create_type(tasker, "noop", n).await;
+    }
+    futures::stream::iter(0..n)
+        .map(|i| {
+            let mut new = NewTask::new("noop", format!("{{\"n\":{i}}}"));
+            new.rate_key = Some(format!("fast-{}", i % FAST_KEYS));
+            tasker.create(new)
+        })
+        .buffer_unordered(CONCURRENCY)
+        .try_collect::<Vec<_>>()
+        .await
+        .expect("create the keyed fast tasks");
 }
 
 async fn create_type(tasker: &Tasker<AnyStore>, task_type: &str, n: usize) {
@@ -323,7 +352,7 @@ async fn paused_claim(bench: &Bench) -> crate::results::PausedClaim {
             .await
             .expect("pause the type");
         create_type(&tasker, "paused", paused).await;
-        create(&tasker, 50 * CONCURRENCY).await;
+        create(&tasker, 50 * CONCURRENCY, false).await;
         let paused_types = tasker.paused_now().await.expect("the paused types");
         let gate = ClaimGate::new(paused_types, BTreeMap::new());
         let leases = Leases::fixed(Duration::from_secs(60));

@@ -89,15 +89,17 @@ impl DynamoStore {
     /// The `candidates` of a claim round that may start: a task whose rate key has used its
     /// rate is held (its entry passed until its time, the instant noted on the gate), and the
     /// tasks of a key another process moved since this round read it are left due.
+    /// Answers the tasks that may start and how many were held.
     pub(super) async fn judge_keys(
         &self,
         candidates: Vec<Task>,
         claim: &Claim<'_>,
-    ) -> Result<Vec<Task>, StoreError> {
+    ) -> Result<(Vec<Task>, usize), StoreError> {
         let limits = claim.gate.limits();
         if limits.is_empty() || candidates.iter().all(|task| task.rate_key.is_none()) {
-            return Ok(candidates);
+            return Ok((candidates, 0));
         }
+        let mut held = 0;
         let mut book = KeyBook::new(limits, claim.now);
         let mut read: HashMap<String, Option<Timestamp>> = HashMap::new();
         let mut starting = Vec::with_capacity(candidates.len());
@@ -123,6 +125,7 @@ impl DynamoStore {
                 Verdict::Hold { until, .. } => {
                     self.due.expect_delivery(&task, until);
                     claim.gate.note_hold(until);
+                    held += 1;
                 }
             }
         }
@@ -138,6 +141,6 @@ impl DynamoStore {
             claim.gate.note_hold(claim.now.plus(LOOK_AGAIN));
             starting.retain(|task| task.rate_key.as_ref().is_none_or(|key| !lost.contains(key)));
         }
-        Ok(starting)
+        Ok((starting, held))
     }
 }

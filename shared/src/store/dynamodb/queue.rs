@@ -8,7 +8,8 @@ use super::tasks::{self, Applied};
 use crate::clock::Timestamp;
 use crate::report::Report;
 use crate::store::{
-    Claim, Leases, ListKey, Settlement, StoreError, Transition, is_expired_final_attempt,
+    Claim, LOOK_AGAIN, Leases, ListKey, Settlement, StoreError, Transition,
+    is_expired_final_attempt,
 };
 use crate::task::Task;
 
@@ -24,6 +25,8 @@ struct Round {
     won: Vec<Task>,
     /// Candidates another processor claimed first.
     lost: usize,
+    /// Candidates held for their keys (their entries passed from now on).
+    held: usize,
     /// The first claim that failed, if one did.
     error: Option<StoreError>,
 }
@@ -47,7 +50,7 @@ impl DynamoStore {
         if limit == 0 {
             return Ok(Vec::new());
         }
-        let goal = ScanGoal {
+        let mut goal = ScanGoal {
             upper: ListKey::after_all_at(due_by),
             due_by,
             now,
@@ -60,9 +63,13 @@ impl DynamoStore {
         };
         let mut claimed = Vec::with_capacity(limit);
         let mut first_error = None;
+        let mut lost_rounds = 0;
         // A round that lost every claim to another processor says nothing about what is still
         // due: look again (from another shard, see `after_claim_round`) before answering empty.
-        for _ in 0..CLAIM_ROUNDS {
+        // A round that held tasks for their keys passed their entries: the next reads on, so
+        // a key's backlog never stands in the way of other tasks.
+        loop {
+            goal.want = limit - claimed.len();
             let round = self.claim_round(&goal, &claim).await?;
             self.due.after_claim_round(round.lost, now);
             self.due.remember_running(&round.won);
@@ -70,7 +77,20 @@ impl DynamoStore {
             if let Some(err) = round.error {
                 first_error.get_or_insert(err);
             }
-            if !claimed.is_empty() || round.lost == 0 || first_error.is_some() {
+            if first_error.is_some() || claimed.len() >= limit {
+                break;
+            }
+            lost_rounds += 1;
+            if round.held > 0 {
+                if lost_rounds < CLAIM_ROUNDS {
+                    continue;
+                }
+                // More may be due: the caller looks again soon rather than ending its run.
+                gate.turn_away();
+                gate.note_hold(now.plus(LOOK_AGAIN));
+                break;
+            }
+            if !claimed.is_empty() || round.lost == 0 || lost_rounds >= CLAIM_ROUNDS {
                 break;
             }
         }
@@ -94,15 +114,18 @@ impl DynamoStore {
         for task in found.exhausted {
             self.expire(task, claim.due_by, claim.now).await?;
         }
-        let candidates: Vec<Task> = found.claimable.into_iter().take(claim.limit).collect();
-        let candidates = self.judge_keys(candidates, claim).await?;
+        let candidates: Vec<Task> = found.claimable.into_iter().take(goal.want).collect();
+        let (candidates, held) = self.judge_keys(candidates, claim).await?;
         let tried = candidates.len();
         let results: Vec<Result<Option<Task>, StoreError>> = futures::stream::iter(candidates)
             .map(|task| self.claim_one(task, claim.due_by, claim.now, claim.leases))
             .buffered(CLAIM_CONCURRENCY)
             .collect()
             .await;
-        let mut round = Round::default();
+        let mut round = Round {
+            held,
+            ..Round::default()
+        };
         let mut failed = 0;
         for result in results {
             match result {
