@@ -15,11 +15,12 @@ const ANSWER_MS: u64 = 300;
 const LIMITS: &str =
     r#"[{"type": "sendWebhook", "keyPrefix": "slow.", "concurrency": 2, "rate": "5/1s"}]"#;
 
-fn envs() -> Vec<(&'static str, String)> {
+/// A serving process's variables, with the key limits `limits`.
+fn envs(limits: &str) -> Vec<(&'static str, String)> {
     [
         ("TASKER_WEBHOOK_ALLOW_PRIVATE", "true"),
         ("TASKER_CONCURRENCY", "8"),
-        ("TASKER_KEY_LIMITS", LIMITS),
+        ("TASKER_KEY_LIMITS", limits),
     ]
     .map(|(name, value)| (name, value.to_owned()))
     .to_vec()
@@ -102,8 +103,8 @@ fn most_in_a_second(starts: &[SystemTime]) -> usize {
 /// Runs the case over two processes started with `args`.
 async fn two_processes_share_a_keys_limits(args: &[&str]) {
     let receiver = Receiver::start().await;
-    let first = Serve::start(args, &envs()).await;
-    let second = Serve::start(args, &envs()).await;
+    let first = Serve::start(args, &envs(LIMITS)).await;
+    let second = Serve::start(args, &envs(LIMITS)).await;
     let created = SystemTime::now();
     create_all(&first, &second, &receiver.base, true).await;
     check_the_limits(&receiver, created, &format!("{args:?}"), Some(2)).await;
@@ -207,12 +208,7 @@ async fn a_429_with_retry_after_pauses_its_rate_key() {
     let db = dir.path().join("tasker.db");
     let db = db.to_str().expect("utf-8 path");
     let receiver = Receiver::start().await;
-    let mut envs = envs();
-    envs.retain(|(name, _)| *name != "TASKER_KEY_LIMITS");
-    envs.push((
-        "TASKER_KEY_LIMITS",
-        r#"[{"keyPrefix": "host.", "rate": "100/1s", "burst": 10}]"#.to_owned(),
-    ));
+    let envs = envs(r#"[{"keyPrefix": "host.", "rate": "100/1s", "burst": 10}]"#);
     let serve = Serve::start(&["--db", db, "--interval", "1"], &envs).await;
     let api = ApiClient::open(&serve.base);
     let create = |path: String| {
@@ -283,7 +279,7 @@ async fn two_sqs_workers_share_a_keys_limits_on_postgres() {
         tasker_tests::sqs::fresh_queues(5, Duration::from_secs(30)).await;
     let receiver = Receiver::start().await;
     let mut env = tasker_tests::dynamo::child_env();
-    env.extend(envs());
+    env.extend(envs(LIMITS));
     env.extend([
         ("TASKER_STORE", "postgres".to_owned()),
         ("TASKER_DATABASE_URL", url),
@@ -326,12 +322,7 @@ async fn webhooks_keyed_by_their_host_run_under_its_limit() {
     let db = dir.path().join("tasker.db");
     let db = db.to_str().expect("utf-8 path");
     let receiver = Receiver::start().await;
-    let mut envs = envs();
-    envs.retain(|(name, _)| *name != "TASKER_KEY_LIMITS");
-    envs.push((
-        "TASKER_KEY_LIMITS",
-        r#"[{"type": "sendWebhook", "keysFromHost": true, "concurrency": 1}]"#.to_owned(),
-    ));
+    let envs = envs(r#"[{"type": "sendWebhook", "keysFromHost": true, "concurrency": 1}]"#);
     let serve = Serve::start(&["--db", db, "--interval", "1"], &envs).await;
     let api = ApiClient::open(&serve.base);
     let host = receiver.base.trim_start_matches("http://").to_owned();
@@ -368,11 +359,8 @@ async fn two_processes_share_a_rate_key_on_dynamodb() {
     let table = tasker_tests::dynamo::fresh_table(&tasker_tests::dynamo::client()).await;
     let receiver = Receiver::start().await;
     let mut env = tasker_tests::dynamo::child_env();
-    env.extend(envs());
-    env.retain(|(name, _)| *name != "TASKER_KEY_LIMITS");
-    env.push((
-        "TASKER_KEY_LIMITS",
-        r#"[{"type": "sendWebhook", "keyPrefix": "slow.", "rate": "5/1s"}]"#.to_owned(),
+    env.extend(envs(
+        r#"[{"type": "sendWebhook", "keyPrefix": "slow.", "rate": "5/1s"}]"#,
     ));
     let args = ["--store", "dynamodb", "--table", &table, "--interval", "1"];
     let first = Serve::start(&args, &env).await;

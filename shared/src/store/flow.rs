@@ -118,6 +118,12 @@ impl ClaimGate {
         self.limits.as_deref().unwrap_or(&NO_LIMITS)
     }
 
+    /// The same limits, shared: for a claim that takes tasks through the gate (a `&mut`) while
+    /// it judges them.
+    pub fn shared_limits(&self) -> Option<std::sync::Arc<KeyLimits>> {
+        self.limits.clone()
+    }
+
     /// True when this gate, or a clone of it, turned a due task away for want of room.
     pub fn turned_away(&self) -> bool {
         self.turned_away

@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use super::limits::{KeyLimits, Rate};
 use crate::clock::Timestamp;
+use crate::store::Transition;
 use crate::task::{Held, Task};
 
 /// The running tasks of a concurrency key as the store counts them: leases not yet expired.
@@ -40,6 +41,27 @@ pub enum Verdict {
         /// When it is due again.
         until: Timestamp,
     },
+}
+
+impl Verdict {
+    /// What a claim by `due_by`, at `now`, writes for a task so judged: its claim under a lease
+    /// to `lease_until`, or its hold.
+    pub fn transition(
+        self,
+        due_by: Timestamp,
+        now: Timestamp,
+        lease_until: Timestamp,
+    ) -> Transition {
+        match self {
+            Self::Start => Transition::claim(due_by, now, lease_until),
+            Self::Hold { held, until } => Transition::Hold {
+                due_by,
+                now,
+                until,
+                held,
+            },
+        }
+    }
 }
 
 /// One claim's keys (see the module documentation).

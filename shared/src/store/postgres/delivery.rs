@@ -5,8 +5,7 @@ use super::rows::{COLUMNS, load, rows_to_tasks, update};
 use super::{PgStore, bulk, pg_error, raw};
 use crate::clock::Timestamp;
 use crate::store::{
-    ClaimById, ClaimedById, Deliverable, KeyBook, StoreError, Transition, Verdict,
-    is_expired_final_attempt,
+    ClaimById, ClaimedById, Deliverable, KeyBook, StoreError, Transition, is_expired_final_attempt,
 };
 use crate::task::Task;
 
@@ -39,15 +38,8 @@ impl PgStore {
                 // Another claim is judging its key: the message comes again.
                 return Ok(ClaimedById::NotDue(task));
             }
-            match book.judge(&task, lease_until) {
-                Verdict::Hold { held, until } => Transition::Hold {
-                    due_by,
-                    now,
-                    until,
-                    held,
-                },
-                Verdict::Start => Transition::claim(due_by, now, lease_until),
-            }
+            book.judge(&task, lease_until)
+                .transition(due_by, now, lease_until)
         } else {
             Transition::claim(due_by, now, lease_until)
         };

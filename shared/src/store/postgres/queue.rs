@@ -10,7 +10,7 @@ use super::rows::{COLUMNS, rows_to_tasks};
 use super::{PgStore, bulk, pg_error, raw};
 use crate::clock::Timestamp;
 use crate::store::{
-    Claim, HOLDS_PER_CLAIM, KeyBook, LOOK_AGAIN, StoreError, Transition, Verdict,
+    Claim, HOLDS_PER_CLAIM, KeyBook, LOOK_AGAIN, NO_LIMITS, StoreError, Transition, Verdict,
     is_expired_final_attempt,
 };
 
@@ -133,8 +133,8 @@ impl PgStore {
         } else {
             0
         };
-        let limits = gate.limits().clone();
-        let mut book = KeyBook::new(&limits, now);
+        let limits = gate.shared_limits();
+        let mut book = KeyBook::new(limits.as_deref().unwrap_or(&NO_LIMITS), now);
         let mut busy = Busy::default();
         let mut holds = 0;
         let mut claimed = Vec::new();
@@ -169,15 +169,11 @@ impl PgStore {
                     if !keys::read_needs(&tx, &mut book, &mut busy, &task, now).await? {
                         continue;
                     }
-                    if let Verdict::Hold { held, until } = book.judge(&task, lease_until) {
+                    let verdict = book.judge(&task, lease_until);
+                    if let Verdict::Hold { until, .. } = verdict {
                         gate.note_hold(until);
                         holds += 1;
-                        transition = Transition::Hold {
-                            due_by,
-                            now,
-                            until,
-                            held,
-                        };
+                        transition = verdict.transition(due_by, now, lease_until);
                     }
                 }
                 let starts = matches!(transition, Transition::Claim { .. });

@@ -8,8 +8,7 @@ use super::keys::{read_needs, write_moved};
 use super::rows::{COLUMNS, load, row_to_task, sqlite_error, update};
 use crate::clock::Timestamp;
 use crate::store::{
-    ClaimById, ClaimedById, Deliverable, KeyBook, StoreError, Transition, Verdict,
-    is_expired_final_attempt,
+    ClaimById, ClaimedById, Deliverable, KeyBook, StoreError, Transition, is_expired_final_attempt,
 };
 use crate::task::Task;
 
@@ -26,9 +25,8 @@ impl SqliteStore {
                 return Ok(ClaimedById::Missing);
             };
             let lease_until = leases.until(&task.task_type, now);
-            let limits = gate.limits().clone();
-            let mut book =
-                KeyBook::new(&limits, now).with_concurrency_hold_cap(gate.concurrency_hold_cap());
+            let mut book = KeyBook::new(gate.limits(), now)
+                .with_concurrency_hold_cap(gate.concurrency_hold_cap());
             let due = task.due_at().is_some_and(|at| at <= due_by);
             let transition = if is_expired_final_attempt(&task, due_by) {
                 Transition::expire(due_by, now)
@@ -36,15 +34,8 @@ impl SqliteStore {
                 return Ok(ClaimedById::NotDue(task));
             } else if due && book.limits(&task) {
                 read_needs(tx, &mut book, &task, now)?;
-                match book.judge(&task, lease_until) {
-                    Verdict::Hold { held, until } => Transition::Hold {
-                        due_by,
-                        now,
-                        until,
-                        held,
-                    },
-                    Verdict::Start => Transition::claim(due_by, now, lease_until),
-                }
+                book.judge(&task, lease_until)
+                    .transition(due_by, now, lease_until)
             } else {
                 Transition::claim(due_by, now, lease_until)
             };

@@ -9,8 +9,8 @@ use super::rows::{COLUMNS, load, row_to_task, sqlite_error, update};
 use super::{SqliteStore, apply};
 use crate::clock::Timestamp;
 use crate::store::{
-    Claim, HOLDS_PER_CLAIM, KeyBook, LOOK_AGAIN, Settlement, StoreError, Transition, Verdict,
-    is_expired_final_attempt,
+    Claim, HOLDS_PER_CLAIM, KeyBook, LOOK_AGAIN, NO_LIMITS, Settlement, StoreError, Transition,
+    Verdict, is_expired_final_attempt,
 };
 use crate::task::{Task, TaskId};
 
@@ -188,8 +188,8 @@ impl SqliteStore {
         let mut gate = claim.gate.clone();
         let reads = Arc::clone(&self.reads);
         self.write(move |tx| {
-            let limits = gate.limits().clone();
-            let mut book = KeyBook::new(&limits, now);
+            let limits = gate.shared_limits();
+            let mut book = KeyBook::new(limits.as_deref().unwrap_or(&NO_LIMITS), now);
             let mut holds = 0;
             let mut claimed = Vec::new();
             let mut steps = 0;
@@ -215,13 +215,9 @@ impl SqliteStore {
                     let lease_until = leases.until(&task.task_type, now);
                     if !exhausted && book.limits(&task) {
                         read_needs(tx, &mut book, &task, now)?;
-                        if let Verdict::Hold { held, until } = book.judge(&task, lease_until) {
-                            let hold = Transition::Hold {
-                                due_by,
-                                now,
-                                until,
-                                held,
-                            };
+                        let verdict = book.judge(&task, lease_until);
+                        if let Verdict::Hold { until, .. } = verdict {
+                            let hold = verdict.transition(due_by, now, lease_until);
                             let waiting = hold
                                 .apply(&task)
                                 .map_err(|refused| hold.refusal(task.id, refused))?;
