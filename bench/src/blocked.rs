@@ -42,14 +42,15 @@ enum Case {
     Capped,
     Keyed,
     RateKeyed,
+    ConcurrencyKeyed,
 }
 
-/// The keyed case's limits: one task of the key at a time (where the store keeps that), one
-/// start a second; and a rate for the fast tasks of the rate-keyed case that never binds, so
-/// its drain shows what keeping a rate costs.
+/// The keyed case's limits: one task of the key at a time, one start a second; and a rate and
+/// a concurrency for the fast tasks of the rate-keyed and concurrency-keyed cases that never
+/// bind, so their drains show what keeping each costs.
 const KEY_LIMITS: &str = r#"[{"type": "keyed", "concurrency": 1, "rate": "1/1s"},
-    {"type": "noop", "rate": "100000/1s", "burst": 1000}]"#;
-/// Rate keys the fast tasks of the rate-keyed case share.
+    {"type": "noop", "rate": "100000/1s", "burst": 1000, "concurrency": 100000}]"#;
+/// Rate (or concurrency) keys the fast tasks of the rate-keyed (concurrency-keyed) case share.
 const FAST_KEYS: usize = 10;
 
 impl Case {
@@ -61,12 +62,15 @@ impl Case {
             Self::Paused => format!("a paused type, {} due", args.blocked_paused),
             Self::Capped => format!("a type capped at 1, {} due", args.blocked_capped),
             Self::Keyed => format!(
-                "one key limited to 1 a second (and 1 at once but on DynamoDB), {} due",
+                "one key limited to 1 at once and 1 a second, {} due",
                 args.blocked_capped
             ),
             Self::RateKeyed => {
                 format!("nothing; each fast task with one of {FAST_KEYS} rate keys (never binding)")
             }
+            Self::ConcurrencyKeyed => format!(
+                "nothing; each fast task with one of {FAST_KEYS} concurrency keys (never binding)"
+            ),
         }
     }
 }
@@ -151,6 +155,7 @@ pub async fn measure(bench: &Bench, kind: Kind) -> BlockedResults {
         Case::Capped,
         Case::Keyed,
         Case::RateKeyed,
+        Case::ConcurrencyKeyed,
     ];
     for case in cases_here {
         eprintln!("{}: blocked work, {}", kind.name(), case.describe(bench));
@@ -222,11 +227,10 @@ async fn one_case(bench: &Bench, kind: Kind, case: Case) -> BlockedCase {
     warm.process_queue(Some(Instant::now() + Duration::from_secs(3)))
         .await
         .expect("a first run over the blocked work");
-    let keyed = case == Case::RateKeyed;
-    create(&warm, n, keyed).await;
+    create(&warm, n, case).await;
     let warm_drain = drain(&warm, &counter, n, proxy.as_ref()).await;
     let fresh = tasker(second, &counter);
-    create(&fresh, n, keyed).await;
+    create(&fresh, n, case).await;
     let fresh_drain = drain(&fresh, &counter, n, proxy.as_ref()).await;
     BlockedCase {
         case: case.describe(bench),
@@ -257,14 +261,12 @@ async fn block(bench: &Bench, tasker: &Tasker<AnyStore>, case: Case) {
             create_type(tasker, "paused", bench.args.blocked_paused).await;
         }
         Case::Capped => create_type(tasker, "capped", bench.args.blocked_capped).await,
-        Case::Nothing | Case::RateKeyed => {}
+        Case::Nothing | Case::RateKeyed | Case::ConcurrencyKeyed => {}
         Case::Keyed => {
-            // DynamoDB keeps rates only: its tasks carry no concurrency key.
-            let concurrency = !matches!(tasker.store(), AnyStore::DynamoDb(_));
             futures::stream::iter(0..bench.args.blocked_capped)
                 .map(|i| {
                     let mut new = NewTask::new("keyed", format!("{{\"n\":{i}}}"));
-                    new.concurrency_key = concurrency.then(|| "k".to_owned());
+                    new.concurrency_key = Some("k".to_owned());
                     new.rate_key = Some("k".to_owned());
                     tasker.create(new)
                 })
@@ -276,15 +278,21 @@ async fn block(bench: &Bench, tasker: &Tasker<AnyStore>, case: Case) {
     }
 }
 
-/// `n` fast tasks; `keyed`: each with one of [`FAST_KEYS`] rate keys.
-async fn create(tasker: &Tasker<AnyStore>, n: usize, keyed: bool) {
-    if !keyed {
+/// `n` fast tasks; in the rate-keyed and concurrency-keyed cases each with one of
+/// [`FAST_KEYS`] keys of that kind.
+async fn create(tasker: &Tasker<AnyStore>, n: usize, case: Case) {
+    if !matches!(case, Case::RateKeyed | Case::ConcurrencyKeyed) {
         return create_type(tasker, "noop", n).await;
     }
     futures::stream::iter(0..n)
         .map(|i| {
             let mut new = NewTask::new("noop", format!("{{\"n\":{i}}}"));
-            new.rate_key = Some(format!("fast-{}", i % FAST_KEYS));
+            let key = Some(format!("fast-{}", i % FAST_KEYS));
+            if case == Case::RateKeyed {
+                new.rate_key = key;
+            } else {
+                new.concurrency_key = key;
+            }
             tasker.create(new)
         })
         .buffer_unordered(CONCURRENCY)
@@ -352,7 +360,7 @@ async fn paused_claim(bench: &Bench) -> crate::results::PausedClaim {
             .await
             .expect("pause the type");
         create_type(&tasker, "paused", paused).await;
-        create(&tasker, 50 * CONCURRENCY, false).await;
+        create(&tasker, 50 * CONCURRENCY, Case::Nothing).await;
         let paused_types = tasker.paused_now().await.expect("the paused types");
         let gate = ClaimGate::new(paused_types, BTreeMap::new());
         let leases = Leases::fixed(Duration::from_secs(60));

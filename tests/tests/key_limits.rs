@@ -1,6 +1,7 @@
-//! Limits per key across processes: two `tasker serve` over one SQLite file, and over one
-//! PostgreSQL database, share one key's limits (2 at once, 5 starts a second) while tasks of
-//! other keys and without one run beside them unslowed.
+//! Limits per key across processes: two `tasker serve` over one SQLite file, over one
+//! PostgreSQL database and over one DynamoDB table, and two SQS-mode workers, share one key's
+//! limits (2 at once, 5 starts a second) while tasks of other keys and without one run beside
+//! them unslowed.
 
 use std::time::{Duration, SystemTime};
 
@@ -27,18 +28,15 @@ fn envs(limits: &str) -> Vec<(&'static str, String)> {
 }
 
 /// Creates the keyed tasks through `first` and the others through `second`, all at once.
-async fn create_all(first: &Serve, second: &Serve, receiver: &str, concurrency: bool) {
+async fn create_all(first: &Serve, second: &Serve, receiver: &str) {
     let keyed: Vec<_> = (0..KEYED)
         .map(|i| {
-            let mut task = serde_json::json!({
+            serde_json::json!({
                 "type": "sendWebhook",
                 "payload": {"url": format!("{receiver}/delay/{ANSWER_MS}/slow-{i}"), "body": i},
                 "rateKey": "slow.example",
-            });
-            if concurrency {
-                task["concurrencyKey"] = "slow.example".into();
-            }
-            task
+                "concurrencyKey": "slow.example",
+            })
         })
         .collect();
     let others: Vec<_> = (0..KEYED)
@@ -106,7 +104,7 @@ async fn two_processes_share_a_keys_limits(args: &[&str]) {
     let first = Serve::start(args, &envs(LIMITS)).await;
     let second = Serve::start(args, &envs(LIMITS)).await;
     let created = SystemTime::now();
-    create_all(&first, &second, &receiver.base, true).await;
+    create_all(&first, &second, &receiver.base).await;
     check_the_limits(&receiver, created, &format!("{args:?}"), Some(2)).await;
     drop((first, second));
 }
@@ -269,20 +267,17 @@ impl Drop for Worker {
     }
 }
 
-/// GIVEN SQS mode over one PostgreSQL database: `tasker serve` sending and two `tasker worker`
-/// running WHEN the same 80 webhooks are created THEN the key's limits hold across both
-/// workers as they do in poll mode.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn two_sqs_workers_share_a_keys_limits_on_postgres() {
-    let url = tasker_tests::postgres::fresh_database().await;
+/// GIVEN SQS mode over the store `store_env` names: `tasker serve` sending and two `tasker
+/// worker` running WHEN the same 80 webhooks are created THEN the key's limits hold across
+/// both workers as they do in poll mode.
+async fn two_sqs_workers_share_a_keys_limits(store_env: Vec<(&'static str, String)>, label: &str) {
     let tasker_tests::sqs::Queues { queue, .. } =
         tasker_tests::sqs::fresh_queues(5, Duration::from_secs(30)).await;
     let receiver = Receiver::start().await;
     let mut env = tasker_tests::dynamo::child_env();
     env.extend(envs(LIMITS));
+    env.extend(store_env);
     env.extend([
-        ("TASKER_STORE", "postgres".to_owned()),
-        ("TASKER_DATABASE_URL", url),
         ("TASKER_DISPATCH", "sqs".to_owned()),
         ("TASKER_QUEUE_URL", queue.url().to_owned()),
         ("AWS_ENDPOINT_URL_SQS", tasker_tests::sqs::endpoint()),
@@ -309,9 +304,31 @@ async fn two_sqs_workers_share_a_keys_limits_on_postgres() {
         .collect();
     let serve = Serve::start(&[], &env).await;
     let created = SystemTime::now();
-    create_all(&serve, &serve, &receiver.base, true).await;
-    check_the_limits(&receiver, created, "SQS mode, two workers", Some(2)).await;
+    create_all(&serve, &serve, &receiver.base).await;
+    check_the_limits(&receiver, created, label, Some(2)).await;
     drop((serve, workers));
+}
+
+/// SQS mode with PostgreSQL as the source of truth.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_sqs_workers_share_a_keys_limits_on_postgres() {
+    let url = tasker_tests::postgres::fresh_database().await;
+    let store = vec![
+        ("TASKER_STORE", "postgres".to_owned()),
+        ("TASKER_DATABASE_URL", url),
+    ];
+    two_sqs_workers_share_a_keys_limits(store, "SQS mode over PostgreSQL, two workers").await;
+}
+
+/// SQS mode with DynamoDB as the source of truth.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_sqs_workers_share_a_keys_limits_on_dynamodb() {
+    let table = tasker_tests::dynamo::fresh_table(&tasker_tests::dynamo::client()).await;
+    let store = vec![
+        ("TASKER_STORE", "dynamodb".to_owned()),
+        ("TASKER_TABLE", table),
+    ];
+    two_sqs_workers_share_a_keys_limits(store, "SQS mode over DynamoDB Local, two workers").await;
 }
 
 /// GIVEN `keysFromHost` for webhooks, limited to one at a time WHEN webhooks are created
@@ -351,22 +368,20 @@ async fn webhooks_keyed_by_their_host_run_under_its_limit() {
     drop(serve);
 }
 
-/// GIVEN two `tasker serve` over one DynamoDB Local table, whose store keeps rate limits only
-/// WHEN 40 tasks of a key limited to 5 starts a second, and 40 of other keys or none, are
-/// created at once THEN the rate holds across both and the others run beside them.
+/// GIVEN two `tasker serve` over one DynamoDB Local table WHEN the same 80 webhooks are
+/// created THEN the key's limits hold across both (its slots and its rate in their items) and
+/// the others run beside them.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn two_processes_share_a_rate_key_on_dynamodb() {
+async fn two_processes_share_a_keys_limits_on_dynamodb() {
     let table = tasker_tests::dynamo::fresh_table(&tasker_tests::dynamo::client()).await;
     let receiver = Receiver::start().await;
     let mut env = tasker_tests::dynamo::child_env();
-    env.extend(envs(
-        r#"[{"type": "sendWebhook", "keyPrefix": "slow.", "rate": "5/1s"}]"#,
-    ));
+    env.extend(envs(LIMITS));
     let args = ["--store", "dynamodb", "--table", &table, "--interval", "1"];
     let first = Serve::start(&args, &env).await;
     let second = Serve::start(&args, &env).await;
     let created = SystemTime::now();
-    create_all(&first, &second, &receiver.base, false).await;
-    check_the_limits(&receiver, created, "DynamoDB Local, rate only", None).await;
+    create_all(&first, &second, &receiver.base).await;
+    check_the_limits(&receiver, created, "DynamoDB Local", Some(2)).await;
     drop((first, second));
 }

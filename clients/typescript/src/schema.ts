@@ -370,7 +370,7 @@ export interface components {
             maxAttempts?: number;
             referenceUid?: string;
             idempotencyKey?: string;
-            /** @description Tasks sharing it run at most their limit's number at once, across every process, when `TASKER_KEY_LIMITS` gives the type or key a `concurrency` (docs/limits.md). SQLite and PostgreSQL; the DynamoDB store answers 400 `unsupported_field`. */
+            /** @description Tasks sharing it run at most their limit's number at once, across every process, when `TASKER_KEY_LIMITS` gives the type or key a `concurrency` (docs/limits.md). */
             concurrencyKey?: string;
             /** @description Tasks sharing it start at most at their limit's `rate`, across every process (docs/limits.md). Every store (on DynamoDB in poll mode). */
             rateKey?: string;
@@ -576,7 +576,7 @@ export interface components {
         Error: {
             error: {
                 /** @enum {string} */
-                code: "invalid_json" | "invalid_body" | "duplicate_field" | "missing_field" | "invalid_field" | "unsupported_field" | "unknown_field" | "unknown_type" | "unknown_parameter" | "invalid_parameter" | "invalid_cursor" | "payload_too_large" | "unsupported_media_type" | "duplicate" | "conflict" | "not_found" | "schedule_exists" | "route_not_found" | "method_not_allowed" | "unauthorized" | "host_not_allowed" | "origin_not_allowed" | "store_unavailable" | "internal";
+                code: "invalid_json" | "invalid_body" | "duplicate_field" | "missing_field" | "invalid_field" | "unknown_field" | "unknown_type" | "unknown_parameter" | "invalid_parameter" | "invalid_cursor" | "payload_too_large" | "unsupported_media_type" | "duplicate" | "conflict" | "not_found" | "schedule_exists" | "route_not_found" | "method_not_allowed" | "unauthorized" | "host_not_allowed" | "origin_not_allowed" | "store_unavailable" | "internal";
                 message: string;
                 /** @description With `duplicate`, the task that is still pending or running. */
                 existingId?: string;
@@ -584,7 +584,7 @@ export interface components {
         };
     };
     responses: {
-        /** @description Invalid input: `invalid_json`, `invalid_body`, `duplicate_field`, `missing_field`, `invalid_field`, `unknown_field`, `unknown_type`, or `unsupported_field` (a field the store does not keep: `concurrencyKey` on DynamoDB). */
+        /** @description Invalid input: `invalid_json`, `invalid_body`, `duplicate_field`, `missing_field`, `invalid_field`, `unknown_field` or `unknown_type`. */
         BadRequest: {
             headers: {
                 [name: string]: unknown;

@@ -134,9 +134,6 @@ impl From<StoreError> for ApiError {
             StoreError::LeaseLost(_) => {
                 Self::new(StatusCode::CONFLICT, "conflict", err.to_string())
             }
-            StoreError::Unsupported { .. } => {
-                Self::bad_request("unsupported_field", err.to_string())
-            }
             StoreError::Unavailable { .. } => {
                 tracing::warn!(error = %Report(&err), "store unavailable");
                 Self::new(

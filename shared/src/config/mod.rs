@@ -244,25 +244,6 @@ impl Config {
                         .into(),
             });
         }
-        if self.store == StoreKind::DynamoDb && self.key_limits.has_concurrency() {
-            return Err(ConfigError {
-                name: "TASKER_KEY_LIMITS",
-                reason: "concurrency limits per key are kept by the SQLite and PostgreSQL stores \
-                         only; on DynamoDB give rules a `rate`"
-                    .into(),
-            });
-        }
-        if self.store == StoreKind::DynamoDb
-            && self.dispatch == Dispatch::Sqs
-            && !self.key_limits.is_empty()
-        {
-            return Err(ConfigError {
-                name: "TASKER_KEY_LIMITS",
-                reason: "limits per key in SQS mode are kept by the SQLite and PostgreSQL stores \
-                         only"
-                    .into(),
-            });
-        }
         if self.store == StoreKind::DynamoDb && self.table.is_none() {
             return Err(ConfigError {
                 name: "TASKER_TABLE",

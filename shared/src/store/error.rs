@@ -29,14 +29,6 @@ pub enum StoreError {
         /// The task that is still pending or running.
         existing: TaskId,
     },
-    /// The task asks for something this store does not do (yet); `field` names what.
-    #[error("`{field}` {reason}")]
-    Unsupported {
-        /// The JSON field name.
-        field: &'static str,
-        /// Why, in words.
-        reason: String,
-    },
     /// The processor's claim on the task expired and another attempt took over.
     #[error("lease on task {0} was lost to a newer attempt")]
     LeaseLost(TaskId),

@@ -6,7 +6,7 @@ use super::due::ScanGoal;
 use super::tasks::{self, Applied};
 use crate::clock::Timestamp;
 use crate::store::{
-    ClaimById, ClaimGate, ClaimedById, Deliverable, Leases, ListKey, StoreError, Transition,
+    Claim, ClaimById, ClaimGate, ClaimedById, Deliverable, Leases, ListKey, StoreError, Transition,
     is_expired_final_attempt,
 };
 use crate::task::Task;
@@ -34,7 +34,7 @@ impl DynamoStore {
             if !gate.admits(&task.task_type) && !is_expired_final_attempt(&task, due_by) {
                 return Ok(ClaimedById::NotDue(task));
             }
-            if let Some(claimed) = self.try_claim(task, due_by, now, leases).await? {
+            if let Some(claimed) = self.try_claim(task, due_by, now, leases, gate).await? {
                 return Ok(claimed);
             }
         }
@@ -46,7 +46,7 @@ impl DynamoStore {
                 Ok(ClaimedById::NotDue(task))
             }
             Some(task) => Ok(self
-                .try_claim(task.clone(), due_by, now, leases)
+                .try_claim(task.clone(), due_by, now, leases, gate)
                 .await?
                 .unwrap_or(ClaimedById::NotDue(task))),
         }
@@ -99,6 +99,14 @@ impl DynamoStore {
     }
 }
 
+/// What a message's claim does with a due task, by its keys.
+enum ById {
+    /// Claim it; `took` when a concurrency slot was taken for it.
+    Start { took: bool },
+    /// Answer it as not due.
+    Held(Box<Task>),
+}
+
 impl DynamoStore {
     /// Claims `task` as read; `None` when the read may be stale (the claim was refused or
     /// the item was gone), so the caller reads it again.
@@ -108,6 +116,7 @@ impl DynamoStore {
         due_by: Timestamp,
         now: Timestamp,
         leases: &Leases,
+        gate: &ClaimGate,
     ) -> Result<Option<ClaimedById>, StoreError> {
         if is_expired_final_attempt(&task, due_by) {
             let expire = Transition::expire(due_by, now);
@@ -117,13 +126,55 @@ impl DynamoStore {
                 Applied::Gone => None,
             });
         }
+        let mut took = false;
+        if task.due_at().is_some_and(|at| at <= due_by) {
+            let claim = Claim {
+                due_by,
+                now,
+                limit: 1,
+                leases,
+                gate,
+            };
+            match self.judge_by_id(task.clone(), &claim).await? {
+                ById::Start { took: slot } => took = slot,
+                ById::Held(held) => return Ok(Some(ClaimedById::NotDue(*held))),
+            }
+        }
+        let id = task.id;
         let claim = Transition::claim(due_by, now, leases.until(&task.task_type, now));
         Ok(match self.apply(task, &claim).await? {
             Applied::Written(running) => {
                 self.due.remember_running(std::slice::from_ref(&running));
                 Some(ClaimedById::Claimed(running))
             }
-            Applied::Refused(..) | Applied::Gone => None,
+            Applied::Refused(..) | Applied::Gone => {
+                if took {
+                    self.release_slot_of(id, now).await;
+                }
+                None
+            }
         })
+    }
+
+    /// Judges the due `task` by its keys' limits: it may start (`took`: a slot taken for it),
+    /// or it is held (not written: the caller's next message comes at its `scheduledAt`), or
+    /// left as read when another claim moved its key first.
+    async fn judge_by_id(&self, task: Task, claim: &Claim<'_>) -> Result<ById, StoreError> {
+        let judged = self.judge_keys(vec![task.clone()], claim).await?;
+        if !judged.starting.is_empty() {
+            return Ok(ById::Start {
+                took: judged.took.contains(&task.id),
+            });
+        }
+        let Some((_, held, until)) = judged.held.first().copied() else {
+            return Ok(ById::Held(Box::new(task)));
+        };
+        let hold = Transition::Hold {
+            due_by: claim.due_by,
+            now: claim.now,
+            until,
+            held,
+        };
+        Ok(ById::Held(Box::new(hold.apply(&task).unwrap_or(task))))
     }
 }

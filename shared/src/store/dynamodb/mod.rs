@@ -51,6 +51,8 @@ pub struct DynamoStore {
     tally: tally::Tally,
     /// This process's list of the schedules.
     schedules: schedules::KnownSchedules,
+    /// The tasks this process holds for their keys, and the slots its attempts took.
+    keys: keys::KeyState,
     /// When this process last published its look at the due queue; `None` until it claims
     /// from the due queue (only processors that scan it publish).
     seen: std::sync::Arc<std::sync::Mutex<Option<Option<std::time::Instant>>>>,
@@ -64,6 +66,7 @@ impl DynamoStore {
             due: DueQueue::new(table.clone()),
             tally: tally::Tally::default(),
             schedules: schedules::KnownSchedules::default(),
+            keys: keys::KeyState::default(),
             table,
             ttl_after,
             seen: std::sync::Arc::default(),

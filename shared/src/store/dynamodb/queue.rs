@@ -4,6 +4,7 @@ use futures::StreamExt;
 
 use super::DynamoStore;
 use super::due::ScanGoal;
+use super::keys::Judged;
 use super::tasks::{self, Applied};
 use crate::clock::Timestamp;
 use crate::report::Report;
@@ -11,7 +12,7 @@ use crate::store::{
     Claim, LOOK_AGAIN, Leases, ListKey, Settlement, StoreError, Transition,
     is_expired_final_attempt,
 };
-use crate::task::Task;
+use crate::task::{Task, TaskId};
 
 /// Claims of one round written at once.
 const CLAIM_CONCURRENCY: usize = 16;
@@ -50,6 +51,7 @@ impl DynamoStore {
         if limit == 0 {
             return Ok(Vec::new());
         }
+        self.look_at_holds(gate, now).await;
         let mut goal = ScanGoal {
             upper: ListKey::after_all_at(due_by),
             due_by,
@@ -115,22 +117,32 @@ impl DynamoStore {
             self.expire(task, claim.due_by, claim.now).await?;
         }
         let candidates: Vec<Task> = found.claimable.into_iter().take(goal.want).collect();
-        let (candidates, held) = self.judge_keys(candidates, claim).await?;
-        let tried = candidates.len();
-        let results: Vec<Result<Option<Task>, StoreError>> = futures::stream::iter(candidates)
+        let Judged {
+            starting,
+            held,
+            took,
+        } = self.judge_keys(candidates, claim).await?;
+        let tried = starting.len();
+        let ids: Vec<TaskId> = starting.iter().map(|task| task.id).collect();
+        let results: Vec<Result<Option<Task>, StoreError>> = futures::stream::iter(starting)
             .map(|task| self.claim_one(task, claim.due_by, claim.now, claim.leases))
             .buffered(CLAIM_CONCURRENCY)
             .collect()
             .await;
         let mut round = Round {
-            held,
+            held: held.len(),
             ..Round::default()
         };
         let mut failed = 0;
-        for result in results {
+        for (id, result) in ids.into_iter().zip(results) {
             match result {
-                Ok(won) => round.won.extend(won),
+                Ok(Some(won)) => round.won.push(won),
+                Ok(None) if took.contains(&id) => {
+                    self.release_slot_of(id, claim.now).await;
+                }
+                Ok(None) => {}
                 Err(err) => {
+                    // Maybe claimed: its slot frees with the lease it may have.
                     failed += 1;
                     round.error.get_or_insert(err);
                 }
@@ -187,8 +199,10 @@ impl DynamoStore {
         now: Timestamp,
     ) -> Result<Task, StoreError> {
         let settle = Transition::settle(claimed, outcome, now)?;
-        let applied = self.apply(claimed.clone(), &settle).await?;
-        let recorded = tasks::written(applied, claimed.id, &settle)?;
+        let applied = self.apply(claimed.clone(), &settle).await;
+        // The attempt is over, recorded or not (a lost lease): its slot frees.
+        self.release_slot_of(claimed.id, now).await;
+        let recorded = tasks::written(applied?, claimed.id, &settle)?;
         self.due.entry_written(&recorded);
         // The entry the task was claimed from is finished, or left behind by a move.
         let entry = ListKey::of(claimed);

@@ -74,6 +74,12 @@ pub const SWEEP_PREFIX: &str = "sweep#";
 pub const RATE_PREFIX: &str = "rate#";
 /// A rate key item's next start (GCRA's theoretical arrival time).
 pub const NEXT_START: &str = "nextStart";
+/// Prefix of a concurrency key's item's [`ID`] (`concurrency#<key>`, see `keys/slots.rs`).
+pub const CONCURRENCY_PREFIX: &str = "concurrency#";
+/// A concurrency key item's running tasks: a map of task id to its lease's end.
+pub const HOLDERS: &str = "holders";
+/// A concurrency key item's version, moved by every write that adds holders.
+pub const KEY_VERSION: &str = "version";
 
 /// Prefix of a schedule item's [`ID`] (`sched#<name>`).
 pub const SCHEDULE_PREFIX: &str = "sched#";

@@ -63,16 +63,6 @@ impl DynamoStore {
 
     /// Stores the new `task` with its guards; see [`crate::store::Store::task_create`].
     pub async fn task_create(&self, task: Task) -> Result<Created, StoreError> {
-        // Concurrency keys are kept by the SQLite and PostgreSQL stores' claims; accepting
-        // one here would promise a limit nothing keeps.
-        if task.concurrency_key.is_some() {
-            return Err(StoreError::Unsupported {
-                field: "concurrencyKey",
-                reason: "is not kept by the DynamoDB store yet; concurrency limits per key run \
-                         on SQLite and PostgreSQL (rate limits run here too)"
-                    .to_owned(),
-            });
-        }
         let created = create(&self.table, self.ttl_after, task).await?;
         self.due.entry_written(created.task());
         Ok(created)

@@ -139,11 +139,6 @@ impl KeyLimits {
         Self::new(rules)
     }
 
-    /// True when some rule limits concurrency.
-    pub fn has_concurrency(&self) -> bool {
-        self.rules.iter().any(|rule| rule.concurrency.is_some())
-    }
-
     /// True when no rule is set: keys limit nothing.
     pub fn is_empty(&self) -> bool {
         self.rules.is_empty()

@@ -379,6 +379,15 @@ impl DueQueue {
         lock(&self.state).update_open([(ListKey::of(task), open)], []);
     }
 
+    /// The open `entries` are due again from `now` (a concurrency key they were held for has
+    /// room): scans read them again.
+    pub fn due_again(&self, entries: Vec<ListKey>, now: Timestamp) {
+        let mut state = lock(&self.state);
+        for entry in entries {
+            state.forget_running(entry, false, now);
+        }
+    }
+
     /// Records the end of an attempt this process claimed from the entry `key` at `now`;
     /// `finished` when the entry is finished, or left behind, for good.
     pub fn forget_running(&self, key: ListKey, finished: bool, now: Timestamp) {
