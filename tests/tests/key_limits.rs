@@ -9,8 +9,15 @@ use tasker_tests::fixtures::ApiClient;
 use tasker_tests::process::Serve;
 use tasker_tests::receiver::{Received, Receiver};
 
-/// Tasks on the limited key, and as many on other keys.
-const KEYED: usize = 40;
+/// Tasks on the limited key, and as many on other keys: 40 (about 8 s at the key's rate), or
+/// `TASKER_TEST_KEYED_TASKS` for a longer measurement (the issue's 300: a minute).
+fn keyed_tasks() -> usize {
+    std::env::var("TASKER_TEST_KEYED_TASKS")
+        .ok()
+        .and_then(|n| n.parse().ok())
+        .filter(|n| *n >= 10)
+        .unwrap_or(40)
+}
 /// Each webhook's answer takes this long, so two at once is a limit that binds.
 const ANSWER_MS: u64 = 300;
 const LIMITS: &str =
@@ -29,7 +36,7 @@ fn envs(limits: &str) -> Vec<(&'static str, String)> {
 
 /// Creates the keyed tasks through `first` and the others through `second`, all at once.
 async fn create_all(first: &Serve, second: &Serve, receiver: &str) {
-    let keyed: Vec<_> = (0..KEYED)
+    let keyed: Vec<_> = (0..keyed_tasks())
         .map(|i| {
             serde_json::json!({
                 "type": "sendWebhook",
@@ -39,7 +46,7 @@ async fn create_all(first: &Serve, second: &Serve, receiver: &str) {
             })
         })
         .collect();
-    let others: Vec<_> = (0..KEYED)
+    let others: Vec<_> = (0..keyed_tasks())
         .map(|i| {
             let mut task = serde_json::json!({
                 "type": "sendWebhook",
@@ -119,12 +126,13 @@ async fn check_the_limits(
     label: &str,
     max_at_once: Option<usize>,
 ) {
+    let n = keyed_tasks();
     tasker_tests::eventually(
         "every webhook answered",
-        Duration::from_secs(120),
+        Duration::from_secs(120 + n as u64 / 2),
         || async {
             let all = receiver.all();
-            (all.len() >= 2 * KEYED && all.iter().all(|r| r.answered.is_some())).then_some(())
+            (all.len() >= 2 * n && all.iter().all(|r| r.answered.is_some())).then_some(())
         },
     )
     .await;
@@ -137,20 +145,20 @@ async fn check_the_limits(
     assert!(twice.is_empty(), "delivered twice: {twice:?}");
     let keyed: Vec<&Received> = all.iter().filter(|r| r.path.contains("/slow-")).collect();
     let others: Vec<&Received> = all.iter().filter(|r| r.path.contains("/other-")).collect();
-    assert_eq!((keyed.len(), others.len()), (KEYED, KEYED));
+    assert_eq!((keyed.len(), others.len()), (n, n));
 
     let mut starts: Vec<SystemTime> = keyed.iter().map(|r| r.at).collect();
     starts.sort();
-    let span = seconds(starts[KEYED - 1], starts[0]);
+    let span = seconds(starts[n - 1], starts[0]);
     let (at_once, per_second) = (most_at_once(&keyed), most_in_a_second(&starts));
-    let others_last = others
-        .iter()
-        .map(|r| seconds(r.at, created))
-        .fold(0.0, f64::max);
+    let mut delays: Vec<f64> = others.iter().map(|r| seconds(r.at, created)).collect();
+    delays.sort_by(f64::total_cmp);
+    let others_last = delays[n - 1];
+    let p99 = delays[(n * 99).div_ceil(100) - 1];
     eprintln!(
-        "{label}: the key's {KEYED} tasks over {span:.1} s, at most {at_once} at once and \
-         {per_second} starts in a second; the other tasks all started {others_last:.2} s after \
-         their create"
+        "{label}: the key's {n} tasks over {span:.1} s, at most {at_once} at once and \
+         {per_second} starts in a second; the other tasks started {p99:.2} s (p99) and \
+         {others_last:.2} s (last) after their create"
     );
     if let Some(most) = max_at_once {
         assert!(at_once <= most, "the key ran {at_once} at once");
@@ -159,10 +167,10 @@ async fn check_the_limits(
         per_second <= 6,
         "the key started {per_second} in one second"
     );
-    let least = (KEYED - 1) as f64 / 5.0 - 0.5;
+    let least = (n - 1) as f64 / 5.0 - 0.5;
     assert!(
         span >= least,
-        "{KEYED} starts at 5 a second take {least} s or more, not {span}"
+        "{n} starts at 5 a second take {least} s or more, not {span}"
     );
     assert!(
         others_last < span * 0.75,

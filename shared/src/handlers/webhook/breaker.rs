@@ -2,7 +2,9 @@
 //! process: once most of a host's last attempts failed (a request error or a 5xx), its
 //! webhooks are held, not sent, for a while; then one probe goes out, and its answer closes
 //! the circuit or opens it again. Held tasks keep their attempts (a dead receiver does not use
-//! up its webhooks' retries) and wait out of the queue's way.
+//! up its webhooks' retries) and wait out of the queue's way. A request carries the number of
+//! times its host's circuit had opened when it was let out, so a late answer from an outage
+//! never counts in the window after it.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::Mutex;
@@ -12,6 +14,9 @@ use std::time::{Duration, Instant};
 pub const WINDOW: usize = 20;
 /// Attempts it needs before it opens at all.
 pub const MIN_ATTEMPTS: usize = 10;
+/// Hosts it remembers: past this, the closed circuits' histories are forgotten (the open ones
+/// stay), so a process that meets many hosts keeps a bounded map.
+pub const MAX_HOSTS: usize = 4096;
 
 /// How one host's requests go now.
 #[derive(Debug, Clone)]
@@ -24,11 +29,19 @@ enum State {
     Probing(Instant),
 }
 
+/// One host's circuit, and how many times it opened: an answer to a request admitted before
+/// the last opening is late and counts for nothing.
+#[derive(Debug, Clone)]
+struct Host {
+    state: State,
+    openings: u64,
+}
+
 /// Whether a request may go out, and as what.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Admit {
-    /// Sent as usual.
-    Send,
+    /// Sent as usual, while the host's circuit had opened this many times.
+    Send(u64),
     /// Sent as the one probe of a circuit that was open.
     Probe,
     /// Held: try again after this long.
@@ -39,7 +52,7 @@ pub enum Admit {
 #[derive(Debug)]
 pub struct Breakers {
     open_for: Duration,
-    hosts: Mutex<HashMap<String, State>>,
+    hosts: Mutex<HashMap<String, Host>>,
 }
 
 impl Breakers {
@@ -51,7 +64,7 @@ impl Breakers {
         }
     }
 
-    fn hosts(&self) -> std::sync::MutexGuard<'_, HashMap<String, State>> {
+    fn hosts(&self) -> std::sync::MutexGuard<'_, HashMap<String, Host>> {
         self.hosts.lock().unwrap_or_else(|p| p.into_inner())
     }
 
@@ -59,11 +72,11 @@ impl Breakers {
     /// process stopped) is given up after `open_for`, and another goes out.
     pub fn admit(&self, host: &str, now: Instant) -> Admit {
         let mut hosts = self.hosts();
-        let Some(state) = hosts.get_mut(host) else {
-            return Admit::Send;
+        let Some(Host { state, openings }) = hosts.get_mut(host) else {
+            return Admit::Send(0);
         };
         match *state {
-            State::Closed(_) => Admit::Send,
+            State::Closed(_) => Admit::Send(*openings),
             State::Open(until) | State::Probing(until) if now < until => Admit::Hold(until - now),
             State::Open(_) | State::Probing(_) => {
                 *state = State::Probing(now + self.open_for);
@@ -77,11 +90,17 @@ impl Breakers {
     /// True when this opened it.
     pub fn record(&self, host: &str, admitted: Admit, failed: bool, now: Instant) -> bool {
         let mut hosts = self.hosts();
-        let state = hosts
-            .entry(host.to_owned())
-            .or_insert_with(|| State::Closed(VecDeque::new()));
+        if hosts.len() >= MAX_HOSTS && !hosts.contains_key(host) {
+            hosts.retain(|_, known| !matches!(known.state, State::Closed(_)));
+        }
+        let Host { state, openings } = hosts.entry(host.to_owned()).or_insert_with(|| Host {
+            state: State::Closed(VecDeque::new()),
+            openings: 0,
+        });
         let opens = match (admitted, &mut *state) {
             (Admit::Probe, _) => failed,
+            // Sent before the circuit last opened: a late answer of the outage.
+            (Admit::Send(seen), _) if seen != *openings => return false,
             (_, State::Closed(recent)) => {
                 recent.push_back(failed);
                 if recent.len() > WINDOW {
@@ -94,6 +113,7 @@ impl Breakers {
             _ => return false,
         };
         *state = if opens {
+            *openings += 1;
             State::Open(now + self.open_for)
         } else {
             match (admitted, &*state) {
@@ -109,7 +129,7 @@ impl Breakers {
         let mut open: Vec<(String, Duration)> = self
             .hosts()
             .iter()
-            .filter_map(|(host, state)| match state {
+            .filter_map(|(host, known)| match known.state {
                 State::Open(until) | State::Probing(until) => {
                     Some((host.clone(), until.saturating_duration_since(now)))
                 }
@@ -132,18 +152,18 @@ mod tests {
         let breakers = Breakers::new(OPEN_FOR);
         let t0 = Instant::now();
         for i in 0..(MIN_ATTEMPTS - 1) {
-            assert_eq!(breakers.admit("h", t0), Admit::Send);
+            assert_eq!(breakers.admit("h", t0), Admit::Send(0));
             assert!(
-                !breakers.record("h", Admit::Send, true, t0),
+                !breakers.record("h", Admit::Send(0), true, t0),
                 "too few yet ({i})"
             );
         }
         assert!(
-            breakers.record("h", Admit::Send, true, t0),
+            breakers.record("h", Admit::Send(0), true, t0),
             "the tenth failure opens it"
         );
         assert_eq!(breakers.admit("h", t0), Admit::Hold(OPEN_FOR));
-        assert_eq!(breakers.admit("other", t0), Admit::Send, "per host");
+        assert_eq!(breakers.admit("other", t0), Admit::Send(0), "per host");
         assert_eq!(breakers.open(t0), vec![("h".to_owned(), OPEN_FOR)]);
 
         let later = t0 + OPEN_FOR;
@@ -160,7 +180,11 @@ mod tests {
         let again = later + OPEN_FOR;
         assert_eq!(breakers.admit("h", again), Admit::Probe);
         assert!(!breakers.record("h", Admit::Probe, false, again));
-        assert_eq!(breakers.admit("h", again), Admit::Send, "closed");
+        assert_eq!(
+            breakers.admit("h", again),
+            Admit::Send(2),
+            "closed, after two openings"
+        );
         assert!(breakers.open(again).is_empty());
     }
 
@@ -169,13 +193,47 @@ mod tests {
         let breakers = Breakers::new(OPEN_FOR);
         let t0 = Instant::now();
         for i in 0..WINDOW {
-            assert!(!breakers.record("h", Admit::Send, i % 2 == 1, t0));
+            assert!(!breakers.record("h", Admit::Send(0), i % 2 == 1, t0));
         }
-        assert_eq!(breakers.admit("h", t0), Admit::Send, "half is not most");
+        assert_eq!(breakers.admit("h", t0), Admit::Send(0), "half is not most");
         for _ in 0..WINDOW {
-            breakers.record("h", Admit::Send, true, t0);
+            breakers.record("h", Admit::Send(0), true, t0);
         }
-        assert!(!breakers.record("h", Admit::Send, true, t0), "already open");
+        assert!(
+            !breakers.record("h", Admit::Send(0), true, t0),
+            "already open"
+        );
         assert_eq!(breakers.admit("h", t0), Admit::Hold(OPEN_FOR));
+    }
+
+    #[test]
+    fn answers_from_before_an_opening_do_not_count_after_the_probe_closed_it() {
+        let breakers = Breakers::new(OPEN_FOR);
+        let t0 = Instant::now();
+        let early: Vec<Admit> = (0..WINDOW).map(|_| breakers.admit("h", t0)).collect();
+        for admitted in &early[..MIN_ATTEMPTS] {
+            breakers.record("h", *admitted, true, t0);
+        }
+        let later = t0 + OPEN_FOR;
+        assert_eq!(breakers.admit("h", later), Admit::Probe);
+        assert!(!breakers.record("h", Admit::Probe, false, later), "closed");
+        for admitted in &early[MIN_ATTEMPTS..] {
+            assert!(!breakers.record("h", *admitted, true, later), "late");
+        }
+        assert_eq!(breakers.admit("h", later), Admit::Send(1), "still closed");
+    }
+
+    #[test]
+    fn closed_circuits_are_forgotten_past_the_hosts_cap_and_open_ones_kept() {
+        let breakers = Breakers::new(OPEN_FOR);
+        let t0 = Instant::now();
+        for _ in 0..MIN_ATTEMPTS {
+            breakers.record("down", Admit::Send(0), true, t0);
+        }
+        for i in 0..MAX_HOSTS {
+            breakers.record(&format!("h{i}"), Admit::Send(0), false, t0);
+        }
+        assert!(breakers.hosts().len() <= MAX_HOSTS);
+        assert_eq!(breakers.admit("down", t0), Admit::Hold(OPEN_FOR));
     }
 }

@@ -107,7 +107,7 @@ impl WebhookSender {
         let host = super::target_host(&ctx.payload).unwrap_or_default();
         let admitted = match &self.breakers {
             Some(breakers) => breakers.admit(&host, Instant::now()),
-            None => Admit::Send,
+            None => Admit::Send(0),
         };
         if let Admit::Hold(after) = admitted {
             // Spread over half the wait again, so a backlog held together is not due together.

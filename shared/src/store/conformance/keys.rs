@@ -197,6 +197,38 @@ pub async fn concurrent_claimers_never_pass_a_keys_limit<S: Store>(store: S) {
     assert!(claim_with(&store, at(31), 10, &gate).await.is_empty());
 }
 
+/// GIVEN a key limited to 1 at once whose task ran past its lease and was claimed again WHEN
+/// the first attempt's outcome comes late THEN it is refused and the second attempt keeps the
+/// key's slot: another task of the key is held until the second attempt ends.
+pub async fn a_late_outcome_leaves_the_next_attempts_slot<S: Store>(store: S) {
+    let gate = gate(r#"[{"type": "hook", "concurrency": 1}]"#);
+    let task = create_at(&store, keyed(Some("k"), None), t0()).await;
+    let first = claim_with(&store, at(10), 10, &gate).await;
+    assert_eq!(ids(&first), [task.id]);
+    let second = claim_with(&store, at(71), 10, &gate).await;
+    assert_eq!(ids(&second), [task.id], "claimed again after its lease");
+    assert!(
+        store
+            .task_settle(&first[0], Settlement::Succeeded, at(72))
+            .await
+            .is_err(),
+        "the first attempt's lease was lost"
+    );
+    let other = create_at(&store, keyed(Some("k"), None), at(73)).await;
+    assert!(
+        claim_with(&store, at(74), 10, &gate).await.is_empty(),
+        "the second attempt holds the slot"
+    );
+    store
+        .task_settle(&second[0], Settlement::Succeeded, at(75))
+        .await
+        .expect("the second attempt's outcome");
+    assert_eq!(
+        ids(&claim_with(&store, at(76), 10, &gate).await),
+        [other.id]
+    );
+}
+
 /// GIVEN a task of a full key WHEN a message's claim by id finds it due THEN it is held, not
 /// started, and answered as not due.
 pub async fn a_claim_by_id_holds_a_task_whose_key_is_full<S: Store>(store: S) {

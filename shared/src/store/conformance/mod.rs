@@ -107,6 +107,7 @@ macro_rules! store_conformance_tests {
             a_held_task_is_due_when_its_holders_lease_ends,
             a_rate_key_starts_one_task_per_interval,
             concurrent_claimers_never_pass_a_keys_limit,
+            a_late_outcome_leaves_the_next_attempts_slot,
             a_claim_by_id_holds_a_task_whose_key_is_full,
             a_deferred_rate_key_starts_nothing_before_its_time,
             an_outcome_wakes_a_held_task_not_yet_due,

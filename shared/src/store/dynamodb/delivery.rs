@@ -101,8 +101,8 @@ impl DynamoStore {
 
 /// What a message's claim does with a due task, by its keys.
 enum ById {
-    /// Claim it; `took` when a concurrency slot was taken for it.
-    Start { took: bool },
+    /// Claim it; `took`: the lease end of the concurrency slot taken for it, if one was.
+    Start { took: Option<Timestamp> },
     /// Answer it as not due.
     Held(Box<Task>),
 }
@@ -126,7 +126,7 @@ impl DynamoStore {
                 Applied::Gone => None,
             });
         }
-        let mut took = false;
+        let mut took = None;
         if task.due_at().is_some_and(|at| at <= due_by) {
             let claim = Claim {
                 due_by,
@@ -148,9 +148,7 @@ impl DynamoStore {
                 Some(ClaimedById::Claimed(running))
             }
             Applied::Refused(..) | Applied::Gone => {
-                if took {
-                    self.release_slot_of(id, now).await;
-                }
+                self.release_slot_of(id, took, now).await;
                 None
             }
         })
@@ -163,7 +161,7 @@ impl DynamoStore {
         let judged = self.judge_keys(vec![task.clone()], claim).await?;
         if !judged.starting.is_empty() {
             return Ok(ById::Start {
-                took: judged.took.contains(&task.id),
+                took: judged.took.get(&task.id).copied(),
             });
         }
         let Some((_, held, until)) = judged.held.first().copied() else {

@@ -72,7 +72,14 @@ impl DynamoStore {
         // a key's backlog never stands in the way of other tasks.
         loop {
             goal.want = limit - claimed.len();
-            let round = self.claim_round(&goal, &claim).await?;
+            // An error after earlier rounds won tasks still answers them (see below).
+            let round = match self.claim_round(&goal, &claim).await {
+                Ok(round) => round,
+                Err(err) => {
+                    first_error.get_or_insert(err);
+                    break;
+                }
+            };
             self.due.after_claim_round(round.lost, now);
             self.due.remember_running(&round.won);
             claimed.extend(round.won);
@@ -137,12 +144,12 @@ impl DynamoStore {
         for (id, result) in ids.into_iter().zip(results) {
             match result {
                 Ok(Some(won)) => round.won.push(won),
-                Ok(None) if took.contains(&id) => {
-                    self.release_slot_of(id, claim.now).await;
+                Ok(None) => {
+                    self.release_slot_of(id, took.get(&id).copied(), claim.now)
+                        .await
                 }
-                Ok(None) => {}
                 Err(err) => {
-                    // Maybe claimed: its slot frees with the lease it may have.
+                    // Maybe claimed: its slot stays, and frees with the lease it may have.
                     failed += 1;
                     round.error.get_or_insert(err);
                 }
@@ -201,7 +208,8 @@ impl DynamoStore {
         let settle = Transition::settle(claimed, outcome, now)?;
         let applied = self.apply(claimed.clone(), &settle).await;
         // The attempt is over, recorded or not (a lost lease): its slot frees.
-        self.release_slot_of(claimed.id, now).await;
+        self.release_slot_of(claimed.id, claimed.lease_expires_at, now)
+            .await;
         let recorded = tasks::written(applied?, claimed.id, &settle)?;
         self.due.entry_written(&recorded);
         // The entry the task was claimed from is finished, or left behind by a move.

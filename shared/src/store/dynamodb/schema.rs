@@ -80,6 +80,9 @@ pub const CONCURRENCY_PREFIX: &str = "concurrency#";
 pub const HOLDERS: &str = "holders";
 /// A concurrency key item's version, moved by every write that adds holders.
 pub const KEY_VERSION: &str = "version";
+/// A token unique to the last write that added holders to a concurrency key item: a write the
+/// SDK repeated knows its first try landed.
+pub const KEY_WRITER: &str = "writtenBy";
 
 /// Prefix of a schedule item's [`ID`] (`sched#<name>`).
 pub const SCHEDULE_PREFIX: &str = "sched#";

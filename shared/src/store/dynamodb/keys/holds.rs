@@ -14,6 +14,10 @@ use crate::store::ListKey;
 /// freed: one read unit per key and look, whatever the number of tasks held.
 pub const LOOK_EVERY: Duration = Duration::from_millis(250);
 
+/// Keys held past which those whose holds all ended are forgotten (a process that never
+/// claims from the due queue, an SQS worker, never looks at them).
+const KEYS_CAP: usize = 1024;
+
 /// A held entry: its task's type (whose rule gives the key's limit) and when the due state
 /// looks at it again anyway (the first holder's lease end: its slot is free by then).
 #[derive(Debug, Clone)]
@@ -50,6 +54,12 @@ impl Holds {
             task_type: task_type.to_owned(),
             until,
         };
+        if self.keys.len() >= KEYS_CAP {
+            self.keys.retain(|_, held| {
+                held.entries.retain(|_, entry| entry.until > now);
+                !held.entries.is_empty()
+            });
+        }
         let entries = &mut self.keys.entry(key.to_owned()).or_default().entries;
         entries.retain(|_, entry| entry.until > now);
         entries.insert(entry, held);

@@ -1,42 +1,43 @@
 //! Limits per key on DynamoDB, kept by claims: [`rate`] keys and [`slots`] of concurrency keys,
-//! one item per key, read consistently by a claim round that meets the key and moved by one
+//! one item per key, read consistently by a claim round that meets the key and changed by one
 //! conditional write per key and round before the round claims the key's tasks. A round whose
-//! write finds the item moved by another process since its read starts none of the key's
+//! write finds the item changed by another claim since its read starts none of the key's
 //! tasks (they stay due for the next round), so the limits hold across processes.
 //!
 //! A task a round holds is not written (that would move its due entry: about three write
 //! units): this process's due state passes its entry until its time, as it passes a message's,
 //! and another process judges it when it reads it. Tasks held for a concurrency key come back
 //! sooner, in [`holds`]: when an attempt of this process frees a slot of their key, or when a
-//! look at the key's item finds slots freed elsewhere.
+//! look at the key's item finds slots freed elsewhere ([`local`]).
 
 mod holds;
+mod local;
 mod rate;
 mod slots;
 
 use std::collections::{HashMap, HashSet};
-use std::sync::{Arc, Mutex, MutexGuard};
 
-use futures::{Future, StreamExt, TryStreamExt};
+use futures::{Future, StreamExt};
 
-use self::holds::Holds;
+pub use self::local::KeyState;
+use self::local::lock;
 use self::slots::Slots;
 use super::DynamoStore;
 use crate::clock::Timestamp;
-use crate::report::Report;
-use crate::store::{Claim, ClaimGate, KeyBook, LOOK_AGAIN, ListKey, Need, StoreError, Verdict};
+use crate::store::{Claim, KeyBook, LOOK_AGAIN, ListKey, Need, StoreError, Verdict};
 use crate::task::{Held, Task, TaskId};
 
 /// Key items a claim round reads or writes at once.
 const KEY_CALLS: usize = 16;
+/// Tasks of one key a round starts at most: each is a path of the key item's update, whose
+/// expression must stay under DynamoDB's 4 KB (the rest start in the next round).
+const TAKES_PER_WRITE: usize = 100;
 
 /// The answers of `calls`, [`KEY_CALLS`] at a time, in their order.
-async fn at_once<T>(
-    calls: Vec<impl Future<Output = Result<T, StoreError>>>,
-) -> Result<Vec<T>, StoreError> {
+async fn at_once<F: Future>(calls: Vec<F>) -> Vec<F::Output> {
     futures::stream::iter(calls)
         .buffered(KEY_CALLS)
-        .try_collect()
+        .collect()
         .await
 }
 
@@ -46,72 +47,19 @@ enum KeyRead {
     Slots(String, Slots),
 }
 
-/// What one process keeps of its keys: the tasks it holds for their concurrency key, and the
-/// slots its running attempts took (released when they end).
-#[derive(Debug, Clone, Default)]
-pub struct KeyState {
-    holds: Arc<Mutex<Holds>>,
-    /// Task id → the concurrency key it holds a slot of, and its lease's end.
-    taken: Arc<Mutex<HashMap<TaskId, (String, Timestamp)>>>,
-}
-
-fn lock<T>(state: &Mutex<T>) -> MutexGuard<'_, T> {
-    state.lock().unwrap_or_else(|p| p.into_inner())
-}
-
 /// The tasks of a claim round that may start, those it held (each with why and until when),
-/// and the starting ones it took a slot for: a claim of one of those that fails frees it.
+/// and the starting ones it took a slot for, with their lease end: a claim of one of those
+/// that fails frees it.
 pub(super) struct Judged {
     pub starting: Vec<Task>,
     pub held: Vec<(TaskId, Held, Timestamp)>,
-    pub took: HashSet<TaskId>,
+    pub took: HashMap<TaskId, Timestamp>,
 }
 
 impl DynamoStore {
     /// See [`crate::store::Store::key_holds_written`]: holds are passed in this process's due state.
     pub async fn key_holds_written(&self) -> bool {
         false
-    }
-
-    /// Before a claim at `now`: reads the items of the concurrency keys this process holds
-    /// tasks of (each at most every [`holds::LOOK_EVERY`]) and makes as many of their held
-    /// entries due again as the key has free slots; asks the gate to look again while tasks
-    /// stay held.
-    pub(super) async fn look_at_holds(&self, gate: &ClaimGate, now: Timestamp) {
-        let keys = lock(&self.keys.holds).keys_to_look_at(now);
-        for (key, task_type) in keys {
-            let Some(limit) = gate.limits().concurrency(&task_type, &key) else {
-                continue;
-            };
-            match self.slots(&key).await {
-                Ok(slots) => {
-                    let room = limit.saturating_sub(slots.running(now).running) as usize;
-                    let woken = lock(&self.keys.holds).wake(&key, room, now);
-                    self.due.due_again(woken, now);
-                }
-                // Only sooner than the hold's end: that still comes.
-                Err(err) => {
-                    tracing::warn!(error = %Report(&err), key, "could not read a concurrency key")
-                }
-            }
-        }
-        if let Some(next) = lock(&self.keys.holds).next_look() {
-            gate.note_hold(next.max(now));
-        }
-    }
-
-    /// After the attempt `claimed` ended at `now` (or was never claimed): frees the slot it
-    /// took, if it took one, and wakes the key's earliest task held here. A slot that cannot
-    /// be freed frees with the attempt's lease.
-    pub(super) async fn release_slot_of(&self, claimed: TaskId, now: Timestamp) {
-        let Some((key, end)) = lock(&self.keys.taken).remove(&claimed) else {
-            return;
-        };
-        if let Err(err) = self.release_slot(&key, claimed, end).await {
-            tracing::warn!(error = %Report(&err), key, "could not free a concurrency slot; it frees with the lease");
-        }
-        let woken = lock(&self.keys.holds).wake(&key, 1, now);
-        self.due.due_again(woken, now);
     }
 
     /// Reads what `need` asks for.
@@ -130,7 +78,7 @@ impl DynamoStore {
 
     /// The `candidates` of a claim round that may start: a task whose key is at its limit is
     /// held (its entry passed until its time, the instant noted on the gate), and the tasks of
-    /// a key another process moved since this round read it are left due.
+    /// a key another process changed since this round read it are left due.
     pub(super) async fn judge_keys(
         &self,
         candidates: Vec<Task>,
@@ -142,7 +90,7 @@ impl DynamoStore {
             return Ok(Judged {
                 starting: candidates,
                 held: Vec::new(),
-                took: HashSet::new(),
+                took: HashMap::new(),
             });
         }
         let mut held = Vec::new();
@@ -163,9 +111,8 @@ impl DynamoStore {
         for need in needs {
             calls.push(self.read_need(need));
         }
-        let reads = at_once(calls).await?;
-        for read in reads {
-            match read {
+        for read in at_once(calls).await {
+            match read? {
                 KeyRead::NextStart(key, next) => {
                     rates.insert(key.clone(), next);
                     book.know_next_start(key, next);
@@ -176,28 +123,33 @@ impl DynamoStore {
                 }
             }
         }
+        let mut deferred = false;
         for task in candidates {
             if !book.limits(&task) {
                 starting.push(task);
                 continue;
             }
+            let slot_key = task
+                .concurrency_key
+                .as_ref()
+                .filter(|key| limits.concurrency(&task.task_type, key).is_some());
+            if let Some(key) = slot_key {
+                // A holder already: another claim just took its slot to claim it.
+                let holder = slots
+                    .get(key)
+                    .is_some_and(|read| read.holds(task.id, claim.now));
+                let full = taken.get(key).is_some_and(|t| t.len() >= TAKES_PER_WRITE);
+                if holder || full {
+                    deferred |= full;
+                    continue;
+                }
+            }
             let lease_until = claim.leases.until(&task.task_type, claim.now);
             match book.judge(&task, lease_until) {
                 Verdict::Start => {
-                    let limited =
-                        |key: &&String| limits.concurrency(&task.task_type, key).is_some();
-                    if let Some(key) = task.concurrency_key.as_ref().filter(limited) {
-                        // A holder already: another claim just took its slot to claim it.
-                        if slots
-                            .get(key)
-                            .is_some_and(|read| read.holds(task.id, claim.now))
-                        {
-                            continue;
-                        }
-                        taken
-                            .entry(key.clone())
-                            .or_default()
-                            .push((task.id, lease_until));
+                    if let Some(key) = slot_key {
+                        let attempt = (task.id, lease_until);
+                        taken.entry(key.clone()).or_default().push(attempt);
                     }
                     starting.push(task);
                 }
@@ -213,22 +165,66 @@ impl DynamoStore {
                 }
             }
         }
+        let (took, lost) = self
+            .write_keys(&book, &rates, &slots, &taken, claim.now)
+            .await?;
+        if deferred || !lost.is_empty() {
+            claim.gate.turn_away();
+            claim.gate.note_hold(claim.now.plus(LOOK_AGAIN));
+        }
+        let mut took = took;
+        if !lost.is_empty() {
+            let is_lost = |key: &Option<String>| key.as_ref().is_some_and(|key| lost.contains(key));
+            let (dropped, kept): (Vec<Task>, Vec<Task>) = starting
+                .into_iter()
+                .partition(|task| is_lost(&task.rate_key) || is_lost(&task.concurrency_key));
+            starting = kept;
+            // A slot this round took for a task whose rate key was lost is freed again.
+            for task in dropped {
+                if let Some(end) = took.remove(&task.id) {
+                    self.release_slot_of(task.id, Some(end), claim.now).await;
+                }
+            }
+        }
+        Ok(Judged {
+            starting,
+            held,
+            took,
+        })
+    }
+
+    /// Writes the keys a round judged: takes the slots of `taken` and moves the rate keys the
+    /// book moved, at once. Answers the slots taken (task id → lease end) and the keys lost to
+    /// another claim. On an error, the slots already taken are freed again.
+    async fn write_keys(
+        &self,
+        book: &KeyBook<'_>,
+        rates: &HashMap<String, Option<Timestamp>>,
+        slots: &HashMap<String, Slots>,
+        taken: &HashMap<String, Vec<(TaskId, Timestamp)>>,
+        now: Timestamp,
+    ) -> Result<(HashMap<TaskId, Timestamp>, HashSet<String>), StoreError> {
         let mut lost: HashSet<String> = HashSet::new();
-        let mut took = HashSet::new();
+        let mut took = HashMap::new();
+        let mut failed = None;
         let empty = Slots::default();
         let mut calls = Vec::with_capacity(taken.len());
-        for (key, tasks) in &taken {
+        for (key, tasks) in taken {
             let read = slots.get(key).unwrap_or(&empty);
-            calls.push(self.take_slots(key, read, tasks, claim.now));
+            calls.push(self.take_slots(key, read, tasks, now));
         }
-        let takes = at_once(calls).await?;
-        for ((key, tasks), done) in taken.iter().zip(takes) {
-            if done {
-                let mut mine = lock(&self.keys.taken);
-                mine.extend(tasks.iter().map(|(id, end)| (*id, (key.clone(), *end))));
-                took.extend(tasks.iter().map(|(id, _)| *id));
-            } else {
-                lost.insert(key.clone());
+        for ((key, tasks), done) in taken.iter().zip(at_once(calls).await) {
+            match done {
+                Ok(true) => {
+                    self.keys.took(key, tasks, now);
+                    took.extend(tasks.iter().copied());
+                }
+                Ok(false) => {
+                    lost.insert(key.clone());
+                }
+                Err(err) => {
+                    failed.get_or_insert(err);
+                }
             }
         }
         let moved: Vec<(&str, Timestamp)> = book.moved().collect();
@@ -237,30 +233,23 @@ impl DynamoStore {
             let before = rates.get(*key).copied().flatten();
             calls.push(self.move_next_start(key, before, *next));
         }
-        let moves = at_once(calls).await?;
-        for ((key, _), done) in moved.iter().zip(moves) {
-            if !done {
-                lost.insert((*key).to_owned());
+        for ((key, _), done) in moved.iter().zip(at_once(calls).await) {
+            match done {
+                Ok(true) => {}
+                Ok(false) => {
+                    lost.insert((*key).to_owned());
+                }
+                Err(err) => {
+                    failed.get_or_insert(err);
+                }
             }
         }
-        if !lost.is_empty() {
-            claim.gate.turn_away();
-            claim.gate.note_hold(claim.now.plus(LOOK_AGAIN));
-            let is_lost = |key: &Option<String>| key.as_ref().is_some_and(|key| lost.contains(key));
-            let (dropped, kept): (Vec<Task>, Vec<Task>) = starting
-                .into_iter()
-                .partition(|task| is_lost(&task.rate_key) || is_lost(&task.concurrency_key));
-            starting = kept;
-            // A slot this round took for a task whose rate key was lost is freed again
-            // (another claim of this process may have taken one for the same task).
-            for task in dropped.iter().filter(|task| took.remove(&task.id)) {
-                self.release_slot_of(task.id, claim.now).await;
+        if let Some(err) = failed {
+            for (id, end) in took {
+                self.release_slot_of(id, Some(end), now).await;
             }
+            return Err(err);
         }
-        Ok(Judged {
-            starting,
-            held,
-            took,
-        })
+        Ok((took, lost))
     }
 }

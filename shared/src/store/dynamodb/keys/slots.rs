@@ -12,12 +12,16 @@ use aws_sdk_dynamodb::types::AttributeValue;
 
 use super::super::DynamoStore;
 use super::super::expr::Expr;
-use super::super::item::{n, s};
-use super::super::schema::{CONCURRENCY_PREFIX, EXPIRES_AT, HOLDERS, ID, KEY_VERSION};
+use super::super::item::{Item, n, s};
+use super::super::schema::{CONCURRENCY_PREFIX, EXPIRES_AT, HOLDERS, ID, KEY_VERSION, KEY_WRITER};
 use super::super::table::Write;
 use crate::clock::Timestamp;
 use crate::store::{Holders, StoreError};
 use crate::task::TaskId;
+
+/// Holders whose lease ended one write drops at most, so its expression stays under
+/// DynamoDB's 4 KB (the next write drops more).
+const REMOVES_PER_WRITE: usize = 100;
 
 fn item_id(key: &str) -> String {
     format!("{CONCURRENCY_PREFIX}{key}")
@@ -42,21 +46,8 @@ impl Slots {
         }
     }
 
-    /// True when task `id` holds a slot whose lease has not ended by `now`.
-    pub(super) fn holds(&self, id: TaskId, now: Timestamp) -> bool {
-        let id = id.to_string();
-        self.holders
-            .iter()
-            .any(|(holder, end)| *holder == id && *end > now)
-    }
-}
-
-impl DynamoStore {
-    /// The concurrency key `key`'s holders (one consistent read).
-    pub(super) async fn slots(&self, key: &str) -> Result<Slots, StoreError> {
-        let Some(item) = self.table.get(&item_id(key)).await? else {
-            return Ok(Slots::default());
-        };
+    /// The item `item` of the key `key`.
+    fn from_item(key: &str, item: &Item) -> Result<Self, StoreError> {
         let bad = StoreError::backend;
         let version = item
             .get(KEY_VERSION)
@@ -74,10 +65,28 @@ impl DynamoStore {
                 holders.push((id.clone(), end));
             }
         }
-        Ok(Slots {
+        Ok(Self {
             holders,
             version: Some(version),
         })
+    }
+
+    /// True when task `id` holds a slot whose lease has not ended by `now`.
+    pub(super) fn holds(&self, id: TaskId, now: Timestamp) -> bool {
+        let id = id.to_string();
+        self.holders
+            .iter()
+            .any(|(holder, end)| *holder == id && *end > now)
+    }
+}
+
+impl DynamoStore {
+    /// The concurrency key `key`'s holders (one consistent read).
+    pub(super) async fn slots(&self, key: &str) -> Result<Slots, StoreError> {
+        match self.table.get(&item_id(key)).await? {
+            Some(item) => Slots::from_item(key, &item),
+            None => Ok(Slots::default()),
+        }
     }
 
     /// Adds `taken` (task ids with their lease's end) to `key`'s holders if the item is still
@@ -104,16 +113,21 @@ impl DynamoStore {
                     .iter()
                     .map(|(id, end)| (id.to_string(), s(end.to_text())))
                     .collect();
-                let update = Expr::new("SET #h = :holders, #v = :one, #expires = :expires")
-                    .value(":holders", AttributeValue::M(holders))
-                    .value(":one", n(1));
+                let update =
+                    Expr::new("SET #h = :holders, #v = :one, #by = :by, #expires = :expires")
+                        .value(":holders", AttributeValue::M(holders))
+                        .value(":one", n(1));
                 (
                     update,
                     Expr::new("attribute_not_exists(#id)").name("#id", ID),
                 )
             }
             Some(version) => {
-                let mut set = vec!["#v = :next".to_owned(), "#expires = :expires".to_owned()];
+                let mut set = vec![
+                    "#v = :next".to_owned(),
+                    "#by = :by".to_owned(),
+                    "#expires = :expires".to_owned(),
+                ];
                 let mut update = Expr::new("").value(":next", n(version + 1));
                 for (i, (id, end)) in taken.iter().enumerate() {
                     set.push(format!("#h.#t{i} = :t{i}"));
@@ -123,9 +137,13 @@ impl DynamoStore {
                 }
                 // A holder whose lease ended frees its slot; its task is not one taken here
                 // (paths of one update may not overlap).
-                let ended = read.holders.iter().filter(|(id, end)| {
-                    *end <= now && !taken.iter().any(|(t, _)| t.to_string() == *id)
-                });
+                let ended = read
+                    .holders
+                    .iter()
+                    .filter(|(id, end)| {
+                        *end <= now && !taken.iter().any(|(t, _)| t.to_string() == *id)
+                    })
+                    .take(REMOVES_PER_WRITE);
                 let mut remove = Vec::new();
                 for (i, (id, _)) in ended.enumerate() {
                     remove.push(format!("#h.#x{i}"));
@@ -140,15 +158,25 @@ impl DynamoStore {
                 (update, condition)
             }
         };
+        let writer = rand::random::<u64>().to_string();
         let update = update
             .name("#h", HOLDERS)
             .name("#v", KEY_VERSION)
+            .name("#by", KEY_WRITER)
+            .value(":by", s(writer.clone()))
             .name("#expires", EXPIRES_AT)
             .value(":expires", expires);
-        Ok(matches!(
-            self.table.update(&item_id(key), update, condition).await?,
-            Write::Done(())
-        ))
+        Ok(
+            match self.table.update(&item_id(key), update, condition).await? {
+                Write::Done(()) => true,
+                // The SDK may repeat a write whose answer it lost: that repeat meets the item as
+                // the write left it, with its token.
+                Write::ConditionFailed(Some(now_item)) => {
+                    now_item.get(KEY_WRITER).and_then(|by| by.as_s().ok()) == Some(&writer)
+                }
+                Write::ConditionFailed(None) => false,
+            },
+        )
     }
 
     /// Frees the slot of `key` that the attempt of task `id` with lease end `end` holds (a
