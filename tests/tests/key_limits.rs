@@ -61,11 +61,14 @@ async fn create_all(first: &Serve, second: &Serve, receiver: &str) {
     let send = |serve: &Serve, tasks: Vec<serde_json::Value>| {
         let api = ApiClient::open(&serve.base);
         async move {
-            let body = serde_json::json!({ "tasks": tasks });
-            let (status, answer) = api
-                .send(reqwest::Method::POST, "/tasks/batch", Some(&body))
-                .await;
-            assert_eq!(status, 200, "{answer}");
+            // A batch holds at most 100.
+            for chunk in tasks.chunks(100) {
+                let body = serde_json::json!({ "tasks": chunk });
+                let (status, answer) = api
+                    .send(reqwest::Method::POST, "/tasks/batch", Some(&body))
+                    .await;
+                assert_eq!(status, 200, "{answer}");
+            }
         }
     };
     futures::join!(send(first, keyed), send(second, others));
