@@ -146,6 +146,8 @@ fn each_function_gets_only_the_dynamodb_actions_it_uses() {
         actions("ProcessorFunction"),
         pairs(&[
             ("table", "PutItem"),
+            // A limited key's item, read consistently (keys/rate.rs, keys/slots.rs).
+            ("table", "GetItem"),
             ("table", "UpdateItem"),
             ("table", "BatchGetItem"),
             ("queue-index", "Query"),
