@@ -76,6 +76,41 @@ impl DynamoStore {
         })
     }
 
+    /// Reads the item of every key `candidates` need, at once, and tells `book` what they
+    /// hold at `now`: the judging itself is in order. Answers the rate keys' next starts and
+    /// the concurrency keys' items as read.
+    async fn read_keys(
+        &self,
+        book: &mut KeyBook<'_>,
+        candidates: &[Task],
+        now: Timestamp,
+    ) -> Result<(HashMap<String, Option<Timestamp>>, HashMap<String, Slots>), StoreError> {
+        let (mut rates, mut slots) = (HashMap::new(), HashMap::new());
+        let mut needs: Vec<Need> = Vec::new();
+        for need in candidates.iter().flat_map(|task| book.needs(task)) {
+            if !needs.contains(&need) {
+                needs.push(need);
+            }
+        }
+        let mut calls = Vec::with_capacity(needs.len());
+        for need in needs {
+            calls.push(self.read_need(need));
+        }
+        for read in at_once(calls).await {
+            match read? {
+                KeyRead::NextStart(key, next) => {
+                    rates.insert(key.clone(), next);
+                    book.know_next_start(key, next);
+                }
+                KeyRead::Slots(key, read) => {
+                    book.know_holders(key.clone(), read.running(now));
+                    slots.insert(key, read);
+                }
+            }
+        }
+        Ok((rates, slots))
+    }
+
     /// The `candidates` of a claim round that may start: a task whose key is at its limit is
     /// held (its entry passed until its time, the instant noted on the gate), and the tasks of
     /// a key another process changed since this round read it are left due.
@@ -96,33 +131,9 @@ impl DynamoStore {
         let mut held = Vec::new();
         let mut book = KeyBook::new(limits, claim.now)
             .with_concurrency_hold_cap(claim.gate.concurrency_hold_cap());
-        let mut rates: HashMap<String, Option<Timestamp>> = HashMap::new();
-        let mut slots: HashMap<String, Slots> = HashMap::new();
         let mut taken: HashMap<String, Vec<(TaskId, Timestamp)>> = HashMap::new();
         let mut starting = Vec::with_capacity(candidates.len());
-        // Every key's item is read first, at once: the judging itself is in order.
-        let mut needs: Vec<Need> = Vec::new();
-        for need in candidates.iter().flat_map(|task| book.needs(task)) {
-            if !needs.contains(&need) {
-                needs.push(need);
-            }
-        }
-        let mut calls = Vec::with_capacity(needs.len());
-        for need in needs {
-            calls.push(self.read_need(need));
-        }
-        for read in at_once(calls).await {
-            match read? {
-                KeyRead::NextStart(key, next) => {
-                    rates.insert(key.clone(), next);
-                    book.know_next_start(key, next);
-                }
-                KeyRead::Slots(key, read) => {
-                    book.know_holders(key.clone(), read.running(claim.now));
-                    slots.insert(key, read);
-                }
-            }
-        }
+        let (rates, slots) = self.read_keys(&mut book, &candidates, claim.now).await?;
         let mut deferred = false;
         for task in candidates {
             if !book.limits(&task) {
@@ -165,14 +176,13 @@ impl DynamoStore {
                 }
             }
         }
-        let (took, lost) = self
+        let (mut took, lost) = self
             .write_keys(&book, &rates, &slots, &taken, claim.now)
             .await?;
         if deferred || !lost.is_empty() {
             claim.gate.turn_away();
             claim.gate.note_hold(claim.now.plus(LOOK_AGAIN));
         }
-        let mut took = took;
         if !lost.is_empty() {
             let is_lost = |key: &Option<String>| key.as_ref().is_some_and(|key| lost.contains(key));
             let (dropped, kept): (Vec<Task>, Vec<Task>) = starting
