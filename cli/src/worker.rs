@@ -1,5 +1,5 @@
 //! `tasker worker`: SQS mode on one machine. It long-polls the queue and runs the handler code
-//! the worker Lambda runs, with as many receive loops as `TASKER_CONCURRENCY` fills.
+//! the worker Lambda runs, up to `TASKER_CONCURRENCY` messages at once.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -23,7 +23,7 @@ pub(crate) struct WorkerArgs {
     wait: u64,
 }
 
-/// Receives and works messages until Ctrl-C or SIGTERM, then finishes the batches in hand and
+/// Receives and works messages until Ctrl-C or SIGTERM, then finishes the messages in hand and
 /// prints the counts as JSON.
 pub(crate) async fn worker(args: WorkerArgs, types: TaskTypes) -> Result<(), CliError> {
     let config = crate::config(&args.store)?;
@@ -38,7 +38,7 @@ pub(crate) async fn worker(args: WorkerArgs, types: TaskTypes) -> Result<(), Cli
     let receiving = runtime::receive::receive_all(&tasker, &queue, concurrency, wait, stop);
     let stopping = async {
         crate::serve::shutdown_signal().await;
-        tracing::info!("stopping: finishing the batches in hand");
+        tracing::info!("stopping: finishing the messages in hand");
         stopper.stop();
     };
     let (total, ()) = tokio::join!(receiving, stopping);

@@ -28,6 +28,7 @@ mod schedules;
 mod schedules_api;
 mod sqs;
 mod sqs_crash;
+mod sqs_receive;
 mod stats;
 mod sweep;
 mod template;

@@ -144,10 +144,15 @@ impl<S> Tasker<S> {
         }
     }
 
-    /// Claims keep `limits` per `concurrencyKey` and `rateKey` (SQLite and PostgreSQL).
+    /// Claims keep `limits` per `concurrencyKey` and `rateKey`.
     pub fn with_key_limits(mut self, limits: Arc<KeyLimits>) -> Self {
         self.key_limits = limits;
         self
+    }
+
+    /// How many tasks this Tasker runs at once.
+    pub fn concurrency(&self) -> usize {
+        self.settings.concurrency.max(1)
     }
 
     /// The limits per key this Tasker's claims keep.

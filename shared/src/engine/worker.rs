@@ -127,6 +127,15 @@ impl<S: Store> Tasker<S> {
         handled
     }
 
+    /// Works one message with no deadline of its own (`tasker worker`, which receives more as
+    /// each one is done with): as [`Tasker::work`] does each message of a batch.
+    pub async fn work_message(&self, message: &Message) -> Handled {
+        let limits = RunLimits::new(Instant::now(), None, &self.settings);
+        let handled = self.work_one(message, limits).await;
+        self.store.queue_flush(self.clock.now(), false).await;
+        handled
+    }
+
     async fn work_one(&self, message: &Message, limits: RunLimits) -> Handled {
         let Ok(id) = message.body.trim().parse::<TaskId>() else {
             let body: String = message.body.chars().take(80).collect();

@@ -1,22 +1,29 @@
-//! SQS mode's workers on one machine (`tasker worker`): receive up to ten messages, work them
-//! as the worker Lambda would, delete the ones done with, repeat; several such loops at once.
+//! SQS mode's workers on one machine (`tasker worker`): keep up to `concurrency` messages in
+//! hand, worked as the worker Lambda works each one, and receive more as soon as enough slots
+//! free, not when a whole batch is done: one slow task, or one held task waited out in place,
+//! never holds back the messages behind it. Messages done with are deleted ten per call.
 
 use std::future::Future;
 use std::time::Duration;
 
+use futures::stream::{FuturesUnordered, StreamExt};
+use tokio::time::Instant;
+
 use super::Stop;
 use crate::engine::{Handled, Message, Tasker, WorkSummary};
-use crate::push::sqs::{BATCH_MAX, SqsQueue};
+use crate::push::PushError;
+use crate::push::sqs::{BATCH_MAX, Received, SqsQueue};
 use crate::report::Report;
 use crate::store::Store;
 
 /// The pause after an empty short poll (`wait` of zero), so an idle worker asks 50 times a
 /// second rather than as fast as the queue answers.
 const SHORT_POLL_PAUSE: Duration = Duration::from_millis(20);
+/// The longest a message done with waits for nine others to be deleted with.
+const DELETE_WITHIN: Duration = Duration::from_millis(500);
 
-/// Receives and works messages with as many loops as it takes to keep `concurrency` tasks
-/// running (ten messages a batch), until `stop`; the batches in hand are finished first. The
-/// counts of every loop.
+/// Receives and works messages, up to `concurrency` in hand, until `stop`; the messages in
+/// hand are finished first. The counts of what it did.
 pub async fn receive_all<S: Store>(
     tasker: &Tasker<S>,
     queue: &SqsQueue,
@@ -24,71 +31,135 @@ pub async fn receive_all<S: Store>(
     wait: Duration,
     stop: Stop,
 ) -> WorkSummary {
-    let receivers = concurrency.div_ceil(BATCH_MAX).max(1);
-    tracing::info!(receivers, "reading the queue");
-    let loops = (0..receivers).map(|_| receive(tasker, queue, wait, stop.wait()));
-    let mut total = WorkSummary::default();
-    for summary in futures::future::join_all(loops).await {
-        total.absorb(&summary);
-    }
-    total
+    tracing::info!(concurrency, "reading the queue");
+    receive_up_to(tasker, queue, concurrency, wait, stop.wait()).await
 }
 
-/// Receives and works batches until `stop` completes (a batch in hand is finished first).
-/// `wait` is the long poll of each receive (zero: short polls, [`SHORT_POLL_PAUSE`] apart
-/// while the queue is empty; each is a billed request). A message left undeleted is
-/// delivered again after the queue's visibility timeout, and its claim then drops it or runs
-/// it.
+/// [`receive_all`] with the Tasker's own concurrency, until `stop` completes.
 pub async fn receive<S: Store>(
     tasker: &Tasker<S>,
     queue: &SqsQueue,
     wait: Duration,
     stop: impl Future<Output = ()>,
 ) -> WorkSummary {
+    receive_up_to(tasker, queue, tasker.concurrency(), wait, stop).await
+}
+
+/// Receives and works messages, up to `concurrency` in hand, until `stop` completes. `wait`
+/// is the long poll of each receive (zero: short polls, [`SHORT_POLL_PAUSE`] apart while the
+/// queue is empty; each is a billed request). A receive asks for as many messages as are
+/// free slots (ten at most) and starts once half a batch's slots are free, so a busy worker
+/// still receives several messages per request. A message left undeleted is delivered again
+/// after the queue's visibility timeout, and its claim then drops it or runs it.
+async fn receive_up_to<S: Store>(
+    tasker: &Tasker<S>,
+    queue: &SqsQueue,
+    concurrency: usize,
+    wait: Duration,
+    stop: impl Future<Output = ()>,
+) -> WorkSummary {
+    let concurrency = concurrency.max(1);
+    let batch = concurrency.min(BATCH_MAX);
+    let start_at = batch.div_ceil(2);
     let mut summary = WorkSummary::default();
     let mut stop = std::pin::pin!(stop);
+    let mut stopping = false;
+    let mut receiving = FuturesUnordered::new();
+    let mut asked = 0;
+    let mut in_hand = FuturesUnordered::new();
+    let mut done: Vec<String> = Vec::new();
+    let mut deleting = FuturesUnordered::new();
+    let mut delete_by: Option<Instant> = None;
     loop {
-        let received = tokio::select! {
-            () = &mut stop => {
-                // What the worker counted of finished tasks, written before it goes.
-                tasker.store().queue_flush(tasker.now(), true).await;
-                return summary;
+        let free = |in_hand: usize, asked: usize| concurrency.saturating_sub(in_hand + asked);
+        while !stopping && free(in_hand.len(), asked) >= start_at {
+            let max = free(in_hand.len(), asked).min(batch);
+            asked += max;
+            receiving.push(receive_some(queue, max, wait));
+        }
+        let flush = done.len() >= BATCH_MAX
+            || (!done.is_empty() && in_hand.is_empty())
+            || delete_by.is_some_and(|by| by <= Instant::now());
+        if flush {
+            let receipts = std::mem::take(&mut done);
+            deleting.push(delete(queue, receipts));
+            delete_by = None;
+        }
+        if stopping && in_hand.is_empty() && deleting.is_empty() && done.is_empty() {
+            tasker.store().queue_flush(tasker.now(), true).await;
+            return summary;
+        }
+        tokio::select! {
+            () = &mut stop, if !stopping => {
+                // Messages a receive in flight was about to hand over come again after their
+                // visibility timeout.
+                stopping = true;
+                receiving.clear();
+                asked = 0;
             }
-            received = queue.receive(BATCH_MAX, wait) => received,
-        };
-        let received = match received {
-            Ok(received) => received,
-            Err(err) => {
-                tracing::error!(error = %Report(&err), "receiving from the queue failed; trying again in a second");
-                tokio::time::sleep(Duration::from_secs(1)).await;
-                continue;
+            Some((max, received)) = receiving.next(), if !receiving.is_empty() => {
+                asked -= max;
+                // What the store keeps for a while (DynamoDB's counts of finished tasks) is
+                // written within its time when the queue is idle too.
+                tasker.store().queue_flush(tasker.now(), false).await;
+                match received {
+                    Ok(received) => {
+                        for message in received {
+                            in_hand.push(work(tasker, message));
+                        }
+                    }
+                    Err(err) => {
+                        tracing::error!(error = %Report(&err), "receiving from the queue failed; trying again in a second");
+                    }
+                }
             }
-        };
-        if received.is_empty() && wait.is_zero() {
+            Some((message, handled)) = in_hand.next(), if !in_hand.is_empty() => {
+                summary.count(handled);
+                if handled == Handled::Again {
+                    tracing::warn!(message_id = %message.message_id, receives = message.receive_count, "message left on the queue to be delivered again");
+                } else {
+                    done.push(message.receipt_handle);
+                    delete_by.get_or_insert_with(|| Instant::now() + DELETE_WITHIN);
+                }
+            }
+            Some(()) = deleting.next(), if !deleting.is_empty() => {}
+            () = tokio::time::sleep_until(delete_by.unwrap_or_else(Instant::now)), if delete_by.is_some() => {}
+        }
+    }
+}
+
+/// One receive of at most `max` messages; answers `max` with them, after a pause when a short
+/// poll found none or the receive failed (a second: the next one likely fails too).
+async fn receive_some(
+    queue: &SqsQueue,
+    max: usize,
+    wait: Duration,
+) -> (usize, Result<Vec<Received>, PushError>) {
+    let received = queue.receive(max, wait).await;
+    match &received {
+        Err(_) => tokio::time::sleep(Duration::from_secs(1)).await,
+        Ok(none) if none.is_empty() && wait.is_zero() => {
             tokio::time::sleep(SHORT_POLL_PAUSE).await;
         }
-        let messages: Vec<Message> = received
-            .iter()
-            .map(|message| Message {
-                message_id: message.message_id.clone(),
-                body: message.body.clone(),
-            })
-            .collect();
-        let handled = tasker.work(&messages, None).await;
-        let mut done = Vec::with_capacity(received.len());
-        for (message, handled) in received.iter().zip(handled) {
-            summary.count(handled);
-            if handled == Handled::Again {
-                tracing::warn!(message_id = %message.message_id, receives = message.receive_count, "message left on the queue to be delivered again");
-            } else {
-                done.push(message.receipt_handle.as_str());
-            }
-        }
-        if done.is_empty() {
-            continue;
-        }
-        if let Err(err) = queue.delete(&done).await {
-            tracing::warn!(error = %Report(&err), "deleting handled messages failed; they will be delivered again and dropped");
-        }
+        Ok(_) => {}
+    }
+    (max, received)
+}
+
+/// Works `message`; answers it with what became of it.
+async fn work<S: Store>(tasker: &Tasker<S>, message: Received) -> (Received, Handled) {
+    let work = Message {
+        message_id: message.message_id.clone(),
+        body: message.body.clone(),
+    };
+    let handled = tasker.work_message(&work).await;
+    (message, handled)
+}
+
+/// Deletes the messages with `receipts`; a failure is logged (they come again and are dropped).
+async fn delete(queue: &SqsQueue, receipts: Vec<String>) {
+    let receipts: Vec<&str> = receipts.iter().map(String::as_str).collect();
+    if let Err(err) = queue.delete(&receipts).await {
+        tracing::warn!(error = %Report(&err), "deleting handled messages failed; they will be delivered again and dropped");
     }
 }
