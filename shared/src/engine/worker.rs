@@ -18,7 +18,7 @@ use crate::push::EARLY_WAIT;
 /// SQS mode, against one message and one write per held task per hold.
 pub const SQS_CONCURRENCY_HOLD: std::time::Duration = std::time::Duration::from_secs(2);
 use crate::report::Report;
-use crate::store::{ClaimById, ClaimGate, ClaimedById, Store};
+use crate::store::{ClaimById, ClaimGate, ClaimedById, LOOK_AGAIN, Store};
 use crate::task::{Task, TaskId, TaskStatus};
 
 /// One message handed to a worker.
@@ -190,15 +190,17 @@ impl<S: Store> Tasker<S> {
         Handled::Done(Work::Dropped)
     }
 
-    /// Claims the task `id` now (after a short wait for one less than [`EARLY_WAIT`] early:
-    /// delays are whole seconds, rounded down, so a message may come up to a second before its
-    /// task is due); a store failure leaves the message on the queue.
+    /// Claims the task `id` now, or after one short wait: for a task less than [`EARLY_WAIT`]
+    /// early (delays are whole seconds, rounded down, so a message may come up to a second
+    /// before its task is due), or [`LOOK_AGAIN`] for one due whose key another claim was
+    /// writing at the same moment (its next message would otherwise come at once, and race
+    /// again). A store failure leaves the message on the queue.
     async fn claim_message(&self, id: TaskId) -> Result<MessageClaim, Handled> {
         let claim = self.claim_message_now(id).await?;
         if let (ClaimedById::NotDue(task), false) = (&claim.found, claim.paused) {
             let early = task.scheduled_at.since(self.clock.now());
-            if task.status == TaskStatus::Pending && !early.is_zero() && early <= EARLY_WAIT {
-                tokio::time::sleep(early).await;
+            if task.status == TaskStatus::Pending && early <= EARLY_WAIT {
+                tokio::time::sleep(early.max(LOOK_AGAIN)).await;
                 return self.claim_message_now(id).await;
             }
         }
