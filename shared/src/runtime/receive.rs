@@ -48,8 +48,8 @@ pub async fn receive<S: Store>(
 /// Receives and works messages, up to `concurrency` in hand, until `stop` completes. `wait`
 /// is the long poll of each receive (zero: short polls, [`SHORT_POLL_PAUSE`] apart while the
 /// queue is empty; each is a billed request). A receive asks for as many messages as are
-/// free slots (ten at most) and starts once half a batch's slots are free, so a busy worker
-/// still receives several messages per request. A message left undeleted is delivered again
+/// free slots (ten at most) and starts once half a batch's slots are free, or any while no
+/// other receive is on its way, so a busy worker still receives several messages per request. A message left undeleted is delivered again
 /// after the queue's visibility timeout, and its claim then drops it or runs it.
 async fn receive_up_to<S: Store>(
     tasker: &Tasker<S>,
@@ -72,10 +72,15 @@ async fn receive_up_to<S: Store>(
     let mut delete_by: Option<Instant> = None;
     loop {
         let free = |in_hand: usize, asked: usize| concurrency.saturating_sub(in_hand + asked);
-        while !stopping && free(in_hand.len(), asked) >= start_at {
+        // Half a batch free, or any slot while no receive is on its way (else slots under
+        // half a batch would stay idle as long as the tasks in hand run).
+        while !stopping
+            && (free(in_hand.len(), asked) >= start_at
+                || (free(in_hand.len(), asked) > 0 && receiving.is_empty()))
+        {
             let max = free(in_hand.len(), asked).min(batch);
             asked += max;
-            receiving.push(receive_some(queue, max, wait));
+            receiving.push(receive_some(tasker, queue, max, wait));
         }
         let flush = done.len() >= BATCH_MAX
             || (!done.is_empty() && in_hand.is_empty())
@@ -99,9 +104,6 @@ async fn receive_up_to<S: Store>(
             }
             Some((max, received)) = receiving.next(), if !receiving.is_empty() => {
                 asked -= max;
-                // What the store keeps for a while (DynamoDB's counts of finished tasks) is
-                // written within its time when the queue is idle too.
-                tasker.store().queue_flush(tasker.now(), false).await;
                 match received {
                     Ok(received) => {
                         for message in received {
@@ -130,12 +132,16 @@ async fn receive_up_to<S: Store>(
 
 /// One receive of at most `max` messages; answers `max` with them, after a pause when a short
 /// poll found none or the receive failed (a second: the next one likely fails too).
-async fn receive_some(
+async fn receive_some<S: Store>(
+    tasker: &Tasker<S>,
     queue: &SqsQueue,
     max: usize,
     wait: Duration,
 ) -> (usize, Result<Vec<Received>, PushError>) {
     let received = queue.receive(max, wait).await;
+    // What the store keeps for a while (DynamoDB's counts of finished tasks) is written within
+    // its time while the queue is idle too: a message's work writes it otherwise.
+    tasker.store().queue_flush(tasker.now(), false).await;
     match &received {
         Err(_) => tokio::time::sleep(Duration::from_secs(1)).await,
         Ok(none) if none.is_empty() && wait.is_zero() => {
