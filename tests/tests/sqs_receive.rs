@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use tasker::runtime::receive::receive;
 use tasker::store::Created;
-use tasker::{NewTask, ProcessorSettings, Registry, SqliteStore, TaskStatus, Tasker};
+use tasker::{NewTask, ProcessorSettings, Registry, SqliteStore, TaskId, TaskStatus, Tasker};
 use tasker_tests::eventually;
 use tasker_tests::sqs::{Queues, fresh_queues};
 
@@ -56,6 +56,22 @@ async fn create(tasker: &Tasker<SqliteStore>, task_type: &str) -> tasker::Task {
     }
 }
 
+/// Waits until the task `id` has `status`.
+async fn becomes(store: &SqliteStore, id: TaskId, status: TaskStatus) {
+    eventually(
+        &format!("the task to be {status}"),
+        Duration::from_secs(30),
+        || {
+            let store = store.clone();
+            async move {
+                let task = store.task_get(id).await.ok()??;
+                (task.status == status).then_some(())
+            }
+        },
+    )
+    .await;
+}
+
 /// GIVEN a worker running 2 tasks at once, one of them a task that runs until released WHEN
 /// 12 quick tasks are queued behind it THEN all 12 run while the slow one still runs (a
 /// worker that received the next messages only once its whole batch was done would run none).
@@ -84,14 +100,7 @@ async fn a_slow_task_holds_back_no_message_behind_it() {
 
     let slow = create(&tasker, SLOW).await;
     assert!(tasker.deliver(std::slice::from_ref(&slow)).await);
-    eventually("the slow task to run", Duration::from_secs(30), || {
-        let store = store.clone();
-        async move {
-            let task = store.task_get(slow.id).await.ok()??;
-            (task.status == TaskStatus::Running).then_some(())
-        }
-    })
-    .await;
+    becomes(&store, slow.id, TaskStatus::Running).await;
     let mut quick_tasks = Vec::new();
     for _ in 0..QUICK_TASKS {
         quick_tasks.push(create(&tasker, QUICK).await);
@@ -116,14 +125,7 @@ async fn a_slow_task_holds_back_no_message_behind_it() {
     assert_eq!(running.status, TaskStatus::Running, "{running:?}");
 
     release.notify_one();
-    eventually("the slow task to succeed", Duration::from_secs(30), || {
-        let store = store.clone();
-        async move {
-            let task = store.task_get(slow.id).await.ok()??;
-            (task.status == TaskStatus::Succeeded).then_some(())
-        }
-    })
-    .await;
+    becomes(&store, slow.id, TaskStatus::Succeeded).await;
     let _ = stop.send(true);
     let summary = worker.await.expect("worker");
     assert_eq!(summary.outcomes.succeeded, QUICK_TASKS + 1, "{summary:?}");

@@ -49,8 +49,9 @@ pub async fn receive<S: Store>(
 /// is the long poll of each receive (zero: short polls, [`SHORT_POLL_PAUSE`] apart while the
 /// queue is empty; each is a billed request). A receive asks for as many messages as are
 /// free slots (ten at most) and starts once half a batch's slots are free, or any while no
-/// other receive is on its way, so a busy worker still receives several messages per request. A message left undeleted is delivered again
-/// after the queue's visibility timeout, and its claim then drops it or runs it.
+/// other receive is on its way, so a busy worker still receives several messages per request.
+/// A message left undeleted is delivered again after the queue's visibility timeout, and its
+/// claim then drops it or runs it.
 async fn receive_up_to<S: Store>(
     tasker: &Tasker<S>,
     queue: &SqsQueue,
@@ -59,36 +60,24 @@ async fn receive_up_to<S: Store>(
     stop: impl Future<Output = ()>,
 ) -> WorkSummary {
     let concurrency = concurrency.max(1);
-    let batch = concurrency.min(BATCH_MAX);
-    let start_at = batch.div_ceil(2);
     let mut summary = WorkSummary::default();
     let mut stop = std::pin::pin!(stop);
     let mut stopping = false;
     let mut receiving = FuturesUnordered::new();
     let mut asked = 0;
     let mut in_hand = FuturesUnordered::new();
-    let mut done: Vec<String> = Vec::new();
+    let mut done = Done::default();
     let mut deleting = FuturesUnordered::new();
-    let mut delete_by: Option<Instant> = None;
     loop {
-        let free = |in_hand: usize, asked: usize| concurrency.saturating_sub(in_hand + asked);
-        // Half a batch free, or any slot while no receive is on its way (else slots under
-        // half a batch would stay idle as long as the tasks in hand run).
-        while !stopping
-            && (free(in_hand.len(), asked) >= start_at
-                || (free(in_hand.len(), asked) > 0 && receiving.is_empty()))
+        while let Some(max) = (!stopping)
+            .then(|| concurrency.saturating_sub(in_hand.len() + asked))
+            .and_then(|free| receive_size(concurrency, free, receiving.is_empty()))
         {
-            let max = free(in_hand.len(), asked).min(batch);
             asked += max;
             receiving.push(receive_some(tasker, queue, max, wait));
         }
-        let flush = done.len() >= BATCH_MAX
-            || (!done.is_empty() && in_hand.is_empty())
-            || delete_by.is_some_and(|by| by <= Instant::now());
-        if flush {
-            let receipts = std::mem::take(&mut done);
-            deleting.push(delete(queue, receipts));
-            delete_by = None;
+        if done.due(in_hand.is_empty()) {
+            deleting.push(delete(queue, done.take()));
         }
         if stopping && in_hand.is_empty() && deleting.is_empty() && done.is_empty() {
             tasker.store().queue_flush(tasker.now(), true).await;
@@ -121,12 +110,53 @@ async fn receive_up_to<S: Store>(
                     tracing::warn!(message_id = %message.message_id, receives = message.receive_count, "message left on the queue to be delivered again");
                 } else {
                     done.push(message.receipt_handle);
-                    delete_by.get_or_insert_with(|| Instant::now() + DELETE_WITHIN);
                 }
             }
             Some(()) = deleting.next(), if !deleting.is_empty() => {}
-            () = tokio::time::sleep_until(delete_by.unwrap_or_else(Instant::now)), if delete_by.is_some() => {}
+            () = tokio::time::sleep_until(done.by.unwrap_or_else(Instant::now)), if done.by.is_some() => {}
         }
+    }
+}
+
+/// How many messages to receive next with `free` of `concurrency` slots neither in hand nor
+/// asked for: the free slots (a batch at most) once half a batch is free, or any while no
+/// receive is on its way (else slots under half a batch would stay idle as long as the tasks
+/// in hand run); none otherwise.
+fn receive_size(concurrency: usize, free: usize, none_on_its_way: bool) -> Option<usize> {
+    let batch = concurrency.min(BATCH_MAX);
+    let start = free >= batch.div_ceil(2) || (free > 0 && none_on_its_way);
+    start.then(|| free.min(batch))
+}
+
+/// The receipts of the messages done with, not yet deleted, and by when they are.
+#[derive(Debug, Default)]
+struct Done {
+    receipts: Vec<String>,
+    by: Option<Instant>,
+}
+
+impl Done {
+    fn push(&mut self, receipt: String) {
+        self.receipts.push(receipt);
+        self.by
+            .get_or_insert_with(|| Instant::now() + DELETE_WITHIN);
+    }
+
+    fn is_empty(&self) -> bool {
+        self.receipts.is_empty()
+    }
+
+    /// True when they are to be deleted now: a full batch, nothing else in hand to wait for,
+    /// or the first of them done [`DELETE_WITHIN`] ago.
+    fn due(&self, idle: bool) -> bool {
+        self.receipts.len() >= BATCH_MAX
+            || (!self.is_empty() && idle)
+            || self.by.is_some_and(|by| by <= Instant::now())
+    }
+
+    fn take(&mut self) -> Vec<String> {
+        self.by = None;
+        std::mem::take(&mut self.receipts)
     }
 }
 
@@ -167,5 +197,20 @@ async fn delete(queue: &SqsQueue, receipts: Vec<String>) {
     let receipts: Vec<&str> = receipts.iter().map(String::as_str).collect();
     if let Err(err) = queue.delete(&receipts).await {
         tracing::warn!(error = %Report(&err), "deleting handled messages failed; they will be delivered again and dropped");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::receive_size;
+
+    #[test]
+    fn a_receive_waits_for_half_a_batch_of_free_slots_unless_none_is_on_its_way() {
+        assert_eq!(receive_size(16, 16, true), Some(10));
+        assert_eq!(receive_size(16, 6, false), Some(6));
+        assert_eq!(receive_size(16, 4, false), None);
+        assert_eq!(receive_size(16, 4, true), Some(4));
+        assert_eq!(receive_size(2, 1, false), Some(1));
+        assert_eq!(receive_size(16, 0, true), None);
     }
 }
