@@ -176,16 +176,21 @@ impl<S> Tasker<S> {
     /// otherwise). A failed send is logged and answered `false` (the tasks are stored, and the
     /// mover sends them when they are late); `true` when every message needed went out.
     pub async fn deliver(&self, tasks: &[Task]) -> bool {
-        let Some(push) = &self.push else { return true };
         let now = self.clock.now();
         let deliveries: Vec<Delivery> = tasks
             .iter()
             .filter_map(|task| Delivery::of(task, now))
             .collect();
+        self.send(&deliveries).await
+    }
+
+    /// Sends `deliveries` (SQS mode; nothing otherwise), as [`Tasker::deliver`] does.
+    pub(crate) async fn send(&self, deliveries: &[Delivery]) -> bool {
+        let Some(push) = &self.push else { return true };
         if deliveries.is_empty() {
             return true;
         }
-        match push.send(&deliveries).await {
+        match push.send(deliveries).await {
             Ok(()) => true,
             Err(err) => {
                 tracing::warn!(

@@ -101,10 +101,11 @@ impl<S: Store> Tasker<S> {
             found: tasks.len(),
             ..MoveSummary::default()
         };
+        let holds_written = self.store.key_holds_written().await;
         let Sorted {
             to_send,
             on_their_way,
-        } = self.sort_found(tasks, now, queue_busy);
+        } = self.sort_found(tasks, now, queue_busy, holds_written);
         for (task, until) in &on_their_way {
             self.store.task_expect_delivery(task, *until).await;
         }
@@ -156,8 +157,16 @@ impl<S: Store> Tasker<S> {
     /// Sorts what a scan found at `now`: the tasks to send a message for (with whether it is a
     /// repair), and those whose message is on its way with the instant until which a scan need
     /// not read them again (before they are due and late; a late one behind a backlog, not for
-    /// two runs or until it is long late).
-    fn sort_found(&self, tasks: Vec<Task>, now: Timestamp, queue_busy: bool) -> Sorted {
+    /// two runs or until it is long late). A task a limit of its keys may hold, in a store
+    /// that does not write holds (`holds_written` false: DynamoDB), is late by design while
+    /// its key is busy, its message booked for later: it is taken as behind a backlog.
+    fn sort_found(
+        &self,
+        tasks: Vec<Task>,
+        now: Timestamp,
+        queue_busy: bool,
+        holds_written: bool,
+    ) -> Sorted {
         let mut to_send = Vec::new();
         let mut on_their_way = Vec::new();
         let mut sent = self.moved.lock();
@@ -167,7 +176,8 @@ impl<S: Store> Tasker<S> {
                 .get(&task.id)
                 .is_some_and(|(state, _)| *state == task.updated_at);
             let due = task.due_at().unwrap_or(now);
-            match needs_message(&task, now, queue_busy) {
+            let busy = queue_busy || (!holds_written && self.key_limits.limit_any(&task));
+            match needs_message(&task, now, busy) {
                 Some(repair) if !ours => to_send.push((task, repair)),
                 _ if task.status == TaskStatus::Pending => {
                     let until = if due > now.minus(OVERDUE) {

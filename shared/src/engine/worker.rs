@@ -11,15 +11,19 @@ use serde::Serialize;
 use super::Tasker;
 use super::attempt::{Claimed, RunLimits};
 use super::outcomes::{Outcome, Outcomes, RunSummary};
-use crate::push::EARLY_WAIT;
+use crate::clock::Timestamp;
+use crate::push::{Body, Delivery, EARLY_WAIT};
+use crate::report::Report;
+use crate::store::{ClaimById, ClaimGate, ClaimedById, LOOK_AGAIN, Store};
+use crate::task::{Held, Task, TaskId, TaskStatus};
 
 /// The longest a worker's claim holds a task for its key's concurrency (see
 /// [`crate::store::ClaimGate::with_concurrency_hold_cap`]): the latency of a slot freed in
 /// SQS mode, against one message and one write per held task per hold.
 pub const SQS_CONCURRENCY_HOLD: std::time::Duration = std::time::Duration::from_secs(2);
-use crate::report::Report;
-use crate::store::{ClaimById, ClaimGate, ClaimedById, LOOK_AGAIN, Store};
-use crate::task::{Task, TaskId, TaskStatus};
+/// How often a task that came for a booked start looks again in place for a free slot of its
+/// key (see `claim_message`).
+const SLOT_LOOK: std::time::Duration = std::time::Duration::from_millis(200);
 
 /// One message handed to a worker.
 #[derive(Debug, Clone)]
@@ -137,19 +141,19 @@ impl<S: Store> Tasker<S> {
     }
 
     async fn work_one(&self, message: &Message, limits: RunLimits) -> Handled {
-        let Ok(id) = message.body.trim().parse::<TaskId>() else {
+        let Some(Body { id, booked }) = Body::parse(&message.body) else {
             let body: String = message.body.chars().take(80).collect();
             tracing::error!(
                 message_id = %message.message_id,
                 body = %body,
-                "the message is not a task id; leaving it on the queue (its redrive policy moves it to the dead-letter queue)"
+                "the message names no task; leaving it on the queue (its redrive policy moves it to the dead-letter queue)"
             );
             return Handled::Again;
         };
         if !limits.may_claim() {
             return Handled::Again;
         }
-        let claim = match self.claim_message(id).await {
+        let claim = match self.claim_message(id, booked).await {
             Ok(claim) => claim,
             Err(handled) => return handled,
         };
@@ -159,7 +163,7 @@ impl<S: Store> Tasker<S> {
                 tracing::info!(task_id = %id, message_id = %message.message_id, "no such task; message dropped");
                 return Handled::Done(Work::Missing);
             }
-            ClaimedById::NotDue(task) => return self.not_due(task, claim.paused).await,
+            ClaimedById::NotDue(task) => return self.not_due(task, claim.paused, booked).await,
         };
         let lease_ends = claim.started + self.leases.duration(&task.task_type);
         let (outcome, recorded) = self.run_attempt(Claimed { task, lease_ends }, limits).await;
@@ -177,38 +181,74 @@ impl<S: Store> Tasker<S> {
     /// A message for `task`, which is not due: dropped. A paused type's task gets its message
     /// from the mover once resumed; one that came early (a clock behind SQS's, or a copy of an
     /// older message) and is still pending gets a message for its time, unless that send
-    /// fails: then this one comes back after its visibility timeout.
-    async fn not_due(&self, task: Task, paused: bool) -> Handled {
+    /// fails: then this one comes back after its visibility timeout. A task that came for a
+    /// `booked` start keeps it: held again for any limit, its next message is booked too, so
+    /// it waits at the front of its key, not behind the starts booked since.
+    async fn not_due(&self, task: Task, paused: bool, booked: Option<Timestamp>) -> Handled {
         if task.status == TaskStatus::Pending && paused {
             tracing::info!(task_id = %task.id, task_type = %task.task_type, "task type paused; message dropped (the mover sends one once it is resumed)");
             return Handled::Done(Work::Dropped);
         }
-        if task.status == TaskStatus::Pending && !self.deliver(std::slice::from_ref(&task)).await {
+        let keep = booked.is_some() && task.held.is_some();
+        let kept = |delivery: Delivery| Delivery {
+            booked: delivery.booked.or(keep.then_some(task.scheduled_at)),
+            ..delivery
+        };
+        let next: Vec<Delivery> = Delivery::of(&task, self.clock.now())
+            .map(kept)
+            .into_iter()
+            .collect();
+        if task.status == TaskStatus::Pending && !self.send(&next).await {
             return Handled::Again;
         }
-        tracing::debug!(task_id = %task.id, status = %task.status, "task not due; message dropped");
+        tracing::debug!(task_id = %task.id, status = %task.status, held = ?task.held, scheduled_at = %task.scheduled_at, booked = ?booked, "task not due; message dropped");
         Handled::Done(Work::Dropped)
     }
 
-    /// Claims the task `id` now, or after one short wait: for a task less than [`EARLY_WAIT`]
-    /// early (delays are whole seconds, rounded down, so a message may come up to a second
-    /// before its task is due), or [`LOOK_AGAIN`] for one due whose key another claim was
-    /// writing at the same moment (its next message would otherwise come at once, and race
-    /// again). A store failure leaves the message on the queue.
-    async fn claim_message(&self, id: TaskId) -> Result<MessageClaim, Handled> {
-        let claim = self.claim_message_now(id).await?;
-        if let (ClaimedById::NotDue(task), false) = (&claim.found, claim.paused) {
-            let early = task.scheduled_at.since(self.clock.now());
-            if task.status == TaskStatus::Pending && early <= EARLY_WAIT {
-                tokio::time::sleep(early.max(LOOK_AGAIN)).await;
-                return self.claim_message_now(id).await;
+    /// Claims the task `id` now, or after short waits in place, within [`EARLY_WAIT`] of the
+    /// first try: for a task less than that early (delays are whole seconds, rounded down, so a
+    /// message may come up to a second before its task is due), [`LOOK_AGAIN`] for one due
+    /// whose key another claim was writing at the same moment, and, for a message that came for
+    /// a `booked` start, [`SLOT_LOOK`] while its key has no free slot: its next message would
+    /// otherwise come at once or within [`SQS_CONCURRENCY_HOLD`], and race again. A store
+    /// failure leaves the message on the queue.
+    async fn claim_message(
+        &self,
+        id: TaskId,
+        booked: Option<Timestamp>,
+    ) -> Result<MessageClaim, Handled> {
+        // A booked start is in the message: the store may not have it (DynamoDB does not
+        // write holds), and a claim before it would only hold the task again.
+        if let Some(start) = booked {
+            let early = start.since(self.clock.now());
+            if !early.is_zero() {
+                tokio::time::sleep(early.min(EARLY_WAIT)).await;
             }
         }
-        Ok(claim)
+        let deadline = Instant::now() + EARLY_WAIT;
+        loop {
+            let claim = self.claim_message_now(id, booked.is_some()).await?;
+            let ClaimedById::NotDue(task) = &claim.found else {
+                return Ok(claim);
+            };
+            if claim.paused || task.status != TaskStatus::Pending {
+                return Ok(claim);
+            }
+            let wait = if booked.is_some() && task.held == Some(Held::Concurrency) {
+                SLOT_LOOK
+            } else {
+                task.scheduled_at.since(self.clock.now()).max(LOOK_AGAIN)
+            };
+            if Instant::now() + wait > deadline {
+                return Ok(claim);
+            }
+            tokio::time::sleep(wait).await;
+        }
     }
 
-    /// Claims the task `id` now, unless its type is paused.
-    async fn claim_message_now(&self, id: TaskId) -> Result<MessageClaim, Handled> {
+    /// Claims the task `id` now, unless its type is paused (`booked`: the message came for a
+    /// start its rate key booked for it).
+    async fn claim_message_now(&self, id: TaskId, booked: bool) -> Result<MessageClaim, Handled> {
         let started = Instant::now();
         let claimed = async {
             // An outcome makes a task held for its key due at once, but its message comes
@@ -217,7 +257,9 @@ impl<S: Store> Tasker<S> {
                 .with_limits(self.key_limits.clone())
                 .with_concurrency_hold_cap(SQS_CONCURRENCY_HOLD);
             let now = self.clock.now();
-            let claim = ClaimById::due(id, now, &self.leases).through(&gate);
+            let claim = ClaimById::due(id, now, &self.leases)
+                .through(&gate)
+                .booked(booked);
             let claimed = self.store.task_claim_by_id(claim).await?;
             let paused = match &claimed {
                 ClaimedById::NotDue(task) => gate.is_paused(&task.task_type),

@@ -11,7 +11,7 @@ use std::pin::Pin;
 use std::time::Duration;
 
 use crate::clock::Timestamp;
-use crate::task::{Task, TaskId, TaskStatus};
+use crate::task::{Held, Task, TaskId, TaskStatus};
 
 /// SQS's longest message delay: a task due further out waits in the table for the mover.
 pub const MAX_DELAY: Duration = Duration::from_secs(900);
@@ -29,9 +29,57 @@ pub struct Delivery {
     /// due, and the worker waits out the rest ([`EARLY_WAIT`]), so the start is not late by
     /// SQS's one-second granularity.
     pub delay_seconds: u32,
+    /// The start the task's rate key booked for it, when it holds one: the message comes for
+    /// that start, and a claim that must hold the task again books none (see [`Body`]).
+    pub booked: Option<Timestamp>,
+}
+
+/// What a message's body says: a task id, then ` booked <instant>` when the task holds a start
+/// its rate key booked for it (SQS mode's rate holds; see `docs/limits.md`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Body {
+    /// The task.
+    pub id: TaskId,
+    /// The booked start the message comes for.
+    pub booked: Option<Timestamp>,
+}
+
+/// The word after the id of a message for a booked start.
+const BOOKED: &str = "booked";
+
+impl Body {
+    /// The body of `text`, or `None` when it names no task (a poison message).
+    pub fn parse(text: &str) -> Option<Self> {
+        let mut words = text.split_whitespace();
+        let id = words.next()?.parse().ok()?;
+        let booked = match words.next() {
+            None => None,
+            Some(BOOKED) => Some(words.next()?.parse().ok()?),
+            Some(_) => return None,
+        };
+        words.next().is_none().then_some(Self { id, booked })
+    }
+}
+
+impl std::fmt::Display for Body {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.booked {
+            Some(start) => write!(f, "{} {BOOKED} {}", self.id, start.to_text()),
+            None => write!(f, "{}", self.id),
+        }
+    }
 }
 
 impl Delivery {
+    /// The message's body.
+    pub fn body(&self) -> String {
+        Body {
+            id: self.id,
+            booked: self.booked,
+        }
+        .to_string()
+    }
+
     /// The message for `task` as of `now`: `None` unless it is pending with attempts left and
     /// due within [`MAX_DELAY`], or running (a lease that expired: due now).
     pub fn of(task: &Task, now: Timestamp) -> Option<Self> {
@@ -48,6 +96,8 @@ impl Delivery {
         Some(Self {
             id: task.id,
             delay_seconds: millis / 1000,
+            booked: (task.status == TaskStatus::Pending && task.held == Some(Held::Rate))
+                .then_some(task.scheduled_at),
         })
     }
 }
@@ -118,5 +168,38 @@ mod tests {
         let (late, now) = task(Duration::ZERO);
         let later = now.plus(Duration::from_secs(60));
         assert_eq!(Delivery::of(&late, later).map(|d| d.delay_seconds), Some(0));
+    }
+
+    #[test]
+    fn a_body_is_a_task_id_and_says_when_its_start_was_booked() {
+        let (mut task, now) = task(Duration::from_secs(3));
+        let plain = Delivery::of(&task, now).expect("due within the longest delay");
+        assert_eq!(plain.body(), task.id.to_string());
+        task.held = Some(Held::Rate);
+        let booked = Delivery::of(&task, now).expect("due within the longest delay");
+        let start = task.scheduled_at;
+        assert_eq!(
+            booked.body(),
+            format!("{} booked {}", task.id, start.to_text())
+        );
+        let parsed = |text: &str| Body::parse(text);
+        assert_eq!(
+            parsed(&booked.body()),
+            Some(Body {
+                id: task.id,
+                booked: Some(start)
+            })
+        );
+        assert_eq!(
+            parsed(&format!(" {}\n", task.id)).map(|b| b.booked),
+            Some(None)
+        );
+        assert_eq!(parsed(&format!("{} booked", task.id)), None);
+        assert_eq!(parsed(&format!("{} booked soon", task.id)), None);
+        assert_eq!(parsed(&format!("{} wake", task.id)), None);
+        let trailing = format!("{} booked {} now", task.id, start.to_text());
+        assert_eq!(parsed(&trailing), None);
+        assert_eq!(parsed("not-a-task"), None);
+        assert_eq!(parsed(""), None);
     }
 }

@@ -174,7 +174,7 @@ impl SqsQueue {
                 self.client
                     .send_message()
                     .queue_url(&self.url)
-                    .message_body(one.id.to_string())
+                    .message_body(one.body())
                     .delay_seconds(i32::try_from(one.delay_seconds).unwrap_or(900))
                     .send()
                     .await
@@ -187,7 +187,7 @@ impl SqsQueue {
                 .map(|(i, delivery)| {
                     SendMessageBatchRequestEntry::builder()
                         .id(i.to_string())
-                        .message_body(delivery.id.to_string())
+                        .message_body(delivery.body())
                         .delay_seconds(i32::try_from(delivery.delay_seconds).unwrap_or(900))
                         .build()
                         .map_err(|err| build_error("SendMessageBatch", err))

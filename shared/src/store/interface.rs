@@ -53,7 +53,10 @@ macro_rules! store_methods {
             /// `claim.gate` admits its type: the same [`super::Transition::Claim`] as
             /// [`Store::task_claim`], so a task is claimed by at most one caller whichever way
             /// it was found. A task of a type the gate closes is answered
-            /// [`ClaimedById::NotDue`], unchanged.
+            /// [`ClaimedById::NotDue`], unchanged. A task its rate key holds is answered
+            /// `NotDue` with `held` [`crate::task::Held::Rate`] and the start its key booked for
+            /// it (the key's booked starts move one interval), or, for a `claim.booked` message,
+            /// the key's next start, booking none: a message per start, not per look.
             fn task_claim_by_id(&self, claim: ClaimById<'_>) -> Result<ClaimedById, StoreError>;
 
             /// Records the outcome of the attempt `claimed` (as a claim returned it). Fails

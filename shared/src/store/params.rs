@@ -51,6 +51,10 @@ pub struct ClaimById<'a> {
     pub leases: &'a Leases,
     /// Which types may be claimed.
     pub gate: &'a ClaimGate,
+    /// The message came for a start the task's rate key booked for it: a task the rate holds
+    /// again waits for the key's next start without booking another (see
+    /// [`super::Store::task_claim_by_id`]).
+    pub booked: bool,
 }
 
 impl<'a> ClaimById<'a> {
@@ -62,7 +66,13 @@ impl<'a> ClaimById<'a> {
             now,
             leases,
             gate: &OPEN_GATE,
+            booked: false,
         }
+    }
+
+    /// This claim, for a message that came for a booked start when `booked`.
+    pub fn booked(self, booked: bool) -> Self {
+        Self { booked, ..self }
     }
 
     /// This claim, only if `gate` admits the task's type.

@@ -257,6 +257,64 @@ pub async fn a_claim_by_id_holds_a_task_whose_key_is_full<S: Store>(store: S) {
     }
 }
 
+/// GIVEN a rate key that allows one start a second WHEN messages' claims by id find three of
+/// its tasks due at once THEN the first starts and the others are held each until a start of
+/// its own, booked one interval apart; a message that came for a booked start and finds the
+/// key's next start taken waits for the next one without booking another, and the next task
+/// held books after every start booked before it.
+pub async fn a_claim_by_id_books_each_task_the_rate_holds_a_start_of_its_own<S: Store>(store: S) {
+    let gate = gate(r#"[{"type": "hook", "rate": "1/1s"}]"#);
+    let leases = Leases::fixed(Duration::from_secs(60));
+    let mut tasks = Vec::new();
+    for i in 0..5 {
+        tasks.push(create_at(&store, keyed(None, Some("r")), at(i)).await);
+    }
+    let by_id = |id, now| ClaimById::due(id, now, &leases).through(&gate);
+    let held_until = |found: ClaimedById| match found {
+        ClaimedById::NotDue(task) => {
+            assert_eq!(task.held, Some(Held::Rate), "{task:?}");
+            task.scheduled_at
+        }
+        other => panic!("expected the task held for its rate, got {other:?}"),
+    };
+    let first = store
+        .task_claim_by_id(by_id(tasks[0].id, at(10)))
+        .await
+        .expect("claim");
+    assert!(matches!(first, ClaimedById::Claimed(_)), "{first:?}");
+    let mut booked = Vec::new();
+    for task in &tasks[1..3] {
+        let found = store
+            .task_claim_by_id(by_id(task.id, at(10)))
+            .await
+            .expect("claim");
+        booked.push(held_until(found));
+    }
+    assert_eq!(
+        booked,
+        [at(11), at(12)],
+        "one start each, an interval apart"
+    );
+    // The second's message comes at its start, but a task whose message came at the same
+    // moment took it (the rate allowed it a start then): the second waits for the key's next
+    // start, booking none.
+    let stolen = store
+        .task_claim_by_id(by_id(tasks[3].id, at(11)))
+        .await
+        .expect("claim");
+    assert!(matches!(stolen, ClaimedById::Claimed(_)), "{stolen:?}");
+    let second = store
+        .task_claim_by_id(by_id(tasks[1].id, at(11)).booked(true))
+        .await
+        .expect("claim");
+    assert_eq!(held_until(second), at(12), "the key's next start");
+    let fifth = store
+        .task_claim_by_id(by_id(tasks[4].id, at(11)))
+        .await
+        .expect("claim");
+    assert_eq!(held_until(fifth), at(13), "after every start booked");
+}
+
 /// GIVEN a rate key deferred to a later instant (its receiver asked for a pause) WHEN a task of
 /// it is due before then THEN it is held until then and starts at it; a deferral to an earlier
 /// instant than the key's next start changes nothing.

@@ -6,8 +6,8 @@ use super::due::ScanGoal;
 use super::tasks::{self, Applied};
 use crate::clock::Timestamp;
 use crate::store::{
-    Claim, ClaimById, ClaimGate, ClaimedById, Deliverable, Leases, ListKey, StoreError, Transition,
-    is_expired_final_attempt,
+    Claim, ClaimById, ClaimGate, ClaimedById, Deliverable, KeyBook, Leases, ListKey, StoreError,
+    Transition, Verdict, is_expired_final_attempt,
 };
 use crate::task::Task;
 
@@ -24,7 +24,15 @@ impl DynamoStore {
             now,
             leases,
             gate,
+            booked,
         } = claim;
+        let by_id = ById {
+            due_by,
+            now,
+            leases,
+            gate,
+            booked,
+        };
         // An eventually consistent read first (half the units); a task it misses or shows not
         // due is read again consistently, since the message may have overtaken the write that
         // made it due.
@@ -34,7 +42,7 @@ impl DynamoStore {
             if !gate.admits(&task.task_type) && !is_expired_final_attempt(&task, due_by) {
                 return Ok(ClaimedById::NotDue(task));
             }
-            if let Some(claimed) = self.try_claim(task, due_by, now, leases, gate).await? {
+            if let Some(claimed) = self.try_claim(task, &by_id).await? {
                 return Ok(claimed);
             }
         }
@@ -46,7 +54,7 @@ impl DynamoStore {
                 Ok(ClaimedById::NotDue(task))
             }
             Some(task) => Ok(self
-                .try_claim(task.clone(), due_by, now, leases, gate)
+                .try_claim(task.clone(), &by_id)
                 .await?
                 .unwrap_or(ClaimedById::NotDue(task))),
         }
@@ -99,8 +107,17 @@ impl DynamoStore {
     }
 }
 
+/// A claim by id, but for the task.
+struct ById<'a> {
+    due_by: Timestamp,
+    now: Timestamp,
+    leases: &'a Leases,
+    gate: &'a ClaimGate,
+    booked: bool,
+}
+
 /// What a message's claim does with a due task, by its keys.
-enum ById {
+enum Judged {
     /// Claim it; `took`: the lease end of the concurrency slot taken for it, if one was.
     Start { took: Option<Timestamp> },
     /// Answer it as not due.
@@ -113,11 +130,15 @@ impl DynamoStore {
     async fn try_claim(
         &self,
         task: Task,
-        due_by: Timestamp,
-        now: Timestamp,
-        leases: &Leases,
-        gate: &ClaimGate,
+        by_id: &ById<'_>,
     ) -> Result<Option<ClaimedById>, StoreError> {
+        let ById {
+            due_by,
+            now,
+            leases,
+            gate,
+            booked,
+        } = *by_id;
         if is_expired_final_attempt(&task, due_by) {
             let expire = Transition::expire(due_by, now);
             return Ok(match self.apply(task, &expire).await? {
@@ -135,9 +156,9 @@ impl DynamoStore {
                 leases,
                 gate,
             };
-            match self.judge_by_id(task.clone(), &claim).await? {
-                ById::Start { took: slot } => took = slot,
-                ById::Held(held) => return Ok(Some(ClaimedById::NotDue(*held))),
+            match self.judge_by_id(task.clone(), &claim, booked).await? {
+                Judged::Start { took: slot } => took = slot,
+                Judged::Held(held) => return Ok(Some(ClaimedById::NotDue(*held))),
             }
         }
         let id = task.id;
@@ -155,24 +176,35 @@ impl DynamoStore {
     }
 
     /// Judges the due `task` by its keys' limits: it may start (`took`: a slot taken for it),
-    /// or it is held (not written: the caller's next message comes at its `scheduledAt`), or
-    /// left as read when another claim moved its key first.
-    async fn judge_by_id(&self, task: Task, claim: &Claim<'_>) -> Result<ById, StoreError> {
+    /// or it is held (not written: the caller's next message comes at its `scheduledAt`, for
+    /// a rate hold the start its key books for it unless the message was `booked` already),
+    /// or left as read when another claim moved its key first.
+    async fn judge_by_id(
+        &self,
+        task: Task,
+        claim: &Claim<'_>,
+        booked: bool,
+    ) -> Result<Judged, StoreError> {
         let judged = self.judge_keys(vec![task.clone()], claim).await?;
         if !judged.starting.is_empty() {
-            return Ok(ById::Start {
+            return Ok(Judged::Start {
                 took: judged.took.get(&task.id).copied(),
             });
         }
-        let Some((_, held, until)) = judged.held.first().copied() else {
-            return Ok(ById::Held(Box::new(task)));
+        let Some((_, held, mut until)) = judged.held.first().copied() else {
+            return Ok(Judged::Held(Box::new(task)));
         };
+        let book = KeyBook::new(claim.gate.limits(), claim.now);
+        let verdict = Verdict::Hold { held, until };
+        if let Some(booking) = book.booking(&task, verdict).filter(|_| !booked) {
+            until = self.book_start(&booking).await?;
+        }
         let hold = Transition::Hold {
             due_by: claim.due_by,
             now: claim.now,
             until,
             held,
         };
-        Ok(ById::Held(Box::new(hold.apply(&task).unwrap_or(task))))
+        Ok(Judged::Held(Box::new(hold.apply(&task).unwrap_or(task))))
     }
 }

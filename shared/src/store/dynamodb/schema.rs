@@ -74,6 +74,9 @@ pub const SWEEP_PREFIX: &str = "sweep#";
 pub const RATE_PREFIX: &str = "rate#";
 /// A rate key item's next start (GCRA's theoretical arrival time).
 pub const NEXT_START: &str = "nextStart";
+/// A rate key item's first start not booked for a held task yet (SQS mode), in milliseconds
+/// since the Unix epoch: a number, so that a booking is one atomic add.
+pub const BOOKED_UNTIL: &str = "bookedUntil";
 /// Prefix of a concurrency key's item's [`ID`] (`concurrency#<key>`, see `keys/slots.rs`).
 pub const CONCURRENCY_PREFIX: &str = "concurrency#";
 /// A concurrency key item's running tasks: a map of task id to its lease's end.

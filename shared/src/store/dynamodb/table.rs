@@ -132,13 +132,39 @@ impl Table {
         answer("PutItem", result.map(|_| ()))
     }
 
-    /// Applies `update` to the item `key` if `condition` holds.
+    /// Updates the item `key` if `condition` holds.
     pub async fn update(
         &self,
         key: &str,
         update: Expr,
         condition: Expr,
     ) -> Result<Write<()>, StoreError> {
+        let written = self.update_then(key, update, condition, ReturnValue::None);
+        Ok(match written.await? {
+            Write::Done(_) => Write::Done(()),
+            Write::ConditionFailed(old) => Write::ConditionFailed(old),
+        })
+    }
+
+    /// Updates the item `key` if `condition` holds; the attributes the update changed, as
+    /// written.
+    pub async fn update_returning(
+        &self,
+        key: &str,
+        update: Expr,
+        condition: Expr,
+    ) -> Result<Write<Item>, StoreError> {
+        self.update_then(key, update, condition, ReturnValue::UpdatedNew)
+            .await
+    }
+
+    async fn update_then(
+        &self,
+        key: &str,
+        update: Expr,
+        condition: Expr,
+        returning: ReturnValue,
+    ) -> Result<Write<Item>, StoreError> {
         let (names, values) = condition.bindings(Some(&update));
         let result = self
             .client
@@ -149,10 +175,14 @@ impl Table {
             .condition_expression(&condition.text)
             .set_expression_attribute_names(names)
             .set_expression_attribute_values(values)
+            .return_values(returning)
             .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld)
             .send()
             .await;
-        answer("UpdateItem", result.map(|_| ()))
+        answer(
+            "UpdateItem",
+            result.map(|output| output.attributes.unwrap_or_default()),
+        )
     }
 
     /// Deletes the item `key` if `condition` holds; the item deleted.

@@ -64,6 +64,38 @@ impl Verdict {
     }
 }
 
+/// A start a rate key books for a task its rate holds, in SQS mode, where a held task waits
+/// for a message: each held task gets a start of its own, one interval after the last one
+/// booked, so its message comes once, when it may start, instead of every held task's message
+/// coming for the key's next start and all but one being held again. A booking only spreads
+/// the messages: the claim that starts the task still checks the key's rate.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Booking<'t> {
+    /// The rate key.
+    pub key: &'t str,
+    /// The key's next start, which the task was held until.
+    pub earliest: Timestamp,
+    /// The time one start of the key uses up.
+    pub interval: Duration,
+}
+
+impl Booking<'_> {
+    /// The start booked, and the key's first start not booked after it, given the first
+    /// start not booked before (`None`: the key never booked one).
+    pub fn start(&self, unbooked: Option<Timestamp>) -> (Timestamp, Timestamp) {
+        let start = unbooked.map_or(self.earliest, |at| at.max(self.earliest));
+        (start, start.plus(self.interval))
+    }
+
+    /// The hold of a task booked to start at `start`.
+    pub fn hold(start: Timestamp) -> Verdict {
+        Verdict::Hold {
+            held: Held::Rate,
+            until: start,
+        }
+    }
+}
+
 /// One claim's keys (see the module documentation).
 #[derive(Debug)]
 pub struct KeyBook<'a> {
@@ -214,6 +246,23 @@ impl<'a> KeyBook<'a> {
         Verdict::Start
     }
 
+    /// The booking of a start for `task` when `verdict` holds it for its rate key.
+    pub fn booking<'t>(&self, task: &'t Task, verdict: Verdict) -> Option<Booking<'t>> {
+        let Verdict::Hold {
+            held: Held::Rate,
+            until,
+        } = verdict
+        else {
+            return None;
+        };
+        let (key, rate) = self.rate_of(task)?;
+        Some(Booking {
+            key,
+            earliest: until,
+            interval: rate.interval(),
+        })
+    }
+
     /// The rate keys this claim started tasks of, with their new next start: the backend
     /// stores them in the claim's transaction.
     pub fn moved(&self) -> impl Iterator<Item = (&str, Timestamp)> {
@@ -291,5 +340,22 @@ mod tests {
             vec![rate(at(1_200)), rate(at(1_400)), rate(at(1_600))]
         );
         assert_eq!(book.moved().collect::<Vec<_>>(), vec![("r1", at(1_400))]);
+    }
+
+    #[test]
+    fn a_booking_starts_after_the_last_one_booked_and_never_before_the_rate_allows() {
+        let limits = KeyLimits::parse(r#"[{"keyPrefix": "r", "rate": "5/1s"}]"#).expect("limits");
+        let mut book = KeyBook::new(&limits, at(1_000));
+        let t = task(None, Some("r1"));
+        book.know_next_start("r1".into(), Some(at(1_300)));
+        let held = book.judge(&t, at(60_000));
+        let booking = book.booking(&t, held).expect("held for its rate");
+        assert_eq!(booking.earliest, at(1_300));
+        assert_eq!(booking.start(None), (at(1_300), at(1_500)));
+        assert_eq!(booking.start(Some(at(2_100))), (at(2_100), at(2_300)));
+        assert_eq!(booking.start(Some(at(900))), (at(1_300), at(1_500)));
+        assert_eq!(book.booking(&t, Verdict::Start), None);
+        let unlimited = task(None, Some("other"));
+        assert_eq!(book.booking(&unlimited, held), None);
     }
 }

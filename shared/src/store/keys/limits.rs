@@ -151,6 +151,14 @@ impl KeyLimits {
             .any(|rule| rule.keys_from_host && rule.task_type.as_deref() == Some(task_type))
     }
 
+    /// True when a limit covers one of `task`'s keys: a claim may hold it.
+    pub fn limit_any(&self, task: &crate::task::Task) -> bool {
+        let concurrency = task.concurrency_key.as_deref();
+        let rate = task.rate_key.as_deref();
+        concurrency.is_some_and(|key| self.concurrency(&task.task_type, key).is_some())
+            || rate.is_some_and(|key| self.rate(&task.task_type, key).is_some())
+    }
+
     /// The concurrency limit of a task of `task_type` with the concurrency key `key`.
     pub fn concurrency(&self, task_type: &str, key: &str) -> Option<u32> {
         self.rules

@@ -5,7 +5,8 @@ use super::rows::{COLUMNS, load, rows_to_tasks, update};
 use super::{PgStore, bulk, pg_error, raw};
 use crate::clock::Timestamp;
 use crate::store::{
-    ClaimById, ClaimedById, Deliverable, KeyBook, StoreError, Transition, is_expired_final_attempt,
+    Booking, ClaimById, ClaimedById, Deliverable, KeyBook, StoreError, Transition,
+    is_expired_final_attempt,
 };
 use crate::task::Task;
 
@@ -13,7 +14,11 @@ impl PgStore {
     /// See [`crate::store::Store::task_claim_by_id`].
     pub async fn task_claim_by_id(&self, claim: ClaimById<'_>) -> Result<ClaimedById, StoreError> {
         let ClaimById {
-            id, due_by, now, ..
+            id,
+            due_by,
+            now,
+            booked,
+            ..
         } = claim;
         let mut client = self.client().await?;
         let tx = raw(&mut client)
@@ -38,8 +43,11 @@ impl PgStore {
                 // Another claim is judging its key: the message comes again.
                 return Ok(ClaimedById::NotDue(task));
             }
-            book.judge(&task, lease_until)
-                .transition(due_by, now, lease_until)
+            let mut verdict = book.judge(&task, lease_until);
+            if let Some(booking) = book.booking(&task, verdict).filter(|_| !booked) {
+                verdict = Booking::hold(keys::book_start(&tx, &booking).await?);
+            }
+            verdict.transition(due_by, now, lease_until)
         } else {
             Transition::claim(due_by, now, lease_until)
         };

@@ -3,7 +3,8 @@
 //! claims never count the same key at once; a claim that finds a key locked leaves that key's
 //! tasks due for the claim holding it (as `SKIP LOCKED` leaves a row), so claims never wait
 //! for each other. A key's running tasks are counted from `tasks_key_running`, a rate key's
-//! next start is in `key_rates`, and an outcome wakes the tasks held for its key from
+//! next start (and the starts it booked for held tasks in SQS mode) is in `key_rates`, and an
+//! outcome wakes the tasks held for its key from
 //! `tasks_key_held`.
 
 use std::collections::{BTreeMap, HashSet};
@@ -14,7 +15,7 @@ use super::bulk;
 use super::pg_error;
 use super::rows::{COLUMNS, rows_to_tasks};
 use crate::clock::Timestamp;
-use crate::store::{Holders, KeyBook, Need, StoreError, Transition};
+use crate::store::{Booking, Holders, KeyBook, Need, StoreError, Transition};
 use crate::task::{Task, TaskStatus};
 
 /// The advisory locks' first halves: one space for concurrency keys (`tskc`), one for rate
@@ -94,6 +95,31 @@ pub(super) async fn read_needs(
     Ok(true)
 }
 
+/// Books a start of the rate key for a held task ([`Booking`]; SQS mode's claim by id, which
+/// holds the key's lock): the start booked.
+pub(super) async fn book_start(
+    tx: &Transaction<'_>,
+    booking: &Booking<'_>,
+) -> Result<Timestamp, StoreError> {
+    let unbooked = tx
+        .query_opt(
+            "SELECT booked_until FROM tasker.key_rates WHERE key = $1",
+            &[&booking.key],
+        )
+        .await
+        .map_err(|err| pg_error("reading a rate key's booked starts", err))?
+        .and_then(|row| row.get::<_, Option<time::OffsetDateTime>>(0))
+        .map(Timestamp::new);
+    let (start, after) = booking.start(unbooked);
+    tx.execute(
+        "UPDATE tasker.key_rates SET booked_until = $2 WHERE key = $1",
+        &[&booking.key, &after.0],
+    )
+    .await
+    .map_err(|err| pg_error("booking a rate key's start", err))?;
+    Ok(start)
+}
+
 /// Stores the next start of every rate key `book` started tasks of.
 pub(super) async fn write_moved(
     tx: &Transaction<'_>,
@@ -167,7 +193,8 @@ pub(super) async fn purge_rates(
 ) -> Result<u64, StoreError> {
     client
         .execute(
-            "DELETE FROM tasker.key_rates WHERE next_start < $1",
+            "DELETE FROM tasker.key_rates WHERE next_start < $1 \
+             AND (booked_until IS NULL OR booked_until < $1)",
             &[&cutoff.0],
         )
         .await

@@ -12,7 +12,7 @@ use crate::store::StoreError;
 const MIGRATION_LOCK: i64 = 0x7461_736b_6572; // "tasker"
 
 /// The migrations, in order; version N is `MIGRATIONS[N - 1]`. A released one never changes.
-const MIGRATIONS: &[&str] = &[V1, V2, V3, V4, V5];
+const MIGRATIONS: &[&str] = &[V1, V2, V3, V4, V5, V6];
 
 /// The version this code writes.
 pub const SCHEMA_VERSION: i32 = MIGRATIONS.len() as i32;
@@ -219,6 +219,12 @@ const V5: &str = r#"
 ALTER TABLE tasker.tasks DROP CONSTRAINT tasks_held_check;
 ALTER TABLE tasker.tasks ADD CONSTRAINT tasks_held_check
     CHECK (held IN ('concurrency', 'rate', 'circuit')) NOT VALID;
+"#;
+
+/// Version 6: a rate key's `booked_until`, the first start it has not booked for a held task
+/// yet (SQS mode books each held task a start of its own; see `docs/limits.md`).
+const V6: &str = r#"
+ALTER TABLE tasker.key_rates ADD COLUMN booked_until timestamptz;
 "#;
 
 /// What a migration did: the schema's version before and after.

@@ -4,11 +4,12 @@
 use rusqlite::params;
 
 use super::SqliteStore;
-use super::keys::{read_needs, write_moved};
+use super::keys::{book_start, read_needs, write_moved};
 use super::rows::{COLUMNS, load, row_to_task, sqlite_error, update};
 use crate::clock::Timestamp;
 use crate::store::{
-    ClaimById, ClaimedById, Deliverable, KeyBook, StoreError, Transition, is_expired_final_attempt,
+    Booking, ClaimById, ClaimedById, Deliverable, KeyBook, StoreError, Transition,
+    is_expired_final_attempt,
 };
 use crate::task::Task;
 
@@ -16,7 +17,11 @@ impl SqliteStore {
     /// Claims the task a message names; see [`crate::store::Store::task_claim_by_id`].
     pub async fn task_claim_by_id(&self, claim: ClaimById<'_>) -> Result<ClaimedById, StoreError> {
         let ClaimById {
-            id, due_by, now, ..
+            id,
+            due_by,
+            now,
+            booked,
+            ..
         } = claim;
         let leases = claim.leases.clone();
         let gate = claim.gate.clone();
@@ -34,8 +39,11 @@ impl SqliteStore {
                 return Ok(ClaimedById::NotDue(task));
             } else if due && book.limits(&task) {
                 read_needs(tx, &mut book, &task, now)?;
-                book.judge(&task, lease_until)
-                    .transition(due_by, now, lease_until)
+                let mut verdict = book.judge(&task, lease_until);
+                if let Some(booking) = book.booking(&task, verdict).filter(|_| !booked) {
+                    verdict = Booking::hold(book_start(tx, &booking)?);
+                }
+                verdict.transition(due_by, now, lease_until)
             } else {
                 Transition::claim(due_by, now, lease_until)
             };

@@ -1,12 +1,13 @@
 //! Limits per key on SQLite, inside the claim's or the outcome's transaction: a key's running
-//! tasks counted from `tasks_key_running`, a rate key's next start in `key_rates`, and the
+//! tasks counted from `tasks_key_running`, a rate key's next start (and the starts it booked
+//! for held tasks in SQS mode) in `key_rates`, and the
 //! task held for a key woken from `tasks_key_held` when one of the key's tasks stops running.
 
 use rusqlite::{OptionalExtension, params};
 
 use super::rows::{COLUMNS, row_to_task, sqlite_error, update};
 use crate::clock::Timestamp;
-use crate::store::{Holders, KeyBook, Need, StoreError, Transition};
+use crate::store::{Booking, Holders, KeyBook, Need, StoreError, Transition};
 use crate::task::{Task, TaskStatus};
 
 /// Tells `book` what it needs of the store to judge `task`.
@@ -62,6 +63,28 @@ pub(super) fn write_moved(
     Ok(())
 }
 
+/// Books a start of the rate key for a held task ([`Booking`]; SQS mode's claim by id): the
+/// start booked.
+pub(super) fn book_start(
+    tx: &rusqlite::Transaction<'_>,
+    booking: &Booking<'_>,
+) -> Result<Timestamp, StoreError> {
+    let unbooked: Option<String> = tx
+        .prepare_cached("SELECT booked_until FROM key_rates WHERE key = ?1")
+        .and_then(|mut stmt| {
+            stmt.query_row(params![booking.key], |row| row.get(0))
+                .optional()
+        })
+        .map_err(sqlite_error)?
+        .flatten();
+    let unbooked = unbooked.map(|text| parse(&text)).transpose()?;
+    let (start, after) = booking.start(unbooked);
+    tx.prepare_cached("UPDATE key_rates SET booked_until = ?2 WHERE key = ?1")
+        .and_then(|mut stmt| stmt.execute(params![booking.key, after.to_text()]))
+        .map_err(sqlite_error)?;
+    Ok(start)
+}
+
 /// After `settled` stopped running (the outcome just written), makes the first task held
 /// for its concurrency key due at `now` ([`Transition::Wake`]): a slot is free.
 pub(super) fn wake_held(
@@ -104,7 +127,8 @@ pub(super) fn purge_rates(
 ) -> Result<u64, StoreError> {
     let deleted = tx
         .execute(
-            "DELETE FROM key_rates WHERE next_start < ?1",
+            "DELETE FROM key_rates WHERE next_start < ?1 \
+             AND (booked_until IS NULL OR booked_until < ?1)",
             params![cutoff.to_text()],
         )
         .map_err(sqlite_error)?;

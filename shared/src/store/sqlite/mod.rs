@@ -394,4 +394,32 @@ mod tests {
         // Opening again is a no-op.
         SqliteStore::open(&path).expect("reopen");
     }
+
+    #[tokio::test]
+    async fn rate_keys_from_version_six_keep_their_next_start_and_gain_booked_starts() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let path = dir.path().join("v6.db");
+        SqliteStore::open(&path).expect("create");
+        {
+            let conn = Connection::open(&path).expect("open");
+            conn.execute_batch(
+                "DROP TABLE key_rates;
+                 CREATE TABLE key_rates (key TEXT PRIMARY KEY NOT NULL, next_start TEXT NOT NULL) \
+                 STRICT, WITHOUT ROWID;
+                 INSERT INTO key_rates VALUES ('r', '2030-01-01T00:00:00.000Z');
+                 PRAGMA user_version = 6;",
+            )
+            .expect("version 6's rate keys");
+        }
+        SqliteStore::open(&path).expect("upgrade");
+        let conn = Connection::open(&path).expect("open");
+        let row: (String, Option<String>) = conn
+            .query_row(
+                "SELECT next_start, booked_until FROM key_rates WHERE key = 'r'",
+                [],
+                |row| Ok((row.get(0)?, row.get(1)?)),
+            )
+            .expect("the key kept");
+        assert_eq!(row, ("2030-01-01T00:00:00.000Z".to_owned(), None));
+    }
 }

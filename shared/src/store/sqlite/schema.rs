@@ -7,7 +7,7 @@ use super::rows::backend;
 use crate::store::StoreError;
 
 /// The schema version this code writes (`PRAGMA user_version`).
-pub const SCHEMA_VERSION: i64 = 6;
+pub const SCHEMA_VERSION: i64 = 7;
 
 /// `due_at` is the claimable instant (see [`crate::task::Task::due_at`]) and `list_key` the
 /// listing key ([`crate::store::ListKey`]), kept as columns so that an index answers "what is
@@ -52,7 +52,8 @@ CREATE TABLE IF NOT EXISTS paused_types (
 ) STRICT;
 CREATE TABLE IF NOT EXISTS key_rates (
     key TEXT PRIMARY KEY NOT NULL,
-    next_start TEXT NOT NULL
+    next_start TEXT NOT NULL,
+    booked_until TEXT
 ) STRICT, WITHOUT ROWID;
 ";
 
@@ -156,18 +157,26 @@ pub fn migrate(conn: &mut Connection) -> Result<(), StoreError> {
     tx.commit().map_err(backend)
 }
 
+/// The columns of `table` (none when it does not exist).
+fn columns(conn: &Connection, table: &str) -> Result<Vec<String>, StoreError> {
+    let mut stmt = conn
+        .prepare("SELECT name FROM pragma_table_info(?1)")
+        .map_err(backend)?;
+    stmt.query_map([table], |row| row.get(0))
+        .map_err(backend)?
+        .collect::<rusqlite::Result<_>>()
+        .map_err(backend)
+}
+
 /// Columns added after the first schema: a database made by an earlier Tasker gets them (with
 /// their defaults) before the indexes that use them are created.
 fn add_missing_columns(conn: &Connection) -> Result<(), StoreError> {
-    let existing: Vec<String> = {
-        let mut stmt = conn
-            .prepare("SELECT name FROM pragma_table_info('tasks')")
+    let rates = columns(conn, "key_rates")?;
+    if !rates.is_empty() && !rates.iter().any(|name| name == "booked_until") {
+        conn.execute_batch("ALTER TABLE key_rates ADD COLUMN booked_until TEXT")
             .map_err(backend)?;
-        stmt.query_map([], |row| row.get(0))
-            .map_err(backend)?
-            .collect::<rusqlite::Result<_>>()
-            .map_err(backend)?
-    };
+    }
+    let existing = columns(conn, "tasks")?;
     if existing.is_empty() {
         return Ok(());
     }

@@ -1,15 +1,32 @@
 //! Rate keys: one item per key (`rate#<key>`, its `nextStart`: GCRA's theoretical arrival
 //! time), read consistently by a claim round that meets the key and moved by one conditional
 //! write per key and round before the round claims the key's tasks. The item expires (TTL) a
-//! retention after its next start.
+//! retention after its next start. In SQS mode the item also keeps the first start it has not
+//! booked for a held task yet ([`crate::store::Booking`]).
 
 use super::super::DynamoStore;
 use super::super::expr::Expr;
-use super::super::item::{n, s};
-use super::super::schema::{EXPIRES_AT, ID, NEXT_START, RATE_PREFIX};
+use std::time::Duration;
+
+use super::super::item::{Item, n, s};
+use super::super::schema::{BOOKED_UNTIL, EXPIRES_AT, ID, NEXT_START, RATE_PREFIX};
 use super::super::table::Write;
 use crate::clock::Timestamp;
-use crate::store::StoreError;
+use crate::store::{Booking, StoreError};
+
+/// Tries of a booking that another process's booking keeps overtaking.
+const BOOKING_TRIES: usize = 3;
+
+fn millis(at: Timestamp) -> u128 {
+    at.since(Timestamp::MIN).as_millis()
+}
+
+/// The booked-until instant of `item` (as an update returned it or a failed condition found it).
+fn booked_until(item: &Item) -> Option<Timestamp> {
+    let text = item.get(BOOKED_UNTIL)?.as_n().ok()?;
+    let millis: u64 = text.parse().ok()?;
+    Some(Timestamp::MIN.plus(Duration::from_millis(millis)))
+}
 
 fn item_id(key: &str) -> String {
     format!("{RATE_PREFIX}{key}")
@@ -53,6 +70,53 @@ impl DynamoStore {
             self.table.update(&item_id(key), update, condition).await?,
             Write::Done(())
         ))
+    }
+
+    /// Books a start of the rate key for a held task ([`Booking`]): one write, an atomic add
+    /// of one interval while the key's booked starts run past `booking.earliest`, else a
+    /// conditional set from there. A key item gone (expired) books nothing: the task is held
+    /// until `booking.earliest`.
+    pub(in crate::store::dynamodb) async fn book_start(
+        &self,
+        booking: &Booking<'_>,
+    ) -> Result<Timestamp, StoreError> {
+        let key = item_id(booking.key);
+        let earliest = millis(booking.earliest);
+        let interval = booking.interval.as_millis();
+        for _ in 0..BOOKING_TRIES {
+            let add = Expr::new("SET #booked = #booked + :interval")
+                .name("#booked", BOOKED_UNTIL)
+                .value(":interval", n(interval));
+            let ahead = Expr::new("#booked >= :earliest")
+                .name("#booked", BOOKED_UNTIL)
+                .value(":earliest", n(earliest));
+            match self.table.update_returning(&key, add, ahead).await? {
+                Write::Done(item) => {
+                    if let Some(after) = booked_until(&item) {
+                        return Ok(after.minus(booking.interval));
+                    }
+                    return Ok(booking.earliest);
+                }
+                Write::ConditionFailed(None) => return Ok(booking.earliest),
+                Write::ConditionFailed(Some(_)) => {}
+            }
+            let (start, after) = booking.start(None);
+            let set = Expr::new("SET #booked = :after")
+                .name("#booked", BOOKED_UNTIL)
+                .value(":after", n(millis(after)));
+            let behind = Expr::new(
+                "attribute_exists(#id) AND (attribute_not_exists(#booked) OR #booked < :earliest)",
+            )
+            .name("#id", ID)
+            .name("#booked", BOOKED_UNTIL)
+            .value(":earliest", n(earliest));
+            match self.table.update(&key, set, behind).await? {
+                Write::Done(()) | Write::ConditionFailed(None) => return Ok(start),
+                // Another booking moved it past `earliest` meanwhile: add after it.
+                Write::ConditionFailed(Some(_)) => {}
+            }
+        }
+        Ok(booking.earliest)
     }
 
     /// See [`crate::store::Store::key_defer`]: the key's next start moves to `until` unless it
