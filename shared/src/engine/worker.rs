@@ -153,7 +153,7 @@ impl<S: Store> Tasker<S> {
         if !limits.may_claim() {
             return Handled::Again;
         }
-        let claim = match self.claim_message(id, booked).await {
+        let claim = match self.claim_message(id, booked, limits).await {
             Ok(claim) => claim,
             Err(handled) => return handled,
         };
@@ -206,35 +206,44 @@ impl<S: Store> Tasker<S> {
     }
 
     /// Claims the task `id` now, or after short waits in place, within [`EARLY_WAIT`] of the
-    /// first try: for a task less than that early (delays are whole seconds, rounded down, so a
-    /// message may come up to a second before its task is due), [`LOOK_AGAIN`] for one due
-    /// whose key another claim was writing at the same moment, and, for a message that came for
-    /// a `booked` start, [`SLOT_LOOK`] while its key has no free slot: its next message would
-    /// otherwise come at once or within [`SQS_CONCURRENCY_HOLD`], and race again. A store
-    /// failure leaves the message on the queue.
+    /// first try (and never past the run's last claim): for a task less than that early
+    /// (delays are whole seconds, rounded down, so a message may come up to a second before
+    /// its task is due), [`LOOK_AGAIN`] for one due whose key another claim was writing at the
+    /// same moment, and, once its rate key booked it a start, [`SLOT_LOOK`] while its key has
+    /// no free slot: its next message would otherwise come at once or within
+    /// [`SQS_CONCURRENCY_HOLD`], and race again. A store failure leaves the message on the
+    /// queue.
     async fn claim_message(
         &self,
         id: TaskId,
         booked: Option<Timestamp>,
+        limits: RunLimits,
     ) -> Result<MessageClaim, Handled> {
+        let last = limits.last_claim();
+        let until = |wait: std::time::Duration| {
+            let at = Instant::now() + wait;
+            last.map_or(at, |last| at.min(last))
+        };
         // A booked start is in the message: the store may not have it (DynamoDB does not
         // write holds), and a claim before it would only hold the task again.
         if let Some(start) = booked {
-            let early = start.since(self.clock.now());
-            if !early.is_zero() {
-                tokio::time::sleep(early.min(EARLY_WAIT)).await;
-            }
+            let early = start.since(self.clock.now()).min(EARLY_WAIT);
+            tokio::time::sleep_until(until(early).into()).await;
         }
-        let deadline = Instant::now() + EARLY_WAIT;
+        let deadline = until(EARLY_WAIT);
+        // Once a claim held the task for its rate it holds a start of its own (or waits for
+        // the key's next one): looking again must not book another.
+        let mut booked = booked.is_some();
         loop {
-            let claim = self.claim_message_now(id, booked.is_some()).await?;
+            let claim = self.claim_message_now(id, booked).await?;
             let ClaimedById::NotDue(task) = &claim.found else {
                 return Ok(claim);
             };
             if claim.paused || task.status != TaskStatus::Pending {
                 return Ok(claim);
             }
-            let wait = if booked.is_some() && task.held == Some(Held::Concurrency) {
+            booked |= task.held == Some(Held::Rate);
+            let wait = if booked && task.held == Some(Held::Concurrency) {
                 SLOT_LOOK
             } else {
                 task.scheduled_at.since(self.clock.now()).max(LOOK_AGAIN)

@@ -48,16 +48,16 @@ pub struct Body {
 const BOOKED: &str = "booked";
 
 impl Body {
-    /// The body of `text`, or `None` when it names no task (a poison message).
+    /// The body of `text`, or `None` when it names no task (a poison message). Anything after
+    /// the id but a booked start is ignored: the claim decides what becomes of the task.
     pub fn parse(text: &str) -> Option<Self> {
         let mut words = text.split_whitespace();
         let id = words.next()?.parse().ok()?;
-        let booked = match words.next() {
-            None => None,
-            Some(BOOKED) => Some(words.next()?.parse().ok()?),
-            Some(_) => return None,
+        let booked = match (words.next(), words.next(), words.next()) {
+            (Some(BOOKED), Some(start), None) => start.parse().ok(),
+            _ => None,
         };
-        words.next().is_none().then_some(Self { id, booked })
+        Some(Self { id, booked })
     }
 }
 
@@ -190,15 +190,19 @@ mod tests {
                 booked: Some(start)
             })
         );
+        let unbooked = |text: String| parsed(&text).map(|b| (b.id, b.booked));
+        assert_eq!(unbooked(format!(" {}\n", task.id)), Some((task.id, None)));
         assert_eq!(
-            parsed(&format!(" {}\n", task.id)).map(|b| b.booked),
-            Some(None)
+            unbooked(format!("{} booked", task.id)),
+            Some((task.id, None))
         );
-        assert_eq!(parsed(&format!("{} booked", task.id)), None);
-        assert_eq!(parsed(&format!("{} booked soon", task.id)), None);
-        assert_eq!(parsed(&format!("{} wake", task.id)), None);
+        assert_eq!(
+            unbooked(format!("{} booked soon", task.id)),
+            Some((task.id, None))
+        );
+        assert_eq!(unbooked(format!("{} wake", task.id)), Some((task.id, None)));
         let trailing = format!("{} booked {} now", task.id, start.to_text());
-        assert_eq!(parsed(&trailing), None);
+        assert_eq!(unbooked(trailing), Some((task.id, None)));
         assert_eq!(parsed("not-a-task"), None);
         assert_eq!(parsed(""), None);
     }

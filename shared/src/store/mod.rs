@@ -37,8 +37,8 @@ pub use error::{Cause, StoreError};
 pub use flow::{ClaimGate, HOLDS_NOTED, OPEN_GATE, PausedTypes, TypeCount, TypeCounts};
 pub use interface::Store;
 pub use keys::{
-    Booking, HOLDS_PER_CLAIM, Holders, InvalidKeyLimits, KeyBook, KeyLimits, KeyRule, LOOK_AGAIN,
-    NO_LIMITS, Need, Rate, Verdict,
+    BOOK_AHEAD, Booking, HOLDS_PER_CLAIM, Holders, InvalidKeyLimits, KeyBook, KeyLimits, KeyRule,
+    LOOK_AGAIN, NO_LIMITS, Need, Rate, Verdict,
 };
 pub use lease::Leases;
 pub use listing::{

@@ -315,6 +315,26 @@ pub async fn a_claim_by_id_books_each_task_the_rate_holds_a_start_of_its_own<S: 
     assert_eq!(held_until(fifth), at(13), "after every start booked");
 }
 
+/// GIVEN a rate key that allows one start every two minutes WHEN claims by id hold four of its
+/// tasks at once THEN starts are booked up to four minutes ahead, and the tasks past them are
+/// held until then, unbooked.
+pub async fn a_rate_key_books_no_start_past_four_minutes<S: Store>(store: S) {
+    let gate = gate(r#"[{"type": "hook", "rate": "1/2m"}]"#);
+    let leases = Leases::fixed(Duration::from_secs(60));
+    let mut held = Vec::new();
+    for i in 0..5 {
+        let task = create_at(&store, keyed(None, Some("r")), at(i)).await;
+        let claim = ClaimById::due(task.id, at(10), &leases).through(&gate);
+        match store.task_claim_by_id(claim).await.expect("claim") {
+            ClaimedById::Claimed(_) => assert_eq!(i, 0, "only the first starts"),
+            ClaimedById::NotDue(task) => held.push(task.scheduled_at),
+            other => panic!("expected a start or a hold, got {other:?}"),
+        }
+    }
+    let last = at(10).plus(crate::store::BOOK_AHEAD);
+    assert_eq!(held, [at(130), at(250), last, last]);
+}
+
 /// GIVEN a rate key deferred to a later instant (its receiver asked for a pause) WHEN a task of
 /// it is due before then THEN it is held until then and starts at it; a deferral to an earlier
 /// instant than the key's next start changes nothing.

@@ -112,6 +112,7 @@ macro_rules! store_conformance_tests {
             a_deferred_rate_key_starts_nothing_before_its_time,
             an_outcome_wakes_a_held_task_not_yet_due,
             a_claim_by_id_books_each_task_the_rate_holds_a_start_of_its_own,
+            a_rate_key_books_no_start_past_four_minutes,
             waiting_tasks_are_counted_by_reason
         );
     };

@@ -68,7 +68,8 @@ impl Verdict {
 /// for a message: each held task gets a start of its own, one interval after the last one
 /// booked, so its message comes once, when it may start, instead of every held task's message
 /// coming for the key's next start and all but one being held again. A booking only spreads
-/// the messages: the claim that starts the task still checks the key's rate.
+/// the messages: the claim that starts the task still checks the key's rate. Starts are booked
+/// at most [`BOOK_AHEAD`] ahead; a task held past them is held until then, unbooked.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Booking<'t> {
     /// The rate key.
@@ -77,14 +78,28 @@ pub struct Booking<'t> {
     pub earliest: Timestamp,
     /// The time one start of the key uses up.
     pub interval: Duration,
+    /// The last start that may be booked: [`BOOK_AHEAD`] after the claim.
+    pub latest: Timestamp,
 }
+
+/// How far ahead a rate key books starts. Under the mover's patience with a late task on a
+/// store that does not write holds (5 minutes, DynamoDB), so a booked task is not taken for
+/// one whose message was lost, and well under SQS's longest delay.
+pub const BOOK_AHEAD: Duration = Duration::from_secs(240);
 
 impl Booking<'_> {
     /// The start booked, and the key's first start not booked after it, given the first
-    /// start not booked before (`None`: the key never booked one).
-    pub fn start(&self, unbooked: Option<Timestamp>) -> (Timestamp, Timestamp) {
+    /// start not booked before (`None`: the key never booked one); `None` when that start is
+    /// past [`Booking::latest`].
+    pub fn start(&self, unbooked: Option<Timestamp>) -> Option<(Timestamp, Timestamp)> {
         let start = unbooked.map_or(self.earliest, |at| at.max(self.earliest));
-        (start, start.plus(self.interval))
+        (start <= self.latest).then(|| (start, start.plus(self.interval)))
+    }
+
+    /// Until when a task is held that the key could not book a start for: the last start it
+    /// books (or its next start, when later).
+    pub fn beyond(&self) -> Timestamp {
+        self.earliest.max(self.latest)
     }
 
     /// The hold of a task booked to start at `start`.
@@ -260,6 +275,7 @@ impl<'a> KeyBook<'a> {
             key,
             earliest: until,
             interval: rate.interval(),
+            latest: self.now.plus(BOOK_AHEAD),
         })
     }
 
@@ -351,9 +367,17 @@ mod tests {
         let held = book.judge(&t, at(60_000));
         let booking = book.booking(&t, held).expect("held for its rate");
         assert_eq!(booking.earliest, at(1_300));
-        assert_eq!(booking.start(None), (at(1_300), at(1_500)));
-        assert_eq!(booking.start(Some(at(2_100))), (at(2_100), at(2_300)));
-        assert_eq!(booking.start(Some(at(900))), (at(1_300), at(1_500)));
+        assert_eq!(booking.start(None), Some((at(1_300), at(1_500))));
+        assert_eq!(booking.start(Some(at(2_100))), Some((at(2_100), at(2_300))));
+        assert_eq!(booking.start(Some(at(900))), Some((at(1_300), at(1_500))));
+        let last = at(1_000).plus(BOOK_AHEAD);
+        assert_eq!(booking.latest, last);
+        assert!(booking.start(Some(last)).is_some());
+        assert_eq!(
+            booking.start(Some(last.plus(Duration::from_millis(1)))),
+            None
+        );
+        assert_eq!(booking.beyond(), last);
         assert_eq!(book.booking(&t, Verdict::Start), None);
         let unlimited = task(None, Some("other"));
         assert_eq!(book.booking(&unlimited, held), None);

@@ -7,7 +7,7 @@
 mod book;
 mod limits;
 
-pub use book::{Booking, Holders, KeyBook, Need, Verdict};
+pub use book::{BOOK_AHEAD, Booking, Holders, KeyBook, Need, Verdict};
 pub use limits::{InvalidKeyLimits, KeyLimits, KeyRule, Rate};
 
 /// The rules when none are configured: keys limit nothing.

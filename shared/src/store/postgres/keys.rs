@@ -96,7 +96,7 @@ pub(super) async fn read_needs(
 }
 
 /// Books a start of the rate key for a held task ([`Booking`]; SQS mode's claim by id, which
-/// holds the key's lock): the start booked.
+/// holds the key's lock): the start booked, or [`Booking::beyond`] when none may be.
 pub(super) async fn book_start(
     tx: &Transaction<'_>,
     booking: &Booking<'_>,
@@ -110,7 +110,9 @@ pub(super) async fn book_start(
         .map_err(|err| pg_error("reading a rate key's booked starts", err))?
         .and_then(|row| row.get::<_, Option<time::OffsetDateTime>>(0))
         .map(Timestamp::new);
-    let (start, after) = booking.start(unbooked);
+    let Some((start, after)) = booking.start(unbooked) else {
+        return Ok(booking.beyond());
+    };
     tx.execute(
         "UPDATE tasker.key_rates SET booked_until = $2 WHERE key = $1",
         &[&booking.key, &after.0],

@@ -64,7 +64,7 @@ pub(super) fn write_moved(
 }
 
 /// Books a start of the rate key for a held task ([`Booking`]; SQS mode's claim by id): the
-/// start booked.
+/// start booked, or [`Booking::beyond`] when none may be.
 pub(super) fn book_start(
     tx: &rusqlite::Transaction<'_>,
     booking: &Booking<'_>,
@@ -78,7 +78,9 @@ pub(super) fn book_start(
         .map_err(sqlite_error)?
         .flatten();
     let unbooked = unbooked.map(|text| parse(&text)).transpose()?;
-    let (start, after) = booking.start(unbooked);
+    let Some((start, after)) = booking.start(unbooked) else {
+        return Ok(booking.beyond());
+    };
     tx.prepare_cached("UPDATE key_rates SET booked_until = ?2 WHERE key = ?1")
         .and_then(|mut stmt| stmt.execute(params![booking.key, after.to_text()]))
         .map_err(sqlite_error)?;

@@ -73,37 +73,43 @@ impl DynamoStore {
     }
 
     /// Books a start of the rate key for a held task ([`Booking`]): one write, an atomic add
-    /// of one interval while the key's booked starts run past `booking.earliest`, else a
-    /// conditional set from there. A key item gone (expired) books nothing: the task is held
-    /// until `booking.earliest`.
+    /// of one interval while the key's booked starts run between `booking.earliest` and
+    /// `booking.latest`, else a conditional set from `earliest` (the first booking of a key
+    /// costs a failed add and the set). Answers the start booked, or [`Booking::beyond`] when
+    /// the bookings run past `latest`; a key item gone (expired) books nothing, and nor does
+    /// a key other bookings keep overtaking: the task is held until `earliest` then.
     pub(in crate::store::dynamodb) async fn book_start(
         &self,
         booking: &Booking<'_>,
     ) -> Result<Timestamp, StoreError> {
+        let Some((first, first_after)) = booking.start(None) else {
+            return Ok(booking.beyond());
+        };
         let key = item_id(booking.key);
         let earliest = millis(booking.earliest);
-        let interval = booking.interval.as_millis();
         for _ in 0..BOOKING_TRIES {
             let add = Expr::new("SET #booked = #booked + :interval")
                 .name("#booked", BOOKED_UNTIL)
-                .value(":interval", n(interval));
-            let ahead = Expr::new("#booked >= :earliest")
+                .value(":interval", n(booking.interval.as_millis()));
+            let between = Expr::new("#booked BETWEEN :earliest AND :latest")
                 .name("#booked", BOOKED_UNTIL)
-                .value(":earliest", n(earliest));
-            match self.table.update_returning(&key, add, ahead).await? {
+                .value(":earliest", n(earliest))
+                .value(":latest", n(millis(booking.latest)));
+            match self.table.update_returning(&key, add, between).await? {
                 Write::Done(item) => {
-                    if let Some(after) = booked_until(&item) {
-                        return Ok(after.minus(booking.interval));
-                    }
-                    return Ok(booking.earliest);
+                    let after = booked_until(&item).unwrap_or(first_after);
+                    return Ok(after.minus(booking.interval));
                 }
-                Write::ConditionFailed(None) => return Ok(booking.earliest),
-                Write::ConditionFailed(Some(_)) => {}
+                Write::ConditionFailed(old) => {
+                    let booked = old.as_ref().and_then(booked_until);
+                    if booked.is_some_and(|at| at > booking.latest) {
+                        return Ok(booking.beyond());
+                    }
+                }
             }
-            let (start, after) = booking.start(None);
             let set = Expr::new("SET #booked = :after")
                 .name("#booked", BOOKED_UNTIL)
-                .value(":after", n(millis(after)));
+                .value(":after", n(millis(first_after)));
             let behind = Expr::new(
                 "attribute_exists(#id) AND (attribute_not_exists(#booked) OR #booked < :earliest)",
             )
@@ -111,7 +117,8 @@ impl DynamoStore {
             .name("#booked", BOOKED_UNTIL)
             .value(":earliest", n(earliest));
             match self.table.update(&key, set, behind).await? {
-                Write::Done(()) | Write::ConditionFailed(None) => return Ok(start),
+                Write::Done(()) => return Ok(first),
+                Write::ConditionFailed(None) => return Ok(booking.earliest),
                 // Another booking moved it past `earliest` meanwhile: add after it.
                 Write::ConditionFailed(Some(_)) => {}
             }
