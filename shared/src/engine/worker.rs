@@ -111,6 +111,9 @@ struct MessageClaim {
     found: ClaimedById,
     /// The task's type is paused.
     paused: bool,
+    /// The task holds a start its rate key booked for it: the message came for one, or a claim
+    /// of it booked one.
+    booked: bool,
 }
 
 impl<S: Store> Tasker<S> {
@@ -163,7 +166,9 @@ impl<S: Store> Tasker<S> {
                 tracing::info!(task_id = %id, message_id = %message.message_id, "no such task; message dropped");
                 return Handled::Done(Work::Missing);
             }
-            ClaimedById::NotDue(task) => return self.not_due(task, claim.paused, booked).await,
+            ClaimedById::NotDue(task) => {
+                return self.not_due(task, claim.paused, claim.booked).await;
+            }
         };
         let lease_ends = claim.started + self.leases.duration(&task.task_type);
         let (outcome, recorded) = self.run_attempt(Claimed { task, lease_ends }, limits).await;
@@ -184,21 +189,16 @@ impl<S: Store> Tasker<S> {
     /// fails: then this one comes back after its visibility timeout. A task that came for a
     /// `booked` start keeps it: held again for any limit, its next message is booked too, so
     /// it waits at the front of its key, not behind the starts booked since.
-    async fn not_due(&self, task: Task, paused: bool, booked: Option<Timestamp>) -> Handled {
+    async fn not_due(&self, task: Task, paused: bool, booked: bool) -> Handled {
         if task.status == TaskStatus::Pending && paused {
             tracing::info!(task_id = %task.id, task_type = %task.task_type, "task type paused; message dropped (the mover sends one once it is resumed)");
             return Handled::Done(Work::Dropped);
         }
-        let keep = booked.is_some() && task.held.is_some();
-        let kept = |delivery: Delivery| Delivery {
-            booked: delivery.booked.or(keep.then_some(task.scheduled_at)),
-            ..delivery
-        };
-        let next: Vec<Delivery> = Delivery::of(&task, self.clock.now())
-            .map(kept)
-            .into_iter()
-            .collect();
-        if task.status == TaskStatus::Pending && !self.send(&next).await {
+        let mut next = Delivery::of(&task, self.clock.now());
+        if let Some(delivery) = next.as_mut().filter(|_| booked && task.held.is_some()) {
+            delivery.booked.get_or_insert(task.scheduled_at);
+        }
+        if task.status == TaskStatus::Pending && !self.send(next.as_slice()).await {
             return Handled::Again;
         }
         tracing::debug!(task_id = %task.id, status = %task.status, held = ?task.held, scheduled_at = %task.scheduled_at, booked = ?booked, "task not due; message dropped");
@@ -235,14 +235,15 @@ impl<S: Store> Tasker<S> {
         // the key's next one): looking again must not book another.
         let mut booked = booked.is_some();
         loop {
-            let claim = self.claim_message_now(id, booked).await?;
+            let mut claim = self.claim_message_now(id, booked).await?;
             let ClaimedById::NotDue(task) = &claim.found else {
                 return Ok(claim);
             };
+            booked |= task.held == Some(Held::Rate);
+            claim.booked = booked;
             if claim.paused || task.status != TaskStatus::Pending {
                 return Ok(claim);
             }
-            booked |= task.held == Some(Held::Rate);
             let wait = if booked && task.held == Some(Held::Concurrency) {
                 SLOT_LOOK
             } else {
@@ -281,6 +282,7 @@ impl<S: Store> Tasker<S> {
                 started,
                 found,
                 paused,
+                booked,
             }),
             Err(err) => {
                 tracing::warn!(task_id = %id, error = %Report(&err), "claiming the message's task failed; it will be delivered again");

@@ -6,7 +6,7 @@ use super::due::ScanGoal;
 use super::tasks::{self, Applied};
 use crate::clock::Timestamp;
 use crate::store::{
-    Claim, ClaimById, ClaimGate, ClaimedById, Deliverable, KeyBook, Leases, ListKey, StoreError,
+    Claim, ClaimById, ClaimGate, ClaimedById, Deliverable, KeyBook, ListKey, StoreError,
     Transition, Verdict, is_expired_final_attempt,
 };
 use crate::task::Task;
@@ -18,21 +18,7 @@ const READS_PER_WANTED: usize = 4;
 impl DynamoStore {
     /// Claims the task a message names; see [`crate::store::Store::task_claim_by_id`].
     pub async fn task_claim_by_id(&self, claim: ClaimById<'_>) -> Result<ClaimedById, StoreError> {
-        let ClaimById {
-            id,
-            due_by,
-            now,
-            leases,
-            gate,
-            booked,
-        } = claim;
-        let by_id = ById {
-            due_by,
-            now,
-            leases,
-            gate,
-            booked,
-        };
+        let (id, due_by, gate) = (claim.id, claim.due_by, claim.gate);
         // An eventually consistent read first (half the units); a task it misses or shows not
         // due is read again consistently, since the message may have overtaken the write that
         // made it due.
@@ -42,7 +28,7 @@ impl DynamoStore {
             if !gate.admits(&task.task_type) && !is_expired_final_attempt(&task, due_by) {
                 return Ok(ClaimedById::NotDue(task));
             }
-            if let Some(claimed) = self.try_claim(task, &by_id).await? {
+            if let Some(claimed) = self.try_claim(task, claim).await? {
                 return Ok(claimed);
             }
         }
@@ -54,7 +40,7 @@ impl DynamoStore {
                 Ok(ClaimedById::NotDue(task))
             }
             Some(task) => Ok(self
-                .try_claim(task.clone(), &by_id)
+                .try_claim(task.clone(), claim)
                 .await?
                 .unwrap_or(ClaimedById::NotDue(task))),
         }
@@ -107,17 +93,8 @@ impl DynamoStore {
     }
 }
 
-/// A claim by id, but for the task.
-struct ById<'a> {
-    due_by: Timestamp,
-    now: Timestamp,
-    leases: &'a Leases,
-    gate: &'a ClaimGate,
-    booked: bool,
-}
-
 /// What a message's claim does with a due task, by its keys.
-enum Judged {
+enum ById {
     /// Claim it; `took`: the lease end of the concurrency slot taken for it, if one was.
     Start { took: Option<Timestamp> },
     /// Answer it as not due.
@@ -130,15 +107,16 @@ impl DynamoStore {
     async fn try_claim(
         &self,
         task: Task,
-        by_id: &ById<'_>,
+        by_id: ClaimById<'_>,
     ) -> Result<Option<ClaimedById>, StoreError> {
-        let ById {
+        let ClaimById {
             due_by,
             now,
             leases,
             gate,
             booked,
-        } = *by_id;
+            ..
+        } = by_id;
         if is_expired_final_attempt(&task, due_by) {
             let expire = Transition::expire(due_by, now);
             return Ok(match self.apply(task, &expire).await? {
@@ -157,8 +135,8 @@ impl DynamoStore {
                 gate,
             };
             match self.judge_by_id(task.clone(), &claim, booked).await? {
-                Judged::Start { took: slot } => took = slot,
-                Judged::Held(held) => return Ok(Some(ClaimedById::NotDue(*held))),
+                ById::Start { took: slot } => took = slot,
+                ById::Held(held) => return Ok(Some(ClaimedById::NotDue(*held))),
             }
         }
         let id = task.id;
@@ -184,15 +162,15 @@ impl DynamoStore {
         task: Task,
         claim: &Claim<'_>,
         booked: bool,
-    ) -> Result<Judged, StoreError> {
+    ) -> Result<ById, StoreError> {
         let judged = self.judge_keys(vec![task.clone()], claim).await?;
         if !judged.starting.is_empty() {
-            return Ok(Judged::Start {
+            return Ok(ById::Start {
                 took: judged.took.get(&task.id).copied(),
             });
         }
         let Some((_, held, mut until)) = judged.held.first().copied() else {
-            return Ok(Judged::Held(Box::new(task)));
+            return Ok(ById::Held(Box::new(task)));
         };
         let book = KeyBook::new(claim.gate.limits(), claim.now);
         let verdict = Verdict::Hold { held, until };
@@ -205,6 +183,6 @@ impl DynamoStore {
             until,
             held,
         };
-        Ok(Judged::Held(Box::new(hold.apply(&task).unwrap_or(task))))
+        Ok(ById::Held(Box::new(hold.apply(&task).unwrap_or(task))))
     }
 }

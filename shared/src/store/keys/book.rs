@@ -163,7 +163,7 @@ impl<'a> KeyBook<'a> {
 
     /// True when `task` has a key with a limit: the book must judge it.
     pub fn limits(&self, task: &Task) -> bool {
-        self.concurrency_of(task).is_some() || self.rate_of(task).is_some()
+        self.limits.limit_any(task)
     }
 
     /// What the store must tell the book before it judges `task`.
