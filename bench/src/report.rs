@@ -200,6 +200,9 @@ pub fn report(results: &Results) -> String {
     if let Some(peer) = &results.peer {
         out += &peer_table(peer);
     }
+    if let Some(peers) = &results.peers {
+        out += &crate::peers::table(peers);
+    }
     if let Some(lambda) = &results.lambda {
         out += &lambda_table(lambda);
     }

@@ -21,6 +21,8 @@ pub struct Results {
     pub stores: Vec<StoreResults>,
     /// The apalis peer on the same jobs, when it ran.
     pub peer: Option<PeerResults>,
+    /// Tasker beside BullMQ, pg-boss and graphile-worker, when measured.
+    pub peers: Option<crate::peers::Peers>,
     /// The Lambda binaries, when measured.
     pub lambda: Option<LambdaResults>,
     /// SQS mode on DynamoDB Local and moto, when measured.

@@ -54,7 +54,7 @@ pub struct Bench {
 
 impl Bench {
     /// A fresh store of `kind` (`label` names its SQLite file).
-    async fn store(&self, kind: Kind, label: &str) -> AnyStore {
+    pub async fn store(&self, kind: Kind, label: &str) -> AnyStore {
         match kind {
             Kind::Sqlite => AnyStore::Sqlite(
                 SqliteStore::open(self.dir.path().join(format!("{label}.db"))).expect("SQLite"),

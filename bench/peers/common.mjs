@@ -1,0 +1,119 @@
+// The passes every peer runs, in the same shape as Tasker's (bench/src/peers.rs): a peer's
+// program gives an adapter over its queue and this runs the passes and prints one JSON line.
+//
+// An adapter: { system, version, reset(), enqueue(job, delayMs), enqueueBatch(jobs),
+//   work(concurrency, handler) -> { stop() }, close() }. A job is a plain object; the
+//   handler gets it back and its promise ends the job.
+//
+// Arguments (all numbers): --jobs N --batch B --concurrency C --delay-jobs D --rate R
+// (jobs per second of the start-delay passes).
+import { parseArgs } from "node:util";
+
+const { values } = parseArgs({
+  options: {
+    jobs: { type: "string", default: "10000" },
+    batch: { type: "string", default: "100" },
+    concurrency: { type: "string", default: "16" },
+    "delay-jobs": { type: "string", default: "200" },
+    rate: { type: "string", default: "50" },
+  },
+});
+const jobs = Number(values.jobs);
+const batch = Number(values.batch);
+const concurrency = Number(values.concurrency);
+const delayJobs = Number(values["delay-jobs"]);
+const rate = Number(values.rate);
+
+const seconds = (start) => Number(process.hrtime.bigint() - start) / 1e9;
+const now = () => process.hrtime.bigint();
+const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
+
+// Resolves once `count` calls of the returned `done` were made.
+function counter(count) {
+  let left = count;
+  let finish;
+  const all = new Promise((resolve) => {
+    finish = resolve;
+  });
+  if (left === 0) finish();
+  return {
+    all,
+    done() {
+      left -= 1;
+      if (left === 0) finish();
+    },
+  };
+}
+
+// Drains what is queued with `concurrency` no-op jobs at once: seconds from the worker's
+// start to the last job's end.
+async function drain(adapter, count) {
+  const seen = counter(count);
+  const start = now();
+  const worker = await adapter.work(concurrency, async () => seen.done());
+  await seen.all;
+  const took = seconds(start);
+  await worker.stop();
+  return took;
+}
+
+// Jobs created at `rate` per second while a worker runs, each due `delayMs` after it is
+// created: how long after its due instant each one started (ms).
+async function startDelays(adapter, delayMs) {
+  const delays = [];
+  const seen = counter(delayJobs);
+  const worker = await adapter.work(concurrency, async (job) => {
+    delays.push(Date.now() - job.due);
+    seen.done();
+  });
+  // A worker that just started may still be connecting: the first job is not its start-up.
+  await sleep(500);
+  const gap = 1000 / rate;
+  const start = Date.now();
+  for (let i = 0; i < delayJobs; i += 1) {
+    const wait = start + i * gap - Date.now();
+    if (wait > 0) await sleep(wait);
+    await adapter.enqueue({ n: i, due: Date.now() + delayMs }, delayMs);
+  }
+  await seen.all;
+  await worker.stop();
+  delays.sort((a, b) => a - b);
+  const at = (q) => delays[Math.min(delays.length - 1, Math.ceil(q * delays.length) - 1)];
+  return { p50: at(0.5), p99: at(0.99), max: delays[delays.length - 1] };
+}
+
+export async function runPeer(adapter) {
+  const result = { system: adapter.system, version: adapter.version, jobs, concurrency };
+  await adapter.reset();
+  let start = now();
+  for (let i = 0; i < jobs; i += 1) await adapter.enqueue({ n: i }, 0);
+  result.enqueue_one_s = seconds(start);
+  result.drain_s = await drain(adapter, jobs);
+
+  await adapter.reset();
+  start = now();
+  for (let i = 0; i < jobs; i += batch) {
+    const size = Math.min(batch, jobs - i);
+    await adapter.enqueueBatch(Array.from({ length: size }, (_, k) => ({ n: i + k })));
+  }
+  result.enqueue_batch_s = seconds(start);
+  result.drain_batch_s = await drain(adapter, jobs);
+
+  await adapter.reset();
+  result.due_now_ms = await startDelays(adapter, 0);
+  result.delayed_1s_ms = await startDelays(adapter, 1000);
+  await adapter.close();
+  process.stdout.write(`${JSON.stringify(result)}\n`);
+}
+
+// Runs `main` and exits: 0 when it printed its line, 1 with the error on stderr otherwise
+// (a peer's client may keep timers or sockets that would hold the process open).
+export function main(run) {
+  run().then(
+    () => process.exit(0),
+    (err) => {
+      console.error(err);
+      process.exit(1);
+    },
+  );
+}

@@ -1,0 +1,53 @@
+//! The peers' table: every system's row side by side, with Tasker's end-to-end rate (on
+//! SQLite, through the library) over each one's.
+
+use std::fmt::Write as _;
+
+use super::Peers;
+use crate::report::f;
+
+/// The table in Markdown, then the systems that have no row and why.
+pub fn table(peers: &Peers) -> String {
+    let shape = peers.shape;
+    let ours = peers
+        .rows
+        .iter()
+        .find(|row| row.system == "Tasker")
+        .map_or(f64::NAN, super::Row::end_to_end_per_second);
+    let mut out = format!(
+        "\n| {} no-op jobs, {} at once | version | enqueue, one at a time (jobs/s) \
+         | enqueue, batches of {} (jobs/s) | drain (jobs/s) | enqueue + drain (jobs/s) \
+         | Tasker ÷ this | due now: start p50 / p99 (ms) | due in 1 s: start p50 / p99 (ms) |\n\
+         |---|---|---|---|---|---|---|---|---|\n",
+        shape.jobs, shape.concurrency, shape.batch
+    );
+    for row in &peers.rows {
+        let n = row.jobs as f64;
+        let _ = writeln!(
+            out,
+            "| {}, {} | {} | {} | {} | {} | {} | {} | {} / {} | {} / {} |",
+            row.system,
+            row.setup,
+            row.version,
+            f(n / row.enqueue_one_s),
+            f(n / row.enqueue_batch_s),
+            f(n / row.drain_s),
+            f(row.end_to_end_per_second()),
+            f(ours / row.end_to_end_per_second()),
+            f(row.due_now_ms.p50),
+            f(row.due_now_ms.p99),
+            f(row.delayed_1s_ms.p50),
+            f(row.delayed_1s_ms.p99),
+        );
+    }
+    let _ = writeln!(
+        out,
+        "\nStart delays: {} jobs created {} per second while the worker runs; a job due in 1 s \
+         is measured from its due instant.",
+        shape.delay_jobs, shape.rate
+    );
+    for skipped in &peers.skipped {
+        let _ = writeln!(out, "- **{} skipped**: {}", skipped.system, skipped.reason);
+    }
+    out
+}
