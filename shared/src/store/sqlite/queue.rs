@@ -1,11 +1,11 @@
-//! The task queue on SQLite: claims in one immediate transaction, outcomes by group commit.
+//! The task queue on SQLite: claims and outcomes, each a write of the store's group commit.
 
 use std::sync::Arc;
 
-use rusqlite::{StatementStatus, TransactionBehavior, params};
+use rusqlite::{StatementStatus, params};
 
 use super::keys::{read_needs, wake_held, write_moved};
-use super::rows::{COLUMNS, load, row_to_task, sqlite_error, update};
+use super::rows::{COLUMNS, columns, load, row_to_task, sqlite_error, update};
 use super::{SqliteStore, apply};
 use crate::clock::Timestamp;
 use crate::store::{
@@ -14,64 +14,23 @@ use crate::store::{
 };
 use crate::task::{Task, TaskId};
 
-/// An outcome write waiting for the next group commit, and where its answer goes.
-pub(super) struct SettleRequest {
+/// Writes the outcome `settle` of the attempt `id`, which makes `written` of it when it
+/// applies, and wakes a task held for the slot it frees.
+fn settle_in(
+    tx: &rusqlite::Transaction<'_>,
     id: TaskId,
-    settle: Transition,
-    /// What the outcome makes of the claimed attempt, if it applies to it.
+    settle: &Transition,
     written: Option<Task>,
-    reply: tokio::sync::oneshot::Sender<Result<Task, StoreError>>,
-}
-
-impl std::fmt::Debug for SettleRequest {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("SettleRequest")
-            .field("id", &self.id)
-            .finish()
-    }
-}
-
-/// Writes the outcomes of `batch` in one transaction: each one's answer, or the failure of the
-/// whole group. A lost lease writes nothing and the others go on. Any other failure may have
-/// rolled the transaction back (SQLite does so on its own for some errors): the whole group
-/// fails, and its outcomes are written again by the processor's retries.
-fn write_group(
-    conn: &mut rusqlite::Connection,
-    batch: &[SettleRequest],
-) -> Result<Vec<Result<Task, StoreError>>, StoreError> {
-    let tx = conn
-        .transaction_with_behavior(TransactionBehavior::Immediate)
-        .map_err(sqlite_error)?;
-    let mut results = Vec::with_capacity(batch.len());
-    for request in batch {
-        let result = settle_in(&tx, request);
-        if let Err(err) = &result {
-            if !matches!(err, StoreError::LeaseLost(_)) {
-                return Err(err.clone());
-            }
-        }
-        results.push(result);
-    }
-    tx.commit().map_err(sqlite_error)?;
-    Ok(results)
-}
-
-/// The outcome of one request inside the group commit's transaction.
-fn settle_in(tx: &rusqlite::Transaction<'_>, request: &SettleRequest) -> Result<Task, StoreError> {
-    let written = apply(tx, request.id, &request.settle);
-    if let (Ok(task), Transition::Settle { now, .. }) = (&written, &request.settle) {
+) -> Result<Task, StoreError> {
+    let applied = apply(tx, id, settle);
+    if let (Ok(task), Transition::Settle { now, .. }) = (&applied, settle) {
         wake_held(tx, task, *now)?;
     }
-    match written {
+    match applied {
         // The same outcome, written before (the processor tries again when an answer is lost):
         // it stands, as on DynamoDB.
-        Err(StoreError::LeaseLost(_))
-            if request.written.is_some() && load(tx, request.id)? == request.written =>
-        {
-            request
-                .written
-                .clone()
-                .ok_or(StoreError::LeaseLost(request.id))
+        Err(StoreError::LeaseLost(_)) if written.is_some() && load(tx, id)? == written => {
+            written.ok_or(StoreError::LeaseLost(id))
         }
         other => other,
     }
@@ -92,12 +51,14 @@ fn due_candidates(
 ) -> Result<Vec<Task>, StoreError> {
     let due_by = due_by.to_text();
     if closed.is_empty() {
-        let sql = format!(
-            "SELECT {COLUMNS} FROM tasks WHERE due_at <= ?1 \
+        let sql = concat!(
+            "SELECT ",
+            columns!(),
+            " FROM tasks WHERE due_at <= ?1 \
              AND (status = 'running' OR attempts < max_attempts) \
              ORDER BY due_at, id LIMIT ?2"
         );
-        return query_tasks(tx, &sql, params![due_by, want], steps);
+        return query_tasks(tx, sql, params![due_by, want], steps);
     }
     let want_rows = usize::try_from(want).unwrap_or(usize::MAX);
     let sql = format!(
@@ -258,64 +219,17 @@ impl SqliteStore {
         .await
     }
 
-    /// Records an outcome by group commit; see [`crate::store::Store::task_settle`].
+    /// Records an outcome (by group commit); see [`crate::store::Store::task_settle`].
     pub async fn task_settle(
         &self,
         claimed: &Task,
         outcome: Settlement,
         now: Timestamp,
     ) -> Result<Task, StoreError> {
-        // Group commit: outcomes that arrive while another transaction holds the connection are
-        // written together in the next one, so a drain commits once per group instead of once
-        // per task. The request that finds the queue empty leads: once it holds the
-        // connection it takes every request queued by then (its own among them), writes them
-        // in one transaction and answers each after the commit.
-        let (reply, answer) = tokio::sync::oneshot::channel();
         let settle = Transition::settle(claimed, outcome, now)?;
-        let request = SettleRequest {
-            id: claimed.id,
-            written: settle.apply(claimed).ok(),
-            settle,
-            reply,
-        };
-        let leads = {
-            let mut queue = self.settles.lock().unwrap_or_else(|p| p.into_inner());
-            queue.push(request);
-            queue.len() == 1
-        };
-        if leads {
-            let queue = Arc::clone(&self.settles);
-            let written = self
-                .with_conn(move |conn| {
-                    let batch =
-                        std::mem::take(&mut *queue.lock().unwrap_or_else(|p| p.into_inner()));
-                    match write_group(conn, &batch) {
-                        Ok(results) => {
-                            for (request, result) in batch.into_iter().zip(results) {
-                                let _ = request.reply.send(result);
-                            }
-                        }
-                        Err(err) => {
-                            for request in batch {
-                                let _ = request.reply.send(Err(err.clone()));
-                            }
-                        }
-                    }
-                    Ok(())
-                })
-                .await;
-            // The worker never ran (the runtime is shutting down): answer whoever is queued,
-            // or the next request would wait behind a leader that is gone.
-            if let Err(err) = written {
-                let stranded =
-                    std::mem::take(&mut *self.settles.lock().unwrap_or_else(|p| p.into_inner()));
-                for request in stranded {
-                    let _ = request.reply.send(Err(err.clone()));
-                }
-            }
-        }
-        answer.await.map_err(|_| {
-            StoreError::backend("the SQLite writer stopped before recording the outcome")
-        })?
+        let written = settle.apply(claimed).ok();
+        let id = claimed.id;
+        self.write(move |tx| settle_in(tx, id, &settle, written))
+            .await
     }
 }

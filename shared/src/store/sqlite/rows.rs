@@ -7,10 +7,19 @@ use crate::clock::Timestamp;
 use crate::store::{ListKey, StoreError};
 use crate::task::{Held, Task, TaskId};
 
-pub const COLUMNS: &str = "id, type, payload, status, scheduled_at, created_at, updated_at, attempts, \
-    max_attempts, last_error, last_failed_attempt_at, succeeded_at, finished_at, reference_uid, \
-    lease_expires_at, due_at, idempotency_key, retry_policy, lease_token, schedule_name, schedule_tick, \
-    concurrency_key, rate_key, held";
+/// A task row's columns, as a literal, so the statements every task runs are constants
+/// (`concat!`) instead of text built for each call.
+macro_rules! columns {
+    () => {
+        "id, type, payload, status, scheduled_at, created_at, updated_at, attempts, \
+         max_attempts, last_error, last_failed_attempt_at, succeeded_at, finished_at, \
+         reference_uid, lease_expires_at, due_at, idempotency_key, retry_policy, lease_token, \
+         schedule_name, schedule_tick, concurrency_key, rate_key, held"
+    };
+}
+pub(super) use columns;
+
+pub const COLUMNS: &str = columns!();
 
 pub fn backend(err: rusqlite::Error) -> StoreError {
     StoreError::backend_from("SQLite", err)
@@ -87,49 +96,46 @@ pub fn row_to_task(row: &rusqlite::Row<'_>) -> rusqlite::Result<Task> {
 }
 
 pub fn load(conn: &Connection, id: TaskId) -> Result<Option<Task>, StoreError> {
-    conn.query_row(
-        &format!("SELECT {COLUMNS} FROM tasks WHERE id = ?1"),
-        params![id.to_string()],
-        row_to_task,
-    )
-    .optional()
-    .map_err(sqlite_error)
+    conn.prepare_cached(concat!("SELECT ", columns!(), " FROM tasks WHERE id = ?1"))
+        .and_then(|mut stmt| stmt.query_row(params![id.to_string()], row_to_task))
+        .optional()
+        .map_err(sqlite_error)
 }
 
 pub fn insert(conn: &Connection, task: &Task) -> rusqlite::Result<()> {
-    conn.execute(
-        &format!(
-            "INSERT INTO tasks ({COLUMNS}, list_key) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, \
-             ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20, ?21, ?22, ?23, ?24, ?25)"
-        ),
-        params![
-            task.id.to_string(),
-            task.task_type,
-            task.payload,
-            task.status.as_str(),
-            task.scheduled_at.to_text(),
-            task.created_at.to_text(),
-            task.updated_at.to_text(),
-            task.attempts,
-            task.max_attempts,
-            task.last_error,
-            text(task.last_failed_attempt_at),
-            text(task.succeeded_at),
-            text(task.finished_at),
-            task.reference_uid,
-            text(task.lease_expires_at),
-            text(task.due_at()),
-            task.idempotency_key,
-            serde_json::to_string(&task.retry_policy).unwrap_or_default(),
-            task.lease_token,
-            task.schedule_name,
-            text(task.schedule_tick),
-            task.concurrency_key,
-            task.rate_key,
-            task.held.map(Held::as_str),
-            ListKey::of(task).as_str(),
-        ],
-    )?;
+    conn.prepare_cached(concat!(
+        "INSERT INTO tasks (",
+        columns!(),
+        ", list_key) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, \
+         ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20, ?21, ?22, ?23, ?24, ?25)"
+    ))?
+    .execute(params![
+        task.id.to_string(),
+        task.task_type,
+        task.payload,
+        task.status.as_str(),
+        task.scheduled_at.to_text(),
+        task.created_at.to_text(),
+        task.updated_at.to_text(),
+        task.attempts,
+        task.max_attempts,
+        task.last_error,
+        text(task.last_failed_attempt_at),
+        text(task.succeeded_at),
+        text(task.finished_at),
+        task.reference_uid,
+        text(task.lease_expires_at),
+        text(task.due_at()),
+        task.idempotency_key,
+        serde_json::to_string(&task.retry_policy).unwrap_or_default(),
+        task.lease_token,
+        task.schedule_name,
+        text(task.schedule_tick),
+        task.concurrency_key,
+        task.rate_key,
+        task.held.map(Held::as_str),
+        ListKey::of(task).as_str(),
+    ])?;
     Ok(())
 }
 

@@ -17,13 +17,14 @@ fn decode(body: &str, revision: i64) -> rusqlite::Result<Schedule> {
 }
 
 fn load(conn: &Connection, name: &str) -> Result<Option<Schedule>, StoreError> {
-    conn.query_row(
-        "SELECT body, revision FROM schedules WHERE name = ?1",
-        params![name],
-        |row| decode(&row.get::<_, String>(0)?, row.get(1)?),
-    )
-    .optional()
-    .map_err(sqlite_error)
+    conn.prepare_cached("SELECT body, revision FROM schedules WHERE name = ?1")
+        .and_then(|mut stmt| {
+            stmt.query_row(params![name], |row| {
+                decode(&row.get::<_, String>(0)?, row.get(1)?)
+            })
+        })
+        .optional()
+        .map_err(sqlite_error)
 }
 
 /// The schedules `sql` selects (`body, revision`). A row that does not decode (written by a

@@ -1,0 +1,204 @@
+//! Group commit: every write of a store (creates, claims, outcomes, the operators' changes)
+//! queues here, and the write that finds the queue empty leads. Once it holds the connection
+//! it takes every write queued by then (its own among them), runs them in one immediate
+//! transaction, each in a savepoint of its own, and answers each after the commit. Under load
+//! a claim shares its commit with the outcomes that freed its slots, and creates share one,
+//! instead of a transaction each (SQLite's cost per transaction is its WAL frames and its
+//! locks; a task's rows are cheap).
+
+use std::sync::{Arc, Mutex};
+
+use rusqlite::{Connection, Transaction, TransactionBehavior};
+
+use super::rows::sqlite_error;
+use crate::store::StoreError;
+
+/// A write waiting for the next group.
+pub(super) trait GroupWrite: Send {
+    /// Runs in the group's transaction; false when it failed (its changes are undone).
+    fn run(&mut self, tx: &Transaction<'_>) -> bool;
+
+    /// Answers its caller once the group ended: `failed` when the group was not committed.
+    fn answer(self: Box<Self>, failed: Option<StoreError>);
+}
+
+impl std::fmt::Debug for dyn GroupWrite {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("GroupWrite")
+    }
+}
+
+/// The writes waiting for the next group.
+pub(super) type Queue = Arc<Mutex<Vec<Box<dyn GroupWrite>>>>;
+
+/// A write of `work`, whose answer goes to `reply`.
+pub(super) struct Write<T, F> {
+    work: Option<F>,
+    result: Option<Result<T, StoreError>>,
+    reply: tokio::sync::oneshot::Sender<Result<T, StoreError>>,
+}
+
+impl<T, F> Write<T, F> {
+    pub(super) fn new(work: F, reply: tokio::sync::oneshot::Sender<Result<T, StoreError>>) -> Self {
+        Self {
+            work: Some(work),
+            result: None,
+            reply,
+        }
+    }
+}
+
+impl<T, F> GroupWrite for Write<T, F>
+where
+    T: Send,
+    F: FnOnce(&Transaction<'_>) -> Result<T, StoreError> + Send,
+{
+    fn run(&mut self, tx: &Transaction<'_>) -> bool {
+        let Some(work) = self.work.take() else {
+            return false;
+        };
+        let result = work(tx);
+        let ok = result.is_ok();
+        self.result = Some(result);
+        ok
+    }
+
+    fn answer(self: Box<Self>, failed: Option<StoreError>) {
+        let answer = match (self.result, failed) {
+            // Its own failure says more than the group's.
+            (Some(Err(err)), _) | (_, Some(err)) => Err(err),
+            (Some(Ok(value)), None) => Ok(value),
+            (None, None) => Err(StoreError::backend("the SQLite write never ran")),
+        };
+        let _ = self.reply.send(answer);
+    }
+}
+
+/// Runs `batch` in one immediate transaction on `conn` and answers each write.
+pub(super) fn run_group(conn: &mut Connection, mut batch: Vec<Box<dyn GroupWrite>>) {
+    let failed = write_all(conn, &mut batch).err();
+    for write in batch {
+        write.answer(failed.clone());
+    }
+}
+
+/// The transaction of [`run_group`]: a failure of the group's own statements (begin,
+/// savepoints, commit), or one after which SQLite rolled the whole transaction back on its
+/// own, fails every write; a write's own failure undoes only its savepoint.
+fn write_all(conn: &mut Connection, batch: &mut [Box<dyn GroupWrite>]) -> Result<(), StoreError> {
+    let tx = conn
+        .transaction_with_behavior(TransactionBehavior::Immediate)
+        .map_err(sqlite_error)?;
+    if let [only] = batch {
+        // Alone, a failed write rolls the transaction back, with no savepoint to pay for.
+        return if only.run(&tx) {
+            tx.commit().map_err(sqlite_error)
+        } else {
+            Ok(())
+        };
+    }
+    for write in batch.iter_mut() {
+        statement(&tx, "SAVEPOINT group_write")?;
+        if !write.run(&tx) {
+            if tx.is_autocommit() {
+                return Err(StoreError::backend(
+                    "SQLite rolled the transaction back after a failed write",
+                ));
+            }
+            statement(&tx, "ROLLBACK TO group_write")?;
+        }
+        statement(&tx, "RELEASE group_write")?;
+    }
+    tx.commit().map_err(sqlite_error)
+}
+
+/// Runs the fixed statement `sql` (prepared once per connection).
+fn statement(tx: &Transaction<'_>, sql: &str) -> Result<(), StoreError> {
+    tx.prepare_cached(sql)
+        .and_then(|mut stmt| stmt.execute([]))
+        .map(drop)
+        .map_err(sqlite_error)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    type Answer = tokio::sync::oneshot::Receiver<Result<i64, StoreError>>;
+
+    /// A write that inserts `n`, then fails when `fails`.
+    fn insert(n: i64, fails: bool) -> (Box<dyn GroupWrite>, Answer) {
+        let (reply, answer) = tokio::sync::oneshot::channel();
+        let work = move |tx: &Transaction<'_>| {
+            tx.execute("INSERT INTO t (n) VALUES (?1)", [n])
+                .map_err(sqlite_error)?;
+            if fails {
+                return Err(StoreError::backend(format!("write {n} failed")));
+            }
+            Ok(n)
+        };
+        (Box::new(Write::new(work, reply)), answer)
+    }
+
+    fn table() -> Connection {
+        let conn = Connection::open_in_memory().expect("open");
+        conn.execute_batch("CREATE TABLE t (n INTEGER PRIMARY KEY)")
+            .expect("table");
+        conn
+    }
+
+    fn rows(conn: &Connection) -> Vec<i64> {
+        let mut stmt = conn.prepare("SELECT n FROM t ORDER BY n").expect("select");
+        stmt.query_map([], |row| row.get(0))
+            .expect("rows")
+            .collect::<rusqlite::Result<_>>()
+            .expect("rows")
+    }
+
+    #[test]
+    fn a_failed_write_is_undone_and_the_others_in_its_group_are_committed() {
+        let mut conn = table();
+        let (writes, answers): (Vec<_>, Vec<_>) = [(1, false), (2, true), (3, false)]
+            .map(|(n, fails)| insert(n, fails))
+            .into_iter()
+            .unzip();
+        run_group(&mut conn, writes);
+        assert_eq!(rows(&conn), [1, 3]);
+        let answers: Vec<_> = answers
+            .into_iter()
+            .map(|mut answer| {
+                answer
+                    .try_recv()
+                    .expect("answered")
+                    .map_err(|e| e.to_string())
+            })
+            .collect();
+        assert_eq!(answers[0], Ok(1));
+        assert!(
+            answers[1]
+                .as_ref()
+                .is_err_and(|e| e.contains("write 2 failed")),
+            "{answers:?}"
+        );
+        assert_eq!(answers[2], Ok(3));
+    }
+
+    #[test]
+    fn a_failed_write_alone_is_rolled_back() {
+        let mut conn = table();
+        let (write, mut answer) = insert(7, true);
+        run_group(&mut conn, vec![write]);
+        assert!(rows(&conn).is_empty());
+        assert!(answer.try_recv().expect("answered").is_err());
+        assert!(conn.is_autocommit(), "no transaction is left open");
+    }
+
+    #[test]
+    fn a_group_that_cannot_begin_fails_every_write() {
+        let mut conn = table();
+        conn.execute_batch("BEGIN").expect("an open transaction");
+        let (write, mut answer) = insert(1, false);
+        run_group(&mut conn, vec![write]);
+        assert!(answer.try_recv().expect("answered").is_err());
+    }
+}
