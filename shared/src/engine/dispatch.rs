@@ -274,6 +274,9 @@ impl<'a, S: Store> Dispatcher<'a, S> {
                 () = self.tasker.due_now.notified(), if open && !self.refill.is_woken() => {
                     self.refill.woken();
                 }
+                () = self.tasker.due_later.noted(), if open => {
+                    self.refill.held_until(self.tasker.due_later.take());
+                }
                 () = &mut stop, if !self.stopped => self.stopped = true,
                 else => break,
             }

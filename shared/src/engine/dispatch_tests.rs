@@ -202,6 +202,41 @@ async fn serve_starts_a_task_created_due_now_without_waiting_for_the_interval() 
 }
 
 #[tokio::test]
+async fn serve_starts_a_task_created_for_later_at_its_instant_without_waiting_for_the_interval() {
+    let mut h = handlers(Duration::from_secs(30));
+    let (tasker, clock) = tasker(h.registry, 16);
+    let (stop_tx, mut stop_rx) = watch::channel(false);
+    // An hour's interval: only the look at the created task's instant can start it here.
+    let serve = tokio::spawn({
+        let tasker = tasker.clone();
+        async move {
+            tasker
+                .serve_queue(Duration::from_secs(3600), async move {
+                    let _ = stop_rx.wait_for(|stop| *stop).await;
+                })
+                .await
+        }
+    });
+    // The first claim has found nothing: the loop waits for the interval.
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let mut later = NewTask::new("fast", "{}");
+    later.scheduled_at = Some(clock.now().plus(Duration::from_millis(200)));
+    let id = tasker.create(later).await.expect("create").into_task().id;
+    // Due by the test's clock at once; the loop looks when the real 200 ms have passed.
+    clock.advance(Duration::from_millis(200));
+    assert_eq!(
+        next(&mut h.fast_done, "the task created for later").await,
+        id
+    );
+    let _ = stop_tx.send(true);
+    let summary = tokio::time::timeout(HANG, serve)
+        .await
+        .expect("serve stops")
+        .expect("serve task");
+    assert_eq!(summary.outcomes.succeeded, 1, "{summary:?}");
+}
+
+#[tokio::test]
 async fn a_dead_processors_task_is_due_again_at_claim_plus_timeout_plus_grace() {
     let mut h = handlers(Duration::from_secs(45));
     let (tasker, clock) = tasker(h.registry, 16);

@@ -6,6 +6,7 @@
 mod attempt;
 mod cleanup;
 mod dispatch;
+mod due_later;
 mod fit;
 mod flow;
 mod mover;
@@ -89,6 +90,8 @@ pub struct Tasker<S> {
     settings: ProcessorSettings,
     jitter: fn() -> f64,
     due_now: Arc<tokio::sync::Notify>,
+    /// When tasks created through this process for later fall due.
+    due_later: Arc<due_later::DueLater>,
     leases: Leases,
     /// SQS mode: where messages for tasks due soon go.
     push: Option<Arc<dyn Push>>,
@@ -135,6 +138,7 @@ impl<S> Tasker<S> {
             settings,
             jitter: rand::random::<f64>,
             due_now: Arc::new(tokio::sync::Notify::new()),
+            due_later: Arc::default(),
             leases,
             push: None,
             moved: Arc::default(),

@@ -116,6 +116,13 @@ impl<S: Store> Tasker<S> {
         if let Created::New(task) = &created {
             if task.scheduled_at <= now {
                 self.due_now.notify_one();
+            } else {
+                // A millisecond late rather than early: a look before the instant finds it
+                // not yet due.
+                let wait = task.scheduled_at.since(now) + std::time::Duration::from_millis(1);
+                if let Some(at) = std::time::Instant::now().checked_add(wait) {
+                    self.due_later.note(at);
+                }
             }
         }
         Ok(created)
