@@ -273,12 +273,19 @@ pub async fn start_delay(
 ) -> StartDelay {
     let delays: Delays = Arc::default();
     let tasker = Tasker::new(
+        store.clone(),
+        timed_registry(&delays, bar),
+        ProcessorSettings::default(),
+    );
+    // Created by another Tasker, as the enqueue Lambda creates them: the processor learns of
+    // them only by polling (one that created them would look at their instants). Polling must
+    // start before the first task is due, or its delay would include the setup.
+    let creator = Tasker::new(
         store,
         timed_registry(&delays, bar),
         ProcessorSettings::default(),
     );
-    // Polling must start before the first task is due, or its delay would include the setup.
-    create_timed(&tasker, n).await;
+    create_timed(&creator, n).await;
     let poll = PollSettings {
         window: Duration::from_secs(15),
         ..poll
