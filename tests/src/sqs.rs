@@ -158,3 +158,58 @@ pub async fn messages_in(client: &Client, url: &str) -> (u64, u64) {
         count(QueueAttributeName::ApproximateNumberOfMessagesNotVisible),
     )
 }
+
+/// A TCP gate in front of moto: while shut, each connection is closed as it is accepted (a
+/// send fails as against an SQS that is down); once opened, bytes flow both ways unchanged.
+pub struct Gate {
+    /// The gate's endpoint, for a client in place of moto's.
+    pub endpoint: String,
+    open: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    server: tokio::task::JoinHandle<()>,
+}
+
+impl Gate {
+    /// A shut gate in front of moto's server.
+    pub async fn shut() -> Self {
+        let upstream = endpoint()
+            .trim_start_matches("http://")
+            .trim_end_matches('/')
+            .to_owned();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind the gate");
+        let endpoint = format!("http://{}", listener.local_addr().expect("gate address"));
+        let open = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let is_open = open.clone();
+        let server = tokio::spawn(async move {
+            while let Ok((mut inbound, _)) = listener.accept().await {
+                if !is_open.load(std::sync::atomic::Ordering::SeqCst) {
+                    drop(inbound);
+                    continue;
+                }
+                let upstream = upstream.clone();
+                tokio::spawn(async move {
+                    if let Ok(mut outbound) = tokio::net::TcpStream::connect(&upstream).await {
+                        let _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
+                    }
+                });
+            }
+        });
+        Self {
+            endpoint,
+            open,
+            server,
+        }
+    }
+
+    /// Lets connections through from now on.
+    pub fn open(&self) {
+        self.open.store(true, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
+impl Drop for Gate {
+    fn drop(&mut self) {
+        self.server.abort();
+    }
+}

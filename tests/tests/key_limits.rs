@@ -24,6 +24,14 @@ fn keyed_tasks() -> usize {
         .filter(|n| *n >= 10)
         .unwrap_or(40)
 }
+/// Every task of other keys starts within this share of the limited key's span (poll mode):
+/// they run beside the key, not behind it.
+const OTHERS_WITHIN: f64 = 0.75;
+/// The same in SQS mode, whose workers take the key's messages in turn with the others' (a
+/// held task's message comes back): on CI's loaded 2 cores the others' last start came at
+/// 0.751 and 0.757 of the key's span, against 0.13-0.21 on an idle machine. Behind the key
+/// would be 1 or more.
+const SQS_OTHERS_WITHIN: f64 = 0.9;
 /// Each webhook's answer takes this long, so two at once is a limit that binds.
 const ANSWER_MS: u64 = 300;
 const LIMITS: &str =
@@ -121,19 +129,27 @@ async fn two_processes_share_a_keys_limits(args: &[&str]) {
     let second = Serve::start(args, &envs(LIMITS)).await;
     let created = SystemTime::now();
     create_all(&first, &second, &receiver.base).await;
-    check_the_limits(&receiver, created, &format!("{args:?}"), Some(2)).await;
+    check_the_limits(
+        &receiver,
+        created,
+        &format!("{args:?}"),
+        Some(2),
+        OTHERS_WITHIN,
+    )
+    .await;
     drop((first, second));
 }
 
 /// Waits for every webhook, then checks: every task delivered once; the key's never more than
 /// 2 at once nor 6 starts in a second (5, plus one for the edges of the receiver's clock), its
-/// span at least what 5 a second allow; every other task started before the key's last
-/// quarter.
+/// span at least what 5 a second allow; every other task started within `others_within` of
+/// the key's span ([`OTHERS_WITHIN`] in poll mode).
 async fn check_the_limits(
     receiver: &Receiver,
     created: SystemTime,
     label: &str,
     max_at_once: Option<usize>,
+    others_within: f64,
 ) {
     let n = keyed_tasks();
     tasker_tests::eventually(
@@ -188,7 +204,7 @@ async fn check_the_limits(
         "{n} starts at 5 a second take {least} s or more, not {span}"
     );
     assert!(
-        others_last < span * 0.75,
+        others_last < span * others_within,
         "tasks of other keys waited behind the limited key: the last started after \
          {others_last:.1} s of the key's {span:.1} s"
     );
@@ -349,7 +365,7 @@ async fn two_sqs_workers_share_a_keys_limits(store_env: Vec<(&'static str, Strin
     let serve = Serve::start(&[], &env).await;
     let created = SystemTime::now();
     create_all(&serve, &serve, &receiver.base).await;
-    check_the_limits(&receiver, created, label, Some(2)).await;
+    check_the_limits(&receiver, created, label, Some(2), SQS_OTHERS_WITHIN).await;
     drop(serve);
     let messages: u64 = workers.into_iter().map(Worker::stop).sum();
     let tasks = 2 * keyed_tasks();
@@ -433,6 +449,6 @@ async fn two_processes_share_a_keys_limits_on_dynamodb() {
     let second = Serve::start(&args, &env).await;
     let created = SystemTime::now();
     create_all(&first, &second, &receiver.base).await;
-    check_the_limits(&receiver, created, "DynamoDB Local", Some(2)).await;
+    check_the_limits(&receiver, created, "DynamoDB Local", Some(2), OTHERS_WITHIN).await;
     drop((first, second));
 }

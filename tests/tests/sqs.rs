@@ -17,7 +17,7 @@ use tasker::{
     AuthMode, Clock, DynamoStore, ManualClock, NewTask, ProcessorSettings, Registry, RetryPolicy,
     TaskError, TaskId, TaskStatus, Tasker, Timestamp,
 };
-use tasker_tests::sqs::{Queues, fresh_queues, peek};
+use tasker_tests::sqs::{Gate, Queues, fresh_queues, messages_in, peek};
 use tasker_tests::{dynamo, eventually};
 
 /// How many times each task's handler ran.
@@ -394,6 +394,37 @@ async fn a_create_succeeds_while_sqs_is_down_and_the_mover_repairs_it() {
     let handled = work_messages(&mover, &queue, 1, Duration::from_secs(20)).await;
     assert_eq!(handled, vec![Handled::Done(Work::Ran(Outcome::Succeeded))]);
     assert_eq!(runs_of(&runs, id), 1);
+}
+
+/// GIVEN SQS down when a task is created WHEN it answers again THEN the creating process sends
+/// the kept message itself a second or so later, without the mover, and the task runs.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_send_that_failed_is_sent_again_by_its_process_once_sqs_answers() {
+    let Queues { queue, .. } = fresh_queues(5, Duration::from_secs(30)).await;
+    let store = dynamo::fresh_store().await;
+    let runs: Runs = Arc::default();
+    let gate = Gate::shut().await;
+    let through_gate = SqsQueue::new(tasker_tests::sqs::client_for(&gate.endpoint), queue.url());
+    let api =
+        Tasker::new(store.clone(), registry(&runs), settings()).with_push(Arc::new(through_gate));
+    let created = api
+        .create(NewTask::new(RECORD, r#"{"to": "someone"}"#))
+        .await
+        .expect("a create succeeds while SQS is down");
+    let moto = tasker_tests::sqs::client_for(&tasker_tests::sqs::endpoint());
+    assert_eq!(messages_in(&moto, queue.url()).await, (0, 0));
+
+    gate.open();
+    eventually("the kept message sent", Duration::from_secs(10), || async {
+        api.resend().await;
+        (messages_in(&moto, queue.url()).await == (1, 0)).then_some(())
+    })
+    .await;
+    let worker = Tasker::new(same_table(&store), registry(&runs), settings())
+        .with_push(Arc::new(queue.clone()));
+    let handled = work_messages(&worker, &queue, 1, Duration::from_secs(20)).await;
+    assert_eq!(handled, vec![Handled::Done(Work::Ran(Outcome::Succeeded))]);
+    assert_eq!(runs_of(&runs, created.task().id), 1);
 }
 
 /// GIVEN a task that always fails, three attempts, one second apart WHEN workers read the

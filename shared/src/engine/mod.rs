@@ -15,6 +15,7 @@ mod outcomes;
 mod refill;
 mod schedules;
 mod settings;
+mod unsent;
 mod waiting;
 mod worker;
 
@@ -97,6 +98,8 @@ pub struct Tasker<S> {
     push: Option<Arc<dyn Push>>,
     /// SQS mode's mover: what it sent, so it does not send again while a message is on its way.
     moved: Arc<mover::Sent>,
+    /// SQS mode: messages a send could not deliver, tried again by [`Tasker::resend`].
+    unsent: Arc<unsent::Unsent>,
     /// Schedules this process cannot fire, left to others for a while.
     held_schedules: Arc<schedules::Held>,
     /// The paused task types as this process last read them.
@@ -142,6 +145,7 @@ impl<S> Tasker<S> {
             leases,
             push: None,
             moved: Arc::default(),
+            unsent: Arc::default(),
             held_schedules: Arc::default(),
             pauses: Arc::default(),
             key_limits: Arc::default(),
@@ -188,21 +192,56 @@ impl<S> Tasker<S> {
         self.send(&deliveries).await
     }
 
-    /// Sends `deliveries` (SQS mode; nothing otherwise), as [`Tasker::deliver`] does.
+    /// Sends `deliveries` (SQS mode; nothing otherwise), as [`Tasker::deliver`] does. What
+    /// could not be sent is kept and tried again by [`Tasker::resend`].
     pub(crate) async fn send(&self, deliveries: &[Delivery]) -> bool {
         let Some(push) = &self.push else { return true };
         if deliveries.is_empty() {
             return true;
         }
         match push.send(deliveries).await {
-            Ok(()) => true,
+            Ok(()) => {
+                // The queue answers again: what an earlier send kept may go too (the enqueue
+                // Lambda has no other moment to send it).
+                self.resend().await;
+                true
+            }
             Err(err) => {
+                let again_in = self.unsent.keep(deliveries, self.clock.now());
                 tracing::warn!(
                     error = %crate::report::Report(&err),
                     tasks = deliveries.len(),
-                    "could not send to the queue; the mover sends these tasks once they are late"
+                    again_in_ms = again_in.as_millis(),
+                    "could not send to the queue; this process tries again (the mover sends them if it stops)"
                 );
                 false
+            }
+        }
+    }
+
+    /// Sends again what earlier sends could not, once their wait is over (SQS mode; nothing
+    /// otherwise). Cheap when nothing waits: `tasker serve` calls it every second, `tasker
+    /// worker` at each receive, and every send that succeeds.
+    pub async fn resend(&self) {
+        let Some(push) = &self.push else { return };
+        let now = self.clock.now();
+        let due = self.unsent.take_due(now);
+        if due.is_empty() {
+            return;
+        }
+        match push.send(&due).await {
+            Ok(()) => {
+                self.unsent.sent();
+                tracing::info!(tasks = due.len(), "sent what an earlier send could not");
+            }
+            Err(err) => {
+                let again_in = self.unsent.failed_again(&due, self.clock.now());
+                tracing::warn!(
+                    error = %crate::report::Report(&err),
+                    tasks = due.len(),
+                    again_in_ms = again_in.as_millis(),
+                    "could not send to the queue again; this process tries again (the mover sends them if it stops)"
+                );
             }
         }
     }

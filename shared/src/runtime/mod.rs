@@ -28,6 +28,8 @@ pub enum Service {
     Dispatch,
     /// Sends a message for each task falling due within SQS's longest delay (SQS mode).
     Move,
+    /// Sends again what this process's sends could not, once their wait is over (SQS mode).
+    Resend,
     /// Fires the due schedules' ticks.
     Schedules,
     /// Writes what the store keeps for a while (DynamoDB's counts of finished tasks, a
@@ -40,6 +42,8 @@ pub enum Service {
 /// How often `tasker serve` runs the mover in SQS mode (as the template schedules the
 /// processor).
 pub const MOVE_EVERY: Duration = Duration::from_secs(60);
+/// How often `tasker serve` looks for failed sends to try again (each waits its own backoff).
+pub const RESEND_EVERY: Duration = Duration::from_secs(1);
 /// How often `tasker serve` cleans up (the first time at start).
 pub const CLEANUP_EVERY: Duration = Duration::from_secs(24 * 3600);
 /// How often the store is offered to write what it keeps; it writes only when it is time.
@@ -59,6 +63,7 @@ pub fn services(dispatch: Dispatch) -> &'static [Service] {
         ],
         Dispatch::Sqs => &[
             Service::Move,
+            Service::Resend,
             Service::Schedules,
             Service::Counts,
             Service::Cleanup,
@@ -73,6 +78,7 @@ impl Service {
         match self {
             Self::Dispatch => None,
             Self::Move => Some(Cadence::Every(MOVE_EVERY)),
+            Self::Resend => Some(Cadence::Every(RESEND_EVERY)),
             Self::Schedules => Some(Cadence::WholeSeconds),
             Self::Counts => Some(Cadence::Every(COUNTS_EVERY)),
             Self::Cleanup => Some(Cadence::Every(CLEANUP_EVERY)),
@@ -150,6 +156,10 @@ async fn pass<S: Store>(tasker: &Tasker<S>, service: Service, cleanup: CleanupSe
     let failed = match service {
         Service::Dispatch => None,
         Service::Move => tasker.move_due().await.err(),
+        Service::Resend => {
+            tasker.resend().await;
+            None
+        }
         Service::Schedules => tasker.fire_schedules().await.err(),
         Service::Counts => {
             tasker.store().queue_flush(tasker.now(), false).await;

@@ -172,6 +172,8 @@ async fn receive_some<S: Store>(
     // What the store keeps for a while (DynamoDB's counts of finished tasks) is written within
     // its time while the queue is idle too: a message's work writes it otherwise.
     tasker.store().queue_flush(tasker.now(), false).await;
+    // Retries' messages this worker could not send go again once their wait is over.
+    tasker.resend().await;
     match &received {
         Err(_) => tokio::time::sleep(Duration::from_secs(1)).await,
         Ok(none) if none.is_empty() && wait.is_zero() => {
