@@ -5,24 +5,42 @@ use std::sync::Arc;
 use rusqlite::{StatementStatus, params};
 
 use super::keys::{read_needs, wake_held, write_moved};
-use super::rows::{COLUMNS, columns, load, row_to_task, sqlite_error, update};
+use super::rows::{
+    COLUMNS, columns, load, row_to_task, sqlite_error, store_with, update, update_if_still,
+};
 use super::{SqliteStore, apply};
 use crate::clock::Timestamp;
 use crate::store::{
     Claim, HOLDS_PER_CLAIM, KeyBook, LOOK_AGAIN, NO_LIMITS, Settlement, StoreError, Transition,
     Verdict, is_expired_final_attempt,
 };
-use crate::task::{Task, TaskId};
+use crate::task::Task;
 
-/// Writes the outcome `settle` of the attempt `id`, which makes `written` of it when it
-/// applies, and wakes a task held for the slot it frees.
+/// Writes the outcome `settle` of the attempt `claimed`, which makes `written` of it when it
+/// applies, and wakes a task held for the slot it frees. While the row is still as claimed
+/// (nearly always) one conditional update writes it, without reading it first.
 fn settle_in(
     tx: &rusqlite::Transaction<'_>,
-    id: TaskId,
+    claimed: &Task,
     settle: &Transition,
     written: Option<Task>,
 ) -> Result<Task, StoreError> {
-    let applied = apply(tx, id, settle);
+    let id = claimed.id;
+    let unchanged = match &written {
+        Some(after) => {
+            let mut still = false;
+            store_with(tx, after, || {
+                still = update_if_still(tx, claimed, after)?;
+                Ok(())
+            })?;
+            still
+        }
+        None => false,
+    };
+    let applied = match (unchanged, written.clone()) {
+        (true, Some(after)) => Ok(after),
+        _ => apply(tx, id, settle),
+    };
     if let (Ok(task), Transition::Settle { now, .. }) = (&applied, settle) {
         wake_held(tx, task, *now)?;
     }
@@ -228,8 +246,8 @@ impl SqliteStore {
     ) -> Result<Task, StoreError> {
         let settle = Transition::settle(claimed, outcome, now)?;
         let written = settle.apply(claimed).ok();
-        let id = claimed.id;
-        self.write(move |tx| settle_in(tx, id, &settle, written))
+        let claimed = claimed.clone();
+        self.write(move |tx| settle_in(tx, &claimed, &settle, written))
             .await
     }
 }

@@ -139,56 +139,171 @@ pub fn insert(conn: &Connection, task: &Task) -> rusqlite::Result<()> {
     Ok(())
 }
 
+/// A column that transitions change: whether two versions of a task differ in it (compared as
+/// values, not as text), and its stored value.
+struct Mutable {
+    name: &'static str,
+    differs: fn(&Task, &Task) -> bool,
+    value: fn(&Task) -> Value,
+}
+
+fn text_of(value: Option<Timestamp>) -> Value {
+    value.map_or(Value::Null, |t| Value::Text(t.to_text()))
+}
+
+fn optional(value: &Option<String>) -> Value {
+    value.clone().map_or(Value::Null, Value::Text)
+}
+
+/// Every column a transition may change; `update` writes only those that did.
+static MUTABLE: [Mutable; 13] = [
+    Mutable {
+        name: "status",
+        differs: |a, b| a.status != b.status,
+        value: |t| Value::Text(t.status.as_str().to_owned()),
+    },
+    Mutable {
+        name: "scheduled_at",
+        differs: |a, b| a.scheduled_at != b.scheduled_at,
+        value: |t| Value::Text(t.scheduled_at.to_text()),
+    },
+    Mutable {
+        name: "updated_at",
+        differs: |a, b| a.updated_at != b.updated_at,
+        value: |t| Value::Text(t.updated_at.to_text()),
+    },
+    Mutable {
+        name: "attempts",
+        differs: |a, b| a.attempts != b.attempts,
+        value: |t| Value::Integer(i64::from(t.attempts)),
+    },
+    Mutable {
+        name: "last_error",
+        differs: |a, b| a.last_error != b.last_error,
+        value: |t| optional(&t.last_error),
+    },
+    Mutable {
+        name: "last_failed_attempt_at",
+        differs: |a, b| a.last_failed_attempt_at != b.last_failed_attempt_at,
+        value: |t| text_of(t.last_failed_attempt_at),
+    },
+    Mutable {
+        name: "succeeded_at",
+        differs: |a, b| a.succeeded_at != b.succeeded_at,
+        value: |t| text_of(t.succeeded_at),
+    },
+    Mutable {
+        name: "finished_at",
+        differs: |a, b| a.finished_at != b.finished_at,
+        value: |t| text_of(t.finished_at),
+    },
+    Mutable {
+        name: "lease_expires_at",
+        differs: |a, b| a.lease_expires_at != b.lease_expires_at,
+        value: |t| text_of(t.lease_expires_at),
+    },
+    Mutable {
+        name: "due_at",
+        differs: |a, b| a.due_at() != b.due_at(),
+        value: |t| text_of(t.due_at()),
+    },
+    Mutable {
+        name: "lease_token",
+        differs: |a, b| a.lease_token != b.lease_token,
+        value: |t| optional(&t.lease_token),
+    },
+    Mutable {
+        name: "held",
+        differs: |a, b| a.held != b.held,
+        value: |t| {
+            t.held
+                .map_or(Value::Null, |held| Value::Text(held.as_str().to_owned()))
+        },
+    },
+    Mutable {
+        name: "list_key",
+        differs: |a, b| a.queue_at() != b.queue_at() || a.id != b.id,
+        value: |t| Value::Text(ListKey::of(t).as_str().to_owned()),
+    },
+];
+
+thread_local! {
+    /// Each update's text by the columns it sets (a bit each) and whether it is conditional:
+    /// built once, so the statement cache is looked up without formatting a statement.
+    static UPDATES: std::cell::RefCell<std::collections::HashMap<(u16, bool), std::rc::Rc<str>>> =
+        std::cell::RefCell::default();
+}
+
+/// The text of the update setting the columns of `changed` (bits of [`MUTABLE`]), with a
+/// condition on every column's old value when `conditional`.
+fn update_sql(changed: u16, conditional: bool) -> std::rc::Rc<str> {
+    UPDATES.with(|cache| {
+        std::rc::Rc::clone(
+            cache
+                .borrow_mut()
+                .entry((changed, conditional))
+                .or_insert_with(|| {
+                    let mut n = 1;
+                    let mut sets = Vec::new();
+                    for (bit, column) in MUTABLE.iter().enumerate() {
+                        if changed & (1 << bit) != 0 {
+                            n += 1;
+                            sets.push(format!("{} = ?{n}", column.name));
+                        }
+                    }
+                    let mut sql = format!("UPDATE tasks SET {} WHERE id = ?1", sets.join(", "));
+                    if conditional {
+                        for column in &MUTABLE {
+                            n += 1;
+                            sql.push_str(&format!(" AND {} IS ?{n}", column.name));
+                        }
+                    }
+                    sql.into()
+                }),
+        )
+    })
+}
+
 /// Writes the columns in which `after` differs from `before`, the task as read in the same
 /// transaction. Only those: SQLite rewrites the entries of every index on a column a statement
 /// sets, even to the value it had, and most indexes (the listing key's, the type's) do not
 /// change in a claim or a success.
 pub fn update(conn: &Connection, before: &Task, after: &Task) -> rusqlite::Result<()> {
-    let text_of =
-        |value: Option<Timestamp>| value.map_or(Value::Null, |t| Value::Text(t.to_text()));
-    let optional = |value: &Option<String>| value.clone().map_or(Value::Null, Value::Text);
-    let columns = |task: &Task| -> [(&'static str, Value); 13] {
-        [
-            ("status", Value::Text(task.status.as_str().to_owned())),
-            ("scheduled_at", Value::Text(task.scheduled_at.to_text())),
-            ("updated_at", Value::Text(task.updated_at.to_text())),
-            ("attempts", Value::Integer(i64::from(task.attempts))),
-            ("last_error", optional(&task.last_error)),
-            (
-                "last_failed_attempt_at",
-                text_of(task.last_failed_attempt_at),
-            ),
-            ("succeeded_at", text_of(task.succeeded_at)),
-            ("finished_at", text_of(task.finished_at)),
-            ("lease_expires_at", text_of(task.lease_expires_at)),
-            ("due_at", text_of(task.due_at())),
-            ("lease_token", optional(&task.lease_token)),
-            (
-                "held",
-                task.held
-                    .map_or(Value::Null, |held| Value::Text(held.as_str().to_owned())),
-            ),
-            (
-                "list_key",
-                Value::Text(ListKey::of(task).as_str().to_owned()),
-            ),
-        ]
-    };
-    let mut sets = Vec::new();
+    update_where(conn, before, after, false).map(|_| ())
+}
+
+/// [`update`] for a `before` not read in this transaction: the row changes only if its columns
+/// are still `before`'s. True when it did (or nothing was to change); false when the row is
+/// gone or was changed since.
+pub fn update_if_still(conn: &Connection, before: &Task, after: &Task) -> rusqlite::Result<bool> {
+    update_where(conn, before, after, true)
+}
+
+fn update_where(
+    conn: &Connection,
+    before: &Task,
+    after: &Task,
+    conditional: bool,
+) -> rusqlite::Result<bool> {
+    let mut changed = 0u16;
     let mut values = vec![Value::Text(after.id.to_string())];
-    for ((column, old), (_, new)) in columns(before).into_iter().zip(columns(after)) {
-        if old != new {
-            values.push(new);
-            sets.push(format!("{column} = ?{}", values.len()));
+    for (bit, column) in MUTABLE.iter().enumerate() {
+        if (column.differs)(before, after) {
+            changed |= 1 << bit;
+            values.push((column.value)(after));
         }
     }
-    if sets.is_empty() {
-        return Ok(());
+    if changed == 0 {
+        return Ok(true);
     }
-    let sql = format!("UPDATE tasks SET {} WHERE id = ?1", sets.join(", "));
-    conn.prepare_cached(&sql)?
+    if conditional {
+        values.extend(MUTABLE.iter().map(|column| (column.value)(before)));
+    }
+    let sql = update_sql(changed, conditional);
+    let rows = conn
+        .prepare_cached(&sql)?
         .execute(rusqlite::params_from_iter(values))?;
-    Ok(())
+    Ok(rows == 1)
 }
 
 /// Stores the new or changed `task` with `write`; a broken reference rule (the partial unique
