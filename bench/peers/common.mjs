@@ -6,7 +6,8 @@
 //   handler gets it back and its promise ends the job.
 //
 // Arguments (all numbers): --jobs N --batch B --concurrency C --delay-jobs D --rate R
-// (jobs per second of the start-delay passes).
+// (jobs per second of the start-delay passes) --depth-workers W,W,... --depth-seconds S
+// --depth-target T (the depth-target passes: jobs waiting the producer keeps).
 import { parseArgs } from "node:util";
 
 const { values } = parseArgs({
@@ -16,6 +17,9 @@ const { values } = parseArgs({
     concurrency: { type: "string", default: "16" },
     "delay-jobs": { type: "string", default: "200" },
     rate: { type: "string", default: "50" },
+    "depth-workers": { type: "string", default: "4,16,64" },
+    "depth-seconds": { type: "string", default: "10" },
+    "depth-target": { type: "string", default: "2000" },
   },
 });
 const jobs = Number(values.jobs);
@@ -23,6 +27,9 @@ const batch = Number(values.batch);
 const concurrency = Number(values.concurrency);
 const delayJobs = Number(values["delay-jobs"]);
 const rate = Number(values.rate);
+const depthWorkers = values["depth-workers"].split(",").filter(Boolean).map(Number);
+const depthSeconds = Number(values["depth-seconds"]);
+const depthTarget = Number(values["depth-target"]);
 
 const seconds = (start) => Number(process.hrtime.bigint() - start) / 1e9;
 const now = () => process.hrtime.bigint();
@@ -82,6 +89,36 @@ async function startDelays(adapter, delayMs) {
   return { p50: at(0.5), p99: at(0.99), max: delays[delays.length - 1] };
 }
 
+// A producer keeps `depthTarget` jobs waiting while `workers` run 1 ms jobs: jobs completed
+// per second over `depthSeconds`, after a warm-up of a fifth of that.
+async function depth(adapter, workers) {
+  await adapter.reset();
+  let created = 0;
+  let started = 0;
+  let done = 0;
+  const worker = await adapter.work(workers, async () => {
+    started += 1;
+    await sleep(1);
+    done += 1;
+  });
+  const warmUntil = Date.now() + (depthSeconds * 1000) / 5;
+  let from = null;
+  while (from === null || seconds(from.at) < depthSeconds) {
+    if (from === null && Date.now() >= warmUntil) from = { at: now(), done };
+    const waiting = created - started;
+    if (waiting < depthTarget) {
+      const size = Math.min(batch, depthTarget - waiting);
+      await adapter.enqueueBatch(Array.from({ length: size }, (_, k) => ({ n: created + k })));
+      created += size;
+    } else {
+      await sleep(5);
+    }
+  }
+  const perSecond = (done - from.done) / seconds(from.at);
+  await worker.stop();
+  return { workers, jobs_per_s: perSecond };
+}
+
 export async function runPeer(adapter) {
   const result = { system: adapter.system, version: adapter.version, jobs, concurrency };
   await adapter.reset();
@@ -102,6 +139,9 @@ export async function runPeer(adapter) {
   await adapter.reset();
   result.due_now_ms = await startDelays(adapter, 0);
   result.delayed_1s_ms = await startDelays(adapter, 1000);
+  // Last: the jobs a pass leaves waiting stay in their queue.
+  result.depth = [];
+  for (const workers of depthWorkers) result.depth.push(await depth(adapter, workers));
   await adapter.close();
   process.stdout.write(`${JSON.stringify(result)}\n`);
 }

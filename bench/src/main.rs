@@ -103,6 +103,12 @@ struct Args {
     /// Jobs created per second in the peers' start-delay passes.
     #[arg(long, default_value_t = 50.0)]
     peer_rate: f64,
+    /// Workers of the peers' depth-target passes (2,000 jobs waiting, 1 ms jobs).
+    #[arg(long, value_delimiter = ',', default_values_t = [4, 16, 64])]
+    depth_workers: Vec<usize>,
+    /// Seconds each depth-target pass is measured.
+    #[arg(long, default_value_t = 10.0)]
+    depth_seconds: f64,
     /// Skip the Lambda binaries (init time, memory).
     #[arg(long)]
     no_lambda: bool,
@@ -200,6 +206,9 @@ async fn run(bench: &Bench, kinds: &[Kind], root: &Path, target_dir: &Path) -> R
             concurrency: phases::CONCURRENCY,
             delay_jobs: bench.args.delay_tasks,
             rate: bench.args.peer_rate,
+            depth_workers: bench.args.depth_workers.clone(),
+            depth_seconds: bench.args.depth_seconds,
+            depth_target: 2_000,
         };
         peers = Some(peers::measure(bench, root, shape).await);
     }

@@ -20,7 +20,7 @@ use self::tasker::Via;
 use crate::stores::{Bench, Kind};
 
 /// The passes' sizes, the same for every system.
-#[derive(Debug, Clone, Copy, Serialize)]
+#[derive(Debug, Clone, Serialize)]
 pub struct Shape {
     /// Jobs of each enqueue-and-drain pass.
     pub jobs: usize,
@@ -32,17 +32,33 @@ pub struct Shape {
     pub delay_jobs: usize,
     /// Jobs created per second in the start-delay passes.
     pub rate: f64,
+    /// Workers of each depth-target pass.
+    pub depth_workers: Vec<usize>,
+    /// Seconds each depth-target pass is measured (after a fifth of that to warm up).
+    pub depth_seconds: f64,
+    /// Jobs the depth-target producer keeps waiting.
+    pub depth_target: usize,
 }
 
 impl Shape {
     /// The shape as a peer program's arguments.
-    fn arguments(self) -> Vec<String> {
+    fn arguments(&self) -> Vec<String> {
         [
             ("--jobs", self.jobs.to_string()),
             ("--batch", self.batch.to_string()),
             ("--concurrency", self.concurrency.to_string()),
             ("--delay-jobs", self.delay_jobs.to_string()),
             ("--rate", self.rate.to_string()),
+            (
+                "--depth-workers",
+                self.depth_workers
+                    .iter()
+                    .map(ToString::to_string)
+                    .collect::<Vec<_>>()
+                    .join(","),
+            ),
+            ("--depth-seconds", self.depth_seconds.to_string()),
+            ("--depth-target", self.depth_target.to_string()),
         ]
         .into_iter()
         .flat_map(|(flag, value)| [flag.to_owned(), value])
@@ -56,6 +72,14 @@ pub struct Delays {
     pub p50: f64,
     pub p99: f64,
     pub max: f64,
+}
+
+/// Jobs completed per second with `workers` running 1 ms jobs while a producer keeps the
+/// shape's depth target waiting.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize)]
+pub struct Depth {
+    pub workers: usize,
+    pub jobs_per_s: f64,
 }
 
 /// One system's passes (the fields a peer program prints).
@@ -80,6 +104,9 @@ pub struct Row {
     pub due_now_ms: Delays,
     /// Jobs due 1 s after they are created: due → start.
     pub delayed_1s_ms: Delays,
+    /// The depth-target passes, one per worker count.
+    #[serde(default)]
+    pub depth: Vec<Depth>,
 }
 
 impl Row {
@@ -108,7 +135,7 @@ pub struct Peers {
 /// DynamoDB Local when it runs, then each peer whose server and packages are here.
 pub async fn measure(bench: &Bench, root: &Path, shape: Shape) -> Peers {
     let mut peers = Peers {
-        shape,
+        shape: shape.clone(),
         rows: Vec::new(),
         skipped: Vec::new(),
     };
@@ -121,13 +148,13 @@ pub async fn measure(bench: &Bench, root: &Path, shape: Shape) -> Peers {
     }
     for (kind, via, setup) in ours {
         eprintln!("peers: Tasker, {setup}");
-        let mut row = tasker::row(bench, kind, via, shape).await;
+        let mut row = tasker::row(bench, kind, via, &shape).await;
         row.setup = setup.to_owned();
         peers.rows.push(row);
     }
     for persistence in [Persistence::Default, Persistence::AofEverySec] {
         let ran = match Redis::start(persistence) {
-            Ok(redis) => node::run(root, "bullmq", &[("REDIS_URL", &redis.url)], shape).await,
+            Ok(redis) => node::run(root, "bullmq", &[("REDIS_URL", &redis.url)], &shape).await,
             Err(reason) => Err(reason),
         };
         peers.add("BullMQ", persistence.name(), ran);
@@ -136,7 +163,7 @@ pub async fn measure(bench: &Bench, root: &Path, shape: Shape) -> Peers {
         let ran = match &bench.postgres {
             Some(_) => {
                 let url = bench.fresh_database().await;
-                node::run(root, name, &[("DATABASE_URL", &url)], shape).await
+                node::run(root, name, &[("DATABASE_URL", &url)], &shape).await
             }
             None => Err("PostgreSQL is not running in this run (--store)".to_owned()),
         };

@@ -15,7 +15,7 @@ pub async fn run(
     root: &Path,
     name: &str,
     env: &[(&str, &str)],
-    shape: Shape,
+    shape: &Shape,
 ) -> Result<Row, String> {
     let folder = root.join("bench/peers").join(name);
     if !folder.join("node_modules").is_dir() {
@@ -37,7 +37,10 @@ pub async fn run(
     let child = command
         .spawn()
         .map_err(|err| format!("node did not start ({err})"))?;
-    let limit = SLACK + Duration::from_millis(shape.jobs as u64 * 20);
+    let depth = shape.depth_seconds * 1.2 * shape.depth_workers.len() as f64;
+    let limit = SLACK
+        + Duration::from_millis(shape.jobs as u64 * 20)
+        + Duration::from_secs_f64(depth.max(0.0) * 3.0);
     let output = tokio::time::timeout(limit, child.wait_with_output())
         .await
         .map_err(|_| format!("it did not finish within {} s", limit.as_secs()))?

@@ -8,7 +8,7 @@ use crate::report::f;
 
 /// The table in Markdown, then the systems that have no row and why.
 pub fn table(peers: &Peers) -> String {
-    let shape = peers.shape;
+    let shape = &peers.shape;
     let ours = peers
         .rows
         .iter()
@@ -17,15 +17,20 @@ pub fn table(peers: &Peers) -> String {
     let mut out = format!(
         "\n| {} no-op jobs, {} at once | version | enqueue, one at a time (jobs/s) \
          | enqueue, batches of {} (jobs/s) | drain (jobs/s) | enqueue + drain (jobs/s) \
-         | Tasker ÷ this | due now: start p50 / p99 (ms) | due in 1 s: start p50 / p99 (ms) |\n\
-         |---|---|---|---|---|---|---|---|---|\n",
-        shape.jobs, shape.concurrency, shape.batch
+         | Tasker ÷ this | due now: start p50 / p99 (ms) | due in 1 s: start p50 / p99 (ms) \
+         | {} waiting, 1 ms jobs: jobs/s at {} workers |\n\
+         |---|---|---|---|---|---|---|---|---|---|\n",
+        shape.jobs,
+        shape.concurrency,
+        shape.batch,
+        shape.depth_target,
+        workers(&shape.depth_workers),
     );
     for row in &peers.rows {
         let n = row.jobs as f64;
         let _ = writeln!(
             out,
-            "| {}, {} | {} | {} | {} | {} | {} | {} | {} / {} | {} / {} |",
+            "| {}, {} | {} | {} | {} | {} | {} | {} | {} / {} | {} / {} | {} |",
             row.system,
             row.setup,
             row.version,
@@ -38,6 +43,11 @@ pub fn table(peers: &Peers) -> String {
             f(row.due_now_ms.p99),
             f(row.delayed_1s_ms.p50),
             f(row.delayed_1s_ms.p99),
+            row.depth
+                .iter()
+                .map(|d| f(d.jobs_per_s))
+                .collect::<Vec<_>>()
+                .join(" / "),
         );
     }
     let _ = writeln!(
@@ -50,4 +60,13 @@ pub fn table(peers: &Peers) -> String {
         let _ = writeln!(out, "- **{} skipped**: {}", skipped.system, skipped.reason);
     }
     out
+}
+
+/// `4 / 16 / 64`.
+fn workers(counts: &[usize]) -> String {
+    counts
+        .iter()
+        .map(ToString::to_string)
+        .collect::<Vec<_>>()
+        .join(" / ")
 }

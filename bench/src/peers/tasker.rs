@@ -2,13 +2,14 @@
 //! library or over HTTP, on a fresh store for each.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant, SystemTime};
 
 use indicatif::ProgressBar;
 use serde_json::json;
-use tasker::{AnyStore, NewTask, ProcessorSettings, Tasker, Timestamp};
+use tasker::{AnyStore, NewTask, ProcessorSettings, Registry, TaskError, Tasker, Timestamp};
 
-use super::{Delays, Row, Shape};
+use super::{Delays, Depth, Row, Shape};
 use crate::phases::{self, unix_ms};
 use crate::stores::{Bench, Kind, noop_tasker};
 
@@ -26,7 +27,7 @@ pub enum Via {
 const DELAY_PASS_LIMIT: Duration = Duration::from_secs(120);
 
 /// Tasker's row on a store of `kind`, its tasks handed over `via`.
-pub async fn row(bench: &Bench, kind: Kind, via: Via, shape: Shape) -> Row {
+pub async fn row(bench: &Bench, kind: Kind, via: Via, shape: &Shape) -> Row {
     let n = shape.jobs;
     let hidden = ProgressBar::hidden();
     let store = bench.store(kind, "peers-one").await;
@@ -54,6 +55,11 @@ pub async fn row(bench: &Bench, kind: Kind, via: Via, shape: Shape) -> Row {
 
     let due_now_ms = start_delays(bench.store(kind, "peers-now").await, via, shape, 0).await;
     let delayed_1s_ms = start_delays(bench.store(kind, "peers-later").await, via, shape, 1).await;
+    let mut depth = Vec::new();
+    for &workers in &shape.depth_workers {
+        let store = bench.store(kind, &format!("peers-depth-{workers}")).await;
+        depth.push(depth_pass(store, shape, workers).await);
+    }
     Row {
         system: "Tasker".to_owned(),
         version: env!("CARGO_PKG_VERSION").to_owned(),
@@ -66,6 +72,7 @@ pub async fn row(bench: &Bench, kind: Kind, via: Via, shape: Shape) -> Row {
         drain_batch_s,
         due_now_ms,
         delayed_1s_ms,
+        depth,
     }
 }
 
@@ -85,7 +92,7 @@ async fn create_batches(tasker: &Tasker<AnyStore>, n: usize, batch: usize) -> f6
 
 /// `tasker serve`'s loop over `store` while tasks due `delay_s` after they are created are
 /// created at the shape's rate: how long after its due instant each one started.
-async fn start_delays(store: AnyStore, via: Via, shape: Shape, delay_s: u64) -> Delays {
+async fn start_delays(store: AnyStore, via: Via, shape: &Shape, delay_s: u64) -> Delays {
     let delays: phases::Delays = Arc::default();
     let registry = phases::timed_registry(&delays, &ProgressBar::hidden());
     let tasker = Arc::new(Tasker::new(store, registry, ProcessorSettings::default()));
@@ -147,5 +154,73 @@ async fn start_delays(store: AnyStore, via: Via, shape: Shape, delay_s: u64) -> 
         p50: summary.p50_ms,
         p99: summary.p99_ms,
         max: summary.max_ms,
+    }
+}
+
+/// `tasker serve`'s loop with `workers` slots over `store`, running 1 ms tasks while a producer
+/// keeps the shape's depth target waiting (created through the library in batches): tasks
+/// completed per second, as the peers' depth-target pass measures it.
+async fn depth_pass(store: AnyStore, shape: &Shape, workers: usize) -> Depth {
+    let started = Arc::new(AtomicUsize::new(0));
+    let done = Arc::new(AtomicUsize::new(0));
+    let mut registry = Registry::new();
+    registry
+        .register("work", {
+            let (started, done) = (Arc::clone(&started), Arc::clone(&done));
+            move |_| {
+                let (started, done) = (Arc::clone(&started), Arc::clone(&done));
+                async move {
+                    started.fetch_add(1, Ordering::Relaxed);
+                    tokio::time::sleep(Duration::from_millis(1)).await;
+                    done.fetch_add(1, Ordering::Relaxed);
+                    Ok::<(), TaskError>(())
+                }
+            }
+        })
+        .expect("register work");
+    let settings = ProcessorSettings {
+        concurrency: workers,
+        ..ProcessorSettings::default()
+    };
+    let tasker = Arc::new(Tasker::new(store, registry, settings));
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let serving = tokio::spawn({
+        let tasker = Arc::clone(&tasker);
+        async move {
+            let stop = async {
+                let _ = stopped.await;
+            };
+            tasker.serve_queue(Duration::from_secs(1), stop).await
+        }
+    });
+    let measured = Duration::from_secs_f64(shape.depth_seconds);
+    let warm_until = Instant::now() + measured / 5;
+    let mut from: Option<(Instant, usize)> = None;
+    let mut created = 0;
+    while from.is_none_or(|(at, _)| at.elapsed() < measured) {
+        if from.is_none() && Instant::now() >= warm_until {
+            from = Some((Instant::now(), done.load(Ordering::Relaxed)));
+        }
+        let waiting = created - started.load(Ordering::Relaxed).min(created);
+        if waiting < shape.depth_target {
+            let size = shape.batch.min(shape.depth_target - waiting);
+            let news = (created..created + size)
+                .map(|n| NewTask::new("work", format!("{{\"n\":{n}}}")))
+                .collect();
+            for made in tasker.create_many(news).await {
+                made.expect("create a depth task");
+            }
+            created += size;
+        } else {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
+    let (at, before) = from.unwrap_or((Instant::now(), 0));
+    let jobs_per_s = (done.load(Ordering::Relaxed) - before) as f64 / at.elapsed().as_secs_f64();
+    let _ = stop.send(());
+    serving.await.expect("the serve loop");
+    Depth {
+        workers,
+        jobs_per_s,
     }
 }
