@@ -67,6 +67,27 @@ fn handlers(slow_timeout: Duration) -> Handlers {
     }
 }
 
+/// `tasker serve`'s loop for `tasker`, polling every `interval`: the sender that stops it,
+/// and the loop's task.
+fn serve(
+    tasker: &Tasker<SqliteStore>,
+    interval: Duration,
+) -> (
+    watch::Sender<bool>,
+    tokio::task::JoinHandle<super::RunSummary>,
+) {
+    let (stop_tx, mut stop_rx) = watch::channel(false);
+    let tasker = tasker.clone();
+    let serving = tokio::spawn(async move {
+        tasker
+            .serve_queue(interval, async move {
+                let _ = stop_rx.wait_for(|stop| *stop).await;
+            })
+            .await
+    });
+    (stop_tx, serving)
+}
+
 fn tasker(registry: Registry, concurrency: usize) -> (Tasker<SqliteStore>, Arc<ManualClock>) {
     let clock = Arc::new(ManualClock::new(start()));
     let settings = ProcessorSettings {
@@ -170,18 +191,8 @@ async fn a_task_created_during_a_run_is_claimed_in_that_run() {
 async fn serve_starts_a_task_created_due_now_without_waiting_for_the_interval() {
     let mut h = handlers(Duration::from_secs(30));
     let (tasker, _) = tasker(h.registry, 16);
-    let (stop_tx, mut stop_rx) = watch::channel(false);
     // An hour's interval: only the wake on create can start these tasks within the test.
-    let serve = tokio::spawn({
-        let tasker = tasker.clone();
-        async move {
-            tasker
-                .serve_queue(Duration::from_secs(3600), async move {
-                    let _ = stop_rx.wait_for(|stop| *stop).await;
-                })
-                .await
-        }
-    });
+    let (stop_tx, serve) = serve(&tasker, Duration::from_secs(3600));
     let slow = create(&tasker, "slow").await;
     assert_eq!(next(&mut h.slow_started, "slow start").await, slow);
     for _ in 0..3 {
@@ -205,18 +216,8 @@ async fn serve_starts_a_task_created_due_now_without_waiting_for_the_interval() 
 async fn serve_starts_a_task_created_for_later_at_its_instant_without_waiting_for_the_interval() {
     let mut h = handlers(Duration::from_secs(30));
     let (tasker, clock) = tasker(h.registry, 16);
-    let (stop_tx, mut stop_rx) = watch::channel(false);
     // An hour's interval: only the look at the created task's instant can start it here.
-    let serve = tokio::spawn({
-        let tasker = tasker.clone();
-        async move {
-            tasker
-                .serve_queue(Duration::from_secs(3600), async move {
-                    let _ = stop_rx.wait_for(|stop| *stop).await;
-                })
-                .await
-        }
-    });
+    let (stop_tx, serve) = serve(&tasker, Duration::from_secs(3600));
     // The first claim has found nothing: the loop waits for the interval.
     tokio::time::sleep(Duration::from_millis(50)).await;
     let mut later = NewTask::new("fast", "{}");
