@@ -96,16 +96,7 @@ async fn start_delays(store: AnyStore, via: Via, shape: &Shape, delay_s: u64) ->
     let delays: phases::Delays = Arc::default();
     let registry = phases::timed_registry(&delays, &ProgressBar::hidden());
     let tasker = Arc::new(Tasker::new(store, registry, ProcessorSettings::default()));
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let serving = tokio::spawn({
-        let tasker = Arc::clone(&tasker);
-        async move {
-            let stop = async {
-                let _ = stopped.await;
-            };
-            tasker.serve_queue(Duration::from_secs(1), stop).await
-        }
-    });
+    let (stop, serving) = serve(&tasker);
     let base = match via {
         Via::Library => None,
         Via::Http => Some(phases::serve_api(Arc::clone(&tasker)).await),
@@ -183,16 +174,7 @@ async fn depth_pass(store: AnyStore, shape: &Shape, workers: usize) -> Depth {
         ..ProcessorSettings::default()
     };
     let tasker = Arc::new(Tasker::new(store, registry, settings));
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let serving = tokio::spawn({
-        let tasker = Arc::clone(&tasker);
-        async move {
-            let stop = async {
-                let _ = stopped.await;
-            };
-            tasker.serve_queue(Duration::from_secs(1), stop).await
-        }
-    });
+    let (stop, serving) = serve(&tasker);
     let measured = Duration::from_secs_f64(shape.depth_seconds);
     let warm_until = Instant::now() + measured / 5;
     let mut from: Option<(Instant, usize)> = None;
@@ -223,4 +205,23 @@ async fn depth_pass(store: AnyStore, shape: &Shape, workers: usize) -> Depth {
         workers,
         jobs_per_s,
     }
+}
+
+/// `tasker serve`'s loop for `tasker`, polling every second: the sender that stops it, and the
+/// loop's task.
+fn serve(
+    tasker: &Arc<Tasker<AnyStore>>,
+) -> (
+    tokio::sync::oneshot::Sender<()>,
+    tokio::task::JoinHandle<tasker::engine::RunSummary>,
+) {
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let tasker = Arc::clone(tasker);
+    let serving = tokio::spawn(async move {
+        let stop = async {
+            let _ = stopped.await;
+        };
+        tasker.serve_queue(Duration::from_secs(1), stop).await
+    });
+    (stop, serving)
 }

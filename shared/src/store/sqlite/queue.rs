@@ -26,20 +26,14 @@ fn settle_in(
     written: Option<Task>,
 ) -> Result<Task, StoreError> {
     let id = claimed.id;
-    let unchanged = match &written {
-        Some(after) => {
-            let mut still = false;
-            store_with(tx, after, || {
-                still = update_if_still(tx, claimed, after)?;
-                Ok(())
-            })?;
-            still
-        }
+    let in_place = match &written {
+        Some(after) => written_in_place(tx, claimed, after)?,
         None => false,
     };
-    let applied = match (unchanged, written.clone()) {
-        (true, Some(after)) => Ok(after),
-        _ => apply(tx, id, settle),
+    // Written in place: the outcome is what was written, with no earlier write to recognise.
+    let (applied, written) = match written {
+        Some(after) if in_place => (Ok(after), None),
+        written => (apply(tx, id, settle), written),
     };
     if let (Ok(task), Transition::Settle { now, .. }) = (&applied, settle) {
         wake_held(tx, task, *now)?;
@@ -52,6 +46,20 @@ fn settle_in(
         }
         other => other,
     }
+}
+
+/// Writes `after` over the row if it is still `claimed`; false when it changed since.
+fn written_in_place(
+    tx: &rusqlite::Transaction<'_>,
+    claimed: &Task,
+    after: &Task,
+) -> Result<bool, StoreError> {
+    let mut still = false;
+    store_with(tx, after, || {
+        still = update_if_still(tx, claimed, after)?;
+        Ok(())
+    })?;
+    Ok(still)
 }
 
 /// Up to `want` tasks due by `due_by`, earliest first, none of the `closed` types but their
