@@ -78,7 +78,8 @@ if passed build; then
   # their bounds. The release build still runs longer.
   await_step tests
   background bench-peers "$CARGO_TARGET_DIR/debug/tasker-bench" --only-peers --tasks 300 \
-    --delay-tasks 20 --depth-workers 4,16 --depth-seconds 0.5 --json "$(mktemp -t tasker-peers.XXXXXX.json)"
+    --delay-tasks 20 --depth-workers 4,16 --depth-seconds 0.5 --crash-peers-jobs 40 \
+    --crash-peers-watch 3 --json "$(mktemp -t tasker-peers.XXXXXX.json)"
 else
   skip tests schemathesis schemathesis-postgres typescript-client lambda-workflow bench-smoke \
     bench-peers

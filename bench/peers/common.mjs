@@ -8,6 +8,13 @@
 // Arguments (all numbers): --jobs N --batch B --concurrency C --delay-jobs D --rate R
 // (jobs per second of the start-delay passes) --depth-workers W,W,... --depth-seconds S
 // --depth-target T (the depth-target passes: jobs waiting the producer keeps).
+//
+// The crash pass (bench/src/peers/crash.rs) runs a peer in one role instead: `--crash-role
+// enqueue --queue Q --jobs N` puts N jobs on queue Q and exits; `--crash-role work --queue Q
+// --concurrency C --job-ms M --log FILE` works Q until it is killed, each job appending
+// `S <n>` to FILE as it starts and `D <n>` as it ends. `reset(name)` then opens queue `name`
+// as it is, for another process to find, instead of a new one.
+import { openSync, writeSync } from "node:fs";
 import { parseArgs } from "node:util";
 
 const { values } = parseArgs({
@@ -20,6 +27,10 @@ const { values } = parseArgs({
     "depth-workers": { type: "string", default: "4,16,64" },
     "depth-seconds": { type: "string", default: "10" },
     "depth-target": { type: "string", default: "2000" },
+    "crash-role": { type: "string" },
+    queue: { type: "string" },
+    "job-ms": { type: "string", default: "20" },
+    log: { type: "string" },
   },
 });
 const jobs = Number(values.jobs);
@@ -119,7 +130,34 @@ async function depth(adapter, workers) {
   return { workers, jobs_per_s: perSecond };
 }
 
+// One role of the crash pass (see the top of this file).
+async function crashRole(adapter) {
+  await adapter.reset(values.queue);
+  if (values["crash-role"] === "enqueue") {
+    for (let i = 0; i < jobs; i += batch) {
+      const size = Math.min(batch, jobs - i);
+      await adapter.enqueueBatch(Array.from({ length: size }, (_, k) => ({ n: i + k })));
+    }
+    await adapter.close();
+    process.stdout.write(`${JSON.stringify({ enqueued: jobs })}\n`);
+    return;
+  }
+  if (values["crash-role"] !== "work") throw new Error(`no crash role ${values["crash-role"]}`);
+  // Each line one write(2) on an O_APPEND file: in the kernel's page cache once written, so
+  // a SIGKILL loses none of them.
+  const log = openSync(values.log, "a");
+  const jobMs = Number(values["job-ms"]);
+  await adapter.work(concurrency, async (job) => {
+    writeSync(log, `S ${job.n}\n`);
+    await sleep(jobMs);
+    writeSync(log, `D ${job.n}\n`);
+  });
+  // Until killed: a timer keeps node's loop alive whatever the client holds open.
+  await new Promise(() => setInterval(() => {}, 1 << 30));
+}
+
 export async function runPeer(adapter) {
+  if (values["crash-role"] !== undefined) return crashRole(adapter);
   const result = { system: adapter.system, version: adapter.version, jobs, concurrency };
   await adapter.reset();
   let start = now();

@@ -2,6 +2,9 @@
 //! created live, in serve mode and in poll mode), occupancy of the slots in a drain of the same
 //! mix, and how long a killed processor's tasks take to finish on another.
 
+use std::fs::File;
+use std::io::Write;
+use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant, SystemTime};
@@ -232,7 +235,9 @@ pub struct CrashSettings {
 }
 
 /// The registry both processes of the crash pass run: `work` tasks that take `settings.work`.
-pub fn crash_registry(settings: CrashSettings) -> Registry {
+/// With a `log`, each attempt appends `S <n>` as it starts and `D <n>` as it ends, `n` its
+/// payload's, as the peers' crash workers do (`peers::crash` reads it).
+pub fn crash_registry(settings: CrashSettings, log: Option<Arc<File>>) -> Registry {
     let mut registry = Registry::new();
     let type_settings = TypeSettings {
         timeout: settings.timeout,
@@ -240,12 +245,34 @@ pub fn crash_registry(settings: CrashSettings) -> Registry {
     };
     let work = settings.work;
     registry
-        .register_with("work", type_settings, move |_| async move {
-            tokio::time::sleep(work).await;
-            Ok::<(), TaskError>(())
+        .register_with("work", type_settings, move |ctx| {
+            let log = log.clone();
+            async move {
+                let n = log.as_ref().map(|_| job_number(&ctx.payload));
+                append(log.as_deref(), "S", n);
+                tokio::time::sleep(work).await;
+                append(log.as_deref(), "D", n);
+                Ok::<(), TaskError>(())
+            }
         })
         .expect("register work");
     registry
+}
+
+/// The `n` of a crash task's payload `{"n": N}`.
+fn job_number(payload: &str) -> u64 {
+    serde_json::from_str::<serde_json::Value>(payload)
+        .ok()
+        .and_then(|value| value["n"].as_u64())
+        .expect("a crash task's payload is {\"n\": N}")
+}
+
+/// Appends `mark n` to `log` in one write: an O_APPEND file keeps it through a SIGKILL.
+fn append(log: Option<&File>, mark: &str, n: Option<u64>) {
+    if let (Some(mut log), Some(n)) = (log, n) {
+        log.write_all(format!("{mark} {n}\n").as_bytes())
+            .expect("append to the crash log");
+    }
 }
 
 /// The crash pass's processor settings.
@@ -265,7 +292,11 @@ pub async fn crash_recovery(
     mut worker: std::process::Command,
     interval: Duration,
 ) -> Crash {
-    let tasker = Tasker::new(store, crash_registry(settings), crash_processor(settings));
+    let tasker = Tasker::new(
+        store,
+        crash_registry(settings, None),
+        crash_processor(settings),
+    );
     let ids: Vec<TaskId> = futures::stream::iter(0..settings.tasks)
         .map(|_| tasker.create(NewTask::new("work", "{}")))
         .buffer_unordered(CONCURRENCY)
@@ -324,8 +355,26 @@ pub async fn crash_recovery(
     }
 }
 
-/// The child side of the crash pass: `tasker serve`'s processor loop over `store` until killed.
-pub async fn crash_worker(store: AnyStore, settings: CrashSettings, interval: Duration) {
-    let tasker = Tasker::new(store, crash_registry(settings), crash_processor(settings));
+/// The child side of the crash passes: `tasker serve`'s processor loop over `store` until
+/// killed, its attempts appended to `log` when there is one.
+pub async fn crash_worker(
+    store: AnyStore,
+    settings: CrashSettings,
+    interval: Duration,
+    log: Option<&Path>,
+) {
+    let log = log.map(|path| {
+        let file = File::options()
+            .create(true)
+            .append(true)
+            .open(path)
+            .expect("open the crash log");
+        Arc::new(file)
+    });
+    let tasker = Tasker::new(
+        store,
+        crash_registry(settings, log),
+        crash_processor(settings),
+    );
     tasker.serve_queue(interval, std::future::pending()).await;
 }

@@ -91,6 +91,9 @@ struct Args {
     /// `dynamodb:ENDPOINT#TABLE` or `postgres:URL` until killed.
     #[arg(long, hide = true)]
     crash_worker: Option<String>,
+    /// Internal: the crash worker appends its attempts' starts and ends to this file.
+    #[arg(long, hide = true)]
+    crash_log: Option<PathBuf>,
     /// Skip the apalis peer.
     #[arg(long)]
     no_apalis: bool,
@@ -106,6 +109,15 @@ struct Args {
     /// Workers of the peers' depth-target passes (2,000 jobs waiting, 1 ms jobs).
     #[arg(long, value_delimiter = ',', default_values_t = [4, 16, 64])]
     depth_workers: Vec<usize>,
+    /// Jobs of the peers' crash pass (a worker SIGKILLed once half are done), 0 to skip it.
+    #[arg(long, default_value_t = 2_000)]
+    crash_peers_jobs: usize,
+    /// Each crash-pass job's handler time, in milliseconds.
+    #[arg(long, default_value_t = 20)]
+    crash_peers_job_ms: u64,
+    /// Seconds the peers' crash pass watches the second worker after the kill.
+    #[arg(long, default_value_t = 120.0)]
+    crash_peers_watch: f64,
     /// Seconds each depth-target pass is measured.
     #[arg(long, default_value_t = 10.0)]
     depth_seconds: f64,
@@ -210,7 +222,13 @@ async fn run(bench: &Bench, kinds: &[Kind], root: &Path, target_dir: &Path) -> R
             depth_seconds: bench.args.depth_seconds,
             depth_target: 2_000,
         };
-        peers = Some(peers::measure(bench, root, shape).await);
+        let crash = peers::crash::CrashShape {
+            jobs: bench.args.crash_peers_jobs,
+            job_ms: bench.args.crash_peers_job_ms,
+            concurrency: phases::CONCURRENCY,
+            watch_seconds: bench.args.crash_peers_watch,
+        };
+        peers = Some(peers::measure(bench, root, shape, crash).await);
     }
     // Everything but the scale phase, unless only that (or the peers) was asked for.
     let all = !bench.args.only_scale && !bench.args.only_peers;
@@ -300,7 +318,8 @@ async fn main() {
     if let Some(spec) = &args.crash_worker {
         let store = stores::worker_store(spec).await;
         let interval = std::time::Duration::from_secs_f64(args.poll_interval);
-        dispatch::crash_worker(store, stores::crash_settings(&args), interval).await;
+        let settings = stores::crash_settings(&args);
+        dispatch::crash_worker(store, settings, interval, args.crash_log.as_deref()).await;
         return;
     }
     let root = tasker_tests::workspace_root();

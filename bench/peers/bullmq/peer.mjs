@@ -20,10 +20,10 @@ main(() =>
   runPeer({
     system: "BullMQ",
     version,
-    async reset() {
+    async reset(named) {
       await queue?.close();
       pass += 1;
-      name = `bench-${process.pid}-${pass}`;
+      name = named ?? `bench-${process.pid}-${pass}`;
       queue = new Queue(name, { connection: connect() });
     },
     enqueue: (job, delayMs) => queue.add("job", job, delayMs > 0 ? { delay: delayMs } : {}),

@@ -19,9 +19,9 @@ main(async () => {
   await runPeer({
     system: "graphile-worker",
     version,
-    async reset() {
+    async reset(named) {
       pass += 1;
-      task = `bench_${pass}`;
+      task = named ?? `bench_${pass}`;
     },
     enqueue: (job, delayMs) =>
       utils.addJob(task, job, delayMs > 0 ? { runAt: new Date(Date.now() + delayMs) } : {}),

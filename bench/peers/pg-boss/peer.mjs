@@ -20,9 +20,9 @@ main(async () => {
   await runPeer({
     system: "pg-boss",
     version,
-    async reset() {
+    async reset(named) {
       pass += 1;
-      name = `bench-${process.pid}-${pass}`;
+      name = named ?? `bench-${process.pid}-${pass}`;
       await boss.createQueue(name, { notify: true });
     },
     enqueue: (job, delayMs) =>

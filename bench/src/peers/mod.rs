@@ -4,6 +4,8 @@
 //! ([`tasker`]) on servers this run starts on 127.0.0.1.
 
 pub mod apalis;
+pub mod crash;
+mod crash_log;
 mod node;
 mod redis;
 mod report;
@@ -15,6 +17,7 @@ use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
+use self::crash::{CrashRow, CrashShape};
 use self::redis::{Persistence, Redis};
 use self::tasker::Via;
 use crate::stores::{Bench, Kind};
@@ -129,15 +132,20 @@ pub struct Peers {
     pub shape: Shape,
     pub rows: Vec<Row>,
     pub skipped: Vec<Skipped>,
+    /// The crash pass: each system's worker SIGKILLed mid-drain.
+    pub crash_shape: CrashShape,
+    pub crash: Vec<CrashRow>,
 }
 
 /// Runs every system's passes in `shape`: Tasker on SQLite (library and HTTP) and on
 /// DynamoDB Local when it runs, then each peer whose server and packages are here.
-pub async fn measure(bench: &Bench, root: &Path, shape: Shape) -> Peers {
+pub async fn measure(bench: &Bench, root: &Path, shape: Shape, crash: CrashShape) -> Peers {
     let mut peers = Peers {
         shape: shape.clone(),
         rows: Vec::new(),
         skipped: Vec::new(),
+        crash_shape: crash,
+        crash: Vec::new(),
     };
     let mut ours = vec![
         (Kind::Sqlite, Via::Library, "SQLite, library"),
@@ -169,10 +177,28 @@ pub async fn measure(bench: &Bench, root: &Path, shape: Shape) -> Peers {
         };
         peers.add(name, "PostgreSQL 15, default synchronous_commit", ran);
     }
+    crash::measure_all(bench, root, &mut peers).await;
     peers
 }
 
 impl Peers {
+    /// Adds `system`'s crash row, or says why there is none.
+    fn add_crash(&mut self, system: &str, ran: Result<CrashRow, String>) {
+        match ran {
+            Ok(row) => {
+                eprintln!("peers: {system}, crash pass: done");
+                self.crash.push(row);
+            }
+            Err(reason) => {
+                eprintln!("peers: {system} crash pass skipped: {reason}");
+                self.skipped.push(Skipped {
+                    system: format!("{system} (crash pass)"),
+                    reason,
+                });
+            }
+        }
+    }
+
     /// Adds `system`'s row (`setup` its store), or says why there is none.
     fn add(&mut self, system: &str, setup: &str, ran: Result<Row, String>) {
         match ran {

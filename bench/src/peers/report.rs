@@ -56,10 +56,44 @@ pub fn table(peers: &Peers) -> String {
          is measured from its due instant.",
         shape.delay_jobs, shape.rate
     );
+    crash_table(peers, &mut out);
     for skipped in &peers.skipped {
         let _ = writeln!(out, "- **{} skipped**: {}", skipped.system, skipped.reason);
     }
     out
+}
+
+/// The crash pass's table: what each system did when its worker was SIGKILLed mid-drain.
+fn crash_table(peers: &Peers, out: &mut String) {
+    let shape = &peers.crash_shape;
+    if peers.crash.is_empty() {
+        return;
+    }
+    let _ = write!(
+        out,
+        "\n| {} jobs of {} ms, {} at once; worker SIGKILLed at half, a fresh one started          | done at the kill | running at the kill | run twice | done twice          | not done {} s after the kill | all done (s after the kill) | its defaults |\n\
+         |---|---|---|---|---|---|---|---|\n",
+        shape.jobs,
+        shape.job_ms,
+        shape.concurrency,
+        f(shape.watch_seconds),
+    );
+    for row in &peers.crash {
+        let _ = writeln!(
+            out,
+            "| {}, {} | {} | {} | {} | {} | {} | {} | {} |",
+            row.system,
+            row.setup,
+            row.done_at_kill,
+            row.running_at_kill,
+            row.run_twice,
+            row.done_twice,
+            row.not_done,
+            row.recovery_seconds
+                .map_or_else(|| format!("not within {} s", f(shape.watch_seconds)), f),
+            row.note,
+        );
+    }
 }
 
 /// `4 / 16 / 64`.
