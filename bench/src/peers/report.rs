@@ -71,7 +71,9 @@ fn crash_table(peers: &Peers, out: &mut String) {
     }
     let _ = write!(
         out,
-        "\n| {} jobs of {} ms, {} at once; worker SIGKILLed at half, a fresh one started          | done at the kill | running at the kill | run twice | done twice          | not done {} s after the kill | all done (s after the kill) | its defaults |\n\
+        "\n| {} jobs of {} ms, {} at once; worker SIGKILLed at half, a fresh one started \
+         | done at the kill | running at the kill | run twice | done twice \
+         | not done {} s after the kill | all done (s after the kill) | its defaults |\n\
          |---|---|---|---|---|---|---|---|\n",
         shape.jobs,
         shape.job_ms,
