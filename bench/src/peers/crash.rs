@@ -20,7 +20,7 @@ use crate::stores::{self, Bench};
 
 /// What each system's defaults do with a dead worker's jobs (its documentation's words).
 const TASKER_NOTE: &str = "runs them again once their lease ends: the type's timeout plus the lease grace (30 s + 30 s by default)";
-const BULLMQ_NOTE: &str = "moves them back to waiting at the first stalled-jobs check after their lock expires (lockDuration and stalledInterval 30 s by default)";
+const BULLMQ_NOTE: &str = "moves them back to waiting at a stalled-jobs check after their lock expires (lockDuration 30 s, a check every 30 s by default)";
 const PG_BOSS_NOTE: &str = "retries them once they expire (expireInSeconds: 15 minutes by default), at the next supervise run";
 const GRAPHILE_NOTE: &str = "frees a dead worker's locked jobs after 4 hours (a fixed timeout)";
 
