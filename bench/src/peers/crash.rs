@@ -18,8 +18,7 @@ use super::{Peers, node};
 use crate::dispatch::{self, CrashSettings};
 use crate::stores::{self, Bench};
 
-/// What each system's defaults do with a dead worker's jobs (its documentation's words).
-const TASKER_NOTE: &str = "runs them again once their lease ends: the type's timeout plus the lease grace (30 s + 30 s by default)";
+/// What each peer's defaults do with a dead worker's jobs (its documentation's words).
 const BULLMQ_NOTE: &str = "moves them back to waiting at a stalled-jobs check after their lock expires (lockDuration 30 s, a check every 30 s by default)";
 const PG_BOSS_NOTE: &str = "retries them once they expire (expireInSeconds: 15 minutes by default), at the next supervise run";
 const GRAPHILE_NOTE: &str = "frees a dead worker's locked jobs after 4 hours (a fixed timeout)";
@@ -34,10 +33,12 @@ pub async fn measure_all(bench: &Bench, root: &Path, peers: &mut Peers) {
     let dir = bench.dir.path();
     eprintln!("peers: crash pass, Tasker");
     let ran = tasker(bench, shape, &log_in(dir, "tasker")).await;
-    peers.add_crash(
-        "Tasker",
-        ran.map(|t| t.row("Tasker", "SQLite", TASKER_NOTE)),
+    let note = format!(
+        "runs them again once their lease ends: the type's timeout plus the lease grace \
+         ({} s + {} s here, 30 s + 30 s by default)",
+        bench.args.crash_timeout, bench.args.crash_grace
     );
+    peers.add_crash("Tasker", ran.map(|t| t.row("Tasker", "SQLite", &note)));
 
     eprintln!("peers: crash pass, BullMQ");
     let setup = Persistence::Default.name();
