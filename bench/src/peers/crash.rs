@@ -38,7 +38,7 @@ pub async fn measure_all(bench: &Bench, root: &Path, peers: &mut Peers) {
          ({} s + {} s here, 30 s + 30 s by default)",
         bench.args.crash_timeout, bench.args.crash_grace
     );
-    peers.add_crash("Tasker", ran.map(|t| t.row("Tasker", "SQLite", &note)));
+    peers.add_crash("Tasker", "SQLite", &note, ran);
 
     eprintln!("peers: crash pass, BullMQ");
     let setup = Persistence::Default.name();
@@ -49,7 +49,7 @@ pub async fn measure_all(bench: &Bench, root: &Path, peers: &mut Peers) {
         }
         Err(reason) => Err(reason),
     };
-    peers.add_crash("BullMQ", ran.map(|t| t.row("BullMQ", setup, BULLMQ_NOTE)));
+    peers.add_crash("BullMQ", setup, BULLMQ_NOTE, ran);
 
     for (name, note) in [
         ("pg-boss", PG_BOSS_NOTE),
@@ -65,13 +65,13 @@ pub async fn measure_all(bench: &Bench, root: &Path, peers: &mut Peers) {
             None => Err("PostgreSQL is not running in this run (--store)".to_owned()),
         };
         let setup = "PostgreSQL 15, default synchronous_commit";
-        peers.add_crash(name, ran.map(|t| t.row(name, setup, note)));
+        peers.add_crash(name, setup, note, ran);
     }
 }
 
 /// Tasker's pass: the tasks created in a SQLite file, each worker the bench's own binary
 /// running `tasker serve`'s loop over it (`--crash-worker`).
-async fn tasker(bench: &Bench, shape: CrashShape, log: &Path) -> Result<CrashTally, String> {
+async fn tasker(bench: &Bench, shape: CrashShape, log: &Path) -> Result<CrashCounts, String> {
     let args = &bench.args;
     let spec = format!(
         "sqlite:{}",
@@ -119,7 +119,7 @@ async fn node_pass(
     env: &[(&str, &str)],
     shape: CrashShape,
     log: &Path,
-) -> Result<CrashTally, String> {
+) -> Result<CrashCounts, String> {
     let queue = format!("crash_{}", std::process::id());
     let role = |role: &str| -> Result<Command, String> {
         let mut command = node::command(root, name, env)?;
@@ -154,6 +154,15 @@ pub struct CrashShape {
 pub struct CrashRow {
     pub system: String,
     pub setup: String,
+    #[serde(flatten)]
+    pub counts: CrashCounts,
+    /// What the system's own settings say about a dead worker's jobs.
+    pub note: String,
+}
+
+/// The counts of one system's pass.
+#[derive(Debug, Clone, Copy, Serialize)]
+pub struct CrashCounts {
     pub jobs: usize,
     /// Jobs done when the worker was killed.
     pub done_at_kill: usize,
@@ -167,8 +176,6 @@ pub struct CrashRow {
     pub not_done: usize,
     /// From the kill until every job was done; none when some were not within the watch.
     pub recovery_seconds: Option<f64>,
-    /// What the system's own settings say about a dead worker's jobs.
-    pub note: String,
 }
 
 /// How to start one system's worker process: a command, fresh each time.
@@ -183,7 +190,7 @@ async fn pass(
     shape: CrashShape,
     log: &Path,
     worker: WorkerCommand<'_>,
-) -> Result<CrashTally, String> {
+) -> Result<CrashCounts, String> {
     let mut first = spawn(worker)?;
     let half = shape.jobs.div_ceil(2);
     let started = Instant::now();
@@ -219,7 +226,7 @@ async fn pass(
     }
     let _ = second.kill().await;
     let end = Tally::read(log, shape.jobs)?;
-    Ok(CrashTally {
+    Ok(CrashCounts {
         jobs: shape.jobs,
         done_at_kill: at_kill.done,
         running_at_kill: at_kill.running,
@@ -230,42 +237,9 @@ async fn pass(
     })
 }
 
-/// The counts of one pass, before they become a row.
-#[derive(Debug, Clone, Copy)]
-struct CrashTally {
-    jobs: usize,
-    done_at_kill: usize,
-    running_at_kill: usize,
-    run_twice: usize,
-    done_twice: usize,
-    not_done: usize,
-    recovery_seconds: Option<f64>,
-}
-
-impl CrashTally {
-    /// The row of `system` (`setup` its store; `note` what its settings say).
-    fn row(self, system: &str, setup: &str, note: &str) -> CrashRow {
-        CrashRow {
-            system: system.to_owned(),
-            setup: setup.to_owned(),
-            jobs: self.jobs,
-            done_at_kill: self.done_at_kill,
-            running_at_kill: self.running_at_kill,
-            run_twice: self.run_twice,
-            done_twice: self.done_twice,
-            not_done: self.not_done,
-            recovery_seconds: self.recovery_seconds,
-            note: note.to_owned(),
-        }
-    }
-}
-
 /// A fresh log file for one system's pass in `dir`.
 fn log_in(dir: &Path, system: &str) -> PathBuf {
-    dir.join(format!(
-        "crash-{}.log",
-        system.replace([' ', '/', ','], "-")
-    ))
+    dir.join(format!("crash-{system}.log"))
 }
 
 fn spawn(worker: WorkerCommand<'_>) -> Result<Child, String> {

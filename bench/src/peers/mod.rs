@@ -17,7 +17,7 @@ use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
-use self::crash::{CrashRow, CrashShape};
+use self::crash::{CrashCounts, CrashRow, CrashShape};
 use self::redis::{Persistence, Redis};
 use self::tasker::Via;
 use crate::stores::{Bench, Kind};
@@ -182,21 +182,33 @@ pub async fn measure(bench: &Bench, root: &Path, shape: Shape, crash: CrashShape
 }
 
 impl Peers {
-    /// Adds `system`'s crash row, or says why there is none.
-    fn add_crash(&mut self, system: &str, ran: Result<CrashRow, String>) {
+    /// Adds `system`'s crash row (`setup` its store, `note` what its settings say), or says
+    /// why there is none.
+    fn add_crash(
+        &mut self,
+        system: &str,
+        setup: &str,
+        note: &str,
+        ran: Result<CrashCounts, String>,
+    ) {
         match ran {
-            Ok(row) => {
+            Ok(counts) => {
                 eprintln!("peers: {system}, crash pass: done");
-                self.crash.push(row);
-            }
-            Err(reason) => {
-                eprintln!("peers: {system} crash pass skipped: {reason}");
-                self.skipped.push(Skipped {
-                    system: format!("{system} (crash pass)"),
-                    reason,
+                self.crash.push(CrashRow {
+                    system: system.to_owned(),
+                    setup: setup.to_owned(),
+                    counts,
+                    note: note.to_owned(),
                 });
             }
+            Err(reason) => self.skip(format!("{system} (crash pass)"), reason),
         }
+    }
+
+    /// Lists `system` under the table with the `reason` it has no row.
+    fn skip(&mut self, system: String, reason: String) {
+        eprintln!("peers: {system} skipped: {reason}");
+        self.skipped.push(Skipped { system, reason });
     }
 
     /// Adds `system`'s row (`setup` its store), or says why there is none.
@@ -207,13 +219,7 @@ impl Peers {
                 row.setup = setup.to_owned();
                 self.rows.push(row);
             }
-            Err(reason) => {
-                eprintln!("peers: {system} ({setup}) skipped: {reason}");
-                self.skipped.push(Skipped {
-                    system: format!("{system} ({setup})"),
-                    reason,
-                });
-            }
+            Err(reason) => self.skip(format!("{system} ({setup})"), reason),
         }
     }
 }

@@ -86,12 +86,13 @@ fn crash_table(peers: &Peers, out: &mut String) {
             "| {}, {} | {} | {} | {} | {} | {} | {} | {} |",
             row.system,
             row.setup,
-            row.done_at_kill,
-            row.running_at_kill,
-            row.run_twice,
-            row.done_twice,
-            row.not_done,
-            row.recovery_seconds
+            row.counts.done_at_kill,
+            row.counts.running_at_kill,
+            row.counts.run_twice,
+            row.counts.done_twice,
+            row.counts.not_done,
+            row.counts
+                .recovery_seconds
                 .map_or_else(|| format!("not within {} s", f(shape.watch_seconds)), f),
             row.note,
         );
