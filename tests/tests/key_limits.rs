@@ -130,6 +130,7 @@ async fn two_processes_share_a_keys_limits(args: &[&str]) {
     let created = SystemTime::now();
     create_all(&first, &second, &receiver.base).await;
     check_the_limits(
+        &ApiClient::open(&first.base),
         &receiver,
         created,
         &format!("{args:?}"),
@@ -140,11 +141,63 @@ async fn two_processes_share_a_keys_limits(args: &[&str]) {
     drop((first, second));
 }
 
+/// What the receiver saw by `created` + 10 s steps (a slow drain against a stuck task), and
+/// the paths it never answered.
+fn progress(all: &[Received], created: SystemTime) -> String {
+    let mut steps: Vec<[usize; 2]> = Vec::new();
+    for request in all {
+        let step = (seconds(request.at, created) / 10.0) as usize;
+        if steps.len() <= step {
+            steps.resize(step + 1, [0, 0]);
+        }
+        steps[step][usize::from(!request.path.contains("/slow-"))] += 1;
+    }
+    let unanswered: Vec<&str> = all
+        .iter()
+        .filter(|r| r.answered.is_none())
+        .map(|r| r.path.as_str())
+        .collect();
+    format!(
+        "{} requests; [keyed, other] started in each 10 s since the create: {steps:?}; \
+         unanswered: {unanswered:?}",
+        all.len()
+    )
+}
+
+/// The tasks not yet finished, as the API lists them: their status, attempts, keys and time.
+async fn still_waiting(api: &ApiClient) -> String {
+    let mut lines = Vec::new();
+    for status in ["pending", "running"] {
+        let (code, page) = api
+            .send(
+                reqwest::Method::GET,
+                &format!("/tasks?status={status}&limit=50"),
+                None,
+            )
+            .await;
+        let tasks = page["tasks"].as_array().cloned().unwrap_or_default();
+        lines.push(format!("{status} ({code}, {}):", tasks.len()));
+        for task in tasks {
+            lines.push(format!(
+                "  {} {} attempts {} scheduled {} lease {} last error {}",
+                task["id"],
+                task["payload"],
+                task["attempts"],
+                task["scheduledAt"],
+                task["leaseExpiresAt"],
+                task["lastError"]
+            ));
+        }
+    }
+    lines.join("\n")
+}
+
 /// Waits for every webhook, then checks: every task delivered once; the key's never more than
 /// 2 at once nor 6 starts in a second (5, plus one for the edges of the receiver's clock), its
 /// span at least what 5 a second allow; every other task started within `others_within` of
 /// the key's span ([`OTHERS_WITHIN`] in poll mode).
 async fn check_the_limits(
+    api: &ApiClient,
     receiver: &Receiver,
     created: SystemTime,
     label: &str,
@@ -152,15 +205,22 @@ async fn check_the_limits(
     others_within: f64,
 ) {
     let n = keyed_tasks();
-    tasker_tests::eventually(
-        "every webhook answered",
-        Duration::from_secs(120 + n as u64 / 2),
-        || async {
-            let all = receiver.all();
-            (all.len() >= 2 * n && all.iter().all(|r| r.answered.is_some())).then_some(())
-        },
-    )
-    .await;
+    let limit = Duration::from_secs(120 + n as u64 / 2);
+    let waited = std::time::Instant::now();
+    loop {
+        let all = receiver.all();
+        if all.len() >= 2 * n && all.iter().all(|r| r.answered.is_some()) {
+            break;
+        }
+        if waited.elapsed() > limit {
+            let left = still_waiting(api).await;
+            panic!(
+                "timed out after {limit:?} waiting for every webhook answered; {}; {left}",
+                progress(&all, created)
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
     let all = receiver.all();
     let twice: Vec<_> = receiver
         .count_by_path()
@@ -365,7 +425,8 @@ async fn two_sqs_workers_share_a_keys_limits(store_env: Vec<(&'static str, Strin
     let serve = Serve::start(&[], &env).await;
     let created = SystemTime::now();
     create_all(&serve, &serve, &receiver.base).await;
-    check_the_limits(&receiver, created, label, Some(2), SQS_OTHERS_WITHIN).await;
+    let api = ApiClient::open(&serve.base);
+    check_the_limits(&api, &receiver, created, label, Some(2), SQS_OTHERS_WITHIN).await;
     drop(serve);
     let messages: u64 = workers.into_iter().map(Worker::stop).sum();
     let tasks = 2 * keyed_tasks();
@@ -449,6 +510,15 @@ async fn two_processes_share_a_keys_limits_on_dynamodb() {
     let second = Serve::start(&args, &env).await;
     let created = SystemTime::now();
     create_all(&first, &second, &receiver.base).await;
-    check_the_limits(&receiver, created, "DynamoDB Local", Some(2), OTHERS_WITHIN).await;
+    let api = ApiClient::open(&first.base);
+    check_the_limits(
+        &api,
+        &receiver,
+        created,
+        "DynamoDB Local",
+        Some(2),
+        OTHERS_WITHIN,
+    )
+    .await;
     drop((first, second));
 }
