@@ -1,9 +1,11 @@
 //! One attempt: run a claimed task's handler within its timeout, its lease and the run's
 //! deadline, and record the outcome.
 
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use super::outcomes::Outcome;
+use super::settling::Settling;
 use super::{ProcessorSettings, Tasker};
 use crate::handlers::{MAX_RETRY_AFTER, TaskContext, TaskError, TypeSettings};
 use crate::report::Report;
@@ -85,8 +87,17 @@ pub(super) struct Claimed {
 }
 
 impl<S: Store> Tasker<S> {
-    pub(super) async fn run_one(&self, claimed: Claimed, limits: RunLimits) -> Outcome {
-        self.run_attempt(claimed, limits).await.0
+    /// One attempt of the dispatcher's, whose outcome's first write is counted in `settling`
+    /// (where the store commits writes in order: see [`super::settling`]).
+    pub(super) async fn run_one(
+        &self,
+        claimed: Claimed,
+        limits: RunLimits,
+        settling: Option<Arc<Settling>>,
+    ) -> Outcome {
+        self.run_attempt_with(claimed, limits, settling.as_deref())
+            .await
+            .0
     }
 
     /// One attempt of `claimed`: its outcome, and the task as recorded (none when the outcome
@@ -95,6 +106,15 @@ impl<S: Store> Tasker<S> {
         &self,
         claimed: Claimed,
         limits: RunLimits,
+    ) -> (Outcome, Option<Task>) {
+        self.run_attempt_with(claimed, limits, None).await
+    }
+
+    async fn run_attempt_with(
+        &self,
+        claimed: Claimed,
+        limits: RunLimits,
+        settling: Option<&Settling>,
     ) -> (Outcome, Option<Task>) {
         let Claimed { task, lease_ends } = claimed;
         let remaining = limits.remaining();
@@ -142,7 +162,8 @@ impl<S: Store> Tasker<S> {
             self.defer_rate_key(&task, wait).await;
         }
         let settlement = self.settlement_of(&task, result);
-        self.record(&task, settlement, started.elapsed()).await
+        self.record(&task, settlement, started.elapsed(), settling)
+            .await
     }
 
     /// The other side asked for a pause of `wait` (`Retry-After`): when `task`'s rate key has
@@ -196,7 +217,7 @@ impl<S: Store> Tasker<S> {
     /// claims nothing more), not its spent lease.
     async fn give_back(&self, task: &Task, out_of_time: bool) -> (Outcome, Option<Task>) {
         match self
-            .record(task, Settlement::Released, Duration::ZERO)
+            .record(task, Settlement::Released, Duration::ZERO, None)
             .await
         {
             (Outcome::Released, recorded) if out_of_time => (Outcome::ReleasedOutOfTime, recorded),
@@ -204,11 +225,14 @@ impl<S: Store> Tasker<S> {
         }
     }
 
+    /// Writes the outcome of `task`'s attempt, trying again after a passing failure; its
+    /// first write is counted in `settling`, if given.
     pub(super) async fn record(
         &self,
         task: &Task,
         settlement: Settlement,
         took: Duration,
+        settling: Option<&Settling>,
     ) -> (Outcome, Option<Task>) {
         let outcome = match &settlement {
             Settlement::Succeeded => Outcome::Succeeded,
@@ -224,7 +248,11 @@ impl<S: Store> Tasker<S> {
         // One outcome, one instant: a try after one whose answer was lost writes exactly what
         // the first did, so the store recognises its own landed write.
         let now = self.clock.now();
+        let first = settling.map(Settling::begin);
         let mut written = self.store.task_settle(task, settlement.clone(), now).await;
+        // Only the first write lends the slot: a try again is queued behind the claims it
+        // made room for, which may commit without it.
+        drop(first);
         let mut pause = SETTLE_RETRY_PAUSE;
         for _ in 0..SETTLE_RETRIES {
             match &written {

@@ -14,6 +14,7 @@ use futures::stream::FuturesUnordered;
 use super::attempt::{Claimed, RunLimits};
 use super::outcomes::{Outcome, RunSummary};
 use super::refill::Refill;
+use super::settling::{Settling, free_slots};
 use super::{PollSettings, Tasker, TaskerError};
 use crate::report::Report;
 use crate::store::{Claim, Store, StoreError};
@@ -184,6 +185,9 @@ struct Dispatcher<'a, S> {
     running: FuturesUnordered<Attempt<'a>>,
     /// Attempts in flight per type, for the types' concurrency caps.
     by_type: HashMap<String, usize>,
+    /// Attempts among `running` whose outcome's first write is under way, where the store
+    /// commits writes in order: their slots are claimed for meanwhile.
+    settling: Option<Arc<Settling>>,
     /// The claim in flight, and how many tasks it asked for.
     claiming: Option<Claiming<'a>>,
     asked: usize,
@@ -217,6 +221,7 @@ impl<'a, S: Store> Dispatcher<'a, S> {
             refill: Refill::new(slots, batch, interval, span == Span::UntilIdle),
             running: FuturesUnordered::new(),
             by_type: HashMap::new(),
+            settling: None,
             claiming: None,
             asked: 0,
             claims: 0,
@@ -237,10 +242,14 @@ impl<'a, S: Store> Dispatcher<'a, S> {
             tracing::warn!("too little time left to start any task");
         }
         let mut stop = std::pin::pin!(stop);
+        if self.tasker.store.queue_writes_in_order().await {
+            self.settling = Some(Arc::default());
+        }
         loop {
             let now = Instant::now();
             let open = self.is_open(now);
-            let free = self.slots.saturating_sub(self.running.len() + self.asked);
+            let settling = self.settling.as_ref().map_or(0, |s| s.count());
+            let free = free_slots(self.slots, self.running.len(), settling, self.asked);
             let next_claim = self
                 .refill
                 .next_claim(now, free, self.running.len())
@@ -277,6 +286,7 @@ impl<'a, S: Store> Dispatcher<'a, S> {
                 () = self.tasker.due_later.noted(), if open => {
                     self.refill.held_until(self.tasker.due_later.take());
                 }
+                () = settling_began(self.settling.as_deref()), if open && self.claiming.is_none() => {}
                 () = &mut stop, if !self.stopped => self.stopped = true,
                 else => break,
             }
@@ -355,9 +365,11 @@ impl<'a, S: Store> Dispatcher<'a, S> {
             let lease_ends = answer.started + self.tasker.leases.duration(&task.task_type);
             let task_type = task.task_type.clone();
             *self.by_type.entry(task_type.clone()).or_default() += 1;
-            let attempt = self
-                .tasker
-                .run_one(Claimed { task, lease_ends }, self.limits);
+            let attempt = self.tasker.run_one(
+                Claimed { task, lease_ends },
+                self.limits,
+                self.settling.clone(),
+            );
             self.running
                 .push(Box::pin(async move { (task_type, attempt.await) }));
         }
@@ -368,6 +380,14 @@ impl<'a, S: Store> Dispatcher<'a, S> {
 async fn poll_claim(claiming: &mut Option<Claiming<'_>>) -> ClaimAnswer {
     match claiming.as_mut() {
         Some(claim) => claim.await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Once an outcome's first write begins (never, where the store does not lend slots).
+async fn settling_began(settling: Option<&Settling>) {
+    match settling {
+        Some(settling) => settling.began.notified().await,
         None => std::future::pending().await,
     }
 }

@@ -309,3 +309,81 @@ async fn a_lease_grace_below_the_settle_reserve_still_runs_tasks_with_short_time
         "{summary:?}"
     );
 }
+
+/// GIVEN one slot on a SQLite file and two tasks, the first one's outcome held up by another
+/// connection's write lock WHEN the lock goes THEN the second task's handler starts only once
+/// the first one's outcome is committed: a claim made for the slot that outcome lends is
+/// queued behind it. (The pause under the lock only gives the dispatcher time to claim ahead;
+/// what is asserted holds whether it did or not.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_claim_ahead_of_an_outcome_starts_nothing_before_that_outcome_commits() {
+    let dir = tempfile::tempdir().expect("temporary directory");
+    let path = dir.path().join("tasker.db");
+    let (started_tx, mut first_started) = mpsc::unbounded_channel();
+    let (seen_tx, mut seen) = mpsc::unbounded_channel();
+    let (release, released) = watch::channel(false);
+    let mut registry = Registry::new();
+    registry
+        .register("first", move |ctx| {
+            let started = started_tx.clone();
+            let mut released = released.clone();
+            async move {
+                let _ = started.send(ctx.id);
+                let _ = released.wait_for(|go| *go).await;
+                Ok(())
+            }
+        })
+        .expect("register first");
+    let db = path.clone();
+    registry
+        .register("second", move |ctx| {
+            // The first task's status as this handler starts, through a connection of its own.
+            let read = rusqlite::Connection::open(&db).and_then(|conn| {
+                conn.query_row(
+                    "SELECT status FROM tasks WHERE id = ?1",
+                    [ctx.payload.trim_matches('"')],
+                    |row| row.get::<_, String>(0),
+                )
+            });
+            let _ = seen_tx.send(read.map_err(|err| err.to_string()));
+            async { Ok(()) }
+        })
+        .expect("register second");
+    let clock = Arc::new(ManualClock::new(start()));
+    let settings = ProcessorSettings {
+        concurrency: 1,
+        ..ProcessorSettings::default()
+    };
+    let store = SqliteStore::open(&path).expect("sqlite file");
+    let tasker = Tasker::with_clock(store, registry, settings, clock.clone());
+    let first = create(&tasker, "first").await;
+    clock.advance(Duration::from_millis(1));
+    let payload = serde_json::to_string(&first.to_string()).expect("json");
+    tasker
+        .create(NewTask::new("second", &payload))
+        .await
+        .expect("create second");
+    let run = tokio::spawn({
+        let tasker = tasker.clone();
+        async move { tasker.process_queue(None).await }
+    });
+    assert_eq!(next(&mut first_started, "first start").await, first);
+    let lock = rusqlite::Connection::open(&path).expect("a second connection");
+    lock.execute_batch("BEGIN IMMEDIATE")
+        .expect("the write lock");
+    release.send_replace(true);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    lock.execute_batch("ROLLBACK").expect("the lock let go");
+    let seen = next(&mut seen, "second start").await;
+    assert_eq!(
+        seen.as_deref(),
+        Ok("succeeded"),
+        "the first task as the second started"
+    );
+    let summary = finished(run).await;
+    assert_eq!(
+        (summary.claimed, summary.outcomes.succeeded),
+        (2, 2),
+        "{summary:?}"
+    );
+}

@@ -15,6 +15,7 @@ mod outcomes;
 mod refill;
 mod schedules;
 mod settings;
+mod settling;
 mod unsent;
 mod waiting;
 mod worker;

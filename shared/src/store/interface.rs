@@ -171,6 +171,13 @@ macro_rules! store_methods {
             /// (SQLite, DynamoDB): their processes look every interval.
             fn queue_listen(&self, wake: Arc<Notify>) -> ();
 
+            /// True when this store instance commits its writes in the order they were made,
+            /// a later one never before an earlier one (SQLite: one connection, and its groups
+            /// in turn); false when they go over several connections or requests that may land
+            /// in any order (PostgreSQL, DynamoDB). Where true, the dispatcher claims for the
+            /// slots of outcomes being written (see `engine::settling`).
+            fn queue_writes_in_order(&self) -> bool;
+
             // Schedules.
 
             /// The schedule `name`, read consistently.

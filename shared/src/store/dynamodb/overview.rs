@@ -64,6 +64,12 @@ impl DynamoStore {
     /// how a task starts at once there).
     pub async fn queue_listen(&self, _wake: std::sync::Arc<tokio::sync::Notify>) {}
 
+    /// Each write is a request of its own, answered in any order; see
+    /// [`crate::store::Store::queue_writes_in_order`].
+    pub async fn queue_writes_in_order(&self) -> bool {
+        false
+    }
+
     /// Writes this process's counts of finished tasks when it is time to (at once at the
     /// `end` of a run), and publishes its look at the due queue every [`SEEN_EVERY`] while
     /// it claims; see [`crate::store::Store::queue_flush`].

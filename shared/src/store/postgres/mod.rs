@@ -378,6 +378,12 @@ impl PgStore {
         tokio::spawn(listen(self.config.clone(), self.tls.clone(), wake));
     }
 
+    /// Writes go over a pool of connections, each committing on its own; see
+    /// [`crate::store::Store::queue_writes_in_order`].
+    pub async fn queue_writes_in_order(&self) -> bool {
+        false
+    }
+
     /// What the claims have read; see [`crate::store::Store::queue_reads`].
     pub async fn queue_reads(&self) -> QueueReads {
         self.reads.get()

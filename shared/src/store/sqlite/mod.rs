@@ -296,6 +296,12 @@ impl SqliteStore {
     /// Nothing to listen to: another process's tasks are found at the next look.
     pub async fn queue_listen(&self, _wake: Arc<tokio::sync::Notify>) {}
 
+    /// Every write queues for the one connection's next group, and the groups run in turn;
+    /// see [`crate::store::Store::queue_writes_in_order`].
+    pub async fn queue_writes_in_order(&self) -> bool {
+        true
+    }
+
     /// What the claims have read; see [`crate::store::Store::queue_reads`].
     pub async fn queue_reads(&self) -> QueueReads {
         self.reads.get()
