@@ -10,6 +10,7 @@ use std::sync::{Arc, Mutex};
 
 use rusqlite::{Connection, Transaction, TransactionBehavior};
 
+use super::counts;
 use super::rows::sqlite_error;
 use crate::store::StoreError;
 
@@ -86,12 +87,15 @@ pub(super) fn run_group(conn: &mut Connection, mut batch: Vec<Box<dyn GroupWrite
 /// savepoints, commit), or one after which SQLite rolled the whole transaction back on its
 /// own, fails every write; a write's own failure undoes only its savepoint.
 fn write_all(conn: &mut Connection, batch: &mut [Box<dyn GroupWrite>]) -> Result<(), StoreError> {
+    // Status changes a group noted before it failed were undone with it.
+    counts::take();
     let tx = conn
         .transaction_with_behavior(TransactionBehavior::Immediate)
         .map_err(sqlite_error)?;
     if let [only] = batch {
         // Alone, a failed write rolls the transaction back, with no savepoint to pay for.
         return if only.run(&tx) {
+            counts::write(&tx, counts::take()).map_err(sqlite_error)?;
             tx.commit().map_err(sqlite_error)
         } else {
             Ok(())
@@ -99,6 +103,7 @@ fn write_all(conn: &mut Connection, batch: &mut [Box<dyn GroupWrite>]) -> Result
     }
     for write in batch.iter_mut() {
         statement(&tx, "SAVEPOINT group_write")?;
+        let mark = counts::noted();
         if !write.run(&tx) {
             if tx.is_autocommit() {
                 return Err(StoreError::backend(
@@ -106,9 +111,11 @@ fn write_all(conn: &mut Connection, batch: &mut [Box<dyn GroupWrite>]) -> Result
                 ));
             }
             statement(&tx, "ROLLBACK TO group_write")?;
+            counts::undo_to(mark);
         }
         statement(&tx, "RELEASE group_write")?;
     }
+    counts::write(&tx, counts::take()).map_err(sqlite_error)?;
     tx.commit().map_err(sqlite_error)
 }
 
@@ -123,6 +130,7 @@ fn statement(tx: &Transaction<'_>, sql: &str) -> Result<(), StoreError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::task::TaskStatus;
 
     type Answer = tokio::sync::oneshot::Receiver<Result<i64, StoreError>>;
 
@@ -181,6 +189,45 @@ mod tests {
             "{answers:?}"
         );
         assert_eq!(answers[2], Ok(3));
+    }
+
+    #[test]
+    fn a_failed_writes_status_changes_are_undone_with_it_and_the_others_counted_once() {
+        let mut conn = table();
+        conn.execute_batch(
+            "CREATE TABLE task_counts (status TEXT PRIMARY KEY NOT NULL, n INTEGER NOT NULL);
+             INSERT INTO task_counts VALUES ('pending', 3), ('running', 0), ('succeeded', 0),
+                 ('failed', 0), ('cancelled', 0);",
+        )
+        .expect("counts");
+        // Each write moves one task from pending to running; the second then fails.
+        let writes: Vec<Box<dyn GroupWrite>> = [false, true, false]
+            .into_iter()
+            .enumerate()
+            .map(|(i, fails)| {
+                let (reply, _) = tokio::sync::oneshot::channel::<Result<(), StoreError>>();
+                let work = move |_: &Transaction<'_>| {
+                    counts::note(TaskStatus::Pending, TaskStatus::Running);
+                    if fails {
+                        return Err(StoreError::backend(format!("write {i} failed")));
+                    }
+                    Ok(())
+                };
+                Box::new(Write::new(work, reply)) as Box<dyn GroupWrite>
+            })
+            .collect();
+        run_group(&mut conn, writes);
+        let mut stmt = conn
+            .prepare(
+                "SELECT n FROM task_counts WHERE status IN ('pending', 'running') ORDER BY status",
+            )
+            .expect("select");
+        let counts: Vec<i64> = stmt
+            .query_map([], |row| row.get(0))
+            .expect("rows")
+            .collect::<rusqlite::Result<_>>()
+            .expect("rows");
+        assert_eq!(counts, [1, 2], "pending 1, running 2");
     }
 
     #[test]

@@ -2,6 +2,7 @@
 //! transaction. [`schema`] holds the tables, indexes and counts, [`rows`] the row mapping, [`queue`] the claims and the
 //! group commit of outcomes, [`listing`] the reads for operators.
 
+mod counts;
 mod delivery;
 mod flow;
 mod group;

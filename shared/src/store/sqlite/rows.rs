@@ -303,6 +303,9 @@ fn update_where(
     let rows = conn
         .prepare_cached(&sql)?
         .execute(rusqlite::params_from_iter(values))?;
+    if rows == 1 {
+        super::counts::note(before.status, after.status);
+    }
     Ok(rows == 1)
 }
 
