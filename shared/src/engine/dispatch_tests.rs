@@ -319,23 +319,11 @@ async fn a_lease_grace_below_the_settle_reserve_still_runs_tasks_with_short_time
 async fn a_claim_ahead_of_an_outcome_starts_nothing_before_that_outcome_commits() {
     let dir = tempfile::tempdir().expect("temporary directory");
     let path = dir.path().join("tasker.db");
-    let (started_tx, mut first_started) = mpsc::unbounded_channel();
+    // The first task is `slow`: it runs until released.
+    let mut h = handlers(Duration::from_secs(30));
     let (seen_tx, mut seen) = mpsc::unbounded_channel();
-    let (release, released) = watch::channel(false);
-    let mut registry = Registry::new();
-    registry
-        .register("first", move |ctx| {
-            let started = started_tx.clone();
-            let mut released = released.clone();
-            async move {
-                let _ = started.send(ctx.id);
-                let _ = released.wait_for(|go| *go).await;
-                Ok(())
-            }
-        })
-        .expect("register first");
     let db = path.clone();
-    registry
+    h.registry
         .register("second", move |ctx| {
             // The first task's status as this handler starts, through a connection of its own.
             let read = rusqlite::Connection::open(&db).and_then(|conn| {
@@ -355,8 +343,8 @@ async fn a_claim_ahead_of_an_outcome_starts_nothing_before_that_outcome_commits(
         ..ProcessorSettings::default()
     };
     let store = SqliteStore::open(&path).expect("sqlite file");
-    let tasker = Tasker::with_clock(store, registry, settings, clock.clone());
-    let first = create(&tasker, "first").await;
+    let tasker = Tasker::with_clock(store, h.registry, settings, clock.clone());
+    let first = create(&tasker, "slow").await;
     clock.advance(Duration::from_millis(1));
     let payload = serde_json::to_string(&first.to_string()).expect("json");
     tasker
@@ -367,11 +355,11 @@ async fn a_claim_ahead_of_an_outcome_starts_nothing_before_that_outcome_commits(
         let tasker = tasker.clone();
         async move { tasker.process_queue(None).await }
     });
-    assert_eq!(next(&mut first_started, "first start").await, first);
+    assert_eq!(next(&mut h.slow_started, "first start").await, first);
     let lock = rusqlite::Connection::open(&path).expect("a second connection");
     lock.execute_batch("BEGIN IMMEDIATE")
         .expect("the write lock");
-    release.send_replace(true);
+    h.release.send_replace(true);
     tokio::time::sleep(Duration::from_millis(300)).await;
     lock.execute_batch("ROLLBACK").expect("the lock let go");
     let seen = next(&mut seen, "second start").await;
