@@ -164,7 +164,8 @@ fn progress(all: &[Received], created: SystemTime) -> String {
     )
 }
 
-/// The tasks not yet finished, as the API lists them: their status, attempts, keys and time.
+/// The tasks not yet finished, as the API lists them: id, payload, attempts, scheduled time,
+/// lease and last error.
 async fn still_waiting(api: &ApiClient) -> String {
     let mut lines = Vec::new();
     for status in ["pending", "running"] {
