@@ -16,9 +16,10 @@ mod schedules;
 mod schema;
 
 use std::path::Path;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
+use parking_lot::Mutex;
 use rusqlite::config::DbConfig;
 use rusqlite::{Connection, OptionalExtension, params};
 
@@ -106,47 +107,44 @@ impl SqliteStore {
         on(self.reader.as_ref().unwrap_or(&self.conn), work).await
     }
 
-    /// Runs `work` on the writing connection off the async runtime.
-    async fn with_conn<T, F>(&self, work: F) -> Result<T, StoreError>
-    where
-        T: Send + 'static,
-        F: FnOnce(&mut Connection) -> Result<T, StoreError> + Send + 'static,
-    {
-        on(&self.conn, work).await
-    }
-
     /// Runs `work` inside an immediate (write-locking) transaction, committing on success:
-    /// with the writes queued beside it, in one group commit ([`group`]).
+    /// with the writes queued beside it, in one group commit ([`group`]), in a savepoint of
+    /// its own that undoes it alone when it fails.
     async fn write<T, F>(&self, work: F) -> Result<T, StoreError>
     where
         T: Send + 'static,
         F: FnOnce(&rusqlite::Transaction<'_>) -> Result<T, StoreError> + Send + 'static,
     {
+        self.write_in(work, true).await
+    }
+
+    /// [`Self::write`] without a savepoint, for the hot writes (a create, an outcome), which
+    /// nearly always fail before they change a row: one that fails after fails its group.
+    async fn write_lean<T, F>(&self, work: F) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&rusqlite::Transaction<'_>) -> Result<T, StoreError> + Send + 'static,
+    {
+        self.write_in(work, false).await
+    }
+
+    async fn write_in<T, F>(&self, work: F, in_savepoint: bool) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&rusqlite::Transaction<'_>) -> Result<T, StoreError> + Send + 'static,
+    {
         let (reply, answer) = tokio::sync::oneshot::channel();
-        let leads = {
-            let mut queue = self.writes.lock().unwrap_or_else(|p| p.into_inner());
-            queue.push(Box::new(group::Write::new(work, reply)));
-            queue.len() == 1
-        };
-        if leads {
-            let queue = Arc::clone(&self.writes);
-            let led = self
-                .with_conn(move |conn| {
-                    let batch =
-                        std::mem::take(&mut *queue.lock().unwrap_or_else(|p| p.into_inner()));
-                    group::run_group(conn, batch);
-                    Ok(())
-                })
-                .await;
-            // The worker never ran (the runtime is shutting down): answer whoever is queued,
-            // or the next write would wait behind a leader that is gone.
-            if let Err(err) = led {
-                let stranded =
-                    std::mem::take(&mut *self.writes.lock().unwrap_or_else(|p| p.into_inner()));
-                for write in stranded {
-                    write.answer(Some(err.clone()));
-                }
-            }
+        let write = group::Write::new(work, in_savepoint, reply);
+        if group::push(&self.writes, Box::new(write)) {
+            let (conn, turn) = (
+                Arc::clone(&self.conn),
+                group::Turn::new(Arc::clone(&self.writes)),
+            );
+            // Not awaited: the leader answers each write, its caller's among them, as its
+            // group commits, and may go on leading long after.
+            drop(tokio::task::spawn_blocking(move || {
+                group::lead(&conn, turn)
+            }));
         }
         answer
             .await
@@ -161,12 +159,9 @@ where
     F: FnOnce(&mut Connection) -> Result<T, StoreError> + Send + 'static,
 {
     let conn = Arc::clone(conn);
-    tokio::task::spawn_blocking(move || {
-        let mut guard = conn.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-        work(&mut guard)
-    })
-    .await
-    .map_err(|err| StoreError::backend_from("the SQLite worker failed", err))?
+    tokio::task::spawn_blocking(move || work(&mut conn.lock()))
+        .await
+        .map_err(|err| StoreError::backend_from("the SQLite worker failed", err))?
 }
 
 impl SqliteStore {
@@ -177,7 +172,7 @@ impl SqliteStore {
 
 impl SqliteStore {
     pub async fn task_create(&self, task: Task) -> Result<Created, StoreError> {
-        self.write(move |tx| {
+        self.write_lean(move |tx| {
             if let Some(key) = &task.idempotency_key {
                 let existing = tx
                     .prepare_cached(&format!(
@@ -350,7 +345,7 @@ mod tests {
         let (locked_tx, locked_rx) = std::sync::mpsc::channel();
         let (release_tx, release_rx) = std::sync::mpsc::channel::<()>();
         let holder = std::thread::spawn(move || {
-            let _held = writer.lock().unwrap_or_else(|p| p.into_inner());
+            let _held = writer.lock();
             let _ = locked_tx.send(());
             let _ = release_rx.recv();
         });

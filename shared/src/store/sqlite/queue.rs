@@ -255,7 +255,7 @@ impl SqliteStore {
         let settle = Transition::settle(claimed, outcome, now)?;
         let written = settle.apply(claimed).ok();
         let claimed = claimed.clone();
-        self.write(move |tx| settle_in(tx, &claimed, &settle, written))
+        self.write_lean(move |tx| settle_in(tx, &claimed, &settle, written))
             .await
     }
 }
