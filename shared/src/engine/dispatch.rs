@@ -20,6 +20,11 @@ use crate::report::Report;
 use crate::store::{Claim, Store, StoreError};
 use crate::task::Task;
 
+/// Claims in flight at most where slots are claimed for as outcomes are written: a claim for
+/// the slots of outcomes written after an earlier claim started joins their commit instead of
+/// waiting for that claim's answer.
+const CLAIMS_IN_FLIGHT: usize = 4;
+
 /// The longest a busy period goes unlogged.
 const PERIOD_LOG_EVERY: Duration = Duration::from_secs(60);
 
@@ -188,9 +193,12 @@ struct Dispatcher<'a, S> {
     /// Attempts among `running` whose outcome's first write is under way, where the store
     /// commits writes in order: their slots are claimed for meanwhile.
     settling: Option<Arc<Settling>>,
-    /// The claim in flight, and how many tasks it asked for.
-    claiming: Option<Claiming<'a>>,
+    /// The claims in flight, and how many tasks they asked for in all.
+    claiming: FuturesUnordered<Claiming<'a>>,
     asked: usize,
+    /// Claims in flight at most: one, or where slots are claimed for as outcomes are
+    /// written (`settling`) and no type has a concurrency cap, [`CLAIMS_IN_FLIGHT`].
+    claims_at_once: usize,
     /// Claims answered so far.
     claims: u64,
     stopped: bool,
@@ -222,8 +230,9 @@ impl<'a, S: Store> Dispatcher<'a, S> {
             running: FuturesUnordered::new(),
             by_type: HashMap::new(),
             settling: None,
-            claiming: None,
+            claiming: FuturesUnordered::new(),
             asked: 0,
+            claims_at_once: 1,
             claims: 0,
             stopped: false,
             out_of_time: false,
@@ -244,6 +253,9 @@ impl<'a, S: Store> Dispatcher<'a, S> {
         let mut stop = std::pin::pin!(stop);
         if self.tasker.store.queue_writes_in_order().await {
             self.settling = Some(Arc::default());
+            if !self.tasker.any_type_capped() {
+                self.claims_at_once = CLAIMS_IN_FLIGHT;
+            }
         }
         loop {
             let now = Instant::now();
@@ -253,12 +265,12 @@ impl<'a, S: Store> Dispatcher<'a, S> {
             let next_claim = self
                 .refill
                 .next_claim(now, free, self.running.len())
-                .filter(|_| open && self.claiming.is_none());
+                .filter(|_| open && self.claiming.len() < self.claims_at_once);
             if next_claim.is_some_and(|at| at <= now) {
                 self.start_claim(now, free.min(self.batch));
                 continue;
             }
-            if self.claiming.is_none() && self.running.is_empty() {
+            if self.claiming.is_empty() && self.running.is_empty() {
                 if self.refill.is_drained() || !open {
                     self.period.finish(&mut self.total);
                 }
@@ -276,7 +288,7 @@ impl<'a, S: Store> Dispatcher<'a, S> {
                 Some((task_type, outcome)) = self.running.next(), if !self.running.is_empty() => {
                     self.attempt_ended(&task_type, outcome);
                 }
-                answer = poll_claim(&mut self.claiming), if self.claiming.is_some() => {
+                Some(answer) = self.claiming.next(), if !self.claiming.is_empty() => {
                     self.claim_answered(answer)?;
                 }
                 () = sleep_until(timer), if timer.is_some() => {}
@@ -286,7 +298,7 @@ impl<'a, S: Store> Dispatcher<'a, S> {
                 () = self.tasker.due_later.noted(), if open => {
                     self.refill.held_until(self.tasker.due_later.take());
                 }
-                () = settling_began(self.settling.as_deref()), if open && self.claiming.is_none() => {}
+                () = settling_began(self.settling.as_deref()), if open && self.claiming.len() < self.claims_at_once => {}
                 () = &mut stop, if !self.stopped => self.stopped = true,
                 else => break,
             }
@@ -305,9 +317,10 @@ impl<'a, S: Store> Dispatcher<'a, S> {
 
     /// Starts a claim of `want` tasks at `now`.
     fn start_claim(&mut self, now: Instant, want: usize) {
-        self.claiming = Some(self.tasker.claim(want, self.by_type.clone()));
+        self.claiming
+            .push(self.tasker.claim(want, self.by_type.clone()));
         self.refill.claiming(now);
-        self.asked = want;
+        self.asked += want;
     }
 
     /// An attempt of a task of `task_type` ended with `outcome`, freeing its slot.
@@ -332,8 +345,7 @@ impl<'a, S: Store> Dispatcher<'a, S> {
     /// the run (nothing is done yet, so the invocation itself reports the outage), unless the
     /// run goes on until stopped; later ones are counted and logged.
     fn claim_answered(&mut self, answer: ClaimAnswer) -> Result<(), TaskerError> {
-        self.claiming = None;
-        self.asked = 0;
+        self.asked -= answer.asked;
         self.claims += 1;
         let batch = match answer.result {
             Ok(batch) => {
@@ -374,13 +386,6 @@ impl<'a, S: Store> Dispatcher<'a, S> {
                 .push(Box::pin(async move { (task_type, attempt.await) }));
         }
         Ok(())
-    }
-}
-
-async fn poll_claim(claiming: &mut Option<Claiming<'_>>) -> ClaimAnswer {
-    match claiming.as_mut() {
-        Some(claim) => claim.await,
-        None => std::future::pending().await,
     }
 }
 

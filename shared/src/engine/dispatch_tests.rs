@@ -375,3 +375,50 @@ async fn a_claim_ahead_of_an_outcome_starts_nothing_before_that_outcome_commits(
         "{summary:?}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn claims_in_flight_together_never_start_more_attempts_than_the_slots() {
+    const TASKS: usize = 400;
+    const SLOTS: usize = 4;
+    let dir = tempfile::tempdir().expect("temporary directory");
+    let running = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let most = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let mut registry = Registry::new();
+    let (now, top) = (Arc::clone(&running), Arc::clone(&most));
+    registry
+        .register("counted", move |_| {
+            let (now, top) = (Arc::clone(&now), Arc::clone(&top));
+            async move {
+                let at_once = now.fetch_add(1, std::sync::atomic::Ordering::SeqCst) + 1;
+                top.fetch_max(at_once, std::sync::atomic::Ordering::SeqCst);
+                // Long enough for the other slots' claims to come back meanwhile.
+                for _ in 0..20 {
+                    tokio::task::yield_now().await;
+                }
+                now.fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
+                Ok(())
+            }
+        })
+        .expect("register counted");
+    let settings = ProcessorSettings {
+        concurrency: SLOTS,
+        ..ProcessorSettings::default()
+    };
+    let store = SqliteStore::open(dir.path().join("tasker.db")).expect("sqlite file");
+    let tasker = Tasker::new(store, registry, settings);
+    let tasks: Vec<NewTask> = (0..TASKS).map(|_| NewTask::new("counted", "{}")).collect();
+    for created in tasker.create_many(tasks).await {
+        created.expect("create");
+    }
+    let summary = tasker.process_queue(None).await.expect("run");
+    assert_eq!(
+        (summary.claimed, summary.outcomes.succeeded),
+        (TASKS, TASKS),
+        "{summary:?}"
+    );
+    let most = most.load(std::sync::atomic::Ordering::SeqCst);
+    assert!(
+        most <= SLOTS,
+        "{most} handlers ran at once with {SLOTS} slots"
+    );
+}

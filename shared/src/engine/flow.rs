@@ -96,6 +96,16 @@ impl<S: Store> Tasker<S> {
         }
     }
 
+    /// True when a registered type has a concurrency cap: a claim's room for it counts the
+    /// attempts running, so claims of it go one at a time.
+    pub(super) fn any_type_capped(&self) -> bool {
+        self.registry.types().any(|name| {
+            self.registry
+                .settings(name)
+                .is_some_and(|s| s.concurrency.is_some())
+        })
+    }
+
     /// The gate for a claim while `running` (by type) run in this process.
     pub(super) async fn gate(
         &self,

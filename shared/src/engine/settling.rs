@@ -6,6 +6,10 @@
 //! shares the outcomes' commit instead of waiting for it (with no-op handlers the drain is
 //! that alternation of commits).
 //!
+//! Several claims may be in flight: one for the slots of outcomes queued after an earlier claim
+//! started rides with those outcomes, instead of waiting for that claim's answer and a commit
+//! of its own. Their asks add up, so together they never ask for more than the free slots.
+//!
 //! Only the first write lends the slot. When it fails, a claim it woke may already be queued
 //! behind it and commit without it while the outcome is tried again: after a failed write,
 //! and only then, the attempts started and not yet recorded can reach twice the slots (each
@@ -47,8 +51,8 @@ impl Drop for SettlingGuard<'_> {
     }
 }
 
-/// The slots a claim may ask for: those no attempt holds, less those a claim in flight asked
-/// for. An attempt whose outcome's first write is under way (`settling`, among `running`)
+/// The slots a claim may ask for: those no attempt holds, less those the claims in flight
+/// asked for. An attempt whose outcome's first write is under way (`settling`, among `running`)
 /// holds none, so at most twice the slots are ever claimed at once, and never more than the
 /// slots run handlers.
 pub(super) fn free_slots(slots: usize, running: usize, settling: usize, asked: usize) -> usize {
