@@ -12,12 +12,18 @@
 //! after a change fails its whole group, rolled back, each write answered with the error.
 
 use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use rusqlite::{Connection, Transaction, TransactionBehavior};
 
 use super::counts;
 use super::rows::sqlite_error;
 use crate::store::StoreError;
+
+/// The longest a leader waits for the next write once the queue is empty (see [`lead`]), and
+/// the fewest writes of the group before that make it wait at all.
+const LINGER_MOST: Duration = Duration::from_millis(1);
+const LINGER_AFTER: usize = 4;
 
 /// A write waiting for the next group.
 pub(super) trait GroupWrite: Send {
@@ -59,11 +65,24 @@ pub(super) fn push(queue: &Queue, write: Box<dyn GroupWrite>) -> bool {
 /// thread goes from group to group instead of a new one waking for each. The connection is
 /// handed over fairly after each group, so a read waiting for it (an in-memory store has no
 /// other connection) goes before the next group.
+///
+/// After a group of [`LINGER_AFTER`] writes or more, a leader that finds the queue empty
+/// waits for the next write for as long as that group took (at most [`LINGER_MOST`]),
+/// yielding its core meanwhile, before its turn ends: under load the group's answers bring
+/// the next writes within about that time, and a new leader's thread would take a wake-up to
+/// start. A quiet queue's groups (a lone write) end the turn at once.
 pub(super) fn lead(conn: &parking_lot::Mutex<Connection>, mut turn: Turn) {
-    while let Some(batch) = turn.next_batch() {
+    let mut linger = Duration::ZERO;
+    while let Some(batch) = turn.next_batch(linger) {
+        let (size, started) = (batch.len(), Instant::now());
         let mut conn = conn.lock();
         run_group(&mut conn, batch);
         parking_lot::MutexGuard::unlock_fair(conn);
+        linger = if size >= LINGER_AFTER {
+            started.elapsed().min(LINGER_MOST)
+        } else {
+            Duration::ZERO
+        };
     }
 }
 
@@ -78,10 +97,17 @@ impl Turn {
         Self(Some(queue))
     }
 
-    /// The writes queued now; none (and the turn ends) when there are none.
-    fn next_batch(&mut self) -> Option<Vec<Box<dyn GroupWrite>>> {
+    /// The writes queued now, or within `linger` if none are; none (and the turn ends) when
+    /// none came.
+    fn next_batch(&mut self, linger: Duration) -> Option<Vec<Box<dyn GroupWrite>>> {
         let queue = self.0.as_ref()?;
+        let started = Instant::now();
         let mut pending = queue.lock().unwrap_or_else(|p| p.into_inner());
+        while pending.writes.is_empty() && started.elapsed() < linger {
+            drop(pending);
+            std::thread::yield_now();
+            pending = queue.lock().unwrap_or_else(|p| p.into_inner());
+        }
         if pending.writes.is_empty() {
             pending.led = false;
             drop(pending);
@@ -398,6 +424,33 @@ mod tests {
                 .expect("answered")
                 .is_err_and(|e| e.to_string().contains("stopped before the write"))
         );
+        let (third, _) = insert(3, Fails::Never, false);
+        assert!(push(&queue, third), "the next write asks for a new leader");
+    }
+
+    #[test]
+    fn a_lingering_leader_takes_a_write_queued_meanwhile_and_a_quiet_one_ends_its_turn() {
+        let queue = Queue::default();
+        let (first, _) = insert(1, Fails::Never, false);
+        assert!(push(&queue, first));
+        let mut turn = Turn::new(Arc::clone(&queue));
+        assert_eq!(turn.next_batch(Duration::ZERO).map(|b| b.len()), Some(1));
+        let pusher = std::thread::spawn({
+            let queue = Arc::clone(&queue);
+            move || {
+                std::thread::sleep(Duration::from_millis(50));
+                let (second, _) = insert(2, Fails::Never, false);
+                push(&queue, second)
+            }
+        });
+        // Far longer than the push takes: the turn ends as soon as the write is taken.
+        let lingered = turn.next_batch(Duration::from_secs(30));
+        assert!(
+            !pusher.join().expect("pusher"),
+            "the lingering leader is still at work"
+        );
+        assert_eq!(lingered.map(|b| b.len()), Some(1));
+        assert!(turn.next_batch(Duration::ZERO).is_none(), "the turn ends");
         let (third, _) = insert(3, Fails::Never, false);
         assert!(push(&queue, third), "the next write asks for a new leader");
     }
