@@ -7,6 +7,7 @@ mod delivery;
 mod flow;
 mod group;
 mod keys;
+mod leader;
 mod listing;
 #[cfg(feature = "testing")]
 pub mod probe;
@@ -42,7 +43,7 @@ pub struct SqliteStore {
     /// on it, so they never hold up the processor's writes (WAL lets both work at once).
     reader: Option<Arc<Mutex<Connection>>>,
     /// The writes waiting for the next group commit.
-    writes: group::Queue,
+    writes: leader::Queue,
     /// What the claims have read.
     reads: Arc<ReadCounter>,
 }
@@ -135,15 +136,15 @@ impl SqliteStore {
     {
         let (reply, answer) = tokio::sync::oneshot::channel();
         let write = group::Write::new(work, in_savepoint, reply);
-        if group::push(&self.writes, Box::new(write)) {
+        if leader::push(&self.writes, Box::new(write)) {
             let (conn, turn) = (
                 Arc::clone(&self.conn),
-                group::Turn::new(Arc::clone(&self.writes)),
+                leader::Turn::new(Arc::clone(&self.writes)),
             );
             // Not awaited: the leader answers each write, its caller's among them, as its
             // group commits, and may go on leading long after.
             drop(tokio::task::spawn_blocking(move || {
-                group::lead(&conn, turn)
+                leader::lead(&conn, turn)
             }));
         }
         answer
