@@ -378,24 +378,26 @@ async fn a_claim_ahead_of_an_outcome_starts_nothing_before_that_outcome_commits(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn claims_in_flight_together_never_start_more_attempts_than_the_slots() {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
     const TASKS: usize = 400;
     const SLOTS: usize = 4;
     let dir = tempfile::tempdir().expect("temporary directory");
-    let running = Arc::new(std::sync::atomic::AtomicUsize::new(0));
-    let most = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let running = Arc::new(AtomicUsize::new(0));
+    let most = Arc::new(AtomicUsize::new(0));
     let mut registry = Registry::new();
     let (now, top) = (Arc::clone(&running), Arc::clone(&most));
     registry
         .register("counted", move |_| {
             let (now, top) = (Arc::clone(&now), Arc::clone(&top));
             async move {
-                let at_once = now.fetch_add(1, std::sync::atomic::Ordering::SeqCst) + 1;
-                top.fetch_max(at_once, std::sync::atomic::Ordering::SeqCst);
+                let at_once = now.fetch_add(1, Ordering::SeqCst) + 1;
+                top.fetch_max(at_once, Ordering::SeqCst);
                 // Long enough for the other slots' claims to come back meanwhile.
                 for _ in 0..20 {
                     tokio::task::yield_now().await;
                 }
-                now.fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
+                now.fetch_sub(1, Ordering::SeqCst);
                 Ok(())
             }
         })
@@ -416,7 +418,7 @@ async fn claims_in_flight_together_never_start_more_attempts_than_the_slots() {
         (TASKS, TASKS),
         "{summary:?}"
     );
-    let most = most.load(std::sync::atomic::Ordering::SeqCst);
+    let most = most.load(Ordering::SeqCst);
     assert!(
         most <= SLOTS,
         "{most} handlers ran at once with {SLOTS} slots"

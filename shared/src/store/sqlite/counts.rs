@@ -6,7 +6,7 @@
 //! (one row each).
 //!
 //! Every status change goes through `rows::update_where` inside a group write, which notes it;
-//! a write undone by its savepoint has its notes undone with it.
+//! a write that fails has its notes undone with it.
 
 use std::cell::Cell;
 
@@ -46,7 +46,7 @@ pub(super) fn noted() -> Changes {
     NOTED.get()
 }
 
-/// Forgets the changes noted after `mark` (a write undone by its savepoint).
+/// Forgets the changes noted after `mark` (a write that failed).
 pub(super) fn undo_to(mark: Changes) {
     NOTED.set(mark);
 }
